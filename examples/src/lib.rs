@@ -1,0 +1,1 @@
+//! Runnable millrace programs; see the `examples` targets.

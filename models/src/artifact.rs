@@ -1,0 +1,98 @@
+//! A model version as one artifact: the feature spec it was trained with, its weights and its
+//! metadata. Serving evaluates an artifact with the same transform the trainer used, so a model
+//! is never served with features it was not trained on.
+
+use crate::criteo::CriteoFeatures;
+use crate::features::{FeatureSpec, FEATURES_PER_EVENT};
+use crate::ftrl::sigmoid;
+use serde::{Deserialize, Serialize};
+
+/// The kind of model an artifact holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    /// Logistic regression (trained with FTRL-Proximal): one weight per feature slot.
+    LogisticRegression,
+}
+
+/// What the registry records about a model version besides its weights (`meta.json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelMeta {
+    /// The model's name, as served under `/v1/models/{name}`.
+    pub name: String,
+    /// The version number, assigned by the registry at publication (1, 2, …).
+    pub version: u64,
+    /// The kind of model.
+    pub kind: ModelKind,
+    /// The transform from events to rows that the weights belong to.
+    pub features: FeatureSpec,
+    /// Number of events the model had learned from when it was published.
+    pub trained_events: u64,
+    /// Progressive-validation AUC over those events, when both classes were seen.
+    pub progressive_auc: Option<f64>,
+    /// Progressive-validation log-loss over those events.
+    pub progressive_logloss: Option<f64>,
+    /// Publication time, milliseconds since the Unix epoch.
+    pub created_unix_ms: u64,
+    /// SHA-256 of `weights.safetensors`, hex; checked on load.
+    pub weights_sha256: String,
+}
+
+/// A complete model version: metadata and weights.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelArtifact {
+    /// The metadata.
+    pub meta: ModelMeta,
+    /// One weight per feature slot (`meta.features.dimension()` of them).
+    pub weights: Vec<f32>,
+}
+
+impl ModelArtifact {
+    /// A not-yet-published artifact: version and checksum are filled in by the registry.
+    pub fn new(name: &str, features: FeatureSpec, weights: Vec<f32>) -> Self {
+        ModelArtifact {
+            meta: ModelMeta {
+                name: name.to_owned(),
+                version: 0,
+                kind: ModelKind::LogisticRegression,
+                features,
+                trained_events: 0,
+                progressive_auc: None,
+                progressive_logloss: None,
+                created_unix_ms: 0,
+                weights_sha256: String::new(),
+            },
+            weights,
+        }
+    }
+
+    /// Problems that make the artifact unservable, empty when it is consistent.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = self.meta.features.problems();
+        if problems.is_empty() && self.weights.len() != self.meta.features.dimension() {
+            problems.push(format!(
+                "{} weights for a feature spec of dimension {}",
+                self.weights.len(),
+                self.meta.features.dimension()
+            ));
+        }
+        if let Some(i) = self.weights.iter().position(|w| !w.is_finite()) {
+            problems.push(format!("weight {i} is not finite"));
+        }
+        problems
+    }
+
+    /// The click probability of one event.
+    pub fn predict(&self, features: &CriteoFeatures) -> f32 {
+        let mut row = Vec::with_capacity(FEATURES_PER_EVENT);
+        self.predict_with(features, &mut row)
+    }
+
+    /// Like [`ModelArtifact::predict`], reusing `row` as scratch space.
+    pub fn predict_with(&self, features: &CriteoFeatures, row: &mut Vec<u32>) -> f32 {
+        row.clear();
+        self.meta.features.transform(features, row);
+        sigmoid(row.iter().map(|&i| self.weights[i as usize]).sum())
+    }
+}

@@ -1,0 +1,352 @@
+//! The Criteo display-advertising schema: `label`, `I1`…`I13` (integers), `C1`…`C26` (hashed
+//! categoricals), and its two wire forms: the tab-separated line of the Kaggle DAC files and the
+//! JSON object of a predict request.
+//!
+//! A line is well-formed when it has 40 tab-separated fields, the label is `0` or `1`, each integer
+//! field is empty or a (possibly negative) integer, and each categorical field is empty or exactly
+//! 8 hex digits. Anything else is a [`DecodeError`] that names the field; decoding never panics.
+
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+
+/// Number of integer fields (`I1`…`I13`).
+pub const NUM_INTS: usize = 13;
+/// Number of categorical fields (`C1`…`C26`).
+pub const NUM_CATS: usize = 26;
+/// Number of tab-separated fields in a line: the label, then the integers, then the categoricals.
+pub const NUM_FIELDS: usize = 1 + NUM_INTS + NUM_CATS;
+
+/// The names of the integer fields, in order.
+pub const INT_NAMES: [&str; NUM_INTS] = [
+    "I1", "I2", "I3", "I4", "I5", "I6", "I7", "I8", "I9", "I10", "I11", "I12", "I13",
+];
+/// The names of the categorical fields, in order.
+pub const CAT_NAMES: [&str; NUM_CATS] = [
+    "C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8", "C9", "C10", "C11", "C12", "C13", "C14", "C15",
+    "C16", "C17", "C18", "C19", "C20", "C21", "C22", "C23", "C24", "C25", "C26",
+];
+
+/// The features of one Criteo event: everything but the label.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CriteoFeatures {
+    /// `I1`…`I13`; `None` where the field is empty.
+    pub ints: [Option<i64>; NUM_INTS],
+    /// `C1`…`C26` as the 32-bit values of their 8 hex digits; `None` where the field is empty.
+    pub cats: [Option<u32>; NUM_CATS],
+}
+
+/// One labelled Criteo event.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CriteoEvent {
+    /// `true` for a click.
+    pub label: bool,
+    /// The event's features.
+    pub features: CriteoFeatures,
+}
+
+/// Why a line or a JSON instance is not a well-formed Criteo event.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The line does not have 40 tab-separated fields.
+    #[error("expected {NUM_FIELDS} tab-separated fields, got {0}")]
+    FieldCount(usize),
+    /// The label is not `0` or `1`.
+    #[error("field `label` must be 0 or 1")]
+    Label,
+    /// An integer field holds something other than an optional `-` and decimal digits that fit
+    /// in 64 bits.
+    #[error("field `{0}` must be empty or an integer")]
+    Integer(&'static str),
+    /// A categorical field holds something other than exactly 8 hex digits.
+    #[error("field `{0}` must be empty or 8 hex digits")]
+    Categorical(&'static str),
+    /// A JSON instance names a field the schema does not have.
+    #[error("unknown field `{0}`")]
+    UnknownField(String),
+    /// A JSON instance is not an object.
+    #[error("an instance must be a JSON object of Criteo fields")]
+    NotAnObject,
+}
+
+impl DecodeError {
+    /// A short, fixed label for the kind of error, for metrics and dead-letter headers.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DecodeError::FieldCount(_) => "field_count",
+            DecodeError::Label => "label",
+            DecodeError::Integer(_) => "integer",
+            DecodeError::Categorical(_) => "categorical",
+            DecodeError::UnknownField(_) => "unknown_field",
+            DecodeError::NotAnObject => "not_an_object",
+        }
+    }
+}
+
+impl CriteoEvent {
+    /// Decodes one tab-separated line (a trailing `\n` or `\r\n` is ignored).
+    ///
+    /// # Errors
+    ///
+    /// A [`DecodeError`] naming the first field that is not well-formed.
+    pub fn decode_tsv(line: &[u8]) -> Result<Self, DecodeError> {
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let field_count = || DecodeError::FieldCount(line.split(|&b| b == b'\t').count());
+        let mut fields = line.split(|&b| b == b'\t');
+        let label = match fields.next() {
+            Some(b"0") => false,
+            Some(b"1") => true,
+            _ => return Err(DecodeError::Label),
+        };
+        let mut features = CriteoFeatures::default();
+        for (slot, name) in features.ints.iter_mut().zip(INT_NAMES) {
+            let field = fields.next().ok_or_else(field_count)?;
+            *slot = parse_int(field).ok_or(DecodeError::Integer(name))?;
+        }
+        for (slot, name) in features.cats.iter_mut().zip(CAT_NAMES) {
+            let field = fields.next().ok_or_else(field_count)?;
+            *slot = parse_cat(field).ok_or(DecodeError::Categorical(name))?;
+        }
+        if fields.next().is_some() {
+            return Err(field_count());
+        }
+        Ok(CriteoEvent { label, features })
+    }
+
+    /// Encodes the event as one tab-separated line, without the trailing newline.
+    pub fn to_tsv(&self) -> String {
+        let mut out = String::with_capacity(256);
+        out.push(if self.label { '1' } else { '0' });
+        for v in &self.features.ints {
+            out.push('\t');
+            if let Some(v) = v {
+                let _ = write!(out, "{v}");
+            }
+        }
+        for v in &self.features.cats {
+            out.push('\t');
+            if let Some(v) = v {
+                let _ = write!(out, "{v:08x}");
+            }
+        }
+        out
+    }
+}
+
+impl CriteoFeatures {
+    /// Reads the features from a JSON object such as `{"I1": 3, "C1": "68fd1e64"}`.
+    ///
+    /// Absent fields, `null` and `""` are missing values; integers may be JSON numbers or
+    /// decimal strings. A `label` key is accepted and ignored, so a training event can be
+    /// scored as it is.
+    ///
+    /// # Errors
+    ///
+    /// A [`DecodeError`] for the first unknown or ill-typed field.
+    pub fn from_json(value: &serde_json::Value) -> Result<Self, DecodeError> {
+        let object = value.as_object().ok_or(DecodeError::NotAnObject)?;
+        let mut features = CriteoFeatures::default();
+        for (key, value) in object {
+            if key == "label" {
+                continue;
+            }
+            if let Some(i) = INT_NAMES.iter().position(|n| n == key) {
+                features.ints[i] = json_int(value).ok_or(DecodeError::Integer(INT_NAMES[i]))?;
+            } else if let Some(i) = CAT_NAMES.iter().position(|n| n == key) {
+                features.cats[i] = match value {
+                    serde_json::Value::Null => None,
+                    serde_json::Value::String(s) => {
+                        parse_cat(s.as_bytes()).ok_or(DecodeError::Categorical(CAT_NAMES[i]))?
+                    }
+                    _ => return Err(DecodeError::Categorical(CAT_NAMES[i])),
+                };
+            } else {
+                return Err(DecodeError::UnknownField(key.clone()));
+            }
+        }
+        Ok(features)
+    }
+
+    /// The features as a JSON object with the schema's field names; missing values are left out.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut object = serde_json::Map::new();
+        for (v, name) in self.ints.iter().zip(INT_NAMES) {
+            if let Some(v) = v {
+                object.insert(name.to_owned(), (*v).into());
+            }
+        }
+        for (v, name) in self.cats.iter().zip(CAT_NAMES) {
+            if let Some(v) = v {
+                object.insert(name.to_owned(), format!("{v:08x}").into());
+            }
+        }
+        serde_json::Value::Object(object)
+    }
+}
+
+/// `Some(None)` for an empty field, `Some(Some(v))` for an integer, `None` for anything else.
+fn parse_int(field: &[u8]) -> Option<Option<i64>> {
+    if field.is_empty() {
+        return Some(None);
+    }
+    let (negative, digits) = match field.strip_prefix(b"-") {
+        Some(rest) => (true, rest),
+        None => (false, field),
+    };
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    let mut magnitude: u64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        magnitude = magnitude.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    let signed = if negative {
+        -i128::from(magnitude)
+    } else {
+        i128::from(magnitude)
+    };
+    i64::try_from(signed).ok().map(Some)
+}
+
+/// `Some(None)` for an empty field, `Some(Some(v))` for 8 hex digits, `None` for anything else.
+fn parse_cat(field: &[u8]) -> Option<Option<u32>> {
+    if field.is_empty() {
+        return Some(None);
+    }
+    if field.len() != 8 {
+        return None;
+    }
+    let mut value = 0u32;
+    for &d in field {
+        let nibble = match d {
+            b'0'..=b'9' => d - b'0',
+            b'a'..=b'f' => d - b'a' + 10,
+            b'A'..=b'F' => d - b'A' + 10,
+            _ => return None,
+        };
+        value = (value << 4) | u32::from(nibble);
+    }
+    Some(Some(value))
+}
+
+fn json_int(value: &serde_json::Value) -> Option<Option<i64>> {
+    match value {
+        serde_json::Value::Null => Some(None),
+        serde_json::Value::Number(n) => n.as_i64().map(Some),
+        serde_json::Value::String(s) => parse_int(s.as_bytes()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const GOOD: &str = "0\t1\t1\t5\t0\t1382\t4\t15\t2\t181\t1\t2\t\t2\t68fd1e64\t80e26c9b\tfb936136\t7b4723c4\t25c83c98\t7e0ccccf\tde7995b8\t1f89b562\ta73ee510\ta8cd5504\tb2cb9c98\t37c9c164\t2824a5f6\t1adce6ef\t8ba8b39a\t891b62e7\te5ba7672\tf54016b9\t21ddcdc9\tb1252a9d\t07b5194c\t\t3a171ecb\tc5c50484\te8b83407\t9727dd16";
+
+    #[test]
+    fn decodes_a_kaggle_line() {
+        let event = CriteoEvent::decode_tsv(GOOD.as_bytes()).unwrap();
+        assert!(!event.label);
+        assert_eq!(event.features.ints[0], Some(1));
+        assert_eq!(event.features.ints[11], None);
+        assert_eq!(event.features.cats[0], Some(0x68fd1e64));
+        assert_eq!(event.features.cats[21], None);
+        assert_eq!(event.to_tsv(), GOOD);
+    }
+
+    #[test]
+    fn names_the_bad_field() {
+        let bad_label = GOOD.replacen('0', "2", 1);
+        assert_eq!(CriteoEvent::decode_tsv(bad_label.as_bytes()), Err(DecodeError::Label));
+        let bad_int = GOOD.replacen("\t1382\t", "\t13x2\t", 1);
+        assert_eq!(
+            CriteoEvent::decode_tsv(bad_int.as_bytes()),
+            Err(DecodeError::Integer("I5"))
+        );
+        let bad_cat = GOOD.replacen("68fd1e64", "68fd1e6", 1);
+        assert_eq!(
+            CriteoEvent::decode_tsv(bad_cat.as_bytes()),
+            Err(DecodeError::Categorical("C1"))
+        );
+        let short = GOOD.rsplit_once('\t').unwrap().0;
+        assert_eq!(CriteoEvent::decode_tsv(short.as_bytes()), Err(DecodeError::FieldCount(39)));
+        let long = format!("{GOOD}\t");
+        assert_eq!(CriteoEvent::decode_tsv(long.as_bytes()), Err(DecodeError::FieldCount(41)));
+        assert_eq!(CriteoEvent::decode_tsv(b""), Err(DecodeError::Label));
+        let overflow = GOOD.replacen("\t1382\t", "\t99999999999999999999\t", 1);
+        assert_eq!(
+            CriteoEvent::decode_tsv(overflow.as_bytes()),
+            Err(DecodeError::Integer("I5"))
+        );
+    }
+
+    #[test]
+    fn accepts_negative_integers_and_crlf() {
+        let line = format!("{}\r\n", GOOD.replacen("\t1382\t", "\t-3\t", 1));
+        let event = CriteoEvent::decode_tsv(line.as_bytes()).unwrap();
+        assert_eq!(event.features.ints[4], Some(-3));
+    }
+
+    #[test]
+    fn json_round_trip_and_errors() {
+        let event = CriteoEvent::decode_tsv(GOOD.as_bytes()).unwrap();
+        let json = event.features.to_json();
+        assert_eq!(CriteoFeatures::from_json(&json).unwrap(), event.features);
+        let unknown = serde_json::json!({"I1": 1, "C99": "00000000"});
+        assert_eq!(
+            CriteoFeatures::from_json(&unknown),
+            Err(DecodeError::UnknownField("C99".into()))
+        );
+        let wrong = serde_json::json!({"I1": "one"});
+        assert_eq!(CriteoFeatures::from_json(&wrong), Err(DecodeError::Integer("I1")));
+        let float = serde_json::json!({"I1": 1.5});
+        assert_eq!(CriteoFeatures::from_json(&float), Err(DecodeError::Integer("I1")));
+        assert_eq!(
+            CriteoFeatures::from_json(&serde_json::json!([1])),
+            Err(DecodeError::NotAnObject)
+        );
+    }
+
+    fn arb_event() -> impl Strategy<Value = CriteoEvent> {
+        (
+            any::<bool>(),
+            proptest::array::uniform13(proptest::option::of(any::<i64>())),
+            proptest::collection::vec(proptest::option::of(any::<u32>()), NUM_CATS),
+        )
+            .prop_map(|(label, ints, cats)| {
+                let mut features = CriteoFeatures {
+                    ints,
+                    ..Default::default()
+                };
+                features.cats.copy_from_slice(&cats);
+                CriteoEvent { label, features }
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn tsv_round_trips(event in arb_event()) {
+            let line = event.to_tsv();
+            prop_assert_eq!(CriteoEvent::decode_tsv(line.as_bytes()).unwrap(), event);
+        }
+
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let _ = CriteoEvent::decode_tsv(&bytes);
+        }
+
+        #[test]
+        fn decoding_mutated_lines_never_panics(pos in 0usize..GOOD.len(), byte in any::<u8>()) {
+            let mut line = GOOD.as_bytes().to_vec();
+            line[pos] = byte;
+            if let Ok(event) = CriteoEvent::decode_tsv(&line) {
+                prop_assert_eq!(CriteoEvent::decode_tsv(event.to_tsv().as_bytes()).unwrap(), event);
+            }
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! The model side of millrace: the Criteo event schema and its decoder, hashed features, the
+//! FTRL-Proximal learner, progressive-validation metrics, model artifacts and the registry.
+//!
+//! Nothing here knows about timely, Kafka or HTTP: the dataflow (`millrace-operators`), the
+//! connectors and the serving crate all share this code, so the transform a model was trained
+//! with is by construction the transform it is served with.
+#![warn(missing_docs)]
+
+pub mod artifact;
+pub mod criteo;
+pub mod error;
+pub mod eval;
+pub mod features;
+pub mod ftrl;
+pub mod registry;
+pub mod synth;
+
+pub use artifact::{ModelArtifact, ModelMeta};
+pub use criteo::{CriteoEvent, CriteoFeatures, DecodeError};
+pub use error::{Error, Result};
+pub use eval::{exact_auc, AucAccumulator, LogLoss};
+pub use features::FeatureSpec;
+pub use ftrl::{Ftrl, FtrlParams};
+pub use registry::Registry;

@@ -1,0 +1,249 @@
+//! The model registry on a directory: `DIR/<model>/v<version>/{meta.json, weights.safetensors}`.
+//!
+//! A version is written into a hidden temporary directory and renamed into place, so a reader
+//! sees a version completely or not at all; versions only grow. Loading checks the weights'
+//! checksum, their shape and that every weight is finite.
+
+use crate::artifact::{ModelArtifact, ModelMeta};
+use crate::error::{Error, Result};
+use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+use sha2::{Digest, Sha256};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const META: &str = "meta.json";
+const WEIGHTS: &str = "weights.safetensors";
+const TENSOR: &str = "weights";
+
+/// A registry of model versions in a directory.
+#[derive(Clone, Debug)]
+pub struct Registry {
+    root: PathBuf,
+}
+
+impl Registry {
+    /// Opens (and creates if needed) the registry at `root`.
+    ///
+    /// # Errors
+    ///
+    /// When the directory cannot be created.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
+        Ok(Registry { root })
+    }
+
+    /// The registry's directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn model_dir(&self, name: &str) -> Result<PathBuf> {
+        let valid = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !valid {
+            return Err(Error::InvalidModelName(name.to_owned()));
+        }
+        Ok(self.root.join(name))
+    }
+
+    /// The names of the models with at least one version, sorted.
+    ///
+    /// # Errors
+    ///
+    /// When the registry directory cannot be read.
+    pub fn models(&self) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(&self.root).map_err(|e| Error::io(&self.root, e))? {
+            let entry = entry.map_err(|e| Error::io(&self.root, e))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if self.model_dir(&name).is_ok() && !self.versions(&name)?.is_empty() {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// The published versions of a model, ascending (empty if it has none).
+    ///
+    /// # Errors
+    ///
+    /// For an invalid model name, or when its directory cannot be read.
+    pub fn versions(&self, name: &str) -> Result<Vec<u64>> {
+        let dir = self.model_dir(name)?;
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(&dir, e)),
+        };
+        let mut versions = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io(&dir, e))?;
+            let name = entry.file_name();
+            if let Some(v) = name.to_str().and_then(|n| n.strip_prefix('v')) {
+                if let Ok(v) = v.parse::<u64>() {
+                    versions.push(v);
+                }
+            }
+        }
+        versions.sort_unstable();
+        Ok(versions)
+    }
+
+    /// The newest version of a model, if any.
+    ///
+    /// # Errors
+    ///
+    /// As [`Registry::versions`].
+    pub fn latest(&self, name: &str) -> Result<Option<u64>> {
+        Ok(self.versions(name)?.last().copied())
+    }
+
+    fn version_dir(&self, name: &str, version: u64) -> Result<PathBuf> {
+        Ok(self.model_dir(name)?.join(format!("v{version:010}")))
+    }
+
+    /// Publishes the artifact as the model's next version: fills in its version, checksum and
+    /// creation time, writes it atomically, and returns the version.
+    ///
+    /// # Errors
+    ///
+    /// When the artifact is inconsistent or cannot be written.
+    pub fn publish(&self, artifact: &mut ModelArtifact) -> Result<u64> {
+        let dir = self.model_dir(&artifact.meta.name)?;
+        let problems = artifact.problems();
+        if !problems.is_empty() {
+            return Err(Error::invalid(&dir, problems.join("; ")));
+        }
+        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let bytes: Vec<u8> = artifact.weights.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let view = TensorView::new(Dtype::F32, vec![artifact.weights.len()], &bytes)
+            .map_err(|e| Error::invalid(&dir, e.to_string()))?;
+        let encoded = safetensors::serialize([(TENSOR, view)], None)
+            .map_err(|e| Error::invalid(&dir, e.to_string()))?;
+        artifact.meta.weights_sha256 = hex(&Sha256::digest(&encoded));
+        artifact.meta.created_unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        artifact.meta.version = self.latest(&artifact.meta.name)?.unwrap_or(0) + 1;
+
+        let tmp = dir.join(format!(".tmp-v{}-{}", artifact.meta.version, std::process::id()));
+        let write = |path: PathBuf, data: &[u8]| fs::write(&path, data).map_err(|e| Error::io(path, e));
+        fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        write(tmp.join(WEIGHTS), &encoded)?;
+        let meta = serde_json::to_vec_pretty(&artifact.meta).expect("metadata serializes");
+        write(tmp.join(META), &meta)?;
+        let target = self.version_dir(&artifact.meta.name, artifact.meta.version)?;
+        fs::rename(&tmp, &target).map_err(|e| Error::io(&target, e))?;
+        Ok(artifact.meta.version)
+    }
+
+    /// Loads and validates one version of a model.
+    ///
+    /// # Errors
+    ///
+    /// When the files are missing or unreadable, the checksum does not match, the weights do
+    /// not fit the feature spec, or a weight is not finite.
+    pub fn load(&self, name: &str, version: u64) -> Result<ModelArtifact> {
+        let dir = self.version_dir(name, version)?;
+        let meta_path = dir.join(META);
+        let meta_bytes = fs::read(&meta_path).map_err(|e| Error::io(&meta_path, e))?;
+        let meta: ModelMeta =
+            serde_json::from_slice(&meta_bytes).map_err(|e| Error::invalid(&meta_path, e.to_string()))?;
+        if meta.name != name || meta.version != version {
+            return Err(Error::invalid(&dir, "metadata names another model or version"));
+        }
+        let weights_path = dir.join(WEIGHTS);
+        let encoded = fs::read(&weights_path).map_err(|e| Error::io(&weights_path, e))?;
+        if hex(&Sha256::digest(&encoded)) != meta.weights_sha256 {
+            return Err(Error::invalid(&weights_path, "checksum mismatch"));
+        }
+        let tensors =
+            SafeTensors::deserialize(&encoded).map_err(|e| Error::invalid(&weights_path, e.to_string()))?;
+        let tensor = tensors
+            .tensor(TENSOR)
+            .map_err(|e| Error::invalid(&weights_path, e.to_string()))?;
+        if tensor.dtype() != Dtype::F32 || tensor.shape().len() != 1 {
+            return Err(Error::invalid(&weights_path, "weights must be a 1-d f32 tensor"));
+        }
+        let weights = tensor
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let artifact = ModelArtifact { meta, weights };
+        let problems = artifact.problems();
+        if !problems.is_empty() {
+            return Err(Error::invalid(&dir, problems.join("; ")));
+        }
+        Ok(artifact)
+    }
+
+    /// Loads the newest version of a model.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoVersion`] when there is none, otherwise as [`Registry::load`].
+    pub fn load_latest(&self, name: &str) -> Result<ModelArtifact> {
+        let version = self.latest(name)?.ok_or_else(|| Error::NoVersion(name.to_owned()))?;
+        self.load(name, version)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::features::FeatureSpec;
+
+    fn artifact(weights: Vec<f32>) -> ModelArtifact {
+        ModelArtifact::new("ctr", FeatureSpec::Hashed { hash_bits: 3 }, weights)
+    }
+
+    #[test]
+    fn publishes_increasing_versions_and_loads_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(dir.path()).unwrap();
+        assert_eq!(registry.latest("ctr").unwrap(), None);
+        let mut a = artifact(vec![0.5; 8]);
+        assert_eq!(registry.publish(&mut a).unwrap(), 1);
+        let mut b = artifact((0..8).map(|i| i as f32).collect());
+        b.meta.trained_events = 42;
+        assert_eq!(registry.publish(&mut b).unwrap(), 2);
+        assert_eq!(registry.versions("ctr").unwrap(), vec![1, 2]);
+        assert_eq!(registry.models().unwrap(), vec!["ctr".to_owned()]);
+        assert_eq!(registry.load_latest("ctr").unwrap(), b);
+        assert_eq!(registry.load("ctr", 1).unwrap(), a);
+    }
+
+    #[test]
+    fn rejects_corrupt_and_inconsistent_artifacts() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(dir.path()).unwrap();
+        assert!(registry.publish(&mut artifact(vec![0.0; 7])).is_err());
+        assert!(registry.publish(&mut artifact(vec![f32::NAN; 8])).is_err());
+        assert!(matches!(
+            registry.publish(&mut ModelArtifact::new("../x", FeatureSpec::Hashed { hash_bits: 3 }, vec![0.0; 8])),
+            Err(Error::InvalidModelName(_))
+        ));
+        let mut a = artifact(vec![1.0; 8]);
+        registry.publish(&mut a).unwrap();
+        let weights = registry.version_dir("ctr", 1).unwrap().join(WEIGHTS);
+        let mut bytes = fs::read(&weights).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        fs::write(&weights, bytes).unwrap();
+        let err = registry.load("ctr", 1).unwrap_err().to_string();
+        assert!(err.contains("checksum mismatch"), "{err}");
+        assert!(matches!(registry.load_latest("other"), Err(Error::NoVersion(_))));
+    }
+}
