@@ -1,1 +1,245 @@
-fn main() {}
+//! The `millrace` command: run a job, serve a registry, produce and generate events, benchmark.
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use millrace_connectors::kafka::{LineProducer, RateLimit};
+use millrace_engine::bench::{self, OnlineBenchConfig};
+use millrace_engine::{Job, JobSpec, RunOptions};
+use millrace_models::synth::CriteoGenerator;
+use millrace_models::{FeatureSpec, FtrlParams, Registry};
+use millrace_serving::{ModelStore, ServeOptions};
+use std::io::{BufRead, BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "millrace", version, about = "A streaming machine-learning engine for CTR and recommendation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a job until Ctrl-C (SIGINT) or SIGTERM; a final model version is published on stop.
+    Run {
+        /// The job file (TOML).
+        job: PathBuf,
+        /// Timely worker threads in this process.
+        #[arg(long, env = "MILLRACE_WORKERS", default_value_t = 2)]
+        workers: usize,
+    },
+    /// Serve the models of a registry directory over HTTP, following new versions.
+    Serve {
+        /// The registry directory.
+        #[arg(long)]
+        registry: PathBuf,
+        /// The address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        bind: String,
+    },
+    /// Produce the lines of a file (or `-` for stdin) to a Kafka topic.
+    Produce {
+        /// The file to replay.
+        file: PathBuf,
+        /// The records' format.
+        #[arg(long, value_enum, default_value_t = Format::Criteo)]
+        format: Format,
+        /// The brokers.
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// The topic.
+        #[arg(long, default_value = "criteo")]
+        topic: String,
+        /// Partitions of the topic (lines go to them in turn).
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
+        /// Records per second; 0 for as fast as possible.
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
+    },
+    /// Generate synthetic events with a planted signal, as lines on stdout.
+    Gen {
+        /// The format.
+        #[arg(value_enum)]
+        format: Format,
+        /// How many rows.
+        #[arg(long)]
+        rows: u64,
+        /// The seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Benchmarks that print one JSON line.
+    Bench {
+        #[command(subcommand)]
+        bench: Bench,
+    },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Train online on the first part of a file, evaluate on the rest.
+    Online {
+        /// The input file.
+        #[arg(long)]
+        input: PathBuf,
+        /// The input's format.
+        #[arg(long, value_enum, default_value_t = Format::Criteo)]
+        format: Format,
+        /// Fraction held out at the end of the file.
+        #[arg(long, default_value_t = 0.2)]
+        holdout: f64,
+        /// log2 of the number of hashed weights.
+        #[arg(long, default_value_t = 20)]
+        hash_bits: u32,
+        /// Publish the trained model to this registry directory.
+        #[arg(long)]
+        registry: Option<PathBuf>,
+        /// The model name to publish under.
+        #[arg(long, default_value = "ctr")]
+        model: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    /// Criteo tab-separated lines.
+    Criteo,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Run { job, workers } => run(job, workers),
+        Command::Serve { registry, bind } => serve(registry, &bind),
+        Command::Produce {
+            file,
+            format: Format::Criteo,
+            brokers,
+            topic,
+            partitions,
+            rate,
+        } => produce(&file, &brokers, &topic, partitions, rate),
+        Command::Gen {
+            format: Format::Criteo,
+            rows,
+            seed,
+        } => {
+            let mut out = BufWriter::new(std::io::stdout().lock());
+            for event in CriteoGenerator::new(seed).take(rows as usize) {
+                writeln!(out, "{}", event.to_tsv())?;
+            }
+            out.flush()?;
+            Ok(())
+        }
+        Command::Bench {
+            bench:
+                Bench::Online {
+                    input,
+                    format: Format::Criteo,
+                    holdout,
+                    hash_bits,
+                    registry,
+                    model,
+                },
+        } => {
+            let features = FeatureSpec::Hashed { hash_bits };
+            let problems = features.problems();
+            if !problems.is_empty() {
+                bail!("{}", problems.join("; "));
+            }
+            let config = OnlineBenchConfig {
+                holdout,
+                features,
+                ftrl: FtrlParams::default(),
+            };
+            let registry = registry.map(Registry::open).transpose()?;
+            let figures = bench::online(&input, &config, registry.as_ref().map(|r| (r, model.as_str())))?;
+            println!("{}", serde_json::to_string(&figures)?);
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn run(job: PathBuf, workers: usize) -> anyhow::Result<()> {
+    let spec = JobSpec::from_file(&job)?;
+    let running = Job::start(spec, RunOptions { workers })?;
+    let stop = running.stop_handle();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+        if let Ok(runtime) = runtime {
+            runtime.block_on(shutdown_signal());
+            tracing::info!("stopping: draining the dataflow and publishing a final version");
+            stop.stop();
+        }
+    });
+    let report = running.wait()?;
+    tracing::info!(?report, "job finished");
+    Ok(())
+}
+
+fn serve(registry: PathBuf, bind: &str) -> anyhow::Result<()> {
+    let registry = Registry::open(registry)?;
+    let store = Arc::new(ModelStore::new(registry));
+    let outcome = store.refresh();
+    tracing::info!(models = ?outcome.swapped, "loaded");
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(bind)
+            .await
+            .with_context(|| format!("binding {bind}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "serving");
+        millrace_serving::serve(store, listener, ServeOptions::default(), shutdown_signal()).await;
+        Ok(())
+    })
+}
+
+fn produce(file: &PathBuf, brokers: &str, topic: &str, partitions: i32, rate: f64) -> anyhow::Result<()> {
+    let reader: Box<dyn BufRead> = if file.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?,
+        ))
+    };
+    let mut producer = LineProducer::new(brokers, topic, partitions)?;
+    let limit = RateLimit::new(Some(rate));
+    for line in reader.split(b'\n') {
+        let line = line?;
+        if line.is_empty() {
+            continue;
+        }
+        limit.wait(producer.sent());
+        producer.send(&line)?;
+    }
+    producer.flush(Duration::from_secs(60))?;
+    eprintln!("produced {} records to {topic}", producer.sent());
+    Ok(())
+}

@@ -20,6 +20,15 @@ pub enum FeatureSpec {
     },
 }
 
+/// A labelled sparse row of binary features: the learner's input.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SparseRow {
+    /// Indices of the features that are 1 (the others are 0); may repeat after hashing.
+    pub indices: Vec<u32>,
+    /// `true` for a click.
+    pub label: bool,
+}
+
 /// Number of features [`FeatureSpec::transform`] emits per event: one per field plus the bias.
 pub const FEATURES_PER_EVENT: usize = NUM_INTS + NUM_CATS + 1;
 

@@ -12,6 +12,7 @@ pub mod error;
 pub mod eval;
 pub mod features;
 pub mod ftrl;
+pub mod record;
 pub mod registry;
 pub mod synth;
 
@@ -19,6 +20,7 @@ pub use artifact::{ModelArtifact, ModelMeta};
 pub use criteo::{CriteoEvent, CriteoFeatures, DecodeError};
 pub use error::{Error, Result};
 pub use eval::{exact_auc, AucAccumulator, LogLoss};
-pub use features::FeatureSpec;
+pub use features::{FeatureSpec, SparseRow};
 pub use ftrl::{Ftrl, FtrlParams};
+pub use record::{DeadLetter, RawRecord};
 pub use registry::Registry;

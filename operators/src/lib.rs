@@ -1,1 +1,20 @@
-//! wip
+//! Timely dataflow operators of millrace.
+//!
+//! Operators are verbs, each an extension trait or function in its own module:
+//!
+//! - [`ingest`] turns any pollable source into a timely stream whose epochs advance on a timer;
+//! - [`Decode`] splits raw records into Criteo events and dead letters;
+//! - [`TrainOnline`] featurizes events, learns an FTRL model with progressive validation and
+//!   publishes model versions to the registry;
+//! - [`Deliver`] hands a stream's records to a sink (dead letters to Kafka, for example).
+#![warn(missing_docs)]
+
+pub mod decode;
+pub mod deliver;
+pub mod ingest;
+pub mod train;
+
+pub use decode::{Decode, DecodeStats};
+pub use deliver::{Deliver, RecordSink};
+pub use ingest::{ingest, PollSource, Polled};
+pub use train::{PublishPolicy, TrainOnline, TrainerConfig, TrainerStats};

@@ -1,1 +1,19 @@
-//! wip
+//! Serving millrace models over HTTP (warp).
+//!
+//! A [`ModelStore`] follows a registry directory: it loads and validates each new version in the
+//! background and swaps it in atomically (`arc-swap`), so a request is answered entirely by one
+//! version, in-flight requests finish on the version they started with, and a version that fails
+//! validation is rejected while the previous one keeps serving. [`routes`] is the HTTP API:
+//!
+//! - `POST /v1/models/{name}:predict` with `{"instances": [{"I1": 3, "C1": "68fd1e64", …}]}`
+//!   answers `{"predictions": [0.031, …], "model_version": 7}`;
+//! - `GET /v1/models`, `GET /v1/models/{name}`, `GET /healthz`, `GET /readyz`, `GET /metrics`.
+//!
+//! Bad requests get a 4xx with a JSON `{"error": …}` that says why; nothing panics on input.
+#![warn(missing_docs)]
+
+mod api;
+mod store;
+
+pub use api::{routes, serve, ServeOptions};
+pub use store::{ModelStore, RefreshOutcome, ServingStats};

@@ -1,0 +1,67 @@
+//! Configuration of the Kafka source.
+
+use rdkafka::ClientConfig;
+use serde::{Deserialize, Serialize};
+
+/// The value of `bootstrap_servers` that asks for the in-process broker.
+pub const EMBEDDED: &str = "embedded";
+
+/// A Kafka source: where to read, as which group, and where dead letters go.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSourceConfig {
+    /// `host:port,…` of the brokers, or `"embedded"` for a broker inside the process.
+    pub bootstrap_servers: String,
+    /// The topic to read.
+    pub topic: String,
+    /// The consumer group: its committed offsets are where a restarted job resumes.
+    #[serde(default = "default_group")]
+    pub group_id: String,
+    /// The topic that receives records that fail to decode.
+    pub dead_letter_topic: String,
+    /// Partitions to create the topics with when the job creates them (embedded broker, demo).
+    #[serde(default = "default_partitions")]
+    pub partitions: i32,
+}
+
+fn default_group() -> String {
+    "millrace".to_owned()
+}
+
+fn default_partitions() -> i32 {
+    4
+}
+
+impl KafkaSourceConfig {
+    /// Problems with the configuration, each prefixed with the key it concerns.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (key, value) in [
+            ("bootstrap_servers", &self.bootstrap_servers),
+            ("topic", &self.topic),
+            ("group_id", &self.group_id),
+            ("dead_letter_topic", &self.dead_letter_topic),
+        ] {
+            if value.trim().is_empty() {
+                problems.push(format!("`{key}` must not be empty"));
+            }
+        }
+        if self.partitions < 1 {
+            problems.push(format!("`partitions` must be >= 1 (got {})", self.partitions));
+        }
+        if !self.topic.is_empty() && self.topic == self.dead_letter_topic {
+            problems.push("`dead_letter_topic` must differ from `topic`".to_owned());
+        }
+        problems
+    }
+}
+
+/// A client configuration for `bootstrap_servers` with the settings every millrace client shares.
+pub fn client_config(bootstrap_servers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap_servers)
+        .set("client.id", "millrace")
+        .set("log_level", "3");
+    config
+}

@@ -1,0 +1,18 @@
+//! Kafka: source reader, dead-letter sink, replay producer, topic administration, and the
+//! embedded broker.
+
+mod admin;
+mod config;
+mod embedded;
+mod producer;
+mod sink;
+mod source;
+#[cfg(test)]
+mod tests;
+
+pub use admin::{create_topics, partition_count, WatermarkProbe};
+pub use config::{client_config, KafkaSourceConfig, EMBEDDED};
+pub use embedded::EmbeddedBroker;
+pub use producer::{LineProducer, RateLimit};
+pub use sink::DeadLetterSink;
+pub use source::{KafkaReader, SourcePositions};

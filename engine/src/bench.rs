@@ -1,0 +1,120 @@
+//! `millrace bench online`: train FTRL in order on the first part of a file with progressive
+//! validation, then evaluate on the held-out rest, and report one JSON line.
+//!
+//! The file is read into memory first; the timed part is decoding, featurizing, predicting and
+//! learning (and scoring the holdout), on one thread.
+
+use crate::error::{Error, Result};
+use millrace_models::{
+    exact_auc, CriteoEvent, FeatureSpec, Ftrl, FtrlParams, LogLoss, ModelArtifact, Registry,
+};
+use serde::Serialize;
+use std::path::Path;
+use std::time::Instant;
+
+/// The figures `millrace bench online` prints.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct OnlineBench {
+    /// Well-formed rows (training plus holdout).
+    pub rows: u64,
+    /// Malformed lines skipped.
+    pub malformed: u64,
+    /// Seconds spent decoding, featurizing, learning and scoring.
+    pub seconds: f64,
+    /// `rows / seconds`.
+    pub rows_per_sec: f64,
+    /// Progressive-validation AUC over the training rows.
+    pub progressive_auc: Option<f64>,
+    /// AUC on the held-out rows.
+    pub holdout_auc: Option<f64>,
+    /// Log-loss on the held-out rows.
+    pub holdout_logloss: Option<f64>,
+    /// The registry version the trained model was published as, with `--registry`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub published_version: Option<u64>,
+}
+
+/// What to benchmark.
+#[derive(Clone, Debug)]
+pub struct OnlineBenchConfig {
+    /// Fraction of rows, at the end of the file, held out for evaluation.
+    pub holdout: f64,
+    /// The features.
+    pub features: FeatureSpec,
+    /// The learner's parameters.
+    pub ftrl: FtrlParams,
+}
+
+/// Runs the benchmark on the Criteo lines of `input`; publishes the model to `registry` under
+/// `model` when given.
+///
+/// # Errors
+///
+/// When the file cannot be read, the holdout is not in (0, 1), or publication fails.
+pub fn online(
+    input: &Path,
+    config: &OnlineBenchConfig,
+    publish: Option<(&Registry, &str)>,
+) -> Result<OnlineBench> {
+    if !(config.holdout > 0.0 && config.holdout < 1.0) {
+        return Err(Error::Config {
+            problems: vec![format!("`--holdout` must be in (0, 1) (got {})", config.holdout)],
+        });
+    }
+    let text = std::fs::read(input).map_err(|source| Error::Io {
+        path: input.to_owned(),
+        source,
+    })?;
+    let lines: Vec<&[u8]> = text
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let split = ((lines.len() as f64) * (1.0 - config.holdout)).round() as usize;
+
+    let started = Instant::now();
+    let mut ftrl = Ftrl::new(config.ftrl, config.features.dimension());
+    let mut row = Vec::new();
+    let (mut malformed, mut rows) = (0u64, 0u64);
+    let (mut train_preds, mut train_labels) = (Vec::new(), Vec::new());
+    let (mut test_preds, mut test_labels) = (Vec::new(), Vec::new());
+    let mut test_loss = LogLoss::default();
+    for (i, line) in lines.iter().enumerate() {
+        let Ok(event) = CriteoEvent::decode_tsv(line) else {
+            malformed += 1;
+            continue;
+        };
+        rows += 1;
+        row.clear();
+        config.features.transform(&event.features, &mut row);
+        if i < split {
+            train_preds.push(ftrl.learn(&row, event.label));
+            train_labels.push(event.label);
+        } else {
+            let p = ftrl.predict(&row);
+            test_loss.add(p, event.label);
+            test_preds.push(p);
+            test_labels.push(event.label);
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+
+    let published_version = match publish {
+        Some((registry, model)) => {
+            let mut artifact = ModelArtifact::new(model, config.features.clone(), ftrl.weights());
+            artifact.meta.trained_events = train_labels.len() as u64;
+            artifact.meta.progressive_auc = exact_auc(&train_preds, &train_labels);
+            Some(registry.publish(&mut artifact)?)
+        }
+        None => None,
+    };
+    Ok(OnlineBench {
+        rows,
+        malformed,
+        seconds,
+        rows_per_sec: rows as f64 / seconds.max(1e-9),
+        progressive_auc: exact_auc(&train_preds, &train_labels),
+        holdout_auc: exact_auc(&test_preds, &test_labels),
+        holdout_logloss: test_loss.mean(),
+        published_version,
+    })
+}

@@ -1,0 +1,131 @@
+//! The authoring API: a Rust builder that makes the same [`JobSpec`] a TOML file does.
+
+use crate::error::{Error, Result};
+use crate::spec::{
+    DecodeSpec, GeneratorSpec, JobSpec, LearnerSpec, ProgressSpec, PublishSpec, ServeSpec, SourceSpec,
+};
+use millrace_connectors::kafka::KafkaSourceConfig;
+use millrace_models::FeatureSpec;
+
+/// Builds a [`JobSpec`] step by step: source → decode → features → learner → publish → serve.
+#[derive(Clone, Debug, Default)]
+pub struct JobBuilder {
+    name: String,
+    source: Option<SourceSpec>,
+    generator: Option<GeneratorSpec>,
+    decode: DecodeSpec,
+    features: Option<FeatureSpec>,
+    learner: Option<LearnerSpec>,
+    publish: Option<PublishSpec>,
+    serve: Option<ServeSpec>,
+    progress: ProgressSpec,
+}
+
+impl JobSpec {
+    /// A builder for a job named `name` (`[name]` in TOML).
+    pub fn builder(name: &str) -> JobBuilder {
+        JobBuilder {
+            name: name.to_owned(),
+            ..JobBuilder::default()
+        }
+    }
+}
+
+impl JobBuilder {
+    /// The source (`[source]`).
+    pub fn source(mut self, source: SourceSpec) -> Self {
+        self.source = Some(source);
+        self
+    }
+
+    /// A Kafka source (`[source] type = "kafka"`).
+    pub fn kafka_source(self, config: KafkaSourceConfig) -> Self {
+        self.source(SourceSpec::Kafka(config))
+    }
+
+    /// The demo generator (`[generator]`).
+    pub fn generator(mut self, generator: GeneratorSpec) -> Self {
+        self.generator = Some(generator);
+        self
+    }
+
+    /// The decoding (`[decode]`).
+    pub fn decode(mut self, decode: DecodeSpec) -> Self {
+        self.decode = decode;
+        self
+    }
+
+    /// The features (`[features]`).
+    pub fn features(mut self, features: FeatureSpec) -> Self {
+        self.features = Some(features);
+        self
+    }
+
+    /// The learner (`[learner]`).
+    pub fn learner(mut self, learner: LearnerSpec) -> Self {
+        self.learner = Some(learner);
+        self
+    }
+
+    /// Publication (`[publish]`).
+    pub fn publish(mut self, publish: PublishSpec) -> Self {
+        self.publish = Some(publish);
+        self
+    }
+
+    /// In-process serving (`[serve]`).
+    pub fn serve(mut self, serve: ServeSpec) -> Self {
+        self.serve = Some(serve);
+        self
+    }
+
+    /// Epochs and progress (`[progress]`).
+    pub fn progress(mut self, progress: ProgressSpec) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    /// The job spec, validated as a job file is.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] listing every missing part and every problem.
+    pub fn build(self) -> Result<JobSpec> {
+        let mut problems = Vec::new();
+        let mut missing = |what: &str| problems.push(format!("missing section [{what}]"));
+        if self.source.is_none() {
+            missing("source");
+        }
+        if self.features.is_none() {
+            missing("features");
+        }
+        if self.learner.is_none() {
+            missing("learner");
+        }
+        if self.publish.is_none() {
+            missing("publish");
+        }
+        let (Some(source), Some(features), Some(learner), Some(publish)) =
+            (self.source, self.features, self.learner, self.publish)
+        else {
+            return Err(Error::Config { problems });
+        };
+        let spec = JobSpec {
+            name: self.name,
+            source,
+            generator: self.generator,
+            decode: self.decode,
+            features,
+            learner,
+            publish,
+            serve: self.serve,
+            progress: self.progress,
+        };
+        let problems = spec.problems();
+        if problems.is_empty() {
+            Ok(spec)
+        } else {
+            Err(Error::Config { problems })
+        }
+    }
+}

@@ -1,0 +1,437 @@
+//! Running a job: broker and topics, the timely dataflow, the generator, serving and progress.
+//!
+//! [`Job::start`] sets everything up on a job thread and returns once the job is running (or
+//! failed to start); [`RunningJob::stop`] asks the sources to finish, after which the dataflow
+//! drains, the trainer publishes a final version, and [`RunningJob::wait`] returns the report.
+
+use crate::error::{Error, Result};
+use crate::metrics::JobStats;
+use crate::spec::{JobSpec, LearnerSpec, SourceSpec};
+use millrace_connectors::kafka::{
+    create_topics, DeadLetterSink, EmbeddedBroker, KafkaReader, KafkaSourceConfig, LineProducer,
+    RateLimit, WatermarkProbe, EMBEDDED,
+};
+use millrace_models::synth::CriteoGenerator;
+use millrace_models::{DeadLetter, RawRecord, Registry};
+use millrace_operators::{
+    ingest, Decode, Deliver, PollSource, Polled, PublishPolicy, RecordSink, TrainOnline,
+    TrainerConfig,
+};
+use millrace_serving::{ModelStore, ServeOptions};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Where and how a job runs: placement comes from flags or the environment, not the job file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Timely worker threads in this process.
+    pub workers: usize,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { workers: 2 }
+    }
+}
+
+/// What a finished job did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobReport {
+    /// Records read from the source.
+    pub source_records: u64,
+    /// Records decoded into events.
+    pub decoded: u64,
+    /// Records sent to the dead letters.
+    pub dead_letters: u64,
+    /// Events learned from.
+    pub learned: u64,
+    /// The last published model version.
+    pub model_version: u64,
+    /// Final progressive-validation AUC.
+    pub progressive_auc: Option<f64>,
+    /// Final progressive-validation log-loss.
+    pub progressive_logloss: Option<f64>,
+}
+
+/// Starts jobs.
+#[derive(Debug)]
+pub struct Job;
+
+/// A job that is running.
+#[derive(Debug)]
+pub struct RunningJob {
+    stop: Arc<AtomicBool>,
+    stats: Arc<JobStats>,
+    bootstrap_servers: String,
+    serve_addr: Option<SocketAddr>,
+    thread: JoinHandle<Result<JobReport>>,
+}
+
+/// A handle that stops a running job from another thread (a signal handler, say).
+#[derive(Clone, Debug)]
+pub struct StopHandle(Arc<AtomicBool>);
+
+impl StopHandle {
+    /// Asks the job to stop: sources finish, the dataflow drains, a final version is published.
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+struct Started {
+    bootstrap_servers: String,
+    serve_addr: Option<SocketAddr>,
+    stats: Arc<JobStats>,
+}
+
+impl Job {
+    /// Starts `spec`, returning once its source, serving and dataflow are up.
+    ///
+    /// # Errors
+    ///
+    /// When the broker, the topics, the registry or the serving address cannot be set up.
+    pub fn start(spec: JobSpec, options: RunOptions) -> Result<RunningJob> {
+        let problems = spec.problems();
+        if !problems.is_empty() {
+            return Err(Error::Config { problems });
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let (started_tx, started_rx) = mpsc::channel();
+        let thread = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("millrace-job".into())
+                .spawn(move || run(spec, options, stop, started_tx))
+                .map_err(|e| Error::Dataflow(format!("cannot start the job thread: {e}")))?
+        };
+        match started_rx.recv() {
+            Ok(started) => Ok(RunningJob {
+                stop,
+                stats: started.stats,
+                bootstrap_servers: started.bootstrap_servers,
+                serve_addr: started.serve_addr,
+                thread,
+            }),
+            // The job thread ended before it started: its result says why.
+            Err(_) => match thread.join() {
+                Ok(Err(error)) => Err(error),
+                Ok(Ok(_)) => Err(Error::Dataflow("the job ended before it started".into())),
+                Err(_) => Err(Error::Dataflow("the job thread panicked".into())),
+            },
+        }
+    }
+}
+
+impl RunningJob {
+    /// The job's live figures.
+    pub fn stats(&self) -> &Arc<JobStats> {
+        &self.stats
+    }
+
+    /// The brokers the job reads from (the embedded broker's address when it runs one).
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.bootstrap_servers
+    }
+
+    /// The address the in-process server listens on, when the job serves.
+    pub fn serve_addr(&self) -> Option<SocketAddr> {
+        self.serve_addr
+    }
+
+    /// A handle that stops the job.
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle(self.stop.clone())
+    }
+
+    /// Asks the job to stop (see [`StopHandle::stop`]).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits for the job to finish and returns its report.
+    ///
+    /// # Errors
+    ///
+    /// When a worker failed.
+    pub fn wait(self) -> Result<JobReport> {
+        self.thread
+            .join()
+            .map_err(|_| Error::Dataflow("the job thread panicked".into()))?
+    }
+}
+
+fn run(
+    spec: JobSpec,
+    options: RunOptions,
+    stop: Arc<AtomicBool>,
+    started: mpsc::Sender<Started>,
+) -> Result<JobReport> {
+    let SourceSpec::Kafka(kafka) = spec.source.clone();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("millrace-io")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Dataflow(format!("cannot start the i/o runtime: {e}")))?;
+
+    // The broker: in-process for `embedded`, otherwise the configured cluster.
+    let embedded = if kafka.bootstrap_servers == EMBEDDED {
+        let broker = EmbeddedBroker::start()?;
+        broker.create_topic(&kafka.topic, kafka.partitions)?;
+        broker.create_topic(&kafka.dead_letter_topic, kafka.partitions)?;
+        tracing::info!(
+            bootstrap_servers = %broker.bootstrap_servers(),
+            topic = %kafka.topic,
+            "embedded Kafka broker listening; any Kafka client can connect to it"
+        );
+        Some(broker)
+    } else {
+        let topics = [kafka.topic.as_str(), kafka.dead_letter_topic.as_str()];
+        runtime.block_on(create_topics(&kafka.bootstrap_servers, &topics, kafka.partitions))?;
+        None
+    };
+    let bootstrap = embedded
+        .as_ref()
+        .map_or_else(|| kafka.bootstrap_servers.clone(), EmbeddedBroker::bootstrap_servers);
+    let partitions = KafkaReader::topic_partitions(&kafka, &bootstrap)?;
+    let stats = Arc::new(JobStats::new(&spec.name, partitions));
+    let registry = Registry::open(&spec.publish.registry)?;
+
+    // Serving, in-process.
+    let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+    let (serve_addr, server) = match &spec.serve {
+        Some(serve) => {
+            let listener = std::net::TcpListener::bind(&serve.bind).map_err(|source| Error::Bind {
+                addr: serve.bind.clone(),
+                source,
+            })?;
+            let bind_error = |source| Error::Bind {
+                addr: serve.bind.clone(),
+                source,
+            };
+            let addr = listener.local_addr().map_err(bind_error)?;
+            listener.set_nonblocking(true).map_err(bind_error)?;
+            let store = Arc::new(ModelStore::new(registry.clone()));
+            let metrics = stats.clone();
+            let options = ServeOptions {
+                extra_metrics: Some(Arc::new(move || metrics.render_prometheus())),
+                ..ServeOptions::default()
+            };
+            let server = runtime.spawn(async move {
+                match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => {
+                        let shutdown = async {
+                            let _ = shutdown_rx.await;
+                        };
+                        millrace_serving::serve(store, listener, options, shutdown).await;
+                    }
+                    Err(error) => tracing::error!(%error, "cannot serve"),
+                }
+            });
+            tracing::info!(%addr, model = %spec.name, "serving POST /v1/models/{}:predict", spec.name);
+            (Some(addr), Some(server))
+        }
+        None => (None, None),
+    };
+
+    let generator = spec.generator.clone().map(|generator| {
+        let (bootstrap, topic, stop, stats) = (bootstrap.clone(), kafka.topic.clone(), stop.clone(), stats.clone());
+        std::thread::Builder::new()
+            .name("millrace-generator".into())
+            .spawn(move || generate(&bootstrap, &topic, partitions, &generator, &stop, &stats))
+    });
+
+    let done = Arc::new(AtomicBool::new(false));
+    let progress = (spec.progress.interval_ms > 0).then(|| {
+        let (bootstrap, topic, done, stats) = (bootstrap.clone(), kafka.topic.clone(), done.clone(), stats.clone());
+        let interval = Duration::from_millis(spec.progress.interval_ms);
+        std::thread::Builder::new()
+            .name("millrace-progress".into())
+            .spawn(move || report_progress(&bootstrap, &topic, partitions, interval, &done, &stats))
+    });
+
+    let _ = started.send(Started {
+        bootstrap_servers: bootstrap.clone(),
+        serve_addr,
+        stats: stats.clone(),
+    });
+
+    let result = run_dataflow(&spec, &kafka, &bootstrap, registry, options, &stop, &stats);
+
+    stop.store(true, Ordering::SeqCst);
+    done.store(true, Ordering::SeqCst);
+    for handle in [generator, progress].into_iter().flatten().flatten() {
+        let _ = handle.join();
+    }
+    let _ = shutdown_tx.send(());
+    if let Some(server) = server {
+        let _ = runtime.block_on(server);
+    }
+    drop(embedded);
+    result?;
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    Ok(JobReport {
+        source_records: load(&stats.source_records),
+        decoded: load(&stats.decode.decoded),
+        dead_letters: load(&stats.decode.dead_letters),
+        learned: load(&stats.trainer.learned),
+        model_version: load(&stats.trainer.model_version),
+        progressive_auc: stats.trainer.auc(),
+        progressive_logloss: stats.trainer.logloss(),
+    })
+}
+
+fn run_dataflow(
+    spec: &JobSpec,
+    kafka: &KafkaSourceConfig,
+    bootstrap: &str,
+    registry: Registry,
+    options: RunOptions,
+    stop: &Arc<AtomicBool>,
+    stats: &Arc<JobStats>,
+) -> Result<()> {
+    let LearnerSpec::Ftrl(ftrl) = spec.learner;
+    let trainer = TrainerConfig {
+        model: spec.name.clone(),
+        features: spec.features.clone(),
+        ftrl,
+        publish: PublishPolicy {
+            every_events: spec.publish.every_events,
+            every: Duration::from_secs(spec.publish.every_seconds),
+        },
+        registry,
+    };
+    let epoch = Duration::from_millis(spec.progress.epoch_ms);
+    let (kafka, bootstrap, stop, stats) = (kafka.clone(), bootstrap.to_owned(), stop.clone(), stats.clone());
+    let config = timely::Config::process(options.workers.max(1));
+    let guards = timely::execute(config, move |worker| -> Result<(), String> {
+        let (index, peers) = (worker.index(), worker.peers());
+        let reader = KafkaReader::assign(&kafka, &bootstrap, index, peers, stats.positions.clone())
+            .map_err(|e| e.to_string())?;
+        let dead_letters = DeadLetterSink::new(&bootstrap, &kafka.dead_letter_topic).map_err(|e| e.to_string())?;
+        let source = KafkaIngest {
+            reader,
+            stop: stop.clone(),
+            stats: stats.clone(),
+            logged: HashSet::new(),
+        };
+        let (trainer, trainer_stats, decode_stats) = (trainer.clone(), stats.trainer.clone(), stats.decode.clone());
+        worker.dataflow::<u64, _, _>(move |scope| {
+            let (events, dead) = ingest(scope, "KafkaSource", source, epoch).decode_criteo(decode_stats);
+            dead.deliver("DeadLetters", DeadLetterDelivery(dead_letters));
+            events.train_online(trainer, trainer_stats);
+        });
+        Ok(())
+    })
+    .map_err(Error::Dataflow)?;
+    for result in guards.join() {
+        result.map_err(Error::Dataflow)?.map_err(Error::Dataflow)?;
+    }
+    Ok(())
+}
+
+/// The Kafka reader as a timely source that finishes when the job is asked to stop.
+struct KafkaIngest {
+    reader: KafkaReader,
+    stop: Arc<AtomicBool>,
+    stats: Arc<JobStats>,
+    logged: HashSet<String>,
+}
+
+impl PollSource<RawRecord> for KafkaIngest {
+    fn poll(&mut self, out: &mut Vec<RawRecord>, max: usize) -> Polled {
+        if self.stop.load(Ordering::Relaxed) {
+            return Polled::Done;
+        }
+        match self.reader.poll_into(out, max) {
+            Ok(0) => Polled::Idle,
+            Ok(n) => {
+                self.stats.source_records.fetch_add(n as u64, Ordering::Relaxed);
+                Polled::Records
+            }
+            Err(error) => {
+                // The client reconnects by itself; log each kind of error once and keep polling.
+                let kind = error.to_string();
+                if self.logged.insert(kind) {
+                    tracing::warn!(%error, "kafka source error; retrying (logged once per kind)");
+                }
+                Polled::Idle
+            }
+        }
+    }
+}
+
+struct DeadLetterDelivery(DeadLetterSink);
+
+impl RecordSink<DeadLetter> for DeadLetterDelivery {
+    fn send(&mut self, letter: DeadLetter) {
+        self.0.send(&letter);
+    }
+
+    fn flush(&mut self) {
+        if let Err(error) = self.0.flush() {
+            tracing::error!(%error, "dead letters not acknowledged");
+        }
+    }
+}
+
+fn generate(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    spec: &crate::spec::GeneratorSpec,
+    stop: &AtomicBool,
+    stats: &JobStats,
+) {
+    let mut producer = match LineProducer::new(bootstrap, topic, partitions) {
+        Ok(producer) => producer,
+        Err(error) => {
+            tracing::error!(%error, "the generator cannot produce");
+            return;
+        }
+    };
+    let limit = RateLimit::new(Some(spec.rows_per_sec));
+    let mut events = CriteoGenerator::new(spec.seed);
+    let mut sent = 0u64;
+    while !stop.load(Ordering::Relaxed) && (spec.rows == 0 || sent < spec.rows) {
+        limit.wait(sent);
+        if let Err(error) = producer.send(events.next_event().to_tsv().as_bytes()) {
+            tracing::error!(%error, "the generator stops");
+            break;
+        }
+        sent += 1;
+        stats.generated.store(sent, Ordering::Relaxed);
+    }
+    if let Err(error) = producer.flush(Duration::from_secs(10)) {
+        tracing::warn!(%error, "generated events not all acknowledged");
+    }
+}
+
+fn report_progress(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    interval: Duration,
+    done: &AtomicBool,
+    stats: &JobStats,
+) {
+    let probe = WatermarkProbe::new(bootstrap, topic, partitions).ok();
+    let mut last = (Instant::now(), 0u64);
+    while !done.load(Ordering::Relaxed) {
+        let deadline = Instant::now() + interval;
+        while Instant::now() < deadline && !done.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if let Some(Ok(high)) = probe.as_ref().map(WatermarkProbe::high_watermarks) {
+            stats.lag.store(stats.positions.lag(&high), Ordering::Relaxed);
+        }
+        let records = stats.source_records.load(Ordering::Relaxed);
+        let rate = (records - last.1) as f64 / last.0.elapsed().as_secs_f64().max(1e-3);
+        last = (Instant::now(), records);
+        tracing::info!(target: "millrace::progress", "{}", stats.progress_line(rate));
+    }
+}

@@ -1,0 +1,489 @@
+//! The job spec: what `millrace run job.toml` reads, and what the builder API builds.
+//!
+//! Layers: built-in defaults, then the job file, then `MILLRACE__SECTION__KEY=value` environment
+//! overrides (the value is read as TOML, or as a string when it is not TOML). Loading checks
+//! every section and every key and reports every problem at once: unknown keys, wrong types,
+//! missing sections and values out of range.
+
+use crate::error::{Error, Result};
+use millrace_connectors::kafka::KafkaSourceConfig;
+use millrace_models::{FeatureSpec, FtrlParams};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// A whole job: source → decode → features → learner → publish → serve.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// The job's name; also the name its model is published and served under.
+    pub name: String,
+    /// Where events come from.
+    pub source: SourceSpec,
+    /// An optional built-in producer of synthetic events into the source topic (the demo's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator: Option<GeneratorSpec>,
+    /// How records are decoded.
+    #[serde(default)]
+    pub decode: DecodeSpec,
+    /// How events become features.
+    pub features: FeatureSpec,
+    /// The online learner.
+    pub learner: LearnerSpec,
+    /// When and where model versions are published.
+    pub publish: PublishSpec,
+    /// Optional in-process HTTP serving of the published versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serve: Option<ServeSpec>,
+    /// Epochs and the progress line.
+    #[serde(default)]
+    pub progress: ProgressSpec,
+}
+
+/// The source of a job, chosen by `type`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SourceSpec {
+    /// A Kafka topic.
+    Kafka(KafkaSourceConfig),
+}
+
+/// The demo's generator of synthetic Criteo events.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GeneratorSpec {
+    /// Events per second to produce; 0 for as fast as possible.
+    pub rows_per_sec: f64,
+    /// Events to produce in all; 0 for no end (until the job stops).
+    pub rows: u64,
+    /// Seed of the generator.
+    pub seed: u64,
+}
+
+impl Default for GeneratorSpec {
+    fn default() -> Self {
+        GeneratorSpec {
+            rows_per_sec: 20_000.0,
+            rows: 0,
+            seed: 7,
+        }
+    }
+}
+
+/// The wire format of records.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// Criteo tab-separated lines.
+    #[default]
+    Criteo,
+}
+
+/// How records are decoded.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DecodeSpec {
+    /// The records' format.
+    pub format: Format,
+}
+
+/// The online learner, chosen by `type`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum LearnerSpec {
+    /// FTRL-Proximal logistic regression.
+    Ftrl(FtrlParams),
+}
+
+/// When and where model versions are published.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PublishSpec {
+    /// The registry directory.
+    pub registry: PathBuf,
+    /// Publish after this many newly learned events.
+    pub every_events: u64,
+    /// Publish after this many seconds (when something new was learned).
+    pub every_seconds: u64,
+}
+
+impl Default for PublishSpec {
+    fn default() -> Self {
+        PublishSpec {
+            registry: PathBuf::new(),
+            every_events: 100_000,
+            every_seconds: 10,
+        }
+    }
+}
+
+/// In-process HTTP serving.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeSpec {
+    /// The address to listen on (`127.0.0.1:0` picks a free port).
+    pub bind: String,
+}
+
+impl Default for ServeSpec {
+    fn default() -> Self {
+        ServeSpec {
+            bind: "127.0.0.1:8080".to_owned(),
+        }
+    }
+}
+
+/// Epochs and progress reporting.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProgressSpec {
+    /// Length of an epoch of the dataflow, in milliseconds of processing time.
+    pub epoch_ms: u64,
+    /// Interval of the progress line, in milliseconds; 0 turns it off.
+    pub interval_ms: u64,
+}
+
+impl Default for ProgressSpec {
+    fn default() -> Self {
+        ProgressSpec {
+            epoch_ms: 200,
+            interval_ms: 1000,
+        }
+    }
+}
+
+const SECTIONS: [&str; 9] = [
+    "name", "source", "generator", "decode", "features", "learner", "publish", "serve", "progress",
+];
+
+impl JobSpec {
+    /// Reads, overrides from the environment and validates a job file.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] listing every problem found.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml_with_env(&text, std::env::vars())
+    }
+
+    /// Parses and validates a job from TOML text, without environment overrides.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] listing every problem found.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        Self::from_toml_with_env(text, std::iter::empty())
+    }
+
+    /// Parses a job from TOML text, applies `MILLRACE__SECTION__KEY` overrides from `env`, and
+    /// validates it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] listing every problem found.
+    pub fn from_toml_with_env(text: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| Error::Config {
+            problems: vec![format!("not valid TOML: {}", e.message())],
+        })?;
+        apply_env(&mut table, env);
+        let mut problems = Vec::new();
+        for key in table.keys() {
+            if !SECTIONS.contains(&key.as_str()) {
+                problems.push(format!("unknown key `{key}` (expected one of {})", SECTIONS.join(", ")));
+            }
+        }
+        let name = match table.get("name") {
+            Some(toml::Value::String(name)) => Some(name.clone()),
+            Some(other) => {
+                problems.push(format!("`name` must be a string (got {})", other.type_str()));
+                None
+            }
+            None => {
+                problems.push("missing `name`".to_owned());
+                None
+            }
+        };
+        let source = section::<SourceSpec>(&table, "source", true, &mut problems);
+        let generator = section::<GeneratorSpec>(&table, "generator", false, &mut problems);
+        let decode = section::<DecodeSpec>(&table, "decode", false, &mut problems);
+        let features = section::<FeatureSpec>(&table, "features", true, &mut problems);
+        let learner = section::<LearnerSpec>(&table, "learner", true, &mut problems);
+        let publish = section::<PublishSpec>(&table, "publish", true, &mut problems);
+        let serve = section::<ServeSpec>(&table, "serve", false, &mut problems);
+        let progress = section::<ProgressSpec>(&table, "progress", false, &mut problems);
+        let spec = match (name, source, features, learner, publish) {
+            (Some(name), Some(source), Some(features), Some(learner), Some(publish)) => Some(JobSpec {
+                name,
+                source,
+                generator,
+                decode: decode.unwrap_or_default(),
+                features,
+                learner,
+                publish,
+                serve,
+                progress: progress.unwrap_or_default(),
+            }),
+            _ => None,
+        };
+        if let Some(spec) = &spec {
+            problems.extend(spec.problems());
+        }
+        match spec {
+            Some(spec) if problems.is_empty() => Ok(spec),
+            _ => Err(Error::Config { problems }),
+        }
+    }
+
+    /// Problems of the values (ranges, emptiness, consistency), each naming its key.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut add = |section: &str, list: Vec<String>| {
+            problems.extend(list.into_iter().map(|p| format!("[{section}] {p}")));
+        };
+        if !self
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            || self.name.is_empty()
+        {
+            add(
+                "job",
+                vec![format!("`name` must be letters, digits, `-` or `_` (got {:?})", self.name)],
+            );
+        }
+        match &self.source {
+            SourceSpec::Kafka(kafka) => add("source", kafka.problems()),
+        }
+        if let Some(generator) = &self.generator {
+            if !(generator.rows_per_sec >= 0.0 && generator.rows_per_sec.is_finite()) {
+                add(
+                    "generator",
+                    vec![format!("`rows_per_sec` must be >= 0 (got {})", generator.rows_per_sec)],
+                );
+            }
+        }
+        add("features", self.features.problems());
+        match &self.learner {
+            LearnerSpec::Ftrl(params) => add("learner", params.problems()),
+        }
+        let mut publish = Vec::new();
+        if self.publish.registry.as_os_str().is_empty() {
+            publish.push("`registry` must name a directory".to_owned());
+        }
+        if self.publish.every_events == 0 {
+            publish.push("`every_events` must be > 0 (got 0)".to_owned());
+        }
+        if self.publish.every_seconds == 0 {
+            publish.push("`every_seconds` must be > 0 (got 0)".to_owned());
+        }
+        add("publish", publish);
+        if let Some(serve) = &self.serve {
+            if serve.bind.parse::<std::net::SocketAddr>().is_err() {
+                add("serve", vec![format!("`bind` must be an address like 127.0.0.1:8080 (got {:?})", serve.bind)]);
+            }
+        }
+        if self.progress.epoch_ms == 0 {
+            add("progress", vec!["`epoch_ms` must be > 0 (got 0)".to_owned()]);
+        }
+        problems
+    }
+
+    /// The job as TOML text, which [`JobSpec::from_toml`] reads back to the same spec.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a job spec serializes to TOML")
+    }
+}
+
+/// Deserializes one section, collecting every problem of it: the whole section is tried first;
+/// when it fails, each key is tried on its own (with the section's `type` tag) so that every
+/// unknown key and every ill-typed value is reported, not only the first.
+fn section<T: DeserializeOwned>(
+    table: &toml::Table,
+    name: &str,
+    required: bool,
+    problems: &mut Vec<String>,
+) -> Option<T> {
+    let Some(value) = table.get(name) else {
+        if required {
+            problems.push(format!("missing section [{name}]"));
+        }
+        return None;
+    };
+    let Some(section) = value.as_table() else {
+        problems.push(format!("[{name}] must be a table (got {})", value.type_str()));
+        return None;
+    };
+    match T::deserialize(value.clone()) {
+        Ok(parsed) => return Some(parsed),
+        Err(error) if section.len() <= 1 => {
+            problems.push(format!("[{name}] {}", error.message()));
+            return None;
+        }
+        Err(_) => {}
+    }
+    if let Some(tag) = section.get("type") {
+        let mut only_tag = toml::Table::new();
+        only_tag.insert("type".to_owned(), tag.clone());
+        if let Err(error) = T::deserialize(toml::Value::Table(only_tag)) {
+            if !error.message().starts_with("missing field") {
+                problems.push(format!("[{name}] `type`: {}", error.message()));
+                return None;
+            }
+        }
+    }
+    let before = problems.len();
+    for (key, value) in section {
+        if key == "type" {
+            continue;
+        }
+        let mut single = toml::Table::new();
+        if let Some(tag) = section.get("type") {
+            single.insert("type".to_owned(), tag.clone());
+        }
+        single.insert(key.clone(), value.clone());
+        if let Err(error) = T::deserialize(toml::Value::Table(single)) {
+            let message = error.message();
+            if !message.starts_with("missing field") {
+                problems.push(format!("[{name}] `{key}`: {message}"));
+            }
+        }
+    }
+    if problems.len() == before {
+        // Each key is fine on its own: what is left is a missing required key or a bad tag.
+        if let Err(error) = T::deserialize(value.clone()) {
+            problems.push(format!("[{name}] {}", error.message()));
+        }
+    }
+    None
+}
+
+/// Applies `MILLRACE__SECTION__KEY=value` (or `MILLRACE__KEY=value` for top-level keys).
+fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) {
+    for (key, raw) in env {
+        let Some(path) = key.strip_prefix("MILLRACE__") else {
+            continue;
+        };
+        let parts: Vec<String> = path.split("__").map(str::to_lowercase).collect();
+        let value = format!("v = {raw}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.clone()));
+        match parts.as_slice() {
+            [key] => {
+                table.insert(key.clone(), value);
+            }
+            [section, key] => {
+                let entry = table
+                    .entry(section.clone())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                if let Some(section) = entry.as_table_mut() {
+                    section.insert(key.clone(), value);
+                }
+            }
+            _ => tracing::warn!(variable = %key, "ignoring an override with more than two levels"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "ctr"
+
+[source]
+type = "kafka"
+bootstrap_servers = "embedded"
+topic = "criteo"
+dead_letter_topic = "criteo-dead-letters"
+
+[features]
+type = "hashed"
+hash_bits = 20
+
+[learner]
+type = "ftrl"
+alpha = 0.05
+beta = 1.0
+l1 = 0.5
+l2 = 1.0
+
+[publish]
+registry = "target/registry"
+"#;
+
+    fn problems(text: &str) -> Vec<String> {
+        match JobSpec::from_toml(text) {
+            Err(Error::Config { problems }) => problems,
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn reads_a_good_job_with_defaults() {
+        let spec = JobSpec::from_toml(GOOD).unwrap();
+        assert_eq!(spec.name, "ctr");
+        assert_eq!(spec.publish.every_events, 100_000);
+        assert_eq!(spec.progress, ProgressSpec::default());
+        assert_eq!(JobSpec::from_toml(&spec.to_toml()).unwrap(), spec);
+    }
+
+    #[test]
+    fn lists_every_problem_at_once() {
+        let bad = GOOD
+            .replace("topic = \"criteo\"\n", "")
+            .replace("hash_bits = 20", "hash_bits = \"twenty\"")
+            .replace("alpha = 0.05", "alpha = 0.05\nalpah = 1")
+            .replace("[publish]", "[publish]\nevery_events = 0\nflush_ms = 3")
+            + "\n[serve]\nbind = 8080\n";
+        let problems = problems(&bad);
+        let text = problems.join("\n");
+        assert!(text.contains("[features] `hash_bits`"), "{text}");
+        assert!(text.contains("[learner] `alpah`: unknown field"), "{text}");
+        assert!(text.contains("[publish] `flush_ms`: unknown field"), "{text}");
+        assert!(text.contains("[serve] `bind`"), "{text}");
+        assert!(text.contains("[source] missing field `topic`"), "{text}");
+        assert_eq!(problems.len(), 5, "{text}");
+
+        // With the types fixed, the semantic problems all show together.
+        let semantic = GOOD
+            .replace("topic = \"criteo\"", "topic = \"\"")
+            .replace("[publish]", "[publish]\nevery_events = 0")
+            .replace("alpha = 0.05", "alpha = -1.0");
+        let text = problems(&semantic).join("\n");
+        assert!(text.contains("[source] `topic` must not be empty"), "{text}");
+        assert!(text.contains("[publish] `every_events` must be > 0"), "{text}");
+        assert!(text.contains("[learner] `alpha`"), "{text}");
+    }
+
+    #[test]
+    fn missing_sections_and_unknown_keys() {
+        let text = problems("name = 3\nsorce = 1\n").join("\n");
+        assert!(text.contains("unknown key `sorce`"), "{text}");
+        assert!(text.contains("`name` must be a string"), "{text}");
+        for section in ["source", "features", "learner", "publish"] {
+            assert!(text.contains(&format!("missing section [{section}]")), "{text}");
+        }
+        let text = problems(&GOOD.replace("type = \"kafka\"", "type = \"kafak\"")).join("\n");
+        assert!(text.contains("[source]") && text.contains("kafak"), "{text}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let env = [
+            ("MILLRACE__SOURCE__TOPIC".to_owned(), "other".to_owned()),
+            ("MILLRACE__PUBLISH__EVERY_EVENTS".to_owned(), "7".to_owned()),
+            ("UNRELATED".to_owned(), "x".to_owned()),
+        ];
+        let spec = JobSpec::from_toml_with_env(GOOD, env).unwrap();
+        let SourceSpec::Kafka(kafka) = &spec.source;
+        assert_eq!(kafka.topic, "other");
+        assert_eq!(spec.publish.every_events, 7);
+    }
+}

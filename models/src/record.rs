@@ -1,0 +1,25 @@
+//! The envelope of an event as it arrives from a source, and of one that could not be decoded.
+
+use serde::{Deserialize, Serialize};
+
+/// One raw record read from a source partition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RawRecord {
+    /// The source partition it was read from.
+    pub partition: i32,
+    /// Its offset within the partition.
+    pub offset: i64,
+    /// The record's bytes, as produced.
+    pub payload: Vec<u8>,
+}
+
+/// A record that could not be decoded, with the reason, on its way to the dead-letter topic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The record, unchanged.
+    pub record: RawRecord,
+    /// A fixed label for the kind of error (see [`crate::DecodeError::kind`]).
+    pub error_kind: String,
+    /// The full error message.
+    pub error: String,
+}

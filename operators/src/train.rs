@@ -1,0 +1,217 @@
+//! Online training: featurize, predict, learn, validate progressively, publish model versions.
+//!
+//! Events are featurized on the worker that decoded them; the sparse rows are then exchanged to
+//! one trainer (worker 0), which predicts each row before it learns from it (progressive
+//! validation) and publishes the model to the registry every `every_events` events or `every`
+//! of time, and once more when its input is complete. Synchronizing several trainers by
+//! all-reduce is the next step; one trainer keeps this first version exact and simple.
+
+use millrace_models::{
+    AucAccumulator, CriteoEvent, FeatureSpec, Ftrl, FtrlParams, LogLoss, ModelArtifact, Registry,
+    SparseRow,
+};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::core::Map;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::StreamVec;
+
+/// When the trainer publishes a model version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PublishPolicy {
+    /// Publish after this many newly learned events.
+    pub every_events: u64,
+    /// Publish when this much time has passed since the last version and something was learned.
+    pub every: Duration,
+}
+
+/// Everything the trainer needs.
+#[derive(Clone, Debug)]
+pub struct TrainerConfig {
+    /// The model's name in the registry and in serving.
+    pub model: String,
+    /// How events become rows.
+    pub features: FeatureSpec,
+    /// The learner's hyper-parameters.
+    pub ftrl: FtrlParams,
+    /// When to publish.
+    pub publish: PublishPolicy,
+    /// Where to publish.
+    pub registry: Registry,
+}
+
+/// Live figures of the trainer, read by the progress line, the metrics endpoint and tests.
+#[derive(Debug, Default)]
+pub struct TrainerStats {
+    /// Events learned from.
+    pub learned: AtomicU64,
+    /// The newest published model version (0 before the first).
+    pub model_version: AtomicU64,
+    /// Publications that failed (each is logged).
+    pub publish_errors: AtomicU64,
+    auc_bits: AtomicU64,
+    logloss_bits: AtomicU64,
+}
+
+impl TrainerStats {
+    /// Progressive-validation AUC over everything learned so far.
+    pub fn auc(&self) -> Option<f64> {
+        Some(f64::from_bits(self.auc_bits.load(Ordering::Relaxed))).filter(|v| !v.is_nan())
+    }
+
+    /// Progressive-validation log-loss over everything learned so far.
+    pub fn logloss(&self) -> Option<f64> {
+        Some(f64::from_bits(self.logloss_bits.load(Ordering::Relaxed))).filter(|v| !v.is_nan())
+    }
+
+    fn set_quality(&self, auc: Option<f64>, logloss: Option<f64>) {
+        let bits = |v: Option<f64>| v.unwrap_or(f64::NAN).to_bits();
+        self.auc_bits.store(bits(auc), Ordering::Relaxed);
+        self.logloss_bits.store(bits(logloss), Ordering::Relaxed);
+    }
+
+    /// Fresh statistics: nothing learned, no quality figures yet.
+    pub fn new() -> Self {
+        let stats = TrainerStats::default();
+        stats.set_quality(None, None);
+        stats
+    }
+}
+
+/// How often the trainer refreshes the AUC and log-loss in [`TrainerStats`].
+const QUALITY_REFRESH: Duration = Duration::from_millis(250);
+
+/// Trains a model online from a stream of events.
+pub trait TrainOnline {
+    /// Featurizes, learns and publishes as the module describes; `stats` follows progress.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use millrace_models::{synth::CriteoGenerator, FeatureSpec, FtrlParams, Registry};
+    /// use millrace_operators::{PublishPolicy, TrainOnline, TrainerConfig, TrainerStats};
+    /// use std::{sync::{atomic::Ordering, Arc}, time::Duration};
+    /// use timely::dataflow::operators::ToStream;
+    ///
+    /// let dir = std::env::temp_dir().join(format!("millrace-doc-{}", std::process::id()));
+    /// let config = TrainerConfig {
+    ///     model: "ctr".into(),
+    ///     features: FeatureSpec::Hashed { hash_bits: 16 },
+    ///     ftrl: FtrlParams::default(),
+    ///     publish: PublishPolicy { every_events: 1_000_000, every: Duration::from_secs(3600) },
+    ///     registry: Registry::open(&dir).unwrap(),
+    /// };
+    /// let stats = Arc::new(TrainerStats::new());
+    /// let shared = stats.clone();
+    /// timely::example(move |scope| {
+    ///     CriteoGenerator::new(1).take(500).to_stream(scope).train_online(config, shared);
+    /// });
+    /// assert_eq!(stats.learned.load(Ordering::Relaxed), 500);
+    /// assert_eq!(stats.model_version.load(Ordering::Relaxed), 1); // the final version
+    /// # std::fs::remove_dir_all(dir).unwrap();
+    /// ```
+    fn train_online(self, config: TrainerConfig, stats: Arc<TrainerStats>);
+}
+
+impl TrainOnline for StreamVec<'_, u64, CriteoEvent> {
+    fn train_online(self, config: TrainerConfig, stats: Arc<TrainerStats>) {
+        let owner = self.scope().index() == 0;
+        let spec = config.features.clone();
+        let rows = self.map(move |event: CriteoEvent| {
+            let mut indices = Vec::with_capacity(millrace_models::features::FEATURES_PER_EVENT);
+            spec.transform(&event.features, &mut indices);
+            SparseRow {
+                indices,
+                label: event.label,
+            }
+        });
+        let mut trainer = Trainer::new(config, stats);
+        rows.sink(Exchange::new(|_: &SparseRow| 0), "TrainOnline", move |(input, frontier)| {
+            input.for_each(|_time, data| {
+                for row in data.drain(..) {
+                    trainer.learn(&row);
+                }
+            });
+            if owner {
+                trainer.maybe_publish(frontier.is_empty());
+            }
+        });
+    }
+}
+
+struct Trainer {
+    config: TrainerConfig,
+    stats: Arc<TrainerStats>,
+    ftrl: Ftrl,
+    auc: AucAccumulator,
+    logloss: LogLoss,
+    learned: u64,
+    published_at_events: u64,
+    published_at: Instant,
+    quality_at: Instant,
+}
+
+impl Trainer {
+    fn new(config: TrainerConfig, stats: Arc<TrainerStats>) -> Self {
+        let ftrl = Ftrl::new(config.ftrl, config.features.dimension());
+        Trainer {
+            config,
+            stats,
+            ftrl,
+            auc: AucAccumulator::default(),
+            logloss: LogLoss::default(),
+            learned: 0,
+            published_at_events: 0,
+            published_at: Instant::now(),
+            quality_at: Instant::now(),
+        }
+    }
+
+    fn learn(&mut self, row: &SparseRow) {
+        let p = self.ftrl.learn(&row.indices, row.label);
+        self.auc.add(p, row.label);
+        self.logloss.add(p, row.label);
+        self.learned += 1;
+        self.stats.learned.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn maybe_publish(&mut self, input_complete: bool) {
+        if self.quality_at.elapsed() >= QUALITY_REFRESH || input_complete {
+            self.stats.set_quality(self.auc.auc(), self.logloss.mean());
+            self.quality_at = Instant::now();
+        }
+        let fresh = self.learned - self.published_at_events;
+        let due = fresh >= self.config.publish.every_events
+            || self.published_at.elapsed() >= self.config.publish.every
+            || input_complete;
+        if fresh > 0 && due {
+            self.publish();
+        }
+    }
+
+    fn publish(&mut self) {
+        self.stats.set_quality(self.auc.auc(), self.logloss.mean());
+        let mut artifact = ModelArtifact::new(
+            &self.config.model,
+            self.config.features.clone(),
+            self.ftrl.weights(),
+        );
+        artifact.meta.trained_events = self.learned;
+        artifact.meta.progressive_auc = self.auc.auc();
+        artifact.meta.progressive_logloss = self.logloss.mean();
+        match self.config.registry.publish(&mut artifact) {
+            Ok(version) => {
+                self.stats.model_version.store(version, Ordering::Relaxed);
+                tracing::debug!(model = %self.config.model, version, events = self.learned, "published");
+            }
+            Err(error) => {
+                self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(model = %self.config.model, %error, "publishing a model version failed");
+            }
+        }
+        self.published_at_events = self.learned;
+        self.published_at = Instant::now();
+    }
+}
