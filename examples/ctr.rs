@@ -1,1 +1,68 @@
-fn main() {}
+//! The demo job of `examples/ctr.toml`, built with the Rust authoring API instead of TOML.
+//!
+//! `cargo run -p millrace-examples --example ctr` runs it until Ctrl-C; with an argument
+//! (`-- 100000`) it stops after that many events have been learned.
+
+use millrace_engine::spec::{
+    DecodeSpec, GeneratorSpec, JobSpec, LearnerSpec, ProgressSpec, PublishSpec, ServeSpec,
+};
+use millrace_engine::{Job, KafkaSourceConfig, RunOptions};
+use millrace_models::{FeatureSpec, FtrlParams};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// The same job as `examples/ctr.toml`.
+fn ctr_job() -> anyhow::Result<JobSpec> {
+    Ok(JobSpec::builder("ctr")
+        .kafka_source(KafkaSourceConfig {
+            bootstrap_servers: "embedded".into(),
+            topic: "criteo".into(),
+            group_id: "millrace-ctr".into(),
+            dead_letter_topic: "criteo-dead-letters".into(),
+            partitions: 4,
+        })
+        .generator(GeneratorSpec {
+            rows_per_sec: 20_000.0,
+            rows: 0,
+            seed: 7,
+        })
+        .decode(DecodeSpec::default())
+        .features(FeatureSpec::Hashed { hash_bits: 20 })
+        .learner(LearnerSpec::Ftrl(FtrlParams {
+            alpha: 0.05,
+            beta: 1.0,
+            l1: 0.5,
+            l2: 1.0,
+        }))
+        .publish(PublishSpec {
+            registry: "target/registry".into(),
+            every_events: 50_000,
+            every_seconds: 5,
+        })
+        .serve(ServeSpec {
+            bind: "127.0.0.1:8080".into(),
+        })
+        .progress(ProgressSpec {
+            epoch_ms: 200,
+            interval_ms: 1000,
+        })
+        .build()?)
+}
+
+fn main() -> anyhow::Result<()> {
+    let spec = ctr_job()?;
+    let toml_spec = JobSpec::from_file(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/ctr.toml")))?;
+    anyhow::ensure!(spec == toml_spec, "ctr.rs and ctr.toml describe different jobs");
+    let stop_after: Option<u64> = std::env::args().nth(1).map(|a| a.parse()).transpose()?;
+    let job = Job::start(spec, RunOptions::default())?;
+    println!("serving on {:?}, kafka at {}", job.serve_addr(), job.bootstrap_servers());
+    if let Some(limit) = stop_after {
+        while job.stats().trainer.learned.load(Ordering::Relaxed) < limit {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        job.stop();
+    }
+    let report = job.wait()?;
+    println!("{report:?}");
+    Ok(())
+}

@@ -13,6 +13,7 @@ use millrace_models::{
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::core::Map;
 use timely::dataflow::operators::generic::Operator;
@@ -117,7 +118,8 @@ pub trait TrainOnline {
 
 impl TrainOnline for StreamVec<'_, u64, CriteoEvent> {
     fn train_online(self, config: TrainerConfig, stats: Arc<TrainerStats>) {
-        let owner = self.scope().index() == 0;
+        let scope = self.scope();
+        let owner = scope.index() == 0;
         let spec = config.features.clone();
         let rows = self.map(move |event: CriteoEvent| {
             let mut indices = Vec::with_capacity(millrace_models::features::FEATURES_PER_EVENT);
@@ -128,16 +130,30 @@ impl TrainOnline for StreamVec<'_, u64, CriteoEvent> {
             }
         });
         let mut trainer = Trainer::new(config, stats);
-        rows.sink(Exchange::new(|_: &SparseRow| 0), "TrainOnline", move |(input, frontier)| {
-            input.for_each(|_time, data| {
-                for row in data.drain(..) {
-                    trainer.learn(&row);
+        let exchange = Exchange::new(|_: &SparseRow| 0);
+        rows.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+            exchange,
+            "TrainOnline",
+            move |_capability, info| {
+                let activator = scope.activator_for(info.address);
+                move |(input, frontier), _output| {
+                    input.for_each(|_time, data| {
+                        for row in data.drain(..) {
+                            trainer.learn(&row);
+                            if trainer.learned - trainer.published_at_events >= trainer.config.publish.every_events {
+                                trainer.publish();
+                            }
+                        }
+                    });
+                    if owner {
+                        // Wake up again when a time-based publication falls due without new input.
+                        if let Some(wait) = trainer.maybe_publish(frontier.is_empty()) {
+                            activator.activate_after(wait);
+                        }
+                    }
                 }
-            });
-            if owner {
-                trainer.maybe_publish(frontier.is_empty());
-            }
-        });
+            },
+        );
     }
 }
 
@@ -177,7 +193,9 @@ impl Trainer {
         self.stats.learned.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn maybe_publish(&mut self, input_complete: bool) {
+    /// Publishes when due; returns how long until a time-based publication falls due when
+    /// there is something unpublished.
+    fn maybe_publish(&mut self, input_complete: bool) -> Option<Duration> {
         if self.quality_at.elapsed() >= QUALITY_REFRESH || input_complete {
             self.stats.set_quality(self.auc.auc(), self.logloss.mean());
             self.quality_at = Instant::now();
@@ -188,7 +206,9 @@ impl Trainer {
             || input_complete;
         if fresh > 0 && due {
             self.publish();
+            return None;
         }
+        (fresh > 0).then(|| self.config.publish.every.saturating_sub(self.published_at.elapsed()))
     }
 
     fn publish(&mut self) {

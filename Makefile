@@ -1,0 +1,32 @@
+# The two commands of the README: `make run` and `make test`. Both install what they need first.
+SHELL := /bin/bash
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/millrace/target
+export MILLRACE_TEST_BROKER ?= 127.0.0.1:19092
+CARGO_BUILD_JOBS ?= 2
+export CARGO_BUILD_JOBS
+
+.PHONY: run test setup lint bench-online
+
+setup:
+	@scripts/setup.sh
+
+## Run the demo job on its embedded broker: generator → Kafka → dataflow → registry → HTTP.
+run: setup
+	cargo build --release -p millrace-engine
+	mkdir -p target
+	$(CARGO_TARGET_DIR)/release/millrace run examples/ctr.toml
+
+## Run every test against a real tansu broker started (and stopped) here.
+test:
+	@scripts/setup.sh --with-broker
+	cargo build --workspace --all-targets
+	scripts/test-broker.sh start
+	trap 'scripts/test-broker.sh stop' EXIT; cargo test --workspace --all-targets && cargo test --workspace --doc
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+## `millrace bench online` on the Criteo sample and on 1M generated rows (perf/online.sh).
+bench-online: setup
+	perf/online.sh

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what millrace needs on a fresh Debian 12 machine with a Rust toolchain, idempotently:
+# the Debian packages that rdkafka's bundled librdkafka build needs, and the tansu Kafka broker
+# that the test suite runs against (built once into a cache outside the clone, then reused).
+set -euo pipefail
+
+CACHE="${MILLRACE_CACHE:-$HOME/.cache/millrace}"
+TANSU_VERSION=0.6.0
+mkdir -p "$CACHE"
+
+need=()
+for pkg in cmake libcurl4-openssl-dev pkg-config g++; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ "${#need[@]}" -gt 0 ]; then
+  echo "setup: installing Debian packages: ${need[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if [ "${1:-}" = "--with-broker" ]; then
+  tansu="$CACHE/tansu/bin/tansu"
+  if [ ! -x "$tansu" ] || ! "$tansu" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+    echo "setup: building the tansu $TANSU_VERSION broker into $CACHE/tansu (once; about 10 minutes)"
+    cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore \
+      --root "$CACHE/tansu" --target-dir "$CACHE/tansu-build" --quiet
+    rm -rf "$CACHE/tansu-build"
+  fi
+fi
