@@ -317,13 +317,8 @@ fn section<T: DeserializeOwned>(
         problems.push(format!("[{name}] must be a table (got {})", value.type_str()));
         return None;
     };
-    match T::deserialize(value.clone()) {
-        Ok(parsed) => return Some(parsed),
-        Err(error) if section.len() <= 1 => {
-            problems.push(format!("[{name}] {}", error.message()));
-            return None;
-        }
-        Err(_) => {}
+    if let Ok(parsed) = T::deserialize(value.clone()) {
+        return Some(parsed);
     }
     if let Some(tag) = section.get("type") {
         let mut only_tag = toml::Table::new();
@@ -442,14 +437,14 @@ registry = "target/registry"
             .replace("alpha = 0.05", "alpha = 0.05\nalpah = 1")
             .replace("[publish]", "[publish]\nevery_events = 0\nflush_ms = 3")
             + "\n[serve]\nbind = 8080\n";
-        let problems = problems(&bad);
-        let text = problems.join("\n");
+        let found = problems(&bad);
+        let text = found.join("\n");
         assert!(text.contains("[features] `hash_bits`"), "{text}");
         assert!(text.contains("[learner] `alpah`: unknown field"), "{text}");
         assert!(text.contains("[publish] `flush_ms`: unknown field"), "{text}");
         assert!(text.contains("[serve] `bind`"), "{text}");
         assert!(text.contains("[source] missing field `topic`"), "{text}");
-        assert_eq!(problems.len(), 5, "{text}");
+        assert_eq!(found.len(), 5, "{text}");
 
         // With the types fixed, the semantic problems all show together.
         let semantic = GOOD

@@ -1,0 +1,183 @@
+//! The whole job against the real test broker (`make test` starts tansu and sets
+//! `MILLRACE_TEST_BROKER`): the Criteo sample plus injected malformed lines are produced to a
+//! topic, the job learns from them, publishes and serves; every good row is learned exactly once,
+//! every bad line is in the dead-letter topic, and the served version is the registry's latest.
+
+use millrace_connectors::kafka::{client_config, create_topics, LineProducer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::Message;
+use millrace_engine::spec::{JobSpec, LearnerSpec, ProgressSpec, PublishSpec, ServeSpec};
+use millrace_engine::{Job, KafkaSourceConfig, RunOptions};
+use millrace_models::{FeatureSpec, FtrlParams, Registry};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+fn broker() -> String {
+    std::env::var("MILLRACE_TEST_BROKER")
+        .expect("MILLRACE_TEST_BROKER is unset: run the tests with `make test`, which starts the broker")
+}
+
+fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{name}-{}-{nanos}", std::process::id())
+}
+
+/// A minimal HTTP/1.1 exchange; returns the status code and the body.
+fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn criteo_sample_through_kafka_dataflow_registry_and_serving() {
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/criteo-kaggle-dac-head8000/train.tsv");
+    let text = std::fs::read(data).expect("the Criteo sample in ../shared/data");
+    let good: Vec<&[u8]> = text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+    let first = String::from_utf8_lossy(good[0]).into_owned();
+    let bad: Vec<Vec<u8>> = vec![
+        b"this is not a criteo line".to_vec(),
+        first.rsplit_once('\t').unwrap().0.as_bytes().to_vec(),
+        format!("2{}", &first[1..]).into_bytes(),
+        first.replacen('\t', "\tx", 1).into_bytes(),
+        [&first.as_bytes()[..first.len() - 8], b"\xff\xfe\xfd\xfc\xfb\xfa\xf9\xf8"].concat(),
+    ];
+
+    let topic = unique("e2e");
+    let dead_letter_topic = format!("{topic}-dead-letters");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime
+        .block_on(create_topics(&broker(), &[&topic, &dead_letter_topic], 4))
+        .unwrap();
+    let mut producer = LineProducer::new(&broker(), &topic, 4).unwrap();
+    for (i, line) in good.iter().enumerate() {
+        producer.send(line).unwrap();
+        if i % 1500 == 700 {
+            producer.send(&bad[i / 1500]).unwrap();
+        }
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+    assert_eq!(producer.sent() as usize, good.len() + bad.len());
+
+    let registry_dir = tempfile::tempdir().unwrap();
+    let spec = JobSpec::builder("ctr")
+        .kafka_source(KafkaSourceConfig {
+            bootstrap_servers: broker(),
+            topic: topic.clone(),
+            group_id: unique("e2e-group"),
+            dead_letter_topic: dead_letter_topic.clone(),
+            partitions: 4,
+        })
+        .features(FeatureSpec::Hashed { hash_bits: 20 })
+        .learner(LearnerSpec::Ftrl(FtrlParams::default()))
+        .publish(PublishSpec {
+            registry: registry_dir.path().to_owned(),
+            every_events: 2_000,
+            every_seconds: 1,
+        })
+        .serve(ServeSpec {
+            bind: "127.0.0.1:0".into(),
+        })
+        .progress(ProgressSpec {
+            epoch_ms: 50,
+            interval_ms: 0,
+        })
+        .build()
+        .unwrap();
+    let job = Job::start(spec, RunOptions { workers: 2 }).unwrap();
+    let stats = job.stats().clone();
+    let addr = job.serve_addr().unwrap();
+
+    wait_for("every record to be read", Duration::from_secs(120), || {
+        stats.source_records.load(Ordering::Relaxed) as usize >= good.len() + bad.len()
+    });
+    wait_for("every event to be learned", Duration::from_secs(60), || {
+        stats.trainer.learned.load(Ordering::Relaxed) as usize >= good.len()
+    });
+    // The time-based publication picks up the tail; serving then swaps to it.
+    let registry = Registry::open(registry_dir.path()).unwrap();
+    wait_for("a version that learned every event", Duration::from_secs(30), || {
+        registry
+            .load_latest("ctr")
+            .is_ok_and(|m| m.meta.trained_events as usize == good.len())
+    });
+    let latest = registry.latest("ctr").unwrap().unwrap();
+    assert!(latest >= 4, "versions every 2000 events, then the tail: {latest}");
+    wait_for("serving to swap to the latest version", Duration::from_secs(30), || {
+        let (status, body) = http(addr, "GET", "/v1/models/ctr", "");
+        status == 200 && body.contains(&format!("\"version\":{latest},"))
+    });
+
+    let instance = serde_json::json!({ "instances": [
+        millrace_models::CriteoEvent::decode_tsv(good[0]).unwrap().features.to_json(),
+        { "I1": 3, "C1": "68fd1e64" },
+    ]});
+    let (status, body) = http(addr, "POST", "/v1/models/ctr:predict", &instance.to_string());
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["model_version"], latest);
+    let predictions = answer["predictions"].as_array().unwrap();
+    assert_eq!(predictions.len(), 2);
+    assert!(predictions.iter().all(|p| (0.0..=1.0).contains(&p.as_f64().unwrap())));
+
+    let (status, body) = http(addr, "POST", "/v1/models/ctr:predict", r#"{"instances":[{"C99":"x"}]}"#);
+    assert_eq!(status, 400);
+    assert!(body.contains("unknown field `C99`"), "{body}");
+    let (status, _) = http(addr, "POST", "/v1/models/nope:predict", r#"{"instances":[{}]}"#);
+    assert_eq!(status, 404);
+    let (status, body) = http(addr, "GET", "/metrics", "");
+    assert_eq!(status, 200);
+    assert!(body.contains(&format!("millrace_learner_events_total{{model=\"ctr\"}} {}", good.len())), "{body}");
+
+    job.stop();
+    let report = job.wait().unwrap();
+    assert_eq!(report.learned as usize, good.len(), "every good row learned exactly once");
+    assert_eq!(report.decoded as usize, good.len());
+    assert_eq!(report.dead_letters as usize, bad.len());
+    assert_eq!(report.model_version, registry.latest("ctr").unwrap().unwrap());
+    let auc = report.progressive_auc.unwrap();
+    assert!(auc > 0.65, "progressive auc {auc}");
+
+    // Every bad line is in the dead-letter topic, byte for byte.
+    let consumer: BaseConsumer = client_config(&broker())
+        .set("group.id", unique("dead-letter-reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&dead_letter_topic]).unwrap();
+    let mut letters: Vec<Vec<u8>> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while letters.len() < bad.len() {
+        assert!(Instant::now() < deadline, "{} of {} dead letters", letters.len(), bad.len());
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            letters.push(message.unwrap().payload().unwrap_or_default().to_vec());
+        }
+    }
+    letters.sort();
+    let mut want = bad.clone();
+    want.sort();
+    assert_eq!(letters, want);
+}
