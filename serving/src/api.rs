@@ -188,8 +188,9 @@ pub fn routes(
         let options = options.clone();
         warp::any().map(move || options.clone())
     };
-    let predict_route = warp::post()
-        .and(warp::path!("v1" / "models" / String))
+    // Paths before methods, so that an unknown path is a 404 rather than a 405.
+    let predict_route = warp::path!("v1" / "models" / String)
+        .and(warp::post())
         .and(warp::body::content_length_limit(options.max_body_bytes))
         .and(warp::body::bytes())
         .and(with_store.clone())
@@ -197,8 +198,8 @@ pub fn routes(
         .map(|target: String, body: bytes::Bytes, store: Arc<ModelStore>, options: ServeOptions| {
             predict(&store, &options, &target, &body)
         });
-    let list = warp::get()
-        .and(warp::path!("v1" / "models"))
+    let list = warp::path!("v1" / "models")
+        .and(warp::get())
         .and(with_store.clone())
         .map(|store: Arc<ModelStore>| {
             let models: Vec<_> = store
@@ -208,16 +209,16 @@ pub fn routes(
                 .collect();
             json(&serde_json::json!({ "models": models }))
         });
-    let status = warp::get()
-        .and(warp::path!("v1" / "models" / String))
+    let status = warp::path!("v1" / "models" / String)
+        .and(warp::get())
         .and(with_store.clone())
         .map(|name: String, store: Arc<ModelStore>| match store.get(&name) {
             Some(model) => with_status(json(&ModelStatus::of(&model)), StatusCode::OK),
             None => error(StatusCode::NOT_FOUND, format!("model `{name}` is not served (yet)")),
         });
-    let healthz = warp::get().and(warp::path!("healthz")).map(|| "ok");
-    let readyz = warp::get()
-        .and(warp::path!("readyz"))
+    let healthz = warp::path!("healthz").and(warp::get()).map(|| "ok");
+    let readyz = warp::path!("readyz")
+        .and(warp::get())
         .and(with_store.clone())
         .map(|store: Arc<ModelStore>| {
             if store.all().is_empty() {
@@ -226,8 +227,8 @@ pub fn routes(
                 with_status("ready", StatusCode::OK)
             }
         });
-    let metrics = warp::get()
-        .and(warp::path!("metrics"))
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
         .and(with_store)
         .and(with_options)
         .map(|store: Arc<ModelStore>, options: ServeOptions| metrics_text(&store, &options));
