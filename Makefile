@@ -19,6 +19,8 @@ run: setup
 ## Run every test against a real tansu broker started (and stopped) here.
 test:
 	@scripts/setup.sh --with-broker
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
 	cargo build --workspace --all-targets
 	scripts/test-broker.sh start
 	trap 'scripts/test-broker.sh stop' EXIT; cargo test --workspace --all-targets && cargo test --workspace --doc

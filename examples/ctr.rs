@@ -51,11 +51,21 @@ fn ctr_job() -> anyhow::Result<JobSpec> {
 
 fn main() -> anyhow::Result<()> {
     let spec = ctr_job()?;
-    let toml_spec = JobSpec::from_file(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/ctr.toml")))?;
-    anyhow::ensure!(spec == toml_spec, "ctr.rs and ctr.toml describe different jobs");
+    let toml_spec = JobSpec::from_file(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/ctr.toml"
+    )))?;
+    anyhow::ensure!(
+        spec == toml_spec,
+        "ctr.rs and ctr.toml describe different jobs"
+    );
     let stop_after: Option<u64> = std::env::args().nth(1).map(|a| a.parse()).transpose()?;
     let job = Job::start(spec, RunOptions::default())?;
-    println!("serving on {:?}, kafka at {}", job.serve_addr(), job.bootstrap_servers());
+    println!(
+        "serving on {:?}, kafka at {}",
+        job.serve_addr(),
+        job.bootstrap_servers()
+    );
     if let Some(limit) = stop_after {
         while job.stats().trainer.learned.load(Ordering::Relaxed) < limit {
             std::thread::sleep(Duration::from_millis(50));

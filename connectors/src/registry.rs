@@ -26,7 +26,8 @@ pub fn registry() -> &'static [ConnectorInfo] {
         ConnectorInfo {
             name: "kafka",
             role: Role::Source,
-            description: "a Kafka topic; `bootstrap_servers = \"embedded\"` starts a broker in-process",
+            description:
+                "a Kafka topic; `bootstrap_servers = \"embedded\"` starts a broker in-process",
         },
         ConnectorInfo {
             name: "kafka",

@@ -58,7 +58,10 @@ pub fn online(
 ) -> Result<OnlineBench> {
     if !(config.holdout > 0.0 && config.holdout < 1.0) {
         return Err(Error::Config {
-            problems: vec![format!("`--holdout` must be in (0, 1) (got {})", config.holdout)],
+            problems: vec![format!(
+                "`--holdout` must be in (0, 1) (got {})",
+                config.holdout
+            )],
         });
     }
     let text = std::fs::read(input).map_err(|source| Error::Io {

@@ -2,7 +2,8 @@
 
 use crate::error::{Error, Result};
 use crate::spec::{
-    DecodeSpec, GeneratorSpec, JobSpec, LearnerSpec, ProgressSpec, PublishSpec, ServeSpec, SourceSpec,
+    DecodeSpec, GeneratorSpec, JobSpec, LearnerSpec, ProgressSpec, PublishSpec, ServeSpec,
+    SourceSpec,
 };
 use millrace_connectors::kafka::KafkaSourceConfig;
 use millrace_models::FeatureSpec;

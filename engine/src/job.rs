@@ -191,12 +191,17 @@ fn run(
         Some(broker)
     } else {
         let topics = [kafka.topic.as_str(), kafka.dead_letter_topic.as_str()];
-        runtime.block_on(create_topics(&kafka.bootstrap_servers, &topics, kafka.partitions))?;
+        runtime.block_on(create_topics(
+            &kafka.bootstrap_servers,
+            &topics,
+            kafka.partitions,
+        ))?;
         None
     };
-    let bootstrap = embedded
-        .as_ref()
-        .map_or_else(|| kafka.bootstrap_servers.clone(), EmbeddedBroker::bootstrap_servers);
+    let bootstrap = embedded.as_ref().map_or_else(
+        || kafka.bootstrap_servers.clone(),
+        EmbeddedBroker::bootstrap_servers,
+    );
     let partitions = KafkaReader::topic_partitions(&kafka, &bootstrap)?;
     let stats = Arc::new(JobStats::new(&spec.name, partitions));
     let registry = Registry::open(&spec.publish.registry)?;
@@ -205,10 +210,11 @@ fn run(
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let (serve_addr, server) = match &spec.serve {
         Some(serve) => {
-            let listener = std::net::TcpListener::bind(&serve.bind).map_err(|source| Error::Bind {
-                addr: serve.bind.clone(),
-                source,
-            })?;
+            let listener =
+                std::net::TcpListener::bind(&serve.bind).map_err(|source| Error::Bind {
+                    addr: serve.bind.clone(),
+                    source,
+                })?;
             let bind_error = |source| Error::Bind {
                 addr: serve.bind.clone(),
                 source,
@@ -239,7 +245,12 @@ fn run(
     };
 
     let generator = spec.generator.clone().map(|generator| {
-        let (bootstrap, topic, stop, stats) = (bootstrap.clone(), kafka.topic.clone(), stop.clone(), stats.clone());
+        let (bootstrap, topic, stop, stats) = (
+            bootstrap.clone(),
+            kafka.topic.clone(),
+            stop.clone(),
+            stats.clone(),
+        );
         std::thread::Builder::new()
             .name("millrace-generator".into())
             .spawn(move || generate(&bootstrap, &topic, partitions, &generator, &stop, &stats))
@@ -247,7 +258,12 @@ fn run(
 
     let done = Arc::new(AtomicBool::new(false));
     let progress = (spec.progress.interval_ms > 0).then(|| {
-        let (bootstrap, topic, done, stats) = (bootstrap.clone(), kafka.topic.clone(), done.clone(), stats.clone());
+        let (bootstrap, topic, done, stats) = (
+            bootstrap.clone(),
+            kafka.topic.clone(),
+            done.clone(),
+            stats.clone(),
+        );
         let interval = Duration::from_millis(spec.progress.interval_ms);
         std::thread::Builder::new()
             .name("millrace-progress".into())
@@ -306,22 +322,30 @@ fn run_dataflow(
         registry,
     };
     let epoch = Duration::from_millis(spec.progress.epoch_ms);
-    let (kafka, bootstrap, stop, stats) = (kafka.clone(), bootstrap.to_owned(), stop.clone(), stats.clone());
+    let (kafka, bootstrap, stop, stats) = (
+        kafka.clone(),
+        bootstrap.to_owned(),
+        stop.clone(),
+        stats.clone(),
+    );
     let config = timely::Config::process(options.workers.max(1));
     let guards = timely::execute(config, move |worker| -> Result<(), String> {
         let (index, peers) = (worker.index(), worker.peers());
         let reader = KafkaReader::assign(&kafka, &bootstrap, index, peers, stats.positions.clone())
             .map_err(|e| e.to_string())?;
-        let dead_letters = DeadLetterSink::new(&bootstrap, &kafka.dead_letter_topic).map_err(|e| e.to_string())?;
+        let dead_letters =
+            DeadLetterSink::new(&bootstrap, &kafka.dead_letter_topic).map_err(|e| e.to_string())?;
         let source = KafkaIngest {
             reader,
             stop: stop.clone(),
             stats: stats.clone(),
             logged: HashSet::new(),
         };
-        let (trainer, trainer_stats, decode_stats) = (trainer.clone(), stats.trainer.clone(), stats.decode.clone());
+        let (trainer, trainer_stats, decode_stats) =
+            (trainer.clone(), stats.trainer.clone(), stats.decode.clone());
         worker.dataflow::<u64, _, _>(move |scope| {
-            let (events, dead) = ingest(scope, "KafkaSource", source, epoch).decode_criteo(decode_stats);
+            let (events, dead) =
+                ingest(scope, "KafkaSource", source, epoch).decode_criteo(decode_stats);
             dead.deliver("DeadLetters", DeadLetterDelivery(dead_letters));
             events.train_online(trainer, trainer_stats);
         });
@@ -350,7 +374,9 @@ impl PollSource<RawRecord> for KafkaIngest {
         match self.reader.poll_into(out, max) {
             Ok(0) => Polled::Idle,
             Ok(n) => {
-                self.stats.source_records.fetch_add(n as u64, Ordering::Relaxed);
+                self.stats
+                    .source_records
+                    .fetch_add(n as u64, Ordering::Relaxed);
                 Polled::Records
             }
             Err(error) => {
@@ -427,7 +453,9 @@ fn report_progress(
             std::thread::sleep(Duration::from_millis(50));
         }
         if let Some(Ok(high)) = probe.as_ref().map(WatermarkProbe::high_watermarks) {
-            stats.lag.store(stats.positions.lag(&high), Ordering::Relaxed);
+            stats
+                .lag
+                .store(stats.positions.lag(&high), Ordering::Relaxed);
         }
         let records = stats.source_records.load(Ordering::Relaxed);
         let rate = (records - last.1) as f64 / last.0.elapsed().as_secs_f64().max(1e-3);

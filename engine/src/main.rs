@@ -14,7 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "millrace", version, about = "A streaming machine-learning engine for CTR and recommendation")]
+#[command(
+    name = "millrace",
+    version,
+    about = "A streaming machine-learning engine for CTR and recommendation"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -161,7 +165,11 @@ fn main() -> anyhow::Result<()> {
                 ftrl: FtrlParams::default(),
             };
             let registry = registry.map(Registry::open).transpose()?;
-            let figures = bench::online(&input, &config, registry.as_ref().map(|r| (r, model.as_str())))?;
+            let figures = bench::online(
+                &input,
+                &config,
+                registry.as_ref().map(|r| (r, model.as_str())),
+            )?;
             println!("{}", serde_json::to_string(&figures)?);
             Ok(())
         }
@@ -172,13 +180,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},
@@ -193,7 +202,9 @@ fn run(job: PathBuf, workers: usize) -> anyhow::Result<()> {
     let running = Job::start(spec, RunOptions { workers })?;
     let stop = running.stop_handle();
     std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
         if let Ok(runtime) = runtime {
             runtime.block_on(shutdown_signal());
             tracing::info!("stopping: draining the dataflow and publishing a final version");
@@ -221,7 +232,13 @@ fn serve(registry: PathBuf, bind: &str) -> anyhow::Result<()> {
     })
 }
 
-fn produce(file: &PathBuf, brokers: &str, topic: &str, partitions: i32, rate: f64) -> anyhow::Result<()> {
+fn produce(
+    file: &PathBuf,
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    rate: f64,
+) -> anyhow::Result<()> {
     let reader: Box<dyn BufRead> = if file.as_os_str() == "-" {
         Box::new(std::io::stdin().lock())
     } else {

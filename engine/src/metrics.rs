@@ -68,17 +68,32 @@ impl JobStats {
             (SOURCE_RECORDS, "counter", load(&self.source_records)),
             (SOURCE_LAG, "gauge", self.lag.load(Ordering::Relaxed) as f64),
             (DECODE_EVENTS, "counter", load(&self.decode.decoded)),
-            (DECODE_DEAD_LETTERS, "counter", load(&self.decode.dead_letters)),
+            (
+                DECODE_DEAD_LETTERS,
+                "counter",
+                load(&self.decode.dead_letters),
+            ),
             (LEARNER_EVENTS, "counter", load(&self.trainer.learned)),
             (LEARNER_AUC, "gauge", self.trainer.auc().unwrap_or(f64::NAN)),
-            (LEARNER_LOGLOSS, "gauge", self.trainer.logloss().unwrap_or(f64::NAN)),
+            (
+                LEARNER_LOGLOSS,
+                "gauge",
+                self.trainer.logloss().unwrap_or(f64::NAN),
+            ),
             (MODEL_VERSION, "gauge", load(&self.trainer.model_version)),
-            (PUBLISH_ERRORS, "counter", load(&self.trainer.publish_errors)),
+            (
+                PUBLISH_ERRORS,
+                "counter",
+                load(&self.trainer.publish_errors),
+            ),
             (GENERATOR_RECORDS, "counter", load(&self.generated)),
         ];
         let mut text = String::new();
         for (name, kind, value) in rows {
-            let _ = write!(text, "# TYPE {name} {kind}\n{name}{{model=\"{model}\"}} {value}\n");
+            let _ = write!(
+                text,
+                "# TYPE {name} {kind}\n{name}{{model=\"{model}\"}} {value}\n"
+            );
         }
         text
     }

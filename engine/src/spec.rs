@@ -153,7 +153,15 @@ impl Default for ProgressSpec {
 }
 
 const SECTIONS: [&str; 9] = [
-    "name", "source", "generator", "decode", "features", "learner", "publish", "serve", "progress",
+    "name",
+    "source",
+    "generator",
+    "decode",
+    "features",
+    "learner",
+    "publish",
+    "serve",
+    "progress",
 ];
 
 impl JobSpec {
@@ -185,7 +193,10 @@ impl JobSpec {
     /// # Errors
     ///
     /// [`Error::Config`] listing every problem found.
-    pub fn from_toml_with_env(text: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
+    pub fn from_toml_with_env(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self> {
         let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| Error::Config {
             problems: vec![format!("not valid TOML: {}", e.message())],
         })?;
@@ -193,13 +204,19 @@ impl JobSpec {
         let mut problems = Vec::new();
         for key in table.keys() {
             if !SECTIONS.contains(&key.as_str()) {
-                problems.push(format!("unknown key `{key}` (expected one of {})", SECTIONS.join(", ")));
+                problems.push(format!(
+                    "unknown key `{key}` (expected one of {})",
+                    SECTIONS.join(", ")
+                ));
             }
         }
         let name = match table.get("name") {
             Some(toml::Value::String(name)) => Some(name.clone()),
             Some(other) => {
-                problems.push(format!("`name` must be a string (got {})", other.type_str()));
+                problems.push(format!(
+                    "`name` must be a string (got {})",
+                    other.type_str()
+                ));
                 None
             }
             None => {
@@ -216,17 +233,19 @@ impl JobSpec {
         let serve = section::<ServeSpec>(&table, "serve", false, &mut problems);
         let progress = section::<ProgressSpec>(&table, "progress", false, &mut problems);
         let spec = match (name, source, features, learner, publish) {
-            (Some(name), Some(source), Some(features), Some(learner), Some(publish)) => Some(JobSpec {
-                name,
-                source,
-                generator,
-                decode: decode.unwrap_or_default(),
-                features,
-                learner,
-                publish,
-                serve,
-                progress: progress.unwrap_or_default(),
-            }),
+            (Some(name), Some(source), Some(features), Some(learner), Some(publish)) => {
+                Some(JobSpec {
+                    name,
+                    source,
+                    generator,
+                    decode: decode.unwrap_or_default(),
+                    features,
+                    learner,
+                    publish,
+                    serve,
+                    progress: progress.unwrap_or_default(),
+                })
+            }
             _ => None,
         };
         if let Some(spec) = &spec {
@@ -252,7 +271,10 @@ impl JobSpec {
         {
             add(
                 "job",
-                vec![format!("`name` must be letters, digits, `-` or `_` (got {:?})", self.name)],
+                vec![format!(
+                    "`name` must be letters, digits, `-` or `_` (got {:?})",
+                    self.name
+                )],
             );
         }
         match &self.source {
@@ -262,7 +284,10 @@ impl JobSpec {
             if !(generator.rows_per_sec >= 0.0 && generator.rows_per_sec.is_finite()) {
                 add(
                     "generator",
-                    vec![format!("`rows_per_sec` must be >= 0 (got {})", generator.rows_per_sec)],
+                    vec![format!(
+                        "`rows_per_sec` must be >= 0 (got {})",
+                        generator.rows_per_sec
+                    )],
                 );
             }
         }
@@ -283,11 +308,20 @@ impl JobSpec {
         add("publish", publish);
         if let Some(serve) = &self.serve {
             if serve.bind.parse::<std::net::SocketAddr>().is_err() {
-                add("serve", vec![format!("`bind` must be an address like 127.0.0.1:8080 (got {:?})", serve.bind)]);
+                add(
+                    "serve",
+                    vec![format!(
+                        "`bind` must be an address like 127.0.0.1:8080 (got {:?})",
+                        serve.bind
+                    )],
+                );
             }
         }
         if self.progress.epoch_ms == 0 {
-            add("progress", vec!["`epoch_ms` must be > 0 (got 0)".to_owned()]);
+            add(
+                "progress",
+                vec!["`epoch_ms` must be > 0 (got 0)".to_owned()],
+            );
         }
         problems
     }
@@ -314,7 +348,10 @@ fn section<T: DeserializeOwned>(
         return None;
     };
     let Some(section) = value.as_table() else {
-        problems.push(format!("[{name}] must be a table (got {})", value.type_str()));
+        problems.push(format!(
+            "[{name}] must be a table (got {})",
+            value.type_str()
+        ));
         return None;
     };
     if let Ok(parsed) = T::deserialize(value.clone()) {
@@ -441,7 +478,10 @@ registry = "target/registry"
         let text = found.join("\n");
         assert!(text.contains("[features] `hash_bits`"), "{text}");
         assert!(text.contains("[learner] `alpah`: unknown field"), "{text}");
-        assert!(text.contains("[publish] `flush_ms`: unknown field"), "{text}");
+        assert!(
+            text.contains("[publish] `flush_ms`: unknown field"),
+            "{text}"
+        );
         assert!(text.contains("[serve] `bind`"), "{text}");
         assert!(text.contains("[source] missing field `topic`"), "{text}");
         assert_eq!(found.len(), 5, "{text}");
@@ -452,8 +492,14 @@ registry = "target/registry"
             .replace("[publish]", "[publish]\nevery_events = 0")
             .replace("alpha = 0.05", "alpha = -1.0");
         let text = problems(&semantic).join("\n");
-        assert!(text.contains("[source] `topic` must not be empty"), "{text}");
-        assert!(text.contains("[publish] `every_events` must be > 0"), "{text}");
+        assert!(
+            text.contains("[source] `topic` must not be empty"),
+            "{text}"
+        );
+        assert!(
+            text.contains("[publish] `every_events` must be > 0"),
+            "{text}"
+        );
         assert!(text.contains("[learner] `alpha`"), "{text}");
     }
 
@@ -463,10 +509,16 @@ registry = "target/registry"
         assert!(text.contains("unknown key `sorce`"), "{text}");
         assert!(text.contains("`name` must be a string"), "{text}");
         for section in ["source", "features", "learner", "publish"] {
-            assert!(text.contains(&format!("missing section [{section}]")), "{text}");
+            assert!(
+                text.contains(&format!("missing section [{section}]")),
+                "{text}"
+            );
         }
         let text = problems(&GOOD.replace("type = \"kafka\"", "type = \"kafak\"")).join("\n");
-        assert!(text.contains("[source]") && text.contains("kafak"), "{text}");
+        assert!(
+            text.contains("[source]") && text.contains("kafak"),
+            "{text}"
+        );
     }
 
     #[test]

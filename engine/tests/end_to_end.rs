@@ -4,19 +4,20 @@
 //! every bad line is in the dead-letter topic, and the served version is the registry's latest.
 
 use millrace_connectors::kafka::{client_config, create_topics, LineProducer};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::Message;
 use millrace_engine::spec::{JobSpec, LearnerSpec, ProgressSpec, PublishSpec, ServeSpec};
 use millrace_engine::{Job, KafkaSourceConfig, RunOptions};
 use millrace_models::{FeatureSpec, FtrlParams, Registry};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::Message;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 fn broker() -> String {
-    std::env::var("MILLRACE_TEST_BROKER")
-        .expect("MILLRACE_TEST_BROKER is unset: run the tests with `make test`, which starts the broker")
+    std::env::var("MILLRACE_TEST_BROKER").expect(
+        "MILLRACE_TEST_BROKER is unset: run the tests with `make test`, which starts the broker",
+    )
 }
 
 fn unique(name: &str) -> String {
@@ -30,7 +31,9 @@ fn unique(name: &str) -> String {
 /// A minimal HTTP/1.1 exchange; returns the status code and the body.
 fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     write!(
         stream,
         "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -40,7 +43,10 @@ fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String)
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let status = response[9..12].parse().unwrap();
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -54,21 +60,34 @@ fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
 
 #[test]
 fn criteo_sample_through_kafka_dataflow_registry_and_serving() {
-    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/criteo-kaggle-dac-head8000/train.tsv");
+    let data = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/data/criteo-kaggle-dac-head8000/train.tsv"
+    );
     let text = std::fs::read(data).expect("the Criteo sample in ../shared/data");
-    let good: Vec<&[u8]> = text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+    let good: Vec<&[u8]> = text
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
     let first = String::from_utf8_lossy(good[0]).into_owned();
     let bad: Vec<Vec<u8>> = vec![
         b"this is not a criteo line".to_vec(),
         first.rsplit_once('\t').unwrap().0.as_bytes().to_vec(),
         format!("2{}", &first[1..]).into_bytes(),
         first.replacen('\t', "\tx", 1).into_bytes(),
-        [&first.as_bytes()[..first.len() - 8], b"\xff\xfe\xfd\xfc\xfb\xfa\xf9\xf8"].concat(),
+        [
+            &first.as_bytes()[..first.len() - 8],
+            b"\xff\xfe\xfd\xfc\xfb\xfa\xf9\xf8",
+        ]
+        .concat(),
     ];
 
     let topic = unique("e2e");
     let dead_letter_topic = format!("{topic}-dead-letters");
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime
         .block_on(create_topics(&broker(), &[&topic, &dead_letter_topic], 4))
         .unwrap();
@@ -119,45 +138,86 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving() {
     });
     // The time-based publication picks up the tail; serving then swaps to it.
     let registry = Registry::open(registry_dir.path()).unwrap();
-    wait_for("a version that learned every event", Duration::from_secs(30), || {
-        registry
-            .load_latest("ctr")
-            .is_ok_and(|m| m.meta.trained_events as usize == good.len())
-    });
+    wait_for(
+        "a version that learned every event",
+        Duration::from_secs(30),
+        || {
+            registry
+                .load_latest("ctr")
+                .is_ok_and(|m| m.meta.trained_events as usize == good.len())
+        },
+    );
     let latest = registry.latest("ctr").unwrap().unwrap();
-    assert!(latest >= 4, "versions every 2000 events, then the tail: {latest}");
-    wait_for("serving to swap to the latest version", Duration::from_secs(30), || {
-        let (status, body) = http(addr, "GET", "/v1/models/ctr", "");
-        status == 200 && body.contains(&format!("\"version\":{latest},"))
-    });
+    assert!(
+        latest >= 4,
+        "versions every 2000 events, then the tail: {latest}"
+    );
+    wait_for(
+        "serving to swap to the latest version",
+        Duration::from_secs(30),
+        || {
+            let (status, body) = http(addr, "GET", "/v1/models/ctr", "");
+            status == 200 && body.contains(&format!("\"version\":{latest},"))
+        },
+    );
 
     let instance = serde_json::json!({ "instances": [
         millrace_models::CriteoEvent::decode_tsv(good[0]).unwrap().features.to_json(),
         { "I1": 3, "C1": "68fd1e64" },
     ]});
-    let (status, body) = http(addr, "POST", "/v1/models/ctr:predict", &instance.to_string());
+    let (status, body) = http(
+        addr,
+        "POST",
+        "/v1/models/ctr:predict",
+        &instance.to_string(),
+    );
     assert_eq!(status, 200, "{body}");
     let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(answer["model_version"], latest);
     let predictions = answer["predictions"].as_array().unwrap();
     assert_eq!(predictions.len(), 2);
-    assert!(predictions.iter().all(|p| (0.0..=1.0).contains(&p.as_f64().unwrap())));
+    assert!(predictions
+        .iter()
+        .all(|p| (0.0..=1.0).contains(&p.as_f64().unwrap())));
 
-    let (status, body) = http(addr, "POST", "/v1/models/ctr:predict", r#"{"instances":[{"C99":"x"}]}"#);
+    let (status, body) = http(
+        addr,
+        "POST",
+        "/v1/models/ctr:predict",
+        r#"{"instances":[{"C99":"x"}]}"#,
+    );
     assert_eq!(status, 400);
     assert!(body.contains("unknown field `C99`"), "{body}");
-    let (status, _) = http(addr, "POST", "/v1/models/nope:predict", r#"{"instances":[{}]}"#);
+    let (status, _) = http(
+        addr,
+        "POST",
+        "/v1/models/nope:predict",
+        r#"{"instances":[{}]}"#,
+    );
     assert_eq!(status, 404);
     let (status, body) = http(addr, "GET", "/metrics", "");
     assert_eq!(status, 200);
-    assert!(body.contains(&format!("millrace_learner_events_total{{model=\"ctr\"}} {}", good.len())), "{body}");
+    assert!(
+        body.contains(&format!(
+            "millrace_learner_events_total{{model=\"ctr\"}} {}",
+            good.len()
+        )),
+        "{body}"
+    );
 
     job.stop();
     let report = job.wait().unwrap();
-    assert_eq!(report.learned as usize, good.len(), "every good row learned exactly once");
+    assert_eq!(
+        report.learned as usize,
+        good.len(),
+        "every good row learned exactly once"
+    );
     assert_eq!(report.decoded as usize, good.len());
     assert_eq!(report.dead_letters as usize, bad.len());
-    assert_eq!(report.model_version, registry.latest("ctr").unwrap().unwrap());
+    assert_eq!(
+        report.model_version,
+        registry.latest("ctr").unwrap().unwrap()
+    );
     let auc = report.progressive_auc.unwrap();
     assert!(auc > 0.65, "progressive auc {auc}");
 
@@ -171,7 +231,12 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving() {
     let mut letters: Vec<Vec<u8>> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while letters.len() < bad.len() {
-        assert!(Instant::now() < deadline, "{} of {} dead letters", letters.len(), bad.len());
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} dead letters",
+            letters.len(),
+            bad.len()
+        );
         if let Some(message) = consumer.poll(Duration::from_millis(100)) {
             letters.push(message.unwrap().payload().unwrap_or_default().to_vec());
         }

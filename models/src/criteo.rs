@@ -201,7 +201,9 @@ fn parse_int(field: &[u8]) -> Option<Option<i64>> {
         if !d.is_ascii_digit() {
             return None;
         }
-        magnitude = magnitude.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+        magnitude = magnitude
+            .checked_mul(10)?
+            .checked_add(u64::from(d - b'0'))?;
     }
     let signed = if negative {
         -i128::from(magnitude)
@@ -262,7 +264,10 @@ mod tests {
     #[test]
     fn names_the_bad_field() {
         let bad_label = GOOD.replacen('0', "2", 1);
-        assert_eq!(CriteoEvent::decode_tsv(bad_label.as_bytes()), Err(DecodeError::Label));
+        assert_eq!(
+            CriteoEvent::decode_tsv(bad_label.as_bytes()),
+            Err(DecodeError::Label)
+        );
         let bad_int = GOOD.replacen("\t1382\t", "\t13x2\t", 1);
         assert_eq!(
             CriteoEvent::decode_tsv(bad_int.as_bytes()),
@@ -274,9 +279,15 @@ mod tests {
             Err(DecodeError::Categorical("C1"))
         );
         let short = GOOD.rsplit_once('\t').unwrap().0;
-        assert_eq!(CriteoEvent::decode_tsv(short.as_bytes()), Err(DecodeError::FieldCount(39)));
+        assert_eq!(
+            CriteoEvent::decode_tsv(short.as_bytes()),
+            Err(DecodeError::FieldCount(39))
+        );
         let long = format!("{GOOD}\t");
-        assert_eq!(CriteoEvent::decode_tsv(long.as_bytes()), Err(DecodeError::FieldCount(41)));
+        assert_eq!(
+            CriteoEvent::decode_tsv(long.as_bytes()),
+            Err(DecodeError::FieldCount(41))
+        );
         assert_eq!(CriteoEvent::decode_tsv(b""), Err(DecodeError::Label));
         let overflow = GOOD.replacen("\t1382\t", "\t99999999999999999999\t", 1);
         assert_eq!(
@@ -303,9 +314,15 @@ mod tests {
             Err(DecodeError::UnknownField("C99".into()))
         );
         let wrong = serde_json::json!({"I1": "one"});
-        assert_eq!(CriteoFeatures::from_json(&wrong), Err(DecodeError::Integer("I1")));
+        assert_eq!(
+            CriteoFeatures::from_json(&wrong),
+            Err(DecodeError::Integer("I1"))
+        );
         let float = serde_json::json!({"I1": 1.5});
-        assert_eq!(CriteoFeatures::from_json(&float), Err(DecodeError::Integer("I1")));
+        assert_eq!(
+            CriteoFeatures::from_json(&float),
+            Err(DecodeError::Integer("I1"))
+        );
         assert_eq!(
             CriteoFeatures::from_json(&serde_json::json!([1])),
             Err(DecodeError::NotAnObject)

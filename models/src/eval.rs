@@ -25,7 +25,8 @@ impl Default for AucAccumulator {
 impl AucAccumulator {
     /// Records one prediction and its label.
     pub fn add(&mut self, prediction: f32, label: bool) {
-        let bin = ((prediction.clamp(0.0, 1.0) * (AUC_BINS - 1) as f32).round() as usize).min(AUC_BINS - 1);
+        let bin = ((prediction.clamp(0.0, 1.0) * (AUC_BINS - 1) as f32).round() as usize)
+            .min(AUC_BINS - 1);
         if label {
             self.positives[bin] += 1;
         } else {
@@ -88,12 +89,20 @@ impl LogLoss {
 /// The exact AUC of predictions against labels (ties count one half), or `None` when one class
 /// is absent.
 pub fn exact_auc(predictions: &[f32], labels: &[bool]) -> Option<f64> {
-    let mut pairs: Vec<(f32, bool)> = predictions.iter().copied().zip(labels.iter().copied()).collect();
+    let mut pairs: Vec<(f32, bool)> = predictions
+        .iter()
+        .copied()
+        .zip(labels.iter().copied())
+        .collect();
     pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
     let (mut area, mut negatives_below, mut positives) = (0f64, 0u64, 0u64);
     let mut start = 0;
     while start < pairs.len() {
-        let end = start + pairs[start..].iter().take_while(|p| p.0 == pairs[start].0).count();
+        let end = start
+            + pairs[start..]
+                .iter()
+                .take_while(|p| p.0 == pairs[start].0)
+                .count();
         let pos = pairs[start..end].iter().filter(|p| p.1).count() as u64;
         let neg = (end - start) as u64 - pos;
         area += pos as f64 * (negatives_below as f64 + 0.5 * neg as f64);

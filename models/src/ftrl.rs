@@ -153,7 +153,11 @@ mod tests {
     use super::*;
 
     /// A direct transcription of the paper's Algorithm 1 in f64, one coordinate at a time.
-    fn reference(params: FtrlParams, dim: usize, rows: &[(Vec<u32>, bool)]) -> (Vec<f64>, Vec<f64>) {
+    fn reference(
+        params: FtrlParams,
+        dim: usize,
+        rows: &[(Vec<u32>, bool)],
+    ) -> (Vec<f64>, Vec<f64>) {
         let (a, b, l1, l2) = (
             f64::from(params.alpha),
             f64::from(params.beta),
@@ -207,7 +211,10 @@ mod tests {
             assert!((f64::from(*p) - q).abs() < 1e-4, "{p} vs {q}");
         }
         for (a, b) in ftrl.z.iter().zip(&z) {
-            assert!((f64::from(*a) - b).abs() < 1e-2 * (1.0 + b.abs()), "{a} vs {b}");
+            assert!(
+                (f64::from(*a) - b).abs() < 1e-2 * (1.0 + b.abs()),
+                "{a} vs {b}"
+            );
         }
     }
 

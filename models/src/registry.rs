@@ -122,7 +122,11 @@ impl Registry {
             return Err(Error::invalid(&dir, problems.join("; ")));
         }
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let bytes: Vec<u8> = artifact.weights.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let bytes: Vec<u8> = artifact
+            .weights
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .collect();
         let view = TensorView::new(Dtype::F32, vec![artifact.weights.len()], &bytes)
             .map_err(|e| Error::invalid(&dir, e.to_string()))?;
         let encoded = safetensors::serialize([(TENSOR, view)], None)
@@ -133,8 +137,13 @@ impl Registry {
             .map_or(0, |d| d.as_millis() as u64);
         artifact.meta.version = self.latest(&artifact.meta.name)?.unwrap_or(0) + 1;
 
-        let tmp = dir.join(format!(".tmp-v{}-{}", artifact.meta.version, std::process::id()));
-        let write = |path: PathBuf, data: &[u8]| fs::write(&path, data).map_err(|e| Error::io(path, e));
+        let tmp = dir.join(format!(
+            ".tmp-v{}-{}",
+            artifact.meta.version,
+            std::process::id()
+        ));
+        let write =
+            |path: PathBuf, data: &[u8]| fs::write(&path, data).map_err(|e| Error::io(path, e));
         fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
         write(tmp.join(WEIGHTS), &encoded)?;
         let meta = serde_json::to_vec_pretty(&artifact.meta).expect("metadata serializes");
@@ -154,23 +163,29 @@ impl Registry {
         let dir = self.version_dir(name, version)?;
         let meta_path = dir.join(META);
         let meta_bytes = fs::read(&meta_path).map_err(|e| Error::io(&meta_path, e))?;
-        let meta: ModelMeta =
-            serde_json::from_slice(&meta_bytes).map_err(|e| Error::invalid(&meta_path, e.to_string()))?;
+        let meta: ModelMeta = serde_json::from_slice(&meta_bytes)
+            .map_err(|e| Error::invalid(&meta_path, e.to_string()))?;
         if meta.name != name || meta.version != version {
-            return Err(Error::invalid(&dir, "metadata names another model or version"));
+            return Err(Error::invalid(
+                &dir,
+                "metadata names another model or version",
+            ));
         }
         let weights_path = dir.join(WEIGHTS);
         let encoded = fs::read(&weights_path).map_err(|e| Error::io(&weights_path, e))?;
         if hex(&Sha256::digest(&encoded)) != meta.weights_sha256 {
             return Err(Error::invalid(&weights_path, "checksum mismatch"));
         }
-        let tensors =
-            SafeTensors::deserialize(&encoded).map_err(|e| Error::invalid(&weights_path, e.to_string()))?;
+        let tensors = SafeTensors::deserialize(&encoded)
+            .map_err(|e| Error::invalid(&weights_path, e.to_string()))?;
         let tensor = tensors
             .tensor(TENSOR)
             .map_err(|e| Error::invalid(&weights_path, e.to_string()))?;
         if tensor.dtype() != Dtype::F32 || tensor.shape().len() != 1 {
-            return Err(Error::invalid(&weights_path, "weights must be a 1-d f32 tensor"));
+            return Err(Error::invalid(
+                &weights_path,
+                "weights must be a 1-d f32 tensor",
+            ));
         }
         let weights = tensor
             .data()
@@ -191,7 +206,9 @@ impl Registry {
     ///
     /// [`Error::NoVersion`] when there is none, otherwise as [`Registry::load`].
     pub fn load_latest(&self, name: &str) -> Result<ModelArtifact> {
-        let version = self.latest(name)?.ok_or_else(|| Error::NoVersion(name.to_owned()))?;
+        let version = self
+            .latest(name)?
+            .ok_or_else(|| Error::NoVersion(name.to_owned()))?;
         self.load(name, version)
     }
 }
@@ -232,7 +249,11 @@ mod tests {
         assert!(registry.publish(&mut artifact(vec![0.0; 7])).is_err());
         assert!(registry.publish(&mut artifact(vec![f32::NAN; 8])).is_err());
         assert!(matches!(
-            registry.publish(&mut ModelArtifact::new("../x", FeatureSpec::Hashed { hash_bits: 3 }, vec![0.0; 8])),
+            registry.publish(&mut ModelArtifact::new(
+                "../x",
+                FeatureSpec::Hashed { hash_bits: 3 },
+                vec![0.0; 8]
+            )),
             Err(Error::InvalidModelName(_))
         ));
         let mut a = artifact(vec![1.0; 8]);
@@ -244,6 +265,9 @@ mod tests {
         fs::write(&weights, bytes).unwrap();
         let err = registry.load("ctr", 1).unwrap_err().to_string();
         assert!(err.contains("checksum mismatch"), "{err}");
-        assert!(matches!(registry.load_latest("other"), Err(Error::NoVersion(_))));
+        assert!(matches!(
+            registry.load_latest("other"),
+            Err(Error::NoVersion(_))
+        ));
     }
 }

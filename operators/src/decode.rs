@@ -43,37 +43,45 @@ pub trait Decode<'scope> {
     fn decode_criteo(
         self,
         stats: Arc<DecodeStats>,
-    ) -> (StreamVec<'scope, u64, CriteoEvent>, StreamVec<'scope, u64, DeadLetter>);
+    ) -> (
+        StreamVec<'scope, u64, CriteoEvent>,
+        StreamVec<'scope, u64, DeadLetter>,
+    );
 }
 
 impl<'scope> Decode<'scope> for StreamVec<'scope, u64, RawRecord> {
     fn decode_criteo(
         self,
         stats: Arc<DecodeStats>,
-    ) -> (StreamVec<'scope, u64, CriteoEvent>, StreamVec<'scope, u64, DeadLetter>) {
+    ) -> (
+        StreamVec<'scope, u64, CriteoEvent>,
+        StreamVec<'scope, u64, DeadLetter>,
+    ) {
         let mut logged = HashSet::new();
-        self.ok_err(move |record: RawRecord| match CriteoEvent::decode_tsv(&record.payload) {
-            Ok(event) => {
-                stats.decoded.fetch_add(1, Ordering::Relaxed);
-                Ok(event)
-            }
-            Err(error) => {
-                stats.dead_letters.fetch_add(1, Ordering::Relaxed);
-                if logged.insert(error.kind()) {
-                    tracing::warn!(
-                        error_type = error.kind(),
-                        %error,
-                        partition = record.partition,
-                        offset = record.offset,
-                        "malformed record sent to the dead letters (logged once per kind)"
-                    );
+        self.ok_err(
+            move |record: RawRecord| match CriteoEvent::decode_tsv(&record.payload) {
+                Ok(event) => {
+                    stats.decoded.fetch_add(1, Ordering::Relaxed);
+                    Ok(event)
                 }
-                Err(DeadLetter {
-                    error_kind: error.kind().to_owned(),
-                    error: error.to_string(),
-                    record,
-                })
-            }
-        })
+                Err(error) => {
+                    stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+                    if logged.insert(error.kind()) {
+                        tracing::warn!(
+                            error_type = error.kind(),
+                            %error,
+                            partition = record.partition,
+                            offset = record.offset,
+                            "malformed record sent to the dead letters (logged once per kind)"
+                        );
+                    }
+                    Err(DeadLetter {
+                        error_kind: error.kind().to_owned(),
+                        error: error.to_string(),
+                        record,
+                    })
+                }
+            },
+        )
     }
 }

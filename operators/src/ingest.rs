@@ -66,30 +66,34 @@ where
     D: Clone + 'static,
     S: PollSource<D> + 'static,
 {
-    operator::source::<_, CapacityContainerBuilder<Vec<D>>, _, _>(scope, name, move |capability, info| {
-        let activator = scope.activator_for(info.address);
-        let mut capability = Some(capability);
-        let mut epoch_started = Instant::now();
-        let mut buffer = Vec::with_capacity(MAX_PER_ACTIVATION);
-        move |output| {
-            let Some(cap) = capability.as_mut() else {
-                return;
-            };
-            buffer.clear();
-            let polled = reader.poll(&mut buffer, MAX_PER_ACTIVATION);
-            if !buffer.is_empty() {
-                output.session(&*cap).give_iterator(buffer.drain(..));
+    operator::source::<_, CapacityContainerBuilder<Vec<D>>, _, _>(
+        scope,
+        name,
+        move |capability, info| {
+            let activator = scope.activator_for(info.address);
+            let mut capability = Some(capability);
+            let mut epoch_started = Instant::now();
+            let mut buffer = Vec::with_capacity(MAX_PER_ACTIVATION);
+            move |output| {
+                let Some(cap) = capability.as_mut() else {
+                    return;
+                };
+                buffer.clear();
+                let polled = reader.poll(&mut buffer, MAX_PER_ACTIVATION);
+                if !buffer.is_empty() {
+                    output.session(&*cap).give_iterator(buffer.drain(..));
+                }
+                if epoch_started.elapsed() >= epoch {
+                    let next = *cap.time() + 1;
+                    cap.downgrade(&next);
+                    epoch_started = Instant::now();
+                }
+                match polled {
+                    Polled::Records => activator.activate(),
+                    Polled::Idle => activator.activate_after(IDLE_BACKOFF),
+                    Polled::Done => capability = None,
+                }
             }
-            if epoch_started.elapsed() >= epoch {
-                let next = *cap.time() + 1;
-                cap.downgrade(&next);
-                epoch_started = Instant::now();
-            }
-            match polled {
-                Polled::Records => activator.activate(),
-                Polled::Idle => activator.activate_after(IDLE_BACKOFF),
-                Polled::Done => capability = None,
-            }
-        }
-    })
+        },
+    )
 }

@@ -140,7 +140,9 @@ impl TrainOnline for StreamVec<'_, u64, CriteoEvent> {
                     input.for_each(|_time, data| {
                         for row in data.drain(..) {
                             trainer.learn(&row);
-                            if trainer.learned - trainer.published_at_events >= trainer.config.publish.every_events {
+                            if trainer.learned - trainer.published_at_events
+                                >= trainer.config.publish.every_events
+                            {
                                 trainer.publish();
                             }
                         }
@@ -208,7 +210,12 @@ impl Trainer {
             self.publish();
             return None;
         }
-        (fresh > 0).then(|| self.config.publish.every.saturating_sub(self.published_at.elapsed()))
+        (fresh > 0).then(|| {
+            self.config
+                .publish
+                .every
+                .saturating_sub(self.published_at.elapsed())
+        })
     }
 
     fn publish(&mut self) {

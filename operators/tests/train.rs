@@ -95,7 +95,8 @@ fn run_dataflow(
             let share = Share {
                 records: mine.into_iter(),
             };
-            let (events, dead) = ingest(scope, "Share", share, Duration::from_millis(1)).decode_criteo(d);
+            let (events, dead) =
+                ingest(scope, "Share", share, Duration::from_millis(1)).decode_criteo(d);
             dead.deliver("Collect", Collect(dl));
             events.train_online(config, t);
         });
@@ -137,7 +138,9 @@ fn decode_and_train_with_1_2_and_4_workers_match_the_batch_computation() {
     let score = |weights: &[f32]| {
         let preds: Vec<f32> = rows
             .iter()
-            .map(|row| millrace_models::ftrl::sigmoid(row.iter().map(|&i| weights[i as usize]).sum()))
+            .map(|row| {
+                millrace_models::ftrl::sigmoid(row.iter().map(|&i| weights[i as usize]).sum())
+            })
             .collect();
         exact_auc(&preds, &labels).unwrap()
     };
@@ -148,7 +151,10 @@ fn decode_and_train_with_1_2_and_4_workers_match_the_batch_computation() {
         let registry = Registry::open(dir.path()).unwrap();
         let (trainer, decode, dead) = run_dataflow(workers, &records, &registry);
 
-        let mut dead: Vec<(i32, i64)> = dead.iter().map(|d| (d.record.partition, d.record.offset)).collect();
+        let mut dead: Vec<(i32, i64)> = dead
+            .iter()
+            .map(|d| (d.record.partition, d.record.offset))
+            .collect();
         dead.sort_unstable();
         let mut want = batch_dead.clone();
         want.sort_unstable();
@@ -158,17 +164,27 @@ fn decode_and_train_with_1_2_and_4_workers_match_the_batch_computation() {
 
         // Versions every 5000 events plus the final one, which has learned everything.
         let versions = registry.versions("ctr").unwrap();
-        assert_eq!(versions.len(), events.len().div_ceil(5_000), "{workers} workers");
+        assert_eq!(
+            versions.len(),
+            events.len().div_ceil(5_000),
+            "{workers} workers"
+        );
         let last = registry.load_latest("ctr").unwrap();
         assert_eq!(last.meta.trained_events, events.len() as u64);
-        assert_eq!(trainer.model_version.load(Ordering::Relaxed), last.meta.version);
+        assert_eq!(
+            trainer.model_version.load(Ordering::Relaxed),
+            last.meta.version
+        );
         if workers == 1 {
             // One worker learns in the batch order: the same model, bit for bit.
             assert_eq!(last.weights, batch.weights());
         } else {
             // Other orders give a model of the same quality.
             let auc = score(&last.weights);
-            assert!((auc - batch_auc).abs() < 0.01, "{workers} workers: auc {auc} vs batch {batch_auc}");
+            assert!(
+                (auc - batch_auc).abs() < 0.01,
+                "{workers} workers: auc {auc} vs batch {batch_auc}"
+            );
         }
         assert!(trainer.auc().unwrap() > 0.65);
     }

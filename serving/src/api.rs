@@ -84,7 +84,10 @@ impl ModelStatus {
 type Answer = WithStatus<Json>;
 
 fn error(status: StatusCode, message: impl Into<String>) -> Answer {
-    with_status(json(&serde_json::json!({ "error": message.into() })), status)
+    with_status(
+        json(&serde_json::json!({ "error": message.into() })),
+        status,
+    )
 }
 
 fn predict(store: &ModelStore, options: &ServeOptions, target: &str, body: &[u8]) -> Answer {
@@ -92,7 +95,9 @@ fn predict(store: &ModelStore, options: &ServeOptions, target: &str, body: &[u8]
         Ok(response) => {
             let stats = store.stats();
             stats.predict_requests.fetch_add(1, Ordering::Relaxed);
-            stats.predictions.fetch_add(response.predictions.len() as u64, Ordering::Relaxed);
+            stats
+                .predictions
+                .fetch_add(response.predictions.len() as u64, Ordering::Relaxed);
             with_status(json(&response), StatusCode::OK)
         }
         Err((status, message)) => {
@@ -115,12 +120,22 @@ fn predict_inner(
         ));
     };
     let Some(model) = store.get(name) else {
-        return Err((StatusCode::NOT_FOUND, format!("model `{name}` is not served (yet)")));
+        return Err((
+            StatusCode::NOT_FOUND,
+            format!("model `{name}` is not served (yet)"),
+        ));
     };
-    let request: PredictRequest = serde_json::from_slice(body)
-        .map_err(|e| (StatusCode::BAD_REQUEST, format!("invalid request body: {e}")))?;
+    let request: PredictRequest = serde_json::from_slice(body).map_err(|e| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("invalid request body: {e}"),
+        )
+    })?;
     if request.instances.is_empty() {
-        return Err((StatusCode::BAD_REQUEST, "`instances` must not be empty".to_owned()));
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "`instances` must not be empty".to_owned(),
+        ));
     }
     if request.instances.len() > options.max_batch {
         return Err((
@@ -153,14 +168,23 @@ fn metrics_text(store: &ModelStore, options: &ServeOptions) -> String {
     let stats = store.stats();
     let mut text = String::new();
     let counters = [
-        ("millrace_serving_predict_requests_total", &stats.predict_requests),
+        (
+            "millrace_serving_predict_requests_total",
+            &stats.predict_requests,
+        ),
         ("millrace_serving_predictions_total", &stats.predictions),
         ("millrace_serving_client_errors_total", &stats.client_errors),
         ("millrace_serving_swaps_total", &stats.swaps),
-        ("millrace_serving_rejected_versions_total", &stats.rejected_versions),
+        (
+            "millrace_serving_rejected_versions_total",
+            &stats.rejected_versions,
+        ),
     ];
     for (name, counter) in counters {
-        text.push_str(&format!("# TYPE {name} counter\n{name} {}\n", counter.load(Ordering::Relaxed)));
+        text.push_str(&format!(
+            "# TYPE {name} counter\n{name} {}\n",
+            counter.load(Ordering::Relaxed)
+        ));
     }
     text.push_str("# TYPE millrace_serving_model_version gauge\n");
     for model in store.all() {
@@ -195,9 +219,11 @@ pub fn routes(
         .and(warp::body::bytes())
         .and(with_store.clone())
         .and(with_options.clone())
-        .map(|target: String, body: bytes::Bytes, store: Arc<ModelStore>, options: ServeOptions| {
-            predict(&store, &options, &target, &body)
-        });
+        .map(
+            |target: String, body: bytes::Bytes, store: Arc<ModelStore>, options: ServeOptions| {
+                predict(&store, &options, &target, &body)
+            },
+        );
     let list = warp::path!("v1" / "models")
         .and(warp::get())
         .and(with_store.clone())
@@ -212,10 +238,15 @@ pub fn routes(
     let status = warp::path!("v1" / "models" / String)
         .and(warp::get())
         .and(with_store.clone())
-        .map(|name: String, store: Arc<ModelStore>| match store.get(&name) {
-            Some(model) => with_status(json(&ModelStatus::of(&model)), StatusCode::OK),
-            None => error(StatusCode::NOT_FOUND, format!("model `{name}` is not served (yet)")),
-        });
+        .map(
+            |name: String, store: Arc<ModelStore>| match store.get(&name) {
+                Some(model) => with_status(json(&ModelStatus::of(&model)), StatusCode::OK),
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    format!("model `{name}` is not served (yet)"),
+                ),
+            },
+        );
     let healthz = warp::path!("healthz").and(warp::get()).map(|| "ok");
     let readyz = warp::path!("readyz")
         .and(warp::get())
@@ -257,7 +288,10 @@ fn recover(rejection: Rejection) -> Answer {
     } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
         error(StatusCode::LENGTH_REQUIRED, "a content-length is required")
     } else {
-        error(StatusCode::BAD_REQUEST, format!("bad request: {rejection:?}"))
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("bad request: {rejection:?}"),
+        )
     }
 }
 
@@ -277,7 +311,10 @@ pub async fn serve(
             loop {
                 ticker.tick().await;
                 let store = store.clone();
-                if tokio::task::spawn_blocking(move || store.refresh()).await.is_err() {
+                if tokio::task::spawn_blocking(move || store.refresh())
+                    .await
+                    .is_err()
+                {
                     tracing::error!("model refresh task failed");
                 }
             }

@@ -15,7 +15,7 @@ async fn predict(store: &Arc<ModelStore>, body: &str) -> (u16, serde_json::Value
     let reply = warp::test::request()
         .method("POST")
         .path("/v1/models/ctr:predict")
-        .body(body.to_owned())
+        .body(body)
         .reply(&routes(store.clone(), ServeOptions::default()))
         .await;
     let json = serde_json::from_slice(reply.body()).unwrap_or(serde_json::Value::Null);
@@ -35,7 +35,11 @@ async fn predicts_with_the_newest_valid_version_and_rejects_bad_ones() {
     let (status, json) = predict(&store, r#"{"instances":[{"I1":3,"C1":"68fd1e64"},{}]}"#).await;
     assert_eq!(status, 200);
     assert_eq!(json["model_version"], 1);
-    assert_eq!(json["predictions"], serde_json::json!([0.5, 0.5]), "all-zero weights");
+    assert_eq!(
+        json["predictions"],
+        serde_json::json!([0.5, 0.5]),
+        "all-zero weights"
+    );
 
     // Version 2 predicts differently; version 3 is corrupt and must be rejected.
     assert_eq!(publish(&registry, 0.1), 2);
@@ -50,7 +54,11 @@ async fn predicts_with_the_newest_valid_version_and_rejects_bad_ones() {
     assert!(outcome.rejected[0].2.contains("checksum"), "{outcome:?}");
     let (_, json) = predict(&store, r#"{"instances":[{}]}"#).await;
     assert_eq!(json["model_version"], 1, "the old version keeps serving");
-    assert_eq!(store.refresh(), Default::default(), "a rejected version is reported once");
+    assert_eq!(
+        store.refresh(),
+        Default::default(),
+        "a rejected version is reported once"
+    );
 
     assert_eq!(publish(&registry, 0.1), 4);
     store.refresh();
@@ -71,16 +79,37 @@ async fn bad_requests_get_a_4xx_with_a_reason() {
     for (body, status, reason) in [
         ("{bad", 400, "invalid request body"),
         (r#"{"instances":[]}"#, 400, "must not be empty"),
-        (r#"{"instances":[{}],"extra":1}"#, 400, "unknown field `extra`"),
-        (r#"{"instances":[{"I1":"x"}]}"#, 400, "instance 0: field `I1`"),
-        (r#"{"instances":[{"C2":"123"}]}"#, 400, "field `C2` must be empty or 8 hex digits"),
+        (
+            r#"{"instances":[{}],"extra":1}"#,
+            400,
+            "unknown field `extra`",
+        ),
+        (
+            r#"{"instances":[{"I1":"x"}]}"#,
+            400,
+            "instance 0: field `I1`",
+        ),
+        (
+            r#"{"instances":[{"C2":"123"}]}"#,
+            400,
+            "field `C2` must be empty or 8 hex digits",
+        ),
         (r#"{"instances":[1]}"#, 400, "must be a JSON object"),
     ] {
         let (got, json) = predict(&store, body).await;
         assert_eq!(got, status, "{body}");
-        assert!(json["error"].as_str().unwrap().contains(reason), "{body}: {json}");
+        assert!(
+            json["error"].as_str().unwrap().contains(reason),
+            "{body}: {json}"
+        );
     }
-    let filter = routes(store.clone(), ServeOptions { max_batch: 2, ..ServeOptions::default() });
+    let filter = routes(
+        store.clone(),
+        ServeOptions {
+            max_batch: 2,
+            ..ServeOptions::default()
+        },
+    );
     let reply = warp::test::request()
         .method("POST")
         .path("/v1/models/ctr:predict")
@@ -90,11 +119,20 @@ async fn bad_requests_get_a_4xx_with_a_reason() {
     assert_eq!(reply.status(), 413);
     let reply = warp::test::request().path("/nowhere").reply(&filter).await;
     assert_eq!(reply.status(), 404);
-    let reply = warp::test::request().path("/v1/models").reply(&filter).await;
-    assert_eq!(reply.body().as_ref(), br#"{"models":[{"name":"ctr","version":1}]}"#);
+    let reply = warp::test::request()
+        .path("/v1/models")
+        .reply(&filter)
+        .await;
+    assert_eq!(
+        reply.body().as_ref(),
+        br#"{"models":[{"name":"ctr","version":1}]}"#
+    );
     let reply = warp::test::request().path("/readyz").reply(&filter).await;
     assert_eq!(reply.status(), 200);
     let reply = warp::test::request().path("/metrics").reply(&filter).await;
     let text = String::from_utf8_lossy(reply.body()).into_owned();
-    assert!(text.contains("millrace_serving_client_errors_total 8"), "{text}");
+    assert!(
+        text.contains("millrace_serving_client_errors_total 8"),
+        "{text}"
+    );
 }

@@ -13,15 +13,23 @@ use std::time::Duration;
 /// # Errors
 ///
 /// When the broker cannot be reached or refuses a topic for another reason than that it exists.
-pub async fn create_topics(bootstrap_servers: &str, topics: &[&str], partitions: i32) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> =
-        client_config(bootstrap_servers).create().map_err(kafka("admin"))?;
+pub async fn create_topics(
+    bootstrap_servers: &str,
+    topics: &[&str],
+    partitions: i32,
+) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap_servers)
+        .create()
+        .map_err(kafka("admin"))?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results = admin.create_topics(&new, &options).await.map_err(kafka("admin"))?;
+    let results = admin
+        .create_topics(&new, &options)
+        .await
+        .map_err(kafka("admin"))?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -65,7 +73,9 @@ pub struct WatermarkProbe {
 
 impl std::fmt::Debug for WatermarkProbe {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WatermarkProbe").field("topic", &self.topic).finish()
+        f.debug_struct("WatermarkProbe")
+            .field("topic", &self.topic)
+            .finish()
     }
 }
 
@@ -76,7 +86,9 @@ impl WatermarkProbe {
     ///
     /// When the client cannot be created.
     pub fn new(bootstrap_servers: &str, topic: &str, partitions: i32) -> Result<Self> {
-        let consumer = client_config(bootstrap_servers).create().map_err(kafka("source"))?;
+        let consumer = client_config(bootstrap_servers)
+            .create()
+            .map_err(kafka("source"))?;
         Ok(WatermarkProbe {
             consumer,
             topic: topic.to_owned(),

@@ -47,7 +47,10 @@ impl KafkaSourceConfig {
             }
         }
         if self.partitions < 1 {
-            problems.push(format!("`partitions` must be >= 1 (got {})", self.partitions));
+            problems.push(format!(
+                "`partitions` must be >= 1 (got {})",
+                self.partitions
+            ));
         }
         if !self.topic.is_empty() && self.topic == self.dead_letter_topic {
             problems.push("`dead_letter_topic` must differ from `topic`".to_owned());

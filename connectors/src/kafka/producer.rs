@@ -87,7 +87,9 @@ impl LineProducer {
         loop {
             match self.producer.send(record) {
                 Ok(()) => break,
-                Err((error, returned)) if error.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                Err((error, returned))
+                    if error.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
+                {
                     record = returned;
                     std::thread::sleep(Duration::from_millis(1));
                 }

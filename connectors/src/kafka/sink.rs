@@ -18,7 +18,9 @@ pub struct DeadLetterSink {
 
 impl std::fmt::Debug for DeadLetterSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeadLetterSink").field("topic", &self.topic).finish()
+        f.debug_struct("DeadLetterSink")
+            .field("topic", &self.topic)
+            .finish()
     }
 }
 
@@ -48,10 +50,22 @@ impl DeadLetterSink {
         let partition = letter.record.partition.to_string();
         let offset = letter.record.offset.to_string();
         let headers = OwnedHeaders::new()
-            .insert(Header { key: "error", value: Some(&letter.error) })
-            .insert(Header { key: "error_type", value: Some(&letter.error_kind) })
-            .insert(Header { key: "source_partition", value: Some(&partition) })
-            .insert(Header { key: "source_offset", value: Some(&offset) });
+            .insert(Header {
+                key: "error",
+                value: Some(&letter.error),
+            })
+            .insert(Header {
+                key: "error_type",
+                value: Some(&letter.error_kind),
+            })
+            .insert(Header {
+                key: "source_partition",
+                value: Some(&partition),
+            })
+            .insert(Header {
+                key: "source_offset",
+                value: Some(&offset),
+            });
         let mut record = BaseRecord::<(), [u8]>::to(&self.topic)
             .payload(&letter.record.payload[..])
             .headers(headers);
@@ -78,6 +92,8 @@ impl DeadLetterSink {
     ///
     /// When they are not acknowledged in time.
     pub fn flush(&mut self) -> Result<()> {
-        self.producer.flush(FLUSH_TIMEOUT).map_err(kafka("dead letters"))
+        self.producer
+            .flush(FLUSH_TIMEOUT)
+            .map_err(kafka("dead letters"))
     }
 }

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn broker() -> String {
-    std::env::var("MILLRACE_TEST_BROKER")
-        .expect("MILLRACE_TEST_BROKER is unset: run the tests with `make test`, which starts the broker")
+    std::env::var("MILLRACE_TEST_BROKER").expect(
+        "MILLRACE_TEST_BROKER is unset: run the tests with `make test`, which starts the broker",
+    )
 }
 
 fn unique(name: &str) -> String {
@@ -22,7 +23,10 @@ fn unique(name: &str) -> String {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn config(topic: &str, group: &str) -> KafkaSourceConfig {
@@ -40,7 +44,11 @@ fn read_all(readers: &mut [KafkaReader], expected: usize) -> Vec<RawRecord> {
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while out.len() < expected {
-        assert!(Instant::now() < deadline, "read {} of {expected} records", out.len());
+        assert!(
+            Instant::now() < deadline,
+            "read {} of {expected} records",
+            out.len()
+        );
         let mut got = 0;
         for reader in readers.iter_mut() {
             got += reader.poll_into(&mut out, 1000).unwrap_or(0);
@@ -55,7 +63,9 @@ fn read_all(readers: &mut [KafkaReader], expected: usize) -> Vec<RawRecord> {
 #[test]
 fn every_record_is_read_exactly_once_with_1_2_and_4_workers() {
     let topic = unique("source");
-    runtime().block_on(create_topics(&broker(), &[&topic], 4)).unwrap();
+    runtime()
+        .block_on(create_topics(&broker(), &[&topic], 4))
+        .unwrap();
     let lines: Vec<String> = (0..2000).map(|i| format!("line {i}")).collect();
     let mut producer = LineProducer::new(&broker(), &topic, 4).unwrap();
     for line in &lines {
@@ -70,9 +80,14 @@ fn every_record_is_read_exactly_once_with_1_2_and_4_workers() {
         assert_eq!(partitions, 4);
         let positions = Arc::new(SourcePositions::new(partitions));
         let mut readers: Vec<KafkaReader> = (0..workers)
-            .map(|w| KafkaReader::assign(&config, &broker(), w, workers, positions.clone()).unwrap())
+            .map(|w| {
+                KafkaReader::assign(&config, &broker(), w, workers, positions.clone()).unwrap()
+            })
             .collect();
-        let mut owned: Vec<i32> = readers.iter().flat_map(|r| r.partitions().to_vec()).collect();
+        let mut owned: Vec<i32> = readers
+            .iter()
+            .flat_map(|r| r.partitions().to_vec())
+            .collect();
         owned.sort_unstable();
         assert_eq!(owned, vec![0, 1, 2, 3], "{workers} workers");
 
@@ -107,7 +122,9 @@ fn every_record_is_read_exactly_once_with_1_2_and_4_workers() {
 #[test]
 fn dead_letters_keep_payload_and_reason() {
     let topic = unique("dlq");
-    runtime().block_on(create_topics(&broker(), &[&topic], 1)).unwrap();
+    runtime()
+        .block_on(create_topics(&broker(), &[&topic], 1))
+        .unwrap();
     let mut sink = DeadLetterSink::new(&broker(), &topic).unwrap();
     let letter = DeadLetter {
         record: RawRecord {
@@ -153,7 +170,10 @@ fn embedded_broker_serves_standard_clients() {
     let broker = EmbeddedBroker::start().unwrap();
     broker.create_topic("demo", 2).unwrap();
     let servers = broker.bootstrap_servers();
-    assert!(servers.starts_with("127.0.0.1:") || servers.starts_with("localhost:"), "{servers}");
+    assert!(
+        servers.starts_with("127.0.0.1:") || servers.starts_with("localhost:"),
+        "{servers}"
+    );
     let mut producer = LineProducer::new(&servers, "demo", 2).unwrap();
     for i in 0..10 {
         producer.send(format!("{i}").as_bytes()).unwrap();
