@@ -1,6 +1,7 @@
 # The two commands of the README: `make run` and `make test`. Both install what they need first.
 SHELL := /bin/bash
-export CARGO_TARGET_DIR ?= $(HOME)/.cache/millrace/target
+export MILLRACE_CACHE ?= $(HOME)/.cache/millrace
+export CARGO_TARGET_DIR ?= $(MILLRACE_CACHE)/target
 export MILLRACE_TEST_BROKER ?= 127.0.0.1:19092
 CARGO_BUILD_JOBS ?= 2
 export CARGO_BUILD_JOBS
