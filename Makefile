@@ -25,6 +25,7 @@ test:
 	cargo build --workspace --all-targets
 	scripts/test-broker.sh start
 	trap 'scripts/test-broker.sh stop' EXIT; cargo test --workspace --all-targets && cargo test --workspace --doc
+	scripts/embedded-broker-check.sh
 
 lint:
 	cargo fmt --all -- --check

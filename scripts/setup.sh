@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what millrace needs on a fresh Debian 12 machine with a Rust toolchain, idempotently:
-# the Debian packages that rdkafka's bundled librdkafka build needs, and the tansu Kafka broker
-# that the test suite runs against (built once into a cache outside the clone, then reused).
+# the Debian packages that rdkafka's bundled librdkafka build needs and, with --with-broker, what
+# the tests need: the tansu Kafka broker (built once into a cache outside the clone, then reused)
+# and python3-venv for the confluent-kafka check of the embedded broker.
 set -euo pipefail
 
 CACHE="${MILLRACE_CACHE:-$HOME/.cache/millrace}"
@@ -9,7 +10,9 @@ TANSU_VERSION=0.6.0
 mkdir -p "$CACHE"
 
 need=()
-for pkg in cmake libcurl4-openssl-dev pkg-config g++; do
+pkgs=(cmake libcurl4-openssl-dev pkg-config g++)
+[ "${1:-}" = "--with-broker" ] && pkgs+=(python3-venv)
+for pkg in "${pkgs[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Checks that Kafka clients outside the process can use `millrace run`'s embedded broker: runs a
+# job on `bootstrap_servers = "embedded"`, feeds it from Python's confluent-kafka (in a venv under
+# the cache), and checks that the job learned every line and dead-lettered the bad one.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CACHE="${MILLRACE_CACHE:-$HOME/.cache/millrace}"
+BIN="${CARGO_TARGET_DIR:-target}/debug/millrace"
+ROWS=3000
+venv="$CACHE/venv-kafka"
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/python" -c "import confluent_kafka" 2>/dev/null || "$venv/bin/pip" install -q "confluent-kafka==2.16.1"
+
+work="$(mktemp -d)"
+cat >"$work/job.toml" <<TOML
+name = "ctr"
+[source]
+type = "kafka"
+bootstrap_servers = "embedded"
+topic = "events"
+dead_letter_topic = "events-dead-letters"
+[features]
+type = "hashed"
+hash_bits = 16
+[learner]
+type = "ftrl"
+alpha = 0.05
+beta = 1.0
+l1 = 0.5
+l2 = 1.0
+[publish]
+registry = "$work/registry"
+every_events = 1000
+every_seconds = 1
+[progress]
+interval_ms = 0
+TOML
+"$BIN" run "$work/job.toml" --workers 2 2>"$work/log" &
+pid=$!
+trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+for _ in $(seq 1 300); do
+  addr="$(grep -o 'bootstrap_servers=[0-9.:]*' "$work/log" | head -n 1 | cut -d= -f2 || true)"
+  [ -n "$addr" ] && break
+  sleep 0.1
+done
+[ -n "$addr" ] || { echo "embedded broker: no address in the job's log" >&2; cat "$work/log" >&2; exit 1; }
+"$venv/bin/python" scripts/embedded_broker_check.py "$addr" events events-dead-letters \
+  ../shared/data/criteo-kaggle-dac-head8000/train.tsv "$ROWS"
+# Every line learned: a version with all of them shows up within a second of the last one.
+for _ in $(seq 1 300); do
+  grep -qs "\"trained_events\": $ROWS," "$work"/registry/ctr/v*/meta.json && break
+  sleep 0.1
+done
+kill -INT "$pid"
+wait "$pid"
+grep -q "learned: $ROWS, model_version: [1-9]" "$work/log" || { echo "embedded broker: the job did not learn $ROWS events" >&2; cat "$work/log" >&2; exit 1; }
+echo "embedded broker: the job learned $ROWS events from the python client and published"
