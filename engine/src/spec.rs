@@ -522,6 +522,13 @@ registry = "target/registry"
     }
 
     #[test]
+    fn the_shipped_demo_job_is_valid() {
+        let spec = JobSpec::from_toml(include_str!("../../examples/ctr.toml")).unwrap();
+        assert_eq!(spec.name, "ctr");
+        assert!(spec.generator.is_some() && spec.serve.is_some());
+    }
+
+    #[test]
     fn environment_overrides_the_file() {
         let env = [
             ("MILLRACE__SOURCE__TOPIC".to_owned(), "other".to_owned()),
