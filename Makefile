@@ -14,7 +14,6 @@ setup:
 ## Run the demo job on its embedded broker: generator → Kafka → dataflow → registry → HTTP.
 run: setup
 	cargo build --release -p millrace-engine
-	mkdir -p target
 	$(CARGO_TARGET_DIR)/release/millrace run examples/ctr.toml
 
 ## Run every test against a real tansu broker started (and stopped) here.
