@@ -121,3 +121,101 @@ pub fn online(
         published_version,
     })
 }
+
+/// The figures `millrace bench job` prints.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct JobBench {
+    /// Events produced and learned.
+    pub rows: u64,
+    /// Timely workers.
+    pub workers: usize,
+    /// Seconds to produce the events to the broker (before the job starts).
+    pub produce_seconds: f64,
+    /// Seconds from the job's start until every event was learned.
+    pub seconds: f64,
+    /// `rows / seconds`: broker → source → decode → features → learner.
+    pub events_per_sec: f64,
+    /// Progressive-validation AUC at the end.
+    pub progressive_auc: Option<f64>,
+}
+
+/// Produces `rows` generated events to a fresh topic on `bootstrap_servers`, then runs the job
+/// on it and stops the clock when every event was learned.
+///
+/// # Errors
+///
+/// When the broker cannot be reached or the job fails.
+pub fn job(
+    bootstrap_servers: &str,
+    rows: u64,
+    workers: usize,
+    registry: &Path,
+) -> Result<JobBench> {
+    use crate::spec::{JobSpec, LearnerSpec, ProgressSpec, PublishSpec};
+    use millrace_connectors::kafka::{create_topics, KafkaSourceConfig, LineProducer};
+    use millrace_models::synth::CriteoGenerator;
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    let topic = format!("bench-{}-{}", std::process::id(), rows);
+    let dead_letter_topic = format!("{topic}-dead-letters");
+    let partitions = 4;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Dataflow(e.to_string()))?;
+    runtime.block_on(create_topics(
+        bootstrap_servers,
+        &[&topic, &dead_letter_topic],
+        partitions,
+    ))?;
+    let lines: Vec<String> = CriteoGenerator::new(1)
+        .take(rows as usize)
+        .map(|e| e.to_tsv())
+        .collect();
+    let started = Instant::now();
+    let mut producer = LineProducer::new(bootstrap_servers, &topic, partitions)?;
+    for line in &lines {
+        producer.send(line.as_bytes())?;
+    }
+    producer.flush(Duration::from_secs(120))?;
+    let produce_seconds = started.elapsed().as_secs_f64();
+
+    let spec = JobSpec::builder("bench")
+        .kafka_source(KafkaSourceConfig {
+            bootstrap_servers: bootstrap_servers.to_owned(),
+            topic,
+            group_id: format!("bench-{}", std::process::id()),
+            dead_letter_topic,
+            partitions,
+        })
+        .features(FeatureSpec::Hashed { hash_bits: 20 })
+        .learner(LearnerSpec::Ftrl(FtrlParams::default()))
+        .publish(PublishSpec {
+            registry: registry.to_owned(),
+            every_events: 1_000_000,
+            every_seconds: 3600,
+        })
+        .progress(ProgressSpec {
+            epoch_ms: 200,
+            interval_ms: 0,
+        })
+        .build()?;
+    let started = Instant::now();
+    let running = crate::Job::start(spec, crate::RunOptions { workers })?;
+    let learned = &running.stats().trainer.learned;
+    while learned.load(Ordering::Relaxed) < rows {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    running.stop();
+    let report = running.wait()?;
+    Ok(JobBench {
+        rows,
+        workers,
+        produce_seconds,
+        seconds,
+        events_per_sec: rows as f64 / seconds,
+        progressive_auc: report.progressive_auc,
+    })
+}

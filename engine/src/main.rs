@@ -84,6 +84,18 @@ enum Command {
 
 #[derive(Subcommand)]
 enum Bench {
+    /// The whole job: produce N generated events to a broker, then time the job learning them all.
+    Job {
+        /// The brokers (a real one: the embedded broker keeps only a bounded window per partition).
+        #[arg(long, default_value = "127.0.0.1:19092")]
+        brokers: String,
+        /// Events to generate.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        /// Timely workers.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+    },
     /// Train online on the first part of a file, evaluate on the rest.
     Online {
         /// The input file.
@@ -142,6 +154,19 @@ fn main() -> anyhow::Result<()> {
                 writeln!(out, "{}", event.to_tsv())?;
             }
             out.flush()?;
+            Ok(())
+        }
+        Command::Bench {
+            bench:
+                Bench::Job {
+                    brokers,
+                    rows,
+                    workers,
+                },
+        } => {
+            let registry = tempfile::tempdir()?;
+            let figures = bench::job(&brokers, rows, workers, registry.path())?;
+            println!("{}", serde_json::to_string(&figures)?);
             Ok(())
         }
         Command::Bench {

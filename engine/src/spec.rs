@@ -6,7 +6,7 @@
 //! missing sections and values out of range.
 
 use crate::error::{Error, Result};
-use millrace_connectors::kafka::KafkaSourceConfig;
+use millrace_connectors::kafka::{KafkaSourceConfig, EMBEDDED};
 use millrace_models::{FeatureSpec, FtrlParams};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -280,6 +280,8 @@ impl JobSpec {
         match &self.source {
             SourceSpec::Kafka(kafka) => add("source", kafka.problems()),
         }
+        let SourceSpec::Kafka(kafka) = &self.source;
+        let embedded = kafka.bootstrap_servers == EMBEDDED;
         if let Some(generator) = &self.generator {
             if !(generator.rows_per_sec >= 0.0 && generator.rows_per_sec.is_finite()) {
                 add(
@@ -288,6 +290,13 @@ impl JobSpec {
                         "`rows_per_sec` must be >= 0 (got {})",
                         generator.rows_per_sec
                     )],
+                );
+            } else if generator.rows_per_sec == 0.0 && embedded {
+                // librdkafka's mock broker keeps a bounded window per partition: a generator that
+                // outruns the job would have events deleted before they are read.
+                add(
+                    "generator",
+                    vec!["`rows_per_sec` must be > 0 with the embedded broker, which keeps only a bounded window of records".to_owned()],
                 );
             }
         }
@@ -526,6 +535,18 @@ registry = "target/registry"
         let spec = JobSpec::from_toml(include_str!("../../examples/ctr.toml")).unwrap();
         assert_eq!(spec.name, "ctr");
         assert!(spec.generator.is_some() && spec.serve.is_some());
+    }
+
+    #[test]
+    fn an_unbounded_generator_needs_a_real_broker() {
+        let text = format!("{GOOD}\n[generator]\nrows_per_sec = 0.0\n");
+        let found = problems(&text).join("\n");
+        assert!(
+            found.contains("[generator] `rows_per_sec` must be > 0 with the embedded broker"),
+            "{found}"
+        );
+        let real = text.replace("\"embedded\"", "\"127.0.0.1:9092\"");
+        assert!(JobSpec::from_toml(&real).is_ok());
     }
 
     #[test]
