@@ -6,7 +6,7 @@ export MILLRACE_TEST_BROKER ?= 127.0.0.1:19092
 CARGO_BUILD_JOBS ?= 2
 export CARGO_BUILD_JOBS
 
-.PHONY: run test setup lint bench-online
+.PHONY: run test setup lint bench-online fuzz
 
 setup:
 	@scripts/setup.sh
@@ -33,3 +33,7 @@ lint:
 ## `millrace bench online` on the Criteo sample and on 1M generated rows (perf/online.sh).
 bench-online: setup
 	perf/online.sh
+
+## Every fuzz target for FUZZ_SECONDS (default 30) each.
+fuzz:
+	scripts/fuzz.sh
