@@ -125,7 +125,14 @@ enum Format {
     Criteo,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    if let Err(error) = run_cli() {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run_cli() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),

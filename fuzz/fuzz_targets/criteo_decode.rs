@@ -7,7 +7,8 @@ use millrace_models::{CriteoEvent, FeatureSpec};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(event) = CriteoEvent::decode_tsv(data) {
-        let again = CriteoEvent::decode_tsv(event.to_tsv().as_bytes()).expect("re-encoded line decodes");
+        let again =
+            CriteoEvent::decode_tsv(event.to_tsv().as_bytes()).expect("re-encoded line decodes");
         assert_eq!(again, event);
         let spec = FeatureSpec::Hashed { hash_bits: 20 };
         let mut row = Vec::new();

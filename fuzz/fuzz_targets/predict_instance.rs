@@ -8,7 +8,10 @@ use millrace_models::CriteoFeatures;
 fuzz_target!(|data: &[u8]| {
     if let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) {
         if let Ok(features) = CriteoFeatures::from_json(&value) {
-            assert_eq!(CriteoFeatures::from_json(&features.to_json()).unwrap(), features);
+            assert_eq!(
+                CriteoFeatures::from_json(&features.to_json()).unwrap(),
+                features
+            );
         }
     }
 });
