@@ -22,8 +22,7 @@ test:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo build --workspace --all-targets
-	scripts/test-broker.sh start
-	trap 'scripts/test-broker.sh stop' EXIT; cargo test --workspace --all-targets && cargo test --workspace --doc
+	trap 'scripts/test-broker.sh stop' EXIT; scripts/test-broker.sh start && cargo test --workspace --all-targets && cargo test --workspace --doc
 	scripts/embedded-broker-check.sh
 
 lint:

@@ -52,6 +52,8 @@ for _ in $(seq 1 300); do
   sleep 0.1
 done
 kill -INT "$pid"
-wait "$pid"
+rc=0
+wait "$pid" || rc=$?
+[ "$rc" -eq 0 ] || { echo "embedded broker: the job exited with $rc" >&2; cat "$work/log" >&2; exit 1; }
 grep -q "learned: $ROWS, model_version: [1-9]" "$work/log" || { echo "embedded broker: the job did not learn $ROWS events" >&2; cat "$work/log" >&2; exit 1; }
 echo "embedded broker: the job learned $ROWS events from the python client and published"

@@ -9,10 +9,13 @@ export PATH="$CACHE/cargo-fuzz/bin:$PATH"
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --version 0.13.2 --locked --root "$CACHE/cargo-fuzz" --quiet
 for target in $(ls fuzz/fuzz_targets | sed 's/\.rs$//'); do
   mkdir -p "fuzz/corpus/$target"
-  RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" --fuzz-dir fuzz "fuzz/corpus/$target" "fuzz/seeds/$target" \
-    -- -max_total_time="${FUZZ_SECONDS:-30}" 2>&1 | grep -E "^Done|panicked|SUMMARY" || true
-  if ls "fuzz/artifacts/$target"/crash-* >/dev/null 2>&1; then
-    echo "fuzz: $target crashed; see fuzz/artifacts/$target" >&2
+  log="$(mktemp)"
+  if ! RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" --fuzz-dir fuzz "fuzz/corpus/$target" "fuzz/seeds/$target" \
+    -- -max_total_time="${FUZZ_SECONDS:-30}" >"$log" 2>&1; then
+    tail -n 40 "$log" >&2
+    echo "fuzz: $target failed (a crash, leak, timeout or build error); see fuzz/artifacts/$target" >&2
     exit 1
   fi
+  grep -E "^Done" "$log"
+  rm -f "$log"
 done

@@ -14,6 +14,14 @@ pub enum Error {
     /// A topic does not exist or has no partitions.
     #[error("kafka topic `{0}` does not exist or has no partitions")]
     NoSuchTopic(String),
+    /// The producer's queue stayed full (the broker is unreachable or too slow).
+    #[error("kafka connector `{connector}`: producer queue full for {seconds} s")]
+    QueueFull {
+        /// Which connector.
+        connector: &'static str,
+        /// How long it waited.
+        seconds: u64,
+    },
     /// Creating a topic failed.
     #[error("creating kafka topic `{topic}` failed: {reason}")]
     CreateTopic {
@@ -22,6 +30,21 @@ pub enum Error {
         /// The broker's answer.
         reason: String,
     },
+}
+
+impl Error {
+    /// A short, stable label for the kind of error (the Kafka error code where there is one),
+    /// for logging each kind once and for metric labels.
+    pub fn kind(&self) -> String {
+        match self {
+            Error::Kafka { source, .. } => source
+                .rdkafka_error_code()
+                .map_or_else(|| "kafka".to_owned(), |code| format!("{code:?}")),
+            Error::NoSuchTopic(_) => "no_such_topic".to_owned(),
+            Error::CreateTopic { .. } => "create_topic".to_owned(),
+            Error::QueueFull { .. } => "queue_full".to_owned(),
+        }
+    }
 }
 
 /// The crate's result type.

@@ -205,6 +205,13 @@ pub fn job(
     let running = crate::Job::start(spec, crate::RunOptions { workers })?;
     let learned = &running.stats().trainer.learned;
     while learned.load(Ordering::Relaxed) < rows {
+        if running.is_finished() {
+            // The job ended early: its error says why.
+            running.wait()?;
+            return Err(Error::Dataflow(
+                "the job ended before it learned every event".into(),
+            ));
+        }
         std::thread::sleep(Duration::from_millis(2));
     }
     let seconds = started.elapsed().as_secs_f64();

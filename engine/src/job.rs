@@ -1,8 +1,12 @@
 //! Running a job: broker and topics, the timely dataflow, the generator, serving and progress.
 //!
-//! [`Job::start`] sets everything up on a job thread and returns once the job is running (or
-//! failed to start); [`RunningJob::stop`] asks the sources to finish, after which the dataflow
-//! drains, the trainer publishes a final version, and [`RunningJob::wait`] returns the report.
+//! [`Job::start`] sets the broker, topics, registry and serving up on a job thread and returns
+//! once they are up (or failed); the dataflow then starts on that thread, and an error of its
+//! workers (a consumer that cannot be created, say) comes out of [`RunningJob::wait`].
+//! [`RunningJob::stop`] asks the sources to finish, after which the dataflow drains, the trainer
+//! publishes a final version if it learned anything since the last one, and
+//! [`RunningJob::wait`] returns the report, or an error if that final version could not be
+//! published.
 
 use crate::error::{Error, Result};
 use crate::metrics::JobStats;
@@ -89,7 +93,8 @@ struct Started {
 }
 
 impl Job {
-    /// Starts `spec`, returning once its source, serving and dataflow are up.
+    /// Starts `spec`, returning once its broker, topics, registry and serving are up; the
+    /// dataflow starts right after.
     ///
     /// # Errors
     ///
@@ -152,11 +157,16 @@ impl RunningJob {
         self.stop.store(true, Ordering::SeqCst);
     }
 
+    /// Whether the job has ended (stopped, or failed).
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+
     /// Waits for the job to finish and returns its report.
     ///
     /// # Errors
     ///
-    /// When a worker failed.
+    /// When a worker failed, or the final model version could not be published.
     pub fn wait(self) -> Result<JobReport> {
         self.thread
             .join()
@@ -290,6 +300,15 @@ fn run(
     drop(embedded);
     result?;
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let (learned, published) = (
+        load(&stats.trainer.learned),
+        load(&stats.trainer.published_events),
+    );
+    if learned > published {
+        return Err(Error::Dataflow(format!(
+            "the final model version was not published: {learned} events learned, the newest version has {published} (see the publish errors above)"
+        )));
+    }
     Ok(JobReport {
         source_records: load(&stats.source_records),
         decoded: load(&stats.decode.decoded),
@@ -341,12 +360,22 @@ fn run_dataflow(
             stats: stats.clone(),
             logged: HashSet::new(),
         };
-        let (trainer, trainer_stats, decode_stats) =
-            (trainer.clone(), stats.trainer.clone(), stats.decode.clone());
+        let (trainer, trainer_stats, decode_stats, job_stats) = (
+            trainer.clone(),
+            stats.trainer.clone(),
+            stats.decode.clone(),
+            stats.clone(),
+        );
         worker.dataflow::<u64, _, _>(move |scope| {
             let (events, dead) =
                 ingest(scope, "KafkaSource", source, epoch).decode_criteo(decode_stats);
-            dead.deliver("DeadLetters", DeadLetterDelivery(dead_letters));
+            dead.deliver(
+                "DeadLetters",
+                DeadLetterDelivery {
+                    sink: dead_letters,
+                    stats: job_stats,
+                },
+            );
             events.train_online(trainer, trainer_stats);
         });
         Ok(())
@@ -381,8 +410,7 @@ impl PollSource<RawRecord> for KafkaIngest {
             }
             Err(error) => {
                 // The client reconnects by itself; log each kind of error once and keep polling.
-                let kind = error.to_string();
-                if self.logged.insert(kind) {
+                if self.logged.insert(error.kind()) {
                     tracing::warn!(%error, "kafka source error; retrying (logged once per kind)");
                 }
                 Polled::Idle
@@ -391,15 +419,26 @@ impl PollSource<RawRecord> for KafkaIngest {
     }
 }
 
-struct DeadLetterDelivery(DeadLetterSink);
+struct DeadLetterDelivery {
+    sink: DeadLetterSink,
+    stats: Arc<JobStats>,
+}
 
 impl RecordSink<DeadLetter> for DeadLetterDelivery {
     fn send(&mut self, letter: DeadLetter) {
-        self.0.send(&letter);
+        if let Err(error) = self.sink.send(&letter) {
+            let dropped = self
+                .stats
+                .dead_letters_dropped
+                .fetch_add(1, Ordering::Relaxed);
+            if dropped == 0 {
+                tracing::error!(%error, "a dead letter could not be delivered (counted in {})", crate::metrics::DEAD_LETTERS_DROPPED);
+            }
+        }
     }
 
     fn flush(&mut self) {
-        if let Err(error) = self.0.flush() {
+        if let Err(error) = self.sink.flush() {
             tracing::error!(%error, "dead letters not acknowledged");
         }
     }
@@ -424,7 +463,12 @@ fn generate(
     let mut events = CriteoGenerator::new(spec.seed);
     let mut sent = 0u64;
     while !stop.load(Ordering::Relaxed) && (spec.rows == 0 || sent < spec.rows) {
-        limit.wait(sent);
+        let delay = limit.delay(sent);
+        if !delay.is_zero() {
+            // Sleep in slices, so that a slow rate does not delay a stop.
+            std::thread::sleep(delay.min(Duration::from_millis(50)));
+            continue;
+        }
         if let Err(error) = producer.send(events.next_event().to_tsv().as_bytes()) {
             tracing::error!(%error, "the generator stops");
             break;

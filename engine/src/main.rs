@@ -240,8 +240,11 @@ fn run(job: PathBuf, workers: usize) -> anyhow::Result<()> {
             .build();
         if let Ok(runtime) = runtime {
             runtime.block_on(shutdown_signal());
-            tracing::info!("stopping: draining the dataflow and publishing a final version");
+            tracing::info!("stopping: draining the dataflow and publishing a final version (signal again to exit at once)");
             stop.stop();
+            runtime.block_on(shutdown_signal());
+            tracing::warn!("second signal: exiting without waiting for the drain");
+            std::process::exit(130);
         }
     });
     let report = running.wait()?;

@@ -14,6 +14,8 @@ pub const SOURCE_LAG: &str = "millrace_source_lag_records";
 pub const DECODE_EVENTS: &str = "millrace_decode_events_total";
 /// Records sent to the dead letters.
 pub const DECODE_DEAD_LETTERS: &str = "millrace_decode_dead_letters_total";
+/// Dead letters the dead-letter topic did not take (lost; each kind is logged).
+pub const DEAD_LETTERS_DROPPED: &str = "millrace_dead_letters_dropped_total";
 /// Events learned from.
 pub const LEARNER_EVENTS: &str = "millrace_learner_events_total";
 /// Progressive-validation AUC.
@@ -36,6 +38,8 @@ pub struct JobStats {
     pub source_records: AtomicU64,
     /// Records produced by the generator.
     pub generated: AtomicU64,
+    /// Dead letters that could not be delivered.
+    pub dead_letters_dropped: AtomicU64,
     /// Consumer lag, refreshed by the progress thread (-1 before the first reading).
     pub lag: AtomicI64,
     /// The decode operator's counters.
@@ -53,6 +57,7 @@ impl JobStats {
             model: model.to_owned(),
             source_records: AtomicU64::new(0),
             generated: AtomicU64::new(0),
+            dead_letters_dropped: AtomicU64::new(0),
             lag: AtomicI64::new(-1),
             decode: Arc::new(DecodeStats::default()),
             trainer: Arc::new(TrainerStats::new()),
@@ -64,7 +69,7 @@ impl JobStats {
     pub fn render_prometheus(&self) -> String {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
         let model = &self.model;
-        let rows: [(&str, &str, f64); 10] = [
+        let rows = [
             (SOURCE_RECORDS, "counter", load(&self.source_records)),
             (SOURCE_LAG, "gauge", self.lag.load(Ordering::Relaxed) as f64),
             (DECODE_EVENTS, "counter", load(&self.decode.decoded)),
@@ -72,6 +77,11 @@ impl JobStats {
                 DECODE_DEAD_LETTERS,
                 "counter",
                 load(&self.decode.dead_letters),
+            ),
+            (
+                DEAD_LETTERS_DROPPED,
+                "counter",
+                load(&self.dead_letters_dropped),
             ),
             (LEARNER_EVENTS, "counter", load(&self.trainer.learned)),
             (LEARNER_AUC, "gauge", self.trainer.auc().unwrap_or(f64::NAN)),

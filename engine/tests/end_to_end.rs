@@ -59,7 +59,21 @@ fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
 }
 
 #[test]
-fn criteo_sample_through_kafka_dataflow_registry_and_serving() {
+fn criteo_sample_end_to_end_with_1_worker() {
+    criteo_sample_through_kafka_dataflow_registry_and_serving(1);
+}
+
+#[test]
+fn criteo_sample_end_to_end_with_2_workers() {
+    criteo_sample_through_kafka_dataflow_registry_and_serving(2);
+}
+
+#[test]
+fn criteo_sample_end_to_end_with_4_workers() {
+    criteo_sample_through_kafka_dataflow_registry_and_serving(4);
+}
+
+fn criteo_sample_through_kafka_dataflow_registry_and_serving(workers: usize) {
     let data = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../shared/data/criteo-kaggle-dac-head8000/train.tsv"
@@ -126,7 +140,7 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving() {
         })
         .build()
         .unwrap();
-    let job = Job::start(spec, RunOptions { workers: 2 }).unwrap();
+    let job = Job::start(spec, RunOptions { workers }).unwrap();
     let stats = job.stats().clone();
     let addr = job.serve_addr().unwrap();
 

@@ -32,7 +32,9 @@ pub struct SparseRow {
 /// Number of features [`FeatureSpec::transform`] emits per event: one per field plus the bias.
 pub const FEATURES_PER_EVENT: usize = NUM_INTS + NUM_CATS + 1;
 
-const MISSING: u64 = u64::MAX;
+/// The token of a missing value: no integer token can be it (small integers, negative ones cast
+/// to at least 2^63, and buckets from 2^40 up to about 2^40 + 1900) and no 32-bit categorical.
+const MISSING: u64 = 1 << 41;
 const BUCKETED: u64 = 1 << 40;
 const BIAS_FIELD: u64 = 255;
 
@@ -104,6 +106,12 @@ mod tests {
     #[test]
     fn integer_buckets() {
         assert_eq!(int_token(Some(-1)), u64::MAX);
+        assert_ne!(
+            int_token(Some(-1)),
+            int_token(None),
+            "-1 is a value, not a missing one"
+        );
+        assert_ne!(int_token(Some(i64::MAX)), int_token(None));
         assert_eq!(int_token(Some(2)), 2);
         assert_eq!(int_token(Some(3)), BUCKETED + 1);
         assert_eq!(int_token(Some(1000)), BUCKETED + 47);

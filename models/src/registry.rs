@@ -59,6 +59,9 @@ impl Registry {
         let mut names = Vec::new();
         for entry in fs::read_dir(&self.root).map_err(|e| Error::io(&self.root, e))? {
             let entry = entry.map_err(|e| Error::io(&self.root, e))?;
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
                 continue;
             };
@@ -142,15 +145,15 @@ impl Registry {
             artifact.meta.version,
             std::process::id()
         ));
-        let write =
-            |path: PathBuf, data: &[u8]| fs::write(&path, data).map_err(|e| Error::io(path, e));
-        fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        write(tmp.join(WEIGHTS), &encoded)?;
-        let meta = serde_json::to_vec_pretty(&artifact.meta).expect("metadata serializes");
-        write(tmp.join(META), &meta)?;
         let target = self.version_dir(&artifact.meta.name, artifact.meta.version)?;
-        fs::rename(&tmp, &target).map_err(|e| Error::io(&target, e))?;
-        Ok(artifact.meta.version)
+        let meta = serde_json::to_vec_pretty(&artifact.meta).expect("metadata serializes");
+        let written = write_durably(&tmp, &[(WEIGHTS, &encoded), (META, &meta)])
+            .and_then(|()| fs::rename(&tmp, &target).map_err(|e| Error::io(&target, e)))
+            .and_then(|()| sync_dir(&dir));
+        if written.is_err() {
+            let _ = fs::remove_dir_all(&tmp);
+        }
+        written.map(|()| artifact.meta.version)
     }
 
     /// Loads and validates one version of a model.
@@ -213,6 +216,25 @@ impl Registry {
     }
 }
 
+/// Creates `dir` with the given files, each flushed to disk, and the directory itself flushed,
+/// so that a version renamed into place survives a crash complete.
+fn write_durably(dir: &Path, files: &[(&str, &[u8])]) -> Result<()> {
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    for (name, data) in files {
+        let path = dir.join(name);
+        let mut file = fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
+        std::io::Write::write_all(&mut file, data).map_err(|e| Error::io(&path, e))?;
+        file.sync_all().map_err(|e| Error::io(&path, e))?;
+    }
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -237,6 +259,7 @@ mod tests {
         b.meta.trained_events = 42;
         assert_eq!(registry.publish(&mut b).unwrap(), 2);
         assert_eq!(registry.versions("ctr").unwrap(), vec![1, 2]);
+        fs::write(dir.path().join("stray-file"), b"not a model").unwrap();
         assert_eq!(registry.models().unwrap(), vec!["ctr".to_owned()]);
         assert_eq!(registry.load_latest("ctr").unwrap(), b);
         assert_eq!(registry.load("ctr", 1).unwrap(), a);

@@ -50,8 +50,10 @@ pub struct TrainerStats {
     pub learned: AtomicU64,
     /// The newest published model version (0 before the first).
     pub model_version: AtomicU64,
-    /// Publications that failed (each is logged).
+    /// Publications that failed (each is logged; the next try comes after the publish interval).
     pub publish_errors: AtomicU64,
+    /// Events the newest published version had learned from.
+    pub published_events: AtomicU64,
     auc_bits: AtomicU64,
     logloss_bits: AtomicU64,
 }
@@ -140,9 +142,7 @@ impl TrainOnline for StreamVec<'_, u64, CriteoEvent> {
                     input.for_each(|_time, data| {
                         for row in data.drain(..) {
                             trainer.learn(&row);
-                            if trainer.learned - trainer.published_at_events
-                                >= trainer.config.publish.every_events
-                            {
+                            if trainer.due_by_count() {
                                 trainer.publish();
                             }
                         }
@@ -167,7 +167,10 @@ struct Trainer {
     logloss: LogLoss,
     learned: u64,
     published_at_events: u64,
+    /// When the last publication was tried, successful or not.
     published_at: Instant,
+    /// Whether the last try failed: retries then wait for the publish interval.
+    failing: bool,
     quality_at: Instant,
 }
 
@@ -183,6 +186,7 @@ impl Trainer {
             learned: 0,
             published_at_events: 0,
             published_at: Instant::now(),
+            failing: false,
             quality_at: Instant::now(),
         }
     }
@@ -195,6 +199,13 @@ impl Trainer {
         self.stats.learned.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Whether enough new events were learned for a publication (and no failed try is waiting
+    /// out its interval).
+    fn due_by_count(&self) -> bool {
+        self.learned - self.published_at_events >= self.config.publish.every_events
+            && (!self.failing || self.published_at.elapsed() >= self.config.publish.every)
+    }
+
     /// Publishes when due; returns how long until a time-based publication falls due when
     /// there is something unpublished.
     fn maybe_publish(&mut self, input_complete: bool) -> Option<Duration> {
@@ -203,7 +214,7 @@ impl Trainer {
             self.quality_at = Instant::now();
         }
         let fresh = self.learned - self.published_at_events;
-        let due = fresh >= self.config.publish.every_events
+        let due = self.due_by_count()
             || self.published_at.elapsed() >= self.config.publish.every
             || input_complete;
         if fresh > 0 && due {
@@ -231,14 +242,19 @@ impl Trainer {
         match self.config.registry.publish(&mut artifact) {
             Ok(version) => {
                 self.stats.model_version.store(version, Ordering::Relaxed);
+                self.stats
+                    .published_events
+                    .store(self.learned, Ordering::Relaxed);
+                self.published_at_events = self.learned;
+                self.failing = false;
                 tracing::debug!(model = %self.config.model, version, events = self.learned, "published");
             }
             Err(error) => {
                 self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(model = %self.config.model, %error, "publishing a model version failed");
+                self.failing = true;
+                tracing::error!(model = %self.config.model, %error, "publishing a model version failed; retrying after the publish interval");
             }
         }
-        self.published_at_events = self.learned;
         self.published_at = Instant::now();
     }
 }

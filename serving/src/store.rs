@@ -2,7 +2,7 @@
 
 use arc_swap::ArcSwap;
 use millrace_models::{ModelArtifact, Registry};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -36,7 +36,7 @@ pub struct ModelStore {
     registry: Registry,
     models: ArcSwap<BTreeMap<String, Arc<ModelArtifact>>>,
     /// Versions already rejected, so that a bad version is reported once, not on every poll.
-    rejected: std::sync::Mutex<BTreeMap<String, u64>>,
+    rejected: std::sync::Mutex<BTreeSet<(String, u64)>>,
     stats: ServingStats,
 }
 
@@ -46,7 +46,7 @@ impl ModelStore {
         ModelStore {
             registry,
             models: ArcSwap::from_pointee(BTreeMap::new()),
-            rejected: std::sync::Mutex::new(BTreeMap::new()),
+            rejected: std::sync::Mutex::new(BTreeSet::new()),
             stats: ServingStats::default(),
         }
     }
@@ -66,8 +66,10 @@ impl ModelStore {
         self.models.load().values().cloned().collect()
     }
 
-    /// Loads every model version newer than the served one, validates it and swaps it in.
-    /// Blocking (file i/o): run it off the async executor.
+    /// For each model, loads the newest version that is newer than the served one and passes
+    /// validation, and swaps it in; versions that fail are rejected (once) and older ones are
+    /// tried, so a corrupt newest version never leaves a model unserved. Blocking (file i/o):
+    /// run it off the async executor.
     pub fn refresh(&self) -> RefreshOutcome {
         let mut outcome = RefreshOutcome::default();
         let names = match self.registry.models() {
@@ -79,32 +81,37 @@ impl ModelStore {
         };
         for name in names {
             let served = self.get(&name).map_or(0, |m| m.meta.version);
-            let Ok(Some(latest)) = self.registry.latest(&name) else {
+            let Ok(versions) = self.registry.versions(&name) else {
                 continue;
             };
-            let already_rejected = self.rejected.lock().map(|r| r.get(&name) == Some(&latest));
-            if latest <= served || already_rejected.unwrap_or(false) {
-                continue;
-            }
-            match self.registry.load(&name, latest) {
-                Ok(artifact) => {
-                    let artifact = Arc::new(artifact);
-                    self.models.rcu(|current| {
-                        let mut next = BTreeMap::clone(current);
-                        next.insert(name.clone(), artifact.clone());
-                        next
-                    });
-                    self.stats.swaps.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(model = %name, version = latest, "serving new model version");
-                    outcome.swapped.push((name, latest));
+            for version in versions.into_iter().rev().take_while(|v| *v > served) {
+                let key = (name.clone(), version);
+                if self.rejected.lock().is_ok_and(|r| r.contains(&key)) {
+                    continue;
                 }
-                Err(error) => {
-                    self.stats.rejected_versions.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(model = %name, version = latest, %error, "rejected model version; the previous one keeps serving");
-                    if let Ok(mut rejected) = self.rejected.lock() {
-                        rejected.insert(name.clone(), latest);
+                match self.registry.load(&name, version) {
+                    Ok(artifact) => {
+                        let artifact = Arc::new(artifact);
+                        self.models.rcu(|current| {
+                            let mut next = BTreeMap::clone(current);
+                            next.insert(name.clone(), artifact.clone());
+                            next
+                        });
+                        self.stats.swaps.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(model = %name, version, "serving new model version");
+                        outcome.swapped.push(key);
+                        break;
                     }
-                    outcome.rejected.push((name, latest, error.to_string()));
+                    Err(error) => {
+                        self.stats.rejected_versions.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(model = %name, version, %error, "rejected model version; an older one keeps serving");
+                        outcome
+                            .rejected
+                            .push((name.clone(), version, error.to_string()));
+                        if let Ok(mut rejected) = self.rejected.lock() {
+                            rejected.insert(key);
+                        }
+                    }
                 }
             }
         }

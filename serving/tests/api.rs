@@ -41,10 +41,9 @@ async fn predicts_with_the_newest_valid_version_and_rejects_bad_ones() {
         "all-zero weights"
     );
 
-    // Version 2 predicts differently; version 3 is corrupt and must be rejected.
-    assert_eq!(publish(&registry, 0.1), 2);
-    assert_eq!(publish(&registry, 0.2), 3);
-    let weights = dir.path().join("ctr/v0000000003/weights.safetensors");
+    // Version 2 is corrupt and must be rejected.
+    assert_eq!(publish(&registry, 0.2), 2);
+    let weights = dir.path().join("ctr/v0000000002/weights.safetensors");
     let mut bytes = std::fs::read(&weights).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
@@ -60,13 +59,28 @@ async fn predicts_with_the_newest_valid_version_and_rejects_bad_ones() {
         "a rejected version is reported once"
     );
 
-    assert_eq!(publish(&registry, 0.1), 4);
+    assert_eq!(publish(&registry, 0.1), 3);
     store.refresh();
     let (_, json) = predict(&store, r#"{"instances":[{}]}"#).await;
-    assert_eq!(json["model_version"], 4);
+    assert_eq!(json["model_version"], 3);
     let p = json["predictions"][0].as_f64().unwrap();
     let expected = 1.0 / (1.0 + (-0.1f64 * 40.0).exp());
     assert!((p - expected).abs() < 1e-5, "{p} vs {expected}");
+}
+
+#[tokio::test]
+async fn a_fresh_server_falls_back_past_a_corrupt_newest_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::open(dir.path()).unwrap();
+    publish(&registry, 0.1);
+    publish(&registry, 0.2);
+    std::fs::write(dir.path().join("ctr/v0000000002/meta.json"), b"{").unwrap();
+    let store = Arc::new(ModelStore::new(registry));
+    let outcome = store.refresh();
+    assert_eq!(outcome.swapped, vec![("ctr".to_owned(), 1)]);
+    assert_eq!(outcome.rejected.len(), 1);
+    let (_, json) = predict(&store, r#"{"instances":[{}]}"#).await;
+    assert_eq!(json["model_version"], 1);
 }
 
 #[tokio::test]

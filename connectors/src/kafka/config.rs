@@ -14,7 +14,8 @@ pub struct KafkaSourceConfig {
     pub bootstrap_servers: String,
     /// The topic to read.
     pub topic: String,
-    /// The consumer group: its committed offsets are where a restarted job resumes.
+    /// The consumer group the job's clients identify as (offsets are not committed yet: a job
+    /// reads its partitions from the beginning until checkpoints exist).
     #[serde(default = "default_group")]
     pub group_id: String,
     /// The topic that receives records that fail to decode.

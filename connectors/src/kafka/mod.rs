@@ -13,6 +13,6 @@ mod tests;
 pub use admin::{create_topics, partition_count, WatermarkProbe};
 pub use config::{client_config, KafkaSourceConfig, EMBEDDED};
 pub use embedded::EmbeddedBroker;
-pub use producer::{LineProducer, RateLimit};
+pub use producer::{LineProducer, RateLimit, MIN_RATE};
 pub use sink::DeadLetterSink;
 pub use source::{KafkaReader, SourcePositions};

@@ -1,7 +1,7 @@
 //! Producing lines to a topic: the replay producer behind `millrace produce` and the demo's
 //! generator.
 
-use crate::error::{kafka, Result};
+use crate::error::{kafka, Error, Result};
 use crate::kafka::config::client_config;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
@@ -14,26 +14,38 @@ pub struct RateLimit {
     started: Instant,
 }
 
+/// The slowest rate a [`RateLimit`] honours; slower ones are raised to it.
+pub const MIN_RATE: f64 = 1e-3;
+
 impl RateLimit {
-    /// At most `per_second` records per second; `None` or `0` for no limit.
+    /// At most `per_second` records per second (at least [`MIN_RATE`]); `None`, `0`, negative or
+    /// not finite for no limit.
     pub fn new(per_second: Option<f64>) -> Self {
         RateLimit {
-            per_second: per_second.filter(|r| *r > 0.0),
+            per_second: per_second
+                .filter(|r| *r > 0.0 && r.is_finite())
+                .map(|r| r.max(MIN_RATE)),
             started: Instant::now(),
         }
     }
 
-    /// Sleeps until record number `sent` (counting from 0) may go.
+    /// How long until record number `sent` (counting from 0) may go; zero when it may go now.
+    pub fn delay(&self, sent: u64) -> Duration {
+        let Some(rate) = self.per_second else {
+            return Duration::ZERO;
+        };
+        let due = Duration::from_secs_f64(sent as f64 / rate);
+        due.saturating_sub(self.started.elapsed())
+    }
+
+    /// Sleeps until record number `sent` may go.
     pub fn wait(&self, sent: u64) {
-        if let Some(rate) = self.per_second {
-            let due = self.started + Duration::from_secs_f64(sent as f64 / rate);
-            let now = Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
-            }
-        }
+        std::thread::sleep(self.delay(sent));
     }
 }
+
+/// How long a send waits for room in a full producer queue before it gives up.
+pub(crate) const SEND_BLOCK_LIMIT: Duration = Duration::from_secs(30);
 
 /// Sends lines to the partitions of a topic in turn, with the idempotent producer.
 pub struct LineProducer {
@@ -78,13 +90,20 @@ impl LineProducer {
     ///
     /// # Errors
     ///
-    /// When the producer refuses the record for a reason other than a full queue.
+    /// When the producer refuses the record, or its queue stays full for 30 s.
     pub fn send(&mut self, line: &[u8]) -> Result<()> {
         let partition = (self.sent % self.partitions as u64) as i32;
         let mut record = BaseRecord::<(), [u8]>::to(&self.topic)
             .payload(line)
             .partition(partition);
+        let started = Instant::now();
         loop {
+            if started.elapsed() > SEND_BLOCK_LIMIT {
+                return Err(Error::QueueFull {
+                    connector: "producer",
+                    seconds: SEND_BLOCK_LIMIT.as_secs(),
+                });
+            }
             match self.producer.send(record) {
                 Ok(()) => break,
                 Err((error, returned))

@@ -1,11 +1,13 @@
 //! The dead-letter sink: records that failed to decode, unchanged, with the reason in headers.
 
-use crate::error::{kafka, Result};
+use crate::error::{kafka, Error, Result};
 use crate::kafka::config::client_config;
+use crate::kafka::producer::SEND_BLOCK_LIMIT;
 use millrace_models::DeadLetter;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use std::time::Duration;
+use rdkafka::types::RDKafkaErrorCode;
+use std::time::{Duration, Instant};
 
 /// Sends dead letters to a topic with the idempotent producer.
 ///
@@ -46,7 +48,12 @@ impl DeadLetterSink {
     }
 
     /// Queues one dead letter, waiting while the producer's queue is full.
-    pub fn send(&mut self, letter: &DeadLetter) {
+    ///
+    /// # Errors
+    ///
+    /// When the producer refuses it, or its queue stays full for 30 s; the letter is then lost
+    /// and the caller counts it.
+    pub fn send(&mut self, letter: &DeadLetter) -> Result<()> {
         let partition = letter.record.partition.to_string();
         let offset = letter.record.offset.to_string();
         let headers = OwnedHeaders::new()
@@ -69,19 +76,26 @@ impl DeadLetterSink {
         let mut record = BaseRecord::<(), [u8]>::to(&self.topic)
             .payload(&letter.record.payload[..])
             .headers(headers);
+        let started = Instant::now();
         loop {
             match self.producer.send(record) {
-                Ok(()) => return,
-                Err((error, returned)) => {
-                    if error.rdkafka_error_code()
-                        != Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
-                    {
-                        tracing::error!(%error, topic = %self.topic, "dropping a dead letter the producer refused");
-                        return;
-                    }
+                Ok(()) => return Ok(()),
+                Err((error, returned))
+                    if error.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull)
+                        && started.elapsed() < SEND_BLOCK_LIMIT =>
+                {
                     record = returned;
                     std::thread::sleep(Duration::from_millis(1));
                 }
+                Err((error, _))
+                    if error.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
+                {
+                    return Err(Error::QueueFull {
+                        connector: "dead letters",
+                        seconds: SEND_BLOCK_LIMIT.as_secs(),
+                    })
+                }
+                Err((error, _)) => return Err(kafka("dead letters")(error)),
             }
         }
     }

@@ -2,8 +2,9 @@
 //!
 //! Partitions are spread deterministically over all workers of the job: worker `w` of `n` reads
 //! partition `p` when `p % n == w`, so every partition has exactly one reader and no consumer-group
-//! rebalance can move it. Each reader starts from the group's committed offset (or the beginning)
-//! and commits what it has handed on, so standard Kafka tooling shows the job's lag.
+//! rebalance can move it. Until checkpoints exist, a job's learner starts empty, so each reader
+//! starts at the beginning of its partitions (everything the topic retains) and commits nothing:
+//! resuming from committed offsets with an empty model would silently forget the past.
 
 use crate::error::{kafka, Result};
 use crate::kafka::admin::partition_count;
@@ -101,8 +102,7 @@ impl KafkaReader {
         }
         let consumer: BaseConsumer = client_config(bootstrap_servers)
             .set("group.id", &config.group_id)
-            .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
             .set("fetch.wait.max.ms", "20")
@@ -112,7 +112,7 @@ impl KafkaReader {
         let mut assignment = TopicPartitionList::new();
         for &p in &partitions {
             assignment
-                .add_partition_offset(&config.topic, p, Offset::Stored)
+                .add_partition_offset(&config.topic, p, Offset::Beginning)
                 .map_err(kafka("source"))?;
         }
         consumer.assign(&assignment).map_err(kafka("source"))?;

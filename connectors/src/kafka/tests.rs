@@ -135,7 +135,7 @@ fn dead_letters_keep_payload_and_reason() {
         error_kind: "field_count".into(),
         error: "expected 40 tab-separated fields, got 2".into(),
     };
-    sink.send(&letter);
+    sink.send(&letter).unwrap();
     sink.flush().unwrap();
 
     let consumer: BaseConsumer = client_config(&broker())
