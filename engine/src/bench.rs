@@ -6,7 +6,7 @@
 
 use crate::error::{Error, Result};
 use millrace_models::{
-    exact_auc, CriteoEvent, FeatureSpec, Ftrl, FtrlParams, LogLoss, ModelArtifact, Registry,
+    exact_auc, CriteoEvent, FeatureSpec, FtrlParams, Learner, LearnerParams, LogLoss, Registry,
 };
 use serde::Serialize;
 use std::path::Path;
@@ -41,8 +41,8 @@ pub struct OnlineBenchConfig {
     pub holdout: f64,
     /// The features.
     pub features: FeatureSpec,
-    /// The learner's parameters.
-    pub ftrl: FtrlParams,
+    /// The learner and its parameters.
+    pub learner: LearnerParams,
 }
 
 /// Runs the benchmark on the Criteo lines of `input`; publishes the model to `registry` under
@@ -75,7 +75,7 @@ pub fn online(
     let split = ((lines.len() as f64) * (1.0 - config.holdout)).round() as usize;
 
     let started = Instant::now();
-    let mut ftrl = Ftrl::new(config.ftrl, config.features.dimension());
+    let mut learner = Learner::new(&config.learner, config.features.dimension());
     let mut row = Vec::new();
     let (mut malformed, mut rows) = (0u64, 0u64);
     let (mut train_preds, mut train_labels) = (Vec::new(), Vec::new());
@@ -90,10 +90,10 @@ pub fn online(
         row.clear();
         config.features.transform(&event.features, &mut row);
         if i < split {
-            train_preds.push(ftrl.learn(&row, event.label));
+            train_preds.push(learner.learn(&row, event.label));
             train_labels.push(event.label);
         } else {
-            let p = ftrl.predict(&row);
+            let p = learner.predict(&row);
             test_loss.add(p, event.label);
             test_preds.push(p);
             test_labels.push(event.label);
@@ -103,7 +103,7 @@ pub fn online(
 
     let published_version = match publish {
         Some((registry, model)) => {
-            let mut artifact = ModelArtifact::new(model, config.features.clone(), ftrl.weights());
+            let mut artifact = learner.to_artifact(model, config.features.clone());
             artifact.meta.trained_events = train_labels.len() as u64;
             artifact.meta.progressive_auc = exact_auc(&train_preds, &train_labels);
             Some(registry.publish(&mut artifact)?)

@@ -10,7 +10,7 @@
 
 use crate::error::{Error, Result};
 use crate::metrics::JobStats;
-use crate::spec::{JobSpec, LearnerSpec, SourceSpec};
+use crate::spec::{JobSpec, SourceSpec};
 use millrace_connectors::kafka::{
     create_topics, DeadLetterSink, EmbeddedBroker, KafkaReader, KafkaSourceConfig, LineProducer,
     RateLimit, WatermarkProbe, EMBEDDED,
@@ -329,11 +329,10 @@ fn run_dataflow(
     stop: &Arc<AtomicBool>,
     stats: &Arc<JobStats>,
 ) -> Result<()> {
-    let LearnerSpec::Ftrl(ftrl) = spec.learner;
     let trainer = TrainerConfig {
         model: spec.name.clone(),
         features: spec.features.clone(),
-        ftrl,
+        learner: spec.learner,
         publish: PublishPolicy {
             every_events: spec.publish.every_events,
             every: Duration::from_secs(spec.publish.every_seconds),

@@ -6,7 +6,7 @@ use millrace_connectors::kafka::{LineProducer, RateLimit};
 use millrace_engine::bench::{self, OnlineBenchConfig};
 use millrace_engine::{Job, JobSpec, RunOptions};
 use millrace_models::synth::CriteoGenerator;
-use millrace_models::{FeatureSpec, FtrlParams, Registry};
+use millrace_models::{FeatureSpec, FmParams, FtrlParams, LearnerParams, Registry};
 use millrace_serving::{ModelStore, ServeOptions};
 use std::io::{BufRead, BufWriter, Write};
 use std::path::PathBuf;
@@ -110,13 +110,24 @@ enum Bench {
         /// log2 of the number of hashed weights.
         #[arg(long, default_value_t = 20)]
         hash_bits: u32,
+        /// The learner (default hyper-parameters).
+        #[arg(long, value_enum, default_value_t = Model::Ftrl)]
+        model: Model,
         /// Publish the trained model to this registry directory.
         #[arg(long)]
         registry: Option<PathBuf>,
         /// The model name to publish under.
         #[arg(long, default_value = "ctr")]
-        model: String,
+        name: String,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Model {
+    /// FTRL-Proximal logistic regression.
+    Ftrl,
+    /// A factorization machine (8 factors).
+    Fm,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -183,8 +194,9 @@ fn run_cli() -> anyhow::Result<()> {
                     format: Format::Criteo,
                     holdout,
                     hash_bits,
-                    registry,
                     model,
+                    registry,
+                    name,
                 },
         } => {
             let features = FeatureSpec::Hashed { hash_bits };
@@ -195,13 +207,16 @@ fn run_cli() -> anyhow::Result<()> {
             let config = OnlineBenchConfig {
                 holdout,
                 features,
-                ftrl: FtrlParams::default(),
+                learner: match model {
+                    Model::Ftrl => LearnerParams::Ftrl(FtrlParams::default()),
+                    Model::Fm => LearnerParams::Fm(FmParams::default()),
+                },
             };
             let registry = registry.map(Registry::open).transpose()?;
             let figures = bench::online(
                 &input,
                 &config,
-                registry.as_ref().map(|r| (r, model.as_str())),
+                registry.as_ref().map(|r| (r, name.as_str())),
             )?;
             println!("{}", serde_json::to_string(&figures)?);
             Ok(())

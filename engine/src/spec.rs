@@ -7,7 +7,7 @@
 
 use crate::error::{Error, Result};
 use millrace_connectors::kafka::{KafkaSourceConfig, EMBEDDED};
-use millrace_models::{FeatureSpec, FtrlParams};
+use millrace_models::FeatureSpec;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -87,13 +87,8 @@ pub struct DecodeSpec {
     pub format: Format,
 }
 
-/// The online learner, chosen by `type`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum LearnerSpec {
-    /// FTRL-Proximal logistic regression.
-    Ftrl(FtrlParams),
-}
+/// The online learner, chosen by `type` (`"ftrl"` or `"fm"`).
+pub use millrace_models::LearnerParams as LearnerSpec;
 
 /// When and where model versions are published.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -301,9 +296,7 @@ impl JobSpec {
             }
         }
         add("features", self.features.problems());
-        match &self.learner {
-            LearnerSpec::Ftrl(params) => add("learner", params.problems()),
-        }
+        add("learner", self.learner.problems());
         let mut publish = Vec::new();
         if self.publish.registry.as_os_str().is_empty() {
             publish.push("`registry` must name a directory".to_owned());
@@ -527,6 +520,21 @@ registry = "target/registry"
         assert!(
             text.contains("[source]") && text.contains("kafak"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn a_factorization_machine_is_a_learner_type() {
+        let text = GOOD.replace(
+            "type = \"ftrl\"\nalpha = 0.05\nbeta = 1.0\nl1 = 0.5\nl2 = 1.0",
+            "type = \"fm\"\nfactors = 4",
+        );
+        let spec = JobSpec::from_toml(&text).unwrap();
+        assert!(matches!(spec.learner, LearnerSpec::Fm(p) if p.factors == 4));
+        let found = problems(&text.replace("factors = 4", "factors = 0\nfactor_lr = 1")).join("\n");
+        assert!(
+            found.contains("[learner] `factor_lr`: unknown field"),
+            "{found}"
         );
     }
 

@@ -4,6 +4,7 @@
 
 use crate::criteo::CriteoFeatures;
 use crate::features::{FeatureSpec, FEATURES_PER_EVENT};
+use crate::fm::pairwise_margin;
 use crate::ftrl::sigmoid;
 use serde::{Deserialize, Serialize};
 
@@ -13,6 +14,11 @@ use serde::{Deserialize, Serialize};
 pub enum ModelKind {
     /// Logistic regression (trained with FTRL-Proximal): one weight per feature slot.
     LogisticRegression,
+    /// A second-order factorization machine: one weight and `factors` latent factors per slot.
+    FactorizationMachine {
+        /// Latent factors per slot.
+        factors: usize,
+    },
 }
 
 /// What the registry records about a model version besides its weights (`meta.json`).
@@ -46,6 +52,9 @@ pub struct ModelArtifact {
     pub meta: ModelMeta,
     /// One weight per feature slot (`meta.features.dimension()` of them).
     pub weights: Vec<f32>,
+    /// The latent factors of a factorization machine, slot-major (`dimension × factors`);
+    /// empty for logistic regression.
+    pub factors: Vec<f32>,
 }
 
 impl ModelArtifact {
@@ -64,6 +73,7 @@ impl ModelArtifact {
                 weights_sha256: String::new(),
             },
             weights,
+            factors: Vec::new(),
         }
     }
 
@@ -80,6 +90,19 @@ impl ModelArtifact {
         if let Some(i) = self.weights.iter().position(|w| !w.is_finite()) {
             problems.push(format!("weight {i} is not finite"));
         }
+        let expected_factors = match self.meta.kind {
+            ModelKind::LogisticRegression => 0,
+            ModelKind::FactorizationMachine { factors } => factors * self.weights.len(),
+        };
+        if self.factors.len() != expected_factors {
+            problems.push(format!(
+                "{} factors where the model kind needs {expected_factors}",
+                self.factors.len()
+            ));
+        }
+        if let Some(i) = self.factors.iter().position(|v| !v.is_finite()) {
+            problems.push(format!("factor {i} is not finite"));
+        }
         problems
     }
 
@@ -93,6 +116,13 @@ impl ModelArtifact {
     pub fn predict_with(&self, features: &CriteoFeatures, row: &mut Vec<u32>) -> f32 {
         row.clear();
         self.meta.features.transform(features, row);
-        sigmoid(row.iter().map(|&i| self.weights[i as usize]).sum())
+        let linear: f32 = row.iter().map(|&i| self.weights[i as usize]).sum();
+        match self.meta.kind {
+            ModelKind::LogisticRegression => sigmoid(linear),
+            ModelKind::FactorizationMachine { factors } => {
+                let mut sums = Vec::with_capacity(factors);
+                sigmoid(linear + pairwise_margin(row, &self.factors, factors, &mut sums))
+            }
+        }
     }
 }

@@ -112,7 +112,12 @@ impl Ftrl {
     ///
     /// If an index is not below [`Ftrl::dimension`].
     pub fn predict(&self, row: &[u32]) -> f32 {
-        sigmoid(row.iter().map(|&i| self.weight(i as usize)).sum())
+        sigmoid(self.predict_margin(row))
+    }
+
+    /// The linear margin of a row (the log-odds before the sigmoid).
+    pub(crate) fn predict_margin(&self, row: &[u32]) -> f32 {
+        row.iter().map(|&i| self.weight(i as usize)).sum()
     }
 
     /// Predicts the row, then learns from its label; returns the prediction made before learning.
@@ -121,6 +126,14 @@ impl Ftrl {
     ///
     /// If an index is not below [`Ftrl::dimension`].
     pub fn learn(&mut self, row: &[u32], label: bool) -> f32 {
+        let p = sigmoid(self.margin(row));
+        self.apply(row, p - if label { 1.0 } else { 0.0 });
+        p
+    }
+
+    /// The linear margin of a row, remembering each coordinate's weight for the next
+    /// [`Ftrl::apply`] on the same row.
+    pub(crate) fn margin(&mut self, row: &[u32]) -> f32 {
         self.scratch.clear();
         let mut margin = 0.0;
         for &i in row {
@@ -128,8 +141,12 @@ impl Ftrl {
             self.scratch.push(w);
             margin += w;
         }
-        let p = sigmoid(margin);
-        let g = p - if label { 1.0 } else { 0.0 };
+        margin
+    }
+
+    /// One FTRL step with loss gradient `g` (w.r.t. the margin) on the row last given to
+    /// [`Ftrl::margin`].
+    pub(crate) fn apply(&mut self, row: &[u32], g: f32) {
         let g2 = g * g;
         let alpha = self.params.alpha;
         for (&i, &w) in row.iter().zip(&self.scratch) {
@@ -139,7 +156,6 @@ impl Ftrl {
             self.z[i] += g - sigma * w;
             self.n[i] = n + g2;
         }
-        p
     }
 
     /// The current weights of all coordinates (zero where L1 keeps them at zero).

@@ -4,7 +4,7 @@
 //! sees a version completely or not at all; versions only grow. Loading checks the weights'
 //! checksum, their shape and that every weight is finite.
 
-use crate::artifact::{ModelArtifact, ModelMeta};
+use crate::artifact::{ModelArtifact, ModelKind, ModelMeta};
 use crate::error::{Error, Result};
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
@@ -15,6 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 const META: &str = "meta.json";
 const WEIGHTS: &str = "weights.safetensors";
 const TENSOR: &str = "weights";
+const FACTORS: &str = "factors";
 
 /// A registry of model versions in a directory.
 #[derive(Clone, Debug)]
@@ -125,14 +126,24 @@ impl Registry {
             return Err(Error::invalid(&dir, problems.join("; ")));
         }
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let bytes: Vec<u8> = artifact
-            .weights
-            .iter()
-            .flat_map(|w| w.to_le_bytes())
-            .collect();
-        let view = TensorView::new(Dtype::F32, vec![artifact.weights.len()], &bytes)
-            .map_err(|e| Error::invalid(&dir, e.to_string()))?;
-        let encoded = safetensors::serialize([(TENSOR, view)], None)
+        let le_bytes =
+            |values: &[f32]| -> Vec<u8> { values.iter().flat_map(|v| v.to_le_bytes()).collect() };
+        let (weight_bytes, factor_bytes) =
+            (le_bytes(&artifact.weights), le_bytes(&artifact.factors));
+        let mut tensors = vec![(
+            TENSOR,
+            TensorView::new(Dtype::F32, vec![artifact.weights.len()], &weight_bytes)
+                .map_err(|e| Error::invalid(&dir, e.to_string()))?,
+        )];
+        if let ModelKind::FactorizationMachine { factors } = artifact.meta.kind {
+            let shape = vec![artifact.weights.len(), factors];
+            tensors.push((
+                FACTORS,
+                TensorView::new(Dtype::F32, shape, &factor_bytes)
+                    .map_err(|e| Error::invalid(&dir, e.to_string()))?,
+            ));
+        }
+        let encoded = safetensors::serialize(tensors, None)
             .map_err(|e| Error::invalid(&dir, e.to_string()))?;
         artifact.meta.weights_sha256 = hex(&Sha256::digest(&encoded));
         artifact.meta.created_unix_ms = SystemTime::now()
@@ -181,21 +192,32 @@ impl Registry {
         }
         let tensors = SafeTensors::deserialize(&encoded)
             .map_err(|e| Error::invalid(&weights_path, e.to_string()))?;
-        let tensor = tensors
-            .tensor(TENSOR)
-            .map_err(|e| Error::invalid(&weights_path, e.to_string()))?;
-        if tensor.dtype() != Dtype::F32 || tensor.shape().len() != 1 {
-            return Err(Error::invalid(
-                &weights_path,
-                "weights must be a 1-d f32 tensor",
-            ));
-        }
-        let weights = tensor
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        let artifact = ModelArtifact { meta, weights };
+        let read = |name: &str, rank: usize| -> Result<Vec<f32>> {
+            let tensor = tensors
+                .tensor(name)
+                .map_err(|e| Error::invalid(&weights_path, e.to_string()))?;
+            if tensor.dtype() != Dtype::F32 || tensor.shape().len() != rank {
+                return Err(Error::invalid(
+                    &weights_path,
+                    format!("`{name}` must be a {rank}-d f32 tensor"),
+                ));
+            }
+            Ok(tensor
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect())
+        };
+        let weights = read(TENSOR, 1)?;
+        let factors = match meta.kind {
+            ModelKind::LogisticRegression => Vec::new(),
+            ModelKind::FactorizationMachine { .. } => read(FACTORS, 2)?,
+        };
+        let artifact = ModelArtifact {
+            meta,
+            weights,
+            factors,
+        };
         let problems = artifact.problems();
         if !problems.is_empty() {
             return Err(Error::invalid(&dir, problems.join("; ")));
@@ -263,6 +285,24 @@ mod tests {
         assert_eq!(registry.models().unwrap(), vec!["ctr".to_owned()]);
         assert_eq!(registry.load_latest("ctr").unwrap(), b);
         assert_eq!(registry.load("ctr", 1).unwrap(), a);
+    }
+
+    #[test]
+    fn factorization_machines_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(dir.path()).unwrap();
+        let mut fm = artifact(vec![0.25; 8]);
+        fm.meta.kind = ModelKind::FactorizationMachine { factors: 2 };
+        assert!(
+            registry.publish(&mut fm.clone()).is_err(),
+            "factors missing"
+        );
+        fm.factors = (0..16).map(|i| i as f32 / 10.0).collect();
+        registry.publish(&mut fm).unwrap();
+        let loaded = registry.load_latest("ctr").unwrap();
+        assert_eq!(loaded, fm);
+        let features = crate::criteo::CriteoFeatures::default();
+        assert_eq!(loaded.predict(&features), fm.predict(&features));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Online training: featurize, predict, learn, validate progressively, publish model versions.
+//! Online training: featurize, predict, learn (FTRL logistic regression or a factorization
+//! machine), validate progressively, publish model versions.
 //!
 //! Events are featurized on the worker that decoded them; the sparse rows are then exchanged to
 //! one trainer (worker 0), which predicts each row before it learns from it (progressive
@@ -7,8 +8,7 @@
 //! all-reduce is the next step; one trainer keeps this first version exact and simple.
 
 use millrace_models::{
-    AucAccumulator, CriteoEvent, FeatureSpec, Ftrl, FtrlParams, LogLoss, ModelArtifact, Registry,
-    SparseRow,
+    AucAccumulator, CriteoEvent, FeatureSpec, Learner, LearnerParams, LogLoss, Registry, SparseRow,
 };
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -35,8 +35,8 @@ pub struct TrainerConfig {
     pub model: String,
     /// How events become rows.
     pub features: FeatureSpec,
-    /// The learner's hyper-parameters.
-    pub ftrl: FtrlParams,
+    /// The learner and its hyper-parameters.
+    pub learner: LearnerParams,
     /// When to publish.
     pub publish: PublishPolicy,
     /// Where to publish.
@@ -93,7 +93,7 @@ pub trait TrainOnline {
     /// # Examples
     ///
     /// ```
-    /// use millrace_models::{synth::CriteoGenerator, FeatureSpec, FtrlParams, Registry};
+    /// use millrace_models::{synth::CriteoGenerator, FeatureSpec, FtrlParams, LearnerParams, Registry};
     /// use millrace_operators::{PublishPolicy, TrainOnline, TrainerConfig, TrainerStats};
     /// use std::{sync::{atomic::Ordering, Arc}, time::Duration};
     /// use timely::dataflow::operators::ToStream;
@@ -102,7 +102,7 @@ pub trait TrainOnline {
     /// let config = TrainerConfig {
     ///     model: "ctr".into(),
     ///     features: FeatureSpec::Hashed { hash_bits: 16 },
-    ///     ftrl: FtrlParams::default(),
+    ///     learner: LearnerParams::Ftrl(FtrlParams::default()),
     ///     publish: PublishPolicy { every_events: 1_000_000, every: Duration::from_secs(3600) },
     ///     registry: Registry::open(&dir).unwrap(),
     /// };
@@ -162,7 +162,7 @@ impl TrainOnline for StreamVec<'_, u64, CriteoEvent> {
 struct Trainer {
     config: TrainerConfig,
     stats: Arc<TrainerStats>,
-    ftrl: Ftrl,
+    learner: Learner,
     auc: AucAccumulator,
     logloss: LogLoss,
     learned: u64,
@@ -176,11 +176,11 @@ struct Trainer {
 
 impl Trainer {
     fn new(config: TrainerConfig, stats: Arc<TrainerStats>) -> Self {
-        let ftrl = Ftrl::new(config.ftrl, config.features.dimension());
+        let learner = Learner::new(&config.learner, config.features.dimension());
         Trainer {
             config,
             stats,
-            ftrl,
+            learner,
             auc: AucAccumulator::default(),
             logloss: LogLoss::default(),
             learned: 0,
@@ -192,7 +192,7 @@ impl Trainer {
     }
 
     fn learn(&mut self, row: &SparseRow) {
-        let p = self.ftrl.learn(&row.indices, row.label);
+        let p = self.learner.learn(&row.indices, row.label);
         self.auc.add(p, row.label);
         self.logloss.add(p, row.label);
         self.learned += 1;
@@ -231,11 +231,9 @@ impl Trainer {
 
     fn publish(&mut self) {
         self.stats.set_quality(self.auc.auc(), self.logloss.mean());
-        let mut artifact = ModelArtifact::new(
-            &self.config.model,
-            self.config.features.clone(),
-            self.ftrl.weights(),
-        );
+        let mut artifact = self
+            .learner
+            .to_artifact(&self.config.model, self.config.features.clone());
         artifact.meta.trained_events = self.learned;
         artifact.meta.progressive_auc = self.auc.auc();
         artifact.meta.progressive_logloss = self.logloss.mean();

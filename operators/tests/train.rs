@@ -2,7 +2,8 @@
 
 use millrace_models::synth::CriteoGenerator;
 use millrace_models::{
-    exact_auc, CriteoEvent, DeadLetter, FeatureSpec, Ftrl, FtrlParams, RawRecord, Registry,
+    artifact::ModelKind, exact_auc, CriteoEvent, DeadLetter, FeatureSpec, Fm, FmParams, Ftrl,
+    FtrlParams, LearnerParams, RawRecord, Registry,
 };
 use millrace_operators::{
     ingest, Decode, DecodeStats, Deliver, PollSource, Polled, PublishPolicy, RecordSink,
@@ -63,6 +64,7 @@ fn run_dataflow(
     workers: usize,
     records: &[RawRecord],
     registry: &Registry,
+    learner: LearnerParams,
 ) -> (Arc<TrainerStats>, Arc<DecodeStats>, Vec<DeadLetter>) {
     let trainer_stats = Arc::new(TrainerStats::new());
     let decode_stats = Arc::new(DecodeStats::default());
@@ -70,7 +72,7 @@ fn run_dataflow(
     let config = TrainerConfig {
         model: "ctr".into(),
         features: SPEC,
-        ftrl: FtrlParams::default(),
+        learner,
         publish: PublishPolicy {
             every_events: 5_000,
             every: Duration::from_secs(3600),
@@ -149,7 +151,12 @@ fn decode_and_train_with_1_2_and_4_workers_match_the_batch_computation() {
     for workers in [1, 2, 4] {
         let dir = tempfile::tempdir().unwrap();
         let registry = Registry::open(dir.path()).unwrap();
-        let (trainer, decode, dead) = run_dataflow(workers, &records, &registry);
+        let (trainer, decode, dead) = run_dataflow(
+            workers,
+            &records,
+            &registry,
+            LearnerParams::Ftrl(FtrlParams::default()),
+        );
 
         let mut dead: Vec<(i32, i64)> = dead
             .iter()
@@ -188,4 +195,35 @@ fn decode_and_train_with_1_2_and_4_workers_match_the_batch_computation() {
         }
         assert!(trainer.auc().unwrap() > 0.65);
     }
+}
+
+#[test]
+fn a_factorization_machine_trains_through_the_dataflow_like_in_batch() {
+    let records = records(6_000);
+    let params = FmParams::default();
+    let mut batch = Fm::new(params, SPEC.dimension());
+    let mut row = Vec::new();
+    for r in &records {
+        if let Ok(event) = CriteoEvent::decode_tsv(&r.payload) {
+            row.clear();
+            SPEC.transform(&event.features, &mut row);
+            batch.learn(&row, event.label);
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::open(dir.path()).unwrap();
+    let (trainer, _, _) = run_dataflow(1, &records, &registry, LearnerParams::Fm(params));
+    let model = registry.load_latest("ctr").unwrap();
+    assert_eq!(
+        model.meta.kind,
+        ModelKind::FactorizationMachine {
+            factors: params.factors
+        }
+    );
+    assert_eq!(
+        model.meta.trained_events,
+        trainer.learned.load(Ordering::Relaxed)
+    );
+    assert_eq!(model.weights, batch.weights());
+    assert_eq!(model.factors, batch.factors());
 }

@@ -1,0 +1,85 @@
+//! The online learners behind one interface: what the trainer and the benchmarks hold.
+
+use crate::artifact::{ModelArtifact, ModelKind};
+use crate::features::FeatureSpec;
+use crate::fm::{Fm, FmParams};
+use crate::ftrl::{Ftrl, FtrlParams};
+use serde::{Deserialize, Serialize};
+
+/// Which learner, with its hyper-parameters (`[learner] type = "ftrl" | "fm"` in a job file).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum LearnerParams {
+    /// FTRL-Proximal logistic regression.
+    Ftrl(FtrlParams),
+    /// A second-order factorization machine.
+    Fm(FmParams),
+}
+
+impl LearnerParams {
+    /// Problems with the parameters, empty when they are valid.
+    pub fn problems(&self) -> Vec<String> {
+        match self {
+            LearnerParams::Ftrl(params) => params.problems(),
+            LearnerParams::Fm(params) => params.problems(),
+        }
+    }
+}
+
+/// An online learner over binary sparse rows.
+#[derive(Clone, Debug)]
+pub enum Learner {
+    /// FTRL-Proximal logistic regression.
+    Ftrl(Ftrl),
+    /// A factorization machine.
+    Fm(Fm),
+}
+
+impl Learner {
+    /// A fresh learner over `dimension` coordinates.
+    pub fn new(params: &LearnerParams, dimension: usize) -> Self {
+        match params {
+            LearnerParams::Ftrl(p) => Learner::Ftrl(Ftrl::new(*p, dimension)),
+            LearnerParams::Fm(p) => Learner::Fm(Fm::new(*p, dimension)),
+        }
+    }
+
+    /// Predicts the row, then learns from its label; returns the prediction made before learning.
+    ///
+    /// # Panics
+    ///
+    /// If an index is not below the dimension.
+    pub fn learn(&mut self, row: &[u32], label: bool) -> f32 {
+        match self {
+            Learner::Ftrl(m) => m.learn(row, label),
+            Learner::Fm(m) => m.learn(row, label),
+        }
+    }
+
+    /// The click probability of a row.
+    ///
+    /// # Panics
+    ///
+    /// If an index is not below the dimension.
+    pub fn predict(&self, row: &[u32]) -> f32 {
+        match self {
+            Learner::Ftrl(m) => m.predict(row),
+            Learner::Fm(m) => m.predict(row),
+        }
+    }
+
+    /// The model as an artifact (not yet published) named `name`, for rows made by `features`.
+    pub fn to_artifact(&self, name: &str, features: FeatureSpec) -> ModelArtifact {
+        match self {
+            Learner::Ftrl(m) => ModelArtifact::new(name, features, m.weights()),
+            Learner::Fm(m) => {
+                let mut artifact = ModelArtifact::new(name, features, m.weights());
+                artifact.meta.kind = ModelKind::FactorizationMachine {
+                    factors: m.params().factors,
+                };
+                artifact.factors = m.factors().to_vec();
+                artifact
+            }
+        }
+    }
+}
