@@ -92,10 +92,7 @@ fn int_token(value: Option<i64>) -> u64 {
 /// A 64-bit mix of a field id and a token (the splitmix64 finalizer over both): fast, with every
 /// input bit affecting every output bit, and stable across platforms and releases.
 fn mix(field: u64, token: u64) -> u64 {
-    let mut x = token ^ field.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(32);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
+    crate::hash::finalize(token ^ field.wrapping_mul(crate::hash::GOLDEN).rotate_left(32))
 }
 
 #[cfg(test)]

@@ -86,10 +86,7 @@ impl FmParams {
 
 /// The value a factor starts at: small, fixed by its coordinate.
 pub(crate) fn initial_factor(index: usize, init_std: f32) -> f32 {
-    let mut x = (index as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^= x >> 31;
+    let x = crate::hash::splitmix64(index as u64);
     // Uniform in [-√3, √3)·std has standard deviation std.
     let unit = (x >> 40) as f32 / (1u64 << 24) as f32;
     (unit * 2.0 - 1.0) * 3f32.sqrt() * init_std

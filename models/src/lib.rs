@@ -13,6 +13,7 @@ pub mod eval;
 pub mod features;
 pub mod fm;
 pub mod ftrl;
+mod hash;
 pub mod learner;
 pub mod record;
 pub mod registry;

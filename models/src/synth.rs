@@ -85,12 +85,7 @@ fn unit(seed: u64, field: u64, value: u64) -> f32 {
     (h >> 40) as f32 / (1u64 << 23) as f32 - 1.0
 }
 
-fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
+use crate::hash::splitmix64 as splitmix;
 
 #[cfg(test)]
 mod tests {
