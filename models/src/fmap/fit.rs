@@ -1,0 +1,528 @@
+//! Fitting a FeatureMap: per-worker partial statistics of one epoch ([`Partials`]), and the
+//! per-feature state that merges every worker's partials at the epoch's end into the update
+//! that makes the next FeatureMap version ([`FeatureFitter`]).
+
+use super::kll::Kll;
+use super::spec::{Kind, Layout, VocabSpec};
+use super::value::{EventBatch, Value};
+use super::{num_token, BuildIdentity};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, VecDeque};
+
+/// Occurrences of a categorical value in an epoch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seen {
+    /// Occurrences.
+    pub count: u64,
+    /// Latest event time, milliseconds.
+    pub last_seen: u64,
+}
+
+/// Count, mean and sum of squared deviations, merged with Chan et al.'s formula.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Moments {
+    /// Values seen.
+    pub count: u64,
+    /// Their mean.
+    pub mean: f64,
+    /// Sum of squared deviations from the mean.
+    pub m2: f64,
+}
+
+impl Moments {
+    /// Adds a value (Welford).
+    #[inline]
+    pub fn add(&mut self, x: f64) {
+        self.count += 1;
+        let delta = x - self.mean;
+        self.mean += delta / self.count as f64;
+        self.m2 += delta * (x - self.mean);
+    }
+
+    /// Adds everything `other` has seen.
+    pub fn merge(&mut self, other: &Moments) {
+        if other.count == 0 {
+            return;
+        }
+        let n = (self.count + other.count) as f64;
+        let delta = other.mean - self.mean;
+        self.mean += delta * other.count as f64 / n;
+        self.m2 += other.m2 + delta * delta * self.count as f64 * other.count as f64 / n;
+        self.count += other.count;
+    }
+
+    /// The population standard deviation (0 with fewer than two values).
+    pub fn std(&self) -> f64 {
+        if self.count < 2 {
+            0.0
+        } else {
+            (self.m2 / self.count as f64).max(0.0).sqrt()
+        }
+    }
+}
+
+/// One feature's statistics of one epoch on one worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Stats {
+    /// Categorical counts by fingerprint.
+    Counts(HashMap<u64, Seen, BuildIdentity>),
+    /// A quantile sketch.
+    Sketch(Kll),
+    /// Moments of the (possibly log1p-transformed) values.
+    Moments(Moments),
+}
+
+/// What one worker sends the owner of a feature at an epoch's end.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FeaturePartial {
+    /// The feature's index in the layout.
+    pub feature: u32,
+    /// The latest event time the worker saw in the epoch, milliseconds.
+    pub max_time: u64,
+    /// The statistics.
+    pub stats: Stats,
+}
+
+/// The partial statistics of all fitted features on one worker in one epoch.
+#[derive(Clone, Debug)]
+pub struct Partials {
+    features: Vec<(u32, Stats)>,
+    max_time: u64,
+    rows: u64,
+}
+
+/// `sign(x)·ln(1 + |x|)`.
+#[inline]
+pub fn signed_log1p(x: f64) -> f64 {
+    x.signum() * x.abs().ln_1p()
+}
+
+impl Partials {
+    /// Empty statistics for every fitted feature of `layout`; `seed` seeds the sketches.
+    pub fn new(layout: &Layout, seed: u64) -> Self {
+        let features = layout
+            .features
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| {
+                let stats = match &f.kind {
+                    Kind::OneHot(_) | Kind::MultiHot(..) => Stats::Counts(HashMap::default()),
+                    Kind::Bucketize { k, .. } => Stats::Sketch(Kll::new(*k, seed ^ i as u64)),
+                    Kind::Standardize { .. } => Stats::Moments(Moments::default()),
+                    _ => return None,
+                };
+                Some((i as u32, stats))
+            })
+            .collect();
+        Partials {
+            features,
+            max_time: 0,
+            rows: 0,
+        }
+    }
+
+    /// Rows observed.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Adds every event of `batch`.
+    pub fn observe(&mut self, layout: &Layout, batch: &EventBatch) {
+        let n = batch.len();
+        self.rows += n as u64;
+        self.max_time = batch.times.iter().copied().fold(self.max_time, u64::max);
+        let stride = batch.fields;
+        for (feature, stats) in &mut self.features {
+            let def = &layout.features[*feature as usize];
+            let field = def.fields[0];
+            let column = batch.values[field..].iter().step_by(stride).take(n);
+            match (stats, &def.kind) {
+                (Stats::Counts(counts), _) => {
+                    for (value, &time) in column.zip(&batch.times) {
+                        let mut count = |token: u64| {
+                            let seen = counts.entry(token).or_default();
+                            seen.count += 1;
+                            seen.last_seen = seen.last_seen.max(time);
+                        };
+                        match value {
+                            Value::Cat(fp) => count(*fp),
+                            Value::Num(x) => count(num_token(*x)),
+                            Value::Multi { .. } => {
+                                batch.multi(value).iter().for_each(|&t| count(t))
+                            }
+                            Value::Missing | Value::Bad(_) => {}
+                        }
+                    }
+                }
+                (Stats::Sketch(sketch), _) => {
+                    for value in column {
+                        if let Value::Num(x) = value {
+                            sketch.update(*x);
+                        }
+                    }
+                }
+                (Stats::Moments(moments), Kind::Standardize { log1p, .. }) => {
+                    for value in column {
+                        if let Value::Num(x) = value {
+                            moments.add(if *log1p { signed_log1p(*x) } else { *x });
+                        }
+                    }
+                }
+                (Stats::Moments(_), _) => {}
+            }
+        }
+    }
+
+    /// The partials to send, one per fitted feature; `self` is left empty for the next epoch.
+    pub fn take(&mut self, layout: &Layout, seed: u64) -> Vec<FeaturePartial> {
+        let fresh = Partials::new(layout, seed);
+        let max_time = self.max_time;
+        let old = std::mem::replace(self, fresh);
+        old.features
+            .into_iter()
+            .map(|(feature, stats)| FeaturePartial {
+                feature,
+                max_time,
+                stats,
+            })
+            .collect()
+    }
+}
+
+/// A change to one feature, made by merging an epoch's partials: part of the next version.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Change {
+    /// Values that got an id, and values evicted with the ids they had.
+    Vocab {
+        /// `(fingerprint, id)` newly given.
+        added: Vec<(u64, u32)>,
+        /// `(fingerprint, id)` evicted.
+        removed: Vec<(u64, u32)>,
+    },
+    /// The new bucket boundaries.
+    Boundaries(Vec<f64>),
+    /// The new scaler.
+    Scale {
+        /// Mean.
+        mean: f64,
+        /// Standard deviation.
+        std: f64,
+    },
+}
+
+/// Figures about a feature after an epoch's merge, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FitFigures {
+    /// Values holding an id.
+    pub vocab_size: u64,
+    /// Values counted but without an id (below `min_count`, or no capacity left).
+    pub pending: u64,
+    /// Values evicted in this epoch.
+    pub evicted: u64,
+    /// Boundaries that moved in this epoch.
+    pub boundary_shifts: u64,
+}
+
+/// An update to one feature at one epoch's end, broadcast to every worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FeatureUpdate {
+    /// The feature's index in the layout.
+    pub feature: u32,
+    /// What changed.
+    pub change: Change,
+    /// Figures for metrics.
+    pub figures: FitFigures,
+}
+
+/// One vocabulary entry on the owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Occurrences since the value was first seen (or last evicted).
+    pub count: u64,
+    /// Latest event time, milliseconds.
+    pub last_seen: u64,
+    /// Its id, once given.
+    pub id: Option<u32>,
+}
+
+/// A vocabulary's fit state: counts, ids, freed ids waiting out their quarantine.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VocabState {
+    spec: VocabSpec,
+    /// Entries by fingerprint.
+    pub entries: HashMap<u64, Entry, BuildIdentity>,
+    next_id: u32,
+    free: VecDeque<(u32, u64)>,
+    blocked: Vec<u64>,
+    live: u64,
+}
+
+impl VocabState {
+    /// An empty vocabulary.
+    pub fn new(spec: VocabSpec) -> Self {
+        VocabState {
+            spec,
+            entries: HashMap::default(),
+            next_id: 0,
+            free: VecDeque::new(),
+            blocked: Vec::new(),
+            live: 0,
+        }
+    }
+
+    /// Merges one epoch's counts; `now` is the latest event time seen anywhere, `version` the
+    /// FeatureMap version being made.
+    ///
+    /// Order: counts are added; values unseen for `expire_after` are evicted (their ids wait
+    /// `reuse_after_versions` versions before another value gets them); then every value that
+    /// reached `min_count` without an id gets one, most counted first (ties by fingerprint), from
+    /// the oldest reusable freed id or a new one below `capacity`.
+    pub fn merge<'a>(
+        &mut self,
+        partials: impl IntoIterator<Item = &'a HashMap<u64, Seen, BuildIdentity>>,
+        now: u64,
+        version: u64,
+    ) -> (Change, FitFigures) {
+        let mut candidates = std::mem::take(&mut self.blocked);
+        for counts in partials {
+            for (&token, seen) in counts {
+                let entry = self.entries.entry(token).or_insert(Entry {
+                    count: 0,
+                    last_seen: 0,
+                    id: None,
+                });
+                let before = entry.count;
+                entry.count += seen.count;
+                entry.last_seen = entry.last_seen.max(seen.last_seen);
+                if entry.id.is_none()
+                    && entry.count >= self.spec.min_count
+                    && before < self.spec.min_count
+                {
+                    candidates.push(token);
+                }
+            }
+        }
+        let mut removed = Vec::new();
+        let mut evicted = 0;
+        if let Some(expire) = self.spec.expire_after_ms {
+            let horizon = now.saturating_sub(expire);
+            self.entries.retain(|&token, entry| {
+                if entry.last_seen >= horizon {
+                    return true;
+                }
+                evicted += 1;
+                if let Some(id) = entry.id {
+                    removed.push((token, id));
+                }
+                false
+            });
+            removed.sort_unstable_by_key(|r| r.1);
+            for &(_, id) in &removed {
+                self.free.push_back((id, version));
+            }
+            self.live -= removed.len() as u64;
+        }
+        candidates.sort_unstable();
+        candidates.dedup();
+        let mut candidates: Vec<(u64, u64)> = candidates
+            .into_iter()
+            .filter_map(|t| {
+                let e = self.entries.get(&t)?;
+                (e.id.is_none() && e.count >= self.spec.min_count).then_some((e.count, t))
+            })
+            .collect();
+        candidates.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mut added = Vec::new();
+        for (i, &(_, token)) in candidates.iter().enumerate() {
+            let reusable = self
+                .free
+                .front()
+                .is_some_and(|&(_, at)| at + u64::from(self.spec.reuse_after_versions) <= version);
+            let id = if reusable {
+                self.free.pop_front().map(|f| f.0)
+            } else if self.next_id < self.spec.capacity {
+                self.next_id += 1;
+                Some(self.next_id - 1)
+            } else {
+                None
+            };
+            let Some(id) = id else {
+                self.blocked = candidates[i..].iter().map(|c| c.1).collect();
+                break;
+            };
+            if let Some(entry) = self.entries.get_mut(&token) {
+                entry.id = Some(id);
+            }
+            added.push((token, id));
+        }
+        self.live += added.len() as u64;
+        let figures = FitFigures {
+            vocab_size: self.live,
+            pending: self.entries.len() as u64 - self.live,
+            evicted,
+            boundary_shifts: 0,
+        };
+        (Change::Vocab { added, removed }, figures)
+    }
+}
+
+/// Numeric statistics over all of history or over a window of epochs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NumericState {
+    window: Option<usize>,
+    ring: VecDeque<Stats>,
+    total: Option<Stats>,
+    boundaries: Vec<f64>,
+}
+
+impl NumericState {
+    fn merge(&mut self, kind: &Kind, epoch: Stats) -> (Change, FitFigures) {
+        let current = match self.window {
+            Some(window) => {
+                self.ring.push_back(epoch);
+                while self.ring.len() > window {
+                    self.ring.pop_front();
+                }
+                let mut iter = self.ring.iter();
+                let mut merged = iter.next().cloned().unwrap_or(epoch_placeholder(kind));
+                iter.for_each(|s| merge_stats(&mut merged, s));
+                merged
+            }
+            None => {
+                match &mut self.total {
+                    Some(total) => merge_stats(total, &epoch),
+                    None => self.total = Some(epoch),
+                }
+                self.total.clone().unwrap_or(epoch_placeholder(kind))
+            }
+        };
+        match (current, kind) {
+            (Stats::Sketch(sketch), Kind::Bucketize { buckets, .. }) => {
+                let boundaries = sketch.boundaries(*buckets);
+                let shifts = boundaries.len().abs_diff(self.boundaries.len())
+                    + boundaries
+                        .iter()
+                        .zip(&self.boundaries)
+                        .filter(|(a, b)| a != b)
+                        .count();
+                self.boundaries.clone_from(&boundaries);
+                let figures = FitFigures {
+                    boundary_shifts: shifts as u64,
+                    ..FitFigures::default()
+                };
+                (Change::Boundaries(boundaries), figures)
+            }
+            (Stats::Moments(m), _) => (
+                Change::Scale {
+                    mean: m.mean,
+                    std: m.std(),
+                },
+                FitFigures::default(),
+            ),
+            _ => (
+                Change::Boundaries(self.boundaries.clone()),
+                FitFigures::default(),
+            ),
+        }
+    }
+}
+
+fn epoch_placeholder(kind: &Kind) -> Stats {
+    match kind {
+        Kind::Bucketize { k, .. } => Stats::Sketch(Kll::new(*k, 0)),
+        _ => Stats::Moments(Moments::default()),
+    }
+}
+
+fn merge_stats(into: &mut Stats, other: &Stats) {
+    match (into, other) {
+        (Stats::Sketch(a), Stats::Sketch(b)) => a.merge(b),
+        (Stats::Moments(a), Stats::Moments(b)) => a.merge(b),
+        (Stats::Counts(a), Stats::Counts(b)) => {
+            for (&token, seen) in b {
+                let mine = a.entry(token).or_default();
+                mine.count += seen.count;
+                mine.last_seen = mine.last_seen.max(seen.last_seen);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The fit state of one feature on its owner worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FeatureFitter {
+    /// The feature's index in the layout.
+    pub feature: u32,
+    kind: Kind,
+    state: FitState,
+    /// Latest event time seen, milliseconds.
+    now: u64,
+    /// Epochs merged: the version the next merge makes is `merged + 1`.
+    merged: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+enum FitState {
+    Vocab(VocabState),
+    Numeric(NumericState),
+}
+
+impl FeatureFitter {
+    /// The fit state of feature `feature` of `layout`, or `None` when it is not fitted.
+    pub fn new(layout: &Layout, feature: u32) -> Option<Self> {
+        let def = layout.features.get(feature as usize)?;
+        let state = match &def.kind {
+            Kind::OneHot(spec) | Kind::MultiHot(spec, _) => FitState::Vocab(VocabState::new(*spec)),
+            Kind::Bucketize { .. } | Kind::Standardize { .. } => FitState::Numeric(NumericState {
+                window: layout.window_epochs.map(|w| w as usize),
+                ring: VecDeque::new(),
+                total: None,
+                boundaries: Vec::new(),
+            }),
+            _ => return None,
+        };
+        Some(FeatureFitter {
+            feature,
+            kind: def.kind.clone(),
+            state,
+            now: 0,
+            merged: 0,
+        })
+    }
+
+    /// The vocabulary state, for a vocabulary feature.
+    pub fn vocab(&self) -> Option<&VocabState> {
+        match &self.state {
+            FitState::Vocab(v) => Some(v),
+            FitState::Numeric(_) => None,
+        }
+    }
+
+    /// Merges every worker's partials of one epoch into the update for the next version.
+    pub fn merge(&mut self, partials: Vec<FeaturePartial>) -> FeatureUpdate {
+        self.merged += 1;
+        self.now = partials.iter().map(|p| p.max_time).fold(self.now, u64::max);
+        let (change, figures) = match &mut self.state {
+            FitState::Vocab(vocab) => vocab.merge(
+                partials.iter().filter_map(|p| match &p.stats {
+                    Stats::Counts(c) => Some(c),
+                    _ => None,
+                }),
+                self.now,
+                self.merged,
+            ),
+            FitState::Numeric(numeric) => {
+                let mut iter = partials.into_iter().map(|p| p.stats);
+                let mut epoch = iter.next().unwrap_or(epoch_placeholder(&self.kind));
+                iter.for_each(|s| merge_stats(&mut epoch, &s));
+                numeric.merge(&self.kind, epoch)
+            }
+        };
+        FeatureUpdate {
+            feature: self.feature,
+            change,
+            figures,
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! A FeatureMap version: the fitted state of every feature, and the transform from an event to
+//! a sparse row that the dataflow and serving share.
+
+use super::fit::{Change, FeatureUpdate};
+use super::spec::{InvalidPolicy, Kind, Layout, VocabSpec};
+use super::value::{EventBatch, Value};
+use super::{num_token, BuildIdentity};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// The token of a missing value in hashes and crosses.
+const MISSING_TOKEN: u64 = 0x6d69_7373_696e_6721;
+/// The token of a malformed value in hashes and crosses.
+const BAD_TOKEN: u64 = 0x6261_6476_616c_7565;
+
+/// One feature's fitted state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum FeatureState {
+    /// Ids by fingerprint.
+    Vocab(HashMap<u64, u32, BuildIdentity>),
+    /// Bucket boundaries, strictly increasing.
+    Buckets(Vec<f64>),
+    /// A scaler.
+    Scale {
+        /// Mean.
+        mean: f64,
+        /// Standard deviation.
+        std: f64,
+    },
+    /// Nothing fitted (hash, cross, numeric).
+    Stateless,
+}
+
+/// Sparse rows in compressed-sparse-row form, with labels: the transform's output.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CsrBatch {
+    /// The FeatureMap version that made the rows.
+    pub version: u64,
+    /// Slots per row.
+    pub dimension: usize,
+    /// Row `i` is `indices[indptr[i]..indptr[i + 1]]`; starts with 0.
+    pub indptr: Vec<u32>,
+    /// Slot indices.
+    pub indices: Vec<u32>,
+    /// Values, one per index.
+    pub values: Vec<f32>,
+    /// One label per row.
+    pub labels: Vec<bool>,
+}
+
+impl CsrBatch {
+    /// An empty batch.
+    pub fn new(version: u64, dimension: usize) -> Self {
+        CsrBatch {
+            version,
+            dimension,
+            indptr: vec![0],
+            ..CsrBatch::default()
+        }
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Row `i`: its indices and values.
+    pub fn row(&self, i: usize) -> (&[u32], &[f32]) {
+        let (a, b) = (self.indptr[i] as usize, self.indptr[i + 1] as usize);
+        (&self.indices[a..b], &self.values[a..b])
+    }
+}
+
+/// Counts the transform keeps: how many vocabulary lookups missed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransformCounts {
+    /// Values looked up in a vocabulary.
+    pub lookups: u64,
+    /// Of those, values without an id (out of vocabulary, or hashed fallback).
+    pub oov: u64,
+}
+
+/// What changed from one version to the next, for carrying a model's weights across.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Transition {
+    /// `(new slot, old slot)`: the weight of the new slot starts from that of the old one
+    /// (bucket boundaries moved).
+    pub moved: Vec<(u32, u32)>,
+    /// Slots whose meaning changed without a predecessor (an id given to a value): start at 0.
+    pub reset: Vec<u32>,
+}
+
+/// A FeatureMap version.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FeatureMap {
+    /// The compiled spec.
+    pub layout: Layout,
+    /// The version: 0 before any fit, then one more per epoch that had events.
+    pub version: u64,
+    /// Per feature, in layout order.
+    pub features: Vec<FeatureState>,
+}
+
+impl FeatureMap {
+    /// Version 0: empty vocabularies, no boundaries, identity scalers.
+    pub fn new(layout: Layout) -> Self {
+        let features = layout
+            .features
+            .iter()
+            .map(|f| match f.kind {
+                Kind::OneHot(_) | Kind::MultiHot(..) => FeatureState::Vocab(HashMap::default()),
+                Kind::Bucketize { .. } => FeatureState::Buckets(Vec::new()),
+                Kind::Standardize { .. } => FeatureState::Scale {
+                    mean: 0.0,
+                    std: 1.0,
+                },
+                _ => FeatureState::Stateless,
+            })
+            .collect();
+        FeatureMap {
+            layout,
+            version: 0,
+            features,
+        }
+    }
+
+    /// Slots per row.
+    pub fn dimension(&self) -> usize {
+        self.layout.dimension
+    }
+
+    /// Applies one epoch's updates, making the next version; says how to carry a model across.
+    pub fn apply(&mut self, updates: &[FeatureUpdate]) -> Transition {
+        let mut transition = Transition::default();
+        for update in updates {
+            let f = update.feature as usize;
+            let (Some(def), Some(state)) = (self.layout.features.get(f), self.features.get_mut(f))
+            else {
+                continue;
+            };
+            match (&update.change, state) {
+                (Change::Vocab { added, removed }, FeatureState::Vocab(ids)) => {
+                    for (token, _) in removed {
+                        ids.remove(token);
+                    }
+                    for &(token, id) in added {
+                        ids.insert(token, id);
+                        transition.reset.push(def.offset + id);
+                    }
+                }
+                (Change::Boundaries(new), FeatureState::Buckets(old)) if new != old => {
+                    for (bucket, old_bucket) in bucket_remap(old, new).into_iter().enumerate() {
+                        if bucket as u32 != old_bucket {
+                            transition
+                                .moved
+                                .push((def.offset + bucket as u32, def.offset + old_bucket));
+                        }
+                    }
+                    old.clone_from(new);
+                }
+                (Change::Scale { mean, std }, FeatureState::Scale { mean: m, std: s }) => {
+                    (*m, *s) = (*mean, *std);
+                }
+                _ => {}
+            }
+        }
+        self.version += 1;
+        transition
+    }
+
+    /// Appends the sparse row of event `i` of `batch` to `out`.
+    pub fn transform_into(
+        &self,
+        batch: &EventBatch,
+        i: usize,
+        out: &mut CsrBatch,
+        counts: &mut TransformCounts,
+    ) {
+        let row = batch.row(i);
+        if self.layout.bias {
+            out.indices.push(0);
+            out.values.push(1.0);
+        }
+        for (def, state) in self.layout.features.iter().zip(&self.features) {
+            let value = &row[def.fields[0]];
+            let mut put = |slot: u32, x: f32| {
+                out.indices.push(def.offset + slot);
+                out.values.push(x);
+            };
+            match (&def.kind, state) {
+                (Kind::OneHot(spec), FeatureState::Vocab(ids)) => {
+                    put(vocab_slot(spec, ids, value, counts), 1.0);
+                }
+                (Kind::MultiHot(spec, _), FeatureState::Vocab(ids)) => match value {
+                    Value::Multi { .. } => {
+                        for &token in batch.multi(value) {
+                            put(vocab_slot(spec, ids, &Value::Cat(token), counts), 1.0);
+                        }
+                    }
+                    other => put(vocab_slot(spec, ids, other, counts), 1.0),
+                },
+                (Kind::Bucketize { buckets, .. }, FeatureState::Buckets(boundaries)) => {
+                    let slot = match value {
+                        Value::Num(x) => boundaries.partition_point(|b| b <= x) as u32,
+                        _ => *buckets,
+                    };
+                    put(slot, 1.0);
+                }
+                (Kind::Standardize { log1p, clip }, FeatureState::Scale { mean, std }) => {
+                    match value {
+                        Value::Num(x) => {
+                            let y = if *log1p {
+                                super::fit::signed_log1p(*x)
+                            } else {
+                                *x
+                            };
+                            let z = if *std > 0.0 { (y - mean) / std } else { 0.0 };
+                            put(0, z.clamp(-clip, *clip) as f32);
+                        }
+                        _ => put(1, 1.0),
+                    }
+                }
+                (Kind::Numeric, _) => match value {
+                    Value::Num(x) => put(0, *x as f32),
+                    _ => put(1, 1.0),
+                },
+                (Kind::Hash { buckets }, _) => {
+                    let h = crate::hash::finalize(token(value) ^ u64::from(def.offset));
+                    put((h % u64::from(*buckets)) as u32, 1.0);
+                }
+                (Kind::Cross { buckets }, _) => {
+                    let h = def.fields.iter().fold(u64::from(def.offset), |h, &f| {
+                        crate::hash::finalize(h.rotate_left(23) ^ token(&row[f]))
+                    });
+                    put((h % u64::from(*buckets)) as u32, 1.0);
+                }
+                _ => {}
+            }
+        }
+        out.labels.push(batch.labels[i]);
+        out.indptr.push(out.indices.len() as u32);
+    }
+
+    /// The rows of every event of `batch`.
+    pub fn transform(&self, batch: &EventBatch, counts: &mut TransformCounts) -> CsrBatch {
+        let mut out = CsrBatch::new(self.version, self.dimension());
+        for i in 0..batch.len() {
+            self.transform_into(batch, i, &mut out, counts);
+        }
+        out
+    }
+
+    /// Number of values holding an id, per vocabulary feature (`None` for other features).
+    pub fn vocab_sizes(&self) -> Vec<Option<usize>> {
+        self.features
+            .iter()
+            .map(|f| match f {
+                FeatureState::Vocab(ids) => Some(ids.len()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn token(value: &Value) -> u64 {
+    match value {
+        Value::Cat(fp) => *fp,
+        Value::Num(x) => num_token(*x),
+        Value::Missing | Value::Multi { .. } => MISSING_TOKEN,
+        Value::Bad(_) => BAD_TOKEN,
+    }
+}
+
+/// The slot of a single value in a vocabulary feature: its id, or missing (`capacity`),
+/// out-of-vocabulary (`capacity + 1`) or a hashed fallback slot above those.
+#[inline]
+fn vocab_slot(
+    spec: &VocabSpec,
+    ids: &HashMap<u64, u32, BuildIdentity>,
+    value: &Value,
+    counts: &mut TransformCounts,
+) -> u32 {
+    let missing = spec.capacity;
+    let oov = spec.capacity + 1;
+    let token = match value {
+        Value::Cat(fp) => *fp,
+        Value::Num(x) => num_token(*x),
+        Value::Missing | Value::Multi { .. } => return missing,
+        Value::Bad(_) => {
+            return match spec.invalid {
+                InvalidPolicy::Oov => oov,
+                InvalidPolicy::Missing => missing,
+            }
+        }
+    };
+    counts.lookups += 1;
+    match ids.get(&token) {
+        Some(&id) => id,
+        None => {
+            counts.oov += 1;
+            if spec.hash_fallback == 0 {
+                oov
+            } else {
+                let h = crate::hash::finalize(token);
+                spec.capacity + 2 + (h % u64::from(spec.hash_fallback)) as u32
+            }
+        }
+    }
+}
+
+/// For each bucket under `new` boundaries, the bucket under `old` boundaries it continues: the
+/// old bucket of the new bucket's lower edge (for the first bucket, of the values just below
+/// its upper edge).
+pub fn bucket_remap(old: &[f64], new: &[f64]) -> Vec<u32> {
+    let first = new
+        .first()
+        .map_or(0, |&upper| old.partition_point(|&b| b < upper));
+    std::iter::once(first as u32)
+        .chain(
+            new.iter()
+                .map(|lower| old.partition_point(|b| b <= lower) as u32),
+        )
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remap_follows_the_values() {
+        // Old buckets: (-inf,10) [10,20) [20,inf); new: (-inf,5) [5,15) [15,inf).
+        assert_eq!(bucket_remap(&[10.0, 20.0], &[5.0, 15.0]), vec![0, 0, 1]);
+        assert_eq!(bucket_remap(&[], &[1.0]), vec![0, 0]);
+        assert_eq!(bucket_remap(&[1.0, 2.0], &[]), vec![0]);
+        assert_eq!(bucket_remap(&[1.0, 2.0], &[1.0, 2.0]), vec![0, 1, 2]);
+    }
+}

@@ -1,0 +1,450 @@
+//! Parsed events: the values of a batch of events, parsed once by the field's [`ParseMode`],
+//! with malformed values kept as [`Value::Bad`] and counted instead of failing the event.
+
+use super::spec::{Layout, ParseMode};
+use crate::criteo::DecodeError;
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_64;
+
+/// Why a value is malformed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BadKind {
+    /// Not a finite number where a number was asked for.
+    NotNumeric,
+    /// A categorical value longer than the spec's `max_value_len`.
+    Overlong,
+    /// A categorical value that is not UTF-8.
+    InvalidUtf8,
+    /// A JSON value of a type the field cannot hold (an object, a boolean, …).
+    WrongType,
+}
+
+impl BadKind {
+    /// Every kind, in the order of [`BadCounts`] columns.
+    pub const ALL: [BadKind; 4] = [
+        BadKind::NotNumeric,
+        BadKind::Overlong,
+        BadKind::InvalidUtf8,
+        BadKind::WrongType,
+    ];
+
+    /// A short label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            BadKind::NotNumeric => "not_numeric",
+            BadKind::Overlong => "overlong",
+            BadKind::InvalidUtf8 => "invalid_utf8",
+            BadKind::WrongType => "wrong_type",
+        }
+    }
+}
+
+/// One field's parsed value.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Value {
+    /// Empty, absent or not parsed (no transform reads the field).
+    Missing,
+    /// Malformed; the transform's policy decides what it becomes.
+    Bad(BadKind),
+    /// A finite number.
+    Num(f64),
+    /// A categorical value's 64-bit fingerprint (XXH3 of its bytes).
+    Cat(u64),
+    /// Several categorical values: `len` fingerprints from `start` in [`EventBatch::tokens`].
+    Multi {
+        /// First token.
+        start: u32,
+        /// Number of tokens.
+        len: u32,
+    },
+}
+
+/// The fingerprint of a categorical value: XXH3-64 of its bytes, a stable published hash.
+pub fn fingerprint(bytes: &[u8]) -> u64 {
+    xxh3_64(bytes)
+}
+
+/// A batch of parsed events, row-major: `fields` values per event.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EventBatch {
+    /// Values per event (the schema's field count).
+    pub fields: usize,
+    /// One label per event.
+    pub labels: Vec<bool>,
+    /// Event time per event, milliseconds since the Unix epoch.
+    pub times: Vec<u64>,
+    /// `fields` values per event.
+    pub values: Vec<Value>,
+    /// The tokens of multi-valued fields.
+    pub tokens: Vec<u64>,
+}
+
+impl EventBatch {
+    /// An empty batch for events of `fields` fields.
+    pub fn new(fields: usize) -> Self {
+        EventBatch {
+            fields,
+            ..EventBatch::default()
+        }
+    }
+
+    /// Number of events.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether the batch has no events.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// The values of event `i`.
+    pub fn row(&self, i: usize) -> &[Value] {
+        &self.values[i * self.fields..(i + 1) * self.fields]
+    }
+
+    /// The tokens a [`Value::Multi`] stands for (empty for other values).
+    pub fn multi(&self, value: &Value) -> &[u64] {
+        match *value {
+            Value::Multi { start, len } => &self.tokens[start as usize..(start + len) as usize],
+            _ => &[],
+        }
+    }
+
+    /// Appends event `i` of `other`.
+    pub fn push_from(&mut self, other: &EventBatch, i: usize) {
+        self.labels.push(other.labels[i]);
+        self.times.push(other.times[i]);
+        for value in other.row(i) {
+            let value = match value {
+                Value::Multi { .. } => {
+                    let start = self.tokens.len() as u32;
+                    self.tokens.extend_from_slice(other.multi(value));
+                    Value::Multi {
+                        start,
+                        len: self.tokens.len() as u32 - start,
+                    }
+                }
+                v => *v,
+            };
+            self.values.push(value);
+        }
+    }
+}
+
+/// Malformed values seen by a parser, per field and kind.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BadCounts {
+    /// `counts[field][kind]`, kinds in the order of [`BadKind::ALL`].
+    pub counts: Vec<[u64; 4]>,
+}
+
+impl BadCounts {
+    fn add(&mut self, field: usize, kind: BadKind) {
+        if self.counts.len() <= field {
+            self.counts.resize(field + 1, [0; 4]);
+        }
+        let column = BadKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+        self.counts[field][column] += 1;
+    }
+
+    /// All malformed values.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().flatten().sum()
+    }
+
+    /// Adds `other`'s counts.
+    pub fn merge(&mut self, other: &BadCounts) {
+        if self.counts.len() < other.counts.len() {
+            self.counts.resize(other.counts.len(), [0; 4]);
+        }
+        for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
+            for (a, b) in mine.iter_mut().zip(theirs) {
+                *a += b;
+            }
+        }
+    }
+}
+
+/// Parses events by a layout's parse modes.
+#[derive(Clone, Debug)]
+pub struct Parser {
+    modes: Vec<ParseMode>,
+    names: Vec<String>,
+    max_value_len: usize,
+    /// Malformed values seen so far.
+    pub bad: BadCounts,
+}
+
+impl Parser {
+    /// A parser for `layout`'s schema.
+    pub fn new(layout: &Layout) -> Self {
+        Parser {
+            modes: layout.modes.clone(),
+            names: layout.schema.fields.clone(),
+            max_value_len: layout.max_value_len,
+            bad: BadCounts::default(),
+        }
+    }
+
+    /// Parses one delimited line (`label` then the schema's fields, tab-separated; a trailing
+    /// newline is ignored) with event time `time_ms`, appending it to `batch`.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError::Label`] or [`DecodeError::FieldCount`]: the event cannot be used at all
+    /// and belongs in the dead letters. Malformed values are not errors: they are counted and
+    /// kept as [`Value::Bad`]. Nothing is appended on error.
+    pub fn parse_tsv(
+        &mut self,
+        line: &[u8],
+        time_ms: u64,
+        batch: &mut EventBatch,
+    ) -> Result<(), DecodeError> {
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let mut parts = line.split(|&b| b == b'\t');
+        let label = match parts.next() {
+            Some(b"0") => false,
+            Some(b"1") => true,
+            _ => return Err(DecodeError::Label),
+        };
+        let fields = self.modes.len();
+        if line.iter().filter(|&&b| b == b'\t').count() != fields {
+            return Err(DecodeError::FieldCount(line.split(|&b| b == b'\t').count()));
+        }
+        for (field, raw) in parts.enumerate() {
+            let value = self.parse_bytes(field, raw, &mut batch.tokens);
+            batch.values.push(value);
+        }
+        batch.labels.push(label);
+        batch.times.push(time_ms);
+        Ok(())
+    }
+
+    /// Parses one JSON instance (an object of field name to value; absent fields are missing)
+    /// with label `false` and event time `time_ms`, appending it to `batch`.
+    ///
+    /// Numbers and strings are both accepted for every field: `"3"` and `3` are the same value
+    /// in a numeric field, and a number in a categorical field stands for its decimal text, as
+    /// in a delimited line. A multi-valued field also takes an array of strings.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError::NotAnObject`] or [`DecodeError::UnknownField`]; nothing is appended.
+    pub fn parse_json(
+        &mut self,
+        instance: &serde_json::Value,
+        time_ms: u64,
+        batch: &mut EventBatch,
+    ) -> Result<(), DecodeError> {
+        let object = instance.as_object().ok_or(DecodeError::NotAnObject)?;
+        let mut row = vec![None; self.modes.len()];
+        for (name, value) in object {
+            let field = self
+                .names
+                .iter()
+                .position(|n| n == name)
+                .ok_or_else(|| DecodeError::UnknownField(name.clone()))?;
+            row[field] = Some(value);
+        }
+        for (field, value) in row.into_iter().enumerate() {
+            let parsed = match value {
+                None | Some(serde_json::Value::Null) => Value::Missing,
+                Some(serde_json::Value::String(s)) => {
+                    self.parse_bytes(field, s.as_bytes(), &mut batch.tokens)
+                }
+                Some(serde_json::Value::Number(n)) => {
+                    let text = n.to_string();
+                    self.parse_bytes(field, text.as_bytes(), &mut batch.tokens)
+                }
+                Some(serde_json::Value::Array(items)) => match self.modes[field] {
+                    ParseMode::Multi(_) => {
+                        let start = batch.tokens.len();
+                        let mut bad = None;
+                        for item in items {
+                            match item.as_str() {
+                                Some(s) => match self.check_cat(s.as_bytes()) {
+                                    Ok(()) if !s.is_empty() => {
+                                        batch.tokens.push(fingerprint(s.as_bytes()))
+                                    }
+                                    Ok(()) => {}
+                                    Err(kind) => bad = Some(kind),
+                                },
+                                None => bad = Some(BadKind::WrongType),
+                            }
+                        }
+                        match bad {
+                            Some(kind) => {
+                                batch.tokens.truncate(start);
+                                self.bad.add(field, kind);
+                                Value::Bad(kind)
+                            }
+                            None => multi(start, batch.tokens.len()),
+                        }
+                    }
+                    ParseMode::Skip => Value::Missing,
+                    _ => self.bad_value(field, BadKind::WrongType),
+                },
+                Some(_) => match self.modes[field] {
+                    ParseMode::Skip => Value::Missing,
+                    _ => self.bad_value(field, BadKind::WrongType),
+                },
+            };
+            batch.values.push(parsed);
+        }
+        batch.labels.push(false);
+        batch.times.push(time_ms);
+        Ok(())
+    }
+
+    fn bad_value(&mut self, field: usize, kind: BadKind) -> Value {
+        self.bad.add(field, kind);
+        Value::Bad(kind)
+    }
+
+    fn check_cat(&self, raw: &[u8]) -> Result<(), BadKind> {
+        if raw.len() > self.max_value_len {
+            Err(BadKind::Overlong)
+        } else if !raw.is_ascii() && std::str::from_utf8(raw).is_err() {
+            Err(BadKind::InvalidUtf8)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn parse_bytes(&mut self, field: usize, raw: &[u8], tokens: &mut Vec<u64>) -> Value {
+        if raw.is_empty() {
+            return Value::Missing;
+        }
+        match self.modes[field] {
+            ParseMode::Skip => Value::Missing,
+            ParseMode::Num => match parse_number(raw) {
+                Some(x) => Value::Num(x),
+                None => self.bad_value(field, BadKind::NotNumeric),
+            },
+            ParseMode::Cat => match self.check_cat(raw) {
+                Ok(()) => Value::Cat(fingerprint(raw)),
+                Err(kind) => self.bad_value(field, kind),
+            },
+            ParseMode::Multi(separator) => {
+                if let Err(kind) = self.check_cat(raw) {
+                    return self.bad_value(field, kind);
+                }
+                let start = tokens.len();
+                tokens.extend(
+                    raw.split(|&b| b == separator)
+                        .filter(|t| !t.is_empty())
+                        .map(fingerprint),
+                );
+                multi(start, tokens.len())
+            }
+        }
+    }
+}
+
+fn multi(start: usize, end: usize) -> Value {
+    if start == end {
+        Value::Missing
+    } else {
+        Value::Multi {
+            start: start as u32,
+            len: (end - start) as u32,
+        }
+    }
+}
+
+/// Parses a finite decimal number: a fast path for integers of up to 18 digits, the standard
+/// library's float parser otherwise.
+pub fn parse_number(raw: &[u8]) -> Option<f64> {
+    let (negative, digits) = match raw {
+        [b'-', rest @ ..] => (true, rest),
+        _ => (false, raw),
+    };
+    if !digits.is_empty() && digits.len() <= 18 && digits.iter().all(u8::is_ascii_digit) {
+        let v = digits
+            .iter()
+            .fold(0i64, |acc, d| acc * 10 + i64::from(d - b'0'));
+        return Some(if negative { -v } else { v } as f64);
+    }
+    let x: f64 = std::str::from_utf8(raw).ok()?.trim().parse().ok()?;
+    x.is_finite().then_some(x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fmap::spec::{FeatureMapSpec, Schema};
+
+    fn parser() -> Parser {
+        Parser::new(
+            &FeatureMapSpec::criteo_default()
+                .compile(&Schema::criteo())
+                .unwrap(),
+        )
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(parse_number(b"12"), Some(12.0));
+        assert_eq!(parse_number(b"-3"), Some(-3.0));
+        assert_eq!(parse_number(b"2.5"), Some(2.5));
+        assert_eq!(parse_number(b"1e3"), Some(1000.0));
+        assert_eq!(parse_number(b"99999999999999999999"), Some(1e20));
+        assert_eq!(parse_number(b"nan"), None);
+        assert_eq!(parse_number(b"inf"), None);
+        assert_eq!(parse_number(b"x1"), None);
+        assert_eq!(parse_number(b"-"), None);
+        assert_eq!(parse_number(b"\xff"), None);
+    }
+
+    #[test]
+    fn bad_values_are_kept_and_counted() {
+        let mut p = parser();
+        let mut batch = EventBatch::new(39);
+        let mut line = b"1\tabc\t".to_vec();
+        line.extend(std::iter::repeat_n(b'\t', 12));
+        line.extend_from_slice(b"\xff\xfe\t");
+        line.extend(std::iter::repeat_n(b'x', 300));
+        line.extend(std::iter::repeat_n(b'\t', 24));
+        p.parse_tsv(&line, 7, &mut batch).unwrap();
+        let row = batch.row(0);
+        assert_eq!(row[0], Value::Bad(BadKind::NotNumeric));
+        assert_eq!(row[1], Value::Missing);
+        assert_eq!(row[13], Value::Bad(BadKind::InvalidUtf8));
+        assert_eq!(row[14], Value::Bad(BadKind::Overlong));
+        assert_eq!(p.bad.total(), 3);
+        assert_eq!(batch.times, vec![7]);
+    }
+
+    #[test]
+    fn record_errors() {
+        let mut p = parser();
+        let mut batch = EventBatch::new(39);
+        assert_eq!(p.parse_tsv(b"2\t", 0, &mut batch), Err(DecodeError::Label));
+        assert_eq!(
+            p.parse_tsv(b"1\t2\t3", 0, &mut batch),
+            Err(DecodeError::FieldCount(3))
+        );
+        assert!(batch.is_empty() && batch.values.is_empty());
+    }
+
+    #[test]
+    fn json_and_tsv_agree() {
+        let mut p = parser();
+        let mut a = EventBatch::new(39);
+        let mut b = EventBatch::new(39);
+        let mut line = b"0\t3\t-1".to_vec();
+        line.extend(std::iter::repeat_n(b'\t', 12));
+        line.extend_from_slice(b"68fd1e64");
+        line.extend(std::iter::repeat_n(b'\t', 25));
+        p.parse_tsv(&line, 0, &mut a).unwrap();
+        let json = serde_json::json!({"I1": 3, "I2": "-1", "C1": "68fd1e64", "C2": null});
+        p.parse_json(&json, 0, &mut b).unwrap();
+        assert_eq!(a, b);
+        assert!(matches!(
+            p.parse_json(&serde_json::json!({"C99": 1}), 0, &mut b),
+            Err(DecodeError::UnknownField(_))
+        ));
+    }
+}
