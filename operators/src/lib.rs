@@ -4,6 +4,8 @@
 //!
 //! - [`ingest`] turns any pollable source into a timely stream whose epochs advance on a timer;
 //! - [`Decode`] splits raw records into Criteo events and dead letters;
+//! - [`ParseEvents`], [`FitFeatureMap`] and [`TransformRows`] parse events, fit a versioned
+//!   FeatureMap across all workers and transform events into sparse rows with it;
 //! - [`TrainOnline`] featurizes events, learns an FTRL model with progressive validation and
 //!   publishes model versions to the registry;
 //! - [`Deliver`] hands a stream's records to a sink (dead letters to Kafka, for example).
@@ -11,10 +13,12 @@
 
 pub mod decode;
 pub mod deliver;
+pub mod featurize;
 pub mod ingest;
 pub mod train;
 
 pub use decode::{Decode, DecodeStats};
 pub use deliver::{Deliver, RecordSink};
+pub use featurize::{FeaturizeStats, FitFeatureMap, ParseEvents, TransformRows};
 pub use ingest::{ingest, PollSource, Polled};
 pub use train::{PublishPolicy, TrainOnline, TrainerConfig, TrainerStats};

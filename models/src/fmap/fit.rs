@@ -77,6 +77,9 @@ pub enum Stats {
 pub struct FeaturePartial {
     /// The feature's index in the layout.
     pub feature: u32,
+    /// The worker that observed the statistics (the merge takes partials in worker order, so
+    /// that a merged sketch does not depend on the order messages arrive in).
+    pub worker: u32,
     /// The latest event time the worker saw in the epoch, milliseconds.
     pub max_time: u64,
     /// The statistics.
@@ -173,15 +176,14 @@ impl Partials {
         }
     }
 
-    /// The partials to send, one per fitted feature; `self` is left empty for the next epoch.
-    pub fn take(&mut self, layout: &Layout, seed: u64) -> Vec<FeaturePartial> {
-        let fresh = Partials::new(layout, seed);
+    /// The partials to send, one per fitted feature, tagged with the sending `worker`.
+    pub fn finish(self, worker: u32) -> Vec<FeaturePartial> {
         let max_time = self.max_time;
-        let old = std::mem::replace(self, fresh);
-        old.features
+        self.features
             .into_iter()
             .map(|(feature, stats)| FeaturePartial {
                 feature,
+                worker,
                 max_time,
                 stats,
             })
@@ -500,7 +502,8 @@ impl FeatureFitter {
     }
 
     /// Merges every worker's partials of one epoch into the update for the next version.
-    pub fn merge(&mut self, partials: Vec<FeaturePartial>) -> FeatureUpdate {
+    pub fn merge(&mut self, mut partials: Vec<FeaturePartial>) -> FeatureUpdate {
+        partials.sort_by_key(|p| p.worker);
         self.merged += 1;
         self.now = partials.iter().map(|p| p.max_time).fold(self.now, u64::max);
         let (change, figures) = match &mut self.state {

@@ -153,6 +153,17 @@ impl BadCounts {
         self.counts.iter().flatten().sum()
     }
 
+    /// All malformed values per kind, in the order of [`BadKind::ALL`].
+    pub fn column_totals(&self) -> [u64; 4] {
+        let mut totals = [0; 4];
+        for row in &self.counts {
+            for (total, n) in totals.iter_mut().zip(row) {
+                *total += n;
+            }
+        }
+        totals
+    }
+
     /// Adds `other`'s counts.
     pub fn merge(&mut self, other: &BadCounts) {
         if self.counts.len() < other.counts.len() {

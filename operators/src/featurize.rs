@@ -1,0 +1,500 @@
+//! Streaming feature engineering: parse events, fit a versioned FeatureMap, transform.
+//!
+//! Three operators, in the order of the data:
+//!
+//! - [`ParseEvents::parse_events`] parses raw records into [`EventBatch`]es by the layout's
+//!   parse modes; records that cannot be events at all go to the dead letters, malformed
+//!   values inside a good record are kept as [`Value::Bad`](millrace_models::fmap::Value) and
+//!   counted.
+//! - [`FitFeatureMap::fit_feature_map`]: every worker keeps partial statistics of each epoch
+//!   (counts, KLL sketches, moments); when the frontier passes the epoch they are exchanged by
+//!   feature to its owner worker, which merges them in worker order into the feature's
+//!   [`FeatureUpdate`]; the updates are broadcast, so every worker sees every update of every
+//!   epoch.
+//! - [`TransformRows::transform_rows`] keeps a replica of the FeatureMap on every worker. The
+//!   events of epoch `t` are transformed with the version made from all epochs before `t`; the
+//!   updates of epoch `t` are applied once both the events and the updates of `t` are complete.
+//!   Every worker therefore applies the same updates in the same order and holds the same
+//!   version N for the same epochs: the FeatureMap is one consistent thing across the cluster.
+//!
+//! Version numbers count epochs that had events: an epoch in which no worker saw an event makes
+//! no updates and no version.
+
+use millrace_models::fmap::{
+    BadKind, EventBatch, FeatureFitter, FeaturePartial, FeatureUpdate, Layout, Parser, Partials,
+    TransformCounts, Transition,
+};
+use millrace_models::{CsrBatch, DeadLetter, FeatureMap, RawRecord};
+use std::collections::{btree_map, hash_map, BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::{Operator, OutputBuilder};
+use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::{Capability, InputCapability};
+use timely::dataflow::StreamVec;
+
+/// Counters and gauges of the featurize operators, shared by all workers of a process.
+///
+/// Gauges about the FeatureMap (version, vocabulary sizes, boundary shifts) are written by
+/// worker 0 only, since every worker holds the same versions.
+#[derive(Debug, Default)]
+pub struct FeaturizeStats {
+    /// Records parsed into events.
+    pub parsed: AtomicU64,
+    /// Records that could not be events and went to the dead letters.
+    pub dead_letters: AtomicU64,
+    /// Malformed values inside parsed events, per kind in the order of [`BadKind::ALL`].
+    pub bad_values: [AtomicU64; 4],
+    /// Rows transformed.
+    pub rows: AtomicU64,
+    /// Values looked up in a vocabulary.
+    pub lookups: AtomicU64,
+    /// Of those, values that had no id (out of vocabulary or hashed fallback).
+    pub oov: AtomicU64,
+    /// The newest FeatureMap version.
+    pub version: AtomicU64,
+    /// Values holding a vocabulary id, summed over the vocabulary features.
+    pub vocab_size: AtomicU64,
+    /// Values counted but without an id yet (below `min_count`, or no capacity left).
+    pub vocab_pending: AtomicU64,
+    /// Vocabulary values evicted since start.
+    pub evicted: AtomicU64,
+    /// Bucket boundaries that moved in the newest version.
+    pub boundary_shifts: AtomicU64,
+    /// Bucket boundaries that moved since start.
+    pub boundary_shifts_total: AtomicU64,
+}
+
+impl FeaturizeStats {
+    /// The malformed values of one kind.
+    pub fn bad(&self, kind: BadKind) -> u64 {
+        let column = BadKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+        self.bad_values[column].load(Ordering::Relaxed)
+    }
+
+    /// The share of vocabulary lookups that found no id (0 before any lookup).
+    pub fn oov_rate(&self) -> f64 {
+        let lookups = self.lookups.load(Ordering::Relaxed);
+        if lookups == 0 {
+            0.0
+        } else {
+            self.oov.load(Ordering::Relaxed) as f64 / lookups as f64
+        }
+    }
+
+    fn record_version(&self, map: &FeatureMap, updates: &[FeatureUpdate]) {
+        self.version.store(map.version, Ordering::Relaxed);
+        let (mut vocab, mut pending, mut evicted, mut shifts) = (0, 0, 0, 0);
+        for update in updates {
+            vocab += update.figures.vocab_size;
+            pending += update.figures.pending;
+            evicted += update.figures.evicted;
+            shifts += update.figures.boundary_shifts;
+        }
+        self.vocab_size.store(vocab, Ordering::Relaxed);
+        self.vocab_pending.store(pending, Ordering::Relaxed);
+        self.evicted.fetch_add(evicted, Ordering::Relaxed);
+        self.boundary_shifts.store(shifts, Ordering::Relaxed);
+        self.boundary_shifts_total
+            .fetch_add(shifts, Ordering::Relaxed);
+    }
+}
+
+/// The wall clock in milliseconds since the Unix epoch: the event time of records that carry
+/// none.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The stash of the time of `cap`, holding a capability for that time on output 0; made by
+/// `fresh` on first use. `None` for a message sent without a time.
+fn stash_for<'a, V>(
+    stash: &'a mut BTreeMap<u64, (Capability<u64>, V)>,
+    cap: &InputCapability<u64>,
+    fresh: impl FnOnce(u64) -> V,
+) -> Option<&'a mut V> {
+    let time = *cap.least()?;
+    match stash.entry(time) {
+        btree_map::Entry::Occupied(entry) => Some(&mut entry.into_mut().1),
+        btree_map::Entry::Vacant(entry) => {
+            let held = cap.retain_least(0)?;
+            Some(&mut entry.insert((held, fresh(time))).1)
+        }
+    }
+}
+
+/// Parses raw records into event batches.
+pub trait ParseEvents<'scope> {
+    /// Parses each record as a delimited line of `layout`'s schema (label first). Good records
+    /// become one [`EventBatch`] per input batch on the first stream; records without a valid
+    /// label or with the wrong number of fields become dead letters on the second. Each kind of
+    /// error is logged once per worker; everything is counted in `stats`.
+    ///
+    /// Records carry no event time yet: an event's time is the wall clock when it is parsed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use millrace_models::fmap::{FeatureMapSpec, Schema};
+    /// use millrace_models::RawRecord;
+    /// use millrace_operators::{FeaturizeStats, ParseEvents};
+    /// use std::sync::{atomic::Ordering, Arc};
+    /// use timely::dataflow::operators::ToStream;
+    ///
+    /// let layout = FeatureMapSpec::criteo_default().compile(&Schema::criteo()).unwrap();
+    /// let stats = Arc::new(FeaturizeStats::default());
+    /// let shared = stats.clone();
+    /// timely::example(move |scope| {
+    ///     let line = format!("1\t5{}", "\t".repeat(38));
+    ///     let records = vec![
+    ///         RawRecord { partition: 0, offset: 0, payload: line.into_bytes() },
+    ///         RawRecord { partition: 0, offset: 1, payload: b"not an event".to_vec() },
+    ///     ];
+    ///     let (_events, _dead) = records.to_stream(scope).parse_events(layout, shared);
+    /// });
+    /// assert_eq!(stats.parsed.load(Ordering::Relaxed), 1);
+    /// assert_eq!(stats.dead_letters.load(Ordering::Relaxed), 1);
+    /// ```
+    fn parse_events(
+        self,
+        layout: Layout,
+        stats: Arc<FeaturizeStats>,
+    ) -> (
+        StreamVec<'scope, u64, EventBatch>,
+        StreamVec<'scope, u64, DeadLetter>,
+    );
+}
+
+impl<'scope> ParseEvents<'scope> for StreamVec<'scope, u64, RawRecord> {
+    fn parse_events(
+        self,
+        layout: Layout,
+        stats: Arc<FeaturizeStats>,
+    ) -> (
+        StreamVec<'scope, u64, EventBatch>,
+        StreamVec<'scope, u64, DeadLetter>,
+    ) {
+        let mut builder = OperatorBuilder::new("ParseEvents".to_owned(), self.scope());
+        let mut input = builder.new_input(self, Pipeline);
+        let (events_out, events) = builder.new_output::<Vec<EventBatch>>();
+        let (dead_out, dead) = builder.new_output::<Vec<DeadLetter>>();
+        let mut events_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(events_out);
+        let mut dead_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(dead_out);
+        builder.build(move |_capabilities| {
+            let mut parser = Parser::new(&layout);
+            let fields = layout.schema.fields.len();
+            let mut logged = HashSet::new();
+            let mut bad_seen = [0u64; 4];
+            move |_frontiers| {
+                let mut events_out = events_out.activate();
+                let mut dead_out = dead_out.activate();
+                input.for_each(|cap, data| {
+                    let (Some(events_cap), Some(dead_cap)) =
+                        (cap.retain_least(0), cap.retain_least(1))
+                    else {
+                        return;
+                    };
+                    let time_ms = now_ms();
+                    let mut batch = EventBatch::new(fields);
+                    let mut letters = Vec::new();
+                    for record in data.drain(..) {
+                        match parser.parse_tsv(&record.payload, time_ms, &mut batch) {
+                            Ok(()) => {}
+                            Err(error) => {
+                                if logged.insert(error.kind()) {
+                                    tracing::warn!(
+                                        error_type = error.kind(),
+                                        %error,
+                                        partition = record.partition,
+                                        offset = record.offset,
+                                        "malformed record sent to the dead letters (logged once per kind)"
+                                    );
+                                }
+                                letters.push(DeadLetter {
+                                    error_kind: error.kind().to_owned(),
+                                    error: error.to_string(),
+                                    record,
+                                });
+                            }
+                        }
+                    }
+                    stats
+                        .parsed
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    stats
+                        .dead_letters
+                        .fetch_add(letters.len() as u64, Ordering::Relaxed);
+                    let totals = parser.bad.column_totals();
+                    for (column, (total, seen)) in totals.iter().zip(&mut bad_seen).enumerate() {
+                        if *total > *seen {
+                            if *seen == 0 {
+                                tracing::warn!(
+                                    error_type = BadKind::ALL[column].label(),
+                                    "malformed value handled by the feature spec's policy (logged once per kind)"
+                                );
+                            }
+                            stats.bad_values[column].fetch_add(*total - *seen, Ordering::Relaxed);
+                            *seen = *total;
+                        }
+                    }
+                    if !batch.is_empty() {
+                        events_out.session(&events_cap).give(batch);
+                    }
+                    if !letters.is_empty() {
+                        dead_out.session(&dead_cap).give_iterator(letters.into_iter());
+                    }
+                });
+            }
+        });
+        (events, dead)
+    }
+}
+
+/// Fits a FeatureMap over a stream of event batches.
+pub trait FitFeatureMap<'scope> {
+    /// The updates that make each next FeatureMap version of `layout`, as the module describes:
+    /// per-worker partials of each epoch, merged by each feature's owner when the frontier
+    /// passes the epoch, broadcast so that every worker receives every update, at the epoch's
+    /// time.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use millrace_models::fmap::{FeatureMapSpec, Parser, Schema};
+    /// use millrace_models::{EventBatch, FeatureMap};
+    /// use millrace_operators::FitFeatureMap;
+    /// use std::sync::{Arc, Mutex};
+    /// use timely::dataflow::operators::{Inspect, ToStream};
+    ///
+    /// let layout = FeatureMapSpec::criteo_default().compile(&Schema::criteo()).unwrap();
+    /// let mut parser = Parser::new(&layout);
+    /// let mut batch = EventBatch::new(39);
+    /// for i in 0..10 {
+    ///     let line = format!("0\t{i}{}\tcafe{}", "\t".repeat(12), "\t".repeat(25));
+    ///     parser.parse_tsv(line.as_bytes(), 0, &mut batch).unwrap();
+    /// }
+    /// let updates = Arc::new(Mutex::new(Vec::new()));
+    /// let seen = updates.clone();
+    /// timely::example(move |scope| {
+    ///     vec![batch]
+    ///         .to_stream(scope)
+    ///         .fit_feature_map(layout.clone())
+    ///         .inspect(move |u| seen.lock().unwrap().push(u.clone()));
+    /// });
+    /// let mut map = FeatureMap::new(
+    ///     FeatureMapSpec::criteo_default().compile(&Schema::criteo()).unwrap(),
+    /// );
+    /// let mut updates = updates.lock().unwrap().clone();
+    /// updates.sort_by_key(|u| u.feature);
+    /// map.apply(&updates);
+    /// assert_eq!(map.version, 1);
+    /// // `cafe` was seen 10 times, over the minimum count of 5: C1 has it in its vocabulary.
+    /// assert_eq!(map.vocab_sizes().into_iter().flatten().sum::<usize>(), 1);
+    /// ```
+    fn fit_feature_map(self, layout: Layout) -> StreamVec<'scope, u64, FeatureUpdate>;
+}
+
+impl<'scope> FitFeatureMap<'scope> for StreamVec<'scope, u64, EventBatch> {
+    fn fit_feature_map(self, layout: Layout) -> StreamVec<'scope, u64, FeatureUpdate> {
+        let worker = self.scope().index() as u32;
+        let observe_layout = layout.clone();
+        let partials = self
+            .unary_frontier::<CapacityContainerBuilder<Vec<FeaturePartial>>, _, _, _>(
+                Pipeline,
+                "ObserveFeatures",
+                move |_capability, _info| {
+                    let layout = observe_layout;
+                    let mut open: BTreeMap<u64, (Capability<u64>, Partials)> = BTreeMap::new();
+                    move |(input, frontier), output| {
+                        input.for_each(|cap, data| {
+                            if let Some(partials) = stash_for(&mut open, &cap, |time| {
+                                Partials::new(&layout, u64::from(worker) << 32 | time)
+                            }) {
+                                for batch in data.iter() {
+                                    partials.observe(&layout, batch);
+                                }
+                            }
+                        });
+                        while let Some(entry) = open.first_entry() {
+                            if frontier.frontier().less_equal(entry.key()) {
+                                break;
+                            }
+                            let (cap, partials) = entry.remove();
+                            output
+                                .session(&cap)
+                                .give_iterator(partials.finish(worker).into_iter());
+                        }
+                    }
+                },
+            );
+        let by_owner = Exchange::new(|p: &FeaturePartial| u64::from(p.feature));
+        partials
+            .unary_frontier::<CapacityContainerBuilder<Vec<FeatureUpdate>>, _, _, _>(
+                by_owner,
+                "MergeFeatureStats",
+                move |_capability, _info| {
+                    let mut fitters: HashMap<u32, FeatureFitter> = HashMap::new();
+                    let mut open: BTreeMap<u64, (Capability<u64>, Vec<FeaturePartial>)> =
+                        BTreeMap::new();
+                    move |(input, frontier), output| {
+                        input.for_each(|cap, data| {
+                            if let Some(stash) = stash_for(&mut open, &cap, |_| Vec::new()) {
+                                stash.append(data);
+                            }
+                        });
+                        while let Some(entry) = open.first_entry() {
+                            if frontier.frontier().less_equal(entry.key()) {
+                                break;
+                            }
+                            let (cap, mut partials) = entry.remove();
+                            partials.sort_by_key(|p| (p.feature, p.worker));
+                            let mut session = output.session(&cap);
+                            let mut rest = partials.as_slice();
+                            while let Some(first) = rest.first() {
+                                let feature = first.feature;
+                                let n = rest.iter().take_while(|p| p.feature == feature).count();
+                                let (group, tail) = rest.split_at(n);
+                                rest = tail;
+                                let fitter = match fitters.entry(feature) {
+                                    hash_map::Entry::Occupied(e) => e.into_mut(),
+                                    hash_map::Entry::Vacant(e) => {
+                                        match FeatureFitter::new(&layout, feature) {
+                                            Some(fitter) => e.insert(fitter),
+                                            None => continue,
+                                        }
+                                    }
+                                };
+                                session.give(fitter.merge(group.to_vec()));
+                            }
+                        }
+                    }
+                },
+            )
+            .broadcast()
+    }
+}
+
+/// Transforms event batches into sparse rows with the FeatureMap version of their epoch.
+pub trait TransformRows<'scope> {
+    /// One [`CsrBatch`] per event batch, made with the version fitted from every epoch before
+    /// the batch's (`map` is the version before any fit). `updates` is what
+    /// [`FitFeatureMap::fit_feature_map`] made from the same events. `on_version` is called on
+    /// every worker with each new version and what changed, once the version is complete.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use millrace_models::fmap::{FeatureMapSpec, Parser, Schema};
+    /// use millrace_models::{EventBatch, FeatureMap};
+    /// use millrace_operators::{FeaturizeStats, FitFeatureMap, TransformRows};
+    /// use std::sync::{atomic::Ordering, Arc};
+    /// use timely::dataflow::operators::{Inspect, ToStream};
+    ///
+    /// let layout = FeatureMapSpec::criteo_default().compile(&Schema::criteo()).unwrap();
+    /// let mut parser = Parser::new(&layout);
+    /// let mut batch = EventBatch::new(39);
+    /// parser.parse_tsv(format!("1\t3{}", "\t".repeat(38)).as_bytes(), 0, &mut batch).unwrap();
+    /// let stats = Arc::new(FeaturizeStats::default());
+    /// let shared = stats.clone();
+    /// timely::example(move |scope| {
+    ///     let events = vec![batch].to_stream(scope);
+    ///     let updates = events.clone().fit_feature_map(layout.clone());
+    ///     events
+    ///         .transform_rows(updates, FeatureMap::new(layout), shared, |_, _| {})
+    ///         // Bias, 13 bucketized and 13 standardized numbers, 26 categoricals.
+    ///         .inspect(|rows| assert_eq!(rows.row(0).0.len(), 1 + 13 + 13 + 26));
+    /// });
+    /// assert_eq!(stats.rows.load(Ordering::Relaxed), 1);
+    /// assert_eq!(stats.version.load(Ordering::Relaxed), 1);
+    /// ```
+    fn transform_rows<F>(
+        self,
+        updates: StreamVec<'scope, u64, FeatureUpdate>,
+        map: FeatureMap,
+        stats: Arc<FeaturizeStats>,
+        on_version: F,
+    ) -> StreamVec<'scope, u64, CsrBatch>
+    where
+        F: FnMut(&Arc<FeatureMap>, &Transition) + 'static;
+}
+
+impl<'scope> TransformRows<'scope> for StreamVec<'scope, u64, EventBatch> {
+    fn transform_rows<F>(
+        self,
+        updates: StreamVec<'scope, u64, FeatureUpdate>,
+        map: FeatureMap,
+        stats: Arc<FeaturizeStats>,
+        mut on_version: F,
+    ) -> StreamVec<'scope, u64, CsrBatch>
+    where
+        F: FnMut(&Arc<FeatureMap>, &Transition) + 'static,
+    {
+        let reporter = self.scope().index() == 0;
+        self.binary_frontier::<_, CapacityContainerBuilder<Vec<CsrBatch>>, _, _, _, _>(
+            updates,
+            Pipeline,
+            Pipeline,
+            "TransformRows",
+            move |_capability, _info| {
+                let mut map = Arc::new(map);
+                let mut events: BTreeMap<u64, (Capability<u64>, Vec<EventBatch>)> = BTreeMap::new();
+                let mut pending: BTreeMap<u64, Vec<FeatureUpdate>> = BTreeMap::new();
+                move |(events_in, events_frontier), (updates_in, updates_frontier), output| {
+                    events_in.for_each(|cap, data| {
+                        if let Some(stash) = stash_for(&mut events, &cap, |_| Vec::new()) {
+                            stash.append(data);
+                        }
+                    });
+                    updates_in.for_each(|cap, data| {
+                        if let Some(&time) = cap.least() {
+                            pending.entry(time).or_default().append(data);
+                        }
+                    });
+                    let events_frontier = events_frontier.frontier();
+                    let updates_frontier = updates_frontier.frontier();
+                    // Times in order: transform an epoch's events once every earlier epoch's
+                    // updates are applied, then apply its own once they are complete.
+                    let mut times: Vec<u64> =
+                        events.keys().chain(pending.keys()).copied().collect();
+                    times.sort_unstable();
+                    times.dedup();
+                    for time in times {
+                        let earlier_complete =
+                            time == 0 || !updates_frontier.less_equal(&(time - 1));
+                        if !earlier_complete {
+                            break;
+                        }
+                        if let Some((cap, batches)) = events.get_mut(&time) {
+                            let mut counts = TransformCounts::default();
+                            let mut session = output.session(&*cap);
+                            for batch in batches.drain(..) {
+                                stats.rows.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                                session.give(map.transform(&batch, &mut counts));
+                            }
+                            stats.lookups.fetch_add(counts.lookups, Ordering::Relaxed);
+                            stats.oov.fetch_add(counts.oov, Ordering::Relaxed);
+                        }
+                        if events_frontier.less_equal(&time) || updates_frontier.less_equal(&time) {
+                            break;
+                        }
+                        events.remove(&time);
+                        if let Some(mut updates) = pending.remove(&time) {
+                            updates.sort_by_key(|u| u.feature);
+                            let transition = Arc::make_mut(&mut map).apply(&updates);
+                            if reporter {
+                                stats.record_version(&map, &updates);
+                            }
+                            on_version(&map, &transition);
+                        }
+                    }
+                }
+            },
+        )
+    }
+}
