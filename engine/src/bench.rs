@@ -226,3 +226,220 @@ pub fn job(
         progressive_auc: report.progressive_auc,
     })
 }
+
+/// The figures `millrace bench featurize` prints.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FeaturizeBench {
+    /// Events parsed, fitted and transformed.
+    pub rows: u64,
+    /// Seconds of the whole dataflow: parse, fit (with the merge of every epoch) and transform.
+    pub seconds: f64,
+    /// `rows / seconds`.
+    pub rows_per_sec: f64,
+    /// Timely workers.
+    pub workers: usize,
+    /// Values holding a vocabulary id in the final FeatureMap, over all categorical fields.
+    pub vocab_size: u64,
+    /// Seconds of the same dataflow without the transform: parse and fit only.
+    pub fit_seconds: f64,
+    /// Rows per second of the transform alone with the final FeatureMap, on `workers` threads,
+    /// over events parsed beforehand.
+    pub transform_rows_per_sec: f64,
+    /// The final FeatureMap version (one per epoch).
+    pub version: u64,
+    /// Lines that were not events (bad label or field count).
+    pub malformed: u64,
+}
+
+/// Lines of events handed to a worker at once; one [`millrace_models::EventBatch`] each.
+const FEATURIZE_CHUNK: usize = 4096;
+
+/// The lines of chunk `c`.
+fn chunk_lines<'a>(
+    text: &'a [u8],
+    spans: &'a [std::ops::Range<usize>],
+    c: usize,
+) -> impl Iterator<Item = &'a [u8]> {
+    let end = ((c + 1) * FEATURIZE_CHUNK).min(spans.len());
+    spans[c * FEATURIZE_CHUNK..end]
+        .iter()
+        .map(move |span| &text[span.clone()])
+}
+
+/// Fits and transforms every Criteo line of `input` with the spec of
+/// [`FeatureMapSpec::criteo_default`](millrace_models::FeatureMapSpec::criteo_default) on
+/// `workers` timely workers, the file cut into `epochs` epochs (a FeatureMap version each).
+///
+/// The file is read into memory first. Lines are dealt to workers in chunks of 4096, each
+/// worker parsing its own; the clock runs from the dataflow's start until every row is out.
+///
+/// # Errors
+///
+/// When the file cannot be read, `workers` or `epochs` is 0, or a worker fails.
+pub fn featurize(input: &Path, workers: usize, epochs: u64) -> Result<FeaturizeBench> {
+    use millrace_models::fmap::{Parser, Schema};
+    use millrace_models::{EventBatch, FeatureMap, FeatureMapSpec};
+    use millrace_operators::{FeaturizeStats, FitFeatureMap, TransformRows};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let mut problems = Vec::new();
+    if workers == 0 {
+        problems.push("`--workers` must be at least 1".to_owned());
+    }
+    if epochs == 0 {
+        problems.push("`--epochs` must be at least 1".to_owned());
+    }
+    if !problems.is_empty() {
+        return Err(Error::Config { problems });
+    }
+    let text = std::fs::read(input).map_err(|source| Error::Io {
+        path: input.to_owned(),
+        source,
+    })?;
+    let mut spans = Vec::new();
+    let mut start = 0;
+    for (i, &b) in text.iter().enumerate() {
+        if b == b'\n' {
+            if i > start {
+                spans.push(start..i);
+            }
+            start = i + 1;
+        }
+    }
+    if start < text.len() {
+        spans.push(start..text.len());
+    }
+    let (text, spans) = (Arc::new(text), Arc::new(spans));
+
+    let layout = FeatureMapSpec::criteo_default()
+        .compile(&Schema::criteo())
+        .map_err(|problems| Error::Config { problems })?;
+    let chunks = spans.len().div_ceil(FEATURIZE_CHUNK);
+
+    // One run of the dataflow; with `transform`, rows are made and counted too.
+    let dataflow = |transform: bool| -> Result<(f64, u64, u64, Option<Arc<FeatureMap>>)> {
+        let made = Arc::new(AtomicU64::new(0));
+        let malformed = Arc::new(AtomicU64::new(0));
+        let last = Arc::new(Mutex::new(None));
+        let (text, spans, layout) = (text.clone(), spans.clone(), layout.clone());
+        let (made_, malformed_, last_) = (made.clone(), malformed.clone(), last.clone());
+        let started = Instant::now();
+        timely::execute(timely::Config::process(workers), move |worker| {
+            use timely::container::CapacityContainerBuilder;
+            use timely::dataflow::operators::{Input, Inspect, Probe};
+            use timely::dataflow::{InputHandle, ProbeHandle};
+            let (index, peers) = (worker.index(), worker.peers());
+            let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<EventBatch>>>::new();
+            let probe = ProbeHandle::new();
+            let (made, last) = (made_.clone(), last_.clone());
+            worker.dataflow::<u64, _, _>(|scope| {
+                let events = scope.input_from(&mut input);
+                let updates = events.clone().fit_feature_map(layout.clone());
+                if transform {
+                    let stats = Arc::new(FeaturizeStats::default());
+                    let map = FeatureMap::new(layout.clone());
+                    events
+                        .transform_rows(updates, map, stats, move |map, _| {
+                            if index == 0 {
+                                *last.lock().unwrap_or_else(|e| e.into_inner()) = Some(map.clone());
+                            }
+                        })
+                        .inspect(move |rows| {
+                            made.fetch_add(rows.len() as u64, Ordering::Relaxed);
+                        })
+                        .probe_with(&probe);
+                } else {
+                    updates.probe_with(&probe);
+                }
+            });
+            let mut parser = Parser::new(&layout);
+            for chunk in (index..chunks).step_by(peers) {
+                let epoch = chunk as u64 * epochs / chunks as u64;
+                if *input.time() < epoch {
+                    input.advance_to(epoch);
+                }
+                let mut batch = EventBatch::new(layout.schema.fields.len());
+                for line in chunk_lines(&text, &spans, chunk) {
+                    if parser.parse_tsv(line, 0, &mut batch).is_err() {
+                        malformed_.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                input.send(batch);
+                worker.step();
+            }
+            drop(input);
+            while !probe.done() {
+                worker.step();
+            }
+        })
+        .map_err(Error::Dataflow)?
+        .join()
+        .into_iter()
+        .collect::<std::result::Result<Vec<()>, String>>()
+        .map_err(Error::Dataflow)?;
+        let seconds = started.elapsed().as_secs_f64();
+        let last = last.lock().unwrap_or_else(|e| e.into_inner()).take();
+        Ok((
+            seconds,
+            made.load(Ordering::Relaxed),
+            malformed.load(Ordering::Relaxed),
+            last,
+        ))
+    };
+
+    let (fit_seconds, _, _, _) = dataflow(false)?;
+    let (seconds, rows, malformed, map) = dataflow(true)?;
+    let map = map.unwrap_or_else(|| Arc::new(FeatureMap::new(layout.clone())));
+
+    // The transform alone: parse first, then time `workers` threads transforming their shares.
+    let shares: Vec<Vec<EventBatch>> = (0..workers)
+        .map(|w| {
+            let mut parser = Parser::new(&layout);
+            (w..chunks)
+                .step_by(workers)
+                .map(|chunk| {
+                    let mut batch = EventBatch::new(layout.schema.fields.len());
+                    for line in chunk_lines(&text, &spans, chunk) {
+                        // Malformed lines were counted by the dataflow runs.
+                        let _ = parser.parse_tsv(line, 0, &mut batch);
+                    }
+                    batch
+                })
+                .collect()
+        })
+        .collect();
+    let started = Instant::now();
+    let transformed: u64 = std::thread::scope(|s| {
+        let handles: Vec<_> = shares
+            .iter()
+            .map(|share| {
+                let map = &map;
+                s.spawn(move || {
+                    let mut counts = Default::default();
+                    share
+                        .iter()
+                        .map(|batch| map.transform(batch, &mut counts).len() as u64)
+                        .sum::<u64>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join())
+            .sum::<std::thread::Result<u64>>()
+    })
+    .map_err(|_| Error::Dataflow("a transform thread panicked".into()))?;
+    let transform_seconds = started.elapsed().as_secs_f64();
+    Ok(FeaturizeBench {
+        rows,
+        seconds,
+        rows_per_sec: rows as f64 / seconds,
+        workers,
+        vocab_size: map.vocab_sizes().into_iter().flatten().sum::<usize>() as u64,
+        fit_seconds,
+        transform_rows_per_sec: transformed as f64 / transform_seconds,
+        version: map.version,
+        malformed,
+    })
+}

@@ -96,6 +96,22 @@ enum Bench {
         #[arg(long, default_value_t = 2)]
         workers: usize,
     },
+    /// Fit and transform a file's events with the Criteo FeatureMap spec (20 quantile buckets
+    /// and standardization on I1–I13, vocabularies with min count 5 on C1–C26).
+    Featurize {
+        /// The input file.
+        #[arg(long)]
+        input: PathBuf,
+        /// The input's format.
+        #[arg(long, value_enum, default_value_t = Format::Criteo)]
+        format: Format,
+        /// Timely workers.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Epochs the file is cut into: one FeatureMap version each.
+        #[arg(long, default_value_t = 10)]
+        epochs: u64,
+    },
     /// Train online on the first part of a file, evaluate on the rest.
     Online {
         /// The input file.
@@ -184,6 +200,19 @@ fn run_cli() -> anyhow::Result<()> {
         } => {
             let registry = tempfile::tempdir()?;
             let figures = bench::job(&brokers, rows, workers, registry.path())?;
+            println!("{}", serde_json::to_string(&figures)?);
+            Ok(())
+        }
+        Command::Bench {
+            bench:
+                Bench::Featurize {
+                    input,
+                    format: Format::Criteo,
+                    workers,
+                    epochs,
+                },
+        } => {
+            let figures = bench::featurize(&input, workers, epochs)?;
             println!("{}", serde_json::to_string(&figures)?);
             Ok(())
         }

@@ -331,6 +331,102 @@ pub fn bucket_remap(old: &[f64], new: &[f64]) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fmap::{FeatureFitter, FeatureMapSpec, Parser, Partials, Schema};
+    use proptest::prelude::*;
+
+    /// Every transform kind, with small capacities so that fallbacks and evictions happen.
+    const SPEC: &str = r#"
+        window_epochs = 2
+        max_value_len = 16
+        [[transform]]
+        kind = "one_hot"
+        fields = ["C1", "C2", "C3"]
+        capacity = 8
+        hash_fallback = 4
+        expire_after_secs = 1.0
+        invalid = "missing"
+        [[transform]]
+        kind = "multi_hot"
+        fields = ["C4"]
+        separator = "|"
+        [[transform]]
+        kind = "hash"
+        fields = ["C5"]
+        buckets = 7
+        [[transform]]
+        kind = "cross"
+        fields = ["C6", "I1"]
+        buckets = 11
+        [[transform]]
+        kind = "bucketize"
+        fields = ["I*"]
+        buckets = 5
+        [[transform]]
+        kind = "standardize"
+        fields = ["I2"]
+        log1p = true
+        clip = 3.0
+        [[transform]]
+        kind = "numeric"
+        fields = ["I3"]
+    "#;
+
+    proptest! {
+        /// Any lines (fields of digits, words, separators, long or non-UTF-8 bytes): parsing
+        /// counts every malformed value it keeps, two fitted versions follow, and every row's
+        /// slots are below the dimension with finite values.
+        #[test]
+        fn any_events_fit_and_transform_in_range(
+            lines in proptest::collection::vec(
+                proptest::collection::vec(
+                    prop_oneof![
+                        Just(Vec::new()),
+                        "-?[0-9]{1,20}".prop_map(String::into_bytes),
+                        "[a-z|]{1,24}".prop_map(String::into_bytes),
+                        proptest::collection::vec(any::<u8>(), 0..20),
+                    ],
+                    39,
+                ),
+                1..40,
+            ),
+        ) {
+            let spec: FeatureMapSpec = toml::from_str(SPEC).unwrap();
+            let layout = spec.compile(&Schema::criteo()).unwrap();
+            let mut parser = Parser::new(&layout);
+            let mut map = FeatureMap::new(layout.clone());
+            let mut fitters: Vec<FeatureFitter> = (0..layout.features.len() as u32)
+                .filter_map(|f| FeatureFitter::new(&layout, f))
+                .collect();
+            for (epoch, chunk) in lines.chunks(20).enumerate() {
+                let mut batch = EventBatch::new(39);
+                for fields in chunk {
+                    let mut line = b"1".to_vec();
+                    for field in fields {
+                        line.push(b'\t');
+                        line.extend(field.iter().map(|&b| if b == b'\t' || b == b'\n' { b' ' } else { b }));
+                    }
+                    prop_assert!(parser.parse_tsv(&line, epoch as u64 * 800, &mut batch).is_ok());
+                }
+                let bad = batch.values.iter().filter(|v| matches!(v, Value::Bad(_))).count();
+                prop_assert!(parser.bad.total() >= bad as u64);
+                let rows = map.transform(&batch, &mut TransformCounts::default());
+                prop_assert_eq!(rows.len(), batch.len());
+                prop_assert!(rows.indices.iter().all(|&i| (i as usize) < map.dimension()));
+                prop_assert!(rows.values.iter().all(|v| v.is_finite()));
+                let mut partials = Partials::new(&layout, 1);
+                partials.observe(&layout, &batch);
+                let mut by_feature = partials.finish(0);
+                let updates: Vec<_> = fitters
+                    .iter_mut()
+                    .filter_map(|fitter| {
+                        let at = by_feature.iter().position(|p| p.feature == fitter.feature)?;
+                        Some(fitter.merge(vec![by_feature.swap_remove(at)]))
+                    })
+                    .collect();
+                map.apply(&updates);
+            }
+        }
+    }
 
     #[test]
     fn remap_follows_the_values() {
