@@ -9,11 +9,16 @@
 //!   answers `{"predictions": [0.031, …], "model_version": 7}`;
 //! - `GET /v1/models`, `GET /v1/models/{name}`, `GET /healthz`, `GET /readyz`, `GET /metrics`.
 //!
+//! [`instance_rows`] turns instances into rows under a FeatureMap with the dataflow's own
+//! transform.
+//!
 //! Bad requests get a 4xx with a JSON `{"error": …}` that says why; nothing panics on input.
 #![warn(missing_docs)]
 
 mod api;
+mod rows;
 mod store;
 
 pub use api::{routes, serve, ServeOptions};
+pub use rows::{instance_rows, InstanceError};
 pub use store::{ModelStore, RefreshOutcome, ServingStats};
