@@ -131,17 +131,17 @@ impl Partials {
 
     /// Adds every event of `batch`.
     pub fn observe(&mut self, layout: &Layout, batch: &EventBatch) {
-        let n = batch.len();
-        self.rows += n as u64;
+        self.rows += batch.len() as u64;
         self.max_time = batch.times.iter().copied().fold(self.max_time, u64::max);
-        let stride = batch.fields;
-        for (feature, stats) in &mut self.features {
-            let def = &layout.features[*feature as usize];
-            let field = def.fields[0];
-            let column = batch.values[field..].iter().step_by(stride).take(n);
-            match (stats, &def.kind) {
-                (Stats::Counts(counts), _) => {
-                    for (value, &time) in column.zip(&batch.times) {
+        // One pass over the row-major values: a column-wise pass would stride through the
+        // whole batch once per feature.
+        for (i, &time) in batch.times.iter().enumerate() {
+            let row = batch.row(i);
+            for (feature, stats) in &mut self.features {
+                let def = &layout.features[*feature as usize];
+                let value = &row[def.fields[0]];
+                match (stats, &def.kind) {
+                    (Stats::Counts(counts), _) => {
                         let mut count = |token: u64| {
                             let seen = counts.entry(token).or_default();
                             seen.count += 1;
@@ -156,22 +156,18 @@ impl Partials {
                             Value::Missing | Value::Bad(_) => {}
                         }
                     }
-                }
-                (Stats::Sketch(sketch), _) => {
-                    for value in column {
+                    (Stats::Sketch(sketch), _) => {
                         if let Value::Num(x) = value {
                             sketch.update(*x);
                         }
                     }
-                }
-                (Stats::Moments(moments), Kind::Standardize { log1p, .. }) => {
-                    for value in column {
+                    (Stats::Moments(moments), Kind::Standardize { log1p, .. }) => {
                         if let Value::Num(x) = value {
                             moments.add(if *log1p { signed_log1p(*x) } else { *x });
                         }
                     }
+                    (Stats::Moments(_), _) => {}
                 }
-                (Stats::Moments(_), _) => {}
             }
         }
     }
