@@ -2,11 +2,11 @@
 //! error of about `2.296 / k^0.9723` (99% confidence per query, the figure Apache DataSketches
 //! states for its KLL), in `O(k)` memory.
 //!
-//! Why KLL: bucket boundaries need a *rank* guarantee, which KLL gives at any scale and GK gives
-//! only without cheap merges; t-digest and DDSketch bound value error, not rank error, and
-//! t-digest's accuracy falls apart on the tied integer values Criteo's fields are made of
-//! (`perf/RESULTS.md` has the measured comparison). Compaction coins come from a seeded
-//! splitmix64 stream, so a sketch is a deterministic function of its input order.
+//! Why KLL: bucket boundaries need a *rank* guarantee, which KLL gives at any scale with cheap
+//! merges, and GK gives without cheap merges; t-digest and DDSketch bound value error, not rank
+//! error. (A measured comparison against those crates is still to be made.) Compaction coins
+//! come from a seeded splitmix64 stream, so a sketch is a deterministic function of its input
+//! order.
 
 use serde::{Deserialize, Serialize};
 
