@@ -10,41 +10,7 @@ use millrace_models::fmap::{
 };
 use millrace_models::{EventBatch, FeatureMap};
 
-const SPEC: &str = r#"
-window_epochs = 2
-max_value_len = 16
-[[transform]]
-kind = "one_hot"
-fields = ["C1", "C2", "C3"]
-capacity = 8
-hash_fallback = 4
-expire_after_secs = 1.0
-invalid = "missing"
-[[transform]]
-kind = "multi_hot"
-fields = ["C4"]
-separator = "|"
-[[transform]]
-kind = "hash"
-fields = ["C5"]
-buckets = 7
-[[transform]]
-kind = "cross"
-fields = ["C6", "I1"]
-buckets = 11
-[[transform]]
-kind = "bucketize"
-fields = ["I*"]
-buckets = 5
-[[transform]]
-kind = "standardize"
-fields = ["I2"]
-log1p = true
-clip = 3.0
-[[transform]]
-kind = "numeric"
-fields = ["I3"]
-"#;
+const SPEC: &str = include_str!("../../models/src/fmap/testdata/every_kind.toml");
 
 fuzz_target!(|data: &[u8]| {
     let spec: FeatureMapSpec = toml::from_str(SPEC).expect("the spec parses");

@@ -335,41 +335,7 @@ mod tests {
     use proptest::prelude::*;
 
     /// Every transform kind, with small capacities so that fallbacks and evictions happen.
-    const SPEC: &str = r#"
-        window_epochs = 2
-        max_value_len = 16
-        [[transform]]
-        kind = "one_hot"
-        fields = ["C1", "C2", "C3"]
-        capacity = 8
-        hash_fallback = 4
-        expire_after_secs = 1.0
-        invalid = "missing"
-        [[transform]]
-        kind = "multi_hot"
-        fields = ["C4"]
-        separator = "|"
-        [[transform]]
-        kind = "hash"
-        fields = ["C5"]
-        buckets = 7
-        [[transform]]
-        kind = "cross"
-        fields = ["C6", "I1"]
-        buckets = 11
-        [[transform]]
-        kind = "bucketize"
-        fields = ["I*"]
-        buckets = 5
-        [[transform]]
-        kind = "standardize"
-        fields = ["I2"]
-        log1p = true
-        clip = 3.0
-        [[transform]]
-        kind = "numeric"
-        fields = ["I3"]
-    "#;
+    const SPEC: &str = include_str!("testdata/every_kind.toml");
 
     proptest! {
         /// Any lines (fields of digits, words, separators, long or non-UTF-8 bytes): parsing
