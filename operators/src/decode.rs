@@ -1,6 +1,6 @@
 //! Decoding raw records into Criteo events; what does not decode becomes a dead letter.
 
-use millrace_models::{CriteoEvent, DeadLetter, RawRecord};
+use millrace_models::{CriteoEvent, DeadLetter, DecodeError, RawRecord};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -66,22 +66,32 @@ impl<'scope> Decode<'scope> for StreamVec<'scope, u64, RawRecord> {
                 }
                 Err(error) => {
                     stats.dead_letters.fetch_add(1, Ordering::Relaxed);
-                    if logged.insert(error.kind()) {
-                        tracing::warn!(
-                            error_type = error.kind(),
-                            %error,
-                            partition = record.partition,
-                            offset = record.offset,
-                            "malformed record sent to the dead letters (logged once per kind)"
-                        );
-                    }
-                    Err(DeadLetter {
-                        error_kind: error.kind().to_owned(),
-                        error: error.to_string(),
-                        record,
-                    })
+                    Err(dead_letter(&mut logged, &error, record))
                 }
             },
         )
+    }
+}
+
+/// The dead letter of a record that failed with `error`; logs the first of each kind of error
+/// (`logged` holds the kinds already logged).
+pub(crate) fn dead_letter(
+    logged: &mut HashSet<&'static str>,
+    error: &DecodeError,
+    record: RawRecord,
+) -> DeadLetter {
+    if logged.insert(error.kind()) {
+        tracing::warn!(
+            error_type = error.kind(),
+            %error,
+            partition = record.partition,
+            offset = record.offset,
+            "malformed record sent to the dead letters (logged once per kind)"
+        );
+    }
+    DeadLetter {
+        error_kind: error.kind().to_owned(),
+        error: error.to_string(),
+        record,
     }
 }

@@ -206,22 +206,11 @@ impl<'scope> ParseEvents<'scope> for StreamVec<'scope, u64, RawRecord> {
                     for record in data.drain(..) {
                         match parser.parse_tsv(&record.payload, time_ms, &mut batch) {
                             Ok(()) => {}
-                            Err(error) => {
-                                if logged.insert(error.kind()) {
-                                    tracing::warn!(
-                                        error_type = error.kind(),
-                                        %error,
-                                        partition = record.partition,
-                                        offset = record.offset,
-                                        "malformed record sent to the dead letters (logged once per kind)"
-                                    );
-                                }
-                                letters.push(DeadLetter {
-                                    error_kind: error.kind().to_owned(),
-                                    error: error.to_string(),
-                                    record,
-                                });
-                            }
+                            Err(error) => letters.push(crate::decode::dead_letter(
+                                &mut logged,
+                                &error,
+                                record,
+                            )),
                         }
                     }
                     stats
@@ -355,12 +344,13 @@ impl<'scope> FitFeatureMap<'scope> for StreamVec<'scope, u64, EventBatch> {
                             let (cap, mut partials) = entry.remove();
                             partials.sort_by_key(|p| (p.feature, p.worker));
                             let mut session = output.session(&cap);
-                            let mut rest = partials.as_slice();
-                            while let Some(first) = rest.first() {
+                            let mut partials = partials.into_iter().peekable();
+                            while let Some(first) = partials.next() {
                                 let feature = first.feature;
-                                let n = rest.iter().take_while(|p| p.feature == feature).count();
-                                let (group, tail) = rest.split_at(n);
-                                rest = tail;
+                                let mut group = vec![first];
+                                while let Some(p) = partials.next_if(|p| p.feature == feature) {
+                                    group.push(p);
+                                }
                                 let fitter = match fitters.entry(feature) {
                                     hash_map::Entry::Occupied(e) => e.into_mut(),
                                     hash_map::Entry::Vacant(e) => {
@@ -370,7 +360,7 @@ impl<'scope> FitFeatureMap<'scope> for StreamVec<'scope, u64, EventBatch> {
                                         }
                                     }
                                 };
-                                session.give(fitter.merge(group.to_vec()));
+                                session.give(fitter.merge(group));
                             }
                         }
                     }
