@@ -359,7 +359,8 @@ pub fn featurize(input: &Path, workers: usize, epochs: u64) -> Result<FeaturizeB
                 if *input.time() < epoch {
                     input.advance_to(epoch);
                 }
-                let mut batch = EventBatch::new(layout.schema.fields.len());
+                let mut batch =
+                    EventBatch::with_capacity(layout.schema.fields.len(), FEATURIZE_CHUNK);
                 for line in chunk_lines(&text, &spans, chunk) {
                     if parser.parse_tsv(line, 0, &mut batch).is_err() {
                         malformed_.fetch_add(1, Ordering::Relaxed);
@@ -399,7 +400,8 @@ pub fn featurize(input: &Path, workers: usize, epochs: u64) -> Result<FeaturizeB
             (w..chunks)
                 .step_by(workers)
                 .map(|chunk| {
-                    let mut batch = EventBatch::new(layout.schema.fields.len());
+                    let mut batch =
+                        EventBatch::with_capacity(layout.schema.fields.len(), FEATURIZE_CHUNK);
                     for line in chunk_lines(&text, &spans, chunk) {
                         // Malformed lines were counted by the dataflow runs.
                         let _ = parser.parse_tsv(line, 0, &mut batch);

@@ -201,7 +201,7 @@ impl<'scope> ParseEvents<'scope> for StreamVec<'scope, u64, RawRecord> {
                         return;
                     };
                     let time_ms = now_ms();
-                    let mut batch = EventBatch::new(fields);
+                    let mut batch = EventBatch::with_capacity(fields, data.len());
                     let mut letters = Vec::new();
                     for record in data.drain(..) {
                         match parser.parse_tsv(&record.payload, time_ms, &mut batch) {

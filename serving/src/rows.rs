@@ -29,7 +29,7 @@ pub fn instance_rows(
     counts: &mut TransformCounts,
 ) -> Result<CsrBatch, InstanceError> {
     let mut parser = Parser::new(&map.layout);
-    let mut batch = EventBatch::new(map.layout.schema.fields.len());
+    let mut batch = EventBatch::with_capacity(map.layout.schema.fields.len(), instances.len());
     for (index, instance) in instances.iter().enumerate() {
         parser
             .parse_json(instance, 0, &mut batch)

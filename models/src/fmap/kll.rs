@@ -25,14 +25,22 @@ pub fn error_for_k(k: u16) -> f64 {
 }
 
 /// A KLL sketch of `f64` values (NaN is ignored).
+///
+/// Level 0 takes values as they come; every higher level is kept sorted (compaction merges the
+/// promoted half into it), so only level 0 is ever sorted.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Kll {
     k: u16,
     n: u64,
     levels: Vec<Vec<f64>>,
+    /// Capacity per level: a function of `k` and the number of levels.
+    caps: Vec<usize>,
     coin: u64,
     size: usize,
     capacity: usize,
+    /// Room for merging a promoted half into the level above; empty between calls.
+    #[serde(skip)]
+    scratch: Vec<f64>,
 }
 
 impl Kll {
@@ -42,11 +50,13 @@ impl Kll {
             k: k.max(MIN_LEVEL as u16),
             n: 0,
             levels: vec![Vec::new()],
+            caps: Vec::new(),
             coin: seed,
             size: 0,
             capacity: 0,
+            scratch: Vec::new(),
         };
-        sketch.capacity = sketch.total_capacity();
+        sketch.set_caps();
         sketch
     }
 
@@ -65,14 +75,16 @@ impl Kll {
         self.size
     }
 
-    fn level_capacity(&self, level: usize) -> usize {
-        let depth = (self.levels.len() - 1 - level) as i32;
-        let capacity = (f64::from(self.k) * (2.0f64 / 3.0).powi(depth)).ceil() as usize;
-        capacity.max(MIN_LEVEL)
-    }
-
-    fn total_capacity(&self) -> usize {
-        (0..self.levels.len()).map(|h| self.level_capacity(h)).sum()
+    /// Sets each level's capacity, `k·(2/3)^depth` (at least [`MIN_LEVEL`]), and their sum.
+    fn set_caps(&mut self) {
+        let top = self.levels.len() - 1;
+        self.caps = (0..=top)
+            .map(|h| {
+                let capacity = f64::from(self.k) * (2.0f64 / 3.0).powi((top - h) as i32);
+                (capacity.ceil() as usize).max(MIN_LEVEL)
+            })
+            .collect();
+        self.capacity = self.caps.iter().sum();
     }
 
     /// Adds a value.
@@ -95,13 +107,14 @@ impl Kll {
         if self.levels.len() < other.levels.len() {
             self.levels.resize(other.levels.len(), Vec::new());
         }
-        for (mine, theirs) in self.levels.iter_mut().zip(&other.levels) {
-            mine.extend_from_slice(theirs);
+        self.levels[0].extend_from_slice(&other.levels[0]);
+        for h in 1..other.levels.len() {
+            merge_sorted(&mut self.levels[h], &other.levels[h], &mut self.scratch);
         }
         self.k = self.k.min(other.k);
         self.n += other.n;
         self.size += other.size;
-        self.capacity = self.total_capacity();
+        self.set_caps();
         while self.size >= self.capacity {
             self.compress();
         }
@@ -109,26 +122,31 @@ impl Kll {
 
     /// Halves the lowest full level into the one above it.
     fn compress(&mut self) {
-        let Some(level) =
-            (0..self.levels.len()).find(|&h| self.levels[h].len() >= self.level_capacity(h))
+        let Some(level) = (0..self.levels.len()).find(|&h| self.levels[h].len() >= self.caps[h])
         else {
             return;
         };
         if level + 1 == self.levels.len() {
             self.levels.push(Vec::new());
+            self.set_caps();
         }
         let mut items = std::mem::take(&mut self.levels[level]);
-        items.sort_unstable_by(f64::total_cmp);
+        if level == 0 {
+            items.sort_unstable_by(f64::total_cmp);
+        }
+        let before = items.len();
         let keep = (items.len() % 2 == 1).then(|| items.pop()).flatten();
         self.coin = crate::hash::splitmix64(self.coin);
         let offset = (self.coin >> 63) as usize;
-        let promoted = items.iter().skip(offset).step_by(2).copied();
-        self.levels[level + 1].extend(promoted);
+        let mut promoted = std::mem::take(&mut self.scratch);
+        promoted.extend(items.iter().skip(offset).step_by(2));
+        merge_sorted(&mut self.levels[level + 1], &promoted, &mut items);
+        self.size = self.size - before + usize::from(keep.is_some()) + promoted.len();
+        promoted.clear();
+        self.scratch = promoted;
         items.clear();
         items.extend(keep);
         self.levels[level] = items;
-        self.size = self.levels.iter().map(Vec::len).sum();
-        self.capacity = self.total_capacity();
     }
 
     /// The retained values with their weights, sorted by value.
@@ -177,6 +195,29 @@ impl Kll {
         out.dedup();
         out
     }
+}
+
+/// Merges sorted `src` into sorted `dst`, using `room` (left empty) as working space.
+fn merge_sorted(dst: &mut Vec<f64>, src: &[f64], room: &mut Vec<f64>) {
+    if src.is_empty() {
+        return;
+    }
+    room.clear();
+    room.reserve(dst.len() + src.len());
+    let (mut a, mut b) = (dst.iter().peekable(), src.iter().peekable());
+    while let (Some(&&x), Some(&&y)) = (a.peek(), b.peek()) {
+        if y.total_cmp(&x).is_lt() {
+            room.push(y);
+            b.next();
+        } else {
+            room.push(x);
+            a.next();
+        }
+    }
+    room.extend(a);
+    room.extend(b);
+    std::mem::swap(dst, room);
+    room.clear();
 }
 
 #[cfg(test)]
@@ -259,6 +300,24 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
+        /// Levels above 0 stay sorted and the running size stays the number retained, through
+        /// updates and merges.
+        #[test]
+        fn upper_levels_stay_sorted(seed in any::<u64>(), n in 1usize..20_000, parts in 1usize..=3) {
+            let mut sketches: Vec<Kll> = (0..parts).map(|p| Kll::new(64, seed ^ p as u64)).collect();
+            for i in 0..n as u64 {
+                let x = (crate::hash::splitmix64(seed ^ i) % 1000) as f64 - 500.0;
+                sketches[i as usize % parts].update(x);
+            }
+            let mut merged = sketches.pop().unwrap();
+            for s in &sketches {
+                merged.merge(s);
+            }
+            prop_assert!(merged.levels[1..].iter().all(|l| l.is_sorted_by(|a, b| a <= b)));
+            prop_assert_eq!(merged.size, merged.levels.iter().map(Vec::len).sum::<usize>());
+            prop_assert!(merged.scratch.is_empty());
+        }
+
         /// Any data, split any way over up to 4 sketches and merged, stays within the stated
         /// error (with 1.5× slack over the 99%-per-query figure, since 99 ranks are checked).
         #[test]

@@ -249,6 +249,12 @@ impl FeatureMap {
     /// The rows of every event of `batch`.
     pub fn transform(&self, batch: &EventBatch, counts: &mut TransformCounts) -> CsrBatch {
         let mut out = CsrBatch::new(self.version, self.dimension());
+        // One slot per feature and the bias; multi-hot features may take more.
+        let per_row = self.layout.features.len() + 1;
+        out.indices.reserve(batch.len() * per_row);
+        out.values.reserve(batch.len() * per_row);
+        out.labels.reserve(batch.len());
+        out.indptr.reserve(batch.len());
         for i in 0..batch.len() {
             self.transform_into(batch, i, &mut out, counts);
         }

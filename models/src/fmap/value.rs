@@ -88,6 +88,17 @@ impl EventBatch {
         }
     }
 
+    /// An empty batch for events of `fields` fields with room for `rows` events.
+    pub fn with_capacity(fields: usize, rows: usize) -> Self {
+        EventBatch {
+            fields,
+            labels: Vec::with_capacity(rows),
+            times: Vec::with_capacity(rows),
+            values: Vec::with_capacity(rows * fields),
+            tokens: Vec::new(),
+        }
+    }
+
     /// Number of events.
     pub fn len(&self) -> usize {
         self.labels.len()
@@ -214,20 +225,37 @@ impl Parser {
     ) -> Result<(), DecodeError> {
         let line = line.strip_suffix(b"\n").unwrap_or(line);
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let mut parts = line.split(|&b| b == b'\t');
-        let label = match parts.next() {
-            Some(b"0") => false,
-            Some(b"1") => true,
+        let (first, mut rest) = split_tab(line);
+        let label = match first {
+            b"0" => false,
+            b"1" => true,
             _ => return Err(DecodeError::Label),
         };
+        // One pass: values are parsed as their tabs are found, and taken back if the count
+        // turns out wrong.
         let fields = self.modes.len();
-        if line.iter().filter(|&&b| b == b'\t').count() != fields {
-            return Err(DecodeError::FieldCount(line.split(|&b| b == b'\t').count()));
-        }
-        for (field, raw) in parts.enumerate() {
+        let start = (batch.values.len(), batch.tokens.len());
+        let mut field = 0;
+        while let Some(text) = rest {
+            if field == fields {
+                batch.values.truncate(start.0);
+                batch.tokens.truncate(start.1);
+                return Err(DecodeError::FieldCount(
+                    memchr::memchr_iter(b'\t', line).count() + 1,
+                ));
+            }
+            let (raw, next) = split_tab(text);
+            rest = next;
             let value = self.parse_bytes(field, raw, &mut batch.tokens);
             batch.values.push(value);
+            field += 1;
         }
+        if field != fields {
+            batch.values.truncate(start.0);
+            batch.tokens.truncate(start.1);
+            return Err(DecodeError::FieldCount(field + 1));
+        }
+        self.count_bad(&batch.values[start.0..]);
         batch.labels.push(label);
         batch.times.push(time_ms);
         Ok(())
@@ -288,30 +316,34 @@ impl Parser {
                         match bad {
                             Some(kind) => {
                                 batch.tokens.truncate(start);
-                                self.bad.add(field, kind);
                                 Value::Bad(kind)
                             }
                             None => multi(start, batch.tokens.len()),
                         }
                     }
                     ParseMode::Skip => Value::Missing,
-                    _ => self.bad_value(field, BadKind::WrongType),
+                    _ => Value::Bad(BadKind::WrongType),
                 },
                 Some(_) => match self.modes[field] {
                     ParseMode::Skip => Value::Missing,
-                    _ => self.bad_value(field, BadKind::WrongType),
+                    _ => Value::Bad(BadKind::WrongType),
                 },
             };
             batch.values.push(parsed);
         }
+        self.count_bad(&batch.values[batch.values.len() - self.modes.len()..]);
         batch.labels.push(false);
         batch.times.push(time_ms);
         Ok(())
     }
 
-    fn bad_value(&mut self, field: usize, kind: BadKind) -> Value {
-        self.bad.add(field, kind);
-        Value::Bad(kind)
+    /// Counts the malformed values of one parsed event.
+    fn count_bad(&mut self, row: &[Value]) {
+        for (field, value) in row.iter().enumerate() {
+            if let Value::Bad(kind) = value {
+                self.bad.add(field, *kind);
+            }
+        }
     }
 
     fn check_cat(&self, raw: &[u8]) -> Result<(), BadKind> {
@@ -324,7 +356,7 @@ impl Parser {
         }
     }
 
-    fn parse_bytes(&mut self, field: usize, raw: &[u8], tokens: &mut Vec<u64>) -> Value {
+    fn parse_bytes(&self, field: usize, raw: &[u8], tokens: &mut Vec<u64>) -> Value {
         if raw.is_empty() {
             return Value::Missing;
         }
@@ -332,15 +364,15 @@ impl Parser {
             ParseMode::Skip => Value::Missing,
             ParseMode::Num => match parse_number(raw) {
                 Some(x) => Value::Num(x),
-                None => self.bad_value(field, BadKind::NotNumeric),
+                None => Value::Bad(BadKind::NotNumeric),
             },
             ParseMode::Cat => match self.check_cat(raw) {
                 Ok(()) => Value::Cat(fingerprint(raw)),
-                Err(kind) => self.bad_value(field, kind),
+                Err(kind) => Value::Bad(kind),
             },
             ParseMode::Multi(separator) => {
                 if let Err(kind) = self.check_cat(raw) {
-                    return self.bad_value(field, kind);
+                    return Value::Bad(kind);
                 }
                 let start = tokens.len();
                 tokens.extend(
@@ -351,6 +383,15 @@ impl Parser {
                 multi(start, tokens.len())
             }
         }
+    }
+}
+
+/// The text before the first tab, and what follows that tab if there is one.
+#[inline]
+fn split_tab(text: &[u8]) -> (&[u8], Option<&[u8]>) {
+    match memchr::memchr(b'\t', text) {
+        Some(i) => (&text[..i], Some(&text[i + 1..])),
+        None => (text, None),
     }
 }
 
@@ -437,7 +478,15 @@ mod tests {
             p.parse_tsv(b"1\t2\t3", 0, &mut batch),
             Err(DecodeError::FieldCount(3))
         );
-        assert!(batch.is_empty() && batch.values.is_empty());
+        // Too many fields, with malformed values before the surplus: nothing kept or counted.
+        let mut long = b"1\tx".to_vec();
+        long.extend(std::iter::repeat_n(b'\t', 40));
+        assert_eq!(
+            p.parse_tsv(&long, 0, &mut batch),
+            Err(DecodeError::FieldCount(42))
+        );
+        assert!(batch.is_empty() && batch.values.is_empty() && batch.tokens.is_empty());
+        assert_eq!(p.bad.total(), 0);
     }
 
     #[test]
