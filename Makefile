@@ -5,6 +5,9 @@ export CARGO_TARGET_DIR ?= $(MILLRACE_CACHE)/target
 export MILLRACE_TEST_BROKER ?= 127.0.0.1:19092
 CARGO_BUILD_JOBS ?= 2
 export CARGO_BUILD_JOBS
+# Tests and lints also cover the optional Arrow conversion of sparse rows; the release binary
+# does not build Arrow.
+CHECK_FEATURES := --features millrace-models/arrow
 
 .PHONY: run test setup lint bench-online fuzz
 
@@ -20,14 +23,14 @@ run: setup
 test:
 	@scripts/setup.sh --with-broker
 	cargo fmt --all -- --check
-	cargo clippy --workspace --all-targets -- -D warnings
-	cargo build --workspace --all-targets
-	trap 'scripts/test-broker.sh stop' EXIT; scripts/test-broker.sh start && cargo test --workspace --all-targets && cargo test --workspace --doc
+	cargo clippy --workspace --all-targets $(CHECK_FEATURES) -- -D warnings
+	cargo build --workspace --all-targets $(CHECK_FEATURES)
+	trap 'scripts/test-broker.sh stop' EXIT; scripts/test-broker.sh start && cargo test --workspace --all-targets $(CHECK_FEATURES) && cargo test --workspace --doc $(CHECK_FEATURES)
 	scripts/embedded-broker-check.sh
 
 lint:
 	cargo fmt --all -- --check
-	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets $(CHECK_FEATURES) -- -D warnings
 
 ## `millrace bench online` on the Criteo sample and on 1M generated rows (perf/online.sh).
 bench-online: setup

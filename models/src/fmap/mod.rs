@@ -7,11 +7,14 @@
 //! is incremental: each worker keeps [`fit::Partials`] of the current epoch, the owner of each
 //! feature merges every worker's partials at the epoch's end ([`fit::FeatureFitter`]), and the
 //! resulting [`fit::FeatureUpdate`]s make [`FeatureMap`] version N+1 on every worker. The
-//! transform ([`FeatureMap::transform`]) is the one function the dataflow and serving both call.
+//! transform ([`FeatureMap::transform`]) is the one function the dataflow and serving both call;
+//! its [`CsrBatch`]es also go to Arrow `RecordBatch`es (module `arrow`, feature `arrow`).
 //!
 //! Categorical values are identified by a 64-bit fingerprint of their bytes (XXH3): two distinct
 //! values collide with probability about `n²/2^65` (one in 10^5 at 10 million values per field).
 
+#[cfg(feature = "arrow")]
+pub mod arrow;
 pub mod fit;
 pub mod kll;
 pub mod map;
