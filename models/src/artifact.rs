@@ -6,6 +6,7 @@ use crate::criteo::CriteoFeatures;
 use crate::features::{FeatureSpec, FEATURES_PER_EVENT};
 use crate::fm::pairwise_margin;
 use crate::ftrl::sigmoid;
+use crate::learner::Ones;
 use serde::{Deserialize, Serialize};
 
 /// The kind of model an artifact holds.
@@ -121,7 +122,7 @@ impl ModelArtifact {
             ModelKind::LogisticRegression => sigmoid(linear),
             ModelKind::FactorizationMachine { factors } => {
                 let mut sums = Vec::with_capacity(factors);
-                sigmoid(linear + pairwise_margin(row, &self.factors, factors, &mut sums))
+                sigmoid(linear + pairwise_margin(row, Ones, &self.factors, factors, &mut sums))
             }
         }
     }

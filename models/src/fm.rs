@@ -1,12 +1,15 @@
-//! A second-order factorization machine (Rendle, ICDM 2010) over binary sparse rows.
+//! A second-order factorization machine (Rendle, ICDM 2010) over sparse rows.
 //!
-//! `margin = Σ w_i + ½ Σ_f [(Σ_i v_if)² − Σ_i v_if²]`, computed in O(n·k) per row. The linear part
-//! learns with FTRL-Proximal (so L1 keeps it sparse), the factors with AdaGrad and L2. Factors
+//! `margin = Σ w_i·x_i + ½ Σ_f [(Σ_i v_if·x_i)² − Σ_i v_if²·x_i²]`, computed in O(n·k) per
+//! row (`x_i` is 1 in a binary row). The linear part learns with FTRL-Proximal (so L1 keeps it
+//! sparse), the factors with AdaGrad and L2. Factors
 //! start at small pseudo-random values derived from their coordinate, so training is
 //! deterministic for a given order of rows. Like [`crate::Ftrl::learn`], [`Fm::learn`] predicts
 //! before it learns.
 
+use crate::fmap::Transition;
 use crate::ftrl::{sigmoid, Ftrl, FtrlParams};
+use crate::learner::{Ones, RowValues};
 use serde::{Deserialize, Serialize};
 
 /// Hyper-parameters of the factorization machine.
@@ -92,17 +95,25 @@ pub(crate) fn initial_factor(index: usize, init_std: f32) -> f32 {
     (unit * 2.0 - 1.0) * 3f32.sqrt() * init_std
 }
 
-/// The FM margin of a row given its linear margin, the factor table and scratch space for the
-/// per-factor sums (left holding `Σ_i v_if`).
-pub(crate) fn pairwise_margin(row: &[u32], factors: &[f32], k: usize, sums: &mut Vec<f32>) -> f32 {
+/// The pairwise FM margin of a row, given the factor table and scratch space for the
+/// per-factor sums (left holding `Σ_i v_if·x_i`).
+pub(crate) fn pairwise_margin(
+    row: &[u32],
+    values: impl RowValues,
+    factors: &[f32],
+    k: usize,
+    sums: &mut Vec<f32>,
+) -> f32 {
     sums.clear();
     sums.resize(k, 0.0);
     let mut squares = 0.0;
-    for &i in row {
+    for (j, &i) in row.iter().enumerate() {
+        let x = values.at(j);
         let v = &factors[i as usize * k..(i as usize + 1) * k];
-        for (s, &x) in sums.iter_mut().zip(v) {
-            *s += x;
-            squares += x * x;
+        for (s, &f) in sums.iter_mut().zip(v) {
+            let fx = f * x;
+            *s += fx;
+            squares += fx * fx;
         }
     }
     0.5 * (sums.iter().map(|s| s * s).sum::<f32>() - squares)
@@ -144,9 +155,24 @@ impl Fm {
     ///
     /// If an index is not below the dimension.
     pub fn predict(&self, row: &[u32]) -> f32 {
+        self.predict_values(row, Ones)
+    }
+
+    /// The click probability of a row with a value per index (a [`crate::CsrBatch`] row).
+    ///
+    /// # Panics
+    ///
+    /// If an index is not below the dimension or `values` is shorter than `indices`.
+    pub fn predict_weighted(&self, indices: &[u32], values: &[f32]) -> f32 {
+        self.predict_values(indices, values)
+    }
+
+    fn predict_values(&self, row: &[u32], values: impl RowValues) -> f32 {
         let mut sums = Vec::with_capacity(self.params.factors);
-        let linear = self.linear.predict_margin(row);
-        sigmoid(linear + pairwise_margin(row, &self.factors, self.params.factors, &mut sums))
+        let linear = self.linear.predict_margin(row, values);
+        sigmoid(
+            linear + pairwise_margin(row, values, &self.factors, self.params.factors, &mut sums),
+        )
     }
 
     /// Predicts the row, then learns from its label; returns the prediction made before learning.
@@ -155,25 +181,68 @@ impl Fm {
     ///
     /// If an index is not below the dimension.
     pub fn learn(&mut self, row: &[u32], label: bool) -> f32 {
+        self.learn_values(row, Ones, label)
+    }
+
+    /// [`Fm::learn`] for a row with a value per index.
+    ///
+    /// # Panics
+    ///
+    /// If an index is not below the dimension or `values` is shorter than `indices`.
+    pub fn learn_weighted(&mut self, indices: &[u32], values: &[f32], label: bool) -> f32 {
+        self.learn_values(indices, values, label)
+    }
+
+    fn learn_values(&mut self, row: &[u32], values: impl RowValues, label: bool) -> f32 {
         let k = self.params.factors;
-        let linear = self.linear.margin(row);
-        let pairwise = pairwise_margin(row, &self.factors, k, &mut self.sums);
+        let linear = self.linear.margin(row, values);
+        let pairwise = pairwise_margin(row, values, &self.factors, k, &mut self.sums);
         let p = sigmoid(linear + pairwise);
         let g = p - if label { 1.0 } else { 0.0 };
-        self.linear.apply(row, g);
+        self.linear.apply(row, values, g);
         let (rate, l2) = (self.params.factor_learning_rate, self.params.factor_l2);
-        // ∂margin/∂v_if = Σ_j v_jf − v_if for a binary row; the sums are those before the step.
-        for &i in row {
+        // ∂margin/∂v_if = x_i·Σ_j v_jf·x_j − v_if·x_i²; the sums are those before the step.
+        for (j, &i) in row.iter().enumerate() {
+            let x = values.at(j);
             let base = i as usize * k;
             for f in 0..k {
                 let v = self.factors[base + f];
-                let gradient = g * (self.sums[f] - v) + l2 * v;
+                let gradient = g * x * (self.sums[f] - v * x) + l2 * v;
                 let acc = self.squared_gradients[base + f] + gradient * gradient;
                 self.squared_gradients[base + f] = acc;
                 self.factors[base + f] = v - rate * gradient / (acc.sqrt() + 1e-8);
             }
         }
         p
+    }
+
+    /// Carries the machine to the next FeatureMap version: a moved slot starts from its old
+    /// slot's weight and factors, a reset slot from a fresh one's. Slots outside the dimension
+    /// are ignored.
+    pub fn carry(&mut self, transition: &Transition) {
+        self.linear.carry(transition);
+        let k = self.params.factors;
+        let dim = self.linear.dimension();
+        let rows = |slot: u32| slot as usize * k..(slot as usize + 1) * k;
+        let old: Vec<(u32, Vec<f32>, Vec<f32>)> = transition
+            .moved
+            .iter()
+            .filter(|(new, old)| (*new as usize) < dim && (*old as usize) < dim)
+            .map(|&(new, old)| {
+                let (f, g) = (&self.factors[rows(old)], &self.squared_gradients[rows(old)]);
+                (new, f.to_vec(), g.to_vec())
+            })
+            .collect();
+        for (slot, f, g) in old {
+            self.factors[rows(slot)].copy_from_slice(&f);
+            self.squared_gradients[rows(slot)].copy_from_slice(&g);
+        }
+        for &slot in transition.reset.iter().filter(|s| (**s as usize) < dim) {
+            for i in rows(slot) {
+                self.factors[i] = initial_factor(i, self.params.init_std);
+                self.squared_gradients[i] = 0.0;
+            }
+        }
     }
 
     /// The linear weights of all coordinates.
@@ -230,25 +299,27 @@ mod tests {
             }
         }
 
-        fn learn(&mut self, row: &[u32], y: bool) -> f64 {
+        fn learn(&mut self, row: &[u32], x: &[f32], y: bool) -> f64 {
             let k = self.p.factors;
             let idx: Vec<usize> = row.iter().map(|&i| i as usize).collect();
+            let x: Vec<f64> = x.iter().map(|&x| f64::from(x)).collect();
             let w: Vec<f64> = idx.iter().map(|&i| self.w(i)).collect();
-            let mut margin: f64 = w.iter().sum();
+            let mut margin: f64 = w.iter().zip(&x).map(|(w, x)| w * x).sum();
             for a in 0..idx.len() {
                 for b in a + 1..idx.len() {
                     for f in 0..k {
-                        margin += self.v[idx[a] * k + f] * self.v[idx[b] * k + f];
+                        margin += self.v[idx[a] * k + f] * x[a] * self.v[idx[b] * k + f] * x[b];
                     }
                 }
             }
             let p = 1.0 / (1.0 + (-margin).exp());
             let g = p - if y { 1.0 } else { 0.0 };
             let alpha = f64::from(self.p.alpha);
-            for (&i, wi) in idx.iter().zip(&w) {
-                let sigma = ((self.n[i] + g * g).sqrt() - self.n[i].sqrt()) / alpha;
-                self.z[i] += g - sigma * wi;
-                self.n[i] += g * g;
+            for ((&i, wi), xi) in idx.iter().zip(&w).zip(&x) {
+                let gi = g * xi;
+                let sigma = ((self.n[i] + gi * gi).sqrt() - self.n[i].sqrt()) / alpha;
+                self.z[i] += gi - sigma * wi;
+                self.n[i] += gi * gi;
             }
             let old = self.v.clone();
             for (a, &i) in idx.iter().enumerate() {
@@ -257,9 +328,9 @@ mod tests {
                         .iter()
                         .enumerate()
                         .filter(|(b, _)| *b != a)
-                        .map(|(_, &j)| old[j * k + f])
+                        .map(|(b, &j)| old[j * k + f] * x[b])
                         .sum();
-                    let grad = g * others + f64::from(self.p.factor_l2) * old[i * k + f];
+                    let grad = g * x[a] * others + f64::from(self.p.factor_l2) * old[i * k + f];
                     self.g2[i * k + f] += grad * grad;
                     self.v[i * k + f] -= f64::from(self.p.factor_learning_rate) * grad
                         / (self.g2[i * k + f].sqrt() + 1e-8);
@@ -269,8 +340,7 @@ mod tests {
         }
     }
 
-    #[test]
-    fn matches_the_textbook_machine() {
+    fn assert_matches_textbook(binary: bool) {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
         let dim = 50;
         let params = FmParams {
@@ -288,8 +358,22 @@ mod tests {
                     row.push(i);
                 }
             }
+            let x: Vec<f32> = (0..6)
+                .map(|_| {
+                    if binary {
+                        1.0
+                    } else {
+                        rng.random_range(-1.5..1.5)
+                    }
+                })
+                .collect();
             let y = ((row[0] % 5) == (row[1] % 5)) ^ rng.random_bool(0.05);
-            let (p, q) = (fm.learn(&row, y), reference.learn(&row, y));
+            let p = if binary {
+                fm.learn(&row, y)
+            } else {
+                fm.learn_weighted(&row, &x, y)
+            };
+            let q = reference.learn(&row, &x, y);
             assert!((f64::from(p) - q).abs() < 2e-3, "{p} vs {q}");
         }
         for (a, b) in fm.factors().iter().zip(&reference.v) {
@@ -298,6 +382,56 @@ mod tests {
                 "{a} vs {b}"
             );
         }
+    }
+
+    #[test]
+    fn matches_the_textbook_machine() {
+        assert_matches_textbook(true);
+    }
+
+    #[test]
+    fn weighted_rows_match_the_textbook_machine() {
+        assert_matches_textbook(false);
+    }
+
+    #[test]
+    fn predict_weighted_with_unit_values_is_predict() {
+        let mut fm = Fm::new(FmParams::default(), 8);
+        for _ in 0..50 {
+            fm.learn(&[0, 3, 5], true);
+        }
+        let (row, ones) = ([0u32, 3, 5, 7], [1.0f32; 4]);
+        assert_eq!(fm.predict(&row), fm.predict_weighted(&row, &ones));
+        let halved = fm.predict_weighted(&row, &[0.5; 4]);
+        assert_ne!(halved, fm.predict(&row));
+    }
+
+    #[test]
+    fn carries_moved_slots_and_resets_new_ones() {
+        let params = FmParams {
+            factors: 2,
+            ..FmParams::default()
+        };
+        let mut fm = Fm::new(params, 4);
+        for _ in 0..100 {
+            fm.learn(&[0, 1], true);
+            fm.learn(&[1, 2], false);
+        }
+        let before = fm.factors().to_vec();
+        fm.carry(&Transition {
+            moved: vec![(3, 1)],
+            reset: vec![2],
+        });
+        let after = fm.factors();
+        assert_eq!(after[6..8], before[2..4]);
+        assert_eq!(after[0..4], before[0..4]);
+        let fresh = [
+            initial_factor(4, params.init_std),
+            initial_factor(5, params.init_std),
+        ];
+        assert_eq!(after[4..6], fresh);
+        assert_ne!(before[4..6], fresh);
+        assert_eq!(fm.weights()[3], fm.weights()[1]);
     }
 
     #[test]

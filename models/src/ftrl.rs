@@ -1,10 +1,12 @@
-//! FTRL-Proximal logistic regression over binary sparse rows (McMahan et al., "Ad Click
+//! FTRL-Proximal logistic regression over sparse rows (McMahan et al., "Ad Click
 //! Prediction: a View from the Trenches", KDD 2013, Algorithm 1).
 //!
 //! The learner keeps two numbers per coordinate, `z` and `n`; the weight is computed lazily from
 //! them, so L1 yields exact zeros. [`Ftrl::learn`] predicts before it learns, which is what
 //! progressive validation needs.
 
+use crate::fmap::Transition;
+use crate::learner::{Ones, RowValues};
 use serde::{Deserialize, Serialize};
 
 /// Hyper-parameters of FTRL-Proximal.
@@ -112,12 +114,24 @@ impl Ftrl {
     ///
     /// If an index is not below [`Ftrl::dimension`].
     pub fn predict(&self, row: &[u32]) -> f32 {
-        sigmoid(self.predict_margin(row))
+        sigmoid(self.predict_margin(row, Ones))
+    }
+
+    /// The click probability of a row with a value per index (a [`crate::CsrBatch`] row).
+    ///
+    /// # Panics
+    ///
+    /// If an index is not below [`Ftrl::dimension`] or `values` is shorter than `indices`.
+    pub fn predict_weighted(&self, indices: &[u32], values: &[f32]) -> f32 {
+        sigmoid(self.predict_margin(indices, values))
     }
 
     /// The linear margin of a row (the log-odds before the sigmoid).
-    pub(crate) fn predict_margin(&self, row: &[u32]) -> f32 {
-        row.iter().map(|&i| self.weight(i as usize)).sum()
+    pub(crate) fn predict_margin(&self, row: &[u32], values: impl RowValues) -> f32 {
+        row.iter()
+            .enumerate()
+            .map(|(k, &i)| self.weight(i as usize) * values.at(k))
+            .sum()
     }
 
     /// Predicts the row, then learns from its label; returns the prediction made before learning.
@@ -126,35 +140,72 @@ impl Ftrl {
     ///
     /// If an index is not below [`Ftrl::dimension`].
     pub fn learn(&mut self, row: &[u32], label: bool) -> f32 {
-        let p = sigmoid(self.margin(row));
-        self.apply(row, p - if label { 1.0 } else { 0.0 });
+        self.learn_values(row, Ones, label)
+    }
+
+    /// [`Ftrl::learn`] for a row with a value per index: coordinate `i` with value `x` sees the
+    /// gradient `g·x`.
+    ///
+    /// # Panics
+    ///
+    /// If an index is not below [`Ftrl::dimension`] or `values` is shorter than `indices`.
+    pub fn learn_weighted(&mut self, indices: &[u32], values: &[f32], label: bool) -> f32 {
+        self.learn_values(indices, values, label)
+    }
+
+    fn learn_values(&mut self, row: &[u32], values: impl RowValues, label: bool) -> f32 {
+        let p = sigmoid(self.margin(row, values));
+        self.apply(row, values, p - if label { 1.0 } else { 0.0 });
         p
     }
 
     /// The linear margin of a row, remembering each coordinate's weight for the next
     /// [`Ftrl::apply`] on the same row.
-    pub(crate) fn margin(&mut self, row: &[u32]) -> f32 {
+    pub(crate) fn margin(&mut self, row: &[u32], values: impl RowValues) -> f32 {
         self.scratch.clear();
         let mut margin = 0.0;
-        for &i in row {
+        for (k, &i) in row.iter().enumerate() {
             let w = self.weight(i as usize);
             self.scratch.push(w);
-            margin += w;
+            margin += w * values.at(k);
         }
         margin
     }
 
     /// One FTRL step with loss gradient `g` (w.r.t. the margin) on the row last given to
     /// [`Ftrl::margin`].
-    pub(crate) fn apply(&mut self, row: &[u32], g: f32) {
-        let g2 = g * g;
+    pub(crate) fn apply(&mut self, row: &[u32], values: impl RowValues, g: f32) {
         let alpha = self.params.alpha;
-        for (&i, &w) in row.iter().zip(&self.scratch) {
+        for (k, (&i, &w)) in row.iter().zip(&self.scratch).enumerate() {
             let i = i as usize;
+            let gi = g * values.at(k);
+            let g2 = gi * gi;
             let n = self.n[i];
             let sigma = ((n + g2).sqrt() - n.sqrt()) / alpha;
-            self.z[i] += g - sigma * w;
+            self.z[i] += gi - sigma * w;
             self.n[i] = n + g2;
+        }
+    }
+
+    /// Carries the learner to the next FeatureMap version: a moved slot starts from its old
+    /// slot's state, a reset slot from nothing. Slots outside the dimension are ignored.
+    pub fn carry(&mut self, transition: &Transition) {
+        let dim = self.dimension();
+        let old: Vec<(usize, f32, f32)> = transition
+            .moved
+            .iter()
+            .filter(|(new, old)| (*new as usize) < dim && (*old as usize) < dim)
+            .map(|&(new, old)| (new as usize, self.z[old as usize], self.n[old as usize]))
+            .collect();
+        for (slot, z, n) in old {
+            (self.z[slot], self.n[slot]) = (z, n);
+        }
+        for &slot in &transition.reset {
+            if let (Some(z), Some(n)) =
+                (self.z.get_mut(slot as usize), self.n.get_mut(slot as usize))
+            {
+                (*z, *n) = (0.0, 0.0);
+            }
         }
     }
 
@@ -168,12 +219,9 @@ impl Ftrl {
 mod tests {
     use super::*;
 
-    /// A direct transcription of the paper's Algorithm 1 in f64, one coordinate at a time.
-    fn reference(
-        params: FtrlParams,
-        dim: usize,
-        rows: &[(Vec<u32>, bool)],
-    ) -> (Vec<f64>, Vec<f64>) {
+    /// A direct transcription of the paper's Algorithm 1 in f64, one coordinate at a time, with
+    /// a value per index (the gradient of coordinate `i` is `g·x_i`).
+    fn reference(params: FtrlParams, dim: usize, rows: &[Example]) -> (Vec<f64>, Vec<f64>) {
         let (a, b, l1, l2) = (
             f64::from(params.alpha),
             f64::from(params.beta),
@@ -182,7 +230,7 @@ mod tests {
         );
         let (mut z, mut n) = (vec![0f64; dim], vec![0f64; dim]);
         let mut preds = Vec::new();
-        for (row, y) in rows {
+        for (row, x, y) in rows {
             let w: Vec<f64> = row
                 .iter()
                 .map(|&i| {
@@ -194,34 +242,61 @@ mod tests {
                     }
                 })
                 .collect();
-            let p = 1.0 / (1.0 + (-w.iter().sum::<f64>()).exp());
+            let margin: f64 = w.iter().zip(x).map(|(w, x)| w * f64::from(*x)).sum();
+            let p = 1.0 / (1.0 + (-margin).exp());
             preds.push(p);
             let g = p - if *y { 1.0 } else { 0.0 };
-            for (&i, wi) in row.iter().zip(w) {
+            for ((&i, wi), xi) in row.iter().zip(w).zip(x) {
                 let i = i as usize;
-                let sigma = ((n[i] + g * g).sqrt() - n[i].sqrt()) / a;
-                z[i] += g - sigma * wi;
-                n[i] += g * g;
+                let gi = g * f64::from(*xi);
+                let sigma = ((n[i] + gi * gi).sqrt() - n[i].sqrt()) / a;
+                z[i] += gi - sigma * wi;
+                n[i] += gi * gi;
             }
         }
         (z, preds)
     }
 
-    #[test]
-    fn matches_the_papers_algorithm() {
+    /// Indices, their values, the label.
+    type Example = (Vec<u32>, Vec<f32>, bool);
+
+    /// Seeded rows of 5 indices below `dim`; values 1 when `binary`, else in [-2, 2).
+    fn examples(dim: usize, binary: bool) -> Vec<Example> {
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-        let dim = 64;
-        let rows: Vec<(Vec<u32>, bool)> = (0..2000)
+        (0..2000)
             .map(|_| {
                 let row: Vec<u32> = (0..5).map(|_| rng.random_range(0..dim as u32)).collect();
+                let x: Vec<f32> = (0..5)
+                    .map(|_| {
+                        if binary {
+                            1.0
+                        } else {
+                            rng.random_range(-2.0..2.0)
+                        }
+                    })
+                    .collect();
                 let y = (row[0] % 3 == 0) ^ rng.random_bool(0.1);
-                (row, y)
+                (row, x, y)
             })
-            .collect();
+            .collect()
+    }
+
+    fn assert_matches_reference(binary: bool) {
+        let dim = 64;
+        let rows = examples(dim, binary);
         let params = FtrlParams::default();
         let mut ftrl = Ftrl::new(params, dim);
-        let preds: Vec<f32> = rows.iter().map(|(r, y)| ftrl.learn(r, *y)).collect();
+        let preds: Vec<f32> = rows
+            .iter()
+            .map(|(r, x, y)| {
+                if binary {
+                    ftrl.learn(r, *y)
+                } else {
+                    ftrl.learn_weighted(r, x, *y)
+                }
+            })
+            .collect();
         let (z, ref_preds) = reference(params, dim, &rows);
         for (p, q) in preds.iter().zip(&ref_preds) {
             assert!((f64::from(*p) - q).abs() < 1e-4, "{p} vs {q}");
@@ -232,6 +307,45 @@ mod tests {
                 "{a} vs {b}"
             );
         }
+        let (r, x, _) = &rows[0];
+        let weighted = ftrl.predict_weighted(r, x);
+        let margin: f32 = r
+            .iter()
+            .zip(x)
+            .map(|(&i, x)| ftrl.weight(i as usize) * x)
+            .sum();
+        assert!((weighted - sigmoid(margin)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn matches_the_papers_algorithm() {
+        assert_matches_reference(true);
+    }
+
+    #[test]
+    fn weighted_rows_match_the_papers_algorithm() {
+        assert_matches_reference(false);
+    }
+
+    #[test]
+    fn carries_moved_slots_and_resets_new_ones() {
+        let mut ftrl = Ftrl::new(FtrlParams::default(), 6);
+        for _ in 0..200 {
+            ftrl.learn(&[0, 1, 2], true);
+            ftrl.learn(&[0, 3], false);
+        }
+        let before = ftrl.weights();
+        assert!(before[1] != 0.0 && before[3] != 0.0);
+        // Bucket 4 continues bucket 1, bucket 1 continues bucket 3; slot 2 got a new value.
+        ftrl.carry(&Transition {
+            moved: vec![(4, 1), (1, 3), (99, 0)],
+            reset: vec![2, 98],
+        });
+        let after = ftrl.weights();
+        assert_eq!(after[4], before[1]);
+        assert_eq!(after[1], before[3]);
+        assert_eq!((after[0], after[2], after[3]), (before[0], 0.0, before[3]));
+        assert_eq!((ftrl.z[2], ftrl.n[2]), (0.0, 0.0));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use crate::artifact::{ModelArtifact, ModelKind};
 use crate::features::FeatureSpec;
 use crate::fm::{Fm, FmParams};
+use crate::fmap::Transition;
 use crate::ftrl::{Ftrl, FtrlParams};
 use serde::{Deserialize, Serialize};
 
@@ -26,7 +27,32 @@ impl LearnerParams {
     }
 }
 
-/// An online learner over binary sparse rows.
+/// The values of a sparse row's entries, by position: all ones for a binary row, else one per
+/// index. Generic so that binary rows pay nothing for values they do not have.
+pub trait RowValues: Copy {
+    /// The value of entry `k`.
+    fn at(self, k: usize) -> f32;
+}
+
+/// The values of a binary row: every entry is 1.
+#[derive(Clone, Copy, Debug)]
+pub struct Ones;
+
+impl RowValues for Ones {
+    #[inline]
+    fn at(self, _k: usize) -> f32 {
+        1.0
+    }
+}
+
+impl RowValues for &[f32] {
+    #[inline]
+    fn at(self, k: usize) -> f32 {
+        self[k]
+    }
+}
+
+/// An online learner over sparse rows (binary, or with a value per index).
 #[derive(Clone, Debug)]
 pub enum Learner {
     /// FTRL-Proximal logistic regression.
@@ -65,6 +91,38 @@ impl Learner {
         match self {
             Learner::Ftrl(m) => m.predict(row),
             Learner::Fm(m) => m.predict(row),
+        }
+    }
+
+    /// [`Learner::learn`] for a row with a value per index (a [`crate::CsrBatch`] row).
+    ///
+    /// # Panics
+    ///
+    /// If an index is not below the dimension or `values` is shorter than `indices`.
+    pub fn learn_weighted(&mut self, indices: &[u32], values: &[f32], label: bool) -> f32 {
+        match self {
+            Learner::Ftrl(m) => m.learn_weighted(indices, values, label),
+            Learner::Fm(m) => m.learn_weighted(indices, values, label),
+        }
+    }
+
+    /// [`Learner::predict`] for a row with a value per index.
+    ///
+    /// # Panics
+    ///
+    /// If an index is not below the dimension or `values` is shorter than `indices`.
+    pub fn predict_weighted(&self, indices: &[u32], values: &[f32]) -> f32 {
+        match self {
+            Learner::Ftrl(m) => m.predict_weighted(indices, values),
+            Learner::Fm(m) => m.predict_weighted(indices, values),
+        }
+    }
+
+    /// Carries the learner's state to the next FeatureMap version (see [`Transition`]).
+    pub fn carry(&mut self, transition: &Transition) {
+        match self {
+            Learner::Ftrl(m) => m.carry(transition),
+            Learner::Fm(m) => m.carry(transition),
         }
     }
 
