@@ -279,7 +279,7 @@ fn chunk_lines<'a>(
 pub fn featurize(input: &Path, workers: usize, epochs: u64) -> Result<FeaturizeBench> {
     use millrace_models::fmap::{Parser, Schema};
     use millrace_models::{EventBatch, FeatureMap, FeatureMapSpec};
-    use millrace_operators::{FeaturizeStats, FitFeatureMap, TransformRows};
+    use millrace_operators::{Featurize, FeaturizeStats, FitFeatureMap};
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{Arc, Mutex};
 
@@ -335,22 +335,20 @@ pub fn featurize(input: &Path, workers: usize, epochs: u64) -> Result<FeaturizeB
             let (made, last) = (made_.clone(), last_.clone());
             worker.dataflow::<u64, _, _>(|scope| {
                 let events = scope.input_from(&mut input);
-                let updates = events.clone().fit_feature_map(layout.clone());
                 if transform {
                     let stats = Arc::new(FeaturizeStats::default());
                     let map = FeatureMap::new(layout.clone());
-                    events
-                        .transform_rows(updates, map, stats, move |map, _| {
-                            if index == 0 {
-                                *last.lock().unwrap_or_else(|e| e.into_inner()) = Some(map.clone());
-                            }
-                        })
-                        .inspect(move |rows| {
-                            made.fetch_add(rows.len() as u64, Ordering::Relaxed);
-                        })
-                        .probe_with(&probe);
+                    let (rows, _updates) = events.featurize(map, stats, move |map, _| {
+                        if index == 0 {
+                            *last.lock().unwrap_or_else(|e| e.into_inner()) = Some(map.clone());
+                        }
+                    });
+                    rows.inspect(move |rows| {
+                        made.fetch_add(rows.len() as u64, Ordering::Relaxed);
+                    })
+                    .probe_with(&probe);
                 } else {
-                    updates.probe_with(&probe);
+                    events.fit_feature_map(layout.clone()).probe_with(&probe);
                 }
             });
             let mut parser = Parser::new(&layout);

@@ -17,6 +17,9 @@
 //!   Every worker therefore applies the same updates in the same order and holds the same
 //!   version N for the same epochs: the FeatureMap is one consistent thing across the cluster.
 //!
+//! [`Featurize::featurize`] is the last two over one stream: the observer hands each batch on to
+//! the transform instead of both reading a copy.
+//!
 //! Version numbers count epochs that had events: an epoch in which no worker saw an event makes
 //! no updates and no version.
 
@@ -291,82 +294,175 @@ pub trait FitFeatureMap<'scope> {
 
 impl<'scope> FitFeatureMap<'scope> for StreamVec<'scope, u64, EventBatch> {
     fn fit_feature_map(self, layout: Layout) -> StreamVec<'scope, u64, FeatureUpdate> {
-        let worker = self.scope().index() as u32;
-        let observe_layout = layout.clone();
-        let partials = self
-            .unary_frontier::<CapacityContainerBuilder<Vec<FeaturePartial>>, _, _, _>(
-                Pipeline,
-                "ObserveFeatures",
-                move |_capability, _info| {
-                    let layout = observe_layout;
-                    let mut open: BTreeMap<u64, (Capability<u64>, Partials)> = BTreeMap::new();
-                    move |(input, frontier), output| {
-                        input.for_each(|cap, data| {
-                            if let Some(partials) = stash_for(&mut open, &cap, |time| {
-                                Partials::new(&layout, u64::from(worker) << 32 | time)
-                            }) {
-                                for batch in data.iter() {
-                                    partials.observe(&layout, batch);
-                                }
-                            }
-                        });
-                        while let Some(entry) = open.first_entry() {
-                            if frontier.frontier().less_equal(entry.key()) {
-                                break;
-                            }
-                            let (cap, partials) = entry.remove();
-                            output
-                                .session(&cap)
-                                .give_iterator(partials.finish(worker).into_iter());
-                        }
+        let (partials, _events) = observe_features(self, layout.clone());
+        merge_features(partials, layout)
+    }
+}
+
+/// Observes each epoch's events into this worker's partial statistics, handed on when the
+/// frontier passes the epoch; the events themselves leave on the second stream unchanged (moved,
+/// not copied), for an operator downstream that needs them too.
+fn observe_features<'scope>(
+    events: StreamVec<'scope, u64, EventBatch>,
+    layout: Layout,
+) -> (
+    StreamVec<'scope, u64, FeaturePartial>,
+    StreamVec<'scope, u64, EventBatch>,
+) {
+    let worker = events.scope().index() as u32;
+    let mut builder = OperatorBuilder::new("ObserveFeatures".to_owned(), events.scope());
+    let mut input = builder.new_input(events, Pipeline);
+    let (partials_out, partials) = builder.new_output::<Vec<FeaturePartial>>();
+    let (events_out, events) = builder.new_output::<Vec<EventBatch>>();
+    let mut partials_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(partials_out);
+    let mut events_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(events_out);
+    builder.build(move |_capabilities| {
+        let mut open: BTreeMap<u64, (Capability<u64>, Partials)> = BTreeMap::new();
+        move |frontiers| {
+            let mut partials_out = partials_out.activate();
+            let mut events_out = events_out.activate();
+            input.for_each(|cap, data| {
+                if let Some(partials) = stash_for(&mut open, &cap, |time| {
+                    Partials::new(&layout, u64::from(worker) << 32 | time)
+                }) {
+                    for batch in data.iter() {
+                        partials.observe(&layout, batch);
                     }
-                },
-            );
-        let by_owner = Exchange::new(|p: &FeaturePartial| u64::from(p.feature));
-        partials
-            .unary_frontier::<CapacityContainerBuilder<Vec<FeatureUpdate>>, _, _, _>(
-                by_owner,
-                "MergeFeatureStats",
-                move |_capability, _info| {
-                    let mut fitters: HashMap<u32, FeatureFitter> = HashMap::new();
-                    let mut open: BTreeMap<u64, (Capability<u64>, Vec<FeaturePartial>)> =
-                        BTreeMap::new();
-                    move |(input, frontier), output| {
-                        input.for_each(|cap, data| {
-                            if let Some(stash) = stash_for(&mut open, &cap, |_| Vec::new()) {
-                                stash.append(data);
+                }
+                if let Some(events_cap) = cap.retain_least(1) {
+                    events_out.session(&events_cap).give_container(data);
+                }
+            });
+            while let Some(entry) = open.first_entry() {
+                if frontiers[0].frontier().less_equal(entry.key()) {
+                    break;
+                }
+                let (cap, partials) = entry.remove();
+                partials_out
+                    .session(&cap)
+                    .give_iterator(partials.finish(worker).into_iter());
+            }
+        }
+    });
+    (partials, events)
+}
+
+/// Merges each epoch's partials, exchanged to each feature's owner, in worker order into the
+/// feature's update; broadcasts the updates to every worker.
+fn merge_features<'scope>(
+    partials: StreamVec<'scope, u64, FeaturePartial>,
+    layout: Layout,
+) -> StreamVec<'scope, u64, FeatureUpdate> {
+    let by_owner = Exchange::new(|p: &FeaturePartial| u64::from(p.feature));
+    partials
+        .unary_frontier::<CapacityContainerBuilder<Vec<FeatureUpdate>>, _, _, _>(
+            by_owner,
+            "MergeFeatureStats",
+            move |_capability, _info| {
+                let mut fitters: HashMap<u32, FeatureFitter> = HashMap::new();
+                let mut open: BTreeMap<u64, (Capability<u64>, Vec<FeaturePartial>)> =
+                    BTreeMap::new();
+                move |(input, frontier), output| {
+                    input.for_each(|cap, data| {
+                        if let Some(stash) = stash_for(&mut open, &cap, |_| Vec::new()) {
+                            stash.append(data);
+                        }
+                    });
+                    while let Some(entry) = open.first_entry() {
+                        if frontier.frontier().less_equal(entry.key()) {
+                            break;
+                        }
+                        let (cap, mut partials) = entry.remove();
+                        partials.sort_by_key(|p| (p.feature, p.worker));
+                        let mut session = output.session(&cap);
+                        let mut partials = partials.into_iter().peekable();
+                        while let Some(first) = partials.next() {
+                            let feature = first.feature;
+                            let mut group = vec![first];
+                            while let Some(p) = partials.next_if(|p| p.feature == feature) {
+                                group.push(p);
                             }
-                        });
-                        while let Some(entry) = open.first_entry() {
-                            if frontier.frontier().less_equal(entry.key()) {
-                                break;
-                            }
-                            let (cap, mut partials) = entry.remove();
-                            partials.sort_by_key(|p| (p.feature, p.worker));
-                            let mut session = output.session(&cap);
-                            let mut partials = partials.into_iter().peekable();
-                            while let Some(first) = partials.next() {
-                                let feature = first.feature;
-                                let mut group = vec![first];
-                                while let Some(p) = partials.next_if(|p| p.feature == feature) {
-                                    group.push(p);
-                                }
-                                let fitter = match fitters.entry(feature) {
-                                    hash_map::Entry::Occupied(e) => e.into_mut(),
-                                    hash_map::Entry::Vacant(e) => {
-                                        match FeatureFitter::new(&layout, feature) {
-                                            Some(fitter) => e.insert(fitter),
-                                            None => continue,
-                                        }
+                            let fitter = match fitters.entry(feature) {
+                                hash_map::Entry::Occupied(e) => e.into_mut(),
+                                hash_map::Entry::Vacant(e) => {
+                                    match FeatureFitter::new(&layout, feature) {
+                                        Some(fitter) => e.insert(fitter),
+                                        None => continue,
                                     }
-                                };
-                                session.give(fitter.merge(group));
-                            }
+                                }
+                            };
+                            session.give(fitter.merge(group));
                         }
                     }
-                },
-            )
-            .broadcast()
+                }
+            },
+        )
+        .broadcast()
+}
+
+/// Fits and transforms in one: the events are observed, then moved on to the transform, so a
+/// batch is never copied (two consumers of one stream would each get a copy).
+pub trait Featurize<'scope> {
+    /// The sparse rows of the events, each epoch's made with the FeatureMap version fitted from
+    /// every epoch before it, starting from `map`: [`FitFeatureMap::fit_feature_map`] and
+    /// [`TransformRows::transform_rows`] over the same events, without the copy. `on_version`
+    /// is as for [`TransformRows::transform_rows`]. The second stream is the updates (on every
+    /// worker), for operators downstream that follow the versions themselves, such as
+    /// [`crate::TrainRows`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use millrace_models::fmap::{FeatureMapSpec, Parser, Schema};
+    /// use millrace_models::{EventBatch, FeatureMap};
+    /// use millrace_operators::{Featurize, FeaturizeStats};
+    /// use std::sync::{atomic::Ordering, Arc};
+    /// use timely::dataflow::operators::{Inspect, ToStream};
+    ///
+    /// let layout = FeatureMapSpec::criteo_default().compile(&Schema::criteo()).unwrap();
+    /// let mut parser = Parser::new(&layout);
+    /// let mut batch = EventBatch::new(39);
+    /// parser.parse_tsv(format!("1\t3{}", "\t".repeat(38)).as_bytes(), 0, &mut batch).unwrap();
+    /// let stats = Arc::new(FeaturizeStats::default());
+    /// let shared = stats.clone();
+    /// timely::example(move |scope| {
+    ///     let (rows, _updates) =
+    ///         vec![batch].to_stream(scope).featurize(FeatureMap::new(layout), shared, |_, _| {});
+    ///     rows.inspect(|rows| assert_eq!(rows.row(0).0.len(), 1 + 13 + 13 + 26));
+    /// });
+    /// assert_eq!(stats.rows.load(Ordering::Relaxed), 1);
+    /// assert_eq!(stats.version.load(Ordering::Relaxed), 1);
+    /// ```
+    fn featurize<F>(
+        self,
+        map: FeatureMap,
+        stats: Arc<FeaturizeStats>,
+        on_version: F,
+    ) -> (
+        StreamVec<'scope, u64, CsrBatch>,
+        StreamVec<'scope, u64, FeatureUpdate>,
+    )
+    where
+        F: FnMut(&Arc<FeatureMap>, &Transition) + 'static;
+}
+
+impl<'scope> Featurize<'scope> for StreamVec<'scope, u64, EventBatch> {
+    fn featurize<F>(
+        self,
+        map: FeatureMap,
+        stats: Arc<FeaturizeStats>,
+        on_version: F,
+    ) -> (
+        StreamVec<'scope, u64, CsrBatch>,
+        StreamVec<'scope, u64, FeatureUpdate>,
+    )
+    where
+        F: FnMut(&Arc<FeatureMap>, &Transition) + 'static,
+    {
+        let (partials, events) = observe_features(self, map.layout.clone());
+        let updates = merge_features(partials, map.layout.clone());
+        let rows = events.transform_rows(updates.clone(), map, stats, on_version);
+        (rows, updates)
     }
 }
 

@@ -5,9 +5,10 @@
 //! - [`ingest`] turns any pollable source into a timely stream whose epochs advance on a timer;
 //! - [`Decode`] splits raw records into Criteo events and dead letters;
 //! - [`ParseEvents`], [`FitFeatureMap`] and [`TransformRows`] parse events, fit a versioned
-//!   FeatureMap across all workers and transform events into sparse rows with it;
+//!   FeatureMap across all workers and transform events into sparse rows with it ([`Featurize`]
+//!   does the last two over one stream without copying it);
 //! - [`TrainOnline`] featurizes events, learns an FTRL model with progressive validation and
-//!   publishes model versions to the registry;
+//!   publishes model versions to the registry; [`TrainRows`] learns from FeatureMap rows;
 //! - [`Deliver`] hands a stream's records to a sink (dead letters to Kafka, for example).
 #![warn(missing_docs)]
 
@@ -19,6 +20,6 @@ pub mod train;
 
 pub use decode::{Decode, DecodeStats};
 pub use deliver::{Deliver, RecordSink};
-pub use featurize::{FeaturizeStats, FitFeatureMap, ParseEvents, TransformRows};
+pub use featurize::{Featurize, FeaturizeStats, FitFeatureMap, ParseEvents, TransformRows};
 pub use ingest::{ingest, PollSource, Polled};
-pub use train::{PublishPolicy, TrainOnline, TrainerConfig, TrainerStats};
+pub use train::{PublishPolicy, TrainOnline, TrainRows, TrainerConfig, TrainerStats};

@@ -6,15 +6,21 @@
 //! validation) and publishes the model to the registry every `every_events` events or `every`
 //! of time, and once more when its input is complete. Synchronizing several trainers by
 //! all-reduce is the next step; one trainer keeps this first version exact and simple.
+//!
+//! [`TrainOnline`] learns from hashed features of decoded events; [`TrainRows`] learns from the
+//! weighted rows of a fitted FeatureMap, carrying the weights across its versions.
 
+use millrace_models::fmap::FeatureUpdate;
 use millrace_models::{
-    AucAccumulator, CriteoEvent, FeatureSpec, Learner, LearnerParams, LogLoss, Registry, SparseRow,
+    AucAccumulator, CriteoEvent, CsrBatch, FeatureMap, FeatureSpec, Learner, LearnerParams,
+    LogLoss, Registry, SparseRow,
 };
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::core::Map;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::StreamVec;
@@ -54,6 +60,9 @@ pub struct TrainerStats {
     pub publish_errors: AtomicU64,
     /// Events the newest published version had learned from.
     pub published_events: AtomicU64,
+    /// Rows not learned because they were made with another FeatureMap version than the
+    /// trainer's (see [`TrainRows::train_rows`]); 0 unless something upstream is wrong.
+    pub skipped_rows: AtomicU64,
     auc_bits: AtomicU64,
     logloss_bits: AtomicU64,
 }
@@ -151,6 +160,160 @@ impl TrainOnline for StreamVec<'_, u64, CriteoEvent> {
                         // Wake up again when a time-based publication falls due without new input.
                         if let Some(wait) = trainer.maybe_publish(frontier.is_empty()) {
                             activator.activate_after(wait);
+                        }
+                    }
+                }
+            },
+        );
+    }
+}
+
+/// Trains a learner on FeatureMap rows, following the FeatureMap's versions.
+pub trait TrainRows<'scope> {
+    /// Learns every row on one trainer (worker 0), each after predicting it (progressive
+    /// validation, in `stats`). The trainer keeps its own replica of the FeatureMap, starting
+    /// from `map` and applying `updates` (as [`crate::Featurize::featurize`] returns them) in
+    /// epoch order, and carries the learner across each new version ([`Learner::carry`]), so
+    /// that every row meets the weights of the version it was made with. `on_epoch` is called
+    /// on the trainer with the epoch, the learner and the version its weights belong to after
+    /// each epoch's rows are learned: where a publisher takes the model.
+    ///
+    /// A batch whose version is not the replica's cannot be learned consistently; it is
+    /// skipped, counted in `stats.skipped_rows` and logged (it would mean a bug upstream).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use millrace_models::fmap::{FeatureMapSpec, Parser, Schema};
+    /// use millrace_models::{EventBatch, FeatureMap, FtrlParams, LearnerParams};
+    /// use millrace_operators::{Featurize, FeaturizeStats, TrainRows, TrainerStats};
+    /// use std::sync::{atomic::Ordering, Arc};
+    /// use timely::dataflow::operators::ToStream;
+    ///
+    /// let layout = FeatureMapSpec::criteo_default().compile(&Schema::criteo()).unwrap();
+    /// let mut parser = Parser::new(&layout);
+    /// let mut batch = EventBatch::new(39);
+    /// for i in 0..100 {
+    ///     let line = format!("{}\t{i}{}", i % 2, "\t".repeat(38));
+    ///     parser.parse_tsv(line.as_bytes(), 0, &mut batch).unwrap();
+    /// }
+    /// let stats = Arc::new(TrainerStats::new());
+    /// let shared = stats.clone();
+    /// timely::example(move |scope| {
+    ///     let featurize_stats = Arc::new(FeaturizeStats::default());
+    ///     let map = FeatureMap::new(layout);
+    ///     let (rows, updates) =
+    ///         vec![batch].to_stream(scope).featurize(map.clone(), featurize_stats, |_, _| {});
+    ///     let learner = LearnerParams::Ftrl(FtrlParams::default());
+    ///     rows.train_rows(updates, map, learner, shared, |epoch, _learner, map| {
+    ///         assert_eq!((epoch, map.version), (0, 0));
+    ///     });
+    /// });
+    /// assert_eq!(stats.learned.load(Ordering::Relaxed), 100);
+    /// assert!(stats.auc().is_some());
+    /// ```
+    fn train_rows<F>(
+        self,
+        updates: StreamVec<'scope, u64, FeatureUpdate>,
+        map: FeatureMap,
+        learner: LearnerParams,
+        stats: Arc<TrainerStats>,
+        on_epoch: F,
+    ) where
+        F: FnMut(u64, &Learner, &Arc<FeatureMap>) + 'static;
+}
+
+impl<'scope> TrainRows<'scope> for StreamVec<'scope, u64, CsrBatch> {
+    fn train_rows<F>(
+        self,
+        updates: StreamVec<'scope, u64, FeatureUpdate>,
+        map: FeatureMap,
+        params: LearnerParams,
+        stats: Arc<TrainerStats>,
+        mut on_epoch: F,
+    ) where
+        F: FnMut(u64, &Learner, &Arc<FeatureMap>) + 'static,
+    {
+        let owner = self.scope().index() == 0;
+        let mut learner = owner.then(|| Learner::new(&params, map.dimension()));
+        let mut map = Arc::new(map);
+        let (mut auc, mut logloss) = (AucAccumulator::default(), LogLoss::default());
+        let mut rows: BTreeMap<u64, Vec<CsrBatch>> = BTreeMap::new();
+        let mut pending: BTreeMap<u64, Vec<FeatureUpdate>> = BTreeMap::new();
+        self.binary_frontier::<_, CapacityContainerBuilder<Vec<()>>, _, _, _, _>(
+            updates,
+            Exchange::new(|_: &CsrBatch| 0),
+            Pipeline,
+            "TrainRows",
+            move |_capability, _info| {
+                move |(rows_in, rows_frontier), (updates_in, updates_frontier), _output| {
+                    rows_in.for_each(|cap, data| {
+                        if let Some(&time) = cap.least() {
+                            rows.entry(time).or_default().append(data);
+                        }
+                    });
+                    updates_in.for_each(|cap, data| {
+                        if let Some(&time) = cap.least() {
+                            pending.entry(time).or_default().append(data);
+                        }
+                    });
+                    let Some(learner) = learner.as_mut() else {
+                        // Only the trainer follows the versions.
+                        pending.clear();
+                        return;
+                    };
+                    let rows_frontier = rows_frontier.frontier();
+                    let updates_frontier = updates_frontier.frontier();
+                    let mut times: Vec<u64> = rows.keys().chain(pending.keys()).copied().collect();
+                    times.sort_unstable();
+                    times.dedup();
+                    for time in times {
+                        // An epoch's rows meet the version made from every earlier epoch.
+                        let earlier_complete = time == 0
+                            || !(rows_frontier.less_equal(&(time - 1))
+                                || updates_frontier.less_equal(&(time - 1)));
+                        if !earlier_complete {
+                            break;
+                        }
+                        let epoch_done = !rows_frontier.less_equal(&time);
+                        if let Some(batches) = rows.get_mut(&time) {
+                            for batch in batches.drain(..) {
+                                if batch.version != map.version {
+                                    stats
+                                        .skipped_rows
+                                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                                    tracing::error!(
+                                        batch_version = batch.version,
+                                        trainer_version = map.version,
+                                        rows = batch.len(),
+                                        "rows of another FeatureMap version than the trainer's; skipped"
+                                    );
+                                    continue;
+                                }
+                                for i in 0..batch.len() {
+                                    let (indices, values) = batch.row(i);
+                                    let label = batch.labels[i];
+                                    let p = learner.learn_weighted(indices, values, label);
+                                    auc.add(p, label);
+                                    logloss.add(p, label);
+                                }
+                                stats
+                                    .learned
+                                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                            }
+                            if epoch_done {
+                                rows.remove(&time);
+                                stats.set_quality(auc.auc(), logloss.mean());
+                                on_epoch(time, learner, &map);
+                            }
+                        }
+                        if !epoch_done || updates_frontier.less_equal(&time) {
+                            break;
+                        }
+                        if let Some(mut updates) = pending.remove(&time) {
+                            updates.sort_by_key(|u| u.feature);
+                            let transition = Arc::make_mut(&mut map).apply(&updates);
+                            learner.carry(&transition);
                         }
                     }
                 }

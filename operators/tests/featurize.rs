@@ -6,11 +6,15 @@ use millrace_models::fmap::kll::error_for_k;
 use millrace_models::fmap::map::FeatureState;
 use millrace_models::fmap::spec::Kind;
 use millrace_models::fmap::value::fingerprint;
+use millrace_models::fmap::Transition;
 use millrace_models::fmap::{
     FeatureMapSpec, InvalidPolicy, Layout, Parser, Schema, TransformSpec, Value,
 };
 use millrace_models::{CsrBatch, EventBatch, FeatureMap};
-use millrace_operators::{FeaturizeStats, FitFeatureMap, TransformRows};
+use millrace_models::{FtrlParams, Learner, LearnerParams};
+use millrace_operators::{
+    Featurize, FeaturizeStats, FitFeatureMap, TrainRows, TrainerStats, TransformRows,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::HashMap;
@@ -19,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::{Input, Inspect, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
+use timely::worker::Worker;
 
 /// One event: a Criteo-like line, and its epoch.
 struct Event {
@@ -73,8 +78,9 @@ struct Run {
 }
 
 /// Runs parse → fit → transform over `events` (event `i` enters at worker `i % workers`, in
-/// batches of 250, at its epoch).
-fn run(workers: usize, spec: &FeatureMapSpec, events: &[Event]) -> Run {
+/// batches of 250, at its epoch): with `fused`, as [`Featurize::featurize`]; otherwise as
+/// [`FitFeatureMap::fit_feature_map`] and [`TransformRows::transform_rows`] over one stream.
+fn run(workers: usize, spec: &FeatureMapSpec, events: &[Event], fused: bool) -> Run {
     let layout = spec.compile(&Schema::criteo()).unwrap();
     let versions = Arc::new(Mutex::new(vec![Vec::new(); workers]));
     let rows = Arc::new(Mutex::new(Vec::new()));
@@ -83,55 +89,32 @@ fn run(workers: usize, spec: &FeatureMapSpec, events: &[Event]) -> Run {
         Arc::new(events.iter().map(|e| (e.line.clone(), e.epoch)).collect());
     let (v, r, s) = (versions.clone(), rows.clone(), stats.clone());
     timely::execute(timely::Config::process(workers), move |worker| {
-        let (index, peers) = (worker.index(), worker.peers());
+        let index = worker.index();
         let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<EventBatch>>>::new();
         let probe = ProbeHandle::new();
         let (layout, v, r, s) = (layout.clone(), v.clone(), r.clone(), s.clone());
-        let mut parser = Parser::new(&layout);
         worker.dataflow::<u64, _, _>(|scope| {
             let events = scope.input_from(&mut input);
-            let updates = events.clone().fit_feature_map(layout.clone());
-            events
-                .transform_rows(
-                    updates,
-                    FeatureMap::new(layout.clone()),
-                    s,
-                    move |map, _| {
-                        v.lock().unwrap()[index].push(map.clone());
-                    },
-                )
-                .inspect_core(move |event| {
-                    if let Ok((stamp, batches)) = event {
-                        let time = *stamp.least().unwrap();
-                        let mut rows = r.lock().unwrap();
-                        rows.extend(batches.iter().map(|b| (time, b.clone())));
-                    }
-                })
-                .probe_with(&probe);
-        });
-        let mine: Vec<&(String, u64)> = lines.iter().skip(index).step_by(peers).collect();
-        for chunk in mine.chunks(250) {
-            let epoch = chunk[0].1;
-            if *input.time() < epoch {
-                input.advance_to(epoch);
-            }
-            let mut batch = EventBatch::new(39);
-            for (line, e) in chunk {
-                if *e != epoch {
-                    input.send(std::mem::replace(&mut batch, EventBatch::new(39)));
-                    input.advance_to(*e);
+            let map = FeatureMap::new(layout.clone());
+            let on_version = move |map: &Arc<FeatureMap>, _: &_| {
+                v.lock().unwrap()[index].push(map.clone());
+            };
+            let rows = if fused {
+                events.featurize(map, s, on_version).0
+            } else {
+                let updates = events.clone().fit_feature_map(layout.clone());
+                events.transform_rows(updates, map, s, on_version)
+            };
+            rows.inspect_core(move |event| {
+                if let Ok((stamp, batches)) = event {
+                    let time = *stamp.least().unwrap();
+                    let mut rows = r.lock().unwrap();
+                    rows.extend(batches.iter().map(|b| (time, b.clone())));
                 }
-                parser
-                    .parse_tsv(line.as_bytes(), time_of(*e), &mut batch)
-                    .unwrap();
-            }
-            input.send(batch);
-            worker.step();
-        }
-        drop(input);
-        while !probe.done() {
-            worker.step();
-        }
+            })
+            .probe_with(&probe);
+        });
+        feed(worker, input, &probe, &lines, &layout);
     })
     .unwrap()
     .join()
@@ -143,6 +126,45 @@ fn run(workers: usize, spec: &FeatureMapSpec, events: &[Event]) -> Run {
         versions,
         rows,
         stats,
+    }
+}
+
+/// Feeds this worker's share of `lines` (line `i` goes to worker `i % peers`) in batches of
+/// 250 at their epochs, then steps until `probe` is done.
+fn feed(
+    worker: &mut Worker,
+    mut input: InputHandle<u64, CapacityContainerBuilder<Vec<EventBatch>>>,
+    probe: &ProbeHandle<u64>,
+    lines: &[(String, u64)],
+    layout: &Layout,
+) {
+    let mut parser = Parser::new(layout);
+    let mine: Vec<&(String, u64)> = lines
+        .iter()
+        .skip(worker.index())
+        .step_by(worker.peers())
+        .collect();
+    for chunk in mine.chunks(250) {
+        let epoch = chunk[0].1;
+        if *input.time() < epoch {
+            input.advance_to(epoch);
+        }
+        let mut batch = EventBatch::new(39);
+        for (line, e) in chunk {
+            if *e != epoch {
+                input.send(std::mem::replace(&mut batch, EventBatch::new(39)));
+                input.advance_to(*e);
+            }
+            parser
+                .parse_tsv(line.as_bytes(), time_of(*e), &mut batch)
+                .unwrap();
+        }
+        input.send(batch);
+        worker.step();
+    }
+    drop(input);
+    while !probe.done() {
+        worker.step();
     }
 }
 
@@ -278,14 +300,14 @@ fn fit_and_transform_with_1_2_and_4_workers_match_the_batch_computation() {
     let distinct: usize = vocabs.iter().map(|v| v.counts.len()).sum();
     assert!(live > 1_000 && distinct > live, "{live} live of {distinct}");
 
-    for workers in [1, 2, 4] {
-        let run = run(workers, &spec, &events);
+    for (workers, fused) in [1, 2, 4].into_iter().flat_map(|w| [(w, false), (w, true)]) {
+        let run = run(workers, &spec, &events, fused);
         // Every worker holds the same versions, one per epoch.
         for versions in &run.versions {
-            assert_eq!(versions.len(), 4, "{workers} workers");
+            assert_eq!(versions.len(), 4, "{workers} workers (fused: {fused})");
             assert_eq!(
                 versions, &run.versions[0],
-                "{workers} workers: workers disagree"
+                "{workers} workers (fused: {fused}): workers disagree"
             );
         }
         for (epoch, map) in run.versions[0].iter().enumerate() {
@@ -297,14 +319,18 @@ fn fit_and_transform_with_1_2_and_4_workers_match_the_batch_computation() {
                     (Kind::OneHot(_), FeatureState::Vocab(got)) => {
                         let want: HashMap<u64, u32> = ids[cat].clone();
                         let got: HashMap<u64, u32> = got.iter().map(|(k, v)| (*k, *v)).collect();
-                        assert_eq!(got, want, "{workers} workers, epoch {epoch}, {}", def.name);
+                        assert_eq!(
+                            got, want,
+                            "{workers} workers (fused: {fused}), epoch {epoch}, {}",
+                            def.name
+                        );
                         cat += 1;
                     }
                     (Kind::Bucketize { buckets, k }, FeatureState::Buckets(b)) => {
                         let error = max_boundary_error(b, *buckets, &numbers[int_b]);
                         assert!(
                             error <= error_for_k(*k),
-                            "{workers} workers, epoch {epoch}, {}: rank error {error}",
+                            "{workers} workers (fused: {fused}), epoch {epoch}, {}: rank error {error}",
                             def.name
                         );
                         assert!(b.windows(2).all(|w| w[0] < w[1]));
@@ -348,7 +374,10 @@ fn fit_and_transform_with_1_2_and_4_workers_match_the_batch_computation() {
             }
             want.sort_unstable();
             got.sort_unstable();
-            assert_eq!(got, want, "{workers} workers, rows of epoch {epoch}");
+            assert_eq!(
+                got, want,
+                "{workers} workers (fused: {fused}), rows of epoch {epoch}"
+            );
         }
     }
 }
@@ -409,7 +438,7 @@ fn boundaries_and_vocabularies_follow_a_shifting_stream() {
             events.push(Event { line, epoch });
         }
     }
-    let run = run(2, &spec, &events);
+    let run = run(2, &spec, &events, true);
     let versions = &run.versions[0];
     assert_eq!(versions.len(), 9);
     assert_eq!(versions, &run.versions[1]);
@@ -461,4 +490,122 @@ fn boundaries_and_vocabularies_follow_a_shifting_stream() {
             <= error_for_k(millrace_models::fmap::kll::k_for_error(0.01))
     );
     assert!(run.stats.boundary_shifts_total.load(Ordering::Relaxed) >= 9);
+}
+
+/// What the trainer handed out after each epoch: the epoch, the FeatureMap version its weights
+/// belong to, and the weights.
+type Trained = Vec<(u64, u64, Vec<f32>)>;
+
+/// Every new FeatureMap version worker 0 made, with the transition to it.
+type Versions = Vec<(Arc<FeatureMap>, Transition)>;
+
+/// Parse → featurize → train over `events`.
+fn train(
+    workers: usize,
+    spec: &FeatureMapSpec,
+    events: &[Event],
+) -> (Trained, Versions, Arc<TrainerStats>) {
+    let layout = spec.compile(&Schema::criteo()).unwrap();
+    let trained = Arc::new(Mutex::new(Vec::new()));
+    let transitions = Arc::new(Mutex::new(Vec::new()));
+    let stats = Arc::new(TrainerStats::new());
+    let lines: Arc<Vec<(String, u64)>> =
+        Arc::new(events.iter().map(|e| (e.line.clone(), e.epoch)).collect());
+    let (tr, tx, st) = (trained.clone(), transitions.clone(), stats.clone());
+    timely::execute(timely::Config::process(workers), move |worker| {
+        let index = worker.index();
+        let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<EventBatch>>>::new();
+        let probe = ProbeHandle::new();
+        let (layout, tr, tx, st) = (layout.clone(), tr.clone(), tx.clone(), st.clone());
+        worker.dataflow::<u64, _, _>(|scope| {
+            let map = FeatureMap::new(layout.clone());
+            let (rows, updates) = scope.input_from(&mut input).featurize(
+                map.clone(),
+                Arc::new(FeaturizeStats::default()),
+                move |map, transition| {
+                    if index == 0 {
+                        tx.lock().unwrap().push((map.clone(), transition.clone()));
+                    }
+                },
+            );
+            rows.probe_with(&probe).train_rows(
+                updates,
+                map,
+                LearnerParams::Ftrl(FtrlParams::default()),
+                st,
+                move |epoch, learner, map| {
+                    let Learner::Ftrl(ftrl) = learner else {
+                        unreachable!("an FTRL learner was asked for")
+                    };
+                    tr.lock()
+                        .unwrap()
+                        .push((epoch, map.version, ftrl.weights()));
+                },
+            );
+        });
+        feed(worker, input, &probe, &lines, &layout);
+    })
+    .unwrap()
+    .join()
+    .into_iter()
+    .for_each(|r| r.unwrap());
+    let trained = std::mem::take(&mut *trained.lock().unwrap());
+    let transitions = std::mem::take(&mut *transitions.lock().unwrap());
+    (trained, transitions, stats)
+}
+
+#[test]
+fn the_trainer_follows_featuremap_versions_with_1_2_and_4_workers() {
+    let spec = FeatureMapSpec::criteo_default();
+    let events = criteo_like(4, 1500, 11);
+    let (one, made, stats) = train(1, &spec, &events);
+    assert_eq!(stats.learned.load(Ordering::Relaxed), events.len() as u64);
+    assert_eq!(stats.skipped_rows.load(Ordering::Relaxed), 0);
+    assert!(
+        made.iter().any(|(_, t)| !t.moved.is_empty()),
+        "boundaries should move between versions, or carrying is not tested"
+    );
+
+    // The batch computation: each epoch's events, in input order, transformed by the version
+    // fitted on the epochs before (the run's own versions, which the test above checks against
+    // a batch computation), learned in input order, then carried to the next version.
+    let layout = spec.compile(&Schema::criteo()).unwrap();
+    let mut parser = Parser::new(&layout);
+    let mut map = FeatureMap::new(layout.clone());
+    let mut learner = millrace_models::Ftrl::new(FtrlParams::default(), map.dimension());
+    let mut versions = Vec::new();
+    for epoch in 0..4u64 {
+        let mut batch = EventBatch::new(39);
+        for event in events.iter().filter(|e| e.epoch == epoch) {
+            parser
+                .parse_tsv(event.line.as_bytes(), time_of(epoch), &mut batch)
+                .unwrap();
+        }
+        let rows = map.transform(&batch, &mut Default::default());
+        for i in 0..rows.len() {
+            let (indices, values) = rows.row(i);
+            learner.learn_weighted(indices, values, rows.labels[i]);
+        }
+        versions.push((epoch, map.version, learner.weights()));
+        if let Some((next, transition)) = made.get(epoch as usize) {
+            map = FeatureMap::clone(next);
+            learner.carry(transition);
+        }
+    }
+    assert_eq!(one, versions, "1 worker against the batch computation");
+
+    for workers in [2, 4] {
+        let (trained, _, stats) = train(workers, &spec, &events);
+        assert_eq!(stats.learned.load(Ordering::Relaxed), events.len() as u64);
+        assert_eq!(stats.skipped_rows.load(Ordering::Relaxed), 0);
+        let epochs: Vec<(u64, u64)> = trained.iter().map(|(e, v, _)| (*e, *v)).collect();
+        assert_eq!(
+            epochs,
+            [(0, 0), (1, 1), (2, 2), (3, 3)],
+            "{workers} workers"
+        );
+        assert!(trained
+            .iter()
+            .all(|(_, _, w)| w.iter().all(|x| x.is_finite())));
+    }
 }
