@@ -1,13 +1,16 @@
 //! A model version as one artifact: the feature spec it was trained with, its weights and its
-//! metadata. Serving evaluates an artifact with the same transform the trainer used, so a model
-//! is never served with features it was not trained on.
+//! metadata, and for a `map` spec the fitted FeatureMap version the weights belong to. Serving
+//! evaluates an artifact with the same transform the trainer used, so a model is never served
+//! with features it was not trained on.
 
 use crate::criteo::CriteoFeatures;
 use crate::features::{FeatureSpec, FEATURES_PER_EVENT};
 use crate::fm::pairwise_margin;
+use crate::fmap::{FeatureMap, Schema};
 use crate::ftrl::sigmoid;
-use crate::learner::Ones;
+use crate::learner::{Ones, RowValues};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// The kind of model an artifact holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +47,19 @@ pub struct ModelMeta {
     pub created_unix_ms: u64,
     /// SHA-256 of `weights.safetensors`, hex; checked on load.
     pub weights_sha256: String,
+    /// For a `map` spec: the FeatureMap version stored beside the weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feature_map: Option<FeatureMapMeta>,
+}
+
+/// What `meta.json` records about the FeatureMap stored with a model (`featuremap.json`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureMapMeta {
+    /// The FeatureMap version the weights belong to.
+    pub version: u64,
+    /// SHA-256 of `featuremap.json`, hex; checked on load.
+    pub sha256: String,
 }
 
 /// A complete model version: metadata and weights.
@@ -56,6 +72,8 @@ pub struct ModelArtifact {
     /// The latent factors of a factorization machine, slot-major (`dimension × factors`);
     /// empty for logistic regression.
     pub factors: Vec<f32>,
+    /// The fitted FeatureMap the rows of a `map` spec come from; `None` for a hashed spec.
+    pub feature_map: Option<Arc<FeatureMap>>,
 }
 
 impl ModelArtifact {
@@ -72,9 +90,11 @@ impl ModelArtifact {
                 progressive_logloss: None,
                 created_unix_ms: 0,
                 weights_sha256: String::new(),
+                feature_map: None,
             },
             weights,
             factors: Vec::new(),
+            feature_map: None,
         }
     }
 
@@ -104,10 +124,25 @@ impl ModelArtifact {
         if let Some(i) = self.factors.iter().position(|v| !v.is_finite()) {
             problems.push(format!("factor {i} is not finite"));
         }
+        match (&self.meta.features, &self.feature_map) {
+            (FeatureSpec::Map(spec), Some(map)) => {
+                if spec.compile(&Schema::criteo()).ok().as_ref() != Some(&map.layout) {
+                    problems.push("the FeatureMap was not made from the model's spec".to_owned());
+                }
+            }
+            (FeatureSpec::Map(_), None) => {
+                problems.push("a `map` spec needs its fitted FeatureMap".to_owned());
+            }
+            (FeatureSpec::Hashed { .. }, Some(_)) => {
+                problems.push("a hashed spec has no FeatureMap".to_owned());
+            }
+            (FeatureSpec::Hashed { .. }, None) => {}
+        }
         problems
     }
 
-    /// The click probability of one event.
+    /// The click probability of one event, for a hashed spec (a `map` model's rows come from
+    /// its [`ModelArtifact::feature_map`]: see [`ModelArtifact::predict_row`]).
     pub fn predict(&self, features: &CriteoFeatures) -> f32 {
         let mut row = Vec::with_capacity(FEATURES_PER_EVENT);
         self.predict_with(features, &mut row)
@@ -117,13 +152,38 @@ impl ModelArtifact {
     pub fn predict_with(&self, features: &CriteoFeatures, row: &mut Vec<u32>) -> f32 {
         row.clear();
         self.meta.features.transform(features, row);
-        let linear: f32 = row.iter().map(|&i| self.weights[i as usize]).sum();
+        self.predict_values(row, Ones)
+    }
+
+    /// The click probability of a row with a value per index, such as a row of the model's
+    /// FeatureMap ([`crate::CsrBatch::row`]). Indices outside the model, which no row of its
+    /// FeatureMap has, count as zero; a factorization machine then scores the row linearly.
+    ///
+    /// # Panics
+    ///
+    /// If `values` is shorter than `indices`.
+    pub fn predict_row(&self, indices: &[u32], values: &[f32]) -> f32 {
+        self.predict_values(indices, values)
+    }
+
+    fn predict_values(&self, row: &[u32], values: impl RowValues) -> f32 {
+        let dimension = self.weights.len();
+        let inside = row.iter().all(|&i| (i as usize) < dimension);
+        let linear: f32 = row
+            .iter()
+            .enumerate()
+            .map(|(k, &i)| {
+                self.weights
+                    .get(i as usize)
+                    .map_or(0.0, |w| w * values.at(k))
+            })
+            .sum();
         match self.meta.kind {
-            ModelKind::LogisticRegression => sigmoid(linear),
-            ModelKind::FactorizationMachine { factors } => {
+            ModelKind::FactorizationMachine { factors } if inside => {
                 let mut sums = Vec::with_capacity(factors);
-                sigmoid(linear + pairwise_margin(row, Ones, &self.factors, factors, &mut sums))
+                sigmoid(linear + pairwise_margin(row, values, &self.factors, factors, &mut sums))
             }
+            _ => sigmoid(linear),
         }
     }
 }

@@ -5,12 +5,17 @@
 //! `hash(field, token)`, plus one bias feature. Integers are bucketed as in the winning Criteo
 //! solutions: values up to 2 stand for themselves, larger ones become `floor(ln(v)^2)`.
 //! The same [`FeatureSpec::transform`] runs in the dataflow and in serving.
+//!
+//! A `map` spec instead names per-field transforms fitted on the stream into versioned
+//! FeatureMaps ([`crate::fmap`]); its rows come from the fitted map, which travels with every
+//! model artifact trained on it.
 
 use crate::criteo::{CriteoFeatures, NUM_CATS, NUM_INTS};
+use crate::fmap::{FeatureMapSpec, Schema};
 use serde::{Deserialize, Serialize};
 
 /// How events become sparse rows; recorded in every model artifact.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum FeatureSpec {
     /// Every field hashed into `2^hash_bits` slots.
@@ -18,6 +23,8 @@ pub enum FeatureSpec {
         /// log2 of the number of weight slots (1..=30).
         hash_bits: u32,
     },
+    /// Per-field transforms of the Criteo schema, fitted into versioned FeatureMaps.
+    Map(FeatureMapSpec),
 }
 
 /// A labelled sparse row of binary features: the learner's input.
@@ -43,6 +50,9 @@ impl FeatureSpec {
     pub fn dimension(&self) -> usize {
         match self {
             FeatureSpec::Hashed { hash_bits } => 1usize << hash_bits,
+            FeatureSpec::Map(spec) => spec
+                .compile(&Schema::criteo())
+                .map_or(0, |layout| layout.dimension),
         }
     }
 
@@ -53,14 +63,18 @@ impl FeatureSpec {
                 vec![format!("`hash_bits` must be in 1..=30 (got {hash_bits})")]
             }
             FeatureSpec::Hashed { .. } => Vec::new(),
+            FeatureSpec::Map(spec) => spec.compile(&Schema::criteo()).err().unwrap_or_default(),
         }
     }
 
     /// Appends the event's feature indices to `out` (binary features: every value is 1).
     ///
-    /// Emits exactly [`FEATURES_PER_EVENT`] indices, each below [`FeatureSpec::dimension`].
+    /// A hashed spec emits exactly [`FEATURES_PER_EVENT`] indices, each below
+    /// [`FeatureSpec::dimension`]. A `map` spec emits nothing: its rows come from a fitted
+    /// [`crate::FeatureMap`], which this spec alone does not have.
     pub fn transform(&self, features: &CriteoFeatures, out: &mut Vec<u32>) {
         match self {
+            FeatureSpec::Map(_) => {}
             FeatureSpec::Hashed { hash_bits } => {
                 let mask = (1u64 << hash_bits) - 1;
                 let slot = |field: u64, token: u64| (mix(field, token) & mask) as u32;
@@ -122,6 +136,45 @@ mod tests {
         assert_eq!(json, r#"{"type":"hashed","hash_bits":18}"#);
         assert_eq!(serde_json::from_str::<FeatureSpec>(&json).unwrap(), spec);
         assert!(FeatureSpec::Hashed { hash_bits: 0 }.problems().len() == 1);
+    }
+
+    #[test]
+    fn a_map_spec_reads_from_toml_and_reports_its_problems() {
+        let spec: FeatureSpec = toml::from_str(
+            r#"
+            type = "map"
+            [[transform]]
+            kind = "bucketize"
+            fields = ["I1", "I2"]
+            buckets = 4
+            [[transform]]
+            kind = "one_hot"
+            fields = ["C1"]
+            "#,
+        )
+        .unwrap();
+        let FeatureSpec::Map(map) = &spec else {
+            panic!("not a map spec: {spec:?}")
+        };
+        assert_eq!(map.transforms.len(), 2);
+        assert!(spec.problems().is_empty(), "{:?}", spec.problems());
+        assert!(spec.dimension() > 2 * 4);
+        let mut row = Vec::new();
+        spec.transform(&CriteoFeatures::default(), &mut row);
+        assert!(row.is_empty());
+
+        let bad: FeatureSpec = toml::from_str(
+            r#"
+            type = "map"
+            [[transform]]
+            kind = "bucketize"
+            fields = ["nope"]
+            buckets = 0
+            "#,
+        )
+        .unwrap();
+        assert!(bad.problems().len() >= 2, "{:?}", bad.problems());
+        assert_eq!(bad.dimension(), 0);
     }
 
     proptest! {

@@ -1,21 +1,26 @@
-//! The model registry on a directory: `DIR/<model>/v<version>/{meta.json, weights.safetensors}`.
+//! The model registry on a directory: `DIR/<model>/v<version>/{meta.json, weights.safetensors}`,
+//! plus `featuremap.json` (the fitted FeatureMap, JSON) for a model of a `map` feature spec.
 //!
 //! A version is written into a hidden temporary directory and renamed into place, so a reader
-//! sees a version completely or not at all; versions only grow. Loading checks the weights'
-//! checksum, their shape and that every weight is finite.
+//! sees a version completely or not at all; versions only grow. Loading checks the weights' and
+//! the FeatureMap's checksums, the weights' shape, that every weight is finite and that the
+//! FeatureMap was made from the model's spec.
 
-use crate::artifact::{ModelArtifact, ModelKind, ModelMeta};
+use crate::artifact::{FeatureMapMeta, ModelArtifact, ModelKind, ModelMeta};
 use crate::error::{Error, Result};
+use crate::fmap::FeatureMap;
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const META: &str = "meta.json";
 const WEIGHTS: &str = "weights.safetensors";
 const TENSOR: &str = "weights";
 const FACTORS: &str = "factors";
+const FEATURE_MAP: &str = "featuremap.json";
 
 /// A registry of model versions in a directory.
 #[derive(Clone, Debug)]
@@ -146,6 +151,21 @@ impl Registry {
         let encoded = safetensors::serialize(tensors, None)
             .map_err(|e| Error::invalid(&dir, e.to_string()))?;
         artifact.meta.weights_sha256 = hex(&Sha256::digest(&encoded));
+        let feature_map = match &artifact.feature_map {
+            Some(map) => {
+                let bytes = serde_json::to_vec(map.as_ref())
+                    .map_err(|e| Error::invalid(&dir, e.to_string()))?;
+                artifact.meta.feature_map = Some(FeatureMapMeta {
+                    version: map.version,
+                    sha256: hex(&Sha256::digest(&bytes)),
+                });
+                Some(bytes)
+            }
+            None => {
+                artifact.meta.feature_map = None;
+                None
+            }
+        };
         artifact.meta.created_unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -158,7 +178,11 @@ impl Registry {
         ));
         let target = self.version_dir(&artifact.meta.name, artifact.meta.version)?;
         let meta = serde_json::to_vec_pretty(&artifact.meta).expect("metadata serializes");
-        let written = write_durably(&tmp, &[(WEIGHTS, &encoded), (META, &meta)])
+        let mut files: Vec<(&str, &[u8])> = vec![(WEIGHTS, &encoded), (META, &meta)];
+        if let Some(bytes) = &feature_map {
+            files.push((FEATURE_MAP, bytes));
+        }
+        let written = write_durably(&tmp, &files)
             .and_then(|()| fs::rename(&tmp, &target).map_err(|e| Error::io(&target, e)))
             .and_then(|()| sync_dir(&dir));
         if written.is_err() {
@@ -213,10 +237,30 @@ impl Registry {
             ModelKind::LogisticRegression => Vec::new(),
             ModelKind::FactorizationMachine { .. } => read(FACTORS, 2)?,
         };
+        let feature_map = match &meta.feature_map {
+            Some(stored) => {
+                let path = dir.join(FEATURE_MAP);
+                let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
+                if hex(&Sha256::digest(&bytes)) != stored.sha256 {
+                    return Err(Error::invalid(&path, "checksum mismatch"));
+                }
+                let map: FeatureMap = serde_json::from_slice(&bytes)
+                    .map_err(|e| Error::invalid(&path, e.to_string()))?;
+                if map.version != stored.version {
+                    return Err(Error::invalid(
+                        &path,
+                        "another FeatureMap version than meta.json names",
+                    ));
+                }
+                Some(Arc::new(map))
+            }
+            None => None,
+        };
         let artifact = ModelArtifact {
             meta,
             weights,
             factors,
+            feature_map,
         };
         let problems = artifact.problems();
         if !problems.is_empty() {
@@ -332,5 +376,61 @@ mod tests {
             registry.load_latest("other"),
             Err(Error::NoVersion(_))
         ));
+    }
+
+    #[test]
+    fn models_of_a_map_spec_carry_their_feature_map() {
+        use crate::fmap::{FeatureMapSpec, Parser, Schema};
+        let spec = FeatureMapSpec::criteo_default();
+        let layout = spec.compile(&Schema::criteo()).unwrap();
+        // A fitted version: one epoch of ten events.
+        let mut parser = Parser::new(&layout);
+        let mut batch = crate::EventBatch::new(39);
+        for i in 0..10 {
+            let line = format!("1\t{i}{}\tcafe{}", "\t".repeat(12), "\t".repeat(25));
+            parser.parse_tsv(line.as_bytes(), 0, &mut batch).unwrap();
+        }
+        let map = FeatureMap::fit(layout.clone(), std::slice::from_ref(&batch));
+        let rows = map.transform(&batch, &mut Default::default());
+
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(dir.path()).unwrap();
+        let weights: Vec<f32> = (0..layout.dimension)
+            .map(|i| (i % 7) as f32 / 10.0)
+            .collect();
+        let mut model = ModelArtifact::new("ctr", FeatureSpec::Map(spec), weights);
+        assert!(
+            registry.publish(&mut model.clone()).is_err(),
+            "a map spec without its FeatureMap"
+        );
+        model.feature_map = Some(Arc::new(map.clone()));
+        registry.publish(&mut model).unwrap();
+        assert_eq!(model.meta.feature_map.as_ref().unwrap().version, 1);
+        let loaded = registry.load_latest("ctr").unwrap();
+        assert_eq!(loaded, model);
+        let (indices, values) = rows.row(0);
+        assert_eq!(
+            loaded.predict_row(indices, values),
+            model.predict_row(indices, values)
+        );
+
+        // A FeatureMap of another spec, and a corrupt featuremap.json, are refused.
+        let mut other = model.clone();
+        let narrower = FeatureMapSpec {
+            transforms: spec_without_last(&FeatureMapSpec::criteo_default()),
+            ..FeatureMapSpec::criteo_default()
+        };
+        other.meta.features = FeatureSpec::Map(narrower);
+        assert!(registry.publish(&mut other).is_err());
+        let stored = registry.version_dir("ctr", 1).unwrap().join(FEATURE_MAP);
+        let mut bytes = fs::read(&stored).unwrap();
+        bytes[0] = b' ';
+        fs::write(&stored, bytes).unwrap();
+        let err = registry.load("ctr", 1).unwrap_err().to_string();
+        assert!(err.contains("checksum mismatch"), "{err}");
+    }
+
+    fn spec_without_last(spec: &crate::FeatureMapSpec) -> Vec<crate::fmap::TransformSpec> {
+        spec.transforms[..spec.transforms.len() - 1].to_vec()
     }
 }

@@ -1,6 +1,8 @@
 //! The HTTP API.
 
+use crate::rows::instance_rows;
 use crate::store::ModelStore;
+use millrace_models::fmap::TransformCounts;
 use millrace_models::{CriteoFeatures, ModelArtifact};
 use serde::{Deserialize, Serialize};
 use std::convert::Infallible;
@@ -147,17 +149,38 @@ fn predict_inner(
             ),
         ));
     }
-    let mut row = Vec::new();
-    let predictions = request
-        .instances
-        .iter()
-        .enumerate()
-        .map(|(i, instance)| {
-            CriteoFeatures::from_json(instance)
-                .map(|features| model.predict_with(&features, &mut row))
-                .map_err(|e| (StatusCode::BAD_REQUEST, format!("instance {i}: {e}")))
-        })
-        .collect::<Result<Vec<f32>, _>>()?;
+    let predictions = match &model.feature_map {
+        // A model of a `map` spec: its own FeatureMap version makes the rows.
+        Some(map) => {
+            let mut counts = TransformCounts::default();
+            let rows = instance_rows(map, &request.instances, &mut counts)
+                .map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
+            let stats = store.stats();
+            stats
+                .vocab_lookups
+                .fetch_add(counts.lookups, Ordering::Relaxed);
+            stats.vocab_oov.fetch_add(counts.oov, Ordering::Relaxed);
+            (0..rows.len())
+                .map(|i| {
+                    let (indices, values) = rows.row(i);
+                    model.predict_row(indices, values)
+                })
+                .collect()
+        }
+        None => {
+            let mut row = Vec::new();
+            request
+                .instances
+                .iter()
+                .enumerate()
+                .map(|(i, instance)| {
+                    CriteoFeatures::from_json(instance)
+                        .map(|features| model.predict_with(&features, &mut row))
+                        .map_err(|e| (StatusCode::BAD_REQUEST, format!("instance {i}: {e}")))
+                })
+                .collect::<Result<Vec<f32>, _>>()?
+        }
+    };
     Ok(PredictResponse {
         predictions,
         model_version: model.meta.version,
@@ -179,6 +202,8 @@ fn metrics_text(store: &ModelStore, options: &ServeOptions) -> String {
             "millrace_serving_rejected_versions_total",
             &stats.rejected_versions,
         ),
+        ("millrace_serving_vocab_lookups_total", &stats.vocab_lookups),
+        ("millrace_serving_vocab_oov_total", &stats.vocab_oov),
     ];
     for (name, counter) in counters {
         text.push_str(&format!(

@@ -9,8 +9,9 @@
 //!   answers `{"predictions": [0.031, …], "model_version": 7}`;
 //! - `GET /v1/models`, `GET /v1/models/{name}`, `GET /healthz`, `GET /readyz`, `GET /metrics`.
 //!
-//! [`instance_rows`] turns instances into rows under a FeatureMap with the dataflow's own
-//! transform.
+//! A model of a `map` feature spec scores the rows that [`instance_rows`] makes under the
+//! FeatureMap stored with it, with the dataflow's own transform; its vocabulary lookups and
+//! misses are counted on `/metrics`.
 //!
 //! Bad requests get a 4xx with a JSON `{"error": …}` that says why; nothing panics on input.
 #![warn(missing_docs)]

@@ -19,6 +19,10 @@ pub struct ServingStats {
     pub swaps: AtomicU64,
     /// Versions rejected by validation.
     pub rejected_versions: AtomicU64,
+    /// Instance values looked up in a served FeatureMap's vocabularies.
+    pub vocab_lookups: AtomicU64,
+    /// Of those, values without an id (out of vocabulary or hashed fallback).
+    pub vocab_oov: AtomicU64,
 }
 
 /// What one [`ModelStore::refresh`] did.

@@ -150,3 +150,88 @@ async fn bad_requests_get_a_4xx_with_a_reason() {
         "{text}"
     );
 }
+
+/// Criteo-like lines whose label follows `C1`, so that a trained model's scores differ.
+fn lines(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let (label, c1) = if i % 3 == 0 {
+                (1, "aaaa0001")
+            } else {
+                (0, "bbbb0002")
+            };
+            format!(
+                "{label}\t{}{}\t{c1}{}",
+                i % 50,
+                "\t".repeat(12),
+                "\t".repeat(25)
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn models_of_a_map_spec_score_instances_with_their_feature_map() {
+    use millrace_models::fmap::{FeatureMapSpec, Parser, Schema};
+    use millrace_models::{EventBatch, FeatureMap, Ftrl, FtrlParams};
+
+    let spec = FeatureMapSpec::criteo_default();
+    let layout = spec.compile(&Schema::criteo()).unwrap();
+    let mut parser = Parser::new(&layout);
+    let mut batch = EventBatch::new(39);
+    for line in lines(300) {
+        parser.parse_tsv(line.as_bytes(), 0, &mut batch).unwrap();
+    }
+    let map = FeatureMap::fit(layout, std::slice::from_ref(&batch));
+    let rows = map.transform(&batch, &mut Default::default());
+    let mut ftrl = Ftrl::new(FtrlParams::default(), map.dimension());
+    for _ in 0..5 {
+        for i in 0..rows.len() {
+            let (indices, values) = rows.row(i);
+            ftrl.learn_weighted(indices, values, rows.labels[i]);
+        }
+    }
+    let mut artifact = ModelArtifact::new("ctr", FeatureSpec::Map(spec), ftrl.weights());
+    artifact.feature_map = Some(Arc::new(map));
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::open(dir.path()).unwrap();
+    registry.publish(&mut artifact).unwrap();
+    let store = Arc::new(ModelStore::new(registry));
+    assert_eq!(store.refresh().swapped.len(), 1);
+
+    // The first three lines as instances: a click on `aaaa0001`, two without on `bbbb0002`,
+    // and a value no vocabulary has.
+    let body = r#"{"instances":[{"I1":0,"C1":"aaaa0001"},{"I1":1,"C1":"bbbb0002"},{"I1":2,"C1":"bbbb0002"},{"C1":"cccc0003"}]}"#;
+    let (status, json) = predict(&store, body).await;
+    assert_eq!(status, 200, "{json}");
+    let got: Vec<f64> = json["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_f64().unwrap())
+        .collect();
+    for (i, p) in got.iter().take(3).enumerate() {
+        let (indices, values) = rows.row(i);
+        let want = f64::from(ftrl.predict_weighted(indices, values));
+        assert!((p - want).abs() < 1e-6, "instance {i}: {p} vs {want}");
+    }
+    assert!(
+        got[0] > got[1] + 0.2,
+        "the learned signal is served: {got:?}"
+    );
+    let stats = store.stats();
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(
+        stats.vocab_lookups.load(Relaxed),
+        4,
+        "one C1 lookup per instance"
+    );
+    assert_eq!(stats.vocab_oov.load(Relaxed), 1);
+
+    let (status, json) = predict(&store, r#"{"instances":[{"nope":1}]}"#).await;
+    assert_eq!(status, 400);
+    assert!(
+        json["error"].as_str().unwrap().contains("instance 0"),
+        "{json}"
+    );
+}

@@ -2,9 +2,7 @@
 //! delimited line and serving's transform of the same event as a JSON instance give the same
 //! row.
 
-use millrace_models::fmap::{
-    FeatureFitter, FeatureMapSpec, FeatureUpdate, Parser, Partials, Schema, TransformCounts,
-};
+use millrace_models::fmap::{FeatureMapSpec, FeatureUpdate, Parser, Schema, TransformCounts};
 use millrace_models::{CsrBatch, EventBatch, FeatureMap, RawRecord};
 use millrace_operators::{FeaturizeStats, ParseEvents, TransformRows};
 use proptest::prelude::*;
@@ -60,34 +58,22 @@ fn instance(fields: &[Field], schema: &Schema) -> serde_json::Value {
 /// A FeatureMap version fitted on `history`, `epochs` epochs of it.
 fn fitted(spec: &FeatureMapSpec, history: &[Vec<Field>], epochs: usize) -> FeatureMap {
     let layout = spec.compile(&Schema::criteo()).unwrap();
-    let mut map = FeatureMap::new(layout.clone());
-    let mut fitters: Vec<FeatureFitter> = (0..layout.features.len() as u32)
-        .filter_map(|f| FeatureFitter::new(&layout, f))
-        .collect();
     let mut parser = Parser::new(&layout);
     let per_epoch = history.len().div_ceil(epochs.max(1)).max(1);
-    for chunk in history.chunks(per_epoch).take(epochs) {
-        let mut batch = EventBatch::new(39);
-        for fields in chunk {
-            parser
-                .parse_tsv(line(fields).as_bytes(), 0, &mut batch)
-                .unwrap();
-        }
-        let mut partials = Partials::new(&layout, 7);
-        partials.observe(&layout, &batch);
-        let mut by_feature = partials.finish(0);
-        let updates: Vec<FeatureUpdate> = fitters
-            .iter_mut()
-            .filter_map(|fitter| {
-                let at = by_feature
-                    .iter()
-                    .position(|p| p.feature == fitter.feature)?;
-                Some(fitter.merge(vec![by_feature.swap_remove(at)]))
-            })
-            .collect();
-        map.apply(&updates);
-    }
-    map
+    let batches: Vec<EventBatch> = history
+        .chunks(per_epoch)
+        .take(epochs)
+        .map(|chunk| {
+            let mut batch = EventBatch::new(39);
+            for fields in chunk {
+                parser
+                    .parse_tsv(line(fields).as_bytes(), 0, &mut batch)
+                    .unwrap();
+            }
+            batch
+        })
+        .collect();
+    FeatureMap::fit(layout, &batches)
 }
 
 /// The dataflow's row of `line` under `map`: ParseEvents, then TransformRows starting from

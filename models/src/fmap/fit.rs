@@ -3,6 +3,7 @@
 //! that makes the next FeatureMap version ([`FeatureFitter`]).
 
 use super::kll::Kll;
+use super::map::FeatureMap;
 use super::spec::{Kind, Layout, VocabSpec};
 use super::value::{EventBatch, Value};
 use super::{num_token, BuildIdentity};
@@ -523,5 +524,37 @@ impl FeatureFitter {
             change,
             figures,
         }
+    }
+}
+
+impl FeatureMap {
+    /// Fits a FeatureMap in one process, the batch counterpart of the dataflow's fit (Spark
+    /// ML's `fit` on a dataset): each batch is one epoch, observed and merged as the dataflow
+    /// does on a single worker at times 0, 1, …; an empty batch makes no version, as an epoch
+    /// without events makes none there. Returns the version after the last epoch.
+    pub fn fit(layout: Layout, epochs: &[EventBatch]) -> FeatureMap {
+        let mut fitters: Vec<FeatureFitter> = (0..layout.features.len() as u32)
+            .filter_map(|f| FeatureFitter::new(&layout, f))
+            .collect();
+        let mut map = FeatureMap::new(layout);
+        for (time, batch) in epochs.iter().enumerate() {
+            if batch.is_empty() {
+                continue;
+            }
+            let mut partials = Partials::new(&map.layout, time as u64);
+            partials.observe(&map.layout, batch);
+            let mut by_feature = partials.finish(0);
+            let updates: Vec<FeatureUpdate> = fitters
+                .iter_mut()
+                .filter_map(|fitter| {
+                    let at = by_feature
+                        .iter()
+                        .position(|p| p.feature == fitter.feature)?;
+                    Some(fitter.merge(vec![by_feature.swap_remove(at)]))
+                })
+                .collect();
+            map.apply(&updates);
+        }
+        map
     }
 }
