@@ -1,5 +1,8 @@
 //! Running a job: broker and topics, the timely dataflow, the generator, serving and progress.
 //!
+//! The dataflow is `decode → hash → TrainOnline` for hashed features, and
+//! `ParseEvents → Featurize → TrainRows` for a FeatureMap (`[features] type = "map"`).
+//!
 //! [`Job::start`] sets the broker, topics, registry and serving up on a job thread and returns
 //! once they are up (or failed); the dataflow then starts on that thread, and an error of its
 //! workers (a consumer that cannot be created, say) comes out of [`RunningJob::wait`].
@@ -15,11 +18,12 @@ use millrace_connectors::kafka::{
     create_topics, DeadLetterSink, EmbeddedBroker, KafkaReader, KafkaSourceConfig, LineProducer,
     RateLimit, WatermarkProbe, EMBEDDED,
 };
+use millrace_models::fmap::Schema;
 use millrace_models::synth::CriteoGenerator;
-use millrace_models::{DeadLetter, RawRecord, Registry};
+use millrace_models::{DeadLetter, FeatureMap, FeatureSpec, RawRecord, Registry};
 use millrace_operators::{
-    ingest, Decode, Deliver, PollSource, Polled, PublishPolicy, RecordSink, TrainOnline,
-    TrainerConfig,
+    ingest, Decode, Deliver, Featurize, ParseEvents, PollSource, Polled, PublishPolicy, RecordSink,
+    TrainOnline, TrainRows, TrainerConfig,
 };
 use millrace_serving::{ModelStore, ServeOptions};
 use std::collections::HashSet;
@@ -311,8 +315,8 @@ fn run(
     }
     Ok(JobReport {
         source_records: load(&stats.source_records),
-        decoded: load(&stats.decode.decoded),
-        dead_letters: load(&stats.decode.dead_letters),
+        decoded: stats.decoded(),
+        dead_letters: stats.dead_letters(),
         learned: load(&stats.trainer.learned),
         model_version: load(&stats.trainer.model_version),
         progressive_auc: stats.trainer.auc(),
@@ -340,6 +344,14 @@ fn run_dataflow(
         registry,
     };
     let epoch = Duration::from_millis(spec.progress.epoch_ms);
+    // The FeatureMap layout of a `map` spec (checked when the spec was loaded).
+    let layout = match &spec.features {
+        FeatureSpec::Hashed { .. } => None,
+        FeatureSpec::Map(map) => Some(
+            map.compile(&Schema::criteo())
+                .map_err(|problems| Error::Config { problems })?,
+        ),
+    };
     let (kafka, bootstrap, stop, stats) = (
         kafka.clone(),
         bootstrap.to_owned(),
@@ -359,23 +371,37 @@ fn run_dataflow(
             stats: stats.clone(),
             logged: HashSet::new(),
         };
-        let (trainer, trainer_stats, decode_stats, job_stats) = (
+        let (trainer, trainer_stats, decode_stats, featurize_stats, job_stats) = (
             trainer.clone(),
             stats.trainer.clone(),
             stats.decode.clone(),
+            stats.featurize.clone(),
             stats.clone(),
         );
+        let layout = layout.clone();
         worker.dataflow::<u64, _, _>(move |scope| {
-            let (events, dead) =
-                ingest(scope, "KafkaSource", source, epoch).decode_criteo(decode_stats);
-            dead.deliver(
-                "DeadLetters",
-                DeadLetterDelivery {
-                    sink: dead_letters,
-                    stats: job_stats,
-                },
-            );
-            events.train_online(trainer, trainer_stats);
+            let records = ingest(scope, "KafkaSource", source, epoch);
+            let delivery = DeadLetterDelivery {
+                sink: dead_letters,
+                stats: job_stats,
+            };
+            match layout {
+                // Hashed features: decode Criteo events, hash, learn.
+                None => {
+                    let (events, dead) = records.decode_criteo(decode_stats);
+                    dead.deliver("DeadLetters", delivery);
+                    events.train_online(trainer, trainer_stats);
+                }
+                // A FeatureMap: parse, fit and transform per epoch, learn across versions.
+                Some(layout) => {
+                    let (events, dead) =
+                        records.parse_events(layout.clone(), featurize_stats.clone());
+                    dead.deliver("DeadLetters", delivery);
+                    let map = FeatureMap::new(layout);
+                    let (rows, updates) = events.featurize(map.clone(), featurize_stats, |_, _| {});
+                    rows.train_rows(updates, map, trainer, trainer_stats, |_, _, _| {});
+                }
+            }
         });
         Ok(())
     })

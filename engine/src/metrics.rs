@@ -1,7 +1,8 @@
 //! The job's metrics: names in one place, Prometheus text rendering, and the progress line.
 
 use millrace_connectors::kafka::SourcePositions;
-use millrace_operators::{DecodeStats, TrainerStats};
+use millrace_models::fmap::BadKind;
+use millrace_operators::{DecodeStats, FeaturizeStats, TrainerStats};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -28,6 +29,26 @@ pub const MODEL_VERSION: &str = "millrace_model_version";
 pub const PUBLISH_ERRORS: &str = "millrace_model_publish_errors_total";
 /// Records produced by the built-in generator.
 pub const GENERATOR_RECORDS: &str = "millrace_generator_records_total";
+/// Malformed values in parsed events, handled by the feature spec's policy (label `kind`).
+pub const FEATURIZE_BAD_VALUES: &str = "millrace_featurize_bad_values_total";
+/// Rows made by the FeatureMap transform.
+pub const FEATURIZE_ROWS: &str = "millrace_featurize_rows_total";
+/// Values looked up in a vocabulary.
+pub const FEATURIZE_VOCAB_LOOKUPS: &str = "millrace_featurize_vocab_lookups_total";
+/// Of those, values without an id (out of vocabulary or hashed fallback).
+pub const FEATURIZE_VOCAB_OOV: &str = "millrace_featurize_vocab_oov_total";
+/// The newest FeatureMap version.
+pub const FEATUREMAP_VERSION: &str = "millrace_featuremap_version";
+/// Values holding a vocabulary id, over all vocabulary features.
+pub const FEATUREMAP_VOCAB_SIZE: &str = "millrace_featuremap_vocab_size";
+/// Values counted but without an id yet.
+pub const FEATUREMAP_VOCAB_PENDING: &str = "millrace_featuremap_vocab_pending";
+/// Vocabulary values evicted (expired or displaced).
+pub const FEATUREMAP_EVICTIONS: &str = "millrace_featuremap_evictions_total";
+/// Bucket boundaries that moved in the newest version.
+pub const FEATUREMAP_BOUNDARY_SHIFTS: &str = "millrace_featuremap_boundary_shifts";
+/// Bucket boundaries that moved over all versions.
+pub const FEATUREMAP_BOUNDARY_SHIFTS_TOTAL: &str = "millrace_featuremap_boundary_shifts_total";
 
 /// Live figures of a running job, shared by its threads.
 #[derive(Debug)]
@@ -42,8 +63,10 @@ pub struct JobStats {
     pub dead_letters_dropped: AtomicU64,
     /// Consumer lag, refreshed by the progress thread (-1 before the first reading).
     pub lag: AtomicI64,
-    /// The decode operator's counters.
+    /// The decode operator's counters (hashed features).
     pub decode: Arc<DecodeStats>,
+    /// The featurize operators' counters and FeatureMap gauges (`map` features).
+    pub featurize: Arc<FeaturizeStats>,
     /// The trainer's figures.
     pub trainer: Arc<TrainerStats>,
     /// The source's per-partition positions.
@@ -60,24 +83,33 @@ impl JobStats {
             dead_letters_dropped: AtomicU64::new(0),
             lag: AtomicI64::new(-1),
             decode: Arc::new(DecodeStats::default()),
+            featurize: Arc::new(FeaturizeStats::default()),
             trainer: Arc::new(TrainerStats::new()),
             positions: Arc::new(SourcePositions::new(partitions)),
         }
+    }
+
+    /// Records decoded (or parsed) into events, whichever features the job has.
+    pub fn decoded(&self) -> u64 {
+        self.decode.decoded.load(Ordering::Relaxed) + self.featurize.parsed.load(Ordering::Relaxed)
+    }
+
+    /// Records sent to the dead letters, whichever features the job has.
+    pub fn dead_letters(&self) -> u64 {
+        self.decode.dead_letters.load(Ordering::Relaxed)
+            + self.featurize.dead_letters.load(Ordering::Relaxed)
     }
 
     /// The metrics in Prometheus text format.
     pub fn render_prometheus(&self) -> String {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
         let model = &self.model;
+        let f = &self.featurize;
         let rows = [
             (SOURCE_RECORDS, "counter", load(&self.source_records)),
             (SOURCE_LAG, "gauge", self.lag.load(Ordering::Relaxed) as f64),
-            (DECODE_EVENTS, "counter", load(&self.decode.decoded)),
-            (
-                DECODE_DEAD_LETTERS,
-                "counter",
-                load(&self.decode.dead_letters),
-            ),
+            (DECODE_EVENTS, "counter", self.decoded() as f64),
+            (DECODE_DEAD_LETTERS, "counter", self.dead_letters() as f64),
             (
                 DEAD_LETTERS_DROPPED,
                 "counter",
@@ -97,12 +129,38 @@ impl JobStats {
                 load(&self.trainer.publish_errors),
             ),
             (GENERATOR_RECORDS, "counter", load(&self.generated)),
+            (FEATURIZE_ROWS, "counter", load(&f.rows)),
+            (FEATURIZE_VOCAB_LOOKUPS, "counter", load(&f.lookups)),
+            (FEATURIZE_VOCAB_OOV, "counter", load(&f.oov)),
+            (FEATUREMAP_VERSION, "gauge", load(&f.version)),
+            (FEATUREMAP_VOCAB_SIZE, "gauge", load(&f.vocab_size)),
+            (FEATUREMAP_VOCAB_PENDING, "gauge", load(&f.vocab_pending)),
+            (FEATUREMAP_EVICTIONS, "counter", load(&f.evicted)),
+            (
+                FEATUREMAP_BOUNDARY_SHIFTS,
+                "gauge",
+                load(&f.boundary_shifts),
+            ),
+            (
+                FEATUREMAP_BOUNDARY_SHIFTS_TOTAL,
+                "counter",
+                load(&f.boundary_shifts_total),
+            ),
         ];
         let mut text = String::new();
         for (name, kind, value) in rows {
             let _ = write!(
                 text,
                 "# TYPE {name} {kind}\n{name}{{model=\"{model}\"}} {value}\n"
+            );
+        }
+        let _ = writeln!(text, "# TYPE {FEATURIZE_BAD_VALUES} counter");
+        for kind in BadKind::ALL {
+            let _ = writeln!(
+                text,
+                "{FEATURIZE_BAD_VALUES}{{model=\"{model}\",kind=\"{}\"}} {}",
+                kind.label(),
+                f.bad(kind)
             );
         }
         text
@@ -115,7 +173,7 @@ impl JobStats {
         format!(
             "events/s {events_per_sec:>9.0} | learned {:>10} | dead letters {:>6} | lag {:>8} | auc {} | logloss {} | model v{}",
             self.trainer.learned.load(Ordering::Relaxed),
-            self.decode.dead_letters.load(Ordering::Relaxed),
+            self.dead_letters(),
             if lag < 0 { "-".to_owned() } else { lag.to_string() },
             fmt(self.trainer.auc()),
             fmt(self.trainer.logloss()),

@@ -546,6 +546,31 @@ registry = "target/registry"
     }
 
     #[test]
+    fn the_shipped_featuremap_job_is_valid() {
+        let text = include_str!("../../examples/ctr-featuremap.toml");
+        let spec = JobSpec::from_toml(text).unwrap();
+        assert_eq!(
+            spec.features,
+            FeatureSpec::Map(millrace_models::FeatureMapSpec::criteo_default())
+        );
+        assert_eq!(JobSpec::from_toml(&spec.to_toml()).unwrap(), spec);
+    }
+
+    #[test]
+    fn a_feature_map_spec_lists_every_problem() {
+        let bad = GOOD.replace(
+            "type = \"hashed\"\nhash_bits = 20\n",
+            "type = \"map\"\n[[features.transform]]\nkind = \"bucketize\"\nfields = [\"Z9\"]\nbuckets = 0\n[[features.transform]]\nkind = \"one_hot\"\nfields = [\"C1\"]\nmin_count = 0\n",
+        );
+        let found = problems(&bad);
+        assert!(found.len() >= 3, "{found:?}");
+        assert!(
+            found.iter().all(|p| p.starts_with("[features]")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
     fn an_unbounded_generator_needs_a_real_broker() {
         let text = format!("{GOOD}\n[generator]\nrows_per_sec = 0.0\n");
         let found = problems(&text).join("\n");

@@ -2,11 +2,14 @@
 //! `MILLRACE_TEST_BROKER`): the Criteo sample plus injected malformed lines are produced to a
 //! topic, the job learns from them, publishes and serves; every good row is learned exactly once,
 //! every bad line is in the dead-letter topic, and the served version is the registry's latest.
+//! The same with a FeatureMap (`map` features): there, a record with a malformed value is still
+//! an event (the value follows the spec's policy and is counted); only records that cannot be
+//! events are dead letters.
 
 use millrace_connectors::kafka::{client_config, create_topics, LineProducer};
 use millrace_engine::spec::{JobSpec, LearnerSpec, ProgressSpec, PublishSpec, ServeSpec};
 use millrace_engine::{Job, KafkaSourceConfig, RunOptions};
-use millrace_models::{FeatureSpec, FtrlParams, Registry};
+use millrace_models::{FeatureMapSpec, FeatureSpec, FtrlParams, Registry};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::Message;
 use std::io::{Read, Write};
@@ -58,22 +61,39 @@ fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
+const HASHED: FeatureSpec = FeatureSpec::Hashed { hash_bits: 20 };
+
 #[test]
 fn criteo_sample_end_to_end_with_1_worker() {
-    criteo_sample_through_kafka_dataflow_registry_and_serving(1);
+    criteo_sample_through_kafka_dataflow_registry_and_serving(1, HASHED);
 }
 
 #[test]
 fn criteo_sample_end_to_end_with_2_workers() {
-    criteo_sample_through_kafka_dataflow_registry_and_serving(2);
+    criteo_sample_through_kafka_dataflow_registry_and_serving(2, HASHED);
 }
 
 #[test]
 fn criteo_sample_end_to_end_with_4_workers() {
-    criteo_sample_through_kafka_dataflow_registry_and_serving(4);
+    criteo_sample_through_kafka_dataflow_registry_and_serving(4, HASHED);
 }
 
-fn criteo_sample_through_kafka_dataflow_registry_and_serving(workers: usize) {
+#[test]
+fn criteo_sample_end_to_end_with_a_feature_map_and_1_worker() {
+    let features = FeatureSpec::Map(FeatureMapSpec::criteo_default());
+    criteo_sample_through_kafka_dataflow_registry_and_serving(1, features);
+}
+
+#[test]
+fn criteo_sample_end_to_end_with_a_feature_map_and_2_workers() {
+    let features = FeatureSpec::Map(FeatureMapSpec::criteo_default());
+    criteo_sample_through_kafka_dataflow_registry_and_serving(2, features);
+}
+
+fn criteo_sample_through_kafka_dataflow_registry_and_serving(
+    workers: usize,
+    features: FeatureSpec,
+) {
     let data = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../shared/data/criteo-kaggle-dac-head8000/train.tsv"
@@ -95,6 +115,17 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(workers: usize) {
         ]
         .concat(),
     ];
+    // With a FeatureMap, the word in I1 and the invalid UTF-8 in C26 are malformed values of
+    // otherwise good events; the other three cannot be events.
+    let map = matches!(features, FeatureSpec::Map(_));
+    let (events, dead) = if map {
+        (
+            good.len() + 2,
+            vec![bad[0].clone(), bad[1].clone(), bad[2].clone()],
+        )
+    } else {
+        (good.len(), bad.clone())
+    };
 
     let topic = unique("e2e");
     let dead_letter_topic = format!("{topic}-dead-letters");
@@ -124,7 +155,7 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(workers: usize) {
             dead_letter_topic: dead_letter_topic.clone(),
             partitions: 4,
         })
-        .features(FeatureSpec::Hashed { hash_bits: 20 })
+        .features(features)
         .learner(LearnerSpec::Ftrl(FtrlParams::default()))
         .publish(PublishSpec {
             registry: registry_dir.path().to_owned(),
@@ -148,7 +179,7 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(workers: usize) {
         stats.source_records.load(Ordering::Relaxed) as usize >= good.len() + bad.len()
     });
     wait_for("every event to be learned", Duration::from_secs(60), || {
-        stats.trainer.learned.load(Ordering::Relaxed) as usize >= good.len()
+        stats.trainer.learned.load(Ordering::Relaxed) as usize >= events
     });
     // The time-based publication picks up the tail; serving then swaps to it.
     let registry = Registry::open(registry_dir.path()).unwrap();
@@ -158,7 +189,7 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(workers: usize) {
         || {
             registry
                 .load_latest("ctr")
-                .is_ok_and(|m| m.meta.trained_events as usize == good.len())
+                .is_ok_and(|m| m.meta.trained_events as usize == events)
         },
     );
     let latest = registry.latest("ctr").unwrap().unwrap();
@@ -202,6 +233,11 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(workers: usize) {
     );
     assert_eq!(status, 400);
     assert!(body.contains("unknown field `C99`"), "{body}");
+    if map {
+        // The served version carries the FeatureMap it was trained with.
+        let served = registry.load("ctr", latest).unwrap();
+        assert!(served.feature_map.is_some_and(|m| m.version > 0));
+    }
     let (status, _) = http(
         addr,
         "POST",
@@ -213,21 +249,32 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(workers: usize) {
     assert_eq!(status, 200);
     assert!(
         body.contains(&format!(
-            "millrace_learner_events_total{{model=\"ctr\"}} {}",
-            good.len()
+            "millrace_learner_events_total{{model=\"ctr\"}} {events}"
         )),
         "{body}"
     );
+    if map {
+        for line in [
+            "millrace_featurize_bad_values_total{model=\"ctr\",kind=\"not_numeric\"} 1",
+            "millrace_featurize_bad_values_total{model=\"ctr\",kind=\"invalid_utf8\"} 1",
+            &format!("millrace_featurize_rows_total{{model=\"ctr\"}} {events}"),
+        ] {
+            assert!(body.contains(line), "{line} in {body}");
+        }
+        assert!(
+            !body.contains("millrace_featuremap_version{model=\"ctr\"} 0\n"),
+            "{body}"
+        );
+    }
 
     job.stop();
     let report = job.wait().unwrap();
     assert_eq!(
-        report.learned as usize,
-        good.len(),
-        "every good row learned exactly once"
+        report.learned as usize, events,
+        "every event learned exactly once"
     );
-    assert_eq!(report.decoded as usize, good.len());
-    assert_eq!(report.dead_letters as usize, bad.len());
+    assert_eq!(report.decoded as usize, events);
+    assert_eq!(report.dead_letters as usize, dead.len());
     assert_eq!(
         report.model_version,
         registry.latest("ctr").unwrap().unwrap()
@@ -244,19 +291,19 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(workers: usize) {
     consumer.subscribe(&[&dead_letter_topic]).unwrap();
     let mut letters: Vec<Vec<u8>> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while letters.len() < bad.len() {
+    while letters.len() < dead.len() {
         assert!(
             Instant::now() < deadline,
             "{} of {} dead letters",
             letters.len(),
-            bad.len()
+            dead.len()
         );
         if let Some(message) = consumer.poll(Duration::from_millis(100)) {
             letters.push(message.unwrap().payload().unwrap_or_default().to_vec());
         }
     }
     letters.sort();
-    let mut want = bad.clone();
+    let mut want = dead;
     want.sort();
     assert_eq!(letters, want);
 }

@@ -8,7 +8,8 @@
 //!   FeatureMap across all workers and transform events into sparse rows with it ([`Featurize`]
 //!   does the last two over one stream without copying it);
 //! - [`TrainOnline`] featurizes events, learns an FTRL model with progressive validation and
-//!   publishes model versions to the registry; [`TrainRows`] learns from FeatureMap rows;
+//!   publishes model versions to the registry; [`TrainRows`] does the same from FeatureMap rows,
+//!   across FeatureMap versions;
 //! - [`Deliver`] hands a stream's records to a sink (dead letters to Kafka, for example).
 #![warn(missing_docs)]
 

@@ -174,9 +174,14 @@ pub trait TrainRows<'scope> {
     /// validation, in `stats`). The trainer keeps its own replica of the FeatureMap, starting
     /// from `map` and applying `updates` (as [`crate::Featurize::featurize`] returns them) in
     /// epoch order, and carries the learner across each new version ([`Learner::carry`]), so
-    /// that every row meets the weights of the version it was made with. `on_epoch` is called
-    /// on the trainer with the epoch, the learner and the version its weights belong to after
-    /// each epoch's rows are learned: where a publisher takes the model.
+    /// that every row meets the weights of the version it was made with.
+    ///
+    /// The model is published by `config.publish`: after a batch that completes
+    /// `every_events`, when `every` has passed with something unpublished (the trainer wakes
+    /// itself for that), and at the end of the input; each version carries the FeatureMap
+    /// version its weights belong to. `config.features` must be the `map` spec `map` was
+    /// compiled from. `on_epoch` is called after each epoch's rows with the epoch, the learner
+    /// and that version, and once more at the end with `None`.
     ///
     /// A batch whose version is not the replica's cannot be learned consistently; it is
     /// skipped, counted in `stats.skipped_rows` and logged (it would mean a bug upstream).
@@ -185,42 +190,55 @@ pub trait TrainRows<'scope> {
     ///
     /// ```
     /// use millrace_models::fmap::{FeatureMapSpec, Parser, Schema};
-    /// use millrace_models::{EventBatch, FeatureMap, FtrlParams, LearnerParams};
-    /// use millrace_operators::{Featurize, FeaturizeStats, TrainRows, TrainerStats};
-    /// use std::sync::{atomic::Ordering, Arc};
+    /// use millrace_models::{EventBatch, FeatureMap, FeatureSpec, FtrlParams, LearnerParams, Registry};
+    /// use millrace_operators::{Featurize, FeaturizeStats, PublishPolicy, TrainRows, TrainerConfig, TrainerStats};
+    /// use std::{sync::{atomic::Ordering, Arc}, time::Duration};
     /// use timely::dataflow::operators::ToStream;
     ///
-    /// let layout = FeatureMapSpec::criteo_default().compile(&Schema::criteo()).unwrap();
+    /// let spec = FeatureMapSpec::criteo_default();
+    /// let layout = spec.compile(&Schema::criteo()).unwrap();
     /// let mut parser = Parser::new(&layout);
     /// let mut batch = EventBatch::new(39);
     /// for i in 0..100 {
     ///     let line = format!("{}\t{i}{}", i % 2, "\t".repeat(38));
     ///     parser.parse_tsv(line.as_bytes(), 0, &mut batch).unwrap();
     /// }
+    /// let dir = std::env::temp_dir().join(format!("millrace-doc-rows-{}", std::process::id()));
+    /// let registry = Registry::open(&dir).unwrap();
+    /// let config = TrainerConfig {
+    ///     model: "ctr".into(),
+    ///     features: FeatureSpec::Map(spec),
+    ///     learner: LearnerParams::Ftrl(FtrlParams::default()),
+    ///     publish: PublishPolicy { every_events: 1_000_000, every: Duration::from_secs(3600) },
+    ///     registry: registry.clone(),
+    /// };
     /// let stats = Arc::new(TrainerStats::new());
     /// let shared = stats.clone();
     /// timely::example(move |scope| {
-    ///     let featurize_stats = Arc::new(FeaturizeStats::default());
     ///     let map = FeatureMap::new(layout);
-    ///     let (rows, updates) =
-    ///         vec![batch].to_stream(scope).featurize(map.clone(), featurize_stats, |_, _| {});
-    ///     let learner = LearnerParams::Ftrl(FtrlParams::default());
-    ///     rows.train_rows(updates, map, learner, shared, |epoch, _learner, map| {
-    ///         assert_eq!((epoch, map.version), (0, 0));
-    ///     });
+    ///     let (rows, updates) = vec![batch].to_stream(scope).featurize(
+    ///         map.clone(),
+    ///         Arc::new(FeaturizeStats::default()),
+    ///         |_, _| {},
+    ///     );
+    ///     rows.train_rows(updates, map, config, shared, |_, _, _| {});
     /// });
     /// assert_eq!(stats.learned.load(Ordering::Relaxed), 100);
-    /// assert!(stats.auc().is_some());
+    /// // The final version: the learner carried to the FeatureMap fitted on all the input.
+    /// let model = registry.load_latest("ctr").unwrap();
+    /// assert_eq!(model.meta.trained_events, 100);
+    /// assert_eq!(model.feature_map.unwrap().version, 1);
+    /// # std::fs::remove_dir_all(dir).unwrap();
     /// ```
     fn train_rows<F>(
         self,
         updates: StreamVec<'scope, u64, FeatureUpdate>,
         map: FeatureMap,
-        learner: LearnerParams,
+        config: TrainerConfig,
         stats: Arc<TrainerStats>,
         on_epoch: F,
     ) where
-        F: FnMut(u64, &Learner, &Arc<FeatureMap>) + 'static;
+        F: FnMut(Option<u64>, &Learner, &Arc<FeatureMap>) + 'static;
 }
 
 impl<'scope> TrainRows<'scope> for StreamVec<'scope, u64, CsrBatch> {
@@ -228,16 +246,20 @@ impl<'scope> TrainRows<'scope> for StreamVec<'scope, u64, CsrBatch> {
         self,
         updates: StreamVec<'scope, u64, FeatureUpdate>,
         map: FeatureMap,
-        params: LearnerParams,
+        config: TrainerConfig,
         stats: Arc<TrainerStats>,
         mut on_epoch: F,
     ) where
-        F: FnMut(u64, &Learner, &Arc<FeatureMap>) + 'static,
+        F: FnMut(Option<u64>, &Learner, &Arc<FeatureMap>) + 'static,
     {
-        let owner = self.scope().index() == 0;
-        let mut learner = owner.then(|| Learner::new(&params, map.dimension()));
+        let scope = self.scope();
+        let owner = scope.index() == 0;
+        let mut learner = owner.then(|| Learner::new(&config.learner, map.dimension()));
+        let mut publisher = Publisher::new(config, stats.clone());
         let mut map = Arc::new(map);
         let (mut auc, mut logloss) = (AucAccumulator::default(), LogLoss::default());
+        let mut learned = 0u64;
+        let mut finished = false;
         let mut rows: BTreeMap<u64, Vec<CsrBatch>> = BTreeMap::new();
         let mut pending: BTreeMap<u64, Vec<FeatureUpdate>> = BTreeMap::new();
         self.binary_frontier::<_, CapacityContainerBuilder<Vec<()>>, _, _, _, _>(
@@ -245,7 +267,8 @@ impl<'scope> TrainRows<'scope> for StreamVec<'scope, u64, CsrBatch> {
             Exchange::new(|_: &CsrBatch| 0),
             Pipeline,
             "TrainRows",
-            move |_capability, _info| {
+            move |_capability, info| {
+                let activator = scope.activator_for(info.address);
                 move |(rows_in, rows_frontier), (updates_in, updates_frontier), _output| {
                     rows_in.for_each(|cap, data| {
                         if let Some(&time) = cap.least() {
@@ -297,14 +320,19 @@ impl<'scope> TrainRows<'scope> for StreamVec<'scope, u64, CsrBatch> {
                                     auc.add(p, label);
                                     logloss.add(p, label);
                                 }
+                                learned += batch.len() as u64;
                                 stats
                                     .learned
                                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                                if publisher.due_by_count(learned) {
+                                    stats.set_quality(auc.auc(), logloss.mean());
+                                    publisher.publish(learner, Some(&map), learned);
+                                }
                             }
                             if epoch_done {
                                 rows.remove(&time);
                                 stats.set_quality(auc.auc(), logloss.mean());
-                                on_epoch(time, learner, &map);
+                                on_epoch(Some(time), learner, &map);
                             }
                         }
                         if !epoch_done || updates_frontier.less_equal(&time) {
@@ -316,24 +344,113 @@ impl<'scope> TrainRows<'scope> for StreamVec<'scope, u64, CsrBatch> {
                             learner.carry(&transition);
                         }
                     }
+                    // Between batches the learner and the replica always agree, so a version
+                    // may be published here whatever the epoch.
+                    let complete = rows_frontier.is_empty() && updates_frontier.is_empty();
+                    if finished {
+                        return;
+                    }
+                    if publisher.due(learned, complete) {
+                        stats.set_quality(auc.auc(), logloss.mean());
+                        publisher.publish(learner, Some(&map), learned);
+                    }
+                    if complete {
+                        finished = true;
+                        stats.set_quality(auc.auc(), logloss.mean());
+                        on_epoch(None, learner, &map);
+                    } else if let Some(wait) = publisher.wait(learned) {
+                        // Wake up again when a time-based publication falls due without input.
+                        activator.activate_after(wait);
+                    }
                 }
             },
         );
     }
 }
 
-struct Trainer {
+/// Publishes model versions by the job's policy, for both trainers.
+struct Publisher {
     config: TrainerConfig,
     stats: Arc<TrainerStats>,
-    learner: Learner,
-    auc: AucAccumulator,
-    logloss: LogLoss,
-    learned: u64,
     published_at_events: u64,
     /// When the last publication was tried, successful or not.
     published_at: Instant,
     /// Whether the last try failed: retries then wait for the publish interval.
     failing: bool,
+}
+
+impl Publisher {
+    fn new(config: TrainerConfig, stats: Arc<TrainerStats>) -> Self {
+        Publisher {
+            config,
+            stats,
+            published_at_events: 0,
+            published_at: Instant::now(),
+            failing: false,
+        }
+    }
+
+    /// Whether `learned` events make a publication due by count (and no failed try is waiting
+    /// out its interval).
+    fn due_by_count(&self, learned: u64) -> bool {
+        learned - self.published_at_events >= self.config.publish.every_events
+            && (!self.failing || self.published_at.elapsed() >= self.config.publish.every)
+    }
+
+    /// Whether a publication is due: something new was learned and the count, the interval or
+    /// the end of the input says so.
+    fn due(&self, learned: u64, input_complete: bool) -> bool {
+        learned > self.published_at_events
+            && (self.due_by_count(learned)
+                || self.published_at.elapsed() >= self.config.publish.every
+                || input_complete)
+    }
+
+    /// How long until a time-based publication falls due, when something is unpublished.
+    fn wait(&self, learned: u64) -> Option<Duration> {
+        (learned > self.published_at_events).then(|| {
+            self.config
+                .publish
+                .every
+                .saturating_sub(self.published_at.elapsed())
+        })
+    }
+
+    /// Publishes `learner` (with the FeatureMap version its rows came from, for a `map` spec)
+    /// as trained on `learned` events with the progressive figures in `stats`.
+    fn publish(&mut self, learner: &Learner, feature_map: Option<&Arc<FeatureMap>>, learned: u64) {
+        let mut artifact = learner.to_artifact(&self.config.model, self.config.features.clone());
+        artifact.feature_map = feature_map.cloned();
+        artifact.meta.trained_events = learned;
+        artifact.meta.progressive_auc = self.stats.auc();
+        artifact.meta.progressive_logloss = self.stats.logloss();
+        match self.config.registry.publish(&mut artifact) {
+            Ok(version) => {
+                self.stats.model_version.store(version, Ordering::Relaxed);
+                self.stats
+                    .published_events
+                    .store(learned, Ordering::Relaxed);
+                self.published_at_events = learned;
+                self.failing = false;
+                tracing::debug!(model = %self.config.model, version, events = learned, "published");
+            }
+            Err(error) => {
+                self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
+                self.failing = true;
+                tracing::error!(model = %self.config.model, %error, "publishing a model version failed; retrying after the publish interval");
+            }
+        }
+        self.published_at = Instant::now();
+    }
+}
+
+struct Trainer {
+    publisher: Publisher,
+    stats: Arc<TrainerStats>,
+    learner: Learner,
+    auc: AucAccumulator,
+    logloss: LogLoss,
+    learned: u64,
     quality_at: Instant,
 }
 
@@ -341,15 +458,12 @@ impl Trainer {
     fn new(config: TrainerConfig, stats: Arc<TrainerStats>) -> Self {
         let learner = Learner::new(&config.learner, config.features.dimension());
         Trainer {
-            config,
+            publisher: Publisher::new(config, stats.clone()),
             stats,
             learner,
             auc: AucAccumulator::default(),
             logloss: LogLoss::default(),
             learned: 0,
-            published_at_events: 0,
-            published_at: Instant::now(),
-            failing: false,
             quality_at: Instant::now(),
         }
     }
@@ -362,11 +476,8 @@ impl Trainer {
         self.stats.learned.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Whether enough new events were learned for a publication (and no failed try is waiting
-    /// out its interval).
     fn due_by_count(&self) -> bool {
-        self.learned - self.published_at_events >= self.config.publish.every_events
-            && (!self.failing || self.published_at.elapsed() >= self.config.publish.every)
+        self.publisher.due_by_count(self.learned)
     }
 
     /// Publishes when due; returns how long until a time-based publication falls due when
@@ -376,46 +487,15 @@ impl Trainer {
             self.stats.set_quality(self.auc.auc(), self.logloss.mean());
             self.quality_at = Instant::now();
         }
-        let fresh = self.learned - self.published_at_events;
-        let due = self.due_by_count()
-            || self.published_at.elapsed() >= self.config.publish.every
-            || input_complete;
-        if fresh > 0 && due {
+        if self.publisher.due(self.learned, input_complete) {
             self.publish();
             return None;
         }
-        (fresh > 0).then(|| {
-            self.config
-                .publish
-                .every
-                .saturating_sub(self.published_at.elapsed())
-        })
+        self.publisher.wait(self.learned)
     }
 
     fn publish(&mut self) {
         self.stats.set_quality(self.auc.auc(), self.logloss.mean());
-        let mut artifact = self
-            .learner
-            .to_artifact(&self.config.model, self.config.features.clone());
-        artifact.meta.trained_events = self.learned;
-        artifact.meta.progressive_auc = self.auc.auc();
-        artifact.meta.progressive_logloss = self.logloss.mean();
-        match self.config.registry.publish(&mut artifact) {
-            Ok(version) => {
-                self.stats.model_version.store(version, Ordering::Relaxed);
-                self.stats
-                    .published_events
-                    .store(self.learned, Ordering::Relaxed);
-                self.published_at_events = self.learned;
-                self.failing = false;
-                tracing::debug!(model = %self.config.model, version, events = self.learned, "published");
-            }
-            Err(error) => {
-                self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
-                self.failing = true;
-                tracing::error!(model = %self.config.model, %error, "publishing a model version failed; retrying after the publish interval");
-            }
-        }
-        self.published_at = Instant::now();
+        self.publisher.publish(&self.learner, None, self.learned);
     }
 }

@@ -11,15 +11,17 @@ use millrace_models::fmap::{
     FeatureMapSpec, InvalidPolicy, Layout, Parser, Schema, TransformSpec, Value,
 };
 use millrace_models::{CsrBatch, EventBatch, FeatureMap};
-use millrace_models::{FtrlParams, Learner, LearnerParams};
+use millrace_models::{FeatureSpec, FtrlParams, Learner, LearnerParams, Registry};
 use millrace_operators::{
-    Featurize, FeaturizeStats, FitFeatureMap, TrainRows, TrainerStats, TransformRows,
+    Featurize, FeaturizeStats, FitFeatureMap, PublishPolicy, TrainRows, TrainerConfig,
+    TrainerStats, TransformRows,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::{Input, Inspect, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
@@ -492,18 +494,19 @@ fn boundaries_and_vocabularies_follow_a_shifting_stream() {
     assert!(run.stats.boundary_shifts_total.load(Ordering::Relaxed) >= 9);
 }
 
-/// What the trainer handed out after each epoch: the epoch, the FeatureMap version its weights
-/// belong to, and the weights.
-type Trained = Vec<(u64, u64, Vec<f32>)>;
+/// What the trainer handed out after each epoch (`None`: at the end): the epoch, the
+/// FeatureMap version its weights belong to, and the weights.
+type Trained = Vec<(Option<u64>, u64, Vec<f32>)>;
 
 /// Every new FeatureMap version worker 0 made, with the transition to it.
 type Versions = Vec<(Arc<FeatureMap>, Transition)>;
 
-/// Parse → featurize → train over `events`.
+/// Parse → featurize → train over `events`, publishing every 2000 events into `registry`.
 fn train(
     workers: usize,
     spec: &FeatureMapSpec,
     events: &[Event],
+    registry: &Registry,
 ) -> (Trained, Versions, Arc<TrainerStats>) {
     let layout = spec.compile(&Schema::criteo()).unwrap();
     let trained = Arc::new(Mutex::new(Vec::new()));
@@ -511,12 +514,23 @@ fn train(
     let stats = Arc::new(TrainerStats::new());
     let lines: Arc<Vec<(String, u64)>> =
         Arc::new(events.iter().map(|e| (e.line.clone(), e.epoch)).collect());
+    let config = TrainerConfig {
+        model: "ctr".into(),
+        features: FeatureSpec::Map(spec.clone()),
+        learner: LearnerParams::Ftrl(FtrlParams::default()),
+        publish: PublishPolicy {
+            every_events: 2000,
+            every: Duration::from_secs(3600),
+        },
+        registry: registry.clone(),
+    };
     let (tr, tx, st) = (trained.clone(), transitions.clone(), stats.clone());
     timely::execute(timely::Config::process(workers), move |worker| {
         let index = worker.index();
         let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<EventBatch>>>::new();
         let probe = ProbeHandle::new();
         let (layout, tr, tx, st) = (layout.clone(), tr.clone(), tx.clone(), st.clone());
+        let config = config.clone();
         worker.dataflow::<u64, _, _>(|scope| {
             let map = FeatureMap::new(layout.clone());
             let (rows, updates) = scope.input_from(&mut input).featurize(
@@ -531,7 +545,7 @@ fn train(
             rows.probe_with(&probe).train_rows(
                 updates,
                 map,
-                LearnerParams::Ftrl(FtrlParams::default()),
+                config,
                 st,
                 move |epoch, learner, map| {
                     let Learner::Ftrl(ftrl) = learner else {
@@ -558,7 +572,9 @@ fn train(
 fn the_trainer_follows_featuremap_versions_with_1_2_and_4_workers() {
     let spec = FeatureMapSpec::criteo_default();
     let events = criteo_like(4, 1500, 11);
-    let (one, made, stats) = train(1, &spec, &events);
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::open(dir.path()).unwrap();
+    let (one, made, stats) = train(1, &spec, &events, &registry);
     assert_eq!(stats.learned.load(Ordering::Relaxed), events.len() as u64);
     assert_eq!(stats.skipped_rows.load(Ordering::Relaxed), 0);
     assert!(
@@ -574,6 +590,9 @@ fn the_trainer_follows_featuremap_versions_with_1_2_and_4_workers() {
     let mut map = FeatureMap::new(layout.clone());
     let mut learner = millrace_models::Ftrl::new(FtrlParams::default(), map.dimension());
     let mut versions = Vec::new();
+    // (events learned, FeatureMap version, weights) every 2000 events: what is published.
+    let mut every_2000 = Vec::new();
+    let mut learned = 0;
     for epoch in 0..4u64 {
         let mut batch = EventBatch::new(39);
         for event in events.iter().filter(|e| e.epoch == epoch) {
@@ -585,23 +604,56 @@ fn the_trainer_follows_featuremap_versions_with_1_2_and_4_workers() {
         for i in 0..rows.len() {
             let (indices, values) = rows.row(i);
             learner.learn_weighted(indices, values, rows.labels[i]);
+            learned += 1;
+            if learned % 2000 == 0 {
+                every_2000.push((learned, map.version, learner.weights()));
+            }
         }
-        versions.push((epoch, map.version, learner.weights()));
+        versions.push((Some(epoch), map.version, learner.weights()));
         if let Some((next, transition)) = made.get(epoch as usize) {
             map = FeatureMap::clone(next);
             learner.carry(transition);
         }
     }
+    versions.push((None, map.version, learner.weights()));
     assert_eq!(one, versions, "1 worker against the batch computation");
 
+    // Published every 2000 events (batches of 250 end there), each version with the FeatureMap
+    // version its weights belong to; the end had nothing new to publish.
+    assert_eq!(registry.versions("ctr").unwrap(), [1, 2, 3]);
+    for (version, (learned, map_version, weights)) in (1..).zip(&every_2000) {
+        let model = registry.load("ctr", version).unwrap();
+        assert_eq!(model.meta.trained_events, *learned);
+        let stored = model.feature_map.as_ref().unwrap();
+        assert_eq!(stored.version, *map_version, "model version {version}");
+        assert_eq!(&model.weights, weights, "model version {version}");
+    }
+    assert_eq!(
+        registry.load("ctr", 1).unwrap().feature_map.as_deref(),
+        Some(made[0].0.as_ref())
+    );
+
     for workers in [2, 4] {
-        let (trained, _, stats) = train(workers, &spec, &events);
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(dir.path()).unwrap();
+        let (trained, _, stats) = train(workers, &spec, &events, &registry);
         assert_eq!(stats.learned.load(Ordering::Relaxed), events.len() as u64);
         assert_eq!(stats.skipped_rows.load(Ordering::Relaxed), 0);
-        let epochs: Vec<(u64, u64)> = trained.iter().map(|(e, v, _)| (*e, *v)).collect();
+        let epochs: Vec<(Option<u64>, u64)> = trained.iter().map(|(e, v, _)| (*e, *v)).collect();
         assert_eq!(
             epochs,
-            [(0, 0), (1, 1), (2, 2), (3, 3)],
+            [
+                (Some(0), 0),
+                (Some(1), 1),
+                (Some(2), 2),
+                (Some(3), 3),
+                (None, 4)
+            ],
+            "{workers} workers"
+        );
+        assert_eq!(
+            registry.versions("ctr").unwrap(),
+            [1, 2, 3],
             "{workers} workers"
         );
         assert!(trained
