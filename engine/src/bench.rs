@@ -127,6 +127,8 @@ pub fn online(
 pub struct JobBench {
     /// Events produced and learned.
     pub rows: u64,
+    /// `hashed` or `map`.
+    pub features: &'static str,
     /// Timely workers.
     pub workers: usize,
     /// Seconds to produce the events to the broker (before the job starts).
@@ -140,7 +142,7 @@ pub struct JobBench {
 }
 
 /// Produces `rows` generated events to a fresh topic on `bootstrap_servers`, then runs the job
-/// on it and stops the clock when every event was learned.
+/// with `features` on it and stops the clock when every event was learned.
 ///
 /// # Errors
 ///
@@ -149,6 +151,7 @@ pub fn job(
     bootstrap_servers: &str,
     rows: u64,
     workers: usize,
+    features: FeatureSpec,
     registry: &Path,
 ) -> Result<JobBench> {
     use crate::spec::{JobSpec, LearnerSpec, ProgressSpec, PublishSpec};
@@ -189,7 +192,7 @@ pub fn job(
             dead_letter_topic,
             partitions,
         })
-        .features(FeatureSpec::Hashed { hash_bits: 20 })
+        .features(features.clone())
         .learner(LearnerSpec::Ftrl(FtrlParams::default()))
         .publish(PublishSpec {
             registry: registry.to_owned(),
@@ -219,6 +222,10 @@ pub fn job(
     let report = running.wait()?;
     Ok(JobBench {
         rows,
+        features: match features {
+            FeatureSpec::Hashed { .. } => "hashed",
+            FeatureSpec::Map(_) => "map",
+        },
         workers,
         produce_seconds,
         seconds,

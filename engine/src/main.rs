@@ -6,7 +6,7 @@ use millrace_connectors::kafka::{LineProducer, RateLimit};
 use millrace_engine::bench::{self, OnlineBenchConfig};
 use millrace_engine::{Job, JobSpec, RunOptions};
 use millrace_models::synth::CriteoGenerator;
-use millrace_models::{FeatureSpec, FmParams, FtrlParams, LearnerParams, Registry};
+use millrace_models::{FeatureMapSpec, FeatureSpec, FmParams, FtrlParams, LearnerParams, Registry};
 use millrace_serving::{ModelStore, ServeOptions};
 use std::io::{BufRead, BufWriter, Write};
 use std::path::PathBuf;
@@ -95,6 +95,9 @@ enum Bench {
         /// Timely workers.
         #[arg(long, default_value_t = 2)]
         workers: usize,
+        /// `hashed` (2^20 slots) or `map` (the Criteo FeatureMap spec of `bench featurize`).
+        #[arg(long, default_value = "hashed", value_parser = ["hashed", "map"])]
+        features: String,
     },
     /// Fit and transform a file's events with the Criteo FeatureMap spec (20 quantile buckets
     /// and standardization on I1–I13, vocabularies with min count 5 on C1–C26).
@@ -196,10 +199,15 @@ fn run_cli() -> anyhow::Result<()> {
                     brokers,
                     rows,
                     workers,
+                    features,
                 },
         } => {
             let registry = tempfile::tempdir()?;
-            let figures = bench::job(&brokers, rows, workers, registry.path())?;
+            let features = match features.as_str() {
+                "map" => FeatureSpec::Map(FeatureMapSpec::criteo_default()),
+                _ => FeatureSpec::Hashed { hash_bits: 20 },
+            };
+            let figures = bench::job(&brokers, rows, workers, features, registry.path())?;
             println!("{}", serde_json::to_string(&figures)?);
             Ok(())
         }
