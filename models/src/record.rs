@@ -11,6 +11,10 @@ pub struct RawRecord {
     pub offset: i64,
     /// The record's bytes, as produced.
     pub payload: Vec<u8>,
+    /// The record's timestamp (Kafka's create or log-append time), milliseconds since the Unix
+    /// epoch, when the source gives one: the event time of a FeatureMap's statistics.
+    #[serde(default)]
+    pub timestamp_ms: Option<u64>,
 }
 
 /// A record that could not be decoded, with the reason, on its way to the dead-letter topic.

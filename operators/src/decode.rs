@@ -33,7 +33,7 @@ pub trait Decode<'scope> {
     /// let stats = Arc::new(DecodeStats::default());
     /// let shared = stats.clone();
     /// timely::example(move |scope| {
-    ///     let record = |payload: &str| RawRecord { partition: 0, offset: 0, payload: payload.into() };
+    ///     let record = |payload: &str| RawRecord { partition: 0, offset: 0, payload: payload.into(), timestamp_ms: None };
     ///     let (_events, _dead) = vec![record("not a criteo line")]
     ///         .to_stream(scope)
     ///         .decode_criteo(shared);

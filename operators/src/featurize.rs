@@ -139,7 +139,8 @@ pub trait ParseEvents<'scope> {
     /// label or with the wrong number of fields become dead letters on the second. Each kind of
     /// error is logged once per worker; everything is counted in `stats`.
     ///
-    /// Records carry no event time yet: an event's time is the wall clock when it is parsed.
+    /// An event's time is its record's timestamp (Kafka's create or log-append time), or the
+    /// wall clock when it is parsed for a record without one. Vocabulary expiry runs on it.
     ///
     /// # Examples
     ///
@@ -156,8 +157,8 @@ pub trait ParseEvents<'scope> {
     /// timely::example(move |scope| {
     ///     let line = format!("1\t5{}", "\t".repeat(38));
     ///     let records = vec![
-    ///         RawRecord { partition: 0, offset: 0, payload: line.into_bytes() },
-    ///         RawRecord { partition: 0, offset: 1, payload: b"not an event".to_vec() },
+    ///         RawRecord { partition: 0, offset: 0, payload: line.into_bytes(), timestamp_ms: None },
+    ///         RawRecord { partition: 0, offset: 1, payload: b"not an event".to_vec(), timestamp_ms: None },
     ///     ];
     ///     let (_events, _dead) = records.to_stream(scope).parse_events(layout, shared);
     /// });
@@ -203,10 +204,11 @@ impl<'scope> ParseEvents<'scope> for StreamVec<'scope, u64, RawRecord> {
                     else {
                         return;
                     };
-                    let time_ms = now_ms();
+                    let now = now_ms();
                     let mut batch = EventBatch::with_capacity(fields, data.len());
                     let mut letters = Vec::new();
                     for record in data.drain(..) {
+                        let time_ms = record.timestamp_ms.unwrap_or(now);
                         match parser.parse_tsv(&record.payload, time_ms, &mut batch) {
                             Ok(()) => {}
                             Err(error) => letters.push(crate::decode::dead_letter(

@@ -661,3 +661,37 @@ fn the_trainer_follows_featuremap_versions_with_1_2_and_4_workers() {
             .all(|(_, _, w)| w.iter().all(|x| x.is_finite())));
     }
 }
+
+#[test]
+fn parsed_events_take_their_records_timestamps() {
+    use millrace_models::RawRecord;
+    use millrace_operators::ParseEvents;
+    use timely::dataflow::operators::ToStream;
+
+    let layout = FeatureMapSpec::criteo_default()
+        .compile(&Schema::criteo())
+        .unwrap();
+    let line = format!("1\t5{}", "\t".repeat(38));
+    let times = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let out = times.clone();
+    timely::example(move |scope| {
+        let record = |offset, timestamp_ms| RawRecord {
+            partition: 0,
+            offset,
+            payload: line.clone().into_bytes(),
+            timestamp_ms,
+        };
+        let records = vec![record(0, Some(1_700_000_000_123)), record(1, None)];
+        let (events, _dead) = records
+            .to_stream(scope)
+            .parse_events(layout, Arc::new(FeaturizeStats::default()));
+        events.inspect(move |batch: &EventBatch| out.lock().unwrap().extend(&batch.times));
+    });
+    let times = times.lock().unwrap();
+    assert_eq!(times[0], 1_700_000_000_123);
+    assert!(
+        times[1] > 1_700_000_000_123,
+        "the wall clock for a record without a timestamp: {}",
+        times[1]
+    );
+}

@@ -27,6 +27,7 @@ fn records(n: usize) -> Vec<RawRecord> {
                 partition: (i % 4) as i32,
                 offset: (i / 4) as i64,
                 payload,
+                timestamp_ms: None,
             }
         })
         .collect()

@@ -86,6 +86,7 @@ fn dataflow_row(map: &FeatureMap, line: String) -> CsrBatch {
             partition: 0,
             offset: 0,
             payload: line.into_bytes(),
+            timestamp_ms: None,
         };
         let stats = Arc::new(FeaturizeStats::default());
         let (events, _dead) = vec![record]

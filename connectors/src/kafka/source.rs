@@ -147,10 +147,15 @@ impl KafkaReader {
                 Some(Ok(message)) => {
                     let partition = message.partition();
                     let offset = message.offset();
+                    let timestamp_ms = message
+                        .timestamp()
+                        .to_millis()
+                        .and_then(|ms| u64::try_from(ms).ok());
                     out.push(RawRecord {
                         partition,
                         offset,
                         payload: message.payload().unwrap_or_default().to_vec(),
+                        timestamp_ms,
                     });
                     if let Some(next) = self.positions.next.get(partition as usize) {
                         next.store(offset + 1, Ordering::Relaxed);

@@ -108,6 +108,17 @@ fn every_record_is_read_exactly_once_with_1_2_and_4_workers() {
         for offsets in per_partition.values() {
             assert!(offsets.iter().enumerate().all(|(i, &o)| o == i as i64));
         }
+        // The producer stamps each record with its create time; the reader hands it on.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        assert!(
+            records.iter().all(|r| r
+                .timestamp_ms
+                .is_some_and(|t| t <= now && t + 600_000 > now)),
+            "{workers} workers: records without a recent timestamp"
+        );
         // Every partition's reader has handed on everything: its next offset is the count.
         let next: i64 = positions.snapshot().iter().map(|n| n.unwrap_or(0)).sum();
         assert_eq!(next, 2000);
@@ -131,6 +142,7 @@ fn dead_letters_keep_payload_and_reason() {
             partition: 3,
             offset: 17,
             payload: b"bad\tline".to_vec(),
+            timestamp_ms: None,
         },
         error_kind: "field_count".into(),
         error: "expected 40 tab-separated fields, got 2".into(),
