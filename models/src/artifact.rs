@@ -129,6 +129,11 @@ impl ModelArtifact {
                 if spec.compile(&Schema::criteo()).ok().as_ref() != Some(&map.layout) {
                     problems.push("the FeatureMap was not made from the model's spec".to_owned());
                 }
+                problems.extend(
+                    map.problems()
+                        .into_iter()
+                        .map(|p| format!("FeatureMap: {p}")),
+                );
             }
             (FeatureSpec::Map(_), None) => {
                 problems.push("a `map` spec needs its fitted FeatureMap".to_owned());

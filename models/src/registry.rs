@@ -414,6 +414,25 @@ mod tests {
             model.predict_row(indices, values)
         );
 
+        // A FeatureMap whose state does not fit its layout is refused: an id past the
+        // capacity would make slots outside the model.
+        let mut broken = model.clone();
+        let mut map = FeatureMap::clone(broken.feature_map.as_ref().unwrap());
+        let vocab = map
+            .features
+            .iter_mut()
+            .find_map(|f| match f {
+                crate::fmap::map::FeatureState::Vocab(ids) => Some(ids),
+                _ => None,
+            })
+            .unwrap();
+        vocab.insert(42, 100_000);
+        map.features[0] = crate::fmap::map::FeatureState::Stateless;
+        broken.feature_map = Some(Arc::new(map));
+        let problems = broken.problems();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(registry.publish(&mut broken).is_err());
+
         // A FeatureMap of another spec, and a corrupt featuremap.json, are refused.
         let mut other = model.clone();
         let narrower = FeatureMapSpec {

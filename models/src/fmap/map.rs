@@ -261,6 +261,63 @@ impl FeatureMap {
         out
     }
 
+    /// Problems that would make the transform emit slots outside a feature's width or values
+    /// that are not finite, empty when the map is consistent with its layout: every feature's
+    /// state of its kind's type, vocabulary ids below the capacity, at most `buckets - 1`
+    /// finite, strictly increasing boundaries, finite scales. A map read from outside (a model
+    /// artifact) is checked with this before it serves.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.features.len() != self.layout.features.len() {
+            problems.push(format!(
+                "{} feature states for {} features",
+                self.features.len(),
+                self.layout.features.len()
+            ));
+        }
+        for (def, state) in self.layout.features.iter().zip(&self.features) {
+            let name = &def.name;
+            match (&def.kind, state) {
+                (Kind::OneHot(spec) | Kind::MultiHot(spec, _), FeatureState::Vocab(ids)) => {
+                    if let Some(id) = ids.values().find(|&&id| id >= spec.capacity) {
+                        problems.push(format!(
+                            "{name}: id {id} is not below the capacity {}",
+                            spec.capacity
+                        ));
+                    }
+                }
+                (Kind::Bucketize { buckets, .. }, FeatureState::Buckets(b)) => {
+                    if b.len() >= *buckets as usize {
+                        problems.push(format!(
+                            "{name}: {} boundaries for {buckets} buckets",
+                            b.len()
+                        ));
+                    }
+                    if !b.iter().all(|x| x.is_finite()) || b.windows(2).any(|w| w[0] >= w[1]) {
+                        problems.push(format!(
+                            "{name}: boundaries must be finite and strictly increasing"
+                        ));
+                    }
+                }
+                (Kind::Standardize { .. }, FeatureState::Scale { mean, std }) => {
+                    if !(mean.is_finite() && std.is_finite() && *std >= 0.0) {
+                        problems.push(format!(
+                            "{name}: mean {mean} and std {std} must be finite, std >= 0"
+                        ));
+                    }
+                }
+                (
+                    Kind::Hash { .. } | Kind::Cross { .. } | Kind::Numeric,
+                    FeatureState::Stateless,
+                ) => {}
+                (kind, _) => {
+                    problems.push(format!("{name}: a state of another kind than {kind:?}"))
+                }
+            }
+        }
+        problems
+    }
+
     /// Number of values holding an id, per vocabulary feature (`None` for other features).
     pub fn vocab_sizes(&self) -> Vec<Option<usize>> {
         self.features
@@ -345,8 +402,9 @@ mod tests {
 
     proptest! {
         /// Any lines (fields of digits, words, separators, long or non-UTF-8 bytes): parsing
-        /// counts every malformed value it keeps, two fitted versions follow, and every row's
-        /// slots are below the dimension with finite values.
+        /// counts every malformed value it keeps, two fitted versions follow, every row's
+        /// slots are below the dimension with finite values, and every version is consistent
+        /// and round-trips through JSON bit for bit.
         #[test]
         fn any_events_fit_and_transform_in_range(
             lines in proptest::collection::vec(
@@ -396,6 +454,11 @@ mod tests {
                     })
                     .collect();
                 map.apply(&updates);
+                // Every fitted version is consistent, and survives featuremap.json exactly.
+                prop_assert!(map.problems().is_empty(), "{:?}", map.problems());
+                let json = serde_json::to_vec(&map).unwrap();
+                let back: FeatureMap = serde_json::from_slice(&json).unwrap();
+                prop_assert_eq!(&back, &map);
             }
         }
     }
