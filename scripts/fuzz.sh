@@ -10,7 +10,9 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --version 0.13.2 --
 for target in $(ls fuzz/fuzz_targets | sed 's/\.rs$//'); do
   mkdir -p "fuzz/corpus/$target"
   log="$(mktemp)"
-  if ! RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" --fuzz-dir fuzz "fuzz/corpus/$target" "fuzz/seeds/$target" \
+  seeds=()
+  [ -d "fuzz/seeds/$target" ] && seeds=("fuzz/seeds/$target")
+  if ! RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" --fuzz-dir fuzz "fuzz/corpus/$target" "${seeds[@]}" \
     -- -max_total_time="${FUZZ_SECONDS:-30}" >"$log" 2>&1; then
     tail -n 40 "$log" >&2
     echo "fuzz: $target failed (a crash, leak, timeout or build error); see fuzz/artifacts/$target" >&2
