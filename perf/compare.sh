@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# millrace's FTRL against Vowpal Wabbit's logistic regression (-b 24, one pass) and River's
+# online logistic regression, on the same files in the same run: the Criteo sample and 1M
+# generated rows, 20% held out at the end. VW and River come from PyPI into a venv in the cache
+# (once). One JSON line per tool and input; the table is in perf/RESULTS.md.
+# Run: perf/compare.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CACHE="${MILLRACE_CACHE:-$HOME/.cache/millrace}"
+TARGET="${CARGO_TARGET_DIR:-target}"
+venv="$CACHE/venv-compare"
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import vowpalwabbit, river" 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet "vowpalwabbit==9.11.*" "river==0.26.*"
+fi
+cargo build --release -p millrace-engine --quiet
+bin="$TARGET/release/millrace"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+"$bin" gen criteo --rows 1000000 --seed 1 > "$work/gen.tsv"
+for input in ../shared/data/criteo-kaggle-dac-head8000/train.tsv "$work/gen.tsv"; do
+  echo "# $input"
+  for bits in 20 24; do
+    "$bin" bench online --input "$input" --format criteo --holdout 0.2 --model ftrl --hash-bits "$bits"
+  done
+  "$venv/bin/python" perf/compare.py --input "$input" --holdout 0.2 --bits 24
+done
