@@ -9,6 +9,7 @@ use super::value::{EventBatch, Value};
 use super::{num_token, BuildIdentity};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
+use std::sync::LazyLock;
 
 /// Occurrences of a categorical value in an epoch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,10 +96,24 @@ pub struct Partials {
     rows: u64,
 }
 
-/// `sign(x)·ln(1 + |x|)`.
+/// `ln(1 + k)` for the integers `k` below this, looked up instead of computed: counts such as
+/// Criteo's are mostly small integers, and `log1p` was 6% of the featurize bench.
+const SMALL: usize = 1024;
+
+static SMALL_LN_1P: LazyLock<[f64; SMALL]> =
+    LazyLock::new(|| std::array::from_fn(|k| (k as f64).ln_1p()));
+
+/// `sign(x)·ln(1 + |x|)`; bit for bit the same whether looked up or computed.
 #[inline]
 pub fn signed_log1p(x: f64) -> f64 {
-    x.signum() * x.abs().ln_1p()
+    let a = x.abs();
+    // An integer below SMALL: the cast truncates (and is cheaper than `trunc`, a libm call on
+    // baseline x86-64); NaN fails the comparison.
+    let k = a as usize;
+    if a < SMALL as f64 && k as f64 == a {
+        return x.signum() * SMALL_LN_1P[k];
+    }
+    x.signum() * a.ln_1p()
 }
 
 impl Partials {
@@ -556,5 +571,36 @@ impl FeatureMap {
             map.apply(&updates);
         }
         map
+    }
+}
+
+#[cfg(test)]
+mod log1p_tests {
+    use super::signed_log1p;
+    use proptest::prelude::*;
+
+    fn computed(x: f64) -> f64 {
+        x.signum() * x.abs().ln_1p()
+    }
+
+    proptest! {
+        /// The table gives the very bits the computation gives, for integers in and past its
+        /// range, fractions, signed zeros, infinities and NaN.
+        #[test]
+        fn lookup_equals_computation(
+            x in prop_oneof![
+                (-1100i64..1100).prop_map(|k| k as f64),
+                any::<f64>(),
+                Just(-0.0),
+                Just(0.0),
+                Just(1023.5),
+                Just(f64::INFINITY),
+                Just(f64::NEG_INFINITY),
+                Just(f64::NAN),
+            ],
+        ) {
+            let (got, want) = (signed_log1p(x), computed(x));
+            prop_assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()), "{x}: {got} vs {want}");
+        }
     }
 }
