@@ -402,6 +402,13 @@ fn merge_features<'scope>(
         .broadcast()
 }
 
+/// What [`Featurize::featurize`] makes: the sparse rows, and the updates of every version (on
+/// every worker).
+pub type Featurized<'scope> = (
+    StreamVec<'scope, u64, CsrBatch>,
+    StreamVec<'scope, u64, FeatureUpdate>,
+);
+
 /// Fits and transforms in one: the events are observed, then moved on to the transform, so a
 /// batch is never copied (two consumers of one stream would each get a copy).
 pub trait Featurize<'scope> {
@@ -440,10 +447,7 @@ pub trait Featurize<'scope> {
         map: FeatureMap,
         stats: Arc<FeaturizeStats>,
         on_version: F,
-    ) -> (
-        StreamVec<'scope, u64, CsrBatch>,
-        StreamVec<'scope, u64, FeatureUpdate>,
-    )
+    ) -> Featurized<'scope>
     where
         F: FnMut(&Arc<FeatureMap>, &Transition) + 'static;
 }
@@ -454,10 +458,7 @@ impl<'scope> Featurize<'scope> for StreamVec<'scope, u64, EventBatch> {
         map: FeatureMap,
         stats: Arc<FeaturizeStats>,
         on_version: F,
-    ) -> (
-        StreamVec<'scope, u64, CsrBatch>,
-        StreamVec<'scope, u64, FeatureUpdate>,
-    )
+    ) -> Featurized<'scope>
     where
         F: FnMut(&Arc<FeatureMap>, &Transition) + 'static,
     {

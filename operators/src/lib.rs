@@ -21,6 +21,8 @@ pub mod train;
 
 pub use decode::{Decode, DecodeStats};
 pub use deliver::{Deliver, RecordSink};
-pub use featurize::{Featurize, FeaturizeStats, FitFeatureMap, ParseEvents, TransformRows};
+pub use featurize::{
+    Featurize, FeaturizeStats, Featurized, FitFeatureMap, ParseEvents, TransformRows,
+};
 pub use ingest::{ingest, PollSource, Polled};
 pub use train::{PublishPolicy, TrainOnline, TrainRows, TrainerConfig, TrainerStats};
