@@ -21,6 +21,8 @@ pub const DEAD_LETTERS_DROPPED: &str = "millrace_dead_letters_dropped_total";
 pub const LEARNER_EVENTS: &str = "millrace_learner_events_total";
 /// Progressive-validation AUC.
 pub const LEARNER_AUC: &str = "millrace_learner_progressive_auc";
+/// Progressive-validation AUC over the last `PROGRESSIVE_WINDOW` events.
+pub const LEARNER_WINDOW_AUC: &str = "millrace_learner_progressive_auc_window";
 /// Progressive-validation log-loss.
 pub const LEARNER_LOGLOSS: &str = "millrace_learner_progressive_logloss";
 /// The newest published model version.
@@ -118,6 +120,11 @@ impl JobStats {
             (LEARNER_EVENTS, "counter", load(&self.trainer.learned)),
             (LEARNER_AUC, "gauge", self.trainer.auc().unwrap_or(f64::NAN)),
             (
+                LEARNER_WINDOW_AUC,
+                "gauge",
+                self.trainer.window_auc().unwrap_or(f64::NAN),
+            ),
+            (
                 LEARNER_LOGLOSS,
                 "gauge",
                 self.trainer.logloss().unwrap_or(f64::NAN),
@@ -171,11 +178,12 @@ impl JobStats {
         let fmt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.4}"));
         let lag = self.lag.load(Ordering::Relaxed);
         format!(
-            "events/s {events_per_sec:>9.0} | learned {:>10} | dead letters {:>6} | lag {:>8} | auc {} | logloss {} | model v{}",
+            "events/s {events_per_sec:>9.0} | learned {:>10} | dead letters {:>6} | lag {:>8} | auc {} (last 100k {}) | logloss {} | model v{}",
             self.trainer.learned.load(Ordering::Relaxed),
             self.dead_letters(),
             if lag < 0 { "-".to_owned() } else { lag.to_string() },
             fmt(self.trainer.auc()),
+            fmt(self.trainer.window_auc()),
             fmt(self.trainer.logloss()),
             self.trainer.model_version.load(Ordering::Relaxed),
         )

@@ -1,6 +1,7 @@
 //! Evaluation: streaming AUC and log-loss for progressive validation, and exact AUC for holdouts.
 
 use crate::ftrl::EPS;
+use std::collections::VecDeque;
 
 /// Number of probability bins of [`AucAccumulator`]; its AUC is exact up to ties within a bin
 /// (a bin is 1/65536 wide).
@@ -25,13 +26,24 @@ impl Default for AucAccumulator {
 impl AucAccumulator {
     /// Records one prediction and its label.
     pub fn add(&mut self, prediction: f32, label: bool) {
-        let bin = ((prediction.clamp(0.0, 1.0) * (AUC_BINS - 1) as f32).round() as usize)
-            .min(AUC_BINS - 1);
+        self.add_bin(bin(prediction), label);
+    }
+
+    fn add_bin(&mut self, bin: usize, label: bool) {
         if label {
             self.positives[bin] += 1;
         } else {
             self.negatives[bin] += 1;
         }
+    }
+
+    fn remove_bin(&mut self, bin: usize, label: bool) {
+        let counts = if label {
+            &mut self.positives
+        } else {
+            &mut self.negatives
+        };
+        counts[bin] = counts[bin].saturating_sub(1);
     }
 
     /// Adds another accumulator's counts to this one.
@@ -62,6 +74,48 @@ impl AucAccumulator {
             return None;
         }
         Some(area / (positives as f64 * negatives_below as f64))
+    }
+}
+
+/// The probability bin of a prediction.
+fn bin(prediction: f32) -> usize {
+    ((prediction.clamp(0.0, 1.0) * (AUC_BINS - 1) as f32).round() as usize).min(AUC_BINS - 1)
+}
+
+/// The AUC of the most recent `window` predictions, for progressive validation of a drifting
+/// stream: an [`AucAccumulator`] from which the oldest prediction leaves as each new one comes.
+#[derive(Clone, Debug)]
+pub struct WindowedAuc {
+    counts: AucAccumulator,
+    recent: VecDeque<(u32, bool)>,
+    window: usize,
+}
+
+impl WindowedAuc {
+    /// An empty window of `window` predictions (at least 1).
+    pub fn new(window: usize) -> Self {
+        WindowedAuc {
+            counts: AucAccumulator::default(),
+            recent: VecDeque::with_capacity(window.max(1)),
+            window: window.max(1),
+        }
+    }
+
+    /// Records one prediction and its label, forgetting the oldest when the window is full.
+    pub fn add(&mut self, prediction: f32, label: bool) {
+        if self.recent.len() == self.window {
+            if let Some((old, old_label)) = self.recent.pop_front() {
+                self.counts.remove_bin(old as usize, old_label);
+            }
+        }
+        let b = bin(prediction);
+        self.counts.add_bin(b, label);
+        self.recent.push_back((b as u32, label));
+    }
+
+    /// The AUC over the window, or `None` before both classes are in it.
+    pub fn auc(&self) -> Option<f64> {
+        self.counts.auc()
     }
 }
 
@@ -120,6 +174,41 @@ pub fn exact_auc(predictions: &[f32], labels: &[bool]) -> Option<f64> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        /// The window's AUC is the AUC of its last `window` predictions, counted afresh.
+        #[test]
+        fn windowed_auc_is_the_auc_of_the_last_predictions(
+            stream in proptest::collection::vec((0.0f32..=1.0, any::<bool>()), 0..300),
+            window in 1usize..50,
+        ) {
+            let mut windowed = WindowedAuc::new(window);
+            for &(p, y) in &stream {
+                windowed.add(p, y);
+            }
+            let mut fresh = AucAccumulator::default();
+            for &(p, y) in &stream[stream.len().saturating_sub(window)..] {
+                fresh.add(p, y);
+            }
+            prop_assert_eq!(windowed.auc(), fresh.auc());
+        }
+    }
+
+    #[test]
+    fn the_window_follows_a_model_that_turns_bad() {
+        // 1000 well-ranked predictions, then 200 inverted ones: the window of 200 sees only
+        // the inverted ones, the cumulative AUC barely moves.
+        let (mut windowed, mut cumulative) = (WindowedAuc::new(200), AucAccumulator::default());
+        for i in 0..1200 {
+            let label = i % 2 == 0;
+            let good = if label { 0.9 } else { 0.1 };
+            let p = if i < 1000 { good } else { 1.0 - good };
+            windowed.add(p, label);
+            cumulative.add(p, label);
+        }
+        assert_eq!(windowed.auc(), Some(0.0));
+        assert!(cumulative.auc().unwrap() > 0.8);
+    }
 
     #[test]
     fn perfect_and_inverted() {

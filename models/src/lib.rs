@@ -23,7 +23,7 @@ pub mod synth;
 pub use artifact::{ModelArtifact, ModelMeta};
 pub use criteo::{CriteoEvent, CriteoFeatures, DecodeError};
 pub use error::{Error, Result};
-pub use eval::{exact_auc, AucAccumulator, LogLoss};
+pub use eval::{exact_auc, AucAccumulator, LogLoss, WindowedAuc};
 pub use features::{FeatureSpec, SparseRow};
 pub use fm::{Fm, FmParams};
 pub use fmap::{CsrBatch, EventBatch, FeatureMap, FeatureMapSpec};

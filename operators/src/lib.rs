@@ -25,4 +25,6 @@ pub use featurize::{
     Featurize, FeaturizeStats, Featurized, FitFeatureMap, ParseEvents, TransformRows,
 };
 pub use ingest::{ingest, PollSource, Polled};
-pub use train::{PublishPolicy, TrainOnline, TrainRows, TrainerConfig, TrainerStats};
+pub use train::{
+    PublishPolicy, TrainOnline, TrainRows, TrainerConfig, TrainerStats, PROGRESSIVE_WINDOW,
+};

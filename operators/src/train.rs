@@ -13,7 +13,7 @@
 use millrace_models::fmap::FeatureUpdate;
 use millrace_models::{
     AucAccumulator, CriteoEvent, CsrBatch, FeatureMap, FeatureSpec, Learner, LearnerParams,
-    LogLoss, Registry, SparseRow,
+    LogLoss, Registry, SparseRow, WindowedAuc,
 };
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,6 +64,7 @@ pub struct TrainerStats {
     /// trainer's (see [`TrainRows::train_rows`]); 0 unless something upstream is wrong.
     pub skipped_rows: AtomicU64,
     auc_bits: AtomicU64,
+    window_auc_bits: AtomicU64,
     logloss_bits: AtomicU64,
 }
 
@@ -73,22 +74,59 @@ impl TrainerStats {
         Some(f64::from_bits(self.auc_bits.load(Ordering::Relaxed))).filter(|v| !v.is_nan())
     }
 
+    /// Progressive-validation AUC over the last [`PROGRESSIVE_WINDOW`] events: follows a
+    /// drifting stream where the cumulative AUC lags.
+    pub fn window_auc(&self) -> Option<f64> {
+        Some(f64::from_bits(self.window_auc_bits.load(Ordering::Relaxed))).filter(|v| !v.is_nan())
+    }
+
     /// Progressive-validation log-loss over everything learned so far.
     pub fn logloss(&self) -> Option<f64> {
         Some(f64::from_bits(self.logloss_bits.load(Ordering::Relaxed))).filter(|v| !v.is_nan())
     }
 
-    fn set_quality(&self, auc: Option<f64>, logloss: Option<f64>) {
+    fn set_quality(&self, quality: Option<&Quality>) {
         let bits = |v: Option<f64>| v.unwrap_or(f64::NAN).to_bits();
+        let (auc, window, logloss) = quality.map_or((None, None, None), |q| {
+            (q.auc.auc(), q.window.auc(), q.logloss.mean())
+        });
         self.auc_bits.store(bits(auc), Ordering::Relaxed);
+        self.window_auc_bits.store(bits(window), Ordering::Relaxed);
         self.logloss_bits.store(bits(logloss), Ordering::Relaxed);
     }
 
     /// Fresh statistics: nothing learned, no quality figures yet.
     pub fn new() -> Self {
         let stats = TrainerStats::default();
-        stats.set_quality(None, None);
+        stats.set_quality(None);
         stats
+    }
+}
+
+/// Events the windowed progressive AUC covers.
+pub const PROGRESSIVE_WINDOW: usize = 100_000;
+
+/// Progressive validation: every prediction made before learning, scored cumulatively and over
+/// the last [`PROGRESSIVE_WINDOW`] events.
+struct Quality {
+    auc: AucAccumulator,
+    window: WindowedAuc,
+    logloss: LogLoss,
+}
+
+impl Quality {
+    fn new() -> Self {
+        Quality {
+            auc: AucAccumulator::default(),
+            window: WindowedAuc::new(PROGRESSIVE_WINDOW),
+            logloss: LogLoss::default(),
+        }
+    }
+
+    fn add(&mut self, prediction: f32, label: bool) {
+        self.auc.add(prediction, label);
+        self.window.add(prediction, label);
+        self.logloss.add(prediction, label);
     }
 }
 
@@ -257,7 +295,7 @@ impl<'scope> TrainRows<'scope> for StreamVec<'scope, u64, CsrBatch> {
         let mut learner = owner.then(|| Learner::new(&config.learner, map.dimension()));
         let mut publisher = Publisher::new(config, stats.clone());
         let mut map = Arc::new(map);
-        let (mut auc, mut logloss) = (AucAccumulator::default(), LogLoss::default());
+        let mut quality = Quality::new();
         let mut learned = 0u64;
         let mut finished = false;
         let mut rows: BTreeMap<u64, Vec<CsrBatch>> = BTreeMap::new();
@@ -317,21 +355,20 @@ impl<'scope> TrainRows<'scope> for StreamVec<'scope, u64, CsrBatch> {
                                     let (indices, values) = batch.row(i);
                                     let label = batch.labels[i];
                                     let p = learner.learn_weighted(indices, values, label);
-                                    auc.add(p, label);
-                                    logloss.add(p, label);
+                                    quality.add(p, label);
                                 }
                                 learned += batch.len() as u64;
                                 stats
                                     .learned
                                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
                                 if publisher.due_by_count(learned) {
-                                    stats.set_quality(auc.auc(), logloss.mean());
+                                    stats.set_quality(Some(&quality));
                                     publisher.publish(learner, Some(&map), learned);
                                 }
                             }
                             if epoch_done {
                                 rows.remove(&time);
-                                stats.set_quality(auc.auc(), logloss.mean());
+                                stats.set_quality(Some(&quality));
                                 on_epoch(Some(time), learner, &map);
                             }
                         }
@@ -351,12 +388,12 @@ impl<'scope> TrainRows<'scope> for StreamVec<'scope, u64, CsrBatch> {
                         return;
                     }
                     if publisher.due(learned, complete) {
-                        stats.set_quality(auc.auc(), logloss.mean());
+                        stats.set_quality(Some(&quality));
                         publisher.publish(learner, Some(&map), learned);
                     }
                     if complete {
                         finished = true;
-                        stats.set_quality(auc.auc(), logloss.mean());
+                        stats.set_quality(Some(&quality));
                         on_epoch(None, learner, &map);
                     } else if let Some(wait) = publisher.wait(learned) {
                         // Wake up again when a time-based publication falls due without input.
@@ -448,8 +485,7 @@ struct Trainer {
     publisher: Publisher,
     stats: Arc<TrainerStats>,
     learner: Learner,
-    auc: AucAccumulator,
-    logloss: LogLoss,
+    quality: Quality,
     learned: u64,
     quality_at: Instant,
 }
@@ -461,8 +497,7 @@ impl Trainer {
             publisher: Publisher::new(config, stats.clone()),
             stats,
             learner,
-            auc: AucAccumulator::default(),
-            logloss: LogLoss::default(),
+            quality: Quality::new(),
             learned: 0,
             quality_at: Instant::now(),
         }
@@ -470,8 +505,7 @@ impl Trainer {
 
     fn learn(&mut self, row: &SparseRow) {
         let p = self.learner.learn(&row.indices, row.label);
-        self.auc.add(p, row.label);
-        self.logloss.add(p, row.label);
+        self.quality.add(p, row.label);
         self.learned += 1;
         self.stats.learned.fetch_add(1, Ordering::Relaxed);
     }
@@ -484,7 +518,7 @@ impl Trainer {
     /// there is something unpublished.
     fn maybe_publish(&mut self, input_complete: bool) -> Option<Duration> {
         if self.quality_at.elapsed() >= QUALITY_REFRESH || input_complete {
-            self.stats.set_quality(self.auc.auc(), self.logloss.mean());
+            self.stats.set_quality(Some(&self.quality));
             self.quality_at = Instant::now();
         }
         if self.publisher.due(self.learned, input_complete) {
@@ -495,7 +529,7 @@ impl Trainer {
     }
 
     fn publish(&mut self) {
-        self.stats.set_quality(self.auc.auc(), self.logloss.mean());
+        self.stats.set_quality(Some(&self.quality));
         self.publisher.publish(&self.learner, None, self.learned);
     }
 }

@@ -195,6 +195,9 @@ fn decode_and_train_with_1_2_and_4_workers_match_the_batch_computation() {
             );
         }
         assert!(trainer.auc().unwrap() > 0.65);
+        // Fewer events than the window holds: the windowed AUC covers them all.
+        assert!(trainer.learned.load(std::sync::atomic::Ordering::Relaxed) < 100_000);
+        assert_eq!(trainer.window_auc(), trainer.auc());
     }
 }
 
