@@ -39,6 +39,7 @@ use timely::dataflow::operators::generic::{Operator, OutputBuilder};
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Capability, InputCapability};
 use timely::dataflow::StreamVec;
+use timely::progress::frontier::AntichainRef;
 
 /// Counters and gauges of the featurize operators, shared by all workers of a process.
 ///
@@ -531,59 +532,136 @@ impl<'scope> TransformRows<'scope> for StreamVec<'scope, u64, EventBatch> {
             Pipeline,
             "TransformRows",
             move |_capability, _info| {
-                let mut map = Arc::new(map);
+                let mut replica = Replica::new(map);
                 let mut events: BTreeMap<u64, (Capability<u64>, Vec<EventBatch>)> = BTreeMap::new();
-                let mut pending: BTreeMap<u64, Vec<FeatureUpdate>> = BTreeMap::new();
                 move |(events_in, events_frontier), (updates_in, updates_frontier), output| {
                     events_in.for_each(|cap, data| {
                         if let Some(stash) = stash_for(&mut events, &cap, |_| Vec::new()) {
                             stash.append(data);
                         }
                     });
-                    updates_in.for_each(|cap, data| {
-                        if let Some(&time) = cap.least() {
-                            pending.entry(time).or_default().append(data);
+                    updates_in.for_each(|cap, data| replica.stash(&cap, data));
+                    let times = events.keys().copied().collect();
+                    let frontiers = (events_frontier.frontier(), updates_frontier.frontier());
+                    replica.advance(times, frontiers, |step, map| match step {
+                        Step::Data { time, done } => {
+                            if let Some((cap, batches)) = events.get_mut(&time) {
+                                let mut counts = TransformCounts::default();
+                                let mut session = output.session(&*cap);
+                                for batch in batches.drain(..) {
+                                    stats.rows.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                                    session.give(map.transform(&batch, &mut counts));
+                                }
+                                stats.lookups.fetch_add(counts.lookups, Ordering::Relaxed);
+                                stats.oov.fetch_add(counts.oov, Ordering::Relaxed);
+                            }
+                            if done {
+                                events.remove(&time);
+                            }
+                        }
+                        Step::Applied {
+                            updates,
+                            transition,
+                        } => {
+                            if reporter {
+                                stats.record_version(map, updates);
+                            }
+                            on_version(map, transition);
                         }
                     });
-                    let events_frontier = events_frontier.frontier();
-                    let updates_frontier = updates_frontier.frontier();
-                    // Times in order: transform an epoch's events once every earlier epoch's
-                    // updates are applied, then apply its own once they are complete.
-                    let mut times: Vec<u64> =
-                        events.keys().chain(pending.keys()).copied().collect();
-                    times.sort_unstable();
-                    times.dedup();
-                    for time in times {
-                        let earlier_complete =
-                            time == 0 || !updates_frontier.less_equal(&(time - 1));
-                        if !earlier_complete {
-                            break;
-                        }
-                        if let Some((cap, batches)) = events.get_mut(&time) {
-                            let mut counts = TransformCounts::default();
-                            let mut session = output.session(&*cap);
-                            for batch in batches.drain(..) {
-                                stats.rows.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                                session.give(map.transform(&batch, &mut counts));
-                            }
-                            stats.lookups.fetch_add(counts.lookups, Ordering::Relaxed);
-                            stats.oov.fetch_add(counts.oov, Ordering::Relaxed);
-                        }
-                        if events_frontier.less_equal(&time) || updates_frontier.less_equal(&time) {
-                            break;
-                        }
-                        events.remove(&time);
-                        if let Some(mut updates) = pending.remove(&time) {
-                            updates.sort_by_key(|u| u.feature);
-                            let transition = Arc::make_mut(&mut map).apply(&updates);
-                            if reporter {
-                                stats.record_version(&map, &updates);
-                            }
-                            on_version(&map, &transition);
-                        }
-                    }
                 }
             },
         )
+    }
+}
+
+/// One step of [`Replica::advance`].
+pub(crate) enum Step<'a> {
+    /// The data of epoch `time` may be used with the replica's version; `done` when no more of
+    /// it can come.
+    Data {
+        /// The epoch.
+        time: u64,
+        /// Whether the epoch's data is complete.
+        done: bool,
+    },
+    /// A new version was made from these updates.
+    Applied {
+        /// The updates, in feature order.
+        updates: &'a [FeatureUpdate],
+        /// What changed.
+        transition: &'a Transition,
+    },
+}
+
+/// A worker's replica of the FeatureMap, following the broadcast updates. The updates of epoch
+/// `t` are applied once both the data and the updates of `t` are complete, epoch by epoch, so
+/// every replica passes through the same versions, and the data of `t` always meets the
+/// version made from every epoch before it. Shared by the transform and the trainer.
+pub(crate) struct Replica {
+    map: Arc<FeatureMap>,
+    pending: BTreeMap<u64, Vec<FeatureUpdate>>,
+}
+
+impl Replica {
+    /// A replica starting at `map`.
+    pub(crate) fn new(map: FeatureMap) -> Self {
+        Replica {
+            map: Arc::new(map),
+            pending: BTreeMap::new(),
+        }
+    }
+
+    /// The current version.
+    pub(crate) fn map(&self) -> &Arc<FeatureMap> {
+        &self.map
+    }
+
+    /// Keeps received updates until their epoch is complete.
+    pub(crate) fn stash(&mut self, cap: &InputCapability<u64>, updates: &mut Vec<FeatureUpdate>) {
+        if let Some(&time) = cap.least() {
+            self.pending.entry(time).or_default().append(updates);
+        }
+    }
+
+    /// Forgets received updates (a worker that holds no replica).
+    pub(crate) fn clear(&mut self) {
+        self.pending.clear();
+    }
+
+    /// Walks the epochs that have data (`data_times`) or updates, in order, given the data's
+    /// and the updates' frontiers: `step` gets each epoch's data once every earlier epoch is
+    /// complete, then each new version once its epoch is; the walk stops at the first epoch
+    /// that is not complete.
+    pub(crate) fn advance(
+        &mut self,
+        mut data_times: Vec<u64>,
+        (data, updates): (AntichainRef<'_, u64>, AntichainRef<'_, u64>),
+        mut step: impl FnMut(Step<'_>, &Arc<FeatureMap>),
+    ) {
+        data_times.extend(self.pending.keys().copied());
+        data_times.sort_unstable();
+        data_times.dedup();
+        for time in data_times {
+            let earlier_complete =
+                time == 0 || !(data.less_equal(&(time - 1)) || updates.less_equal(&(time - 1)));
+            if !earlier_complete {
+                break;
+            }
+            let done = !data.less_equal(&time);
+            step(Step::Data { time, done }, &self.map);
+            if !done || updates.less_equal(&time) {
+                break;
+            }
+            if let Some(mut epoch_updates) = self.pending.remove(&time) {
+                epoch_updates.sort_by_key(|u| u.feature);
+                let transition = Arc::make_mut(&mut self.map).apply(&epoch_updates);
+                let applied = Step::Applied {
+                    updates: &epoch_updates,
+                    transition: &transition,
+                };
+                step(applied, &self.map);
+            }
+        }
     }
 }

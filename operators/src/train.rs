@@ -10,6 +10,7 @@
 //! [`TrainOnline`] learns from hashed features of decoded events; [`TrainRows`] learns from the
 //! weighted rows of a fitted FeatureMap, carrying the weights across its versions.
 
+use crate::featurize::{Replica, Step};
 use millrace_models::fmap::FeatureUpdate;
 use millrace_models::{
     AucAccumulator, CriteoEvent, CsrBatch, FeatureMap, FeatureSpec, Learner, LearnerParams,
@@ -294,12 +295,11 @@ impl<'scope> TrainRows<'scope> for StreamVec<'scope, u64, CsrBatch> {
         let owner = scope.index() == 0;
         let mut learner = owner.then(|| Learner::new(&config.learner, map.dimension()));
         let mut publisher = Publisher::new(config, stats.clone());
-        let mut map = Arc::new(map);
+        let mut replica = Replica::new(map);
         let mut quality = Quality::new();
         let mut learned = 0u64;
         let mut finished = false;
         let mut rows: BTreeMap<u64, Vec<CsrBatch>> = BTreeMap::new();
-        let mut pending: BTreeMap<u64, Vec<FeatureUpdate>> = BTreeMap::new();
         self.binary_frontier::<_, CapacityContainerBuilder<Vec<()>>, _, _, _, _>(
             updates,
             Exchange::new(|_: &CsrBatch| 0),
@@ -313,31 +313,19 @@ impl<'scope> TrainRows<'scope> for StreamVec<'scope, u64, CsrBatch> {
                             rows.entry(time).or_default().append(data);
                         }
                     });
-                    updates_in.for_each(|cap, data| {
-                        if let Some(&time) = cap.least() {
-                            pending.entry(time).or_default().append(data);
-                        }
-                    });
+                    updates_in.for_each(|cap, data| replica.stash(&cap, data));
                     let Some(learner) = learner.as_mut() else {
                         // Only the trainer follows the versions.
-                        pending.clear();
+                        replica.clear();
                         return;
                     };
-                    let rows_frontier = rows_frontier.frontier();
-                    let updates_frontier = updates_frontier.frontier();
-                    let mut times: Vec<u64> = rows.keys().chain(pending.keys()).copied().collect();
-                    times.sort_unstable();
-                    times.dedup();
-                    for time in times {
-                        // An epoch's rows meet the version made from every earlier epoch.
-                        let earlier_complete = time == 0
-                            || !(rows_frontier.less_equal(&(time - 1))
-                                || updates_frontier.less_equal(&(time - 1)));
-                        if !earlier_complete {
-                            break;
-                        }
-                        let epoch_done = !rows_frontier.less_equal(&time);
-                        if let Some(batches) = rows.get_mut(&time) {
+                    let times = rows.keys().copied().collect();
+                    let frontiers = (rows_frontier.frontier(), updates_frontier.frontier());
+                    replica.advance(times, frontiers, |step, map| match step {
+                        Step::Data { time, done } => {
+                            let Some(batches) = rows.get_mut(&time) else {
+                                return;
+                            };
                             for batch in batches.drain(..) {
                                 if batch.version != map.version {
                                     stats
@@ -363,38 +351,31 @@ impl<'scope> TrainRows<'scope> for StreamVec<'scope, u64, CsrBatch> {
                                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
                                 if publisher.due_by_count(learned) {
                                     stats.set_quality(Some(&quality));
-                                    publisher.publish(learner, Some(&map), learned);
+                                    publisher.publish(learner, Some(map), learned);
                                 }
                             }
-                            if epoch_done {
+                            if done {
                                 rows.remove(&time);
                                 stats.set_quality(Some(&quality));
-                                on_epoch(Some(time), learner, &map);
+                                on_epoch(Some(time), learner, map);
                             }
                         }
-                        if !epoch_done || updates_frontier.less_equal(&time) {
-                            break;
-                        }
-                        if let Some(mut updates) = pending.remove(&time) {
-                            updates.sort_by_key(|u| u.feature);
-                            let transition = Arc::make_mut(&mut map).apply(&updates);
-                            learner.carry(&transition);
-                        }
+                        Step::Applied { transition, .. } => learner.carry(transition),
+                    });
+                    if finished {
+                        return;
                     }
                     // Between batches the learner and the replica always agree, so a version
                     // may be published here whatever the epoch.
                     let complete = rows_frontier.is_empty() && updates_frontier.is_empty();
-                    if finished {
-                        return;
-                    }
                     if publisher.due(learned, complete) {
                         stats.set_quality(Some(&quality));
-                        publisher.publish(learner, Some(&map), learned);
+                        publisher.publish(learner, Some(replica.map()), learned);
                     }
                     if complete {
                         finished = true;
                         stats.set_quality(Some(&quality));
-                        on_epoch(None, learner, &map);
+                        on_epoch(None, learner, replica.map());
                     } else if let Some(wait) = publisher.wait(learned) {
                         // Wake up again when a time-based publication falls due without input.
                         activator.activate_after(wait);
