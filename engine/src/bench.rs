@@ -1,16 +1,22 @@
-//! `millrace bench online`: train FTRL in order on the first part of a file with progressive
-//! validation, then evaluate on the held-out rest, and report one JSON line.
+//! `millrace bench online`: train on the first part of a file with progressive validation,
+//! then evaluate on the held-out rest, and report one JSON line.
 //!
 //! The file is read into memory first; the timed part is decoding, featurizing, predicting and
-//! learning (and scoring the holdout), on one thread.
+//! learning (and scoring the holdout). With one worker it runs on one thread, in file order, with
+//! no dataflow around the learner. With `--workers N` the training lines are dealt round-robin to
+//! N timely workers running the job's trainer ([`TrainOnline`]), whose replicas are synchronized
+//! by all-reduce every `--sync-rows` lines (an epoch); the final model scores the holdout.
 
 use crate::error::{Error, Result};
 use millrace_models::{
     exact_auc, CriteoEvent, FeatureSpec, FtrlParams, Learner, LearnerParams, LogLoss, Registry,
 };
+use millrace_operators::{PublishPolicy, TrainOnline, TrainerConfig, TrainerStats};
 use serde::Serialize;
 use std::path::Path;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// The figures `millrace bench online` prints.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -23,6 +29,11 @@ pub struct OnlineBench {
     pub seconds: f64,
     /// `rows / seconds`.
     pub rows_per_sec: f64,
+    /// Timely workers that trained (1: one thread, no dataflow).
+    pub workers: usize,
+    /// Training rows per synchronization round, with several workers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_rows: Option<usize>,
     /// Progressive-validation AUC over the training rows.
     pub progressive_auc: Option<f64>,
     /// AUC on the held-out rows.
@@ -43,6 +54,19 @@ pub struct OnlineBenchConfig {
     pub features: FeatureSpec,
     /// The learner and its parameters.
     pub learner: LearnerParams,
+    /// Timely workers (1: one thread, in file order).
+    pub workers: usize,
+    /// Training lines per synchronization round (epoch) with several workers.
+    pub sync_rows: usize,
+}
+
+/// A trained model and what training saw.
+struct Trained {
+    learner: Learner,
+    rows: u64,
+    malformed: u64,
+    progressive_auc: Option<f64>,
+    published_version: Option<u64>,
 }
 
 /// Runs the benchmark on the Criteo lines of `input`; publishes the model to `registry` under
@@ -50,19 +74,28 @@ pub struct OnlineBenchConfig {
 ///
 /// # Errors
 ///
-/// When the file cannot be read, the holdout is not in (0, 1), or publication fails.
+/// When the file cannot be read, the holdout is not in (0, 1), `workers` or `sync_rows` is 0,
+/// or publication fails.
 pub fn online(
     input: &Path,
     config: &OnlineBenchConfig,
     publish: Option<(&Registry, &str)>,
 ) -> Result<OnlineBench> {
+    let mut problems = Vec::new();
     if !(config.holdout > 0.0 && config.holdout < 1.0) {
-        return Err(Error::Config {
-            problems: vec![format!(
-                "`--holdout` must be in (0, 1) (got {})",
-                config.holdout
-            )],
-        });
+        problems.push(format!(
+            "`--holdout` must be in (0, 1) (got {})",
+            config.holdout
+        ));
+    }
+    if config.workers == 0 {
+        problems.push("`--workers` must be at least 1".to_owned());
+    }
+    if config.sync_rows == 0 {
+        problems.push("`--sync-rows` must be at least 1".to_owned());
+    }
+    if !problems.is_empty() {
+        return Err(Error::Config { problems });
     }
     let text = std::fs::read(input).map_err(|source| Error::Io {
         path: input.to_owned(),
@@ -73,15 +106,20 @@ pub fn online(
         .filter(|l| !l.is_empty())
         .collect();
     let split = ((lines.len() as f64) * (1.0 - config.holdout)).round() as usize;
+    let (train, test) = lines.split_at(split);
 
     let started = Instant::now();
-    let mut learner = Learner::new(&config.learner, config.features.dimension());
+    let trained = if config.workers == 1 {
+        train_in_order(train, config, publish)?
+    } else {
+        train_dealt(train, config, publish)?
+    };
+    let learner = trained.learner;
+    let (mut rows, mut malformed) = (trained.rows, trained.malformed);
     let mut row = Vec::new();
-    let (mut malformed, mut rows) = (0u64, 0u64);
-    let (mut train_preds, mut train_labels) = (Vec::new(), Vec::new());
     let (mut test_preds, mut test_labels) = (Vec::new(), Vec::new());
     let mut test_loss = LogLoss::default();
-    for (i, line) in lines.iter().enumerate() {
+    for line in test {
         let Ok(event) = CriteoEvent::decode_tsv(line) else {
             malformed += 1;
             continue;
@@ -89,36 +127,143 @@ pub fn online(
         rows += 1;
         row.clear();
         config.features.transform(&event.features, &mut row);
-        if i < split {
-            train_preds.push(learner.learn(&row, event.label));
-            train_labels.push(event.label);
-        } else {
-            let p = learner.predict(&row);
-            test_loss.add(p, event.label);
-            test_preds.push(p);
-            test_labels.push(event.label);
-        }
+        let p = learner.predict(&row);
+        test_loss.add(p, event.label);
+        test_preds.push(p);
+        test_labels.push(event.label);
     }
     let seconds = started.elapsed().as_secs_f64();
-
-    let published_version = match publish {
-        Some((registry, model)) => {
-            let mut artifact = learner.to_artifact(model, config.features.clone());
-            artifact.meta.trained_events = train_labels.len() as u64;
-            artifact.meta.progressive_auc = exact_auc(&train_preds, &train_labels);
-            Some(registry.publish(&mut artifact)?)
-        }
-        None => None,
-    };
     Ok(OnlineBench {
         rows,
         malformed,
         seconds,
         rows_per_sec: rows as f64 / seconds.max(1e-9),
-        progressive_auc: exact_auc(&train_preds, &train_labels),
+        workers: config.workers,
+        sync_rows: (config.workers > 1).then_some(config.sync_rows),
+        progressive_auc: trained.progressive_auc,
         holdout_auc: exact_auc(&test_preds, &test_labels),
         holdout_logloss: test_loss.mean(),
+        published_version: trained.published_version,
+    })
+}
+
+/// One thread learns the training lines in file order; the model is published when asked.
+fn train_in_order(
+    lines: &[&[u8]],
+    config: &OnlineBenchConfig,
+    publish: Option<(&Registry, &str)>,
+) -> Result<Trained> {
+    let mut learner = Learner::new(&config.learner, config.features.dimension());
+    let mut row = Vec::new();
+    let (mut malformed, mut rows) = (0u64, 0u64);
+    let (mut preds, mut labels) = (Vec::new(), Vec::new());
+    for line in lines {
+        let Ok(event) = CriteoEvent::decode_tsv(line) else {
+            malformed += 1;
+            continue;
+        };
+        rows += 1;
+        row.clear();
+        config.features.transform(&event.features, &mut row);
+        preds.push(learner.learn(&row, event.label));
+        labels.push(event.label);
+    }
+    let progressive_auc = exact_auc(&preds, &labels);
+    let published_version = match publish {
+        Some((registry, model)) => {
+            let mut artifact = learner.to_artifact(model, config.features.clone());
+            artifact.meta.trained_events = labels.len() as u64;
+            artifact.meta.progressive_auc = progressive_auc;
+            Some(registry.publish(&mut artifact)?)
+        }
+        None => None,
+    };
+    Ok(Trained {
+        learner,
+        rows,
+        malformed,
+        progressive_auc,
         published_version,
+    })
+}
+
+/// `config.workers` timely workers learn the training lines dealt round-robin, `sync_rows`
+/// lines per epoch; the trainer publishes the final model (to a scratch registry unless one
+/// is given).
+fn train_dealt(
+    lines: &[&[u8]],
+    config: &OnlineBenchConfig,
+    publish: Option<(&Registry, &str)>,
+) -> Result<Trained> {
+    let scratch = tempfile::tempdir().map_err(|source| Error::Io {
+        path: std::env::temp_dir(),
+        source,
+    })?;
+    let (registry, name) = match publish {
+        Some((registry, name)) => (registry.clone(), name.to_owned()),
+        None => (Registry::open(scratch.path())?, "bench".to_owned()),
+    };
+    let trainer = TrainerConfig {
+        model: name,
+        features: config.features.clone(),
+        learner: config.learner,
+        publish: PublishPolicy {
+            every_events: u64::MAX,
+            every: Duration::MAX,
+        },
+        registry,
+    };
+    let stats = Arc::new(TrainerStats::new());
+    let malformed = Arc::new(AtomicU64::new(0));
+    let model = Arc::new(Mutex::new(None));
+    let owned: Arc<Vec<Vec<u8>>> = Arc::new(lines.iter().map(|l| l.to_vec()).collect());
+    let sync_rows = config.sync_rows;
+    let (st, bad, out) = (stats.clone(), malformed.clone(), model.clone());
+    let guards = timely::execute(timely::Config::process(config.workers), move |worker| {
+        let (index, peers) = (worker.index(), worker.peers());
+        let mut input = timely::dataflow::InputHandle::<
+            u64,
+            timely::container::CapacityContainerBuilder<Vec<CriteoEvent>>,
+        >::new();
+        let (trainer, st, out) = (trainer.clone(), st.clone(), out.clone());
+        worker.dataflow::<u64, _, _>(|scope| {
+            use timely::dataflow::operators::Input;
+            scope
+                .input_from(&mut input)
+                .train_online(trainer, st, move |epoch, learner| {
+                    if epoch.is_none() {
+                        *out.lock().unwrap_or_else(|e| e.into_inner()) = Some(learner.clone());
+                    }
+                });
+        });
+        for (i, line) in owned.iter().enumerate().skip(index).step_by(peers) {
+            match CriteoEvent::decode_tsv(line) {
+                Ok(event) => {
+                    input.advance_to((i / sync_rows) as u64);
+                    input.send(event);
+                }
+                Err(_) => {
+                    bad.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    })
+    .map_err(Error::Dataflow)?;
+    for result in guards.join() {
+        result.map_err(Error::Dataflow)?;
+    }
+    let learner = model
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .ok_or_else(|| Error::Dataflow("worker 0 reported no final model".to_owned()))?;
+    let published = stats.model_version.load(Ordering::Relaxed);
+    Ok(Trained {
+        learner,
+        rows: stats.learned.load(Ordering::Relaxed),
+        malformed: malformed.load(Ordering::Relaxed),
+        progressive_auc: stats.auc(),
+        published_version: (publish.is_some() && published > 0).then_some(published),
     })
 }
 

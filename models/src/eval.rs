@@ -117,6 +117,11 @@ impl WindowedAuc {
     pub fn auc(&self) -> Option<f64> {
         self.counts.auc()
     }
+
+    /// The window's predictions as an accumulator, to merge with other windows.
+    pub fn counts(&self) -> &AucAccumulator {
+        &self.counts
+    }
 }
 
 /// A running mean of the logistic loss.
@@ -132,6 +137,17 @@ impl LogLoss {
         let p = f64::from(prediction).clamp(EPS, 1.0 - EPS);
         self.sum -= if label { p.ln() } else { (1.0 - p).ln() };
         self.count += 1;
+    }
+
+    /// Adds another running mean's predictions to this one.
+    pub fn merge(&mut self, other: &LogLoss) {
+        self.sum += other.sum;
+        self.count += other.count;
+    }
+
+    /// Number of predictions recorded.
+    pub fn count(&self) -> u64 {
+        self.count
     }
 
     /// The mean log-loss, or `None` before the first prediction.

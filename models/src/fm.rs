@@ -149,6 +149,11 @@ impl Fm {
         &self.params
     }
 
+    /// Number of coordinates.
+    pub fn dimension(&self) -> usize {
+        self.linear.dimension()
+    }
+
     /// The click probability of a row of binary features.
     ///
     /// # Panics
@@ -243,6 +248,30 @@ impl Fm {
                 self.squared_gradients[i] = 0.0;
             }
         }
+    }
+
+    /// Numbers of state per coordinate: the linear `z` and `n`, then the factors and their
+    /// squared-gradient sums.
+    pub(crate) fn state_width(&self) -> usize {
+        Ftrl::STATE_WIDTH + 2 * self.params.factors
+    }
+
+    /// Coordinate `i`'s state (see [`Fm::state_width`]) into `out`.
+    pub(crate) fn read_state(&self, i: usize, out: &mut [f32]) {
+        let k = self.params.factors;
+        let (linear, rest) = out.split_at_mut(Ftrl::STATE_WIDTH);
+        self.linear.read_state(i, linear);
+        rest[..k].copy_from_slice(&self.factors[i * k..(i + 1) * k]);
+        rest[k..2 * k].copy_from_slice(&self.squared_gradients[i * k..(i + 1) * k]);
+    }
+
+    /// Sets coordinate `i`'s state (see [`Fm::state_width`]).
+    pub(crate) fn write_state(&mut self, i: usize, state: &[f32]) {
+        let k = self.params.factors;
+        let (linear, rest) = state.split_at(Ftrl::STATE_WIDTH);
+        self.linear.write_state(i, linear);
+        self.factors[i * k..(i + 1) * k].copy_from_slice(&rest[..k]);
+        self.squared_gradients[i * k..(i + 1) * k].copy_from_slice(&rest[k..2 * k]);
     }
 
     /// The linear weights of all coordinates.

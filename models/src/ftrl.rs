@@ -209,6 +209,21 @@ impl Ftrl {
         }
     }
 
+    /// Numbers of state per coordinate: `z` and `n`.
+    pub(crate) const STATE_WIDTH: usize = 2;
+
+    /// Coordinate `i`'s state, `[z, n]`, into `out`.
+    pub(crate) fn read_state(&self, i: usize, out: &mut [f32]) {
+        out[0] = self.z[i];
+        out[1] = self.n[i];
+    }
+
+    /// Sets coordinate `i`'s state from `[z, n]`.
+    pub(crate) fn write_state(&mut self, i: usize, state: &[f32]) {
+        self.z[i] = state[0];
+        self.n[i] = state[1];
+    }
+
     /// The current weights of all coordinates (zero where L1 keeps them at zero).
     pub fn weights(&self) -> Vec<f32> {
         (0..self.dimension()).map(|i| self.weight(i)).collect()

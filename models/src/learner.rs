@@ -126,6 +126,47 @@ impl Learner {
         }
     }
 
+    /// Number of coordinates.
+    pub fn dimension(&self) -> usize {
+        match self {
+            Learner::Ftrl(m) => m.dimension(),
+            Learner::Fm(m) => m.dimension(),
+        }
+    }
+
+    /// Numbers of state per coordinate, as [`Learner::read_state`] gives them.
+    pub fn state_width(&self) -> usize {
+        match self {
+            Learner::Ftrl(_) => Ftrl::STATE_WIDTH,
+            Learner::Fm(m) => m.state_width(),
+        }
+    }
+
+    /// Coordinate `i`'s whole learning state (not only its weight) into `out`, which holds
+    /// [`Learner::state_width`] numbers: what replicas exchange to stay one model.
+    ///
+    /// # Panics
+    ///
+    /// If `i` is not below the dimension or `out` is shorter than the state width.
+    pub fn read_state(&self, i: u32, out: &mut [f32]) {
+        match self {
+            Learner::Ftrl(m) => m.read_state(i as usize, out),
+            Learner::Fm(m) => m.read_state(i as usize, out),
+        }
+    }
+
+    /// Sets coordinate `i`'s state from what [`Learner::read_state`] gave.
+    ///
+    /// # Panics
+    ///
+    /// If `i` is not below the dimension or `state` is shorter than the state width.
+    pub fn write_state(&mut self, i: u32, state: &[f32]) {
+        match self {
+            Learner::Ftrl(m) => m.write_state(i as usize, state),
+            Learner::Fm(m) => m.write_state(i as usize, state),
+        }
+    }
+
     /// The model as an artifact (not yet published) named `name`, for rows made by `features`.
     pub fn to_artifact(&self, name: &str, features: FeatureSpec) -> ModelArtifact {
         match self {

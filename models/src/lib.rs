@@ -1,11 +1,13 @@
 //! The model side of millrace: the Criteo event schema and its decoder, hashed features, the
-//! FTRL-Proximal learner, progressive-validation metrics, model artifacts and the registry.
+//! FTRL-Proximal learner, progressive-validation metrics, model artifacts and the registry, and the
+//! all-reduce bookkeeping that keeps the workers' replicas of a learner equal.
 //!
 //! Nothing here knows about timely, Kafka or HTTP: the dataflow (`millrace-operators`), the
 //! connectors and the serving crate all share this code, so the transform a model was trained
 //! with is by construction the transform it is served with.
 #![warn(missing_docs)]
 
+pub mod allreduce;
 pub mod artifact;
 pub mod criteo;
 pub mod error;

@@ -29,6 +29,7 @@ use millrace_models::fmap::{
 };
 use millrace_models::{CsrBatch, DeadLetter, FeatureMap, RawRecord};
 use std::collections::{btree_map, hash_map, BTreeMap, HashMap, HashSet};
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -118,7 +119,7 @@ fn now_ms() -> u64 {
 
 /// The stash of the time of `cap`, holding a capability for that time on output 0; made by
 /// `fresh` on first use. `None` for a message sent without a time.
-fn stash_for<'a, V>(
+pub(crate) fn stash_for<'a, V>(
     stash: &'a mut BTreeMap<u64, (Capability<u64>, V)>,
     cap: &InputCapability<u64>,
     fresh: impl FnOnce(u64) -> V,
@@ -558,6 +559,7 @@ impl<'scope> TransformRows<'scope> for StreamVec<'scope, u64, EventBatch> {
                             if done {
                                 events.remove(&time);
                             }
+                            ControlFlow::Continue(())
                         }
                         Step::Applied {
                             updates,
@@ -567,6 +569,7 @@ impl<'scope> TransformRows<'scope> for StreamVec<'scope, u64, EventBatch> {
                                 stats.record_version(map, updates);
                             }
                             on_version(map, transition);
+                            ControlFlow::Continue(())
                         }
                     });
                 }
@@ -624,20 +627,16 @@ impl Replica {
         }
     }
 
-    /// Forgets received updates (a worker that holds no replica).
-    pub(crate) fn clear(&mut self) {
-        self.pending.clear();
-    }
-
     /// Walks the epochs that have data (`data_times`) or updates, in order, given the data's
     /// and the updates' frontiers: `step` gets each epoch's data once every earlier epoch is
     /// complete, then each new version once its epoch is; the walk stops at the first epoch
-    /// that is not complete.
+    /// that is not complete, or when `step` breaks (after a break on an epoch's data, the same
+    /// step comes again on the next walk).
     pub(crate) fn advance(
         &mut self,
         mut data_times: Vec<u64>,
         (data, updates): (AntichainRef<'_, u64>, AntichainRef<'_, u64>),
-        mut step: impl FnMut(Step<'_>, &Arc<FeatureMap>),
+        mut step: impl FnMut(Step<'_>, &Arc<FeatureMap>) -> ControlFlow<()>,
     ) {
         data_times.extend(self.pending.keys().copied());
         data_times.sort_unstable();
@@ -649,7 +648,9 @@ impl Replica {
                 break;
             }
             let done = !data.less_equal(&time);
-            step(Step::Data { time, done }, &self.map);
+            if step(Step::Data { time, done }, &self.map).is_break() {
+                break;
+            }
             if !done || updates.less_equal(&time) {
                 break;
             }
@@ -660,7 +661,9 @@ impl Replica {
                     updates: &epoch_updates,
                     transition: &transition,
                 };
-                step(applied, &self.map);
+                if step(applied, &self.map).is_break() {
+                    break;
+                }
             }
         }
     }

@@ -7,9 +7,10 @@
 //! - [`ParseEvents`], [`FitFeatureMap`] and [`TransformRows`] parse events, fit a versioned
 //!   FeatureMap across all workers and transform events into sparse rows with it ([`Featurize`]
 //!   does the last two over one stream without copying it);
-//! - [`TrainOnline`] featurizes events, learns an FTRL model with progressive validation and
-//!   publishes model versions to the registry; [`TrainRows`] does the same from FeatureMap rows,
-//!   across FeatureMap versions;
+//! - [`TrainOnline`] featurizes events, learns an FTRL model or a factorization machine on every
+//!   worker with progressive validation, keeps the workers' replicas one model by all-reduce,
+//!   and publishes model versions to the registry; [`TrainRows`] does the same from FeatureMap
+//!   rows, across FeatureMap versions;
 //! - [`Deliver`] hands a stream's records to a sink (dead letters to Kafka, for example).
 #![warn(missing_docs)]
 
@@ -26,5 +27,6 @@ pub use featurize::{
 };
 pub use ingest::{ingest, PollSource, Polled};
 pub use train::{
-    PublishPolicy, TrainOnline, TrainRows, TrainerConfig, TrainerStats, PROGRESSIVE_WINDOW,
+    PublishPolicy, QualitySummary, TrainOnline, TrainRows, TrainerConfig, TrainerStats,
+    PROGRESSIVE_WINDOW,
 };

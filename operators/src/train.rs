@@ -1,30 +1,46 @@
-//! Online training: featurize, predict, learn (FTRL logistic regression or a factorization
-//! machine), validate progressively, publish model versions.
+//! Online training: predict, learn (FTRL logistic regression or a factorization machine),
+//! validate progressively, keep the workers' replicas one model, publish model versions.
 //!
-//! Events are featurized on the worker that decoded them; the sparse rows are then exchanged to
-//! one trainer (worker 0), which predicts each row before it learns from it (progressive
-//! validation) and publishes the model to the registry every `every_events` events or `every`
-//! of time, and once more when its input is complete. Synchronizing several trainers by
-//! all-reduce is the next step; one trainer keeps this first version exact and simple.
+//! Every worker learns from its own rows (those it decoded), epoch by epoch, each row after
+//! predicting it (progressive validation, per worker and merged in [`TrainerStats`]). With more
+//! than one worker, the replicas are kept one model by an all-reduce at the end of every epoch
+//! (see [`millrace_models::allreduce`]): each worker sends the sparse changes of the epoch to
+//! the owners of the coordinates (`SumDeltas`, a reduce-scatter), the owners' sums come back to
+//! every worker (an all-gather) through a feedback edge one epoch later, and each worker applies
+//! them before it learns the next epoch's rows. So the epoch is the synchronization period `K`:
+//! the job's `epoch_ms`, or the benchmark's `--sync-rows`. The result depends only on which
+//! worker learns which rows in which epoch, not on thread timing; with one worker it is the
+//! single learner's result, bit for bit.
+//!
+//! Worker 0 publishes the model to the registry every `every_events` events or `every` of time,
+//! and once more when its input is complete, always between rounds, when its replica is the
+//! model every worker holds.
 //!
 //! [`TrainOnline`] learns from hashed features of decoded events; [`TrainRows`] learns from the
 //! weighted rows of a fitted FeatureMap, carrying the weights across its versions.
 
-use crate::featurize::{Replica, Step};
+use crate::featurize::{stash_for, Replica, Step};
+use millrace_models::allreduce::{sum_deltas, DeltaChunk, Replicated};
 use millrace_models::fmap::FeatureUpdate;
 use millrace_models::{
     AucAccumulator, CriteoEvent, CsrBatch, FeatureMap, FeatureSpec, Learner, LearnerParams,
     LogLoss, Registry, SparseRow, WindowedAuc,
 };
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::core::Map;
-use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::operator::empty;
+use timely::dataflow::operators::generic::{Operator, OutputBuilder};
+use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::{Capability, ConnectLoop, Feedback};
 use timely::dataflow::StreamVec;
+use timely::progress::frontier::AntichainRef;
 
 /// When the trainer publishes a model version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,7 +69,7 @@ pub struct TrainerConfig {
 /// Live figures of the trainer, read by the progress line, the metrics endpoint and tests.
 #[derive(Debug, Default)]
 pub struct TrainerStats {
-    /// Events learned from.
+    /// Events learned from, by all workers.
     pub learned: AtomicU64,
     /// The newest published model version (0 before the first).
     pub model_version: AtomicU64,
@@ -64,51 +80,96 @@ pub struct TrainerStats {
     /// Rows not learned because they were made with another FeatureMap version than the
     /// trainer's (see [`TrainRows::train_rows`]); 0 unless something upstream is wrong.
     pub skipped_rows: AtomicU64,
-    auc_bits: AtomicU64,
-    window_auc_bits: AtomicU64,
-    logloss_bits: AtomicU64,
+    /// Synchronization rounds applied, counted on worker 0.
+    pub rounds: AtomicU64,
+    /// Coordinates whose changes were summed in those rounds, counted on worker 0.
+    pub synced_coordinates: AtomicU64,
+    /// Each worker's progressive validation, as of its last report.
+    quality: Mutex<BTreeMap<usize, Quality>>,
+}
+
+/// Progressive-validation figures of one worker, or of the model (all workers merged).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct QualitySummary {
+    /// Predictions scored.
+    pub events: u64,
+    /// AUC over all of them.
+    pub auc: Option<f64>,
+    /// AUC over the last [`PROGRESSIVE_WINDOW`] of them (per worker; merged, the workers'
+    /// windows together).
+    pub window_auc: Option<f64>,
+    /// Mean log-loss over all of them.
+    pub logloss: Option<f64>,
 }
 
 impl TrainerStats {
-    /// Progressive-validation AUC over everything learned so far.
-    pub fn auc(&self) -> Option<f64> {
-        Some(f64::from_bits(self.auc_bits.load(Ordering::Relaxed))).filter(|v| !v.is_nan())
+    /// Fresh statistics: nothing learned, no quality figures yet.
+    pub fn new() -> Self {
+        TrainerStats::default()
     }
 
-    /// Progressive-validation AUC over the last [`PROGRESSIVE_WINDOW`] events: follows a
-    /// drifting stream where the cumulative AUC lags.
+    /// Progressive validation of the model: every worker's predictions together.
+    pub fn summary(&self) -> QualitySummary {
+        let workers = self.quality.lock().unwrap_or_else(|e| e.into_inner());
+        let mut merged = workers.values();
+        let Some(first) = merged.next() else {
+            return QualitySummary::default();
+        };
+        let (mut auc, mut window, mut logloss) = (
+            first.auc.clone(),
+            first.window.counts().clone(),
+            first.logloss,
+        );
+        for q in merged {
+            auc.merge(&q.auc);
+            window.merge(q.window.counts());
+            logloss.merge(&q.logloss);
+        }
+        QualitySummary {
+            events: logloss.count(),
+            auc: auc.auc(),
+            window_auc: window.auc(),
+            logloss: logloss.mean(),
+        }
+    }
+
+    /// Progressive validation of each worker's own predictions, by worker index.
+    pub fn workers(&self) -> Vec<(usize, QualitySummary)> {
+        let workers = self.quality.lock().unwrap_or_else(|e| e.into_inner());
+        workers
+            .iter()
+            .map(|(&index, q)| (index, q.summary()))
+            .collect()
+    }
+
+    /// Progressive-validation AUC over everything learned so far.
+    pub fn auc(&self) -> Option<f64> {
+        self.summary().auc
+    }
+
+    /// Progressive-validation AUC over the last [`PROGRESSIVE_WINDOW`] events of each worker:
+    /// follows a drifting stream where the cumulative AUC lags.
     pub fn window_auc(&self) -> Option<f64> {
-        Some(f64::from_bits(self.window_auc_bits.load(Ordering::Relaxed))).filter(|v| !v.is_nan())
+        self.summary().window_auc
     }
 
     /// Progressive-validation log-loss over everything learned so far.
     pub fn logloss(&self) -> Option<f64> {
-        Some(f64::from_bits(self.logloss_bits.load(Ordering::Relaxed))).filter(|v| !v.is_nan())
+        self.summary().logloss
     }
 
-    fn set_quality(&self, quality: Option<&Quality>) {
-        let bits = |v: Option<f64>| v.unwrap_or(f64::NAN).to_bits();
-        let (auc, window, logloss) = quality.map_or((None, None, None), |q| {
-            (q.auc.auc(), q.window.auc(), q.logloss.mean())
-        });
-        self.auc_bits.store(bits(auc), Ordering::Relaxed);
-        self.window_auc_bits.store(bits(window), Ordering::Relaxed);
-        self.logloss_bits.store(bits(logloss), Ordering::Relaxed);
-    }
-
-    /// Fresh statistics: nothing learned, no quality figures yet.
-    pub fn new() -> Self {
-        let stats = TrainerStats::default();
-        stats.set_quality(None);
-        stats
+    fn record(&self, worker: usize, quality: &Quality) {
+        let mut workers = self.quality.lock().unwrap_or_else(|e| e.into_inner());
+        workers.insert(worker, quality.clone());
     }
 }
 
-/// Events the windowed progressive AUC covers.
+/// Events the windowed progressive AUC covers, per worker.
 pub const PROGRESSIVE_WINDOW: usize = 100_000;
 
 /// Progressive validation: every prediction made before learning, scored cumulatively and over
 /// the last [`PROGRESSIVE_WINDOW`] events.
+#[derive(Clone, Debug)]
 struct Quality {
     auc: AucAccumulator,
     window: WindowedAuc,
@@ -129,14 +190,26 @@ impl Quality {
         self.window.add(prediction, label);
         self.logloss.add(prediction, label);
     }
+
+    fn summary(&self) -> QualitySummary {
+        QualitySummary {
+            events: self.logloss.count(),
+            auc: self.auc.auc(),
+            window_auc: self.window.auc(),
+            logloss: self.logloss.mean(),
+        }
+    }
 }
 
-/// How often the trainer refreshes the AUC and log-loss in [`TrainerStats`].
+/// How often a worker reports its progressive validation to [`TrainerStats`].
 const QUALITY_REFRESH: Duration = Duration::from_millis(250);
 
 /// Trains a model online from a stream of events.
 pub trait TrainOnline {
-    /// Featurizes, learns and publishes as the module describes; `stats` follows progress.
+    /// Featurizes with `config.features` (hashed), learns and publishes as the module
+    /// describes; `stats` follows progress. `on_epoch` is called on worker 0 after each epoch
+    /// (and its synchronization round) with the epoch and the model, and once more at the end
+    /// with `None`.
     ///
     /// # Examples
     ///
@@ -157,19 +230,23 @@ pub trait TrainOnline {
     /// let stats = Arc::new(TrainerStats::new());
     /// let shared = stats.clone();
     /// timely::example(move |scope| {
-    ///     CriteoGenerator::new(1).take(500).to_stream(scope).train_online(config, shared);
+    ///     let events = CriteoGenerator::new(1).take(500).to_stream(scope);
+    ///     events.train_online(config, shared, |_, _| {});
     /// });
     /// assert_eq!(stats.learned.load(Ordering::Relaxed), 500);
     /// assert_eq!(stats.model_version.load(Ordering::Relaxed), 1); // the final version
     /// # std::fs::remove_dir_all(dir).unwrap();
     /// ```
-    fn train_online(self, config: TrainerConfig, stats: Arc<TrainerStats>);
+    fn train_online<F>(self, config: TrainerConfig, stats: Arc<TrainerStats>, on_epoch: F)
+    where
+        F: FnMut(Option<u64>, &Learner) + 'static;
 }
 
 impl TrainOnline for StreamVec<'_, u64, CriteoEvent> {
-    fn train_online(self, config: TrainerConfig, stats: Arc<TrainerStats>) {
-        let scope = self.scope();
-        let owner = scope.index() == 0;
+    fn train_online<F>(self, config: TrainerConfig, stats: Arc<TrainerStats>, mut on_epoch: F)
+    where
+        F: FnMut(Option<u64>, &Learner) + 'static,
+    {
         let spec = config.features.clone();
         let rows = self.map(move |event: CriteoEvent| {
             let mut indices = Vec::with_capacity(millrace_models::features::FEATURES_PER_EVENT);
@@ -179,48 +256,26 @@ impl TrainOnline for StreamVec<'_, u64, CriteoEvent> {
                 label: event.label,
             }
         });
-        let mut trainer = Trainer::new(config, stats);
-        let exchange = Exchange::new(|_: &SparseRow| 0);
-        rows.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
-            exchange,
-            "TrainOnline",
-            move |_capability, info| {
-                let activator = scope.activator_for(info.address);
-                move |(input, frontier), _output| {
-                    input.for_each(|_time, data| {
-                        for row in data.drain(..) {
-                            trainer.learn(&row);
-                            if trainer.due_by_count() {
-                                trainer.publish();
-                            }
-                        }
-                    });
-                    if owner {
-                        // Wake up again when a time-based publication falls due without new input.
-                        if let Some(wait) = trainer.maybe_publish(frontier.is_empty()) {
-                            activator.activate_after(wait);
-                        }
-                    }
-                }
-            },
-        );
+        train(rows, None, config, stats, move |epoch, learner, _| {
+            on_epoch(epoch, learner)
+        });
     }
 }
 
 /// Trains a learner on FeatureMap rows, following the FeatureMap's versions.
 pub trait TrainRows<'scope> {
-    /// Learns every row on one trainer (worker 0), each after predicting it (progressive
-    /// validation, in `stats`). The trainer keeps its own replica of the FeatureMap, starting
-    /// from `map` and applying `updates` (as [`crate::Featurize::featurize`] returns them) in
-    /// epoch order, and carries the learner across each new version ([`Learner::carry`]), so
-    /// that every row meets the weights of the version it was made with.
+    /// Learns every row on the worker that made it, each after predicting it (progressive
+    /// validation, in `stats`), keeping the workers' replicas one model as the module
+    /// describes. Every worker keeps its own replica of the FeatureMap, starting from `map`
+    /// and applying `updates` (as [`crate::Featurize::featurize`] returns them) in epoch
+    /// order, and carries the learner across each new version ([`Learner::carry`]) after the
+    /// epoch's round, so that every row meets the weights of the version it was made with.
     ///
-    /// The model is published by `config.publish`: after a batch that completes
-    /// `every_events`, when `every` has passed with something unpublished (the trainer wakes
-    /// itself for that), and at the end of the input; each version carries the FeatureMap
-    /// version its weights belong to. `config.features` must be the `map` spec `map` was
-    /// compiled from. `on_epoch` is called after each epoch's rows with the epoch, the learner
-    /// and that version, and once more at the end with `None`.
+    /// The model is published by `config.publish` (see the module); each version carries the
+    /// FeatureMap version its weights belong to. `config.features` must be the `map` spec
+    /// `map` was compiled from. `on_epoch` is called on worker 0 after each epoch's rows and
+    /// round with the epoch, the learner and that version, and once more at the end with
+    /// `None`.
     ///
     /// A batch whose version is not the replica's cannot be learned consistently; it is
     /// skipped, counted in `stats.skipped_rows` and logged (it would mean a bug upstream).
@@ -291,98 +346,444 @@ impl<'scope> TrainRows<'scope> for StreamVec<'scope, u64, CsrBatch> {
     ) where
         F: FnMut(Option<u64>, &Learner, &Arc<FeatureMap>) + 'static,
     {
-        let scope = self.scope();
-        let owner = scope.index() == 0;
-        let mut learner = owner.then(|| Learner::new(&config.learner, map.dimension()));
-        let mut publisher = Publisher::new(config, stats.clone());
-        let mut replica = Replica::new(map);
-        let mut quality = Quality::new();
-        let mut learned = 0u64;
-        let mut finished = false;
-        let mut rows: BTreeMap<u64, Vec<CsrBatch>> = BTreeMap::new();
-        self.binary_frontier::<_, CapacityContainerBuilder<Vec<()>>, _, _, _, _>(
-            updates,
-            Exchange::new(|_: &CsrBatch| 0),
-            Pipeline,
-            "TrainRows",
-            move |_capability, info| {
-                let activator = scope.activator_for(info.address);
-                move |(rows_in, rows_frontier), (updates_in, updates_frontier), _output| {
-                    rows_in.for_each(|cap, data| {
-                        if let Some(&time) = cap.least() {
-                            rows.entry(time).or_default().append(data);
-                        }
-                    });
-                    updates_in.for_each(|cap, data| replica.stash(&cap, data));
-                    let Some(learner) = learner.as_mut() else {
-                        // Only the trainer follows the versions.
-                        replica.clear();
-                        return;
-                    };
-                    let times = rows.keys().copied().collect();
-                    let frontiers = (rows_frontier.frontier(), updates_frontier.frontier());
-                    replica.advance(times, frontiers, |step, map| match step {
-                        Step::Data { time, done } => {
-                            let Some(batches) = rows.get_mut(&time) else {
-                                return;
-                            };
-                            for batch in batches.drain(..) {
-                                if batch.version != map.version {
-                                    stats
-                                        .skipped_rows
-                                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                                    tracing::error!(
-                                        batch_version = batch.version,
-                                        trainer_version = map.version,
-                                        rows = batch.len(),
-                                        "rows of another FeatureMap version than the trainer's; skipped"
-                                    );
-                                    continue;
-                                }
-                                for i in 0..batch.len() {
-                                    let (indices, values) = batch.row(i);
-                                    let label = batch.labels[i];
-                                    let p = learner.learn_weighted(indices, values, label);
-                                    quality.add(p, label);
-                                }
-                                learned += batch.len() as u64;
-                                stats
-                                    .learned
-                                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                                if publisher.due_by_count(learned) {
-                                    stats.set_quality(Some(&quality));
-                                    publisher.publish(learner, Some(map), learned);
-                                }
-                            }
-                            if done {
-                                rows.remove(&time);
-                                stats.set_quality(Some(&quality));
-                                on_epoch(Some(time), learner, map);
-                            }
-                        }
-                        Step::Applied { transition, .. } => learner.carry(transition),
-                    });
-                    if finished {
-                        return;
-                    }
-                    // Between batches the learner and the replica always agree, so a version
-                    // may be published here whatever the epoch.
-                    let complete = rows_frontier.is_empty() && updates_frontier.is_empty();
-                    if publisher.due(learned, complete) {
-                        stats.set_quality(Some(&quality));
-                        publisher.publish(learner, Some(replica.map()), learned);
-                    }
-                    if complete {
-                        finished = true;
-                        stats.set_quality(Some(&quality));
-                        on_epoch(None, learner, replica.map());
-                    } else if let Some(wait) = publisher.wait(learned) {
-                        // Wake up again when a time-based publication falls due without input.
-                        activator.activate_after(wait);
-                    }
+        train(
+            self,
+            Some((updates, map)),
+            config,
+            stats,
+            move |epoch, learner, map| {
+                if let Some(map) = map {
+                    on_epoch(epoch, learner, map);
                 }
             },
         );
+    }
+}
+
+/// A batch of rows the trainer learns: hashed rows of events, or FeatureMap rows.
+trait TrainBatch: Clone + 'static {
+    /// Rows in the batch.
+    fn len(&self) -> usize;
+    /// The FeatureMap version the rows were made with; `None` for hashed rows.
+    fn version(&self) -> Option<u64>;
+    /// Learns the rows in order, telling `seen` each row's indices, prediction and label.
+    fn learn(&self, learner: &mut Learner, seen: impl FnMut(&[u32], f32, bool));
+}
+
+impl TrainBatch for SparseRow {
+    fn len(&self) -> usize {
+        1
+    }
+
+    fn version(&self) -> Option<u64> {
+        None
+    }
+
+    fn learn(&self, learner: &mut Learner, mut seen: impl FnMut(&[u32], f32, bool)) {
+        let p = learner.learn(&self.indices, self.label);
+        seen(&self.indices, p, self.label);
+    }
+}
+
+impl TrainBatch for CsrBatch {
+    fn len(&self) -> usize {
+        CsrBatch::len(self)
+    }
+
+    fn version(&self) -> Option<u64> {
+        Some(self.version)
+    }
+
+    fn learn(&self, learner: &mut Learner, mut seen: impl FnMut(&[u32], f32, bool)) {
+        for i in 0..CsrBatch::len(self) {
+            let (indices, values) = self.row(i);
+            let label = self.labels[i];
+            let p = learner.learn_weighted(indices, values, label);
+            seen(indices, p, label);
+        }
+    }
+}
+
+/// What a worker sends a coordinate owner after an epoch: the owner, the sender, the deltas.
+type Deltas = (usize, usize, DeltaChunk);
+
+/// One worker's deltas as their owner keeps them: the sender, the deltas.
+type Contribution = (usize, DeltaChunk);
+
+/// The trainer dataflow shared by [`TrainOnline`] and [`TrainRows`]: `Train` on every worker,
+/// `SumDeltas` on the coordinate owners, and the loop that brings the sums back.
+fn train<'scope, B, F>(
+    rows: StreamVec<'scope, u64, B>,
+    versions: Option<(StreamVec<'scope, u64, FeatureUpdate>, FeatureMap)>,
+    config: TrainerConfig,
+    stats: Arc<TrainerStats>,
+    on_epoch: F,
+) where
+    B: TrainBatch,
+    F: FnMut(Option<u64>, &Learner, Option<&Arc<FeatureMap>>) + 'static,
+{
+    let scope = rows.scope();
+    let (updates, map) = match versions {
+        Some((updates, map)) => (updates, Some(map)),
+        None => (empty(scope), None),
+    };
+    // The sums of epoch t's round come back at t + 1.
+    let (rounds_handle, rounds) = scope.feedback::<Vec<DeltaChunk>>(1);
+    let mut builder = OperatorBuilder::new("Train".to_owned(), scope);
+    let activator = scope.activator_for(builder.operator_info().address);
+    let mut rows_in = builder.new_input(rows, Pipeline);
+    let mut updates_in = builder.new_input(updates, Pipeline);
+    let mut rounds_in = builder.new_input(rounds, Pipeline);
+    let (deltas_out, deltas) = builder.new_output::<Vec<Deltas>>();
+    let mut deltas_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(deltas_out);
+    let mut worker = Worker::new((scope.index(), scope.peers()), map, config, stats, on_epoch);
+    builder.build(move |_capabilities| {
+        move |frontiers| {
+            let mut deltas_out = deltas_out.activate();
+            rows_in.for_each(|cap, data| {
+                if let Some(stash) = stash_for(&mut worker.rows, &cap, |_| Vec::new()) {
+                    stash.append(data);
+                }
+            });
+            updates_in.for_each(|cap, data| {
+                if let Some(replica) = worker.replica.as_mut() {
+                    replica.stash(&cap, data);
+                }
+            });
+            rounds_in.for_each(|cap, data| {
+                if let Some(&time) = cap.least() {
+                    worker.rounds.entry(time).or_default().append(data);
+                }
+            });
+            let frontiers = Frontiers {
+                rows: frontiers[0].frontier(),
+                updates: frontiers[1].frontier(),
+                rounds: frontiers[2].frontier(),
+            };
+            let mut send = |cap: &Capability<u64>, deltas: Vec<Deltas>| {
+                deltas_out.session(cap).give_iterator(deltas.into_iter());
+            };
+            if let Some(wait) = worker.advance(&frontiers, &mut send) {
+                // Wake up again when a time-based publication falls due without new input.
+                activator.activate_after(wait);
+            }
+        }
+    });
+    deltas
+        .unary_frontier::<CapacityContainerBuilder<Vec<DeltaChunk>>, _, _, _>(
+            Exchange::new(|(owner, _, _): &Deltas| *owner as u64),
+            "SumDeltas",
+            |_capability, _info| {
+                let mut pending: BTreeMap<u64, (Capability<u64>, Vec<Contribution>)> =
+                    BTreeMap::new();
+                move |(input, frontier), output| {
+                    input.for_each(|cap, data| {
+                        if let Some(stash) = stash_for(&mut pending, &cap, |_| Vec::new()) {
+                            stash.extend(data.drain(..).map(|(_, from, chunk)| (from, chunk)));
+                        }
+                    });
+                    while let Some(entry) = pending.first_entry() {
+                        if frontier.less_equal(entry.key()) {
+                            break;
+                        }
+                        let (cap, parts) = entry.remove();
+                        output.session(&cap).give(sum_deltas(parts));
+                    }
+                }
+            },
+        )
+        .broadcast()
+        .connect_loop(rounds_handle);
+}
+
+/// The frontiers of `Train`'s three inputs.
+struct Frontiers<'a> {
+    rows: AntichainRef<'a, u64>,
+    updates: AntichainRef<'a, u64>,
+    rounds: AntichainRef<'a, u64>,
+}
+
+/// One worker's trainer: its replica of the learner (and of the FeatureMap), the rows and
+/// rounds not yet applied, its progressive validation, and on worker 0 the publisher.
+struct Worker<B, F> {
+    index: usize,
+    peers: usize,
+    learner: Learner,
+    /// The all-reduce bookkeeping, with more than one worker.
+    sync: Option<Replicated>,
+    replica: Option<Replica>,
+    rows: BTreeMap<u64, (Capability<u64>, Vec<B>)>,
+    /// Received round sums by their time (the round's epoch + 1).
+    rounds: BTreeMap<u64, Vec<DeltaChunk>>,
+    /// The epoch whose deltas were sent and whose round is not applied yet.
+    waiting: Option<u64>,
+    /// Rows learned here since the last round.
+    round_events: u64,
+    /// Rows the model has learned: every worker's, up to the last applied round.
+    learned: u64,
+    quality: Quality,
+    reported_at: Instant,
+    publisher: Option<Publisher>,
+    stats: Arc<TrainerStats>,
+    on_epoch: F,
+    finished: bool,
+}
+
+impl<B, F> Worker<B, F>
+where
+    B: TrainBatch,
+    F: FnMut(Option<u64>, &Learner, Option<&Arc<FeatureMap>>),
+{
+    fn new(
+        (index, peers): (usize, usize),
+        map: Option<FeatureMap>,
+        config: TrainerConfig,
+        stats: Arc<TrainerStats>,
+        on_epoch: F,
+    ) -> Self {
+        let dimension = map
+            .as_ref()
+            .map_or(config.features.dimension(), FeatureMap::dimension);
+        let learner = Learner::new(&config.learner, dimension);
+        Worker {
+            index,
+            peers,
+            sync: (peers > 1).then(|| Replicated::new(&learner)),
+            learner,
+            replica: map.map(Replica::new),
+            rows: BTreeMap::new(),
+            rounds: BTreeMap::new(),
+            waiting: None,
+            round_events: 0,
+            learned: 0,
+            quality: Quality::new(),
+            reported_at: Instant::now(),
+            publisher: (index == 0).then(|| Publisher::new(config, stats.clone())),
+            stats,
+            on_epoch,
+            finished: false,
+        }
+    }
+
+    /// Learns, synchronizes and publishes as far as the frontiers allow; returns how long until
+    /// a time-based publication falls due, when one waits.
+    fn advance(
+        &mut self,
+        frontiers: &Frontiers<'_>,
+        send: &mut impl FnMut(&Capability<u64>, Vec<Deltas>),
+    ) -> Option<Duration> {
+        let mut times: Vec<u64> = self.rows.keys().copied().collect();
+        times.extend(self.waiting);
+        match self.replica.take() {
+            Some(mut replica) => {
+                replica.advance(times, (frontiers.rows, frontiers.updates), |step, map| {
+                    self.step(step, Some(map), frontiers, send)
+                });
+                self.replica = Some(replica);
+            }
+            None => {
+                times.sort_unstable();
+                times.dedup();
+                for time in times {
+                    if time > 0 && frontiers.rows.less_equal(&(time - 1)) {
+                        break;
+                    }
+                    let done = !frontiers.rows.less_equal(&time);
+                    let data = Step::Data { time, done };
+                    if self.step(data, None, frontiers, send).is_break() || !done {
+                        break;
+                    }
+                }
+            }
+        }
+        if self.finished {
+            return None;
+        }
+        let inputs_done = frontiers.rows.is_empty() && frontiers.updates.is_empty();
+        if inputs_done && self.waiting.is_none() {
+            // Rounds of epochs this worker had nothing in.
+            self.apply_rounds(u64::MAX, frontiers.rounds);
+        }
+        let complete = inputs_done && frontiers.rounds.is_empty() && self.waiting.is_none();
+        let map = self.replica.as_ref().map(|r| r.map().clone());
+        if self.between_rounds() {
+            self.maybe_publish(map.as_ref(), complete);
+        }
+        if complete {
+            self.finished = true;
+            self.stats.record(self.index, &self.quality);
+            if self.index == 0 {
+                (self.on_epoch)(None, &self.learner, map.as_ref());
+            }
+            return None;
+        }
+        self.publisher.as_ref()?.wait(self.learned)
+    }
+
+    /// One step of the walk over epochs; breaks where a round must come first.
+    fn step(
+        &mut self,
+        step: Step<'_>,
+        map: Option<&Arc<FeatureMap>>,
+        frontiers: &Frontiers<'_>,
+        send: &mut impl FnMut(&Capability<u64>, Vec<Deltas>),
+    ) -> ControlFlow<()> {
+        let (time, done) = match step {
+            Step::Data { time, done } => (time, done),
+            Step::Applied { transition, .. } => {
+                match self.sync.as_mut() {
+                    Some(sync) => sync.carry(&mut self.learner, transition),
+                    None => self.learner.carry(transition),
+                }
+                return ControlFlow::Continue(());
+            }
+        };
+        if self.waiting == Some(time) {
+            return self.finish_epoch(time, map, frontiers.rounds);
+        }
+        // Every earlier round first: this epoch's rows meet the model of all earlier ones.
+        if !self.apply_rounds(time, frontiers.rounds) {
+            return ControlFlow::Break(());
+        }
+        self.learn(time, map);
+        if !done {
+            return ControlFlow::Continue(());
+        }
+        let cap = self.rows.remove(&time).map(|(cap, _)| cap);
+        if let Some(sync) = self.sync.as_mut() {
+            if let Some(cap) = cap {
+                let chunks = sync.take_deltas(&self.learner, self.peers, self.round_events);
+                let deltas = chunks
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(owner, chunk)| *owner == 0 || !chunk.is_empty())
+                    .map(|(owner, chunk)| (owner, self.index, chunk))
+                    .collect();
+                send(&cap, deltas);
+            }
+            self.round_events = 0;
+            self.waiting = Some(time);
+        }
+        self.finish_epoch(time, map, frontiers.rounds)
+    }
+
+    /// Learns the rows of `time` received so far.
+    fn learn(&mut self, time: u64, map: Option<&Arc<FeatureMap>>) {
+        let Some((_, batches)) = self.rows.get_mut(&time) else {
+            return;
+        };
+        for batch in std::mem::take(batches) {
+            if let (Some(version), Some(map)) = (batch.version(), map) {
+                if version != map.version {
+                    self.stats
+                        .skipped_rows
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    tracing::error!(
+                        batch_version = version,
+                        trainer_version = map.version,
+                        rows = batch.len(),
+                        "rows of another FeatureMap version than the trainer's; skipped"
+                    );
+                    continue;
+                }
+            }
+            let (quality, sync) = (&mut self.quality, &mut self.sync);
+            batch.learn(&mut self.learner, |indices, p, label| {
+                quality.add(p, label);
+                if let Some(sync) = sync.as_mut() {
+                    sync.touch(indices);
+                }
+            });
+            let n = batch.len() as u64;
+            self.stats.learned.fetch_add(n, Ordering::Relaxed);
+            if self.sync.is_some() {
+                self.round_events += n;
+            } else {
+                // One worker: its learner is the model after every batch.
+                self.learned += n;
+                if self
+                    .publisher
+                    .as_ref()
+                    .is_some_and(|p| p.due_by_count(self.learned))
+                {
+                    self.publish(map);
+                }
+            }
+        }
+    }
+
+    /// Ends epoch `time` once its round (if any) is applied; breaks until then.
+    fn finish_epoch(
+        &mut self,
+        time: u64,
+        map: Option<&Arc<FeatureMap>>,
+        rounds: AntichainRef<'_, u64>,
+    ) -> ControlFlow<()> {
+        if self.waiting == Some(time) {
+            if !self.apply_rounds(time + 1, rounds) {
+                return ControlFlow::Break(());
+            }
+            self.waiting = None;
+            self.maybe_publish(map, false);
+        }
+        if self.reported_at.elapsed() >= QUALITY_REFRESH {
+            self.stats.record(self.index, &self.quality);
+            self.reported_at = Instant::now();
+        }
+        if self.index == 0 {
+            (self.on_epoch)(Some(time), &self.learner, map);
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Applies the complete rounds that arrived by `through`, in order; whether every round by
+    /// then is complete (always, with one worker).
+    fn apply_rounds(&mut self, through: u64, frontier: AntichainRef<'_, u64>) -> bool {
+        let Some(sync) = self.sync.as_mut() else {
+            return true;
+        };
+        while let Some(entry) = self.rounds.first_entry() {
+            let time = *entry.key();
+            if time > through || frontier.less_equal(&time) {
+                break;
+            }
+            let mut coordinates = 0;
+            for sum in entry.remove() {
+                sync.apply(&mut self.learner, &sum);
+                self.learned += sum.events;
+                coordinates += sum.len() as u64;
+            }
+            if self.index == 0 {
+                self.stats.rounds.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .synced_coordinates
+                    .fetch_add(coordinates, Ordering::Relaxed);
+            }
+        }
+        !frontier.less_equal(&through)
+    }
+
+    /// Whether this replica is the model every worker holds: nothing learned since the last
+    /// round, and no round awaited.
+    fn between_rounds(&self) -> bool {
+        self.waiting.is_none() && self.sync.as_ref().is_none_or(|s| s.touched() == 0)
+    }
+
+    fn maybe_publish(&mut self, map: Option<&Arc<FeatureMap>>, complete: bool) {
+        if self
+            .publisher
+            .as_ref()
+            .is_some_and(|p| p.due(self.learned, complete))
+        {
+            self.publish(map);
+        }
+    }
+
+    fn publish(&mut self, map: Option<&Arc<FeatureMap>>) {
+        self.stats.record(self.index, &self.quality);
+        if let Some(publisher) = self.publisher.as_mut() {
+            publisher.publish(&self.learner, map, self.learned);
+        }
     }
 }
 
@@ -459,58 +860,5 @@ impl Publisher {
             }
         }
         self.published_at = Instant::now();
-    }
-}
-
-struct Trainer {
-    publisher: Publisher,
-    stats: Arc<TrainerStats>,
-    learner: Learner,
-    quality: Quality,
-    learned: u64,
-    quality_at: Instant,
-}
-
-impl Trainer {
-    fn new(config: TrainerConfig, stats: Arc<TrainerStats>) -> Self {
-        let learner = Learner::new(&config.learner, config.features.dimension());
-        Trainer {
-            publisher: Publisher::new(config, stats.clone()),
-            stats,
-            learner,
-            quality: Quality::new(),
-            learned: 0,
-            quality_at: Instant::now(),
-        }
-    }
-
-    fn learn(&mut self, row: &SparseRow) {
-        let p = self.learner.learn(&row.indices, row.label);
-        self.quality.add(p, row.label);
-        self.learned += 1;
-        self.stats.learned.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn due_by_count(&self) -> bool {
-        self.publisher.due_by_count(self.learned)
-    }
-
-    /// Publishes when due; returns how long until a time-based publication falls due when
-    /// there is something unpublished.
-    fn maybe_publish(&mut self, input_complete: bool) -> Option<Duration> {
-        if self.quality_at.elapsed() >= QUALITY_REFRESH || input_complete {
-            self.stats.set_quality(Some(&self.quality));
-            self.quality_at = Instant::now();
-        }
-        if self.publisher.due(self.learned, input_complete) {
-            self.publish();
-            return None;
-        }
-        self.publisher.wait(self.learned)
-    }
-
-    fn publish(&mut self) {
-        self.stats.set_quality(Some(&self.quality));
-        self.publisher.publish(&self.learner, None, self.learned);
     }
 }
