@@ -201,6 +201,9 @@ impl Quality {
     }
 }
 
+/// The longest a trainer sleeps before it looks at the publish interval again.
+const LONGEST_SLEEP: Duration = Duration::from_secs(60);
+
 /// How often a worker reports its progressive validation to [`TrainerStats`].
 const QUALITY_REFRESH: Duration = Duration::from_millis(250);
 
@@ -825,13 +828,15 @@ impl Publisher {
                 || input_complete)
     }
 
-    /// How long until a time-based publication falls due, when something is unpublished.
+    /// How long until a time-based publication falls due, when something is unpublished (at
+    /// most [`LONGEST_SLEEP`]: waking early is harmless, a timer past the clock's range is not).
     fn wait(&self, learned: u64) -> Option<Duration> {
         (learned > self.published_at_events).then(|| {
             self.config
                 .publish
                 .every
                 .saturating_sub(self.published_at.elapsed())
+                .min(LONGEST_SLEEP)
         })
     }
 
