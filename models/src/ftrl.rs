@@ -58,8 +58,8 @@ impl FtrlParams {
 #[derive(Clone, Debug)]
 pub struct Ftrl {
     params: FtrlParams,
-    z: Vec<f32>,
-    n: Vec<f32>,
+    /// `[z, n]` per coordinate, side by side: a row's coordinate costs one cache miss, not two.
+    zn: Vec<[f32; 2]>,
     scratch: Vec<f32>,
 }
 
@@ -76,8 +76,7 @@ impl Ftrl {
     pub fn new(params: FtrlParams, dimension: usize) -> Self {
         Ftrl {
             params,
-            z: vec![0.0; dimension],
-            n: vec![0.0; dimension],
+            zn: vec![[0.0; 2]; dimension],
             scratch: Vec::new(),
         }
     }
@@ -89,12 +88,12 @@ impl Ftrl {
 
     /// Number of coordinates.
     pub fn dimension(&self) -> usize {
-        self.z.len()
+        self.zn.len()
     }
 
     #[inline]
     fn weight(&self, i: usize) -> f32 {
-        let z = self.z[i];
+        let [z, n] = self.zn[i];
         let FtrlParams {
             alpha,
             beta,
@@ -104,7 +103,7 @@ impl Ftrl {
         if z.abs() <= l1 {
             0.0
         } else {
-            -(z - z.signum() * l1) / ((beta + self.n[i].sqrt()) / alpha + l2)
+            -(z - z.signum() * l1) / ((beta + n.sqrt()) / alpha + l2)
         }
     }
 
@@ -180,10 +179,10 @@ impl Ftrl {
             let i = i as usize;
             let gi = g * values.at(k);
             let g2 = gi * gi;
-            let n = self.n[i];
-            let sigma = ((n + g2).sqrt() - n.sqrt()) / alpha;
-            self.z[i] += gi - sigma * w;
-            self.n[i] = n + g2;
+            let [z, n] = &mut self.zn[i];
+            let sigma = ((*n + g2).sqrt() - n.sqrt()) / alpha;
+            *z += gi - sigma * w;
+            *n += g2;
         }
     }
 
@@ -191,20 +190,18 @@ impl Ftrl {
     /// slot's state, a reset slot from nothing. Slots outside the dimension are ignored.
     pub fn carry(&mut self, transition: &Transition) {
         let dim = self.dimension();
-        let old: Vec<(usize, f32, f32)> = transition
+        let old: Vec<(usize, [f32; 2])> = transition
             .moved
             .iter()
             .filter(|(new, old)| (*new as usize) < dim && (*old as usize) < dim)
-            .map(|&(new, old)| (new as usize, self.z[old as usize], self.n[old as usize]))
+            .map(|&(new, old)| (new as usize, self.zn[old as usize]))
             .collect();
-        for (slot, z, n) in old {
-            (self.z[slot], self.n[slot]) = (z, n);
+        for (slot, zn) in old {
+            self.zn[slot] = zn;
         }
         for &slot in &transition.reset {
-            if let (Some(z), Some(n)) =
-                (self.z.get_mut(slot as usize), self.n.get_mut(slot as usize))
-            {
-                (*z, *n) = (0.0, 0.0);
+            if let Some(zn) = self.zn.get_mut(slot as usize) {
+                *zn = [0.0; 2];
             }
         }
     }
@@ -214,14 +211,12 @@ impl Ftrl {
 
     /// Coordinate `i`'s state, `[z, n]`, into `out`.
     pub(crate) fn read_state(&self, i: usize, out: &mut [f32]) {
-        out[0] = self.z[i];
-        out[1] = self.n[i];
+        out[..2].copy_from_slice(&self.zn[i]);
     }
 
     /// Sets coordinate `i`'s state from `[z, n]`.
     pub(crate) fn write_state(&mut self, i: usize, state: &[f32]) {
-        self.z[i] = state[0];
-        self.n[i] = state[1];
+        self.zn[i] = [state[0], state[1]];
     }
 
     /// The current weights of all coordinates (zero where L1 keeps them at zero).
@@ -316,7 +311,7 @@ mod tests {
         for (p, q) in preds.iter().zip(&ref_preds) {
             assert!((f64::from(*p) - q).abs() < 1e-4, "{p} vs {q}");
         }
-        for (a, b) in ftrl.z.iter().zip(&z) {
+        for ([a, _], b) in ftrl.zn.iter().zip(&z) {
             assert!(
                 (f64::from(*a) - b).abs() < 1e-2 * (1.0 + b.abs()),
                 "{a} vs {b}"
@@ -360,7 +355,7 @@ mod tests {
         assert_eq!(after[4], before[1]);
         assert_eq!(after[1], before[3]);
         assert_eq!((after[0], after[2], after[3]), (before[0], 0.0, before[3]));
-        assert_eq!((ftrl.z[2], ftrl.n[2]), (0.0, 0.0));
+        assert_eq!(ftrl.zn[2], [0.0, 0.0]);
     }
 
     #[test]
