@@ -17,6 +17,7 @@ pub mod fm;
 pub mod fmap;
 pub mod ftrl;
 mod hash;
+pub mod labels;
 pub mod learner;
 pub mod record;
 pub mod registry;

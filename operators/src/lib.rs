@@ -11,6 +11,7 @@
 //!   worker with progressive validation, keeps the workers' replicas one model by all-reduce,
 //!   and publishes model versions to the registry; [`TrainRows`] does the same from FeatureMap
 //!   rows, across FeatureMap versions;
+//! - [`JoinLabels`] joins impressions and delayed clicks into labeled examples;
 //! - [`Deliver`] hands a stream's records to a sink (dead letters to Kafka, for example).
 #![warn(missing_docs)]
 
@@ -18,6 +19,7 @@ pub mod decode;
 pub mod deliver;
 pub mod featurize;
 pub mod ingest;
+pub mod labels;
 pub mod train;
 
 pub use decode::{Decode, DecodeStats};
@@ -26,6 +28,7 @@ pub use featurize::{
     Featurize, FeaturizeStats, Featurized, FitFeatureMap, ParseEvents, TransformRows,
 };
 pub use ingest::{ingest, PollSource, Polled};
+pub use labels::{JoinLabels, LabelJoinConfig, LabelJoinStats, LatePolicy};
 pub use train::{
     PublishPolicy, QualitySummary, TrainOnline, TrainRows, TrainerConfig, TrainerStats,
     PROGRESSIVE_WINDOW,

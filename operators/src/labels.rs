@@ -1,0 +1,365 @@
+//! Joining delayed labels: impressions and clicks into labeled examples.
+//!
+//! Records of the impression/click stream ([`millrace_models::labels`]) are exchanged by
+//! request id, so an impression and its clicks meet on one worker. Each epoch is joined once
+//! it is complete (the frontier has passed it), so the result depends only on the epochs of
+//! the events, never on the order they arrived in:
+//!
+//! - an impression of epoch `t` is clicked if a click of the same request id comes in an epoch
+//!   `c` with `t <= c <= t + window`: it is emitted as a positive at `c` (the first such
+//!   click; later ones count as duplicates);
+//! - an impression not clicked by then becomes a negative at `t + window`;
+//! - a click after the window closed, up to `t + 2 * window`, is late: it is counted, and
+//!   handled by the [`LatePolicy`] — dropped (the negative stands), or corrected (the
+//!   impression is emitted once more as a positive, the "fake negative" correction of Ktena et
+//!   al., RecSys 2019, so a learner sees both);
+//! - a click with no impression in that span (none at all, one later than the click, or one
+//!   forgotten after `t + 2 * window`) is counted as unmatched;
+//! - a record that is neither, or a second impression of a request id while the first is
+//!   remembered, goes to the dead letters.
+//!
+//! Times are the dataflow's epochs: with the job's ingest-timer epochs the window is measured in
+//! processing time, `window_ms / epoch_ms` epochs.
+//!
+//! Output records are labeled Criteo lines ([`millrace_models::labels::labeled_line`]) that keep
+//! the impression's partition, offset and timestamp, ready for the Criteo decoder or the
+//! FeatureMap parser.
+
+use crate::featurize::stash_for;
+use millrace_models::labels::{labeled_line, LabelEvent};
+use millrace_models::{DeadLetter, RawRecord};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::StreamVec;
+
+/// What a click after its impression's window does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LatePolicy {
+    /// Count it; the negative stands.
+    #[default]
+    Drop,
+    /// Count it and emit the impression again, as a positive.
+    Correct,
+}
+
+/// The join's parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LabelJoinConfig {
+    /// The attribution window, in epochs.
+    pub window: u64,
+    /// What a late click does.
+    pub late: LatePolicy,
+}
+
+/// Counters of the join, shared by all workers of a process.
+#[derive(Debug, Default)]
+pub struct LabelJoinStats {
+    /// Impressions received.
+    pub impressions: AtomicU64,
+    /// Clicks received.
+    pub clicks: AtomicU64,
+    /// Impressions emitted as positives (clicked in the window).
+    pub positives: AtomicU64,
+    /// Impressions emitted as negatives (window closed without a click).
+    pub negatives: AtomicU64,
+    /// Clicks after the window of their impression.
+    pub late_clicks: AtomicU64,
+    /// Late clicks that re-emitted their impression as a positive ([`LatePolicy::Correct`]).
+    pub corrections: AtomicU64,
+    /// Clicks of an impression that was already clicked.
+    pub duplicate_clicks: AtomicU64,
+    /// Clicks without an impression to join.
+    pub unmatched_clicks: AtomicU64,
+    /// Impressions waiting for their window to close.
+    pub pending: AtomicU64,
+    /// Records sent to the dead letters.
+    pub dead_letters: AtomicU64,
+}
+
+/// Joins impressions and clicks into labeled examples.
+pub trait JoinLabels<'scope> {
+    /// Joins the stream as the module describes; returns the labeled records and the dead
+    /// letters.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use millrace_models::RawRecord;
+    /// use millrace_operators::{JoinLabels, LabelJoinConfig, LabelJoinStats, LatePolicy};
+    /// use std::sync::{atomic::Ordering, Arc};
+    /// use timely::dataflow::operators::{Inspect, ToStream};
+    ///
+    /// let stats = Arc::new(LabelJoinStats::default());
+    /// let shared = stats.clone();
+    /// timely::example(move |scope| {
+    ///     let record = |payload: &str| RawRecord { partition: 0, offset: 0, payload: payload.into(), timestamp_ms: None };
+    ///     let features = "\t".repeat(38);
+    ///     let records = vec![record(&format!("imp\tr1\t{features}")), record("clk\tr1")];
+    ///     let config = LabelJoinConfig { window: 2, late: LatePolicy::Drop };
+    ///     let (labeled, _dead) = records.to_stream(scope).join_labels(config, shared);
+    ///     labeled.inspect(|r| assert!(r.payload.starts_with(b"1\t")));
+    /// });
+    /// assert_eq!(stats.positives.load(Ordering::Relaxed), 1);
+    /// ```
+    fn join_labels(
+        self,
+        config: LabelJoinConfig,
+        stats: Arc<LabelJoinStats>,
+    ) -> (
+        StreamVec<'scope, u64, RawRecord>,
+        StreamVec<'scope, u64, DeadLetter>,
+    );
+}
+
+impl<'scope> JoinLabels<'scope> for StreamVec<'scope, u64, RawRecord> {
+    fn join_labels(
+        self,
+        config: LabelJoinConfig,
+        stats: Arc<LabelJoinStats>,
+    ) -> (
+        StreamVec<'scope, u64, RawRecord>,
+        StreamVec<'scope, u64, DeadLetter>,
+    ) {
+        let mut builder = OperatorBuilder::new("JoinLabels".to_owned(), self.scope());
+        let route = |record: &RawRecord| {
+            LabelEvent::parse(&record.payload).map_or(record.partition as u64, |e| e.route())
+        };
+        let mut input = builder.new_input(self, Exchange::new(route));
+        let (labeled_out, labeled) = builder.new_output::<Vec<RawRecord>>();
+        let (dead_out, dead) = builder.new_output::<Vec<DeadLetter>>();
+        let mut labeled_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(labeled_out);
+        let mut dead_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(dead_out);
+        builder.build(move |_capabilities| {
+            let mut join = Join::new(config, stats);
+            move |frontiers| {
+                let mut labeled_out = labeled_out.activate();
+                let mut dead_out = dead_out.activate();
+                input.for_each(|cap, data| {
+                    let mut letters = Vec::new();
+                    let fresh = |_| Received {
+                        dead: cap.retain_least(1),
+                        records: Vec::new(),
+                    };
+                    let Some(stash) = stash_for(&mut join.records, &cap, fresh) else {
+                        return;
+                    };
+                    for record in data.drain(..) {
+                        match LabelEvent::parse(&record.payload) {
+                            Ok(_) => stash.records.push(record),
+                            Err(error) => letters.push(DeadLetter {
+                                error_kind: error.kind().to_owned(),
+                                error: error.to_string(),
+                                record,
+                            }),
+                        }
+                    }
+                    if let (false, Some(dead_cap)) = (letters.is_empty(), cap.retain_least(1)) {
+                        join.stats
+                            .dead_letters
+                            .fetch_add(letters.len() as u64, Ordering::Relaxed);
+                        dead_out
+                            .session(&dead_cap)
+                            .give_iterator(letters.into_iter());
+                    }
+                });
+                let frontier = frontiers[0].frontier();
+                let mut letters = Vec::new();
+                join.advance(
+                    |epoch| !frontier.less_equal(&epoch),
+                    |cap, record| labeled_out.session(cap).give(record),
+                    &mut letters,
+                );
+                for (cap, letter) in letters {
+                    join.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+                    dead_out.session(&cap).give(letter);
+                }
+            }
+        });
+        (labeled, dead)
+    }
+}
+
+/// An impression waiting for its click, or remembered after its label for late clicks.
+struct Impression {
+    epoch: u64,
+    record: RawRecord,
+    /// Where the feature fields start in the record's payload.
+    features_at: usize,
+    clicked: bool,
+}
+
+impl Impression {
+    fn labeled(&self, label: bool) -> RawRecord {
+        RawRecord {
+            payload: labeled_line(label, &self.record.payload[self.features_at..]),
+            ..self.record.clone()
+        }
+    }
+}
+
+/// An epoch's records, with a capability for its dead letters.
+struct Received {
+    dead: Option<Capability<u64>>,
+    records: Vec<RawRecord>,
+}
+
+/// One worker's join state.
+struct Join {
+    config: LabelJoinConfig,
+    stats: Arc<LabelJoinStats>,
+    /// Parsed records by epoch, not yet joined.
+    records: BTreeMap<u64, (Capability<u64>, Received)>,
+    /// Impressions by request id: pending, or labeled and remembered for late clicks.
+    impressions: HashMap<Vec<u8>, Impression>,
+    /// Request ids whose window closes at an epoch, with a capability for that epoch.
+    closing: BTreeMap<u64, (Capability<u64>, Vec<Vec<u8>>)>,
+    /// Request ids forgotten at an epoch (two windows after their impression).
+    forgetting: BTreeMap<u64, Vec<Vec<u8>>>,
+}
+
+impl Join {
+    fn new(config: LabelJoinConfig, stats: Arc<LabelJoinStats>) -> Self {
+        Join {
+            config,
+            stats,
+            records: BTreeMap::new(),
+            impressions: HashMap::new(),
+            closing: BTreeMap::new(),
+            forgetting: BTreeMap::new(),
+        }
+    }
+
+    /// Joins every complete epoch, in order: its impressions, then its clicks, then the
+    /// windows that close at it, then what is forgotten at it.
+    fn advance(
+        &mut self,
+        complete: impl Fn(u64) -> bool,
+        mut emit: impl FnMut(&Capability<u64>, RawRecord),
+        letters: &mut Vec<(Capability<u64>, DeadLetter)>,
+    ) {
+        loop {
+            let next = [
+                self.records.keys().next(),
+                self.closing.keys().next(),
+                self.forgetting.keys().next(),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .copied();
+            let Some(epoch) = next.filter(|&e| complete(e)) else {
+                return;
+            };
+            if let Some((cap, received)) = self.records.remove(&epoch) {
+                self.join_epoch(epoch, &cap, received, &mut emit, letters);
+            }
+            if let Some((cap, ids)) = self.closing.remove(&epoch) {
+                for id in ids {
+                    let Some(impression) = self.impressions.get_mut(&id) else {
+                        continue;
+                    };
+                    self.stats.pending.fetch_sub(1, Ordering::Relaxed);
+                    if !impression.clicked {
+                        self.stats.negatives.fetch_add(1, Ordering::Relaxed);
+                        emit(&cap, impression.labeled(false));
+                    }
+                }
+            }
+            for id in self.forgetting.remove(&epoch).into_iter().flatten() {
+                self.impressions.remove(&id);
+            }
+        }
+    }
+
+    fn join_epoch(
+        &mut self,
+        epoch: u64,
+        cap: &Capability<u64>,
+        received: Received,
+        emit: &mut impl FnMut(&Capability<u64>, RawRecord),
+        letters: &mut Vec<(Capability<u64>, DeadLetter)>,
+    ) {
+        let window = self.config.window;
+        let mut clicks = Vec::new();
+        for record in received.records {
+            let Ok(LabelEvent::Impression {
+                request_id,
+                features,
+            }) = LabelEvent::parse(&record.payload)
+            else {
+                clicks.push(record);
+                continue;
+            };
+            self.stats.impressions.fetch_add(1, Ordering::Relaxed);
+            if self.impressions.contains_key(request_id) {
+                // The dead-letter capability exists for every epoch that received records.
+                if let Some(dead) = received.dead.as_ref() {
+                    letters.push((
+                        dead.clone(),
+                        DeadLetter {
+                            error_kind: "label_join_duplicate_impression".to_owned(),
+                            error: "a second impression of a request id still remembered"
+                                .to_owned(),
+                            record,
+                        },
+                    ));
+                }
+                continue;
+            }
+            let id = request_id.to_vec();
+            let features_at = record.payload.len() - features.len();
+            let close = epoch.saturating_add(window);
+            self.closing
+                .entry(close)
+                .or_insert_with(|| (cap.delayed(&close), Vec::new()))
+                .1
+                .push(id.clone());
+            self.forgetting
+                .entry(close.saturating_add(window))
+                .or_default()
+                .push(id.clone());
+            self.stats.pending.fetch_add(1, Ordering::Relaxed);
+            self.impressions.insert(
+                id,
+                Impression {
+                    epoch,
+                    record,
+                    features_at,
+                    clicked: false,
+                },
+            );
+        }
+        for record in clicks {
+            self.stats.clicks.fetch_add(1, Ordering::Relaxed);
+            let Ok(event) = LabelEvent::parse(&record.payload) else {
+                continue;
+            };
+            let Some(impression) = self.impressions.get_mut(event.request_id()) else {
+                self.stats.unmatched_clicks.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            if impression.clicked {
+                self.stats.duplicate_clicks.fetch_add(1, Ordering::Relaxed);
+            } else if epoch <= impression.epoch.saturating_add(window) {
+                impression.clicked = true;
+                self.stats.positives.fetch_add(1, Ordering::Relaxed);
+                emit(cap, impression.labeled(true));
+            } else {
+                self.stats.late_clicks.fetch_add(1, Ordering::Relaxed);
+                if self.config.late == LatePolicy::Correct {
+                    impression.clicked = true;
+                    self.stats.corrections.fetch_add(1, Ordering::Relaxed);
+                    emit(cap, impression.labeled(true));
+                }
+            }
+        }
+    }
+}

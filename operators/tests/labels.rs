@@ -1,0 +1,227 @@
+//! The label join with 1, 2 and 4 workers against a plain batch join of the same stream.
+
+use millrace_models::labels::{impressions_and_clicks, labeled_line, LabelEvent};
+use millrace_models::{DeadLetter, RawRecord};
+use millrace_operators::{JoinLabels, LabelJoinConfig, LabelJoinStats, LatePolicy};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::{Input, Inspect};
+use timely::dataflow::InputHandle;
+
+const WINDOW: u64 = 6;
+
+/// The generated stream as records, each with its epoch.
+fn stream(seed: u64) -> Vec<(u64, RawRecord)> {
+    impressions_and_clicks(seed, 5_000, WINDOW)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (epoch, payload))| {
+            let record = RawRecord {
+                partition: (i % 4) as i32,
+                offset: (i / 4) as i64,
+                payload,
+                timestamp_ms: None,
+            };
+            (epoch, record)
+        })
+        .collect()
+}
+
+/// What a join produced: labeled records (sorted), dead letters' offsets (sorted), counters.
+#[derive(Debug, PartialEq)]
+struct Joined {
+    labeled: Vec<(i32, i64, Vec<u8>)>,
+    dead: Vec<(i32, i64)>,
+    counts: Counts,
+}
+
+#[derive(Debug, Default, PartialEq)]
+struct Counts {
+    positives: u64,
+    negatives: u64,
+    late: u64,
+    corrections: u64,
+    duplicates: u64,
+    unmatched: u64,
+}
+
+/// The join written plainly: for each impression, its clicks in epoch order.
+fn batch_join(records: &[(u64, RawRecord)], late: LatePolicy) -> Joined {
+    let mut impressions: Vec<(u64, &RawRecord, &[u8], &[u8])> = Vec::new();
+    let mut clicks: HashMap<&[u8], Vec<u64>> = HashMap::new();
+    let mut dead = Vec::new();
+    for (epoch, record) in records {
+        match LabelEvent::parse(&record.payload) {
+            Ok(LabelEvent::Impression {
+                request_id,
+                features,
+            }) => impressions.push((*epoch, record, request_id, features)),
+            Ok(LabelEvent::Click { request_id }) => {
+                clicks.entry(request_id).or_default().push(*epoch)
+            }
+            Err(_) => dead.push((record.partition, record.offset)),
+        }
+    }
+    let mut counts = Counts::default();
+    let mut labeled = Vec::new();
+    for (t, record, id, features) in impressions {
+        let mut out = |label| {
+            labeled.push((
+                record.partition,
+                record.offset,
+                labeled_line(label, features),
+            ));
+        };
+        let mut theirs = clicks.remove(id).unwrap_or_default();
+        theirs.sort_unstable();
+        let (mut clicked, mut in_window) = (false, false);
+        for c in theirs {
+            if c < t || c > t + 2 * WINDOW {
+                counts.unmatched += 1;
+            } else if clicked {
+                counts.duplicates += 1;
+            } else if c <= t + WINDOW {
+                (clicked, in_window) = (true, true);
+                counts.positives += 1;
+                out(true);
+            } else {
+                counts.late += 1;
+                if late == LatePolicy::Correct {
+                    clicked = true;
+                    counts.corrections += 1;
+                    out(true);
+                }
+            }
+        }
+        // Not clicked in the window: a negative when it closed, late clicks or not.
+        if !in_window {
+            counts.negatives += 1;
+            out(false);
+        }
+    }
+    counts.unmatched += clicks.values().map(|c| c.len() as u64).sum::<u64>();
+    labeled.sort();
+    dead.sort();
+    Joined {
+        labeled,
+        dead,
+        counts,
+    }
+}
+
+/// The join as a dataflow over `workers` workers, each fed its share of the records.
+fn dataflow_join(workers: usize, records: &[(u64, RawRecord)], late: LatePolicy) -> Joined {
+    let stats = Arc::new(LabelJoinStats::default());
+    let labeled = Arc::new(Mutex::new(Vec::new()));
+    let dead = Arc::new(Mutex::new(Vec::<DeadLetter>::new()));
+    let records = Arc::new(records.to_vec());
+    let (st, out, letters) = (stats.clone(), labeled.clone(), dead.clone());
+    timely::execute(timely::Config::process(workers), move |worker| {
+        let (index, peers) = (worker.index(), worker.peers());
+        let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<RawRecord>>>::new();
+        let (st, out, letters) = (st.clone(), out.clone(), letters.clone());
+        worker.dataflow::<u64, _, _>(|scope| {
+            let config = LabelJoinConfig {
+                window: WINDOW,
+                late,
+            };
+            let (joined, dead) = scope.input_from(&mut input).join_labels(config, st);
+            joined.inspect(move |r: &RawRecord| {
+                out.lock()
+                    .unwrap()
+                    .push((r.partition, r.offset, r.payload.clone()))
+            });
+            dead.inspect(move |d: &DeadLetter| letters.lock().unwrap().push(d.clone()));
+        });
+        for (epoch, record) in records.iter().skip(index).step_by(peers) {
+            input.advance_to(*epoch);
+            input.send(record.clone());
+        }
+    })
+    .unwrap()
+    .join()
+    .into_iter()
+    .for_each(|r| r.unwrap());
+    let mut labeled = std::mem::take(&mut *labeled.lock().unwrap());
+    labeled.sort();
+    let mut dead: Vec<(i32, i64)> = dead
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|d| (d.record.partition, d.record.offset))
+        .collect();
+    dead.sort();
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    assert_eq!(load(&stats.pending), 0, "every window closed at the end");
+    Joined {
+        labeled,
+        dead,
+        counts: Counts {
+            positives: load(&stats.positives),
+            negatives: load(&stats.negatives),
+            late: load(&stats.late_clicks),
+            corrections: load(&stats.corrections),
+            duplicates: load(&stats.duplicate_clicks),
+            unmatched: load(&stats.unmatched_clicks),
+        },
+    }
+}
+
+#[test]
+fn the_join_with_1_2_and_4_workers_matches_the_batch_join() {
+    let records = stream(7);
+    for late in [LatePolicy::Drop, LatePolicy::Correct] {
+        let want = batch_join(&records, late);
+        // The stream exercises every case.
+        let c = &want.counts;
+        assert!(c.positives > 100 && c.negatives > 1000, "{c:?}");
+        assert!(c.late > 10 && c.duplicates > 5 && c.unmatched > 10, "{c:?}");
+        assert!(!want.dead.is_empty());
+        for workers in [1, 2, 4] {
+            let got = dataflow_join(workers, &records, late);
+            assert_eq!(got.counts, want.counts, "{workers} workers, {late:?}");
+            assert_eq!(got.dead, want.dead, "{workers} workers, {late:?}");
+            assert!(
+                got.labeled == want.labeled,
+                "{workers} workers, {late:?}: labeled records differ"
+            );
+        }
+    }
+}
+
+#[test]
+fn joined_records_decode_as_labeled_criteo_events() {
+    let records = stream(3);
+    let joined = dataflow_join(2, &records, LatePolicy::Drop);
+    for (_, _, line) in &joined.labeled {
+        let event = millrace_models::CriteoEvent::decode_tsv(line).unwrap();
+        assert_eq!(event.label, line[0] == b'1');
+    }
+}
+
+#[test]
+fn arrival_order_within_an_epoch_does_not_matter() {
+    // The click of an impression arrives before it, in the same epoch: still a positive.
+    let features = "\t".repeat(38);
+    let record = |offset, payload: String| {
+        (
+            0,
+            RawRecord {
+                partition: 0,
+                offset,
+                payload: payload.into_bytes(),
+                timestamp_ms: None,
+            },
+        )
+    };
+    let records = vec![
+        record(0, "clk\tr1".to_owned()),
+        record(1, format!("imp\tr1\t{features}")),
+        record(2, format!("imp\tr1\t{features}")),
+    ];
+    let joined = dataflow_join(1, &records, LatePolicy::Drop);
+    assert_eq!(joined.counts.positives, 1);
+    assert_eq!(joined.dead, vec![(0, 2)], "the second impression of r1");
+}
