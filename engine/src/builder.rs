@@ -2,8 +2,8 @@
 
 use crate::error::{Error, Result};
 use crate::spec::{
-    DecodeSpec, GeneratorSpec, JobSpec, LearnerSpec, ProgressSpec, PublishSpec, ServeSpec,
-    SourceSpec,
+    DecodeSpec, GeneratorSpec, JobSpec, LabelsSpec, LearnerSpec, ProgressSpec, PublishSpec,
+    ServeSpec, SourceSpec,
 };
 use millrace_connectors::kafka::KafkaSourceConfig;
 use millrace_models::FeatureSpec;
@@ -20,6 +20,7 @@ pub struct JobBuilder {
     publish: Option<PublishSpec>,
     serve: Option<ServeSpec>,
     progress: ProgressSpec,
+    labels: Option<LabelsSpec>,
 }
 
 impl JobSpec {
@@ -86,6 +87,12 @@ impl JobBuilder {
         self
     }
 
+    /// The label join of impressions and clicks (`[labels]`).
+    pub fn labels(mut self, labels: LabelsSpec) -> Self {
+        self.labels = Some(labels);
+        self
+    }
+
     /// The job spec, validated as a job file is.
     ///
     /// # Errors
@@ -116,6 +123,7 @@ impl JobBuilder {
             source,
             generator: self.generator,
             decode: self.decode,
+            labels: self.labels,
             features,
             learner,
             publish,

@@ -22,8 +22,8 @@ use millrace_models::fmap::Schema;
 use millrace_models::synth::CriteoGenerator;
 use millrace_models::{DeadLetter, FeatureMap, FeatureSpec, RawRecord, Registry};
 use millrace_operators::{
-    ingest, Decode, Deliver, Featurize, ParseEvents, PollSource, Polled, PublishPolicy, RecordSink,
-    TrainOnline, TrainRows, TrainerConfig,
+    ingest, Decode, Deliver, Featurize, JoinLabels, LabelJoinConfig, ParseEvents, PollSource,
+    Polled, PublishPolicy, RecordSink, TrainOnline, TrainRows, TrainerConfig,
 };
 use millrace_serving::{ModelStore, ServeOptions};
 use std::collections::HashSet;
@@ -32,6 +32,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use timely::dataflow::operators::Concat;
+use timely::dataflow::StreamVec;
 
 /// Where and how a job runs: placement comes from flags or the environment, not the job file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -344,6 +346,10 @@ fn run_dataflow(
         registry,
     };
     let epoch = Duration::from_millis(spec.progress.epoch_ms);
+    let labels = spec.labels.map(|labels| LabelJoinConfig {
+        window: labels.window_epochs(spec.progress.epoch_ms),
+        late: labels.late,
+    });
     // The FeatureMap layout of a `map` spec (checked when the spec was loaded).
     let layout = match &spec.features {
         FeatureSpec::Hashed { .. } => None,
@@ -379,8 +385,15 @@ fn run_dataflow(
             stats.clone(),
         );
         let layout = layout.clone();
+        let label_stats = stats.labels.clone();
         worker.dataflow::<u64, _, _>(move |scope| {
-            let records = ingest(scope, "KafkaSource", source, epoch);
+            let mut records = ingest(scope, "KafkaSource", source, epoch);
+            // Impressions and clicks: joined into labeled records first.
+            let mut join_dead = None;
+            if let Some(config) = labels {
+                let (labeled, dead) = records.join_labels(config, label_stats);
+                (records, join_dead) = (labeled, Some(dead));
+            }
             let delivery = DeadLetterDelivery {
                 sink: dead_letters,
                 stats: job_stats,
@@ -389,14 +402,14 @@ fn run_dataflow(
                 // Hashed features: decode Criteo events, hash, learn.
                 None => {
                     let (events, dead) = records.decode_criteo(decode_stats);
-                    dead.deliver("DeadLetters", delivery);
+                    concat_dead(dead, join_dead).deliver("DeadLetters", delivery);
                     events.train_online(trainer, trainer_stats, |_, _| {});
                 }
                 // A FeatureMap: parse, fit and transform per epoch, learn across versions.
                 Some(layout) => {
                     let (events, dead) =
                         records.parse_events(layout.clone(), featurize_stats.clone());
-                    dead.deliver("DeadLetters", delivery);
+                    concat_dead(dead, join_dead).deliver("DeadLetters", delivery);
                     let map = FeatureMap::new(layout);
                     let (rows, updates) = events.featurize(map.clone(), featurize_stats, |_, _| {});
                     rows.train_rows(updates, map, trainer, trainer_stats, |_, _, _| {});
@@ -410,6 +423,17 @@ fn run_dataflow(
         result.map_err(Error::Dataflow)?.map_err(Error::Dataflow)?;
     }
     Ok(())
+}
+
+/// The decoder's dead letters, with the label join's when there is one.
+fn concat_dead<'scope>(
+    dead: StreamVec<'scope, u64, DeadLetter>,
+    join_dead: Option<StreamVec<'scope, u64, DeadLetter>>,
+) -> StreamVec<'scope, u64, DeadLetter> {
+    match join_dead {
+        Some(join_dead) => dead.concat(join_dead),
+        None => dead,
+    }
 }
 
 /// The Kafka reader as a timely source that finishes when the job is asked to stop.

@@ -2,7 +2,9 @@
 
 use millrace_connectors::kafka::SourcePositions;
 use millrace_models::fmap::BadKind;
-use millrace_operators::{DecodeStats, FeaturizeStats, QualitySummary, TrainerStats};
+use millrace_operators::{
+    DecodeStats, FeaturizeStats, LabelJoinStats, QualitySummary, TrainerStats,
+};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -33,6 +35,11 @@ pub const LEARNER_WORKER_AUC: &str = "millrace_learner_worker_progressive_auc";
 pub const LEARNER_WORKER_WINDOW_AUC: &str = "millrace_learner_worker_progressive_auc_window";
 /// Per worker: progressive-validation log-loss of the worker's own predictions.
 pub const LEARNER_WORKER_LOGLOSS: &str = "millrace_learner_worker_progressive_logloss";
+/// Label join counters (suffix `_total`): impressions, clicks, positives, negatives, late,
+/// corrected, duplicate and unmatched clicks.
+pub const LABELS_PREFIX: &str = "millrace_labels_";
+/// Impressions waiting for their attribution window to close.
+pub const LABELS_PENDING: &str = "millrace_labels_pending_impressions";
 /// Synchronization rounds (all-reduce of the workers' weight changes) applied.
 pub const LEARNER_SYNC_ROUNDS: &str = "millrace_learner_sync_rounds_total";
 /// Coordinates whose changes those rounds summed.
@@ -84,6 +91,8 @@ pub struct JobStats {
     pub decode: Arc<DecodeStats>,
     /// The featurize operators' counters and FeatureMap gauges (`map` features).
     pub featurize: Arc<FeaturizeStats>,
+    /// The label join's figures (all zero without `[labels]`).
+    pub labels: Arc<LabelJoinStats>,
     /// The trainer's figures.
     pub trainer: Arc<TrainerStats>,
     /// The source's per-partition positions.
@@ -101,6 +110,7 @@ impl JobStats {
             lag: AtomicI64::new(-1),
             decode: Arc::new(DecodeStats::default()),
             featurize: Arc::new(FeaturizeStats::default()),
+            labels: Arc::new(LabelJoinStats::default()),
             trainer: Arc::new(TrainerStats::new()),
             positions: Arc::new(SourcePositions::new(partitions)),
         }
@@ -115,6 +125,7 @@ impl JobStats {
     pub fn dead_letters(&self) -> u64 {
         self.decode.dead_letters.load(Ordering::Relaxed)
             + self.featurize.dead_letters.load(Ordering::Relaxed)
+            + self.labels.dead_letters.load(Ordering::Relaxed)
     }
 
     /// The metrics in Prometheus text format.
@@ -204,6 +215,30 @@ impl JobStats {
                 );
             }
         }
+        let l = &self.labels;
+        let labels = [
+            ("impressions", &l.impressions),
+            ("clicks", &l.clicks),
+            ("positives", &l.positives),
+            ("negatives", &l.negatives),
+            ("late_clicks", &l.late_clicks),
+            ("corrections", &l.corrections),
+            ("duplicate_clicks", &l.duplicate_clicks),
+            ("unmatched_clicks", &l.unmatched_clicks),
+        ];
+        for (what, counter) in labels {
+            let name = format!("{LABELS_PREFIX}{what}_total");
+            let _ = write!(
+                text,
+                "# TYPE {name} counter\n{name}{{model=\"{model}\"}} {}\n",
+                load(counter)
+            );
+        }
+        let _ = write!(
+            text,
+            "# TYPE {LABELS_PENDING} gauge\n{LABELS_PENDING}{{model=\"{model}\"}} {}\n",
+            load(&l.pending)
+        );
         let _ = writeln!(text, "# TYPE {FEATURIZE_BAD_VALUES} counter");
         for kind in BadKind::ALL {
             let _ = writeln!(

@@ -8,6 +8,7 @@
 use crate::error::{Error, Result};
 use millrace_connectors::kafka::{KafkaSourceConfig, EMBEDDED};
 use millrace_models::FeatureSpec;
+use millrace_operators::LatePolicy;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -26,6 +27,10 @@ pub struct JobSpec {
     /// How records are decoded.
     #[serde(default)]
     pub decode: DecodeSpec,
+    /// Optional join of impressions and delayed clicks into labeled events (`[labels]`): the
+    /// source then carries `imp` and `clk` records (see `millrace_models::labels`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<LabelsSpec>,
     /// How events become features.
     pub features: FeatureSpec,
     /// The online learner.
@@ -46,6 +51,26 @@ pub struct JobSpec {
 pub enum SourceSpec {
     /// A Kafka topic.
     Kafka(KafkaSourceConfig),
+}
+
+/// The label join: how long a click may follow its impression, and what a later one does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelsSpec {
+    /// The attribution window in milliseconds, rounded up to whole epochs of
+    /// `[progress] epoch_ms` (the join's clock is the job's epochs).
+    pub window_ms: u64,
+    /// `"drop"` (the negative stands) or `"correct"` (the impression is emitted again as a
+    /// positive) for a click after the window.
+    #[serde(default)]
+    pub late: LatePolicy,
+}
+
+impl LabelsSpec {
+    /// The window in epochs of `epoch_ms`.
+    pub fn window_epochs(&self, epoch_ms: u64) -> u64 {
+        self.window_ms.div_ceil(epoch_ms.max(1))
+    }
 }
 
 /// The demo's generator of synthetic Criteo events.
@@ -147,11 +172,12 @@ impl Default for ProgressSpec {
     }
 }
 
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "name",
     "source",
     "generator",
     "decode",
+    "labels",
     "features",
     "learner",
     "publish",
@@ -222,6 +248,7 @@ impl JobSpec {
         let source = section::<SourceSpec>(&table, "source", true, &mut problems);
         let generator = section::<GeneratorSpec>(&table, "generator", false, &mut problems);
         let decode = section::<DecodeSpec>(&table, "decode", false, &mut problems);
+        let labels = section::<LabelsSpec>(&table, "labels", false, &mut problems);
         let features = section::<FeatureSpec>(&table, "features", true, &mut problems);
         let learner = section::<LearnerSpec>(&table, "learner", true, &mut problems);
         let publish = section::<PublishSpec>(&table, "publish", true, &mut problems);
@@ -234,6 +261,7 @@ impl JobSpec {
                     source,
                     generator,
                     decode: decode.unwrap_or_default(),
+                    labels,
                     features,
                     learner,
                     publish,
@@ -293,6 +321,11 @@ impl JobSpec {
                     "generator",
                     vec!["`rows_per_sec` must be > 0 with the embedded broker, which keeps only a bounded window of records".to_owned()],
                 );
+            }
+        }
+        if let Some(labels) = &self.labels {
+            if labels.window_ms == 0 {
+                add("labels", vec!["`window_ms` must be > 0 (got 0)".to_owned()]);
             }
         }
         add("features", self.features.problems());
@@ -535,6 +568,29 @@ registry = "target/registry"
         assert!(
             found.contains("[learner] `factor_lr`: unknown field"),
             "{found}"
+        );
+    }
+
+    #[test]
+    fn a_label_join_is_read_and_checked() {
+        let text = format!("{GOOD}\n[labels]\nwindow_ms = 1000\nlate = \"correct\"\n");
+        let spec = JobSpec::from_toml(&text).unwrap();
+        let labels = spec.labels.unwrap();
+        assert_eq!(labels.late, LatePolicy::Correct);
+        assert_eq!(labels.window_epochs(spec.progress.epoch_ms), 5);
+        assert_eq!(JobSpec::from_toml(&spec.to_toml()).unwrap(), spec);
+
+        let bad = format!("{GOOD}\n[labels]\nwindow_ms = 0\nlate = \"keep\"\nspan = 1\n");
+        let text = problems(&bad).join("\n");
+        assert!(
+            text.contains("[labels] `late`: unknown variant `keep`"),
+            "{text}"
+        );
+        assert!(text.contains("[labels] `span`"), "{text}");
+        let zero = format!("{GOOD}\n[labels]\nwindow_ms = 0\n");
+        assert_eq!(
+            problems(&zero),
+            ["[labels] `window_ms` must be > 0 (got 0)"]
         );
     }
 

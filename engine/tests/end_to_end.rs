@@ -315,3 +315,118 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(
     want.sort();
     assert_eq!(letters, want);
 }
+
+/// Impressions and delayed clicks on one topic, joined by the job (`[labels]`) on 2 workers:
+/// every impression is learned once, as a positive or a negative, and the malformed records
+/// are dead letters, byte for byte.
+#[test]
+fn impressions_and_clicks_are_joined_learned_and_dead_lettered_with_2_workers() {
+    use millrace_engine::spec::LabelsSpec;
+    use millrace_models::labels::{impressions_and_clicks, LabelEvent};
+    use millrace_operators::LatePolicy;
+
+    let stream = impressions_and_clicks(11, 3_000, 4);
+    let count = |want: fn(&Result<LabelEvent<'_>, _>) -> bool| {
+        stream
+            .iter()
+            .filter(|(_, r)| want(&LabelEvent::parse(r)))
+            .count()
+    };
+    let impressions = count(|e| matches!(e, Ok(LabelEvent::Impression { .. })));
+    let clicks = count(|e| matches!(e, Ok(LabelEvent::Click { .. })));
+    let mut dead: Vec<Vec<u8>> = stream
+        .iter()
+        .filter(|(_, r)| LabelEvent::parse(r).is_err())
+        .map(|(_, r)| r.clone())
+        .collect();
+    assert!(!dead.is_empty());
+
+    let topic = unique("labels");
+    let dead_letter_topic = format!("{topic}-dead-letters");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime
+        .block_on(create_topics(&broker(), &[&topic, &dead_letter_topic], 4))
+        .unwrap();
+    let mut producer = LineProducer::new(&broker(), &topic, 4).unwrap();
+    for (_, record) in &stream {
+        producer.send(record).unwrap();
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+
+    let registry_dir = tempfile::tempdir().unwrap();
+    let spec = JobSpec::builder("ctr")
+        .kafka_source(KafkaSourceConfig {
+            bootstrap_servers: broker(),
+            topic: topic.clone(),
+            group_id: unique("labels-group"),
+            dead_letter_topic: dead_letter_topic.clone(),
+            partitions: 4,
+        })
+        .labels(LabelsSpec {
+            window_ms: 200,
+            late: LatePolicy::Drop,
+        })
+        .features(HASHED)
+        .learner(LearnerSpec::Ftrl(FtrlParams::default()))
+        .publish(PublishSpec {
+            registry: registry_dir.path().to_owned(),
+            every_events: 1_000,
+            every_seconds: 1,
+        })
+        .progress(ProgressSpec {
+            epoch_ms: 50,
+            interval_ms: 0,
+        })
+        .build()
+        .unwrap();
+    let job = Job::start(spec, RunOptions { workers: 2 }).unwrap();
+    let stats = job.stats().clone();
+    wait_for("every record to be read", Duration::from_secs(120), || {
+        stats.source_records.load(Ordering::Relaxed) as usize >= stream.len()
+    });
+    job.stop();
+    let report = job.wait().unwrap();
+
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed) as usize;
+    let labels = &stats.labels;
+    assert_eq!(load(&labels.impressions), impressions);
+    assert_eq!(load(&labels.clicks), clicks);
+    assert_eq!(load(&labels.pending), 0, "every window closed at the stop");
+    // Every impression is labeled exactly once; how many clicks were in time depends on when
+    // the records were read (the window is in processing-time epochs).
+    let (positives, negatives) = (load(&labels.positives), load(&labels.negatives));
+    assert_eq!(positives + negatives, impressions);
+    assert!(positives > 0 && negatives > 0, "{positives} {negatives}");
+    assert_eq!(
+        report.learned as usize, impressions,
+        "every impression learned once"
+    );
+    assert_eq!(report.dead_letters as usize, dead.len());
+    assert!(report.model_version > 0, "a model was published");
+
+    let consumer: BaseConsumer = client_config(&broker())
+        .set("group.id", unique("labels-dead-letter-reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&dead_letter_topic]).unwrap();
+    let mut letters: Vec<Vec<u8>> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while letters.len() < dead.len() {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} dead letters",
+            letters.len(),
+            dead.len()
+        );
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            letters.push(message.unwrap().payload().unwrap_or_default().to_vec());
+        }
+    }
+    letters.sort();
+    dead.sort();
+    assert_eq!(letters, dead);
+}
