@@ -43,6 +43,25 @@ pub struct OnlineBench {
     /// The registry version the trained model was published as, with `--registry`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub published_version: Option<u64>,
+    /// With `--q213`: the model's weights (and factors) in q2.13 fixed point, scored on the
+    /// same holdout.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub q213: Option<FixedPointFigures>,
+}
+
+/// What storing a model's numbers in q2.13 fixed point saves and costs.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FixedPointFigures {
+    /// Bytes of the weights and factors as `f32`.
+    pub f32_bytes: u64,
+    /// Bytes of the same numbers in q2.13 (16 bits each).
+    pub q213_bytes: u64,
+    /// Numbers outside `[-4, 4)`, clipped.
+    pub clipped: u64,
+    /// Holdout AUC of the fixed-point model.
+    pub holdout_auc: Option<f64>,
+    /// Holdout log-loss of the fixed-point model.
+    pub holdout_logloss: Option<f64>,
 }
 
 /// What to benchmark.
@@ -58,6 +77,8 @@ pub struct OnlineBenchConfig {
     pub workers: usize,
     /// Training lines per synchronization round (epoch) with several workers.
     pub sync_rows: usize,
+    /// Also score the holdout with the model rounded to q2.13 fixed point.
+    pub q213: bool,
 }
 
 /// A trained model and what training saw.
@@ -119,6 +140,7 @@ pub fn online(
     let mut row = Vec::new();
     let (mut test_preds, mut test_labels) = (Vec::new(), Vec::new());
     let mut test_loss = LogLoss::default();
+    let mut test_rows = Vec::new();
     for line in test {
         let Ok(event) = CriteoEvent::decode_tsv(line) else {
             malformed += 1;
@@ -131,8 +153,34 @@ pub fn online(
         test_loss.add(p, event.label);
         test_preds.push(p);
         test_labels.push(event.label);
+        if config.q213 {
+            test_rows.push(row.clone());
+        }
     }
     let seconds = started.elapsed().as_secs_f64();
+    // Untimed: the same holdout scored by the model in q2.13 fixed point.
+    let q213 = config.q213.then(|| {
+        let model = learner.to_artifact("bench", config.features.clone());
+        let (fixed, clipped) = model.to_q213(1);
+        let numbers = (model.weights.len() + model.factors.len()) as u64;
+        let mut loss = LogLoss::default();
+        let preds: Vec<f32> = test_rows
+            .iter()
+            .zip(&test_labels)
+            .map(|(row, &label)| {
+                let p = fixed.predict_row(row, &vec![1.0; row.len()]);
+                loss.add(p, label);
+                p
+            })
+            .collect();
+        FixedPointFigures {
+            f32_bytes: numbers * 4,
+            q213_bytes: numbers * 2,
+            clipped: clipped as u64,
+            holdout_auc: exact_auc(&preds, &test_labels),
+            holdout_logloss: loss.mean(),
+        }
+    });
     Ok(OnlineBench {
         rows,
         malformed,
@@ -144,6 +192,7 @@ pub fn online(
         holdout_auc: exact_auc(&test_preds, &test_labels),
         holdout_logloss: test_loss.mean(),
         published_version: trained.published_version,
+        q213,
     })
 }
 

@@ -139,6 +139,9 @@ enum Bench {
         /// Training lines per synchronization round with several workers.
         #[arg(long, default_value_t = 10_000)]
         sync_rows: usize,
+        /// Also score the holdout with the model's numbers in q2.13 fixed point (16 bits).
+        #[arg(long)]
+        q213: bool,
         /// Publish the trained model to this registry directory.
         #[arg(long)]
         registry: Option<PathBuf>,
@@ -241,6 +244,7 @@ fn run_cli() -> anyhow::Result<()> {
                     model,
                     workers,
                     sync_rows,
+                    q213,
                     registry,
                     name,
                 },
@@ -259,6 +263,7 @@ fn run_cli() -> anyhow::Result<()> {
                 },
                 workers,
                 sync_rows,
+                q213,
             };
             let registry = registry.map(Registry::open).transpose()?;
             let figures = bench::online(

@@ -146,6 +146,25 @@ impl ModelArtifact {
         problems
     }
 
+    /// The model with its weights and factors rounded to q2.13 fixed point ([`crate::fixed`],
+    /// randomized rounding seeded by `seed`) and decoded back, as a model stored in 16 bits
+    /// per number would predict; with how many numbers were clipped to `[-4, 4)`.
+    pub fn to_q213(&self, seed: u64) -> (ModelArtifact, usize) {
+        let round = |values: &[f32], seed| {
+            let (codes, clipped) = crate::fixed::quantize(values, seed);
+            (
+                codes.into_iter().map(crate::fixed::decode).collect(),
+                clipped,
+            )
+        };
+        let (weights, clipped_weights) = round(&self.weights, seed);
+        let (factors, clipped_factors) = round(&self.factors, seed ^ 1);
+        let mut model = self.clone();
+        model.weights = weights;
+        model.factors = factors;
+        (model, clipped_weights + clipped_factors)
+    }
+
     /// The click probability of one event, for a hashed spec (a `map` model's rows come from
     /// its [`ModelArtifact::feature_map`]: see [`ModelArtifact::predict_row`]).
     pub fn predict(&self, features: &CriteoFeatures) -> f32 {

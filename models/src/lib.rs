@@ -13,6 +13,7 @@ pub mod criteo;
 pub mod error;
 pub mod eval;
 pub mod features;
+pub mod fixed;
 pub mod fm;
 pub mod fmap;
 pub mod ftrl;
