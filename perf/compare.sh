@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# millrace's FTRL against Vowpal Wabbit's logistic regression (-b 24, one pass) and River's
+# millrace's FTRL and factorization machine against Vowpal Wabbit's logistic regression (-b 24, one pass) and River's
 # online logistic regression, on the same files in the same run: the Criteo sample and 1M
 # generated rows, 20% held out at the end. VW and River come from PyPI into a venv in the cache
 # (once). One JSON line per tool and input; the table is in perf/RESULTS.md.
@@ -20,8 +20,10 @@ trap 'rm -rf "$work"' EXIT
 "$bin" gen criteo --rows 1000000 --seed 1 > "$work/gen.tsv"
 for input in ../shared/data/criteo-kaggle-dac-head8000/train.tsv "$work/gen.tsv"; do
   echo "# $input"
-  for bits in 20 24; do
-    "$bin" bench online --input "$input" --format criteo --holdout 0.2 --model ftrl --hash-bits "$bits"
+  for model in ftrl fm; do
+    for bits in 20 24; do
+      "$bin" bench online --input "$input" --format criteo --holdout 0.2 --model "$model" --hash-bits "$bits"
+    done
   done
   "$venv/bin/python" perf/compare.py --input "$input" --holdout 0.2 --bits 24
 done

@@ -43,7 +43,7 @@ impl Default for FmParams {
             beta: linear.beta,
             l1: linear.l1,
             l2: linear.l2,
-            factor_learning_rate: 0.05,
+            factor_learning_rate: 0.01,
             factor_l2: 1e-4,
             init_std: 0.01,
         }
