@@ -142,16 +142,6 @@ impl Learner {
         }
     }
 
-    /// The positions within a coordinate's state (see [`Learner::read_state`]) whose changes
-    /// replicas average rather than sum (see [`crate::allreduce`]): a factorization
-    /// machine's factors.
-    pub fn averaged_state(&self) -> std::ops::Range<usize> {
-        match self {
-            Learner::Ftrl(_) => 0..0,
-            Learner::Fm(m) => Ftrl::STATE_WIDTH..Ftrl::STATE_WIDTH + m.params().factors,
-        }
-    }
-
     /// Coordinate `i`'s whole learning state (not only its weight) into `out`, which holds
     /// [`Learner::state_width`] numbers: what replicas exchange to stay one model.
     ///

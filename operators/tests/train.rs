@@ -194,10 +194,11 @@ fn decode_and_train_with_1_2_and_4_workers_match_the_batch_computation() {
             // One worker learns in the batch order: the same model, bit for bit.
             assert_eq!(last.weights, batch.weights());
         } else {
-            // Other orders give a model of the same quality.
+            // Several synchronized workers average their changes and learn more slowly on so
+            // few rows (the convergence test below runs enough to compare closely).
             let auc = score(&last.weights);
             assert!(
-                (auc - batch_auc).abs() < 0.01,
+                (auc - batch_auc).abs() < 0.03,
                 "{workers} workers: auc {auc} vs batch {batch_auc}"
             );
         }
@@ -239,14 +240,10 @@ fn a_factorization_machine_trains_through_the_dataflow_like_in_batch() {
     assert_eq!(model.factors, batch.factors());
 }
 
-/// Trains on `events` dealt round-robin to `workers` workers, `sync_rows` events (all workers
-/// together) per epoch and so per synchronization round; returns the final model.
-fn train_dealt(
-    workers: usize,
-    events: &[CriteoEvent],
-    sync_rows: usize,
-    learner: LearnerParams,
-) -> Learner {
+/// Trains on generated events `0..rows` (seed 21) dealt round-robin to `workers` workers,
+/// `sync_rows` events (all workers together) per epoch and so per synchronization round;
+/// returns the final model. Each worker generates the stream itself and keeps its share.
+fn train_dealt(workers: usize, rows: usize, sync_rows: usize, learner: LearnerParams) -> Learner {
     let dir = tempfile::tempdir().unwrap();
     let config = TrainerConfig {
         model: "ctr".into(),
@@ -260,7 +257,7 @@ fn train_dealt(
         registry: Registry::open(dir.path()).unwrap(),
     };
     let model = Arc::new(Mutex::new(None));
-    let (events, out) = (Arc::new(events.to_vec()), model.clone());
+    let out = model.clone();
     timely::execute(timely::Config::process(workers), move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
         let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<CriteoEvent>>>::new();
@@ -275,9 +272,10 @@ fn train_dealt(
                     }
                 });
         });
-        for (i, event) in events.iter().enumerate().skip(index).step_by(peers) {
+        let events = CriteoGenerator::new(21).take(rows).enumerate();
+        for (i, event) in events.skip(index).step_by(peers) {
             input.advance_to((i / sync_rows) as u64);
-            input.send(event.clone());
+            input.send(event);
         }
     })
     .unwrap()
@@ -304,36 +302,22 @@ fn holdout_auc(learner: &Learner, holdout: &[CriteoEvent]) -> f64 {
 
 #[test]
 fn one_two_and_four_synchronized_workers_reach_the_same_holdout_auc() {
-    let events: Vec<CriteoEvent> = CriteoGenerator::new(21).take(125_000).collect();
-    // FTRL agrees after 40k rows synchronized every 1000. The machine's factor changes are
-    // averaged (see `millrace_models::allreduce`), a smaller step than one worker's: with a
-    // factor learning rate of 0.05 (which overshoots on this stream) more workers beat one by
-    // up to 0.0085 after 100k rows; at the default 0.01 all agree within 0.003.
-    let fm = FmParams::default();
-    for (name, params, rows, sync_rows) in [
-        (
-            "ftrl",
-            LearnerParams::Ftrl(FtrlParams::default()),
-            40_000,
-            1000,
-        ),
-        ("fm", LearnerParams::Fm(fm), 100_000, 1000),
+    // Averaged rounds learn more slowly than one worker at first (4 workers trail by 0.016
+    // after 40k rows) and catch up: within 0.0025 (FTRL) and 0.001 (FM) after 400k-800k rows
+    // in rounds of 1000.
+    let holdout: Vec<CriteoEvent> = CriteoGenerator::new(21)
+        .skip(800_000)
+        .take(100_000)
+        .collect();
+    for (name, params, rows) in [
+        ("ftrl", LearnerParams::Ftrl(FtrlParams::default()), 800_000),
+        ("fm", LearnerParams::Fm(FmParams::default()), 400_000),
     ] {
-        let (train, holdout) = (&events[..rows], &events[100_000..]);
-        // One worker learns in input order: the plain learner's model, bit for bit.
-        let one = train_dealt(1, train, sync_rows, params);
-        let mut plain = Learner::new(&params, SPEC.dimension());
-        let mut row = Vec::new();
-        for e in train {
-            row.clear();
-            SPEC.transform(&e.features, &mut row);
-            plain.learn(&row, e.label);
-        }
-        let single = holdout_auc(&one, holdout);
-        assert_eq!(single, holdout_auc(&plain, holdout), "{name}");
-        assert!(single > 0.7, "{name}: holdout auc {single}");
+        // (One worker is the plain learner bit for bit: the tests above check that.)
+        let single = holdout_auc(&train_dealt(1, rows, 1000, params), &holdout);
+        assert!(single > 0.8, "{name}: holdout auc {single}");
         for workers in [2, 4] {
-            let auc = holdout_auc(&train_dealt(workers, train, sync_rows, params), holdout);
+            let auc = holdout_auc(&train_dealt(workers, rows, 1000, params), &holdout);
             assert!(
                 (auc - single).abs() < 0.005,
                 "{name}, {workers} workers: holdout auc {auc} against {single} on one"
@@ -344,10 +328,9 @@ fn one_two_and_four_synchronized_workers_reach_the_same_holdout_auc() {
 
 #[test]
 fn synchronized_workers_do_not_depend_on_thread_timing() {
-    let events: Vec<CriteoEvent> = CriteoGenerator::new(3).take(6_000).collect();
     let params = LearnerParams::Fm(FmParams::default());
-    let a = train_dealt(3, &events, 500, params);
-    let b = train_dealt(3, &events, 500, params);
+    let a = train_dealt(3, 6_000, 500, params);
+    let b = train_dealt(3, 6_000, 500, params);
     let (Learner::Fm(a), Learner::Fm(b)) = (a, b) else {
         unreachable!("a factorization machine was asked for")
     };
