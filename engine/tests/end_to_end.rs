@@ -291,29 +291,33 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(
     assert!(auc > 0.65, "progressive auc {auc}");
 
     // Every bad line is in the dead-letter topic, byte for byte.
+    let mut want = dead;
+    want.sort();
+    assert_eq!(read_dead_letters(&dead_letter_topic, want.len()), want);
+}
+
+/// The first `count` records of a dead-letter topic, sorted.
+fn read_dead_letters(topic: &str, count: usize) -> Vec<Vec<u8>> {
     let consumer: BaseConsumer = client_config(&broker())
         .set("group.id", unique("dead-letter-reader"))
         .set("auto.offset.reset", "earliest")
         .create()
         .unwrap();
-    consumer.subscribe(&[&dead_letter_topic]).unwrap();
+    consumer.subscribe(&[topic]).unwrap();
     let mut letters: Vec<Vec<u8>> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while letters.len() < dead.len() {
+    while letters.len() < count {
         assert!(
             Instant::now() < deadline,
-            "{} of {} dead letters",
-            letters.len(),
-            dead.len()
+            "{} of {count} dead letters",
+            letters.len()
         );
         if let Some(message) = consumer.poll(Duration::from_millis(100)) {
             letters.push(message.unwrap().payload().unwrap_or_default().to_vec());
         }
     }
     letters.sort();
-    let mut want = dead;
-    want.sort();
-    assert_eq!(letters, want);
+    letters
 }
 
 /// Impressions and delayed clicks on one topic, joined by the job (`[labels]`) on 2 workers:
@@ -407,26 +411,6 @@ fn impressions_and_clicks_are_joined_learned_and_dead_lettered_with_2_workers() 
     assert_eq!(report.dead_letters as usize, dead.len());
     assert!(report.model_version > 0, "a model was published");
 
-    let consumer: BaseConsumer = client_config(&broker())
-        .set("group.id", unique("labels-dead-letter-reader"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[&dead_letter_topic]).unwrap();
-    let mut letters: Vec<Vec<u8>> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while letters.len() < dead.len() {
-        assert!(
-            Instant::now() < deadline,
-            "{} of {} dead letters",
-            letters.len(),
-            dead.len()
-        );
-        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
-            letters.push(message.unwrap().payload().unwrap_or_default().to_vec());
-        }
-    }
-    letters.sort();
     dead.sort();
-    assert_eq!(letters, dead);
+    assert_eq!(read_dead_letters(&dead_letter_topic, dead.len()), dead);
 }
