@@ -127,15 +127,7 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(
         (good.len(), bad.clone())
     };
 
-    let topic = unique("e2e");
-    let dead_letter_topic = format!("{topic}-dead-letters");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime
-        .block_on(create_topics(&broker(), &[&topic, &dead_letter_topic], 4))
-        .unwrap();
+    let (topic, dead_letter_topic) = fresh_topics("e2e");
     let mut producer = LineProducer::new(&broker(), &topic, 4).unwrap();
     for (i, line) in good.iter().enumerate() {
         producer.send(line).unwrap();
@@ -296,6 +288,20 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(
     assert_eq!(read_dead_letters(&dead_letter_topic, want.len()), want);
 }
 
+/// A new topic named after `prefix` and its dead-letter topic, 4 partitions each.
+fn fresh_topics(prefix: &str) -> (String, String) {
+    let topic = unique(prefix);
+    let dead_letter_topic = format!("{topic}-dead-letters");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime
+        .block_on(create_topics(&broker(), &[&topic, &dead_letter_topic], 4))
+        .unwrap();
+    (topic, dead_letter_topic)
+}
+
 /// The first `count` records of a dead-letter topic, sorted.
 fn read_dead_letters(topic: &str, count: usize) -> Vec<Vec<u8>> {
     let consumer: BaseConsumer = client_config(&broker())
@@ -345,15 +351,7 @@ fn impressions_and_clicks_are_joined_learned_and_dead_lettered_with_2_workers() 
         .collect();
     assert!(!dead.is_empty());
 
-    let topic = unique("labels");
-    let dead_letter_topic = format!("{topic}-dead-letters");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime
-        .block_on(create_topics(&broker(), &[&topic, &dead_letter_topic], 4))
-        .unwrap();
+    let (topic, dead_letter_topic) = fresh_topics("labels");
     let mut producer = LineProducer::new(&broker(), &topic, 4).unwrap();
     for (_, record) in &stream {
         producer.send(record).unwrap();
