@@ -675,6 +675,9 @@ where
         let Some((_, batches)) = self.rows.get_mut(&time) else {
             return;
         };
+        // Counted once per call: the counter is shared by all workers, and the hashed path's
+        // batches are single rows.
+        let mut learned_here = 0;
         for batch in std::mem::take(batches) {
             if let (Some(version), Some(map)) = (batch.version(), map) {
                 if version != map.version {
@@ -698,7 +701,7 @@ where
                 }
             });
             let n = batch.len() as u64;
-            self.stats.learned.fetch_add(n, Ordering::Relaxed);
+            learned_here += n;
             if self.sync.is_some() {
                 self.round_events += n;
             } else {
@@ -713,6 +716,9 @@ where
                 }
             }
         }
+        self.stats
+            .learned
+            .fetch_add(learned_here, Ordering::Relaxed);
     }
 
     /// Ends epoch `time` once its round (if any) is applied; breaks until then.
