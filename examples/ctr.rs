@@ -29,7 +29,7 @@ fn ctr_job() -> anyhow::Result<JobSpec> {
         .decode(DecodeSpec::default())
         .features(FeatureSpec::Hashed { hash_bits: 20 })
         .learner(LearnerSpec::Ftrl(FtrlParams {
-            alpha: 0.05,
+            alpha: 0.1,
             beta: 1.0,
             l1: 0.5,
             l2: 1.0,

@@ -115,6 +115,7 @@ pub fn online(
     if config.sync_rows == 0 {
         problems.push("`--sync-rows` must be at least 1".to_owned());
     }
+    problems.extend(config.learner.problems());
     if !problems.is_empty() {
         return Err(Error::Config { problems });
     }

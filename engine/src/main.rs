@@ -139,6 +139,15 @@ enum Bench {
         /// Training lines per synchronization round with several workers.
         #[arg(long, default_value_t = 10_000)]
         sync_rows: usize,
+        /// FTRL's learning-rate scale α (also the FM's linear part); default 0.1.
+        #[arg(long)]
+        alpha: Option<f32>,
+        /// FTRL's L1 regularization λ1 (also the FM's linear part); default 0.5.
+        #[arg(long)]
+        l1: Option<f32>,
+        /// FTRL's L2 regularization λ2 (also the FM's linear part); default 1.
+        #[arg(long)]
+        l2: Option<f32>,
         /// Also score the holdout with the model's numbers in q2.13 fixed point (16 bits).
         #[arg(long)]
         q213: bool,
@@ -244,6 +253,9 @@ fn run_cli() -> anyhow::Result<()> {
                     model,
                     workers,
                     sync_rows,
+                    alpha,
+                    l1,
+                    l2,
                     q213,
                     registry,
                     name,
@@ -258,8 +270,24 @@ fn run_cli() -> anyhow::Result<()> {
                 holdout,
                 features,
                 learner: match model {
-                    Model::Ftrl => LearnerParams::Ftrl(FtrlParams::default()),
-                    Model::Fm => LearnerParams::Fm(FmParams::default()),
+                    Model::Ftrl => {
+                        let d = FtrlParams::default();
+                        LearnerParams::Ftrl(FtrlParams {
+                            alpha: alpha.unwrap_or(d.alpha),
+                            l1: l1.unwrap_or(d.l1),
+                            l2: l2.unwrap_or(d.l2),
+                            ..d
+                        })
+                    }
+                    Model::Fm => {
+                        let d = FmParams::default();
+                        LearnerParams::Fm(FmParams {
+                            alpha: alpha.unwrap_or(d.alpha),
+                            l1: l1.unwrap_or(d.l1),
+                            l2: l2.unwrap_or(d.l2),
+                            ..d
+                        })
+                    }
                 },
                 workers,
                 sync_rows,

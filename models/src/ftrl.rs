@@ -26,7 +26,7 @@ pub struct FtrlParams {
 impl Default for FtrlParams {
     fn default() -> Self {
         FtrlParams {
-            alpha: 0.05,
+            alpha: 0.1,
             beta: 1.0,
             l1: 0.5,
             l2: 1.0,
