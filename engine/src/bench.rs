@@ -165,11 +165,13 @@ pub fn online(
         let (fixed, clipped) = model.to_q213(1);
         let numbers = (model.weights.len() + model.factors.len()) as u64;
         let mut loss = LogLoss::default();
+        let mut ones = Vec::new();
         let preds: Vec<f32> = test_rows
             .iter()
             .zip(&test_labels)
             .map(|(row, &label)| {
-                let p = fixed.predict_row(row, &vec![1.0; row.len()]);
+                ones.resize(row.len(), 1.0);
+                let p = fixed.predict_row(row, &ones);
                 loss.add(p, label);
                 p
             })

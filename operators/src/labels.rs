@@ -16,7 +16,7 @@
 //! - a click with no impression in that span (none at all, one later than the click, or one
 //!   forgotten after `t + 2 * window`) is counted as unmatched;
 //! - a record that is neither, or a second impression of a request id while the first is
-//!   remembered, goes to the dead letters.
+//!   remembered, goes to the dead letters when its epoch is joined.
 //!
 //! Times are the dataflow's epochs: with the job's ingest-timer epochs the window is measured in
 //! processing time, `window_ms / epoch_ms` epochs.
@@ -143,31 +143,12 @@ impl<'scope> JoinLabels<'scope> for StreamVec<'scope, u64, RawRecord> {
                 let mut labeled_out = labeled_out.activate();
                 let mut dead_out = dead_out.activate();
                 input.for_each(|cap, data| {
-                    let mut letters = Vec::new();
                     let fresh = |_| Received {
                         dead: cap.retain_least(1),
                         records: Vec::new(),
                     };
-                    let Some(stash) = stash_for(&mut join.records, &cap, fresh) else {
-                        return;
-                    };
-                    for record in data.drain(..) {
-                        match LabelEvent::parse(&record.payload) {
-                            Ok(_) => stash.records.push(record),
-                            Err(error) => letters.push(DeadLetter {
-                                error_kind: error.kind().to_owned(),
-                                error: error.to_string(),
-                                record,
-                            }),
-                        }
-                    }
-                    if let (false, Some(dead_cap)) = (letters.is_empty(), cap.retain_least(1)) {
-                        join.stats
-                            .dead_letters
-                            .fetch_add(letters.len() as u64, Ordering::Relaxed);
-                        dead_out
-                            .session(&dead_cap)
-                            .give_iterator(letters.into_iter());
+                    if let Some(stash) = stash_for(&mut join.records, &cap, fresh) {
+                        stash.records.append(data);
                     }
                 });
                 let frontier = frontiers[0].frontier();
@@ -215,7 +196,7 @@ struct Received {
 struct Join {
     config: LabelJoinConfig,
     stats: Arc<LabelJoinStats>,
-    /// Parsed records by epoch, not yet joined.
+    /// Received records by epoch, not yet joined (parsed when their epoch is).
     records: BTreeMap<u64, (Capability<u64>, Received)>,
     /// Impressions by request id: pending, or labeled and remembered for late clicks.
     impressions: HashMap<Vec<u8>, Impression>,
@@ -290,13 +271,28 @@ impl Join {
         let window = self.config.window;
         let mut clicks = Vec::new();
         for record in received.records {
-            let Ok(LabelEvent::Impression {
-                request_id,
-                features,
-            }) = LabelEvent::parse(&record.payload)
-            else {
-                clicks.push(record);
-                continue;
+            let (request_id, features) = match LabelEvent::parse(&record.payload) {
+                Ok(LabelEvent::Impression {
+                    request_id,
+                    features,
+                }) => (request_id, features),
+                Ok(LabelEvent::Click { .. }) => {
+                    clicks.push(record);
+                    continue;
+                }
+                Err(error) => {
+                    if let Some(dead) = received.dead.as_ref() {
+                        letters.push((
+                            dead.clone(),
+                            DeadLetter {
+                                error_kind: error.kind().to_owned(),
+                                error: error.to_string(),
+                                record,
+                            },
+                        ));
+                    }
+                    continue;
+                }
             };
             self.stats.impressions.fetch_add(1, Ordering::Relaxed);
             if self.impressions.contains_key(request_id) {

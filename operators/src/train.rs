@@ -852,8 +852,9 @@ impl Publisher {
         let mut artifact = learner.to_artifact(&self.config.model, self.config.features.clone());
         artifact.feature_map = feature_map.cloned();
         artifact.meta.trained_events = learned;
-        artifact.meta.progressive_auc = self.stats.auc();
-        artifact.meta.progressive_logloss = self.stats.logloss();
+        let quality = self.stats.summary();
+        artifact.meta.progressive_auc = quality.auc;
+        artifact.meta.progressive_logloss = quality.logloss;
         match self.config.registry.publish(&mut artifact) {
             Ok(version) => {
                 self.stats.model_version.store(version, Ordering::Relaxed);
