@@ -20,6 +20,8 @@ fn ctr_job() -> anyhow::Result<JobSpec> {
             group_id: "millrace-ctr".into(),
             dead_letter_topic: "criteo-dead-letters".into(),
             partitions: 4,
+            idle_ms: 1000,
+            stop_after_records: None,
         })
         .generator(GeneratorSpec {
             rows_per_sec: 20_000.0,

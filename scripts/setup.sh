@@ -10,7 +10,7 @@ TANSU_VERSION=0.6.0
 mkdir -p "$CACHE"
 
 need=()
-pkgs=(cmake libcurl4-openssl-dev pkg-config g++)
+pkgs=(cmake libcurl4-openssl-dev pkg-config g++ librocksdb-dev libclang-dev)
 [ "${1:-}" = "--with-broker" ] && pkgs+=(python3-venv)
 for pkg in "${pkgs[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")

@@ -388,6 +388,8 @@ pub fn job(
             group_id: format!("bench-{}", std::process::id()),
             dead_letter_topic,
             partitions,
+            idle_ms: 1000,
+            stop_after_records: None,
         })
         .features(features.clone())
         .learner(LearnerSpec::Ftrl(FtrlParams::default()))

@@ -2,8 +2,8 @@
 
 use crate::error::{Error, Result};
 use crate::spec::{
-    DecodeSpec, GeneratorSpec, JobSpec, LabelsSpec, LearnerSpec, ProgressSpec, PublishSpec,
-    ServeSpec, SourceSpec,
+    CheckpointSpec, DecodeSpec, GeneratorSpec, JobSpec, LabelsSpec, LearnerSpec, ProgressSpec,
+    PublishSpec, ServeSpec, SourceSpec,
 };
 use millrace_connectors::kafka::KafkaSourceConfig;
 use millrace_models::FeatureSpec;
@@ -21,6 +21,7 @@ pub struct JobBuilder {
     serve: Option<ServeSpec>,
     progress: ProgressSpec,
     labels: Option<LabelsSpec>,
+    checkpoint: Option<CheckpointSpec>,
 }
 
 impl JobSpec {
@@ -37,6 +38,12 @@ impl JobBuilder {
     /// The source (`[source]`).
     pub fn source(mut self, source: SourceSpec) -> Self {
         self.source = Some(source);
+        self
+    }
+
+    /// Checkpoints of the job's state (`[checkpoint]`).
+    pub fn checkpoint(mut self, checkpoint: CheckpointSpec) -> Self {
+        self.checkpoint = Some(checkpoint);
         self
     }
 
@@ -129,6 +136,7 @@ impl JobBuilder {
             publish,
             serve: self.serve,
             progress: self.progress,
+            checkpoint: self.checkpoint,
         };
         let problems = spec.problems();
         if problems.is_empty() {

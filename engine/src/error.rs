@@ -33,6 +33,9 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The checkpoint store could not be opened or restored from.
+    #[error("checkpoints: {0}")]
+    Checkpoint(String),
     /// The dataflow could not start or a worker failed.
     #[error("dataflow: {0}")]
     Dataflow(String),

@@ -11,6 +11,7 @@
 //! [`RunningJob::wait`] returns the report, or an error if that final version could not be
 //! published.
 
+use crate::checkpoint::CheckpointStore;
 use crate::error::{Error, Result};
 use crate::metrics::JobStats;
 use crate::spec::{JobSpec, SourceSpec};
@@ -21,11 +22,14 @@ use millrace_connectors::kafka::{
 use millrace_models::fmap::Schema;
 use millrace_models::synth::CriteoGenerator;
 use millrace_models::{DeadLetter, FeatureMap, FeatureSpec, RawRecord, Registry};
+use millrace_operators::checkpoint::{Collector, Persist};
 use millrace_operators::{
-    ingest, Decode, Deliver, Featurize, JoinLabels, LabelJoinConfig, ParseEvents, PollSource,
-    Polled, PublishPolicy, RecordSink, TrainOnline, TrainRows, TrainerConfig,
+    ingest_partitions, Decode, Deliver, EventTime, Featurize, JoinLabels, LabelJoinConfig,
+    ParseEvents, PartitionReader, Polled, PublishPolicy, RecordSink, TrainOnline, TrainRows,
+    TrainerConfig,
 };
 use millrace_serving::{ModelStore, ServeOptions};
+use serde::Serialize;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,8 +52,8 @@ impl Default for RunOptions {
     }
 }
 
-/// What a finished job did.
-#[derive(Clone, Debug, PartialEq)]
+/// What a finished job did (counted across restarts when the job checkpoints).
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct JobReport {
     /// Records read from the source.
     pub source_records: u64,
@@ -65,6 +69,10 @@ pub struct JobReport {
     pub progressive_auc: Option<f64>,
     /// Final progressive-validation log-loss.
     pub progressive_logloss: Option<f64>,
+    /// The epoch of the checkpoint the job restored, when it restored one.
+    pub restored_epoch: Option<u64>,
+    /// Checkpoints written by this run.
+    pub checkpoints_written: u64,
 }
 
 /// Starts jobs.
@@ -304,7 +312,7 @@ fn run(
         let _ = runtime.block_on(server);
     }
     drop(embedded);
-    result?;
+    let restored_epoch = result?;
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let (learned, published) = (
         load(&stats.trainer.learned),
@@ -316,16 +324,73 @@ fn run(
         )));
     }
     Ok(JobReport {
-        source_records: load(&stats.source_records),
+        source_records: load(&stats.source.records),
         decoded: stats.decoded(),
         dead_letters: stats.dead_letters(),
         learned: load(&stats.trainer.learned),
         model_version: load(&stats.trainer.model_version),
         progressive_auc: stats.trainer.auc(),
         progressive_logloss: stats.trainer.logloss(),
+        restored_epoch,
+        checkpoints_written: stats.checkpoints.get().map_or(0, |c| c.figures().written),
     })
 }
 
+/// The checkpoint parts of the job's dataflow, in the order of the data.
+fn checkpoint_parts(spec: &JobSpec) -> Vec<&'static str> {
+    let mut parts = vec!["source"];
+    if spec.labels.is_some() {
+        parts.push("labels");
+    }
+    match spec.features {
+        FeatureSpec::Hashed { .. } => parts.push("decode"),
+        FeatureSpec::Map(_) => parts.extend(["parse", "fit", "transform"]),
+    }
+    parts.push("train");
+    parts
+}
+
+/// The job's checkpoint collector, restored from its store, when it checkpoints.
+fn checkpoints(spec: &JobSpec, workers: usize, stats: &JobStats) -> Result<Option<Collector>> {
+    let Some(checkpoint) = &spec.checkpoint else {
+        return Ok(None);
+    };
+    let store = CheckpointStore::open(&checkpoint.state_dir, checkpoint.keep)?;
+    let parts = checkpoint_parts(spec);
+    let workers: Vec<usize> = (0..workers).collect();
+    let restored = store.restore(&workers, &parts);
+    stats
+        .checkpoints_skipped
+        .store(restored.skipped.len() as u64, Ordering::Relaxed);
+    if !restored.skipped.is_empty() && restored.checkpoint.is_none() {
+        return Err(Error::Checkpoint(format!(
+            "no checkpoint in {} can be restored ({} skipped; see the log); move the directory aside to start afresh",
+            store.dir().display(),
+            restored.skipped.len()
+        )));
+    }
+    match &restored.checkpoint {
+        Some(c) => tracing::info!(
+            epoch = c.epoch,
+            resume_epoch = c.resume_epoch,
+            state_dir = %store.dir().display(),
+            "restoring the newest checkpoint"
+        ),
+        None => {
+            tracing::info!(state_dir = %store.dir().display(), "no checkpoint yet: starting afresh")
+        }
+    }
+    let persist: Box<dyn Persist> = Box::new(store);
+    Ok(Some(Collector::new(
+        workers,
+        &parts,
+        Duration::from_millis(checkpoint.interval_ms),
+        persist,
+        restored.checkpoint,
+    )))
+}
+
+/// Runs the dataflow to its end; returns the epoch of the checkpoint it restored, if any.
 fn run_dataflow(
     spec: &JobSpec,
     kafka: &KafkaSourceConfig,
@@ -334,7 +399,7 @@ fn run_dataflow(
     options: RunOptions,
     stop: &Arc<AtomicBool>,
     stats: &Arc<JobStats>,
-) -> Result<()> {
+) -> Result<Option<u64>> {
     let trainer = TrainerConfig {
         model: spec.name.clone(),
         features: spec.features.clone(),
@@ -345,7 +410,10 @@ fn run_dataflow(
         },
         registry,
     };
-    let epoch = Duration::from_millis(spec.progress.epoch_ms);
+    let time = EventTime {
+        epoch_ms: spec.progress.epoch_ms,
+        idle: Duration::from_millis(kafka.idle_ms),
+    };
     let labels = spec.labels.map(|labels| LabelJoinConfig {
         window: labels.window_epochs(spec.progress.epoch_ms),
         late: labels.late,
@@ -358,23 +426,28 @@ fn run_dataflow(
                 .map_err(|problems| Error::Config { problems })?,
         ),
     };
+    let workers = options.workers.max(1);
+    let collector = checkpoints(spec, workers, stats)?;
+    let restored_epoch = collector.as_ref().and_then(Collector::restored_epoch);
+    let partitions = stats.source.partitions.len() as i32;
     let (kafka, bootstrap, stop, stats) = (
         kafka.clone(),
         bootstrap.to_owned(),
         stop.clone(),
         stats.clone(),
     );
-    let config = timely::Config::process(options.workers.max(1));
+    if let Some(collector) = &collector {
+        let _ = stats.checkpoints.set(collector.clone());
+    }
+    let config = timely::Config::process(workers);
     let guards = timely::execute(config, move |worker| -> Result<(), String> {
         let (index, peers) = (worker.index(), worker.peers());
-        let reader = KafkaReader::assign(&kafka, &bootstrap, index, peers, stats.positions.clone())
+        let reader = KafkaReader::assign(&kafka, &bootstrap, index, peers, partitions)
             .map_err(|e| e.to_string())?;
         let dead_letters =
             DeadLetterSink::new(&bootstrap, &kafka.dead_letter_topic).map_err(|e| e.to_string())?;
         let source = KafkaIngest {
             reader,
-            stop: stop.clone(),
-            stats: stats.clone(),
             logged: HashSet::new(),
         };
         let (trainer, trainer_stats, decode_stats, featurize_stats, job_stats) = (
@@ -386,8 +459,28 @@ fn run_dataflow(
         );
         let layout = layout.clone();
         let label_stats = stats.labels.clone();
+        let source_stats = stats.source.clone();
+        let (stop, stop_after) = (stop.clone(), kafka.stop_after_records);
+        let stop_now = {
+            let source_stats = source_stats.clone();
+            move || {
+                stop.load(Ordering::Relaxed)
+                    || stop_after.is_some_and(|n| source_stats.records.load(Ordering::Relaxed) >= n)
+            }
+        };
+        // The operators built below take their checkpoint parts from it.
+        let _installed = collector.as_ref().map(Collector::install);
         worker.dataflow::<u64, _, _>(move |scope| {
-            let mut records = ingest(scope, "KafkaSource", source, epoch);
+            let part = millrace_operators::checkpoint::part(index, "source");
+            let mut records = ingest_partitions(
+                scope,
+                "KafkaSource",
+                source,
+                time,
+                part,
+                source_stats,
+                stop_now,
+            );
             // Impressions and clicks: joined into labeled records first.
             let mut join_dead = None;
             if let Some(config) = labels {
@@ -422,7 +515,7 @@ fn run_dataflow(
     for result in guards.join() {
         result.map_err(Error::Dataflow)?.map_err(Error::Dataflow)?;
     }
-    Ok(())
+    Ok(restored_epoch)
 }
 
 /// The decoder's dead letters, with the label join's when there is one.
@@ -436,34 +529,47 @@ fn concat_dead<'scope>(
     }
 }
 
-/// The Kafka reader as a timely source that finishes when the job is asked to stop.
+/// The Kafka reader as the source's partition reader.
 struct KafkaIngest {
     reader: KafkaReader,
-    stop: Arc<AtomicBool>,
-    stats: Arc<JobStats>,
     logged: HashSet<String>,
 }
 
-impl PollSource<RawRecord> for KafkaIngest {
-    fn poll(&mut self, out: &mut Vec<RawRecord>, max: usize) -> Polled {
-        if self.stop.load(Ordering::Relaxed) {
-            return Polled::Done;
+impl KafkaIngest {
+    fn log_once(&mut self, error: &millrace_connectors::Error, what: &str) {
+        // The client reconnects by itself; each kind of error is logged once.
+        if self.logged.insert(error.kind()) {
+            tracing::warn!(%error, "kafka source: {what} (logged once per kind)");
         }
+    }
+}
+
+impl PartitionReader for KafkaIngest {
+    fn partitions(&self) -> Vec<i32> {
+        self.reader.partitions().to_vec()
+    }
+
+    fn poll(&mut self, out: &mut Vec<RawRecord>, max: usize) -> Polled {
         match self.reader.poll_into(out, max) {
             Ok(0) => Polled::Idle,
-            Ok(n) => {
-                self.stats
-                    .source_records
-                    .fetch_add(n as u64, Ordering::Relaxed);
-                Polled::Records
-            }
+            Ok(_) => Polled::Records,
             Err(error) => {
-                // The client reconnects by itself; log each kind of error once and keep polling.
-                if self.logged.insert(error.kind()) {
-                    tracing::warn!(%error, "kafka source error; retrying (logged once per kind)");
-                }
+                self.log_once(&error, "error; retrying");
                 Polled::Idle
             }
+        }
+    }
+
+    fn seek(&mut self, positions: &[(i32, i64)]) -> std::result::Result<(), String> {
+        self.reader.seek(positions).map_err(|e| e.to_string())
+    }
+
+    fn commit(&mut self, positions: &[(i32, i64)]) {
+        if let Err(error) = self.reader.commit(positions) {
+            self.log_once(
+                &error,
+                "committing a checkpoint's positions to the group failed",
+            );
         }
     }
 }
@@ -546,11 +652,18 @@ fn report_progress(
             std::thread::sleep(Duration::from_millis(50));
         }
         if let Some(Ok(high)) = probe.as_ref().map(WatermarkProbe::high_watermarks) {
-            stats
-                .lag
-                .store(stats.positions.lag(&high), Ordering::Relaxed);
+            let lag: Vec<i64> = high
+                .iter()
+                .zip(&stats.source.partitions)
+                .map(|(high, p)| (high - p.next_offset.load(Ordering::Relaxed) as i64).max(0))
+                .collect();
+            stats.lag.store(lag.iter().sum(), Ordering::Relaxed);
+            *stats
+                .partition_lag
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = lag;
         }
-        let records = stats.source_records.load(Ordering::Relaxed);
+        let records = stats.source.records.load(Ordering::Relaxed);
         let rate = (records - last.1) as f64 / last.0.elapsed().as_secs_f64().max(1e-3);
         last = (Instant::now(), records);
         tracing::info!(target: "millrace::progress", "{}", stats.progress_line(rate));

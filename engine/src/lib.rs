@@ -16,6 +16,8 @@
 //!         group_id: "millrace-ctr".into(),
 //!         dead_letter_topic: "criteo-dead-letters".into(),
 //!         partitions: 4,
+//!         idle_ms: 1000,
+//!         stop_after_records: None,
 //!     })
 //!     .features(FeatureSpec::Hashed { hash_bits: 20 })
 //!     .learner(LearnerSpec::Ftrl(FtrlParams::default()))
@@ -28,6 +30,7 @@
 
 pub mod bench;
 pub mod builder;
+pub mod checkpoint;
 pub mod error;
 pub mod job;
 pub mod metrics;

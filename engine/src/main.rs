@@ -345,6 +345,8 @@ fn run(job: PathBuf, workers: usize) -> anyhow::Result<()> {
     });
     let report = running.wait()?;
     tracing::info!(?report, "job finished");
+    // The report, for scripts: one JSON line on stdout.
+    println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }
 

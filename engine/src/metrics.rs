@@ -1,18 +1,41 @@
 //! The job's metrics: names in one place, Prometheus text rendering, and the progress line.
 
-use millrace_connectors::kafka::SourcePositions;
 use millrace_models::fmap::BadKind;
+use millrace_operators::checkpoint::Collector;
 use millrace_operators::{
-    DecodeStats, FeaturizeStats, LabelJoinStats, QualitySummary, TrainerStats,
+    DecodeStats, FeaturizeStats, LabelJoinStats, QualitySummary, SourceStats, TrainerStats,
 };
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::{Mutex, OnceLock};
 
 /// Records read from the source.
 pub const SOURCE_RECORDS: &str = "millrace_source_records_total";
 /// Records in the source topic not yet read (sum over partitions).
 pub const SOURCE_LAG: &str = "millrace_source_lag_records";
+/// Records that came behind the event-time frontier and joined a later epoch.
+pub const SOURCE_LATE: &str = "millrace_source_late_records_total";
+/// The source's event-time frontier, in epochs.
+pub const SOURCE_FRONTIER: &str = "millrace_source_frontier_epoch";
+/// Per partition (label `partition`): records read.
+pub const SOURCE_PARTITION_RECORDS: &str = "millrace_source_partition_records_total";
+/// Per partition: the event-time watermark, in milliseconds since the Unix epoch.
+pub const SOURCE_PARTITION_WATERMARK: &str = "millrace_source_partition_watermark_ms";
+/// Per partition: records in the partition not yet read.
+pub const SOURCE_PARTITION_LAG: &str = "millrace_source_partition_lag_records";
+/// Checkpoints written.
+pub const CHECKPOINTS_WRITTEN: &str = "millrace_checkpoints_written_total";
+/// Checkpoints that could not be written.
+pub const CHECKPOINTS_FAILED: &str = "millrace_checkpoints_failed_total";
+/// Checkpoints skipped on restore because they did not read back whole.
+pub const CHECKPOINTS_SKIPPED: &str = "millrace_checkpoints_skipped_on_restore_total";
+/// The epoch of the newest checkpoint written.
+pub const CHECKPOINT_EPOCH: &str = "millrace_checkpoint_epoch";
+/// The size of the newest checkpoint, in bytes.
+pub const CHECKPOINT_BYTES: &str = "millrace_checkpoint_bytes";
+/// Seconds the newest checkpoint took to write.
+pub const CHECKPOINT_SECONDS: &str = "millrace_checkpoint_write_seconds";
 /// Records decoded into events.
 pub const DECODE_EVENTS: &str = "millrace_decode_events_total";
 /// Records sent to the dead letters.
@@ -79,8 +102,8 @@ type WorkerFigure = fn(&QualitySummary) -> f64;
 pub struct JobStats {
     /// The model's name (the `model` label).
     pub model: String,
-    /// Records read from the source.
-    pub source_records: AtomicU64,
+    /// The source's figures: records, late records, frontier, per-partition positions.
+    pub source: Arc<SourceStats>,
     /// Records produced by the generator.
     pub generated: AtomicU64,
     /// Dead letters that could not be delivered.
@@ -95,8 +118,12 @@ pub struct JobStats {
     pub labels: Arc<LabelJoinStats>,
     /// The trainer's figures.
     pub trainer: Arc<TrainerStats>,
-    /// The source's per-partition positions.
-    pub positions: Arc<SourcePositions>,
+    /// Per partition: records not yet read, refreshed by the progress thread.
+    pub partition_lag: Mutex<Vec<i64>>,
+    /// The job's checkpoint collector, once the dataflow has one.
+    pub checkpoints: OnceLock<Collector>,
+    /// Checkpoints skipped on restore.
+    pub checkpoints_skipped: AtomicU64,
 }
 
 impl JobStats {
@@ -104,7 +131,7 @@ impl JobStats {
     pub fn new(model: &str, partitions: i32) -> Self {
         JobStats {
             model: model.to_owned(),
-            source_records: AtomicU64::new(0),
+            source: Arc::new(SourceStats::new(partitions.max(0) as usize)),
             generated: AtomicU64::new(0),
             dead_letters_dropped: AtomicU64::new(0),
             lag: AtomicI64::new(-1),
@@ -112,7 +139,9 @@ impl JobStats {
             featurize: Arc::new(FeaturizeStats::default()),
             labels: Arc::new(LabelJoinStats::default()),
             trainer: Arc::new(TrainerStats::new()),
-            positions: Arc::new(SourcePositions::new(partitions)),
+            partition_lag: Mutex::new(Vec::new()),
+            checkpoints: OnceLock::new(),
+            checkpoints_skipped: AtomicU64::new(0),
         }
     }
 
@@ -134,9 +163,30 @@ impl JobStats {
         let model = &self.model;
         let f = &self.featurize;
         let quality = self.trainer.summary();
+        let checkpoints = self
+            .checkpoints
+            .get()
+            .map(Collector::figures)
+            .unwrap_or_default();
         let rows = [
-            (SOURCE_RECORDS, "counter", load(&self.source_records)),
+            (SOURCE_RECORDS, "counter", load(&self.source.records)),
             (SOURCE_LAG, "gauge", self.lag.load(Ordering::Relaxed) as f64),
+            (SOURCE_LATE, "counter", load(&self.source.late)),
+            (SOURCE_FRONTIER, "gauge", load(&self.source.frontier)),
+            (CHECKPOINTS_WRITTEN, "counter", checkpoints.written as f64),
+            (CHECKPOINTS_FAILED, "counter", checkpoints.failed as f64),
+            (
+                CHECKPOINTS_SKIPPED,
+                "counter",
+                load(&self.checkpoints_skipped),
+            ),
+            (
+                CHECKPOINT_EPOCH,
+                "gauge",
+                checkpoints.last_epoch.map_or(f64::NAN, |e| e as f64),
+            ),
+            (CHECKPOINT_BYTES, "gauge", checkpoints.last_bytes as f64),
+            (CHECKPOINT_SECONDS, "gauge", checkpoints.last_seconds),
             (DECODE_EVENTS, "counter", self.decoded() as f64),
             (DECODE_DEAD_LETTERS, "counter", self.dead_letters() as f64),
             (
@@ -212,6 +262,30 @@ impl JobStats {
                     text,
                     "{name}{{model=\"{model}\",worker=\"{worker}\"}} {}",
                     value(q)
+                );
+            }
+        }
+        let lag = self
+            .partition_lag
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let per_partition: [(&str, &str); 3] = [
+            (SOURCE_PARTITION_RECORDS, "counter"),
+            (SOURCE_PARTITION_WATERMARK, "gauge"),
+            (SOURCE_PARTITION_LAG, "gauge"),
+        ];
+        for (i, (name, kind)) in per_partition.into_iter().enumerate() {
+            let _ = writeln!(text, "# TYPE {name} {kind}");
+            for (partition, p) in self.source.partitions.iter().enumerate() {
+                let value = match i {
+                    0 => load(&p.records),
+                    1 => load(&p.watermark_ms),
+                    _ => lag.get(partition).map_or(f64::NAN, |&l| l as f64),
+                };
+                let _ = writeln!(
+                    text,
+                    "{name}{{model=\"{model}\",partition=\"{partition}\"}} {value}"
                 );
             }
         }

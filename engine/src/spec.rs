@@ -43,6 +43,33 @@ pub struct JobSpec {
     /// Epochs and the progress line.
     #[serde(default)]
     pub progress: ProgressSpec,
+    /// Optional checkpoints of the job's state in RocksDB (`[checkpoint]`): a restarted job
+    /// resumes where its newest checkpoint left off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<CheckpointSpec>,
+}
+
+/// Where and how often the job checkpoints its state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointSpec {
+    /// The directory of the job's RocksDB state (one per process).
+    pub state_dir: PathBuf,
+    /// The least processing time between checkpoints, in milliseconds; 0 checkpoints every
+    /// epoch.
+    #[serde(default = "default_checkpoint_interval")]
+    pub interval_ms: u64,
+    /// How many complete checkpoints to keep (the newest that reads back whole is restored).
+    #[serde(default = "default_checkpoint_keep")]
+    pub keep: usize,
+}
+
+fn default_checkpoint_interval() -> u64 {
+    5000
+}
+
+fn default_checkpoint_keep() -> usize {
+    3
 }
 
 /// The source of a job, chosen by `type`.
@@ -157,7 +184,8 @@ impl Default for ServeSpec {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProgressSpec {
-    /// Length of an epoch of the dataflow, in milliseconds of processing time.
+    /// Length of an epoch of the dataflow, in milliseconds of event time (the source records'
+    /// timestamps).
     pub epoch_ms: u64,
     /// Interval of the progress line, in milliseconds; 0 turns it off.
     pub interval_ms: u64,
@@ -172,7 +200,7 @@ impl Default for ProgressSpec {
     }
 }
 
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 11] = [
     "name",
     "source",
     "generator",
@@ -183,6 +211,7 @@ const SECTIONS: [&str; 10] = [
     "publish",
     "serve",
     "progress",
+    "checkpoint",
 ];
 
 impl JobSpec {
@@ -254,6 +283,7 @@ impl JobSpec {
         let publish = section::<PublishSpec>(&table, "publish", true, &mut problems);
         let serve = section::<ServeSpec>(&table, "serve", false, &mut problems);
         let progress = section::<ProgressSpec>(&table, "progress", false, &mut problems);
+        let checkpoint = section::<CheckpointSpec>(&table, "checkpoint", false, &mut problems);
         let spec = match (name, source, features, learner, publish) {
             (Some(name), Some(source), Some(features), Some(learner), Some(publish)) => {
                 Some(JobSpec {
@@ -267,6 +297,7 @@ impl JobSpec {
                     publish,
                     serve,
                     progress: progress.unwrap_or_default(),
+                    checkpoint,
                 })
             }
             _ => None,
@@ -351,6 +382,16 @@ impl JobSpec {
                     )],
                 );
             }
+        }
+        if let Some(checkpoint) = &self.checkpoint {
+            let mut list = Vec::new();
+            if checkpoint.state_dir.as_os_str().is_empty() {
+                list.push("`state_dir` must name a directory".to_owned());
+            }
+            if checkpoint.keep == 0 {
+                list.push("`keep` must be >= 1 (got 0)".to_owned());
+            }
+            add("checkpoint", list);
         }
         if self.progress.epoch_ms == 0 {
             add(

@@ -146,6 +146,8 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(
             group_id: unique("e2e-group"),
             dead_letter_topic: dead_letter_topic.clone(),
             partitions: 4,
+            idle_ms: 200,
+            stop_after_records: None,
         })
         .features(features)
         .learner(LearnerSpec::Ftrl(FtrlParams::default()))
@@ -168,7 +170,7 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(
     let addr = job.serve_addr().unwrap();
 
     wait_for("every record to be read", Duration::from_secs(120), || {
-        stats.source_records.load(Ordering::Relaxed) as usize >= good.len() + bad.len()
+        stats.source.records.load(Ordering::Relaxed) as usize >= good.len() + bad.len()
     });
     wait_for("every event to be learned", Duration::from_secs(60), || {
         stats.trainer.learned.load(Ordering::Relaxed) as usize >= events
@@ -366,6 +368,8 @@ fn impressions_and_clicks_are_joined_learned_and_dead_lettered_with_2_workers() 
             group_id: unique("labels-group"),
             dead_letter_topic: dead_letter_topic.clone(),
             partitions: 4,
+            idle_ms: 200,
+            stop_after_records: None,
         })
         .labels(LabelsSpec {
             window_ms: 200,
@@ -387,7 +391,7 @@ fn impressions_and_clicks_are_joined_learned_and_dead_lettered_with_2_workers() 
     let job = Job::start(spec, RunOptions { workers: 2 }).unwrap();
     let stats = job.stats().clone();
     wait_for("every record to be read", Duration::from_secs(120), || {
-        stats.source_records.load(Ordering::Relaxed) as usize >= stream.len()
+        stats.source.records.load(Ordering::Relaxed) as usize >= stream.len()
     });
     job.stop();
     let report = job.wait().unwrap();

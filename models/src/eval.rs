@@ -1,6 +1,7 @@
 //! Evaluation: streaming AUC and log-loss for progressive validation, and exact AUC for holdouts.
 
 use crate::ftrl::EPS;
+use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
 /// Number of probability bins of [`AucAccumulator`]; its AUC is exact up to ties within a bin
@@ -8,7 +9,7 @@ use std::collections::VecDeque;
 pub const AUC_BINS: usize = 1 << 16;
 
 /// A mergeable streaming AUC: positive and negative counts per probability bin.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AucAccumulator {
     positives: Vec<u64>,
     negatives: Vec<u64>,
@@ -84,7 +85,7 @@ fn bin(prediction: f32) -> usize {
 
 /// The AUC of the most recent `window` predictions, for progressive validation of a drifting
 /// stream: an [`AucAccumulator`] from which the oldest prediction leaves as each new one comes.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WindowedAuc {
     counts: AucAccumulator,
     recent: VecDeque<(u32, bool)>,
@@ -125,7 +126,7 @@ impl WindowedAuc {
 }
 
 /// A running mean of the logistic loss.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LogLoss {
     sum: f64,
     count: u64,

@@ -280,6 +280,22 @@ impl Registry {
             .ok_or_else(|| Error::NoVersion(name.to_owned()))?;
         self.load(name, version)
     }
+
+    /// The metadata of the newest version of `name` (without reading its weights), if any.
+    ///
+    /// # Errors
+    ///
+    /// When the registry or the version's metadata cannot be read.
+    pub fn latest_meta(&self, name: &str) -> Result<Option<ModelMeta>> {
+        let Some(version) = self.latest(name)? else {
+            return Ok(None);
+        };
+        let meta_path = self.version_dir(name, version)?.join(META);
+        let bytes = fs::read(&meta_path).map_err(|e| Error::io(&meta_path, e))?;
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::invalid(&meta_path, e.to_string()))
+    }
 }
 
 /// Creates `dir` with the given files, each flushed to disk, and the directory itself flushed,

@@ -1,10 +1,14 @@
 //! Decoding raw records into Criteo events; what does not decode becomes a dead letter.
 
+use crate::checkpoint::Tally;
 use millrace_models::{CriteoEvent, DeadLetter, DecodeError, RawRecord};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use timely::dataflow::operators::core::OkErr;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::StreamVec;
 
 /// Counters of a decode operator, shared by all its workers.
@@ -57,19 +61,51 @@ impl<'scope> Decode<'scope> for StreamVec<'scope, u64, RawRecord> {
         StreamVec<'scope, u64, CriteoEvent>,
         StreamVec<'scope, u64, DeadLetter>,
     ) {
-        let mut logged = HashSet::new();
-        self.ok_err(
-            move |record: RawRecord| match CriteoEvent::decode_tsv(&record.payload) {
-                Ok(event) => {
-                    stats.decoded.fetch_add(1, Ordering::Relaxed);
-                    Ok(event)
-                }
-                Err(error) => {
-                    stats.dead_letters.fetch_add(1, Ordering::Relaxed);
-                    Err(dead_letter(&mut logged, &error, record))
-                }
-            },
-        )
+        let worker = self.scope().index();
+        let mut builder = OperatorBuilder::new("DecodeCriteo".to_owned(), self.scope());
+        let mut input = builder.new_input(self, Pipeline);
+        let (events_out, events) = builder.new_output::<Vec<CriteoEvent>>();
+        let (dead_out, dead) = builder.new_output::<Vec<DeadLetter>>();
+        let mut events_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(events_out);
+        let mut dead_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(dead_out);
+        builder.build(move |_capabilities| {
+            let mut logged = HashSet::new();
+            // Checkpointed counts: decoded, dead letters.
+            let (mut tally, restored) = Tally::<2>::new(worker, "decode");
+            stats.decoded.fetch_add(restored[0], Ordering::Relaxed);
+            stats.dead_letters.fetch_add(restored[1], Ordering::Relaxed);
+            move |frontiers| {
+                let mut events_out = events_out.activate();
+                let mut dead_out = dead_out.activate();
+                input.for_each_stamp(|cap, data| {
+                    let (mut decoded, mut letters) = (Vec::new(), Vec::new());
+                    for record in data.flat_map(|d| d.drain(..)) {
+                        match CriteoEvent::decode_tsv(&record.payload) {
+                            Ok(event) => decoded.push(event),
+                            Err(error) => letters.push(dead_letter(&mut logged, &error, record)),
+                        }
+                    }
+                    let counts = [decoded.len() as u64, letters.len() as u64];
+                    stats.decoded.fetch_add(counts[0], Ordering::Relaxed);
+                    stats.dead_letters.fetch_add(counts[1], Ordering::Relaxed);
+                    if let Some(&time) = cap.least() {
+                        tally.add(time, counts);
+                    }
+                    if let Some(events_cap) = cap.retain_least(0).filter(|_| !decoded.is_empty()) {
+                        events_out
+                            .session(&events_cap)
+                            .give_iterator(decoded.into_iter());
+                    }
+                    if let Some(dead_cap) = cap.retain_least(1).filter(|_| !letters.is_empty()) {
+                        dead_out
+                            .session(&dead_cap)
+                            .give_iterator(letters.into_iter());
+                    }
+                });
+                tally.settle(frontiers[0].frontier());
+            }
+        });
+        (events, dead)
     }
 }
 

@@ -23,6 +23,7 @@
 //! Version numbers count epochs that had events: an epoch in which no worker saw an event makes
 //! no updates and no version.
 
+use crate::checkpoint::{self, Tally};
 use millrace_models::fmap::{
     BadKind, EventBatch, FeatureFitter, FeaturePartial, FeatureUpdate, Layout, Parser, Partials,
     TransformCounts, Transition,
@@ -186,6 +187,7 @@ impl<'scope> ParseEvents<'scope> for StreamVec<'scope, u64, RawRecord> {
         StreamVec<'scope, u64, EventBatch>,
         StreamVec<'scope, u64, DeadLetter>,
     ) {
+        let worker = self.scope().index();
         let mut builder = OperatorBuilder::new("ParseEvents".to_owned(), self.scope());
         let mut input = builder.new_input(self, Pipeline);
         let (events_out, events) = builder.new_output::<Vec<EventBatch>>();
@@ -197,7 +199,14 @@ impl<'scope> ParseEvents<'scope> for StreamVec<'scope, u64, RawRecord> {
             let fields = layout.schema.fields.len();
             let mut logged = HashSet::new();
             let mut bad_seen = [0u64; 4];
-            move |_frontiers| {
+            // Checkpointed counts: parsed, dead letters, then the bad values by kind.
+            let (mut tally, restored) = Tally::<6>::new(worker, "parse");
+            stats.parsed.fetch_add(restored[0], Ordering::Relaxed);
+            stats.dead_letters.fetch_add(restored[1], Ordering::Relaxed);
+            for (counter, n) in stats.bad_values.iter().zip(&restored[2..]) {
+                counter.fetch_add(*n, Ordering::Relaxed);
+            }
+            move |frontiers| {
                 let mut events_out = events_out.activate();
                 let mut dead_out = dead_out.activate();
                 input.for_each(|cap, data| {
@@ -220,12 +229,9 @@ impl<'scope> ParseEvents<'scope> for StreamVec<'scope, u64, RawRecord> {
                             )),
                         }
                     }
-                    stats
-                        .parsed
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    stats
-                        .dead_letters
-                        .fetch_add(letters.len() as u64, Ordering::Relaxed);
+                    let mut counts = [batch.len() as u64, letters.len() as u64, 0, 0, 0, 0];
+                    stats.parsed.fetch_add(counts[0], Ordering::Relaxed);
+                    stats.dead_letters.fetch_add(counts[1], Ordering::Relaxed);
                     let totals = parser.bad.column_totals();
                     for (column, (total, seen)) in totals.iter().zip(&mut bad_seen).enumerate() {
                         if *total > *seen {
@@ -236,9 +242,11 @@ impl<'scope> ParseEvents<'scope> for StreamVec<'scope, u64, RawRecord> {
                                 );
                             }
                             stats.bad_values[column].fetch_add(*total - *seen, Ordering::Relaxed);
+                            counts[2 + column] = *total - *seen;
                             *seen = *total;
                         }
                     }
+                    tally.add(*events_cap.time(), counts);
                     if !batch.is_empty() {
                         events_out.session(&events_cap).give(batch);
                     }
@@ -246,6 +254,7 @@ impl<'scope> ParseEvents<'scope> for StreamVec<'scope, u64, RawRecord> {
                         dead_out.session(&dead_cap).give_iterator(letters.into_iter());
                     }
                 });
+                tally.settle(frontiers[0].frontier());
             }
         });
         (events, dead)
@@ -358,12 +367,27 @@ fn merge_features<'scope>(
     layout: Layout,
 ) -> StreamVec<'scope, u64, FeatureUpdate> {
     let by_owner = Exchange::new(|p: &FeaturePartial| u64::from(p.feature));
+    let worker = partials.scope().index();
     partials
         .unary_frontier::<CapacityContainerBuilder<Vec<FeatureUpdate>>, _, _, _>(
             by_owner,
             "MergeFeatureStats",
             move |_capability, _info| {
+                // The fitters of the features this worker owns: its checkpoint part.
                 let mut fitters: HashMap<u32, FeatureFitter> = HashMap::new();
+                let mut part = checkpoint::part(worker, "fit");
+                let mut lo = part.as_ref().map_or(0, |p| p.resume_epoch().saturating_sub(1));
+                if let Some((_, _, bytes)) = part.as_mut().and_then(checkpoint::Part::take_restored) {
+                    match checkpoint::decode::<Vec<(u32, FeatureFitter)>>(&bytes) {
+                        Ok(restored) => fitters.extend(restored),
+                        Err(error) => tracing::error!(%error, "the feature statistics' checkpoint part is unreadable; fitting from scratch"),
+                    }
+                }
+                let snapshot = |fitters: &HashMap<u32, FeatureFitter>| {
+                    let mut sorted: Vec<(&u32, &FeatureFitter)> = fitters.iter().collect();
+                    sorted.sort_by_key(|(feature, _)| **feature);
+                    checkpoint::encode(&sorted)
+                };
                 let mut open: BTreeMap<u64, (Capability<u64>, Vec<FeaturePartial>)> =
                     BTreeMap::new();
                 move |(input, frontier), output| {
@@ -376,6 +400,11 @@ fn merge_features<'scope>(
                         if frontier.frontier().less_equal(entry.key()) {
                             break;
                         }
+                        let time = *entry.key();
+                        if let (Some(part), true) = (part.as_mut(), time > 0) {
+                            part.covers(lo, time - 1, || snapshot(&fitters));
+                        }
+                        lo = time;
                         let (cap, mut partials) = entry.remove();
                         partials.sort_by_key(|p| (p.feature, p.worker));
                         let mut session = output.session(&cap);
@@ -396,6 +425,12 @@ fn merge_features<'scope>(
                                 }
                             };
                             session.give(fitter.merge(group));
+                        }
+                    }
+                    if let Some(part) = part.as_mut() {
+                        let through = checkpoint::settled_through(&[frontier.frontier()]);
+                        if let Some(through) = through.filter(|t| open.keys().next().is_none_or(|o| o > t)) {
+                            part.covers(lo, through, || snapshot(&fitters));
                         }
                     }
                 }
@@ -526,13 +561,34 @@ impl<'scope> TransformRows<'scope> for StreamVec<'scope, u64, EventBatch> {
     where
         F: FnMut(&Arc<FeatureMap>, &Transition) + 'static,
     {
-        let reporter = self.scope().index() == 0;
+        let worker = self.scope().index();
+        let reporter = worker == 0;
         self.binary_frontier::<_, CapacityContainerBuilder<Vec<CsrBatch>>, _, _, _, _>(
             updates,
             Pipeline,
             Pipeline,
             "TransformRows",
             move |_capability, _info| {
+                // The replica and the counters of rows, lookups and OOV: the checkpoint part.
+                let mut part = checkpoint::part(worker, "transform");
+                let mut lo = part.as_ref().map_or(0, |p| p.resume_epoch().saturating_sub(1));
+                let mut map = map;
+                let mut counted = [0u64; 3];
+                if let Some((_, _, bytes)) = part.as_mut().and_then(checkpoint::Part::take_restored) {
+                    match checkpoint::decode::<(FeatureMap, [u64; 3])>(&bytes) {
+                        Ok((restored, counts)) => {
+                            map = restored;
+                            counted = counts;
+                            stats.rows.fetch_add(counts[0], Ordering::Relaxed);
+                            stats.lookups.fetch_add(counts[1], Ordering::Relaxed);
+                            stats.oov.fetch_add(counts[2], Ordering::Relaxed);
+                            if reporter {
+                                stats.version.store(map.version, Ordering::Relaxed);
+                            }
+                        }
+                        Err(error) => tracing::error!(%error, "the transform's checkpoint part is unreadable; starting from version 0"),
+                    }
+                }
                 let mut replica = Replica::new(map);
                 let mut events: BTreeMap<u64, (Capability<u64>, Vec<EventBatch>)> = BTreeMap::new();
                 move |(events_in, events_frontier), (updates_in, updates_frontier), output| {
@@ -546,15 +602,27 @@ impl<'scope> TransformRows<'scope> for StreamVec<'scope, u64, EventBatch> {
                     let frontiers = (events_frontier.frontier(), updates_frontier.frontier());
                     replica.advance(times, frontiers, |step, map| match step {
                         Step::Data { time, done } => {
+                            if time > lo {
+                                // A new epoch: the state is the one after every earlier epoch.
+                                if let (Some(part), true) = (part.as_mut(), time > 0) {
+                                    part.covers(lo, time - 1, || {
+                                        checkpoint::encode(&(map.as_ref(), counted))
+                                    });
+                                }
+                                lo = time;
+                            }
                             if let Some((cap, batches)) = events.get_mut(&time) {
                                 let mut counts = TransformCounts::default();
                                 let mut session = output.session(&*cap);
                                 for batch in batches.drain(..) {
                                     stats.rows.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                                    counted[0] += batch.len() as u64;
                                     session.give(map.transform(&batch, &mut counts));
                                 }
                                 stats.lookups.fetch_add(counts.lookups, Ordering::Relaxed);
                                 stats.oov.fetch_add(counts.oov, Ordering::Relaxed);
+                                counted[1] += counts.lookups;
+                                counted[2] += counts.oov;
                             }
                             if done {
                                 events.remove(&time);
@@ -572,6 +640,15 @@ impl<'scope> TransformRows<'scope> for StreamVec<'scope, u64, EventBatch> {
                             ControlFlow::Continue(())
                         }
                     });
+                    if let Some(part) = part.as_mut() {
+                        let settled = checkpoint::settled_through(&[frontiers.0, frontiers.1]);
+                        let waiting = events.keys().chain(replica.pending_times()).min().copied();
+                        if let Some(hi) = settled.and_then(|s| checkpoint::before_waiting(s, waiting)) {
+                            part.covers(lo, hi, || {
+                                checkpoint::encode(&(replica.map().as_ref(), counted))
+                            });
+                        }
+                    }
                 }
             },
         )
@@ -613,6 +690,11 @@ impl Replica {
             map: Arc::new(map),
             pending: BTreeMap::new(),
         }
+    }
+
+    /// The epochs whose updates wait for their epoch to complete.
+    pub(crate) fn pending_times(&self) -> impl Iterator<Item = &u64> {
+        self.pending.keys()
     }
 
     /// The current version.

@@ -18,13 +18,17 @@
 //! - a record that is neither, or a second impression of a request id while the first is
 //!   remembered, goes to the dead letters when its epoch is joined.
 //!
-//! Times are the dataflow's epochs: with the job's ingest-timer epochs the window is measured in
-//! processing time, `window_ms / epoch_ms` epochs.
+//! Times are the dataflow's epochs: with the job's event-time source the window is measured in
+//! event time, `window_ms / epoch_ms` epochs. Each epoch's records are joined in the order of
+//! (partition, offset), so what the join emits does not depend on how the exchange interleaved
+//! them either. The join's state (impressions remembered, windows closing, counters) is a
+//! checkpoint part, `labels`.
 //!
 //! Output records are labeled Criteo lines ([`millrace_models::labels::labeled_line`]) that keep
 //! the impression's partition, offset and timestamp, ready for the Criteo decoder or the
 //! FeatureMap parser.
 
+use crate::checkpoint::Part;
 use crate::featurize::stash_for;
 use millrace_models::labels::{labeled_line, LabelEvent};
 use millrace_models::{DeadLetter, RawRecord};
@@ -38,6 +42,7 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
+use timely::progress::frontier::AntichainRef;
 
 /// What a click after its impression's window does.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,6 +133,7 @@ impl<'scope> JoinLabels<'scope> for StreamVec<'scope, u64, RawRecord> {
         StreamVec<'scope, u64, RawRecord>,
         StreamVec<'scope, u64, DeadLetter>,
     ) {
+        let worker = self.scope().index();
         let mut builder = OperatorBuilder::new("JoinLabels".to_owned(), self.scope());
         let route = |record: &RawRecord| {
             LabelEvent::parse(&record.payload).map_or(record.partition as u64, |e| e.route())
@@ -137,8 +143,22 @@ impl<'scope> JoinLabels<'scope> for StreamVec<'scope, u64, RawRecord> {
         let (dead_out, dead) = builder.new_output::<Vec<DeadLetter>>();
         let mut labeled_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(labeled_out);
         let mut dead_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(dead_out);
-        builder.build(move |_capabilities| {
+        builder.build(move |capabilities| {
             let mut join = Join::new(config, stats);
+            join.part = crate::checkpoint::part(worker, "labels");
+            if let Some(part) = join.part.as_mut() {
+                join.lo = part.resume_epoch().saturating_sub(1);
+                if let Some((_, _, bytes)) = part.take_restored() {
+                    match crate::checkpoint::decode::<JoinState>(&bytes) {
+                        Ok(state) => {
+                            if let Some(cap) = capabilities.first() {
+                                join.restore(state, cap);
+                            }
+                        }
+                        Err(error) => tracing::error!(%error, "the label join's checkpoint part is unreadable; joining from scratch"),
+                    }
+                }
+            }
             move |frontiers| {
                 let mut labeled_out = labeled_out.activate();
                 let mut dead_out = dead_out.activate();
@@ -159,9 +179,9 @@ impl<'scope> JoinLabels<'scope> for StreamVec<'scope, u64, RawRecord> {
                     &mut letters,
                 );
                 for (cap, letter) in letters {
-                    join.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
                     dead_out.session(&cap).give(letter);
                 }
+                join.settle(frontier);
             }
         });
         (labeled, dead)
@@ -169,6 +189,7 @@ impl<'scope> JoinLabels<'scope> for StreamVec<'scope, u64, RawRecord> {
 }
 
 /// An impression waiting for its click, or remembered after its label for late clicks.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Impression {
     epoch: u64,
     record: RawRecord,
@@ -192,10 +213,42 @@ struct Received {
     records: Vec<RawRecord>,
 }
 
+/// What the join checkpoints: its remembered impressions, the windows closing and the ids
+/// forgotten by epoch, and this worker's counters in the order of [`LabelJoinStats::counters`].
+#[derive(Serialize, Deserialize)]
+struct JoinState {
+    counts: [u64; 9],
+    impressions: Vec<(Vec<u8>, Impression)>,
+    closing: Vec<(u64, Vec<Vec<u8>>)>,
+    forgetting: Vec<(u64, Vec<Vec<u8>>)>,
+}
+
+impl LabelJoinStats {
+    /// The counters a worker's join adds to, in the order its checkpoint keeps them.
+    fn counters(&self) -> [&AtomicU64; 9] {
+        [
+            &self.impressions,
+            &self.clicks,
+            &self.positives,
+            &self.negatives,
+            &self.late_clicks,
+            &self.corrections,
+            &self.duplicate_clicks,
+            &self.unmatched_clicks,
+            &self.dead_letters,
+        ]
+    }
+}
+
 /// One worker's join state.
 struct Join {
     config: LabelJoinConfig,
     stats: Arc<LabelJoinStats>,
+    /// This worker's share of the counters, as [`LabelJoinStats::counters`] orders them.
+    counts: [u64; 9],
+    /// The checkpoint part, and the last epoch joined.
+    part: Option<Part>,
+    lo: u64,
     /// Received records by epoch, not yet joined (parsed when their epoch is).
     records: BTreeMap<u64, (Capability<u64>, Received)>,
     /// Impressions by request id: pending, or labeled and remembered for late clicks.
@@ -211,11 +264,79 @@ impl Join {
         Join {
             config,
             stats,
+            counts: [0; 9],
+            part: None,
+            lo: 0,
             records: BTreeMap::new(),
             impressions: HashMap::new(),
             closing: BTreeMap::new(),
             forgetting: BTreeMap::new(),
         }
+    }
+
+    fn count(&mut self, counter: usize) {
+        self.counts[counter] += 1;
+        self.stats.counters()[counter].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn covers(&mut self, hi: u64) {
+        if let Some(mut part) = self.part.take() {
+            part.covers(self.lo, hi, || self.snapshot());
+            self.part = Some(part);
+        }
+    }
+
+    /// Offers the state once every epoch the frontier passed is joined.
+    fn settle(&mut self, frontier: AntichainRef<'_, u64>) {
+        let waiting = self.records.keys().next().copied();
+        if let Some(hi) = crate::checkpoint::settled_through(&[frontier])
+            .and_then(|s| crate::checkpoint::before_waiting(s, waiting))
+        {
+            self.covers(hi);
+        }
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        let mut impressions: Vec<(Vec<u8>, Impression)> = self
+            .impressions
+            .iter()
+            .map(|(id, i)| (id.clone(), i.clone()))
+            .collect();
+        impressions.sort_by(|a, b| a.0.cmp(&b.0));
+        crate::checkpoint::encode(&JoinState {
+            counts: self.counts,
+            impressions,
+            closing: self
+                .closing
+                .iter()
+                .map(|(epoch, (_, ids))| (*epoch, ids.clone()))
+                .collect(),
+            forgetting: self
+                .forgetting
+                .iter()
+                .map(|(epoch, ids)| (*epoch, ids.clone()))
+                .collect(),
+        })
+    }
+
+    /// Takes up a checkpointed state; `cap` is a capability for the labeled output from which
+    /// the closing windows' capabilities are made.
+    fn restore(&mut self, state: JoinState, cap: &Capability<u64>) {
+        self.counts = state.counts;
+        for (counter, n) in self.stats.counters().iter().zip(state.counts) {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+        self.impressions = state.impressions.into_iter().collect();
+        let mut pending = 0;
+        for (epoch, ids) in state.closing {
+            pending += ids
+                .iter()
+                .filter(|id| self.impressions.contains_key(*id))
+                .count() as u64;
+            self.closing.insert(epoch, (cap.delayed(&epoch), ids));
+        }
+        self.stats.pending.fetch_add(pending, Ordering::Relaxed);
+        self.forgetting = state.forgetting.into_iter().collect();
     }
 
     /// Joins every complete epoch, in order: its impressions, then its clicks, then the
@@ -239,18 +360,24 @@ impl Join {
             let Some(epoch) = next.filter(|&e| complete(e)) else {
                 return;
             };
+            if epoch > self.lo {
+                if epoch > 0 {
+                    self.covers(epoch - 1);
+                }
+                self.lo = epoch;
+            }
             if let Some((cap, received)) = self.records.remove(&epoch) {
                 self.join_epoch(epoch, &cap, received, &mut emit, letters);
             }
             if let Some((cap, ids)) = self.closing.remove(&epoch) {
                 for id in ids {
-                    let Some(impression) = self.impressions.get_mut(&id) else {
+                    let Some(impression) = self.impressions.get(&id) else {
                         continue;
                     };
                     self.stats.pending.fetch_sub(1, Ordering::Relaxed);
                     if !impression.clicked {
-                        self.stats.negatives.fetch_add(1, Ordering::Relaxed);
                         emit(&cap, impression.labeled(false));
+                        self.count(3);
                     }
                 }
             }
@@ -270,7 +397,9 @@ impl Join {
     ) {
         let window = self.config.window;
         let mut clicks = Vec::new();
-        for record in received.records {
+        let mut records = received.records;
+        records.sort_by_key(|r| (r.partition, r.offset));
+        for record in records {
             let (request_id, features) = match LabelEvent::parse(&record.payload) {
                 Ok(LabelEvent::Impression {
                     request_id,
@@ -281,6 +410,7 @@ impl Join {
                     continue;
                 }
                 Err(error) => {
+                    self.count(8);
                     if let Some(dead) = received.dead.as_ref() {
                         letters.push((
                             dead.clone(),
@@ -294,8 +424,9 @@ impl Join {
                     continue;
                 }
             };
-            self.stats.impressions.fetch_add(1, Ordering::Relaxed);
+            self.count(0);
             if self.impressions.contains_key(request_id) {
+                self.count(8);
                 // The dead-letter capability exists for every epoch that received records.
                 if let Some(dead) = received.dead.as_ref() {
                     letters.push((
@@ -334,27 +465,31 @@ impl Join {
             );
         }
         for record in clicks {
-            self.stats.clicks.fetch_add(1, Ordering::Relaxed);
+            self.count(1);
             let Ok(event) = LabelEvent::parse(&record.payload) else {
                 continue;
             };
+            let correct = self.config.late == LatePolicy::Correct;
             let Some(impression) = self.impressions.get_mut(event.request_id()) else {
-                self.stats.unmatched_clicks.fetch_add(1, Ordering::Relaxed);
+                self.count(7);
                 continue;
             };
-            if impression.clicked {
-                self.stats.duplicate_clicks.fetch_add(1, Ordering::Relaxed);
+            // The counters this click adds to, and whether it labels its impression a positive.
+            let (counters, positive): (&[usize], bool) = if impression.clicked {
+                (&[6], false)
             } else if epoch <= impression.epoch.saturating_add(window) {
-                impression.clicked = true;
-                self.stats.positives.fetch_add(1, Ordering::Relaxed);
-                emit(cap, impression.labeled(true));
+                (&[2], true)
+            } else if correct {
+                (&[4, 5], true)
             } else {
-                self.stats.late_clicks.fetch_add(1, Ordering::Relaxed);
-                if self.config.late == LatePolicy::Correct {
-                    impression.clicked = true;
-                    self.stats.corrections.fetch_add(1, Ordering::Relaxed);
-                    emit(cap, impression.labeled(true));
-                }
+                (&[4], false)
+            };
+            if positive {
+                impression.clicked = true;
+                emit(cap, impression.labeled(true));
+            }
+            for &counter in counters {
+                self.count(counter);
             }
         }
     }

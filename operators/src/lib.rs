@@ -2,7 +2,10 @@
 //!
 //! Operators are verbs, each an extension trait or function in its own module:
 //!
-//! - [`ingest`] turns any pollable source into a timely stream whose epochs advance on a timer;
+//! - [`ingest_partitions`] turns a partitioned source into a timely stream in event-time epochs,
+//!   driven by per-partition watermarks;
+//! - [`checkpoint`] gathers every stateful operator's state, epoch by epoch, into consistent
+//!   checkpoints;
 //! - [`Decode`] splits raw records into Criteo events and dead letters;
 //! - [`ParseEvents`], [`FitFeatureMap`] and [`TransformRows`] parse events, fit a versioned
 //!   FeatureMap across all workers and transform events into sparse rows with it ([`Featurize`]
@@ -15,11 +18,12 @@
 //! - [`Deliver`] hands a stream's records to a sink (dead letters to Kafka, for example).
 #![warn(missing_docs)]
 
+pub mod checkpoint;
 pub mod decode;
 pub mod deliver;
 pub mod featurize;
-pub mod ingest;
 pub mod labels;
+pub mod source;
 pub mod train;
 
 pub use decode::{Decode, DecodeStats};
@@ -27,8 +31,10 @@ pub use deliver::{Deliver, RecordSink};
 pub use featurize::{
     Featurize, FeaturizeStats, Featurized, FitFeatureMap, ParseEvents, TransformRows,
 };
-pub use ingest::{ingest, PollSource, Polled};
 pub use labels::{JoinLabels, LabelJoinConfig, LabelJoinStats, LatePolicy};
+pub use source::{
+    ingest_partitions, EventTime, PartitionReader, PartitionStats, Polled, SourceStats,
+};
 pub use train::{
     PublishPolicy, QualitySummary, TrainOnline, TrainRows, TrainerConfig, TrainerStats,
     PROGRESSIVE_WINDOW,

@@ -19,6 +19,7 @@
 //! [`TrainOnline`] learns from hashed features of decoded events; [`TrainRows`] learns from the
 //! weighted rows of a fitted FeatureMap, carrying the weights across its versions.
 
+use crate::checkpoint::{self, Part};
 use crate::featurize::{stash_for, Replica, Step};
 use millrace_models::allreduce::{sum_deltas, DeltaChunk, Replicated};
 use millrace_models::fmap::FeatureUpdate;
@@ -26,6 +27,7 @@ use millrace_models::{
     AucAccumulator, CriteoEvent, CsrBatch, FeatureMap, FeatureSpec, Learner, LearnerParams,
     LogLoss, Registry, SparseRow, WindowedAuc,
 };
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -169,7 +171,7 @@ pub const PROGRESSIVE_WINDOW: usize = 100_000;
 
 /// Progressive validation: every prediction made before learning, scored cumulatively and over
 /// the last [`PROGRESSIVE_WINDOW`] events.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Quality {
     auc: AucAccumulator,
     window: WindowedAuc,
@@ -530,6 +532,22 @@ struct Worker<B, F> {
     stats: Arc<TrainerStats>,
     on_epoch: F,
     finished: bool,
+    /// The checkpoint part, and the last epoch the state is the result of.
+    part: Option<Part>,
+    lo: u64,
+    /// Rows this worker learned since the job began (its share of `stats.learned`).
+    learned_here: u64,
+    /// The replica's version while a walk has the replica out (for snapshots taken in it).
+    walking: Option<Arc<FeatureMap>>,
+}
+
+/// What a trainer checkpoints besides the learner's state (which follows as raw floats).
+#[derive(Serialize, Deserialize)]
+struct TrainState {
+    learned: u64,
+    learned_here: u64,
+    quality: Quality,
+    map: Option<FeatureMap>,
 }
 
 impl<B, F> Worker<B, F>
@@ -547,7 +565,41 @@ where
         let dimension = map
             .as_ref()
             .map_or(config.features.dimension(), FeatureMap::dimension);
-        let learner = Learner::new(&config.learner, dimension);
+        let mut learner = Learner::new(&config.learner, dimension);
+        let mut part = checkpoint::part(index, "train");
+        let lo = part
+            .as_ref()
+            .map_or(0, |p| p.resume_epoch().saturating_sub(1));
+        let mut map = map;
+        let (mut learned, mut learned_here, mut quality) = (0, 0, Quality::new());
+        if let Some((_, _, bytes)) = part.as_mut().and_then(Part::take_restored) {
+            match checkpoint::decode_with_floats::<TrainState>(&bytes) {
+                Ok((state, floats)) if floats.len() == dimension * learner.state_width() => {
+                    let width = learner.state_width();
+                    for (i, coordinate) in floats.chunks_exact(width).enumerate() {
+                        learner.write_state(i as u32, coordinate);
+                    }
+                    (learned, learned_here, quality) =
+                        (state.learned, state.learned_here, state.quality);
+                    if state.map.is_some() {
+                        map = state.map;
+                    }
+                    stats.learned.fetch_add(learned_here, Ordering::Relaxed);
+                    tracing::debug!(
+                        worker = index,
+                        learned,
+                        version = map.as_ref().map(|m| m.version),
+                        "trainer restored"
+                    );
+                }
+                Ok(_) => tracing::error!("the trainer's checkpoint part has another dimension than the learner; starting from scratch"),
+                Err(error) => tracing::error!(%error, "the trainer's checkpoint part is unreadable; starting from scratch"),
+            }
+        }
+        let mut publisher = (index == 0).then(|| Publisher::new(config, stats.clone()));
+        if let Some(publisher) = publisher.as_mut() {
+            publisher.restore(learned);
+        }
         Worker {
             index,
             peers,
@@ -558,13 +610,72 @@ where
             rounds: BTreeMap::new(),
             waiting: None,
             round_events: 0,
-            learned: 0,
-            quality: Quality::new(),
+            learned,
+            quality,
             reported_at: Instant::now(),
-            publisher: (index == 0).then(|| Publisher::new(config, stats.clone())),
+            publisher,
             stats,
             on_epoch,
             finished: false,
+            part,
+            lo,
+            learned_here,
+            walking: None,
+        }
+    }
+
+    /// The checkpoint state: everything but the learner's floats, which follow.
+    fn snapshot(&self) -> Vec<u8> {
+        let width = self.learner.state_width();
+        let mut floats = vec![0f32; self.learner.dimension() * width];
+        for (i, coordinate) in floats.chunks_exact_mut(width).enumerate() {
+            self.learner.read_state(i as u32, coordinate);
+        }
+        let state = TrainState {
+            learned: self.learned,
+            learned_here: self.learned_here,
+            quality: self.quality.clone(),
+            map: self
+                .replica
+                .as_ref()
+                .map(Replica::map)
+                .or(self.walking.as_ref())
+                .map(|m| m.as_ref().clone()),
+        };
+        checkpoint::encode_with_floats(&state, &floats)
+    }
+
+    /// Offers the state after every epoch up to `hi` (from the last one it has learned from).
+    fn covers(&mut self, hi: u64) {
+        if let Some(mut part) = self.part.take() {
+            part.covers(self.lo, hi, || self.snapshot());
+            self.part = Some(part);
+        }
+    }
+
+    /// Offers the state after the walk, when it is between epochs: nothing learned since the
+    /// last round, and every input settled up to the epoch before the first waiting one.
+    fn settle(&mut self, frontiers: &Frontiers<'_>) {
+        if self.part.is_none() || !self.between_rounds() {
+            return;
+        }
+        // A round's sums come at its epoch + 1.
+        let rounds_settled = match frontiers.rounds.iter().min() {
+            None => Some(checkpoint::FINAL),
+            Some(&t) => t.checked_sub(2),
+        };
+        let settled = checkpoint::settled_through(&[frontiers.rows, frontiers.updates])
+            .zip(rounds_settled)
+            .map(|(a, b)| a.min(b));
+        let waiting = self
+            .rows
+            .keys()
+            .copied()
+            .chain(self.rounds.keys().map(|t| t.saturating_sub(1)))
+            .chain(self.replica.iter().flat_map(|r| r.pending_times().copied()))
+            .min();
+        if let Some(hi) = settled.and_then(|s| checkpoint::before_waiting(s, waiting)) {
+            self.covers(hi);
         }
     }
 
@@ -582,6 +693,7 @@ where
                 replica.advance(times, (frontiers.rows, frontiers.updates), |step, map| {
                     self.step(step, Some(map), frontiers, send)
                 });
+                self.walking = None;
                 self.replica = Some(replica);
             }
             None => {
@@ -612,6 +724,7 @@ where
         if self.between_rounds() {
             self.maybe_publish(map.as_ref(), complete);
         }
+        self.settle(frontiers);
         if complete {
             self.finished = true;
             self.stats.record(self.index, &self.quality);
@@ -631,6 +744,7 @@ where
         frontiers: &Frontiers<'_>,
         send: &mut impl FnMut(&Capability<u64>, Vec<Deltas>),
     ) -> ControlFlow<()> {
+        self.walking = map.cloned();
         let (time, done) = match step {
             Step::Data { time, done } => (time, done),
             Step::Applied { transition, .. } => {
@@ -647,6 +761,13 @@ where
         // Every earlier round first: this epoch's rows meet the model of all earlier ones.
         if !self.apply_rounds(time, frontiers.rounds) {
             return ControlFlow::Break(());
+        }
+        if time > self.lo {
+            // The state is the one after every earlier epoch: a checkpoint may want it.
+            if time > 0 {
+                self.covers(time - 1);
+            }
+            self.lo = time;
         }
         self.learn(time, map);
         if !done {
@@ -719,6 +840,7 @@ where
         self.stats
             .learned
             .fetch_add(learned_here, Ordering::Relaxed);
+        self.learned_here += learned_here;
     }
 
     /// Ends epoch `time` once its round (if any) is applied; breaks until then.
@@ -748,16 +870,29 @@ where
     /// Applies the complete rounds that arrived by `through`, in order; whether every round by
     /// then is complete (always, with one worker).
     fn apply_rounds(&mut self, through: u64, frontier: AntichainRef<'_, u64>) -> bool {
-        let Some(sync) = self.sync.as_mut() else {
+        if self.sync.is_none() {
             return true;
-        };
+        }
         while let Some(entry) = self.rounds.first_entry() {
             let time = *entry.key();
             if time > through || frontier.less_equal(&time) {
                 break;
             }
+            let sums = entry.remove();
+            // The round of epoch `time - 1`: between epochs, the state before it is the one
+            // after every earlier epoch.
+            let epoch = time - 1;
+            if epoch > self.lo {
+                if self.between_rounds() && epoch > 0 {
+                    self.covers(epoch - 1);
+                }
+                self.lo = epoch;
+            }
+            let Some(sync) = self.sync.as_mut() else {
+                return true;
+            };
             let mut coordinates = 0;
-            for sum in entry.remove() {
+            for sum in sums {
                 sync.apply(&mut self.learner, &sum);
                 self.learned += sum.events;
                 coordinates += sum.len() as u64;
@@ -815,6 +950,25 @@ impl Publisher {
             published_at_events: 0,
             published_at: Instant::now(),
             failing: false,
+        }
+    }
+
+    /// Takes up the registry's newest version after a restart with `learned` events in the
+    /// model: the next publication is due by count from that version's events, so a model
+    /// ahead of the registry (the process died before publishing it) is published again.
+    fn restore(&mut self, learned: u64) {
+        match self.config.registry.latest_meta(&self.config.model) {
+            Ok(Some(meta)) => {
+                self.published_at_events = meta.trained_events.min(learned);
+                self.stats
+                    .model_version
+                    .store(meta.version, Ordering::Relaxed);
+                self.stats
+                    .published_events
+                    .store(self.published_at_events, Ordering::Relaxed);
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, "the registry's newest version cannot be read"),
         }
     }
 

@@ -6,8 +6,8 @@ use millrace_models::{
     FtrlParams, Learner, LearnerParams, RawRecord, Registry,
 };
 use millrace_operators::{
-    ingest, Decode, DecodeStats, Deliver, PollSource, Polled, PublishPolicy, RecordSink,
-    TrainOnline, TrainerConfig, TrainerStats,
+    ingest_partitions, Decode, DecodeStats, Deliver, EventTime, PartitionReader, Polled,
+    PublishPolicy, RecordSink, SourceStats, TrainOnline, TrainerConfig, TrainerStats,
 };
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -30,7 +30,9 @@ fn records(n: usize) -> Vec<RawRecord> {
                 partition: (i % 4) as i32,
                 offset: (i / 4) as i64,
                 payload,
-                timestamp_ms: None,
+                // One record of each partition per millisecond: with epochs of 1 ms, every
+                // epoch hands on its records in the order of this list.
+                timestamp_ms: Some((i / 4) as u64),
             }
         })
         .collect()
@@ -38,10 +40,21 @@ fn records(n: usize) -> Vec<RawRecord> {
 
 /// Hands out one worker's share of the records (by partition), a few at a time.
 struct Share {
+    partitions: Vec<i32>,
     records: std::vec::IntoIter<RawRecord>,
 }
 
-impl PollSource<RawRecord> for Share {
+impl PartitionReader for Share {
+    fn partitions(&self) -> Vec<i32> {
+        self.partitions.clone()
+    }
+
+    fn seek(&mut self, _: &[(i32, i64)]) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn commit(&mut self, _: &[(i32, i64)]) {}
+
     fn poll(&mut self, out: &mut Vec<RawRecord>, max: usize) -> Polled {
         let before = out.len();
         out.extend(self.records.by_ref().take(max.min(100)));
@@ -98,11 +111,21 @@ fn run_dataflow(
             .collect();
         let (config, t, d, dl) = (config.clone(), t.clone(), d.clone(), dl.clone());
         worker.dataflow::<u64, _, _>(move |scope| {
+            let mut partitions: Vec<i32> = mine.iter().map(|r| r.partition).collect();
+            partitions.sort_unstable();
+            partitions.dedup();
             let share = Share {
+                partitions,
                 records: mine.into_iter(),
             };
-            let (events, dead) =
-                ingest(scope, "Share", share, Duration::from_millis(1)).decode_criteo(d);
+            // No partition goes idle: the frontier follows every partition's event time.
+            let time = EventTime {
+                epoch_ms: 1,
+                idle: Duration::from_secs(3600),
+            };
+            let stats = Arc::new(SourceStats::new(0));
+            let records = ingest_partitions(scope, "Share", share, time, None, stats, || false);
+            let (events, dead) = records.decode_criteo(d);
             dead.deliver("Collect", Collect(dl));
             events.train_online(config, t, |_, _| {});
         });

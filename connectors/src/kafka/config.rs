@@ -14,8 +14,8 @@ pub struct KafkaSourceConfig {
     pub bootstrap_servers: String,
     /// The topic to read.
     pub topic: String,
-    /// The consumer group the job's clients identify as (offsets are not committed yet: a job
-    /// reads its partitions from the beginning until checkpoints exist).
+    /// The consumer group the job's clients identify as; each checkpoint's positions are
+    /// committed to it (the job resumes from its checkpoints, not from the group).
     #[serde(default = "default_group")]
     pub group_id: String,
     /// The topic that receives records that fail to decode.
@@ -23,6 +23,18 @@ pub struct KafkaSourceConfig {
     /// Partitions to create the topics with when the job creates them (embedded broker, demo).
     #[serde(default = "default_partitions")]
     pub partitions: i32,
+    /// Milliseconds a partition may show no record before it stops holding back the event-time
+    /// frontier.
+    #[serde(default = "default_idle_ms")]
+    pub idle_ms: u64,
+    /// End the job once this many records have been read (counted across restarts): a bounded
+    /// replay. Unset, the job runs until it is stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_after_records: Option<u64>,
+}
+
+fn default_idle_ms() -> u64 {
+    1000
 }
 
 fn default_group() -> String {
@@ -46,6 +58,9 @@ impl KafkaSourceConfig {
             if value.trim().is_empty() {
                 problems.push(format!("`{key}` must not be empty"));
             }
+        }
+        if self.idle_ms == 0 {
+            problems.push("`idle_ms` must be > 0 (got 0)".to_owned());
         }
         if self.partitions < 1 {
             problems.push(format!(

@@ -15,4 +15,4 @@ pub use config::{client_config, KafkaSourceConfig, EMBEDDED};
 pub use embedded::EmbeddedBroker;
 pub use producer::{LineProducer, RateLimit, MIN_RATE};
 pub use sink::DeadLetterSink;
-pub use source::{KafkaReader, SourcePositions};
+pub use source::KafkaReader;

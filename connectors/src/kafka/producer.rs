@@ -92,10 +92,23 @@ impl LineProducer {
     ///
     /// When the producer refuses the record, or its queue stays full for 30 s.
     pub fn send(&mut self, line: &[u8]) -> Result<()> {
+        self.send_at(line, None)
+    }
+
+    /// Queues one line with `timestamp_ms` (milliseconds since the Unix epoch) as its create
+    /// time, the event time the job reads; `None` lets the client stamp it with the clock.
+    ///
+    /// # Errors
+    ///
+    /// As [`LineProducer::send`].
+    pub fn send_at(&mut self, line: &[u8], timestamp_ms: Option<i64>) -> Result<()> {
         let partition = (self.sent % self.partitions as u64) as i32;
         let mut record = BaseRecord::<(), [u8]>::to(&self.topic)
             .payload(line)
             .partition(partition);
+        if let Some(timestamp) = timestamp_ms {
+            record = record.timestamp(timestamp);
+        }
         let started = Instant::now();
         loop {
             if started.elapsed() > SEND_BLOCK_LIMIT {

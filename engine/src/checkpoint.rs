@@ -1,0 +1,248 @@
+//! Checkpoints in RocksDB: every part of a complete checkpoint in one write batch, the last `keep`
+//! kept, and the newest one that reads back whole restored on start-up.
+//!
+//! Keys, in the job's `state_dir`:
+//!
+//! - `c/{epoch:016x}/meta`: the checkpoint's epoch, resume epoch and its parts' lengths and
+//!   xxh3 checksums, as JSON;
+//! - `c/{epoch:016x}/p/{worker:04}/{name}`: a part's bytes.
+//!
+//! A checkpoint whose meta or parts are missing, or whose bytes do not match their checksums,
+//! is skipped on restore with an error in the log and in [`Restored::skipped`]: the job falls
+//! back to the previous one, loudly.
+
+use crate::error::{Error, Result};
+use millrace_operators::checkpoint::{Checkpoint, PartState, Persist};
+use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use xxhash_rust::xxh3::xxh3_64;
+
+/// A job's checkpoint store.
+#[derive(Clone)]
+pub struct CheckpointStore {
+    db: Arc<DB>,
+    dir: PathBuf,
+    keep: usize,
+}
+
+impl std::fmt::Debug for CheckpointStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckpointStore")
+            .field("dir", &self.dir)
+            .field("keep", &self.keep)
+            .finish()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Meta {
+    epoch: u64,
+    resume_epoch: u64,
+    parts: Vec<PartMeta>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PartMeta {
+    worker: usize,
+    name: String,
+    lo: u64,
+    len: usize,
+    xxh3: u64,
+}
+
+/// What start-up found in the store.
+#[derive(Debug, Default)]
+pub struct Restored {
+    /// The newest checkpoint that read back whole, if any.
+    pub checkpoint: Option<Checkpoint>,
+    /// Newer checkpoints that did not, with the reason.
+    pub skipped: Vec<(u64, String)>,
+}
+
+const PREFIX: &str = "c/";
+
+fn meta_key(epoch: u64) -> String {
+    format!("{PREFIX}{epoch:016x}/meta")
+}
+
+fn part_key(epoch: u64, worker: usize, name: &str) -> String {
+    format!("{PREFIX}{epoch:016x}/p/{worker:04}/{name}")
+}
+
+fn epoch_prefix(epoch: u64) -> String {
+    format!("{PREFIX}{epoch:016x}/")
+}
+
+impl CheckpointStore {
+    /// Opens (or creates) the store in `dir`, keeping the newest `keep` checkpoints.
+    ///
+    /// # Errors
+    ///
+    /// When RocksDB cannot open the directory.
+    pub fn open(dir: &Path, keep: usize) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        let db = DB::open(&options, dir).map_err(|e| {
+            Error::Checkpoint(format!(
+                "cannot open the state directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        Ok(CheckpointStore {
+            db: Arc::new(db),
+            dir: dir.to_owned(),
+            keep: keep.max(1),
+        })
+    }
+
+    /// The epochs of the checkpoints in the store, oldest first (whole or not).
+    pub fn epochs(&self) -> Vec<u64> {
+        let mut epochs = Vec::new();
+        for item in self
+            .db
+            .iterator(IteratorMode::From(PREFIX.as_bytes(), Direction::Forward))
+        {
+            let Ok((key, _)) = item else { break };
+            let Some(rest) = key.strip_prefix(PREFIX.as_bytes()) else {
+                break;
+            };
+            if rest.ends_with(b"/meta") {
+                if let Some(epoch) = std::str::from_utf8(&rest[..16])
+                    .ok()
+                    .and_then(|h| u64::from_str_radix(h, 16).ok())
+                {
+                    epochs.push(epoch);
+                }
+            }
+        }
+        epochs
+    }
+
+    /// The newest checkpoint that reads back whole and has every part of `parts` for every
+    /// worker of `workers`; newer ones that do not are skipped and reported.
+    pub fn restore(&self, workers: &[usize], parts: &[&str]) -> Restored {
+        let mut restored = Restored::default();
+        for epoch in self.epochs().into_iter().rev() {
+            match self.read(epoch, workers, parts) {
+                Ok(checkpoint) => {
+                    restored.checkpoint = Some(checkpoint);
+                    break;
+                }
+                Err(reason) => {
+                    tracing::error!(
+                        epoch,
+                        %reason,
+                        "a checkpoint cannot be restored; falling back to the one before it"
+                    );
+                    restored.skipped.push((epoch, reason));
+                }
+            }
+        }
+        restored
+    }
+
+    fn read(
+        &self,
+        epoch: u64,
+        workers: &[usize],
+        parts: &[&str],
+    ) -> std::result::Result<Checkpoint, String> {
+        let meta = self
+            .db
+            .get(meta_key(epoch))
+            .map_err(|e| e.to_string())?
+            .ok_or("no meta record")?;
+        let meta: Meta =
+            serde_json::from_slice(&meta).map_err(|e| format!("unreadable meta record: {e}"))?;
+        let mut states = Vec::new();
+        for &worker in workers {
+            for &name in parts {
+                let part = meta
+                    .parts
+                    .iter()
+                    .find(|p| p.worker == worker && p.name == name)
+                    .ok_or_else(|| {
+                        format!("no part {name} of worker {worker} (was the job changed?)")
+                    })?;
+                let bytes = self
+                    .db
+                    .get(part_key(epoch, worker, name))
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("part {name} of worker {worker} is missing"))?;
+                if bytes.len() != part.len || xxh3_64(&bytes) != part.xxh3 {
+                    return Err(format!(
+                        "part {name} of worker {worker} does not match its checksum"
+                    ));
+                }
+                states.push(PartState {
+                    worker,
+                    name: name.to_owned(),
+                    lo: part.lo,
+                    bytes,
+                });
+            }
+        }
+        if meta.parts.len() != states.len() {
+            return Err(format!(
+                "it has {} parts where this job has {} (was the job changed?)",
+                meta.parts.len(),
+                states.len()
+            ));
+        }
+        Ok(Checkpoint {
+            epoch: meta.epoch,
+            resume_epoch: meta.resume_epoch,
+            parts: states,
+        })
+    }
+
+    /// The path of the store.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Persist for CheckpointStore {
+    fn persist(&mut self, checkpoint: &Checkpoint) -> std::result::Result<(), String> {
+        let epoch = checkpoint.epoch;
+        let mut batch = WriteBatch::default();
+        let mut parts = Vec::with_capacity(checkpoint.parts.len());
+        for part in &checkpoint.parts {
+            batch.put(part_key(epoch, part.worker, &part.name), &part.bytes);
+            parts.push(PartMeta {
+                worker: part.worker,
+                name: part.name.clone(),
+                lo: part.lo,
+                len: part.bytes.len(),
+                xxh3: xxh3_64(&part.bytes),
+            });
+        }
+        let meta = Meta {
+            epoch,
+            resume_epoch: checkpoint.resume_epoch,
+            parts,
+        };
+        let meta = serde_json::to_vec(&meta).map_err(|e| e.to_string())?;
+        batch.put(meta_key(epoch), meta);
+        // Older checkpoints beyond the newest `keep` (this one included) go in the same batch.
+        let mut epochs = self.epochs();
+        epochs.retain(|&e| e < epoch);
+        let drop = (epochs.len() + 1).saturating_sub(self.keep);
+        for &old in &epochs[..drop] {
+            let from = epoch_prefix(old);
+            let to = epoch_prefix(old + 1);
+            batch.delete_range(from.as_bytes(), to.as_bytes());
+        }
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db
+            .write_opt(batch, &options)
+            .map_err(|e| format!("RocksDB write: {e}"))
+    }
+}

@@ -1,0 +1,242 @@
+//! Exactly-once across crashes, against the real test broker (`make test` starts tansu and sets
+//! `MILLRACE_TEST_BROKER`).
+//!
+//! 200k generated Criteo events (with a malformed line every 997) are produced once, with event
+//! times 1 ms apart. The `millrace` binary runs a job over them with a FeatureMap and FTRL on 2
+//! workers, checkpointing to RocksDB, and stops itself after the last record. One run goes
+//! through uninterrupted; another is killed with SIGKILL at 10 random points and restarted each
+//! time. At the end both have the same counters, the same FeatureMap (vocabularies, counts,
+//! boundaries: `==`, to the bit) and the same model weights.
+//!
+//! The weights' tolerance is zero, and that is by design, not luck: a record's epoch depends only
+//! on its own partition's records before it, each epoch is handed on in (partition, offset)
+//! order, and every exchange merges in worker order, so a run that resumes from a checkpoint
+//! learns every row in the same epoch, on the same worker, in the same order as the run that
+//! never stopped. What could break it is a partition going idle in one run and not the other (a
+//! record arriving behind the frontier joins the frontier's epoch); `idle_ms` is set far above
+//! any pause of a healthy broker here.
+//!
+//! Last, the newest checkpoint is corrupted: start-up skips it (loudly), restores the one before
+//! it, replays from there and ends with the same counters and model again.
+
+use millrace_connectors::kafka::{create_topics, LineProducer};
+use millrace_engine::checkpoint::CheckpointStore;
+use millrace_engine::spec::{CheckpointSpec, JobSpec, LearnerSpec, ProgressSpec, PublishSpec};
+use millrace_engine::KafkaSourceConfig;
+use millrace_models::synth::CriteoGenerator;
+use millrace_models::{FeatureMapSpec, FeatureSpec, FtrlParams, ModelArtifact, Registry};
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const EVENTS: u64 = 200_000;
+const KILLS: usize = 10;
+
+fn broker() -> String {
+    std::env::var("MILLRACE_TEST_BROKER").expect(
+        "MILLRACE_TEST_BROKER is unset: run the tests with `make test`, which starts the broker",
+    )
+}
+
+fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{name}-{}-{nanos}", std::process::id())
+}
+
+/// Produces the stream once: generated events, a malformed line every 997, 1 ms apart.
+fn produce(topic: &str) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime
+        .block_on(create_topics(
+            &broker(),
+            &[topic, &format!("{topic}-dead")],
+            4,
+        ))
+        .unwrap();
+    let mut producer = LineProducer::new(&broker(), topic, 4).unwrap();
+    let mut events = CriteoGenerator::new(11);
+    let start_ms = 1_700_000_000_000i64;
+    for i in 0..EVENTS {
+        let line = if i % 997 == 0 {
+            format!("not an event {i}")
+        } else {
+            events.next_event().to_tsv()
+        };
+        producer
+            .send_at(line.as_bytes(), Some(start_ms + i as i64))
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(120)).unwrap();
+}
+
+fn job_file(dir: &Path, topic: &str, group: &str) -> std::path::PathBuf {
+    let spec = JobSpec::builder("crash")
+        .kafka_source(KafkaSourceConfig {
+            bootstrap_servers: broker(),
+            topic: topic.to_owned(),
+            group_id: group.to_owned(),
+            dead_letter_topic: format!("{topic}-dead"),
+            partitions: 4,
+            idle_ms: 5000,
+            stop_after_records: Some(EVENTS),
+        })
+        .features(FeatureSpec::Map(FeatureMapSpec::criteo_default()))
+        .learner(LearnerSpec::Ftrl(FtrlParams::default()))
+        .publish(PublishSpec {
+            registry: dir.join("registry"),
+            every_events: 50_000,
+            every_seconds: 3600,
+        })
+        .progress(ProgressSpec {
+            epoch_ms: 100,
+            interval_ms: 0,
+        })
+        .checkpoint(CheckpointSpec {
+            state_dir: dir.join("state"),
+            interval_ms: 100,
+            keep: 3,
+        })
+        .build()
+        .unwrap();
+    let path = dir.join("job.toml");
+    std::fs::write(&path, spec.to_toml()).unwrap();
+    path
+}
+
+fn start(job: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_millrace"))
+        .args(["run", "--workers", "2"])
+        .arg(job)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for a run to end by itself; its report.
+fn finish(child: Child) -> Value {
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "the job failed: {:?}",
+        output.status
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let line = stdout.lines().last().expect("the job printed no report");
+    serde_json::from_str(line).unwrap()
+}
+
+fn final_model(dir: &Path) -> ModelArtifact {
+    Registry::open(dir.join("registry"))
+        .unwrap()
+        .load_latest("crash")
+        .unwrap()
+}
+
+#[test]
+fn sigkill_at_10_random_points_changes_nothing() {
+    let topic = unique("crash");
+    produce(&topic);
+
+    // The uninterrupted run.
+    let clean = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let clean_report = finish(start(&job_file(clean.path(), &topic, &unique("g"))));
+    let clean_seconds = started.elapsed().as_secs_f64();
+    assert_eq!(clean_report["source_records"], EVENTS);
+    assert_eq!(clean_report["restored_epoch"], Value::Null);
+    let clean_model = final_model(clean.path());
+
+    // The run killed 10 times: at random points of a run as long as the clean one took.
+    let crashed = tempfile::tempdir().unwrap();
+    let job = job_file(crashed.path(), &topic, &unique("g"));
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
+    let mut restored_epochs = Vec::new();
+    for kill in 0..KILLS {
+        let mut child = start(&job);
+        let delay = rng.random_range(0.3..(clean_seconds / 3.0).max(0.6));
+        std::thread::sleep(Duration::from_secs_f64(delay));
+        if child.try_wait().unwrap().is_some() {
+            // It finished before the kill: nothing to kill at this point.
+            eprintln!("kill {kill}: the run had already finished");
+            continue;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let store = CheckpointStore::open(&crashed.path().join("state"), 3).unwrap();
+        restored_epochs.push(store.epochs().last().copied());
+    }
+    let report = finish(start(&job));
+    eprintln!(
+        "clean run {clean_seconds:.1} s; newest checkpoint after each kill: {restored_epochs:?}"
+    );
+    assert!(
+        restored_epochs.iter().filter(|e| e.is_some()).count() >= 3,
+        "too few kills came after a checkpoint to test anything: {restored_epochs:?}"
+    );
+
+    for counter in ["source_records", "decoded", "dead_letters", "learned"] {
+        assert_eq!(report[counter], clean_report[counter], "{counter}");
+    }
+    assert_eq!(report["dead_letters"], EVENTS.div_ceil(997));
+    let model = final_model(crashed.path());
+    assert_eq!(model.meta.trained_events, clean_model.meta.trained_events);
+    assert!(
+        model.feature_map == clean_model.feature_map,
+        "the FeatureMaps differ"
+    );
+    let differing = model
+        .weights
+        .iter()
+        .zip(&clean_model.weights)
+        .filter(|(a, b)| a.to_bits() != b.to_bits())
+        .count();
+    assert_eq!(differing, 0, "weights that differ from the clean run's");
+    assert_eq!(model.weights.len(), clean_model.weights.len());
+
+    // A corrupt newest checkpoint: start-up falls back to the one before it.
+    let state = crashed.path().join("state");
+    let epochs = {
+        let store = CheckpointStore::open(&state, 3).unwrap();
+        store.epochs()
+    };
+    assert!(epochs.len() >= 2, "checkpoints kept: {epochs:?}");
+    let newest = *epochs.last().unwrap();
+    {
+        let db = rocksdb::DB::open_default(&state).unwrap();
+        let key = format!("c/{newest:016x}/p/0000/train");
+        let mut bytes = db.get(&key).unwrap().unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        db.put(&key, bytes).unwrap();
+    }
+    let store = CheckpointStore::open(&state, 3).unwrap();
+    let restored = store.restore(&[0, 1], &["source", "parse", "fit", "transform", "train"]);
+    assert_eq!(restored.skipped.len(), 1);
+    assert_eq!(restored.skipped[0].0, newest);
+    let previous = epochs[epochs.len() - 2];
+    assert_eq!(restored.checkpoint.map(|c| c.epoch), Some(previous));
+    drop(store);
+    // The job itself restores the one before and replays from there to the same end.
+    let report = finish(start(&job));
+    assert_eq!(report["restored_epoch"], previous);
+    for counter in ["source_records", "decoded", "dead_letters", "learned"] {
+        assert_eq!(
+            report[counter], clean_report[counter],
+            "{counter} after the fallback"
+        );
+    }
+    let model = final_model(crashed.path());
+    assert!(model.feature_map == clean_model.feature_map);
+    assert!(model
+        .weights
+        .iter()
+        .zip(&clean_model.weights)
+        .all(|(a, b)| a.to_bits() == b.to_bits()));
+}

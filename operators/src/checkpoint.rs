@@ -1,0 +1,652 @@
+//! Consistent checkpoints of a dataflow's state, epoch by epoch.
+//!
+//! Every stateful operator of a worker is a *part* of the checkpoint. A part's state is the
+//! result of processing its input epoch by epoch, so at any moment it is "the state after
+//! epoch `c`" for every `c` from the last epoch it processed data of (`lo`) up to the epoch
+//! before its input frontier (`hi`): nothing in between changed it. A part tells its
+//! [`Part`] handle that range each time it has processed what its frontier allows; when the
+//! range reaches a checkpoint epoch the part serializes its state and offers it, valid for the
+//! whole range. A checkpoint of epoch `c` is complete when every part of every worker of the
+//! process has offered a state valid for `c`; the [`Collector`] then hands all of them to its
+//! [`Persist`] at once (one RocksDB write batch in the engine).
+//!
+//! Which epochs are checkpoints is decided once per process, by the first part that reaches
+//! them: every part's ranges together cover every epoch it passes, so each part offers for
+//! every decided epoch, whether its frontier crossed it one epoch at a time or in one jump.
+//! The decision keeps at least `min_interval` of processing time between checkpoints; the end
+//! of the input (an empty frontier) is always one, [`FINAL`].
+//!
+//! On restart, each part reads back its own state ([`Part::take_restored`]) and the epoch it
+//! is valid for, and goes on from the epoch after it.
+//!
+//! Operators find their part through the collector installed on their worker's thread
+//! ([`Collector::install`], then [`part`]) while the dataflow is built, the way `tracing` finds
+//! its subscriber: a dataflow built without one is not checkpointed, and the operators' own
+//! signatures stay as they are.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use timely::progress::frontier::AntichainRef;
+
+/// The epoch of the checkpoint taken when the input is complete.
+pub const FINAL: u64 = u64::MAX - 1;
+
+/// One part's state in a checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartState {
+    /// The worker the part belongs to.
+    pub worker: usize,
+    /// The part's name, the same on every worker.
+    pub name: String,
+    /// The last epoch the part processed data of.
+    pub lo: u64,
+    /// The serialized state.
+    pub bytes: Vec<u8>,
+}
+
+/// A complete checkpoint: every part of every worker of the process, valid for one epoch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The epoch the state is the result of (everything up to and including it), or [`FINAL`].
+    pub epoch: u64,
+    /// The first epoch the restored job goes on with: `epoch + 1`, or after a [`FINAL`]
+    /// checkpoint the epoch after the last one any part processed.
+    pub resume_epoch: u64,
+    /// The parts, by worker and name.
+    pub parts: Vec<PartState>,
+}
+
+impl Checkpoint {
+    /// The state of part `name` of `worker`.
+    pub fn part(&self, worker: usize, name: &str) -> Option<&PartState> {
+        self.parts
+            .iter()
+            .find(|p| p.worker == worker && p.name == name)
+    }
+}
+
+/// Where complete checkpoints go.
+pub trait Persist: Send {
+    /// Stores `checkpoint` durably, all parts at once.
+    ///
+    /// # Errors
+    ///
+    /// A message saying why it could not be stored; the collector logs it, counts it, and
+    /// goes on (the next checkpoint may succeed).
+    fn persist(&mut self, checkpoint: &Checkpoint) -> Result<(), String>;
+}
+
+/// Figures of the checkpoints, for the metrics endpoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CheckpointFigures {
+    /// Checkpoints written.
+    pub written: u64,
+    /// Checkpoints that could not be written.
+    pub failed: u64,
+    /// The epoch of the newest written checkpoint.
+    pub last_epoch: Option<u64>,
+    /// Bytes of the newest written checkpoint's parts.
+    pub last_bytes: u64,
+    /// Seconds the newest write took.
+    pub last_seconds: f64,
+}
+
+struct Offer {
+    lo: u64,
+    hi: u64,
+    bytes: Arc<Vec<u8>>,
+}
+
+struct State {
+    persist: Box<dyn Persist>,
+    /// Checkpoint epochs decided so far, and the last epoch decided on.
+    chosen: BTreeSet<u64>,
+    decided_through: Option<u64>,
+    last_chosen_at: Option<Instant>,
+    offers: BTreeMap<(usize, String), Vec<Offer>>,
+    /// The last epoch each part's state covers, as it last said.
+    settled: BTreeMap<(usize, String), u64>,
+    figures: CheckpointFigures,
+}
+
+/// Gathers the parts' offers of one process and persists each complete checkpoint.
+#[derive(Clone)]
+pub struct Collector {
+    workers: Vec<usize>,
+    parts: Vec<String>,
+    min_interval: Duration,
+    restored: Option<Arc<Checkpoint>>,
+    state: Arc<Mutex<State>>,
+}
+
+impl fmt::Debug for Collector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Collector")
+            .field("workers", &self.workers)
+            .field("parts", &self.parts)
+            .field("min_interval", &self.min_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Collector {
+    /// A collector for the parts named `parts` on each of `workers` (this process's worker
+    /// indexes), persisting to `persist` at most once per `min_interval`, restoring from
+    /// `restored`.
+    pub fn new(
+        workers: Vec<usize>,
+        parts: &[&str],
+        min_interval: Duration,
+        persist: Box<dyn Persist>,
+        restored: Option<Checkpoint>,
+    ) -> Self {
+        Collector {
+            workers,
+            parts: parts.iter().map(|p| (*p).to_owned()).collect(),
+            min_interval,
+            restored: restored.map(Arc::new),
+            state: Arc::new(Mutex::new(State {
+                persist,
+                chosen: BTreeSet::new(),
+                decided_through: None,
+                last_chosen_at: None,
+                offers: BTreeMap::new(),
+                settled: BTreeMap::new(),
+                figures: CheckpointFigures::default(),
+            })),
+        }
+    }
+
+    /// The handle of part `name` on `worker`.
+    ///
+    /// # Panics
+    ///
+    /// When `name` is not one of the collector's parts: the dataflow and the collector were
+    /// built from different lists, a bug of the caller.
+    pub fn part(&self, worker: usize, name: &str) -> Part {
+        assert!(
+            self.parts.iter().any(|p| p == name),
+            "checkpoint part {name} was not declared"
+        );
+        let restored = self.restored.as_ref().and_then(|checkpoint| {
+            checkpoint
+                .part(worker, name)
+                .map(|p| (checkpoint.epoch, checkpoint.resume_epoch, p.bytes.clone()))
+        });
+        Part {
+            collector: self.clone(),
+            worker,
+            name: name.to_owned(),
+            offered_through: restored.as_ref().map(|(_, resume, _)| resume - 1),
+            restored,
+        }
+    }
+
+    /// The epoch the job resumes with: 0 for a fresh start.
+    pub fn resume_epoch(&self) -> u64 {
+        self.restored.as_ref().map_or(0, |c| c.resume_epoch)
+    }
+
+    /// The epoch of the restored checkpoint, if the job restored one.
+    pub fn restored_epoch(&self) -> Option<u64> {
+        self.restored.as_ref().map(|c| c.epoch)
+    }
+
+    /// The figures so far.
+    pub fn figures(&self) -> CheckpointFigures {
+        self.lock().figures
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The least epoch every part of every worker has settled, once all have said.
+    pub fn slowest(&self) -> Option<u64> {
+        let state = self.lock();
+        if state.settled.len() < self.workers.len() * self.parts.len() {
+            return None;
+        }
+        state.settled.values().min().copied()
+    }
+
+    fn settle(&self, worker: usize, name: &str, hi: u64) {
+        let mut state = self.lock();
+        let settled = state.settled.entry((worker, name.to_owned())).or_insert(hi);
+        *settled = (*settled).max(hi);
+    }
+
+    /// Decides every epoch up to `hi` and returns whether one in `from..=hi` is a checkpoint.
+    fn wanted(&self, from: u64, hi: u64) -> bool {
+        let mut state = self.lock();
+        if state.decided_through.is_none_or(|d| d < hi) {
+            let due = hi == FINAL
+                || state
+                    .last_chosen_at
+                    .is_none_or(|at| at.elapsed() >= self.min_interval);
+            if due {
+                state.chosen.insert(hi);
+                state.last_chosen_at = Some(Instant::now());
+            }
+            state.decided_through = Some(hi);
+        }
+        state.chosen.range(from..=hi).next().is_some()
+    }
+
+    fn offer(&self, worker: usize, name: &str, lo: u64, hi: u64, bytes: Vec<u8>) {
+        let mut state = self.lock();
+        state
+            .offers
+            .entry((worker, name.to_owned()))
+            .or_default()
+            .push(Offer {
+                lo,
+                hi,
+                bytes: Arc::new(bytes),
+            });
+        // The newest chosen epoch every part covers.
+        let complete = state.chosen.iter().rev().copied().find(|&epoch| {
+            self.workers.iter().all(|&w| {
+                self.parts.iter().all(|p| {
+                    state
+                        .offers
+                        .get(&(w, p.clone()))
+                        .is_some_and(|offers| offers.iter().any(|o| o.lo <= epoch && epoch <= o.hi))
+                })
+            })
+        });
+        let Some(epoch) = complete else {
+            return;
+        };
+        let mut parts = Vec::new();
+        for &w in &self.workers {
+            for p in &self.parts {
+                if let Some(offer) = state
+                    .offers
+                    .get(&(w, p.clone()))
+                    .and_then(|offers| offers.iter().find(|o| o.lo <= epoch && epoch <= o.hi))
+                {
+                    parts.push(PartState {
+                        worker: w,
+                        name: p.clone(),
+                        lo: offer.lo,
+                        bytes: offer.bytes.as_ref().clone(),
+                    });
+                }
+            }
+        }
+        let resume_epoch = if epoch == FINAL {
+            parts
+                .iter()
+                .map(|p| p.lo)
+                .max()
+                .unwrap_or(0)
+                .saturating_add(1)
+        } else {
+            epoch + 1
+        };
+        let checkpoint = Checkpoint {
+            epoch,
+            resume_epoch,
+            parts,
+        };
+        // What this checkpoint makes obsolete: earlier epochs, and offers that end before it.
+        state.chosen.retain(|&c| c > epoch);
+        for offers in state.offers.values_mut() {
+            offers.retain(|o| o.hi > epoch || (o.lo <= epoch && epoch <= o.hi));
+        }
+        let started = Instant::now();
+        let bytes: usize = checkpoint.parts.iter().map(|p| p.bytes.len()).sum();
+        match state.persist.persist(&checkpoint) {
+            Ok(()) => {
+                let figures = &mut state.figures;
+                figures.written += 1;
+                figures.last_epoch = Some(epoch);
+                figures.last_bytes = bytes as u64;
+                figures.last_seconds = started.elapsed().as_secs_f64();
+                tracing::debug!(epoch, bytes, "checkpoint written");
+            }
+            Err(error) => {
+                state.figures.failed += 1;
+                tracing::error!(epoch, %error, "a checkpoint could not be written; the next one is tried at its epoch");
+            }
+        }
+    }
+}
+
+thread_local! {
+    static INSTALLED: RefCell<Option<Collector>> = const { RefCell::new(None) };
+}
+
+/// The collector installed on this thread, until the guard is dropped.
+#[derive(Debug)]
+pub struct Installed(());
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        INSTALLED.with(|c| c.borrow_mut().take());
+    }
+}
+
+impl Collector {
+    /// Makes this the collector that operators built on this thread take their parts from,
+    /// until the returned guard is dropped.
+    pub fn install(&self) -> Installed {
+        INSTALLED.with(|c| *c.borrow_mut() = Some(self.clone()));
+        Installed(())
+    }
+}
+
+/// The part `name` of `worker` from the collector installed on this thread, if any.
+pub fn part(worker: usize, name: &str) -> Option<Part> {
+    INSTALLED.with(|c| c.borrow().as_ref().map(|c| c.part(worker, name)))
+}
+
+/// One part's handle: what it restores from, and where it offers its state.
+pub struct Part {
+    collector: Collector,
+    worker: usize,
+    name: String,
+    offered_through: Option<u64>,
+    restored: Option<(u64, u64, Vec<u8>)>,
+}
+
+impl fmt::Debug for Part {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Part")
+            .field("worker", &self.worker)
+            .field("name", &self.name)
+            .field("offered_through", &self.offered_through)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Part {
+    /// The restored state: the checkpoint's epoch, the epoch to resume with, and the bytes
+    /// this part offered; `None` on a fresh start. Taken once.
+    pub fn take_restored(&mut self) -> Option<(u64, u64, Vec<u8>)> {
+        self.restored.take()
+    }
+
+    /// The epoch to resume with (0 on a fresh start).
+    pub fn resume_epoch(&self) -> u64 {
+        self.collector.resume_epoch()
+    }
+
+    /// The least epoch every part has settled (see [`Collector::slowest`]): how far a source
+    /// may run ahead of the slowest operator.
+    pub fn slowest(&self) -> Option<u64> {
+        self.collector.slowest()
+    }
+
+    /// The newest checkpoint epoch written, for parts that act on it (committing offsets).
+    pub fn written_through(&self) -> Option<u64> {
+        self.collector.figures().last_epoch
+    }
+
+    /// Says that the part's state is the state after every epoch in `lo..=hi`; calls
+    /// `snapshot` and offers its bytes when that range reaches a checkpoint epoch not offered
+    /// for yet.
+    pub fn covers(&mut self, lo: u64, hi: u64, snapshot: impl FnOnce() -> Vec<u8>) {
+        if hi < lo || self.offered_through.is_some_and(|o| o >= hi) {
+            return;
+        }
+        self.collector.settle(self.worker, &self.name, hi);
+        tracing::trace!(worker = self.worker, part = %self.name, lo, hi, "covers");
+        let from = self.offered_through.map_or(lo, |o| lo.max(o + 1));
+        if self.collector.wanted(from, hi) {
+            self.collector
+                .offer(self.worker, &self.name, lo, hi, snapshot());
+        }
+        self.offered_through = Some(hi);
+    }
+}
+
+/// The last epoch every input is past, given their frontiers: the epoch before the least
+/// frontier element, [`FINAL`] when every frontier is empty, `None` before epoch 0 is done.
+pub fn settled_through(frontiers: &[AntichainRef<'_, u64>]) -> Option<u64> {
+    let least = frontiers
+        .iter()
+        .filter_map(|f| f.iter().min().copied())
+        .min();
+    match least {
+        None => Some(FINAL),
+        Some(0) => None,
+        Some(t) => Some(t - 1),
+    }
+}
+
+/// The last epoch a part's state covers, given the epoch its frontiers settled and the first
+/// epoch it holds unprocessed input of: `None` when that is not after epoch 0.
+pub(crate) fn before_waiting(settled: u64, waiting: Option<u64>) -> Option<u64> {
+    match waiting {
+        Some(w) if w <= settled => w.checked_sub(1),
+        _ => Some(settled),
+    }
+}
+
+/// Counters of an operator that counts records as they arrive, checkpointed as a part: the
+/// counts of each epoch are kept apart until the frontier passes it, so a checkpoint holds the
+/// counts of exactly the epochs it covers.
+pub(crate) struct Tally<const N: usize> {
+    part: Option<Part>,
+    totals: [u64; N],
+    open: BTreeMap<u64, [u64; N]>,
+    lo: u64,
+}
+
+impl<const N: usize> Tally<N> {
+    /// The tally of part `name` on `worker` (when a collector is installed), and the restored
+    /// totals to add to the live counters.
+    pub(crate) fn new(worker: usize, name: &str) -> (Self, [u64; N]) {
+        let mut part = part(worker, name);
+        let mut tally = Tally {
+            lo: part
+                .as_ref()
+                .map_or(0, |p| p.resume_epoch().saturating_sub(1)),
+            part: None,
+            totals: [0; N],
+            open: BTreeMap::new(),
+        };
+        if let Some((_, _, bytes)) = part.as_mut().and_then(Part::take_restored) {
+            match decode::<Vec<u64>>(&bytes) {
+                Ok(totals) if totals.len() == N => tally.totals.copy_from_slice(&totals),
+                Ok(_) | Err(_) => tracing::error!(
+                    part = name,
+                    "a checkpointed tally is unreadable; counting from zero"
+                ),
+            }
+        }
+        tally.part = part;
+        let restored = tally.totals;
+        (tally, restored)
+    }
+
+    /// Counts `counts` for `epoch`.
+    pub(crate) fn add(&mut self, epoch: u64, counts: [u64; N]) {
+        if self.part.is_none() {
+            return;
+        }
+        let open = self.open.entry(epoch).or_insert([0; N]);
+        for (o, c) in open.iter_mut().zip(counts) {
+            *o += c;
+        }
+    }
+
+    /// Settles every epoch the frontier has passed.
+    pub(crate) fn settle(&mut self, frontier: AntichainRef<'_, u64>) {
+        let Some(part) = self.part.as_mut() else {
+            return;
+        };
+        let Some(through) = settled_through(&[frontier]) else {
+            return;
+        };
+        while let Some(entry) = self.open.first_entry() {
+            let epoch = *entry.key();
+            if epoch > through {
+                break;
+            }
+            if epoch > 0 {
+                let totals = self.totals;
+                part.covers(self.lo, epoch - 1, || encode(&totals.to_vec()));
+            }
+            for (t, c) in self.totals.iter_mut().zip(entry.remove()) {
+                *t += c;
+            }
+            self.lo = epoch;
+        }
+        let totals = self.totals;
+        part.covers(self.lo, through, || encode(&totals.to_vec()));
+    }
+}
+
+/// Serializes a part's state (JSON: the FeatureMap's types are internally tagged, which only a
+/// self-describing format reads back; large numeric state goes in raw bytes, see
+/// [`encode_with_floats`]).
+pub fn encode<T: serde::Serialize>(state: &T) -> Vec<u8> {
+    serde_json::to_vec(state).unwrap_or_default()
+}
+
+/// Reads back a part's state.
+///
+/// # Errors
+///
+/// When the bytes are not a `T`: the checkpoint was made by another version of the job.
+pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(bytes).map_err(|e| format!("checkpoint part cannot be read: {e}"))
+}
+
+/// Serializes `state` followed by `floats` as raw little-endian numbers.
+pub fn encode_with_floats<T: serde::Serialize>(state: &T, floats: &[f32]) -> Vec<u8> {
+    let header = encode(state);
+    let mut bytes = Vec::with_capacity(8 + header.len() + 4 * floats.len());
+    bytes.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&header);
+    for x in floats {
+        bytes.extend_from_slice(&x.to_le_bytes());
+    }
+    bytes
+}
+
+/// Reads back what [`encode_with_floats`] wrote.
+///
+/// # Errors
+///
+/// When the bytes are not a `T` and whole floats.
+pub fn decode_with_floats<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<(T, Vec<f32>), String> {
+    let short = || "checkpoint part is truncated".to_owned();
+    let (len, rest) = bytes.split_first_chunk::<8>().ok_or_else(short)?;
+    let len = usize::try_from(u64::from_le_bytes(*len)).map_err(|_| short())?;
+    if rest.len() < len || (rest.len() - len) % 4 != 0 {
+        return Err(short());
+    }
+    let (header, floats) = rest.split_at(len);
+    let state = decode(header)?;
+    let floats = floats
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Ok((state, floats))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Memory(Arc<Mutex<Vec<Checkpoint>>>);
+
+    impl Persist for Memory {
+        fn persist(&mut self, checkpoint: &Checkpoint) -> Result<(), String> {
+            self.0.lock().unwrap().push(checkpoint.clone());
+            Ok(())
+        }
+    }
+
+    fn collector(min_interval: Duration) -> (Collector, Arc<Mutex<Vec<Checkpoint>>>) {
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let collector = Collector::new(
+            vec![0, 1],
+            &["a", "b"],
+            min_interval,
+            Box::new(Memory(written.clone())),
+            None,
+        );
+        (collector, written)
+    }
+
+    #[test]
+    fn a_checkpoint_needs_every_part_of_every_worker() {
+        let (collector, written) = collector(Duration::ZERO);
+        let mut parts: Vec<Part> = [(0, "a"), (0, "b"), (1, "a"), (1, "b")]
+            .into_iter()
+            .map(|(w, n)| collector.part(w, n))
+            .collect();
+        // Part (0, a) decides epoch 4; the others reach it in steps or in one jump.
+        parts[0].covers(2, 4, || b"a0@4".to_vec());
+        parts[1].covers(0, 1, || b"b0@1".to_vec());
+        parts[2].covers(3, 9, || b"a1@3..9".to_vec());
+        assert!(written.lock().unwrap().is_empty());
+        parts[1].covers(1, 7, || b"b0@1..7".to_vec());
+        assert!(written.lock().unwrap().is_empty());
+        parts[3].covers(4, 4, || b"b1@4".to_vec());
+        let written = written.lock().unwrap();
+        assert_eq!(written.len(), 1);
+        assert_eq!(written[0].epoch, 4);
+        assert_eq!(written[0].resume_epoch, 5);
+        assert_eq!(written[0].part(1, "a").unwrap().bytes, b"a1@3..9");
+        assert_eq!(written[0].part(0, "b").unwrap().bytes, b"b0@1..7");
+    }
+
+    #[test]
+    fn the_interval_spaces_checkpoints_and_the_end_is_always_one() {
+        let (collector, written) = collector(Duration::from_secs(3600));
+        let mut parts: Vec<Part> = [(0, "a"), (0, "b"), (1, "a"), (1, "b")]
+            .into_iter()
+            .map(|(w, n)| collector.part(w, n))
+            .collect();
+        for (i, part) in parts.iter_mut().enumerate() {
+            part.covers(0, 3, || vec![i as u8]);
+        }
+        for (i, part) in parts.iter_mut().enumerate() {
+            part.covers(5, 8, || vec![i as u8 + 10]);
+        }
+        assert_eq!(written.lock().unwrap().len(), 1, "epoch 8 is too soon");
+        for (i, part) in parts.iter_mut().enumerate() {
+            part.covers(5 + i as u64, FINAL, || vec![i as u8 + 20]);
+        }
+        let written = written.lock().unwrap();
+        assert_eq!(written.len(), 2);
+        assert_eq!(written[1].epoch, FINAL);
+        assert_eq!(written[1].resume_epoch, 9);
+    }
+
+    #[test]
+    fn restored_parts_resume_after_their_epoch() {
+        let restored = Checkpoint {
+            epoch: 6,
+            resume_epoch: 7,
+            parts: vec![PartState {
+                worker: 0,
+                name: "a".into(),
+                lo: 5,
+                bytes: vec![1, 2],
+            }],
+        };
+        let collector = Collector::new(
+            vec![0],
+            &["a"],
+            Duration::ZERO,
+            Box::new(Memory(Arc::default())),
+            Some(restored),
+        );
+        let mut part = collector.part(0, "a");
+        assert_eq!(part.resume_epoch(), 7);
+        assert_eq!(part.take_restored(), Some((6, 7, vec![1, 2])));
+        assert_eq!(part.take_restored(), None);
+    }
+}

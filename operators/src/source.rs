@@ -1,0 +1,486 @@
+//! A partitioned source in event time: records go into epochs by their timestamps, per-partition
+//! watermarks drive the frontier, and the read positions are checkpointed with the dataflow.
+//!
+//! Each partition's watermark is the largest event time it has shown so far. A record belongs
+//! to the epoch of its partition's watermark after it (`max(watermark, timestamp) / span`):
+//! in order within a partition, a record that comes late (with an older time than one before
+//! it) joins the partition's current epoch. So a record's epoch depends on nothing but its own
+//! partition's records before it: a replay from a checkpoint puts every record in the same epoch
+//! as the first run did. The worker's frontier is the least watermark epoch over its active
+//! partitions; a partition that shows nothing for `idle` of processing time stops holding it
+//! back, and when every partition is idle the frontier moves past everything read. A record of
+//! an idle partition that comes back behind the frontier joins the frontier's epoch (counted as
+//! late).
+//!
+//! Records are held until the frontier passes their epoch and then handed on in the order of
+//! (partition, offset): what a worker sends of an epoch does not depend on how the reads of its
+//! partitions interleaved. With a checkpoint after epoch `c`, each partition resumes at its first
+//! record of an epoch after `c` (with the watermark it had just before that record).
+
+use crate::checkpoint::{decode, encode, Part, FINAL};
+use millrace_models::RawRecord;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::generic::operator;
+use timely::dataflow::{Scope, StreamVec};
+
+/// What one poll of a source found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Polled {
+    /// Records were appended (possibly fewer than asked for); poll again soon.
+    Records,
+    /// Nothing was available now; poll again after a short pause.
+    Idle,
+    /// The source is exhausted: no more records will come.
+    Done,
+}
+
+/// A reader of some partitions that can be polled without blocking.
+pub trait PartitionReader {
+    /// The partitions this reader owns.
+    fn partitions(&self) -> Vec<i32>;
+    /// Appends up to `max` records that are ready now to `out`.
+    fn poll(&mut self, out: &mut Vec<RawRecord>, max: usize) -> Polled;
+    /// Moves partitions to the given next offsets (restoring a checkpoint).
+    ///
+    /// # Errors
+    ///
+    /// When the reader cannot be repositioned.
+    fn seek(&mut self, positions: &[(i32, i64)]) -> Result<(), String>;
+    /// Tells the broker the positions a written checkpoint holds (a consumer group's commit),
+    /// so that standard tooling shows the job's lag. Best effort.
+    fn commit(&mut self, positions: &[(i32, i64)]);
+}
+
+/// How the source turns event time into epochs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventTime {
+    /// The span of one epoch, in milliseconds of event time.
+    pub epoch_ms: u64,
+    /// How long a partition may show nothing before it stops holding the frontier back.
+    pub idle: Duration,
+}
+
+/// Live figures of a source, shared by the workers of a process.
+#[derive(Debug, Default)]
+pub struct SourceStats {
+    /// Records handed on.
+    pub records: AtomicU64,
+    /// Records that came behind the frontier and joined a later epoch.
+    pub late: AtomicU64,
+    /// The least frontier epoch over the workers' sources, as last reported by worker 0.
+    pub frontier: AtomicU64,
+    /// Per partition: records read and the event-time watermark (ms), by partition index.
+    pub partitions: Vec<PartitionStats>,
+}
+
+/// Live figures of one partition.
+#[derive(Debug, Default)]
+pub struct PartitionStats {
+    /// Records read.
+    pub records: AtomicU64,
+    /// The largest event time seen (ms since the Unix epoch).
+    pub watermark_ms: AtomicU64,
+    /// The next offset to read.
+    pub next_offset: AtomicU64,
+}
+
+impl SourceStats {
+    /// Figures for `partitions` partitions.
+    pub fn new(partitions: usize) -> Self {
+        SourceStats {
+            partitions: (0..partitions).map(|_| PartitionStats::default()).collect(),
+            ..SourceStats::default()
+        }
+    }
+}
+
+/// What a source checkpoints: where each partition resumes, and its counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct SourceState {
+    partitions: Vec<Resume>,
+    records: u64,
+    late: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Resume {
+    partition: i32,
+    offset: i64,
+    watermark_ms: Option<u64>,
+}
+
+/// One partition's clock.
+#[derive(Debug)]
+struct Clock {
+    partition: i32,
+    watermark_ms: Option<u64>,
+    next_offset: i64,
+    last_seen: Instant,
+    /// For each held epoch, its first record's offset and the watermark before it.
+    firsts: BTreeMap<u64, (i64, Option<u64>)>,
+}
+
+/// The most records one activation reads, so that one source cannot starve the worker.
+const MAX_PER_ACTIVATION: usize = 4096;
+/// How many epochs a checkpointed source may run ahead of the slowest operator before it stops
+/// reading: without it a catching-up job would read the whole backlog into memory, and every
+/// checkpoint would wait for all of it to be processed.
+const MAX_AHEAD: u64 = 32;
+/// How long a source waits before polling again when nothing was ready.
+const IDLE_BACKOFF: Duration = Duration::from_millis(2);
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The source's per-worker state machine, apart from timely.
+struct Epochs {
+    time: EventTime,
+    clocks: Vec<Clock>,
+    held: BTreeMap<u64, Vec<RawRecord>>,
+    /// The least epoch that may still receive records.
+    frontier: u64,
+    records: u64,
+    late: u64,
+}
+
+impl Epochs {
+    fn new(time: EventTime, partitions: Vec<i32>, frontier: u64) -> Self {
+        let now = Instant::now();
+        Epochs {
+            time,
+            clocks: partitions
+                .into_iter()
+                .map(|partition| Clock {
+                    partition,
+                    watermark_ms: None,
+                    next_offset: 0,
+                    last_seen: now,
+                    firsts: BTreeMap::new(),
+                })
+                .collect(),
+            held: BTreeMap::new(),
+            frontier,
+            records: 0,
+            late: 0,
+        }
+    }
+
+    fn epoch_of(&self, ms: u64) -> u64 {
+        ms / self.time.epoch_ms.max(1)
+    }
+
+    /// Puts a record into its epoch.
+    fn hold(&mut self, mut record: RawRecord, stats: &SourceStats) {
+        let now = Instant::now();
+        let timestamp = *record.timestamp_ms.get_or_insert_with(now_ms);
+        let index = match self
+            .clocks
+            .iter()
+            .position(|c| c.partition == record.partition)
+        {
+            Some(index) => index,
+            None => {
+                self.clocks.push(Clock {
+                    partition: record.partition,
+                    watermark_ms: None,
+                    next_offset: 0,
+                    last_seen: now,
+                    firsts: BTreeMap::new(),
+                });
+                self.clocks.len() - 1
+            }
+        };
+        let before = self.clocks[index].watermark_ms;
+        let watermark = before.map_or(timestamp, |w| w.max(timestamp));
+        let mut epoch = self.epoch_of(watermark);
+        if epoch < self.frontier {
+            epoch = self.frontier;
+            self.late += 1;
+            stats.late.fetch_add(1, Ordering::Relaxed);
+        }
+        let clock = &mut self.clocks[index];
+        clock.watermark_ms = Some(watermark);
+        clock.next_offset = record.offset + 1;
+        clock.last_seen = now;
+        clock.firsts.entry(epoch).or_insert((record.offset, before));
+        if let Some(p) = stats.partitions.get(record.partition as usize) {
+            p.records.fetch_add(1, Ordering::Relaxed);
+            p.watermark_ms.store(watermark, Ordering::Relaxed);
+            p.next_offset
+                .store(clock.next_offset as u64, Ordering::Relaxed);
+        }
+        self.held.entry(epoch).or_default().push(record);
+    }
+
+    /// The frontier the partitions allow now (never behind the current one).
+    fn allowed(&self, idle: Duration) -> u64 {
+        let active = self.clocks.iter().filter(|c| c.last_seen.elapsed() < idle);
+        let mut least = None;
+        for clock in active {
+            match clock.watermark_ms {
+                // An active partition that has shown no record yet holds everything.
+                None => return self.frontier,
+                Some(w) => least = Some(least.map_or(w, |l: u64| l.min(w))),
+            }
+        }
+        let allowed = match least {
+            Some(w) => self.epoch_of(w),
+            // Every partition idle: release what was read.
+            None => self
+                .clocks
+                .iter()
+                .filter_map(|c| c.watermark_ms)
+                .map(|w| self.epoch_of(w) + 1)
+                .max()
+                .unwrap_or(self.frontier),
+        };
+        allowed.max(self.frontier)
+    }
+
+    /// Marks every partition as just seen.
+    fn touch(&mut self) {
+        let now = Instant::now();
+        for clock in &mut self.clocks {
+            clock.last_seen = now;
+        }
+    }
+
+    /// The state after every epoch before `next` is handed on.
+    fn state_before(&self, next: u64) -> SourceState {
+        SourceState {
+            partitions: self
+                .clocks
+                .iter()
+                .map(|c| {
+                    let (offset, watermark_ms) = c
+                        .firsts
+                        .range(next..)
+                        .next()
+                        .map_or((c.next_offset, c.watermark_ms), |(_, first)| *first);
+                    Resume {
+                        partition: c.partition,
+                        offset,
+                        watermark_ms,
+                    }
+                })
+                .collect(),
+            records: self.records,
+            late: self.late,
+        }
+    }
+
+    fn restore(&mut self, state: &SourceState) {
+        self.records = state.records;
+        self.late = state.late;
+        for resume in &state.partitions {
+            if let Some(clock) = self
+                .clocks
+                .iter_mut()
+                .find(|c| c.partition == resume.partition)
+            {
+                clock.next_offset = resume.offset;
+                clock.watermark_ms = resume.watermark_ms;
+            }
+        }
+    }
+}
+
+/// Creates a stream from `reader` in event-time epochs, as the module describes, checkpointed
+/// as `part` when there is one.
+///
+/// # Examples
+///
+/// ```
+/// use millrace_models::RawRecord;
+/// use millrace_operators::{ingest_partitions, EventTime, PartitionReader, Polled, SourceStats};
+/// use std::sync::{atomic::Ordering, Arc};
+/// use std::time::Duration;
+/// use timely::dataflow::operators::Inspect;
+///
+/// // Three records of partition 0, a second of event time apart.
+/// struct Three(Vec<RawRecord>);
+/// impl PartitionReader for Three {
+///     fn partitions(&self) -> Vec<i32> { vec![0] }
+///     fn poll(&mut self, out: &mut Vec<RawRecord>, _max: usize) -> Polled {
+///         if self.0.is_empty() { return Polled::Done; }
+///         out.append(&mut self.0);
+///         Polled::Records
+///     }
+///     fn seek(&mut self, _: &[(i32, i64)]) -> Result<(), String> { Ok(()) }
+///     fn commit(&mut self, _: &[(i32, i64)]) {}
+/// }
+/// let records = (0..3)
+///     .map(|i| RawRecord { partition: 0, offset: i, payload: vec![], timestamp_ms: Some(1000 * i as u64) })
+///     .collect();
+/// let stats = Arc::new(SourceStats::new(1));
+/// let shared = stats.clone();
+/// timely::example(move |scope| {
+///     let time = EventTime { epoch_ms: 1000, idle: Duration::from_secs(1) };
+///     ingest_partitions(scope, "Three", Three(records), time, None, shared, || false)
+///         // Each record in the epoch of its second.
+///         .inspect_time(|epoch, r| assert_eq!(*epoch, r.offset as u64));
+/// });
+/// assert_eq!(stats.records.load(Ordering::Relaxed), 3);
+/// ``` `stop` ends the stream: everything read is handed on, and the final checkpoint
+/// holds the positions after it.
+pub fn ingest_partitions<'scope, R>(
+    scope: Scope<'scope, u64>,
+    name: &str,
+    mut reader: R,
+    time: EventTime,
+    mut part: Option<Part>,
+    stats: Arc<SourceStats>,
+    stop: impl Fn() -> bool + 'static,
+) -> StreamVec<'scope, u64, RawRecord>
+where
+    R: PartitionReader + 'static,
+{
+    operator::source::<_, CapacityContainerBuilder<Vec<RawRecord>>, _, _>(
+        scope,
+        name,
+        move |mut capability, info| {
+            let activator = scope.activator_for(info.address);
+            let resume = part.as_ref().map_or(0, Part::resume_epoch);
+            let mut epochs = Epochs::new(time, reader.partitions(), resume);
+            if let Some((_, _, bytes)) = part.as_mut().and_then(Part::take_restored) {
+                match decode::<SourceState>(&bytes) {
+                    Ok(state) => {
+                        epochs.restore(&state);
+                        stats.records.fetch_add(state.records, Ordering::Relaxed);
+                        stats.late.fetch_add(state.late, Ordering::Relaxed);
+                        let positions: Vec<(i32, i64)> = state
+                            .partitions
+                            .iter()
+                            .map(|r| (r.partition, r.offset))
+                            .collect();
+                        tracing::debug!(?positions, records = state.records, "source restored");
+                        if let Err(error) = reader.seek(&positions) {
+                            tracing::error!(%error, "the source cannot resume where the checkpoint says");
+                        }
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "the source's checkpoint part is unreadable")
+                    }
+                }
+            }
+            capability.downgrade(&resume);
+            let mut capability = Some(capability);
+            // The last epoch the state is the result of.
+            let mut lo = resume.saturating_sub(1);
+            // Checkpoints whose positions were not committed to the group yet.
+            let mut uncommitted: Vec<Offered> = Vec::new();
+            let worker = scope.index();
+            let mut buffer = Vec::with_capacity(MAX_PER_ACTIVATION);
+            move |output| {
+                let Some(cap) = capability.as_mut() else {
+                    return;
+                };
+                let slowest = part.as_ref().and_then(Part::slowest);
+                let throttled =
+                    slowest.is_some_and(|s| epochs.frontier > s.saturating_add(MAX_AHEAD));
+                let polled = if throttled {
+                    // Not reading is not idleness: no partition may go idle meanwhile.
+                    epochs.touch();
+                    Polled::Idle
+                } else {
+                    buffer.clear();
+                    let polled = reader.poll(&mut buffer, MAX_PER_ACTIVATION);
+                    for record in buffer.drain(..) {
+                        epochs.hold(record, &stats);
+                    }
+                    polled
+                };
+                let stopping = polled == Polled::Done || stop();
+                let allowed = if stopping {
+                    u64::MAX
+                } else {
+                    epochs.allowed(time.idle)
+                };
+                while let Some(entry) = epochs.held.first_entry() {
+                    let epoch = *entry.key();
+                    if epoch >= allowed {
+                        break;
+                    }
+                    if let (Some(part), true) = (part.as_mut(), epoch > 0) {
+                        part.covers(lo, epoch - 1, || {
+                            let state = epochs.state_before(epoch);
+                            uncommitted.push((lo, epoch - 1, positions(&state)));
+                            encode(&state)
+                        });
+                    }
+                    let mut records = epochs.held.remove(&epoch).unwrap_or_default();
+                    records.sort_by_key(|r| r.partition);
+                    let n = records.len() as u64;
+                    epochs.records += n;
+                    stats.records.fetch_add(n, Ordering::Relaxed);
+                    for clock in &mut epochs.clocks {
+                        clock.firsts.remove(&epoch);
+                    }
+                    output
+                        .session(&cap.delayed(&epoch))
+                        .give_iterator(records.into_iter());
+                    lo = epoch;
+                }
+                if stopping {
+                    if let Some(part) = part.as_mut() {
+                        let final_state = epochs.state_before(u64::MAX);
+                        part.covers(lo, FINAL, || encode(&final_state));
+                    }
+                    capability = None;
+                    return;
+                }
+                epochs.frontier = allowed;
+                if allowed > *cap.time() {
+                    cap.downgrade(&allowed);
+                }
+                if let (Some(part), true) = (part.as_mut(), allowed > 0) {
+                    part.covers(lo, allowed - 1, || {
+                        let state = epochs.state_before(allowed);
+                        uncommitted.push((lo, allowed - 1, positions(&state)));
+                        encode(&state)
+                    });
+                }
+                if worker == 0 {
+                    stats.frontier.store(allowed, Ordering::Relaxed);
+                }
+                if let Some(written) = part.as_ref().and_then(Part::written_through) {
+                    // The offer the written checkpoint took, and everything before it.
+                    match uncommitted.iter().position(|(_, hi, _)| *hi >= written) {
+                        Some(at) if uncommitted[at].0 <= written => {
+                            reader.commit(&uncommitted[at].2);
+                            uncommitted.drain(..=at);
+                        }
+                        Some(at) => {
+                            uncommitted.drain(..at);
+                        }
+                        None => uncommitted.clear(),
+                    }
+                }
+                match polled {
+                    Polled::Records => activator.activate(),
+                    _ => activator.activate_after(IDLE_BACKOFF),
+                }
+            }
+        },
+    )
+}
+
+/// The positions of an offered state, with the epochs it is valid for: committed to the group
+/// once a checkpoint that took it is written.
+type Offered = (u64, u64, Vec<(i32, i64)>);
+
+fn positions(state: &SourceState) -> Vec<(i32, i64)> {
+    state
+        .partitions
+        .iter()
+        .map(|r| (r.partition, r.offset))
+        .collect()
+}
