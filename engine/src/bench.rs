@@ -404,7 +404,13 @@ pub fn job(
         })
         .build()?;
     let started = Instant::now();
-    let running = crate::Job::start(spec, crate::RunOptions { workers })?;
+    let running = crate::Job::start(
+        spec,
+        crate::RunOptions {
+            workers,
+            cluster: None,
+        },
+    )?;
     let learned = &running.stats().trainer.learned;
     while learned.load(Ordering::Relaxed) < rows {
         if running.is_finished() {
@@ -430,6 +436,135 @@ pub fn job(
         seconds,
         events_per_sec: rows as f64 / seconds,
         progressive_auc: report.progressive_auc,
+    })
+}
+
+/// The figures `millrace bench ingest` prints.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct IngestBench {
+    /// Events read.
+    pub rows: u64,
+    /// Bytes of their payloads, on average.
+    pub mean_event_bytes: f64,
+    /// Timely workers.
+    pub workers: usize,
+    /// Seconds to produce the events (before the source starts).
+    pub produce_seconds: f64,
+    /// Seconds from the start until the final checkpoint was written.
+    pub seconds: f64,
+    /// `rows / seconds`.
+    pub events_per_sec: f64,
+    /// Epochs of event time the events spanned.
+    pub epochs: u64,
+    /// Checkpoints written (one per epoch the frontier passed, and the final one).
+    pub checkpoints: u64,
+    /// Bytes of the last checkpoint.
+    pub checkpoint_bytes: u64,
+    /// Seconds the last checkpoint's write batch took.
+    pub checkpoint_seconds: f64,
+}
+
+/// Produces `rows` generated events to a fresh topic, 0.1 ms of event time apart, then reads
+/// them with the job's source on `workers` workers into epochs of `epoch_ms`, checkpointing
+/// every epoch into a RocksDB store in `state_dir`; the clock stops at the final checkpoint.
+///
+/// # Errors
+///
+/// When the broker cannot be reached, the store cannot be opened or a worker fails.
+pub fn ingest(
+    bootstrap_servers: &str,
+    rows: u64,
+    workers: usize,
+    epoch_ms: u64,
+    state_dir: &Path,
+) -> Result<IngestBench> {
+    use crate::checkpoint::CheckpointStore;
+    use millrace_connectors::kafka::{create_topics, KafkaReader, KafkaSourceConfig, LineProducer};
+    use millrace_models::synth::CriteoGenerator;
+    use millrace_operators::checkpoint::{self, Choice, Collector};
+    use millrace_operators::{ingest_partitions, EventTime, SourceStats};
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use timely::dataflow::operators::Inspect;
+
+    let topic = format!("ingest-{}-{}", std::process::id(), rows);
+    let partitions = 4;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Dataflow(e.to_string()))?;
+    runtime.block_on(create_topics(bootstrap_servers, &[&topic], partitions))?;
+    let started = Instant::now();
+    let mut producer = LineProducer::new(bootstrap_servers, &topic, partitions)?;
+    let mut bytes = 0u64;
+    let first_ms = 1_700_000_000_000i64;
+    for (i, event) in CriteoGenerator::new(1).take(rows as usize).enumerate() {
+        let line = event.to_tsv();
+        bytes += line.len() as u64;
+        producer.send_at(line.as_bytes(), Some(first_ms + i as i64 / 10))?;
+    }
+    producer.flush(Duration::from_secs(300))?;
+    let produce_seconds = started.elapsed().as_secs_f64();
+
+    let config = KafkaSourceConfig {
+        bootstrap_servers: bootstrap_servers.to_owned(),
+        topic,
+        group_id: format!("ingest-{}", std::process::id()),
+        dead_letter_topic: "unused".into(),
+        partitions,
+        idle_ms: 1000,
+        stop_after_records: Some(rows),
+    };
+    let store = CheckpointStore::open(state_dir, 3)?;
+    let collector = Collector::new(
+        (0..workers).collect(),
+        &["source"],
+        Choice::Interval(Duration::ZERO),
+        Box::new(store),
+        None,
+    );
+    let stats = Arc::new(SourceStats::new(partitions as usize));
+    let time = EventTime {
+        epoch_ms,
+        idle: Duration::from_millis(config.idle_ms),
+    };
+    let started = Instant::now();
+    let shared = (collector.clone(), stats.clone());
+    let guards = timely::execute(timely::Config::process(workers), move |worker| {
+        let (index, peers) = (worker.index(), worker.peers());
+        let reader = KafkaReader::assign(&config, &config.bootstrap_servers, index, peers, 4)
+            .map_err(|e| e.to_string())?;
+        let (collector, stats) = shared.clone();
+        let _installed = collector.install();
+        let done = stats.clone();
+        worker.dataflow::<u64, _, _>(move |scope| {
+            let part = checkpoint::part(index, "source");
+            let stop = move || done.records.load(Ordering::Relaxed) >= rows;
+            let source = crate::job::KafkaIngest::new(reader);
+            ingest_partitions(scope, "KafkaSource", source, time, part, stats, stop)
+                .inspect(|_| {});
+        });
+        Ok::<_, String>(())
+    })
+    .map_err(Error::Dataflow)?;
+    for result in guards.join() {
+        result.map_err(Error::Dataflow)?.map_err(Error::Dataflow)?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let figures = collector.figures();
+    let read = stats.records.load(Ordering::Relaxed);
+    Ok(IngestBench {
+        rows: read,
+        mean_event_bytes: bytes as f64 / rows.max(1) as f64,
+        workers,
+        produce_seconds,
+        seconds,
+        events_per_sec: read as f64 / seconds,
+        epochs: (rows / 10).div_ceil(epoch_ms.max(1)),
+        checkpoints: figures.written,
+        checkpoint_bytes: figures.last_bytes,
+        checkpoint_seconds: figures.last_seconds,
     })
 }
 

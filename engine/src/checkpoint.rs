@@ -127,24 +127,43 @@ impl CheckpointStore {
     /// The newest checkpoint that reads back whole and has every part of `parts` for every
     /// worker of `workers`; newer ones that do not are skipped and reported.
     pub fn restore(&self, workers: &[usize], parts: &[&str]) -> Restored {
-        let mut restored = Restored::default();
-        for epoch in self.epochs().into_iter().rev() {
+        let (readable, skipped) = self.readable(workers, parts);
+        Restored {
+            checkpoint: readable
+                .last()
+                .and_then(|&epoch| self.read(epoch, workers, parts).ok()),
+            skipped,
+        }
+    }
+
+    /// The epochs of the checkpoints that read back whole, oldest first, and the others with
+    /// the reason (each logged as an error).
+    pub fn readable(&self, workers: &[usize], parts: &[&str]) -> (Vec<u64>, Vec<(u64, String)>) {
+        let (mut readable, mut skipped) = (Vec::new(), Vec::new());
+        for epoch in self.epochs() {
             match self.read(epoch, workers, parts) {
-                Ok(checkpoint) => {
-                    restored.checkpoint = Some(checkpoint);
-                    break;
-                }
+                Ok(_) => readable.push(epoch),
                 Err(reason) => {
-                    tracing::error!(
-                        epoch,
-                        %reason,
-                        "a checkpoint cannot be restored; falling back to the one before it"
-                    );
-                    restored.skipped.push((epoch, reason));
+                    tracing::error!(epoch, %reason, "a checkpoint cannot be restored; it is skipped");
+                    skipped.push((epoch, reason));
                 }
             }
         }
-        restored
+        (readable, skipped)
+    }
+
+    /// The checkpoint of `epoch`, with every part of `parts` for every worker of `workers`.
+    ///
+    /// # Errors
+    ///
+    /// Why it does not read back whole.
+    pub fn checkpoint(
+        &self,
+        epoch: u64,
+        workers: &[usize],
+        parts: &[&str],
+    ) -> std::result::Result<Checkpoint, String> {
+        self.read(epoch, workers, parts)
     }
 
     fn read(

@@ -22,7 +22,7 @@ use millrace_connectors::kafka::{
 use millrace_models::fmap::Schema;
 use millrace_models::synth::CriteoGenerator;
 use millrace_models::{DeadLetter, FeatureMap, FeatureSpec, RawRecord, Registry};
-use millrace_operators::checkpoint::{Collector, Persist};
+use millrace_operators::checkpoint::{Choice, Collector};
 use millrace_operators::{
     ingest_partitions, Decode, Deliver, EventTime, Featurize, JoinLabels, LabelJoinConfig,
     ParseEvents, PartitionReader, Polled, PublishPolicy, RecordSink, TrainOnline, TrainRows,
@@ -33,23 +33,43 @@ use serde::Serialize;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use timely::dataflow::operators::Concat;
 use timely::dataflow::StreamVec;
 
 /// Where and how a job runs: placement comes from flags or the environment, not the job file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunOptions {
     /// Timely worker threads in this process.
     pub workers: usize,
+    /// The cluster this process belongs to; `None` for a job of one process.
+    pub cluster: Option<Cluster>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { workers: 2 }
+        RunOptions {
+            workers: 2,
+            cluster: None,
+        }
     }
+}
+
+/// A job of several processes (timely's cluster mode), each with the same number of workers.
+///
+/// Worker `w` of process `p` is the job's worker `p * workers + w`; partitions are spread over
+/// all the job's workers. Process 0 runs the generator, publishes and serves. Each process
+/// checkpoints its own workers into `state_dir/process-{p}`, every `interval_ms / epoch_ms`-th
+/// epoch (the same epochs in every process), and on start-up the processes agree on the newest
+/// epoch every one of them can restore.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cluster {
+    /// This process's index.
+    pub process: usize,
+    /// `host:port` of every process, in process order.
+    pub hosts: Vec<String>,
 }
 
 /// What a finished job did (counted across restarts when the job checkpoints).
@@ -195,6 +215,14 @@ fn run(
     started: mpsc::Sender<Started>,
 ) -> Result<JobReport> {
     let SourceSpec::Kafka(kafka) = spec.source.clone();
+    let process = options.cluster.as_ref().map_or(0, |c| c.process);
+    if options.cluster.is_some() && kafka.bootstrap_servers == EMBEDDED {
+        return Err(Error::Config {
+            problems: vec![
+                "[source] `bootstrap_servers` cannot be \"embedded\" for a job of several processes: each would run its own broker".to_owned(),
+            ],
+        });
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("millrace-io")
@@ -232,7 +260,7 @@ fn run(
 
     // Serving, in-process.
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
-    let (serve_addr, server) = match &spec.serve {
+    let (serve_addr, server) = match spec.serve.as_ref().filter(|_| process == 0) {
         Some(serve) => {
             let listener =
                 std::net::TcpListener::bind(&serve.bind).map_err(|source| Error::Bind {
@@ -268,17 +296,21 @@ fn run(
         None => (None, None),
     };
 
-    let generator = spec.generator.clone().map(|generator| {
-        let (bootstrap, topic, stop, stats) = (
-            bootstrap.clone(),
-            kafka.topic.clone(),
-            stop.clone(),
-            stats.clone(),
-        );
-        std::thread::Builder::new()
-            .name("millrace-generator".into())
-            .spawn(move || generate(&bootstrap, &topic, partitions, &generator, &stop, &stats))
-    });
+    let generator = spec
+        .generator
+        .clone()
+        .filter(|_| process == 0)
+        .map(|generator| {
+            let (bootstrap, topic, stop, stats) = (
+                bootstrap.clone(),
+                kafka.topic.clone(),
+                stop.clone(),
+                stats.clone(),
+            );
+            std::thread::Builder::new()
+                .name("millrace-generator".into())
+                .spawn(move || generate(&bootstrap, &topic, partitions, &generator, &stop, &stats))
+        });
 
     let done = Arc::new(AtomicBool::new(false));
     let progress = (spec.progress.interval_ms > 0).then(|| {
@@ -318,7 +350,8 @@ fn run(
         load(&stats.trainer.learned),
         load(&stats.trainer.published_events),
     );
-    if learned > published {
+    // Process 0 publishes; in a cluster its count of learned events is its own workers' share.
+    if process == 0 && learned > published {
         return Err(Error::Dataflow(format!(
             "the final model version was not published: {learned} events learned, the newest version has {published} (see the publish errors above)"
         )));
@@ -350,44 +383,93 @@ fn checkpoint_parts(spec: &JobSpec) -> Vec<&'static str> {
     parts
 }
 
-/// The job's checkpoint collector, restored from its store, when it checkpoints.
-fn checkpoints(spec: &JobSpec, workers: usize, stats: &JobStats) -> Result<Option<Collector>> {
+/// What a process needs to checkpoint: its store, its readable checkpoints, and how it chooses
+/// checkpoint epochs.
+#[derive(Clone)]
+struct Checkpointing {
+    store: CheckpointStore,
+    parts: Vec<&'static str>,
+    readable: Vec<u64>,
+    choice: Choice,
+}
+
+/// Opens this process's checkpoint store, when the job checkpoints, and finds the checkpoints
+/// that read back whole.
+fn checkpointing(
+    spec: &JobSpec,
+    local: &[usize],
+    cluster: Option<&Cluster>,
+    stats: &JobStats,
+) -> Result<Option<Checkpointing>> {
     let Some(checkpoint) = &spec.checkpoint else {
         return Ok(None);
     };
-    let store = CheckpointStore::open(&checkpoint.state_dir, checkpoint.keep)?;
+    let (dir, choice) = match cluster {
+        Some(cluster) => (
+            checkpoint
+                .state_dir
+                .join(format!("process-{}", cluster.process)),
+            Choice::EveryNth((checkpoint.interval_ms / spec.progress.epoch_ms.max(1)).max(1)),
+        ),
+        None => (
+            checkpoint.state_dir.clone(),
+            Choice::Interval(Duration::from_millis(checkpoint.interval_ms)),
+        ),
+    };
+    let store = CheckpointStore::open(&dir, checkpoint.keep)?;
     let parts = checkpoint_parts(spec);
-    let workers: Vec<usize> = (0..workers).collect();
-    let restored = store.restore(&workers, &parts);
+    let (readable, skipped) = store.readable(local, &parts);
     stats
         .checkpoints_skipped
-        .store(restored.skipped.len() as u64, Ordering::Relaxed);
-    if !restored.skipped.is_empty() && restored.checkpoint.is_none() {
+        .store(skipped.len() as u64, Ordering::Relaxed);
+    if !skipped.is_empty() && readable.is_empty() {
         return Err(Error::Checkpoint(format!(
             "no checkpoint in {} can be restored ({} skipped; see the log); move the directory aside to start afresh",
-            store.dir().display(),
-            restored.skipped.len()
+            dir.display(),
+            skipped.len()
         )));
     }
-    match &restored.checkpoint {
-        Some(c) => tracing::info!(
-            epoch = c.epoch,
-            resume_epoch = c.resume_epoch,
-            state_dir = %store.dir().display(),
-            "restoring the newest checkpoint"
-        ),
-        None => {
-            tracing::info!(state_dir = %store.dir().display(), "no checkpoint yet: starting afresh")
-        }
+    Ok(Some(Checkpointing {
+        store,
+        parts,
+        readable,
+        choice,
+    }))
+}
+
+/// The newest epoch every process can restore, agreed on by all the job's workers: each
+/// process's first worker sends its readable epochs to every worker.
+fn agree(
+    worker: &mut timely::worker::Worker,
+    mine: Option<Vec<u64>>,
+    processes: usize,
+) -> Option<u64> {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use timely::dataflow::operators::vec::Broadcast;
+    use timely::dataflow::operators::{Inspect, Probe, ToStream};
+
+    let lists: Rc<RefCell<Vec<Vec<u64>>>> = Rc::default();
+    let received = lists.clone();
+    let probe = worker.dataflow::<u64, _, _>(move |scope| {
+        mine.into_iter()
+            .to_stream(scope)
+            .broadcast()
+            .inspect(move |list| received.borrow_mut().push(list.clone()))
+            .probe()
+            .0
+    });
+    worker.step_while(|| !probe.done());
+    let lists = lists.borrow();
+    if lists.len() < processes {
+        return None;
     }
-    let persist: Box<dyn Persist> = Box::new(store);
-    Ok(Some(Collector::new(
-        workers,
-        &parts,
-        Duration::from_millis(checkpoint.interval_ms),
-        persist,
-        restored.checkpoint,
-    )))
+    let first = lists.first()?;
+    first
+        .iter()
+        .rev()
+        .find(|epoch| lists.iter().all(|list| list.contains(epoch)))
+        .copied()
 }
 
 /// Runs the dataflow to its end; returns the epoch of the checkpoint it restored, if any.
@@ -427,8 +509,15 @@ fn run_dataflow(
         ),
     };
     let workers = options.workers.max(1);
-    let collector = checkpoints(spec, workers, stats)?;
-    let restored_epoch = collector.as_ref().and_then(Collector::restored_epoch);
+    let (process, processes) = options
+        .cluster
+        .as_ref()
+        .map_or((0, 1), |c| (c.process, c.hosts.len().max(1)));
+    let local: Vec<usize> = (process * workers..(process + 1) * workers).collect();
+    let checkpointing = checkpointing(spec, &local, options.cluster.as_ref(), stats)?;
+    // The collector of this process, made by its first worker once the processes agreed on the
+    // checkpoint to restore.
+    let collector: Arc<OnceLock<std::result::Result<Collector, String>>> = Arc::default();
     let partitions = stats.source.partitions.len() as i32;
     let (kafka, bootstrap, stop, stats) = (
         kafka.clone(),
@@ -436,20 +525,68 @@ fn run_dataflow(
         stop.clone(),
         stats.clone(),
     );
-    if let Some(collector) = &collector {
-        let _ = stats.checkpoints.set(collector.clone());
-    }
-    let config = timely::Config::process(workers);
-    let guards = timely::execute(config, move |worker| -> Result<(), String> {
+    let config = match &options.cluster {
+        Some(cluster) => timely::Config {
+            communication: timely::CommunicationConfig::Cluster {
+                threads: workers,
+                process: cluster.process,
+                addresses: cluster.hosts.clone(),
+                report: false,
+                zerocopy: false,
+            },
+            worker: timely::WorkerConfig::default(),
+        },
+        None => timely::Config::process(workers),
+    };
+    let guards = timely::execute(config, move |worker| -> Result<Option<u64>, String> {
         let (index, peers) = (worker.index(), worker.peers());
+        let restored_epoch = match &checkpointing {
+            Some(c) => agree(
+                worker,
+                (index == local[0]).then(|| c.readable.clone()),
+                processes,
+            ),
+            None => None,
+        };
+        let collector = collector
+            .get_or_init(|| {
+                let Some(c) = &checkpointing else {
+                    return Err("no checkpoints".to_owned());
+                };
+                let restored = match restored_epoch {
+                    Some(epoch) => Some(c.store.checkpoint(epoch, &local, &c.parts)?),
+                    None => None,
+                };
+                match &restored {
+                    Some(r) => tracing::info!(
+                        epoch = r.epoch,
+                        resume_epoch = r.resume_epoch,
+                        state_dir = %c.store.dir().display(),
+                        "restoring a checkpoint"
+                    ),
+                    None => tracing::info!(state_dir = %c.store.dir().display(), "no checkpoint to restore: starting afresh"),
+                }
+                let collector = Collector::new(
+                    local.clone(),
+                    &c.parts,
+                    c.choice,
+                    Box::new(c.store.clone()),
+                    restored,
+                );
+                let _ = stats.checkpoints.set(collector.clone());
+                Ok(collector)
+            })
+            .as_ref()
+            .ok()
+            .cloned();
+        if checkpointing.is_some() && collector.is_none() {
+            return Err("the agreed checkpoint cannot be read".to_owned());
+        }
         let reader = KafkaReader::assign(&kafka, &bootstrap, index, peers, partitions)
             .map_err(|e| e.to_string())?;
         let dead_letters =
             DeadLetterSink::new(&bootstrap, &kafka.dead_letter_topic).map_err(|e| e.to_string())?;
-        let source = KafkaIngest {
-            reader,
-            logged: HashSet::new(),
-        };
+        let source = KafkaIngest::new(reader);
         let (trainer, trainer_stats, decode_stats, featurize_stats, job_stats) = (
             trainer.clone(),
             stats.trainer.clone(),
@@ -509,11 +646,12 @@ fn run_dataflow(
                 }
             }
         });
-        Ok(())
+        Ok(restored_epoch)
     })
     .map_err(Error::Dataflow)?;
+    let mut restored_epoch = None;
     for result in guards.join() {
-        result.map_err(Error::Dataflow)?.map_err(Error::Dataflow)?;
+        restored_epoch = result.map_err(Error::Dataflow)?.map_err(Error::Dataflow)?;
     }
     Ok(restored_epoch)
 }
@@ -530,12 +668,19 @@ fn concat_dead<'scope>(
 }
 
 /// The Kafka reader as the source's partition reader.
-struct KafkaIngest {
+pub(crate) struct KafkaIngest {
     reader: KafkaReader,
     logged: HashSet<String>,
 }
 
 impl KafkaIngest {
+    pub(crate) fn new(reader: KafkaReader) -> Self {
+        KafkaIngest {
+            reader,
+            logged: HashSet::new(),
+        }
+    }
+
     fn log_once(&mut self, error: &millrace_connectors::Error, what: &str) {
         // The client reconnects by itself; each kind of error is logged once.
         if self.logged.insert(error.kind()) {

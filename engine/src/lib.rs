@@ -38,6 +38,6 @@ pub mod spec;
 
 pub use builder::JobBuilder;
 pub use error::{Error, Result};
-pub use job::{Job, JobReport, RunOptions, RunningJob, StopHandle};
+pub use job::{Cluster, Job, JobReport, RunOptions, RunningJob, StopHandle};
 pub use millrace_connectors::kafka::KafkaSourceConfig;
 pub use spec::JobSpec;

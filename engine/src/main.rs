@@ -4,7 +4,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use millrace_connectors::kafka::{LineProducer, RateLimit};
 use millrace_engine::bench::{self, OnlineBenchConfig};
-use millrace_engine::{Job, JobSpec, RunOptions};
+use millrace_engine::{Cluster, Job, JobSpec, RunOptions};
 use millrace_models::synth::CriteoGenerator;
 use millrace_models::{FeatureMapSpec, FeatureSpec, FmParams, FtrlParams, LearnerParams, Registry};
 use millrace_serving::{ModelStore, ServeOptions};
@@ -33,6 +33,13 @@ enum Command {
         /// Timely worker threads in this process.
         #[arg(long, env = "MILLRACE_WORKERS", default_value_t = 2)]
         workers: usize,
+        /// This process's index in a job of several processes (with `--hosts`).
+        #[arg(long, env = "MILLRACE_PROCESS", default_value_t = 0)]
+        process: usize,
+        /// A file with the `host:port` of every process of the job, one per line, in process
+        /// order: runs the job as a timely cluster of that many processes.
+        #[arg(long, env = "MILLRACE_HOSTS")]
+        hosts: Option<PathBuf>,
     },
     /// Serve the models of a registry directory over HTTP, following new versions.
     Serve {
@@ -98,6 +105,22 @@ enum Bench {
         /// `hashed` (2^20 slots) or `map` (the Criteo FeatureMap spec of `bench featurize`).
         #[arg(long, default_value = "hashed", value_parser = ["hashed", "map"])]
         features: String,
+    },
+    /// The Kafka source alone: produce N generated events (event times 0.1 ms apart), then time
+    /// reading them into event-time epochs with a checkpoint of every epoch in RocksDB.
+    Ingest {
+        /// The brokers.
+        #[arg(long, default_value = "127.0.0.1:19092")]
+        brokers: String,
+        /// Events to generate.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        /// Timely workers.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Epoch span in milliseconds of event time.
+        #[arg(long, default_value_t = 200)]
+        epoch_ms: u64,
     },
     /// Fit and transform a file's events with the Criteo FeatureMap spec (20 quantile buckets
     /// and standardization on I1–I13, vocabularies with min count 5 on C1–C26).
@@ -190,7 +213,12 @@ fn run_cli() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match Cli::parse().command {
-        Command::Run { job, workers } => run(job, workers),
+        Command::Run {
+            job,
+            workers,
+            process,
+            hosts,
+        } => run(job, workers, process, hosts),
         Command::Serve { registry, bind } => serve(registry, &bind),
         Command::Produce {
             file,
@@ -227,6 +255,20 @@ fn run_cli() -> anyhow::Result<()> {
                 _ => FeatureSpec::Hashed { hash_bits: 20 },
             };
             let figures = bench::job(&brokers, rows, workers, features, registry.path())?;
+            println!("{}", serde_json::to_string(&figures)?);
+            Ok(())
+        }
+        Command::Bench {
+            bench:
+                Bench::Ingest {
+                    brokers,
+                    rows,
+                    workers,
+                    epoch_ms,
+                },
+        } => {
+            let state = tempfile::tempdir()?;
+            let figures = bench::ingest(&brokers, rows, workers, epoch_ms, state.path())?;
             println!("{}", serde_json::to_string(&figures)?);
             Ok(())
         }
@@ -326,9 +368,29 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-fn run(job: PathBuf, workers: usize) -> anyhow::Result<()> {
+fn run(job: PathBuf, workers: usize, process: usize, hosts: Option<PathBuf>) -> anyhow::Result<()> {
     let spec = JobSpec::from_file(&job)?;
-    let running = Job::start(spec, RunOptions { workers })?;
+    let cluster = match hosts {
+        Some(file) => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading the hosts file {}", file.display()))?;
+            let hosts: Vec<String> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect();
+            anyhow::ensure!(
+                process < hosts.len(),
+                "--process {process} is not below the {} hosts of {}",
+                hosts.len(),
+                file.display()
+            );
+            Some(Cluster { process, hosts })
+        }
+        None => None,
+    };
+    let running = Job::start(spec, RunOptions { workers, cluster })?;
     let stop = running.stop_handle();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()

@@ -98,7 +98,7 @@ fn job_file(dir: &Path, topic: &str, group: &str) -> std::path::PathBuf {
         })
         .checkpoint(CheckpointSpec {
             state_dir: dir.join("state"),
-            interval_ms: 100,
+            interval_ms: 300,
             keep: 3,
         })
         .build()

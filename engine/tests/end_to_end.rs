@@ -165,7 +165,14 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(
         })
         .build()
         .unwrap();
-    let job = Job::start(spec, RunOptions { workers }).unwrap();
+    let job = Job::start(
+        spec,
+        RunOptions {
+            workers,
+            cluster: None,
+        },
+    )
+    .unwrap();
     let stats = job.stats().clone();
     let addr = job.serve_addr().unwrap();
 
@@ -388,7 +395,14 @@ fn impressions_and_clicks_are_joined_learned_and_dead_lettered_with_2_workers() 
         })
         .build()
         .unwrap();
-    let job = Job::start(spec, RunOptions { workers: 2 }).unwrap();
+    let job = Job::start(
+        spec,
+        RunOptions {
+            workers: 2,
+            cluster: None,
+        },
+    )
+    .unwrap();
     let stats = job.stats().clone();
     wait_for("every record to be read", Duration::from_secs(120), || {
         stats.source.records.load(Ordering::Relaxed) as usize >= stream.len()

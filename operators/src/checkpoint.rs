@@ -10,11 +10,12 @@
 //! process has offered a state valid for `c`; the [`Collector`] then hands all of them to its
 //! [`Persist`] at once (one RocksDB write batch in the engine).
 //!
-//! Which epochs are checkpoints is decided once per process, by the first part that reaches
-//! them: every part's ranges together cover every epoch it passes, so each part offers for
-//! every decided epoch, whether its frontier crossed it one epoch at a time or in one jump.
-//! The decision keeps at least `min_interval` of processing time between checkpoints; the end
-//! of the input (an empty frontier) is always one, [`FINAL`].
+//! Which epochs are checkpoints is decided once per process ([`Choice`]): by the first part
+//! that reaches them, at least an interval of processing time apart, or (for a cluster, whose
+//! processes must checkpoint the same epochs) every `n`-th epoch. Every part's ranges together
+//! cover every epoch it passes, so each part offers for every chosen epoch, whether its
+//! frontier crossed it one epoch at a time or in one jump. The end of the input (an empty
+//! frontier) is always one, [`FINAL`].
 //!
 //! On restart, each part reads back its own state ([`Part::take_restored`]) and the epoch it
 //! is valid for, and goes on from the epoch after it.
@@ -68,6 +69,16 @@ impl Checkpoint {
     }
 }
 
+/// How a process chooses its checkpoint epochs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Choice {
+    /// The epoch the first part reaches once this much processing time has passed since the
+    /// last chosen one: as often as the interval allows, whatever the epochs' pace.
+    Interval(Duration),
+    /// Every epoch `e` with `e % n == n - 1`: the same epochs in every process of a cluster.
+    EveryNth(u64),
+}
+
 /// Where complete checkpoints go.
 pub trait Persist: Send {
     /// Stores `checkpoint` durably, all parts at once.
@@ -117,7 +128,7 @@ struct State {
 pub struct Collector {
     workers: Vec<usize>,
     parts: Vec<String>,
-    min_interval: Duration,
+    choice: Choice,
     restored: Option<Arc<Checkpoint>>,
     state: Arc<Mutex<State>>,
 }
@@ -127,26 +138,26 @@ impl fmt::Debug for Collector {
         f.debug_struct("Collector")
             .field("workers", &self.workers)
             .field("parts", &self.parts)
-            .field("min_interval", &self.min_interval)
+            .field("choice", &self.choice)
             .finish_non_exhaustive()
     }
 }
 
 impl Collector {
     /// A collector for the parts named `parts` on each of `workers` (this process's worker
-    /// indexes), persisting to `persist` at most once per `min_interval`, restoring from
-    /// `restored`.
+    /// indexes), choosing checkpoint epochs by `choice`, persisting to `persist`, restoring
+    /// from `restored`.
     pub fn new(
         workers: Vec<usize>,
         parts: &[&str],
-        min_interval: Duration,
+        choice: Choice,
         persist: Box<dyn Persist>,
         restored: Option<Checkpoint>,
     ) -> Self {
         Collector {
             workers,
             parts: parts.iter().map(|p| (*p).to_owned()).collect(),
-            min_interval,
+            choice,
             restored: restored.map(Arc::new),
             state: Arc::new(Mutex::new(State {
                 persist,
@@ -223,12 +234,22 @@ impl Collector {
     fn wanted(&self, from: u64, hi: u64) -> bool {
         let mut state = self.lock();
         if state.decided_through.is_none_or(|d| d < hi) {
-            let due = hi == FINAL
-                || state
+            let start = state.decided_through.map_or(from, |d| d + 1);
+            let chosen = match self.choice {
+                _ if hi == FINAL => Some(FINAL),
+                Choice::Interval(interval) => state
                     .last_chosen_at
-                    .is_none_or(|at| at.elapsed() >= self.min_interval);
-            if due {
-                state.chosen.insert(hi);
+                    .is_none_or(|at| at.elapsed() >= interval)
+                    .then_some(hi),
+                Choice::EveryNth(n) => {
+                    let n = n.max(1);
+                    // The last epoch `e <= hi` with `e % n == n - 1`, if it is not before `start`.
+                    let e = (hi + 1) / n * n;
+                    e.checked_sub(1).filter(|&e| e >= start)
+                }
+            };
+            if let Some(epoch) = chosen {
+                state.chosen.insert(epoch);
                 state.last_chosen_at = Some(Instant::now());
             }
             state.decided_through = Some(hi);
@@ -572,7 +593,7 @@ mod tests {
         let collector = Collector::new(
             vec![0, 1],
             &["a", "b"],
-            min_interval,
+            Choice::Interval(min_interval),
             Box::new(Memory(written.clone())),
             None,
         );
@@ -626,6 +647,31 @@ mod tests {
     }
 
     #[test]
+    fn every_nth_chooses_the_same_epochs_however_the_frontier_moves() {
+        let chosen = |steps: &[u64]| {
+            let written = Arc::new(Mutex::new(Vec::new()));
+            let collector = Collector::new(
+                vec![0],
+                &["a"],
+                Choice::EveryNth(10),
+                Box::new(Memory(written.clone())),
+                None,
+            );
+            let mut part = collector.part(0, "a");
+            let mut lo = 0;
+            for &hi in steps {
+                part.covers(lo, hi, Vec::new);
+                lo = hi + 1;
+            }
+            let epochs: Vec<u64> = written.lock().unwrap().iter().map(|c| c.epoch).collect();
+            epochs
+        };
+        assert_eq!(chosen(&[3, 9, 15, 29, 31]), vec![9, 29]);
+        assert_eq!(chosen(&[31]), vec![29]);
+        assert_eq!(chosen(&[5, 8]), Vec::<u64>::new());
+    }
+
+    #[test]
     fn restored_parts_resume_after_their_epoch() {
         let restored = Checkpoint {
             epoch: 6,
@@ -640,7 +686,7 @@ mod tests {
         let collector = Collector::new(
             vec![0],
             &["a"],
-            Duration::ZERO,
+            Choice::Interval(Duration::ZERO),
             Box::new(Memory(Arc::default())),
             Some(restored),
         );

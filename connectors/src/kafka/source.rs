@@ -23,8 +23,12 @@ pub struct KafkaReader {
     consumer: Option<BaseConsumer>,
     topic: String,
     partitions: Vec<i32>,
-    /// Per partition, the offset a seek asked for: records before it are dropped.
+    /// Per partition, the next offset to hand on: records before it (before a sought
+    /// position, or delivered again) are dropped.
     skip_below: Vec<(i32, i64)>,
+    /// Whether the partitions are assigned yet: on the first poll (from the beginning), or by
+    /// a seek before it, so that nothing is fetched from a position a seek then abandons.
+    assigned: bool,
 }
 
 /// How far before a sought offset a reader starts fetching. A broker answers a fetch with whole
@@ -78,6 +82,7 @@ impl KafkaReader {
                 topic,
                 partitions,
                 skip_below: Vec::new(),
+                assigned: true,
             });
         }
         let consumer: BaseConsumer = client_config(bootstrap_servers)
@@ -89,26 +94,21 @@ impl KafkaReader {
             .set("session.timeout.ms", "6000")
             .create()
             .map_err(kafka("source"))?;
-        let mut assignment = TopicPartitionList::new();
-        for &p in &partitions {
-            assignment
-                .add_partition_offset(&config.topic, p, Offset::Beginning)
-                .map_err(kafka("source"))?;
-        }
-        consumer.assign(&assignment).map_err(kafka("source"))?;
         Ok(KafkaReader {
             consumer: Some(consumer),
             topic,
             partitions,
             skip_below: Vec::new(),
+            assigned: false,
         })
     }
 
-    /// Moves partitions to the given next offsets.
+    /// Starts the partitions at the given next offsets (the others at their beginning); call it
+    /// before the first poll.
     ///
     /// # Errors
     ///
-    /// When the consumer cannot be reassigned.
+    /// When the consumer cannot be assigned.
     pub fn seek(&mut self, positions: &[(i32, i64)]) -> Result<()> {
         let Some(consumer) = &self.consumer else {
             return Ok(());
@@ -126,9 +126,9 @@ impl KafkaReader {
                 .add_partition_offset(&self.topic, p, offset)
                 .map_err(kafka("source"))?;
         }
-        // A new assignment of the same partitions keeps their fetch positions: drop it first.
-        consumer.unassign().map_err(kafka("source"))?;
-        consumer.assign(&assignment).map_err(kafka("source"))
+        consumer.assign(&assignment).map_err(kafka("source"))?;
+        self.assigned = true;
+        Ok(())
     }
 
     /// Commits `positions` (next offsets) to the consumer group, without waiting.
@@ -164,6 +164,9 @@ impl KafkaReader {
     /// A consumer error (broker unreachable, for example). The reader stays usable: the client
     /// reconnects by itself, so the caller logs and polls again later.
     pub fn poll_into(&mut self, out: &mut Vec<RawRecord>, max: usize) -> Result<usize> {
+        if !self.assigned {
+            self.seek(&[])?;
+        }
         let Some(consumer) = &self.consumer else {
             return Ok(0);
         };
@@ -175,12 +178,10 @@ impl KafkaReader {
                 Some(Ok(message)) => {
                     let partition = message.partition();
                     let offset = message.offset();
-                    if self
-                        .skip_below
-                        .iter()
-                        .any(|&(p, below)| p == partition && offset < below)
-                    {
-                        continue;
+                    match self.skip_below.iter_mut().find(|(p, _)| *p == partition) {
+                        Some((_, next)) if offset < *next => continue,
+                        Some((_, next)) => *next = offset + 1,
+                        None => self.skip_below.push((partition, offset + 1)),
                     }
                     let timestamp_ms = message
                         .timestamp()

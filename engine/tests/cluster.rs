@@ -1,0 +1,233 @@
+//! A job of 2 processes × 1 worker on localhost (timely's cluster mode), against the real test
+//! broker (`make test` starts tansu and sets `MILLRACE_TEST_BROKER`).
+//!
+//! The partitions are spread over the workers of both processes (worker `w` of 2 reads the
+//! partitions `p % 2 == w`), the trainer synchronizes across the processes, each process
+//! checkpoints its own worker into its own state directory, the same epochs in both. One run goes
+//! through; another is killed (both processes, SIGKILL) partway and restarted: the processes
+//! agree on the newest checkpoint both have, resume from it, and end with the same counts and
+//! the same model, bit for bit.
+
+use millrace_connectors::kafka::{create_topics, LineProducer};
+use millrace_engine::checkpoint::CheckpointStore;
+use millrace_engine::spec::{CheckpointSpec, JobSpec, LearnerSpec, ProgressSpec, PublishSpec};
+use millrace_engine::KafkaSourceConfig;
+use millrace_models::synth::CriteoGenerator;
+use millrace_models::{FeatureSpec, FtrlParams, ModelArtifact, Registry};
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const EVENTS: u64 = 40_000;
+
+fn broker() -> String {
+    std::env::var("MILLRACE_TEST_BROKER").expect(
+        "MILLRACE_TEST_BROKER is unset: run the tests with `make test`, which starts the broker",
+    )
+}
+
+fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{name}-{}-{nanos}", std::process::id())
+}
+
+/// Generated events with a malformed line every 499, 1 ms of event time apart, round robin
+/// over 4 partitions (so each partition holds a quarter).
+fn produce(topic: &str) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime
+        .block_on(create_topics(
+            &broker(),
+            &[topic, &format!("{topic}-dead")],
+            4,
+        ))
+        .unwrap();
+    let mut producer = LineProducer::new(&broker(), topic, 4).unwrap();
+    let mut events = CriteoGenerator::new(3);
+    for i in 0..EVENTS {
+        let line = if i % 499 == 0 {
+            format!("broken {i}")
+        } else {
+            events.next_event().to_tsv()
+        };
+        producer
+            .send_at(line.as_bytes(), Some(1_700_000_000_000 + i as i64))
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+}
+
+/// The job file and the hosts file of a 2-process job in `dir`.
+fn files(dir: &Path, topic: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let spec = JobSpec::builder("cluster")
+        .kafka_source(KafkaSourceConfig {
+            bootstrap_servers: broker(),
+            topic: topic.to_owned(),
+            group_id: unique("g"),
+            dead_letter_topic: format!("{topic}-dead"),
+            partitions: 4,
+            idle_ms: 5000,
+            // Each process reads two of the four partitions: half of the events.
+            stop_after_records: Some(EVENTS / 2),
+        })
+        .features(FeatureSpec::Hashed { hash_bits: 18 })
+        .learner(LearnerSpec::Ftrl(FtrlParams::default()))
+        .publish(PublishSpec {
+            registry: dir.join("registry"),
+            every_events: 1_000_000,
+            every_seconds: 3600,
+        })
+        .progress(ProgressSpec {
+            epoch_ms: 100,
+            interval_ms: 0,
+        })
+        .checkpoint(CheckpointSpec {
+            state_dir: dir.join("state"),
+            interval_ms: 500,
+            keep: 3,
+        })
+        .build()
+        .unwrap();
+    let job = dir.join("job.toml");
+    std::fs::write(&job, spec.to_toml()).unwrap();
+    let ports: Vec<u16> = (0..2)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect::<Vec<_>>()
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect();
+    let hosts = dir.join("hosts");
+    std::fs::write(
+        &hosts,
+        ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    (job, hosts)
+}
+
+fn start(job: &Path, hosts: &Path) -> Vec<Child> {
+    (0..2)
+        .map(|process| {
+            Command::new(env!("CARGO_BIN_EXE_millrace"))
+                .args(["run", "--workers", "1", "--process", &process.to_string()])
+                .arg("--hosts")
+                .arg(hosts)
+                .arg(job)
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Waits for both processes; their reports.
+fn finish(children: Vec<Child>) -> Vec<Value> {
+    children
+        .into_iter()
+        .map(|child| {
+            let output = child.wait_with_output().unwrap();
+            assert!(
+                output.status.success(),
+                "a process failed: {:?}",
+                output.status
+            );
+            let stdout = String::from_utf8(output.stdout).unwrap();
+            serde_json::from_str(stdout.lines().last().expect("no report")).unwrap()
+        })
+        .collect()
+}
+
+fn sum(reports: &[Value], counter: &str) -> u64 {
+    reports.iter().map(|r| r[counter].as_u64().unwrap()).sum()
+}
+
+fn model(dir: &Path) -> ModelArtifact {
+    Registry::open(dir.join("registry"))
+        .unwrap()
+        .load_latest("cluster")
+        .unwrap()
+}
+
+#[test]
+fn two_processes_share_the_partitions_and_resume_together_after_a_kill() {
+    let topic = unique("cluster");
+    produce(&topic);
+    let bad = EVENTS.div_ceil(499);
+
+    let clean = tempfile::tempdir().unwrap();
+    let (job, hosts) = files(clean.path(), &topic);
+    let started = Instant::now();
+    let reports = finish(start(&job, &hosts));
+    let seconds = started.elapsed().as_secs_f64();
+    for report in &reports {
+        assert_eq!(report["source_records"], EVENTS / 2, "{report}");
+    }
+    assert_eq!(sum(&reports, "dead_letters"), bad);
+    assert_eq!(sum(&reports, "decoded"), EVENTS - bad);
+    assert_eq!(sum(&reports, "learned"), EVENTS - bad);
+    let clean_model = model(clean.path());
+    assert_eq!(clean_model.meta.trained_events, EVENTS - bad);
+    for process in 0..2 {
+        let store =
+            CheckpointStore::open(&clean.path().join(format!("state/process-{process}")), 3)
+                .unwrap();
+        assert!(
+            !store.epochs().is_empty(),
+            "process {process} checkpointed nothing"
+        );
+    }
+
+    // Both processes killed halfway, then restarted.
+    let crashed = tempfile::tempdir().unwrap();
+    let (job, hosts) = files(crashed.path(), &topic);
+    let mut children = start(&job, &hosts);
+    std::thread::sleep(Duration::from_secs_f64((seconds * 0.6).max(1.0)));
+    for child in &mut children {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let checkpointed: Vec<Vec<u64>> = (0..2)
+        .map(|process| {
+            CheckpointStore::open(&crashed.path().join(format!("state/process-{process}")), 3)
+                .unwrap()
+                .epochs()
+        })
+        .collect();
+    eprintln!("clean run {seconds:.1} s; checkpoints at the kill: {checkpointed:?}");
+    let reports = finish(start(&job, &hosts));
+    let restored: Vec<&Value> = reports.iter().map(|r| &r["restored_epoch"]).collect();
+    assert_eq!(
+        restored[0], restored[1],
+        "the processes restored different epochs"
+    );
+    if checkpointed.iter().all(|c| !c.is_empty()) {
+        assert!(
+            restored[0].is_u64(),
+            "nothing restored from {checkpointed:?}"
+        );
+    }
+    for report in &reports {
+        assert_eq!(report["source_records"], EVENTS / 2, "{report}");
+    }
+    assert_eq!(sum(&reports, "dead_letters"), bad);
+    assert_eq!(sum(&reports, "learned"), EVENTS - bad);
+    let crashed_model = model(crashed.path());
+    assert_eq!(crashed_model.meta.trained_events, EVENTS - bad);
+    assert!(
+        crashed_model
+            .weights
+            .iter()
+            .zip(&clean_model.weights)
+            .all(|(a, b)| a.to_bits() == b.to_bits()),
+        "the model differs from the uninterrupted run's"
+    );
+}
