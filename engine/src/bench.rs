@@ -336,10 +336,17 @@ pub struct JobBench {
     pub events_per_sec: f64,
     /// Progressive-validation AUC at the end.
     pub progressive_auc: Option<f64>,
+    /// With `--checkpoint-ms`: checkpoints written while the events were learned.
+    pub checkpoints: Option<u64>,
+    /// With `--checkpoint-ms`: bytes of the last checkpoint.
+    pub checkpoint_bytes: Option<u64>,
+    /// With `--checkpoint-ms`: seconds the last checkpoint's write took.
+    pub checkpoint_seconds: Option<f64>,
 }
 
 /// Produces `rows` generated events to a fresh topic on `bootstrap_servers`, then runs the job
-/// with `features` on it and stops the clock when every event was learned.
+/// with `features` on it and stops the clock when every event was learned; with `checkpoint`
+/// (interval in ms, state directory) the job checkpoints into RocksDB as it goes.
 ///
 /// # Errors
 ///
@@ -350,8 +357,9 @@ pub fn job(
     workers: usize,
     features: FeatureSpec,
     registry: &Path,
+    checkpoint: Option<(u64, &Path)>,
 ) -> Result<JobBench> {
-    use crate::spec::{JobSpec, LearnerSpec, ProgressSpec, PublishSpec};
+    use crate::spec::{CheckpointSpec, JobSpec, LearnerSpec, ProgressSpec, PublishSpec};
     use millrace_connectors::kafka::{create_topics, KafkaSourceConfig, LineProducer};
     use millrace_models::synth::CriteoGenerator;
     use std::sync::atomic::Ordering;
@@ -388,7 +396,7 @@ pub fn job(
             group_id: format!("bench-{}", std::process::id()),
             dead_letter_topic,
             partitions,
-            idle_ms: 1000,
+            idle_ms: 200,
             stop_after_records: None,
         })
         .features(features.clone())
@@ -401,8 +409,16 @@ pub fn job(
         .progress(ProgressSpec {
             epoch_ms: 200,
             interval_ms: 0,
-        })
-        .build()?;
+        });
+    let spec = match checkpoint {
+        Some((interval_ms, state_dir)) => spec.checkpoint(CheckpointSpec {
+            state_dir: state_dir.to_owned(),
+            interval_ms,
+            keep: 3,
+        }),
+        None => spec,
+    }
+    .build()?;
     let started = Instant::now();
     let running = crate::Job::start(
         spec,
@@ -423,6 +439,7 @@ pub fn job(
         std::thread::sleep(Duration::from_millis(2));
     }
     let seconds = started.elapsed().as_secs_f64();
+    let figures = running.stats().checkpoints.get().map(|c| c.figures());
     running.stop();
     let report = running.wait()?;
     Ok(JobBench {
@@ -436,6 +453,9 @@ pub fn job(
         seconds,
         events_per_sec: rows as f64 / seconds,
         progressive_auc: report.progressive_auc,
+        checkpoints: figures.map(|f| f.written),
+        checkpoint_bytes: figures.map(|f| f.last_bytes),
+        checkpoint_seconds: figures.map(|f| f.last_seconds),
     })
 }
 

@@ -105,6 +105,10 @@ enum Bench {
         /// `hashed` (2^20 slots) or `map` (the Criteo FeatureMap spec of `bench featurize`).
         #[arg(long, default_value = "hashed", value_parser = ["hashed", "map"])]
         features: String,
+        /// Checkpoint into RocksDB (in a temporary directory) at most every this many
+        /// milliseconds; 0 checkpoints every epoch. Without it the job does not checkpoint.
+        #[arg(long)]
+        checkpoint_ms: Option<u64>,
     },
     /// The Kafka source alone: produce N generated events (event times 0.1 ms apart), then time
     /// reading them into event-time epochs with a checkpoint of every epoch in RocksDB.
@@ -247,14 +251,24 @@ fn run_cli() -> anyhow::Result<()> {
                     rows,
                     workers,
                     features,
+                    checkpoint_ms,
                 },
         } => {
             let registry = tempfile::tempdir()?;
+            let state = tempfile::tempdir()?;
             let features = match features.as_str() {
                 "map" => FeatureSpec::Map(FeatureMapSpec::criteo_default()),
                 _ => FeatureSpec::Hashed { hash_bits: 20 },
             };
-            let figures = bench::job(&brokers, rows, workers, features, registry.path())?;
+            let checkpoint = checkpoint_ms.map(|ms| (ms, state.path()));
+            let figures = bench::job(
+                &brokers,
+                rows,
+                workers,
+                features,
+                registry.path(),
+                checkpoint,
+            )?;
             println!("{}", serde_json::to_string(&figures)?);
             Ok(())
         }

@@ -8,9 +8,10 @@
 //! partition's records before it: a replay from a checkpoint puts every record in the same epoch
 //! as the first run did. The worker's frontier is the least watermark epoch over its active
 //! partitions; a partition that shows nothing for `idle` of processing time stops holding it
-//! back, and when every partition is idle the frontier moves past everything read. A record of
-//! an idle partition that comes back behind the frontier joins the frontier's epoch (counted as
-//! late).
+//! back, and when every partition is idle (or the worker has none) the frontier moves past
+//! everything read and then follows the wall clock, less `idle`, so that an idle worker does
+//! not hold back the epochs of the others. A record of an idle partition that comes back behind
+//! the frontier joins the frontier's epoch (counted as late).
 //!
 //! Records are held until the frontier passes their epoch and then handed on in the order of
 //! (partition, offset): what a worker sends of an epoch does not depend on how the reads of its
@@ -233,14 +234,20 @@ impl Epochs {
         }
         let allowed = match least {
             Some(w) => self.epoch_of(w),
-            // Every partition idle: release what was read.
-            None => self
-                .clocks
-                .iter()
-                .filter_map(|c| c.watermark_ms)
-                .map(|w| self.epoch_of(w) + 1)
-                .max()
-                .unwrap_or(self.frontier),
+            // Every partition idle (or none at all): release what was read, and follow the
+            // wall clock (less the idle span), so that a worker with nothing to read does not
+            // hold back the others' epochs downstream.
+            None => {
+                let read = self
+                    .clocks
+                    .iter()
+                    .filter_map(|c| c.watermark_ms)
+                    .map(|w| self.epoch_of(w) + 1)
+                    .max()
+                    .unwrap_or(0);
+                let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+                read.max(self.epoch_of(now_ms().saturating_sub(idle_ms)))
+            }
         };
         allowed.max(self.frontier)
     }
@@ -294,7 +301,8 @@ impl Epochs {
 }
 
 /// Creates a stream from `reader` in event-time epochs, as the module describes, checkpointed
-/// as `part` when there is one.
+/// as `part` when there is one. `stop` (or the reader's [`Polled::Done`]) ends the stream:
+/// everything read is handed on, and the final checkpoint holds the positions after it.
 ///
 /// # Examples
 ///
@@ -326,11 +334,16 @@ impl Epochs {
 ///     let time = EventTime { epoch_ms: 1000, idle: Duration::from_secs(1) };
 ///     ingest_partitions(scope, "Three", Three(records), time, None, shared, || false)
 ///         // Each record in the epoch of its second.
-///         .inspect_time(|epoch, r| assert_eq!(*epoch, r.offset as u64));
+///         .inspect_core(|event| {
+///             if let Ok((stamp, records)) = event {
+///                 for r in records {
+///                     assert_eq!(stamp.elements(), &[r.offset as u64]);
+///                 }
+///             }
+///         });
 /// });
 /// assert_eq!(stats.records.load(Ordering::Relaxed), 3);
-/// ``` `stop` ends the stream: everything read is handed on, and the final checkpoint
-/// holds the positions after it.
+/// ```
 pub fn ingest_partitions<'scope, R>(
     scope: Scope<'scope, u64>,
     name: &str,

@@ -2,12 +2,13 @@
 
 use millrace_models::labels::{impressions_and_clicks, labeled_line, LabelEvent};
 use millrace_models::{DeadLetter, RawRecord};
+use millrace_operators::checkpoint::{Checkpoint, Choice, Collector, Persist};
 use millrace_operators::{JoinLabels, LabelJoinConfig, LabelJoinStats, LatePolicy};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::operators::{Input, Inspect};
+use timely::dataflow::operators::{Input, Inspect, Probe};
 use timely::dataflow::InputHandle;
 
 const WINDOW: u64 = 6;
@@ -224,4 +225,158 @@ fn arrival_order_within_an_epoch_does_not_matter() {
     let joined = dataflow_join(1, &records, LatePolicy::Drop);
     assert_eq!(joined.counts.positives, 1);
     assert_eq!(joined.dead, vec![(0, 2)], "the second impression of r1");
+}
+
+/// Keeps the checkpoints a collector writes.
+struct Kept(Arc<Mutex<Vec<Checkpoint>>>);
+
+impl Persist for Kept {
+    fn persist(&mut self, checkpoint: &Checkpoint) -> Result<(), String> {
+        self.0.lock().unwrap().push(checkpoint.clone());
+        Ok(())
+    }
+}
+
+/// The join over `workers` workers in two runs: the first joins the epochs up to `split`,
+/// checkpoints after it and is dropped; the second restores that checkpoint and joins the rest.
+fn dataflow_join_resumed(
+    workers: usize,
+    records: &[(u64, RawRecord)],
+    late: LatePolicy,
+    split: u64,
+) -> Joined {
+    let stats = Arc::new(LabelJoinStats::default());
+    let labeled = Arc::new(Mutex::new(Vec::new()));
+    let dead = Arc::new(Mutex::new(Vec::<DeadLetter>::new()));
+    let records = Arc::new(records.to_vec());
+    let kept = Arc::new(Mutex::new(Vec::new()));
+    let mut restored = None;
+    for run in 0..2 {
+        // Only the second run's counters count: the restored checkpoint carries the first's.
+        let run_stats = Arc::new(LabelJoinStats::default());
+        let collector = Collector::new(
+            (0..workers).collect(),
+            &["labels"],
+            Choice::EveryNth(1),
+            Box::new(Kept(kept.clone())),
+            restored.take(),
+        );
+        let (st, out, letters, records) = (
+            run_stats.clone(),
+            labeled.clone(),
+            dead.clone(),
+            records.clone(),
+        );
+        let shared = collector.clone();
+        timely::execute(timely::Config::process(workers), move |worker| {
+            let (index, peers) = (worker.index(), worker.peers());
+            let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<RawRecord>>>::new();
+            let (st, out, letters) = (st.clone(), out.clone(), letters.clone());
+            let installed = shared.install();
+            let probe = worker.dataflow::<u64, _, _>(|scope| {
+                let config = LabelJoinConfig {
+                    window: WINDOW,
+                    late,
+                };
+                let (joined, dead) = scope.input_from(&mut input).join_labels(config, st);
+                joined.inspect(move |r: &RawRecord| {
+                    out.lock()
+                        .unwrap()
+                        .push((r.partition, r.offset, r.payload.clone()))
+                });
+                dead.inspect(move |d: &DeadLetter| letters.lock().unwrap().push(d.clone()))
+                    .probe()
+                    .0
+            });
+            drop(installed);
+            let mine = records.iter().skip(index).step_by(peers);
+            if run == 0 {
+                for (epoch, record) in mine.filter(|(e, _)| *e <= split) {
+                    input.advance_to(*epoch);
+                    input.send(record.clone());
+                }
+                input.advance_to(split + 1);
+                worker.step_while(|| {
+                    shared.figures().last_epoch.is_none_or(|e| e < split)
+                        || probe.less_than(&(split + 1))
+                });
+                for dataflow in worker.installed_dataflows() {
+                    worker.drop_dataflow(dataflow);
+                }
+            } else {
+                for (epoch, record) in mine.filter(|(e, _)| *e > split) {
+                    input.advance_to(*epoch);
+                    input.send(record.clone());
+                }
+            }
+        })
+        .unwrap()
+        .join()
+        .into_iter()
+        .for_each(|r| r.unwrap());
+        if run == 0 {
+            let checkpoint = kept
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|c| c.epoch == split)
+                .cloned()
+                .expect("a checkpoint after the split");
+            restored = Some(checkpoint);
+        } else {
+            let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+            for (total, counter) in [
+                (&stats.positives, &run_stats.positives),
+                (&stats.negatives, &run_stats.negatives),
+                (&stats.late_clicks, &run_stats.late_clicks),
+                (&stats.corrections, &run_stats.corrections),
+                (&stats.duplicate_clicks, &run_stats.duplicate_clicks),
+                (&stats.unmatched_clicks, &run_stats.unmatched_clicks),
+                (&stats.pending, &run_stats.pending),
+            ] {
+                total.store(load(counter), Ordering::Relaxed);
+            }
+        }
+    }
+    let mut labeled = std::mem::take(&mut *labeled.lock().unwrap());
+    labeled.sort();
+    let mut dead: Vec<(i32, i64)> = dead
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|d| (d.record.partition, d.record.offset))
+        .collect();
+    dead.sort();
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    assert_eq!(load(&stats.pending), 0, "every window closed at the end");
+    Joined {
+        labeled,
+        dead,
+        counts: Counts {
+            positives: load(&stats.positives),
+            negatives: load(&stats.negatives),
+            late: load(&stats.late_clicks),
+            corrections: load(&stats.corrections),
+            duplicates: load(&stats.duplicate_clicks),
+            unmatched: load(&stats.unmatched_clicks),
+        },
+    }
+}
+
+#[test]
+fn a_join_restored_from_a_checkpoint_ends_like_one_that_never_stopped() {
+    let records = stream(11);
+    let last = records.iter().map(|(e, _)| *e).max().unwrap();
+    for late in [LatePolicy::Drop, LatePolicy::Correct] {
+        let want = batch_join(&records, late);
+        for (workers, split) in [(1, last / 3), (2, last / 2), (4, 2 * last / 3)] {
+            let got = dataflow_join_resumed(workers, &records, late, split);
+            assert_eq!(got.counts, want.counts, "{workers} workers, {late:?}");
+            assert_eq!(got.dead, want.dead, "{workers} workers, {late:?}");
+            assert!(
+                got.labeled == want.labeled,
+                "{workers} workers, {late:?}: labeled records differ"
+            );
+        }
+    }
 }

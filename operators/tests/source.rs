@@ -1,0 +1,141 @@
+//! The event-time source with 1, 2 and 4 workers against a plain computation of each record's
+//! epoch: partitions spread over the workers, records out of order within their partitions,
+//! and two partitions that never show a record, which must not stall the frontier.
+
+use millrace_models::RawRecord;
+use millrace_operators::{ingest_partitions, EventTime, PartitionReader, Polled, SourceStats};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use timely::dataflow::operators::{Inspect, Probe};
+
+const PARTITIONS: i32 = 8;
+/// Partitions 6 and 7 stay empty.
+const WITH_DATA: i32 = 6;
+const PER_PARTITION: i64 = 300;
+const EPOCH_MS: u64 = 50;
+
+/// Record `i` of partition `p`: event times mostly rising, every fourth one 60 ms behind.
+fn timestamp(p: i32, i: i64) -> u64 {
+    let base = 1_000_000 + (p as u64) * 3 + (i as u64) * 7;
+    if i % 4 == 3 {
+        base - 60
+    } else {
+        base
+    }
+}
+
+/// Each record's epoch, computed plainly: the epoch of its partition's largest time so far.
+fn batch() -> Vec<(u64, i32, i64)> {
+    let mut out = Vec::new();
+    for p in 0..WITH_DATA {
+        let mut watermark = 0;
+        for i in 0..PER_PARTITION {
+            watermark = watermark.max(timestamp(p, i));
+            out.push((watermark / EPOCH_MS, p, i));
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// A worker's partitions, handing out one record of each per poll, then nothing (never done).
+struct Dribble {
+    partitions: Vec<i32>,
+    next: i64,
+}
+
+impl PartitionReader for Dribble {
+    fn partitions(&self) -> Vec<i32> {
+        self.partitions.clone()
+    }
+
+    fn poll(&mut self, out: &mut Vec<RawRecord>, _max: usize) -> Polled {
+        if self.next == PER_PARTITION {
+            return Polled::Idle;
+        }
+        for &p in self.partitions.iter().filter(|p| **p < WITH_DATA) {
+            out.push(RawRecord {
+                partition: p,
+                offset: self.next,
+                payload: Vec::new(),
+                timestamp_ms: Some(timestamp(p, self.next)),
+            });
+        }
+        self.next += 1;
+        Polled::Records
+    }
+
+    fn seek(&mut self, _: &[(i32, i64)]) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn commit(&mut self, _: &[(i32, i64)]) {}
+}
+
+fn dataflow(workers: usize) -> (Vec<(u64, i32, i64)>, u64) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let stats = Arc::new(SourceStats::new(PARTITIONS as usize));
+    let last_epoch = batch().last().unwrap().0;
+    let (out, shared) = (seen.clone(), stats.clone());
+    timely::execute(timely::Config::process(workers), move |worker| {
+        let (index, peers) = (worker.index(), worker.peers());
+        let reader = Dribble {
+            partitions: (0..PARTITIONS)
+                .filter(|p| *p as usize % peers == index)
+                .collect(),
+            next: 0,
+        };
+        let time = EventTime {
+            epoch_ms: EPOCH_MS,
+            idle: Duration::from_secs(1),
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let (out, stats) = (out.clone(), shared.clone());
+        let probe = worker.dataflow::<u64, _, _>(move |scope| {
+            ingest_partitions(scope, "Dribble", reader, time, None, stats, move || {
+                stopped.load(Ordering::Relaxed)
+            })
+            .inspect_core(move |event| {
+                if let Ok((stamp, records)) = event {
+                    let mut out = out.lock().unwrap();
+                    for (epoch, r) in stamp
+                        .iter()
+                        .flat_map(|t| records.iter().map(move |r| (t, r)))
+                    {
+                        out.push((*epoch, r.partition, r.offset));
+                    }
+                }
+            })
+            .probe()
+            .0
+        });
+        // The frontier passes the last epoch while the source is still running: the empty
+        // partitions went idle instead of holding it back.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        worker.step_while(|| {
+            assert!(Instant::now() < deadline, "the frontier stalled");
+            probe.less_equal(&last_epoch)
+        });
+        stop.store(true, Ordering::Relaxed);
+    })
+    .unwrap()
+    .join()
+    .into_iter()
+    .for_each(|r| r.unwrap());
+    let mut seen = std::mem::take(&mut *seen.lock().unwrap());
+    seen.sort_unstable();
+    (seen, stats.late.load(Ordering::Relaxed))
+}
+
+#[test]
+fn epochs_with_1_2_and_4_workers_match_the_plain_computation() {
+    let want = batch();
+    assert!(want.len() as i64 == i64::from(WITH_DATA) * PER_PARTITION);
+    for workers in [1, 2, 4] {
+        let (got, late) = dataflow(workers);
+        assert_eq!(late, 0, "{workers} workers: records behind the frontier");
+        assert!(got == want, "{workers} workers: epochs differ");
+    }
+}
