@@ -124,6 +124,8 @@ struct Clock {
     last_seen: Instant,
     /// For each held epoch, its first record's offset and the watermark before it.
     firsts: BTreeMap<u64, (i64, Option<u64>)>,
+    /// Records read since the partition's figures were last reported.
+    unreported: u64,
 }
 
 /// The most records one activation reads, so that one source cannot starve the worker.
@@ -165,6 +167,7 @@ impl Epochs {
                     next_offset: 0,
                     last_seen: now,
                     firsts: BTreeMap::new(),
+                    unreported: 0,
                 })
                 .collect(),
             held: BTreeMap::new(),
@@ -195,6 +198,7 @@ impl Epochs {
                     next_offset: 0,
                     last_seen: now,
                     firsts: BTreeMap::new(),
+                    unreported: 0,
                 });
                 self.clocks.len() - 1
             }
@@ -212,12 +216,7 @@ impl Epochs {
         clock.next_offset = record.offset + 1;
         clock.last_seen = now;
         clock.firsts.entry(epoch).or_insert((record.offset, before));
-        if let Some(p) = stats.partitions.get(record.partition as usize) {
-            p.records.fetch_add(1, Ordering::Relaxed);
-            p.watermark_ms.store(watermark, Ordering::Relaxed);
-            p.next_offset
-                .store(clock.next_offset as u64, Ordering::Relaxed);
-        }
+        clock.unreported += 1;
         self.held.entry(epoch).or_default().push(record);
     }
 
@@ -250,6 +249,21 @@ impl Epochs {
             }
         };
         allowed.max(self.frontier)
+    }
+
+    /// Reports the partitions' figures (once per poll: the workers' partitions share cache
+    /// lines, which per-record updates would pass back and forth).
+    fn report(&mut self, stats: &SourceStats) {
+        for clock in self.clocks.iter_mut().filter(|c| c.unreported > 0) {
+            if let Some(p) = stats.partitions.get(clock.partition as usize) {
+                p.records.fetch_add(clock.unreported, Ordering::Relaxed);
+                p.watermark_ms
+                    .store(clock.watermark_ms.unwrap_or(0), Ordering::Relaxed);
+                p.next_offset
+                    .store(clock.next_offset as u64, Ordering::Relaxed);
+            }
+            clock.unreported = 0;
+        }
     }
 
     /// Marks every partition as just seen.
@@ -409,6 +423,7 @@ where
                     for record in buffer.drain(..) {
                         epochs.hold(record, &stats);
                     }
+                    epochs.report(&stats);
                     polled
                 };
                 let stopping = polled == Polled::Done || stop();
