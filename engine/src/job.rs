@@ -243,11 +243,15 @@ fn run(
         Some(broker)
     } else {
         let topics = [kafka.topic.as_str(), kafka.dead_letter_topic.as_str()];
-        runtime.block_on(create_topics(
+        if let Err(error) = runtime.block_on(create_topics(
             &kafka.bootstrap_servers,
             &topics,
             kafka.partitions,
-        ))?;
+        )) {
+            // Topics made by whoever runs the brokers are fine: the source needs only to read.
+            KafkaReader::topic_partitions(&kafka, &kafka.bootstrap_servers).map_err(|_| error)?;
+            tracing::warn!("the topics could not be created but exist; going on");
+        }
         None
     };
     let bootstrap = embedded.as_ref().map_or_else(

@@ -709,6 +709,19 @@ where
                         break;
                     }
                 }
+                // Rounds of epochs this worker had no rows in: applied once complete, before
+                // the next epoch it may learn, so that the model (and its publication) does not
+                // wait for this worker's next rows.
+                if self.between_rounds() {
+                    let next = self
+                        .rows
+                        .keys()
+                        .chain(frontiers.rows.iter())
+                        .min()
+                        .copied()
+                        .unwrap_or(u64::MAX);
+                    self.apply_rounds(next, frontiers.rounds);
+                }
             }
         }
         if self.finished {

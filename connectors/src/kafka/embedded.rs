@@ -37,6 +37,21 @@ impl EmbeddedBroker {
         self.cluster.bootstrap_servers()
     }
 
+    /// Makes the broker unreachable (`false`: connections drop, new ones are refused) or
+    /// reachable again (`true`), keeping its records: an outage, for fault-injection tests.
+    ///
+    /// # Errors
+    ///
+    /// When librdkafka refuses.
+    pub fn set_reachable(&self, reachable: bool) -> Result<()> {
+        let result = if reachable {
+            self.cluster.broker_up(1)
+        } else {
+            self.cluster.broker_down(1)
+        };
+        result.map_err(kafka("embedded broker"))
+    }
+
     /// Creates a topic (the mock broker does not implement the admin API).
     ///
     /// # Errors
