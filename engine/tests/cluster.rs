@@ -8,58 +8,19 @@
 //! agree on the newest checkpoint both have, resume from it, and end with the same counts and
 //! the same model, bit for bit.
 
-use millrace_connectors::kafka::{create_topics, LineProducer};
+mod common;
+
+use common::{broker, latest_model, produce_stream, report, unique};
 use millrace_engine::checkpoint::CheckpointStore;
 use millrace_engine::spec::{CheckpointSpec, JobSpec, LearnerSpec, ProgressSpec, PublishSpec};
 use millrace_engine::KafkaSourceConfig;
-use millrace_models::synth::CriteoGenerator;
-use millrace_models::{FeatureSpec, FtrlParams, ModelArtifact, Registry};
+use millrace_models::{FeatureSpec, FtrlParams, ModelArtifact};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const EVENTS: u64 = 40_000;
-
-fn broker() -> String {
-    std::env::var("MILLRACE_TEST_BROKER").expect(
-        "MILLRACE_TEST_BROKER is unset: run the tests with `make test`, which starts the broker",
-    )
-}
-
-fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{name}-{}-{nanos}", std::process::id())
-}
-
-/// Generated events with a malformed line every 499, 1 ms of event time apart, round robin
-/// over 4 partitions (so each partition holds a quarter).
-fn produce(topic: &str) {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime
-        .block_on(create_topics(
-            &broker(),
-            &[topic, &format!("{topic}-dead")],
-            4,
-        ))
-        .unwrap();
-    let mut producer = LineProducer::new(&broker(), topic, 4).unwrap();
-    let mut events = CriteoGenerator::new(3);
-    for i in 0..EVENTS {
-        let line = if i % 499 == 0 {
-            format!("broken {i}")
-        } else {
-            events.next_event().to_tsv()
-        };
-        producer
-            .send_at(line.as_bytes(), Some(1_700_000_000_000 + i as i64))
-            .unwrap();
-    }
-    producer.flush(Duration::from_secs(60)).unwrap();
-}
 
 /// The job file and the hosts file of a 2-process job in `dir`.
 fn files(dir: &Path, topic: &str) -> (std::path::PathBuf, std::path::PathBuf) {
@@ -131,19 +92,7 @@ fn start(job: &Path, hosts: &Path) -> Vec<Child> {
 
 /// Waits for both processes; their reports.
 fn finish(children: Vec<Child>) -> Vec<Value> {
-    children
-        .into_iter()
-        .map(|child| {
-            let output = child.wait_with_output().unwrap();
-            assert!(
-                output.status.success(),
-                "a process failed: {:?}",
-                output.status
-            );
-            let stdout = String::from_utf8(output.stdout).unwrap();
-            serde_json::from_str(stdout.lines().last().expect("no report")).unwrap()
-        })
-        .collect()
+    children.into_iter().map(report).collect()
 }
 
 fn sum(reports: &[Value], counter: &str) -> u64 {
@@ -151,16 +100,13 @@ fn sum(reports: &[Value], counter: &str) -> u64 {
 }
 
 fn model(dir: &Path) -> ModelArtifact {
-    Registry::open(dir.join("registry"))
-        .unwrap()
-        .load_latest("cluster")
-        .unwrap()
+    latest_model(dir, "cluster")
 }
 
 #[test]
 fn two_processes_share_the_partitions_and_resume_together_after_a_kill() {
     let topic = unique("cluster");
-    produce(&topic);
+    produce_stream(&topic, EVENTS, 499, 3);
     let bad = EVENTS.div_ceil(499);
 
     let clean = tempfile::tempdir().unwrap();

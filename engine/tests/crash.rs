@@ -19,12 +19,13 @@
 //! Last, the newest checkpoint is corrupted: start-up skips it (loudly), restores the one before
 //! it, replays from there and ends with the same counters and model again.
 
-use millrace_connectors::kafka::{create_topics, LineProducer};
+mod common;
+
+use common::{broker, latest_model, produce_stream, report as finish, unique};
 use millrace_engine::checkpoint::CheckpointStore;
 use millrace_engine::spec::{CheckpointSpec, JobSpec, LearnerSpec, ProgressSpec, PublishSpec};
 use millrace_engine::KafkaSourceConfig;
-use millrace_models::synth::CriteoGenerator;
-use millrace_models::{FeatureMapSpec, FeatureSpec, FtrlParams, ModelArtifact, Registry};
+use millrace_models::{FeatureMapSpec, FeatureSpec, FtrlParams, ModelArtifact};
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use std::path::Path;
@@ -33,46 +34,6 @@ use std::time::{Duration, Instant};
 
 const EVENTS: u64 = 200_000;
 const KILLS: usize = 10;
-
-fn broker() -> String {
-    std::env::var("MILLRACE_TEST_BROKER").expect(
-        "MILLRACE_TEST_BROKER is unset: run the tests with `make test`, which starts the broker",
-    )
-}
-
-fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{name}-{}-{nanos}", std::process::id())
-}
-
-/// Produces the stream once: generated events, a malformed line every 997, 1 ms apart.
-fn produce(topic: &str) {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime
-        .block_on(create_topics(
-            &broker(),
-            &[topic, &format!("{topic}-dead")],
-            4,
-        ))
-        .unwrap();
-    let mut producer = LineProducer::new(&broker(), topic, 4).unwrap();
-    let mut events = CriteoGenerator::new(11);
-    let start_ms = 1_700_000_000_000i64;
-    for i in 0..EVENTS {
-        let line = if i % 997 == 0 {
-            format!("not an event {i}")
-        } else {
-            events.next_event().to_tsv()
-        };
-        producer
-            .send_at(line.as_bytes(), Some(start_ms + i as i64))
-            .unwrap();
-    }
-    producer.flush(Duration::from_secs(120)).unwrap();
-}
 
 fn job_file(dir: &Path, topic: &str, group: &str) -> std::path::PathBuf {
     let spec = JobSpec::builder("crash")
@@ -108,6 +69,10 @@ fn job_file(dir: &Path, topic: &str, group: &str) -> std::path::PathBuf {
     path
 }
 
+fn final_model(dir: &Path) -> ModelArtifact {
+    latest_model(dir, "crash")
+}
+
 fn start(job: &Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_millrace"))
         .args(["run", "--workers", "2"])
@@ -119,30 +84,10 @@ fn start(job: &Path) -> Child {
         .unwrap()
 }
 
-/// Waits for a run to end by itself; its report.
-fn finish(child: Child) -> Value {
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "the job failed: {:?}",
-        output.status
-    );
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    let line = stdout.lines().last().expect("the job printed no report");
-    serde_json::from_str(line).unwrap()
-}
-
-fn final_model(dir: &Path) -> ModelArtifact {
-    Registry::open(dir.join("registry"))
-        .unwrap()
-        .load_latest("crash")
-        .unwrap()
-}
-
 #[test]
 fn sigkill_at_10_random_points_changes_nothing() {
     let topic = unique("crash");
-    produce(&topic);
+    produce_stream(&topic, EVENTS, 997, 11);
 
     // The uninterrupted run.
     let clean = tempfile::tempdir().unwrap();

@@ -6,6 +6,9 @@
 //! an event (the value follows the spec's policy and is counted); only records that cannot be
 //! events are dead letters.
 
+mod common;
+
+use common::{broker, unique, wait_for};
 use millrace_connectors::kafka::{client_config, create_topics, LineProducer};
 use millrace_engine::spec::{JobSpec, LearnerSpec, ProgressSpec, PublishSpec, ServeSpec};
 use millrace_engine::{Job, KafkaSourceConfig, RunOptions};
@@ -16,20 +19,6 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-
-fn broker() -> String {
-    std::env::var("MILLRACE_TEST_BROKER").expect(
-        "MILLRACE_TEST_BROKER is unset: run the tests with `make test`, which starts the broker",
-    )
-}
-
-fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{name}-{}-{nanos}", std::process::id())
-}
 
 /// A minimal HTTP/1.1 exchange; returns the status code and the body.
 fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
@@ -51,14 +40,6 @@ fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String)
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
-}
-
-fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 const HASHED: FeatureSpec = FeatureSpec::Hashed { hash_bits: 20 };

@@ -5,23 +5,18 @@
 //! Kafka-protocol broker whose connections can be dropped and refused while it keeps its
 //! records, which a stop and start of the memory-backed test broker (tansu) would lose.
 
+mod common;
+
+use common::wait_for;
 use millrace_connectors::kafka::{EmbeddedBroker, LineProducer};
 use millrace_engine::spec::{JobSpec, LearnerSpec, ProgressSpec, PublishSpec};
 use millrace_engine::{Job, KafkaSourceConfig, RunOptions};
 use millrace_models::synth::CriteoGenerator;
 use millrace_models::{FeatureSpec, FtrlParams};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const HALF: u64 = 10_000;
-
-fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 #[test]
 fn the_job_rides_out_a_broker_outage_and_loses_nothing() {

@@ -112,6 +112,37 @@ fn batch_join(records: &[(u64, RawRecord)], late: LatePolicy) -> Joined {
     }
 }
 
+/// What a dataflow join collected, sorted as [`Joined`] holds it.
+fn joined(
+    labeled: &Mutex<Vec<(i32, i64, Vec<u8>)>>,
+    dead: &Mutex<Vec<DeadLetter>>,
+    stats: &LabelJoinStats,
+) -> Joined {
+    let mut labeled = std::mem::take(&mut *labeled.lock().unwrap());
+    labeled.sort();
+    let mut dead: Vec<(i32, i64)> = dead
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|d| (d.record.partition, d.record.offset))
+        .collect();
+    dead.sort();
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    assert_eq!(load(&stats.pending), 0, "every window closed at the end");
+    Joined {
+        labeled,
+        dead,
+        counts: Counts {
+            positives: load(&stats.positives),
+            negatives: load(&stats.negatives),
+            late: load(&stats.late_clicks),
+            corrections: load(&stats.corrections),
+            duplicates: load(&stats.duplicate_clicks),
+            unmatched: load(&stats.unmatched_clicks),
+        },
+    }
+}
+
 /// The join as a dataflow over `workers` workers, each fed its share of the records.
 fn dataflow_join(workers: usize, records: &[(u64, RawRecord)], late: LatePolicy) -> Joined {
     let stats = Arc::new(LabelJoinStats::default());
@@ -145,29 +176,7 @@ fn dataflow_join(workers: usize, records: &[(u64, RawRecord)], late: LatePolicy)
     .join()
     .into_iter()
     .for_each(|r| r.unwrap());
-    let mut labeled = std::mem::take(&mut *labeled.lock().unwrap());
-    labeled.sort();
-    let mut dead: Vec<(i32, i64)> = dead
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|d| (d.record.partition, d.record.offset))
-        .collect();
-    dead.sort();
-    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    assert_eq!(load(&stats.pending), 0, "every window closed at the end");
-    Joined {
-        labeled,
-        dead,
-        counts: Counts {
-            positives: load(&stats.positives),
-            negatives: load(&stats.negatives),
-            late: load(&stats.late_clicks),
-            corrections: load(&stats.corrections),
-            duplicates: load(&stats.duplicate_clicks),
-            unmatched: load(&stats.unmatched_clicks),
-        },
-    }
+    joined(&labeled, &dead, &stats)
 }
 
 #[test]
@@ -338,29 +347,7 @@ fn dataflow_join_resumed(
             }
         }
     }
-    let mut labeled = std::mem::take(&mut *labeled.lock().unwrap());
-    labeled.sort();
-    let mut dead: Vec<(i32, i64)> = dead
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|d| (d.record.partition, d.record.offset))
-        .collect();
-    dead.sort();
-    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    assert_eq!(load(&stats.pending), 0, "every window closed at the end");
-    Joined {
-        labeled,
-        dead,
-        counts: Counts {
-            positives: load(&stats.positives),
-            negatives: load(&stats.negatives),
-            late: load(&stats.late_clicks),
-            corrections: load(&stats.corrections),
-            duplicates: load(&stats.duplicate_clicks),
-            unmatched: load(&stats.unmatched_clicks),
-        },
-    }
+    joined(&labeled, &dead, &stats)
 }
 
 #[test]
