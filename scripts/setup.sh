@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what millrace needs on a fresh Debian 12 machine with a Rust toolchain, idempotently:
-# the Debian packages that rdkafka's bundled librdkafka build needs and, with --with-broker, what
+# the Debian packages that rdkafka's bundled librdkafka build needs, RocksDB (librocksdb-dev, which
+# the rocksdb crate links against, and libclang-dev for its bindings) and, with --with-broker, what
 # the tests need: the tansu Kafka broker (built once into a cache outside the clone, then reused)
 # and python3-venv for the confluent-kafka check of the embedded broker.
 set -euo pipefail
