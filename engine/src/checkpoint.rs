@@ -127,13 +127,20 @@ impl CheckpointStore {
     /// The newest checkpoint that reads back whole and has every part of `parts` for every
     /// worker of `workers`; newer ones that do not are skipped and reported.
     pub fn restore(&self, workers: &[usize], parts: &[&str]) -> Restored {
-        let (readable, skipped) = self.readable(workers, parts);
-        Restored {
-            checkpoint: readable
-                .last()
-                .and_then(|&epoch| self.read(epoch, workers, parts).ok()),
-            skipped,
+        let mut restored = Restored::default();
+        for epoch in self.epochs().into_iter().rev() {
+            match self.checkpoint(epoch, workers, parts) {
+                Ok(checkpoint) => {
+                    restored.checkpoint = Some(checkpoint);
+                    break;
+                }
+                Err(reason) => {
+                    tracing::error!(epoch, %reason, "a checkpoint cannot be restored; falling back to the one before it");
+                    restored.skipped.push((epoch, reason));
+                }
+            }
         }
+        restored
     }
 
     /// The epochs of the checkpoints that read back whole, oldest first, and the others with
@@ -141,7 +148,7 @@ impl CheckpointStore {
     pub fn readable(&self, workers: &[usize], parts: &[&str]) -> (Vec<u64>, Vec<(u64, String)>) {
         let (mut readable, mut skipped) = (Vec::new(), Vec::new());
         for epoch in self.epochs() {
-            match self.read(epoch, workers, parts) {
+            match self.checkpoint(epoch, workers, parts) {
                 Ok(_) => readable.push(epoch),
                 Err(reason) => {
                     tracing::error!(epoch, %reason, "a checkpoint cannot be restored; it is skipped");
@@ -158,15 +165,6 @@ impl CheckpointStore {
     ///
     /// Why it does not read back whole.
     pub fn checkpoint(
-        &self,
-        epoch: u64,
-        workers: &[usize],
-        parts: &[&str],
-    ) -> std::result::Result<Checkpoint, String> {
-        self.read(epoch, workers, parts)
-    }
-
-    fn read(
         &self,
         epoch: u64,
         workers: &[usize],

@@ -383,11 +383,7 @@ where
                         epochs.restore(&state);
                         stats.records.fetch_add(state.records, Ordering::Relaxed);
                         stats.late.fetch_add(state.late, Ordering::Relaxed);
-                        let positions: Vec<(i32, i64)> = state
-                            .partitions
-                            .iter()
-                            .map(|r| (r.partition, r.offset))
-                            .collect();
+                        let positions = positions(&state);
                         tracing::debug!(?positions, records = state.records, "source restored");
                         if let Err(error) = reader.seek(&positions) {
                             tracing::error!(%error, "the source cannot resume where the checkpoint says");
