@@ -3,7 +3,7 @@
 use crate::error::{Error, Result};
 use crate::spec::{
     CheckpointSpec, DecodeSpec, GeneratorSpec, JobSpec, LabelsSpec, LearnerSpec, ProgressSpec,
-    PublishSpec, ServeSpec, SourceSpec,
+    PublishSpec, ServeSpec, SinksSpec, SourceSpec,
 };
 use millrace_connectors::kafka::KafkaSourceConfig;
 use millrace_models::FeatureSpec;
@@ -22,6 +22,7 @@ pub struct JobBuilder {
     progress: ProgressSpec,
     labels: Option<LabelsSpec>,
     checkpoint: Option<CheckpointSpec>,
+    sinks: Option<SinksSpec>,
 }
 
 impl JobSpec {
@@ -44,6 +45,12 @@ impl JobBuilder {
     /// Checkpoints of the job's state (`[checkpoint]`).
     pub fn checkpoint(mut self, checkpoint: CheckpointSpec) -> Self {
         self.checkpoint = Some(checkpoint);
+        self
+    }
+
+    /// Output topics (`[sinks]`).
+    pub fn sinks(mut self, sinks: SinksSpec) -> Self {
+        self.sinks = Some(sinks);
         self
     }
 
@@ -137,6 +144,7 @@ impl JobBuilder {
             serve: self.serve,
             progress: self.progress,
             checkpoint: self.checkpoint,
+            sinks: self.sinks,
         };
         let problems = spec.problems();
         if problems.is_empty() {

@@ -16,15 +16,15 @@ use crate::error::{Error, Result};
 use crate::metrics::JobStats;
 use crate::spec::{JobSpec, SourceSpec};
 use millrace_connectors::kafka::{
-    create_topics, DeadLetterSink, EmbeddedBroker, KafkaReader, KafkaSourceConfig, LineProducer,
-    RateLimit, WatermarkProbe, EMBEDDED,
+    create_topics, EmbeddedBroker, KafkaReader, KafkaSourceConfig, LineProducer, Output,
+    OutputSink, RateLimit, WatermarkProbe, EMBEDDED,
 };
 use millrace_models::fmap::Schema;
 use millrace_models::synth::CriteoGenerator;
 use millrace_models::{DeadLetter, FeatureMap, FeatureSpec, RawRecord, Registry};
 use millrace_operators::checkpoint::{Choice, Collector};
 use millrace_operators::{
-    ingest_partitions, Decode, Deliver, EventTime, Featurize, JoinLabels, LabelJoinConfig,
+    ingest_partitions, now_ms, Decode, Deliver, EventTime, Featurize, JoinLabels, LabelJoinConfig,
     ParseEvents, PartitionReader, Polled, PublishPolicy, RecordSink, TrainOnline, TrainRows,
     TrainerConfig,
 };
@@ -235,6 +235,9 @@ fn run(
         let broker = EmbeddedBroker::start()?;
         broker.create_topic(&kafka.topic, kafka.partitions)?;
         broker.create_topic(&kafka.dead_letter_topic, kafka.partitions)?;
+        if let Some(topic) = metrics_topic(&spec) {
+            broker.create_topic(topic, 1)?;
+        }
         tracing::info!(
             bootstrap_servers = %broker.bootstrap_servers(),
             topic = %kafka.topic,
@@ -242,7 +245,8 @@ fn run(
         );
         Some(broker)
     } else {
-        let topics = [kafka.topic.as_str(), kafka.dead_letter_topic.as_str()];
+        let mut topics = vec![kafka.topic.as_str(), kafka.dead_letter_topic.as_str()];
+        topics.extend(metrics_topic(&spec));
         if let Err(error) = runtime.block_on(create_topics(
             &kafka.bootstrap_servers,
             &topics,
@@ -360,17 +364,25 @@ fn run(
             "the final model version was not published: {learned} events learned, the newest version has {published} (see the publish errors above)"
         )));
     }
-    Ok(JobReport {
-        source_records: load(&stats.source.records),
-        decoded: stats.decoded(),
-        dead_letters: stats.dead_letters(),
-        learned: load(&stats.trainer.learned),
-        model_version: load(&stats.trainer.model_version),
-        progressive_auc: stats.trainer.auc(),
-        progressive_logloss: stats.trainer.logloss(),
-        restored_epoch,
-        checkpoints_written: stats.checkpoints.get().map_or(0, |c| c.figures().written),
-    })
+    Ok(JobReport::now(&stats, restored_epoch))
+}
+
+impl JobReport {
+    /// The job's figures as of now.
+    fn now(stats: &JobStats, restored_epoch: Option<u64>) -> Self {
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        JobReport {
+            source_records: load(&stats.source.records),
+            decoded: stats.decoded(),
+            dead_letters: stats.dead_letters(),
+            learned: load(&stats.trainer.learned),
+            model_version: load(&stats.trainer.model_version),
+            progressive_auc: stats.trainer.auc(),
+            progressive_logloss: stats.trainer.logloss(),
+            restored_epoch,
+            checkpoints_written: stats.checkpoints.get().map_or(0, |c| c.figures().written),
+        }
+    }
 }
 
 /// The checkpoint parts of the job's dataflow, in the order of the data.
@@ -518,6 +530,10 @@ fn run_dataflow(
         .as_ref()
         .map_or((0, 1), |c| (c.process, c.hosts.len().max(1)));
     let local: Vec<usize> = (process * workers..(process + 1) * workers).collect();
+    let metrics_sink = spec.sinks.as_ref().and_then(|sinks| {
+        let every = Duration::from_millis(sinks.metrics_interval_ms);
+        sinks.metrics_topic.clone().map(|topic| (topic, every))
+    });
     let checkpointing = checkpointing(spec, &local, options.cluster.as_ref(), stats)?;
     // The collector of this process, made by its first worker once the processes agreed on the
     // checkpoint to restore.
@@ -588,8 +604,19 @@ fn run_dataflow(
         }
         let reader = KafkaReader::assign(&kafka, &bootstrap, index, peers, partitions)
             .map_err(|e| e.to_string())?;
-        let dead_letters =
-            DeadLetterSink::new(&bootstrap, &kafka.dead_letter_topic).map_err(|e| e.to_string())?;
+        let dead_letters = OutputSink::new(&bootstrap, &kafka.dead_letter_topic, "dead letters")
+            .map_err(|e| e.to_string())?;
+        // Process 0's first worker reports the job's figures at epoch ends.
+        let mut metrics = match (&metrics_sink, index) {
+            (Some((topic, every)), 0) => Some(MetricsSink {
+                sink: OutputSink::new(&bootstrap, topic, "metrics").map_err(|e| e.to_string())?,
+                every: *every,
+                last: None,
+                stats: stats.clone(),
+                epoch_ms: time.epoch_ms,
+            }),
+            _ => None,
+        };
         let source = KafkaIngest::new(reader);
         let (trainer, trainer_stats, decode_stats, featurize_stats, job_stats) = (
             trainer.clone(),
@@ -637,7 +664,11 @@ fn run_dataflow(
                 None => {
                     let (events, dead) = records.decode_criteo(decode_stats);
                     concat_dead(dead, join_dead).deliver("DeadLetters", delivery);
-                    events.train_online(trainer, trainer_stats, |_, _| {});
+                    events.train_online(trainer, trainer_stats, move |epoch, _| {
+                        if let Some(metrics) = metrics.as_mut() {
+                            metrics.epoch_end(epoch);
+                        }
+                    });
                 }
                 // A FeatureMap: parse, fit and transform per epoch, learn across versions.
                 Some(layout) => {
@@ -646,7 +677,11 @@ fn run_dataflow(
                     concat_dead(dead, join_dead).deliver("DeadLetters", delivery);
                     let map = FeatureMap::new(layout);
                     let (rows, updates) = events.featurize(map.clone(), featurize_stats, |_, _| {});
-                    rows.train_rows(updates, map, trainer, trainer_stats, |_, _, _| {});
+                    rows.train_rows(updates, map, trainer, trainer_stats, move |epoch, _, _| {
+                        if let Some(metrics) = metrics.as_mut() {
+                            metrics.epoch_end(epoch);
+                        }
+                    });
                 }
             }
         });
@@ -724,13 +759,13 @@ impl PartitionReader for KafkaIngest {
 }
 
 struct DeadLetterDelivery {
-    sink: DeadLetterSink,
+    sink: OutputSink,
     stats: Arc<JobStats>,
 }
 
 impl RecordSink<DeadLetter> for DeadLetterDelivery {
-    fn send(&mut self, letter: DeadLetter) {
-        if let Err(error) = self.sink.send(&letter) {
+    fn send(&mut self, epoch: u64, letter: DeadLetter) {
+        if let Err(error) = self.sink.send_dead_letter(epoch, &letter) {
             let dropped = self
                 .stats
                 .dead_letters_dropped
@@ -744,6 +779,70 @@ impl RecordSink<DeadLetter> for DeadLetterDelivery {
     fn flush(&mut self) {
         if let Err(error) = self.sink.flush() {
             tracing::error!(%error, "dead letters not acknowledged");
+        }
+    }
+}
+
+/// The `[sinks] metrics_topic` of a job, if any.
+fn metrics_topic(spec: &JobSpec) -> Option<&str> {
+    spec.sinks.as_ref()?.metrics_topic.as_deref()
+}
+
+/// Process 0's reports of the job's figures to the metrics topic.
+struct MetricsSink {
+    sink: OutputSink,
+    every: Duration,
+    last: Option<Instant>,
+    stats: Arc<JobStats>,
+    epoch_ms: u64,
+}
+
+/// One message of the metrics topic.
+#[derive(Serialize)]
+struct MetricsMessage<'a> {
+    job: &'a str,
+    /// The epoch just finished (with its synchronization round), or `None` for the final
+    /// report.
+    epoch: Option<u64>,
+    /// The event time the epoch ends at, in milliseconds since the Unix epoch.
+    event_time_ms: Option<u64>,
+    /// When the message was made, in milliseconds since the Unix epoch.
+    time_ms: u64,
+    #[serde(flatten)]
+    report: JobReport,
+}
+
+impl MetricsSink {
+    /// Called after each epoch and once more at the end (`None`).
+    fn epoch_end(&mut self, epoch: Option<u64>) {
+        if epoch.is_some() && self.last.is_some_and(|t| t.elapsed() < self.every) {
+            return;
+        }
+        self.last = Some(Instant::now());
+        let message = MetricsMessage {
+            job: &self.stats.model,
+            epoch,
+            event_time_ms: epoch.map(|e| (e + 1).saturating_mul(self.epoch_ms)),
+            time_ms: now_ms(),
+            report: JobReport::now(&self.stats, None),
+        };
+        let payload = serde_json::to_vec(&message).unwrap_or_default();
+        let sent = self.sink.send(Output {
+            epoch: epoch.unwrap_or(u64::MAX),
+            key: Some(self.stats.model.as_bytes()),
+            payload: &payload,
+            headers: &[],
+        });
+        let flushed = if epoch.is_none() {
+            self.sink.flush()
+        } else {
+            Ok(())
+        };
+        if let Err(error) = sent.and(flushed) {
+            let dropped = self.stats.metrics_dropped.fetch_add(1, Ordering::Relaxed);
+            if dropped == 0 {
+                tracing::error!(%error, "a metrics message could not be delivered (counted in {})", crate::metrics::METRICS_DROPPED);
+            }
         }
     }
 }

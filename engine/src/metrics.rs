@@ -42,6 +42,8 @@ pub const DECODE_EVENTS: &str = "millrace_decode_events_total";
 pub const DECODE_DEAD_LETTERS: &str = "millrace_decode_dead_letters_total";
 /// Dead letters the dead-letter topic did not take (lost; each kind is logged).
 pub const DEAD_LETTERS_DROPPED: &str = "millrace_dead_letters_dropped_total";
+/// Messages the metrics topic did not take (lost; the first is logged).
+pub const METRICS_DROPPED: &str = "millrace_metrics_messages_dropped_total";
 /// Events learned from.
 pub const LEARNER_EVENTS: &str = "millrace_learner_events_total";
 /// Progressive-validation AUC.
@@ -108,6 +110,8 @@ pub struct JobStats {
     pub generated: AtomicU64,
     /// Dead letters that could not be delivered.
     pub dead_letters_dropped: AtomicU64,
+    /// Metrics messages that could not be delivered.
+    pub metrics_dropped: AtomicU64,
     /// Consumer lag, refreshed by the progress thread (-1 before the first reading).
     pub lag: AtomicI64,
     /// The decode operator's counters (hashed features).
@@ -134,6 +138,7 @@ impl JobStats {
             source: Arc::new(SourceStats::new(partitions.max(0) as usize)),
             generated: AtomicU64::new(0),
             dead_letters_dropped: AtomicU64::new(0),
+            metrics_dropped: AtomicU64::new(0),
             lag: AtomicI64::new(-1),
             decode: Arc::new(DecodeStats::default()),
             featurize: Arc::new(FeaturizeStats::default()),
@@ -194,6 +199,7 @@ impl JobStats {
                 "counter",
                 load(&self.dead_letters_dropped),
             ),
+            (METRICS_DROPPED, "counter", load(&self.metrics_dropped)),
             (LEARNER_EVENTS, "counter", load(&self.trainer.learned)),
             (LEARNER_AUC, "gauge", quality.auc.unwrap_or(f64::NAN)),
             (

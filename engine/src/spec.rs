@@ -47,6 +47,28 @@ pub struct JobSpec {
     /// resumes where its newest checkpoint left off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<CheckpointSpec>,
+    /// Optional output topics besides the dead letters (`[sinks]`), on the source's brokers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sinks: Option<SinksSpec>,
+}
+
+/// Output topics on the source's brokers, written with the idempotent producer; every message
+/// names its epoch in the header `millrace-epoch`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinksSpec {
+    /// A topic that receives the job's figures as JSON (the fields of the final report, with
+    /// the epoch and its event time), from process 0 at epoch ends, at most every
+    /// `metrics_interval_ms`, and once more at the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_topic: Option<String>,
+    /// The least processing time between two metrics messages, in milliseconds.
+    #[serde(default = "default_metrics_interval")]
+    pub metrics_interval_ms: u64,
+}
+
+fn default_metrics_interval() -> u64 {
+    1000
 }
 
 /// Where and how often the job checkpoints its state.
@@ -200,7 +222,7 @@ impl Default for ProgressSpec {
     }
 }
 
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 12] = [
     "name",
     "source",
     "generator",
@@ -212,6 +234,7 @@ const SECTIONS: [&str; 11] = [
     "serve",
     "progress",
     "checkpoint",
+    "sinks",
 ];
 
 impl JobSpec {
@@ -284,6 +307,7 @@ impl JobSpec {
         let serve = section::<ServeSpec>(&table, "serve", false, &mut problems);
         let progress = section::<ProgressSpec>(&table, "progress", false, &mut problems);
         let checkpoint = section::<CheckpointSpec>(&table, "checkpoint", false, &mut problems);
+        let sinks = section::<SinksSpec>(&table, "sinks", false, &mut problems);
         let spec = match (name, source, features, learner, publish) {
             (Some(name), Some(source), Some(features), Some(learner), Some(publish)) => {
                 Some(JobSpec {
@@ -298,6 +322,7 @@ impl JobSpec {
                     serve,
                     progress: progress.unwrap_or_default(),
                     checkpoint,
+                    sinks,
                 })
             }
             _ => None,
@@ -392,6 +417,22 @@ impl JobSpec {
                 list.push("`keep` must be >= 1 (got 0)".to_owned());
             }
             add("checkpoint", list);
+        }
+        if let Some(sinks) = &self.sinks {
+            let mut list = Vec::new();
+            if let Some(topic) = &sinks.metrics_topic {
+                if topic.trim().is_empty() {
+                    list.push("`metrics_topic` must not be empty".to_owned());
+                } else if [&kafka.topic, &kafka.dead_letter_topic].contains(&topic) {
+                    list.push(format!(
+                        "`metrics_topic` must differ from the source's topics (got {topic:?})"
+                    ));
+                }
+            }
+            if sinks.metrics_interval_ms == 0 {
+                list.push("`metrics_interval_ms` must be > 0 (got 0)".to_owned());
+            }
+            add("sinks", list);
         }
         if self.progress.epoch_ms == 0 {
             add(
@@ -633,6 +674,27 @@ registry = "target/registry"
             problems(&zero),
             ["[labels] `window_ms` must be > 0 (got 0)"]
         );
+    }
+
+    #[test]
+    fn output_sinks_are_read_and_checked() {
+        let text = format!("{GOOD}\n[sinks]\nmetrics_topic = \"ctr-metrics\"\n");
+        let spec = JobSpec::from_toml(&text).unwrap();
+        let sinks = spec.sinks.as_ref().unwrap();
+        assert_eq!(sinks.metrics_topic.as_deref(), Some("ctr-metrics"));
+        assert_eq!(sinks.metrics_interval_ms, 1000);
+        assert_eq!(JobSpec::from_toml(&spec.to_toml()).unwrap(), spec);
+
+        let bad = format!("{GOOD}\n[sinks]\nmetrics_topic = \"criteo\"\nmetrics_interval_ms = 0\n");
+        assert_eq!(
+            problems(&bad),
+            [
+                "[sinks] `metrics_topic` must differ from the source's topics (got \"criteo\")",
+                "[sinks] `metrics_interval_ms` must be > 0 (got 0)"
+            ]
+        );
+        let unknown = format!("{GOOD}\n[sinks]\npredictions = \"p\"\n");
+        assert!(problems(&unknown)[0].contains("[sinks] `predictions`: unknown field"));
     }
 
     #[test]

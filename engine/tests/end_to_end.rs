@@ -9,11 +9,15 @@
 mod common;
 
 use common::{broker, unique, wait_for};
+use millrace_connectors::kafka::EPOCH_HEADER;
 use millrace_connectors::kafka::{client_config, create_topics, LineProducer};
-use millrace_engine::spec::{JobSpec, LearnerSpec, ProgressSpec, PublishSpec, ServeSpec};
+use millrace_engine::spec::{
+    JobSpec, LearnerSpec, ProgressSpec, PublishSpec, ServeSpec, SinksSpec,
+};
 use millrace_engine::{Job, KafkaSourceConfig, RunOptions};
 use millrace_models::{FeatureMapSpec, FeatureSpec, FtrlParams, Registry};
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
 use rdkafka::Message;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -109,6 +113,7 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(
     };
 
     let (topic, dead_letter_topic) = fresh_topics("e2e");
+    let metrics_topic = format!("{topic}-metrics");
     let mut producer = LineProducer::new(&broker(), &topic, 4).unwrap();
     for (i, line) in good.iter().enumerate() {
         producer.send(line).unwrap();
@@ -143,6 +148,10 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(
         .progress(ProgressSpec {
             epoch_ms: 50,
             interval_ms: 0,
+        })
+        .sinks(SinksSpec {
+            metrics_topic: Some(metrics_topic.clone()),
+            metrics_interval_ms: 100,
         })
         .build()
         .unwrap();
@@ -272,10 +281,30 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(
     let auc = report.progressive_auc.unwrap();
     assert!(auc > 0.65, "progressive auc {auc}");
 
-    // Every bad line is in the dead-letter topic, byte for byte.
+    // Every bad line is in the dead-letter topic, byte for byte, with its epoch.
     let mut want = dead;
     want.sort();
     assert_eq!(read_dead_letters(&dead_letter_topic, want.len()), want);
+
+    // The metrics topic: the job's figures at epoch ends, then the final report.
+    let metrics: Vec<serde_json::Value> = read_topic(&metrics_topic, 1, true)
+        .iter()
+        .map(|(payload, _)| serde_json::from_slice(payload).unwrap())
+        .collect();
+    let (last, before) = metrics.split_last().unwrap();
+    assert_eq!(last["epoch"], serde_json::Value::Null, "{last}");
+    assert_eq!(last["job"], "ctr");
+    assert_eq!(last["learned"], events);
+    assert_eq!(last["dead_letters"], report.dead_letters);
+    assert_eq!(last["model_version"], report.model_version);
+    let epochs: Vec<u64> = before
+        .iter()
+        .map(|m| m["epoch"].as_u64().unwrap())
+        .collect();
+    assert!(epochs.windows(2).all(|w| w[0] < w[1]), "{epochs:?}");
+    assert!(before
+        .iter()
+        .all(|m| m["learned"].as_u64().unwrap() <= events as u64));
 }
 
 /// A new topic named after `prefix` and its dead-letter topic, 4 partitions each.
@@ -292,28 +321,50 @@ fn fresh_topics(prefix: &str) -> (String, String) {
     (topic, dead_letter_topic)
 }
 
-/// The first `count` records of a dead-letter topic, sorted.
+/// The first `count` records of a dead-letter topic, sorted; each names its epoch.
 fn read_dead_letters(topic: &str, count: usize) -> Vec<Vec<u8>> {
+    let mut letters: Vec<Vec<u8>> = read_topic(topic, count, false)
+        .into_iter()
+        .map(|(payload, epoch)| {
+            assert!(epoch.is_some(), "a dead letter without its epoch");
+            payload
+        })
+        .collect();
+    letters.sort();
+    letters
+}
+
+/// The messages of `topic` with their epoch headers: at least `count`, and with `to_end`,
+/// everything until nothing more comes for a second.
+fn read_topic(topic: &str, count: usize, to_end: bool) -> Vec<(Vec<u8>, Option<u64>)> {
     let consumer: BaseConsumer = client_config(&broker())
-        .set("group.id", unique("dead-letter-reader"))
+        .set("group.id", unique("reader"))
         .set("auto.offset.reset", "earliest")
         .create()
         .unwrap();
     consumer.subscribe(&[topic]).unwrap();
-    let mut letters: Vec<Vec<u8>> = Vec::new();
+    let mut messages = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while letters.len() < count {
+    let mut quiet_since = Instant::now();
+    while messages.len() < count || (to_end && quiet_since.elapsed() < Duration::from_secs(1)) {
         assert!(
             Instant::now() < deadline,
-            "{} of {count} dead letters",
-            letters.len()
+            "{} of {count} messages of {topic}",
+            messages.len()
         );
         if let Some(message) = consumer.poll(Duration::from_millis(100)) {
-            letters.push(message.unwrap().payload().unwrap_or_default().to_vec());
+            let message = message.unwrap();
+            let epoch = message.headers().and_then(|headers| {
+                headers
+                    .iter()
+                    .find(|h| h.key == EPOCH_HEADER)
+                    .and_then(|h| std::str::from_utf8(h.value?).ok()?.parse().ok())
+            });
+            messages.push((message.payload().unwrap_or_default().to_vec(), epoch));
+            quiet_since = Instant::now();
         }
     }
-    letters.sort();
-    letters
+    messages
 }
 
 /// Impressions and delayed clicks on one topic, joined by the job (`[labels]`) on 2 workers:

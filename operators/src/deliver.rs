@@ -6,15 +6,16 @@ use timely::dataflow::StreamVec;
 
 /// Where [`Deliver`] sends records: a Kafka producer, a file, a channel.
 pub trait RecordSink<D> {
-    /// Sends one record. Sinks do their own retrying and report failures themselves.
-    fn send(&mut self, record: D);
+    /// Sends one record of `epoch`. Sinks do their own retrying and report failures
+    /// themselves.
+    fn send(&mut self, epoch: u64, record: D);
     /// Waits until everything sent so far is delivered (called when the input is complete).
     fn flush(&mut self);
 }
 
 /// Delivers a stream to a sink.
 pub trait Deliver<D> {
-    /// Sends every record to `sink` on the worker that holds it, and flushes the sink once the
+    /// Sends every record to `sink` on the worker that holds it, with its epoch, and flushes the sink once the
     /// stream is complete.
     ///
     /// # Examples
@@ -25,7 +26,7 @@ pub trait Deliver<D> {
     ///
     /// struct Print;
     /// impl RecordSink<u32> for Print {
-    ///     fn send(&mut self, record: u32) { println!("{record}"); }
+    ///     fn send(&mut self, epoch: u64, record: u32) { println!("{epoch}: {record}"); }
     ///     fn flush(&mut self) {}
     /// }
     ///
@@ -38,9 +39,10 @@ impl<D: 'static> Deliver<D> for StreamVec<'_, u64, D> {
     fn deliver<S: RecordSink<D> + 'static>(self, name: &str, mut sink: S) {
         let mut flushed = false;
         self.sink(Pipeline, name, move |(input, frontier)| {
-            input.for_each(|_time, data| {
+            input.for_each(|time, data| {
+                let epoch = time.least().copied().unwrap_or_default();
                 for record in data.drain(..) {
-                    sink.send(record);
+                    sink.send(epoch, record);
                 }
             });
             if frontier.is_empty() && !flushed {

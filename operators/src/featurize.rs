@@ -24,6 +24,7 @@
 //! no updates and no version.
 
 use crate::checkpoint::{self, Tally};
+use crate::source::now_ms;
 use millrace_models::fmap::{
     BadKind, EventBatch, FeatureFitter, FeaturePartial, FeatureUpdate, Layout, Parser, Partials,
     TransformCounts, Transition,
@@ -33,7 +34,6 @@ use std::collections::{btree_map, hash_map, BTreeMap, HashMap, HashSet};
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
@@ -108,14 +108,6 @@ impl FeaturizeStats {
         self.boundary_shifts_total
             .fetch_add(shifts, Ordering::Relaxed);
     }
-}
-
-/// The wall clock in milliseconds since the Unix epoch: the event time of records that carry
-/// none.
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The stash of the time of `cap`, holding a capability for that time on output 0; made by

@@ -33,7 +33,7 @@ pub use featurize::{
 };
 pub use labels::{JoinLabels, LabelJoinConfig, LabelJoinStats, LatePolicy};
 pub use source::{
-    ingest_partitions, EventTime, PartitionReader, PartitionStats, Polled, SourceStats,
+    ingest_partitions, now_ms, EventTime, PartitionReader, PartitionStats, Polled, SourceStats,
 };
 pub use train::{
     PublishPolicy, QualitySummary, TrainOnline, TrainRows, TrainerConfig, TrainerStats,

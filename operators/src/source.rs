@@ -137,7 +137,9 @@ const MAX_AHEAD: u64 = 32;
 /// How long a source waits before polling again when nothing was ready.
 const IDLE_BACKOFF: Duration = Duration::from_millis(2);
 
-fn now_ms() -> u64 {
+/// The wall clock in milliseconds since the Unix epoch: the event time of records that carry
+/// none.
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

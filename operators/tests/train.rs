@@ -69,7 +69,7 @@ impl PartitionReader for Share {
 struct Collect(Arc<Mutex<Vec<DeadLetter>>>);
 
 impl RecordSink<DeadLetter> for Collect {
-    fn send(&mut self, letter: DeadLetter) {
+    fn send(&mut self, _epoch: u64, letter: DeadLetter) {
         self.0.lock().unwrap().push(letter);
     }
     fn flush(&mut self) {}

@@ -1,4 +1,4 @@
-//! Kafka: source reader, dead-letter sink, replay producer, topic administration, and the
+//! Kafka: source reader, output sinks (dead letters, predictions, metrics), replay producer, topic administration, and the
 //! embedded broker.
 
 mod admin;
@@ -14,5 +14,5 @@ pub use admin::{create_topics, partition_count, WatermarkProbe};
 pub use config::{client_config, KafkaSourceConfig, EMBEDDED};
 pub use embedded::EmbeddedBroker;
 pub use producer::{LineProducer, RateLimit, MIN_RATE};
-pub use sink::DeadLetterSink;
+pub use sink::{Output, OutputSink, EPOCH_HEADER};
 pub use source::KafkaReader;

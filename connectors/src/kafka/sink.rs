@@ -1,4 +1,10 @@
-//! The dead-letter sink: records that failed to decode, unchanged, with the reason in headers.
+//! Output topics: dead letters, predictions and metrics, with the idempotent producer.
+//!
+//! Every message carries the header `millrace-epoch`: the epoch of the job that produced it.
+//! The producer is idempotent, so retries add no duplicates; but a job restarted from a
+//! checkpoint replays the epochs after it and sends their outputs again (at least once). The
+//! replayed outputs are the same messages with the same epoch header (and, for dead letters
+//! and predictions, the same source partition and offset), so a consumer can drop repeats.
 
 use crate::error::{kafka, Error, Result};
 use crate::kafka::config::client_config;
@@ -9,73 +15,85 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::types::RDKafkaErrorCode;
 use std::time::{Duration, Instant};
 
-/// Sends dead letters to a topic with the idempotent producer.
-///
-/// Each message keeps the original payload and carries the headers `error`, `error_type`,
-/// `source_partition` and `source_offset`.
-pub struct DeadLetterSink {
+/// The header that names the epoch a message belongs to.
+pub const EPOCH_HEADER: &str = "millrace-epoch";
+
+/// One output topic, written by one worker.
+pub struct OutputSink {
     producer: ThreadedProducer<DefaultProducerContext>,
     topic: String,
+    connector: &'static str,
 }
 
-impl std::fmt::Debug for DeadLetterSink {
+impl std::fmt::Debug for OutputSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeadLetterSink")
+        f.debug_struct("OutputSink")
             .field("topic", &self.topic)
             .finish()
     }
 }
 
-/// How long a flush waits for outstanding dead letters.
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a flush may take.
+const TIMEOUT: Duration = Duration::from_secs(30);
 
-impl DeadLetterSink {
-    /// A sink to `topic`.
+/// One message for [`OutputSink::send`].
+#[derive(Clone, Copy, Debug)]
+pub struct Output<'a> {
+    /// The epoch that produced it.
+    pub epoch: u64,
+    /// The message key, if any.
+    pub key: Option<&'a [u8]>,
+    /// The message value.
+    pub payload: &'a [u8],
+    /// Headers besides the epoch.
+    pub headers: &'a [(&'a str, &'a [u8])],
+}
+
+impl OutputSink {
+    /// A sink to `topic`; `connector` names it in errors ("dead letters", "predictions" …).
     ///
     /// # Errors
     ///
     /// When the producer cannot be created.
-    pub fn new(bootstrap_servers: &str, topic: &str) -> Result<Self> {
+    pub fn new(bootstrap_servers: &str, topic: &str, connector: &'static str) -> Result<Self> {
         let producer = client_config(bootstrap_servers)
             .set("enable.idempotence", "true")
             .set("linger.ms", "5")
+            .set("queue.buffering.max.messages", "1000000")
             .create()
-            .map_err(kafka("dead letters"))?;
-        Ok(DeadLetterSink {
+            .map_err(kafka(connector))?;
+        Ok(OutputSink {
             producer,
             topic: topic.to_owned(),
+            connector,
         })
     }
 
-    /// Queues one dead letter, waiting while the producer's queue is full.
+    /// Queues one message, waiting while the producer's queue is full.
     ///
     /// # Errors
     ///
-    /// When the producer refuses it, or its queue stays full for 30 s; the letter is then lost
-    /// and the caller counts it.
-    pub fn send(&mut self, letter: &DeadLetter) -> Result<()> {
-        let partition = letter.record.partition.to_string();
-        let offset = letter.record.offset.to_string();
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "error",
-                value: Some(&letter.error),
-            })
-            .insert(Header {
-                key: "error_type",
-                value: Some(&letter.error_kind),
-            })
-            .insert(Header {
-                key: "source_partition",
-                value: Some(&partition),
-            })
-            .insert(Header {
-                key: "source_offset",
-                value: Some(&offset),
+    /// When the producer refuses it, or its queue stays full for 30 s; the message is then
+    /// lost and the caller counts it.
+    pub fn send(&mut self, output: Output<'_>) -> Result<()> {
+        let epoch = output.epoch.to_string();
+        let mut headers =
+            OwnedHeaders::new_with_capacity(output.headers.len() + 1).insert(Header {
+                key: EPOCH_HEADER,
+                value: Some(epoch.as_bytes()),
             });
-        let mut record = BaseRecord::<(), [u8]>::to(&self.topic)
-            .payload(&letter.record.payload[..])
+        for (key, value) in output.headers {
+            headers = headers.insert(Header {
+                key,
+                value: Some(*value),
+            });
+        }
+        let mut record = BaseRecord::<[u8], [u8]>::to(&self.topic)
+            .payload(output.payload)
             .headers(headers);
+        if let Some(key) = output.key {
+            record = record.key(key);
+        }
         let started = Instant::now();
         loop {
             match self.producer.send(record) {
@@ -91,23 +109,43 @@ impl DeadLetterSink {
                     if error.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
                 {
                     return Err(Error::QueueFull {
-                        connector: "dead letters",
+                        connector: self.connector,
                         seconds: SEND_BLOCK_LIMIT.as_secs(),
                     })
                 }
-                Err((error, _)) => return Err(kafka("dead letters")(error)),
+                Err((error, _)) => return Err(kafka(self.connector)(error)),
             }
         }
     }
 
-    /// Waits until every queued dead letter is acknowledged.
+    /// Waits until every queued message is acknowledged.
     ///
     /// # Errors
     ///
     /// When they are not acknowledged in time.
     pub fn flush(&mut self) -> Result<()> {
-        self.producer
-            .flush(FLUSH_TIMEOUT)
-            .map_err(kafka("dead letters"))
+        self.producer.flush(TIMEOUT).map_err(kafka(self.connector))
+    }
+
+    /// Queues one dead letter: the original payload, with the headers `error`, `error_type`,
+    /// `source_partition` and `source_offset`.
+    ///
+    /// # Errors
+    ///
+    /// As [`OutputSink::send`].
+    pub fn send_dead_letter(&mut self, epoch: u64, letter: &DeadLetter) -> Result<()> {
+        let partition = letter.record.partition.to_string();
+        let offset = letter.record.offset.to_string();
+        self.send(Output {
+            epoch,
+            key: None,
+            payload: &letter.record.payload,
+            headers: &[
+                ("error", letter.error.as_bytes()),
+                ("error_type", letter.error_kind.as_bytes()),
+                ("source_partition", partition.as_bytes()),
+                ("source_offset", offset.as_bytes()),
+            ],
+        })
     }
 }

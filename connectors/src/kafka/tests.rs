@@ -180,13 +180,49 @@ fn a_reader_resumes_at_sought_positions_and_commits_them_to_its_group() {
     }
 }
 
+/// Reads `topic` from the start until `expected` messages arrived or `wait` passed, as (value,
+/// headers).
+fn read_topic(
+    topic: &str,
+    expected: usize,
+    wait: Duration,
+) -> Vec<(Vec<u8>, BTreeMap<String, String>)> {
+    let consumer: BaseConsumer = client_config(&broker())
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let deadline = Instant::now() + wait;
+    let mut out = Vec::new();
+    while Instant::now() < deadline && out.len() < expected {
+        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
+            let message = message.unwrap();
+            let headers = message
+                .headers()
+                .map(|headers| {
+                    headers
+                        .iter()
+                        .map(|h| {
+                            let value = String::from_utf8_lossy(h.value.unwrap_or_default());
+                            (h.key.to_owned(), value.into_owned())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push((message.payload().unwrap_or_default().to_vec(), headers));
+        }
+    }
+    out
+}
+
 #[test]
 fn dead_letters_keep_payload_and_reason() {
     let topic = unique("dlq");
     runtime()
         .block_on(create_topics(&broker(), &[&topic], 1))
         .unwrap();
-    let mut sink = DeadLetterSink::new(&broker(), &topic).unwrap();
+    let mut sink = OutputSink::new(&broker(), &topic, "dead letters").unwrap();
     let letter = DeadLetter {
         record: RawRecord {
             partition: 3,
@@ -197,34 +233,16 @@ fn dead_letters_keep_payload_and_reason() {
         error_kind: "field_count".into(),
         error: "expected 40 tab-separated fields, got 2".into(),
     };
-    sink.send(&letter).unwrap();
+    sink.send_dead_letter(5, &letter).unwrap();
     sink.flush().unwrap();
 
-    let consumer: BaseConsumer = client_config(&broker())
-        .set("group.id", unique("dlq-reader"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[&topic]).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        assert!(Instant::now() < deadline, "no dead letter arrived");
-        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
-            let message = message.unwrap();
-            assert_eq!(message.payload(), Some(&b"bad\tline"[..]));
-            let headers = message.headers().unwrap();
-            let header = |key: &str| {
-                headers
-                    .iter()
-                    .find(|h| h.key == key)
-                    .and_then(|h| h.value)
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-            };
-            assert_eq!(header("error_type").as_deref(), Some("field_count"));
-            assert_eq!(header("source_offset").as_deref(), Some("17"));
-            break;
-        }
-    }
+    let read = read_topic(&topic, 1, Duration::from_secs(30));
+    assert_eq!(read.len(), 1, "no dead letter arrived");
+    let (payload, headers) = &read[0];
+    assert_eq!(payload, b"bad\tline");
+    assert_eq!(headers["error_type"], "field_count");
+    assert_eq!(headers["source_offset"], "17");
+    assert_eq!(headers[EPOCH_HEADER], "5");
 }
 
 #[test]
