@@ -264,6 +264,7 @@ fn train_dealt(
             every: Duration::MAX,
         },
         registry,
+        predictions: false,
     };
     let stats = Arc::new(TrainerStats::new());
     let malformed = Arc::new(AtomicU64::new(0));

@@ -13,7 +13,7 @@
 
 use crate::checkpoint::CheckpointStore;
 use crate::error::{Error, Result};
-use crate::metrics::JobStats;
+use crate::metrics::{JobStats, DEAD_LETTERS_DROPPED, METRICS_DROPPED, PREDICTIONS_DROPPED};
 use crate::spec::{JobSpec, SourceSpec};
 use millrace_connectors::kafka::{
     create_topics, EmbeddedBroker, KafkaReader, KafkaSourceConfig, LineProducer, Output,
@@ -25,14 +25,14 @@ use millrace_models::{DeadLetter, FeatureMap, FeatureSpec, RawRecord, Registry};
 use millrace_operators::checkpoint::{Choice, Collector};
 use millrace_operators::{
     ingest_partitions, now_ms, Decode, Deliver, EventTime, Featurize, JoinLabels, LabelJoinConfig,
-    ParseEvents, PartitionReader, Polled, PublishPolicy, RecordSink, TrainOnline, TrainRows,
-    TrainerConfig,
+    ParseEvents, PartitionReader, Polled, Prediction, PublishPolicy, RecordSink, TrainOnline,
+    TrainRows, TrainerConfig,
 };
 use millrace_serving::{ModelStore, ServeOptions};
 use serde::Serialize;
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -235,8 +235,8 @@ fn run(
         let broker = EmbeddedBroker::start()?;
         broker.create_topic(&kafka.topic, kafka.partitions)?;
         broker.create_topic(&kafka.dead_letter_topic, kafka.partitions)?;
-        if let Some(topic) = metrics_topic(&spec) {
-            broker.create_topic(topic, 1)?;
+        for topic in output_topics(&spec) {
+            broker.create_topic(topic, kafka.partitions)?;
         }
         tracing::info!(
             bootstrap_servers = %broker.bootstrap_servers(),
@@ -246,7 +246,7 @@ fn run(
         Some(broker)
     } else {
         let mut topics = vec![kafka.topic.as_str(), kafka.dead_letter_topic.as_str()];
-        topics.extend(metrics_topic(&spec));
+        topics.extend(output_topics(&spec));
         if let Err(error) = runtime.block_on(create_topics(
             &kafka.bootstrap_servers,
             &topics,
@@ -353,7 +353,7 @@ fn run(
     }
     drop(embedded);
     let restored_epoch = result?;
-    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
     let (learned, published) = (
         load(&stats.trainer.learned),
         load(&stats.trainer.published_events),
@@ -370,7 +370,7 @@ fn run(
 impl JobReport {
     /// The job's figures as of now.
     fn now(stats: &JobStats, restored_epoch: Option<u64>) -> Self {
-        let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         JobReport {
             source_records: load(&stats.source.records),
             decoded: stats.decoded(),
@@ -507,6 +507,10 @@ fn run_dataflow(
             every: Duration::from_secs(spec.publish.every_seconds),
         },
         registry,
+        predictions: spec
+            .sinks
+            .as_ref()
+            .is_some_and(|s| s.predictions_topic.is_some()),
     };
     let time = EventTime {
         epoch_ms: spec.progress.epoch_ms,
@@ -530,6 +534,10 @@ fn run_dataflow(
         .as_ref()
         .map_or((0, 1), |c| (c.process, c.hosts.len().max(1)));
     let local: Vec<usize> = (process * workers..(process + 1) * workers).collect();
+    let predictions_topic = spec
+        .sinks
+        .as_ref()
+        .and_then(|sinks| sinks.predictions_topic.clone());
     let metrics_sink = spec.sinks.as_ref().and_then(|sinks| {
         let every = Duration::from_millis(sinks.metrics_interval_ms);
         sinks.metrics_topic.clone().map(|topic| (topic, every))
@@ -606,6 +614,14 @@ fn run_dataflow(
             .map_err(|e| e.to_string())?;
         let dead_letters = OutputSink::new(&bootstrap, &kafka.dead_letter_topic, "dead letters")
             .map_err(|e| e.to_string())?;
+        let predictions = match &predictions_topic {
+            Some(topic) => Some(PredictionDelivery {
+                sink: OutputSink::new(&bootstrap, topic, "predictions")
+                    .map_err(|e| e.to_string())?,
+                stats: stats.clone(),
+            }),
+            None => None,
+        };
         // Process 0's first worker reports the job's figures at epoch ends.
         let mut metrics = match (&metrics_sink, index) {
             (Some((topic, every)), 0) => Some(MetricsSink {
@@ -664,11 +680,14 @@ fn run_dataflow(
                 None => {
                     let (events, dead) = records.decode_criteo(decode_stats);
                     concat_dead(dead, join_dead).deliver("DeadLetters", delivery);
-                    events.train_online(trainer, trainer_stats, move |epoch, _| {
+                    let predicted = events.train_online(trainer, trainer_stats, move |epoch, _| {
                         if let Some(metrics) = metrics.as_mut() {
                             metrics.epoch_end(epoch);
                         }
                     });
+                    if let Some(delivery) = predictions {
+                        predicted.deliver("Predictions", delivery);
+                    }
                 }
                 // A FeatureMap: parse, fit and transform per epoch, learn across versions.
                 Some(layout) => {
@@ -677,11 +696,15 @@ fn run_dataflow(
                     concat_dead(dead, join_dead).deliver("DeadLetters", delivery);
                     let map = FeatureMap::new(layout);
                     let (rows, updates) = events.featurize(map.clone(), featurize_stats, |_, _| {});
-                    rows.train_rows(updates, map, trainer, trainer_stats, move |epoch, _, _| {
-                        if let Some(metrics) = metrics.as_mut() {
-                            metrics.epoch_end(epoch);
-                        }
-                    });
+                    let predicted =
+                        rows.train_rows(updates, map, trainer, trainer_stats, move |epoch, _, _| {
+                            if let Some(metrics) = metrics.as_mut() {
+                                metrics.epoch_end(epoch);
+                            }
+                        });
+                    if let Some(delivery) = predictions {
+                        predicted.deliver("Predictions", delivery);
+                    }
                 }
             }
         });
@@ -766,13 +789,8 @@ struct DeadLetterDelivery {
 impl RecordSink<DeadLetter> for DeadLetterDelivery {
     fn send(&mut self, epoch: u64, letter: DeadLetter) {
         if let Err(error) = self.sink.send_dead_letter(epoch, &letter) {
-            let dropped = self
-                .stats
-                .dead_letters_dropped
-                .fetch_add(1, Ordering::Relaxed);
-            if dropped == 0 {
-                tracing::error!(%error, "a dead letter could not be delivered (counted in {})", crate::metrics::DEAD_LETTERS_DROPPED);
-            }
+            let counter = &self.stats.dead_letters_dropped;
+            dropped(counter, "a dead letter", DEAD_LETTERS_DROPPED, &error);
         }
     }
 
@@ -783,9 +801,72 @@ impl RecordSink<DeadLetter> for DeadLetterDelivery {
     }
 }
 
-/// The `[sinks] metrics_topic` of a job, if any.
-fn metrics_topic(spec: &JobSpec) -> Option<&str> {
-    spec.sinks.as_ref()?.metrics_topic.as_deref()
+/// Counts an output message that could not be delivered in `counter` (the metric `metric`),
+/// logging the first.
+fn dropped(counter: &AtomicU64, what: &str, metric: &str, error: &millrace_connectors::Error) {
+    if counter.fetch_add(1, Ordering::Relaxed) == 0 {
+        tracing::error!(%error, "{what} could not be delivered (counted in {metric})");
+    }
+}
+
+/// Each event's prediction to the predictions topic.
+struct PredictionDelivery {
+    sink: OutputSink,
+    stats: Arc<JobStats>,
+}
+
+/// One message of the predictions topic.
+#[derive(Serialize)]
+struct PredictionMessage {
+    partition: Option<i32>,
+    offset: Option<i64>,
+    prediction: f32,
+    label: u8,
+}
+
+impl RecordSink<Prediction> for PredictionDelivery {
+    fn send(&mut self, epoch: u64, prediction: Prediction) {
+        let (partition, offset) = prediction
+            .source
+            .map_or((None, None), |p| (Some(p.partition), Some(p.offset)));
+        let message = PredictionMessage {
+            partition,
+            offset,
+            prediction: prediction.prediction,
+            label: u8::from(prediction.label),
+        };
+        let payload = serde_json::to_vec(&message).unwrap_or_default();
+        let key = prediction
+            .source
+            .map(|p| format!("{}:{}", p.partition, p.offset))
+            .unwrap_or_default();
+        let sent = self.sink.send(Output {
+            epoch,
+            key: Some(key.as_bytes()),
+            payload: &payload,
+            headers: &[],
+        });
+        if let Err(error) = sent {
+            let counter = &self.stats.predictions_dropped;
+            dropped(counter, "a prediction", PREDICTIONS_DROPPED, &error);
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Err(error) = self.sink.flush() {
+            tracing::error!(%error, "predictions not acknowledged");
+        }
+    }
+}
+
+/// The `[sinks]` topics of a job.
+fn output_topics(spec: &JobSpec) -> Vec<&str> {
+    spec.sinks
+        .iter()
+        .flat_map(|s| [&s.predictions_topic, &s.metrics_topic])
+        .flatten()
+        .map(String::as_str)
+        .collect()
 }
 
 /// Process 0's reports of the job's figures to the metrics topic.
@@ -839,10 +920,8 @@ impl MetricsSink {
             Ok(())
         };
         if let Err(error) = sent.and(flushed) {
-            let dropped = self.stats.metrics_dropped.fetch_add(1, Ordering::Relaxed);
-            if dropped == 0 {
-                tracing::error!(%error, "a metrics message could not be delivered (counted in {})", crate::metrics::METRICS_DROPPED);
-            }
+            let counter = &self.stats.metrics_dropped;
+            dropped(counter, "a metrics message", METRICS_DROPPED, &error);
         }
     }
 }

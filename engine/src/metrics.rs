@@ -42,6 +42,8 @@ pub const DECODE_EVENTS: &str = "millrace_decode_events_total";
 pub const DECODE_DEAD_LETTERS: &str = "millrace_decode_dead_letters_total";
 /// Dead letters the dead-letter topic did not take (lost; each kind is logged).
 pub const DEAD_LETTERS_DROPPED: &str = "millrace_dead_letters_dropped_total";
+/// Predictions the predictions topic did not take (lost; the first is logged).
+pub const PREDICTIONS_DROPPED: &str = "millrace_predictions_dropped_total";
 /// Messages the metrics topic did not take (lost; the first is logged).
 pub const METRICS_DROPPED: &str = "millrace_metrics_messages_dropped_total";
 /// Events learned from.
@@ -110,6 +112,8 @@ pub struct JobStats {
     pub generated: AtomicU64,
     /// Dead letters that could not be delivered.
     pub dead_letters_dropped: AtomicU64,
+    /// Predictions that could not be delivered.
+    pub predictions_dropped: AtomicU64,
     /// Metrics messages that could not be delivered.
     pub metrics_dropped: AtomicU64,
     /// Consumer lag, refreshed by the progress thread (-1 before the first reading).
@@ -138,6 +142,7 @@ impl JobStats {
             source: Arc::new(SourceStats::new(partitions.max(0) as usize)),
             generated: AtomicU64::new(0),
             dead_letters_dropped: AtomicU64::new(0),
+            predictions_dropped: AtomicU64::new(0),
             metrics_dropped: AtomicU64::new(0),
             lag: AtomicI64::new(-1),
             decode: Arc::new(DecodeStats::default()),
@@ -198,6 +203,11 @@ impl JobStats {
                 DEAD_LETTERS_DROPPED,
                 "counter",
                 load(&self.dead_letters_dropped),
+            ),
+            (
+                PREDICTIONS_DROPPED,
+                "counter",
+                load(&self.predictions_dropped),
             ),
             (METRICS_DROPPED, "counter", load(&self.metrics_dropped)),
             (LEARNER_EVENTS, "counter", load(&self.trainer.learned)),

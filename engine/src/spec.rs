@@ -57,6 +57,11 @@ pub struct JobSpec {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinksSpec {
+    /// A topic that receives every event's prediction as JSON, `{"partition": …, "offset": …,
+    /// "prediction": …, "label": …}`: the model's probability of a click for the event just
+    /// before it learned from it, keyed `partition:offset` by the record it was read from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predictions_topic: Option<String>,
     /// A topic that receives the job's figures as JSON (the fields of the final report, with
     /// the epoch and its event time), from process 0 at epoch ends, at most every
     /// `metrics_interval_ms`, and once more at the end.
@@ -420,14 +425,22 @@ impl JobSpec {
         }
         if let Some(sinks) = &self.sinks {
             let mut list = Vec::new();
-            if let Some(topic) = &sinks.metrics_topic {
+            let outputs = [
+                ("predictions_topic", &sinks.predictions_topic),
+                ("metrics_topic", &sinks.metrics_topic),
+            ];
+            for (key, topic) in outputs {
+                let Some(topic) = topic else { continue };
                 if topic.trim().is_empty() {
-                    list.push("`metrics_topic` must not be empty".to_owned());
+                    list.push(format!("`{key}` must not be empty"));
                 } else if [&kafka.topic, &kafka.dead_letter_topic].contains(&topic) {
                     list.push(format!(
-                        "`metrics_topic` must differ from the source's topics (got {topic:?})"
+                        "`{key}` must differ from the source's topics (got {topic:?})"
                     ));
                 }
+            }
+            if sinks.predictions_topic.is_some() && sinks.predictions_topic == sinks.metrics_topic {
+                list.push("`predictions_topic` and `metrics_topic` must differ".to_owned());
             }
             if sinks.metrics_interval_ms == 0 {
                 list.push("`metrics_interval_ms` must be > 0 (got 0)".to_owned());
@@ -685,13 +698,20 @@ registry = "target/registry"
         assert_eq!(sinks.metrics_interval_ms, 1000);
         assert_eq!(JobSpec::from_toml(&spec.to_toml()).unwrap(), spec);
 
-        let bad = format!("{GOOD}\n[sinks]\nmetrics_topic = \"criteo\"\nmetrics_interval_ms = 0\n");
+        let bad = format!("{GOOD}\n[sinks]\nmetrics_topic = \"criteo\"\nmetrics_interval_ms = 0\npredictions_topic = \" \"\n");
         assert_eq!(
             problems(&bad),
             [
+                "[sinks] `predictions_topic` must not be empty",
                 "[sinks] `metrics_topic` must differ from the source's topics (got \"criteo\")",
                 "[sinks] `metrics_interval_ms` must be > 0 (got 0)"
             ]
+        );
+        let same =
+            format!("{GOOD}\n[sinks]\nmetrics_topic = \"out\"\npredictions_topic = \"out\"\n");
+        assert_eq!(
+            problems(&same),
+            ["[sinks] `predictions_topic` and `metrics_topic` must differ"]
         );
         let unknown = format!("{GOOD}\n[sinks]\npredictions = \"p\"\n");
         assert!(problems(&unknown)[0].contains("[sinks] `predictions`: unknown field"));

@@ -114,6 +114,7 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(
 
     let (topic, dead_letter_topic) = fresh_topics("e2e");
     let metrics_topic = format!("{topic}-metrics");
+    let predictions_topic = format!("{topic}-predictions");
     let mut producer = LineProducer::new(&broker(), &topic, 4).unwrap();
     for (i, line) in good.iter().enumerate() {
         producer.send(line).unwrap();
@@ -150,6 +151,7 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(
             interval_ms: 0,
         })
         .sinks(SinksSpec {
+            predictions_topic: Some(predictions_topic.clone()),
             metrics_topic: Some(metrics_topic.clone()),
             metrics_interval_ms: 100,
         })
@@ -286,10 +288,51 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(
     want.sort();
     assert_eq!(read_dead_letters(&dead_letter_topic, want.len()), want);
 
+    // Every record is predicted or dead-lettered, once: the predictions name their records.
+    let mut positions: Vec<(i64, i64)> = read_topic(&predictions_topic, events, false)
+        .iter()
+        .map(|message| {
+            let p: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+            assert!(
+                (0.0..=1.0).contains(&p["prediction"].as_f64().unwrap()),
+                "{p}"
+            );
+            let position = (
+                p["partition"].as_i64().unwrap(),
+                p["offset"].as_i64().unwrap(),
+            );
+            assert_eq!(
+                message.key,
+                format!("{}:{}", position.0, position.1).into_bytes()
+            );
+            position
+        })
+        .collect();
+    positions.extend(
+        read_topic(&dead_letter_topic, want.len(), false)
+            .iter()
+            .map(|message| {
+                let header = |key: &str| message.headers[key].parse::<i64>().unwrap();
+                (header("source_partition"), header("source_offset"))
+            }),
+    );
+    positions.sort_unstable();
+    let mut read: Vec<(i64, i64)> = (0..4)
+        .flat_map(|p| {
+            let n = stats.source.partitions[p]
+                .next_offset
+                .load(Ordering::Relaxed) as i64;
+            (0..n).map(move |o| (p as i64, o))
+        })
+        .collect();
+    read.sort_unstable();
+    assert_eq!(read.len(), good.len() + bad.len());
+    assert_eq!(positions, read);
+
     // The metrics topic: the job's figures at epoch ends, then the final report.
     let metrics: Vec<serde_json::Value> = read_topic(&metrics_topic, 1, true)
         .iter()
-        .map(|(payload, _)| serde_json::from_slice(payload).unwrap())
+        .map(|message| serde_json::from_slice(&message.payload).unwrap())
         .collect();
     let (last, before) = metrics.split_last().unwrap();
     assert_eq!(last["epoch"], serde_json::Value::Null, "{last}");
@@ -321,22 +364,26 @@ fn fresh_topics(prefix: &str) -> (String, String) {
     (topic, dead_letter_topic)
 }
 
-/// The first `count` records of a dead-letter topic, sorted; each names its epoch.
+/// The first `count` records of a dead-letter topic, sorted.
 fn read_dead_letters(topic: &str, count: usize) -> Vec<Vec<u8>> {
     let mut letters: Vec<Vec<u8>> = read_topic(topic, count, false)
         .into_iter()
-        .map(|(payload, epoch)| {
-            assert!(epoch.is_some(), "a dead letter without its epoch");
-            payload
-        })
+        .map(|message| message.payload)
         .collect();
     letters.sort();
     letters
 }
 
-/// The messages of `topic` with their epoch headers: at least `count`, and with `to_end`,
-/// everything until nothing more comes for a second.
-fn read_topic(topic: &str, count: usize, to_end: bool) -> Vec<(Vec<u8>, Option<u64>)> {
+/// A message read back from an output topic.
+struct Output {
+    key: Vec<u8>,
+    payload: Vec<u8>,
+    headers: std::collections::BTreeMap<String, String>,
+}
+
+/// The messages of `topic`: at least `count`, and with `to_end`, everything until nothing more
+/// comes for a second. Every one must name its epoch.
+fn read_topic(topic: &str, count: usize, to_end: bool) -> Vec<Output> {
     let consumer: BaseConsumer = client_config(&broker())
         .set("group.id", unique("reader"))
         .set("auto.offset.reset", "earliest")
@@ -354,14 +401,41 @@ fn read_topic(topic: &str, count: usize, to_end: bool) -> Vec<(Vec<u8>, Option<u
         );
         if let Some(message) = consumer.poll(Duration::from_millis(100)) {
             let message = message.unwrap();
-            let epoch = message.headers().and_then(|headers| {
+            let headers: std::collections::BTreeMap<String, String> = message
+                .headers()
+                .map(|headers| {
+                    headers
+                        .iter()
+                        .map(|h| {
+                            let value = String::from_utf8_lossy(h.value.unwrap_or_default());
+                            (h.key.to_owned(), value.into_owned())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            assert!(
                 headers
-                    .iter()
-                    .find(|h| h.key == EPOCH_HEADER)
-                    .and_then(|h| std::str::from_utf8(h.value?).ok()?.parse().ok())
+                    .get(EPOCH_HEADER)
+                    .is_some_and(|e| e.parse::<u64>().is_ok()),
+                "a message of {topic} without its epoch: {headers:?}"
+            );
+            messages.push(Output {
+                key: message.key().unwrap_or_default().to_vec(),
+                payload: message.payload().unwrap_or_default().to_vec(),
+                headers,
             });
-            messages.push((message.payload().unwrap_or_default().to_vec(), epoch));
             quiet_since = Instant::now();
+        }
+    }
+    // Nothing more than expected (a record predicted twice would show here).
+    if !to_end {
+        while let Some(message) = consumer.poll(Duration::from_millis(500)) {
+            message.unwrap();
+            messages.push(Output {
+                key: Vec::new(),
+                payload: Vec::new(),
+                headers: Default::default(),
+            });
         }
     }
     messages

@@ -34,6 +34,9 @@ pub struct SparseRow {
     pub indices: Vec<u32>,
     /// `true` for a click.
     pub label: bool,
+    /// Where the event was read, when it came from a source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<crate::Position>,
 }
 
 /// Number of features [`FeatureSpec::transform`] emits per event: one per field plus the bias.

@@ -33,5 +33,5 @@ pub use fm::{Fm, FmParams};
 pub use fmap::{CsrBatch, EventBatch, FeatureMap, FeatureMapSpec};
 pub use ftrl::{Ftrl, FtrlParams};
 pub use learner::{Learner, LearnerParams};
-pub use record::{DeadLetter, RawRecord};
+pub use record::{DeadLetter, Position, RawRecord};
 pub use registry::Registry;

@@ -2,6 +2,18 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Where a record was read: its source partition and offset. Predictions and dead letters name
+/// the record they come from by it.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Position {
+    /// The source partition.
+    pub partition: i32,
+    /// The offset within the partition.
+    pub offset: i64,
+}
+
 /// One raw record read from a source partition.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RawRecord {
@@ -15,6 +27,16 @@ pub struct RawRecord {
     /// epoch, when the source gives one: the event time of a FeatureMap's statistics.
     #[serde(default)]
     pub timestamp_ms: Option<u64>,
+}
+
+impl RawRecord {
+    /// Where the record was read.
+    pub fn position(&self) -> Position {
+        Position {
+            partition: self.partition,
+            offset: self.offset,
+        }
+    }
 }
 
 /// A record that could not be decoded, with the reason, on its way to the dead-letter topic.

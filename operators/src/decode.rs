@@ -1,7 +1,7 @@
 //! Decoding raw records into Criteo events; what does not decode becomes a dead letter.
 
 use crate::checkpoint::Tally;
-use millrace_models::{CriteoEvent, DeadLetter, DecodeError, RawRecord};
+use millrace_models::{CriteoEvent, DeadLetter, DecodeError, Position, RawRecord};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,8 +22,8 @@ pub struct DecodeStats {
 
 /// Decodes raw records.
 pub trait Decode<'scope> {
-    /// Decodes each record as a Criteo TSV line: well-formed lines become events on the first
-    /// stream, the others dead letters (with the reason) on the second. Each kind of error is
+    /// Decodes each record as a Criteo TSV line: well-formed lines become events (with the
+    /// position they were read at) on the first stream, the others dead letters (with the reason) on the second. Each kind of error is
     /// logged once per worker; all are counted in `stats`.
     ///
     /// # Examples
@@ -48,7 +48,7 @@ pub trait Decode<'scope> {
         self,
         stats: Arc<DecodeStats>,
     ) -> (
-        StreamVec<'scope, u64, CriteoEvent>,
+        StreamVec<'scope, u64, (Position, CriteoEvent)>,
         StreamVec<'scope, u64, DeadLetter>,
     );
 }
@@ -58,13 +58,13 @@ impl<'scope> Decode<'scope> for StreamVec<'scope, u64, RawRecord> {
         self,
         stats: Arc<DecodeStats>,
     ) -> (
-        StreamVec<'scope, u64, CriteoEvent>,
+        StreamVec<'scope, u64, (Position, CriteoEvent)>,
         StreamVec<'scope, u64, DeadLetter>,
     ) {
         let worker = self.scope().index();
         let mut builder = OperatorBuilder::new("DecodeCriteo".to_owned(), self.scope());
         let mut input = builder.new_input(self, Pipeline);
-        let (events_out, events) = builder.new_output::<Vec<CriteoEvent>>();
+        let (events_out, events) = builder.new_output::<Vec<(Position, CriteoEvent)>>();
         let (dead_out, dead) = builder.new_output::<Vec<DeadLetter>>();
         let mut events_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(events_out);
         let mut dead_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(dead_out);
@@ -81,7 +81,7 @@ impl<'scope> Decode<'scope> for StreamVec<'scope, u64, RawRecord> {
                     let (mut decoded, mut letters) = (Vec::new(), Vec::new());
                     for record in data.flat_map(|d| d.drain(..)) {
                         match CriteoEvent::decode_tsv(&record.payload) {
-                            Ok(event) => decoded.push(event),
+                            Ok(event) => decoded.push((record.position(), event)),
                             Err(error) => letters.push(dead_letter(&mut logged, &error, record)),
                         }
                     }

@@ -213,7 +213,7 @@ impl<'scope> ParseEvents<'scope> for StreamVec<'scope, u64, RawRecord> {
                     for record in data.drain(..) {
                         let time_ms = record.timestamp_ms.unwrap_or(now);
                         match parser.parse_tsv(&record.payload, time_ms, &mut batch) {
-                            Ok(()) => {}
+                            Ok(()) => batch.sources.push(record.position()),
                             Err(error) => letters.push(crate::decode::dead_letter(
                                 &mut logged,
                                 &error,

@@ -25,10 +25,10 @@ use millrace_models::allreduce::{sum_deltas, DeltaChunk, Replicated};
 use millrace_models::fmap::FeatureUpdate;
 use millrace_models::{
     AucAccumulator, CriteoEvent, CsrBatch, FeatureMap, FeatureSpec, Learner, LearnerParams,
-    LogLoss, Registry, SparseRow, WindowedAuc,
+    LogLoss, Position, Registry, SparseRow, WindowedAuc,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{btree_map, BTreeMap};
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -66,6 +66,21 @@ pub struct TrainerConfig {
     pub publish: PublishPolicy,
     /// Where to publish.
     pub registry: Registry,
+    /// Emit every event's prediction (see [`Prediction`]); without, the predictions stream
+    /// stays empty.
+    pub predictions: bool,
+}
+
+/// The prediction the model made for an event just before it learned from it (progressive
+/// validation): what the job would have served for it.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    /// Where the event was read, when it came from a source.
+    pub source: Option<Position>,
+    /// The predicted probability of a click.
+    pub prediction: f32,
+    /// The event's label.
+    pub label: bool,
 }
 
 /// Live figures of the trainer, read by the progress line, the metrics endpoint and tests.
@@ -209,12 +224,42 @@ const LONGEST_SLEEP: Duration = Duration::from_secs(60);
 /// How often a worker reports its progressive validation to [`TrainerStats`].
 const QUALITY_REFRESH: Duration = Duration::from_millis(250);
 
+/// An event the hashed trainer learns: a Criteo event, with the position it was read at when
+/// it came from a source.
+pub trait TrainEvent: Clone + 'static {
+    /// The event's row of hashed features.
+    fn into_row(self, spec: &FeatureSpec) -> SparseRow;
+}
+
+impl TrainEvent for CriteoEvent {
+    fn into_row(self, spec: &FeatureSpec) -> SparseRow {
+        let mut indices = Vec::with_capacity(millrace_models::features::FEATURES_PER_EVENT);
+        spec.transform(&self.features, &mut indices);
+        SparseRow {
+            indices,
+            label: self.label,
+            source: None,
+        }
+    }
+}
+
+impl TrainEvent for (Position, CriteoEvent) {
+    fn into_row(self, spec: &FeatureSpec) -> SparseRow {
+        let (position, event) = self;
+        SparseRow {
+            source: Some(position),
+            ..event.into_row(spec)
+        }
+    }
+}
+
 /// Trains a model online from a stream of events.
-pub trait TrainOnline {
+pub trait TrainOnline<'scope> {
     /// Featurizes with `config.features` (hashed), learns and publishes as the module
     /// describes; `stats` follows progress. `on_epoch` is called on worker 0 after each epoch
     /// (and its synchronization round) with the epoch and the model, and once more at the end
-    /// with `None`.
+    /// with `None`. Returns every event's [`Prediction`] in its epoch when
+    /// `config.predictions` is set.
     ///
     /// # Examples
     ///
@@ -231,6 +276,7 @@ pub trait TrainOnline {
     ///     learner: LearnerParams::Ftrl(FtrlParams::default()),
     ///     publish: PublishPolicy { every_events: 1_000_000, every: Duration::from_secs(3600) },
     ///     registry: Registry::open(&dir).unwrap(),
+    ///     predictions: false,
     /// };
     /// let stats = Arc::new(TrainerStats::new());
     /// let shared = stats.clone();
@@ -242,28 +288,31 @@ pub trait TrainOnline {
     /// assert_eq!(stats.model_version.load(Ordering::Relaxed), 1); // the final version
     /// # std::fs::remove_dir_all(dir).unwrap();
     /// ```
-    fn train_online<F>(self, config: TrainerConfig, stats: Arc<TrainerStats>, on_epoch: F)
+    fn train_online<F>(
+        self,
+        config: TrainerConfig,
+        stats: Arc<TrainerStats>,
+        on_epoch: F,
+    ) -> StreamVec<'scope, u64, Prediction>
     where
         F: FnMut(Option<u64>, &Learner) + 'static;
 }
 
-impl TrainOnline for StreamVec<'_, u64, CriteoEvent> {
-    fn train_online<F>(self, config: TrainerConfig, stats: Arc<TrainerStats>, mut on_epoch: F)
+impl<'scope, E: TrainEvent> TrainOnline<'scope> for StreamVec<'scope, u64, E> {
+    fn train_online<F>(
+        self,
+        config: TrainerConfig,
+        stats: Arc<TrainerStats>,
+        mut on_epoch: F,
+    ) -> StreamVec<'scope, u64, Prediction>
     where
         F: FnMut(Option<u64>, &Learner) + 'static,
     {
         let spec = config.features.clone();
-        let rows = self.map(move |event: CriteoEvent| {
-            let mut indices = Vec::with_capacity(millrace_models::features::FEATURES_PER_EVENT);
-            spec.transform(&event.features, &mut indices);
-            SparseRow {
-                indices,
-                label: event.label,
-            }
-        });
+        let rows = self.map(move |event: E| event.into_row(&spec));
         train(rows, None, config, stats, move |epoch, learner, _| {
             on_epoch(epoch, learner)
-        });
+        })
     }
 }
 
@@ -280,7 +329,8 @@ pub trait TrainRows<'scope> {
     /// FeatureMap version its weights belong to. `config.features` must be the `map` spec
     /// `map` was compiled from. `on_epoch` is called on worker 0 after each epoch's rows and
     /// round with the epoch, the learner and that version, and once more at the end with
-    /// `None`.
+    /// `None`. Returns every row's [`Prediction`] in its epoch when `config.predictions` is
+    /// set.
     ///
     /// A batch whose version is not the replica's cannot be learned consistently; it is
     /// skipped, counted in `stats.skipped_rows` and logged (it would mean a bug upstream).
@@ -310,6 +360,7 @@ pub trait TrainRows<'scope> {
     ///     learner: LearnerParams::Ftrl(FtrlParams::default()),
     ///     publish: PublishPolicy { every_events: 1_000_000, every: Duration::from_secs(3600) },
     ///     registry: registry.clone(),
+    ///     predictions: false,
     /// };
     /// let stats = Arc::new(TrainerStats::new());
     /// let shared = stats.clone();
@@ -336,7 +387,8 @@ pub trait TrainRows<'scope> {
         config: TrainerConfig,
         stats: Arc<TrainerStats>,
         on_epoch: F,
-    ) where
+    ) -> StreamVec<'scope, u64, Prediction>
+    where
         F: FnMut(Option<u64>, &Learner, &Arc<FeatureMap>) + 'static;
 }
 
@@ -348,7 +400,8 @@ impl<'scope> TrainRows<'scope> for StreamVec<'scope, u64, CsrBatch> {
         config: TrainerConfig,
         stats: Arc<TrainerStats>,
         mut on_epoch: F,
-    ) where
+    ) -> StreamVec<'scope, u64, Prediction>
+    where
         F: FnMut(Option<u64>, &Learner, &Arc<FeatureMap>) + 'static,
     {
         train(
@@ -361,7 +414,7 @@ impl<'scope> TrainRows<'scope> for StreamVec<'scope, u64, CsrBatch> {
                     on_epoch(epoch, learner, map);
                 }
             },
-        );
+        )
     }
 }
 
@@ -371,8 +424,9 @@ trait TrainBatch: Clone + 'static {
     fn len(&self) -> usize;
     /// The FeatureMap version the rows were made with; `None` for hashed rows.
     fn version(&self) -> Option<u64>;
-    /// Learns the rows in order, telling `seen` each row's indices, prediction and label.
-    fn learn(&self, learner: &mut Learner, seen: impl FnMut(&[u32], f32, bool));
+    /// Learns the rows in order, telling `seen` each row's indices, prediction, label and
+    /// source position.
+    fn learn(&self, learner: &mut Learner, seen: impl FnMut(&[u32], f32, bool, Option<Position>));
 }
 
 impl TrainBatch for SparseRow {
@@ -384,9 +438,13 @@ impl TrainBatch for SparseRow {
         None
     }
 
-    fn learn(&self, learner: &mut Learner, mut seen: impl FnMut(&[u32], f32, bool)) {
+    fn learn(
+        &self,
+        learner: &mut Learner,
+        mut seen: impl FnMut(&[u32], f32, bool, Option<Position>),
+    ) {
         let p = learner.learn(&self.indices, self.label);
-        seen(&self.indices, p, self.label);
+        seen(&self.indices, p, self.label, self.source);
     }
 }
 
@@ -399,12 +457,16 @@ impl TrainBatch for CsrBatch {
         Some(self.version)
     }
 
-    fn learn(&self, learner: &mut Learner, mut seen: impl FnMut(&[u32], f32, bool)) {
+    fn learn(
+        &self,
+        learner: &mut Learner,
+        mut seen: impl FnMut(&[u32], f32, bool, Option<Position>),
+    ) {
         for i in 0..CsrBatch::len(self) {
             let (indices, values) = self.row(i);
             let label = self.labels[i];
             let p = learner.learn_weighted(indices, values, label);
-            seen(indices, p, label);
+            seen(indices, p, label, self.sources.get(i).copied());
         }
     }
 }
@@ -423,7 +485,8 @@ fn train<'scope, B, F>(
     config: TrainerConfig,
     stats: Arc<TrainerStats>,
     on_epoch: F,
-) where
+) -> StreamVec<'scope, u64, Prediction>
+where
     B: TrainBatch,
     F: FnMut(Option<u64>, &Learner, Option<&Arc<FeatureMap>>) + 'static,
 {
@@ -441,11 +504,26 @@ fn train<'scope, B, F>(
     let mut rounds_in = builder.new_input(rounds, Pipeline);
     let (deltas_out, deltas) = builder.new_output::<Vec<Deltas>>();
     let mut deltas_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(deltas_out);
+    let (predictions_out, predictions) = builder.new_output::<Vec<Prediction>>();
+    let mut predictions_out =
+        OutputBuilder::<_, CapacityContainerBuilder<_>>::from(predictions_out);
     let mut worker = Worker::new((scope.index(), scope.peers()), map, config, stats, on_epoch);
+    // Per epoch with rows, a capability for its predictions (when they are wanted).
+    let mut prediction_caps: BTreeMap<u64, Capability<u64>> = BTreeMap::new();
     builder.build(move |_capabilities| {
         move |frontiers| {
             let mut deltas_out = deltas_out.activate();
+            let mut predictions_out = predictions_out.activate();
             rows_in.for_each(|cap, data| {
+                if worker.predicted.is_some() {
+                    if let (Some(&time), false) = (cap.least(), data.is_empty()) {
+                        if let (btree_map::Entry::Vacant(entry), Some(held)) =
+                            (prediction_caps.entry(time), cap.retain_least(1))
+                        {
+                            entry.insert(held);
+                        }
+                    }
+                }
                 if let Some(stash) = stash_for(&mut worker.rows, &cap, |_| Vec::new()) {
                     stash.append(data);
                 }
@@ -468,7 +546,18 @@ fn train<'scope, B, F>(
             let mut send = |cap: &Capability<u64>, deltas: Vec<Deltas>| {
                 deltas_out.session(cap).give_iterator(deltas.into_iter());
             };
-            if let Some(wait) = worker.advance(&frontiers, &mut send) {
+            let wait = worker.advance(&frontiers, &mut send);
+            if let Some(predicted) = worker.predicted.as_mut() {
+                for (time, predictions) in std::mem::take(predicted) {
+                    if let Some(cap) = prediction_caps.get(&time) {
+                        predictions_out
+                            .session(cap)
+                            .give_iterator(predictions.into_iter());
+                    }
+                }
+                prediction_caps.retain(|time, _| worker.rows.contains_key(time));
+            }
+            if let Some(wait) = wait {
                 // Wake up again when a time-based publication falls due without new input.
                 activator.activate_after(wait);
             }
@@ -499,6 +588,7 @@ fn train<'scope, B, F>(
         )
         .broadcast()
         .connect_loop(rounds_handle);
+    predictions
 }
 
 /// The frontiers of `Train`'s three inputs.
@@ -518,6 +608,8 @@ struct Worker<B, F> {
     sync: Option<Replicated>,
     replica: Option<Replica>,
     rows: BTreeMap<u64, (Capability<u64>, Vec<B>)>,
+    /// Predictions made and not yet emitted, by epoch, when they are wanted.
+    predicted: Option<BTreeMap<u64, Vec<Prediction>>>,
     /// Received round sums by their time (the round's epoch + 1).
     rounds: BTreeMap<u64, Vec<DeltaChunk>>,
     /// The epoch whose deltas were sent and whose round is not applied yet.
@@ -596,6 +688,7 @@ where
                 Err(error) => tracing::error!(%error, "the trainer's checkpoint part is unreadable; starting from scratch"),
             }
         }
+        let predicted = config.predictions.then(BTreeMap::new);
         let mut publisher = (index == 0).then(|| Publisher::new(config, stats.clone()));
         if let Some(publisher) = publisher.as_mut() {
             publisher.restore(learned);
@@ -607,6 +700,7 @@ where
             learner,
             replica: map.map(Replica::new),
             rows: BTreeMap::new(),
+            predicted,
             rounds: BTreeMap::new(),
             waiting: None,
             round_events: 0,
@@ -828,10 +922,18 @@ where
                 }
             }
             let (quality, sync) = (&mut self.quality, &mut self.sync);
-            batch.learn(&mut self.learner, |indices, p, label| {
+            let mut predicted = self.predicted.as_mut().map(|p| p.entry(time).or_default());
+            batch.learn(&mut self.learner, |indices, p, label, source| {
                 quality.add(p, label);
                 if let Some(sync) = sync.as_mut() {
                     sync.touch(indices);
+                }
+                if let Some(predicted) = predicted.as_mut() {
+                    predicted.push(Prediction {
+                        source,
+                        prediction: p,
+                        label,
+                    });
                 }
             });
             let n = batch.len() as u64;

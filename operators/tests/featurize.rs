@@ -523,6 +523,7 @@ fn train(
             every: Duration::from_secs(3600),
         },
         registry: registry.clone(),
+        predictions: false,
     };
     let (tr, tx, st) = (trained.clone(), transitions.clone(), stats.clone());
     timely::execute(timely::Config::process(workers), move |worker| {

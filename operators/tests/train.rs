@@ -3,11 +3,11 @@
 use millrace_models::synth::CriteoGenerator;
 use millrace_models::{
     artifact::ModelKind, exact_auc, CriteoEvent, DeadLetter, FeatureSpec, Fm, FmParams, Ftrl,
-    FtrlParams, Learner, LearnerParams, RawRecord, Registry,
+    FtrlParams, Learner, LearnerParams, Position, RawRecord, Registry,
 };
 use millrace_operators::{
     ingest_partitions, Decode, DecodeStats, Deliver, EventTime, PartitionReader, Polled,
-    PublishPolicy, RecordSink, SourceStats, TrainOnline, TrainerConfig, TrainerStats,
+    Prediction, PublishPolicy, RecordSink, SourceStats, TrainOnline, TrainerConfig, TrainerStats,
 };
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -66,14 +66,24 @@ impl PartitionReader for Share {
     }
 }
 
-struct Collect(Arc<Mutex<Vec<DeadLetter>>>);
+/// Collects a stream's records with their epochs.
+struct Collect<D>(Arc<Mutex<Vec<(u64, D)>>>);
 
-impl RecordSink<DeadLetter> for Collect {
-    fn send(&mut self, _epoch: u64, letter: DeadLetter) {
-        self.0.lock().unwrap().push(letter);
+impl<D> RecordSink<D> for Collect<D> {
+    fn send(&mut self, epoch: u64, record: D) {
+        self.0.lock().unwrap().push((epoch, record));
     }
     fn flush(&mut self) {}
 }
+
+/// What [`run_dataflow`] observed: the trainer's and the decoder's figures, the dead letters
+/// and the predictions, each with its epoch.
+type Observed = (
+    Arc<TrainerStats>,
+    Arc<DecodeStats>,
+    Vec<(u64, DeadLetter)>,
+    Vec<(u64, Prediction)>,
+);
 
 const SPEC: FeatureSpec = FeatureSpec::Hashed { hash_bits: 18 };
 
@@ -82,10 +92,11 @@ fn run_dataflow(
     records: &[RawRecord],
     registry: &Registry,
     learner: LearnerParams,
-) -> (Arc<TrainerStats>, Arc<DecodeStats>, Vec<DeadLetter>) {
+) -> Observed {
     let trainer_stats = Arc::new(TrainerStats::new());
     let decode_stats = Arc::new(DecodeStats::default());
     let dead = Arc::new(Mutex::new(Vec::new()));
+    let predictions = Arc::new(Mutex::new(Vec::new()));
     let config = TrainerConfig {
         model: "ctr".into(),
         features: SPEC,
@@ -95,12 +106,14 @@ fn run_dataflow(
             every: Duration::from_secs(3600),
         },
         registry: registry.clone(),
+        predictions: true,
     };
-    let (records, t, d, dl) = (
+    let (records, t, d, dl, p) = (
         records.to_vec(),
         trainer_stats.clone(),
         decode_stats.clone(),
         dead.clone(),
+        predictions.clone(),
     );
     timely::execute(timely::Config::process(workers), move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
@@ -109,7 +122,7 @@ fn run_dataflow(
             .filter(|r| r.partition as usize % peers == index)
             .cloned()
             .collect();
-        let (config, t, d, dl) = (config.clone(), t.clone(), d.clone(), dl.clone());
+        let (config, t, d, dl, p) = (config.clone(), t.clone(), d.clone(), dl.clone(), p.clone());
         worker.dataflow::<u64, _, _>(move |scope| {
             let mut partitions: Vec<i32> = mine.iter().map(|r| r.partition).collect();
             partitions.sort_unstable();
@@ -127,7 +140,9 @@ fn run_dataflow(
             let records = ingest_partitions(scope, "Share", share, time, None, stats, || false);
             let (events, dead) = records.decode_criteo(d);
             dead.deliver("Collect", Collect(dl));
-            events.train_online(config, t, |_, _| {});
+            events
+                .train_online(config, t, |_, _| {})
+                .deliver("Predictions", Collect(p));
         });
     })
     .unwrap()
@@ -135,7 +150,8 @@ fn run_dataflow(
     .into_iter()
     .for_each(|r| r.unwrap());
     let dead = dead.lock().unwrap().clone();
-    (trainer_stats, decode_stats, dead)
+    let predictions = predictions.lock().unwrap().clone();
+    (trainer_stats, decode_stats, dead, predictions)
 }
 
 #[test]
@@ -145,9 +161,13 @@ fn decode_and_train_with_1_2_and_4_workers_match_the_batch_computation() {
     // The batch computation: decode everything in order, learn in order.
     let mut batch_dead: Vec<(i32, i64)> = Vec::new();
     let mut events: Vec<CriteoEvent> = Vec::new();
+    let mut positions: Vec<Position> = Vec::new();
     for r in &records {
         match CriteoEvent::decode_tsv(&r.payload) {
-            Ok(event) => events.push(event),
+            Ok(event) => {
+                events.push(event);
+                positions.push(r.position());
+            }
             Err(_) => batch_dead.push((r.partition, r.offset)),
         }
     }
@@ -161,9 +181,11 @@ fn decode_and_train_with_1_2_and_4_workers_match_the_batch_computation() {
         .collect();
     let labels: Vec<bool> = events.iter().map(|e| e.label).collect();
     let mut batch = Ftrl::new(FtrlParams::default(), SPEC.dimension());
-    for (row, label) in rows.iter().zip(&labels) {
-        batch.learn(row, *label);
-    }
+    let batch_predictions: Vec<f32> = rows
+        .iter()
+        .zip(&labels)
+        .map(|(row, label)| batch.learn(row, *label))
+        .collect();
     let score = |weights: &[f32]| {
         let preds: Vec<f32> = rows
             .iter()
@@ -178,16 +200,48 @@ fn decode_and_train_with_1_2_and_4_workers_match_the_batch_computation() {
     for workers in [1, 2, 4] {
         let dir = tempfile::tempdir().unwrap();
         let registry = Registry::open(dir.path()).unwrap();
-        let (trainer, decode, dead) = run_dataflow(
+        let (trainer, decode, dead, predictions) = run_dataflow(
             workers,
             &records,
             &registry,
             LearnerParams::Ftrl(FtrlParams::default()),
         );
 
+        // Every event's prediction once, named by its position, in the epoch of its
+        // timestamp (which is its offset here); one worker predicts like the batch learner.
+        let mut predicted: Vec<(Position, u64, f32, bool)> = predictions
+            .iter()
+            .map(|(epoch, p)| (p.source.unwrap(), *epoch, p.prediction, p.label))
+            .collect();
+        predicted.sort_by_key(|p| p.0);
+        let mut want: Vec<(Position, f32, bool)> = positions
+            .iter()
+            .zip(&batch_predictions)
+            .zip(&labels)
+            .map(|((pos, p), label)| (*pos, *p, *label))
+            .collect();
+        want.sort_by_key(|p| p.0);
+        assert_eq!(
+            predicted.len(),
+            want.len(),
+            "{workers} workers: predictions"
+        );
+        for (got, want) in predicted.iter().zip(&want) {
+            assert_eq!((got.0, got.3), (want.0, want.2), "{workers} workers");
+            assert_eq!(got.1, got.0.offset as u64, "{workers} workers: epoch");
+            if workers == 1 {
+                assert_eq!(got.2, want.1, "the batch learner's prediction");
+            } else {
+                assert!((0.0..=1.0).contains(&got.2));
+            }
+        }
+
         let mut dead: Vec<(i32, i64)> = dead
             .iter()
-            .map(|d| (d.record.partition, d.record.offset))
+            .map(|(epoch, d)| {
+                assert_eq!(*epoch, d.record.offset as u64, "a dead letter's epoch");
+                (d.record.partition, d.record.offset)
+            })
             .collect();
         dead.sort_unstable();
         let mut want = batch_dead.clone();
@@ -247,7 +301,7 @@ fn a_factorization_machine_trains_through_the_dataflow_like_in_batch() {
     }
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::open(dir.path()).unwrap();
-    let (trainer, _, _) = run_dataflow(1, &records, &registry, LearnerParams::Fm(params));
+    let (trainer, _, _, _) = run_dataflow(1, &records, &registry, LearnerParams::Fm(params));
     let model = registry.load_latest("ctr").unwrap();
     assert_eq!(
         model.meta.kind,
@@ -278,6 +332,7 @@ fn train_dealt(workers: usize, rows: usize, sync_rows: usize, learner: LearnerPa
             every: Duration::MAX,
         },
         registry: Registry::open(dir.path()).unwrap(),
+        predictions: false,
     };
     let model = Arc::new(Mutex::new(None));
     let out = model.clone();

@@ -169,6 +169,7 @@ impl CsrBatch {
             indices: indices.1,
             values: values.1,
             labels: labels.iter().map(|l| l.unwrap_or(false)).collect(),
+            sources: Vec::new(),
         })
     }
 }

@@ -46,6 +46,9 @@ pub struct CsrBatch {
     pub values: Vec<f32>,
     /// One label per row.
     pub labels: Vec<bool>,
+    /// Where each row's event was read: one per row, or empty when unknown.
+    #[serde(default)]
+    pub sources: Vec<crate::Position>,
 }
 
 impl CsrBatch {
@@ -258,6 +261,7 @@ impl FeatureMap {
         for i in 0..batch.len() {
             self.transform_into(batch, i, &mut out, counts);
         }
+        out.sources.clone_from(&batch.sources);
         out
     }
 

@@ -3,6 +3,7 @@
 
 use super::spec::{Layout, ParseMode};
 use crate::criteo::DecodeError;
+use crate::Position;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -77,6 +78,10 @@ pub struct EventBatch {
     pub values: Vec<Value>,
     /// The tokens of multi-valued fields.
     pub tokens: Vec<u64>,
+    /// Where each event was read: one per event, or empty when the events did not come from a
+    /// source (see [`EventBatch::position`]).
+    #[serde(default)]
+    pub sources: Vec<Position>,
 }
 
 impl EventBatch {
@@ -96,6 +101,7 @@ impl EventBatch {
             times: Vec::with_capacity(rows),
             values: Vec::with_capacity(rows * fields),
             tokens: Vec::new(),
+            sources: Vec::new(),
         }
     }
 
@@ -122,8 +128,18 @@ impl EventBatch {
         }
     }
 
-    /// Appends event `i` of `other`.
+    /// Where event `i` was read, when the batch knows.
+    pub fn position(&self, i: usize) -> Option<Position> {
+        self.sources.get(i).copied()
+    }
+
+    /// Appends event `i` of `other` (with its position only when both batches keep them).
     pub fn push_from(&mut self, other: &EventBatch, i: usize) {
+        if self.sources.len() == self.labels.len() {
+            if let Some(position) = other.position(i) {
+                self.sources.push(position);
+            }
+        }
         self.labels.push(other.labels[i]);
         self.times.push(other.times[i]);
         for value in other.row(i) {
