@@ -22,6 +22,7 @@ fn ctr_job() -> anyhow::Result<JobSpec> {
             partitions: 4,
             idle_ms: 1000,
             stop_after_records: None,
+            event_time_field: None,
         })
         .generator(GeneratorSpec {
             rows_per_sec: 20_000.0,

@@ -399,6 +399,7 @@ pub fn job(
             partitions,
             idle_ms: 200,
             stop_after_records: None,
+            event_time_field: None,
         })
         .features(features.clone())
         .learner(LearnerSpec::Ftrl(FtrlParams::default()))
@@ -538,6 +539,7 @@ pub fn ingest(
         // the measured time.
         idle_ms: 100,
         stop_after_records: Some(rows),
+        event_time_field: None,
     };
     let store = CheckpointStore::open(state_dir, 3)?;
     let collector = Collector::new(
@@ -564,7 +566,7 @@ pub fn ingest(
         worker.dataflow::<u64, _, _>(move |scope| {
             let part = checkpoint::part(index, "source");
             let stop = move || done.records.load(Ordering::Relaxed) >= rows;
-            let source = crate::job::KafkaIngest::new(reader);
+            let source = crate::job::KafkaIngest::new(reader, Arc::default());
             ingest_partitions(scope, "KafkaSource", source, time, part, stats, stop)
                 .inspect(|_| {});
         });

@@ -534,6 +534,7 @@ fn run_dataflow(
         .as_ref()
         .map_or((0, 1), |c| (c.process, c.hosts.len().max(1)));
     let local: Vec<usize> = (process * workers..(process + 1) * workers).collect();
+    let format = spec.record_format();
     let predictions_topic = spec
         .sinks
         .as_ref()
@@ -633,7 +634,7 @@ fn run_dataflow(
             }),
             _ => None,
         };
-        let source = KafkaIngest::new(reader);
+        let source = KafkaIngest::new(reader, stats.event_time_missing.clone());
         let (trainer, trainer_stats, decode_stats, featurize_stats, job_stats) = (
             trainer.clone(),
             stats.trainer.clone(),
@@ -641,7 +642,7 @@ fn run_dataflow(
             stats.featurize.clone(),
             stats.clone(),
         );
-        let layout = layout.clone();
+        let (layout, format) = (layout.clone(), format.clone());
         let label_stats = stats.labels.clone();
         let source_stats = stats.source.clone();
         let (stop, stop_after) = (stop.clone(), kafka.stop_after_records);
@@ -678,7 +679,7 @@ fn run_dataflow(
             match layout {
                 // Hashed features: decode Criteo events, hash, learn.
                 None => {
-                    let (events, dead) = records.decode_criteo(decode_stats);
+                    let (events, dead) = records.decode_criteo(format, decode_stats);
                     concat_dead(dead, join_dead).deliver("DeadLetters", delivery);
                     let predicted = events.train_online(trainer, trainer_stats, move |epoch, _| {
                         if let Some(metrics) = metrics.as_mut() {
@@ -692,7 +693,7 @@ fn run_dataflow(
                 // A FeatureMap: parse, fit and transform per epoch, learn across versions.
                 Some(layout) => {
                     let (events, dead) =
-                        records.parse_events(layout.clone(), featurize_stats.clone());
+                        records.parse_events(layout.clone(), format, featurize_stats.clone());
                     concat_dead(dead, join_dead).deliver("DeadLetters", delivery);
                     let map = FeatureMap::new(layout);
                     let (rows, updates) = events.featurize(map.clone(), featurize_stats, |_, _| {});
@@ -733,13 +734,18 @@ fn concat_dead<'scope>(
 pub(crate) struct KafkaIngest {
     reader: KafkaReader,
     logged: HashSet<String>,
+    /// Records without a usable event-time field, counted for the whole job.
+    missing_event_times: Arc<AtomicU64>,
+    reported: u64,
 }
 
 impl KafkaIngest {
-    pub(crate) fn new(reader: KafkaReader) -> Self {
+    pub(crate) fn new(reader: KafkaReader, missing_event_times: Arc<AtomicU64>) -> Self {
         KafkaIngest {
             reader,
             logged: HashSet::new(),
+            missing_event_times,
+            reported: 0,
         }
     }
 
@@ -757,7 +763,20 @@ impl PartitionReader for KafkaIngest {
     }
 
     fn poll(&mut self, out: &mut Vec<RawRecord>, max: usize) -> Polled {
-        match self.reader.poll_into(out, max) {
+        let polled = self.reader.poll_into(out, max);
+        let missing = self.reader.missing_event_times();
+        if missing > self.reported {
+            if self.reported == 0 {
+                tracing::warn!(
+                    "records without a usable event-time field: their Kafka timestamps are used (counted in {})",
+                    crate::metrics::SOURCE_EVENT_TIME_MISSING
+                );
+            }
+            self.missing_event_times
+                .fetch_add(missing - self.reported, Ordering::Relaxed);
+            self.reported = missing;
+        }
+        match polled {
             Ok(0) => Polled::Idle,
             Ok(_) => Polled::Records,
             Err(error) => {

@@ -18,6 +18,7 @@
 //!         partitions: 4,
 //!         idle_ms: 1000,
 //!         stop_after_records: None,
+//!         event_time_field: None,
 //!     })
 //!     .features(FeatureSpec::Hashed { hash_bits: 20 })
 //!     .learner(LearnerSpec::Ftrl(FtrlParams::default()))

@@ -42,6 +42,8 @@ pub const DECODE_EVENTS: &str = "millrace_decode_events_total";
 pub const DECODE_DEAD_LETTERS: &str = "millrace_decode_dead_letters_total";
 /// Dead letters the dead-letter topic did not take (lost; each kind is logged).
 pub const DEAD_LETTERS_DROPPED: &str = "millrace_dead_letters_dropped_total";
+/// Records whose `event_time_field` was missing or unusable (their Kafka timestamp was used).
+pub const SOURCE_EVENT_TIME_MISSING: &str = "millrace_source_event_time_missing_total";
 /// Predictions the predictions topic did not take (lost; the first is logged).
 pub const PREDICTIONS_DROPPED: &str = "millrace_predictions_dropped_total";
 /// Messages the metrics topic did not take (lost; the first is logged).
@@ -112,6 +114,8 @@ pub struct JobStats {
     pub generated: AtomicU64,
     /// Dead letters that could not be delivered.
     pub dead_letters_dropped: AtomicU64,
+    /// Records without a usable event-time field.
+    pub event_time_missing: Arc<AtomicU64>,
     /// Predictions that could not be delivered.
     pub predictions_dropped: AtomicU64,
     /// Metrics messages that could not be delivered.
@@ -142,6 +146,7 @@ impl JobStats {
             source: Arc::new(SourceStats::new(partitions.max(0) as usize)),
             generated: AtomicU64::new(0),
             dead_letters_dropped: AtomicU64::new(0),
+            event_time_missing: Arc::default(),
             predictions_dropped: AtomicU64::new(0),
             metrics_dropped: AtomicU64::new(0),
             lag: AtomicI64::new(-1),
@@ -182,6 +187,11 @@ impl JobStats {
             (SOURCE_RECORDS, "counter", load(&self.source.records)),
             (SOURCE_LAG, "gauge", self.lag.load(Ordering::Relaxed) as f64),
             (SOURCE_LATE, "counter", load(&self.source.late)),
+            (
+                SOURCE_EVENT_TIME_MISSING,
+                "counter",
+                load(&self.event_time_missing),
+            ),
             (SOURCE_FRONTIER, "gauge", load(&self.source.frontier)),
             (CHECKPOINTS_WRITTEN, "counter", checkpoints.written as f64),
             (CHECKPOINTS_FAILED, "counter", checkpoints.failed as f64),

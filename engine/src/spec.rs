@@ -7,7 +7,7 @@
 
 use crate::error::{Error, Result};
 use millrace_connectors::kafka::{KafkaSourceConfig, EMBEDDED};
-use millrace_models::FeatureSpec;
+use millrace_models::{FeatureSpec, RecordFormat};
 use millrace_operators::LatePolicy;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -120,6 +120,19 @@ pub struct LabelsSpec {
     pub late: LatePolicy,
 }
 
+impl JobSpec {
+    /// How the job's records hold events.
+    pub fn record_format(&self) -> RecordFormat {
+        let SourceSpec::Kafka(kafka) = &self.source;
+        match self.decode.format {
+            Format::Criteo => RecordFormat::Tsv,
+            Format::Json => RecordFormat::Json {
+                ignore: kafka.event_time_field.clone(),
+            },
+        }
+    }
+}
+
 impl LabelsSpec {
     /// The window in epochs of `epoch_ms`.
     pub fn window_epochs(&self, epoch_ms: u64) -> u64 {
@@ -156,6 +169,9 @@ pub enum Format {
     /// Criteo tab-separated lines.
     #[default]
     Criteo,
+    /// JSON objects of the Criteo fields by name, with `label` (and, when the source names
+    /// one, the event-time field).
+    Json,
 }
 
 /// How records are decoded.
@@ -366,6 +382,21 @@ impl JobSpec {
         }
         let SourceSpec::Kafka(kafka) = &self.source;
         let embedded = kafka.bootstrap_servers == EMBEDDED;
+        if kafka.event_time_field.is_some() && self.decode.format != Format::Json {
+            add(
+                "source",
+                vec![
+                    "`event_time_field` needs JSON records (`[decode] format = \"json\"`)"
+                        .to_owned(),
+                ],
+            );
+        }
+        if self.labels.is_some() && self.decode.format == Format::Json {
+            add(
+                "decode",
+                vec!["`format = \"json\"` cannot be joined by `[labels]`, which reads `imp` and `clk` lines".to_owned()],
+            );
+        }
         if let Some(generator) = &self.generator {
             if !(generator.rows_per_sec >= 0.0 && generator.rows_per_sec.is_finite()) {
                 add(
@@ -715,6 +746,27 @@ registry = "target/registry"
         );
         let unknown = format!("{GOOD}\n[sinks]\npredictions = \"p\"\n");
         assert!(problems(&unknown)[0].contains("[sinks] `predictions`: unknown field"));
+    }
+
+    #[test]
+    fn json_records_and_the_event_time_field_are_checked() {
+        let named = GOOD.replace("[features]", "event_time_field = \"ts\"\n\n[features]");
+        assert_eq!(
+            problems(&named),
+            ["[source] `event_time_field` needs JSON records (`[decode] format = \"json\"`)"]
+        );
+        let json = format!("{named}\n[decode]\nformat = \"json\"\n");
+        let spec = JobSpec::from_toml(&json).unwrap();
+        assert_eq!(
+            spec.record_format(),
+            RecordFormat::Json {
+                ignore: Some("ts".into())
+            }
+        );
+        let joined = format!("{json}\n[labels]\nwindow_ms = 1000\n");
+        assert_eq!(problems(&joined).len(), 1);
+        assert!(problems(&named.replace("\"ts\"", "\" \""))
+            .contains(&"[source] `event_time_field` must not be empty".to_owned()));
     }
 
     #[test]

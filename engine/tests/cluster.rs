@@ -34,6 +34,7 @@ fn files(dir: &Path, topic: &str) -> (std::path::PathBuf, std::path::PathBuf) {
             idle_ms: 5000,
             // Each process reads two of the four partitions: half of the events.
             stop_after_records: Some(EVENTS / 2),
+            event_time_field: None,
         })
         .features(FeatureSpec::Hashed { hash_bits: 18 })
         .learner(LearnerSpec::Ftrl(FtrlParams::default()))

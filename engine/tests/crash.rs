@@ -45,6 +45,7 @@ fn job_file(dir: &Path, topic: &str, group: &str) -> std::path::PathBuf {
             partitions: 4,
             idle_ms: 5000,
             stop_after_records: Some(EVENTS),
+            event_time_field: None,
         })
         .features(FeatureSpec::Map(FeatureMapSpec::criteo_default()))
         .learner(LearnerSpec::Ftrl(FtrlParams::default()))

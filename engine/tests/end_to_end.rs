@@ -135,6 +135,7 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(
             partitions: 4,
             idle_ms: 200,
             stop_after_records: None,
+            event_time_field: None,
         })
         .features(features)
         .learner(LearnerSpec::Ftrl(FtrlParams::default()))
@@ -350,6 +351,103 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(
         .all(|m| m["learned"].as_u64().unwrap() <= events as u64));
 }
 
+/// JSON records whose event time is a named field, on 2 workers: the source's watermarks are
+/// the field's times (not the Kafka timestamps, which are the wall clock here), a record without
+/// the field keeps its Kafka timestamp and is counted, and a record that is not JSON is a dead
+/// letter.
+#[test]
+fn json_records_with_a_named_event_time_field_with_2_workers() {
+    use millrace_engine::spec::{DecodeSpec, Format};
+    use millrace_models::synth::CriteoGenerator;
+
+    let (topic, dead_letter_topic) = fresh_topics("json");
+    let mut producer = LineProducer::new(&broker(), &topic, 4).unwrap();
+    let mut generator = CriteoGenerator::new(21);
+    let (events, base) = (4_000u64, 1_600_000_000_000u64);
+    let mut max_time = [0u64; 4];
+    for i in 0..events {
+        let event = generator.next_event();
+        let mut record = event.features.to_json();
+        record["label"] = u8::from(event.label).into();
+        // A record without its time every 1000th; the others 10 ms apart.
+        if i % 1000 != 999 {
+            record["event_ts"] = (base + 10 * i).into();
+            max_time[(i % 4) as usize] = base + 10 * i;
+        }
+        producer.send(record.to_string().as_bytes()).unwrap();
+    }
+    producer.send(b"{\"label\": 1, \"I1\": ").unwrap();
+    producer.flush(Duration::from_secs(60)).unwrap();
+
+    let registry = tempfile::tempdir().unwrap();
+    let spec = JobSpec::builder("json")
+        .kafka_source(KafkaSourceConfig {
+            bootstrap_servers: broker(),
+            topic,
+            group_id: unique("json-group"),
+            dead_letter_topic: dead_letter_topic.clone(),
+            partitions: 4,
+            idle_ms: 200,
+            stop_after_records: None,
+            event_time_field: Some("event_ts".into()),
+        })
+        .decode(DecodeSpec {
+            format: Format::Json,
+        })
+        .features(HASHED)
+        .learner(LearnerSpec::Ftrl(FtrlParams::default()))
+        .publish(PublishSpec {
+            registry: registry.path().to_owned(),
+            every_events: 1_000_000,
+            every_seconds: 3600,
+        })
+        .progress(ProgressSpec {
+            epoch_ms: 1000,
+            interval_ms: 0,
+        })
+        .build()
+        .unwrap();
+    let job = Job::start(
+        spec,
+        RunOptions {
+            workers: 2,
+            cluster: None,
+        },
+    )
+    .unwrap();
+    let stats = job.stats().clone();
+    wait_for(
+        "every event to be learned",
+        Duration::from_secs(120),
+        || stats.trainer.learned.load(Ordering::Relaxed) == events,
+    );
+    wait_for("the dead letter", Duration::from_secs(60), || {
+        stats.dead_letters() == 1
+    });
+    // Each partition's watermark is its largest field time, except where a record without one
+    // took its Kafka timestamp (today, later than every field time): partition 3 (i = 999,
+    // 1999, … are i % 4 == 3) and partition 0 (the record that is not JSON, the 4001st).
+    for (p, max) in max_time.iter().enumerate() {
+        let watermark = stats.source.partitions[p]
+            .watermark_ms
+            .load(Ordering::Relaxed);
+        if p == 0 || p == 3 {
+            assert!(watermark > *max, "partition {p}: {watermark}");
+        } else {
+            assert_eq!(watermark, *max, "partition {p}");
+        }
+    }
+    assert_eq!(stats.event_time_missing.load(Ordering::Relaxed), 5);
+    job.stop();
+    let report = job.wait().unwrap();
+    assert_eq!(report.learned, events);
+    assert_eq!(report.dead_letters, 1);
+    assert_eq!(
+        read_dead_letters(&dead_letter_topic, 1),
+        [b"{\"label\": 1, \"I1\": ".to_vec()]
+    );
+}
+
 /// A new topic named after `prefix` and its dead-letter topic, 4 partitions each.
 fn fresh_topics(prefix: &str) -> (String, String) {
     let topic = unique(prefix);
@@ -483,6 +581,7 @@ fn impressions_and_clicks_are_joined_learned_and_dead_lettered_with_2_workers() 
             partitions: 4,
             idle_ms: 200,
             stop_after_records: None,
+            event_time_field: None,
         })
         .labels(LabelsSpec {
             window_ms: 200,

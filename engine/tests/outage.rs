@@ -33,6 +33,7 @@ fn the_job_rides_out_a_broker_outage_and_loses_nothing() {
             partitions: 4,
             idle_ms: 300,
             stop_after_records: None,
+            event_time_field: None,
         })
         .features(FeatureSpec::Hashed { hash_bits: 16 })
         .learner(LearnerSpec::Ftrl(FtrlParams::default()))

@@ -66,6 +66,9 @@ pub enum DecodeError {
     /// A JSON instance is not an object.
     #[error("an instance must be a JSON object of Criteo fields")]
     NotAnObject,
+    /// A record is not valid JSON.
+    #[error("not valid JSON: {0}")]
+    NotJson(String),
 }
 
 impl DecodeError {
@@ -78,11 +81,58 @@ impl DecodeError {
             DecodeError::Categorical(_) => "categorical",
             DecodeError::UnknownField(_) => "unknown_field",
             DecodeError::NotAnObject => "not_an_object",
+            DecodeError::NotJson(_) => "not_json",
+        }
+    }
+}
+
+/// How a record's bytes hold a Criteo event.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum RecordFormat {
+    /// A tab-separated line: the label, then `I1`…`I13`, `C1`…`C26`.
+    #[default]
+    Tsv,
+    /// A JSON object of the fields by name, with `label` (`0`, `1`, `false` or `true`); absent
+    /// fields are missing. `ignore` names one more key that is not a feature (the event-time
+    /// field the source reads).
+    Json {
+        /// A key to skip.
+        ignore: Option<String>,
+    },
+}
+
+impl RecordFormat {
+    /// Decodes one record.
+    ///
+    /// # Errors
+    ///
+    /// A [`DecodeError`] for a record that is not a well-formed event of the format.
+    pub fn decode(&self, payload: &[u8]) -> Result<CriteoEvent, DecodeError> {
+        match self {
+            RecordFormat::Tsv => CriteoEvent::decode_tsv(payload),
+            RecordFormat::Json { ignore } => CriteoEvent::decode_json(payload, ignore.as_deref()),
         }
     }
 }
 
 impl CriteoEvent {
+    /// Decodes one JSON record (see [`RecordFormat::Json`]), skipping the key `ignore`.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError::NotJson`], [`DecodeError::NotAnObject`], [`DecodeError::Label`] for a
+    /// missing or ill-typed label, or the first ill-typed or unknown field.
+    pub fn decode_json(payload: &[u8], ignore: Option<&str>) -> Result<Self, DecodeError> {
+        let value: serde_json::Value =
+            serde_json::from_slice(payload).map_err(|e| DecodeError::NotJson(e.to_string()))?;
+        if !value.is_object() {
+            return Err(DecodeError::NotAnObject);
+        }
+        let label = json_label(value.get("label"))?;
+        let features = CriteoFeatures::from_json_ignoring(&value, ignore)?;
+        Ok(CriteoEvent { label, features })
+    }
+
     /// Decodes one tab-separated line (a trailing `\n` or `\r\n` is ignored).
     ///
     /// # Errors
@@ -144,10 +194,22 @@ impl CriteoFeatures {
     ///
     /// A [`DecodeError`] for the first unknown or ill-typed field.
     pub fn from_json(value: &serde_json::Value) -> Result<Self, DecodeError> {
+        Self::from_json_ignoring(value, None)
+    }
+
+    /// As [`CriteoFeatures::from_json`], also skipping the key `ignore`.
+    ///
+    /// # Errors
+    ///
+    /// As [`CriteoFeatures::from_json`].
+    pub fn from_json_ignoring(
+        value: &serde_json::Value,
+        ignore: Option<&str>,
+    ) -> Result<Self, DecodeError> {
         let object = value.as_object().ok_or(DecodeError::NotAnObject)?;
         let mut features = CriteoFeatures::default();
         for (key, value) in object {
-            if key == "label" {
+            if key == "label" || Some(key.as_str()) == ignore {
                 continue;
             }
             if let Some(i) = INT_NAMES.iter().position(|n| n == key) {
@@ -232,6 +294,18 @@ fn parse_cat(field: &[u8]) -> Option<Option<u32>> {
         value = (value << 4) | u32::from(nibble);
     }
     Some(Some(value))
+}
+
+/// A JSON record's label: `0`, `1`, `"0"`, `"1"`, `false` or `true`.
+pub(crate) fn json_label(value: Option<&serde_json::Value>) -> Result<bool, DecodeError> {
+    match value {
+        Some(serde_json::Value::Bool(b)) => Ok(*b),
+        Some(serde_json::Value::Number(n)) if n.as_u64() == Some(0) => Ok(false),
+        Some(serde_json::Value::Number(n)) if n.as_u64() == Some(1) => Ok(true),
+        Some(serde_json::Value::String(s)) if s == "0" => Ok(false),
+        Some(serde_json::Value::String(s)) if s == "1" => Ok(true),
+        _ => Err(DecodeError::Label),
+    }
 }
 
 fn json_int(value: &serde_json::Value) -> Option<Option<i64>> {
@@ -327,6 +401,40 @@ mod tests {
             CriteoFeatures::from_json(&serde_json::json!([1])),
             Err(DecodeError::NotAnObject)
         );
+    }
+
+    #[test]
+    fn json_records_decode_like_lines() {
+        let event = CriteoEvent::decode_tsv(GOOD.as_bytes()).unwrap();
+        let mut json = event.features.to_json();
+        json["label"] = 0.into();
+        json["ts"] = 1_700_000_000_000u64.into();
+        let format = RecordFormat::Json {
+            ignore: Some("ts".into()),
+        };
+        let bytes = json.to_string().into_bytes();
+        assert_eq!(format.decode(&bytes), Ok(event));
+        assert_eq!(
+            RecordFormat::Json { ignore: None }.decode(&bytes),
+            Err(DecodeError::UnknownField("ts".into()))
+        );
+        for (record, kind) in [
+            (&b"{\"I1\": 1}"[..], "label"),
+            (b"{\"label\": 2}", "label"),
+            (b"[1, 2]", "not_an_object"),
+            (b"{\"label\": true", "not_json"),
+            (b"\xff", "not_json"),
+            (b"{\"label\": \"1\", \"C1\": 7}", "categorical"),
+        ] {
+            assert_eq!(
+                format.decode(record).unwrap_err().kind(),
+                kind,
+                "{record:?}"
+            );
+        }
+        let positive = format.decode(b"{\"label\": true, \"I2\": \"-3\"}").unwrap();
+        assert!(positive.label);
+        assert_eq!(positive.features.ints[1], Some(-3));
     }
 
     fn arb_event() -> impl Strategy<Value = CriteoEvent> {

@@ -25,7 +25,7 @@ pub mod registry;
 pub mod synth;
 
 pub use artifact::{ModelArtifact, ModelMeta};
-pub use criteo::{CriteoEvent, CriteoFeatures, DecodeError};
+pub use criteo::{CriteoEvent, CriteoFeatures, DecodeError, RecordFormat};
 pub use error::{Error, Result};
 pub use eval::{exact_auc, AucAccumulator, LogLoss, WindowedAuc};
 pub use features::{FeatureSpec, SparseRow};
@@ -33,5 +33,5 @@ pub use fm::{Fm, FmParams};
 pub use fmap::{CsrBatch, EventBatch, FeatureMap, FeatureMapSpec};
 pub use ftrl::{Ftrl, FtrlParams};
 pub use learner::{Learner, LearnerParams};
-pub use record::{DeadLetter, Position, RawRecord};
+pub use record::{event_time_ms, DeadLetter, Position, RawRecord};
 pub use registry::Registry;

@@ -1,7 +1,7 @@
 //! Decoding raw records into Criteo events; what does not decode becomes a dead letter.
 
 use crate::checkpoint::Tally;
-use millrace_models::{CriteoEvent, DeadLetter, DecodeError, Position, RawRecord};
+use millrace_models::{CriteoEvent, DeadLetter, DecodeError, Position, RawRecord, RecordFormat};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,14 +22,14 @@ pub struct DecodeStats {
 
 /// Decodes raw records.
 pub trait Decode<'scope> {
-    /// Decodes each record as a Criteo TSV line: well-formed lines become events (with the
-    /// position they were read at) on the first stream, the others dead letters (with the reason) on the second. Each kind of error is
+    /// Decodes each record as a Criteo event in `format`: well-formed records become events
+    /// (with the position they were read at) on the first stream, the others dead letters (with the reason) on the second. Each kind of error is
     /// logged once per worker; all are counted in `stats`.
     ///
     /// # Examples
     ///
     /// ```
-    /// use millrace_models::RawRecord;
+    /// use millrace_models::{RawRecord, RecordFormat};
     /// use millrace_operators::{Decode, DecodeStats};
     /// use std::sync::{atomic::Ordering, Arc};
     /// use timely::dataflow::operators::ToStream;
@@ -40,12 +40,13 @@ pub trait Decode<'scope> {
     ///     let record = |payload: &str| RawRecord { partition: 0, offset: 0, payload: payload.into(), timestamp_ms: None };
     ///     let (_events, _dead) = vec![record("not a criteo line")]
     ///         .to_stream(scope)
-    ///         .decode_criteo(shared);
+    ///         .decode_criteo(RecordFormat::Tsv, shared);
     /// });
     /// assert_eq!(stats.dead_letters.load(Ordering::Relaxed), 1);
     /// ```
     fn decode_criteo(
         self,
+        format: RecordFormat,
         stats: Arc<DecodeStats>,
     ) -> (
         StreamVec<'scope, u64, (Position, CriteoEvent)>,
@@ -56,6 +57,7 @@ pub trait Decode<'scope> {
 impl<'scope> Decode<'scope> for StreamVec<'scope, u64, RawRecord> {
     fn decode_criteo(
         self,
+        format: RecordFormat,
         stats: Arc<DecodeStats>,
     ) -> (
         StreamVec<'scope, u64, (Position, CriteoEvent)>,
@@ -80,7 +82,7 @@ impl<'scope> Decode<'scope> for StreamVec<'scope, u64, RawRecord> {
                 input.for_each_stamp(|cap, data| {
                     let (mut decoded, mut letters) = (Vec::new(), Vec::new());
                     for record in data.flat_map(|d| d.drain(..)) {
-                        match CriteoEvent::decode_tsv(&record.payload) {
+                        match format.decode(&record.payload) {
                             Ok(event) => decoded.push((record.position(), event)),
                             Err(error) => letters.push(dead_letter(&mut logged, &error, record)),
                         }

@@ -3,7 +3,7 @@
 use millrace_models::synth::CriteoGenerator;
 use millrace_models::{
     artifact::ModelKind, exact_auc, CriteoEvent, DeadLetter, FeatureSpec, Fm, FmParams, Ftrl,
-    FtrlParams, Learner, LearnerParams, Position, RawRecord, Registry,
+    FtrlParams, Learner, LearnerParams, Position, RawRecord, RecordFormat, Registry,
 };
 use millrace_operators::{
     ingest_partitions, Decode, DecodeStats, Deliver, EventTime, PartitionReader, Polled,
@@ -138,7 +138,7 @@ fn run_dataflow(
             };
             let stats = Arc::new(SourceStats::new(0));
             let records = ingest_partitions(scope, "Share", share, time, None, stats, || false);
-            let (events, dead) = records.decode_criteo(d);
+            let (events, dead) = records.decode_criteo(RecordFormat::Tsv, d);
             dead.deliver("Collect", Collect(dl));
             events
                 .train_online(config, t, |_, _| {})

@@ -31,6 +31,11 @@ pub struct KafkaSourceConfig {
     /// replay. Unset, the job runs until it is stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_after_records: Option<u64>,
+    /// A top-level field of JSON records that holds their event time, in milliseconds since
+    /// the Unix epoch. Unset, a record's event time is its Kafka timestamp; set, a record that
+    /// lacks the field (or holds no such number there) keeps its Kafka timestamp and is counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_time_field: Option<String>,
 }
 
 fn default_idle_ms() -> u64 {
@@ -58,6 +63,13 @@ impl KafkaSourceConfig {
             if value.trim().is_empty() {
                 problems.push(format!("`{key}` must not be empty"));
             }
+        }
+        if self
+            .event_time_field
+            .as_ref()
+            .is_some_and(|f| f.trim().is_empty())
+        {
+            problems.push("`event_time_field` must not be empty".to_owned());
         }
         if self.idle_ms == 0 {
             problems.push("`idle_ms` must be > 0 (got 0)".to_owned());

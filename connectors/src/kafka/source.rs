@@ -12,7 +12,7 @@
 use crate::error::{kafka, Result};
 use crate::kafka::admin::partition_count;
 use crate::kafka::config::{client_config, KafkaSourceConfig};
-use millrace_models::RawRecord;
+use millrace_models::{event_time_ms, RawRecord};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -29,6 +29,10 @@ pub struct KafkaReader {
     /// Whether the partitions are assigned yet: on the first poll (from the beginning), or by
     /// a seek before it, so that nothing is fetched from a position a seek then abandons.
     assigned: bool,
+    /// The JSON field that holds the records' event time, if any.
+    event_time_field: Option<String>,
+    /// Records without a usable event-time field (they kept their Kafka timestamp).
+    missing_event_times: u64,
 }
 
 /// How far before a sought offset a reader starts fetching. A broker answers a fetch with whole
@@ -83,6 +87,8 @@ impl KafkaReader {
                 partitions,
                 skip_below: Vec::new(),
                 assigned: true,
+                event_time_field: None,
+                missing_event_times: 0,
             });
         }
         let consumer: BaseConsumer = client_config(bootstrap_servers)
@@ -100,6 +106,8 @@ impl KafkaReader {
             partitions,
             skip_below: Vec::new(),
             assigned: false,
+            event_time_field: config.event_time_field.clone(),
+            missing_event_times: 0,
         })
     }
 
@@ -151,6 +159,11 @@ impl KafkaReader {
             .map_err(kafka("source"))
     }
 
+    /// Records read so far without a usable `event_time_field` (0 without one).
+    pub fn missing_event_times(&self) -> u64 {
+        self.missing_event_times
+    }
+
     /// The partitions this reader owns.
     pub fn partitions(&self) -> &[i32] {
         &self.partitions
@@ -183,14 +196,24 @@ impl KafkaReader {
                         Some((_, next)) => *next = offset + 1,
                         None => self.skip_below.push((partition, offset + 1)),
                     }
-                    let timestamp_ms = message
-                        .timestamp()
-                        .to_millis()
-                        .and_then(|ms| u64::try_from(ms).ok());
+                    let payload = message.payload().unwrap_or_default();
+                    let kafka_time = || {
+                        message
+                            .timestamp()
+                            .to_millis()
+                            .and_then(|ms| u64::try_from(ms).ok())
+                    };
+                    let timestamp_ms = match &self.event_time_field {
+                        None => kafka_time(),
+                        Some(field) => event_time_ms(payload, field).or_else(|| {
+                            self.missing_event_times += 1;
+                            kafka_time()
+                        }),
+                    };
                     out.push(RawRecord {
                         partition,
                         offset,
-                        payload: message.payload().unwrap_or_default().to_vec(),
+                        payload: payload.to_vec(),
                         timestamp_ms,
                     });
                     count += 1;

@@ -37,6 +37,7 @@ fn config(topic: &str, group: &str) -> KafkaSourceConfig {
         partitions: 4,
         idle_ms: 200,
         stop_after_records: None,
+        event_time_field: None,
     }
 }
 
@@ -243,6 +244,46 @@ fn dead_letters_keep_payload_and_reason() {
     assert_eq!(headers["error_type"], "field_count");
     assert_eq!(headers["source_offset"], "17");
     assert_eq!(headers[EPOCH_HEADER], "5");
+}
+
+#[test]
+fn event_time_comes_from_a_named_field_or_else_the_kafka_timestamp() {
+    let topic = unique("event-time");
+    runtime()
+        .block_on(create_topics(&broker(), &[&topic], 1))
+        .unwrap();
+    let mut producer = LineProducer::new(&broker(), &topic, 1).unwrap();
+    let records = [
+        r#"{"label": 0, "ts": 1000}"#,
+        r#"{"label": 1, "ts": "2000"}"#,
+        r#"{"label": 0}"#,
+        r#"{"label": 0, "ts": "soon"}"#,
+        "0\t1\t2",
+    ];
+    for (i, record) in records.iter().enumerate() {
+        producer
+            .send_at(record.as_bytes(), Some(5_000 + i as i64))
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let config = KafkaSourceConfig {
+        event_time_field: Some("ts".into()),
+        ..config(&topic, &unique("group"))
+    };
+    let mut readers = vec![KafkaReader::assign(&config, &broker(), 0, 1, 1).unwrap()];
+    let read = read_all(&mut readers, records.len());
+    let times: Vec<Option<u64>> = read.iter().map(|r| r.timestamp_ms).collect();
+    assert_eq!(
+        times,
+        [
+            Some(1000),
+            Some(2000),
+            Some(5_002),
+            Some(5_003),
+            Some(5_004)
+        ]
+    );
+    assert_eq!(readers[0].missing_event_times(), 3);
 }
 
 #[test]

@@ -269,6 +269,34 @@ impl Parser {
         Ok(())
     }
 
+    /// Parses one JSON record (see [`crate::RecordFormat::Json`]): its `label`, and the schema's
+    /// fields by name as [`Parser::parse_json`] reads them, skipping the key `ignore`.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError::NotJson`], [`DecodeError::Label`], or those of [`Parser::parse_json`];
+    /// nothing is appended.
+    pub fn parse_json_record(
+        &mut self,
+        payload: &[u8],
+        time_ms: u64,
+        ignore: Option<&str>,
+        batch: &mut EventBatch,
+    ) -> Result<(), DecodeError> {
+        let mut value: serde_json::Value =
+            serde_json::from_slice(payload).map_err(|e| DecodeError::NotJson(e.to_string()))?;
+        let object = value.as_object_mut().ok_or(DecodeError::NotAnObject)?;
+        let label = crate::criteo::json_label(object.remove("label").as_ref())?;
+        if let Some(key) = ignore {
+            object.remove(key);
+        }
+        self.parse_json(&value, time_ms, batch)?;
+        if let Some(last) = batch.labels.last_mut() {
+            *last = label;
+        }
+        Ok(())
+    }
+
     /// Parses one JSON instance (an object of field name to value; absent fields are missing)
     /// with label `false` and event time `time_ms`, appending it to `batch`.
     ///
@@ -555,5 +583,22 @@ mod tests {
             p.parse_json(&serde_json::json!({"C99": 1}), 0, &mut b),
             Err(DecodeError::UnknownField(_))
         ));
+
+        // A JSON record: the same event with its label, the event-time key skipped.
+        let mut c = EventBatch::new(39);
+        let record = br#"{"label": 1, "ts": 5, "I1": 3, "I2": "-1", "C1": "68fd1e64"}"#;
+        p.parse_json_record(record, 0, Some("ts"), &mut c).unwrap();
+        a.labels[0] = true;
+        assert_eq!(a, c);
+        for (record, kind) in [
+            (&br#"{"I1": 3}"#[..], "label"),
+            (br#"{"label": 0, "ts": 5}"#, "unknown_field"),
+            (b"[0]", "not_an_object"),
+            (b"{", "not_json"),
+        ] {
+            let error = p.parse_json_record(record, 0, None, &mut c).unwrap_err();
+            assert_eq!(error.kind(), kind);
+        }
+        assert_eq!(c.len(), 1);
     }
 }
