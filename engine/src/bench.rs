@@ -422,13 +422,7 @@ pub fn job(
     }
     .build()?;
     let started = Instant::now();
-    let running = crate::Job::start(
-        spec,
-        crate::RunOptions {
-            workers,
-            cluster: None,
-        },
-    )?;
+    let running = crate::Job::start(spec, crate::RunOptions::local(workers))?;
     let learned = &running.stats().trainer.learned;
     while learned.load(Ordering::Relaxed) < rows {
         if running.is_finished() {

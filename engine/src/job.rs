@@ -50,8 +50,15 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
+        RunOptions::local(2)
+    }
+}
+
+impl RunOptions {
+    /// A job of one process with `workers` worker threads.
+    pub fn local(workers: usize) -> Self {
         RunOptions {
-            workers: 2,
+            workers,
             cluster: None,
         }
     }

@@ -9,15 +9,14 @@
 mod common;
 
 use common::{broker, unique, wait_for};
-use millrace_connectors::kafka::EPOCH_HEADER;
 use millrace_connectors::kafka::{client_config, create_topics, LineProducer};
+use millrace_connectors::kafka::{text_headers, EPOCH_HEADER};
 use millrace_engine::spec::{
     JobSpec, LearnerSpec, ProgressSpec, PublishSpec, ServeSpec, SinksSpec,
 };
 use millrace_engine::{Job, KafkaSourceConfig, RunOptions};
 use millrace_models::{FeatureMapSpec, FeatureSpec, FtrlParams, Registry};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Headers;
 use rdkafka::Message;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -158,14 +157,7 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(
         })
         .build()
         .unwrap();
-    let job = Job::start(
-        spec,
-        RunOptions {
-            workers,
-            cluster: None,
-        },
-    )
-    .unwrap();
+    let job = Job::start(spec, RunOptions::local(workers)).unwrap();
     let stats = job.stats().clone();
     let addr = job.serve_addr().unwrap();
 
@@ -407,14 +399,7 @@ fn json_records_with_a_named_event_time_field_with_2_workers() {
         })
         .build()
         .unwrap();
-    let job = Job::start(
-        spec,
-        RunOptions {
-            workers: 2,
-            cluster: None,
-        },
-    )
-    .unwrap();
+    let job = Job::start(spec, RunOptions::local(2)).unwrap();
     let stats = job.stats().clone();
     wait_for(
         "every event to be learned",
@@ -499,18 +484,7 @@ fn read_topic(topic: &str, count: usize, to_end: bool) -> Vec<Output> {
         );
         if let Some(message) = consumer.poll(Duration::from_millis(100)) {
             let message = message.unwrap();
-            let headers: std::collections::BTreeMap<String, String> = message
-                .headers()
-                .map(|headers| {
-                    headers
-                        .iter()
-                        .map(|h| {
-                            let value = String::from_utf8_lossy(h.value.unwrap_or_default());
-                            (h.key.to_owned(), value.into_owned())
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+            let headers = text_headers(&message);
             assert!(
                 headers
                     .get(EPOCH_HEADER)
@@ -600,14 +574,7 @@ fn impressions_and_clicks_are_joined_learned_and_dead_lettered_with_2_workers() 
         })
         .build()
         .unwrap();
-    let job = Job::start(
-        spec,
-        RunOptions {
-            workers: 2,
-            cluster: None,
-        },
-    )
-    .unwrap();
+    let job = Job::start(spec, RunOptions::local(2)).unwrap();
     let stats = job.stats().clone();
     wait_for("every record to be read", Duration::from_secs(120), || {
         stats.source.records.load(Ordering::Relaxed) as usize >= stream.len()

@@ -48,14 +48,7 @@ fn the_job_rides_out_a_broker_outage_and_loses_nothing() {
         })
         .build()
         .unwrap();
-    let job = Job::start(
-        spec,
-        RunOptions {
-            workers: 2,
-            cluster: None,
-        },
-    )
-    .unwrap();
+    let job = Job::start(spec, RunOptions::local(2)).unwrap();
     let stats = job.stats().clone();
     let mut producer = LineProducer::new(&broker.bootstrap_servers(), "events", 4).unwrap();
     let mut events = CriteoGenerator::new(9);

@@ -10,13 +10,31 @@ use crate::error::{kafka, Error, Result};
 use crate::kafka::config::client_config;
 use crate::kafka::producer::SEND_BLOCK_LIMIT;
 use millrace_models::DeadLetter;
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// The header that names the epoch a message belongs to.
 pub const EPOCH_HEADER: &str = "millrace-epoch";
+
+/// A message's headers as text (invalid UTF-8 replaced), by key: how a reader of an output
+/// topic sees the epoch, a dead letter's reason and its source position.
+pub fn text_headers(message: &impl Message) -> BTreeMap<String, String> {
+    message
+        .headers()
+        .map(|headers| {
+            headers
+                .iter()
+                .map(|h| {
+                    let value = String::from_utf8_lossy(h.value.unwrap_or_default());
+                    (h.key.to_owned(), value.into_owned())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
 
 /// One output topic, written by one worker.
 pub struct OutputSink {

@@ -3,7 +3,7 @@
 use super::*;
 use millrace_models::{DeadLetter, RawRecord};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -199,18 +199,7 @@ fn read_topic(
     while Instant::now() < deadline && out.len() < expected {
         if let Some(message) = consumer.poll(Duration::from_millis(200)) {
             let message = message.unwrap();
-            let headers = message
-                .headers()
-                .map(|headers| {
-                    headers
-                        .iter()
-                        .map(|h| {
-                            let value = String::from_utf8_lossy(h.value.unwrap_or_default());
-                            (h.key.to_owned(), value.into_owned())
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+            let headers = text_headers(&message);
             out.push((message.payload().unwrap_or_default().to_vec(), headers));
         }
     }
