@@ -386,19 +386,8 @@ fn json_records_with_a_named_event_time_field_with_2_workers() {
         .decode(DecodeSpec {
             format: Format::Json,
         })
-        .features(HASHED)
-        .learner(LearnerSpec::Ftrl(FtrlParams::default()))
-        .publish(PublishSpec {
-            registry: registry.path().to_owned(),
-            every_events: 1_000_000,
-            every_seconds: 3600,
-        })
-        .progress(ProgressSpec {
-            epoch_ms: 1000,
-            interval_ms: 0,
-        })
-        .build()
-        .unwrap();
+        .features(HASHED);
+    let spec = common::learn_quietly(spec, registry.path(), 1000);
     let job = Job::start(spec, RunOptions::local(2)).unwrap();
     let stats = job.stats().clone();
     wait_for(

@@ -7,12 +7,12 @@
 
 mod common;
 
-use common::wait_for;
+use common::{learn_quietly, wait_for};
 use millrace_connectors::kafka::{EmbeddedBroker, LineProducer};
-use millrace_engine::spec::{JobSpec, LearnerSpec, ProgressSpec, PublishSpec};
+use millrace_engine::spec::JobSpec;
 use millrace_engine::{Job, KafkaSourceConfig, RunOptions};
 use millrace_models::synth::CriteoGenerator;
-use millrace_models::{FeatureSpec, FtrlParams};
+use millrace_models::FeatureSpec;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -35,19 +35,8 @@ fn the_job_rides_out_a_broker_outage_and_loses_nothing() {
             stop_after_records: None,
             event_time_field: None,
         })
-        .features(FeatureSpec::Hashed { hash_bits: 16 })
-        .learner(LearnerSpec::Ftrl(FtrlParams::default()))
-        .publish(PublishSpec {
-            registry: registry.path().to_owned(),
-            every_events: 1_000_000,
-            every_seconds: 3600,
-        })
-        .progress(ProgressSpec {
-            epoch_ms: 100,
-            interval_ms: 0,
-        })
-        .build()
-        .unwrap();
+        .features(FeatureSpec::Hashed { hash_bits: 16 });
+    let spec = learn_quietly(spec, registry.path(), 100);
     let job = Job::start(spec, RunOptions::local(2)).unwrap();
     let stats = job.stats().clone();
     let mut producer = LineProducer::new(&broker.bootstrap_servers(), "events", 4).unwrap();

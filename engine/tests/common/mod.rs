@@ -2,7 +2,10 @@
 #![allow(dead_code)]
 
 use millrace_connectors::kafka::{create_topics, LineProducer};
+use millrace_engine::spec::{JobSpec, LearnerSpec, ProgressSpec, PublishSpec};
+use millrace_engine::JobBuilder;
 use millrace_models::synth::CriteoGenerator;
+use millrace_models::FtrlParams;
 use millrace_models::{ModelArtifact, Registry};
 use serde_json::Value;
 use std::path::Path;
@@ -59,6 +62,24 @@ pub(crate) fn produce_stream(topic: &str, events: u64, bad_every: u64, seed: u64
             .unwrap();
     }
     producer.flush(Duration::from_secs(120)).unwrap();
+}
+
+/// Finishes a job spec with FTRL that publishes only its final version to `registry`, in epochs of
+/// `epoch_ms`, without a progress line.
+pub(crate) fn learn_quietly(builder: JobBuilder, registry: &Path, epoch_ms: u64) -> JobSpec {
+    builder
+        .learner(LearnerSpec::Ftrl(FtrlParams::default()))
+        .publish(PublishSpec {
+            registry: registry.to_owned(),
+            every_events: 1_000_000,
+            every_seconds: 3600,
+        })
+        .progress(ProgressSpec {
+            epoch_ms,
+            interval_ms: 0,
+        })
+        .build()
+        .unwrap()
 }
 
 /// Waits for a `millrace run` process to end by itself; the report it printed last.
