@@ -13,7 +13,7 @@
 
 use crate::checkpoint::CheckpointStore;
 use crate::error::{Error, Result};
-use crate::metrics::{JobStats, DEAD_LETTERS_DROPPED, METRICS_DROPPED, PREDICTIONS_DROPPED};
+use crate::metrics::JobStats;
 use crate::spec::{JobSpec, SourceSpec};
 use millrace_connectors::kafka::{
     create_topics, EmbeddedBroker, KafkaReader, KafkaSourceConfig, LineProducer, Output,
@@ -620,20 +620,30 @@ fn run_dataflow(
         }
         let reader = KafkaReader::assign(&kafka, &bootstrap, index, peers, partitions)
             .map_err(|e| e.to_string())?;
-        let dead_letters = OutputSink::new(&bootstrap, &kafka.dead_letter_topic, "dead letters")
-            .map_err(|e| e.to_string())?;
+        let dead_letters = OutputSink::new(
+            &bootstrap,
+            &kafka.dead_letter_topic,
+            "dead letters",
+            stats.dead_letters_dropped.clone(),
+        )
+        .map_err(|e| e.to_string())?;
         let predictions = match &predictions_topic {
             Some(topic) => Some(PredictionDelivery {
-                sink: OutputSink::new(&bootstrap, topic, "predictions")
-                    .map_err(|e| e.to_string())?,
-                stats: stats.clone(),
+                sink: OutputSink::new(
+                    &bootstrap,
+                    topic,
+                    "predictions",
+                    stats.predictions_dropped.clone(),
+                )
+                .map_err(|e| e.to_string())?,
             }),
             None => None,
         };
         // Process 0's first worker reports the job's figures at epoch ends.
         let mut metrics = match (&metrics_sink, index) {
             (Some((topic, every)), 0) => Some(MetricsSink {
-                sink: OutputSink::new(&bootstrap, topic, "metrics").map_err(|e| e.to_string())?,
+                sink: OutputSink::new(&bootstrap, topic, "metrics", stats.metrics_dropped.clone())
+                    .map_err(|e| e.to_string())?,
                 every: *every,
                 last: None,
                 stats: stats.clone(),
@@ -642,12 +652,11 @@ fn run_dataflow(
             _ => None,
         };
         let source = KafkaIngest::new(reader, stats.event_time_missing.clone());
-        let (trainer, trainer_stats, decode_stats, featurize_stats, job_stats) = (
+        let (trainer, trainer_stats, decode_stats, featurize_stats) = (
             trainer.clone(),
             stats.trainer.clone(),
             stats.decode.clone(),
             stats.featurize.clone(),
-            stats.clone(),
         );
         let (layout, format) = (layout.clone(), format.clone());
         let label_stats = stats.labels.clone();
@@ -679,10 +688,7 @@ fn run_dataflow(
                 let (labeled, dead) = records.join_labels(config, label_stats);
                 (records, join_dead) = (labeled, Some(dead));
             }
-            let delivery = DeadLetterDelivery {
-                sink: dead_letters,
-                stats: job_stats,
-            };
+            let delivery = DeadLetterDelivery { sink: dead_letters };
             match layout {
                 // Hashed features: decode Criteo events, hash, learn.
                 None => {
@@ -807,17 +813,14 @@ impl PartitionReader for KafkaIngest {
     }
 }
 
+/// The dead letters to their topic. The sinks here count and log what they lose themselves.
 struct DeadLetterDelivery {
     sink: OutputSink,
-    stats: Arc<JobStats>,
 }
 
 impl RecordSink<DeadLetter> for DeadLetterDelivery {
     fn send(&mut self, epoch: u64, letter: DeadLetter) {
-        if let Err(error) = self.sink.send_dead_letter(epoch, &letter) {
-            let counter = &self.stats.dead_letters_dropped;
-            dropped(counter, "a dead letter", DEAD_LETTERS_DROPPED, &error);
-        }
+        let _ = self.sink.send_dead_letter(epoch, &letter);
     }
 
     fn flush(&mut self) {
@@ -827,18 +830,9 @@ impl RecordSink<DeadLetter> for DeadLetterDelivery {
     }
 }
 
-/// Counts an output message that could not be delivered in `counter` (the metric `metric`),
-/// logging the first.
-fn dropped(counter: &AtomicU64, what: &str, metric: &str, error: &millrace_connectors::Error) {
-    if counter.fetch_add(1, Ordering::Relaxed) == 0 {
-        tracing::error!(%error, "{what} could not be delivered (counted in {metric})");
-    }
-}
-
 /// Each event's prediction to the predictions topic.
 struct PredictionDelivery {
     sink: OutputSink,
-    stats: Arc<JobStats>,
 }
 
 /// One message of the predictions topic.
@@ -866,16 +860,12 @@ impl RecordSink<Prediction> for PredictionDelivery {
             .source
             .map(|p| format!("{}:{}", p.partition, p.offset))
             .unwrap_or_default();
-        let sent = self.sink.send(Output {
+        let _ = self.sink.send(Output {
             epoch,
             key: Some(key.as_bytes()),
             payload: &payload,
             headers: &[],
         });
-        if let Err(error) = sent {
-            let counter = &self.stats.predictions_dropped;
-            dropped(counter, "a prediction", PREDICTIONS_DROPPED, &error);
-        }
     }
 
     fn flush(&mut self) {
@@ -934,20 +924,16 @@ impl MetricsSink {
             report: JobReport::now(&self.stats, None),
         };
         let payload = serde_json::to_vec(&message).unwrap_or_default();
-        let sent = self.sink.send(Output {
+        let _ = self.sink.send(Output {
             epoch: epoch.unwrap_or(u64::MAX),
             key: Some(self.stats.model.as_bytes()),
             payload: &payload,
             headers: &[],
         });
-        let flushed = if epoch.is_none() {
-            self.sink.flush()
-        } else {
-            Ok(())
-        };
-        if let Err(error) = sent.and(flushed) {
-            let counter = &self.stats.metrics_dropped;
-            dropped(counter, "a metrics message", METRICS_DROPPED, &error);
+        if epoch.is_none() {
+            if let Err(error) = self.sink.flush() {
+                tracing::error!(%error, "metrics not acknowledged");
+            }
         }
     }
 }

@@ -113,13 +113,13 @@ pub struct JobStats {
     /// Records produced by the generator.
     pub generated: AtomicU64,
     /// Dead letters that could not be delivered.
-    pub dead_letters_dropped: AtomicU64,
+    pub dead_letters_dropped: Arc<AtomicU64>,
     /// Records without a usable event-time field.
     pub event_time_missing: Arc<AtomicU64>,
     /// Predictions that could not be delivered.
-    pub predictions_dropped: AtomicU64,
+    pub predictions_dropped: Arc<AtomicU64>,
     /// Metrics messages that could not be delivered.
-    pub metrics_dropped: AtomicU64,
+    pub metrics_dropped: Arc<AtomicU64>,
     /// Consumer lag, refreshed by the progress thread (-1 before the first reading).
     pub lag: AtomicI64,
     /// The decode operator's counters (hashed features).
@@ -145,10 +145,10 @@ impl JobStats {
             model: model.to_owned(),
             source: Arc::new(SourceStats::new(partitions.max(0) as usize)),
             generated: AtomicU64::new(0),
-            dead_letters_dropped: AtomicU64::new(0),
+            dead_letters_dropped: Arc::default(),
             event_time_missing: Arc::default(),
-            predictions_dropped: AtomicU64::new(0),
-            metrics_dropped: AtomicU64::new(0),
+            predictions_dropped: Arc::default(),
+            metrics_dropped: Arc::default(),
             lag: AtomicI64::new(-1),
             decode: Arc::new(DecodeStats::default()),
             featurize: Arc::new(FeaturizeStats::default()),

@@ -14,5 +14,5 @@ pub use admin::{create_topics, partition_count, WatermarkProbe};
 pub use config::{client_config, KafkaSourceConfig, EMBEDDED};
 pub use embedded::EmbeddedBroker;
 pub use producer::{LineProducer, RateLimit, MIN_RATE};
-pub use sink::{text_headers, Output, OutputSink, EPOCH_HEADER};
+pub use sink::{text_headers, Output, OutputSink, EPOCH_HEADER, MESSAGE_TIMEOUT};
 pub use source::KafkaReader;

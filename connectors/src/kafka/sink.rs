@@ -5,15 +5,22 @@
 //! checkpoint replays the epochs after it and sends their outputs again (at least once). The
 //! replayed outputs are the same messages with the same epoch header (and, for dead letters
 //! and predictions, the same source partition and offset), so a consumer can drop repeats.
+//!
+//! A message is lost when the producer refuses it or the broker has not acknowledged it within
+//! the message timeout (an outage longer than that); each sink counts its losses in a counter
+//! its owner reads, and logs the first.
 
 use crate::error::{kafka, Error, Result};
 use crate::kafka::config::client_config;
 use crate::kafka::producer::SEND_BLOCK_LIMIT;
 use millrace_models::DeadLetter;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientContext;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The header that names the epoch a message belongs to.
@@ -36,9 +43,43 @@ pub fn text_headers(message: &impl Message) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
+/// Counts the messages a sink lost, logging the first.
+struct Losses {
+    connector: &'static str,
+    lost: Arc<AtomicU64>,
+}
+
+impl Losses {
+    fn count(&self, error: &dyn std::fmt::Display) {
+        if self.lost.fetch_add(1, Ordering::Relaxed) == 0 {
+            tracing::error!(
+                connector = self.connector,
+                %error,
+                "an output message was lost (the first; all are counted)"
+            );
+        }
+    }
+}
+
+impl ClientContext for Losses {}
+
+impl ProducerContext for Losses {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {
+        if let Err((error, _)) = result {
+            self.count(error);
+        }
+    }
+}
+
+/// How long the broker may take to acknowledge a message before it counts as lost: an outage
+/// shorter than this loses nothing.
+pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// One output topic, written by one worker.
 pub struct OutputSink {
-    producer: ThreadedProducer<DefaultProducerContext>,
+    producer: ThreadedProducer<Losses>,
     topic: String,
     connector: &'static str,
 }
@@ -68,17 +109,44 @@ pub struct Output<'a> {
 }
 
 impl OutputSink {
-    /// A sink to `topic`; `connector` names it in errors ("dead letters", "predictions" …).
+    /// A sink to `topic`; `connector` names it in errors ("dead letters", "predictions" …);
+    /// every message it loses is counted in `lost`. Messages wait up to
+    /// [`MESSAGE_TIMEOUT`] for the broker.
     ///
     /// # Errors
     ///
     /// When the producer cannot be created.
-    pub fn new(bootstrap_servers: &str, topic: &str, connector: &'static str) -> Result<Self> {
+    pub fn new(
+        bootstrap_servers: &str,
+        topic: &str,
+        connector: &'static str,
+        lost: Arc<AtomicU64>,
+    ) -> Result<Self> {
+        Self::with_message_timeout(bootstrap_servers, topic, connector, lost, MESSAGE_TIMEOUT)
+    }
+
+    /// As [`OutputSink::new`], with messages lost after `message_timeout` without an
+    /// acknowledgement.
+    ///
+    /// # Errors
+    ///
+    /// When the producer cannot be created.
+    pub fn with_message_timeout(
+        bootstrap_servers: &str,
+        topic: &str,
+        connector: &'static str,
+        lost: Arc<AtomicU64>,
+        message_timeout: Duration,
+    ) -> Result<Self> {
         let producer = client_config(bootstrap_servers)
             .set("enable.idempotence", "true")
             .set("linger.ms", "5")
             .set("queue.buffering.max.messages", "1000000")
-            .create()
+            .set(
+                "message.timeout.ms",
+                message_timeout.as_millis().max(1).to_string(),
+            )
+            .create_with_context(Losses { connector, lost })
             .map_err(kafka(connector))?;
         Ok(OutputSink {
             producer,
@@ -92,8 +160,16 @@ impl OutputSink {
     /// # Errors
     ///
     /// When the producer refuses it, or its queue stays full for 30 s; the message is then
-    /// lost and the caller counts it.
+    /// lost (and counted).
     pub fn send(&mut self, output: Output<'_>) -> Result<()> {
+        let sent = self.queue(output);
+        if let Err(error) = &sent {
+            self.producer.context().count(error);
+        }
+        sent
+    }
+
+    fn queue(&mut self, output: Output<'_>) -> Result<()> {
         let epoch = output.epoch.to_string();
         let mut headers =
             OwnedHeaders::new_with_capacity(output.headers.len() + 1).insert(Header {

@@ -5,6 +5,8 @@ use millrace_models::{DeadLetter, RawRecord};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn broker() -> String {
@@ -212,7 +214,8 @@ fn dead_letters_keep_payload_and_reason() {
     runtime()
         .block_on(create_topics(&broker(), &[&topic], 1))
         .unwrap();
-    let mut sink = OutputSink::new(&broker(), &topic, "dead letters").unwrap();
+    let lost = Arc::new(AtomicU64::new(0));
+    let mut sink = OutputSink::new(&broker(), &topic, "dead letters", lost.clone()).unwrap();
     let letter = DeadLetter {
         record: RawRecord {
             partition: 3,
@@ -233,6 +236,45 @@ fn dead_letters_keep_payload_and_reason() {
     assert_eq!(headers["error_type"], "field_count");
     assert_eq!(headers["source_offset"], "17");
     assert_eq!(headers[EPOCH_HEADER], "5");
+    assert_eq!(lost.load(Ordering::Relaxed), 0);
+}
+
+/// Messages the broker never acknowledges (it is unreachable past the message timeout) are
+/// counted as lost, not dropped silently.
+#[test]
+fn an_output_sink_counts_what_it_loses() {
+    let broker = EmbeddedBroker::start().unwrap();
+    broker.create_topic("out", 1).unwrap();
+    let lost = Arc::new(AtomicU64::new(0));
+    let mut sink = OutputSink::with_message_timeout(
+        &broker.bootstrap_servers(),
+        "out",
+        "predictions",
+        lost.clone(),
+        Duration::from_secs(3),
+    )
+    .unwrap();
+    let output = |epoch| Output {
+        epoch,
+        key: None,
+        payload: b"p",
+        headers: &[],
+    };
+    // The first message connects the producer (on a loaded machine it may itself time out).
+    sink.send(output(0)).unwrap();
+    sink.flush().unwrap();
+    let before = lost.load(Ordering::Relaxed);
+    broker.set_reachable(false).unwrap();
+    for epoch in 1..=3 {
+        sink.send(output(epoch)).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lost.load(Ordering::Relaxed) < before + 3 {
+        assert!(Instant::now() < deadline, "{lost:?} lost");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = sink.flush();
+    assert_eq!(lost.load(Ordering::Relaxed), before + 3);
 }
 
 #[test]
