@@ -906,6 +906,8 @@ where
         // Counted once per call: the counter is shared by all workers, and the hashed path's
         // batches are single rows.
         let mut learned_here = 0;
+        // This call's predictions, when they are wanted; kept with the epoch's afterwards.
+        let mut predicted = self.predicted.is_some().then(Vec::new);
         for batch in std::mem::take(batches) {
             if let (Some(version), Some(map)) = (batch.version(), map) {
                 if version != map.version {
@@ -922,7 +924,6 @@ where
                 }
             }
             let (quality, sync) = (&mut self.quality, &mut self.sync);
-            let mut predicted = self.predicted.as_mut().map(|p| p.entry(time).or_default());
             batch.learn(&mut self.learner, |indices, p, label, source| {
                 quality.add(p, label);
                 if let Some(sync) = sync.as_mut() {
@@ -956,6 +957,9 @@ where
             .learned
             .fetch_add(learned_here, Ordering::Relaxed);
         self.learned_here += learned_here;
+        if let (Some(all), Some(made)) = (self.predicted.as_mut(), predicted) {
+            all.entry(time).or_default().extend(made);
+        }
     }
 
     /// Ends epoch `time` once its round (if any) is applied; breaks until then.
