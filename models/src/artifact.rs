@@ -5,10 +5,11 @@
 
 use crate::criteo::CriteoFeatures;
 use crate::features::{FeatureSpec, FEATURES_PER_EVENT};
-use crate::fm::pairwise_margin;
+use crate::fm::{pairwise_margin, FactorRows};
 use crate::fmap::{FeatureMap, Schema};
 use crate::ftrl::sigmoid;
 use crate::learner::{Ones, RowValues};
+use crate::table::{Table, TableMemory};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -100,48 +101,17 @@ impl ModelArtifact {
 
     /// Problems that make the artifact unservable, empty when it is consistent.
     pub fn problems(&self) -> Vec<String> {
-        let mut problems = self.meta.features.problems();
-        if problems.is_empty() && self.weights.len() != self.meta.features.dimension() {
-            problems.push(format!(
-                "{} weights for a feature spec of dimension {}",
-                self.weights.len(),
-                self.meta.features.dimension()
-            ));
-        }
+        let mut problems = shape_problems(
+            &self.meta,
+            self.weights.len(),
+            self.factors.len(),
+            self.feature_map.as_deref(),
+        );
         if let Some(i) = self.weights.iter().position(|w| !w.is_finite()) {
             problems.push(format!("weight {i} is not finite"));
         }
-        let expected_factors = match self.meta.kind {
-            ModelKind::LogisticRegression => 0,
-            ModelKind::FactorizationMachine { factors } => factors * self.weights.len(),
-        };
-        if self.factors.len() != expected_factors {
-            problems.push(format!(
-                "{} factors where the model kind needs {expected_factors}",
-                self.factors.len()
-            ));
-        }
         if let Some(i) = self.factors.iter().position(|v| !v.is_finite()) {
             problems.push(format!("factor {i} is not finite"));
-        }
-        match (&self.meta.features, &self.feature_map) {
-            (FeatureSpec::Map(spec), Some(map)) => {
-                if spec.compile(&Schema::criteo()).ok().as_ref() != Some(&map.layout) {
-                    problems.push("the FeatureMap was not made from the model's spec".to_owned());
-                }
-                problems.extend(
-                    map.problems()
-                        .into_iter()
-                        .map(|p| format!("FeatureMap: {p}")),
-                );
-            }
-            (FeatureSpec::Map(_), None) => {
-                problems.push("a `map` spec needs its fitted FeatureMap".to_owned());
-            }
-            (FeatureSpec::Hashed { .. }, Some(_)) => {
-                problems.push("a hashed spec has no FeatureMap".to_owned());
-            }
-            (FeatureSpec::Hashed { .. }, None) => {}
         }
         problems
     }
@@ -191,23 +161,155 @@ impl ModelArtifact {
     }
 
     fn predict_values(&self, row: &[u32], values: impl RowValues) -> f32 {
-        let dimension = self.weights.len();
-        let inside = row.iter().all(|&i| (i as usize) < dimension);
-        let linear: f32 = row
-            .iter()
-            .enumerate()
-            .map(|(k, &i)| {
-                self.weights
-                    .get(i as usize)
-                    .map_or(0.0, |w| w * values.at(k))
-            })
-            .sum();
-        match self.meta.kind {
-            ModelKind::FactorizationMachine { factors } if inside => {
-                let mut sums = Vec::with_capacity(factors);
-                sigmoid(linear + pairwise_margin(row, values, &self.factors, factors, &mut sums))
+        score(
+            self.meta.kind,
+            row,
+            values,
+            self.weights.len(),
+            |i| self.weights.get(i).copied(),
+            self.factors.as_slice(),
+        )
+    }
+}
+
+/// The problems of an artifact's shape: its spec, the number of weights and factors, and its
+/// FeatureMap.
+pub(crate) fn shape_problems(
+    meta: &ModelMeta,
+    weights: usize,
+    factors: usize,
+    feature_map: Option<&FeatureMap>,
+) -> Vec<String> {
+    let mut problems = meta.features.problems();
+    if problems.is_empty() && weights != meta.features.dimension() {
+        problems.push(format!(
+            "{weights} weights for a feature spec of dimension {}",
+            meta.features.dimension()
+        ));
+    }
+    let expected_factors = match meta.kind {
+        ModelKind::LogisticRegression => 0,
+        ModelKind::FactorizationMachine { factors } => factors * weights,
+    };
+    if factors != expected_factors {
+        problems.push(format!(
+            "{factors} factors where the model kind needs {expected_factors}"
+        ));
+    }
+    match (&meta.features, feature_map) {
+        (FeatureSpec::Map(spec), Some(map)) => {
+            if spec.compile(&Schema::criteo()).ok().as_ref() != Some(&map.layout) {
+                problems.push("the FeatureMap was not made from the model's spec".to_owned());
             }
-            _ => sigmoid(linear),
+            problems.extend(
+                map.problems()
+                    .into_iter()
+                    .map(|p| format!("FeatureMap: {p}")),
+            );
+        }
+        (FeatureSpec::Map(_), None) => {
+            problems.push("a `map` spec needs its fitted FeatureMap".to_owned());
+        }
+        (FeatureSpec::Hashed { .. }, Some(_)) => {
+            problems.push("a hashed spec has no FeatureMap".to_owned());
+        }
+        (FeatureSpec::Hashed { .. }, None) => {}
+    }
+    problems
+}
+
+/// The click probability of a row: the linear margin over `dimension` weights (indices past it
+/// count as zero, and a factorization machine then scores the row linearly) plus, for a
+/// factorization machine, the pairwise margin.
+fn score(
+    kind: ModelKind,
+    row: &[u32],
+    values: impl RowValues,
+    dimension: usize,
+    weight: impl Fn(usize) -> Option<f32>,
+    factors: &(impl FactorRows + ?Sized),
+) -> f32 {
+    let inside = row.iter().all(|&i| (i as usize) < dimension);
+    let linear: f32 = row
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| weight(i as usize).map_or(0.0, |w| w * values.at(k)))
+        .sum();
+    match kind {
+        ModelKind::FactorizationMachine { factors: k } if inside => {
+            let mut sums = Vec::with_capacity(k);
+            sigmoid(linear + pairwise_margin(row, values, factors, k, &mut sums))
+        }
+        _ => sigmoid(linear),
+    }
+}
+
+/// A model version as serving holds it: the artifact's weights and factors in copy-on-write
+/// [`Table`]s, which share their unchanged chunks with the versions loaded before it
+/// ([`crate::Registry::load_served`]).
+#[derive(Clone, Debug)]
+pub struct ServedModel {
+    /// The metadata.
+    pub meta: ModelMeta,
+    /// One weight per feature slot.
+    pub weights: Table,
+    /// The latent factors of a factorization machine, a row per slot; empty for logistic
+    /// regression.
+    pub factors: Table,
+    /// The fitted FeatureMap the rows of a `map` spec come from.
+    pub feature_map: Option<Arc<FeatureMap>>,
+}
+
+impl ServedModel {
+    /// The served form of an artifact, in fresh blocks.
+    pub fn from_artifact(artifact: &ModelArtifact) -> Self {
+        let width = match artifact.meta.kind {
+            ModelKind::LogisticRegression => 1,
+            ModelKind::FactorizationMachine { factors } => factors.max(1),
+        };
+        ServedModel {
+            meta: artifact.meta.clone(),
+            weights: Table::from_values(&artifact.weights, 1),
+            factors: Table::from_values(&artifact.factors, width),
+            feature_map: artifact.feature_map.clone(),
+        }
+    }
+
+    /// As [`ModelArtifact::predict_with`]: the same number, to the bit.
+    pub fn predict_with(&self, features: &CriteoFeatures, row: &mut Vec<u32>) -> f32 {
+        row.clear();
+        self.meta.features.transform(features, row);
+        self.predict_values(row, Ones)
+    }
+
+    /// As [`ModelArtifact::predict_row`]: the same number, to the bit.
+    ///
+    /// # Panics
+    ///
+    /// If `values` is shorter than `indices`.
+    pub fn predict_row(&self, indices: &[u32], values: &[f32]) -> f32 {
+        self.predict_values(indices, values)
+    }
+
+    fn predict_values(&self, row: &[u32], values: impl RowValues) -> f32 {
+        score(
+            self.meta.kind,
+            row,
+            values,
+            self.weights.rows(),
+            |i| self.weights.get(i),
+            &self.factors,
+        )
+    }
+
+    /// The memory of the weights and factors, and what of it `other` shares.
+    pub fn memory(&self, other: Option<&ServedModel>) -> TableMemory {
+        let weights = self.weights.memory(other.map(|o| &o.weights));
+        let factors = self.factors.memory(other.map(|o| &o.factors));
+        TableMemory {
+            block_bytes: weights.block_bytes + factors.block_bytes,
+            patch_bytes: weights.patch_bytes + factors.patch_bytes,
+            shared_bytes: weights.shared_bytes + factors.shared_bytes,
         }
     }
 }

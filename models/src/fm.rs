@@ -95,12 +95,26 @@ pub(crate) fn initial_factor(index: usize, init_std: f32) -> f32 {
     (unit * 2.0 - 1.0) * 3f32.sqrt() * init_std
 }
 
+/// Rows of `k` latent factors per slot: the trainer's flat table, or a served
+/// [`crate::table::Table`].
+pub(crate) trait FactorRows {
+    /// Calls `f` with the `k` factors of `slot`.
+    fn with_row<R>(&self, slot: usize, k: usize, f: impl FnOnce(&[f32]) -> R) -> R;
+}
+
+impl FactorRows for [f32] {
+    #[inline]
+    fn with_row<R>(&self, slot: usize, k: usize, f: impl FnOnce(&[f32]) -> R) -> R {
+        f(&self[slot * k..(slot + 1) * k])
+    }
+}
+
 /// The pairwise FM margin of a row, given the factor table and scratch space for the
 /// per-factor sums (left holding `Σ_i v_if·x_i`).
 pub(crate) fn pairwise_margin(
     row: &[u32],
     values: impl RowValues,
-    factors: &[f32],
+    factors: &(impl FactorRows + ?Sized),
     k: usize,
     sums: &mut Vec<f32>,
 ) -> f32 {
@@ -109,12 +123,13 @@ pub(crate) fn pairwise_margin(
     let mut squares = 0.0;
     for (j, &i) in row.iter().enumerate() {
         let x = values.at(j);
-        let v = &factors[i as usize * k..(i as usize + 1) * k];
-        for (s, &f) in sums.iter_mut().zip(v) {
-            let fx = f * x;
-            *s += fx;
-            squares += fx * fx;
-        }
+        factors.with_row(i as usize, k, |v| {
+            for (s, &f) in sums.iter_mut().zip(v) {
+                let fx = f * x;
+                *s += fx;
+                squares += fx * fx;
+            }
+        });
     }
     0.5 * (sums.iter().map(|s| s * s).sum::<f32>() - squares)
 }
@@ -176,7 +191,14 @@ impl Fm {
         let mut sums = Vec::with_capacity(self.params.factors);
         let linear = self.linear.predict_margin(row, values);
         sigmoid(
-            linear + pairwise_margin(row, values, &self.factors, self.params.factors, &mut sums),
+            linear
+                + pairwise_margin(
+                    row,
+                    values,
+                    self.factors.as_slice(),
+                    self.params.factors,
+                    &mut sums,
+                ),
         )
     }
 
@@ -201,7 +223,7 @@ impl Fm {
     fn learn_values(&mut self, row: &[u32], values: impl RowValues, label: bool) -> f32 {
         let k = self.params.factors;
         let linear = self.linear.margin(row, values);
-        let pairwise = pairwise_margin(row, values, &self.factors, k, &mut self.sums);
+        let pairwise = pairwise_margin(row, values, self.factors.as_slice(), k, &mut self.sums);
         let p = sigmoid(linear + pairwise);
         let g = p - if label { 1.0 } else { 0.0 };
         self.linear.apply(row, values, g);

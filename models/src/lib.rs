@@ -23,8 +23,9 @@ pub mod learner;
 pub mod record;
 pub mod registry;
 pub mod synth;
+pub mod table;
 
-pub use artifact::{ModelArtifact, ModelMeta};
+pub use artifact::{ModelArtifact, ModelMeta, ServedModel};
 pub use criteo::{CriteoEvent, CriteoFeatures, DecodeError, RecordFormat};
 pub use error::{Error, Result};
 pub use eval::{exact_auc, AucAccumulator, LogLoss, WindowedAuc};

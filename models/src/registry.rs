@@ -6,12 +6,16 @@
 //! the FeatureMap's checksums, the weights' shape, that every weight is finite and that the
 //! FeatureMap was made from the model's spec.
 
-use crate::artifact::{FeatureMapMeta, ModelArtifact, ModelKind, ModelMeta};
+use crate::artifact::{
+    shape_problems, FeatureMapMeta, ModelArtifact, ModelKind, ModelMeta, ServedModel,
+};
 use crate::error::{Error, Result};
 use crate::fmap::FeatureMap;
+use crate::table::TableBuilder;
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -198,17 +202,7 @@ impl Registry {
     /// When the files are missing or unreadable, the checksum does not match, the weights do
     /// not fit the feature spec, or a weight is not finite.
     pub fn load(&self, name: &str, version: u64) -> Result<ModelArtifact> {
-        let dir = self.version_dir(name, version)?;
-        let meta_path = dir.join(META);
-        let meta_bytes = fs::read(&meta_path).map_err(|e| Error::io(&meta_path, e))?;
-        let meta: ModelMeta = serde_json::from_slice(&meta_bytes)
-            .map_err(|e| Error::invalid(&meta_path, e.to_string()))?;
-        if meta.name != name || meta.version != version {
-            return Err(Error::invalid(
-                &dir,
-                "metadata names another model or version",
-            ));
-        }
+        let (dir, meta) = self.read_meta(name, version)?;
         let weights_path = dir.join(WEIGHTS);
         let encoded = fs::read(&weights_path).map_err(|e| Error::io(&weights_path, e))?;
         if hex(&Sha256::digest(&encoded)) != meta.weights_sha256 {
@@ -237,25 +231,7 @@ impl Registry {
             ModelKind::LogisticRegression => Vec::new(),
             ModelKind::FactorizationMachine { .. } => read(FACTORS, 2)?,
         };
-        let feature_map = match &meta.feature_map {
-            Some(stored) => {
-                let path = dir.join(FEATURE_MAP);
-                let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
-                if hex(&Sha256::digest(&bytes)) != stored.sha256 {
-                    return Err(Error::invalid(&path, "checksum mismatch"));
-                }
-                let map: FeatureMap = serde_json::from_slice(&bytes)
-                    .map_err(|e| Error::invalid(&path, e.to_string()))?;
-                if map.version != stored.version {
-                    return Err(Error::invalid(
-                        &path,
-                        "another FeatureMap version than meta.json names",
-                    ));
-                }
-                Some(Arc::new(map))
-            }
-            None => None,
-        };
+        let feature_map = read_feature_map(&dir, &meta)?;
         let artifact = ModelArtifact {
             meta,
             weights,
@@ -267,6 +243,140 @@ impl Registry {
             return Err(Error::invalid(&dir, problems.join("; ")));
         }
         Ok(artifact)
+    }
+
+    fn read_meta(&self, name: &str, version: u64) -> Result<(PathBuf, ModelMeta)> {
+        let dir = self.version_dir(name, version)?;
+        let meta_path = dir.join(META);
+        let meta_bytes = fs::read(&meta_path).map_err(|e| Error::io(&meta_path, e))?;
+        let meta: ModelMeta = serde_json::from_slice(&meta_bytes)
+            .map_err(|e| Error::invalid(&meta_path, e.to_string()))?;
+        if meta.name != name || meta.version != version {
+            return Err(Error::invalid(
+                &dir,
+                "metadata names another model or version",
+            ));
+        }
+        Ok((dir, meta))
+    }
+
+    /// Loads and validates one version of a model for serving, as [`Registry::load`] does, but
+    /// streams the weights from disk chunk by chunk into copy-on-write tables that share every
+    /// chunk they can with `base` (an older version of the model, usually the one being served;
+    /// see [`crate::table`]). At most `new_blocks` chunks of each table get a new block. Besides
+    /// the new version's own chunks and patches, loading holds one chunk of the file in memory.
+    ///
+    /// # Errors
+    ///
+    /// As [`Registry::load`].
+    pub fn load_served(
+        &self,
+        name: &str,
+        version: u64,
+        base: Option<&ServedModel>,
+        new_blocks: usize,
+    ) -> Result<ServedModel> {
+        let (dir, meta) = self.read_meta(name, version)?;
+        let feature_map = read_feature_map(&dir, &meta)?;
+        let path = dir.join(WEIGHTS);
+        let file = fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let mut reader = HashingReader {
+            inner: std::io::BufReader::with_capacity(1 << 16, file),
+            hasher: Sha256::new(),
+        };
+        let invalid = |reason: String| Error::invalid(&path, reason);
+        let mut length = [0u8; 8];
+        reader
+            .read_exact(&mut length)
+            .map_err(|e| Error::io(&path, e))?;
+        let length = u64::from_le_bytes(length);
+        if length > MAX_HEADER_BYTES {
+            return Err(invalid(format!("a header of {length} bytes")));
+        }
+        let mut header = vec![0; length as usize];
+        reader
+            .read_exact(&mut header)
+            .map_err(|e| Error::io(&path, e))?;
+        let header: safetensors::tensor::Metadata =
+            serde_json::from_slice(&header).map_err(|e| invalid(e.to_string()))?;
+        let shape = |tensor: &str, rank: usize| -> Result<Vec<usize>> {
+            match header.info(tensor) {
+                Some(info) if info.dtype == Dtype::F32 && info.shape.len() == rank => {
+                    Ok(info.shape.clone())
+                }
+                _ => Err(invalid(format!("`{tensor}` must be a {rank}-d f32 tensor"))),
+            }
+        };
+        let dimension = shape(TENSOR, 1)?[0];
+        let width = match meta.kind {
+            ModelKind::LogisticRegression => 1,
+            ModelKind::FactorizationMachine { .. } => {
+                let factors = shape(FACTORS, 2)?;
+                if factors[0] != dimension || factors[1] == 0 {
+                    return Err(invalid(format!(
+                        "factors of shape {factors:?} for {dimension} weights"
+                    )));
+                }
+                factors[1]
+            }
+        };
+        let factor_rows = match meta.kind {
+            ModelKind::LogisticRegression => 0,
+            ModelKind::FactorizationMachine { .. } => dimension,
+        };
+        let problems = shape_problems(
+            &meta,
+            dimension,
+            factor_rows * width,
+            feature_map.as_deref(),
+        );
+        if !problems.is_empty() {
+            return Err(Error::invalid(&dir, problems.join("; ")));
+        }
+        let mut weights = TableBuilder::new(dimension, 1, base.map(|b| &b.weights), new_blocks);
+        let mut factors =
+            TableBuilder::new(factor_rows, width, base.map(|b| &b.factors), new_blocks);
+        let mut bytes = Vec::new();
+        let mut values = Vec::new();
+        for tensor in header.offset_keys() {
+            let (builder, what) = match tensor.as_str() {
+                TENSOR => (&mut weights, "weight"),
+                FACTORS if factor_rows > 0 => (&mut factors, "factor"),
+                other => return Err(invalid(format!("an unexpected tensor `{other}`"))),
+            };
+            while builder.next_len() > 0 {
+                let len = builder.next_len();
+                bytes.resize(len * 4, 0);
+                reader
+                    .read_exact(&mut bytes)
+                    .map_err(|e| Error::io(&path, e))?;
+                values.clear();
+                values.extend(
+                    bytes
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+                );
+                builder.push(&values).map_err(|e| {
+                    Error::invalid(&dir, format!("{what} {} is not finite", e.index))
+                })?;
+            }
+        }
+        let mut rest = Vec::new();
+        reader
+            .read_to_end(&mut rest)
+            .map_err(|e| Error::io(&path, e))?;
+        if !rest.is_empty() {
+            return Err(invalid(format!("{} bytes after the tensors", rest.len())));
+        }
+        if hex(&reader.hasher.finalize()) != meta.weights_sha256 {
+            return Err(invalid("checksum mismatch".to_owned()));
+        }
+        Ok(ServedModel {
+            meta,
+            weights: weights.finish(),
+            factors: factors.finish(),
+            feature_map,
+        })
     }
 
     /// Loads the newest version of a model.
@@ -296,6 +406,44 @@ impl Registry {
             .map(Some)
             .map_err(|e| Error::invalid(&meta_path, e.to_string()))
     }
+}
+
+/// The largest safetensors header read: ours is a few hundred bytes.
+const MAX_HEADER_BYTES: u64 = 1 << 20;
+
+/// A reader that hashes what it reads.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// The FeatureMap stored with a version, checked against `meta`.
+fn read_feature_map(dir: &Path, meta: &ModelMeta) -> Result<Option<Arc<FeatureMap>>> {
+    let Some(stored) = &meta.feature_map else {
+        return Ok(None);
+    };
+    let path = dir.join(FEATURE_MAP);
+    let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    if hex(&Sha256::digest(&bytes)) != stored.sha256 {
+        return Err(Error::invalid(&path, "checksum mismatch"));
+    }
+    let map: FeatureMap =
+        serde_json::from_slice(&bytes).map_err(|e| Error::invalid(&path, e.to_string()))?;
+    if map.version != stored.version {
+        return Err(Error::invalid(
+            &path,
+            "another FeatureMap version than meta.json names",
+        ));
+    }
+    Ok(Some(Arc::new(map)))
 }
 
 /// Creates `dir` with the given files, each flushed to disk, and the directory itself flushed,
@@ -463,6 +611,74 @@ mod tests {
         fs::write(&stored, bytes).unwrap();
         let err = registry.load("ctr", 1).unwrap_err().to_string();
         assert!(err.contains("checksum mismatch"), "{err}");
+    }
+
+    #[test]
+    fn served_versions_stream_from_disk_and_share_what_did_not_change() {
+        use crate::table::CHUNK_ROWS;
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(dir.path()).unwrap();
+        let spec = FeatureSpec::Hashed { hash_bits: 16 };
+        let weights: Vec<f32> = (0..spec.dimension())
+            .map(|i| (i % 13) as f32 / 8.0)
+            .collect();
+        let mut fm = ModelArtifact::new("ctr", spec.clone(), weights);
+        fm.meta.kind = ModelKind::FactorizationMachine { factors: 3 };
+        fm.factors = (0..3 * spec.dimension())
+            .map(|i| (i % 7) as f32 / 16.0)
+            .collect();
+        registry.publish(&mut fm).unwrap();
+        let first = registry.load_served("ctr", 1, None, 0).unwrap();
+        assert_eq!(first.weights.to_vec(), fm.weights);
+        assert_eq!(first.factors.to_vec(), fm.factors);
+        assert_eq!(first.meta, fm.meta);
+
+        // The next version changes a few weights and one slot's factors.
+        let mut next = fm.clone();
+        next.weights[5] = 1.5;
+        next.weights[3 * CHUNK_ROWS + 1] = -0.25;
+        next.factors[3 * 70..3 * 71].copy_from_slice(&[0.5, -0.5, 0.75]);
+        registry.publish(&mut next).unwrap();
+        let served = registry.load_served("ctr", 2, Some(&first), 0).unwrap();
+        assert_eq!(served.weights.to_vec(), next.weights);
+        assert_eq!(served.factors.to_vec(), next.factors);
+        let memory = served.memory(Some(&first));
+        assert_eq!(memory.shared_bytes, memory.block_bytes, "{memory:?}");
+        assert_eq!(memory.patch_bytes, 5 * 8, "{memory:?}");
+        let features = crate::criteo::CriteoFeatures::default();
+        let mut row = Vec::new();
+        for model in [&fm, &next] {
+            let served = ServedModel::from_artifact(model);
+            assert_eq!(
+                served.predict_with(&features, &mut row).to_bits(),
+                model.predict(&features).to_bits()
+            );
+        }
+        let rows: Vec<u32> = vec![5, 70, 3 * CHUNK_ROWS as u32 + 1, 9];
+        let values = [1.0, 0.5, 2.0, -1.0];
+        assert_eq!(
+            served.predict_row(&rows, &values).to_bits(),
+            next.predict_row(&rows, &values).to_bits()
+        );
+
+        // A corrupt or non-finite version is refused, and the base is untouched.
+        let weights = registry.version_dir("ctr", 2).unwrap().join(WEIGHTS);
+        let mut bytes = fs::read(&weights).unwrap();
+        let at = bytes.len() - 10;
+        bytes[at] ^= 0x40;
+        fs::write(&weights, &bytes).unwrap();
+        let err = registry.load_served("ctr", 2, Some(&first), 0).unwrap_err();
+        assert!(err.to_string().contains("checksum mismatch"), "{err}");
+        let nan = f32::NAN.to_le_bytes();
+        let header = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        bytes[header..header + 4].copy_from_slice(&nan);
+        fs::write(&weights, &bytes).unwrap();
+        let err = registry.load_served("ctr", 2, None, 0).unwrap_err();
+        assert!(err.to_string().contains("not finite"), "{err}");
+        bytes.truncate(bytes.len() - 3);
+        fs::write(&weights, &bytes).unwrap();
+        assert!(registry.load_served("ctr", 2, None, 0).is_err());
+        assert_eq!(first.weights.to_vec(), fm.weights);
     }
 
     fn spec_without_last(spec: &crate::FeatureMapSpec) -> Vec<crate::fmap::TransformSpec> {

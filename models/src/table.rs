@@ -1,0 +1,372 @@
+//! Copy-on-write parameter tables for serving.
+//!
+//! A served model's weights (or factors) are cut into chunks of [`CHUNK_ROWS`] rows. A chunk is a
+//! dense block shared by reference between model versions, plus a sorted *patch* of the values
+//! that differ from it. Loading a new version compares it, chunk by chunk as it streams from
+//! disk, with the version being served ([`TableBuilder`]): an unchanged chunk is shared, a chunk
+//! with few changes shares the old block and carries them as a patch, and only chunks with many
+//! changes get a new block. The sparse updates that online training publishes every epoch thus
+//! cost memory in proportion to what changed, not a second copy of the model, and in-flight
+//! requests keep the old version alive only through the chunks it does not share.
+//!
+//! At most [`TableBuilder::new`]'s `new_blocks` chunks get a new block per load (those with the
+//! largest patches); the rest keep patches over the limit until a later load, which bounds how
+//! much one swap adds to the resident memory.
+
+use std::sync::Arc;
+
+/// Rows per chunk.
+pub const CHUNK_ROWS: usize = 1 << 14;
+
+/// A patch is at most this fraction (1/`PATCH_DIVISOR`) of its chunk's values before the chunk
+/// should get a new block: a patch entry takes twice the bytes of a dense value.
+const PATCH_DIVISOR: usize = 8;
+
+#[derive(Clone, Debug)]
+struct Chunk {
+    block: Arc<[f32]>,
+    /// `(offset in the chunk, value)` of the values that differ from `block`, by offset.
+    patch: Arc<[(u32, f32)]>,
+}
+
+impl Chunk {
+    fn dense(values: &[f32]) -> Self {
+        Chunk {
+            block: values.into(),
+            patch: Arc::new([]),
+        }
+    }
+
+    #[inline]
+    fn get(&self, offset: usize) -> f32 {
+        if !self.patch.is_empty() {
+            if let Ok(k) = self
+                .patch
+                .binary_search_by_key(&(offset as u32), |&(o, _)| o)
+            {
+                return self.patch[k].1;
+            }
+        }
+        self.block[offset]
+    }
+}
+
+/// A read-only table of `rows × width` values in shared chunks (see the module docs).
+#[derive(Clone, Debug, Default)]
+pub struct Table {
+    width: usize,
+    rows: usize,
+    chunks: Vec<Chunk>,
+}
+
+/// What a table holds in memory, and how much of it another table shares.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableMemory {
+    /// Bytes of the dense blocks.
+    pub block_bytes: usize,
+    /// Bytes of the patches.
+    pub patch_bytes: usize,
+    /// Of [`TableMemory::block_bytes`] and [`TableMemory::patch_bytes`], the bytes held in
+    /// blocks and patches shared with the other table.
+    pub shared_bytes: usize,
+}
+
+impl Table {
+    /// A table of `values`, `width` per row, all in fresh blocks.
+    ///
+    /// # Panics
+    ///
+    /// If `width` is zero or does not divide `values.len()`.
+    pub fn from_values(values: &[f32], width: usize) -> Self {
+        assert!(
+            width > 0 && values.len() % width == 0,
+            "rows of {width} values"
+        );
+        Table {
+            width,
+            rows: values.len() / width,
+            chunks: values
+                .chunks(CHUNK_ROWS * width)
+                .map(Chunk::dense)
+                .collect(),
+        }
+    }
+
+    /// Values per row.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Value `index` (row-major), `None` past the end.
+    #[inline]
+    pub fn get(&self, index: usize) -> Option<f32> {
+        let chunk_len = CHUNK_ROWS * self.width;
+        self.chunks
+            .get(index / chunk_len)
+            .filter(|_| index < self.rows * self.width)
+            .map(|chunk| chunk.get(index % chunk_len))
+    }
+
+    /// Calls `f` with the values of `row`.
+    ///
+    /// # Panics
+    ///
+    /// If `row` is not below [`Table::rows`].
+    #[inline]
+    pub fn with_row<R>(&self, row: usize, f: impl FnOnce(&[f32]) -> R) -> R {
+        let chunk = &self.chunks[row / CHUNK_ROWS];
+        let start = (row % CHUNK_ROWS) * self.width;
+        let dense = &chunk.block[start..start + self.width];
+        if chunk.patch.is_empty() {
+            return f(dense);
+        }
+        let mut scratch = [0.0f32; 32];
+        let mut heap = Vec::new();
+        let values: &mut [f32] = if self.width <= scratch.len() {
+            &mut scratch[..self.width]
+        } else {
+            heap.resize(self.width, 0.0);
+            &mut heap
+        };
+        for (k, value) in values.iter_mut().enumerate() {
+            *value = chunk.get(start + k);
+        }
+        f(values)
+    }
+
+    /// Every value, row-major.
+    pub fn to_vec(&self) -> Vec<f32> {
+        (0..self.rows * self.width)
+            .map(|i| self.get(i).expect("in range"))
+            .collect()
+    }
+
+    /// The table's memory, and what of it `other` shares.
+    pub fn memory(&self, other: Option<&Table>) -> TableMemory {
+        let mut memory = TableMemory::default();
+        for (i, chunk) in self.chunks.iter().enumerate() {
+            let block = chunk.block.len() * size_of::<f32>();
+            let patch = std::mem::size_of_val(&*chunk.patch);
+            memory.block_bytes += block;
+            memory.patch_bytes += patch;
+            if let Some(theirs) = other.and_then(|t| t.chunks.get(i)) {
+                if Arc::ptr_eq(&chunk.block, &theirs.block) {
+                    memory.shared_bytes += block;
+                }
+                if patch > 0 && Arc::ptr_eq(&chunk.patch, &theirs.patch) {
+                    memory.shared_bytes += patch;
+                }
+            }
+        }
+        memory
+    }
+}
+
+impl crate::fm::FactorRows for Table {
+    #[inline]
+    fn with_row<R>(&self, slot: usize, _k: usize, f: impl FnOnce(&[f32]) -> R) -> R {
+        Table::with_row(self, slot, f)
+    }
+}
+
+/// A value that a table cannot hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("value {index} is not finite")]
+pub struct NotFinite {
+    /// The value's row-major index.
+    pub index: usize,
+}
+
+/// Builds a [`Table`] chunk by chunk, sharing blocks with a base table (the version being
+/// served) wherever the new values allow.
+#[derive(Debug)]
+pub struct TableBuilder<'a> {
+    base: Option<&'a Table>,
+    width: usize,
+    rows: usize,
+    new_blocks: usize,
+    chunks: Vec<Chunk>,
+}
+
+impl<'a> TableBuilder<'a> {
+    /// A builder of `rows × width` values that shares with `base` when it has the same shape,
+    /// and gives at most `new_blocks` of the chunks that `base` also has a new block.
+    ///
+    /// # Panics
+    ///
+    /// If `width` is zero.
+    pub fn new(rows: usize, width: usize, base: Option<&'a Table>, new_blocks: usize) -> Self {
+        assert!(width > 0, "rows of at least one value");
+        let base = base.filter(|b| b.rows == rows && b.width == width);
+        TableBuilder {
+            base,
+            width,
+            rows,
+            new_blocks,
+            chunks: Vec::with_capacity(rows.div_ceil(CHUNK_ROWS)),
+        }
+    }
+
+    /// The number of values the next chunk takes (0 once the table is complete).
+    pub fn next_len(&self) -> usize {
+        let done = self.chunks.len() * CHUNK_ROWS;
+        self.rows.saturating_sub(done).min(CHUNK_ROWS) * self.width
+    }
+
+    /// Adds the next chunk's values ([`TableBuilder::next_len`] of them).
+    ///
+    /// # Errors
+    ///
+    /// When a value is NaN or infinite.
+    ///
+    /// # Panics
+    ///
+    /// If `values` is not [`TableBuilder::next_len`] long.
+    pub fn push(&mut self, values: &[f32]) -> Result<(), NotFinite> {
+        assert_eq!(values.len(), self.next_len(), "a chunk's values");
+        let start = self.chunks.len() * CHUNK_ROWS * self.width;
+        if let Some(k) = values.iter().position(|v| !v.is_finite()) {
+            return Err(NotFinite { index: start + k });
+        }
+        let Some(old) = self.base.map(|b| &b.chunks[self.chunks.len()]) else {
+            self.chunks.push(Chunk::dense(values));
+            return Ok(());
+        };
+        let patch: Vec<(u32, f32)> = values
+            .iter()
+            .zip(old.block.iter())
+            .enumerate()
+            .filter(|(_, (new, old))| new.to_bits() != old.to_bits())
+            .map(|(k, (&new, _))| (k as u32, new))
+            .collect();
+        let same_patch = patch.len() == old.patch.len()
+            && patch
+                .iter()
+                .zip(old.patch.iter())
+                .all(|(a, b)| a.0 == b.0 && a.1.to_bits() == b.1.to_bits());
+        self.chunks.push(Chunk {
+            block: old.block.clone(),
+            patch: if same_patch {
+                old.patch.clone()
+            } else {
+                patch.into()
+            },
+        });
+        Ok(())
+    }
+
+    /// The table, once every chunk is in; the chunks whose patches outgrew the limit, largest
+    /// first and at most `new_blocks` of them, get a new block.
+    ///
+    /// # Panics
+    ///
+    /// If a chunk is missing.
+    pub fn finish(mut self) -> Table {
+        assert_eq!(self.next_len(), 0, "every chunk pushed");
+        let mut oversized: Vec<usize> = (0..self.chunks.len())
+            .filter(|&i| self.chunks[i].patch.len() > self.chunks[i].block.len() / PATCH_DIVISOR)
+            .collect();
+        oversized.sort_by_key(|&i| std::cmp::Reverse(self.chunks[i].patch.len()));
+        for &i in oversized.iter().take(self.new_blocks) {
+            let chunk = &self.chunks[i];
+            let values: Vec<f32> = (0..chunk.block.len()).map(|k| chunk.get(k)).collect();
+            self.chunks[i] = Chunk::dense(&values);
+        }
+        Table {
+            width: self.width,
+            rows: self.rows,
+            chunks: self.chunks,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn build(values: &[f32], width: usize, base: Option<&Table>, new_blocks: usize) -> Table {
+        let mut builder = TableBuilder::new(values.len() / width, width, base, new_blocks);
+        let mut at = 0;
+        while builder.next_len() > 0 {
+            let len = builder.next_len();
+            builder.push(&values[at..at + len]).unwrap();
+            at += len;
+        }
+        builder.finish()
+    }
+
+    #[test]
+    fn unchanged_chunks_are_shared_and_sparse_changes_are_patches() {
+        let rows = 3 * CHUNK_ROWS + 5;
+        let old: Vec<f32> = (0..rows).map(|i| i as f32).collect();
+        let base = build(&old, 1, None, 0);
+        assert_eq!(base.to_vec(), old);
+        let mut new = old.clone();
+        new[7] = -1.0;
+        new[CHUNK_ROWS + 1] = -2.0;
+        let next = build(&new, 1, Some(&base), 0);
+        assert_eq!(next.to_vec(), new);
+        let memory = next.memory(Some(&base));
+        assert_eq!(memory.block_bytes, rows * 4);
+        assert_eq!(memory.shared_bytes, rows * 4, "every block shared");
+        assert_eq!(memory.patch_bytes, 2 * 8);
+
+        // A chunk rewritten completely gets a new block when the budget allows.
+        let mut rewritten = new.clone();
+        for v in &mut rewritten[2 * CHUNK_ROWS..3 * CHUNK_ROWS] {
+            *v += 0.5;
+        }
+        let kept = build(&rewritten, 1, Some(&next), 0);
+        assert_eq!(kept.to_vec(), rewritten);
+        assert_eq!(kept.memory(Some(&next)).patch_bytes, (CHUNK_ROWS + 2) * 8);
+        let renewed = build(&rewritten, 1, Some(&next), 1);
+        assert_eq!(renewed.to_vec(), rewritten);
+        let memory = renewed.memory(Some(&next));
+        assert_eq!(memory.shared_bytes, (rows - CHUNK_ROWS) * 4 + 2 * 8);
+        assert_eq!(memory.patch_bytes, 2 * 8);
+    }
+
+    #[test]
+    fn refuses_values_that_are_not_finite() {
+        let mut builder = TableBuilder::new(CHUNK_ROWS + 1, 1, None, 0);
+        builder.push(&vec![0.0; CHUNK_ROWS]).unwrap();
+        assert_eq!(
+            builder.push(&[f32::NAN]),
+            Err(NotFinite { index: CHUNK_ROWS })
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever the base and the changes, the table built holds exactly the new values, and
+        /// its rows read as the flat values do.
+        #[test]
+        fn a_table_holds_exactly_its_values(
+            width in 1usize..40,
+            rows in 1usize..(2 * CHUNK_ROWS + 3),
+            changes in proptest::collection::vec((any::<u32>(), -4.0f32..4.0), 0..300),
+            new_blocks in 0usize..3,
+            seed in any::<u32>(),
+        ) {
+            let old: Vec<f32> = (0..rows * width).map(|i| (i as u32 ^ seed) as f32 * 1e-3).collect();
+            let base = build(&old, width, None, 0);
+            let mut new = old.clone();
+            for (at, value) in changes {
+                let at = at as usize % new.len();
+                new[at] = value;
+            }
+            let table = build(&new, width, Some(&base), new_blocks);
+            prop_assert_eq!(table.to_vec(), new.clone());
+            prop_assert_eq!(table.get(new.len()), None);
+            let row = rows / 2;
+            table.with_row(row, |values| assert_eq!(values, &new[row * width..(row + 1) * width]));
+        }
+    }
+}
