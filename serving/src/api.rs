@@ -1,18 +1,25 @@
 //! The HTTP API.
 
 use crate::rows::instance_rows;
-use crate::store::ModelStore;
+use crate::store::{
+    AdminError, Arm, ModelStore, ServedEntry, Traffic, TrafficChange, VersionStats,
+};
+use bytes::Buf;
+use futures_util::{Stream, StreamExt};
 use millrace_models::fmap::TransformCounts;
-use millrace_models::{CriteoFeatures, ModelArtifact};
+use millrace_models::{CriteoFeatures, ServedModel};
 use serde::{Deserialize, Serialize};
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use warp::http::Method;
 use warp::http::StatusCode;
 use warp::reply::{json, with_status, Json, WithStatus};
 use warp::{Filter, Rejection, Reply};
+use xxhash_rust::xxh3::xxh3_64;
 
 /// Options of the HTTP server.
 #[derive(Clone)]
@@ -21,8 +28,12 @@ pub struct ServeOptions {
     pub max_body_bytes: u64,
     /// Most instances in one predict request.
     pub max_batch: usize,
+    /// Longest a client may take to send a request body; past it the answer is a 408.
+    pub request_timeout: Duration,
     /// How often the registry is checked for new versions.
     pub poll_interval: Duration,
+    /// The bearer token of the admin endpoints; without one they answer 403.
+    pub admin_token: Option<String>,
     /// Extra Prometheus text appended to `/metrics` (the job's own metrics when serving in-process).
     pub extra_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
 }
@@ -32,7 +43,9 @@ impl std::fmt::Debug for ServeOptions {
         f.debug_struct("ServeOptions")
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_batch", &self.max_batch)
+            .field("request_timeout", &self.request_timeout)
             .field("poll_interval", &self.poll_interval)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
             .finish()
     }
 }
@@ -42,11 +55,17 @@ impl Default for ServeOptions {
         ServeOptions {
             max_body_bytes: 4 << 20,
             max_batch: 1024,
+            request_timeout: Duration::from_secs(10),
             poll_interval: Duration::from_millis(200),
+            admin_token: None,
             extra_metrics: None,
         }
     }
 }
+
+/// The header whose value routes a request to an arm of a traffic split: the same key always
+/// goes to the same arm (sticky per user).
+pub const KEY_HEADER: &str = "x-millrace-key";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -61,25 +80,67 @@ struct PredictResponse {
 }
 
 #[derive(Serialize)]
+struct VersionStatus {
+    version: u64,
+    state: &'static str,
+    share_percent: f64,
+    shadow: bool,
+    trained_events: u64,
+    progressive_auc: Option<f64>,
+    created_unix_ms: u64,
+    loaded_unix_ms: u64,
+}
+
+#[derive(Serialize)]
 struct ModelStatus {
     name: String,
+    /// The primary version.
     version: u64,
     state: &'static str,
     trained_events: u64,
     progressive_auc: Option<f64>,
     created_unix_ms: u64,
+    traffic: Traffic,
+    versions: Vec<VersionStatus>,
 }
 
 impl ModelStatus {
-    fn of(model: &ModelArtifact) -> Self {
-        ModelStatus {
-            name: model.meta.name.clone(),
-            version: model.meta.version,
+    fn of(entry: &ServedEntry) -> Option<Self> {
+        let primary = &entry.primary()?.model.meta;
+        let versions = entry
+            .versions
+            .values()
+            .rev()
+            .map(|loaded| {
+                let meta = &loaded.model.meta;
+                let share_percent = entry.share_percent(meta.version);
+                let shadow = entry.traffic.shadow == Some(meta.version);
+                VersionStatus {
+                    version: meta.version,
+                    state: if share_percent > 0.0 || shadow {
+                        "AVAILABLE"
+                    } else {
+                        "LOADED"
+                    },
+                    share_percent,
+                    shadow,
+                    trained_events: meta.trained_events,
+                    progressive_auc: meta.progressive_auc,
+                    created_unix_ms: meta.created_unix_ms,
+                    loaded_unix_ms: loaded.loaded_unix_ms,
+                }
+            })
+            .collect();
+        Some(ModelStatus {
+            name: entry.name.clone(),
+            version: primary.version,
             state: "AVAILABLE",
-            trained_events: model.meta.trained_events,
-            progressive_auc: model.meta.progressive_auc,
-            created_unix_ms: model.meta.created_unix_ms,
-        }
+            trained_events: primary.trained_events,
+            progressive_auc: primary.progressive_auc,
+            created_unix_ms: primary.created_unix_ms,
+            traffic: entry.traffic.clone(),
+            versions,
+        })
     }
 }
 
@@ -92,8 +153,51 @@ fn error(status: StatusCode, message: impl Into<String>) -> Answer {
     )
 }
 
-fn predict(store: &ModelStore, options: &ServeOptions, target: &str, body: &[u8]) -> Answer {
-    match predict_inner(store, options, target, body) {
+/// The predictions of `model` for JSON `instances`, with its vocabulary lookups added to
+/// `counts`.
+fn score(
+    model: &ServedModel,
+    instances: &[serde_json::Value],
+    counts: &mut TransformCounts,
+) -> Result<Vec<f32>, String> {
+    match &model.feature_map {
+        // A model of a `map` spec: its own FeatureMap version makes the rows.
+        Some(map) => {
+            let rows = instance_rows(map, instances, counts).map_err(|e| e.to_string())?;
+            Ok((0..rows.len())
+                .map(|i| {
+                    let (indices, values) = rows.row(i);
+                    model.predict_row(indices, values)
+                })
+                .collect())
+        }
+        None => {
+            let mut row = Vec::new();
+            instances
+                .iter()
+                .enumerate()
+                .map(|(i, instance)| {
+                    CriteoFeatures::from_json(instance)
+                        .map(|features| model.predict_with(&features, &mut row))
+                        .map_err(|e| format!("instance {i}: {e}"))
+                })
+                .collect()
+        }
+    }
+}
+
+fn micros(p: f32) -> u64 {
+    (f64::from(p) * 1e6).round() as u64
+}
+
+fn predict(
+    store: &ModelStore,
+    options: &ServeOptions,
+    target: &str,
+    key: Option<&str>,
+    body: &[u8],
+) -> Answer {
+    match predict_inner(store, options, target, key, body) {
         Ok(response) => {
             let stats = store.stats();
             stats.predict_requests.fetch_add(1, Ordering::Relaxed);
@@ -113,6 +217,7 @@ fn predict_inner(
     store: &ModelStore,
     options: &ServeOptions,
     target: &str,
+    key: Option<&str>,
     body: &[u8],
 ) -> Result<PredictResponse, (StatusCode, String)> {
     let Some(name) = target.strip_suffix(":predict") else {
@@ -121,12 +226,13 @@ fn predict_inner(
             format!("no such endpoint: `{target}` (use `{{name}}:predict`)"),
         ));
     };
-    let Some(model) = store.get(name) else {
-        return Err((
+    let not_served = || {
+        (
             StatusCode::NOT_FOUND,
             format!("model `{name}` is not served (yet)"),
-        ));
+        )
     };
+    let entry = store.entry(name).ok_or_else(not_served)?;
     let request: PredictRequest = serde_json::from_slice(body).map_err(|e| {
         (
             StatusCode::BAD_REQUEST,
@@ -149,45 +255,287 @@ fn predict_inner(
             ),
         ));
     }
-    let predictions = match &model.feature_map {
-        // A model of a `map` spec: its own FeatureMap version makes the rows.
-        Some(map) => {
-            let mut counts = TransformCounts::default();
-            let rows = instance_rows(map, &request.instances, &mut counts)
-                .map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
-            let stats = store.stats();
-            stats
-                .vocab_lookups
-                .fetch_add(counts.lookups, Ordering::Relaxed);
-            stats.vocab_oov.fetch_add(counts.oov, Ordering::Relaxed);
-            (0..rows.len())
-                .map(|i| {
-                    let (indices, values) = rows.row(i);
-                    model.predict_row(indices, values)
-                })
-                .collect()
-        }
-        None => {
-            let mut row = Vec::new();
-            request
-                .instances
-                .iter()
-                .enumerate()
-                .map(|(i, instance)| {
-                    CriteoFeatures::from_json(instance)
-                        .map(|features| model.predict_with(&features, &mut row))
-                        .map_err(|e| (StatusCode::BAD_REQUEST, format!("instance {i}: {e}")))
-                })
-                .collect::<Result<Vec<f32>, _>>()?
-        }
+    let key = match key {
+        Some(key) => xxh3_64(key.as_bytes()),
+        None => xxh3_64(
+            &store
+                .stats()
+                .predict_requests
+                .load(Ordering::Relaxed)
+                .to_le_bytes(),
+        ),
     };
+    let route = entry.route(key).ok_or_else(not_served)?;
+    let answer = &route.answer;
+    let mut counts = TransformCounts::default();
+    let predictions = score(&answer.model, &request.instances, &mut counts)
+        .map_err(|e| (StatusCode::BAD_REQUEST, e))?;
+    let stats = store.stats();
+    stats
+        .vocab_lookups
+        .fetch_add(counts.lookups, Ordering::Relaxed);
+    stats.vocab_oov.fetch_add(counts.oov, Ordering::Relaxed);
+    let arm = &answer.stats;
+    arm.requests.fetch_add(1, Ordering::Relaxed);
+    arm.predictions
+        .fetch_add(predictions.len() as u64, Ordering::Relaxed);
+    arm.prediction_sum_micros.fetch_add(
+        predictions.iter().map(|&p| micros(p)).sum(),
+        Ordering::Relaxed,
+    );
+    if let Some(shadow) = route.shadow {
+        // The shadow scores off the request's path: the caller has its answer already.
+        let answered = predictions.clone();
+        let instances = request.instances;
+        tokio::spawn(async move {
+            let Ok(scores) = score(&shadow.model, &instances, &mut TransformCounts::default())
+            else {
+                return;
+            };
+            let diff: u64 = scores
+                .iter()
+                .zip(&answered)
+                .map(|(s, a)| micros((s - a).abs()))
+                .sum();
+            let stats = &shadow.stats;
+            stats
+                .shadow_predictions
+                .fetch_add(scores.len() as u64, Ordering::Relaxed);
+            stats
+                .shadow_abs_diff_micros
+                .fetch_add(diff, Ordering::Relaxed);
+        });
+    }
     Ok(PredictResponse {
         predictions,
-        model_version: model.meta.version,
+        model_version: answer.model.meta.version,
     })
 }
 
+/// Reads a request body of at most `limit` bytes.
+async fn read_body(
+    body: impl Stream<Item = Result<impl Buf, warp::Error>>,
+    limit: u64,
+) -> Result<Vec<u8>, (StatusCode, String)> {
+    let mut body = std::pin::pin!(body);
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let mut chunk =
+            chunk.map_err(|e| (StatusCode::BAD_REQUEST, format!("reading the body: {e}")))?;
+        if (bytes.len() + chunk.remaining()) as u64 > limit {
+            return Err((
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large".to_owned(),
+            ));
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            bytes.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(bytes)
+}
+
+/// A request body, or the answer to give instead: 408 past the time limit.
+async fn receive(
+    store: &ModelStore,
+    options: &ServeOptions,
+    body: impl Stream<Item = Result<impl Buf, warp::Error>>,
+    limit: u64,
+) -> Result<Vec<u8>, Answer> {
+    let received = tokio::time::timeout(options.request_timeout, read_body(body, limit))
+        .await
+        .unwrap_or_else(|_| {
+            Err((
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {} ms",
+                    options.request_timeout.as_millis()
+                ),
+            ))
+        });
+    received.map_err(|(status, message)| {
+        store.stats().client_errors.fetch_add(1, Ordering::Relaxed);
+        error(status, message)
+    })
+}
+
+/// The largest admin request body.
+const MAX_ADMIN_BODY: u64 = 64 << 10;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VersionBody {
+    version: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrafficBody {
+    #[serde(default)]
+    split: Vec<Arm>,
+    #[serde(default)]
+    shadow: Option<u64>,
+}
+
+/// Whether `given` (an `Authorization` header) carries `token`, compared in constant time.
+fn authorized(token: &str, given: Option<&str>) -> bool {
+    let Some(given) = given.and_then(|g| g.strip_prefix("Bearer ")) else {
+        return false;
+    };
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+fn traffic_change(
+    action: &str,
+    method: &Method,
+    body: &[u8],
+) -> Result<TrafficChange, (StatusCode, String)> {
+    let expected = if action == "traffic" {
+        Method::PUT
+    } else {
+        Method::POST
+    };
+    let known = ["pin", "unpin", "traffic", "promote", "rollback"];
+    if !known.contains(&action) {
+        return Err((
+            StatusCode::NOT_FOUND,
+            format!("no admin action `{action}` (one of {known:?})"),
+        ));
+    }
+    if *method != expected {
+        return Err((
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("`{action}` takes {expected}"),
+        ));
+    }
+    let parse = |body: &[u8]| -> Result<_, (StatusCode, String)> {
+        serde_json::from_slice::<VersionBody>(body)
+            .map(|b| b.version)
+            .map_err(|e| {
+                (
+                    StatusCode::BAD_REQUEST,
+                    format!("invalid request body: {e}"),
+                )
+            })
+    };
+    let empty = |body: &[u8]| -> Result<(), (StatusCode, String)> {
+        let blank = body.iter().all(u8::is_ascii_whitespace);
+        if blank
+            || serde_json::from_slice::<serde_json::Map<_, _>>(body).is_ok_and(|m| m.is_empty())
+        {
+            Ok(())
+        } else {
+            Err((
+                StatusCode::BAD_REQUEST,
+                format!("`{action}` takes no body (or `{{}}`)"),
+            ))
+        }
+    };
+    Ok(match action {
+        "pin" => TrafficChange::Pin(parse(body)?),
+        "promote" => TrafficChange::Promote(parse(body)?),
+        "unpin" => {
+            empty(body)?;
+            TrafficChange::Unpin
+        }
+        "rollback" => {
+            empty(body)?;
+            TrafficChange::Rollback
+        }
+        _ => {
+            let traffic: TrafficBody = serde_json::from_slice(body).map_err(|e| {
+                (
+                    StatusCode::BAD_REQUEST,
+                    format!("invalid request body: {e}"),
+                )
+            })?;
+            TrafficChange::Split {
+                split: traffic.split,
+                shadow: traffic.shadow,
+            }
+        }
+    })
+}
+
+async fn admin(
+    store: Arc<ModelStore>,
+    options: ServeOptions,
+    name: String,
+    action: String,
+    method: Method,
+    authorization: Option<String>,
+    body: Vec<u8>,
+) -> Answer {
+    let Some(token) = &options.admin_token else {
+        store.stats().client_errors.fetch_add(1, Ordering::Relaxed);
+        return error(
+            StatusCode::FORBIDDEN,
+            "the admin endpoints are disabled: start the server with an admin token",
+        );
+    };
+    if !authorized(token, authorization.as_deref()) {
+        store.stats().unauthorized.fetch_add(1, Ordering::Relaxed);
+        store.stats().client_errors.fetch_add(1, Ordering::Relaxed);
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "the admin endpoints need `Authorization: Bearer <token>`",
+        );
+    }
+    let change = match traffic_change(&action, &method, &body) {
+        Ok(change) => change,
+        Err((status, message)) => {
+            store.stats().client_errors.fetch_add(1, Ordering::Relaxed);
+            return error(status, message);
+        }
+    };
+    let changed = {
+        let store = store.clone();
+        let name = name.clone();
+        tokio::task::spawn_blocking(move || store.change_traffic(&name, change)).await
+    };
+    match changed {
+        Ok(Ok(_)) => match store.entry(&name).as_deref().and_then(ModelStatus::of) {
+            Some(status) => with_status(json(&status), StatusCode::OK),
+            None => error(
+                StatusCode::NOT_FOUND,
+                format!("model `{name}` is not served"),
+            ),
+        },
+        Ok(Err(refused)) => {
+            store.stats().client_errors.fetch_add(1, Ordering::Relaxed);
+            let status = match refused {
+                AdminError::UnknownModel(_) | AdminError::UnknownVersion(..) => {
+                    StatusCode::NOT_FOUND
+                }
+                AdminError::Rejected(..) => StatusCode::UNPROCESSABLE_ENTITY,
+                AdminError::Invalid(_) => StatusCode::BAD_REQUEST,
+                AdminError::NoOlderVersion(_) => StatusCode::CONFLICT,
+            };
+            error(status, refused.to_string())
+        }
+        Err(join) => {
+            tracing::error!(%join, "admin task failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the change failed; nothing changed",
+            )
+        }
+    }
+}
+
+/// One counter of a loaded version.
+type VersionCounter = fn(&VersionStats) -> &AtomicU64;
+
 fn metrics_text(store: &ModelStore, options: &ServeOptions) -> String {
+    use std::fmt::Write;
     let stats = store.stats();
     let mut text = String::new();
     let counters = [
@@ -204,25 +552,82 @@ fn metrics_text(store: &ModelStore, options: &ServeOptions) -> String {
         ),
         ("millrace_serving_vocab_lookups_total", &stats.vocab_lookups),
         ("millrace_serving_vocab_oov_total", &stats.vocab_oov),
+        ("millrace_serving_admin_changes_total", &stats.admin_changes),
+        ("millrace_serving_unauthorized_total", &stats.unauthorized),
     ];
     for (name, counter) in counters {
-        text.push_str(&format!(
-            "# TYPE {name} counter\n{name} {}\n",
+        let _ = writeln!(
+            text,
+            "# TYPE {name} counter\n{name} {}",
             counter.load(Ordering::Relaxed)
-        ));
+        );
     }
+    let entries = store.entries();
     text.push_str("# TYPE millrace_serving_model_version gauge\n");
-    for model in store.all() {
-        text.push_str(&format!(
-            "millrace_serving_model_version{{model=\"{}\"}} {}\n",
-            model.meta.name, model.meta.version
-        ));
+    for entry in &entries {
+        if let Some(primary) = entry.primary() {
+            let _ = writeln!(
+                text,
+                "millrace_serving_model_version{{model=\"{}\"}} {}",
+                entry.name, primary.model.meta.version
+            );
+        }
+    }
+    let arms: [(&str, &str, VersionCounter); 5] = [
+        ("millrace_serving_arm_requests_total", "counter", |s| {
+            &s.requests
+        }),
+        ("millrace_serving_arm_predictions_total", "counter", |s| {
+            &s.predictions
+        }),
+        (
+            "millrace_serving_arm_prediction_sum_micros_total",
+            "counter",
+            |s| &s.prediction_sum_micros,
+        ),
+        (
+            "millrace_serving_shadow_predictions_total",
+            "counter",
+            |s| &s.shadow_predictions,
+        ),
+        (
+            "millrace_serving_shadow_abs_diff_micros_total",
+            "counter",
+            |s| &s.shadow_abs_diff_micros,
+        ),
+    ];
+    for (name, kind, counter) in arms {
+        let _ = writeln!(text, "# TYPE {name} {kind}");
+        for entry in &entries {
+            for (version, loaded) in &entry.versions {
+                let _ = writeln!(
+                    text,
+                    "{name}{{model=\"{}\",version=\"{version}\"}} {}",
+                    entry.name,
+                    counter(&loaded.stats).load(Ordering::Relaxed)
+                );
+            }
+        }
+    }
+    text.push_str("# TYPE millrace_serving_traffic_share_percent gauge\n");
+    for entry in &entries {
+        for version in entry.versions.keys() {
+            let _ = writeln!(
+                text,
+                "millrace_serving_traffic_share_percent{{model=\"{}\",version=\"{version}\"}} {}",
+                entry.name,
+                entry.share_percent(*version)
+            );
+        }
     }
     if let Some(extra) = &options.extra_metrics {
         text.push_str(&extra());
     }
     text
 }
+
+/// The OpenAPI 3 description of the API.
+pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// The API's routes over `store`.
 pub fn routes(
@@ -241,12 +646,42 @@ pub fn routes(
     let predict_route = warp::path!("v1" / "models" / String)
         .and(warp::post())
         .and(warp::body::content_length_limit(options.max_body_bytes))
-        .and(warp::body::bytes())
+        .and(warp::header::optional::<String>(KEY_HEADER))
+        .and(warp::body::stream())
         .and(with_store.clone())
         .and(with_options.clone())
-        .map(
-            |target: String, body: bytes::Bytes, store: Arc<ModelStore>, options: ServeOptions| {
-                predict(&store, &options, &target, &body)
+        .then(
+            |target: String,
+             key: Option<String>,
+             body,
+             store: Arc<ModelStore>,
+             options: ServeOptions| async move {
+                match receive(&store, &options, body, options.max_body_bytes).await {
+                    Ok(body) => predict(&store, &options, &target, key.as_deref(), &body),
+                    Err(answer) => answer,
+                }
+            },
+        );
+    let admin_route = warp::path!("v1" / "admin" / "models" / String / String)
+        .and(warp::method())
+        .and(warp::header::optional::<String>("authorization"))
+        .and(warp::body::stream())
+        .and(with_store.clone())
+        .and(with_options.clone())
+        .then(
+            |name: String,
+             action: String,
+             method: Method,
+             authorization: Option<String>,
+             body,
+             store: Arc<ModelStore>,
+             options: ServeOptions| async move {
+                match receive(&store, &options, body, MAX_ADMIN_BODY).await {
+                    Ok(body) => {
+                        admin(store, options, name, action, method, authorization, body).await
+                    }
+                    Err(answer) => answer,
+                }
             },
         );
     let list = warp::path!("v1" / "models")
@@ -254,30 +689,34 @@ pub fn routes(
         .and(with_store.clone())
         .map(|store: Arc<ModelStore>| {
             let models: Vec<_> = store
-                .all()
+                .entries()
                 .iter()
-                .map(|m| serde_json::json!({ "name": m.meta.name, "version": m.meta.version }))
+                .filter_map(|entry| {
+                    let version = entry.primary()?.model.meta.version;
+                    Some(serde_json::json!({ "name": entry.name, "version": version }))
+                })
                 .collect();
             json(&serde_json::json!({ "models": models }))
         });
     let status = warp::path!("v1" / "models" / String)
         .and(warp::get())
         .and(with_store.clone())
-        .map(
-            |name: String, store: Arc<ModelStore>| match store.get(&name) {
-                Some(model) => with_status(json(&ModelStatus::of(&model)), StatusCode::OK),
+        .map(|name: String, store: Arc<ModelStore>| {
+            match store.entry(&name).as_deref().and_then(ModelStatus::of) {
+                Some(status) => with_status(json(&status), StatusCode::OK),
                 None => error(
                     StatusCode::NOT_FOUND,
                     format!("model `{name}` is not served (yet)"),
                 ),
-            },
-        );
+            }
+        });
+    let ping = warp::path!("v1" / "ping").and(warp::get()).map(|| "pong");
     let healthz = warp::path!("healthz").and(warp::get()).map(|| "ok");
     let readyz = warp::path!("readyz")
         .and(warp::get())
         .and(with_store.clone())
         .map(|store: Arc<ModelStore>| {
-            if store.all().is_empty() {
+            if store.entries().is_empty() {
                 with_status("no model loaded yet", StatusCode::SERVICE_UNAVAILABLE)
             } else {
                 with_status("ready", StatusCode::OK)
@@ -288,12 +727,18 @@ pub fn routes(
         .and(with_store)
         .and(with_options)
         .map(|store: Arc<ModelStore>, options: ServeOptions| metrics_text(&store, &options));
+    let openapi = warp::path!("openapi.json")
+        .and(warp::get())
+        .map(|| warp::reply::with_header(OPENAPI, "content-type", "application/json"));
     predict_route
+        .or(admin_route)
         .or(list)
         .or(status)
+        .or(ping)
         .or(healthz)
         .or(readyz)
         .or(metrics)
+        .or(openapi)
         .recover(move |rejection: Rejection| {
             let store = store.clone();
             async move {

@@ -20,6 +20,9 @@ mod api;
 mod rows;
 mod store;
 
-pub use api::{routes, serve, ServeOptions};
+pub use api::{routes, serve, ServeOptions, KEY_HEADER, OPENAPI};
 pub use rows::{instance_rows, InstanceError};
-pub use store::{ModelStore, RefreshOutcome, ServingStats};
+pub use store::{
+    AdminError, Arm, LoadedVersion, ModelStore, RefreshOutcome, Route, ServedEntry, ServingStats,
+    Traffic, TrafficChange, VersionStats,
+};

@@ -1,10 +1,14 @@
-//! The set of served models and their atomic replacement.
+//! The served models: for each, the versions loaded and the traffic policy that routes requests
+//! among them, replaced together atomically.
 
 use arc_swap::ArcSwap;
-use millrace_models::{ModelArtifact, Registry};
+use millrace_models::table::CHUNK_ROWS;
+use millrace_models::{Registry, ServedModel};
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Counters of the serving side.
 #[derive(Debug, Default)]
@@ -23,24 +27,230 @@ pub struct ServingStats {
     pub vocab_lookups: AtomicU64,
     /// Of those, values without an id (out of vocabulary or hashed fallback).
     pub vocab_oov: AtomicU64,
+    /// Admin requests that changed a model's traffic.
+    pub admin_changes: AtomicU64,
+    /// Admin requests refused for a missing or wrong token.
+    pub unauthorized: AtomicU64,
+}
+
+/// Counters of one loaded version: its arm of the traffic and its shadow scoring.
+#[derive(Debug, Default)]
+pub struct VersionStats {
+    /// Requests this version answered.
+    pub requests: AtomicU64,
+    /// Instances it answered.
+    pub predictions: AtomicU64,
+    /// The sum of its answered predictions, in millionths (their mean compares arms).
+    pub prediction_sum_micros: AtomicU64,
+    /// Instances it scored as the shadow.
+    pub shadow_predictions: AtomicU64,
+    /// The sum of `|shadow − answer|` over those, in millionths.
+    pub shadow_abs_diff_micros: AtomicU64,
+}
+
+/// A model version in memory, ready to answer.
+#[derive(Debug)]
+pub struct LoadedVersion {
+    /// The model.
+    pub model: ServedModel,
+    /// Its counters.
+    pub stats: VersionStats,
+    /// When it was loaded, milliseconds since the Unix epoch.
+    pub loaded_unix_ms: u64,
+}
+
+/// One arm of a traffic split.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Arm {
+    /// The version that answers this arm's requests.
+    pub version: u64,
+    /// Its share, relative to the other arms' weights.
+    pub weight: u32,
+}
+
+/// How a model's requests are routed among its versions.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Traffic {
+    /// The version that answers every request not split off; `None` follows the newest.
+    pub pinned: Option<u64>,
+    /// A weighted split by request key; empty sends everything to the primary version.
+    pub split: Vec<Arm>,
+    /// A version that also scores every request, whose answer is only compared, not returned.
+    pub shadow: Option<u64>,
+}
+
+impl Traffic {
+    fn versions(&self) -> impl Iterator<Item = u64> + '_ {
+        self.pinned
+            .into_iter()
+            .chain(self.split.iter().map(|arm| arm.version))
+            .chain(self.shadow)
+    }
+}
+
+/// One model's served state.
+#[derive(Clone, Debug)]
+pub struct ServedEntry {
+    /// The model's name.
+    pub name: String,
+    /// The versions in memory.
+    pub versions: BTreeMap<u64, Arc<LoadedVersion>>,
+    /// The routing policy.
+    pub traffic: Traffic,
+}
+
+/// The versions that answer a request.
+#[derive(Clone, Debug)]
+pub struct Route {
+    /// The version whose predictions are returned.
+    pub answer: Arc<LoadedVersion>,
+    /// A version that scores the same instances for comparison.
+    pub shadow: Option<Arc<LoadedVersion>>,
+}
+
+impl ServedEntry {
+    /// The newest version in memory.
+    pub fn newest(&self) -> Option<&Arc<LoadedVersion>> {
+        self.versions.values().next_back()
+    }
+
+    /// The version that answers requests not split off: the pinned one, or the newest.
+    pub fn primary(&self) -> Option<&Arc<LoadedVersion>> {
+        match self.traffic.pinned {
+            Some(v) => self.versions.get(&v),
+            None => self.newest(),
+        }
+    }
+
+    /// The versions for a request with `key` (a hash of the caller's sticky key, or any number
+    /// for a caller without one): the split's arm that `key` falls in, else the primary.
+    pub fn route(&self, key: u64) -> Option<Route> {
+        let total: u64 = self.traffic.split.iter().map(|a| u64::from(a.weight)).sum();
+        let answer = if total == 0 {
+            self.primary()?
+        } else {
+            let mut point = key % total;
+            let arm = self
+                .traffic
+                .split
+                .iter()
+                .find(|arm| {
+                    let inside = point < u64::from(arm.weight);
+                    point = point.saturating_sub(u64::from(arm.weight));
+                    inside
+                })
+                .expect("the point is below the total");
+            self.versions.get(&arm.version)?
+        };
+        let shadow = self
+            .traffic
+            .shadow
+            .filter(|&v| v != answer.model.meta.version)
+            .and_then(|v| self.versions.get(&v))
+            .cloned();
+        Some(Route {
+            answer: answer.clone(),
+            shadow,
+        })
+    }
+
+    /// The weight of `version` in the traffic, in percent of the requests it answers.
+    pub fn share_percent(&self, version: u64) -> f64 {
+        let total: u64 = self.traffic.split.iter().map(|a| u64::from(a.weight)).sum();
+        if total == 0 {
+            return if self.primary().map(|p| p.model.meta.version) == Some(version) {
+                100.0
+            } else {
+                0.0
+            };
+        }
+        let weight: u64 = self
+            .traffic
+            .split
+            .iter()
+            .filter(|a| a.version == version)
+            .map(|a| u64::from(a.weight))
+            .sum();
+        100.0 * weight as f64 / total as f64
+    }
+
+    /// Keeps the newest two versions (the one before the newest makes a rollback instant) and
+    /// those the traffic names.
+    fn retain(&mut self) {
+        let mut keep: BTreeSet<u64> = self.versions.keys().rev().take(2).copied().collect();
+        keep.extend(self.traffic.versions());
+        self.versions.retain(|v, _| keep.contains(v));
+    }
 }
 
 /// What one [`ModelStore::refresh`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RefreshOutcome {
-    /// `(model, version)` pairs swapped in.
+    /// `(model, version)` pairs loaded.
     pub swapped: Vec<(String, u64)>,
     /// `(model, version, reason)` of versions that failed to load; the old version still serves.
     pub rejected: Vec<(String, u64, String)>,
 }
 
-/// The models being served, each at one version, replaced atomically.
+/// A change of a model's traffic, made through the admin API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TrafficChange {
+    /// Every request not split off goes to this version.
+    Pin(u64),
+    /// Follow the newest version again.
+    Unpin,
+    /// A weighted split (empty for none) and a shadow version.
+    Split {
+        /// The arms.
+        split: Vec<Arm>,
+        /// The shadow version.
+        shadow: Option<u64>,
+    },
+    /// The version takes all traffic: pinned, with the split cleared (and the shadow, if it was
+    /// this version).
+    Promote(u64),
+    /// Pin the newest valid version older than the primary.
+    Rollback,
+}
+
+/// Why an admin change was refused; the traffic is unchanged.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AdminError {
+    /// The model is not served.
+    #[error("model `{0}` is not served")]
+    UnknownModel(String),
+    /// The registry has no such version.
+    #[error("model `{0}` has no version {1} in the registry")]
+    UnknownVersion(String, u64),
+    /// The version failed validation.
+    #[error("version {0} cannot be served: {1}")]
+    Rejected(u64, String),
+    /// The change itself is malformed.
+    #[error("{0}")]
+    Invalid(String),
+    /// A rollback found no valid older version.
+    #[error("no valid version older than {0} to roll back to")]
+    NoOlderVersion(u64),
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The models being served, each with its loaded versions and traffic, replaced atomically: a
+/// request is answered entirely by the versions of one snapshot, and in-flight requests finish
+/// on the snapshot they started with.
 #[derive(Debug)]
 pub struct ModelStore {
     registry: Registry,
-    models: ArcSwap<BTreeMap<String, Arc<ModelArtifact>>>,
+    models: ArcSwap<BTreeMap<String, Arc<ServedEntry>>>,
+    /// Serializes the writers (the registry poll and the admin API).
+    writer: Mutex<()>,
     /// Versions already rejected, so that a bad version is reported once, not on every poll.
-    rejected: std::sync::Mutex<BTreeSet<(String, u64)>>,
+    rejected: Mutex<BTreeSet<(String, u64)>>,
     stats: ServingStats,
 }
 
@@ -50,7 +260,8 @@ impl ModelStore {
         ModelStore {
             registry,
             models: ArcSwap::from_pointee(BTreeMap::new()),
-            rejected: std::sync::Mutex::new(BTreeSet::new()),
+            writer: Mutex::new(()),
+            rejected: Mutex::new(BTreeSet::new()),
             stats: ServingStats::default(),
         }
     }
@@ -60,21 +271,74 @@ impl ModelStore {
         &self.stats
     }
 
-    /// The served version of a model.
-    pub fn get(&self, name: &str) -> Option<Arc<ModelArtifact>> {
+    /// A served model.
+    pub fn entry(&self, name: &str) -> Option<Arc<ServedEntry>> {
         self.models.load().get(name).cloned()
     }
 
-    /// Every served model.
-    pub fn all(&self) -> Vec<Arc<ModelArtifact>> {
+    /// Every served model, by name.
+    pub fn entries(&self) -> Vec<Arc<ServedEntry>> {
         self.models.load().values().cloned().collect()
     }
 
-    /// For each model, loads the newest version that is newer than the served one and passes
-    /// validation, and swaps it in; versions that fail are rejected (once) and older ones are
-    /// tried, so a corrupt newest version never leaves a model unserved. Blocking (file i/o):
-    /// run it off the async executor.
+    fn write<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _guard = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f()
+    }
+
+    fn publish(&self, entry: ServedEntry) {
+        let name = entry.name.clone();
+        let entry = Arc::new(entry);
+        self.models.rcu(|current| {
+            let mut next = BTreeMap::clone(current);
+            next.insert(name.clone(), entry.clone());
+            next
+        });
+    }
+
+    fn is_rejected(&self, key: &(String, u64)) -> bool {
+        self.rejected.lock().is_ok_and(|r| r.contains(key))
+    }
+
+    /// Loads `version` of `entry`'s model, sharing with its newest loaded version; a failure is
+    /// counted and remembered.
+    fn load(
+        &self,
+        name: &str,
+        entry: Option<&ServedEntry>,
+        version: u64,
+    ) -> Result<Arc<LoadedVersion>, String> {
+        let base = entry.and_then(|e| e.newest()).map(|v| &v.model);
+        let new_blocks = base.map_or(0, |b| b.weights.rows().div_ceil(CHUNK_ROWS).div_ceil(8));
+        match self.registry.load_served(name, version, base, new_blocks) {
+            Ok(model) => Ok(Arc::new(LoadedVersion {
+                model,
+                stats: VersionStats::default(),
+                loaded_unix_ms: now_ms(),
+            })),
+            Err(error) => {
+                self.stats.rejected_versions.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(model = %name, version, %error, "rejected model version; the served ones keep serving");
+                if let Ok(mut rejected) = self.rejected.lock() {
+                    rejected.insert((name.to_owned(), version));
+                }
+                Err(error.to_string())
+            }
+        }
+    }
+
+    /// For each model, loads the newest version that is newer than the ones in memory and
+    /// passes validation; versions that fail are rejected (once) and older ones are tried, so a
+    /// corrupt newest version never leaves a model unserved. A model that follows the newest
+    /// version then serves it. Blocking (file i/o): run it off the async executor.
     pub fn refresh(&self) -> RefreshOutcome {
+        self.write(|| self.refresh_locked())
+    }
+
+    fn refresh_locked(&self) -> RefreshOutcome {
         let mut outcome = RefreshOutcome::default();
         let names = match self.registry.models() {
             Ok(names) => names,
@@ -84,41 +348,131 @@ impl ModelStore {
             }
         };
         for name in names {
-            let served = self.get(&name).map_or(0, |m| m.meta.version);
+            let current = self.entry(&name);
+            let newest = current
+                .as_deref()
+                .and_then(ServedEntry::newest)
+                .map_or(0, |v| v.model.meta.version);
             let Ok(versions) = self.registry.versions(&name) else {
                 continue;
             };
-            for version in versions.into_iter().rev().take_while(|v| *v > served) {
+            for version in versions.into_iter().rev().take_while(|v| *v > newest) {
                 let key = (name.clone(), version);
-                if self.rejected.lock().is_ok_and(|r| r.contains(&key)) {
+                if self.is_rejected(&key) {
                     continue;
                 }
-                match self.registry.load(&name, version) {
-                    Ok(artifact) => {
-                        let artifact = Arc::new(artifact);
-                        self.models.rcu(|current| {
-                            let mut next = BTreeMap::clone(current);
-                            next.insert(name.clone(), artifact.clone());
-                            next
+                match self.load(&name, current.as_deref(), version) {
+                    Ok(loaded) => {
+                        let mut entry = current.as_deref().cloned().unwrap_or(ServedEntry {
+                            name: name.clone(),
+                            versions: BTreeMap::new(),
+                            traffic: Traffic::default(),
                         });
+                        entry.versions.insert(version, loaded);
+                        entry.retain();
+                        self.publish(entry);
                         self.stats.swaps.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(model = %name, version, "serving new model version");
+                        tracing::info!(model = %name, version, "loaded new model version");
                         outcome.swapped.push(key);
                         break;
                     }
-                    Err(error) => {
-                        self.stats.rejected_versions.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(model = %name, version, %error, "rejected model version; an older one keeps serving");
-                        outcome
-                            .rejected
-                            .push((name.clone(), version, error.to_string()));
-                        if let Ok(mut rejected) = self.rejected.lock() {
-                            rejected.insert(key);
-                        }
-                    }
+                    Err(reason) => outcome.rejected.push((name.clone(), version, reason)),
                 }
             }
         }
         outcome
+    }
+
+    /// Changes a model's traffic, loading the versions it names first; on any error nothing
+    /// changes. Blocking (it may load versions): run it off the async executor.
+    ///
+    /// # Errors
+    ///
+    /// When the model is not served, a version does not exist or fails validation, the split is
+    /// malformed, or a rollback has no valid older version.
+    pub fn change_traffic(&self, name: &str, change: TrafficChange) -> Result<Traffic, AdminError> {
+        self.write(|| {
+            let current = self
+                .entry(name)
+                .ok_or_else(|| AdminError::UnknownModel(name.to_owned()))?;
+            let mut entry = ServedEntry::clone(&current);
+            let mut traffic = entry.traffic.clone();
+            match change {
+                TrafficChange::Pin(version) => {
+                    traffic.pinned = Some(version);
+                    traffic.split.clear();
+                }
+                TrafficChange::Unpin => traffic.pinned = None,
+                TrafficChange::Split { split, shadow } => {
+                    if !split.is_empty() && split.iter().all(|arm| arm.weight == 0) {
+                        return Err(AdminError::Invalid(
+                            "a split needs an arm of positive weight".to_owned(),
+                        ));
+                    }
+                    traffic.split = split;
+                    traffic.shadow = shadow;
+                }
+                TrafficChange::Promote(version) => {
+                    traffic.pinned = Some(version);
+                    traffic.split.clear();
+                    if traffic.shadow == Some(version) {
+                        traffic.shadow = None;
+                    }
+                }
+                TrafficChange::Rollback => {
+                    let primary = entry
+                        .primary()
+                        .map(|p| p.model.meta.version)
+                        .ok_or_else(|| AdminError::UnknownModel(name.to_owned()))?;
+                    let version = self
+                        .rollback_target(&mut entry, primary)
+                        .ok_or(AdminError::NoOlderVersion(primary))?;
+                    traffic.pinned = Some(version);
+                    traffic.split.clear();
+                }
+            }
+            let wanted: BTreeSet<u64> = traffic.versions().collect();
+            for version in wanted {
+                if entry.versions.contains_key(&version) {
+                    continue;
+                }
+                if !self
+                    .registry
+                    .versions(name)
+                    .is_ok_and(|all| all.contains(&version))
+                {
+                    return Err(AdminError::UnknownVersion(name.to_owned(), version));
+                }
+                let loaded = self
+                    .load(name, Some(&entry), version)
+                    .map_err(|reason| AdminError::Rejected(version, reason))?;
+                entry.versions.insert(version, loaded);
+            }
+            entry.traffic = traffic.clone();
+            entry.retain();
+            self.publish(entry);
+            self.stats.admin_changes.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(model = %name, ?traffic, "traffic changed");
+            Ok(traffic)
+        })
+    }
+
+    /// The newest version below `primary` that is in memory or loads, loading it into `entry`.
+    fn rollback_target(&self, entry: &mut ServedEntry, primary: u64) -> Option<u64> {
+        let mut candidates: BTreeSet<u64> = entry.versions.keys().copied().collect();
+        candidates.extend(self.registry.versions(&entry.name).unwrap_or_default());
+        for version in candidates.into_iter().rev().filter(|&v| v < primary) {
+            if entry.versions.contains_key(&version) {
+                return Some(version);
+            }
+            if self.is_rejected(&(entry.name.clone(), version)) {
+                continue;
+            }
+            if let Ok(loaded) = self.load(&entry.name, Some(entry), version) {
+                entry.versions.insert(version, loaded);
+                return Some(version);
+            }
+        }
+        None
     }
 }
