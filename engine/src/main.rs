@@ -49,6 +49,19 @@ enum Command {
         /// The address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         bind: String,
+        /// A file holding the bearer token of the admin endpoints (pin, promote, rollback,
+        /// traffic); without one they answer 403.
+        #[arg(long, env = "MILLRACE_ADMIN_TOKEN_FILE")]
+        admin_token_file: Option<PathBuf>,
+        /// Most instances in one predict request.
+        #[arg(long, default_value_t = 1024)]
+        max_batch: usize,
+        /// Largest request body, in bytes.
+        #[arg(long, default_value_t = 4 << 20)]
+        max_body_bytes: u64,
+        /// Longest a client may take to send a request body, in milliseconds.
+        #[arg(long, default_value_t = 10_000)]
+        request_timeout_ms: u64,
     },
     /// Produce the lines of a file (or `-` for stdin) to a Kafka topic.
     Produce {
@@ -223,7 +236,36 @@ fn run_cli() -> anyhow::Result<()> {
             process,
             hosts,
         } => run(job, workers, process, hosts),
-        Command::Serve { registry, bind } => serve(registry, &bind),
+        Command::Serve {
+            registry,
+            bind,
+            admin_token_file,
+            max_batch,
+            max_body_bytes,
+            request_timeout_ms,
+        } => {
+            let admin_token = admin_token_file
+                .map(|path| -> anyhow::Result<String> {
+                    let token = std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading the admin token {}", path.display()))?;
+                    let token = token.trim().to_owned();
+                    anyhow::ensure!(
+                        !token.is_empty(),
+                        "the admin token file {} is empty",
+                        path.display()
+                    );
+                    Ok(token)
+                })
+                .transpose()?;
+            let options = ServeOptions {
+                max_batch,
+                max_body_bytes,
+                request_timeout: std::time::Duration::from_millis(request_timeout_ms),
+                admin_token,
+                ..ServeOptions::default()
+            };
+            serve(registry, &bind, options)
+        }
         Command::Produce {
             file,
             format: Format::Criteo,
@@ -426,7 +468,7 @@ fn run(job: PathBuf, workers: usize, process: usize, hosts: Option<PathBuf>) -> 
     Ok(())
 }
 
-fn serve(registry: PathBuf, bind: &str) -> anyhow::Result<()> {
+fn serve(registry: PathBuf, bind: &str, options: ServeOptions) -> anyhow::Result<()> {
     let registry = Registry::open(registry)?;
     let store = Arc::new(ModelStore::new(registry));
     let outcome = store.refresh();
@@ -437,7 +479,7 @@ fn serve(registry: PathBuf, bind: &str) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding {bind}"))?;
         tracing::info!(addr = %listener.local_addr()?, "serving");
-        millrace_serving::serve(store, listener, ServeOptions::default(), shutdown_signal()).await;
+        millrace_serving::serve(store, listener, options, shutdown_signal()).await;
         Ok(())
     })
 }

@@ -235,3 +235,40 @@ async fn models_of_a_map_spec_score_instances_with_their_feature_map() {
         "{json}"
     );
 }
+
+/// A client that announces a body and never sends it gets a 408 once the time limit passes,
+/// from a real server on a socket.
+#[tokio::test]
+async fn a_body_that_never_arrives_gets_a_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::open(dir.path()).unwrap();
+    publish(&registry, 0.0);
+    let store = Arc::new(ModelStore::new(registry));
+    store.refresh();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let options = ServeOptions {
+        request_timeout: std::time::Duration::from_millis(200),
+        ..ServeOptions::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(millrace_serving::serve(store, listener, options, async {
+        let _ = stopped.await;
+    }));
+    let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(
+            b"POST /v1/models/ctr:predict HTTP/1.1\r\nhost: x\r\ncontent-length: 20\r\n\r\n{\"inst",
+        )
+        .await
+        .unwrap();
+    let mut answer = vec![0; 1024];
+    let n = client.read(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("did not arrive within 200 ms"), "{answer}");
+    drop(client);
+    stop.send(()).unwrap();
+    server.await.unwrap();
+}

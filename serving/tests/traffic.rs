@@ -1,0 +1,419 @@
+//! Traffic among versions (A/B split, shadow, pin, promote, rollback), the admin API's token,
+//! and hot swaps under concurrent requests.
+
+use millrace_models::{FeatureSpec, ModelArtifact, Registry};
+use millrace_serving::{routes, ModelStore, ServeOptions, KEY_HEADER, OPENAPI};
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+const SPEC: FeatureSpec = FeatureSpec::Hashed { hash_bits: 8 };
+const TOKEN: &str = "s3cret-token";
+
+/// Version `v` of the model has every weight `v / 100`, so an empty instance (40 features of
+/// which the 39 empty fields and the bias all land on some slot) scores `σ(40·v/100)`: a
+/// prediction names the version that made it.
+fn publish(registry: &Registry) -> u64 {
+    let next = registry.latest("ctr").unwrap().unwrap_or(0) + 1;
+    let weight = next as f32 / 100.0;
+    let mut artifact = ModelArtifact::new("ctr", SPEC, vec![weight; SPEC.dimension()]);
+    registry.publish(&mut artifact).unwrap()
+}
+
+fn score_of(version: u64) -> f64 {
+    let weight = f64::from(version as f32 / 100.0);
+    1.0 / (1.0 + (-40.0 * weight).exp())
+}
+
+struct Server {
+    _dir: tempfile::TempDir,
+    registry: Registry,
+    store: Arc<ModelStore>,
+    options: ServeOptions,
+}
+
+impl Server {
+    fn new(versions: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(dir.path()).unwrap();
+        for _ in 0..versions {
+            publish(&registry);
+        }
+        let store = Arc::new(ModelStore::new(registry.clone()));
+        store.refresh();
+        Server {
+            _dir: dir,
+            registry,
+            store,
+            options: ServeOptions {
+                admin_token: Some(TOKEN.to_owned()),
+                ..ServeOptions::default()
+            },
+        }
+    }
+
+    async fn call(&self, request: warp::test::RequestBuilder) -> (u16, Value) {
+        let reply = request
+            .reply(&routes(self.store.clone(), self.options.clone()))
+            .await;
+        let json = serde_json::from_slice(reply.body()).unwrap_or(Value::Null);
+        (reply.status().as_u16(), json)
+    }
+
+    /// The version that answered, checked against the prediction.
+    async fn predict(&self, key: Option<&str>) -> u64 {
+        let mut request = warp::test::request()
+            .method("POST")
+            .path("/v1/models/ctr:predict")
+            .body(r#"{"instances":[{}]}"#);
+        if let Some(key) = key {
+            request = request.header(KEY_HEADER, key);
+        }
+        let (status, json) = self.call(request).await;
+        assert_eq!(status, 200, "{json}");
+        let version = json["model_version"].as_u64().unwrap();
+        let p = json["predictions"][0].as_f64().unwrap();
+        assert!((p - score_of(version)).abs() < 1e-6, "{json}");
+        version
+    }
+
+    async fn admin(&self, method: &str, action: &str, body: Value) -> (u16, Value) {
+        let request = warp::test::request()
+            .method(method)
+            .path(&format!("/v1/admin/models/ctr/{action}"))
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(body.to_string());
+        self.call(request).await
+    }
+
+    async fn status(&self) -> Value {
+        let (status, json) = self
+            .call(warp::test::request().path("/v1/models/ctr"))
+            .await;
+        assert_eq!(status, 200);
+        json
+    }
+}
+
+#[tokio::test]
+async fn a_split_is_sticky_per_key_and_the_shadow_is_compared() {
+    let server = Server::new(3);
+    assert_eq!(server.predict(None).await, 3, "the newest answers");
+    let (status, json) = server
+        .admin(
+            "PUT",
+            "traffic",
+            json!({"split": [{"version": 1, "weight": 1}, {"version": 3, "weight": 3}], "shadow": 2}),
+        )
+        .await;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["traffic"]["shadow"], 2);
+    let shares: Vec<(u64, f64)> = json["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_u64().unwrap(),
+                v["share_percent"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(shares, vec![(3, 75.0), (2, 0.0), (1, 25.0)]);
+
+    let mut answered = [0u64; 4];
+    for user in 0..400 {
+        let key = format!("user-{user}");
+        let first = server.predict(Some(&key)).await;
+        assert_eq!(server.predict(Some(&key)).await, first, "sticky: {key}");
+        answered[first as usize] += 2;
+    }
+    assert_eq!(answered[2], 0, "the shadow never answers");
+    let users_on_1 = answered[1] / 2;
+    assert!(
+        (50..150).contains(&users_on_1) && answered[1] + answered[3] == 800,
+        "the users split about 1:3 between the arms: {answered:?}"
+    );
+
+    // The per-version counters agree with what was answered, and the shadow scored every
+    // instance (in the background: wait for it).
+    let entry = server.store.entry("ctr").unwrap();
+    for version in [1, 3] {
+        // Version 3 also answered the first request, before the split.
+        let before = u64::from(version == 3);
+        let stats = &entry.versions[&version].stats;
+        assert_eq!(
+            stats.requests.load(Relaxed),
+            answered[version as usize] + before
+        );
+        assert_eq!(
+            stats.predictions.load(Relaxed),
+            answered[version as usize] + before
+        );
+    }
+    let shadow = &entry.versions[&2].stats;
+    for _ in 0..1000 {
+        if shadow.shadow_predictions.load(Relaxed) == 800 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(shadow.shadow_predictions.load(Relaxed), 800);
+    let expected: f64 = [1u64, 3]
+        .iter()
+        .map(|&v| answered[v as usize] as f64 * (score_of(2) - score_of(v)).abs())
+        .sum();
+    let diff = shadow.shadow_abs_diff_micros.load(Relaxed) as f64 / 1e6;
+    assert!(
+        (diff - expected).abs() < 1e-3 * 800.0,
+        "{diff} vs {expected}"
+    );
+    let reply = warp::test::request()
+        .path("/metrics")
+        .reply(&routes(server.store.clone(), server.options.clone()))
+        .await;
+    let metrics = String::from_utf8(reply.body().to_vec()).unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "millrace_serving_arm_requests_total{{model=\"ctr\",version=\"3\"}} {}",
+            answered[3] + 1
+        )),
+        "{metrics}"
+    );
+    assert!(metrics
+        .contains("millrace_serving_shadow_predictions_total{model=\"ctr\",version=\"2\"} 800"));
+    assert!(
+        metrics.contains("millrace_serving_traffic_share_percent{model=\"ctr\",version=\"1\"} 25")
+    );
+
+    // Clearing the split sends everything to the primary again.
+    let (status, _) = server.admin("PUT", "traffic", json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(server.predict(Some("user-1")).await, 3);
+}
+
+#[tokio::test]
+async fn pin_follow_promote_and_roll_back() {
+    let server = Server::new(2);
+    let (status, json) = server.admin("POST", "pin", json!({"version": 1})).await;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(server.predict(None).await, 1);
+
+    // A new version is loaded but the pin holds.
+    assert_eq!(publish(&server.registry), 3);
+    assert_eq!(server.store.refresh().swapped, vec![("ctr".to_owned(), 3)]);
+    assert_eq!(server.predict(None).await, 1);
+    let status = server.status().await;
+    assert_eq!(status["version"], 1);
+    let loaded: Vec<u64> = status["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(loaded, vec![3, 2, 1], "the newest two and the pinned one");
+
+    let (status, _) = server.admin("POST", "unpin", json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(server.predict(None).await, 3, "following the newest again");
+
+    let (status, json) = server.admin("POST", "rollback", json!({})).await;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["traffic"]["pinned"], 2);
+    assert_eq!(server.predict(None).await, 2);
+    let (status, _) = server.admin("POST", "rollback", json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(server.predict(None).await, 1);
+    let (status, json) = server.admin("POST", "rollback", json!({})).await;
+    assert_eq!(status, 409, "nothing older than version 1: {json}");
+    assert_eq!(
+        server.predict(None).await,
+        1,
+        "a refused change changes nothing"
+    );
+
+    let (status, json) = server
+        .admin("PUT", "traffic", json!({"split": [], "shadow": 3}))
+        .await;
+    assert_eq!(status, 200, "{json}");
+    let (status, json) = server.admin("POST", "promote", json!({"version": 3})).await;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(
+        json["traffic"],
+        json!({"pinned": 3, "split": [], "shadow": null})
+    );
+    assert_eq!(server.predict(None).await, 3);
+}
+
+#[tokio::test]
+async fn admin_needs_the_token_and_refuses_bad_changes_whole() {
+    let server = Server::new(2);
+    let admin = |auth: Option<&str>| {
+        let mut request = warp::test::request()
+            .method("POST")
+            .path("/v1/admin/models/ctr/pin")
+            .body(r#"{"version":1}"#);
+        if let Some(auth) = auth {
+            request = request.header("authorization", auth);
+        }
+        request
+    };
+    for auth in [
+        None,
+        Some("Bearer wrong"),
+        Some(TOKEN),
+        Some("Basic czNjcmV0"),
+    ] {
+        let (status, json) = server.call(admin(auth)).await;
+        assert_eq!(status, 401, "{auth:?}: {json}");
+    }
+    assert_eq!(server.store.stats().unauthorized.load(Relaxed), 4);
+    let disabled = routes(server.store.clone(), ServeOptions::default());
+    let reply = admin(Some("Bearer anything")).reply(&disabled).await;
+    assert_eq!(reply.status(), 403, "no token configured: admin is off");
+    assert_eq!(server.predict(None).await, 2, "nothing changed");
+
+    // Version 3 is corrupt: a split naming it is refused and the traffic stays as it was.
+    publish(&server.registry);
+    let weights = server
+        .registry
+        .root()
+        .join("ctr/v0000000003/weights.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&weights, bytes).unwrap();
+    for (method, action, body, status, reason) in [
+        (
+            "PUT",
+            "traffic",
+            json!({"split": [{"version": 1, "weight": 1}, {"version": 3, "weight": 1}]}),
+            422,
+            "checksum mismatch",
+        ),
+        ("POST", "pin", json!({"version": 9}), 404, "no version 9"),
+        (
+            "POST",
+            "pin",
+            json!({"version": "1"}),
+            400,
+            "invalid request body",
+        ),
+        (
+            "POST",
+            "pin",
+            json!({"version": 1, "x": 0}),
+            400,
+            "unknown field",
+        ),
+        ("PUT", "pin", json!({"version": 1}), 405, "takes POST"),
+        ("POST", "traffic", json!({}), 405, "takes PUT"),
+        ("POST", "unpin", json!({"version": 1}), 400, "takes no body"),
+        ("POST", "explode", json!({}), 404, "no admin action"),
+        (
+            "PUT",
+            "traffic",
+            json!({"split": [{"version": 1, "weight": 0}]}),
+            400,
+            "positive weight",
+        ),
+    ] {
+        let (got, json) = server.admin(method, action, body.clone()).await;
+        assert_eq!(got, status, "{method} {action} {body}: {json}");
+        assert!(
+            json["error"].as_str().unwrap().contains(reason),
+            "{method} {action}: {json}"
+        );
+    }
+    let request = warp::test::request()
+        .method("POST")
+        .path("/v1/admin/models/other/pin")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(r#"{"version":1}"#);
+    assert_eq!(server.call(request).await.0, 404);
+    assert_eq!(
+        server.status().await["traffic"],
+        json!({"pinned": null, "split": [], "shadow": null})
+    );
+    assert_eq!(server.predict(None).await, 2);
+}
+
+/// 100 versions swapped in while four clients keep asking: every request succeeds, is answered
+/// entirely by one version (its prediction is that version's), and no client ever sees an older
+/// version after a newer one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hundred_swaps_under_load_fail_no_request() {
+    let server = Arc::new(Server::new(1));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (server, done) = (server.clone(), done.clone());
+            tokio::spawn(async move {
+                let (mut last, mut requests) = (0, 0u64);
+                while !done.load(Relaxed) {
+                    let version = server.predict(None).await;
+                    assert!(version >= last, "{version} after {last}");
+                    last = version;
+                    requests += 1;
+                }
+                (last, requests)
+            })
+        })
+        .collect();
+    for _ in 0..100 {
+        publish(&server.registry);
+        let store = server.store.clone();
+        let outcome = tokio::task::spawn_blocking(move || store.refresh())
+            .await
+            .unwrap();
+        assert_eq!(outcome.swapped.len(), 1, "{outcome:?}");
+        tokio::task::yield_now().await;
+    }
+    done.store(true, Relaxed);
+    for client in clients {
+        let (last, requests) = client.await.expect("no client failed");
+        assert!(requests > 0);
+        assert!(last <= 101);
+    }
+    assert_eq!(server.predict(None).await, 101);
+    assert_eq!(server.store.stats().client_errors.load(Relaxed), 0);
+    assert_eq!(server.store.stats().swaps.load(Relaxed), 101);
+    assert_eq!(server.store.entry("ctr").unwrap().versions.len(), 2);
+}
+
+/// Every path of the OpenAPI document is served (a placeholder becomes `ctr`).
+#[tokio::test]
+async fn the_openapi_document_describes_the_routes() {
+    let server = Server::new(1);
+    let (status, doc) = server
+        .call(warp::test::request().path("/openapi.json"))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(doc, serde_json::from_str::<Value>(OPENAPI).unwrap());
+    let paths = doc["paths"].as_object().unwrap();
+    assert_eq!(paths.len(), 13);
+    for (path, operations) in paths {
+        for (method, operation) in operations.as_object().unwrap() {
+            let path = path.replace("{name}", "ctr");
+            let mut request = warp::test::request()
+                .method(&method.to_uppercase())
+                .path(&path)
+                .header("authorization", format!("Bearer {TOKEN}"));
+            if method != "get" {
+                request = request.body(r#"{"instances":[{}]}"#);
+            }
+            let (status, json) = server.call(request).await;
+            let documented = operation["responses"]
+                .as_object()
+                .unwrap()
+                .contains_key(&status.to_string());
+            assert!(documented, "{method} {path}: {status} {json}");
+            assert!(
+                json.get("error")
+                    .and_then(Value::as_str)
+                    .is_none_or(|e| !e.contains("no such endpoint")),
+                "{method} {path}: {json}"
+            );
+        }
+    }
+}
