@@ -27,6 +27,7 @@ test:
 	cargo build --workspace --all-targets $(CHECK_FEATURES)
 	trap 'scripts/test-broker.sh stop' EXIT; scripts/test-broker.sh start && cargo test --workspace --all-targets $(CHECK_FEATURES) && cargo test --workspace --doc $(CHECK_FEATURES)
 	scripts/embedded-broker-check.sh
+	scripts/schemathesis-check.sh
 
 lint:
 	cargo fmt --all -- --check

@@ -3,7 +3,8 @@
 # the Debian packages that rdkafka's bundled librdkafka build needs, RocksDB (librocksdb-dev, which
 # the rocksdb crate links against, and libclang-dev for its bindings) and, with --with-broker, what
 # the tests need: the tansu Kafka broker (built once into a cache outside the clone, then reused)
-# and python3-venv for the confluent-kafka check of the embedded broker.
+# and python3-venv for the confluent-kafka check of the embedded broker; with --with-perf, what
+# perf/serve.sh needs (wrk, curl).
 set -euo pipefail
 
 CACHE="${MILLRACE_CACHE:-$HOME/.cache/millrace}"
@@ -13,6 +14,8 @@ mkdir -p "$CACHE"
 need=()
 pkgs=(cmake libcurl4-openssl-dev pkg-config g++ librocksdb-dev libclang-dev)
 [ "${1:-}" = "--with-broker" ] && pkgs+=(python3-venv)
+# perf/serve.sh drives the server with wrk.
+[ "${1:-}" = "--with-perf" ] && pkgs+=(wrk curl)
 for pkg in "${pkgs[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done

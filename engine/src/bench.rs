@@ -79,6 +79,9 @@ pub struct OnlineBenchConfig {
     pub sync_rows: usize,
     /// Also score the holdout with the model rounded to q2.13 fixed point.
     pub q213: bool,
+    /// With a registry and one worker: also publish a version every this many training rows,
+    /// as the job does every epoch (for serving benchmarks of hot swaps).
+    pub publish_every: Option<usize>,
 }
 
 /// A trained model and what training saw.
@@ -114,6 +117,13 @@ pub fn online(
     }
     if config.sync_rows == 0 {
         problems.push("`--sync-rows` must be at least 1".to_owned());
+    }
+    match config.publish_every {
+        Some(0) => problems.push("`--publish-every` must be at least 1".to_owned()),
+        Some(_) if config.workers != 1 || publish.is_none() => {
+            problems.push("`--publish-every` needs `--registry` and one worker".to_owned())
+        }
+        _ => {}
     }
     problems.extend(config.learner.problems());
     if !problems.is_empty() {
@@ -199,6 +209,20 @@ pub fn online(
     })
 }
 
+/// Publishes the learner's model with its progressive figures so far; returns the version.
+fn publish_learner(
+    learner: &Learner,
+    config: &OnlineBenchConfig,
+    (registry, model): (&Registry, &str),
+    preds: &[f32],
+    labels: &[bool],
+) -> Result<u64> {
+    let mut artifact = learner.to_artifact(model, config.features.clone());
+    artifact.meta.trained_events = labels.len() as u64;
+    artifact.meta.progressive_auc = exact_auc(preds, labels);
+    Ok(registry.publish(&mut artifact)?)
+}
+
 /// One thread learns the training lines in file order; the model is published when asked.
 fn train_in_order(
     lines: &[&[u8]],
@@ -219,17 +243,16 @@ fn train_in_order(
         config.features.transform(&event.features, &mut row);
         preds.push(learner.learn(&row, event.label));
         labels.push(event.label);
+        if let (Some(every), Some(to)) = (config.publish_every, publish) {
+            if labels.len() % every == 0 {
+                publish_learner(&learner, config, to, &preds, &labels)?;
+            }
+        }
     }
     let progressive_auc = exact_auc(&preds, &labels);
-    let published_version = match publish {
-        Some((registry, model)) => {
-            let mut artifact = learner.to_artifact(model, config.features.clone());
-            artifact.meta.trained_events = labels.len() as u64;
-            artifact.meta.progressive_auc = progressive_auc;
-            Some(registry.publish(&mut artifact)?)
-        }
-        None => None,
-    };
+    let published_version = publish
+        .map(|to| publish_learner(&learner, config, to, &preds, &labels))
+        .transpose()?;
     Ok(Trained {
         learner,
         rows,

@@ -197,6 +197,10 @@ enum Bench {
         /// The model name to publish under.
         #[arg(long, default_value = "ctr")]
         name: String,
+        /// With `--registry` and one worker, also publish a version every this many training
+        /// rows (the versions a serving benchmark swaps in).
+        #[arg(long)]
+        publish_every: Option<usize>,
     },
 }
 
@@ -357,6 +361,7 @@ fn run_cli() -> anyhow::Result<()> {
                     q213,
                     registry,
                     name,
+                    publish_every,
                 },
         } => {
             let features = FeatureSpec::Hashed { hash_bits };
@@ -390,6 +395,7 @@ fn run_cli() -> anyhow::Result<()> {
                 workers,
                 sync_rows,
                 q213,
+                publish_every,
             };
             let registry = registry.map(Registry::open).transpose()?;
             let figures = bench::online(

@@ -17,7 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use warp::http::Method;
 use warp::http::StatusCode;
-use warp::reply::{json, with_status, Json, WithStatus};
+use warp::path::FullPath;
+use warp::reply::{json, with_header, with_status, Json, Response, WithHeader, WithStatus};
 use warp::{Filter, Rejection, Reply};
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -393,29 +394,16 @@ fn authorized(token: &str, given: Option<&str>) -> bool {
             == 0
 }
 
-fn traffic_change(
-    action: &str,
-    method: &Method,
-    body: &[u8],
-) -> Result<TrafficChange, (StatusCode, String)> {
-    let expected = if action == "traffic" {
-        Method::PUT
-    } else {
-        Method::POST
-    };
-    let known = ["pin", "unpin", "traffic", "promote", "rollback"];
-    if !known.contains(&action) {
-        return Err((
-            StatusCode::NOT_FOUND,
-            format!("no admin action `{action}` (one of {known:?})"),
-        ));
+/// The method an admin action takes; `None` for an unknown action.
+fn admin_method(action: &str) -> Option<Method> {
+    match action {
+        "traffic" => Some(Method::PUT),
+        "pin" | "unpin" | "promote" | "rollback" => Some(Method::POST),
+        _ => None,
     }
-    if *method != expected {
-        return Err((
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("`{action}` takes {expected}"),
-        ));
-    }
+}
+
+fn traffic_change(action: &str, body: &[u8]) -> Result<TrafficChange, (StatusCode, String)> {
     let parse = |body: &[u8]| -> Result<_, (StatusCode, String)> {
         serde_json::from_slice::<VersionBody>(body)
             .map(|b| b.version)
@@ -473,28 +461,37 @@ async fn admin(
     method: Method,
     authorization: Option<String>,
     body: Vec<u8>,
-) -> Answer {
-    let Some(token) = &options.admin_token else {
+) -> Response {
+    let refuse = |status, message: String| {
         store.stats().client_errors.fetch_add(1, Ordering::Relaxed);
-        return error(
+        error(status, message).into_response()
+    };
+    let Some(expected) = admin_method(&action) else {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            format!("no admin action `{action}` (pin, unpin, traffic, promote, rollback)"),
+        );
+    };
+    if method != expected {
+        return not_allowed(expected.as_str(), &format!("`{action}` takes {expected}"))
+            .into_response();
+    }
+    let Some(token) = &options.admin_token else {
+        return refuse(
             StatusCode::FORBIDDEN,
-            "the admin endpoints are disabled: start the server with an admin token",
+            "the admin endpoints are disabled: start the server with an admin token".to_owned(),
         );
     };
     if !authorized(token, authorization.as_deref()) {
         store.stats().unauthorized.fetch_add(1, Ordering::Relaxed);
-        store.stats().client_errors.fetch_add(1, Ordering::Relaxed);
-        return error(
+        return refuse(
             StatusCode::UNAUTHORIZED,
-            "the admin endpoints need `Authorization: Bearer <token>`",
+            "the admin endpoints need `Authorization: Bearer <token>`".to_owned(),
         );
     }
-    let change = match traffic_change(&action, &method, &body) {
+    let change = match traffic_change(&action, &body) {
         Ok(change) => change,
-        Err((status, message)) => {
-            store.stats().client_errors.fetch_add(1, Ordering::Relaxed);
-            return error(status, message);
-        }
+        Err((status, message)) => return refuse(status, message),
     };
     let changed = {
         let store = store.clone();
@@ -503,14 +500,13 @@ async fn admin(
     };
     match changed {
         Ok(Ok(_)) => match store.entry(&name).as_deref().and_then(ModelStatus::of) {
-            Some(status) => with_status(json(&status), StatusCode::OK),
-            None => error(
+            Some(status) => with_status(json(&status), StatusCode::OK).into_response(),
+            None => refuse(
                 StatusCode::NOT_FOUND,
                 format!("model `{name}` is not served"),
             ),
         },
         Ok(Err(refused)) => {
-            store.stats().client_errors.fetch_add(1, Ordering::Relaxed);
             let status = match refused {
                 AdminError::UnknownModel(_) | AdminError::UnknownVersion(..) => {
                     StatusCode::NOT_FOUND
@@ -519,7 +515,7 @@ async fn admin(
                 AdminError::Invalid(_) => StatusCode::BAD_REQUEST,
                 AdminError::NoOlderVersion(_) => StatusCode::CONFLICT,
             };
-            error(status, refused.to_string())
+            refuse(status, refused.to_string())
         }
         Err(join) => {
             tracing::error!(%join, "admin task failed");
@@ -527,6 +523,7 @@ async fn admin(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "the change failed; nothing changed",
             )
+            .into_response()
         }
     }
 }
@@ -680,7 +677,7 @@ pub fn routes(
                     Ok(body) => {
                         admin(store, options, name, action, method, authorization, body).await
                     }
-                    Err(answer) => answer,
+                    Err(answer) => answer.into_response(),
                 }
             },
         );
@@ -730,6 +727,18 @@ pub fn routes(
     let openapi = warp::path!("openapi.json")
         .and(warp::get())
         .map(|| warp::reply::with_header(OPENAPI, "content-type", "application/json"));
+    // A known path asked with a method it does not take: 405 with the methods it takes.
+    let wrong_method = warp::path::full().and(warp::method()).and_then(
+        |path: FullPath, method: Method| async move {
+            match allowed_method(path.as_str()) {
+                Some(allow) if allow != method.as_str() => Ok(not_allowed(
+                    allow,
+                    &format!("{} takes {allow}", path.as_str()),
+                )),
+                _ => Err(warp::reject::not_found()),
+            }
+        },
+    );
     predict_route
         .or(admin_route)
         .or(list)
@@ -739,6 +748,7 @@ pub fn routes(
         .or(readyz)
         .or(metrics)
         .or(openapi)
+        .or(wrong_method)
         .recover(move |rejection: Rejection| {
             let store = store.clone();
             async move {
@@ -746,6 +756,26 @@ pub fn routes(
                 Ok::<_, Infallible>(recover(rejection))
             }
         })
+}
+
+/// The method a path of the API takes (admin paths answer every method themselves).
+fn allowed_method(path: &str) -> Option<&'static str> {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["v1", "models", target] if target.ends_with(":predict") => Some("POST"),
+        ["v1", "models", _] | ["v1", "models"] | ["v1", "ping"] => Some("GET"),
+        ["healthz"] | ["readyz"] | ["metrics"] | ["openapi.json"] => Some("GET"),
+        _ => None,
+    }
+}
+
+/// A 405 that names the method to use in `Allow`.
+fn not_allowed(allow: &str, message: &str) -> WithHeader<Answer> {
+    with_header(
+        error(StatusCode::METHOD_NOT_ALLOWED, message),
+        "allow",
+        allow,
+    )
 }
 
 fn recover(rejection: Rejection) -> Answer {

@@ -175,10 +175,16 @@ impl ServedEntry {
         100.0 * weight as f64 / total as f64
     }
 
-    /// Keeps the newest two versions (the one before the newest makes a rollback instant) and
-    /// those the traffic names.
+    /// Keeps the newest version and those the traffic names: a rollback loads its version
+    /// again, sharing chunks with the newest.
     fn retain(&mut self) {
-        let mut keep: BTreeSet<u64> = self.versions.keys().rev().take(2).copied().collect();
+        let mut keep: BTreeSet<u64> = self
+            .versions
+            .keys()
+            .next_back()
+            .copied()
+            .into_iter()
+            .collect();
         keep.extend(self.traffic.versions());
         self.versions.retain(|v, _| keep.contains(v));
     }
@@ -404,9 +410,9 @@ impl ModelStore {
                 }
                 TrafficChange::Unpin => traffic.pinned = None,
                 TrafficChange::Split { split, shadow } => {
-                    if !split.is_empty() && split.iter().all(|arm| arm.weight == 0) {
+                    if split.iter().any(|arm| arm.weight == 0) {
                         return Err(AdminError::Invalid(
-                            "a split needs an arm of positive weight".to_owned(),
+                            "every arm of a split needs a positive weight".to_owned(),
                         ));
                     }
                     traffic.split = split;

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Issue 6's serving figures, in one run, on loopback. Prints one JSON line.
+#
+# 1. `millrace bench online --hash-bits 24` (16.8M weights) learns 1M generated events and
+#    publishes a version every 10k rows into a staging registry: 101 versions.
+# 2. `millrace serve` serves version 1. wrk (Debian package) saturates POST
+#    /v1/models/ctr:predict (one instance, 39 Criteo fields), then GET /v1/ping: QPS, p50, p99.
+# 3. Predict paced at about half its saturation rate (wrk's delay()): the steady p99.
+# 4. The same paced load while the 100 later versions are moved into the served registry, one
+#    every 300 ms: failed requests, p99 during the swaps, swaps seen by the server, and its peak
+#    resident memory (VmHWM) against its resident memory with one version before the swaps.
+#
+# Run: perf/serve.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh --with-perf >&2
+TARGET="${CARGO_TARGET_DIR:-target}"
+cargo build --release -p millrace-engine --quiet
+BIN="$TARGET/release/millrace"
+ADDR=127.0.0.1:18080
+WORK="$(mktemp -d)"
+SERVER=""
+cleanup() {
+  [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+export WRK_REPORT="$PWD/perf/wrk/report.lua"
+
+"$BIN" gen criteo --rows 1020000 --seed 7 >"$WORK/events.tsv"
+"$BIN" bench online --input "$WORK/events.tsv" --holdout 0.01 --hash-bits 24 \
+  --registry "$WORK/staging" --publish-every 10000 >"$WORK/online.json"
+rm "$WORK/events.tsv"
+mapfile -t versions < <(ls "$WORK/staging/ctr")
+mkdir -p "$WORK/served/ctr"
+mv "$WORK/staging/ctr/${versions[0]}" "$WORK/served/ctr/"
+
+"$BIN" serve --registry "$WORK/served" --bind "$ADDR" 2>"$WORK/serve.log" &
+SERVER=$!
+until curl -sf "http://$ADDR/readyz" >/dev/null; do sleep 0.2; done
+rss() { awk -v k="$1:" '$1 == k { print $2 * 1024 }' "/proc/$SERVER/status"; }
+
+wrk_json() { wrk "$@" | tail -n 1; }
+predict_url="http://$ADDR/v1/models/ctr:predict"
+predict=$(wrk_json -t1 -c16 -d10s -s perf/wrk/predict.lua "$predict_url")
+ping=$(wrk_json -t1 -c16 -d10s -s perf/wrk/ping.lua "http://$ADDR/v1/ping")
+
+# Half the saturation rate, paced: 16 connections each waiting PACE_MS before each request.
+half=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['qps'] / 2)" "$predict")
+pace=$(python3 -c "print(max(1, round(16 * 1000 / $1)))" "$half")
+steady=$(PACE_MS=$pace wrk_json -t1 -c16 -d10s -s perf/wrk/predict.lua "$predict_url")
+steady_rss=$(rss VmRSS)
+
+PACE_MS=$pace wrk -t1 -c16 -d40s -s perf/wrk/predict.lua "$predict_url" >"$WORK/swaps.txt" &
+load=$!
+sleep 2
+for version in "${versions[@]:1}"; do
+  mv "$WORK/staging/ctr/$version" "$WORK/served/ctr/"
+  sleep 0.3
+  # Versions on disk the server no longer holds: keep the directory to the newest three.
+  ls -d "$WORK/served/ctr"/v* | head -n -3 | xargs -r rm -rf
+done
+wait "$load"
+swapping=$(tail -n 1 "$WORK/swaps.txt")
+peak_rss=$(rss VmHWM)
+swaps=$(curl -s "http://$ADDR/metrics" | awk '$1 == "millrace_serving_swaps_total" { print $2 }')
+served=$(curl -s "http://$ADDR/v1/models/ctr" | python3 -c "import json,sys; print(json.load(sys.stdin)['version'])")
+
+python3 - "$predict" "$ping" "$steady" "$swapping" "$steady_rss" "$peak_rss" "$swaps" \
+  "$served" "$pace" "${#versions[@]}" <<'PY'
+import json, sys
+predict, ping, steady, swapping = (json.loads(a) for a in sys.argv[1:5])
+steady_rss, peak_rss, swaps, served, pace, versions = (int(a) for a in sys.argv[5:11])
+print(json.dumps({
+    "weights": 1 << 24,
+    "predict": predict,
+    "ping": ping,
+    "predict_share_of_ping_qps": round(predict["qps"] / ping["qps"], 3),
+    "paced_ms_per_connection": pace,
+    "paced": steady,
+    "paced_during_swaps": swapping,
+    "p99_swaps_over_steady": round(swapping["p99_us"] / max(steady["p99_us"], 1), 2),
+    "failed_requests_during_swaps": sum(swapping["errors"].values()),
+    "versions_published": versions,
+    "swaps": swaps,
+    "served_version": served,
+    "steady_rss_bytes": steady_rss,
+    "peak_rss_bytes": peak_rss,
+    "peak_over_steady_rss": round(peak_rss / steady_rss, 3),
+}))
+PY
