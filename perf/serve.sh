@@ -47,7 +47,7 @@ ping=$(wrk_json -t1 -c16 -d10s -s perf/wrk/ping.lua "http://$ADDR/v1/ping")
 
 # Half the saturation rate, paced: 16 connections each waiting PACE_MS before each request.
 half=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['qps'] / 2)" "$predict")
-pace=$(python3 -c "print(max(1, round(16 * 1000 / $1)))" "$half")
+pace=$(python3 -c "import sys; print(max(1, round(16 * 1000 / float(sys.argv[1]))))" "$half")
 steady=$(PACE_MS=$pace wrk_json -t1 -c16 -d10s -s perf/wrk/predict.lua "$predict_url")
 steady_rss=$(rss VmRSS)
 
