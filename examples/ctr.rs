@@ -41,6 +41,7 @@ fn ctr_job() -> anyhow::Result<JobSpec> {
             registry: "target/registry".into(),
             every_events: 50_000,
             every_seconds: 5,
+            registry_topic: None,
         })
         .serve(ServeSpec {
             bind: "127.0.0.1:8080".into(),

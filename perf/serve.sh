@@ -6,9 +6,11 @@
 # 2. `millrace serve` serves version 1. wrk (Debian package) saturates POST
 #    /v1/models/ctr:predict (one instance, 39 Criteo fields), then GET /v1/ping: QPS, p50, p99.
 # 3. Predict paced at about half its saturation rate (wrk's delay()): the steady p99.
-# 4. The same paced load while the 100 later versions are moved into the served registry, one
-#    every 300 ms: failed requests, p99 during the swaps, swaps seen by the server, and its peak
-#    resident memory (VmHWM) against its resident memory with one version before the swaps.
+# 4. The same paced load while the 100 later versions are moved into the served registry, each
+#    once the server serves the one before (plus 100 ms): failed requests, p99 during the swaps,
+#    swaps seen by the server, the time they took, and its peak resident memory (VmHWM) against
+#    its resident memory with one version before the swaps. Versions load at half a core
+#    (`--load-cpu-share`, the default).
 #
 # Run: perf/serve.sh
 set -euo pipefail
@@ -51,26 +53,34 @@ pace=$(python3 -c "import sys; print(max(1, round(16 * 1000 / float(sys.argv[1])
 steady=$(PACE_MS=$pace wrk_json -t1 -c16 -d10s -s perf/wrk/predict.lua "$predict_url")
 steady_rss=$(rss VmRSS)
 
-PACE_MS=$pace wrk -t1 -c16 -d40s -s perf/wrk/predict.lua "$predict_url" >"$WORK/swaps.txt" &
+# wrk runs until the last swap is in (it prints its figures on SIGINT).
+PACE_MS=$pace wrk -t1 -c16 -d600s -s perf/wrk/predict.lua "$predict_url" >"$WORK/swaps.txt" &
 load=$!
 sleep 2
+SECONDS=0
 for version in "${versions[@]:1}"; do
   mv "$WORK/staging/ctr/$version" "$WORK/served/ctr/"
-  sleep 0.3
+  # Wait for the server to serve it (each version is swapped in), then a short gap.
+  until curl -s "http://$ADDR/v1/models/ctr" | grep -q "\"version\":$((10#${version#v})),"; do
+    sleep 0.05
+  done
+  sleep 0.1
   # Versions on disk the server no longer holds: keep the directory to the newest three.
   ls -d "$WORK/served/ctr"/v* | head -n -3 | xargs -r rm -rf
 done
-wait "$load"
+swap_seconds=$SECONDS
+kill -INT "$load" 2>/dev/null || true
+wait "$load" || true
 swapping=$(tail -n 1 "$WORK/swaps.txt")
 peak_rss=$(rss VmHWM)
 swaps=$(curl -s "http://$ADDR/metrics" | awk '$1 == "millrace_serving_swaps_total" { print $2 }')
 served=$(curl -s "http://$ADDR/v1/models/ctr" | python3 -c "import json,sys; print(json.load(sys.stdin)['version'])")
 
 python3 - "$predict" "$ping" "$steady" "$swapping" "$steady_rss" "$peak_rss" "$swaps" \
-  "$served" "$pace" "${#versions[@]}" <<'PY'
+  "$served" "$pace" "${#versions[@]}" "$swap_seconds" <<'PY'
 import json, sys
 predict, ping, steady, swapping = (json.loads(a) for a in sys.argv[1:5])
-steady_rss, peak_rss, swaps, served, pace, versions = (int(a) for a in sys.argv[5:11])
+steady_rss, peak_rss, swaps, served, pace, versions, swap_seconds = (int(a) for a in sys.argv[5:12])
 print(json.dumps({
     "weights": 1 << 24,
     "predict": predict,
@@ -83,6 +93,7 @@ print(json.dumps({
     "failed_requests_during_swaps": sum(swapping["errors"].values()),
     "versions_published": versions,
     "swaps": swaps,
+    "swap_phase_seconds": swap_seconds,
     "served_version": served,
     "steady_rss_bytes": steady_rss,
     "peak_rss_bytes": peak_rss,

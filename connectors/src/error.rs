@@ -22,6 +22,9 @@ pub enum Error {
         /// How long it waited.
         seconds: u64,
     },
+    /// A model registry topic could not be written or read as it should.
+    #[error("model registry topic: {0}")]
+    Registry(String),
     /// Creating a topic failed.
     #[error("creating kafka topic `{topic}` failed: {reason}")]
     CreateTopic {
@@ -43,6 +46,7 @@ impl Error {
             Error::NoSuchTopic(_) => "no_such_topic".to_owned(),
             Error::CreateTopic { .. } => "create_topic".to_owned(),
             Error::QueueFull { .. } => "queue_full".to_owned(),
+            Error::Registry(_) => "registry".to_owned(),
         }
     }
 }

@@ -287,6 +287,7 @@ fn train_dealt(
             every: Duration::MAX,
         },
         registry,
+        mirror: None,
         predictions: false,
     };
     let stats = Arc::new(TrainerStats::new());
@@ -430,6 +431,7 @@ pub fn job(
             registry: registry.to_owned(),
             every_events: 1_000_000,
             every_seconds: 3600,
+            registry_topic: None,
         })
         .progress(ProgressSpec {
             epoch_ms: 200,

@@ -16,24 +16,24 @@ use crate::error::{Error, Result};
 use crate::metrics::JobStats;
 use crate::spec::{JobSpec, SourceSpec};
 use millrace_connectors::kafka::{
-    create_topics, EmbeddedBroker, KafkaReader, KafkaSourceConfig, LineProducer, Output,
-    OutputSink, RateLimit, WatermarkProbe, EMBEDDED,
+    create_registry_topic, create_topics, EmbeddedBroker, KafkaReader, KafkaSourceConfig,
+    LineProducer, Output, OutputSink, RateLimit, RegistryPublisher, WatermarkProbe, EMBEDDED,
 };
 use millrace_models::fmap::Schema;
 use millrace_models::synth::CriteoGenerator;
-use millrace_models::{DeadLetter, FeatureMap, FeatureSpec, RawRecord, Registry};
+use millrace_models::{DeadLetter, FeatureMap, FeatureSpec, ModelArtifact, RawRecord, Registry};
 use millrace_operators::checkpoint::{Choice, Collector};
 use millrace_operators::{
     ingest_partitions, now_ms, Decode, Deliver, EventTime, Featurize, JoinLabels, LabelJoinConfig,
-    ParseEvents, PartitionReader, Polled, Prediction, PublishPolicy, RecordSink, TrainOnline,
-    TrainRows, TrainerConfig,
+    Mirror, ParseEvents, PartitionReader, Polled, Prediction, PublishPolicy, RecordSink,
+    TrainOnline, TrainRows, TrainerConfig,
 };
 use millrace_serving::{ModelStore, ServeOptions};
 use serde::Serialize;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, OnceLock};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use timely::dataflow::operators::Concat;
@@ -272,6 +272,26 @@ fn run(
     let partitions = KafkaReader::topic_partitions(&kafka, &bootstrap)?;
     let stats = Arc::new(JobStats::new(&spec.name, partitions));
     let registry = Registry::open(&spec.publish.registry)?;
+    let registry_mirror = match &spec.publish.registry_topic {
+        Some(topic) => {
+            match &embedded {
+                Some(broker) => broker.create_topic(topic, 1)?,
+                None => runtime.block_on(create_registry_topic(&bootstrap, topic))?,
+            }
+            let publisher = Mutex::new(RegistryPublisher::new(&bootstrap, topic)?);
+            tracing::info!(topic = %topic, "model versions also go to the registry topic");
+            Some(Mirror(Arc::new(move |artifact: &ModelArtifact| {
+                let mut publisher = publisher
+                    .lock()
+                    .map_err(|_| "the registry publisher failed before".to_owned())?;
+                publisher
+                    .publish(artifact)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            })))
+        }
+        None => None,
+    };
 
     // Serving, in-process.
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
@@ -347,7 +367,15 @@ fn run(
         stats: stats.clone(),
     });
 
-    let result = run_dataflow(&spec, &kafka, &bootstrap, registry, options, &stop, &stats);
+    let result = run_dataflow(
+        &spec,
+        &kafka,
+        &bootstrap,
+        (registry, registry_mirror),
+        options,
+        &stop,
+        &stats,
+    );
 
     stop.store(true, Ordering::SeqCst);
     done.store(true, Ordering::SeqCst);
@@ -500,7 +528,7 @@ fn run_dataflow(
     spec: &JobSpec,
     kafka: &KafkaSourceConfig,
     bootstrap: &str,
-    registry: Registry,
+    (registry, registry_mirror): (Registry, Option<Mirror>),
     options: RunOptions,
     stop: &Arc<AtomicBool>,
     stats: &Arc<JobStats>,
@@ -514,6 +542,7 @@ fn run_dataflow(
             every: Duration::from_secs(spec.publish.every_seconds),
         },
         registry,
+        mirror: registry_mirror,
         predictions: spec
             .sinks
             .as_ref()

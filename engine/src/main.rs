@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
-use millrace_connectors::kafka::{LineProducer, RateLimit};
+use millrace_connectors::kafka::{KafkaVersions, LineProducer, RateLimit};
 use millrace_engine::bench::{self, OnlineBenchConfig};
 use millrace_engine::{Cluster, Job, JobSpec, RunOptions};
 use millrace_models::synth::CriteoGenerator;
@@ -43,7 +43,8 @@ enum Command {
     },
     /// Serve the models of a registry directory over HTTP, following new versions.
     Serve {
-        /// The registry directory.
+        /// The registry: a directory, or `kafka://BROKERS/TOPIC` for a registry topic (a job's
+        /// `[publish] registry_topic`).
         #[arg(long)]
         registry: PathBuf,
         /// The address to listen on.
@@ -62,6 +63,9 @@ enum Command {
         /// Longest a client may take to send a request body, in milliseconds.
         #[arg(long, default_value_t = 10_000)]
         request_timeout_ms: u64,
+        /// The share of one core that loading a new version may take (1: full speed).
+        #[arg(long, default_value_t = millrace_serving::DEFAULT_LOAD_CPU_SHARE)]
+        load_cpu_share: f64,
     },
     /// Produce the lines of a file (or `-` for stdin) to a Kafka topic.
     Produce {
@@ -247,6 +251,7 @@ fn run_cli() -> anyhow::Result<()> {
             max_batch,
             max_body_bytes,
             request_timeout_ms,
+            load_cpu_share,
         } => {
             let admin_token = admin_token_file
                 .map(|path| -> anyhow::Result<String> {
@@ -268,7 +273,7 @@ fn run_cli() -> anyhow::Result<()> {
                 admin_token,
                 ..ServeOptions::default()
             };
-            serve(registry, &bind, options)
+            serve(registry, &bind, options, load_cpu_share)
         }
         Command::Produce {
             file,
@@ -474,9 +479,25 @@ fn run(job: PathBuf, workers: usize, process: usize, hosts: Option<PathBuf>) -> 
     Ok(())
 }
 
-fn serve(registry: PathBuf, bind: &str, options: ServeOptions) -> anyhow::Result<()> {
-    let registry = Registry::open(registry)?;
-    let store = Arc::new(ModelStore::new(registry));
+fn serve(
+    registry: PathBuf,
+    bind: &str,
+    options: ServeOptions,
+    load_cpu_share: f64,
+) -> anyhow::Result<()> {
+    let store = match registry.to_str().and_then(|r| r.strip_prefix("kafka://")) {
+        Some(rest) => {
+            let (brokers, topic) = rest
+                .rsplit_once('/')
+                .filter(|(b, t)| !b.is_empty() && !t.is_empty())
+                .with_context(|| format!("`--registry {rest}`: use kafka://BROKERS/TOPIC"))?;
+            let source = KafkaVersions::follow(brokers, topic)?;
+            tracing::info!(brokers, topic, "following the registry topic");
+            ModelStore::new(source)
+        }
+        None => ModelStore::new(Registry::open(registry)?),
+    };
+    let store = Arc::new(store.with_load_cpu_share(load_cpu_share));
     let outcome = store.refresh();
     tracing::info!(models = ?outcome.swapped, "loaded");
     let runtime = tokio::runtime::Runtime::new()?;

@@ -195,6 +195,10 @@ pub struct PublishSpec {
     pub every_events: u64,
     /// Publish after this many seconds (when something new was learned).
     pub every_seconds: u64,
+    /// Also send every version to this compacted topic on the source's brokers, for serving
+    /// pods that follow it (`millrace serve --registry kafka://BROKERS/TOPIC`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry_topic: Option<String>,
 }
 
 impl Default for PublishSpec {
@@ -203,6 +207,7 @@ impl Default for PublishSpec {
             registry: PathBuf::new(),
             every_events: 100_000,
             every_seconds: 10,
+            registry_topic: None,
         }
     }
 }
@@ -431,6 +436,9 @@ impl JobSpec {
         }
         if self.publish.every_seconds == 0 {
             publish.push("`every_seconds` must be > 0 (got 0)".to_owned());
+        }
+        if self.publish.registry_topic.as_deref() == Some("") {
+            publish.push("`registry_topic` must not be empty".to_owned());
         }
         add("publish", publish);
         if let Some(serve) = &self.serve {

@@ -42,6 +42,7 @@ fn files(dir: &Path, topic: &str) -> (std::path::PathBuf, std::path::PathBuf) {
             registry: dir.join("registry"),
             every_events: 1_000_000,
             every_seconds: 3600,
+            registry_topic: None,
         })
         .progress(ProgressSpec {
             epoch_ms: 100,

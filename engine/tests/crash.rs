@@ -53,6 +53,7 @@ fn job_file(dir: &Path, topic: &str, group: &str) -> std::path::PathBuf {
             registry: dir.join("registry"),
             every_events: 50_000,
             every_seconds: 3600,
+            registry_topic: None,
         })
         .progress(ProgressSpec {
             epoch_ms: 100,

@@ -4,18 +4,19 @@
 //! every bad line is in the dead-letter topic, and the served version is the registry's latest.
 //! The same with a FeatureMap (`map` features): there, a record with a malformed value is still
 //! an event (the value follows the spec's policy and is counted); only records that cannot be
-//! events are dead letters.
+//! events are dead letters. Every version also goes to a registry topic, which a serving pod
+//! follows.
 
 mod common;
 
 use common::{broker, unique, wait_for};
-use millrace_connectors::kafka::{client_config, create_topics, LineProducer};
+use millrace_connectors::kafka::{client_config, create_topics, KafkaVersions, LineProducer};
 use millrace_connectors::kafka::{text_headers, EPOCH_HEADER};
 use millrace_engine::spec::{
     JobSpec, LearnerSpec, ProgressSpec, PublishSpec, ServeSpec, SinksSpec,
 };
 use millrace_engine::{Job, KafkaSourceConfig, RunOptions};
-use millrace_models::{FeatureMapSpec, FeatureSpec, FtrlParams, Registry};
+use millrace_models::{FeatureMapSpec, FeatureSpec, FtrlParams, LoadPace, Registry, VersionSource};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::Message;
 use std::io::{Read, Write};
@@ -114,6 +115,7 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(
     let (topic, dead_letter_topic) = fresh_topics("e2e");
     let metrics_topic = format!("{topic}-metrics");
     let predictions_topic = format!("{topic}-predictions");
+    let registry_topic = format!("{topic}-models");
     let mut producer = LineProducer::new(&broker(), &topic, 4).unwrap();
     for (i, line) in good.iter().enumerate() {
         producer.send(line).unwrap();
@@ -142,6 +144,7 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(
             registry: registry_dir.path().to_owned(),
             every_events: 2_000,
             every_seconds: 1,
+            registry_topic: Some(registry_topic.clone()),
         })
         .serve(ServeSpec {
             bind: "127.0.0.1:0".into(),
@@ -275,6 +278,22 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(
     );
     let auc = report.progressive_auc.unwrap();
     assert!(auc > 0.65, "progressive auc {auc}");
+
+    // A serving pod that follows the registry topic has the job's last version, to the bit.
+    let follower = KafkaVersions::follow(&broker(), &registry_topic).unwrap();
+    let last = report.model_version;
+    wait_for(
+        "the last version on the registry topic",
+        Duration::from_secs(60),
+        || follower.versions("ctr").unwrap().contains(&last),
+    );
+    let served = follower
+        .load_served("ctr", last, None, LoadPace::default())
+        .unwrap();
+    let published = registry.load("ctr", last).unwrap();
+    assert_eq!(served.meta, published.meta);
+    assert_eq!(served.weights.to_vec(), published.weights);
+    assert_eq!(served.feature_map, published.feature_map);
 
     // Every bad line is in the dead-letter topic, byte for byte, with its epoch.
     let mut want = dead;
@@ -556,6 +575,7 @@ fn impressions_and_clicks_are_joined_learned_and_dead_lettered_with_2_workers() 
             registry: registry_dir.path().to_owned(),
             every_events: 1_000,
             every_seconds: 1,
+            registry_topic: None,
         })
         .progress(ProgressSpec {
             epoch_ms: 50,

@@ -291,6 +291,11 @@ impl ServedModel {
         self.predict_values(indices, values)
     }
 
+    /// The click probability of a binary row (every value 1), such as a hashed spec's.
+    pub fn predict_binary(&self, indices: &[u32]) -> f32 {
+        self.predict_values(indices, Ones)
+    }
+
     fn predict_values(&self, row: &[u32], values: impl RowValues) -> f32 {
         score(
             self.meta.kind,
@@ -300,6 +305,24 @@ impl ServedModel {
             |i| self.weights.get(i),
             &self.factors,
         )
+    }
+
+    /// Problems that make the model unservable, empty when it is consistent (as
+    /// [`ModelArtifact::problems`]).
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = shape_problems(
+            &self.meta,
+            self.weights.rows(),
+            self.factors.rows() * self.factors.width(),
+            self.feature_map.as_deref(),
+        );
+        if let Some(i) = self.weights.first_non_finite() {
+            problems.push(format!("weight {i} is not finite"));
+        }
+        if let Some(i) = self.factors.first_non_finite() {
+            problems.push(format!("factor {i} is not finite"));
+        }
+        problems
     }
 
     /// The memory of the weights and factors, and what of it `other` shares.

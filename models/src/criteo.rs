@@ -197,6 +197,30 @@ impl CriteoFeatures {
         Self::from_json_ignoring(value, None)
     }
 
+    /// As [`CriteoFeatures::from_json`], reading the JSON text directly, without building a
+    /// [`serde_json::Value`] first: the same features and the same errors, for the serving hot
+    /// path.
+    ///
+    /// # Errors
+    ///
+    /// As [`CriteoFeatures::from_json`]; [`DecodeError::NotJson`] for text that is not JSON.
+    pub fn from_json_str(text: &str) -> Result<Self, DecodeError> {
+        use serde::de::DeserializeSeed;
+        let mut found = None;
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let parsed = FeaturesSeed { error: &mut found }
+            .deserialize(&mut deserializer)
+            .and_then(|features| deserializer.end().map(|()| features));
+        match (parsed, found) {
+            (Ok(features), _) => Ok(features),
+            (Err(_), Some(error)) => Err(error),
+            (Err(error), None) if error.is_syntax() || error.is_eof() => {
+                Err(DecodeError::NotJson(error.to_string()))
+            }
+            (Err(_), None) => Err(DecodeError::NotAnObject),
+        }
+    }
+
     /// As [`CriteoFeatures::from_json`], also skipping the key `ignore`.
     ///
     /// # Errors
@@ -243,6 +267,153 @@ impl CriteoFeatures {
             }
         }
         serde_json::Value::Object(object)
+    }
+}
+
+/// Reads a JSON object of Criteo fields into [`CriteoFeatures`] as
+/// [`CriteoFeatures::from_json`] does, leaving the first [`DecodeError`] in `error`.
+struct FeaturesSeed<'a> {
+    error: &'a mut Option<DecodeError>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for FeaturesSeed<'_> {
+    type Value = CriteoFeatures;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+/// A key of a JSON instance.
+enum Key {
+    Int(usize),
+    Cat(usize),
+    Label,
+    Unknown(String),
+}
+
+impl<'de> serde::Deserialize<'de> for Key {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl serde::de::Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Key, E> {
+                Ok(if key == "label" {
+                    Key::Label
+                } else if let Some(i) = INT_NAMES.iter().position(|n| *n == key) {
+                    Key::Int(i)
+                } else if let Some(i) = CAT_NAMES.iter().position(|n| *n == key) {
+                    Key::Cat(i)
+                } else {
+                    Key::Unknown(key.to_owned())
+                })
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+/// A JSON value as [`json_int`] (`Int`) or a categorical field (`Cat`) reads it: `None` when
+/// it is not one.
+struct Field<const INT: bool>(Option<Option<i64>>);
+
+impl<'de, const INT: bool> serde::Deserialize<'de> for Field<INT> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FieldVisitor<const INT: bool>;
+        impl<'de, const INT: bool> serde::de::Visitor<'de> for FieldVisitor<INT> {
+            type Value = Field<INT>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a field value")
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Field(Some(None)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Field(INT.then_some(Some(v))))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Field(if INT {
+                    i64::try_from(v).ok().map(Some)
+                } else {
+                    None
+                }))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Field(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Field(None))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Field(if INT {
+                    parse_int(v.as_bytes())
+                } else {
+                    parse_cat(v.as_bytes()).map(|c| c.map(i64::from))
+                }))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Field(None))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Field(None))
+            }
+        }
+        deserializer.deserialize_any(FieldVisitor::<INT>)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for FeaturesSeed<'_> {
+    type Value = CriteoFeatures;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object of Criteo fields")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut features = CriteoFeatures::default();
+        let mut fail = |error: DecodeError| {
+            if self.error.is_none() {
+                *self.error = Some(error);
+            }
+            serde::de::Error::custom("not a Criteo instance")
+        };
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::Label => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+                Key::Int(i) => {
+                    let Field(value) = map.next_value::<Field<true>>()?;
+                    features.ints[i] =
+                        value.ok_or_else(|| fail(DecodeError::Integer(INT_NAMES[i])))?;
+                }
+                Key::Cat(i) => {
+                    let Field(value) = map.next_value::<Field<false>>()?;
+                    let value =
+                        value.ok_or_else(|| fail(DecodeError::Categorical(CAT_NAMES[i])))?;
+                    features.cats[i] = value.map(|c| c as u32);
+                }
+                Key::Unknown(name) => return Err(fail(DecodeError::UnknownField(name))),
+            }
+        }
+        Ok(features)
     }
 }
 
@@ -321,6 +492,66 @@ fn json_int(value: &serde_json::Value) -> Option<Option<i64>> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        /// Reading the JSON text directly gives the features and errors that reading it as a
+        /// `Value` gives, for objects of good, bad and unknown fields and for non-objects.
+        #[test]
+        fn json_text_reads_as_json_values_do(
+            entries in proptest::collection::vec((0usize..45, 0usize..9), 0..12),
+            top in 0usize..6,
+        ) {
+            let names: Vec<String> = INT_NAMES.iter().chain(CAT_NAMES.iter()).map(|n| n.to_string())
+                .chain(["label".to_owned(), "I99".to_owned(), "x".to_owned(), "C".to_owned(), "".to_owned(), "i1".to_owned()])
+                .collect();
+            let values = [
+                serde_json::json!(null), serde_json::json!(3), serde_json::json!(-12),
+                serde_json::json!(u64::MAX), serde_json::json!(1.5), serde_json::json!("68fd1e64"),
+                serde_json::json!("42"), serde_json::json!(""), serde_json::json!([1, {"a": 2}]),
+            ];
+            let mut object = serde_json::Map::new();
+            let mut text = String::from("{");
+            for (name, value) in &entries {
+                let (name, value) = (&names[*name], &values[*value]);
+                if object.insert(name.clone(), value.clone()).is_some() {
+                    // A repeated key: `Value` keeps the last, the text reader refuses a bad
+                    // first one. Instances with repeated keys are a client's bug either way.
+                    continue;
+                }
+                if text.len() > 1 {
+                    text.push(',');
+                }
+                text.push_str(&format!("{}:{}", serde_json::Value::from(name.as_str()), value));
+            }
+            text.push('}');
+            let (value, text) = match top {
+                0 => (serde_json::json!([1]), "[1]".to_owned()),
+                1 => (serde_json::json!("s"), "\"s\"".to_owned()),
+                _ => (serde_json::Value::Object(object), text),
+            };
+            // With several bad fields the error named may differ (text order against key
+            // order); the outcome may not.
+            let (direct, via_value) = (CriteoFeatures::from_json_str(&text), CriteoFeatures::from_json(&value));
+            prop_assert_eq!(direct.clone().ok(), via_value.clone().ok());
+            if let (Err(a), Err(b)) = (&direct, &via_value) {
+                let single = entries.len() <= 1;
+                prop_assert!(!single || a == b, "{:?} vs {:?}", a, b);
+            }
+        }
+    }
+
+    #[test]
+    fn json_text_that_is_not_json_is_refused() {
+        for text in ["{", "{\"I1\":1} x", ""] {
+            assert!(
+                matches!(
+                    CriteoFeatures::from_json_str(text),
+                    Err(DecodeError::NotJson(_))
+                ),
+                "{text}"
+            );
+        }
+    }
 
     const GOOD: &str = "0\t1\t1\t5\t0\t1382\t4\t15\t2\t181\t1\t2\t\t2\t68fd1e64\t80e26c9b\tfb936136\t7b4723c4\t25c83c98\t7e0ccccf\tde7995b8\t1f89b562\ta73ee510\ta8cd5504\tb2cb9c98\t37c9c164\t2824a5f6\t1adce6ef\t8ba8b39a\t891b62e7\te5ba7672\tf54016b9\t21ddcdc9\tb1252a9d\t07b5194c\t\t3a171ecb\tc5c50484\te8b83407\t9727dd16";
 

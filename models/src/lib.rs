@@ -35,4 +35,4 @@ pub use fmap::{CsrBatch, EventBatch, FeatureMap, FeatureMapSpec};
 pub use ftrl::{Ftrl, FtrlParams};
 pub use learner::{Learner, LearnerParams};
 pub use record::{event_time_ms, DeadLetter, Position, RawRecord};
-pub use registry::Registry;
+pub use registry::{LoadPace, Registry, VersionSource};

@@ -18,7 +18,7 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const META: &str = "meta.json";
 const WEIGHTS: &str = "weights.safetensors";
@@ -263,8 +263,8 @@ impl Registry {
     /// Loads and validates one version of a model for serving, as [`Registry::load`] does, but
     /// streams the weights from disk chunk by chunk into copy-on-write tables that share every
     /// chunk they can with `base` (an older version of the model, usually the one being served;
-    /// see [`crate::table`]). At most `new_blocks` chunks of each table get a new block. Besides
-    /// the new version's own chunks and patches, loading holds one chunk of the file in memory.
+    /// see [`crate::table`]), at the pace `pace` sets. Besides the new version's own chunks and
+    /// patches, loading holds one chunk of the file in memory.
     ///
     /// # Errors
     ///
@@ -274,8 +274,9 @@ impl Registry {
         name: &str,
         version: u64,
         base: Option<&ServedModel>,
-        new_blocks: usize,
+        pace: LoadPace,
     ) -> Result<ServedModel> {
+        let new_blocks = pace.new_blocks;
         let (dir, meta) = self.read_meta(name, version)?;
         let feature_map = read_feature_map(&dir, &meta)?;
         let path = dir.join(WEIGHTS);
@@ -345,6 +346,7 @@ impl Registry {
                 other => return Err(invalid(format!("an unexpected tensor `{other}`"))),
             };
             while builder.next_len() > 0 {
+                let started = Instant::now();
                 let len = builder.next_len();
                 bytes.resize(len * 4, 0);
                 reader
@@ -359,6 +361,7 @@ impl Registry {
                 builder.push(&values).map_err(|e| {
                     Error::invalid(&dir, format!("{what} {} is not finite", e.index))
                 })?;
+                pace.rest_after(started.elapsed());
             }
         }
         let mut rest = Vec::new();
@@ -405,6 +408,85 @@ impl Registry {
         serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| Error::invalid(&meta_path, e.to_string()))
+    }
+}
+
+/// Where serving finds model versions: a registry directory ([`Registry`]), or a compacted
+/// Kafka topic that serving pods on many machines follow (`millrace-connectors`).
+pub trait VersionSource: Send + Sync + std::fmt::Debug {
+    /// The names of the models with at least one version, sorted.
+    ///
+    /// # Errors
+    ///
+    /// When the source cannot be read.
+    fn models(&self) -> Result<Vec<String>>;
+
+    /// The versions of a model that can be loaded now, ascending.
+    ///
+    /// # Errors
+    ///
+    /// When the source cannot be read.
+    fn versions(&self, name: &str) -> Result<Vec<u64>>;
+
+    /// Loads and validates a version for serving, sharing memory with `base` where it can.
+    ///
+    /// # Errors
+    ///
+    /// When the version is missing, corrupt or inconsistent.
+    fn load_served(
+        &self,
+        name: &str,
+        version: u64,
+        base: Option<&ServedModel>,
+        pace: LoadPace,
+    ) -> Result<ServedModel>;
+}
+
+impl VersionSource for Registry {
+    fn models(&self) -> Result<Vec<String>> {
+        Registry::models(self)
+    }
+
+    fn versions(&self, name: &str) -> Result<Vec<u64>> {
+        Registry::versions(self, name)
+    }
+
+    fn load_served(
+        &self,
+        name: &str,
+        version: u64,
+        base: Option<&ServedModel>,
+        pace: LoadPace,
+    ) -> Result<ServedModel> {
+        Registry::load_served(self, name, version, base, pace)
+    }
+}
+
+/// How [`Registry::load_served`] loads a version.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LoadPace {
+    /// At most this many chunks of each table get a new block (see [`TableBuilder::new`]).
+    pub new_blocks: usize,
+    /// The share of one core the load may take, in (0, 1]: after each chunk it rests long
+    /// enough that its work is this fraction of its time, so that serving threads keep the
+    /// cores while a version loads. 1 never rests.
+    pub cpu_share: f64,
+}
+
+impl Default for LoadPace {
+    fn default() -> Self {
+        LoadPace {
+            new_blocks: 0,
+            cpu_share: 1.0,
+        }
+    }
+}
+
+impl LoadPace {
+    fn rest_after(&self, worked: Duration) {
+        if self.cpu_share > 0.0 && self.cpu_share < 1.0 {
+            std::thread::sleep(worked.mul_f64(1.0 / self.cpu_share - 1.0));
+        }
     }
 }
 
@@ -628,7 +710,9 @@ mod tests {
             .map(|i| (i % 7) as f32 / 16.0)
             .collect();
         registry.publish(&mut fm).unwrap();
-        let first = registry.load_served("ctr", 1, None, 0).unwrap();
+        let first = registry
+            .load_served("ctr", 1, None, LoadPace::default())
+            .unwrap();
         assert_eq!(first.weights.to_vec(), fm.weights);
         assert_eq!(first.factors.to_vec(), fm.factors);
         assert_eq!(first.meta, fm.meta);
@@ -639,7 +723,9 @@ mod tests {
         next.weights[3 * CHUNK_ROWS + 1] = -0.25;
         next.factors[3 * 70..3 * 71].copy_from_slice(&[0.5, -0.5, 0.75]);
         registry.publish(&mut next).unwrap();
-        let served = registry.load_served("ctr", 2, Some(&first), 0).unwrap();
+        let served = registry
+            .load_served("ctr", 2, Some(&first), LoadPace::default())
+            .unwrap();
         assert_eq!(served.weights.to_vec(), next.weights);
         assert_eq!(served.factors.to_vec(), next.factors);
         let memory = served.memory(Some(&first));
@@ -667,17 +753,23 @@ mod tests {
         let at = bytes.len() - 10;
         bytes[at] ^= 0x40;
         fs::write(&weights, &bytes).unwrap();
-        let err = registry.load_served("ctr", 2, Some(&first), 0).unwrap_err();
+        let err = registry
+            .load_served("ctr", 2, Some(&first), LoadPace::default())
+            .unwrap_err();
         assert!(err.to_string().contains("checksum mismatch"), "{err}");
         let nan = f32::NAN.to_le_bytes();
         let header = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
         bytes[header..header + 4].copy_from_slice(&nan);
         fs::write(&weights, &bytes).unwrap();
-        let err = registry.load_served("ctr", 2, None, 0).unwrap_err();
+        let err = registry
+            .load_served("ctr", 2, None, LoadPace::default())
+            .unwrap_err();
         assert!(err.to_string().contains("not finite"), "{err}");
         bytes.truncate(bytes.len() - 3);
         fs::write(&weights, &bytes).unwrap();
-        assert!(registry.load_served("ctr", 2, None, 0).is_err());
+        assert!(registry
+            .load_served("ctr", 2, None, LoadPace::default())
+            .is_err());
         assert_eq!(first.weights.to_vec(), fm.weights);
     }
 

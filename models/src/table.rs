@@ -92,6 +92,46 @@ impl Table {
         }
     }
 
+    /// A table of `rows × width` values from whole blocks of [`CHUNK_ROWS`] rows each (the
+    /// last one shorter), shared as they are: a table built this way from blocks another table
+    /// also holds shares their memory.
+    ///
+    /// # Errors
+    ///
+    /// When `width` is zero, or the blocks are not the chunks of such a table.
+    pub fn from_blocks(rows: usize, width: usize, blocks: Vec<Arc<[f32]>>) -> Result<Self, String> {
+        if width == 0 {
+            return Err("rows of no values".to_owned());
+        }
+        let chunks = rows.div_ceil(CHUNK_ROWS);
+        if blocks.len() != chunks {
+            return Err(format!(
+                "{} blocks for {rows} rows (want {chunks})",
+                blocks.len()
+            ));
+        }
+        for (i, block) in blocks.iter().enumerate() {
+            let want = (rows - i * CHUNK_ROWS).min(CHUNK_ROWS) * width;
+            if block.len() != want {
+                return Err(format!(
+                    "block {i} holds {} values, not {want}",
+                    block.len()
+                ));
+            }
+        }
+        Ok(Table {
+            width,
+            rows,
+            chunks: blocks
+                .into_iter()
+                .map(|block| Chunk {
+                    block,
+                    patch: Arc::new([]),
+                })
+                .collect(),
+        })
+    }
+
     /// Values per row.
     pub fn width(&self) -> usize {
         self.width
@@ -137,6 +177,35 @@ impl Table {
             *value = chunk.get(start + k);
         }
         f(values)
+    }
+
+    /// The row-major index of the first value that is NaN or infinite, if any.
+    pub fn first_non_finite(&self) -> Option<usize> {
+        let chunk_len = CHUNK_ROWS * self.width;
+        self.chunks.iter().enumerate().find_map(|(c, chunk)| {
+            let in_block = chunk
+                .block
+                .iter()
+                .enumerate()
+                .filter(|(o, _)| {
+                    chunk
+                        .patch
+                        .binary_search_by_key(&(*o as u32), |&(p, _)| p)
+                        .is_err()
+                })
+                .find(|(_, v)| !v.is_finite())
+                .map(|(o, _)| o);
+            let in_patch = chunk
+                .patch
+                .iter()
+                .find(|(_, v)| !v.is_finite())
+                .map(|&(o, _)| o as usize);
+            in_block
+                .into_iter()
+                .chain(in_patch)
+                .min()
+                .map(|o| c * chunk_len + o)
+        })
     }
 
     /// Every value, row-major.

@@ -36,6 +36,6 @@ pub use source::{
     ingest_partitions, now_ms, EventTime, PartitionReader, PartitionStats, Polled, SourceStats,
 };
 pub use train::{
-    Prediction, PublishPolicy, QualitySummary, TrainEvent, TrainOnline, TrainRows, TrainerConfig,
-    TrainerStats, PROGRESSIVE_WINDOW,
+    Mirror, MirrorFn, Prediction, PublishPolicy, QualitySummary, TrainEvent, TrainOnline,
+    TrainRows, TrainerConfig, TrainerStats, PROGRESSIVE_WINDOW,
 };

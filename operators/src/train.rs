@@ -25,7 +25,7 @@ use millrace_models::allreduce::{sum_deltas, DeltaChunk, Replicated};
 use millrace_models::fmap::FeatureUpdate;
 use millrace_models::{
     AucAccumulator, CriteoEvent, CsrBatch, FeatureMap, FeatureSpec, Learner, LearnerParams,
-    LogLoss, Position, Registry, SparseRow, WindowedAuc,
+    LogLoss, ModelArtifact, Position, Registry, SparseRow, WindowedAuc,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{btree_map, BTreeMap};
@@ -53,6 +53,20 @@ pub struct PublishPolicy {
     pub every: Duration,
 }
 
+/// Sends a published version somewhere besides the registry directory; an error is counted in
+/// [`TrainerStats::publish_errors`] and logged, and the next version is sent as usual.
+#[derive(Clone)]
+pub struct Mirror(pub Arc<MirrorFn>);
+
+/// What a [`Mirror`] calls with each published version.
+pub type MirrorFn = dyn Fn(&ModelArtifact) -> Result<(), String> + Send + Sync;
+
+impl std::fmt::Debug for Mirror {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Mirror")
+    }
+}
+
 /// Everything the trainer needs.
 #[derive(Clone, Debug)]
 pub struct TrainerConfig {
@@ -66,6 +80,8 @@ pub struct TrainerConfig {
     pub publish: PublishPolicy,
     /// Where to publish.
     pub registry: Registry,
+    /// Where else each version goes once the registry has it (a registry topic).
+    pub mirror: Option<Mirror>,
     /// Emit every event's prediction (see [`Prediction`]); without, the predictions stream
     /// stays empty.
     pub predictions: bool,
@@ -276,6 +292,7 @@ pub trait TrainOnline<'scope> {
     ///     learner: LearnerParams::Ftrl(FtrlParams::default()),
     ///     publish: PublishPolicy { every_events: 1_000_000, every: Duration::from_secs(3600) },
     ///     registry: Registry::open(&dir).unwrap(),
+    ///     mirror: None,
     ///     predictions: false,
     /// };
     /// let stats = Arc::new(TrainerStats::new());
@@ -360,6 +377,7 @@ pub trait TrainRows<'scope> {
     ///     learner: LearnerParams::Ftrl(FtrlParams::default()),
     ///     publish: PublishPolicy { every_events: 1_000_000, every: Duration::from_secs(3600) },
     ///     registry: registry.clone(),
+    ///     mirror: None,
     ///     predictions: false,
     /// };
     /// let stats = Arc::new(TrainerStats::new());
@@ -1130,6 +1148,12 @@ impl Publisher {
         artifact.meta.progressive_logloss = quality.logloss;
         match self.config.registry.publish(&mut artifact) {
             Ok(version) => {
+                if let Some(Mirror(mirror)) = &self.config.mirror {
+                    if let Err(error) = mirror(&artifact) {
+                        self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(model = %self.config.model, version, %error, "sending a model version to the registry topic failed");
+                    }
+                }
                 self.stats.model_version.store(version, Ordering::Relaxed);
                 self.stats
                     .published_events

@@ -523,6 +523,7 @@ fn train(
             every: Duration::from_secs(3600),
         },
         registry: registry.clone(),
+        mirror: None,
         predictions: false,
     };
     let (tr, tx, st) = (trained.clone(), transitions.clone(), stats.clone());

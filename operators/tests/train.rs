@@ -106,6 +106,7 @@ fn run_dataflow(
             every: Duration::from_secs(3600),
         },
         registry: registry.clone(),
+        mirror: None,
         predictions: true,
     };
     let (records, t, d, dl, p) = (
@@ -332,6 +333,7 @@ fn train_dealt(workers: usize, rows: usize, sync_rows: usize, learner: LearnerPa
             every: Duration::MAX,
         },
         registry: Registry::open(dir.path()).unwrap(),
+        mirror: None,
         predictions: false,
     };
     let model = Arc::new(Mutex::new(None));

@@ -1,14 +1,14 @@
 //! The HTTP API.
 
-use crate::rows::instance_rows;
+use crate::score::score;
 use crate::store::{
     AdminError, Arm, ModelStore, ServedEntry, Traffic, TrafficChange, VersionStats,
 };
 use bytes::Buf;
 use futures_util::{Stream, StreamExt};
 use millrace_models::fmap::TransformCounts;
-use millrace_models::{CriteoFeatures, ServedModel};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::atomic::AtomicU64;
@@ -71,7 +71,8 @@ pub const KEY_HEADER: &str = "x-millrace-key";
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PredictRequest {
-    instances: Vec<serde_json::Value>,
+    /// Each instance as its JSON text: a hashed model reads it straight into features.
+    instances: Vec<Box<RawValue>>,
 }
 
 #[derive(Serialize)]
@@ -152,39 +153,6 @@ fn error(status: StatusCode, message: impl Into<String>) -> Answer {
         json(&serde_json::json!({ "error": message.into() })),
         status,
     )
-}
-
-/// The predictions of `model` for JSON `instances`, with its vocabulary lookups added to
-/// `counts`.
-fn score(
-    model: &ServedModel,
-    instances: &[serde_json::Value],
-    counts: &mut TransformCounts,
-) -> Result<Vec<f32>, String> {
-    match &model.feature_map {
-        // A model of a `map` spec: its own FeatureMap version makes the rows.
-        Some(map) => {
-            let rows = instance_rows(map, instances, counts).map_err(|e| e.to_string())?;
-            Ok((0..rows.len())
-                .map(|i| {
-                    let (indices, values) = rows.row(i);
-                    model.predict_row(indices, values)
-                })
-                .collect())
-        }
-        None => {
-            let mut row = Vec::new();
-            instances
-                .iter()
-                .enumerate()
-                .map(|(i, instance)| {
-                    CriteoFeatures::from_json(instance)
-                        .map(|features| model.predict_with(&features, &mut row))
-                        .map_err(|e| format!("instance {i}: {e}"))
-                })
-                .collect()
-        }
-    }
 }
 
 fn micros(p: f32) -> u64 {
@@ -269,9 +237,15 @@ fn predict_inner(
     let route = entry.route(key).ok_or_else(not_served)?;
     let answer = &route.answer;
     let mut counts = TransformCounts::default();
-    let predictions = score(&answer.model, &request.instances, &mut counts)
-        .map_err(|e| (StatusCode::BAD_REQUEST, e))?;
     let stats = store.stats();
+    let predictions = score(
+        &answer.model,
+        answer.rows.as_ref(),
+        &request.instances,
+        &mut counts,
+        Some(stats),
+    )
+    .map_err(|e| (StatusCode::BAD_REQUEST, e))?;
     stats
         .vocab_lookups
         .fetch_add(counts.lookups, Ordering::Relaxed);
@@ -289,8 +263,9 @@ fn predict_inner(
         let answered = predictions.clone();
         let instances = request.instances;
         tokio::spawn(async move {
-            let Ok(scores) = score(&shadow.model, &instances, &mut TransformCounts::default())
-            else {
+            let mut counts = TransformCounts::default();
+            let cache = shadow.rows.as_ref();
+            let Ok(scores) = score(&shadow.model, cache, &instances, &mut counts, None) else {
                 return;
             };
             let diff: u64 = scores
@@ -551,6 +526,14 @@ fn metrics_text(store: &ModelStore, options: &ServeOptions) -> String {
         ("millrace_serving_vocab_oov_total", &stats.vocab_oov),
         ("millrace_serving_admin_changes_total", &stats.admin_changes),
         ("millrace_serving_unauthorized_total", &stats.unauthorized),
+        (
+            "millrace_serving_row_cache_hits_total",
+            &stats.row_cache_hits,
+        ),
+        (
+            "millrace_serving_row_cache_misses_total",
+            &stats.row_cache_misses,
+        ),
     ];
     for (name, counter) in counters {
         let _ = writeln!(
@@ -614,6 +597,17 @@ fn metrics_text(store: &ModelStore, options: &ServeOptions) -> String {
                 "millrace_serving_traffic_share_percent{{model=\"{}\",version=\"{version}\"}} {}",
                 entry.name,
                 entry.share_percent(*version)
+            );
+        }
+    }
+    text.push_str("# TYPE millrace_serving_row_cache_entries gauge\n");
+    for entry in &entries {
+        for (version, loaded) in &entry.versions {
+            let _ = writeln!(
+                text,
+                "millrace_serving_row_cache_entries{{model=\"{}\",version=\"{version}\"}} {}",
+                entry.name,
+                loaded.cached_rows()
             );
         }
     }

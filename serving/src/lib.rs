@@ -18,11 +18,12 @@
 
 mod api;
 mod rows;
+mod score;
 mod store;
 
 pub use api::{routes, serve, ServeOptions, KEY_HEADER, OPENAPI};
 pub use rows::{instance_rows, InstanceError};
 pub use store::{
     AdminError, Arm, LoadedVersion, ModelStore, RefreshOutcome, Route, ServedEntry, ServingStats,
-    Traffic, TrafficChange, VersionStats,
+    Traffic, TrafficChange, VersionStats, DEFAULT_LOAD_CPU_SHARE, DEFAULT_ROW_CACHE_ENTRIES,
 };

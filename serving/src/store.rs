@@ -1,9 +1,10 @@
 //! The served models: for each, the versions loaded and the traffic policy that routes requests
 //! among them, replaced together atomically.
 
+use crate::score::RowCache;
 use arc_swap::ArcSwap;
 use millrace_models::table::CHUNK_ROWS;
-use millrace_models::{Registry, ServedModel};
+use millrace_models::{LoadPace, ServedModel, VersionSource};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +32,10 @@ pub struct ServingStats {
     pub admin_changes: AtomicU64,
     /// Admin requests refused for a missing or wrong token.
     pub unauthorized: AtomicU64,
+    /// Instances whose row came from a version's cache.
+    pub row_cache_hits: AtomicU64,
+    /// Instances transformed (not in the cache, or no cache).
+    pub row_cache_misses: AtomicU64,
 }
 
 /// Counters of one loaded version: its arm of the traffic and its shadow scoring.
@@ -57,6 +62,15 @@ pub struct LoadedVersion {
     pub stats: VersionStats,
     /// When it was loaded, milliseconds since the Unix epoch.
     pub loaded_unix_ms: u64,
+    /// Its rows by instance text.
+    pub(crate) rows: Option<RowCache>,
+}
+
+impl LoadedVersion {
+    /// Rows in its cache.
+    pub fn cached_rows(&self) -> usize {
+        self.rows.as_ref().map_or(0, RowCache::len)
+    }
 }
 
 /// One arm of a traffic split.
@@ -240,6 +254,13 @@ pub enum AdminError {
     NoOlderVersion(u64),
 }
 
+/// Transformed instances cached per loaded version by default.
+pub const DEFAULT_ROW_CACHE_ENTRIES: usize = 100_000;
+
+/// The share of one core a version's load takes by default: half, so that a swap leaves the
+/// serving threads their cores.
+pub const DEFAULT_LOAD_CPU_SHARE: f64 = 0.5;
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -251,25 +272,43 @@ fn now_ms() -> u64 {
 /// on the snapshot they started with.
 #[derive(Debug)]
 pub struct ModelStore {
-    registry: Registry,
+    registry: Arc<dyn VersionSource>,
     models: ArcSwap<BTreeMap<String, Arc<ServedEntry>>>,
     /// Serializes the writers (the registry poll and the admin API).
     writer: Mutex<()>,
     /// Versions already rejected, so that a bad version is reported once, not on every poll.
     rejected: Mutex<BTreeSet<(String, u64)>>,
     stats: ServingStats,
+    load_cpu_share: f64,
+    row_cache_entries: usize,
 }
 
 impl ModelStore {
-    /// A store that follows `registry`; empty until the first [`ModelStore::refresh`].
-    pub fn new(registry: Registry) -> Self {
+    /// A store that follows `registry` (a directory, or a Kafka topic); empty until the first
+    /// [`ModelStore::refresh`].
+    pub fn new(registry: impl VersionSource + 'static) -> Self {
         ModelStore {
-            registry,
+            registry: Arc::new(registry),
             models: ArcSwap::from_pointee(BTreeMap::new()),
             writer: Mutex::new(()),
             rejected: Mutex::new(BTreeSet::new()),
             stats: ServingStats::default(),
+            load_cpu_share: DEFAULT_LOAD_CPU_SHARE,
+            row_cache_entries: DEFAULT_ROW_CACHE_ENTRIES,
         }
+    }
+
+    /// Caches up to `entries` transformed instances per loaded version (0: no cache).
+    pub fn with_row_cache(mut self, entries: usize) -> Self {
+        self.row_cache_entries = entries;
+        self
+    }
+
+    /// Loads versions taking at most this share of one core (see [`LoadPace::cpu_share`]; 1
+    /// loads at full speed).
+    pub fn with_load_cpu_share(mut self, share: f64) -> Self {
+        self.load_cpu_share = share.clamp(0.01, 1.0);
+        self
     }
 
     /// The serving counters.
@@ -318,12 +357,16 @@ impl ModelStore {
         version: u64,
     ) -> Result<Arc<LoadedVersion>, String> {
         let base = entry.and_then(|e| e.newest()).map(|v| &v.model);
-        let new_blocks = base.map_or(0, |b| b.weights.rows().div_ceil(CHUNK_ROWS).div_ceil(8));
-        match self.registry.load_served(name, version, base, new_blocks) {
+        let pace = LoadPace {
+            new_blocks: base.map_or(0, |b| b.weights.rows().div_ceil(CHUNK_ROWS).div_ceil(8)),
+            cpu_share: self.load_cpu_share,
+        };
+        match self.registry.load_served(name, version, base, pace) {
             Ok(model) => Ok(Arc::new(LoadedVersion {
                 model,
                 stats: VersionStats::default(),
                 loaded_unix_ms: now_ms(),
+                rows: RowCache::new(self.row_cache_entries),
             })),
             Err(error) => {
                 self.stats.rejected_versions.fetch_add(1, Ordering::Relaxed);

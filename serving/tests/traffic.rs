@@ -417,3 +417,67 @@ async fn the_openapi_document_describes_the_routes() {
         }
     }
 }
+
+/// Repeated instances are answered from the version's cache of rows, with the same predictions;
+/// a new version starts an empty cache, and an error names the instance's place in the request.
+#[tokio::test]
+async fn repeated_instances_come_from_the_row_cache() {
+    let server = Server::new(1);
+    let body = r#"{"instances":[{"I1":3,"C1":"68fd1e64"},{"I2":7},{"I1":3,"C1":"68fd1e64"}]}"#;
+    let ask = |body: &'static str| {
+        warp::test::request()
+            .method("POST")
+            .path("/v1/models/ctr:predict")
+            .body(body)
+    };
+    let (status, first) = server.call(ask(body)).await;
+    assert_eq!(status, 200, "{first}");
+    let stats = server.store.stats();
+    assert_eq!(
+        stats.row_cache_misses.load(Relaxed),
+        3,
+        "all new in one request"
+    );
+    assert_eq!(stats.row_cache_hits.load(Relaxed), 0);
+    let (_, again) = server.call(ask(body)).await;
+    assert_eq!(again, first);
+    assert_eq!(stats.row_cache_hits.load(Relaxed), 3);
+    assert_eq!(
+        server.store.entry("ctr").unwrap().versions[&1].cached_rows(),
+        2
+    );
+
+    // Without a cache, the same answers.
+    let uncached = Arc::new(ModelStore::new(server.registry.clone()).with_row_cache(0));
+    uncached.refresh();
+    let reply = ask(body)
+        .reply(&routes(uncached.clone(), ServeOptions::default()))
+        .await;
+    assert_eq!(
+        serde_json::from_slice::<Value>(reply.body()).unwrap(),
+        first
+    );
+    assert_eq!(uncached.stats().row_cache_hits.load(Relaxed), 0);
+
+    // A bad instance after a cached one is named by its place in the request.
+    let (status, json) = server
+        .call(ask(r#"{"instances":[{"I2":7},{"C1":"nothex!!"}]}"#))
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        json["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("instance 1: field `C1`"),
+        "{json}"
+    );
+
+    publish(&server.registry);
+    server.store.refresh();
+    assert_eq!(
+        server.store.entry("ctr").unwrap().versions[&2].cached_rows(),
+        0
+    );
+    let (_, json) = server.call(ask(body)).await;
+    assert_eq!(json["model_version"], 2);
+}

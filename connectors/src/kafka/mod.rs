@@ -5,6 +5,7 @@ mod admin;
 mod config;
 mod embedded;
 mod producer;
+mod registry;
 mod sink;
 mod source;
 #[cfg(test)]
@@ -14,5 +15,8 @@ pub use admin::{create_topics, partition_count, WatermarkProbe};
 pub use config::{client_config, KafkaSourceConfig, EMBEDDED};
 pub use embedded::EmbeddedBroker;
 pub use producer::{LineProducer, RateLimit, MIN_RATE};
+pub use registry::{
+    create_registry_topic, KafkaVersions, Published, RegistryPublisher, PIECE_BYTES,
+};
 pub use sink::{text_headers, Output, OutputSink, EPOCH_HEADER, MESSAGE_TIMEOUT};
 pub use source::KafkaReader;

@@ -73,6 +73,7 @@ pub(crate) fn learn_quietly(builder: JobBuilder, registry: &Path, epoch_ms: u64)
             registry: registry.to_owned(),
             every_events: 1_000_000,
             every_seconds: 3600,
+            registry_topic: None,
         })
         .progress(ProgressSpec {
             epoch_ms,

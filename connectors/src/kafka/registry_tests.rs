@@ -1,0 +1,215 @@
+//! The registry topic against the real broker that `make test` starts.
+
+use super::*;
+use millrace_models::fmap::{FeatureMapSpec, Parser, Schema};
+use millrace_models::table::CHUNK_ROWS;
+use millrace_models::{
+    EventBatch, FeatureMap, FeatureSpec, LoadPace, ModelArtifact, Registry, VersionSource,
+};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn broker() -> String {
+    std::env::var("MILLRACE_TEST_BROKER").expect(
+        "MILLRACE_TEST_BROKER is unset: run the tests with `make test`, which starts the broker",
+    )
+}
+
+fn topic(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let topic = format!("{name}-{}-{nanos}", std::process::id());
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(create_registry_topic(&broker(), &topic))
+        .unwrap();
+    topic
+}
+
+/// Waits until `source` has `version` of `name`.
+fn wait_for(source: &KafkaVersions, name: &str, version: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !source.versions(name).unwrap().contains(&version) {
+        assert!(Instant::now() < deadline, "version {version} never arrived");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Versions published to a directory registry (which numbers them) and to the topic.
+struct Trainer {
+    _dir: tempfile::TempDir,
+    registry: Registry,
+    publisher: RegistryPublisher,
+}
+
+impl Trainer {
+    fn new(topic: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Trainer {
+            registry: Registry::open(dir.path()).unwrap(),
+            _dir: dir,
+            publisher: RegistryPublisher::new(&broker(), topic).unwrap(),
+        }
+    }
+
+    fn publish(&mut self, artifact: &mut ModelArtifact) -> Published {
+        self.registry.publish(artifact).unwrap();
+        self.publisher.publish(artifact).unwrap()
+    }
+}
+
+#[test]
+fn serving_follows_the_topic_and_shares_unchanged_chunks() {
+    let topic = topic("registry");
+    let mut trainer = Trainer::new(&topic);
+    let spec = FeatureSpec::Hashed { hash_bits: 16 };
+    let weights: Vec<f32> = (0..spec.dimension())
+        .map(|i| (i % 11) as f32 / 16.0)
+        .collect();
+    let mut fm = ModelArtifact::new("ctr", spec.clone(), weights);
+    fm.meta.kind = ModelKind::FactorizationMachine { factors: 2 };
+    fm.factors = (0..2 * spec.dimension())
+        .map(|i| (i % 5) as f32 / 8.0)
+        .collect();
+    let first = trainer.publish(&mut fm.clone());
+    assert_eq!((first.chunks_sent, first.chunks), (8, 8), "{first:?}");
+
+    let source = KafkaVersions::follow(&broker(), &topic).unwrap();
+    wait_for(&source, "ctr", 1);
+    let v1 = source
+        .load_served("ctr", 1, None, LoadPace::default())
+        .unwrap();
+    assert_eq!(v1.weights.to_vec(), fm.weights);
+    assert_eq!(v1.factors.to_vec(), fm.factors);
+
+    // Version 2 changes one weight chunk: only that chunk travels, and the reader's version 2
+    // shares every other block with version 1.
+    let mut next = fm.clone();
+    next.weights[2 * CHUNK_ROWS + 3] = -1.0;
+    let sent = trainer.publish(&mut next);
+    assert_eq!(sent.chunks_sent, 1, "{sent:?}");
+    wait_for(&source, "ctr", 2);
+    let v2 = source
+        .load_served("ctr", 2, None, LoadPace::default())
+        .unwrap();
+    assert_eq!(v2.weights.to_vec(), next.weights);
+    let memory = v2.memory(Some(&v1));
+    assert_eq!(memory.block_bytes - memory.shared_bytes, CHUNK_ROWS * 4);
+    let features = millrace_models::CriteoFeatures::default();
+    let mut row = Vec::new();
+    assert_eq!(
+        v2.predict_with(&features, &mut row).to_bits(),
+        next.predict(&features).to_bits()
+    );
+
+    // A reader that starts later reads both versions from the topic.
+    let late = KafkaVersions::follow(&broker(), &topic).unwrap();
+    wait_for(&late, "ctr", 2);
+    assert_eq!(late.versions("ctr").unwrap(), vec![1, 2]);
+    assert_eq!(late.models().unwrap(), vec!["ctr".to_owned()]);
+    let again = late
+        .load_served("ctr", 2, None, LoadPace::default())
+        .unwrap();
+    assert_eq!(again.weights.to_vec(), next.weights);
+}
+
+#[test]
+fn incomplete_and_invalid_versions_are_not_served() {
+    let topic = topic("registry-bad");
+    let mut trainer = Trainer::new(&topic);
+    let spec = FeatureSpec::Hashed { hash_bits: 8 };
+    let mut good = ModelArtifact::new("ctr", spec.clone(), vec![0.5; spec.dimension()]);
+    trainer.publish(&mut good);
+
+    // A manifest whose chunk the topic does not have (as after a publisher died mid-version
+    // and compaction ran), and one naming a non-finite weight.
+    let producer: BaseProducer = client_config(&broker()).create().unwrap();
+    let mut manifest = Manifest {
+        meta: good.meta.clone(),
+        tensors: vec![TensorManifest {
+            name: "weights".to_owned(),
+            rows: spec.dimension(),
+            width: 1,
+            chunks: vec![digest(b"not sent")],
+        }],
+        feature_map: Vec::new(),
+    };
+    manifest.meta.version = 2;
+    let send = |key: &str, payload: &[u8]| {
+        producer
+            .send(
+                BaseRecord::to(&topic)
+                    .key(key)
+                    .payload(payload)
+                    .partition(0),
+            )
+            .unwrap();
+    };
+    send("manifest/ctr", &serde_json::to_vec(&manifest).unwrap());
+    let nan = le_bytes(&vec![f32::NAN; spec.dimension()]);
+    send("chunk/ctr/weights/0", &nan);
+    manifest.meta.version = 3;
+    manifest.tensors[0].chunks = vec![digest(&nan)];
+    send("manifest/ctr", &serde_json::to_vec(&manifest).unwrap());
+    send("manifest/ctr", b"{not json");
+    send("what/is/this", b"");
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    let source = KafkaVersions::follow(&broker(), &topic).unwrap();
+    wait_for(&source, "ctr", 3);
+    assert_eq!(
+        source.versions("ctr").unwrap(),
+        vec![1, 3],
+        "2 is incomplete"
+    );
+    let err = source
+        .load_served("ctr", 3, None, LoadPace::default())
+        .unwrap_err();
+    assert!(err.to_string().contains("not finite"), "{err}");
+    assert!(source
+        .load_served("ctr", 1, None, LoadPace::default())
+        .is_ok());
+}
+
+#[test]
+fn models_of_a_map_spec_carry_their_feature_map_over_the_topic() {
+    let spec = FeatureMapSpec::criteo_default();
+    let layout = spec.compile(&Schema::criteo()).unwrap();
+    let mut parser = Parser::new(&layout);
+    let mut batch = EventBatch::new(39);
+    for i in 0..50 {
+        let line = format!(
+            "1\t{i}{}\tcafe{:04}{}",
+            "\t".repeat(12),
+            i % 7,
+            "\t".repeat(25)
+        );
+        parser.parse_tsv(line.as_bytes(), 0, &mut batch).unwrap();
+    }
+    let map = FeatureMap::fit(layout.clone(), std::slice::from_ref(&batch));
+    let rows = map.transform(&batch, &mut Default::default());
+    let weights: Vec<f32> = (0..layout.dimension)
+        .map(|i| (i % 9) as f32 / 10.0)
+        .collect();
+    let mut model = ModelArtifact::new("ctr", FeatureSpec::Map(spec), weights);
+    model.feature_map = Some(Arc::new(map));
+
+    let topic = topic("registry-map");
+    let mut trainer = Trainer::new(&topic);
+    trainer.publish(&mut model);
+    let source = KafkaVersions::follow(&broker(), &topic).unwrap();
+    wait_for(&source, "ctr", 1);
+    let served = source
+        .load_served("ctr", 1, None, LoadPace::default())
+        .unwrap();
+    assert_eq!(served.feature_map, model.feature_map);
+    let (indices, values) = rows.row(3);
+    assert_eq!(
+        served.predict_row(indices, values).to_bits(),
+        model.predict_row(indices, values).to_bits()
+    );
+}

@@ -1,0 +1,164 @@
+//! Scoring a request's instances with one loaded version, through the version's cache of rows.
+//!
+//! The cache maps an instance's JSON text (hashed, 128 bits) to the sparse row the version's
+//! transform makes of it, so a repeated instance (the same user and item asked again) skips JSON
+//! parsing, vocabulary lookups and hashing. Rows belong to one version (its FeatureMap), so each
+//! loaded version has its own cache, and a swap starts a new one.
+
+use crate::rows::instance_rows;
+use crate::store::ServingStats;
+use millrace_models::fmap::TransformCounts;
+use millrace_models::{CriteoFeatures, ServedModel};
+use serde_json::value::RawValue;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use xxhash_rust::xxh3::xxh3_128;
+
+/// A transformed instance: indices and, for a FeatureMap's rows, their values (a hashed row's
+/// values are all 1).
+#[derive(Debug)]
+struct Row {
+    indices: Box<[u32]>,
+    values: Option<Box<[f32]>>,
+}
+
+/// Rows by instance text, for one version.
+pub(crate) struct RowCache(quick_cache::sync::Cache<u128, Arc<Row>>);
+
+impl std::fmt::Debug for RowCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RowCache")
+            .field("entries", &self.0.len())
+            .field("capacity", &self.0.capacity())
+            .finish()
+    }
+}
+
+impl RowCache {
+    /// A cache of at most `entries` rows; `None` for no cache.
+    pub(crate) fn new(entries: usize) -> Option<Self> {
+        (entries > 0).then(|| RowCache(quick_cache::sync::Cache::new(entries)))
+    }
+
+    /// Rows cached now.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+fn predict(model: &ServedModel, row: &Row) -> f32 {
+    match &row.values {
+        Some(values) => model.predict_row(&row.indices, values),
+        None => model.predict_binary(&row.indices),
+    }
+}
+
+/// The rows of `instances` (all misses of the cache) under `model`.
+fn transform(
+    model: &ServedModel,
+    instances: &[&RawValue],
+    counts: &mut TransformCounts,
+) -> Result<Vec<Row>, String> {
+    match &model.feature_map {
+        // A model of a `map` spec: its own FeatureMap version makes the rows.
+        Some(map) => {
+            let values = instances
+                .iter()
+                .map(|raw| serde_json::from_str(raw.get()))
+                .collect::<Result<Vec<serde_json::Value>, _>>()
+                .map_err(|e| format!("invalid instance: {e}"))?;
+            let rows = instance_rows(map, &values, counts).map_err(|e| e.to_string())?;
+            Ok((0..rows.len())
+                .map(|i| {
+                    let (indices, values) = rows.row(i);
+                    Row {
+                        indices: indices.into(),
+                        values: Some(values.into()),
+                    }
+                })
+                .collect())
+        }
+        None => {
+            let mut indices = Vec::new();
+            instances
+                .iter()
+                .enumerate()
+                .map(|(k, raw)| {
+                    let features = CriteoFeatures::from_json_str(raw.get())
+                        .map_err(|e| format!("instance {k}: {e}"))?;
+                    indices.clear();
+                    model.meta.features.transform(&features, &mut indices);
+                    Ok(Row {
+                        indices: indices.as_slice().into(),
+                        values: None,
+                    })
+                })
+                .collect()
+        }
+    }
+}
+
+/// The predictions of `model` for JSON `instances`, through `cache` when there is one; the
+/// vocabulary lookups of the instances transformed are added to `counts`, and the cache's hits
+/// and misses to `stats` when given.
+///
+/// # Errors
+///
+/// The first instance that is not an event of the model's schema, as `instance {i}: why`.
+pub(crate) fn score(
+    model: &ServedModel,
+    cache: Option<&RowCache>,
+    instances: &[Box<RawValue>],
+    counts: &mut TransformCounts,
+    stats: Option<&ServingStats>,
+) -> Result<Vec<f32>, String> {
+    let Some(cache) = cache else {
+        let all: Vec<&RawValue> = instances.iter().map(|raw| &**raw).collect();
+        return transform(model, &all, counts)
+            .map(|rows| rows.iter().map(|row| predict(model, row)).collect())
+            .map_err(|e| name_instance(e, &(0..instances.len()).collect::<Vec<_>>()));
+    };
+    let mut predictions = vec![0.0; instances.len()];
+    let (mut missed, mut keys, mut positions) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, raw) in instances.iter().enumerate() {
+        let key = xxh3_128(raw.get().as_bytes());
+        match cache.0.get(&key) {
+            Some(row) => predictions[i] = predict(model, &row),
+            None => {
+                missed.push(&**raw);
+                keys.push(key);
+                positions.push(i);
+            }
+        }
+    }
+    if let Some(stats) = stats {
+        let hits = instances.len() - missed.len();
+        stats
+            .row_cache_hits
+            .fetch_add(hits as u64, Ordering::Relaxed);
+        stats
+            .row_cache_misses
+            .fetch_add(missed.len() as u64, Ordering::Relaxed);
+    }
+    if !missed.is_empty() {
+        let rows = transform(model, &missed, counts).map_err(|e| name_instance(e, &positions))?;
+        for ((row, key), i) in rows.into_iter().zip(keys).zip(positions) {
+            predictions[i] = predict(model, &row);
+            cache.0.insert(key, Arc::new(row));
+        }
+    }
+    Ok(predictions)
+}
+
+/// An error of the `k`-th instance transformed (`instance {k}: why`), renamed after the
+/// instance's place in the request.
+fn name_instance(error: String, positions: &[usize]) -> String {
+    if let Some(rest) = error.strip_prefix("instance ") {
+        if let Some((k, why)) = rest.split_once(": ") {
+            if let Some(&i) = k.parse::<usize>().ok().and_then(|k| positions.get(k)) {
+                return format!("instance {i}: {why}");
+            }
+        }
+    }
+    error
+}
