@@ -66,6 +66,9 @@ enum Command {
         /// The share of one core that loading a new version may take (1: full speed).
         #[arg(long, default_value_t = millrace_serving::DEFAULT_LOAD_CPU_SHARE)]
         load_cpu_share: f64,
+        /// Transformed instances cached per loaded version (0: no cache).
+        #[arg(long, default_value_t = millrace_serving::DEFAULT_ROW_CACHE_ENTRIES)]
+        row_cache_entries: usize,
     },
     /// Produce the lines of a file (or `-` for stdin) to a Kafka topic.
     Produce {
@@ -252,6 +255,7 @@ fn run_cli() -> anyhow::Result<()> {
             max_body_bytes,
             request_timeout_ms,
             load_cpu_share,
+            row_cache_entries,
         } => {
             let admin_token = admin_token_file
                 .map(|path| -> anyhow::Result<String> {
@@ -273,7 +277,12 @@ fn run_cli() -> anyhow::Result<()> {
                 admin_token,
                 ..ServeOptions::default()
             };
-            serve(registry, &bind, options, load_cpu_share)
+            serve(
+                registry,
+                &bind,
+                options,
+                (load_cpu_share, row_cache_entries),
+            )
         }
         Command::Produce {
             file,
@@ -483,7 +492,7 @@ fn serve(
     registry: PathBuf,
     bind: &str,
     options: ServeOptions,
-    load_cpu_share: f64,
+    (load_cpu_share, row_cache_entries): (f64, usize),
 ) -> anyhow::Result<()> {
     let store = match registry.to_str().and_then(|r| r.strip_prefix("kafka://")) {
         Some(rest) => {
@@ -497,7 +506,11 @@ fn serve(
         }
         None => ModelStore::new(Registry::open(registry)?),
     };
-    let store = Arc::new(store.with_load_cpu_share(load_cpu_share));
+    let store = Arc::new(
+        store
+            .with_load_cpu_share(load_cpu_share)
+            .with_row_cache(row_cache_entries),
+    );
     let outcome = store.refresh();
     tracing::info!(models = ?outcome.swapped, "loaded");
     let runtime = tokio::runtime::Runtime::new()?;

@@ -790,34 +790,46 @@ fn recover(rejection: Rejection) -> Answer {
 }
 
 /// Serves `store` on `listener` until `shutdown` completes, refreshing the store from its
-/// registry every `options.poll_interval`.
+/// registry every `options.poll_interval` on a loader thread of the lowest priority.
 pub async fn serve(
     store: Arc<ModelStore>,
     listener: tokio::net::TcpListener,
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let refresher = {
-        let store = store.clone();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loader = {
+        let (store, stop) = (store.clone(), stop.clone());
         let interval = options.poll_interval;
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(interval);
-            loop {
-                ticker.tick().await;
-                let store = store.clone();
-                if tokio::task::spawn_blocking(move || store.refresh())
-                    .await
-                    .is_err()
-                {
-                    tracing::error!("model refresh task failed");
+        std::thread::Builder::new()
+            .name("millrace-loader".to_owned())
+            .spawn(move || {
+                lower_priority();
+                while !stop.load(Ordering::Relaxed) {
+                    store.refresh();
+                    std::thread::sleep(interval);
                 }
-            }
-        })
+            })
     };
+    if let Err(error) = &loader {
+        tracing::error!(%error, "cannot start the loader thread: no new versions will be served");
+    }
     warp::serve(routes(store, options))
         .incoming(listener)
         .graceful(shutdown)
         .run()
         .await;
-    refresher.abort();
+    stop.store(true, Ordering::Relaxed);
+    if let Ok(loader) = loader {
+        let _ = tokio::task::spawn_blocking(move || loader.join()).await;
+    }
+}
+
+/// Lowers the calling thread's scheduling priority as far as it goes (Linux: `nice` is per
+/// thread), so that loading a version yields the cores to the threads answering requests.
+fn lower_priority() {
+    #[cfg(unix)]
+    if let Err(error) = rustix::process::nice(19) {
+        tracing::debug!(%error, "cannot lower the loader thread's priority");
+    }
 }
