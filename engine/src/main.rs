@@ -69,6 +69,9 @@ enum Command {
         /// Transformed instances cached per loaded version (0: no cache).
         #[arg(long, default_value_t = millrace_serving::DEFAULT_ROW_CACHE_ENTRIES)]
         row_cache_entries: usize,
+        /// How the weights are held: `f32`, or `q213` (16-bit fixed point, half the memory).
+        #[arg(long, value_enum, default_value_t = Weights::F32)]
+        weights: Weights,
     },
     /// Produce the lines of a file (or `-` for stdin) to a Kafka topic.
     Produce {
@@ -211,6 +214,14 @@ enum Bench {
     },
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Weights {
+    /// 32-bit floats, as trained.
+    F32,
+    /// q2.13 fixed point: 16 bits a number.
+    Q213,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Model {
     /// FTRL-Proximal logistic regression.
@@ -256,6 +267,7 @@ fn run_cli() -> anyhow::Result<()> {
             request_timeout_ms,
             load_cpu_share,
             row_cache_entries,
+            weights,
         } => {
             let admin_token = admin_token_file
                 .map(|path| -> anyhow::Result<String> {
@@ -277,12 +289,8 @@ fn run_cli() -> anyhow::Result<()> {
                 admin_token,
                 ..ServeOptions::default()
             };
-            serve(
-                registry,
-                &bind,
-                options,
-                (load_cpu_share, row_cache_entries),
-            )
+            let store = (load_cpu_share, row_cache_entries, weights == Weights::Q213);
+            serve(registry, &bind, options, store)
         }
         Command::Produce {
             file,
@@ -492,7 +500,7 @@ fn serve(
     registry: PathBuf,
     bind: &str,
     options: ServeOptions,
-    (load_cpu_share, row_cache_entries): (f64, usize),
+    (load_cpu_share, row_cache_entries, fixed_point): (f64, usize, bool),
 ) -> anyhow::Result<()> {
     let store = match registry.to_str().and_then(|r| r.strip_prefix("kafka://")) {
         Some(rest) => {
@@ -509,7 +517,8 @@ fn serve(
     let store = Arc::new(
         store
             .with_load_cpu_share(load_cpu_share)
-            .with_row_cache(row_cache_entries),
+            .with_row_cache(row_cache_entries)
+            .with_fixed_point(fixed_point),
     );
     let outcome = store.refresh();
     tracing::info!(models = ?outcome.swapped, "loaded");

@@ -307,6 +307,21 @@ impl ServedModel {
         )
     }
 
+    /// The model with its weights and factors in q2.13 fixed point (16 bits a number), rounded
+    /// as [`ModelArtifact::to_q213`] rounds them, so it predicts exactly as that model does;
+    /// with how many numbers were clipped to `[-4, 4)`.
+    pub fn to_q213(&self, seed: u64) -> (ServedModel, usize) {
+        let (weights, clipped_weights) = self.weights.to_q213(seed);
+        let (factors, clipped_factors) = self.factors.to_q213(seed ^ 1);
+        let model = ServedModel {
+            meta: self.meta.clone(),
+            weights,
+            factors,
+            feature_map: self.feature_map.clone(),
+        };
+        (model, clipped_weights + clipped_factors)
+    }
+
     /// Problems that make the model unservable, empty when it is consistent (as
     /// [`ModelArtifact::problems`]).
     pub fn problems(&self) -> Vec<String> {

@@ -39,22 +39,40 @@ pub fn decode(code: i16) -> f32 {
     f32::from(code) * STEP
 }
 
+/// Encodes values one after the other with uniform draws from a splitmix64 stream seeded by
+/// `seed`, counting the values clipped.
+#[derive(Clone, Debug)]
+pub struct Quantizer {
+    state: u64,
+    /// Values clipped so far.
+    pub clipped: usize,
+}
+
+impl Quantizer {
+    /// A quantizer whose stream starts from `seed`.
+    pub fn new(seed: u64) -> Self {
+        Quantizer {
+            state: seed,
+            clipped: 0,
+        }
+    }
+
+    /// The code of the next value.
+    pub fn encode(&mut self, value: f32) -> i16 {
+        self.state = splitmix64(self.state);
+        let uniform = (self.state >> 40) as f32 / (1u64 << 24) as f32;
+        let (code, clipped) = encode(value, uniform);
+        self.clipped += usize::from(clipped);
+        code
+    }
+}
+
 /// Encodes `values` with uniform draws from a splitmix64 stream seeded by `seed`; returns the
 /// codes and how many values were clipped.
 pub fn quantize(values: &[f32], seed: u64) -> (Vec<i16>, usize) {
-    let mut state = seed;
-    let mut clipped = 0;
-    let codes = values
-        .iter()
-        .map(|&v| {
-            state = splitmix64(state);
-            let uniform = (state >> 40) as f32 / (1u64 << 24) as f32;
-            let (code, clip) = encode(v, uniform);
-            clipped += usize::from(clip);
-            code
-        })
-        .collect();
-    (codes, clipped)
+    let mut quantizer = Quantizer::new(seed);
+    let codes = values.iter().map(|&v| quantizer.encode(v)).collect();
+    (codes, quantizer.clipped)
 }
 
 #[cfg(test)]

@@ -746,6 +746,17 @@ mod tests {
             served.predict_row(&rows, &values).to_bits(),
             next.predict_row(&rows, &values).to_bits()
         );
+        let (fixed, clipped) = served.to_q213(1);
+        let (want, want_clipped) = next.to_q213(1);
+        assert_eq!(clipped, want_clipped);
+        assert_eq!(
+            fixed.predict_row(&rows, &values).to_bits(),
+            want.predict_row(&rows, &values).to_bits()
+        );
+        assert_eq!(
+            fixed.memory(None).block_bytes * 2,
+            ServedModel::from_artifact(&next).memory(None).block_bytes
+        );
 
         // A corrupt or non-finite version is refused, and the base is untouched.
         let weights = registry.version_dir("ctr", 2).unwrap().join(WEIGHTS);

@@ -22,9 +22,48 @@ pub const CHUNK_ROWS: usize = 1 << 14;
 /// should get a new block: a patch entry takes twice the bytes of a dense value.
 const PATCH_DIVISOR: usize = 8;
 
+/// A chunk's dense values: `f32`, or q2.13 fixed point ([`crate::fixed`]) at half the bytes.
+#[derive(Clone, Debug)]
+enum Block {
+    Float(Arc<[f32]>),
+    Fixed(Arc<[i16]>),
+}
+
+impl Block {
+    fn len(&self) -> usize {
+        match self {
+            Block::Float(values) => values.len(),
+            Block::Fixed(codes) => codes.len(),
+        }
+    }
+
+    #[inline]
+    fn at(&self, offset: usize) -> f32 {
+        match self {
+            Block::Float(values) => values[offset],
+            Block::Fixed(codes) => crate::fixed::decode(codes[offset]),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Block::Float(values) => std::mem::size_of_val(&**values),
+            Block::Fixed(codes) => std::mem::size_of_val(&**codes),
+        }
+    }
+
+    fn same(&self, other: &Block) -> bool {
+        match (self, other) {
+            (Block::Float(a), Block::Float(b)) => Arc::ptr_eq(a, b),
+            (Block::Fixed(a), Block::Fixed(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Chunk {
-    block: Arc<[f32]>,
+    block: Block,
     /// `(offset in the chunk, value)` of the values that differ from `block`, by offset.
     patch: Arc<[(u32, f32)]>,
 }
@@ -32,7 +71,7 @@ struct Chunk {
 impl Chunk {
     fn dense(values: &[f32]) -> Self {
         Chunk {
-            block: values.into(),
+            block: Block::Float(values.into()),
             patch: Arc::new([]),
         }
     }
@@ -47,7 +86,7 @@ impl Chunk {
                 return self.patch[k].1;
             }
         }
-        self.block[offset]
+        self.block.at(offset)
     }
 }
 
@@ -125,7 +164,7 @@ impl Table {
             chunks: blocks
                 .into_iter()
                 .map(|block| Chunk {
-                    block,
+                    block: Block::Float(block),
                     patch: Arc::new([]),
                 })
                 .collect(),
@@ -161,9 +200,8 @@ impl Table {
     pub fn with_row<R>(&self, row: usize, f: impl FnOnce(&[f32]) -> R) -> R {
         let chunk = &self.chunks[row / CHUNK_ROWS];
         let start = (row % CHUNK_ROWS) * self.width;
-        let dense = &chunk.block[start..start + self.width];
-        if chunk.patch.is_empty() {
-            return f(dense);
+        if let (Block::Float(values), true) = (&chunk.block, chunk.patch.is_empty()) {
+            return f(&values[start..start + self.width]);
         }
         let mut scratch = [0.0f32; 32];
         let mut heap = Vec::new();
@@ -183,18 +221,14 @@ impl Table {
     pub fn first_non_finite(&self) -> Option<usize> {
         let chunk_len = CHUNK_ROWS * self.width;
         self.chunks.iter().enumerate().find_map(|(c, chunk)| {
-            let in_block = chunk
-                .block
-                .iter()
-                .enumerate()
-                .filter(|(o, _)| {
+            let in_block = (0..chunk.block.len())
+                .filter(|&o| {
                     chunk
                         .patch
-                        .binary_search_by_key(&(*o as u32), |&(p, _)| p)
+                        .binary_search_by_key(&(o as u32), |&(p, _)| p)
                         .is_err()
                 })
-                .find(|(_, v)| !v.is_finite())
-                .map(|(o, _)| o);
+                .find(|&o| !chunk.block.at(o).is_finite());
             let in_patch = chunk
                 .patch
                 .iter()
@@ -208,6 +242,32 @@ impl Table {
         })
     }
 
+    /// The table in q2.13 fixed point (half the bytes), every value rounded by
+    /// [`crate::fixed::Quantizer`] from `seed` in row-major order, as
+    /// [`crate::fixed::quantize`] rounds the same values; with how many were clipped.
+    pub fn to_q213(&self, seed: u64) -> (Table, usize) {
+        let mut quantizer = crate::fixed::Quantizer::new(seed);
+        let chunks = self
+            .chunks
+            .iter()
+            .map(|chunk| {
+                let codes: Arc<[i16]> = (0..chunk.block.len())
+                    .map(|k| quantizer.encode(chunk.get(k)))
+                    .collect();
+                Chunk {
+                    block: Block::Fixed(codes),
+                    patch: Arc::new([]),
+                }
+            })
+            .collect();
+        let table = Table {
+            width: self.width,
+            rows: self.rows,
+            chunks,
+        };
+        (table, quantizer.clipped)
+    }
+
     /// Every value, row-major.
     pub fn to_vec(&self) -> Vec<f32> {
         (0..self.rows * self.width)
@@ -219,12 +279,12 @@ impl Table {
     pub fn memory(&self, other: Option<&Table>) -> TableMemory {
         let mut memory = TableMemory::default();
         for (i, chunk) in self.chunks.iter().enumerate() {
-            let block = chunk.block.len() * size_of::<f32>();
+            let block = chunk.block.bytes();
             let patch = std::mem::size_of_val(&*chunk.patch);
             memory.block_bytes += block;
             memory.patch_bytes += patch;
             if let Some(theirs) = other.and_then(|t| t.chunks.get(i)) {
-                if Arc::ptr_eq(&chunk.block, &theirs.block) {
+                if chunk.block.same(&theirs.block) {
                     memory.shared_bytes += block;
                 }
                 if patch > 0 && Arc::ptr_eq(&chunk.patch, &theirs.patch) {
@@ -308,10 +368,9 @@ impl<'a> TableBuilder<'a> {
         };
         let patch: Vec<(u32, f32)> = values
             .iter()
-            .zip(old.block.iter())
             .enumerate()
-            .filter(|(_, (new, old))| new.to_bits() != old.to_bits())
-            .map(|(k, (&new, _))| (k as u32, new))
+            .filter(|&(k, new)| new.to_bits() != old.block.at(k).to_bits())
+            .map(|(k, &new)| (k as u32, new))
             .collect();
         let same_patch = patch.len() == old.patch.len()
             && patch
@@ -399,6 +458,29 @@ mod tests {
         let memory = renewed.memory(Some(&next));
         assert_eq!(memory.shared_bytes, (rows - CHUNK_ROWS) * 4 + 2 * 8);
         assert_eq!(memory.patch_bytes, 2 * 8);
+    }
+
+    #[test]
+    fn fixed_point_tables_round_as_quantize_does_at_half_the_bytes() {
+        let values: Vec<f32> = (0..2 * CHUNK_ROWS + 9)
+            .map(|i| ((i % 97) as f32 - 48.0) / 10.0)
+            .collect();
+        let base = build(&values, 1, None, 0);
+        let mut changed = values.clone();
+        changed[3] = 0.125;
+        let table = build(&changed, 1, Some(&base), 0);
+        let (fixed, clipped) = table.to_q213(5);
+        let (codes, want_clipped) = crate::fixed::quantize(&changed, 5);
+        assert_eq!(clipped, want_clipped);
+        assert!(clipped > 0, "values below -4 are clipped");
+        let decoded: Vec<f32> = codes.into_iter().map(crate::fixed::decode).collect();
+        assert_eq!(fixed.to_vec(), decoded);
+        assert_eq!(
+            fixed.memory(None).block_bytes * 2,
+            table.memory(None).block_bytes
+        );
+        assert_eq!(fixed.memory(None).patch_bytes, 0);
+        fixed.with_row(3, |row| assert_eq!(row, &decoded[3..4]));
     }
 
     #[test]

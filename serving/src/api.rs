@@ -600,6 +600,18 @@ fn metrics_text(store: &ModelStore, options: &ServeOptions) -> String {
             );
         }
     }
+    text.push_str("# TYPE millrace_serving_model_bytes gauge\n");
+    for entry in &entries {
+        for (version, loaded) in &entry.versions {
+            let memory = loaded.model.memory(None);
+            let _ = writeln!(
+                text,
+                "millrace_serving_model_bytes{{model=\"{}\",version=\"{version}\"}} {}",
+                entry.name,
+                memory.block_bytes + memory.patch_bytes
+            );
+        }
+    }
     text.push_str("# TYPE millrace_serving_row_cache_entries gauge\n");
     for entry in &entries {
         for (version, loaded) in &entry.versions {

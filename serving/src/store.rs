@@ -254,6 +254,9 @@ pub enum AdminError {
     NoOlderVersion(u64),
 }
 
+/// The seed of the randomized rounding to fixed point (as `bench online --q213`).
+const Q213_SEED: u64 = 1;
+
 /// Transformed instances cached per loaded version by default.
 pub const DEFAULT_ROW_CACHE_ENTRIES: usize = 100_000;
 
@@ -281,6 +284,7 @@ pub struct ModelStore {
     stats: ServingStats,
     load_cpu_share: f64,
     row_cache_entries: usize,
+    fixed_point: bool,
 }
 
 impl ModelStore {
@@ -295,7 +299,16 @@ impl ModelStore {
             stats: ServingStats::default(),
             load_cpu_share: DEFAULT_LOAD_CPU_SHARE,
             row_cache_entries: DEFAULT_ROW_CACHE_ENTRIES,
+            fixed_point: false,
         }
+    }
+
+    /// Serves the weights and factors in q2.13 fixed point: half the memory, and the
+    /// predictions of [`millrace_models::ModelArtifact::to_q213`] (`bench online --q213`
+    /// measures what that costs in AUC). Versions then load whole, without sharing blocks.
+    pub fn with_fixed_point(mut self, fixed_point: bool) -> Self {
+        self.fixed_point = fixed_point;
+        self
     }
 
     /// Caches up to `entries` transformed instances per loaded version (0: no cache).
@@ -356,12 +369,28 @@ impl ModelStore {
         entry: Option<&ServedEntry>,
         version: u64,
     ) -> Result<Arc<LoadedVersion>, String> {
-        let base = entry.and_then(|e| e.newest()).map(|v| &v.model);
+        let base = entry
+            .and_then(|e| e.newest())
+            .map(|v| &v.model)
+            .filter(|_| !self.fixed_point);
         let pace = LoadPace {
             new_blocks: base.map_or(0, |b| b.weights.rows().div_ceil(CHUNK_ROWS).div_ceil(8)),
             cpu_share: self.load_cpu_share,
         };
-        match self.registry.load_served(name, version, base, pace) {
+        let loaded = self
+            .registry
+            .load_served(name, version, base, pace)
+            .map(|model| {
+                if !self.fixed_point {
+                    return model;
+                }
+                let (fixed, clipped) = model.to_q213(Q213_SEED);
+                if clipped > 0 {
+                    tracing::warn!(model = %name, version, clipped, "weights outside [-4, 4) clipped to fixed point");
+                }
+                fixed
+            });
+        match loaded {
             Ok(model) => Ok(Arc::new(LoadedVersion {
                 model,
                 stats: VersionStats::default(),

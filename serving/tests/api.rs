@@ -272,3 +272,45 @@ async fn a_body_that_never_arrives_gets_a_408() {
     stop.send(()).unwrap();
     server.await.unwrap();
 }
+
+/// With fixed-point weights a model answers as its q2.13 rounding does, in half the bytes.
+#[tokio::test]
+async fn fixed_point_weights_answer_as_the_rounded_model_in_half_the_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::open(dir.path()).unwrap();
+    let weights: Vec<f32> = (0..SPEC.dimension())
+        .map(|i| ((i % 37) as f32 - 18.0) / 300.0)
+        .collect();
+    let mut artifact = ModelArtifact::new("ctr", SPEC, weights);
+    registry.publish(&mut artifact).unwrap();
+    let float = Arc::new(ModelStore::new(registry.clone()));
+    let fixed = Arc::new(ModelStore::new(registry).with_fixed_point(true));
+    float.refresh();
+    fixed.refresh();
+    let body = r#"{"instances":[{"I1":3,"C1":"68fd1e64"},{"I2":11,"C3":"0000beef"},{}]}"#;
+    let (_, exact) = predict(&float, body).await;
+    let (status, rounded) = predict(&fixed, body).await;
+    assert_eq!(status, 200, "{rounded}");
+    let (want, clipped) = artifact.to_q213(1);
+    assert_eq!(clipped, 0);
+    for (i, instance) in [
+        serde_json::json!({"I1": 3, "C1": "68fd1e64"}),
+        serde_json::json!({"I2": 11, "C3": "0000beef"}),
+        serde_json::json!({}),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let features = millrace_models::CriteoFeatures::from_json(instance).unwrap();
+        let p = rounded["predictions"][i].as_f64().unwrap();
+        assert_eq!(p as f32, want.predict(&features), "instance {i}");
+        assert_ne!(rounded["predictions"][i], exact["predictions"][i]);
+    }
+    let bytes = |store: &Arc<ModelStore>| {
+        store.entry("ctr").unwrap().versions[&1]
+            .model
+            .memory(None)
+            .block_bytes
+    };
+    assert_eq!(bytes(&fixed) * 2, bytes(&float));
+}
