@@ -60,10 +60,10 @@ until curl -sf "http://$ADDR_UNCACHED/readyz" >/dev/null; do sleep 0.2; done
 uncached=$(wrk_json -t1 -c16 -d10s -s perf/wrk/predict.lua "http://$ADDR_UNCACHED/v1/models/ctr:predict")
 kill "$UNCACHED"; wait "$UNCACHED" 2>/dev/null || true
 
-# About half the (cached) saturation rate, paced: connections each waiting 1 ms before each
-# request, 1.3 per thousand requests a second (a request takes about 0.3 ms).
+# About half the (cached) saturation rate, paced: connections each waiting 1 ms on average
+# before each request, 1.8 per thousand requests a second (a request takes about 0.5 ms).
 half=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['qps'] / 2)" "$predict")
-conns=$(python3 -c "import math,sys; print(max(1, math.ceil(float(sys.argv[1]) * 1.3 / 1000)))" "$half")
+conns=$(python3 -c "import math,sys; print(max(1, math.ceil(float(sys.argv[1]) * 1.8 / 1000)))" "$half")
 pace=1
 steady=$(PACE_MS=$pace wrk_json -t1 -c"$conns" -d10s -s perf/wrk/predict.lua "$predict_url")
 steady_rss=$(rss VmRSS)
