@@ -18,16 +18,25 @@ pub async fn create_topics(
     topics: &[&str],
     partitions: i32,
 ) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap_servers)
-        .create()
-        .map_err(kafka("admin"))?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
         .collect();
+    create_new_topics(bootstrap_servers, &new).await
+}
+
+/// Creates `new` topics, skipping those that exist.
+///
+/// # Errors
+///
+/// As [`create_topics`].
+pub(crate) async fn create_new_topics(bootstrap_servers: &str, new: &[NewTopic<'_>]) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap_servers)
+        .create()
+        .map_err(kafka("admin"))?;
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin
-        .create_topics(&new, &options)
+        .create_topics(new, &options)
         .await
         .map_err(kafka("admin"))?;
     for result in results {

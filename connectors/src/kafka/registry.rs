@@ -16,13 +16,13 @@
 //! versions, like a version loaded from a directory ([`millrace_models::table`]).
 
 use crate::error::{kafka, Error, Result};
+use crate::kafka::admin::create_new_topics;
 use crate::kafka::config::client_config;
 use millrace_models::artifact::ModelKind;
 use millrace_models::fmap::FeatureMap;
 use millrace_models::table::{Table, CHUNK_ROWS};
 use millrace_models::{LoadPace, ModelArtifact, ModelMeta, ServedModel, VersionSource};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
@@ -127,26 +127,8 @@ impl std::fmt::Debug for RegistryPublisher {
 ///
 /// When the broker cannot be reached or refuses the topic.
 pub async fn create_registry_topic(bootstrap_servers: &str, topic: &str) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap_servers)
-        .create()
-        .map_err(kafka("registry admin"))?;
     let new = NewTopic::new(topic, 1, TopicReplication::Fixed(1)).set("cleanup.policy", "compact");
-    let results = admin
-        .create_topics(&[new], &AdminOptions::new())
-        .await
-        .map_err(kafka("registry admin"))?;
-    for result in results {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => {
-                return Err(Error::CreateTopic {
-                    topic,
-                    reason: code.to_string(),
-                })
-            }
-        }
-    }
-    Ok(())
+    create_new_topics(bootstrap_servers, &[new]).await
 }
 
 impl RegistryPublisher {
