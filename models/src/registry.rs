@@ -514,18 +514,29 @@ fn read_feature_map(dir: &Path, meta: &ModelMeta) -> Result<Option<Arc<FeatureMa
     };
     let path = dir.join(FEATURE_MAP);
     let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
-    if hex(&Sha256::digest(&bytes)) != stored.sha256 {
-        return Err(Error::invalid(&path, "checksum mismatch"));
-    }
-    let map: FeatureMap =
-        serde_json::from_slice(&bytes).map_err(|e| Error::invalid(&path, e.to_string()))?;
-    if map.version != stored.version {
-        return Err(Error::invalid(
-            &path,
-            "another FeatureMap version than meta.json names",
-        ));
-    }
+    let map = stored
+        .read(&bytes)
+        .map_err(|reason| Error::invalid(&path, reason))?;
     Ok(Some(Arc::new(map)))
+}
+
+impl FeatureMapMeta {
+    /// The FeatureMap stored as `bytes` (its JSON), checked against this record of it: the
+    /// checksum and the version.
+    ///
+    /// # Errors
+    ///
+    /// Why the bytes are not the FeatureMap this names.
+    pub fn read(&self, bytes: &[u8]) -> std::result::Result<FeatureMap, String> {
+        if hex(&Sha256::digest(bytes)) != self.sha256 {
+            return Err("FeatureMap checksum mismatch".to_owned());
+        }
+        let map: FeatureMap = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if map.version != self.version {
+            return Err("another FeatureMap version than the metadata names".to_owned());
+        }
+        Ok(map)
+    }
 }
 
 /// Creates `dir` with the given files, each flushed to disk, and the directory itself flushed,

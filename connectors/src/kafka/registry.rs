@@ -19,7 +19,6 @@ use crate::error::{kafka, Error, Result};
 use crate::kafka::admin::create_new_topics;
 use crate::kafka::config::client_config;
 use millrace_models::artifact::ModelKind;
-use millrace_models::fmap::FeatureMap;
 use millrace_models::table::{Table, CHUNK_ROWS};
 use millrace_models::{LoadPace, ModelArtifact, ModelMeta, ServedModel, VersionSource};
 use rdkafka::admin::{NewTopic, TopicReplication};
@@ -29,7 +28,6 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -511,14 +509,11 @@ impl VersionSource for KafkaVersions {
             .ok_or_else(|| self.invalid(name, version, "no weights"))?;
         let factors = tables.next().unwrap_or_default();
         let feature_map = match (&snapshot.feature_map, &snapshot.meta.feature_map) {
-            (Some(json), Some(stored)) => {
-                if hex(&Sha256::digest(json)) != stored.sha256 {
-                    return Err(self.invalid(name, version, "FeatureMap checksum mismatch"));
-                }
-                let map: FeatureMap = serde_json::from_slice(json)
-                    .map_err(|e| self.invalid(name, version, e.to_string()))?;
-                Some(Arc::new(map))
-            }
+            (Some(json), Some(stored)) => Some(Arc::new(
+                stored
+                    .read(json)
+                    .map_err(|reason| self.invalid(name, version, reason))?,
+            )),
             (None, None) => None,
             _ => return Err(self.invalid(name, version, "FeatureMap missing or unexpected")),
         };
@@ -534,10 +529,6 @@ impl VersionSource for KafkaVersions {
         }
         Ok(model)
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
