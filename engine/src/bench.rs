@@ -9,7 +9,8 @@
 
 use crate::error::{Error, Result};
 use millrace_models::{
-    exact_auc, CriteoEvent, FeatureSpec, FtrlParams, Learner, LearnerParams, LogLoss, Registry,
+    exact_auc, CriteoEvent, FeatureSpec, FtrlParams, Learner, LearnerParams, LogLoss,
+    ModelArtifact, Registry,
 };
 use millrace_operators::{PublishPolicy, TrainOnline, TrainerConfig, TrainerStats};
 use serde::Serialize;
@@ -46,21 +47,25 @@ pub struct OnlineBench {
     /// With `--q213`: the model's weights (and factors) in q2.13 fixed point, scored on the
     /// same holdout.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub q213: Option<FixedPointFigures>,
+    pub q213: Option<RoundedFigures>,
+    /// With `--int8`: the model's weights (and factors) in 8 bits with a scale per group, as
+    /// `millrace serve --weights int8` holds them, scored on the same holdout.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub int8: Option<RoundedFigures>,
 }
 
-/// What storing a model's numbers in q2.13 fixed point saves and costs.
+/// What holding a model's numbers in fewer bits saves and costs.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct FixedPointFigures {
+pub struct RoundedFigures {
     /// Bytes of the weights and factors as `f32`.
     pub f32_bytes: u64,
-    /// Bytes of the same numbers in q2.13 (16 bits each).
-    pub q213_bytes: u64,
-    /// Numbers outside `[-4, 4)`, clipped.
+    /// Bytes of the same numbers rounded (with their scales, for int8).
+    pub bytes: u64,
+    /// Numbers clipped to the encoding's range (q2.13's `[-4, 4)`; int8 clips none).
     pub clipped: u64,
-    /// Holdout AUC of the fixed-point model.
+    /// Holdout AUC of the rounded model.
     pub holdout_auc: Option<f64>,
-    /// Holdout log-loss of the fixed-point model.
+    /// Holdout log-loss of the rounded model.
     pub holdout_logloss: Option<f64>,
 }
 
@@ -79,6 +84,8 @@ pub struct OnlineBenchConfig {
     pub sync_rows: usize,
     /// Also score the holdout with the model rounded to q2.13 fixed point.
     pub q213: bool,
+    /// Also score the holdout with the model rounded to 8 bits ([`millrace_models::int8`]).
+    pub int8: bool,
     /// With a registry and one worker: also publish a version every this many training rows,
     /// as the job does every epoch (for serving benchmarks of hot swaps).
     pub publish_every: Option<usize>,
@@ -164,16 +171,18 @@ pub fn online(
         test_loss.add(p, event.label);
         test_preds.push(p);
         test_labels.push(event.label);
-        if config.q213 {
+        if config.q213 || config.int8 {
             test_rows.push(row.clone());
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    // Untimed: the same holdout scored by the model in q2.13 fixed point.
-    let q213 = config.q213.then(|| {
-        let model = learner.to_artifact("bench", config.features.clone());
-        let (fixed, clipped) = model.to_q213(1);
-        let numbers = (model.weights.len() + model.factors.len()) as u64;
+    // Untimed: the same holdout scored by the model rounded to fewer bits.
+    let model =
+        (config.q213 || config.int8).then(|| learner.to_artifact("bench", config.features.clone()));
+    let numbers = model
+        .as_ref()
+        .map_or(0, |m| (m.weights.len() + m.factors.len()) as u64);
+    let rounded = |rounded: &ModelArtifact, bytes: u64, clipped: usize| {
         let mut loss = LogLoss::default();
         let mut ones = Vec::new();
         let preds: Vec<f32> = test_rows
@@ -181,18 +190,27 @@ pub fn online(
             .zip(&test_labels)
             .map(|(row, &label)| {
                 ones.resize(row.len(), 1.0);
-                let p = fixed.predict_row(row, &ones);
+                let p = rounded.predict_row(row, &ones);
                 loss.add(p, label);
                 p
             })
             .collect();
-        FixedPointFigures {
+        RoundedFigures {
             f32_bytes: numbers * 4,
-            q213_bytes: numbers * 2,
+            bytes,
             clipped: clipped as u64,
             holdout_auc: exact_auc(&preds, &test_labels),
             holdout_logloss: loss.mean(),
         }
+    };
+    let q213 = model.as_ref().filter(|_| config.q213).map(|model| {
+        let (fixed, clipped) = model.to_q213(1);
+        rounded(&fixed, numbers * 2, clipped)
+    });
+    let int8 = model.as_ref().filter(|_| config.int8).map(|model| {
+        let groups = model.weights.len().div_ceil(millrace_models::int8::GROUP)
+            + model.factors.len().div_ceil(millrace_models::int8::GROUP);
+        rounded(&model.to_int8(), numbers + groups as u64 * 4, 0)
     });
     Ok(OnlineBench {
         rows,
@@ -206,6 +224,7 @@ pub fn online(
         holdout_logloss: test_loss.mean(),
         published_version: trained.published_version,
         q213,
+        int8,
     })
 }
 

@@ -7,7 +7,7 @@ use millrace_engine::bench::{self, OnlineBenchConfig};
 use millrace_engine::{Cluster, Job, JobSpec, RunOptions};
 use millrace_models::synth::CriteoGenerator;
 use millrace_models::{FeatureMapSpec, FeatureSpec, FmParams, FtrlParams, LearnerParams, Registry};
-use millrace_serving::{ModelStore, ServeOptions};
+use millrace_serving::{ModelStore, Precision, ServeOptions};
 use std::io::{BufRead, BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -69,7 +69,8 @@ enum Command {
         /// Transformed instances cached per loaded version (0: no cache).
         #[arg(long, default_value_t = millrace_serving::DEFAULT_ROW_CACHE_ENTRIES)]
         row_cache_entries: usize,
-        /// How the weights are held: `f32`, or `q213` (16-bit fixed point, half the memory).
+        /// How the weights are held: `f32`, `q213` (16-bit fixed point, half the memory) or
+        /// `int8` (8 bits with a scale per 256 numbers, about a quarter).
         #[arg(long, value_enum, default_value_t = Weights::F32)]
         weights: Weights,
     },
@@ -201,6 +202,9 @@ enum Bench {
         /// Also score the holdout with the model's numbers in q2.13 fixed point (16 bits).
         #[arg(long)]
         q213: bool,
+        /// Also score the holdout with the model's numbers in 8 bits (a scale per 256).
+        #[arg(long)]
+        int8: bool,
         /// Publish the trained model to this registry directory.
         #[arg(long)]
         registry: Option<PathBuf>,
@@ -220,6 +224,8 @@ enum Weights {
     F32,
     /// q2.13 fixed point: 16 bits a number.
     Q213,
+    /// 8-bit codes with a scale per 256 numbers.
+    Int8,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -289,7 +295,12 @@ fn run_cli() -> anyhow::Result<()> {
                 admin_token,
                 ..ServeOptions::default()
             };
-            let store = (load_cpu_share, row_cache_entries, weights == Weights::Q213);
+            let precision = match weights {
+                Weights::F32 => Precision::F32,
+                Weights::Q213 => Precision::Q213,
+                Weights::Int8 => Precision::Int8,
+            };
+            let store = (load_cpu_share, row_cache_entries, precision);
             serve(registry, &bind, options, store)
         }
         Command::Produce {
@@ -381,6 +392,7 @@ fn run_cli() -> anyhow::Result<()> {
                     l1,
                     l2,
                     q213,
+                    int8,
                     registry,
                     name,
                     publish_every,
@@ -417,6 +429,7 @@ fn run_cli() -> anyhow::Result<()> {
                 workers,
                 sync_rows,
                 q213,
+                int8,
                 publish_every,
             };
             let registry = registry.map(Registry::open).transpose()?;
@@ -500,7 +513,7 @@ fn serve(
     registry: PathBuf,
     bind: &str,
     options: ServeOptions,
-    (load_cpu_share, row_cache_entries, fixed_point): (f64, usize, bool),
+    (load_cpu_share, row_cache_entries, precision): (f64, usize, Precision),
 ) -> anyhow::Result<()> {
     let store = match registry.to_str().and_then(|r| r.strip_prefix("kafka://")) {
         Some(rest) => {
@@ -518,7 +531,7 @@ fn serve(
         store
             .with_load_cpu_share(load_cpu_share)
             .with_row_cache(row_cache_entries)
-            .with_fixed_point(fixed_point),
+            .with_precision(precision),
     );
     let outcome = store.refresh();
     tracing::info!(models = ?outcome.swapped, "loaded");

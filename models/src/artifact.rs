@@ -135,6 +135,15 @@ impl ModelArtifact {
         (model, clipped_weights + clipped_factors)
     }
 
+    /// The model with its weights and factors rounded to 8 bits with a scale per group
+    /// ([`crate::int8`]) and decoded back, as a model served with `--weights int8` predicts.
+    pub fn to_int8(&self) -> ModelArtifact {
+        let mut model = self.clone();
+        model.weights = crate::int8::round_trip(&self.weights);
+        model.factors = crate::int8::round_trip(&self.factors);
+        model
+    }
+
     /// The click probability of one event, for a hashed spec (a `map` model's rows come from
     /// its [`ModelArtifact::feature_map`]: see [`ModelArtifact::predict_row`]).
     pub fn predict(&self, features: &CriteoFeatures) -> f32 {
@@ -320,6 +329,18 @@ impl ServedModel {
             feature_map: self.feature_map.clone(),
         };
         (model, clipped_weights + clipped_factors)
+    }
+
+    /// The model with its weights and factors in 8-bit codes with a scale per group (about a
+    /// quarter of the bytes), rounded as [`ModelArtifact::to_int8`] rounds them, so it
+    /// predicts exactly as that model does.
+    pub fn to_int8(&self) -> ServedModel {
+        ServedModel {
+            meta: self.meta.clone(),
+            weights: self.weights.to_int8(),
+            factors: self.factors.to_int8(),
+            feature_map: self.feature_map.clone(),
+        }
     }
 
     /// Problems that make the model unservable, empty when it is consistent (as

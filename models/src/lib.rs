@@ -18,6 +18,7 @@ pub mod fm;
 pub mod fmap;
 pub mod ftrl;
 mod hash;
+pub mod int8;
 pub mod labels;
 pub mod learner;
 pub mod record;

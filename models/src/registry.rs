@@ -768,6 +768,12 @@ mod tests {
             fixed.memory(None).block_bytes * 2,
             ServedModel::from_artifact(&next).memory(None).block_bytes
         );
+        let (int8, want) = (served.to_int8(), next.to_int8());
+        assert_eq!(
+            int8.predict_row(&rows, &values).to_bits(),
+            want.predict_row(&rows, &values).to_bits()
+        );
+        assert_ne!(want.weights, next.weights, "the weights were rounded");
 
         // A corrupt or non-finite version is refused, and the base is untouched.
         let weights = registry.version_dir("ctr", 2).unwrap().join(WEIGHTS);

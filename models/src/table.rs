@@ -22,11 +22,16 @@ pub const CHUNK_ROWS: usize = 1 << 14;
 /// should get a new block: a patch entry takes twice the bytes of a dense value.
 const PATCH_DIVISOR: usize = 8;
 
-/// A chunk's dense values: `f32`, or q2.13 fixed point ([`crate::fixed`]) at half the bytes.
+/// A chunk's dense values: `f32`, q2.13 fixed point ([`crate::fixed`]) at half the bytes, or
+/// 8-bit codes with a scale per group ([`crate::int8`]) at about a quarter.
 #[derive(Clone, Debug)]
 enum Block {
     Float(Arc<[f32]>),
     Fixed(Arc<[i16]>),
+    Int8 {
+        codes: Arc<[i8]>,
+        scales: Arc<[f32]>,
+    },
 }
 
 impl Block {
@@ -34,6 +39,7 @@ impl Block {
         match self {
             Block::Float(values) => values.len(),
             Block::Fixed(codes) => codes.len(),
+            Block::Int8 { codes, .. } => codes.len(),
         }
     }
 
@@ -42,6 +48,9 @@ impl Block {
         match self {
             Block::Float(values) => values[offset],
             Block::Fixed(codes) => crate::fixed::decode(codes[offset]),
+            Block::Int8 { codes, scales } => {
+                crate::int8::decode(codes[offset], scales[offset / crate::int8::GROUP])
+            }
         }
     }
 
@@ -49,6 +58,9 @@ impl Block {
         match self {
             Block::Float(values) => std::mem::size_of_val(&**values),
             Block::Fixed(codes) => std::mem::size_of_val(&**codes),
+            Block::Int8 { codes, scales } => {
+                std::mem::size_of_val(&**codes) + std::mem::size_of_val(&**scales)
+            }
         }
     }
 
@@ -56,6 +68,7 @@ impl Block {
         match (self, other) {
             (Block::Float(a), Block::Float(b)) => Arc::ptr_eq(a, b),
             (Block::Fixed(a), Block::Fixed(b)) => Arc::ptr_eq(a, b),
+            (Block::Int8 { codes: a, .. }, Block::Int8 { codes: b, .. }) => Arc::ptr_eq(a, b),
             _ => false,
         }
     }
@@ -266,6 +279,31 @@ impl Table {
             chunks,
         };
         (table, quantizer.clipped)
+    }
+
+    /// The table in 8-bit codes with a scale per group of [`crate::int8::GROUP`] values (about a
+    /// quarter of the bytes), rounded as [`crate::int8::quantize`] rounds the same values.
+    pub fn to_int8(&self) -> Table {
+        let chunks = self
+            .chunks
+            .iter()
+            .map(|chunk| {
+                let values: Vec<f32> = (0..chunk.block.len()).map(|k| chunk.get(k)).collect();
+                let (codes, scales) = crate::int8::quantize(&values);
+                Chunk {
+                    block: Block::Int8 {
+                        codes: codes.into(),
+                        scales: scales.into(),
+                    },
+                    patch: Arc::new([]),
+                }
+            })
+            .collect();
+        Table {
+            width: self.width,
+            rows: self.rows,
+            chunks,
+        }
     }
 
     /// Every value, row-major.
@@ -481,6 +519,22 @@ mod tests {
         );
         assert_eq!(fixed.memory(None).patch_bytes, 0);
         fixed.with_row(3, |row| assert_eq!(row, &decoded[3..4]));
+    }
+
+    #[test]
+    fn int8_tables_round_as_quantize_does_at_a_quarter_of_the_bytes() {
+        let values: Vec<f32> = (0..2 * CHUNK_ROWS + 9)
+            .map(|i| ((i % 97) as f32 - 48.0) / 10.0)
+            .collect();
+        let base = build(&values, 1, None, 0);
+        let mut changed = values.clone();
+        changed[3] = 0.125;
+        let table = build(&changed, 1, Some(&base), 0);
+        let int8 = table.to_int8();
+        assert_eq!(int8.to_vec(), crate::int8::round_trip(&changed));
+        let groups = changed.len().div_ceil(crate::int8::GROUP);
+        assert_eq!(int8.memory(None).block_bytes, changed.len() + groups * 4);
+        assert_eq!(int8.first_non_finite(), None);
     }
 
     #[test]

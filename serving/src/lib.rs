@@ -24,6 +24,7 @@ mod store;
 pub use api::{routes, serve, ServeOptions, KEY_HEADER, OPENAPI};
 pub use rows::{instance_rows, InstanceError};
 pub use store::{
-    AdminError, Arm, LoadedVersion, ModelStore, RefreshOutcome, Route, ServedEntry, ServingStats,
-    Traffic, TrafficChange, VersionStats, DEFAULT_LOAD_CPU_SHARE, DEFAULT_ROW_CACHE_ENTRIES,
+    AdminError, Arm, LoadedVersion, ModelStore, Precision, RefreshOutcome, Route, ServedEntry,
+    ServingStats, Traffic, TrafficChange, VersionStats, DEFAULT_LOAD_CPU_SHARE,
+    DEFAULT_ROW_CACHE_ENTRIES,
 };

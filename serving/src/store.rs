@@ -257,6 +257,21 @@ pub enum AdminError {
 /// The seed of the randomized rounding to fixed point (as `bench online --q213`).
 const Q213_SEED: u64 = 1;
 
+/// How a served version holds its weights and factors.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// 32-bit floats, as trained and published; versions share unchanged chunks.
+    #[default]
+    F32,
+    /// q2.13 fixed point, 16 bits a number: half the memory, and the predictions of
+    /// [`millrace_models::ModelArtifact::to_q213`] (`bench online --q213` measures what that
+    /// costs in AUC).
+    Q213,
+    /// 8-bit codes with a scale per 256 numbers: about a quarter of the memory, and the
+    /// predictions of [`millrace_models::ModelArtifact::to_int8`] (`bench online --int8`).
+    Int8,
+}
+
 /// Transformed instances cached per loaded version by default.
 pub const DEFAULT_ROW_CACHE_ENTRIES: usize = 100_000;
 
@@ -284,7 +299,7 @@ pub struct ModelStore {
     stats: ServingStats,
     load_cpu_share: f64,
     row_cache_entries: usize,
-    fixed_point: bool,
+    precision: Precision,
 }
 
 impl ModelStore {
@@ -299,15 +314,14 @@ impl ModelStore {
             stats: ServingStats::default(),
             load_cpu_share: DEFAULT_LOAD_CPU_SHARE,
             row_cache_entries: DEFAULT_ROW_CACHE_ENTRIES,
-            fixed_point: false,
+            precision: Precision::F32,
         }
     }
 
-    /// Serves the weights and factors in q2.13 fixed point: half the memory, and the
-    /// predictions of [`millrace_models::ModelArtifact::to_q213`] (`bench online --q213`
-    /// measures what that costs in AUC). Versions then load whole, without sharing blocks.
-    pub fn with_fixed_point(mut self, fixed_point: bool) -> Self {
-        self.fixed_point = fixed_point;
+    /// Serves the weights and factors at `precision`. Below `f32`, versions load whole,
+    /// without sharing blocks with the version before.
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
         self
     }
 
@@ -372,7 +386,7 @@ impl ModelStore {
         let base = entry
             .and_then(|e| e.newest())
             .map(|v| &v.model)
-            .filter(|_| !self.fixed_point);
+            .filter(|_| self.precision == Precision::F32);
         let pace = LoadPace {
             new_blocks: base.map_or(0, |b| b.weights.rows().div_ceil(CHUNK_ROWS).div_ceil(8)),
             cpu_share: self.load_cpu_share,
@@ -380,15 +394,16 @@ impl ModelStore {
         let loaded = self
             .registry
             .load_served(name, version, base, pace)
-            .map(|model| {
-                if !self.fixed_point {
-                    return model;
+            .map(|model| match self.precision {
+                Precision::F32 => model,
+                Precision::Q213 => {
+                    let (fixed, clipped) = model.to_q213(Q213_SEED);
+                    if clipped > 0 {
+                        tracing::warn!(model = %name, version, clipped, "weights outside [-4, 4) clipped to fixed point");
+                    }
+                    fixed
                 }
-                let (fixed, clipped) = model.to_q213(Q213_SEED);
-                if clipped > 0 {
-                    tracing::warn!(model = %name, version, clipped, "weights outside [-4, 4) clipped to fixed point");
-                }
-                fixed
+                Precision::Int8 => model.to_int8(),
             });
         match loaded {
             Ok(model) => Ok(Arc::new(LoadedVersion {

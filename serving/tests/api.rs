@@ -1,7 +1,7 @@
 //! The HTTP API and hot swap, through warp's test client.
 
 use millrace_models::{FeatureSpec, ModelArtifact, Registry};
-use millrace_serving::{routes, ModelStore, ServeOptions};
+use millrace_serving::{routes, ModelStore, Precision, ServeOptions};
 use std::sync::Arc;
 
 const SPEC: FeatureSpec = FeatureSpec::Hashed { hash_bits: 8 };
@@ -273,9 +273,10 @@ async fn a_body_that_never_arrives_gets_a_408() {
     server.await.unwrap();
 }
 
-/// With fixed-point weights a model answers as its q2.13 rounding does, in half the bytes.
+/// With q2.13 or int8 weights a model answers as its rounding does, in half or about a quarter
+/// of the bytes.
 #[tokio::test]
-async fn fixed_point_weights_answer_as_the_rounded_model_in_half_the_memory() {
+async fn rounded_weights_answer_as_the_rounded_model_in_less_memory() {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::open(dir.path()).unwrap();
     let weights: Vec<f32> = (0..SPEC.dimension())
@@ -283,34 +284,52 @@ async fn fixed_point_weights_answer_as_the_rounded_model_in_half_the_memory() {
         .collect();
     let mut artifact = ModelArtifact::new("ctr", SPEC, weights);
     registry.publish(&mut artifact).unwrap();
-    let float = Arc::new(ModelStore::new(registry.clone()));
-    let fixed = Arc::new(ModelStore::new(registry).with_fixed_point(true));
-    float.refresh();
-    fixed.refresh();
-    let body = r#"{"instances":[{"I1":3,"C1":"68fd1e64"},{"I2":11,"C3":"0000beef"},{}]}"#;
-    let (_, exact) = predict(&float, body).await;
-    let (status, rounded) = predict(&fixed, body).await;
-    assert_eq!(status, 200, "{rounded}");
-    let (want, clipped) = artifact.to_q213(1);
-    assert_eq!(clipped, 0);
-    for (i, instance) in [
-        serde_json::json!({"I1": 3, "C1": "68fd1e64"}),
-        serde_json::json!({"I2": 11, "C3": "0000beef"}),
-        serde_json::json!({}),
-    ]
-    .iter()
-    .enumerate()
-    {
-        let features = millrace_models::CriteoFeatures::from_json(instance).unwrap();
-        let p = rounded["predictions"][i].as_f64().unwrap();
-        assert_eq!(p as f32, want.predict(&features), "instance {i}");
-        assert_ne!(rounded["predictions"][i], exact["predictions"][i]);
-    }
+    let store = |precision| {
+        let store = Arc::new(ModelStore::new(registry.clone()).with_precision(precision));
+        store.refresh();
+        store
+    };
     let bytes = |store: &Arc<ModelStore>| {
         store.entry("ctr").unwrap().versions[&1]
             .model
             .memory(None)
             .block_bytes
     };
-    assert_eq!(bytes(&fixed) * 2, bytes(&float));
+    let float = store(Precision::F32);
+    let body = r#"{"instances":[{"I1":3,"C1":"68fd1e64"},{"I2":11,"C3":"0000beef"},{}]}"#;
+    let (_, exact) = predict(&float, body).await;
+    let (q213, clipped) = artifact.to_q213(1);
+    assert_eq!(clipped, 0);
+    let numbers = SPEC.dimension();
+    for (precision, want, want_bytes) in [
+        (Precision::Q213, q213, numbers * 2),
+        (
+            Precision::Int8,
+            artifact.to_int8(),
+            numbers + numbers.div_ceil(millrace_models::int8::GROUP) * 4,
+        ),
+    ] {
+        let rounded_store = store(precision);
+        let (status, rounded) = predict(&rounded_store, body).await;
+        assert_eq!(status, 200, "{rounded}");
+        for (i, instance) in [
+            serde_json::json!({"I1": 3, "C1": "68fd1e64"}),
+            serde_json::json!({"I2": 11, "C3": "0000beef"}),
+            serde_json::json!({}),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let features = millrace_models::CriteoFeatures::from_json(instance).unwrap();
+            let p = rounded["predictions"][i].as_f64().unwrap();
+            assert_eq!(
+                p as f32,
+                want.predict(&features),
+                "{precision:?} instance {i}"
+            );
+            assert_ne!(rounded["predictions"][i], exact["predictions"][i]);
+        }
+        assert_eq!(bytes(&rounded_store), want_bytes, "{precision:?}");
+    }
+    assert_eq!(bytes(&float), numbers * 4);
 }
