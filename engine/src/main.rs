@@ -7,7 +7,7 @@ use millrace_engine::bench::{self, OnlineBenchConfig};
 use millrace_engine::{Cluster, Job, JobSpec, RunOptions};
 use millrace_models::synth::CriteoGenerator;
 use millrace_models::{FeatureMapSpec, FeatureSpec, FmParams, FtrlParams, LearnerParams, Registry};
-use millrace_serving::{ModelStore, Precision, ServeOptions};
+use millrace_serving::{BatchOptions, ModelStore, Precision, ServeOptions};
 use std::io::{BufRead, BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -73,6 +73,17 @@ enum Command {
         /// `int8` (8 bits with a scale per 256 numbers, about a quarter).
         #[arg(long, value_enum, default_value_t = Weights::F32)]
         weights: Weights,
+        /// Batch concurrent predict requests (the dynamic batcher): a batch stops waiting once
+        /// it holds this many instances. Without it each request is scored on its own.
+        #[arg(long)]
+        batch_max_instances: Option<usize>,
+        /// With batching, the longest a batch waits for more requests after its first, in
+        /// microseconds.
+        #[arg(long, default_value_t = 500, requires = "batch_max_instances")]
+        batch_timeout_us: u64,
+        /// With batching, the threads that form and score batches.
+        #[arg(long, default_value_t = 1, requires = "batch_max_instances")]
+        batch_threads: usize,
     },
     /// Produce the lines of a file (or `-` for stdin) to a Kafka topic.
     Produce {
@@ -274,7 +285,18 @@ fn run_cli() -> anyhow::Result<()> {
             load_cpu_share,
             row_cache_entries,
             weights,
+            batch_max_instances,
+            batch_timeout_us,
+            batch_threads,
         } => {
+            let batching = batch_max_instances.map(|max_instances| BatchOptions {
+                max_instances,
+                timeout: std::time::Duration::from_micros(batch_timeout_us),
+                threads: batch_threads,
+            });
+            if let Some(problems) = batching.map(|b| b.problems()).filter(|p| !p.is_empty()) {
+                bail!("{}", problems.join("; "));
+            }
             let admin_token = admin_token_file
                 .map(|path| -> anyhow::Result<String> {
                     let token = std::fs::read_to_string(&path)
@@ -293,6 +315,7 @@ fn run_cli() -> anyhow::Result<()> {
                 max_body_bytes,
                 request_timeout: std::time::Duration::from_millis(request_timeout_ms),
                 admin_token,
+                batching,
                 ..ServeOptions::default()
             };
             let precision = match weights {

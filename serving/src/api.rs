@@ -1,8 +1,9 @@
 //! The HTTP API.
 
+use crate::batch::{count_lookups, BatchOptions, Batcher};
 use crate::score::score;
 use crate::store::{
-    AdminError, Arm, ModelStore, ServedEntry, Traffic, TrafficChange, VersionStats,
+    AdminError, Arm, ModelStore, Route, ServedEntry, Traffic, TrafficChange, VersionStats,
 };
 use bytes::Buf;
 use futures_util::{Stream, StreamExt};
@@ -37,6 +38,9 @@ pub struct ServeOptions {
     pub admin_token: Option<String>,
     /// Extra Prometheus text appended to `/metrics` (the job's own metrics when serving in-process).
     pub extra_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    /// Batch predict requests that arrive together (the dynamic batcher); `None` scores each
+    /// request on its own, as it arrives.
+    pub batching: Option<BatchOptions>,
 }
 
 impl std::fmt::Debug for ServeOptions {
@@ -47,6 +51,7 @@ impl std::fmt::Debug for ServeOptions {
             .field("request_timeout", &self.request_timeout)
             .field("poll_interval", &self.poll_interval)
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
+            .field("batching", &self.batching)
             .finish()
     }
 }
@@ -60,6 +65,7 @@ impl Default for ServeOptions {
             poll_interval: Duration::from_millis(200),
             admin_token: None,
             extra_metrics: None,
+            batching: None,
         }
     }
 }
@@ -148,6 +154,9 @@ impl ModelStatus {
 
 type Answer = WithStatus<Json>;
 
+/// A request refused: the status and the reason given.
+type Refusal = (StatusCode, String);
+
 fn error(status: StatusCode, message: impl Into<String>) -> Answer {
     with_status(
         json(&serde_json::json!({ "error": message.into() })),
@@ -159,14 +168,15 @@ fn micros(p: f32) -> u64 {
     (f64::from(p) * 1e6).round() as u64
 }
 
-fn predict(
+async fn predict(
     store: &ModelStore,
     options: &ServeOptions,
+    batcher: Option<&Batcher>,
     target: &str,
     key: Option<&str>,
     body: &[u8],
 ) -> Answer {
-    match predict_inner(store, options, target, key, body) {
+    match predict_inner(store, options, batcher, target, key, body).await {
         Ok(response) => {
             let stats = store.stats();
             stats.predict_requests.fetch_add(1, Ordering::Relaxed);
@@ -182,13 +192,14 @@ fn predict(
     }
 }
 
-fn predict_inner(
+/// A predict request's instances and the versions that score them.
+fn admit(
     store: &ModelStore,
     options: &ServeOptions,
     target: &str,
     key: Option<&str>,
     body: &[u8],
-) -> Result<PredictResponse, (StatusCode, String)> {
+) -> Result<(Route, Vec<Box<RawValue>>), Refusal> {
     let Some(name) = target.strip_suffix(":predict") else {
         return Err((
             StatusCode::NOT_FOUND,
@@ -235,21 +246,42 @@ fn predict_inner(
         ),
     };
     let route = entry.route(key).ok_or_else(not_served)?;
+    Ok((route, request.instances))
+}
+
+async fn predict_inner(
+    store: &ModelStore,
+    options: &ServeOptions,
+    batcher: Option<&Batcher>,
+    target: &str,
+    key: Option<&str>,
+    body: &[u8],
+) -> Result<PredictResponse, Refusal> {
+    let (route, instances) = admit(store, options, target, key, body)?;
     let answer = &route.answer;
-    let mut counts = TransformCounts::default();
     let stats = store.stats();
-    let predictions = score(
-        &answer.model,
-        answer.rows.as_ref(),
-        &request.instances,
-        &mut counts,
-        Some(stats),
-    )
-    .map_err(|e| (StatusCode::BAD_REQUEST, e))?;
-    stats
-        .vocab_lookups
-        .fetch_add(counts.lookups, Ordering::Relaxed);
-    stats.vocab_oov.fetch_add(counts.oov, Ordering::Relaxed);
+    let (instances, predictions) = match batcher {
+        Some(batcher) => {
+            let scored = batcher
+                .score(answer.clone(), instances)
+                .await
+                .ok_or_else(|| {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the batcher has stopped".to_owned(),
+                    )
+                })?;
+            (scored.instances, scored.predictions)
+        }
+        None => {
+            let mut counts = TransformCounts::default();
+            let cache = answer.rows.as_ref();
+            let predictions = score(&answer.model, cache, &instances, &mut counts, Some(stats));
+            count_lookups(stats, &counts);
+            (instances, predictions)
+        }
+    };
+    let predictions = predictions.map_err(|e| (StatusCode::BAD_REQUEST, e))?;
     let arm = &answer.stats;
     arm.requests.fetch_add(1, Ordering::Relaxed);
     arm.predictions
@@ -261,7 +293,6 @@ fn predict_inner(
     if let Some(shadow) = route.shadow {
         // The shadow scores off the request's path: the caller has its answer already.
         let answered = predictions.clone();
-        let instances = request.instances;
         tokio::spawn(async move {
             let mut counts = TransformCounts::default();
             let cache = shadow.rows.as_ref();
@@ -292,7 +323,7 @@ fn predict_inner(
 async fn read_body(
     body: impl Stream<Item = Result<impl Buf, warp::Error>>,
     limit: u64,
-) -> Result<Vec<u8>, (StatusCode, String)> {
+) -> Result<Vec<u8>, Refusal> {
     let mut body = std::pin::pin!(body);
     let mut bytes = Vec::new();
     while let Some(chunk) = body.next().await {
@@ -378,8 +409,8 @@ fn admin_method(action: &str) -> Option<Method> {
     }
 }
 
-fn traffic_change(action: &str, body: &[u8]) -> Result<TrafficChange, (StatusCode, String)> {
-    let parse = |body: &[u8]| -> Result<_, (StatusCode, String)> {
+fn traffic_change(action: &str, body: &[u8]) -> Result<TrafficChange, Refusal> {
+    let parse = |body: &[u8]| -> Result<_, Refusal> {
         serde_json::from_slice::<VersionBody>(body)
             .map(|b| b.version)
             .map_err(|e| {
@@ -389,7 +420,7 @@ fn traffic_change(action: &str, body: &[u8]) -> Result<TrafficChange, (StatusCod
                 )
             })
     };
-    let empty = |body: &[u8]| -> Result<(), (StatusCode, String)> {
+    let empty = |body: &[u8]| -> Result<(), Refusal> {
         let blank = body.iter().all(u8::is_ascii_whitespace);
         if blank
             || serde_json::from_slice::<serde_json::Map<_, _>>(body).is_ok_and(|m| m.is_empty())
@@ -534,6 +565,23 @@ fn metrics_text(store: &ModelStore, options: &ServeOptions) -> String {
             "millrace_serving_row_cache_misses_total",
             &stats.row_cache_misses,
         ),
+        ("millrace_serving_batches_total", &stats.batching.batches),
+        (
+            "millrace_serving_batch_requests_total",
+            &stats.batching.requests,
+        ),
+        (
+            "millrace_serving_batch_instances_total",
+            &stats.batching.instances,
+        ),
+        (
+            "millrace_serving_batch_wait_micros_total",
+            &stats.batching.wait_micros,
+        ),
+        (
+            "millrace_serving_batch_splits_total",
+            &stats.batching.split_batches,
+        ),
     ];
     for (name, counter) in counters {
         let _ = writeln!(
@@ -645,6 +693,14 @@ pub fn routes(
         let options = options.clone();
         warp::any().map(move || options.clone())
     };
+    let batcher = options.batching.and_then(|batching| {
+        Batcher::start(batching, &store)
+            .map_err(|error| {
+                tracing::error!(%error, "cannot start the batching threads: requests are scored one by one");
+            })
+            .ok()
+    });
+    let with_batcher = warp::any().map(move || batcher.clone());
     // Paths before methods, so that an unknown path is a 404 rather than a 405.
     let predict_route = warp::path!("v1" / "models" / String)
         .and(warp::post())
@@ -653,14 +709,19 @@ pub fn routes(
         .and(warp::body::stream())
         .and(with_store.clone())
         .and(with_options.clone())
+        .and(with_batcher)
         .then(
             |target: String,
              key: Option<String>,
              body,
              store: Arc<ModelStore>,
-             options: ServeOptions| async move {
+             options: ServeOptions,
+             batcher: Option<Batcher>| async move {
                 match receive(&store, &options, body, options.max_body_bytes).await {
-                    Ok(body) => predict(&store, &options, &target, key.as_deref(), &body),
+                    Ok(body) => {
+                        let batcher = batcher.as_ref();
+                        predict(&store, &options, batcher, &target, key.as_deref(), &body).await
+                    }
                     Err(answer) => answer,
                 }
             },

@@ -17,11 +17,13 @@
 #![warn(missing_docs)]
 
 mod api;
+mod batch;
 mod rows;
 mod score;
 mod store;
 
 pub use api::{routes, serve, ServeOptions, KEY_HEADER, OPENAPI};
+pub use batch::{BatchOptions, BatchStats};
 pub use rows::{instance_rows, InstanceError};
 pub use store::{
     AdminError, Arm, LoadedVersion, ModelStore, Precision, RefreshOutcome, Route, ServedEntry,

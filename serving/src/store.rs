@@ -36,6 +36,8 @@ pub struct ServingStats {
     pub row_cache_hits: AtomicU64,
     /// Instances transformed (not in the cache, or no cache).
     pub row_cache_misses: AtomicU64,
+    /// The dynamic batcher's counters (zero without batching).
+    pub batching: crate::batch::BatchStats,
 }
 
 /// Counters of one loaded version: its arm of the traffic and its shadow scoring.
