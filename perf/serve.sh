@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
 # Issue 6's serving figures, in one run, on loopback. Prints one JSON line.
 #
+# The server runs on one core and the load generators on the other (taskset), so that they do not
+# take each other's time; on a machine of one core both share it.
+#
 # 1. `millrace bench online --hash-bits 24` (16.8M weights) learns 1M generated events and
 #    publishes a version every 10k rows into a staging registry: 101 versions.
 # 2. `millrace serve` serves version 1. wrk (Debian package) saturates POST
-#    /v1/models/ctr:predict (one instance, 39 Criteo fields), then GET /v1/ping: QPS, p50, p99.
-#    The instance repeats, so it comes from the row cache; predict also runs against a second
-#    server without the cache.
-# 3. Predict paced at about half its saturation rate (wrk's delay()): the steady p99.
-# 4. The same paced load while the 100 later versions are moved into the served registry, each
+#    /v1/models/ctr:predict (one instance, 39 Criteo fields, perf/wrk/predict.json), then GET
+#    /v1/ping: QPS, p50, p99. The instance repeats, so it comes from the row cache; predict also
+#    runs against a second server without the cache, with 16 and with 64 connections, and
+#    against a third without the cache and with the dynamic batcher (64 connections).
+# 3. The fewest wrk connections (closed loop, no pacing) whose predict rate is at least half the
+#    saturation rate: p50 and p99 while answering at half saturation or more. wrk's delay()
+#    pacing fires in bursts on millisecond ticks, and no constant-rate generator here keeps up
+#    on one core (perf/RESULTS.md), so a smooth closed loop is the measurement that holds.
+# 4. Predict paced at about half its saturation rate (wrk's delay()): the steady p99.
+# 5. The same paced load while the 100 later versions are moved into the served registry, each
 #    once the server serves the one before (plus 100 ms): failed requests, p99 during the swaps,
 #    swaps seen by the server, the time they took, and its peak resident memory (VmHWM) against
 #    its resident memory with one version before the swaps. Versions load at half a core
@@ -23,11 +31,16 @@ cargo build --release -p millrace-engine --quiet
 BIN="$TARGET/release/millrace"
 ADDR=127.0.0.1:18080
 ADDR_UNCACHED=127.0.0.1:18081
+ADDR_BATCHED=127.0.0.1:18082
+# Server on the last core, load on the others.
+last=$(($(nproc) - 1))
+SERVER_CPU=(taskset -c "$last")
+LOAD_CPU=(taskset -c "0-$((last > 0 ? last - 1 : 0))")
 WORK="$(mktemp -d)"
 SERVER=""
 cleanup() {
   [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null
-  [ -n "${UNCACHED:-}" ] && kill "$UNCACHED" 2>/dev/null
+  [ -n "${OTHER:-}" ] && kill "$OTHER" 2>/dev/null
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -41,35 +54,53 @@ mapfile -t versions < <(ls "$WORK/staging/ctr")
 mkdir -p "$WORK/served/ctr"
 mv "$WORK/staging/ctr/${versions[0]}" "$WORK/served/ctr/"
 
-"$BIN" serve --registry "$WORK/served" --bind "$ADDR" 2>"$WORK/serve.log" &
+"${SERVER_CPU[@]}" "$BIN" serve --registry "$WORK/served" --bind "$ADDR" 2>"$WORK/serve.log" &
 SERVER=$!
 until curl -sf "http://$ADDR/readyz" >/dev/null; do sleep 0.2; done
 rss() { awk -v k="$1:" '$1 == k { print $2 * 1024 }' "/proc/$SERVER/status"; }
 
-wrk_json() { wrk "$@" | tail -n 1; }
+wrk_json() { "${LOAD_CPU[@]}" wrk "$@" | tail -n 1; }
 predict_url="http://$ADDR/v1/models/ctr:predict"
 predict=$(wrk_json -t1 -c16 -d10s -s perf/wrk/predict.lua "$predict_url")
 ping=$(wrk_json -t1 -c16 -d10s -s perf/wrk/ping.lua "http://$ADDR/v1/ping")
 
 # The same instance every time is a hit of the row cache after the first request: predict
-# again on a second server without the cache, which parses and transforms every request.
-"$BIN" serve --registry "$WORK/served" --bind "$ADDR_UNCACHED" --row-cache-entries 0 \
-  2>"$WORK/serve-uncached.log" &
-UNCACHED=$!
-until curl -sf "http://$ADDR_UNCACHED/readyz" >/dev/null; do sleep 0.2; done
-uncached=$(wrk_json -t1 -c16 -d10s -s perf/wrk/predict.lua "http://$ADDR_UNCACHED/v1/models/ctr:predict")
-kill "$UNCACHED"; wait "$UNCACHED" 2>/dev/null || true
+# again on a second server without the cache, which parses and transforms every request; then
+# on a third, without the cache and with the dynamic batcher, at 64 connections.
+other() {
+  "${SERVER_CPU[@]}" "$BIN" serve --registry "$WORK/served" --bind "$1" --row-cache-entries 0 \
+    "${@:2}" 2>"$WORK/serve-other.log" &
+  OTHER=$!
+  until curl -sf "http://$1/readyz" >/dev/null; do sleep 0.2; done
+}
+stop_other() { kill "$OTHER"; wait "$OTHER" 2>/dev/null || true; OTHER=""; }
+other "$ADDR_UNCACHED"
+uncached_url="http://$ADDR_UNCACHED/v1/models/ctr:predict"
+uncached=$(wrk_json -t1 -c16 -d10s -s perf/wrk/predict.lua "$uncached_url")
+uncached64=$(wrk_json -t1 -c64 -d10s -s perf/wrk/predict.lua "$uncached_url")
+stop_other
+other "$ADDR_BATCHED" --batch-max-instances 48 --batch-timeout-us 200
+batched64=$(wrk_json -t1 -c64 -d10s -s perf/wrk/predict.lua "http://$ADDR_BATCHED/v1/models/ctr:predict")
+stop_other
+
+# The fewest connections that answer at least half the (cached) saturation rate.
+half=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['qps'] / 2)" "$predict")
+for c in 1 2 3 4 6 8 12 16; do
+  at_half=$(wrk_json -t1 -c"$c" -d10s -s perf/wrk/predict.lua "$predict_url")
+  at_half_connections=$c
+  python3 -c "import json,sys; sys.exit(json.loads(sys.argv[1])['qps'] < float(sys.argv[2]))" \
+    "$at_half" "$half" && break
+done
 
 # About half the (cached) saturation rate, paced: connections each waiting 1 ms on average
 # before each request, 1.8 per thousand requests a second (a request takes about 0.5 ms).
-half=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['qps'] / 2)" "$predict")
 conns=$(python3 -c "import math,sys; print(max(1, math.ceil(float(sys.argv[1]) * 1.8 / 1000)))" "$half")
 pace=1
 steady=$(PACE_MS=$pace wrk_json -t1 -c"$conns" -d10s -s perf/wrk/predict.lua "$predict_url")
 steady_rss=$(rss VmRSS)
 
 # wrk runs until the last swap is in (it prints its figures on SIGINT).
-PACE_MS=$pace wrk -t1 -c"$conns" -d600s -s perf/wrk/predict.lua "$predict_url" >"$WORK/swaps.txt" &
+PACE_MS=$pace "${LOAD_CPU[@]}" wrk -t1 -c"$conns" -d600s -s perf/wrk/predict.lua "$predict_url" >"$WORK/swaps.txt" &
 load=$!
 sleep 2
 SECONDS=0
@@ -92,11 +123,13 @@ swaps=$(curl -s "http://$ADDR/metrics" | awk '$1 == "millrace_serving_swaps_tota
 served=$(curl -s "http://$ADDR/v1/models/ctr" | python3 -c "import json,sys; print(json.load(sys.stdin)['version'])")
 
 python3 - "$predict" "$ping" "$steady" "$swapping" "$steady_rss" "$peak_rss" "$swaps" \
-  "$served" "$conns" "${#versions[@]}" "$swap_seconds" "$uncached" <<'PY'
+  "$served" "$conns" "${#versions[@]}" "$swap_seconds" "$uncached" "$uncached64" "$batched64" \
+  "$at_half" "$at_half_connections" <<'PY'
 import json, sys
 predict, ping, steady, swapping = (json.loads(a) for a in sys.argv[1:5])
 steady_rss, peak_rss, swaps, served, conns, versions, swap_seconds = (int(a) for a in sys.argv[5:12])
-uncached = json.loads(sys.argv[12])
+uncached, uncached64, batched64, at_half = (json.loads(a) for a in sys.argv[12:16])
+at_half_connections = int(sys.argv[16])
 print(json.dumps({
     "weights": 1 << 24,
     "predict": predict,
@@ -104,6 +137,11 @@ print(json.dumps({
     "predict_share_of_ping_qps": round(predict["qps"] / ping["qps"], 3),
     "predict_uncached": uncached,
     "predict_uncached_share_of_ping_qps": round(uncached["qps"] / ping["qps"], 3),
+    "predict_uncached_64_connections": uncached64,
+    "predict_uncached_batched_64_connections": batched64,
+    "batched_over_unbatched_qps": round(batched64["qps"] / uncached64["qps"], 3),
+    "closed_loop_at_half_saturation": dict(at_half, connections=at_half_connections,
+        share_of_predict_qps=round(at_half["qps"] / predict["qps"], 3)),
     "paced_connections": conns,
     "paced_share_of_predict_qps": round(steady["qps"] / predict["qps"], 3),
     "paced": steady,
