@@ -50,6 +50,8 @@ export WRK_REPORT="$PWD/perf/wrk/report.lua"
 "$BIN" bench online --input "$WORK/events.tsv" --holdout 0.01 --hash-bits 24 \
   --registry "$WORK/staging" --publish-every 10000 >"$WORK/online.json"
 rm "$WORK/events.tsv"
+# The 101 versions (6.5 GB) are written back to disk now, not during the measurements.
+sync
 mapfile -t versions < <(ls "$WORK/staging/ctr")
 mkdir -p "$WORK/served/ctr"
 mv "$WORK/staging/ctr/${versions[0]}" "$WORK/served/ctr/"
