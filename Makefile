@@ -3,6 +3,8 @@ SHELL := /bin/bash
 export MILLRACE_CACHE ?= $(HOME)/.cache/millrace
 export CARGO_TARGET_DIR ?= $(MILLRACE_CACHE)/target
 export MILLRACE_TEST_BROKER ?= 127.0.0.1:19092
+export MILLRACE_TEST_S3 ?= http://127.0.0.1:19500
+export MILLRACE_TANSU ?= $(MILLRACE_CACHE)/tansu/bin/tansu
 CARGO_BUILD_JOBS ?= 2
 export CARGO_BUILD_JOBS
 # Tests and lints also cover the optional Arrow conversion of sparse rows; the release binary
@@ -19,13 +21,14 @@ run: setup
 	cargo build --release -p millrace-engine
 	$(CARGO_TARGET_DIR)/release/millrace run examples/ctr.toml
 
-## Run every test against a real tansu broker started (and stopped) here.
+## Run every test against a real tansu broker started (and stopped) here; the broker restart test
+## starts its own tansu on the S3 store (moto) started here.
 test:
 	@scripts/setup.sh --with-broker
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets $(CHECK_FEATURES) -- -D warnings
 	cargo build --workspace --all-targets $(CHECK_FEATURES)
-	trap 'scripts/test-broker.sh stop' EXIT; scripts/test-broker.sh start && cargo test --workspace --all-targets $(CHECK_FEATURES) && cargo test --workspace --doc $(CHECK_FEATURES)
+	trap 'scripts/test-broker.sh stop; scripts/test-s3.sh stop' EXIT; scripts/test-broker.sh start && scripts/test-s3.sh start && cargo test --workspace --all-targets $(CHECK_FEATURES) && cargo test --workspace --doc $(CHECK_FEATURES)
 	scripts/embedded-broker-check.sh
 	scripts/schemathesis-check.sh
 

@@ -2,18 +2,20 @@
 # Installs what millrace needs on a fresh Debian 12 machine with a Rust toolchain, idempotently:
 # the Debian packages that rdkafka's bundled librdkafka build needs, RocksDB (librocksdb-dev, which
 # the rocksdb crate links against, and libclang-dev for its bindings) and, with --with-broker, what
-# the tests need: the tansu Kafka broker (built once into a cache outside the clone, then reused)
-# and python3-venv for the confluent-kafka check of the embedded broker; with --with-perf, what
+# the tests need: the tansu Kafka broker (built once into a cache outside the clone, then reused),
+# python3-venv for the confluent-kafka check of the embedded broker, and moto's S3 server in a
+# venv (the object store that keeps a restarted broker's topics); with --with-perf, what
 # perf/serve.sh needs (wrk, curl).
 set -euo pipefail
 
 CACHE="${MILLRACE_CACHE:-$HOME/.cache/millrace}"
 TANSU_VERSION=0.6.0
+MOTO_VERSION=5.2.5
 mkdir -p "$CACHE"
 
 need=()
 pkgs=(cmake libcurl4-openssl-dev pkg-config g++ librocksdb-dev libclang-dev)
-[ "${1:-}" = "--with-broker" ] && pkgs+=(python3-venv)
+[ "${1:-}" = "--with-broker" ] && pkgs+=(python3-venv curl)
 # perf/serve.sh drives the server with wrk.
 [ "${1:-}" = "--with-perf" ] && pkgs+=(wrk curl)
 for pkg in "${pkgs[@]}"; do
@@ -34,4 +36,8 @@ if [ "${1:-}" = "--with-broker" ]; then
       --root "$CACHE/tansu" --target-dir "$CACHE/tansu-build" --quiet
     rm -rf "$CACHE/tansu-build"
   fi
+  moto="$CACHE/venv-moto"
+  [ -x "$moto/bin/python" ] || python3 -m venv "$moto"
+  "$moto/bin/python" -c "import moto; assert moto.__version__ == '$MOTO_VERSION'" 2>/dev/null \
+    || "$moto/bin/pip" install -q "moto[server]==$MOTO_VERSION"
 fi

@@ -1,0 +1,141 @@
+//! The broker's process stops mid-stream and starts again: the job waits it out, reads on from
+//! where it was, and learns every event exactly once.
+//!
+//! The broker is tansu, as in the other broker tests, but its own process here, keeping its
+//! topics in an S3 store (moto's server, which `make test` starts and names in
+//! `MILLRACE_TEST_S3`) instead of memory, so that records, topics and committed offsets outlive
+//! the process. It is killed with SIGKILL, not shut down.
+
+mod common;
+
+use common::{learn_quietly, unique, wait_for};
+use millrace_connectors::kafka::{create_topics, LineProducer};
+use millrace_engine::spec::JobSpec;
+use millrace_engine::{Job, KafkaSourceConfig, RunOptions};
+use millrace_models::synth::CriteoGenerator;
+use millrace_models::FeatureSpec;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+const HALF: u64 = 10_000;
+
+/// A tansu broker process on `addr` that keeps its topics in the test S3 store.
+struct Broker {
+    addr: SocketAddr,
+    child: Child,
+}
+
+impl Broker {
+    fn start(addr: SocketAddr) -> Broker {
+        let tansu = std::env::var("MILLRACE_TANSU")
+            .expect("MILLRACE_TANSU is unset: run the tests with `make test`");
+        let s3 = std::env::var("MILLRACE_TEST_S3").expect(
+            "MILLRACE_TEST_S3 is unset: run the tests with `make test`, which starts the store",
+        );
+        let url = format!("tcp://{addr}");
+        let child = Command::new(tansu)
+            .args(["broker", "--listener-url", &url])
+            .args(["--advertised-listener-url", &url])
+            .args(["--storage-engine", "s3://millrace-tests/"])
+            .env("AWS_ENDPOINT", s3)
+            .env("AWS_ALLOW_HTTP", "true")
+            .env("AWS_ACCESS_KEY_ID", "millrace")
+            .env("AWS_SECRET_ACCESS_KEY", "millrace")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting tansu");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not listen on {addr}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Broker { addr, child }
+    }
+
+    fn kill(&mut self) {
+        self.child.kill().expect("killing tansu");
+        self.child.wait().expect("reaping tansu");
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_job_rides_out_a_broker_restart_and_loses_nothing() {
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap();
+    let mut broker = Broker::start(addr);
+    let servers = broker.addr.to_string();
+    let topic = unique("restart");
+    let dead = format!("{topic}-dead");
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(create_topics(&servers, &[&topic, &dead], 4))
+        .unwrap();
+    let registry = tempfile::tempdir().unwrap();
+    let spec = JobSpec::builder("restart")
+        .kafka_source(KafkaSourceConfig {
+            bootstrap_servers: servers.clone(),
+            topic: topic.clone(),
+            group_id: topic.clone(),
+            dead_letter_topic: dead,
+            partitions: 4,
+            idle_ms: 300,
+            stop_after_records: None,
+            event_time_field: None,
+        })
+        .features(FeatureSpec::Hashed { hash_bits: 16 });
+    let spec = learn_quietly(spec, registry.path(), 100);
+    let job = Job::start(spec, RunOptions::local(2)).unwrap();
+    let stats = job.stats().clone();
+    let mut producer = LineProducer::new(&servers, &topic, 4).unwrap();
+    let mut events = CriteoGenerator::new(11);
+    let mut produce = |producer: &mut LineProducer, from: u64| {
+        for i in from..from + HALF {
+            let line = events.next_event().to_tsv();
+            producer
+                .send_at(line.as_bytes(), Some(1_700_000_000_000 + i as i64))
+                .unwrap();
+        }
+    };
+
+    produce(&mut producer, 0);
+    producer.flush(Duration::from_secs(60)).unwrap();
+    let learned = || stats.trainer.learned.load(Ordering::Relaxed);
+    wait_for("the first half", Duration::from_secs(120), || {
+        learned() == HALF
+    });
+
+    // The broker dies; the second half is produced meanwhile (the producer queues it), and the
+    // job must not stop. Then the broker starts again on the same address and store.
+    broker.kill();
+    produce(&mut producer, HALF);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !job.is_finished(),
+        "the job ended while the broker was down"
+    );
+    assert_eq!(learned(), HALF);
+    let _broker = Broker::start(addr);
+    producer.flush(Duration::from_secs(120)).unwrap();
+
+    wait_for("the second half", Duration::from_secs(180), || {
+        learned() == 2 * HALF
+    });
+    job.stop();
+    let report = job.wait().unwrap();
+    assert_eq!(report.source_records, 2 * HALF);
+    assert_eq!(report.decoded, 2 * HALF);
+    assert_eq!(report.learned, 2 * HALF);
+    assert_eq!(report.dead_letters, 0);
+}
