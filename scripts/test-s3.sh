@@ -14,14 +14,8 @@ RUN_DIR="${MILLRACE_RUN_DIR:-$CACHE/run}"
 PID_FILE="$RUN_DIR/moto-${HOSTPORT##*:}.pid"
 mkdir -p "$RUN_DIR"
 
-stop() {
-  if [ -f "$PID_FILE" ]; then
-    pid="$(cat "$PID_FILE")"
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    rm -f "$PID_FILE"
-  fi
-}
+# shellcheck source=scripts/pid-file.sh
+. "$(dirname "$0")/pid-file.sh"
 
 case "${1:-}" in
   start)

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{learn_quietly, unique, wait_for};
+use common::{learn_quietly, send_events, unique, wait_for};
 use millrace_connectors::kafka::{create_topics, LineProducer};
 use millrace_engine::spec::JobSpec;
 use millrace_engine::{Job, KafkaSourceConfig, RunOptions};
@@ -100,16 +100,8 @@ fn the_job_rides_out_a_broker_restart_and_loses_nothing() {
     let stats = job.stats().clone();
     let mut producer = LineProducer::new(&servers, &topic, 4).unwrap();
     let mut events = CriteoGenerator::new(11);
-    let mut produce = |producer: &mut LineProducer, from: u64| {
-        for i in from..from + HALF {
-            let line = events.next_event().to_tsv();
-            producer
-                .send_at(line.as_bytes(), Some(1_700_000_000_000 + i as i64))
-                .unwrap();
-        }
-    };
 
-    produce(&mut producer, 0);
+    send_events(&mut producer, &mut events, 0, HALF);
     producer.flush(Duration::from_secs(60)).unwrap();
     let learned = || stats.trainer.learned.load(Ordering::Relaxed);
     wait_for("the first half", Duration::from_secs(120), || {
@@ -119,7 +111,7 @@ fn the_job_rides_out_a_broker_restart_and_loses_nothing() {
     // The broker dies; the second half is produced meanwhile (the producer queues it), and the
     // job must not stop. Then the broker starts again on the same address and store.
     broker.kill();
-    produce(&mut producer, HALF);
+    send_events(&mut producer, &mut events, HALF, HALF);
     std::thread::sleep(Duration::from_secs(3));
     assert!(
         !job.is_finished(),

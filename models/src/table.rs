@@ -498,8 +498,8 @@ mod tests {
         assert_eq!(memory.patch_bytes, 2 * 8);
     }
 
-    #[test]
-    fn fixed_point_tables_round_as_quantize_does_at_half_the_bytes() {
+    /// Values in `[-4.8, 4.8]` over two and a bit chunks, one changed in a patch over a base.
+    fn patched_table() -> (Vec<f32>, Table) {
         let values: Vec<f32> = (0..2 * CHUNK_ROWS + 9)
             .map(|i| ((i % 97) as f32 - 48.0) / 10.0)
             .collect();
@@ -507,6 +507,12 @@ mod tests {
         let mut changed = values.clone();
         changed[3] = 0.125;
         let table = build(&changed, 1, Some(&base), 0);
+        (changed, table)
+    }
+
+    #[test]
+    fn fixed_point_tables_round_as_quantize_does_at_half_the_bytes() {
+        let (changed, table) = patched_table();
         let (fixed, clipped) = table.to_q213(5);
         let (codes, want_clipped) = crate::fixed::quantize(&changed, 5);
         assert_eq!(clipped, want_clipped);
@@ -523,13 +529,7 @@ mod tests {
 
     #[test]
     fn int8_tables_round_as_quantize_does_at_a_quarter_of_the_bytes() {
-        let values: Vec<f32> = (0..2 * CHUNK_ROWS + 9)
-            .map(|i| ((i % 97) as f32 - 48.0) / 10.0)
-            .collect();
-        let base = build(&values, 1, None, 0);
-        let mut changed = values.clone();
-        changed[3] = 0.125;
-        let table = build(&changed, 1, Some(&base), 0);
+        let (changed, table) = patched_table();
         let int8 = table.to_int8();
         assert_eq!(int8.to_vec(), crate::int8::round_trip(&changed));
         let groups = changed.len().div_ceil(crate::int8::GROUP);

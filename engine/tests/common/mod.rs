@@ -64,6 +64,22 @@ pub(crate) fn produce_stream(topic: &str, events: u64, bad_every: u64, seed: u64
     producer.flush(Duration::from_secs(120)).unwrap();
 }
 
+/// Queues `count` events of `events` to `producer`, numbered from `from` and stamped 1 ms of event
+/// time apart by their numbers.
+pub(crate) fn send_events(
+    producer: &mut LineProducer,
+    events: &mut CriteoGenerator,
+    from: u64,
+    count: u64,
+) {
+    for i in from..from + count {
+        let line = events.next_event().to_tsv();
+        producer
+            .send_at(line.as_bytes(), Some(1_700_000_000_000 + i as i64))
+            .unwrap();
+    }
+}
+
 /// Finishes a job spec with FTRL that publishes only its final version to `registry`, in epochs of
 /// `epoch_ms`, without a progress line.
 pub(crate) fn learn_quietly(builder: JobBuilder, registry: &Path, epoch_ms: u64) -> JobSpec {
