@@ -98,6 +98,9 @@ impl KafkaReader {
             .set("enable.partition.eof", "false")
             .set("fetch.wait.max.ms", "20")
             .set("session.timeout.ms", "6000")
+            // 4 MiB per partition per fetch (librdkafka's default is 1 MiB): a backlog comes in
+            // a quarter of the fetches (perf/RESULTS.md, issue 4's ingest figures).
+            .set("fetch.message.max.bytes", "4194304")
             .create()
             .map_err(kafka("source"))?;
         Ok(KafkaReader {
