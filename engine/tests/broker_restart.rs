@@ -8,18 +8,11 @@
 
 mod common;
 
-use common::{learn_quietly, send_events, unique, wait_for};
-use millrace_connectors::kafka::{create_topics, LineProducer};
-use millrace_engine::spec::JobSpec;
-use millrace_engine::{Job, KafkaSourceConfig, RunOptions};
-use millrace_models::synth::CriteoGenerator;
-use millrace_models::FeatureSpec;
+use common::{ride_out_broker_loss, unique};
+use millrace_connectors::kafka::create_topics;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-
-const HALF: u64 = 10_000;
 
 /// A tansu broker process on `addr` that keeps its topics in the test S3 store.
 struct Broker {
@@ -82,52 +75,12 @@ fn the_job_rides_out_a_broker_restart_and_loses_nothing() {
         .unwrap()
         .block_on(create_topics(&servers, &[&topic, &dead], 4))
         .unwrap();
-    let registry = tempfile::tempdir().unwrap();
-    let spec = JobSpec::builder("restart")
-        .kafka_source(KafkaSourceConfig {
-            bootstrap_servers: servers.clone(),
-            topic: topic.clone(),
-            group_id: topic.clone(),
-            dead_letter_topic: dead,
-            partitions: 4,
-            idle_ms: 300,
-            stop_after_records: None,
-            event_time_field: None,
-        })
-        .features(FeatureSpec::Hashed { hash_bits: 16 });
-    let spec = learn_quietly(spec, registry.path(), 100);
-    let job = Job::start(spec, RunOptions::local(2)).unwrap();
-    let stats = job.stats().clone();
-    let mut producer = LineProducer::new(&servers, &topic, 4).unwrap();
-    let mut events = CriteoGenerator::new(11);
-
-    send_events(&mut producer, &mut events, 0, HALF);
-    producer.flush(Duration::from_secs(60)).unwrap();
-    let learned = || stats.trainer.learned.load(Ordering::Relaxed);
-    wait_for("the first half", Duration::from_secs(120), || {
-        learned() == HALF
-    });
-
-    // The broker dies; the second half is produced meanwhile (the producer queues it), and the
-    // job must not stop. Then the broker starts again on the same address and store.
-    broker.kill();
-    send_events(&mut producer, &mut events, HALF, HALF);
-    std::thread::sleep(Duration::from_secs(3));
-    assert!(
-        !job.is_finished(),
-        "the job ended while the broker was down"
+    // The broker dies, then starts again on the same address and store.
+    ride_out_broker_loss(
+        &servers,
+        &topic,
+        11,
+        || broker.kill(),
+        || Broker::start(addr),
     );
-    assert_eq!(learned(), HALF);
-    let _broker = Broker::start(addr);
-    producer.flush(Duration::from_secs(120)).unwrap();
-
-    wait_for("the second half", Duration::from_secs(180), || {
-        learned() == 2 * HALF
-    });
-    job.stop();
-    let report = job.wait().unwrap();
-    assert_eq!(report.source_records, 2 * HALF);
-    assert_eq!(report.decoded, 2 * HALF);
-    assert_eq!(report.learned, 2 * HALF);
-    assert_eq!(report.dead_letters, 0);
 }

@@ -20,7 +20,7 @@ const LIMIT: f32 = 127.0;
 /// The scale of a group: its largest magnitude over 127 (0 for a group of zeros).
 ///
 /// Non-finite values must have been refused before; a NaN is ignored here.
-pub fn scale_of(group: &[f32]) -> f32 {
+fn scale_of(group: &[f32]) -> f32 {
     group.iter().fold(0.0f32, |m, v| m.max(v.abs())) / LIMIT
 }
 

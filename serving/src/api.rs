@@ -1,7 +1,7 @@
 //! The HTTP API.
 
-use crate::batch::{count_lookups, BatchOptions, Batcher};
-use crate::score::score;
+use crate::batch::{BatchOptions, Batcher};
+use crate::score::{count_lookups, score};
 use crate::store::{
     AdminError, Arm, ModelStore, Route, ServedEntry, Traffic, TrafficChange, VersionStats,
 };

@@ -14,7 +14,7 @@
 //! that fails makes only its own request fail: a batch with an error is scored again request by
 //! request, so that each request gets its own answer and its own instance positions.
 
-use crate::score::score;
+use crate::score::{count_lookups, score};
 use crate::store::{LoadedVersion, ModelStore, ServingStats};
 use millrace_models::fmap::TransformCounts;
 use serde_json::value::RawValue;
@@ -218,12 +218,4 @@ fn answer(job: Job, predictions: Result<Vec<f32>, String>) {
         instances: job.instances,
         predictions,
     });
-}
-
-/// Adds the vocabulary lookups of a transform to the serving counters.
-pub(crate) fn count_lookups(stats: &ServingStats, counts: &TransformCounts) {
-    stats
-        .vocab_lookups
-        .fetch_add(counts.lookups, Ordering::Relaxed);
-    stats.vocab_oov.fetch_add(counts.oov, Ordering::Relaxed);
 }

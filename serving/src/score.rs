@@ -150,6 +150,14 @@ pub(crate) fn score(
     Ok(predictions)
 }
 
+/// Adds the vocabulary lookups of a transform to the serving counters.
+pub(crate) fn count_lookups(stats: &ServingStats, counts: &TransformCounts) {
+    stats
+        .vocab_lookups
+        .fetch_add(counts.lookups, Ordering::Relaxed);
+    stats.vocab_oov.fetch_add(counts.oov, Ordering::Relaxed);
+}
+
 /// An error of the `k`-th instance transformed (`instance {k}: why`), renamed after the
 /// instance's place in the request.
 fn name_instance(error: String, positions: &[usize]) -> String {

@@ -3,13 +3,14 @@
 
 use millrace_connectors::kafka::{create_topics, LineProducer};
 use millrace_engine::spec::{JobSpec, LearnerSpec, ProgressSpec, PublishSpec};
-use millrace_engine::JobBuilder;
+use millrace_engine::{Job, JobBuilder, KafkaSourceConfig, RunOptions};
 use millrace_models::synth::CriteoGenerator;
-use millrace_models::FtrlParams;
+use millrace_models::{FeatureSpec, FtrlParams};
 use millrace_models::{ModelArtifact, Registry};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Child;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// The test broker `make test` starts.
@@ -78,6 +79,70 @@ pub(crate) fn send_events(
             .send_at(line.as_bytes(), Some(1_700_000_000_000 + i as i64))
             .unwrap();
     }
+}
+
+/// Events before and after a broker goes away in [`ride_out_broker_loss`].
+const HALF: u64 = 10_000;
+
+/// A two-worker job learns from the 4-partition `topic` (and `{topic}-dead`) on `servers` while
+/// the broker goes away: it learns 10k events; `down` takes the broker away and 10k more are
+/// produced meanwhile (the producer queues them); 3 s later the job must still run, having
+/// learned only the first 10k; `up` brings the broker back (what it returns lives to the end).
+/// The job must then learn exactly the 20k events, none of them dead letters. `seed` picks the
+/// events.
+pub(crate) fn ride_out_broker_loss<R>(
+    servers: &str,
+    topic: &str,
+    seed: u64,
+    down: impl FnOnce(),
+    up: impl FnOnce() -> R,
+) {
+    let registry = tempfile::tempdir().unwrap();
+    let spec = JobSpec::builder(topic)
+        .kafka_source(KafkaSourceConfig {
+            bootstrap_servers: servers.to_owned(),
+            topic: topic.to_owned(),
+            group_id: topic.to_owned(),
+            dead_letter_topic: format!("{topic}-dead"),
+            partitions: 4,
+            idle_ms: 300,
+            stop_after_records: None,
+            event_time_field: None,
+        })
+        .features(FeatureSpec::Hashed { hash_bits: 16 });
+    let spec = learn_quietly(spec, registry.path(), 100);
+    let job = Job::start(spec, RunOptions::local(2)).unwrap();
+    let stats = job.stats().clone();
+    let mut producer = LineProducer::new(servers, topic, 4).unwrap();
+    let mut events = CriteoGenerator::new(seed);
+
+    send_events(&mut producer, &mut events, 0, HALF);
+    producer.flush(Duration::from_secs(60)).unwrap();
+    let learned = || stats.trainer.learned.load(Ordering::Relaxed);
+    wait_for("the first half", Duration::from_secs(120), || {
+        learned() == HALF
+    });
+
+    down();
+    send_events(&mut producer, &mut events, HALF, HALF);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !job.is_finished(),
+        "the job ended while the broker was away"
+    );
+    assert_eq!(learned(), HALF);
+    let _back = up();
+    producer.flush(Duration::from_secs(120)).unwrap();
+
+    wait_for("the second half", Duration::from_secs(180), || {
+        learned() == 2 * HALF
+    });
+    job.stop();
+    let report = job.wait().unwrap();
+    assert_eq!(report.source_records, 2 * HALF);
+    assert_eq!(report.decoded, 2 * HALF);
+    assert_eq!(report.learned, 2 * HALF);
+    assert_eq!(report.dead_letters, 0);
 }
 
 /// Finishes a job spec with FTRL that publishes only its final version to `registry`, in epochs of
