@@ -92,8 +92,42 @@ pub struct FeaturePartial {
 #[derive(Clone, Debug)]
 pub struct Partials {
     features: Vec<(u32, Stats)>,
+    /// One per entry of `features`: for a standardized feature, its small integers.
+    small: Vec<Option<SmallIntegers>>,
     max_time: u64,
     rows: u64,
+}
+
+/// How often each integer `0..SMALL` occurred in a standardized feature. Counting costs one add
+/// where Welford's update costs a division; the counts join the moments as groups (each of one
+/// value, so without spread) when the partial is finished.
+#[derive(Clone, Debug)]
+struct SmallIntegers {
+    log1p: bool,
+    counts: Vec<u64>,
+}
+
+impl SmallIntegers {
+    /// Adds every counted integer to `moments`, as the value the feature standardizes.
+    fn fold_into(&self, moments: &mut Moments) {
+        for (k, &count) in self.counts.iter().enumerate().filter(|(_, &c)| c > 0) {
+            let mean = if self.log1p { SMALL_LN_1P[k] } else { k as f64 };
+            moments.merge(&Moments {
+                count,
+                mean,
+                m2: 0.0,
+            });
+        }
+    }
+}
+
+/// `x` as an index below [`SMALL`] when it is such an integer (-0.0 is 0).
+#[inline]
+fn small_integer(x: f64) -> Option<usize> {
+    // The cast saturates, and sends negatives and NaN to 0; only an integer survives the trip
+    // back.
+    let k = x as usize;
+    (k < SMALL && k as f64 == x).then_some(k)
 }
 
 /// `ln(1 + k)` for the integers `k` below this, looked up instead of computed: counts such as
@@ -107,13 +141,10 @@ static SMALL_LN_1P: LazyLock<[f64; SMALL]> =
 #[inline]
 pub fn signed_log1p(x: f64) -> f64 {
     let a = x.abs();
-    // An integer below SMALL: the cast truncates (and is cheaper than `trunc`, a libm call on
-    // baseline x86-64); NaN fails the comparison.
-    let k = a as usize;
-    if a < SMALL as f64 && k as f64 == a {
-        return x.signum() * SMALL_LN_1P[k];
+    match small_integer(a) {
+        Some(k) => x.signum() * SMALL_LN_1P[k],
+        None => x.signum() * a.ln_1p(),
     }
-    x.signum() * a.ln_1p()
 }
 
 impl Partials {
@@ -132,9 +163,20 @@ impl Partials {
                 };
                 Some((i as u32, stats))
             })
+            .collect::<Vec<_>>();
+        let small = features
+            .iter()
+            .map(|(i, _)| match layout.features[*i as usize].kind {
+                Kind::Standardize { log1p, .. } => Some(SmallIntegers {
+                    log1p,
+                    counts: vec![0; SMALL],
+                }),
+                _ => None,
+            })
             .collect();
         Partials {
             features,
+            small,
             max_time: 0,
             rows: 0,
         }
@@ -153,7 +195,7 @@ impl Partials {
         // whole batch once per feature.
         for (i, &time) in batch.times.iter().enumerate() {
             let row = batch.row(i);
-            for (feature, stats) in &mut self.features {
+            for ((feature, stats), small) in self.features.iter_mut().zip(&mut self.small) {
                 let def = &layout.features[*feature as usize];
                 let value = &row[def.fields[0]];
                 match (stats, &def.kind) {
@@ -179,7 +221,10 @@ impl Partials {
                     }
                     (Stats::Moments(moments), Kind::Standardize { log1p, .. }) => {
                         if let Value::Num(x) = value {
-                            moments.add(if *log1p { signed_log1p(*x) } else { *x });
+                            match (small_integer(*x), small.as_mut()) {
+                                (Some(k), Some(small)) => small.counts[k] += 1,
+                                _ => moments.add(if *log1p { signed_log1p(*x) } else { *x }),
+                            }
                         }
                     }
                     (Stats::Moments(_), _) => {}
@@ -193,11 +238,17 @@ impl Partials {
         let max_time = self.max_time;
         self.features
             .into_iter()
-            .map(|(feature, stats)| FeaturePartial {
-                feature,
-                worker,
-                max_time,
-                stats,
+            .zip(self.small)
+            .map(|((feature, mut stats), small)| {
+                if let (Stats::Moments(moments), Some(small)) = (&mut stats, small) {
+                    small.fold_into(moments);
+                }
+                FeaturePartial {
+                    feature,
+                    worker,
+                    max_time,
+                    stats,
+                }
             })
             .collect()
     }
@@ -575,9 +626,39 @@ impl FeatureMap {
 }
 
 #[cfg(test)]
-mod log1p_tests {
-    use super::signed_log1p;
+mod small_integer_tests {
+    use super::{signed_log1p, small_integer, Moments, SmallIntegers, SMALL};
     use proptest::prelude::*;
+
+    proptest! {
+        /// Counting the small integers and folding them in gives the moments that adding every
+        /// value gives, up to rounding.
+        #[test]
+        fn counted_integers_give_the_moments_of_the_values(
+            xs in proptest::collection::vec(
+                prop_oneof![(0u32..1100).prop_map(f64::from), -1e6f64..1e6],
+                1..500,
+            ),
+            log1p in any::<bool>(),
+        ) {
+            let standardized = |x: f64| if log1p { signed_log1p(x) } else { x };
+            let mut direct = Moments::default();
+            xs.iter().for_each(|&x| direct.add(standardized(x)));
+            let mut small = SmallIntegers { log1p, counts: vec![0; SMALL] };
+            let mut counted = Moments::default();
+            for &x in &xs {
+                match small_integer(x) {
+                    Some(k) => small.counts[k] += 1,
+                    None => counted.add(standardized(x)),
+                }
+            }
+            small.fold_into(&mut counted);
+            let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0);
+            prop_assert_eq!(counted.count, direct.count);
+            prop_assert!(close(counted.mean, direct.mean), "{} vs {}", counted.mean, direct.mean);
+            prop_assert!(close(counted.std(), direct.std()), "{} vs {}", counted.std(), direct.std());
+        }
+    }
 
     fn computed(x: f64) -> f64 {
         x.signum() * x.abs().ln_1p()

@@ -10,11 +10,19 @@
 //! (`sketches-ddsketch`, 1% value accuracy) by 2.7–39%, and GK (`quantiles`) stayed within 1%
 //! but at 9–13× the update cost and with no merge. Compaction coins come from a seeded
 //! splitmix64 stream, so a sketch is a deterministic function of its input order.
+//!
+//! The non-negative integers below [`EXACT`] are counted exactly beside the sketch: counts such
+//! as Criteo's integer fields are mostly small integers (87% of the generated values, 93% of
+//! the sample's), and one add per value replaces the sorting and merging of compactions. Only
+//! the other values carry the sketch's error, so the stated error is an upper bound.
 
 use serde::{Deserialize, Serialize};
 
 /// The smallest capacity of a level.
 const MIN_LEVEL: usize = 8;
+
+/// The non-negative integers below this are counted exactly rather than sketched.
+pub const EXACT: usize = 1024;
 
 /// The `k` that gives normalized rank error `epsilon` (99% confidence per query).
 pub fn k_for_error(epsilon: f64) -> u16 {
@@ -44,6 +52,9 @@ pub struct Kll {
     /// Room for merging a promoted half into the level above; empty between calls.
     #[serde(skip)]
     scratch: Vec<f64>,
+    /// Occurrences of each integer `0..EXACT`; empty until the first one.
+    #[serde(default)]
+    exact: Vec<u64>,
 }
 
 impl Kll {
@@ -58,6 +69,7 @@ impl Kll {
             size: 0,
             capacity: 0,
             scratch: Vec::new(),
+            exact: Vec::new(),
         };
         sketch.set_caps();
         sketch
@@ -73,9 +85,9 @@ impl Kll {
         self.n
     }
 
-    /// Values retained.
+    /// Values retained: sketched values, and distinct values counted exactly.
     pub fn retained(&self) -> usize {
-        self.size
+        self.size + self.exact.iter().filter(|&&c| c > 0).count()
     }
 
     /// Sets each level's capacity, `k·(2/3)^depth` (at least [`MIN_LEVEL`]), and their sum.
@@ -93,6 +105,17 @@ impl Kll {
     /// Adds a value.
     #[inline]
     pub fn update(&mut self, x: f64) {
+        // The cast saturates (negatives and NaN become 0), so `x` is an integer in `0..EXACT`
+        // exactly when it survives the round trip; -0.0 counts as 0.
+        let small = x as usize;
+        if small < EXACT && small as f64 == x {
+            if self.exact.is_empty() {
+                self.exact = vec![0; EXACT];
+            }
+            self.exact[small] += 1;
+            self.n += 1;
+            return;
+        }
         if x.is_nan() {
             return;
         }
@@ -109,6 +132,16 @@ impl Kll {
     pub fn merge(&mut self, other: &Kll) {
         if self.levels.len() < other.levels.len() {
             self.levels.resize(other.levels.len(), Vec::new());
+        }
+        if !other.exact.is_empty() {
+            if self.exact.is_empty() {
+                self.exact.clone_from(&other.exact);
+            } else {
+                self.exact
+                    .iter_mut()
+                    .zip(&other.exact)
+                    .for_each(|(a, b)| *a += b);
+            }
         }
         self.levels[0].extend_from_slice(&other.levels[0]);
         for h in 1..other.levels.len() {
@@ -152,13 +185,16 @@ impl Kll {
         self.levels[level] = items;
     }
 
-    /// The retained values with their weights, sorted by value.
+    /// The retained values with their weights, sorted by value; a value counted exactly comes
+    /// once, with its count.
     pub fn weighted(&self) -> Vec<(f64, u64)> {
+        let exact = self.exact.iter().enumerate().filter(|(_, &c)| c > 0);
         let mut items: Vec<(f64, u64)> = self
             .levels
             .iter()
             .enumerate()
             .flat_map(|(h, level)| level.iter().map(move |&x| (x, 1u64 << h)))
+            .chain(exact.map(|(x, &c)| (x as f64, c)))
             .collect();
         items.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
         items
@@ -281,6 +317,25 @@ mod tests {
     }
 
     #[test]
+    fn small_integers_are_counted_exactly() {
+        // k = 8 sketches badly, but nothing here reaches the sketch.
+        let mut s = Kll::new(8, 1);
+        let data: Vec<f64> = (0..100_000u64)
+            .map(|i| (crate::hash::splitmix64(i) % EXACT as u64) as f64)
+            .collect();
+        data.iter().for_each(|&x| s.update(x));
+        assert_eq!(s.count(), 100_000);
+        assert_eq!(max_rank_error(&s, &data), 0.0);
+        assert_eq!(s.retained(), EXACT);
+        // Neither the first value past the range, nor fractions, nor negatives are exact.
+        for x in [EXACT as f64, 0.5, -1.0] {
+            let mut s = Kll::new(8, 1);
+            s.update(x);
+            assert_eq!((s.size, s.exact.len()), (1, 0), "{x}");
+        }
+    }
+
+    #[test]
     fn heavy_ties_give_fewer_boundaries() {
         let mut s = Kll::new(200, 1);
         for i in 0..100_000 {
@@ -297,7 +352,12 @@ mod tests {
         for i in 0..1_000_000u32 {
             s.update(f64::from(i));
         }
-        assert!(s.retained() < 3 * 200 + 100, "{} retained", s.retained());
+        // The sketch, and the first EXACT integers counted exactly.
+        assert!(
+            s.retained() < 3 * 200 + 100 + EXACT,
+            "{} retained",
+            s.retained()
+        );
         assert!(max_rank_error(&s, &(0..1_000_000).map(f64::from).collect::<Vec<_>>()) < 0.012);
     }
 
@@ -323,15 +383,22 @@ mod tests {
 
         /// Any data, split any way over up to 4 sketches and merged, stays within the stated
         /// error (with 1.5× slack over the 99%-per-query figure, since 99 ranks are checked).
+        /// With `mixed`, half the values are fractions or negative, so that the exact counts
+        /// and the sketch share the ranks.
         #[test]
         fn merged_sketches_keep_the_rank_error(
             seed in any::<u64>(),
             parts in 1usize..=4,
             n in 1usize..60_000,
             spread in 1u32..100_000,
+            mixed in any::<bool>(),
         ) {
             let data: Vec<f64> = (0..n as u64)
-                .map(|i| f64::from((crate::hash::splitmix64(seed ^ i) % u64::from(spread)) as u32))
+                .map(|i| {
+                    let h = crate::hash::splitmix64(seed ^ i);
+                    let x = f64::from((h % u64::from(spread)) as u32);
+                    if mixed && h >> 63 == 1 { x * 0.75 - 500.25 } else { x }
+                })
                 .collect();
             let mut sketches: Vec<Kll> = (0..parts).map(|p| Kll::new(200, p as u64)).collect();
             for (i, &x) in data.iter().enumerate() {

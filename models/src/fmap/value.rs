@@ -422,8 +422,6 @@ impl Parser {
     }
 }
 
-/// The text before the first tab, and what follows that tab if there is one.
-#[inline]
 /// Appends the position of every tab in `line` to `out`, eight bytes at a time: one pass over
 /// the line instead of a search per field (fields are a few bytes long, so a search's set-up
 /// costs more than its scan).
