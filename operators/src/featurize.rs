@@ -338,12 +338,16 @@ fn observe_features<'scope>(
     let mut events_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(events_out);
     builder.build(move |_capabilities| {
         let mut open: BTreeMap<u64, (Capability<u64>, Partials)> = BTreeMap::new();
+        // The distinct values of the last finished epoch: the next one's tables start that big.
+        let mut distinct = Vec::new();
         move |frontiers| {
             let mut partials_out = partials_out.activate();
             let mut events_out = events_out.activate();
             input.for_each(|cap, data| {
                 if let Some(partials) = stash_for(&mut open, &cap, |time| {
-                    Partials::new(&layout, u64::from(worker) << 32 | time)
+                    let mut partials = Partials::new(&layout, u64::from(worker) << 32 | time);
+                    partials.reserve(&distinct);
+                    partials
                 }) {
                     for batch in data.iter() {
                         partials.observe(&layout, batch);
@@ -358,6 +362,7 @@ fn observe_features<'scope>(
                     break;
                 }
                 let (cap, partials) = entry.remove();
+                distinct = partials.distinct();
                 partials_out
                     .session(&cap)
                     .give_iterator(partials.finish(worker).into_iter());

@@ -187,6 +187,28 @@ impl Partials {
         self.rows
     }
 
+    /// The number of distinct values counted, per fitted feature (0 for the others): a hint
+    /// for [`Partials::reserve`] in the next epoch.
+    pub fn distinct(&self) -> Vec<usize> {
+        self.features
+            .iter()
+            .map(|(_, stats)| match stats {
+                Stats::Counts(counts) => counts.len(),
+                _ => 0,
+            })
+            .collect()
+    }
+
+    /// Makes room for `distinct` values per fitted feature (as [`Partials::distinct`] gives),
+    /// so that counting an epoch like the last one does not grow the tables as it goes.
+    pub fn reserve(&mut self, distinct: &[usize]) {
+        for ((_, stats), &n) in self.features.iter_mut().zip(distinct) {
+            if let Stats::Counts(counts) = stats {
+                counts.reserve(n);
+            }
+        }
+    }
+
     /// Adds every event of `batch`.
     pub fn observe(&mut self, layout: &Layout, batch: &EventBatch) {
         self.rows += batch.len() as u64;

@@ -185,6 +185,8 @@ impl FeatureMap {
         counts: &mut TransformCounts,
     ) {
         let row = batch.row(i);
+        // Counted in registers, added to `counts` once per row.
+        let mut local = TransformCounts::default();
         if self.layout.bias {
             out.indices.push(0);
             out.values.push(1.0);
@@ -197,15 +199,15 @@ impl FeatureMap {
             };
             match (&def.kind, state) {
                 (Kind::OneHot(spec), FeatureState::Vocab(ids)) => {
-                    put(vocab_slot(spec, ids, value, counts), 1.0);
+                    put(vocab_slot(spec, ids, value, &mut local), 1.0);
                 }
                 (Kind::MultiHot(spec, _), FeatureState::Vocab(ids)) => match value {
                     Value::Multi { .. } => {
                         for &token in batch.multi(value) {
-                            put(vocab_slot(spec, ids, &Value::Cat(token), counts), 1.0);
+                            put(vocab_slot(spec, ids, &Value::Cat(token), &mut local), 1.0);
                         }
                     }
-                    other => put(vocab_slot(spec, ids, other, counts), 1.0),
+                    other => put(vocab_slot(spec, ids, other, &mut local), 1.0),
                 },
                 (Kind::Bucketize { buckets, .. }, FeatureState::Buckets(boundaries)) => {
                     let slot = match value {
@@ -245,6 +247,8 @@ impl FeatureMap {
                 _ => {}
             }
         }
+        counts.lookups += local.lookups;
+        counts.oov += local.oov;
         out.labels.push(batch.labels[i]);
         out.indptr.push(out.indices.len() as u32);
     }

@@ -210,8 +210,6 @@ pub struct Parser {
     modes: Vec<ParseMode>,
     names: Vec<String>,
     max_value_len: usize,
-    /// Scratch: the tab positions of the line being parsed.
-    tabs: Vec<usize>,
     /// Malformed values seen so far.
     pub bad: BadCounts,
 }
@@ -223,7 +221,6 @@ impl Parser {
             modes: layout.modes.clone(),
             names: layout.schema.fields.clone(),
             max_value_len: layout.max_value_len,
-            tabs: Vec::new(),
             bad: BadCounts::default(),
         }
     }
@@ -244,26 +241,51 @@ impl Parser {
     ) -> Result<(), DecodeError> {
         let line = line.strip_suffix(b"\n").unwrap_or(line);
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        self.tabs.clear();
-        tab_positions(line, &mut self.tabs);
-        let label = match &line[..self.tabs.first().copied().unwrap_or(line.len())] {
-            b"0" => false,
-            b"1" => true,
-            _ => return Err(DecodeError::Label),
-        };
         let fields = self.modes.len();
-        if self.tabs.len() != fields {
-            return Err(DecodeError::FieldCount(self.tabs.len() + 1));
-        }
-        let start = batch.values.len();
+        let (values_start, tokens_start) = (batch.values.len(), batch.tokens.len());
         batch.values.reserve(fields);
-        for field in 0..fields {
-            let end = self.tabs.get(field + 1).copied().unwrap_or(line.len());
-            let raw = &line[self.tabs[field] + 1..end];
-            let value = self.parse_bytes(field, raw, &mut batch.tokens);
+        // Each field is parsed as the tab after it is found: field `k` lies between tab `k` and
+        // tab `k + 1` (or the end), the label before tab 0.
+        let (mut tabs, mut from, mut label_end, mut bad) = (0, 0, line.len(), false);
+        let parser = &*self;
+        let mut field_at = |field: usize, raw: &[u8]| {
+            let value = parser.parse_bytes(field, raw, &mut batch.tokens);
+            bad |= matches!(value, Value::Bad(_));
             batch.values.push(value);
+        };
+        for_each_tab(line, |tab| {
+            if tabs == 0 {
+                label_end = tab;
+            } else if tabs <= fields {
+                field_at(tabs - 1, &line[from..tab]);
+            }
+            tabs += 1;
+            from = tab + 1;
+        });
+        if tabs == fields && tabs > 0 {
+            field_at(fields - 1, &line[from..]);
         }
-        self.count_bad(&batch.values[start..]);
+        let label = match &line[..label_end] {
+            b"0" => Ok(false),
+            b"1" => Ok(true),
+            _ => Err(DecodeError::Label),
+        };
+        let label = label.and_then(|label| {
+            (tabs == fields)
+                .then_some(label)
+                .ok_or(DecodeError::FieldCount(tabs + 1))
+        });
+        let label = match label {
+            Ok(label) => label,
+            Err(error) => {
+                batch.values.truncate(values_start);
+                batch.tokens.truncate(tokens_start);
+                return Err(error);
+            }
+        };
+        if bad {
+            self.count_bad(&batch.values[values_start..]);
+        }
         batch.labels.push(label);
         batch.times.push(time_ms);
         Ok(())
@@ -422,10 +444,11 @@ impl Parser {
     }
 }
 
-/// Appends the position of every tab in `line` to `out`, eight bytes at a time: one pass over
-/// the line instead of a search per field (fields are a few bytes long, so a search's set-up
-/// costs more than its scan).
-fn tab_positions(line: &[u8], out: &mut Vec<usize>) {
+/// Calls `found` with the position of every tab in `line`, in order, eight bytes at a time:
+/// one pass over the line instead of a search per field (fields are a few bytes long, so a
+/// search's set-up costs more than its scan).
+#[inline]
+fn for_each_tab(line: &[u8], mut found: impl FnMut(usize)) {
     const TABS: u64 = 0x0909_0909_0909_0909;
     const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
     let mut chunks = line.chunks_exact(8);
@@ -437,19 +460,16 @@ fn tab_positions(line: &[u8], out: &mut Vec<usize>) {
         // The high bit of each byte is set exactly where that byte of `x` is zero.
         let mut zeros = !(((x & LOW7) + LOW7) | x | LOW7);
         while zeros != 0 {
-            out.push(base + (zeros.trailing_zeros() / 8) as usize);
+            found(base + (zeros.trailing_zeros() / 8) as usize);
             zeros &= zeros - 1;
         }
         base += 8;
     }
-    out.extend(
-        chunks
-            .remainder()
-            .iter()
-            .enumerate()
-            .filter(|(_, &b)| b == b'\t')
-            .map(|(i, _)| base + i),
-    );
+    for (i, &b) in chunks.remainder().iter().enumerate() {
+        if b == b'\t' {
+            found(base + i);
+        }
+    }
 }
 
 fn multi(start: usize, end: usize) -> Value {
@@ -470,11 +490,17 @@ pub fn parse_number(raw: &[u8]) -> Option<f64> {
         [b'-', rest @ ..] => (true, rest),
         _ => (false, raw),
     };
-    if !digits.is_empty() && digits.len() <= 18 && digits.iter().all(u8::is_ascii_digit) {
-        let v = digits
-            .iter()
-            .fold(0i64, |acc, d| acc * 10 + i64::from(d - b'0'));
-        return Some(if negative { -v } else { v } as f64);
+    if !digits.is_empty() && digits.len() <= 18 {
+        // One pass: accumulate while checking; a non-digit spoils `v`, which is then unused.
+        let (mut v, mut digits_only) = (0i64, true);
+        for &b in digits {
+            let d = b.wrapping_sub(b'0');
+            digits_only &= d < 10;
+            v = v.wrapping_mul(10).wrapping_add(i64::from(d));
+        }
+        if digits_only {
+            return Some(if negative { -v } else { v } as f64);
+        }
     }
     let x: f64 = std::str::from_utf8(raw).ok()?.trim().parse().ok()?;
     x.is_finite().then_some(x)
@@ -497,9 +523,69 @@ mod tests {
             ),
         ) {
             let mut got = Vec::new();
-            tab_positions(&line, &mut got);
+            for_each_tab(&line, |tab| got.push(tab));
             let want: Vec<usize> = (0..line.len()).filter(|&i| line[i] == b'\t').collect();
             prop_assert_eq!(got, want);
+        }
+
+        /// Any line parses as splitting it at every tab and reading each field does: the same
+        /// error (the label's first), or one more event with the same values and tokens; an
+        /// error leaves the batch as it was.
+        #[test]
+        fn lines_parse_as_split_fields(
+            first in prop_oneof![Just(b"0".to_vec()), Just(b"1".to_vec()), "[0-9a]{0,2}".prop_map(String::into_bytes)],
+            fields in proptest::collection::vec(
+                prop_oneof![
+                    "-?[0-9]{0,6}".prop_map(String::into_bytes),
+                    "[a-z|]{0,12}".prop_map(String::into_bytes),
+                    proptest::collection::vec(any::<u8>(), 0..12),
+                ],
+                36..42,
+            ),
+        ) {
+            let spec: FeatureMapSpec = toml::from_str(include_str!("testdata/every_kind.toml")).unwrap();
+            let layout = spec.compile(&Schema::criteo()).unwrap();
+            let mut line = first;
+            for field in &fields {
+                line.push(b'\t');
+                line.extend(field.iter().map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }));
+            }
+            let parts: Vec<&[u8]> = line.split(|&b| b == b'\t').collect();
+            let reference = Parser::new(&layout);
+            let mut want = EventBatch::new(39);
+            let want_result = match parts[0] {
+                b"0" | b"1" if parts.len() == 40 => {
+                    for (field, raw) in parts[1..].iter().enumerate() {
+                        let value = reference.parse_bytes(field, raw, &mut want.tokens);
+                        want.values.push(value);
+                    }
+                    want.labels.push(parts[0] == b"1");
+                    want.times.push(3);
+                    Ok(())
+                }
+                b"0" | b"1" => Err(DecodeError::FieldCount(parts.len())),
+                _ => Err(DecodeError::Label),
+            };
+            let mut got = EventBatch::new(39);
+            let mut parser = Parser::new(&layout);
+            prop_assert_eq!(parser.parse_tsv(&line, 3, &mut got), want_result);
+            prop_assert_eq!(got, want);
+        }
+
+        /// The integer fast path reads what the standard library reads, for digits, signs and
+        /// anything else of up to 20 bytes.
+        #[test]
+        fn numbers_parse_as_the_standard_library_does(
+            raw in prop_oneof![
+                "-?[0-9]{1,19}".prop_map(String::into_bytes),
+                proptest::collection::vec(prop_oneof![Just(b'-'), Just(b'.'), Just(b'/'), Just(b':'), 0x30u8..0x3a, any::<u8>()], 0..20),
+            ],
+        ) {
+            let want = std::str::from_utf8(&raw)
+                .ok()
+                .and_then(|s| s.trim().parse::<f64>().ok())
+                .filter(|x| x.is_finite());
+            prop_assert_eq!(parse_number(&raw), want);
         }
     }
 
