@@ -34,7 +34,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(parser.bad.total(), bad);
 
     let mut partials = Partials::new(&layout, 1);
-    partials.observe(&layout, &batch);
+    partials.observe(&batch);
     let mut map = FeatureMap::new(layout.clone());
     let mut updates = Vec::new();
     for partial in partials.finish(0) {

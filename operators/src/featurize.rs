@@ -350,7 +350,7 @@ fn observe_features<'scope>(
                     partials
                 }) {
                     for batch in data.iter() {
-                        partials.observe(&layout, batch);
+                        partials.observe(batch);
                     }
                 }
                 if let Some(events_cap) = cap.retain_least(1) {

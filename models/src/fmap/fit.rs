@@ -91,11 +91,19 @@ pub struct FeaturePartial {
 /// The partial statistics of all fitted features on one worker in one epoch.
 #[derive(Clone, Debug)]
 pub struct Partials {
-    features: Vec<(u32, Stats)>,
-    /// One per entry of `features`: for a standardized feature, its small integers.
-    small: Vec<Option<SmallIntegers>>,
+    features: Vec<Observed>,
     max_time: u64,
     rows: u64,
+}
+
+/// One fitted feature's statistics in [`Partials`], with where its value is in a row.
+#[derive(Clone, Debug)]
+struct Observed {
+    feature: u32,
+    field: usize,
+    stats: Stats,
+    /// For a standardized feature, its small integers.
+    small: Option<SmallIntegers>,
 }
 
 /// How often each integer `0..SMALL` occurred in a standardized feature. Counting costs one add
@@ -155,28 +163,32 @@ impl Partials {
             .iter()
             .enumerate()
             .filter_map(|(i, f)| {
-                let stats = match &f.kind {
-                    Kind::OneHot(_) | Kind::MultiHot(..) => Stats::Counts(HashMap::default()),
-                    Kind::Bucketize { k, .. } => Stats::Sketch(Kll::new(*k, seed ^ i as u64)),
-                    Kind::Standardize { .. } => Stats::Moments(Moments::default()),
+                let (stats, small) = match &f.kind {
+                    Kind::OneHot(_) | Kind::MultiHot(..) => {
+                        (Stats::Counts(HashMap::default()), None)
+                    }
+                    Kind::Bucketize { k, .. } => {
+                        (Stats::Sketch(Kll::new(*k, seed ^ i as u64)), None)
+                    }
+                    Kind::Standardize { log1p, .. } => (
+                        Stats::Moments(Moments::default()),
+                        Some(SmallIntegers {
+                            log1p: *log1p,
+                            counts: vec![0; SMALL],
+                        }),
+                    ),
                     _ => return None,
                 };
-                Some((i as u32, stats))
-            })
-            .collect::<Vec<_>>();
-        let small = features
-            .iter()
-            .map(|(i, _)| match layout.features[*i as usize].kind {
-                Kind::Standardize { log1p, .. } => Some(SmallIntegers {
-                    log1p,
-                    counts: vec![0; SMALL],
-                }),
-                _ => None,
+                Some(Observed {
+                    feature: i as u32,
+                    field: *f.fields.first()?,
+                    stats,
+                    small,
+                })
             })
             .collect();
         Partials {
             features,
-            small,
             max_time: 0,
             rows: 0,
         }
@@ -192,7 +204,7 @@ impl Partials {
     pub fn distinct(&self) -> Vec<usize> {
         self.features
             .iter()
-            .map(|(_, stats)| match stats {
+            .map(|observed| match &observed.stats {
                 Stats::Counts(counts) => counts.len(),
                 _ => 0,
             })
@@ -202,26 +214,27 @@ impl Partials {
     /// Makes room for `distinct` values per fitted feature (as [`Partials::distinct`] gives),
     /// so that counting an epoch like the last one does not grow the tables as it goes.
     pub fn reserve(&mut self, distinct: &[usize]) {
-        for ((_, stats), &n) in self.features.iter_mut().zip(distinct) {
-            if let Stats::Counts(counts) = stats {
+        for (observed, &n) in self.features.iter_mut().zip(distinct) {
+            if let Stats::Counts(counts) = &mut observed.stats {
                 counts.reserve(n);
             }
         }
     }
 
     /// Adds every event of `batch`.
-    pub fn observe(&mut self, layout: &Layout, batch: &EventBatch) {
+    pub fn observe(&mut self, batch: &EventBatch) {
         self.rows += batch.len() as u64;
         self.max_time = batch.times.iter().copied().fold(self.max_time, u64::max);
         // One pass over the row-major values: a column-wise pass would stride through the
         // whole batch once per feature.
         for (i, &time) in batch.times.iter().enumerate() {
             let row = batch.row(i);
-            for ((feature, stats), small) in self.features.iter_mut().zip(&mut self.small) {
-                let def = &layout.features[*feature as usize];
-                let value = &row[def.fields[0]];
-                match (stats, &def.kind) {
-                    (Stats::Counts(counts), _) => {
+            for observed in &mut self.features {
+                let Some(value) = row.get(observed.field) else {
+                    continue;
+                };
+                match &mut observed.stats {
+                    Stats::Counts(counts) => {
                         let mut count = |token: u64| {
                             let seen = counts.entry(token).or_default();
                             seen.count += 1;
@@ -236,20 +249,21 @@ impl Partials {
                             Value::Missing | Value::Bad(_) => {}
                         }
                     }
-                    (Stats::Sketch(sketch), _) => {
+                    Stats::Sketch(sketch) => {
                         if let Value::Num(x) = value {
                             sketch.update(*x);
                         }
                     }
-                    (Stats::Moments(moments), Kind::Standardize { log1p, .. }) => {
-                        if let Value::Num(x) = value {
-                            match (small_integer(*x), small.as_mut()) {
-                                (Some(k), Some(small)) => small.counts[k] += 1,
-                                _ => moments.add(if *log1p { signed_log1p(*x) } else { *x }),
+                    Stats::Moments(moments) => {
+                        if let (Value::Num(x), Some(small)) = (value, &mut observed.small) {
+                            match small_integer(*x) {
+                                Some(k) => small.counts[k] += 1,
+                                None => {
+                                    moments.add(if small.log1p { signed_log1p(*x) } else { *x })
+                                }
                             }
                         }
                     }
-                    (Stats::Moments(_), _) => {}
                 }
             }
         }
@@ -260,16 +274,17 @@ impl Partials {
         let max_time = self.max_time;
         self.features
             .into_iter()
-            .zip(self.small)
-            .map(|((feature, mut stats), small)| {
-                if let (Stats::Moments(moments), Some(small)) = (&mut stats, small) {
+            .map(|mut observed| {
+                if let (Stats::Moments(moments), Some(small)) =
+                    (&mut observed.stats, &observed.small)
+                {
                     small.fold_into(moments);
                 }
                 FeaturePartial {
-                    feature,
+                    feature: observed.feature,
                     worker,
                     max_time,
-                    stats,
+                    stats: observed.stats,
                 }
             })
             .collect()
@@ -630,7 +645,7 @@ impl FeatureMap {
                 continue;
             }
             let mut partials = Partials::new(&map.layout, time as u64);
-            partials.observe(&map.layout, batch);
+            partials.observe(batch);
             let mut by_feature = partials.finish(0);
             let updates: Vec<FeatureUpdate> = fitters
                 .iter_mut()

@@ -176,79 +176,123 @@ impl FeatureMap {
         transition
     }
 
-    /// Appends the sparse row of event `i` of `batch` to `out`.
-    pub fn transform_into(
+    /// What the transform does for each feature, with the state it reads: made once per batch,
+    /// so that the per-row loop reads one small step per feature instead of a feature's
+    /// definition and state side by side. A feature whose state is not of its kind's type
+    /// (which [`FeatureMap::problems`] reports) makes no step, and so no slot.
+    fn steps(&self) -> Vec<Step<'_>> {
+        self.layout
+            .features
+            .iter()
+            .zip(&self.features)
+            .filter_map(|(def, state)| {
+                let (field, offset) = (*def.fields.first()?, def.offset);
+                let op = match (&def.kind, state) {
+                    (Kind::OneHot(spec), FeatureState::Vocab(ids)) => Op::Vocab { spec, ids },
+                    (Kind::MultiHot(spec, _), FeatureState::Vocab(ids)) => {
+                        Op::MultiVocab { spec, ids }
+                    }
+                    (Kind::Bucketize { buckets, .. }, FeatureState::Buckets(boundaries)) => {
+                        Op::Buckets {
+                            boundaries,
+                            missing: *buckets,
+                        }
+                    }
+                    (Kind::Standardize { log1p, clip }, FeatureState::Scale { mean, std }) => {
+                        Op::Scale {
+                            log1p: *log1p,
+                            clip: *clip,
+                            mean: *mean,
+                            std: *std,
+                        }
+                    }
+                    (Kind::Numeric, _) => Op::Numeric,
+                    (Kind::Hash { buckets }, _) => Op::Hash { buckets: *buckets },
+                    (Kind::Cross { buckets }, _) => Op::Cross {
+                        fields: &def.fields,
+                        buckets: *buckets,
+                    },
+                    _ => return None,
+                };
+                Some(Step { field, offset, op })
+            })
+            .collect()
+    }
+
+    /// Appends the sparse row of event `i` of `batch` to `out`, by the map's `steps`.
+    fn transform_row(
         &self,
+        steps: &[Step<'_>],
         batch: &EventBatch,
         i: usize,
         out: &mut CsrBatch,
         counts: &mut TransformCounts,
     ) {
         let row = batch.row(i);
-        // Counted in registers, added to `counts` once per row.
-        let mut local = TransformCounts::default();
+        let mut slots = Slots::new(out);
         if self.layout.bias {
-            out.indices.push(0);
-            out.values.push(1.0);
+            slots.put(0, 1.0);
         }
-        for (def, state) in self.layout.features.iter().zip(&self.features) {
-            let value = &row[def.fields[0]];
-            let mut put = |slot: u32, x: f32| {
-                out.indices.push(def.offset + slot);
-                out.values.push(x);
+        for step in steps {
+            let Some(value) = row.get(step.field) else {
+                continue;
             };
-            match (&def.kind, state) {
-                (Kind::OneHot(spec), FeatureState::Vocab(ids)) => {
-                    put(vocab_slot(spec, ids, value, &mut local), 1.0);
-                }
-                (Kind::MultiHot(spec, _), FeatureState::Vocab(ids)) => match value {
+            let mut put = |slot: u32, x: f32| slots.put(step.offset + slot, x);
+            match step.op {
+                Op::Vocab { spec, ids } => put(vocab_slot(spec, ids, value, counts), 1.0),
+                Op::MultiVocab { spec, ids } => match value {
                     Value::Multi { .. } => {
                         for &token in batch.multi(value) {
-                            put(vocab_slot(spec, ids, &Value::Cat(token), &mut local), 1.0);
+                            put(vocab_slot(spec, ids, &Value::Cat(token), counts), 1.0);
                         }
                     }
-                    other => put(vocab_slot(spec, ids, other, &mut local), 1.0),
+                    other => put(vocab_slot(spec, ids, other, counts), 1.0),
                 },
-                (Kind::Bucketize { buckets, .. }, FeatureState::Buckets(boundaries)) => {
+                Op::Buckets {
+                    boundaries,
+                    missing,
+                } => {
                     let slot = match value {
                         Value::Num(x) => boundaries.partition_point(|b| b <= x) as u32,
-                        _ => *buckets,
+                        _ => missing,
                     };
                     put(slot, 1.0);
                 }
-                (Kind::Standardize { log1p, clip }, FeatureState::Scale { mean, std }) => {
-                    match value {
-                        Value::Num(x) => {
-                            let y = if *log1p {
-                                super::fit::signed_log1p(*x)
-                            } else {
-                                *x
-                            };
-                            let z = if *std > 0.0 { (y - mean) / std } else { 0.0 };
-                            put(0, z.clamp(-clip, *clip) as f32);
-                        }
-                        _ => put(1, 1.0),
+                Op::Scale {
+                    log1p,
+                    clip,
+                    mean,
+                    std,
+                } => match value {
+                    Value::Num(x) => {
+                        let y = if log1p {
+                            super::fit::signed_log1p(*x)
+                        } else {
+                            *x
+                        };
+                        let z = if std > 0.0 { (y - mean) / std } else { 0.0 };
+                        put(0, z.clamp(-clip, clip) as f32);
                     }
-                }
-                (Kind::Numeric, _) => match value {
+                    _ => put(1, 1.0),
+                },
+                Op::Numeric => match value {
                     Value::Num(x) => put(0, *x as f32),
                     _ => put(1, 1.0),
                 },
-                (Kind::Hash { buckets }, _) => {
-                    let h = crate::hash::finalize(token(value) ^ u64::from(def.offset));
-                    put((h % u64::from(*buckets)) as u32, 1.0);
+                Op::Hash { buckets } => {
+                    let h = crate::hash::finalize(token(value) ^ u64::from(step.offset));
+                    put((h % u64::from(buckets)) as u32, 1.0);
                 }
-                (Kind::Cross { buckets }, _) => {
-                    let h = def.fields.iter().fold(u64::from(def.offset), |h, &f| {
-                        crate::hash::finalize(h.rotate_left(23) ^ token(&row[f]))
+                Op::Cross { fields, buckets } => {
+                    let h = fields.iter().fold(u64::from(step.offset), |h, &f| {
+                        let t = row.get(f).map_or(MISSING_TOKEN, token);
+                        crate::hash::finalize(h.rotate_left(23) ^ t)
                     });
-                    put((h % u64::from(*buckets)) as u32, 1.0);
+                    put((h % u64::from(buckets)) as u32, 1.0);
                 }
-                _ => {}
             }
         }
-        counts.lookups += local.lookups;
-        counts.oov += local.oov;
+        slots.flush();
         out.labels.push(batch.labels[i]);
         out.indptr.push(out.indices.len() as u32);
     }
@@ -262,9 +306,14 @@ impl FeatureMap {
         out.values.reserve(batch.len() * per_row);
         out.labels.reserve(batch.len());
         out.indptr.reserve(batch.len());
+        let steps = self.steps();
+        // Counted in locals, added to `counts` once per batch.
+        let mut local = TransformCounts::default();
         for i in 0..batch.len() {
-            self.transform_into(batch, i, &mut out, counts);
+            self.transform_row(&steps, batch, i, &mut out, &mut local);
         }
+        counts.lookups += local.lookups;
+        counts.oov += local.oov;
         out.sources.clone_from(&batch.sources);
         out
     }
@@ -336,6 +385,84 @@ impl FeatureMap {
             })
             .collect()
     }
+}
+
+/// Slots a row buffers before they are appended to the batch's arrays.
+const ROW_SLOTS: usize = 64;
+
+/// A row's slots, gathered in fixed arrays and appended to a [`CsrBatch`] at once: cheaper than
+/// growing its two vectors slot by slot.
+struct Slots<'a> {
+    out: &'a mut CsrBatch,
+    indices: [u32; ROW_SLOTS],
+    values: [f32; ROW_SLOTS],
+    len: usize,
+}
+
+impl<'a> Slots<'a> {
+    fn new(out: &'a mut CsrBatch) -> Self {
+        Slots {
+            out,
+            indices: [0; ROW_SLOTS],
+            values: [0.0; ROW_SLOTS],
+            len: 0,
+        }
+    }
+
+    #[inline]
+    fn put(&mut self, index: u32, value: f32) {
+        if self.len == ROW_SLOTS {
+            self.flush();
+        }
+        self.indices[self.len] = index;
+        self.values[self.len] = value;
+        self.len += 1;
+    }
+
+    fn flush(&mut self) {
+        self.out
+            .indices
+            .extend_from_slice(&self.indices[..self.len]);
+        self.out.values.extend_from_slice(&self.values[..self.len]);
+        self.len = 0;
+    }
+}
+
+/// One feature's part of the transform: where its value is, where its slots start, what to do.
+struct Step<'a> {
+    field: usize,
+    offset: u32,
+    op: Op<'a>,
+}
+
+/// A feature's kind together with the fitted state it reads.
+enum Op<'a> {
+    Vocab {
+        spec: &'a VocabSpec,
+        ids: &'a HashMap<u64, u32, BuildIdentity>,
+    },
+    MultiVocab {
+        spec: &'a VocabSpec,
+        ids: &'a HashMap<u64, u32, BuildIdentity>,
+    },
+    Buckets {
+        boundaries: &'a [f64],
+        missing: u32,
+    },
+    Scale {
+        log1p: bool,
+        clip: f64,
+        mean: f64,
+        std: f64,
+    },
+    Numeric,
+    Hash {
+        buckets: u32,
+    },
+    Cross {
+        fields: &'a [usize],
+        buckets: u32,
+    },
 }
 
 fn token(value: &Value) -> u64 {
@@ -452,7 +579,7 @@ mod tests {
                 prop_assert!(rows.indices.iter().all(|&i| (i as usize) < map.dimension()));
                 prop_assert!(rows.values.iter().all(|v| v.is_finite()));
                 let mut partials = Partials::new(&layout, 1);
-                partials.observe(&layout, &batch);
+                partials.observe(&batch);
                 let mut by_feature = partials.finish(0);
                 let updates: Vec<_> = fitters
                     .iter_mut()
