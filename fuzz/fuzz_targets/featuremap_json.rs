@@ -38,11 +38,15 @@ fuzz_target!(|data: &[u8]| {
             FeatureState::Vocab(ids) => ids.keys().for_each(|&t| push(field, Value::Cat(t))),
             FeatureState::Buckets(bounds) => {
                 for &b in bounds {
-                    [b - 1.0, b, b + 1.0].map(|x| push(field, Value::Num(x)));
+                    [b - 1.0, b, b + 1.0]
+                        .into_iter()
+                        .for_each(|x| push(field, Value::Num(x)));
                 }
             }
             FeatureState::Scale { .. } => {
-                [-1e300, 0.0, 1e300].map(|x| push(field, Value::Num(x)));
+                [-1e300, 0.0, 1e300]
+                    .into_iter()
+                    .for_each(|x| push(field, Value::Num(x)));
             }
             FeatureState::Stateless => push(field, Value::Cat(7)),
         }

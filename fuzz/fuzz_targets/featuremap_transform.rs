@@ -30,7 +30,11 @@ fuzz_target!(|data: &[u8]| {
             let _ = parser.parse_tsv(line, i as u64 * 700, &mut batch);
         }
     }
-    let bad = batch.values.iter().filter(|v| matches!(v, Value::Bad(_))).count() as u64;
+    let bad = batch
+        .values
+        .iter()
+        .filter(|v| matches!(v, Value::Bad(_)))
+        .count() as u64;
     assert_eq!(parser.bad.total(), bad);
 
     let mut partials = Partials::new(&layout, 1);
