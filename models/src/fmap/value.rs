@@ -414,11 +414,33 @@ impl Parser {
         }
     }
 
+    /// Parses `raw` as field `field`. The common values (an ASCII categorical of an allowed
+    /// length, an integer) are read here, small enough to inline into the line's loop; the
+    /// rest in [`Parser::parse_other`].
+    #[inline]
     fn parse_bytes(&self, field: usize, raw: &[u8], tokens: &mut Vec<u64>) -> Value {
         if raw.is_empty() {
             return Value::Missing;
         }
-        match self.modes[field] {
+        match self.modes.get(field) {
+            Some(ParseMode::Cat) if raw.len() <= self.max_value_len && raw.is_ascii() => {
+                Value::Cat(fingerprint(raw))
+            }
+            Some(ParseMode::Num) => match parse_integer(raw) {
+                Some(x) => Value::Num(x),
+                None => self.parse_other(field, raw, tokens),
+            },
+            _ => self.parse_other(field, raw, tokens),
+        }
+    }
+
+    /// [`Parser::parse_bytes`] for any non-empty value.
+    #[inline(never)]
+    fn parse_other(&self, field: usize, raw: &[u8], tokens: &mut Vec<u64>) -> Value {
+        let Some(mode) = self.modes.get(field) else {
+            return Value::Missing;
+        };
+        match *mode {
             ParseMode::Skip => Value::Missing,
             ParseMode::Num => match parse_number(raw) {
                 Some(x) => Value::Num(x),
@@ -486,24 +508,30 @@ fn multi(start: usize, end: usize) -> Value {
 /// Parses a finite decimal number: a fast path for integers of up to 18 digits, the standard
 /// library's float parser otherwise.
 pub fn parse_number(raw: &[u8]) -> Option<f64> {
-    let (negative, digits) = match raw {
-        [b'-', rest @ ..] => (true, rest),
+    parse_integer(raw).or_else(|| {
+        let x: f64 = std::str::from_utf8(raw).ok()?.trim().parse().ok()?;
+        x.is_finite().then_some(x)
+    })
+}
+
+/// An optional `-` and 1 to 18 digits, as a float; `None` for anything else.
+#[inline]
+fn parse_integer(raw: &[u8]) -> Option<f64> {
+    let (negative, digits) = match raw.split_first() {
+        Some((b'-', rest)) => (true, rest),
         _ => (false, raw),
     };
-    if !digits.is_empty() && digits.len() <= 18 {
-        // One pass: accumulate while checking; a non-digit spoils `v`, which is then unused.
-        let (mut v, mut digits_only) = (0i64, true);
-        for &b in digits {
-            let d = b.wrapping_sub(b'0');
-            digits_only &= d < 10;
-            v = v.wrapping_mul(10).wrapping_add(i64::from(d));
-        }
-        if digits_only {
-            return Some(if negative { -v } else { v } as f64);
-        }
+    if digits.is_empty() || digits.len() > 18 {
+        return None;
     }
-    let x: f64 = std::str::from_utf8(raw).ok()?.trim().parse().ok()?;
-    x.is_finite().then_some(x)
+    // One pass: accumulate while checking; a non-digit spoils `v`, which is then unused.
+    let (mut v, mut digits_only) = (0i64, true);
+    for &b in digits {
+        let d = b.wrapping_sub(b'0');
+        digits_only &= d < 10;
+        v = v.wrapping_mul(10).wrapping_add(i64::from(d));
+    }
+    digits_only.then_some(if negative { -v } else { v } as f64)
 }
 
 #[cfg(test)]
