@@ -6,7 +6,7 @@ use super::kll::Kll;
 use super::map::FeatureMap;
 use super::spec::{Kind, Layout, VocabSpec};
 use super::value::{EventBatch, Value};
-use super::{num_token, BuildIdentity};
+use super::{num_token, small_integer, BuildIdentity, SMALL_INTEGERS};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use std::sync::LazyLock;
@@ -106,7 +106,7 @@ struct Observed {
     small: Option<SmallIntegers>,
 }
 
-/// How often each integer `0..SMALL` occurred in a standardized feature. Counting costs one add
+/// How often each integer below [`SMALL_INTEGERS`] occurred in a standardized feature. Counting costs one add
 /// where Welford's update costs a division; the counts join the moments as groups (each of one
 /// value, so without spread) when the partial is finished.
 #[derive(Clone, Debug)]
@@ -129,20 +129,9 @@ impl SmallIntegers {
     }
 }
 
-/// `x` as an index below [`SMALL`] when it is such an integer (-0.0 is 0).
-#[inline]
-fn small_integer(x: f64) -> Option<usize> {
-    // The cast saturates, and sends negatives and NaN to 0; only an integer survives the trip
-    // back.
-    let k = x as usize;
-    (k < SMALL && k as f64 == x).then_some(k)
-}
-
-/// `ln(1 + k)` for the integers `k` below this, looked up instead of computed: counts such as
-/// Criteo's are mostly small integers, and `log1p` was 6% of the featurize bench.
-const SMALL: usize = 1024;
-
-static SMALL_LN_1P: LazyLock<[f64; SMALL]> =
+/// `ln(1 + k)` for the small integers `k`, looked up instead of computed: `log1p` was 6% of the
+/// featurize bench.
+static SMALL_LN_1P: LazyLock<[f64; SMALL_INTEGERS]> =
     LazyLock::new(|| std::array::from_fn(|k| (k as f64).ln_1p()));
 
 /// `sign(x)·ln(1 + |x|)`; bit for bit the same whether looked up or computed.
@@ -174,7 +163,7 @@ impl Partials {
                         Stats::Moments(Moments::default()),
                         Some(SmallIntegers {
                             log1p: *log1p,
-                            counts: vec![0; SMALL],
+                            counts: vec![0; SMALL_INTEGERS],
                         }),
                     ),
                     _ => return None,
@@ -664,7 +653,7 @@ impl FeatureMap {
 
 #[cfg(test)]
 mod small_integer_tests {
-    use super::{signed_log1p, small_integer, Moments, SmallIntegers, SMALL};
+    use super::{signed_log1p, small_integer, Moments, SmallIntegers, SMALL_INTEGERS};
     use proptest::prelude::*;
 
     proptest! {
@@ -681,7 +670,7 @@ mod small_integer_tests {
             let standardized = |x: f64| if log1p { signed_log1p(x) } else { x };
             let mut direct = Moments::default();
             xs.iter().for_each(|&x| direct.add(standardized(x)));
-            let mut small = SmallIntegers { log1p, counts: vec![0; SMALL] };
+            let mut small = SmallIntegers { log1p, counts: vec![0; SMALL_INTEGERS] };
             let mut counted = Moments::default();
             for &x in &xs {
                 match small_integer(x) {

@@ -11,18 +11,15 @@
 //! but at 9–13× the update cost and with no merge. Compaction coins come from a seeded
 //! splitmix64 stream, so a sketch is a deterministic function of its input order.
 //!
-//! The non-negative integers below [`EXACT`] are counted exactly beside the sketch: counts such
-//! as Criteo's integer fields are mostly small integers (87% of the generated values, 93% of
-//! the sample's), and one add per value replaces the sorting and merging of compactions. Only
-//! the other values carry the sketch's error, so the stated error is an upper bound.
+//! The [small integers](super::SMALL_INTEGERS) are counted exactly beside the sketch: one add
+//! per value replaces the sorting and merging of compactions. Only the other values carry the
+//! sketch's error, so the stated error is an upper bound.
 
+use super::{small_integer, SMALL_INTEGERS};
 use serde::{Deserialize, Serialize};
 
 /// The smallest capacity of a level.
 const MIN_LEVEL: usize = 8;
-
-/// The non-negative integers below this are counted exactly rather than sketched.
-pub const EXACT: usize = 1024;
 
 /// The `k` that gives normalized rank error `epsilon` (99% confidence per query).
 pub fn k_for_error(epsilon: f64) -> u16 {
@@ -52,7 +49,7 @@ pub struct Kll {
     /// Room for merging a promoted half into the level above; empty between calls.
     #[serde(skip)]
     scratch: Vec<f64>,
-    /// Occurrences of each integer `0..EXACT`; empty until the first one.
+    /// Occurrences of each small integer; empty until the first one.
     #[serde(default)]
     exact: Vec<u64>,
 }
@@ -105,12 +102,9 @@ impl Kll {
     /// Adds a value.
     #[inline]
     pub fn update(&mut self, x: f64) {
-        // The cast saturates (negatives and NaN become 0), so `x` is an integer in `0..EXACT`
-        // exactly when it survives the round trip; -0.0 counts as 0.
-        let small = x as usize;
-        if small < EXACT && small as f64 == x {
+        if let Some(small) = small_integer(x) {
             if self.exact.is_empty() {
-                self.exact = vec![0; EXACT];
+                self.exact = vec![0; SMALL_INTEGERS];
             }
             self.exact[small] += 1;
             self.n += 1;
@@ -321,14 +315,14 @@ mod tests {
         // k = 8 sketches badly, but nothing here reaches the sketch.
         let mut s = Kll::new(8, 1);
         let data: Vec<f64> = (0..100_000u64)
-            .map(|i| (crate::hash::splitmix64(i) % EXACT as u64) as f64)
+            .map(|i| (crate::hash::splitmix64(i) % SMALL_INTEGERS as u64) as f64)
             .collect();
         data.iter().for_each(|&x| s.update(x));
         assert_eq!(s.count(), 100_000);
         assert_eq!(max_rank_error(&s, &data), 0.0);
-        assert_eq!(s.retained(), EXACT);
+        assert_eq!(s.retained(), SMALL_INTEGERS);
         // Neither the first value past the range, nor fractions, nor negatives are exact.
-        for x in [EXACT as f64, 0.5, -1.0] {
+        for x in [SMALL_INTEGERS as f64, 0.5, -1.0] {
             let mut s = Kll::new(8, 1);
             s.update(x);
             assert_eq!((s.size, s.exact.len()), (1, 0), "{x}");
@@ -352,9 +346,9 @@ mod tests {
         for i in 0..1_000_000u32 {
             s.update(f64::from(i));
         }
-        // The sketch, and the first EXACT integers counted exactly.
+        // The sketch, and the first SMALL_INTEGERS integers counted exactly.
         assert!(
-            s.retained() < 3 * 200 + 100 + EXACT,
+            s.retained() < 3 * 200 + 100 + SMALL_INTEGERS,
             "{} retained",
             s.retained()
         );

@@ -56,3 +56,18 @@ pub type BuildIdentity = BuildHasherDefault<IdentityHasher>;
 pub(crate) fn num_token(x: f64) -> u64 {
     crate::hash::finalize(x.to_bits() ^ 0x6e75_6d62_6572_0000)
 }
+
+/// The non-negative integers below this are "small": counted exactly instead of sketched (in
+/// [`kll::Kll`] and in a standardized feature's moments), and their `log1p` looked up. Counts
+/// such as Criteo's integer fields are mostly small integers (87% of the generated values, 93%
+/// of the sample's).
+pub const SMALL_INTEGERS: usize = 1024;
+
+/// `x` as an index below [`SMALL_INTEGERS`] when it is such an integer (-0.0 is 0).
+#[inline]
+pub(crate) fn small_integer(x: f64) -> Option<usize> {
+    // The cast saturates, and sends negatives and NaN to 0; only an integer survives the trip
+    // back.
+    let k = x as usize;
+    (k < SMALL_INTEGERS && k as f64 == x).then_some(k)
+}

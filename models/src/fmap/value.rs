@@ -265,22 +265,16 @@ impl Parser {
         if tabs == fields && tabs > 0 {
             field_at(fields - 1, &line[from..]);
         }
-        let label = match &line[..label_end] {
-            b"0" => Ok(false),
-            b"1" => Ok(true),
-            _ => Err(DecodeError::Label),
-        };
-        let label = label.and_then(|label| {
-            (tabs == fields)
-                .then_some(label)
-                .ok_or(DecodeError::FieldCount(tabs + 1))
-        });
-        let label = match label {
-            Ok(label) => label,
-            Err(error) => {
+        let label = match (&line[..label_end], tabs == fields) {
+            (b"0", true) => false,
+            (b"1", true) => true,
+            (label, _) => {
                 batch.values.truncate(values_start);
                 batch.tokens.truncate(tokens_start);
-                return Err(error);
+                return Err(match label {
+                    b"0" | b"1" => DecodeError::FieldCount(tabs + 1),
+                    _ => DecodeError::Label,
+                });
             }
         };
         if bad {
@@ -422,25 +416,25 @@ impl Parser {
         if raw.is_empty() {
             return Value::Missing;
         }
-        match self.modes.get(field) {
-            Some(ParseMode::Cat) if raw.len() <= self.max_value_len && raw.is_ascii() => {
+        let Some(&mode) = self.modes.get(field) else {
+            return Value::Missing;
+        };
+        match mode {
+            ParseMode::Cat if raw.len() <= self.max_value_len && raw.is_ascii() => {
                 Value::Cat(fingerprint(raw))
             }
-            Some(ParseMode::Num) => match parse_integer(raw) {
+            ParseMode::Num => match parse_integer(raw) {
                 Some(x) => Value::Num(x),
-                None => self.parse_other(field, raw, tokens),
+                None => self.parse_other(mode, raw, tokens),
             },
-            _ => self.parse_other(field, raw, tokens),
+            _ => self.parse_other(mode, raw, tokens),
         }
     }
 
-    /// [`Parser::parse_bytes`] for any non-empty value.
+    /// [`Parser::parse_bytes`] for any non-empty value of a field parsed by `mode`.
     #[inline(never)]
-    fn parse_other(&self, field: usize, raw: &[u8], tokens: &mut Vec<u64>) -> Value {
-        let Some(mode) = self.modes.get(field) else {
-            return Value::Missing;
-        };
-        match *mode {
+    fn parse_other(&self, mode: ParseMode, raw: &[u8], tokens: &mut Vec<u64>) -> Value {
+        match mode {
             ParseMode::Skip => Value::Missing,
             ParseMode::Num => match parse_number(raw) {
                 Some(x) => Value::Num(x),
