@@ -804,6 +804,10 @@ impl PartitionReader for KafkaIngest {
         self.reader.partitions().to_vec()
     }
 
+    fn at_end(&self, partition: i32) -> bool {
+        self.reader.at_end(partition)
+    }
+
     fn poll(&mut self, out: &mut Vec<RawRecord>, max: usize) -> Polled {
         let polled = self.reader.poll_into(out, max);
         let missing = self.reader.missing_event_times();

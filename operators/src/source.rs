@@ -7,8 +7,11 @@
 //! it) joins the partition's current epoch. So a record's epoch depends on nothing but its own
 //! partition's records before it: a replay from a checkpoint puts every record in the same epoch
 //! as the first run did. The worker's frontier is the least watermark epoch over its active
-//! partitions; a partition that shows nothing for `idle` of processing time stops holding it
-//! back, and when every partition is idle (or the worker has none) the frontier moves past
+//! partitions; a partition that has been read to its end and then shows nothing for `idle` of
+//! processing time stops holding it back. A partition not read to its end yet (a reader still
+//! starting, or a backlog in flight) holds it however long it is silent, so that a slow start
+//! does not move the frontier past a backlog's event times. When every partition is idle (or
+//! the worker has none) the frontier moves past
 //! everything read and then follows the wall clock, less `idle`, so that an idle worker does
 //! not hold back the epochs of the others. A record of an idle partition that comes back behind
 //! the frontier joins the frontier's epoch (counted as late).
@@ -55,6 +58,9 @@ pub trait PartitionReader {
     /// Tells the broker the positions a written checkpoint holds (a consumer group's commit),
     /// so that standard tooling shows the job's lag. Best effort.
     fn commit(&mut self, positions: &[(i32, i64)]);
+    /// Whether everything `partition` held when last asked has been read: only such a
+    /// partition may go idle.
+    fn at_end(&self, partition: i32) -> bool;
 }
 
 /// How the source turns event time into epochs.
@@ -62,7 +68,8 @@ pub trait PartitionReader {
 pub struct EventTime {
     /// The span of one epoch, in milliseconds of event time.
     pub epoch_ms: u64,
-    /// How long a partition may show nothing before it stops holding the frontier back.
+    /// How long a partition read to its end may show nothing before it stops holding the
+    /// frontier back.
     pub idle: Duration,
 }
 
@@ -222,9 +229,13 @@ impl Epochs {
         self.held.entry(epoch).or_default().push(record);
     }
 
-    /// The frontier the partitions allow now (never behind the current one).
-    fn allowed(&self, idle: Duration) -> u64 {
-        let active = self.clocks.iter().filter(|c| c.last_seen.elapsed() < idle);
+    /// The frontier the partitions allow now (never behind the current one); `at_end` tells
+    /// which partitions have been read to their end.
+    fn allowed(&self, idle: Duration, at_end: impl Fn(i32) -> bool) -> u64 {
+        let active = self
+            .clocks
+            .iter()
+            .filter(|c| !at_end(c.partition) || c.last_seen.elapsed() < idle);
         let mut least = None;
         for clock in active {
             match clock.watermark_ms {
@@ -340,6 +351,7 @@ impl Epochs {
 ///     }
 ///     fn seek(&mut self, _: &[(i32, i64)]) -> Result<(), String> { Ok(()) }
 ///     fn commit(&mut self, _: &[(i32, i64)]) {}
+///     fn at_end(&self, _: i32) -> bool { self.0.is_empty() }
 /// }
 /// let records = (0..3)
 ///     .map(|i| RawRecord { partition: 0, offset: i, payload: vec![], timestamp_ms: Some(1000 * i as u64) })
@@ -428,7 +440,7 @@ where
                 let allowed = if stopping {
                     u64::MAX
                 } else {
-                    epochs.allowed(time.idle)
+                    epochs.allowed(time.idle, |p| reader.at_end(p))
                 };
                 while let Some(entry) = epochs.held.first_entry() {
                     let epoch = *entry.key();

@@ -1,6 +1,7 @@
 //! The event-time source with 1, 2 and 4 workers against a plain computation of each record's
 //! epoch: partitions spread over the workers, records out of order within their partitions,
-//! and two partitions that never show a record, which must not stall the frontier.
+//! and two partitions that never show a record, which must not stall the frontier. A reader
+//! that takes longer than the idle span to start must not make its backlog late.
 
 use millrace_models::RawRecord;
 use millrace_operators::{ingest_partitions, EventTime, PartitionReader, Polled, SourceStats};
@@ -39,10 +40,12 @@ fn batch() -> Vec<(u64, i32, i64)> {
     out
 }
 
-/// A worker's partitions, handing out one record of each per poll, then nothing (never done).
+/// A worker's partitions, handing out nothing before `starts`, then one record of each per
+/// poll, then nothing (never done).
 struct Dribble {
     partitions: Vec<i32>,
     next: i64,
+    starts: Instant,
 }
 
 impl PartitionReader for Dribble {
@@ -51,7 +54,7 @@ impl PartitionReader for Dribble {
     }
 
     fn poll(&mut self, out: &mut Vec<RawRecord>, _max: usize) -> Polled {
-        if self.next == PER_PARTITION {
+        if self.next == PER_PARTITION || Instant::now() < self.starts {
             return Polled::Idle;
         }
         for &p in self.partitions.iter().filter(|p| **p < WITH_DATA) {
@@ -71,9 +74,15 @@ impl PartitionReader for Dribble {
     }
 
     fn commit(&mut self, _: &[(i32, i64)]) {}
+
+    fn at_end(&self, partition: i32) -> bool {
+        partition >= WITH_DATA || self.next == PER_PARTITION
+    }
 }
 
-fn dataflow(workers: usize) -> (Vec<(u64, i32, i64)>, u64) {
+/// Every record with its epoch, and the count of late records, from `workers` workers whose
+/// readers start after `start_delay`, with partitions going idle after `idle`.
+fn dataflow(workers: usize, start_delay: Duration, idle: Duration) -> (Vec<(u64, i32, i64)>, u64) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let stats = Arc::new(SourceStats::new(PARTITIONS as usize));
     let last_epoch = batch().last().unwrap().0;
@@ -85,10 +94,11 @@ fn dataflow(workers: usize) -> (Vec<(u64, i32, i64)>, u64) {
                 .filter(|p| *p as usize % peers == index)
                 .collect(),
             next: 0,
+            starts: Instant::now() + start_delay,
         };
         let time = EventTime {
             epoch_ms: EPOCH_MS,
-            idle: Duration::from_secs(1),
+            idle,
         };
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
@@ -134,7 +144,24 @@ fn epochs_with_1_2_and_4_workers_match_the_plain_computation() {
     let want = batch();
     assert!(want.len() as i64 == i64::from(WITH_DATA) * PER_PARTITION);
     for workers in [1, 2, 4] {
-        let (got, late) = dataflow(workers);
+        let (got, late) = dataflow(workers, Duration::ZERO, Duration::from_secs(1));
+        assert_eq!(late, 0, "{workers} workers: records behind the frontier");
+        assert!(got == want, "{workers} workers: epochs differ");
+    }
+}
+
+#[test]
+fn a_reader_slower_to_start_than_the_idle_span_keeps_its_backlog_in_event_time() {
+    // The partitions with data show nothing for ten idle spans, then a backlog whose event
+    // times lie far behind the wall clock: they were not read to their end, so they were not
+    // idle, and the frontier waited for them instead of following the wall clock.
+    let want = batch();
+    for workers in [1, 2, 4] {
+        let (got, late) = dataflow(
+            workers,
+            Duration::from_millis(300),
+            Duration::from_millis(30),
+        );
         assert_eq!(late, 0, "{workers} workers: records behind the frontier");
         assert!(got == want, "{workers} workers: epochs differ");
     }

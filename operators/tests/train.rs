@@ -55,6 +55,13 @@ impl PartitionReader for Share {
 
     fn commit(&mut self, _: &[(i32, i64)]) {}
 
+    fn at_end(&self, partition: i32) -> bool {
+        self.records
+            .as_slice()
+            .iter()
+            .all(|r| r.partition != partition)
+    }
+
     fn poll(&mut self, out: &mut Vec<RawRecord>, max: usize) -> Polled {
         let before = out.len();
         out.extend(self.records.by_ref().take(max.min(100)));

@@ -23,8 +23,8 @@ pub struct KafkaSourceConfig {
     /// Partitions to create the topics with when the job creates them (embedded broker, demo).
     #[serde(default = "default_partitions")]
     pub partitions: i32,
-    /// Milliseconds a partition may show no record before it stops holding back the event-time
-    /// frontier.
+    /// Milliseconds a partition read to its end may show no record before it stops holding
+    /// back the event-time frontier (one not read to its end holds it back however long).
     #[serde(default = "default_idle_ms")]
     pub idle_ms: u64,
     /// End the job once this many records have been read (counted across restarts): a bounded

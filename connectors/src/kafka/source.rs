@@ -14,6 +14,7 @@ use crate::kafka::admin::partition_count;
 use crate::kafka::config::{client_config, KafkaSourceConfig};
 use millrace_models::{event_time_ms, RawRecord};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use std::time::Duration;
@@ -33,6 +34,9 @@ pub struct KafkaReader {
     event_time_field: Option<String>,
     /// Records without a usable event-time field (they kept their Kafka timestamp).
     missing_event_times: u64,
+    /// The partitions read to their end: the client reported that it reached the end and no
+    /// record of theirs came since.
+    at_end: Vec<i32>,
 }
 
 /// How far before a sought offset a reader starts fetching. A broker answers a fetch with whole
@@ -89,13 +93,16 @@ impl KafkaReader {
                 assigned: true,
                 event_time_field: None,
                 missing_event_times: 0,
+                at_end: Vec::new(),
             });
         }
         let consumer: BaseConsumer = client_config(bootstrap_servers)
             .set("group.id", &config.group_id)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false")
+            // The client tells when it reaches a partition's end: only then is a partition that
+            // shows nothing idle rather than slow to start.
+            .set("enable.partition.eof", "true")
             .set("fetch.wait.max.ms", "20")
             .set("session.timeout.ms", "6000")
             // 4 MiB per partition per fetch (librdkafka's default is 1 MiB): a backlog comes in
@@ -111,6 +118,7 @@ impl KafkaReader {
             assigned: false,
             event_time_field: config.event_time_field.clone(),
             missing_event_times: 0,
+            at_end: Vec::new(),
         })
     }
 
@@ -139,6 +147,7 @@ impl KafkaReader {
         }
         consumer.assign(&assignment).map_err(kafka("source"))?;
         self.assigned = true;
+        self.at_end.clear();
         Ok(())
     }
 
@@ -172,6 +181,13 @@ impl KafkaReader {
         &self.partitions
     }
 
+    /// Whether `partition` has been read to its end: the client reached the end the broker
+    /// last reported, and no record of it came since. False until the first fetch answers, and
+    /// again after a seek.
+    pub fn at_end(&self, partition: i32) -> bool {
+        self.at_end.contains(&partition)
+    }
+
     /// Appends up to `max` records that are ready now to `out`, without blocking; returns how
     /// many it appended.
     ///
@@ -190,10 +206,16 @@ impl KafkaReader {
         while count < max {
             match consumer.poll(Duration::ZERO) {
                 None => break,
+                Some(Err(KafkaError::PartitionEOF(partition))) => {
+                    if !self.at_end.contains(&partition) {
+                        self.at_end.push(partition);
+                    }
+                }
                 Some(Err(error)) => return Err(kafka("source")(error)),
                 Some(Ok(message)) => {
                     let partition = message.partition();
                     let offset = message.offset();
+                    self.at_end.retain(|p| *p != partition);
                     match self.skip_below.iter_mut().find(|(p, _)| *p == partition) {
                         Some((_, next)) if offset < *next => continue,
                         Some((_, next)) => *next = offset + 1,

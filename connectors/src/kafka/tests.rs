@@ -183,6 +183,51 @@ fn a_reader_resumes_at_sought_positions_and_commits_them_to_its_group() {
     }
 }
 
+#[test]
+fn a_reader_knows_which_partitions_it_has_read_to_their_end() {
+    // Three partitions; the producer writes to the first two only.
+    let topic = unique("ends");
+    runtime()
+        .block_on(create_topics(&broker(), &[&topic], 3))
+        .unwrap();
+    let mut producer = LineProducer::new(&broker(), &topic, 2).unwrap();
+    for i in 0..50 {
+        producer.send(format!("line {i}").as_bytes()).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let config = config(&topic, &unique("group"));
+    let mut reader = KafkaReader::assign(&config, &broker(), 0, 1, 3).unwrap();
+    assert!(
+        (0..3).all(|p| !reader.at_end(p)),
+        "at an end before any fetch"
+    );
+
+    let until_all_at_end = |reader: &mut KafkaReader| {
+        let mut records = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !(0..3).all(|p| reader.at_end(p)) {
+            assert!(Instant::now() < deadline, "read {} records", records.len());
+            if reader.poll_into(&mut records, 1000).unwrap() == 0 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        records
+    };
+    // The ends come after every record, the empty partition's as well.
+    assert_eq!(until_all_at_end(&mut reader).len(), 50);
+
+    // A seek starts over: no partition is at its end until it is read there again.
+    reader.seek(&[(0, 20)]).unwrap();
+    assert!((0..3).all(|p| !reader.at_end(p)), "at an end after a seek");
+    let again = until_all_at_end(&mut reader);
+    let from_0: Vec<i64> = again
+        .iter()
+        .filter(|r| r.partition == 0)
+        .map(|r| r.offset)
+        .collect();
+    assert_eq!(from_0, (20..25).collect::<Vec<_>>());
+}
+
 /// Reads `topic` from the start until `expected` messages arrived or `wait` passed, as (value,
 /// headers).
 fn read_topic(
