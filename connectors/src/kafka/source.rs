@@ -46,6 +46,9 @@ pub struct KafkaReader {
 /// dropping what comes before the offset here is right with both.
 const SEEK_SLACK: i64 = 10_000;
 
+/// How long a new reader waits for its topic's metadata before it goes on without.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl std::fmt::Debug for KafkaReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KafkaReader")
@@ -110,6 +113,12 @@ impl KafkaReader {
             .set("fetch.message.max.bytes", "4194304")
             .create()
             .map_err(kafka("source"))?;
+        // Learn the partitions' leaders now: a partition assigned before its leader is known
+        // waits 500 ms (librdkafka's fixed back-off) before its start offset is looked up. The
+        // client finds the leaders by itself when this fails, only later.
+        if let Err(error) = consumer.fetch_metadata(Some(&topic), METADATA_TIMEOUT) {
+            tracing::debug!(%error, "no metadata before the assignment");
+        }
         Ok(KafkaReader {
             consumer: Some(consumer),
             topic,
