@@ -24,6 +24,9 @@ pub const SOURCE_PARTITION_RECORDS: &str = "millrace_source_partition_records_to
 pub const SOURCE_PARTITION_WATERMARK: &str = "millrace_source_partition_watermark_ms";
 /// Per partition: records in the partition not yet read.
 pub const SOURCE_PARTITION_LAG: &str = "millrace_source_partition_lag_records";
+/// Per partition: 1 when it has been read to its end, else 0 (then, silent, it holds the
+/// event-time frontier).
+pub const SOURCE_PARTITION_AT_END: &str = "millrace_source_partition_at_end";
 /// Checkpoints written.
 pub const CHECKPOINTS_WRITTEN: &str = "millrace_checkpoints_written_total";
 /// Checkpoints that could not be written.
@@ -296,10 +299,11 @@ impl JobStats {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let per_partition: [(&str, &str); 3] = [
+        let per_partition: [(&str, &str); 4] = [
             (SOURCE_PARTITION_RECORDS, "counter"),
             (SOURCE_PARTITION_WATERMARK, "gauge"),
             (SOURCE_PARTITION_LAG, "gauge"),
+            (SOURCE_PARTITION_AT_END, "gauge"),
         ];
         for (i, (name, kind)) in per_partition.into_iter().enumerate() {
             let _ = writeln!(text, "# TYPE {name} {kind}");
@@ -307,7 +311,8 @@ impl JobStats {
                 let value = match i {
                     0 => load(&p.records),
                     1 => load(&p.watermark_ms),
-                    _ => lag.get(partition).map_or(f64::NAN, |&l| l as f64),
+                    2 => lag.get(partition).map_or(f64::NAN, |&l| l as f64),
+                    _ => load(&p.at_end),
                 };
                 let _ = writeln!(
                     text,

@@ -13,8 +13,9 @@
 //! order, and every exchange merges in worker order, so a run that resumes from a checkpoint
 //! learns every row in the same epoch, on the same worker, in the same order as the run that
 //! never stopped. What could break it is a partition going idle in one run and not the other (a
-//! record arriving behind the frontier joins the frontier's epoch); `idle_ms` is set far above
-//! any pause of a healthy broker here.
+//! record arriving behind the frontier joins the frontier's epoch); a partition goes idle only
+//! once it has been read to its end, and every record here is in the topic before the job
+//! starts.
 //!
 //! Last, the newest checkpoint is corrupted: start-up skips it (loudly), restores the one before
 //! it, replays from there and ends with the same counters and model again.

@@ -250,6 +250,19 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(
         )),
         "{body}"
     );
+    // Everything is read: every partition reports its end.
+    wait_for(
+        "every partition read to its end",
+        Duration::from_secs(30),
+        || {
+            let (_, body) = http(addr, "GET", "/metrics", "");
+            (0..4).all(|p| {
+                body.contains(&format!(
+                    "millrace_source_partition_at_end{{model=\"ctr\",partition=\"{p}\"}} 1\n"
+                ))
+            })
+        },
+    );
     if map {
         for line in [
             "millrace_featurize_bad_values_total{model=\"ctr\",kind=\"not_numeric\"} 1",

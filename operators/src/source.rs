@@ -7,11 +7,12 @@
 //! it) joins the partition's current epoch. So a record's epoch depends on nothing but its own
 //! partition's records before it: a replay from a checkpoint puts every record in the same epoch
 //! as the first run did. The worker's frontier is the least watermark epoch over its active
-//! partitions; a partition that has been read to its end and then shows nothing for `idle` of
-//! processing time stops holding it back. A partition not read to its end yet (a reader still
-//! starting, or a backlog in flight) holds it however long it is silent, so that a slow start
-//! does not move the frontier past a backlog's event times. When every partition is idle (or
-//! the worker has none) the frontier moves past
+//! partitions; a partition that has been read to its end and has shown no record for `idle` of
+//! processing time stops holding it back. A partition not read to its end (a reader still
+//! starting, records already in the topic and not read yet) holds it however long it is silent,
+//! so that a slow start does not move the frontier past a backlog's event times; one silent so
+//! for long is warned about. Records written after a partition's end are subject to `idle`
+//! again. When every partition is idle (or the worker has none) the frontier moves past
 //! everything read and then follows the wall clock, less `idle`, so that an idle worker does
 //! not hold back the epochs of the others. A record of an idle partition that comes back behind
 //! the frontier joins the frontier's epoch (counted as late).
@@ -68,7 +69,7 @@ pub trait PartitionReader {
 pub struct EventTime {
     /// The span of one epoch, in milliseconds of event time.
     pub epoch_ms: u64,
-    /// How long a partition read to its end may show nothing before it stops holding the
+    /// How long a partition read to its end may show no record before it stops holding the
     /// frontier back.
     pub idle: Duration,
 }
@@ -95,6 +96,9 @@ pub struct PartitionStats {
     pub watermark_ms: AtomicU64,
     /// The next offset to read.
     pub next_offset: AtomicU64,
+    /// 1 when the partition has been read to its end, else 0: a partition silent at 0 holds
+    /// the event-time frontier.
+    pub at_end: AtomicU64,
 }
 
 impl SourceStats {
@@ -133,6 +137,8 @@ struct Clock {
     firsts: BTreeMap<u64, (i64, Option<u64>)>,
     /// Records read since the partition's figures were last reported.
     unreported: u64,
+    /// Whether a warning says that the partition holds the frontier (until its next record).
+    stalled: bool,
 }
 
 /// The most records one activation reads, so that one source cannot starve the worker.
@@ -143,6 +149,9 @@ const MAX_PER_ACTIVATION: usize = 4096;
 const MAX_AHEAD: u64 = 32;
 /// How long a source waits before polling again when nothing was ready.
 const IDLE_BACKOFF: Duration = Duration::from_millis(2);
+/// A partition silent this long (or ten idle spans, if longer) without being read to its end is
+/// warned about: it holds the frontier.
+const STALL_WARNING: Duration = Duration::from_secs(30);
 
 /// The wall clock in milliseconds since the Unix epoch: the event time of records that carry
 /// none.
@@ -177,6 +186,7 @@ impl Epochs {
                     last_seen: now,
                     firsts: BTreeMap::new(),
                     unreported: 0,
+                    stalled: false,
                 })
                 .collect(),
             held: BTreeMap::new(),
@@ -190,9 +200,8 @@ impl Epochs {
         ms / self.time.epoch_ms.max(1)
     }
 
-    /// Puts a record into its epoch.
-    fn hold(&mut self, mut record: RawRecord, stats: &SourceStats) {
-        let now = Instant::now();
+    /// Puts a record into its epoch; `now` is when it was read.
+    fn hold(&mut self, mut record: RawRecord, stats: &SourceStats, now: Instant) {
         let timestamp = *record.timestamp_ms.get_or_insert_with(now_ms);
         let index = match self
             .clocks
@@ -208,6 +217,7 @@ impl Epochs {
                     last_seen: now,
                     firsts: BTreeMap::new(),
                     unreported: 0,
+                    stalled: false,
                 });
                 self.clocks.len() - 1
             }
@@ -224,6 +234,7 @@ impl Epochs {
         clock.watermark_ms = Some(watermark);
         clock.next_offset = record.offset + 1;
         clock.last_seen = now;
+        clock.stalled = false;
         clock.firsts.entry(epoch).or_insert((record.offset, before));
         clock.unreported += 1;
         self.held.entry(epoch).or_default().push(record);
@@ -276,6 +287,28 @@ impl Epochs {
                     .store(clock.next_offset as u64, Ordering::Relaxed);
             }
             clock.unreported = 0;
+        }
+    }
+
+    /// Publishes which partitions are read to their end, and warns once about each partition
+    /// that has shown nothing for long without reaching its end: it holds the frontier.
+    fn watch(&mut self, stats: &SourceStats, at_end: impl Fn(i32) -> bool) {
+        let stall = (self.time.idle * 10).max(STALL_WARNING);
+        for clock in &mut self.clocks {
+            let end = at_end(clock.partition);
+            if let Some(p) = stats.partitions.get(clock.partition as usize) {
+                p.at_end.store(u64::from(end), Ordering::Relaxed);
+            }
+            let silent = clock.last_seen.elapsed();
+            if !end && !clock.stalled && silent >= stall {
+                clock.stalled = true;
+                tracing::warn!(
+                    partition = clock.partition,
+                    silent_s = silent.as_secs(),
+                    "a partition shows no record and has not been read to its end: it holds \
+                     the event-time frontier until it does"
+                );
+            }
         }
     }
 
@@ -430,12 +463,15 @@ where
                 } else {
                     buffer.clear();
                     let polled = reader.poll(&mut buffer, MAX_PER_ACTIVATION);
+                    // One clock read per poll, not per record.
+                    let now = Instant::now();
                     for record in buffer.drain(..) {
-                        epochs.hold(record, &stats);
+                        epochs.hold(record, &stats, now);
                     }
                     epochs.report(&stats);
                     polled
                 };
+                epochs.watch(&stats, |p| reader.at_end(p));
                 let stopping = polled == Polled::Done || stop();
                 let allowed = if stopping {
                     u64::MAX
