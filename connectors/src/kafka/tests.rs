@@ -64,19 +64,31 @@ fn read_all(readers: &mut [KafkaReader], expected: usize) -> Vec<RawRecord> {
     out
 }
 
-#[test]
-fn every_record_is_read_exactly_once_with_1_2_and_4_workers() {
-    let topic = unique("source");
+/// `line 0`, `line 1`, … up to `n`.
+fn lines(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("line {i}")).collect()
+}
+
+/// A new topic named after `name` with `partitions` partitions, holding `lines(n)` written in
+/// turn to its first `written` partitions.
+fn topic_of_lines(name: &str, partitions: i32, written: i32, n: usize) -> String {
+    let topic = unique(name);
     runtime()
-        .block_on(create_topics(&broker(), &[&topic], 4))
+        .block_on(create_topics(&broker(), &[&topic], partitions))
         .unwrap();
-    let lines: Vec<String> = (0..2000).map(|i| format!("line {i}")).collect();
-    let mut producer = LineProducer::new(&broker(), &topic, 4).unwrap();
-    for line in &lines {
+    let mut producer = LineProducer::new(&broker(), &topic, written).unwrap();
+    for line in lines(n) {
         producer.send(line.as_bytes()).unwrap();
     }
     producer.flush(Duration::from_secs(30)).unwrap();
-    assert_eq!(producer.sent(), 2000);
+    assert_eq!(producer.sent(), n as u64);
+    topic
+}
+
+#[test]
+fn every_record_is_read_exactly_once_with_1_2_and_4_workers() {
+    let topic = topic_of_lines("source", 4, 4, 2000);
+    let lines = lines(2000);
 
     for workers in [1usize, 2, 4] {
         let config = config(&topic, &unique("group"));
@@ -186,15 +198,7 @@ fn a_reader_resumes_at_sought_positions_and_commits_them_to_its_group() {
 #[test]
 fn a_reader_knows_which_partitions_it_has_read_to_their_end() {
     // Three partitions; the producer writes to the first two only.
-    let topic = unique("ends");
-    runtime()
-        .block_on(create_topics(&broker(), &[&topic], 3))
-        .unwrap();
-    let mut producer = LineProducer::new(&broker(), &topic, 2).unwrap();
-    for i in 0..50 {
-        producer.send(format!("line {i}").as_bytes()).unwrap();
-    }
-    producer.flush(Duration::from_secs(30)).unwrap();
+    let topic = topic_of_lines("ends", 3, 2, 50);
     let config = config(&topic, &unique("group"));
     let mut reader = KafkaReader::assign(&config, &broker(), 0, 1, 3).unwrap();
     let until_all_at_end = |reader: &mut KafkaReader| {
