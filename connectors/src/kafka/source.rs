@@ -13,15 +13,17 @@ use crate::error::{kafka, Result};
 use crate::kafka::admin::partition_count;
 use crate::kafka::config::{client_config, KafkaSourceConfig};
 use millrace_models::{event_time_ms, RawRecord};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientContext;
 use rdkafka::{Offset, TopicPartitionList};
 use std::time::Duration;
 
 /// One worker's reader of its share of a topic's partitions.
 pub struct KafkaReader {
-    consumer: Option<BaseConsumer>,
+    consumer: Option<BaseConsumer<ReaderContext>>,
     topic: String,
     partitions: Vec<i32>,
     /// Per partition, the next offset to hand on: records before it (before a sought
@@ -38,6 +40,21 @@ pub struct KafkaReader {
     /// record of theirs came since.
     at_end: Vec<i32>,
 }
+
+/// A reader's client context: the partition ends it asks for (`enable.partition.eof`) are
+/// bookkeeping, not failures, so they are not logged as librdkafka's global errors (which the
+/// client reports every error event as, before the poll hands it on).
+struct ReaderContext;
+
+impl ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() != Some(RDKafkaErrorCode::PartitionEOF) {
+            tracing::error!("librdkafka: {error}: {reason}");
+        }
+    }
+}
+
+impl ConsumerContext for ReaderContext {}
 
 /// How far before a sought offset a reader starts fetching. A broker answers a fetch with whole
 /// record batches: Kafka with the batch that holds the offset (the client drops the records
@@ -99,7 +116,7 @@ impl KafkaReader {
                 at_end: Vec::new(),
             });
         }
-        let consumer: BaseConsumer = client_config(bootstrap_servers)
+        let consumer: BaseConsumer<ReaderContext> = client_config(bootstrap_servers)
             .set("group.id", &config.group_id)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
@@ -111,7 +128,7 @@ impl KafkaReader {
             // 4 MiB per partition per fetch (librdkafka's default is 1 MiB): a backlog comes in
             // a quarter of the fetches (perf/RESULTS.md, issue 4's ingest figures).
             .set("fetch.message.max.bytes", "4194304")
-            .create()
+            .create_with_context(ReaderContext)
             .map_err(kafka("source"))?;
         // Learn the partitions' leaders now: a partition assigned before its leader is known
         // waits 500 ms (librdkafka's fixed back-off) before its start offset is looked up. The
