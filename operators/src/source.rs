@@ -137,8 +137,26 @@ struct Clock {
     firsts: BTreeMap<u64, (i64, Option<u64>)>,
     /// Records read since the partition's figures were last reported.
     unreported: u64,
+    /// Whether the reader has read the partition to its end, as of the last activation.
+    at_end: bool,
     /// Whether a warning says that the partition holds the frontier (until its next record).
     stalled: bool,
+}
+
+impl Clock {
+    /// The clock of a partition that has shown nothing yet, as of `now`.
+    fn new(partition: i32, now: Instant) -> Self {
+        Clock {
+            partition,
+            watermark_ms: None,
+            next_offset: 0,
+            last_seen: now,
+            firsts: BTreeMap::new(),
+            unreported: 0,
+            at_end: false,
+            stalled: false,
+        }
+    }
 }
 
 /// The most records one activation reads, so that one source cannot starve the worker.
@@ -179,15 +197,7 @@ impl Epochs {
             time,
             clocks: partitions
                 .into_iter()
-                .map(|partition| Clock {
-                    partition,
-                    watermark_ms: None,
-                    next_offset: 0,
-                    last_seen: now,
-                    firsts: BTreeMap::new(),
-                    unreported: 0,
-                    stalled: false,
-                })
+                .map(|partition| Clock::new(partition, now))
                 .collect(),
             held: BTreeMap::new(),
             frontier,
@@ -210,15 +220,7 @@ impl Epochs {
         {
             Some(index) => index,
             None => {
-                self.clocks.push(Clock {
-                    partition: record.partition,
-                    watermark_ms: None,
-                    next_offset: 0,
-                    last_seen: now,
-                    firsts: BTreeMap::new(),
-                    unreported: 0,
-                    stalled: false,
-                });
+                self.clocks.push(Clock::new(record.partition, now));
                 self.clocks.len() - 1
             }
         };
@@ -240,13 +242,13 @@ impl Epochs {
         self.held.entry(epoch).or_default().push(record);
     }
 
-    /// The frontier the partitions allow now (never behind the current one); `at_end` tells
-    /// which partitions have been read to their end.
-    fn allowed(&self, idle: Duration, at_end: impl Fn(i32) -> bool) -> u64 {
+    /// The frontier the partitions allow now (never behind the current one), by the ends
+    /// [`Epochs::note_ends`] noted last.
+    fn allowed(&self, idle: Duration) -> u64 {
         let active = self
             .clocks
             .iter()
-            .filter(|c| !at_end(c.partition) || c.last_seen.elapsed() < idle);
+            .filter(|c| !c.at_end || c.last_seen.elapsed() < idle);
         let mut least = None;
         for clock in active {
             match clock.watermark_ms {
@@ -290,17 +292,18 @@ impl Epochs {
         }
     }
 
-    /// Publishes which partitions are read to their end, and warns once about each partition
-    /// that has shown nothing for long without reaching its end: it holds the frontier.
-    fn watch(&mut self, stats: &SourceStats, at_end: impl Fn(i32) -> bool) {
+    /// Notes and publishes which partitions `at_end` says are read to their end, and warns
+    /// once about each partition that has shown nothing for long without reaching its end: it
+    /// holds the frontier.
+    fn note_ends(&mut self, stats: &SourceStats, at_end: impl Fn(i32) -> bool) {
         let stall = (self.time.idle * 10).max(STALL_WARNING);
         for clock in &mut self.clocks {
-            let end = at_end(clock.partition);
+            clock.at_end = at_end(clock.partition);
             if let Some(p) = stats.partitions.get(clock.partition as usize) {
-                p.at_end.store(u64::from(end), Ordering::Relaxed);
+                p.at_end.store(u64::from(clock.at_end), Ordering::Relaxed);
             }
             let silent = clock.last_seen.elapsed();
-            if !end && !clock.stalled && silent >= stall {
+            if !clock.at_end && !clock.stalled && silent >= stall {
                 clock.stalled = true;
                 tracing::warn!(
                     partition = clock.partition,
@@ -471,12 +474,12 @@ where
                     epochs.report(&stats);
                     polled
                 };
-                epochs.watch(&stats, |p| reader.at_end(p));
+                epochs.note_ends(&stats, |p| reader.at_end(p));
                 let stopping = polled == Polled::Done || stop();
                 let allowed = if stopping {
                     u64::MAX
                 } else {
-                    epochs.allowed(time.idle, |p| reader.at_end(p))
+                    epochs.allowed(time.idle)
                 };
                 while let Some(entry) = epochs.held.first_entry() {
                     let epoch = *entry.key();
