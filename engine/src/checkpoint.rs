@@ -9,7 +9,9 @@
 //!
 //! A checkpoint whose meta or parts are missing, or whose bytes do not match their checksums,
 //! is skipped on restore with an error in the log and in [`Restored::skipped`]: the job falls
-//! back to the previous one, loudly.
+//! back to the previous one, loudly. Writing a checkpoint deletes every checkpoint of a later
+//! epoch: after a restart those belong to a past the job has left (the end-of-input checkpoint
+//! of a clean stop, whose epoch is the largest there is, or one that could not be read).
 
 use crate::error::{Error, Result};
 use millrace_operators::checkpoint::{Checkpoint, PartState, Persist};
@@ -247,11 +249,19 @@ impl Persist for CheckpointStore {
         };
         let meta = serde_json::to_vec(&meta).map_err(|e| e.to_string())?;
         batch.put(meta_key(epoch), meta);
-        // Older checkpoints beyond the newest `keep` (this one included) go in the same batch.
-        let mut epochs = self.epochs();
-        epochs.retain(|&e| e < epoch);
+        // In the same batch go the older checkpoints beyond the newest `keep` (this one
+        // included), and every later one: a job writes a checkpoint only after restoring the
+        // newest it could, so a later one is the end of a life it has gone past (the
+        // checkpoint at the end of the input, or one it could not read). Kept, it would be
+        // restored after the next crash in place of this one.
+        let (mut epochs, later): (Vec<u64>, Vec<u64>) =
+            self.epochs().into_iter().partition(|&e| e < epoch);
         let drop = (epochs.len() + 1).saturating_sub(self.keep);
-        for &old in &epochs[..drop] {
+        epochs.truncate(drop);
+        for old in epochs
+            .into_iter()
+            .chain(later.into_iter().filter(|&e| e > epoch))
+        {
             let from = epoch_prefix(old);
             let to = epoch_prefix(old + 1);
             batch.delete_range(from.as_bytes(), to.as_bytes());
@@ -261,5 +271,52 @@ impl Persist for CheckpointStore {
         self.db
             .write_opt(batch, &options)
             .map_err(|e| format!("RocksDB write: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use millrace_operators::checkpoint::FINAL;
+
+    fn checkpoint(epoch: u64) -> Checkpoint {
+        Checkpoint {
+            epoch,
+            resume_epoch: epoch.saturating_add(1),
+            parts: vec![PartState {
+                worker: 0,
+                name: "a".into(),
+                lo: epoch,
+                bytes: epoch.to_le_bytes().to_vec(),
+            }],
+        }
+    }
+
+    #[test]
+    fn the_newest_keep_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = CheckpointStore::open(dir.path(), 3).unwrap();
+        for epoch in [2, 5, 9, 14] {
+            store.persist(&checkpoint(epoch)).unwrap();
+        }
+        assert_eq!(store.epochs(), vec![5, 9, 14]);
+        let restored = store.restore(&[0], &["a"]).checkpoint.unwrap();
+        assert_eq!((restored.epoch, restored.resume_epoch), (14, 15));
+    }
+
+    /// A clean stop writes the end-of-input checkpoint, the largest epoch there is. The job
+    /// restarted from it goes on and checkpoints again: the first of those replaces it, so a
+    /// crash after that restores the newer state, not the clean stop's.
+    #[test]
+    fn a_checkpoint_after_a_restart_replaces_every_later_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = CheckpointStore::open(dir.path(), 3).unwrap();
+        store.persist(&checkpoint(7)).unwrap();
+        store.persist(&checkpoint(FINAL)).unwrap();
+        assert_eq!(store.epochs(), vec![7, FINAL]);
+        assert_eq!(store.restore(&[0], &["a"]).checkpoint.unwrap().epoch, FINAL);
+        store.persist(&checkpoint(12)).unwrap();
+        assert_eq!(store.epochs(), vec![7, 12]);
+        assert_eq!(store.restore(&[0], &["a"]).checkpoint.unwrap().epoch, 12);
     }
 }
