@@ -344,11 +344,18 @@ fn observe_features<'scope>(
             let mut partials_out = partials_out.activate();
             let mut events_out = events_out.activate();
             input.for_each(|cap, data| {
-                if let Some(partials) = stash_for(&mut open, &cap, |time| {
-                    let mut partials = Partials::new(&layout, u64::from(worker) << 32 | time);
-                    partials.reserve(&distinct);
-                    partials
-                }) {
+                // Empty batches open no partials: an epoch of them makes no version, as in
+                // `FeatureMap::fit`.
+                let partials = if data.iter().any(|batch| !batch.is_empty()) {
+                    stash_for(&mut open, &cap, |time| {
+                        let mut partials = Partials::new(&layout, u64::from(worker) << 32 | time);
+                        partials.reserve(&distinct);
+                        partials
+                    })
+                } else {
+                    None
+                };
+                if let Some(partials) = partials {
                     for batch in data.iter() {
                         partials.observe(batch);
                     }

@@ -464,6 +464,9 @@ pub struct NumericState {
     ring: VecDeque<Stats>,
     total: Option<Stats>,
     boundaries: Vec<f64>,
+    /// The newest scale made from values, `(mean, std)`.
+    #[serde(default)]
+    scale: Option<(f64, f64)>,
 }
 
 impl NumericState {
@@ -487,8 +490,11 @@ impl NumericState {
                 self.total.clone().unwrap_or(epoch_placeholder(kind))
             }
         };
+        // A window without a value (a field missing for a while) keeps the boundaries and the
+        // scale it had: made from nothing, every value would fall in one bucket and scale to 0,
+        // and the weights of the other buckets would be carried away.
         match (current, kind) {
-            (Stats::Sketch(sketch), Kind::Bucketize { buckets, .. }) => {
+            (Stats::Sketch(sketch), Kind::Bucketize { buckets, .. }) if sketch.count() > 0 => {
                 let boundaries = sketch.boundaries(*buckets);
                 let shifts = boundaries.len().abs_diff(self.boundaries.len())
                     + boundaries
@@ -503,13 +509,13 @@ impl NumericState {
                 };
                 (Change::Boundaries(boundaries), figures)
             }
-            (Stats::Moments(m), _) => (
-                Change::Scale {
-                    mean: m.mean,
-                    std: m.std(),
-                },
-                FitFigures::default(),
-            ),
+            (Stats::Moments(m), _) => {
+                if m.count > 0 {
+                    self.scale = Some((m.mean, m.std()));
+                }
+                let (mean, std) = self.scale.unwrap_or((0.0, 0.0));
+                (Change::Scale { mean, std }, FitFigures::default())
+            }
             _ => (
                 Change::Boundaries(self.boundaries.clone()),
                 FitFigures::default(),
@@ -570,6 +576,7 @@ impl FeatureFitter {
                 ring: VecDeque::new(),
                 total: None,
                 boundaries: Vec::new(),
+                scale: None,
             }),
             _ => return None,
         };
@@ -709,5 +716,60 @@ mod small_integer_tests {
             let (got, want) = (signed_log1p(x), computed(x));
             prop_assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()), "{x}: {got} vs {want}");
         }
+    }
+}
+
+#[cfg(test)]
+mod window_tests {
+    use super::*;
+    use crate::fmap::{FeatureMapSpec, Parser, Schema};
+
+    /// A field missing for a whole window keeps the boundaries and the scale it had, rather
+    /// than make them from nothing (one bucket, a zero scale).
+    #[test]
+    fn an_empty_window_keeps_boundaries_and_scale() {
+        let spec: FeatureMapSpec = toml::from_str(
+            "window_epochs = 2\n\
+             [[transform]]\nkind = \"bucketize\"\nfields = [\"I1\"]\nbuckets = 4\n\
+             [[transform]]\nkind = \"standardize\"\nfields = [\"I1\"]\n",
+        )
+        .unwrap();
+        let layout = spec.compile(&Schema::criteo()).unwrap();
+        let mut parser = Parser::new(&layout);
+        let mut epoch = |value: &dyn Fn(usize) -> String| {
+            let mut batch = EventBatch::new(39);
+            for i in 0..100 {
+                let line = format!("1\t{}{}", value(i), "\t".repeat(38));
+                parser.parse_tsv(line.as_bytes(), 0, &mut batch).unwrap();
+            }
+            batch
+        };
+        let full = epoch(&|i| (i * 7 % 100).to_string());
+        let empty = epoch(&|_| String::new());
+        let mut fitters: Vec<FeatureFitter> = (0..layout.features.len() as u32)
+            .filter_map(|f| FeatureFitter::new(&layout, f))
+            .collect();
+        let mut merge = |batch: &EventBatch, time: u64| -> Vec<Change> {
+            let mut partials = Partials::new(&layout, time);
+            partials.observe(batch);
+            let mut by_feature = partials.finish(0);
+            fitters
+                .iter_mut()
+                .map(|fitter| {
+                    let at = by_feature
+                        .iter()
+                        .position(|p| p.feature == fitter.feature)
+                        .unwrap();
+                    fitter.merge(vec![by_feature.swap_remove(at)]).change
+                })
+                .collect()
+        };
+        let fitted = merge(&full, 0);
+        assert!(matches!(&fitted[0], Change::Boundaries(b) if b.len() == 3));
+        assert!(matches!(fitted[1], Change::Scale { std, .. } if std > 0.0));
+        assert_eq!(merge(&empty, 1), fitted, "the window still holds epoch 0");
+        assert_eq!(merge(&empty, 2), fitted, "an empty window");
+        let back = merge(&full, 3);
+        assert_eq!(back, fitted);
     }
 }

@@ -271,12 +271,17 @@ impl FeatureMap {
                             *x
                         };
                         let z = if std > 0.0 { (y - mean) / std } else { 0.0 };
-                        put(0, z.clamp(-clip, clip) as f32);
+                        // Unclipped, a value far out on a tiny spread can leave `f32`'s range:
+                        // it takes the missing slot rather than put an infinity in the row.
+                        match z.clamp(-clip, clip) as f32 {
+                            z if z.is_finite() => put(0, z),
+                            _ => put(1, 1.0),
+                        }
                     }
                     _ => put(1, 1.0),
                 },
                 Op::Numeric => match value {
-                    Value::Num(x) => put(0, *x as f32),
+                    Value::Num(x) if (*x as f32).is_finite() => put(0, *x as f32),
                     _ => put(1, 1.0),
                 },
                 Op::Hash { buckets } => {
@@ -547,6 +552,7 @@ mod tests {
                     prop_oneof![
                         Just(Vec::new()),
                         "-?[0-9]{1,20}".prop_map(String::into_bytes),
+                        "-?[0-9]\\.[0-9]{0,3}e-?[0-9]{1,3}".prop_map(String::into_bytes),
                         "[a-z|]{1,24}".prop_map(String::into_bytes),
                         proptest::collection::vec(any::<u8>(), 0..20),
                     ],

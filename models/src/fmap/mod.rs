@@ -54,7 +54,8 @@ pub type BuildIdentity = BuildHasherDefault<IdentityHasher>;
 /// The token of a number used as a categorical value.
 #[inline]
 pub(crate) fn num_token(x: f64) -> u64 {
-    crate::hash::finalize(x.to_bits() ^ 0x6e75_6d62_6572_0000)
+    // `+ 0.0` makes -0.0 the token of 0.0: they are the same number to every other transform.
+    crate::hash::finalize((x + 0.0).to_bits() ^ 0x6e75_6d62_6572_0000)
 }
 
 /// The non-negative integers below this are "small": counted exactly instead of sketched (in

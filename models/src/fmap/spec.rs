@@ -446,6 +446,20 @@ pub struct VocabSpec {
     pub reuse_after_versions: u32,
 }
 
+/// An `f64` bound whose infinity (no bound) is written as `null`, so that it reads back from
+/// JSON (`featuremap.json`, checkpoints), which has no infinity.
+mod unbounded {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+        x.is_finite().then_some(*x).serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
+    }
+}
+
 /// A compiled transform.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Kind {
@@ -464,7 +478,8 @@ pub enum Kind {
     Standardize {
         /// `sign(x)·ln(1+|x|)` first.
         log1p: bool,
-        /// Clip bound (infinite: none).
+        /// Clip bound (infinite: none, written `null`: JSON has no infinity).
+        #[serde(with = "unbounded")]
         clip: f64,
     },
     /// Hashing.

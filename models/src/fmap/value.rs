@@ -10,7 +10,8 @@ use xxhash_rust::xxh3::xxh3_64;
 /// Why a value is malformed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum BadKind {
-    /// Not a finite number where a number was asked for.
+    /// Not a number where a number was asked for, or one beyond the range of `f32` (the rows'
+    /// values), infinities and NaN included.
     NotNumeric,
     /// A categorical value longer than the spec's `max_value_len`.
     Overlong,
@@ -349,28 +350,20 @@ impl Parser {
                     let text = n.to_string();
                     self.parse_bytes(field, text.as_bytes(), &mut batch.tokens)
                 }
+                // An array is the field's items joined by its separator, as in a line: the same
+                // tokens, and the same length limit on the whole.
                 Some(serde_json::Value::Array(items)) => match self.modes[field] {
-                    ParseMode::Multi(_) => {
-                        let start = batch.tokens.len();
-                        let mut bad = None;
-                        for item in items {
-                            match item.as_str() {
-                                Some(s) => match self.check_cat(s.as_bytes()) {
-                                    Ok(()) if !s.is_empty() => {
-                                        batch.tokens.push(fingerprint(s.as_bytes()))
-                                    }
-                                    Ok(()) => {}
-                                    Err(kind) => bad = Some(kind),
-                                },
-                                None => bad = Some(BadKind::WrongType),
+                    ParseMode::Multi(separator) => {
+                        let items: Option<Vec<&[u8]>> = items
+                            .iter()
+                            .map(|i| i.as_str().map(str::as_bytes))
+                            .collect();
+                        match items {
+                            Some(items) => {
+                                let joined = items.join(&separator);
+                                self.parse_bytes(field, &joined, &mut batch.tokens)
                             }
-                        }
-                        match bad {
-                            Some(kind) => {
-                                batch.tokens.truncate(start);
-                                Value::Bad(kind)
-                            }
-                            None => multi(start, batch.tokens.len()),
+                            None => Value::Bad(BadKind::WrongType),
                         }
                     }
                     ParseMode::Skip => Value::Missing,
@@ -499,12 +492,13 @@ fn multi(start: usize, end: usize) -> Value {
     }
 }
 
-/// Parses a finite decimal number: a fast path for integers of up to 18 digits, the standard
-/// library's float parser otherwise.
+/// Parses a decimal number within the range of `f32` (the rows' values, so that no number
+/// becomes an infinity in a row, nor overflows a scaler's moments): a fast path for integers of
+/// up to 18 digits, the standard library's float parser otherwise.
 pub fn parse_number(raw: &[u8]) -> Option<f64> {
     parse_integer(raw).or_else(|| {
         let x: f64 = std::str::from_utf8(raw).ok()?.trim().parse().ok()?;
-        x.is_finite().then_some(x)
+        (x.abs() <= f64::from(f32::MAX)).then_some(x)
     })
 }
 
@@ -606,7 +600,7 @@ mod tests {
             let want = std::str::from_utf8(&raw)
                 .ok()
                 .and_then(|s| s.trim().parse::<f64>().ok())
-                .filter(|x| x.is_finite());
+                .filter(|x| x.abs() <= f64::from(f32::MAX));
             prop_assert_eq!(parse_number(&raw), want);
         }
     }
@@ -628,6 +622,9 @@ mod tests {
         assert_eq!(parse_number(b"99999999999999999999"), Some(1e20));
         assert_eq!(parse_number(b"nan"), None);
         assert_eq!(parse_number(b"inf"), None);
+        assert_eq!(parse_number(b"3.4e38"), Some(3.4e38));
+        assert_eq!(parse_number(b"-3.5e38"), None);
+        assert_eq!(parse_number(b"1e300"), None);
         assert_eq!(parse_number(b"x1"), None);
         assert_eq!(parse_number(b"-"), None);
         assert_eq!(parse_number(b"\xff"), None);
@@ -706,5 +703,43 @@ mod tests {
             assert_eq!(error.kind(), kind);
         }
         assert_eq!(c.len(), 1);
+    }
+
+    /// A multi-valued field as a JSON array is its items joined by the separator: the same
+    /// tokens as the line's field, and the same length limit on the whole field.
+    #[test]
+    fn json_arrays_are_the_joined_field() {
+        let spec: FeatureMapSpec =
+            toml::from_str(include_str!("testdata/every_kind.toml")).unwrap();
+        let mut p = Parser::new(&spec.compile(&Schema::criteo()).unwrap());
+        let tsv = |p: &mut Parser, c4: &str| {
+            let mut batch = EventBatch::new(39);
+            let mut line = b"0".to_vec();
+            line.extend(std::iter::repeat_n(b'\t', 17));
+            line.extend_from_slice(c4.as_bytes());
+            line.extend(std::iter::repeat_n(b'\t', 22));
+            p.parse_tsv(&line, 0, &mut batch).unwrap();
+            batch
+        };
+        let json = |p: &mut Parser, c4: serde_json::Value| {
+            let mut batch = EventBatch::new(39);
+            p.parse_json(&serde_json::json!({ "C4": c4 }), 0, &mut batch)
+                .unwrap();
+            batch
+        };
+        let want = tsv(&mut p, "a|b||c");
+        assert_eq!(want.tokens.len(), 3);
+        assert_eq!(json(&mut p, serde_json::json!(["a|b", "", "c"])), want);
+        assert_eq!(json(&mut p, serde_json::json!(["a", "b", "c"])), want);
+        let long = tsv(&mut p, "aaaaaaaa|bbbbbbbbb");
+        assert_eq!(long.values[16], Value::Bad(BadKind::Overlong));
+        assert_eq!(
+            json(&mut p, serde_json::json!(["aaaaaaaa", "bbbbbbbbb"])),
+            long
+        );
+        assert_eq!(
+            json(&mut p, serde_json::json!(["a", 1])).values[16],
+            Value::Bad(BadKind::WrongType)
+        );
     }
 }
