@@ -274,7 +274,21 @@ fn run_cli() -> anyhow::Result<()> {
             workers,
             process,
             hosts,
-        } => run(job, workers, process, hosts),
+        } => {
+            let mut problems = Vec::new();
+            if workers == 0 {
+                problems.push("`--workers` must be at least 1".to_owned());
+            }
+            if process > 0 && hosts.is_none() {
+                problems.push(format!(
+                    "`--process {process}` needs `--hosts`, the file of the job's processes"
+                ));
+            }
+            if !problems.is_empty() {
+                bail!("{}", problems.join("; "));
+            }
+            run(job, workers, process, hosts)
+        }
         Command::Serve {
             registry,
             bind,
@@ -294,7 +308,23 @@ fn run_cli() -> anyhow::Result<()> {
                 timeout: std::time::Duration::from_micros(batch_timeout_us),
                 threads: batch_threads,
             });
-            if let Some(problems) = batching.map(|b| b.problems()).filter(|p| !p.is_empty()) {
+            // Every problem of the options at once.
+            let mut problems = batching.map(|b| b.problems()).unwrap_or_default();
+            for (zero, option) in [
+                (max_batch == 0, "--max-batch"),
+                (max_body_bytes == 0, "--max-body-bytes"),
+                (request_timeout_ms == 0, "--request-timeout-ms"),
+            ] {
+                if zero {
+                    problems.push(format!("`{option}` must be at least 1"));
+                }
+            }
+            if !(load_cpu_share > 0.0 && load_cpu_share <= 1.0) {
+                problems.push(format!(
+                    "`--load-cpu-share` must be in (0, 1] (got {load_cpu_share})"
+                ));
+            }
+            if !problems.is_empty() {
                 bail!("{}", problems.join("; "));
             }
             let admin_token = admin_token_file

@@ -274,7 +274,27 @@ impl JobSpec {
             path: path.to_owned(),
             source,
         })?;
-        Self::from_toml_with_env(&text, std::env::vars())
+        // Read without assuming the environment is UTF-8 (`env::vars` panics on a variable
+        // that is not): only an override that is not is a problem.
+        let mut problems = Vec::new();
+        let mut overrides = Vec::new();
+        for (key, value) in std::env::vars_os() {
+            let Some(key) = key.to_str().filter(|k| k.starts_with("MILLRACE__")) else {
+                continue;
+            };
+            match value.into_string() {
+                Ok(value) => overrides.push((key.to_owned(), value)),
+                Err(_) => problems.push(format!("the value of `{key}` is not UTF-8")),
+            }
+        }
+        match Self::from_toml_with_env(&text, overrides) {
+            Ok(_) if !problems.is_empty() => Err(Error::Config { problems }),
+            Err(Error::Config { problems: more }) => {
+                problems.extend(more);
+                Err(Error::Config { problems })
+            }
+            other => other,
+        }
     }
 
     /// Parses and validates a job from TOML text, without environment overrides.
@@ -334,165 +354,68 @@ impl JobSpec {
         let progress = section::<ProgressSpec>(&table, "progress", false, &mut problems);
         let checkpoint = section::<CheckpointSpec>(&table, "checkpoint", false, &mut problems);
         let sinks = section::<SinksSpec>(&table, "sinks", false, &mut problems);
-        let spec = match (name, source, features, learner, publish) {
-            (Some(name), Some(source), Some(features), Some(learner), Some(publish)) => {
-                Some(JobSpec {
-                    name,
-                    source,
-                    generator,
-                    decode: decode.unwrap_or_default(),
-                    labels,
-                    features,
-                    learner,
-                    publish,
-                    serve,
-                    progress: progress.unwrap_or_default(),
-                    checkpoint,
-                    sinks,
-                })
-            }
-            _ => None,
-        };
-        if let Some(spec) = &spec {
-            problems.extend(spec.problems());
+        // The values are checked wherever they could be read, so that a section with a bad key
+        // does not hide another's value out of range.
+        problems.extend(check(&Sections {
+            name: name.as_ref(),
+            source: source.known(),
+            generator: generator.optional(),
+            decode: decode.or_default(),
+            labels: labels.optional(),
+            features: features.known(),
+            learner: learner.known(),
+            publish: publish.known(),
+            serve: serve.optional(),
+            progress: progress.or_default(),
+            checkpoint: checkpoint.optional(),
+            sinks: sinks.optional(),
+        }));
+        if !problems.is_empty() {
+            return Err(Error::Config { problems });
         }
-        match spec {
-            Some(spec) if problems.is_empty() => Ok(spec),
-            _ => Err(Error::Config { problems }),
+        match (name, source, features, learner, publish) {
+            (
+                Some(name),
+                Read::Whole(source),
+                Read::Whole(features),
+                Read::Whole(learner),
+                Read::Whole(publish),
+            ) => Ok(JobSpec {
+                name,
+                source,
+                generator: generator.whole(),
+                decode: decode.whole().unwrap_or_default(),
+                labels: labels.whole(),
+                features,
+                learner,
+                publish,
+                serve: serve.whole(),
+                progress: progress.whole().unwrap_or_default(),
+                checkpoint: checkpoint.whole(),
+                sinks: sinks.whole(),
+            }),
+            _ => Err(Error::Config {
+                problems: vec!["the job file is incomplete".to_owned()],
+            }),
         }
     }
 
     /// Problems of the values (ranges, emptiness, consistency), each naming its key.
     pub fn problems(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        let mut add = |section: &str, list: Vec<String>| {
-            problems.extend(list.into_iter().map(|p| format!("[{section}] {p}")));
-        };
-        if !self
-            .name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            || self.name.is_empty()
-        {
-            add(
-                "job",
-                vec![format!(
-                    "`name` must be letters, digits, `-` or `_` (got {:?})",
-                    self.name
-                )],
-            );
-        }
-        match &self.source {
-            SourceSpec::Kafka(kafka) => add("source", kafka.problems()),
-        }
-        let SourceSpec::Kafka(kafka) = &self.source;
-        let embedded = kafka.bootstrap_servers == EMBEDDED;
-        if kafka.event_time_field.is_some() && self.decode.format != Format::Json {
-            add(
-                "source",
-                vec![
-                    "`event_time_field` needs JSON records (`[decode] format = \"json\"`)"
-                        .to_owned(),
-                ],
-            );
-        }
-        if self.labels.is_some() && self.decode.format == Format::Json {
-            add(
-                "decode",
-                vec!["`format = \"json\"` cannot be joined by `[labels]`, which reads `imp` and `clk` lines".to_owned()],
-            );
-        }
-        if let Some(generator) = &self.generator {
-            if !(generator.rows_per_sec >= 0.0 && generator.rows_per_sec.is_finite()) {
-                add(
-                    "generator",
-                    vec![format!(
-                        "`rows_per_sec` must be >= 0 (got {})",
-                        generator.rows_per_sec
-                    )],
-                );
-            } else if generator.rows_per_sec == 0.0 && embedded {
-                // librdkafka's mock broker keeps a bounded window per partition: a generator that
-                // outruns the job would have events deleted before they are read.
-                add(
-                    "generator",
-                    vec!["`rows_per_sec` must be > 0 with the embedded broker, which keeps only a bounded window of records".to_owned()],
-                );
-            }
-        }
-        if let Some(labels) = &self.labels {
-            if labels.window_ms == 0 {
-                add("labels", vec!["`window_ms` must be > 0 (got 0)".to_owned()]);
-            }
-        }
-        add("features", self.features.problems());
-        add("learner", self.learner.problems());
-        let mut publish = Vec::new();
-        if self.publish.registry.as_os_str().is_empty() {
-            publish.push("`registry` must name a directory".to_owned());
-        }
-        if self.publish.every_events == 0 {
-            publish.push("`every_events` must be > 0 (got 0)".to_owned());
-        }
-        if self.publish.every_seconds == 0 {
-            publish.push("`every_seconds` must be > 0 (got 0)".to_owned());
-        }
-        if self.publish.registry_topic.as_deref() == Some("") {
-            publish.push("`registry_topic` must not be empty".to_owned());
-        }
-        add("publish", publish);
-        if let Some(serve) = &self.serve {
-            if serve.bind.parse::<std::net::SocketAddr>().is_err() {
-                add(
-                    "serve",
-                    vec![format!(
-                        "`bind` must be an address like 127.0.0.1:8080 (got {:?})",
-                        serve.bind
-                    )],
-                );
-            }
-        }
-        if let Some(checkpoint) = &self.checkpoint {
-            let mut list = Vec::new();
-            if checkpoint.state_dir.as_os_str().is_empty() {
-                list.push("`state_dir` must name a directory".to_owned());
-            }
-            if checkpoint.keep == 0 {
-                list.push("`keep` must be >= 1 (got 0)".to_owned());
-            }
-            add("checkpoint", list);
-        }
-        if let Some(sinks) = &self.sinks {
-            let mut list = Vec::new();
-            let outputs = [
-                ("predictions_topic", &sinks.predictions_topic),
-                ("metrics_topic", &sinks.metrics_topic),
-            ];
-            for (key, topic) in outputs {
-                let Some(topic) = topic else { continue };
-                if topic.trim().is_empty() {
-                    list.push(format!("`{key}` must not be empty"));
-                } else if [&kafka.topic, &kafka.dead_letter_topic].contains(&topic) {
-                    list.push(format!(
-                        "`{key}` must differ from the source's topics (got {topic:?})"
-                    ));
-                }
-            }
-            if sinks.predictions_topic.is_some() && sinks.predictions_topic == sinks.metrics_topic {
-                list.push("`predictions_topic` and `metrics_topic` must differ".to_owned());
-            }
-            if sinks.metrics_interval_ms == 0 {
-                list.push("`metrics_interval_ms` must be > 0 (got 0)".to_owned());
-            }
-            add("sinks", list);
-        }
-        if self.progress.epoch_ms == 0 {
-            add(
-                "progress",
-                vec!["`epoch_ms` must be > 0 (got 0)".to_owned()],
-            );
-        }
-        problems
+        check(&Sections {
+            name: Some(&self.name),
+            source: Some(&self.source),
+            generator: Some(self.generator.as_ref()),
+            decode: Some(self.decode.clone()),
+            labels: Some(self.labels.as_ref()),
+            features: Some(&self.features),
+            learner: Some(&self.learner),
+            publish: Some(&self.publish),
+            serve: Some(self.serve.as_ref()),
+            progress: Some(self.progress.clone()),
+            checkpoint: Some(self.checkpoint.as_ref()),
+            sinks: Some(self.sinks.as_ref()),
+        })
     }
 
     /// The job as TOML text, which [`JobSpec::from_toml`] reads back to the same spec.
@@ -501,65 +424,423 @@ impl JobSpec {
     }
 }
 
-/// Deserializes one section, collecting every problem of it: the whole section is tried first;
-/// when it fails, each key is tried on its own (with the section's `type` tag) so that every
-/// unknown key and every ill-typed value is reported, not only the first.
+/// How far a section of the job file could be read.
+enum Read<T> {
+    /// Not in the file.
+    Absent,
+    /// In the file, but not readable as the section at all.
+    Unreadable,
+    /// Read once its bad keys were left out: its values can be checked, the job not run.
+    Partial(T),
+    /// Read whole.
+    Whole(T),
+}
+
+impl<T> Read<T> {
+    /// The values to check of a required section.
+    fn known(&self) -> Option<&T> {
+        match self {
+            Read::Partial(t) | Read::Whole(t) => Some(t),
+            Read::Absent | Read::Unreadable => None,
+        }
+    }
+
+    /// The values to check of an optional section: `Some(None)` when it is absent.
+    fn optional(&self) -> Option<Option<&T>> {
+        match self {
+            Read::Absent => Some(None),
+            Read::Unreadable => None,
+            Read::Partial(t) | Read::Whole(t) => Some(Some(t)),
+        }
+    }
+
+    /// The section, when it was read whole.
+    fn whole(self) -> Option<T> {
+        match self {
+            Read::Whole(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+impl<T: Clone + Default> Read<T> {
+    /// The values to check of a section with a default.
+    fn or_default(&self) -> Option<T> {
+        self.optional().map(|t| t.cloned().unwrap_or_default())
+    }
+}
+
+/// The sections whose values can be checked: `None` where a section could not be read, so
+/// that only the checks that need it are skipped.
+struct Sections<'a> {
+    name: Option<&'a String>,
+    source: Option<&'a SourceSpec>,
+    generator: Option<Option<&'a GeneratorSpec>>,
+    decode: Option<DecodeSpec>,
+    labels: Option<Option<&'a LabelsSpec>>,
+    features: Option<&'a FeatureSpec>,
+    learner: Option<&'a LearnerSpec>,
+    publish: Option<&'a PublishSpec>,
+    serve: Option<Option<&'a ServeSpec>>,
+    progress: Option<ProgressSpec>,
+    checkpoint: Option<Option<&'a CheckpointSpec>>,
+    sinks: Option<Option<&'a SinksSpec>>,
+}
+
+/// Problems of the values (ranges, emptiness, consistency), each naming its key: every check
+/// whose sections could be read.
+fn check(job: &Sections<'_>) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut add = |section: &str, list: Vec<String>| {
+        problems.extend(list.into_iter().map(|p| format!("[{section}] {p}")));
+    };
+    if let Some(name) = job.name {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            add(
+                "job",
+                vec![format!(
+                    "`name` must be letters, digits, `-` or `_` (got {name:?})"
+                )],
+            );
+        }
+    }
+    let kafka = job.source.map(|SourceSpec::Kafka(kafka)| kafka);
+    if let Some(kafka) = kafka {
+        add("source", kafka.problems());
+    }
+    let json = job.decode.as_ref().map(|d| d.format == Format::Json);
+    if let (Some(kafka), Some(false)) = (kafka, json) {
+        if kafka.event_time_field.is_some() {
+            add(
+                "source",
+                vec![
+                    "`event_time_field` needs JSON records (`[decode] format = \"json\"`)"
+                        .to_owned(),
+                ],
+            );
+        }
+    }
+    if let (Some(Some(_)), Some(true)) = (job.labels, json) {
+        add(
+            "decode",
+            vec!["`format = \"json\"` cannot be joined by `[labels]`, which reads `imp` and `clk` lines".to_owned()],
+        );
+    }
+    if let Some(Some(generator)) = job.generator {
+        let mut list = Vec::new();
+        if !(generator.rows_per_sec >= 0.0 && generator.rows_per_sec.is_finite()) {
+            list.push(format!(
+                "`rows_per_sec` must be >= 0 (got {})",
+                generator.rows_per_sec
+            ));
+        } else if generator.rows_per_sec == 0.0
+            && kafka.is_some_and(|k| k.bootstrap_servers == EMBEDDED)
+        {
+            // librdkafka's mock broker keeps a bounded window per partition: a generator that
+            // outruns the job would have events deleted before they are read.
+            list.push("`rows_per_sec` must be > 0 with the embedded broker, which keeps only a bounded window of records".to_owned());
+        }
+        // The generator writes Criteo lines, which neither JSON decoding nor the label join
+        // reads: every event would be a dead letter.
+        if json == Some(true) {
+            list.push(
+                "it writes Criteo lines, which `[decode] format = \"json\"` cannot read".to_owned(),
+            );
+        }
+        if let Some(Some(_)) = job.labels {
+            list.push(
+                "it writes Criteo lines, not the `imp` and `clk` lines `[labels]` joins".to_owned(),
+            );
+        }
+        add("generator", list);
+    }
+    if let Some(Some(labels)) = job.labels {
+        if labels.window_ms == 0 {
+            add("labels", vec!["`window_ms` must be > 0 (got 0)".to_owned()]);
+        }
+    }
+    if let Some(features) = job.features {
+        add("features", features.problems());
+    }
+    if let Some(learner) = job.learner {
+        add("learner", learner.problems());
+    }
+    if let Some(publish) = job.publish {
+        let mut list = Vec::new();
+        if publish.registry.as_os_str().is_empty() {
+            list.push("`registry` must name a directory".to_owned());
+        }
+        if publish.every_events == 0 {
+            list.push("`every_events` must be > 0 (got 0)".to_owned());
+        }
+        if publish.every_seconds == 0 {
+            list.push("`every_seconds` must be > 0 (got 0)".to_owned());
+        }
+        match publish.registry_topic.as_deref() {
+            Some(topic) if topic.trim().is_empty() => {
+                list.push("`registry_topic` must not be empty".to_owned());
+            }
+            Some(topic) => {
+                // Model versions sent into a topic of events (or events into the registry's)
+                // would be read as what they are not.
+                let sinks = job.sinks.flatten();
+                let taken = [
+                    kafka.map(|k| k.topic.as_str()),
+                    kafka.map(|k| k.dead_letter_topic.as_str()),
+                    sinks.and_then(|s| s.predictions_topic.as_deref()),
+                    sinks.and_then(|s| s.metrics_topic.as_deref()),
+                ];
+                if taken.contains(&Some(topic)) {
+                    list.push(format!(
+                        "`registry_topic` must differ from the source's and the sinks' topics (got {topic:?})"
+                    ));
+                }
+            }
+            None => {}
+        }
+        add("publish", list);
+    }
+    if let Some(Some(serve)) = job.serve {
+        if serve.bind.parse::<std::net::SocketAddr>().is_err() {
+            add(
+                "serve",
+                vec![format!(
+                    "`bind` must be an address like 127.0.0.1:8080 (got {:?})",
+                    serve.bind
+                )],
+            );
+        }
+    }
+    if let Some(Some(checkpoint)) = job.checkpoint {
+        let mut list = Vec::new();
+        if checkpoint.state_dir.as_os_str().is_empty() {
+            list.push("`state_dir` must name a directory".to_owned());
+        }
+        if checkpoint.keep == 0 {
+            list.push("`keep` must be >= 1 (got 0)".to_owned());
+        }
+        add("checkpoint", list);
+    }
+    if let Some(Some(sinks)) = job.sinks {
+        let mut list = Vec::new();
+        let outputs = [
+            ("predictions_topic", &sinks.predictions_topic),
+            ("metrics_topic", &sinks.metrics_topic),
+        ];
+        for (key, topic) in outputs {
+            let Some(topic) = topic else { continue };
+            if topic.trim().is_empty() {
+                list.push(format!("`{key}` must not be empty"));
+            } else if kafka.is_some_and(|k| [&k.topic, &k.dead_letter_topic].contains(&topic)) {
+                list.push(format!(
+                    "`{key}` must differ from the source's topics (got {topic:?})"
+                ));
+            }
+        }
+        if sinks.predictions_topic.is_some() && sinks.predictions_topic == sinks.metrics_topic {
+            list.push("`predictions_topic` and `metrics_topic` must differ".to_owned());
+        }
+        if sinks.metrics_interval_ms == 0 {
+            list.push("`metrics_interval_ms` must be > 0 (got 0)".to_owned());
+        }
+        add("sinks", list);
+    }
+    if job.progress.as_ref().is_some_and(|p| p.epoch_ms == 0) {
+        add(
+            "progress",
+            vec!["`epoch_ms` must be > 0 (got 0)".to_owned()],
+        );
+    }
+    problems
+}
+
+/// Deserializes one section, collecting every problem of it. The whole section is tried first;
+/// when it fails, each key is tried on its own (with the section's `type` tag, or with each tag
+/// there is when it has none), each element of an array of tables on its own, and every
+/// missing required key is found, so that all of them are reported, not only the first. What
+/// is left once the bad keys are taken out is read as [`Read::Partial`], for the value checks.
 fn section<T: DeserializeOwned>(
     table: &toml::Table,
     name: &str,
     required: bool,
     problems: &mut Vec<String>,
-) -> Option<T> {
+) -> Read<T> {
     let Some(value) = table.get(name) else {
         if required {
             problems.push(format!("missing section [{name}]"));
         }
-        return None;
+        return Read::Absent;
     };
     let Some(section) = value.as_table() else {
         problems.push(format!(
             "[{name}] must be a table (got {})",
             value.type_str()
         ));
-        return None;
+        return Read::Unreadable;
     };
-    if let Ok(parsed) = T::deserialize(value.clone()) {
-        return Some(parsed);
+    let read = |table: &toml::Table| T::deserialize(toml::Value::Table(table.clone()));
+    if let Ok(parsed) = read(section) {
+        return Read::Whole(parsed);
     }
-    if let Some(tag) = section.get("type") {
-        let mut only_tag = toml::Table::new();
-        only_tag.insert("type".to_owned(), tag.clone());
-        if let Err(error) = T::deserialize(toml::Value::Table(only_tag)) {
-            if !error.message().starts_with("missing field") {
-                problems.push(format!("[{name}] `type`: {}", error.message()));
-                return None;
+    // The tags to try each key with: the section's own, each one there is when a tagged
+    // section has none (after reporting that), or none for an untagged section.
+    let tags: Vec<Option<toml::Value>> = match section.get("type") {
+        Some(tag) => {
+            let only_tag = toml::Table::from_iter([("type".to_owned(), tag.clone())]);
+            match read(&only_tag) {
+                Err(error) if !error.message().starts_with("missing field") => {
+                    problems.push(format!("[{name}] `type`: {}", error.message()));
+                    return Read::Unreadable;
+                }
+                _ => vec![Some(tag.clone())],
             }
         }
-    }
+        None => match read(&toml::Table::new()) {
+            Err(error) if error.message() == "missing field `type`" => {
+                let tags = variants(|tag| {
+                    read(&toml::Table::from_iter([("type".to_owned(), tag)])).map(|_| ())
+                });
+                problems.push(format!(
+                    "[{name}] missing field `type` (one of {})",
+                    tags.iter()
+                        .map(|t| format!("`{t}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+                tags.into_iter()
+                    .map(|t| Some(toml::Value::String(t)))
+                    .collect()
+            }
+            _ => vec![None],
+        },
+    };
+    // A key is bad when it fails with every tag; the first tag's reason is reported.
+    let fails = |key: &str, value: &toml::Value| -> Option<String> {
+        let mut reason = None;
+        for tag in &tags {
+            let mut single = toml::Table::new();
+            if let Some(tag) = tag {
+                single.insert("type".to_owned(), tag.clone());
+            }
+            single.insert(key.to_owned(), value.clone());
+            match read(&single) {
+                Err(error) if !error.message().starts_with("missing field") => {
+                    reason.get_or_insert_with(|| error.message().to_owned());
+                }
+                _ => return None,
+            }
+        }
+        reason
+    };
+    let mut rest = section.clone();
     let before = problems.len();
     for (key, value) in section {
         if key == "type" {
             continue;
         }
-        let mut single = toml::Table::new();
-        if let Some(tag) = section.get("type") {
-            single.insert("type".to_owned(), tag.clone());
+        let Some(reason) = fails(key, value) else {
+            continue;
+        };
+        rest.remove(key);
+        let elements: Vec<String> = match value.as_array() {
+            Some(array) if array.iter().all(toml::Value::is_table) => array
+                .iter()
+                .enumerate()
+                .filter_map(|(i, element)| {
+                    let reason = fails(key, &toml::Value::Array(vec![element.clone()]))?;
+                    Some(format!("[{name}] `{key}[{i}]`: {reason}"))
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        if elements.is_empty() {
+            problems.push(format!("[{name}] `{key}`: {reason}"));
+        } else {
+            problems.extend(elements);
         }
-        single.insert(key.clone(), value.clone());
-        if let Err(error) = T::deserialize(toml::Value::Table(single)) {
-            let message = error.message();
-            if !message.starts_with("missing field") {
-                problems.push(format!("[{name}] `{key}`: {message}"));
+    }
+    if tags.len() > 1 {
+        // Without a tag, nothing more can be read of the section.
+        return Read::Unreadable;
+    }
+    // Every required key that is missing: each found is given a value of some type it takes
+    // (which is then not checked), until the section reads or fails for another reason.
+    let mut missing = Vec::new();
+    let mut probe = rest.clone();
+    loop {
+        match read(&probe) {
+            Ok(parsed) if missing.is_empty() => return Read::Partial(parsed),
+            Ok(_) => break,
+            Err(error) => {
+                let message = error.message().to_owned();
+                let Some(key) = missing_field(&message) else {
+                    if missing.is_empty() && problems.len() == before {
+                        problems.push(format!("[{name}] {message}"));
+                    }
+                    break;
+                };
+                if missing.contains(&key) || missing.len() > 64 {
+                    break;
+                }
+                let stand_in = STAND_INS.iter().find(|stand_in| {
+                    let mut with = probe.clone();
+                    with.insert(key.clone(), (*stand_in)());
+                    read(&with).map_or_else(
+                        |e| missing_field(e.message()).is_some_and(|k| k != key),
+                        |_| true,
+                    )
+                });
+                // A key left out as bad was reported already.
+                if !section.contains_key(&key) {
+                    problems.push(format!("[{name}] missing field `{key}`"));
+                }
+                missing.push(key.clone());
+                match stand_in {
+                    Some(stand_in) => {
+                        probe.insert(key, stand_in());
+                    }
+                    None => break,
+                }
             }
         }
     }
-    if problems.len() == before {
-        // Each key is fine on its own: what is left is a missing required key or a bad tag.
-        if let Err(error) = T::deserialize(value.clone()) {
-            problems.push(format!("[{name}] {}", error.message()));
-        }
-    }
-    None
+    Read::Unreadable
+}
+
+/// Values of each TOML type, tried in place of a missing key to find the next one missing.
+const STAND_INS: [fn() -> toml::Value; 6] = [
+    || toml::Value::String(String::new()),
+    || toml::Value::Integer(1),
+    || toml::Value::Float(1.0),
+    || toml::Value::Boolean(false),
+    || toml::Value::Array(Vec::new()),
+    || toml::Value::Table(toml::Table::new()),
+];
+
+/// The key a serde "missing field `key`" message names.
+fn missing_field(message: &str) -> Option<String> {
+    let key = message.strip_prefix("missing field `")?.strip_suffix('`')?;
+    Some(key.to_owned())
+}
+
+/// The tags of a tagged enum, from serde's message for an unknown one.
+fn variants(read: impl Fn(toml::Value) -> Result<(), toml::de::Error>) -> Vec<String> {
+    let Err(error) = read(toml::Value::String("\u{1}".to_owned())) else {
+        return Vec::new();
+    };
+    let Some((_, expected)) = error.message().split_once("expected") else {
+        return Vec::new();
+    };
+    expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Applies `MILLRACE__SECTION__KEY=value` (or `MILLRACE__KEY=value` for top-level keys).
@@ -653,7 +934,12 @@ registry = "target/registry"
         );
         assert!(text.contains("[serve] `bind`"), "{text}");
         assert!(text.contains("[source] missing field `topic`"), "{text}");
-        assert_eq!(found.len(), 5, "{text}");
+        // The values of a section are checked once its bad keys are left out.
+        assert!(
+            text.contains("[publish] `every_events` must be > 0"),
+            "{text}"
+        );
+        assert_eq!(found.len(), 6, "{text}");
 
         // With the types fixed, the semantic problems all show together.
         let semantic = GOOD
@@ -670,6 +956,61 @@ registry = "target/registry"
             "{text}"
         );
         assert!(text.contains("[learner] `alpha`"), "{text}");
+    }
+
+    #[test]
+    fn every_missing_key_and_every_bad_element_is_named() {
+        let source = "[source]\ntype = \"kafka\"\nbootstrap_servers = \"embedded\"\ntopic = \"criteo\"\ndead_letter_topic = \"criteo-dead-letters\"\n";
+        // Only the tag: each required key is reported, not only the first.
+        let text = problems(&GOOD.replace(source, "[source]\ntype = \"kafka\"\n")).join("\n");
+        for key in ["bootstrap_servers", "topic", "dead_letter_topic"] {
+            assert!(
+                text.contains(&format!("[source] missing field `{key}`")),
+                "{text}"
+            );
+        }
+        // No tag: it is reported, and the keys are still checked against every tag there is.
+        let text = problems(&GOOD.replace(
+            source,
+            "[source]\nbootstrap_servers = \"embedded\"\ntopc = \"x\"\n",
+        ))
+        .join("\n");
+        assert!(
+            text.contains("[source] missing field `type` (one of `kafka`)"),
+            "{text}"
+        );
+        assert!(text.contains("[source] `topc`: unknown field"), "{text}");
+        // Each bad element of an array of tables, by its index.
+        let features = "[features]\ntype = \"hashed\"\nhash_bits = 20\n";
+        let map = "[features]\ntype = \"map\"\n\
+                   [[features.transform]]\nkind = \"bucketize\"\nfields = [\"I1\"]\nbukets = 4\n\
+                   [[features.transform]]\nkind = \"hash\"\nfields = [\"C1\"]\nbuckets = 8\n\
+                   [[features.transform]]\nkind = \"nope\"\nfields = [\"C2\"]\n";
+        let text = problems(&GOOD.replace(features, map)).join("\n");
+        assert!(text.contains("[features] `transform[0]`"), "{text}");
+        assert!(!text.contains("`transform[1]`"), "{text}");
+        assert!(text.contains("[features] `transform[2]`"), "{text}");
+    }
+
+    #[test]
+    fn topics_and_formats_that_contradict_each_other() {
+        let text = problems(&GOOD.replace(
+            "registry = \"target/registry\"",
+            "registry = \"target/registry\"\nregistry_topic = \"criteo\"",
+        ))
+        .join("\n");
+        assert!(
+            text.contains("[publish] `registry_topic` must differ"),
+            "{text}"
+        );
+        let text = problems(&format!(
+            "{GOOD}\n[generator]\nrows_per_sec = 10.0\n[decode]\nformat = \"json\"\n"
+        ))
+        .join("\n");
+        assert!(
+            text.contains("[generator] it writes Criteo lines"),
+            "{text}"
+        );
     }
 
     #[test]

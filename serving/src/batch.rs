@@ -44,9 +44,19 @@ impl BatchOptions {
         if self.threads == 0 {
             problems.push("batching needs at least one thread".to_owned());
         }
+        if self.timeout > MAX_BATCH_TIMEOUT {
+            problems.push(format!(
+                "a batch may wait at most {} s for more requests (got {} s)",
+                MAX_BATCH_TIMEOUT.as_secs(),
+                self.timeout.as_secs_f64()
+            ));
+        }
         problems
     }
 }
+
+/// The longest a batch may wait for more requests: a lone request waits this long.
+const MAX_BATCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Counters of the batcher, on `/metrics` (in [`ServingStats::batching`]).
 #[derive(Debug, Default)]
