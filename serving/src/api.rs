@@ -701,10 +701,12 @@ pub fn routes(
             .ok()
     });
     let with_batcher = warp::any().map(move || batcher.clone());
-    // Paths before methods, so that an unknown path is a 404 rather than a 405.
+    // Paths before methods, so that an unknown path is a 404 rather than a 405. A body may
+    // come chunked, without a length: `receive` holds it to the limit as it arrives.
     let predict_route = warp::path!("v1" / "models" / String)
+        .and_then(|target: String| async move { predict_target(target, true) })
         .and(warp::post())
-        .and(warp::body::content_length_limit(options.max_body_bytes))
+        .and(warp::header::optional::<u64>("content-length"))
         .and(warp::header::optional::<String>(KEY_HEADER))
         .and(warp::body::stream())
         .and(with_store.clone())
@@ -712,11 +714,16 @@ pub fn routes(
         .and(with_batcher)
         .then(
             |target: String,
+             length: Option<u64>,
              key: Option<String>,
              body,
              store: Arc<ModelStore>,
              options: ServeOptions,
              batcher: Option<Batcher>| async move {
+                if length.is_some_and(|n| n > options.max_body_bytes) {
+                    store.stats().client_errors.fetch_add(1, Ordering::Relaxed);
+                    return error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+                }
                 match receive(&store, &options, body, options.max_body_bytes).await {
                     Ok(body) => {
                         let batcher = batcher.as_ref();
@@ -763,6 +770,7 @@ pub fn routes(
             json(&serde_json::json!({ "models": models }))
         });
     let status = warp::path!("v1" / "models" / String)
+        .and_then(|target: String| async move { predict_target(target, false) })
         .and(warp::get())
         .and(with_store.clone())
         .map(|name: String, store: Arc<ModelStore>| {
@@ -825,6 +833,16 @@ pub fn routes(
         })
 }
 
+/// `target` when it is (`predict`) or is not a `{name}:predict` target; other paths are not
+/// found, so that a wrong method on either is answered by the 405 route.
+fn predict_target(target: String, predict: bool) -> Result<String, Rejection> {
+    if target.ends_with(":predict") == predict {
+        Ok(target)
+    } else {
+        Err(warp::reject::not_found())
+    }
+}
+
 /// The method a path of the API takes (admin paths answer every method themselves).
 fn allowed_method(path: &str) -> Option<&'static str> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
@@ -848,12 +866,14 @@ fn not_allowed(allow: &str, message: &str) -> WithHeader<Answer> {
 fn recover(rejection: Rejection) -> Answer {
     if rejection.is_not_found() {
         error(StatusCode::NOT_FOUND, "no such endpoint")
-    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
-        error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+    } else if let Some(header) = rejection.find::<warp::reject::InvalidHeader>() {
+        // Before the methods: a route that takes the method refused the request for this.
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("the header `{}` is not valid", header.name()),
+        )
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
         error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-    } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
-        error(StatusCode::LENGTH_REQUIRED, "a content-length is required")
     } else {
         error(
             StatusCode::BAD_REQUEST,

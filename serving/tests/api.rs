@@ -149,6 +149,35 @@ async fn bad_requests_get_a_4xx_with_a_reason() {
         text.contains("millrace_serving_client_errors_total 8"),
         "{text}"
     );
+
+    // A known path with the wrong method: 405 naming the method it takes.
+    for (method, path, allow) in [
+        ("GET", "/v1/models/ctr:predict", "POST"),
+        ("POST", "/v1/models/ctr", "GET"),
+    ] {
+        let reply = warp::test::request()
+            .method(method)
+            .path(path)
+            .body("{}")
+            .reply(&filter)
+            .await;
+        assert_eq!(reply.status(), 405, "{method} {path}");
+        assert_eq!(reply.headers()["allow"], allow, "{method} {path}");
+    }
+    // A header the predict route cannot read: 400 naming it, not a 405 from another route.
+    let reply = warp::test::request()
+        .method("POST")
+        .path("/v1/models/ctr:predict")
+        .header(
+            "x-millrace-key",
+            warp::http::HeaderValue::from_bytes(b"caf\xe9").unwrap(),
+        )
+        .body(r#"{"instances":[{}]}"#)
+        .reply(&filter)
+        .await;
+    assert_eq!(reply.status(), 400);
+    let body = String::from_utf8_lossy(reply.body()).into_owned();
+    assert!(body.contains("x-millrace-key"), "{body}");
 }
 
 /// Criteo-like lines whose label follows `C1`, so that a trained model's scores differ.
