@@ -16,6 +16,9 @@ pub const SOURCE_RECORDS: &str = "millrace_source_records_total";
 pub const SOURCE_LAG: &str = "millrace_source_lag_records";
 /// Records that came behind the event-time frontier and joined a later epoch.
 pub const SOURCE_LATE: &str = "millrace_source_late_records_total";
+/// Records whose time was more than an hour ahead of the wall clock (a producer's clock gone
+/// wrong): they took their partition's current time.
+pub const SOURCE_FUTURE: &str = "millrace_source_future_timestamps_total";
 /// The source's event-time frontier, in epochs.
 pub const SOURCE_FRONTIER: &str = "millrace_source_frontier_epoch";
 /// Per partition (label `partition`): records read.
@@ -190,6 +193,7 @@ impl JobStats {
             (SOURCE_RECORDS, "counter", load(&self.source.records)),
             (SOURCE_LAG, "gauge", self.lag.load(Ordering::Relaxed) as f64),
             (SOURCE_LATE, "counter", load(&self.source.late)),
+            (SOURCE_FUTURE, "counter", load(&self.source.future)),
             (
                 SOURCE_EVENT_TIME_MISSING,
                 "counter",

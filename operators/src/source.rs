@@ -17,6 +17,12 @@
 //! not hold back the epochs of the others. A record of an idle partition that comes back behind
 //! the frontier joins the frontier's epoch (counted as late).
 //!
+//! A record whose time is more than [`MAX_FUTURE`] ahead of the wall clock when it is read (a
+//! producer's clock gone wrong) would move its partition's watermark, and with it every later
+//! record of the partition, into an epoch the frontier does not reach for that long: it takes
+//! its partition's watermark as its time instead (the wall clock's for a partition's first
+//! record), joins the current epoch, and is counted.
+//!
 //! Records are held until the frontier passes their epoch and then handed on in the order of
 //! (partition, offset): what a worker sends of an epoch does not depend on how the reads of its
 //! partitions interleaved. With a checkpoint after epoch `c`, each partition resumes at its first
@@ -81,6 +87,8 @@ pub struct SourceStats {
     pub records: AtomicU64,
     /// Records that came behind the frontier and joined a later epoch.
     pub late: AtomicU64,
+    /// Records whose time was more than [`MAX_FUTURE`] ahead of the wall clock.
+    pub future: AtomicU64,
     /// The least frontier epoch over the workers' sources, as last reported by worker 0.
     pub frontier: AtomicU64,
     /// Per partition: records read and the event-time watermark (ms), by partition index.
@@ -117,6 +125,8 @@ struct SourceState {
     partitions: Vec<Resume>,
     records: u64,
     late: u64,
+    #[serde(default)]
+    future: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,7 +198,12 @@ struct Epochs {
     frontier: u64,
     records: u64,
     late: u64,
+    future: u64,
 }
+
+/// How far ahead of the wall clock a record's time may be before it is taken for a broken
+/// clock's (see the module's documentation).
+pub const MAX_FUTURE: Duration = Duration::from_secs(3600);
 
 impl Epochs {
     fn new(time: EventTime, partitions: Vec<i32>, frontier: u64) -> Self {
@@ -203,6 +218,7 @@ impl Epochs {
             frontier,
             records: 0,
             late: 0,
+            future: 0,
         }
     }
 
@@ -211,8 +227,9 @@ impl Epochs {
     }
 
     /// Puts a record into its epoch; `now` is when it was read.
-    fn hold(&mut self, mut record: RawRecord, stats: &SourceStats, now: Instant) {
-        let timestamp = *record.timestamp_ms.get_or_insert_with(now_ms);
+    /// Puts `record` into its epoch; `now` and `wall_ms` are the poll's monotonic and wall
+    /// clocks.
+    fn hold(&mut self, mut record: RawRecord, stats: &SourceStats, now: Instant, wall_ms: u64) {
         let index = match self
             .clocks
             .iter()
@@ -225,6 +242,24 @@ impl Epochs {
             }
         };
         let before = self.clocks[index].watermark_ms;
+        let timestamp = match record.timestamp_ms {
+            Some(t) if t > wall_ms.saturating_add(MAX_FUTURE.as_millis() as u64) => {
+                if self.future == 0 {
+                    tracing::warn!(
+                        partition = record.partition,
+                        offset = record.offset,
+                        timestamp_ms = t,
+                        "a record's time is more than an hour ahead of the wall clock: it takes its partition's current time (logged once per worker)"
+                    );
+                }
+                self.future += 1;
+                stats.future.fetch_add(1, Ordering::Relaxed);
+                before.unwrap_or(wall_ms)
+            }
+            Some(t) => t,
+            None => wall_ms,
+        };
+        record.timestamp_ms = Some(timestamp);
         let watermark = before.map_or(timestamp, |w| w.max(timestamp));
         let mut epoch = self.epoch_of(watermark);
         if epoch < self.frontier {
@@ -344,12 +379,14 @@ impl Epochs {
                 .collect(),
             records: self.records,
             late: self.late,
+            future: self.future,
         }
     }
 
     fn restore(&mut self, state: &SourceState) {
         self.records = state.records;
         self.late = state.late;
+        self.future = state.future;
         for resume in &state.partitions {
             if let Some(clock) = self
                 .clocks
@@ -433,6 +470,7 @@ where
                         epochs.restore(&state);
                         stats.records.fetch_add(state.records, Ordering::Relaxed);
                         stats.late.fetch_add(state.late, Ordering::Relaxed);
+                        stats.future.fetch_add(state.future, Ordering::Relaxed);
                         let positions = positions(&state);
                         tracing::debug!(?positions, records = state.records, "source restored");
                         if let Err(error) = reader.seek(&positions) {
@@ -467,9 +505,9 @@ where
                     buffer.clear();
                     let polled = reader.poll(&mut buffer, MAX_PER_ACTIVATION);
                     // One clock read per poll, not per record.
-                    let now = Instant::now();
+                    let (now, wall_ms) = (Instant::now(), now_ms());
                     for record in buffer.drain(..) {
-                        epochs.hold(record, &stats, now);
+                        epochs.hold(record, &stats, now, wall_ms);
                     }
                     epochs.report(&stats);
                     polled

@@ -166,3 +166,88 @@ fn a_reader_slower_to_start_than_the_idle_span_keeps_its_backlog_in_event_time()
         assert!(got == want, "{workers} workers: epochs differ");
     }
 }
+
+/// One partition's records, all in one poll, then done.
+struct Once(Vec<RawRecord>);
+
+impl PartitionReader for Once {
+    fn partitions(&self) -> Vec<i32> {
+        vec![0]
+    }
+
+    fn poll(&mut self, out: &mut Vec<RawRecord>, _max: usize) -> Polled {
+        if self.0.is_empty() {
+            return Polled::Done;
+        }
+        out.append(&mut self.0);
+        Polled::Records
+    }
+
+    fn seek(&mut self, _: &[(i32, i64)]) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn commit(&mut self, _: &[(i32, i64)]) {}
+
+    fn at_end(&self, _: i32) -> bool {
+        self.0.is_empty()
+    }
+}
+
+#[test]
+fn a_time_from_a_broken_clock_takes_its_partitions_time() {
+    // Times a second apart from a minute ago, but the third a day ahead of the wall clock: it
+    // joins the second's epoch with the second's time, and the fourth keeps its own.
+    let base = millrace_operators::now_ms() - 60_000;
+    let times = [base, base + 1000, base + 86_400_000, base + 2000];
+    let records: Vec<RawRecord> = times
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| RawRecord {
+            partition: 0,
+            offset: i as i64,
+            payload: Vec::new(),
+            timestamp_ms: Some(t),
+        })
+        .collect();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let stats = Arc::new(SourceStats::new(1));
+    let (out, shared) = (seen.clone(), stats.clone());
+    timely::execute(timely::Config::thread(), move |worker| {
+        let (reader, out, stats) = (Once(records.clone()), out.clone(), shared.clone());
+        let time = EventTime {
+            epoch_ms: 1000,
+            idle: Duration::from_secs(1),
+        };
+        worker.dataflow::<u64, _, _>(move |scope| {
+            ingest_partitions(scope, "Once", reader, time, None, stats, || false).inspect_core(
+                move |event| {
+                    if let Ok((stamp, records)) = event {
+                        for r in records {
+                            out.lock().unwrap().push((
+                                stamp.iter().next().copied(),
+                                r.offset,
+                                r.timestamp_ms,
+                            ));
+                        }
+                    }
+                },
+            );
+        });
+    })
+    .unwrap();
+    let mut seen = std::mem::take(&mut *seen.lock().unwrap());
+    seen.sort_unstable_by_key(|s| s.1);
+    let want: Vec<(Option<u64>, i64, Option<u64>)> = [
+        (0, base),
+        (1, base + 1000),
+        (2, base + 1000),
+        (3, base + 2000),
+    ]
+    .into_iter()
+    .map(|(offset, t)| (Some(t / 1000), offset, Some(t)))
+    .collect();
+    assert_eq!(seen, want);
+    assert_eq!(stats.future.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.late.load(Ordering::Relaxed), 0);
+}
