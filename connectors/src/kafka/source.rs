@@ -223,7 +223,10 @@ impl KafkaReader {
     /// reconnects by itself, so the caller logs and polls again later.
     pub fn poll_into(&mut self, out: &mut Vec<RawRecord>, max: usize) -> Result<usize> {
         if !self.assigned {
-            self.seek(&[])?;
+            // The positions of a seek that failed (a restored checkpoint's), else none: every
+            // partition from its beginning.
+            let positions = self.skip_below.clone();
+            self.seek(&positions)?;
         }
         let Some(consumer) = &self.consumer else {
             return Ok(0);
