@@ -420,7 +420,8 @@ impl JobReport {
     }
 }
 
-/// The checkpoint parts of the job's dataflow, in the order of the data.
+/// The checkpoint parts of the job's dataflow, in the order of the data. The output sinks are
+/// parts too: a checkpoint covers an epoch only once its outputs are acknowledged.
 fn checkpoint_parts(spec: &JobSpec) -> Vec<&'static str> {
     let mut parts = vec!["source"];
     if spec.labels.is_some() {
@@ -430,7 +431,14 @@ fn checkpoint_parts(spec: &JobSpec) -> Vec<&'static str> {
         FeatureSpec::Hashed { .. } => parts.push("decode"),
         FeatureSpec::Map(_) => parts.extend(["parse", "fit", "transform"]),
     }
-    parts.push("train");
+    parts.extend(["dead_letters", "train"]);
+    if spec
+        .sinks
+        .as_ref()
+        .is_some_and(|s| s.predictions_topic.is_some())
+    {
+        parts.push("predictions");
+    }
     parts
 }
 
@@ -722,21 +730,21 @@ fn run_dataflow(
                 // Hashed features: decode Criteo events, hash, learn.
                 None => {
                     let (events, dead) = records.decode_criteo(format, decode_stats);
-                    concat_dead(dead, join_dead).deliver("DeadLetters", delivery);
+                    concat_dead(dead, join_dead).deliver("dead_letters", delivery);
                     let predicted = events.train_online(trainer, trainer_stats, move |epoch, _| {
                         if let Some(metrics) = metrics.as_mut() {
                             metrics.epoch_end(epoch);
                         }
                     });
                     if let Some(delivery) = predictions {
-                        predicted.deliver("Predictions", delivery);
+                        predicted.deliver("predictions", delivery);
                     }
                 }
                 // A FeatureMap: parse, fit and transform per epoch, learn across versions.
                 Some(layout) => {
                     let (events, dead) =
                         records.parse_events(layout.clone(), format, featurize_stats.clone());
-                    concat_dead(dead, join_dead).deliver("DeadLetters", delivery);
+                    concat_dead(dead, join_dead).deliver("dead_letters", delivery);
                     let map = FeatureMap::new(layout);
                     let (rows, updates) = events.featurize(map.clone(), featurize_stats, |_, _| {});
                     let predicted =
@@ -746,7 +754,7 @@ fn run_dataflow(
                             }
                         });
                     if let Some(delivery) = predictions {
-                        predicted.deliver("Predictions", delivery);
+                        predicted.deliver("predictions", delivery);
                     }
                 }
             }
@@ -861,6 +869,10 @@ impl RecordSink<DeadLetter> for DeadLetterDelivery {
             tracing::error!(%error, "dead letters not acknowledged");
         }
     }
+
+    fn unsettled_from(&self) -> Option<u64> {
+        self.sink.unsettled_from()
+    }
 }
 
 /// Each event's prediction to the predictions topic.
@@ -905,6 +917,10 @@ impl RecordSink<Prediction> for PredictionDelivery {
         if let Err(error) = self.sink.flush() {
             tracing::error!(%error, "predictions not acknowledged");
         }
+    }
+
+    fn unsettled_from(&self) -> Option<u64> {
+        self.sink.unsettled_from()
     }
 }
 

@@ -165,7 +165,15 @@ fn sigkill_at_10_random_points_changes_nothing() {
         db.put(&key, bytes).unwrap();
     }
     let store = CheckpointStore::open(&state, 3).unwrap();
-    let restored = store.restore(&[0, 1], &["source", "parse", "fit", "transform", "train"]);
+    let parts = [
+        "source",
+        "parse",
+        "fit",
+        "transform",
+        "dead_letters",
+        "train",
+    ];
+    let restored = store.restore(&[0, 1], &parts);
     assert_eq!(restored.skipped.len(), 1);
     assert_eq!(restored.skipped[0].0, newest);
     let previous = epochs[epochs.len() - 2];

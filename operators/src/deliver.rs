@@ -1,7 +1,14 @@
 //! Handing a stream's records to an external sink.
+//!
+//! A delivering operator is a checkpoint part named after it: it covers an epoch once its sink
+//! has settled every record of that epoch and the ones before (acknowledged, or lost and
+//! counted), so a checkpoint never covers an output still on its way. A restarted job replays
+//! every epoch after its checkpoint, and with them their outputs.
 
+use crate::checkpoint::{self, Part};
+use std::time::Duration;
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::StreamVec;
 
 /// Where [`Deliver`] sends records: a Kafka producer, a file, a channel.
@@ -11,12 +18,19 @@ pub trait RecordSink<D> {
     fn send(&mut self, epoch: u64, record: D);
     /// Waits until everything sent so far is delivered (called when the input is complete).
     fn flush(&mut self);
+    /// The least epoch with a record sent but not settled yet (neither delivered nor lost and
+    /// counted); `None` when every record sent is. A sink that delivers before `send` returns
+    /// keeps the default.
+    fn unsettled_from(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Delivers a stream to a sink.
 pub trait Deliver<D> {
-    /// Sends every record to `sink` on the worker that holds it, with its epoch, and flushes the sink once the
-    /// stream is complete.
+    /// Sends every record to `sink` on the worker that holds it, with its epoch, and flushes
+    /// the sink once the stream is complete. With a checkpoint collector installed, the
+    /// operator is the checkpoint part `name` (see the module's documentation).
     ///
     /// # Examples
     ///
@@ -35,19 +49,50 @@ pub trait Deliver<D> {
     fn deliver<S: RecordSink<D> + 'static>(self, name: &str, sink: S);
 }
 
+/// How often a sink with unsettled records is looked at again.
+const SETTLE_POLL: Duration = Duration::from_millis(5);
+
 impl<D: 'static> Deliver<D> for StreamVec<'_, u64, D> {
     fn deliver<S: RecordSink<D> + 'static>(self, name: &str, mut sink: S) {
-        let mut flushed = false;
-        self.sink(Pipeline, name, move |(input, frontier)| {
-            input.for_each(|time, data| {
-                let epoch = time.least().copied().unwrap_or_default();
-                for record in data.drain(..) {
-                    sink.send(epoch, record);
+        let scope = self.scope();
+        let mut part: Option<Part> = checkpoint::part(scope.index(), name);
+        // The sink keeps no state: what it offers is valid from the epoch it resumed after.
+        let lo = part
+            .as_ref()
+            .map_or(0, |p| p.resume_epoch().saturating_sub(1));
+        let mut builder = OperatorBuilder::new(name.to_owned(), scope);
+        let activator = scope.activator_for(builder.operator_info().address);
+        let mut input = builder.new_input(self, Pipeline);
+        builder.build(move |_capabilities| {
+            let mut flushed = false;
+            move |frontiers| {
+                input.for_each(|time, data| {
+                    let epoch = time.least().copied().unwrap_or_default();
+                    for record in data.drain(..) {
+                        sink.send(epoch, record);
+                    }
+                });
+                let frontier = frontiers[0].frontier();
+                if frontier.is_empty() && !flushed {
+                    sink.flush();
+                    flushed = true;
                 }
-            });
-            if frontier.is_empty() && !flushed {
-                sink.flush();
-                flushed = true;
+                let Some(part) = part.as_mut() else {
+                    return;
+                };
+                let unsettled = sink.unsettled_from();
+                if unsettled.is_some() {
+                    // Acknowledgements arrive on the producer's thread: look again soon.
+                    activator.activate_after(SETTLE_POLL);
+                }
+                let through = checkpoint::settled_through(&[frontier]);
+                let through = match (through, unsettled) {
+                    (Some(t), Some(u)) => u.checked_sub(1).map(|u| u.min(t)),
+                    (through, _) => through,
+                };
+                if let Some(through) = through {
+                    part.covers(lo, through, Vec::new);
+                }
             }
         });
     }

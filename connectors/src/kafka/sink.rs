@@ -8,7 +8,9 @@
 //!
 //! A message is lost when the producer refuses it or the broker has not acknowledged it within
 //! the message timeout (an outage longer than that); each sink counts its losses in a counter
-//! its owner reads, and logs the first.
+//! its owner reads, and logs the first. A sink knows which epochs still have messages neither
+//! acknowledged nor counted lost ([`OutputSink::unsettled_from`]): a checkpoint must not cover
+//! them, or a crash would lose them (the restarted job does not replay their epochs).
 
 use crate::error::{kafka, Error, Result};
 use crate::kafka::config::client_config;
@@ -20,7 +22,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// The header that names the epoch a message belongs to.
@@ -43,13 +45,37 @@ pub fn text_headers(message: &impl Message) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-/// Counts the messages a sink lost, logging the first.
+/// Counts the messages a sink lost, logging the first, and the messages of each epoch not
+/// settled yet (neither acknowledged nor lost).
 struct Losses {
     connector: &'static str,
     lost: Arc<AtomicU64>,
+    unsettled: Mutex<BTreeMap<u64, u64>>,
 }
 
 impl Losses {
+    fn unsettled(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, u64>> {
+        self.unsettled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// One message of `epoch` is queued.
+    fn queued(&self, epoch: u64) {
+        *self.unsettled().entry(epoch).or_default() += 1;
+    }
+
+    /// One message of `epoch` is acknowledged or lost.
+    fn settled(&self, epoch: u64) {
+        let mut unsettled = self.unsettled();
+        if let Some(n) = unsettled.get_mut(&epoch) {
+            *n -= 1;
+            if *n == 0 {
+                unsettled.remove(&epoch);
+            }
+        }
+    }
+
     fn count(&self, error: &dyn std::fmt::Display) {
         if self.lost.fetch_add(1, Ordering::Relaxed) == 0 {
             tracing::error!(
@@ -64,12 +90,14 @@ impl Losses {
 impl ClientContext for Losses {}
 
 impl ProducerContext for Losses {
-    type DeliveryOpaque = ();
+    /// The message's epoch.
+    type DeliveryOpaque = Box<u64>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {
+    fn delivery(&self, result: &DeliveryResult<'_>, epoch: Self::DeliveryOpaque) {
         if let Err((error, _)) = result {
             self.count(error);
         }
+        self.settled(*epoch);
     }
 }
 
@@ -146,7 +174,11 @@ impl OutputSink {
                 "message.timeout.ms",
                 message_timeout.as_millis().max(1).to_string(),
             )
-            .create_with_context(Losses { connector, lost })
+            .create_with_context(Losses {
+                connector,
+                lost,
+                unsettled: Mutex::default(),
+            })
             .map_err(kafka(connector))?;
         Ok(OutputSink {
             producer,
@@ -169,6 +201,12 @@ impl OutputSink {
         sent
     }
 
+    /// The least epoch with a message queued but neither acknowledged by the broker nor
+    /// counted lost; `None` when every message sent is settled.
+    pub fn unsettled_from(&self) -> Option<u64> {
+        self.producer.context().unsettled().keys().next().copied()
+    }
+
     fn queue(&mut self, output: Output<'_>) -> Result<()> {
         let epoch = output.epoch.to_string();
         let mut headers =
@@ -182,16 +220,20 @@ impl OutputSink {
                 value: Some(*value),
             });
         }
-        let mut record = BaseRecord::<[u8], [u8]>::to(&self.topic)
-            .payload(output.payload)
-            .headers(headers);
+        let mut record =
+            BaseRecord::<[u8], [u8], Box<u64>>::with_opaque_to(&self.topic, Box::new(output.epoch))
+                .payload(output.payload)
+                .headers(headers);
         if let Some(key) = output.key {
             record = record.key(key);
         }
         let started = Instant::now();
-        loop {
+        // Counted before the send, whose acknowledgement may come before `send` returns.
+        let context = self.producer.context();
+        context.queued(output.epoch);
+        let sent = loop {
             match self.producer.send(record) {
-                Ok(()) => return Ok(()),
+                Ok(()) => break Ok(()),
                 Err((error, returned))
                     if error.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull)
                         && started.elapsed() < SEND_BLOCK_LIMIT =>
@@ -202,14 +244,18 @@ impl OutputSink {
                 Err((error, _))
                     if error.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
                 {
-                    return Err(Error::QueueFull {
+                    break Err(Error::QueueFull {
                         connector: self.connector,
                         seconds: SEND_BLOCK_LIMIT.as_secs(),
                     })
                 }
-                Err((error, _)) => return Err(kafka(self.connector)(error)),
+                Err((error, _)) => break Err(kafka(self.connector)(error)),
             }
+        };
+        if sent.is_err() {
+            context.settled(output.epoch);
         }
+        sent
     }
 
     /// Waits until every queued message is acknowledged.

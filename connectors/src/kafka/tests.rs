@@ -273,6 +273,7 @@ fn dead_letters_keep_payload_and_reason() {
     };
     sink.send_dead_letter(5, &letter).unwrap();
     sink.flush().unwrap();
+    assert_eq!(sink.unsettled_from(), None, "acknowledged, so settled");
 
     let read = read_topic(&topic, 1, Duration::from_secs(30));
     assert_eq!(read.len(), 1, "no dead letter arrived");
@@ -285,7 +286,7 @@ fn dead_letters_keep_payload_and_reason() {
 }
 
 /// Messages the broker never acknowledges (it is unreachable past the message timeout) are
-/// counted as lost, not dropped silently.
+/// counted as lost, not dropped silently; until then their epochs are unsettled.
 #[test]
 fn an_output_sink_counts_what_it_loses() {
     let broker = EmbeddedBroker::start().unwrap();
@@ -313,6 +314,7 @@ fn an_output_sink_counts_what_it_loses() {
     for epoch in 1..=3 {
         sink.send(output(epoch)).unwrap();
     }
+    assert_eq!(sink.unsettled_from(), Some(1));
     let deadline = Instant::now() + Duration::from_secs(30);
     while lost.load(Ordering::Relaxed) < before + 3 {
         assert!(Instant::now() < deadline, "{lost:?} lost");
@@ -320,6 +322,7 @@ fn an_output_sink_counts_what_it_loses() {
     }
     let _ = sink.flush();
     assert_eq!(lost.load(Ordering::Relaxed), before + 3);
+    assert_eq!(sink.unsettled_from(), None, "lost and counted, so settled");
 }
 
 #[test]
