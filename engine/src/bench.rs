@@ -542,7 +542,7 @@ pub fn ingest(
     use millrace_connectors::kafka::{create_topics, KafkaReader, KafkaSourceConfig, LineProducer};
     use millrace_models::synth::CriteoGenerator;
     use millrace_operators::checkpoint::{self, Choice, Collector};
-    use millrace_operators::{ingest_partitions, EventTime, SourceStats};
+    use millrace_operators::{ingest_partitions, EventTime, SourceStats, Stop};
     use std::sync::atomic::Ordering;
     use std::sync::Arc;
     use std::time::Duration;
@@ -603,7 +603,7 @@ pub fn ingest(
         let done = stats.clone();
         worker.dataflow::<u64, _, _>(move |scope| {
             let part = checkpoint::part(index, "source");
-            let stop = move || done.records.load(Ordering::Relaxed) >= rows;
+            let stop = move || (done.records.load(Ordering::Relaxed) >= rows).then_some(Stop::End);
             let source = crate::job::KafkaIngest::new(reader, Arc::default());
             ingest_partitions(scope, "KafkaSource", source, time, part, stats, stop)
                 .inspect(|_| {});

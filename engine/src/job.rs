@@ -25,7 +25,7 @@ use millrace_models::{DeadLetter, FeatureMap, FeatureSpec, ModelArtifact, RawRec
 use millrace_operators::checkpoint::{Choice, Collector};
 use millrace_operators::{
     ingest_partitions, now_ms, Decode, Deliver, EventTime, Featurize, JoinLabels, LabelJoinConfig,
-    Mirror, ParseEvents, PartitionReader, Polled, Prediction, PublishPolicy, RecordSink,
+    Mirror, ParseEvents, PartitionReader, Polled, Prediction, PublishPolicy, RecordSink, Stop,
     TrainOnline, TrainRows, TrainerConfig,
 };
 use millrace_serving::{ModelStore, ServeOptions};
@@ -122,6 +122,8 @@ pub struct StopHandle(Arc<AtomicBool>);
 
 impl StopHandle {
     /// Asks the job to stop: sources finish, the dataflow drains, a final version is published.
+    /// A checkpointed job's sources stop where they are ([`Stop::Interrupt`]): the epochs still
+    /// open are left to the job restarted from its newest checkpoint.
     pub fn stop(&self) {
         self.0.store(true, Ordering::SeqCst);
     }
@@ -699,11 +701,21 @@ fn run_dataflow(
         let label_stats = stats.labels.clone();
         let source_stats = stats.source.clone();
         let (stop, stop_after) = (stop.clone(), kafka.stop_after_records);
+        // A bounded replay's end is the input's end; a stop asked for (SIGTERM) interrupts a
+        // checkpointed job where it is, to be resumed from its newest checkpoint.
+        let interrupt = if collector.is_some() {
+            Stop::Interrupt
+        } else {
+            Stop::End
+        };
         let stop_now = {
             let source_stats = source_stats.clone();
             move || {
-                stop.load(Ordering::Relaxed)
-                    || stop_after.is_some_and(|n| source_stats.records.load(Ordering::Relaxed) >= n)
+                if stop_after.is_some_and(|n| source_stats.records.load(Ordering::Relaxed) >= n) {
+                    Some(Stop::End)
+                } else {
+                    stop.load(Ordering::Relaxed).then_some(interrupt)
+                }
             }
         };
         // The operators built below take their checkpoint parts from it.

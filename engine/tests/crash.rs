@@ -17,6 +17,9 @@
 //! once it has been read to its end, and every record here is in the topic before the job
 //! starts.
 //!
+//! The first of the 10 stops is a clean one (SIGTERM), as a redeploy's: it must leave the epochs
+//! it was in open for the restarted job, not close them early in a final checkpoint.
+//!
 //! Last, the newest checkpoint is corrupted: start-up skips it (loudly), restores the one before
 //! it, replays from there and ends with the same counters and model again.
 
@@ -27,6 +30,7 @@ use millrace_engine::checkpoint::CheckpointStore;
 use millrace_engine::spec::{CheckpointSpec, JobSpec, LearnerSpec, ProgressSpec, PublishSpec};
 use millrace_engine::KafkaSourceConfig;
 use millrace_models::{FeatureMapSpec, FeatureSpec, FtrlParams, ModelArtifact};
+use millrace_operators::checkpoint::FINAL;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use std::path::Path;
@@ -115,7 +119,14 @@ fn sigkill_at_10_random_points_changes_nothing() {
             eprintln!("kill {kill}: the run had already finished");
             continue;
         }
-        child.kill().unwrap();
+        if kill == 0 {
+            // The first stop is a clean one (SIGTERM), as a redeploy's.
+            let pid = child.id().to_string();
+            let sent = Command::new("kill").args(["-s", "TERM", &pid]).status();
+            assert!(sent.unwrap().success(), "SIGTERM could not be sent");
+        } else {
+            child.kill().unwrap();
+        }
         child.wait().unwrap();
         let store = CheckpointStore::open(&crashed.path().join("state"), 3).unwrap();
         restored_epochs.push(store.epochs().last().copied());
@@ -128,6 +139,8 @@ fn sigkill_at_10_random_points_changes_nothing() {
         restored_epochs.iter().filter(|e| e.is_some()).count() >= 3,
         "too few kills came after a checkpoint to test anything: {restored_epochs:?}"
     );
+    // The clean stop left its epochs open rather than close them in a final checkpoint.
+    assert_ne!(restored_epochs[0], Some(FINAL), "the clean stop closed its open epochs");
 
     for counter in ["source_records", "decoded", "dead_letters", "learned"] {
         assert_eq!(report[counter], clean_report[counter], "{counter}");

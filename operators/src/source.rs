@@ -400,9 +400,23 @@ impl Epochs {
     }
 }
 
+/// Why a source stops, as its `stop` function says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// The input is complete (a bounded replay's last record is read): everything read is
+    /// handed on, and the final checkpoint holds the positions after it.
+    End,
+    /// The job is asked to stop (SIGTERM) and will be started again: the stream ends where it
+    /// is, without handing on the records of epochs still open and without a final checkpoint.
+    /// The restarted job resumes from the newest checkpoint and replays what came after it, so
+    /// it makes the epochs an uninterrupted run makes; a final checkpoint would have closed the
+    /// open epochs early, cutting each in two.
+    Interrupt,
+}
+
 /// Creates a stream from `reader` in event-time epochs, as the module describes, checkpointed
-/// as `part` when there is one. `stop` (or the reader's [`Polled::Done`]) ends the stream:
-/// everything read is handed on, and the final checkpoint holds the positions after it.
+/// as `part` when there is one. The stream ends when `stop` says so (see [`Stop`]), or as for
+/// [`Stop::End`] when the reader is [`Polled::Done`].
 ///
 /// # Examples
 ///
@@ -433,7 +447,7 @@ impl Epochs {
 /// let shared = stats.clone();
 /// timely::example(move |scope| {
 ///     let time = EventTime { epoch_ms: 1000, idle: Duration::from_secs(1) };
-///     ingest_partitions(scope, "Three", Three(records), time, None, shared, || false)
+///     ingest_partitions(scope, "Three", Three(records), time, None, shared, || None)
 ///         // Each record in the epoch of its second.
 ///         .inspect_core(|event| {
 ///             if let Ok((stamp, records)) = event {
@@ -452,7 +466,7 @@ pub fn ingest_partitions<'scope, R>(
     time: EventTime,
     mut part: Option<Part>,
     stats: Arc<SourceStats>,
-    stop: impl Fn() -> bool + 'static,
+    stop: impl Fn() -> Option<Stop> + 'static,
 ) -> StreamVec<'scope, u64, RawRecord>
 where
     R: PartitionReader + 'static,
@@ -513,7 +527,12 @@ where
                     polled
                 };
                 epochs.note_ends(&stats, |p| reader.at_end(p));
-                let stopping = polled == Polled::Done || stop();
+                let stop = stop();
+                if stop == Some(Stop::Interrupt) {
+                    capability = None;
+                    return;
+                }
+                let stopping = polled == Polled::Done || stop == Some(Stop::End);
                 let allowed = if stopping {
                     u64::MAX
                 } else {

@@ -4,7 +4,9 @@
 //! that takes longer than the idle span to start must not make its backlog late.
 
 use millrace_models::RawRecord;
-use millrace_operators::{ingest_partitions, EventTime, PartitionReader, Polled, SourceStats};
+use millrace_operators::{
+    ingest_partitions, EventTime, PartitionReader, Polled, SourceStats, Stop,
+};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -105,7 +107,7 @@ fn dataflow(workers: usize, start_delay: Duration, idle: Duration) -> (Vec<(u64,
         let (out, stats) = (out.clone(), shared.clone());
         let probe = worker.dataflow::<u64, _, _>(move |scope| {
             ingest_partitions(scope, "Dribble", reader, time, None, stats, move || {
-                stopped.load(Ordering::Relaxed)
+                stopped.load(Ordering::Relaxed).then_some(Stop::End)
             })
             .inspect_core(move |event| {
                 if let Ok((stamp, records)) = event {
@@ -220,7 +222,7 @@ fn a_time_from_a_broken_clock_takes_its_partitions_time() {
             idle: Duration::from_secs(1),
         };
         worker.dataflow::<u64, _, _>(move |scope| {
-            ingest_partitions(scope, "Once", reader, time, None, stats, || false).inspect_core(
+            ingest_partitions(scope, "Once", reader, time, None, stats, || None).inspect_core(
                 move |event| {
                     if let Ok((stamp, records)) = event {
                         for r in records {

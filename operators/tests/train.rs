@@ -145,7 +145,7 @@ fn run_dataflow(
                 idle: Duration::from_secs(3600),
             };
             let stats = Arc::new(SourceStats::new(0));
-            let records = ingest_partitions(scope, "Share", share, time, None, stats, || false);
+            let records = ingest_partitions(scope, "Share", share, time, None, stats, || None);
             let (events, dead) = records.decode_criteo(RecordFormat::Tsv, d);
             dead.deliver("Collect", Collect(dl));
             events
