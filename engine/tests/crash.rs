@@ -140,7 +140,11 @@ fn sigkill_at_10_random_points_changes_nothing() {
         "too few kills came after a checkpoint to test anything: {restored_epochs:?}"
     );
     // The clean stop left its epochs open rather than close them in a final checkpoint.
-    assert_ne!(restored_epochs[0], Some(FINAL), "the clean stop closed its open epochs");
+    assert_ne!(
+        restored_epochs[0],
+        Some(FINAL),
+        "the clean stop closed its open epochs"
+    );
 
     for counter in ["source_records", "decoded", "dead_letters", "learned"] {
         assert_eq!(report[counter], clean_report[counter], "{counter}");

@@ -11,8 +11,10 @@
 //! [`Persist`] at once (one RocksDB write batch in the engine).
 //!
 //! Which epochs are checkpoints is decided once per process ([`Choice`]): by the first part
-//! that reaches them, at least an interval of processing time apart, or (for a cluster, whose
-//! processes must checkpoint the same epochs) every `n`-th epoch. Every part's ranges together
+//! that reaches them with data to process next, at least an interval of processing time apart,
+//! or (for a cluster, whose processes must checkpoint the same epochs) every `n`-th epoch. A
+//! part that moves on without data ([`Part::progress`], an idle source following the wall
+//! clock) decides nothing, and offers for what the others chose. Every part's ranges together
 //! cover every epoch it passes, so each part offers for every chosen epoch, whether its
 //! frontier crossed it one epoch at a time or in one jump. The end of the input (an empty
 //! frontier) is always one, [`FINAL`].
@@ -34,6 +36,9 @@ use timely::progress::frontier::AntichainRef;
 
 /// The epoch of the checkpoint taken when the input is complete.
 pub const FINAL: u64 = u64::MAX - 1;
+
+/// The most epochs [`Choice::EveryNth`] chooses in one jump of the frontier (the last ones).
+const EVERY_NTH_MOST: usize = 64;
 
 /// One part's state in a checkpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -192,6 +197,7 @@ impl Collector {
             worker,
             name: name.to_owned(),
             offered_through: restored.as_ref().map(|(_, resume, _)| resume - 1),
+            progressed_for: None,
             restored,
         }
     }
@@ -242,10 +248,21 @@ impl Collector {
                     .is_none_or(|at| at.elapsed() >= interval)
                     .then_some(hi),
                 Choice::EveryNth(n) => {
+                    // Every epoch `e` in `start..=hi` with `e % n == n - 1` (the last
+                    // EVERY_NTH_MOST of a long jump), so that processes whose frontiers move in
+                    // different steps choose the same epochs.
                     let n = n.max(1);
-                    // The last epoch `e <= hi` with `e % n == n - 1`, if it is not before `start`.
-                    let e = (hi + 1) / n * n;
-                    e.checked_sub(1).filter(|&e| e >= start)
+                    let mut e = (hi + 1) / n * n;
+                    for _ in 0..EVERY_NTH_MOST {
+                        match e.checked_sub(1).filter(|&e| e >= start) {
+                            Some(epoch) => {
+                                state.chosen.insert(epoch);
+                            }
+                            None => break,
+                        }
+                        e -= n;
+                    }
+                    None
                 }
             };
             if let Some(epoch) = chosen {
@@ -255,6 +272,11 @@ impl Collector {
             state.decided_through = Some(hi);
         }
         state.chosen.range(from..=hi).next().is_some()
+    }
+
+    /// The newest epoch chosen in `lo..=hi` and not written yet.
+    fn newest_chosen(&self, lo: u64, hi: u64) -> Option<u64> {
+        self.lock().chosen.range(lo..=hi).next_back().copied()
     }
 
     fn offer(&self, worker: usize, name: &str, lo: u64, hi: u64, bytes: Vec<u8>) {
@@ -268,8 +290,9 @@ impl Collector {
                 hi,
                 bytes: Arc::new(bytes),
             });
-        // The newest chosen epoch every part covers.
-        let complete = state.chosen.iter().rev().copied().find(|&epoch| {
+        // Every chosen epoch every part covers, oldest first: in a cluster, each process must
+        // write each of them, so that they have epochs in common.
+        while let Some(epoch) = state.chosen.iter().copied().find(|&epoch| {
             self.workers.iter().all(|&w| {
                 self.parts.iter().all(|p| {
                     state
@@ -278,10 +301,13 @@ impl Collector {
                         .is_some_and(|offers| offers.iter().any(|o| o.lo <= epoch && epoch <= o.hi))
                 })
             })
-        });
-        let Some(epoch) = complete else {
-            return;
-        };
+        }) {
+            self.write(&mut state, epoch);
+        }
+    }
+
+    /// Persists the checkpoint of `epoch`, which every part covers.
+    fn write(&self, state: &mut State, epoch: u64) {
         let mut parts = Vec::new();
         for &w in &self.workers {
             for p in &self.parts {
@@ -372,6 +398,8 @@ pub struct Part {
     worker: usize,
     name: String,
     offered_through: Option<u64>,
+    /// The newest chosen epoch offered for by [`Part::progress`].
+    progressed_for: Option<u64>,
     restored: Option<(u64, u64, Vec<u8>)>,
 }
 
@@ -423,6 +451,25 @@ impl Part {
                 .offer(self.worker, &self.name, lo, hi, snapshot());
         }
         self.offered_through = Some(hi);
+    }
+
+    /// Says, as [`Part::covers`], that the part's state is the state after every epoch in
+    /// `lo..=hi`, but decides no checkpoint epochs: for progress with no data to process next
+    /// (a source whose partitions are all idle, its frontier following the wall clock), which
+    /// must not choose epochs far ahead of the parts still working through data. It offers
+    /// whenever the range holds a chosen epoch it has not offered for; as the part processed
+    /// nothing since `lo`, it can offer for epochs chosen after it passed them.
+    pub fn progress(&mut self, lo: u64, hi: u64, snapshot: impl FnOnce() -> Vec<u8>) {
+        if hi < lo {
+            return;
+        }
+        self.collector.settle(self.worker, &self.name, hi);
+        let newest = self.collector.newest_chosen(lo, hi);
+        if let Some(epoch) = newest.filter(|&e| self.progressed_for.is_none_or(|p| p < e)) {
+            self.collector
+                .offer(self.worker, &self.name, lo, hi, snapshot());
+            self.progressed_for = Some(epoch);
+        }
     }
 }
 
@@ -666,9 +713,37 @@ mod tests {
             let epochs: Vec<u64> = written.lock().unwrap().iter().map(|c| c.epoch).collect();
             epochs
         };
-        assert_eq!(chosen(&[3, 9, 15, 29, 31]), vec![9, 29]);
-        assert_eq!(chosen(&[31]), vec![29]);
+        assert_eq!(chosen(&[3, 9, 15, 29, 31]), vec![9, 19, 29]);
+        assert_eq!(chosen(&[31]), vec![9, 19, 29]);
         assert_eq!(chosen(&[5, 8]), Vec::<u64>::new());
+        // A long jump chooses its last EVERY_NTH_MOST.
+        let jumped = chosen(&[10_000]);
+        assert_eq!(jumped.len(), EVERY_NTH_MOST);
+        assert_eq!(jumped.last(), Some(&9_999));
+    }
+
+    /// An idle worker's source moves on with the wall clock, far past the epochs the others
+    /// are working through: that progress chooses nothing, and it offers for the epoch the
+    /// others choose, which is then written.
+    #[test]
+    fn progress_without_data_decides_nothing() {
+        let (collector, written) = collector(Duration::ZERO);
+        let mut busy: Vec<Part> = ["a", "b"].map(|n| collector.part(0, n)).into();
+        let mut idle: Vec<Part> = ["a", "b"].map(|n| collector.part(1, n)).into();
+        for part in &mut idle {
+            part.progress(0, 1_000_000, || b"idle".to_vec());
+        }
+        for part in &mut busy {
+            part.covers(0, 4, || b"busy@4".to_vec());
+        }
+        assert!(written.lock().unwrap().is_empty());
+        for part in &mut idle {
+            part.progress(0, 1_000_001, || b"idle".to_vec());
+        }
+        let written = written.lock().unwrap();
+        let epochs: Vec<u64> = written.iter().map(|c| c.epoch).collect();
+        assert_eq!(epochs, vec![4]);
+        assert_eq!(written[0].part(1, "a").unwrap().bytes, b"idle");
     }
 
     #[test]

@@ -575,8 +575,10 @@ where
                 if allowed > *cap.time() {
                     cap.downgrade(&allowed);
                 }
+                // No data is handed on until the next activation: this decides no epochs (an
+                // idle worker's frontier follows the wall clock, far ahead of a backlog's).
                 if let (Some(part), true) = (part.as_mut(), allowed > 0) {
-                    part.covers(lo, allowed - 1, || {
+                    part.progress(lo, allowed - 1, || {
                         let state = epochs.state_before(allowed);
                         uncommitted.push((lo, allowed - 1, positions(&state)));
                         encode(&state)

@@ -4,6 +4,7 @@
 //! that takes longer than the idle span to start must not make its backlog late.
 
 use millrace_models::RawRecord;
+use millrace_operators::checkpoint::{Checkpoint, Choice, Collector, Persist};
 use millrace_operators::{
     ingest_partitions, EventTime, PartitionReader, Polled, SourceStats, Stop,
 };
@@ -252,4 +253,70 @@ fn a_time_from_a_broken_clock_takes_its_partitions_time() {
     assert_eq!(seen, want);
     assert_eq!(stats.future.load(Ordering::Relaxed), 1);
     assert_eq!(stats.late.load(Ordering::Relaxed), 0);
+}
+
+struct Kept(Arc<Mutex<Vec<u64>>>);
+
+impl Persist for Kept {
+    fn persist(&mut self, checkpoint: &Checkpoint) -> Result<(), String> {
+        self.0.lock().unwrap().push(checkpoint.epoch);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_worker_without_partitions_does_not_hold_back_a_backlogs_checkpoints() {
+    // Worker 1 reads nothing, so its frontier follows the wall clock, far past the backlog's
+    // event times that worker 0 works through; the checkpoint epochs still fall in the backlog.
+    let written = Arc::new(Mutex::new(Vec::new()));
+    let collector = Collector::new(
+        vec![0, 1],
+        &["source"],
+        Choice::Interval(Duration::ZERO),
+        Box::new(Kept(written.clone())),
+        None,
+    );
+    let last_epoch = batch().last().unwrap().0;
+    timely::execute(timely::Config::process(2), move |worker| {
+        let index = worker.index();
+        let reader = Dribble {
+            partitions: if index == 0 {
+                (0..PARTITIONS).collect()
+            } else {
+                Vec::new()
+            },
+            next: 0,
+            starts: Instant::now(),
+        };
+        let time = EventTime {
+            epoch_ms: EPOCH_MS,
+            idle: Duration::from_millis(50),
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let installed = collector.install();
+        let probe = worker.dataflow::<u64, _, _>(move |scope| {
+            let part = millrace_operators::checkpoint::part(index, "source");
+            let stats = Arc::new(SourceStats::new(PARTITIONS as usize));
+            ingest_partitions(scope, "Dribble", reader, time, part, stats, move || {
+                stopped.load(Ordering::Relaxed).then_some(Stop::End)
+            })
+            .probe()
+            .0
+        });
+        drop(installed);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        worker.step_while(|| {
+            assert!(Instant::now() < deadline, "the frontier stalled");
+            probe.less_equal(&last_epoch)
+        });
+        stop.store(true, Ordering::Relaxed);
+    })
+    .unwrap()
+    .join()
+    .into_iter()
+    .for_each(|r| r.unwrap());
+    let written = written.lock().unwrap();
+    let in_backlog = written.iter().filter(|&&e| e <= last_epoch).count();
+    assert!(in_backlog > 0, "checkpoints written: {written:?}");
 }
