@@ -319,8 +319,7 @@ impl JobSpec {
         let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| Error::Config {
             problems: vec![format!("not valid TOML: {}", e.message())],
         })?;
-        apply_env(&mut table, env);
-        let mut problems = Vec::new();
+        let mut problems = apply_env(&mut table, env);
         for key in table.keys() {
             if !SECTIONS.contains(&key.as_str()) {
                 problems.push(format!(
@@ -844,7 +843,12 @@ fn variants(read: impl Fn(toml::Value) -> Result<(), toml::de::Error>) -> Vec<St
 }
 
 /// Applies `MILLRACE__SECTION__KEY=value` (or `MILLRACE__KEY=value` for top-level keys).
-fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) {
+/// Returns the overrides that cannot apply, as problems.
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
     for (key, raw) in env {
         let Some(path) = key.strip_prefix("MILLRACE__") else {
             continue;
@@ -856,20 +860,26 @@ fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, Str
             .and_then(|mut t| t.remove("v"))
             .unwrap_or_else(|| toml::Value::String(raw.clone()));
         match parts.as_slice() {
-            [key] => {
-                table.insert(key.clone(), value);
+            [name] => {
+                table.insert(name.clone(), value);
             }
-            [section, key] => {
+            [section, name] => {
                 let entry = table
                     .entry(section.clone())
                     .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-                if let Some(section) = entry.as_table_mut() {
-                    section.insert(key.clone(), value);
+                match entry.as_table_mut() {
+                    Some(section) => {
+                        section.insert(name.clone(), value);
+                    }
+                    None => problems.push(format!("`{key}`: `{section}` is not a section")),
                 }
             }
-            _ => tracing::warn!(variable = %key, "ignoring an override with more than two levels"),
+            _ => problems.push(format!(
+                "`{key}`: an override names a top-level key or a section and a key (`MILLRACE__SECTION__KEY`)"
+            )),
         }
     }
+    problems
 }
 
 #[cfg(test)]
@@ -1173,5 +1183,16 @@ registry = "target/registry"
         let SourceSpec::Kafka(kafka) = &spec.source;
         assert_eq!(kafka.topic, "other");
         assert_eq!(spec.publish.every_events, 7);
+        // One level too many is a problem, not a silent no-op.
+        let deep = [("MILLRACE__SOURCE__TLS__CA".to_owned(), "x".to_owned())];
+        match JobSpec::from_toml_with_env(GOOD, deep) {
+            Err(Error::Config { problems }) => {
+                assert!(
+                    problems[0].contains("MILLRACE__SOURCE__TLS__CA"),
+                    "{problems:?}"
+                )
+            }
+            other => panic!("expected a config error, got {other:?}"),
+        }
     }
 }
