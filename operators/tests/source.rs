@@ -6,7 +6,7 @@
 use millrace_models::RawRecord;
 use millrace_operators::checkpoint::{Checkpoint, Choice, Collector, Persist};
 use millrace_operators::{
-    ingest_partitions, EventTime, PartitionReader, Polled, SourceStats, Stop,
+    ingest_partitions, EventTime, PartitionReader, Polled, SourceStats, Stop, HOLD_AHEAD,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -319,4 +319,124 @@ fn a_worker_without_partitions_does_not_hold_back_a_backlogs_checkpoints() {
     let written = written.lock().unwrap();
     let in_backlog = written.iter().filter(|&&e| e <= last_epoch).count();
     assert!(in_backlog > 0, "checkpoints written: {written:?}");
+}
+
+/// Partition 0 shows nothing and is never read to its end (no leader, say) until `unstuck`;
+/// partition 1 has records without end, two an epoch, read ten a poll unless paused.
+struct Stuck {
+    next: i64,
+    paused: Arc<AtomicBool>,
+    pauses: Arc<Mutex<Vec<bool>>>,
+    unstuck: Arc<AtomicBool>,
+}
+
+impl PartitionReader for Stuck {
+    fn partitions(&self) -> Vec<i32> {
+        vec![0, 1]
+    }
+
+    fn poll(&mut self, out: &mut Vec<RawRecord>, _max: usize) -> Polled {
+        let time = |i: i64| 1_000_000 + i as u64 * EPOCH_MS / 2;
+        if self.unstuck.load(Ordering::Relaxed) {
+            // Partition 0 catches up to where partition 1 is.
+            out.push(RawRecord {
+                partition: 0,
+                offset: 0,
+                payload: Vec::new(),
+                timestamp_ms: Some(time(self.next)),
+            });
+        }
+        if self.paused.load(Ordering::Relaxed) {
+            return Polled::Idle;
+        }
+        for _ in 0..10 {
+            out.push(RawRecord {
+                partition: 1,
+                offset: self.next,
+                payload: Vec::new(),
+                timestamp_ms: Some(time(self.next)),
+            });
+            self.next += 1;
+        }
+        Polled::Records
+    }
+
+    fn seek(&mut self, _: &[(i32, i64)]) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn commit(&mut self, _: &[(i32, i64)]) {}
+
+    fn at_end(&self, _: i32) -> bool {
+        false
+    }
+
+    fn pause(&mut self, partition: i32, paused: bool) {
+        assert_eq!(
+            partition, 1,
+            "the partition holding the frontier was paused"
+        );
+        self.paused.store(paused, Ordering::Relaxed);
+        self.pauses.lock().unwrap().push(paused);
+    }
+}
+
+#[test]
+fn a_partition_far_past_the_frontier_is_paused_until_it_comes_within_reach() {
+    let paused = Arc::new(AtomicBool::new(false));
+    let pauses = Arc::new(Mutex::new(Vec::new()));
+    let unstuck = Arc::new(AtomicBool::new(false));
+    let read = Arc::new(Mutex::new(0));
+    let (p, ps, u, r) = (
+        paused.clone(),
+        pauses.clone(),
+        unstuck.clone(),
+        read.clone(),
+    );
+    timely::execute(timely::Config::thread(), move |worker| {
+        let reader = Stuck {
+            next: 0,
+            paused: p.clone(),
+            pauses: ps.clone(),
+            unstuck: u.clone(),
+        };
+        let time = EventTime {
+            epoch_ms: EPOCH_MS,
+            idle: Duration::from_millis(50),
+        };
+        let stats = Arc::new(SourceStats::new(2));
+        let shared = stats.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        worker.dataflow::<u64, _, _>(move |scope| {
+            ingest_partitions(scope, "Stuck", reader, time, None, shared, move || {
+                stopped.load(Ordering::Relaxed).then_some(Stop::Interrupt)
+            });
+        });
+        let run = |worker: &mut timely::worker::Worker, for_ms: u64| {
+            let until = Instant::now() + Duration::from_millis(for_ms);
+            while Instant::now() < until {
+                worker.step();
+            }
+        };
+        run(worker, 300);
+        let records = |s: &SourceStats| s.partitions[1].records.load(Ordering::Relaxed);
+        *r.lock().unwrap() = records(&stats);
+        assert!(p.load(Ordering::Relaxed), "partition 1 was not paused");
+        // Within HOLD_AHEAD epochs (two records each) and one poll of the frontier.
+        assert!(
+            records(&stats) <= 2 * HOLD_AHEAD + 10,
+            "{} records read past a stuck frontier",
+            records(&stats)
+        );
+        u.store(true, Ordering::Relaxed);
+        run(worker, 300);
+        assert!(
+            records(&stats) > *r.lock().unwrap(),
+            "partition 1 was not resumed"
+        );
+        stop.store(true, Ordering::Relaxed);
+    })
+    .unwrap();
+    assert_eq!(pauses.lock().unwrap()[..2], [true, false]);
 }
