@@ -856,12 +856,6 @@ impl PartitionReader for KafkaIngest {
         self.reader.seek(positions).map_err(|e| e.to_string())
     }
 
-    fn pause(&mut self, partition: i32, paused: bool) {
-        if let Err(error) = self.reader.pause(partition, paused) {
-            self.log_once(&error, "cannot pause or resume a partition");
-        }
-    }
-
     fn commit(&mut self, positions: &[(i32, i64)]) {
         if let Err(error) = self.reader.commit(positions) {
             self.log_once(

@@ -23,9 +23,6 @@
 //! its partition's watermark as its time instead (the wall clock's for a partition's first
 //! record), joins the current epoch, and is counted.
 //!
-//! A partition read [`HOLD_AHEAD`] epochs past the frontier is paused until the frontier comes
-//! within reach, so that one holding the frontier does not let the others fill the memory.
-//!
 //! Records are held until the frontier passes their epoch and then handed on in the order of
 //! (partition, offset): what a worker sends of an epoch does not depend on how the reads of its
 //! partitions interleaved. With a checkpoint after epoch `c`, each partition resumes at its first
@@ -71,18 +68,7 @@ pub trait PartitionReader {
     /// Whether everything `partition` held when last asked has been read: only such a
     /// partition may go idle.
     fn at_end(&self, partition: i32) -> bool;
-    /// Stops (`paused`) or resumes reading `partition`, best effort: the source pauses a
-    /// partition that runs [`HOLD_AHEAD`] epochs ahead of the frontier. A reader that cannot
-    /// pause reads on, holding more in memory.
-    fn pause(&mut self, partition: i32, paused: bool) {
-        let _ = (partition, paused);
-    }
 }
-
-/// How many epochs past the frontier a partition may read before it is paused: the records of
-/// epochs the frontier has not passed wait in memory, so a partition that holds the frontier
-/// (no leader, a broker gone) must not let the others fill it (watermark alignment).
-pub const HOLD_AHEAD: u64 = 64;
 
 /// How the source turns event time into epochs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,8 +151,6 @@ struct Clock {
     at_end: bool,
     /// Whether a warning says that the partition holds the frontier (until its next record).
     stalled: bool,
-    /// Whether the reader was told to pause the partition.
-    paused: bool,
 }
 
 impl Clock {
@@ -181,7 +165,6 @@ impl Clock {
             unreported: 0,
             at_end: false,
             stalled: false,
-            paused: false,
         }
     }
 }
@@ -355,7 +338,7 @@ impl Epochs {
                 p.at_end.store(u64::from(clock.at_end), Ordering::Relaxed);
             }
             let silent = clock.last_seen.elapsed();
-            if !clock.at_end && !clock.paused && !clock.stalled && silent >= stall {
+            if !clock.at_end && !clock.stalled && silent >= stall {
                 clock.stalled = true;
                 tracing::warn!(
                     partition = clock.partition,
@@ -363,24 +346,6 @@ impl Epochs {
                     "a partition shows no record and has not been read to its end: it holds \
                      the event-time frontier until it does"
                 );
-            }
-        }
-    }
-
-    /// Pauses the partitions [`HOLD_AHEAD`] epochs or more past the frontier and resumes the
-    /// others, telling `pause` of each change.
-    fn align(&mut self, mut pause: impl FnMut(i32, bool)) {
-        let (span, limit) = (
-            self.time.epoch_ms.max(1),
-            self.frontier.saturating_add(HOLD_AHEAD),
-        );
-        for clock in &mut self.clocks {
-            let ahead = clock.watermark_ms.is_some_and(|w| w / span >= limit);
-            if ahead != clock.paused {
-                pause(clock.partition, ahead);
-                clock.paused = ahead;
-                // Silent while paused is not silent on its own account.
-                clock.last_seen = Instant::now();
             }
         }
     }
@@ -607,7 +572,6 @@ where
                     return;
                 }
                 epochs.frontier = allowed;
-                epochs.align(|partition, paused| reader.pause(partition, paused));
                 if allowed > *cap.time() {
                     cap.downgrade(&allowed);
                 }

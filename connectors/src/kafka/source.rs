@@ -177,25 +177,6 @@ impl KafkaReader {
         Ok(())
     }
 
-    /// Stops (`paused`) or resumes fetching `partition`; its position stays where it is.
-    ///
-    /// # Errors
-    ///
-    /// When the client refuses.
-    pub fn pause(&self, partition: i32, paused: bool) -> Result<()> {
-        let Some(consumer) = &self.consumer else {
-            return Ok(());
-        };
-        let mut list = TopicPartitionList::new();
-        list.add_partition(&self.topic, partition);
-        if paused {
-            consumer.pause(&list)
-        } else {
-            consumer.resume(&list)
-        }
-        .map_err(kafka("source"))
-    }
-
     /// Commits `positions` (next offsets) to the consumer group, without waiting.
     ///
     /// # Errors
