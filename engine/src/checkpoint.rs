@@ -15,7 +15,7 @@
 
 use crate::error::{Error, Result};
 use millrace_operators::checkpoint::{Checkpoint, PartState, Persist};
-use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{Options, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -104,23 +104,30 @@ impl CheckpointStore {
     }
 
     /// The epochs of the checkpoints in the store, oldest first (whole or not).
+    ///
+    /// One seek per checkpoint: the scan reads each epoch's first key and jumps past the rest,
+    /// never reading the parts (a model's can be tens of MB, and this runs at every write).
     pub fn epochs(&self) -> Vec<u64> {
         let mut epochs = Vec::new();
-        for item in self
-            .db
-            .iterator(IteratorMode::From(PREFIX.as_bytes(), Direction::Forward))
-        {
-            let Ok((key, _)) = item else { break };
+        let mut keys = self.db.raw_iterator();
+        keys.seek(PREFIX);
+        while let Some(key) = keys.key() {
             let Some(rest) = key.strip_prefix(PREFIX.as_bytes()) else {
                 break;
             };
-            if rest.ends_with(b"/meta") {
-                if let Some(epoch) = std::str::from_utf8(&rest[..16])
-                    .ok()
-                    .and_then(|h| u64::from_str_radix(h, 16).ok())
-                {
-                    epochs.push(epoch);
-                }
+            let epoch = std::str::from_utf8(rest.get(..16).unwrap_or_default())
+                .ok()
+                .and_then(|hex| u64::from_str_radix(hex, 16).ok());
+            let Some(epoch) = epoch else {
+                keys.next();
+                continue;
+            };
+            if self.db.get_pinned(meta_key(epoch)).ok().flatten().is_some() {
+                epochs.push(epoch);
+            }
+            match epoch.checked_add(1) {
+                Some(next) => keys.seek(epoch_prefix(next)),
+                None => break,
             }
         }
         epochs
