@@ -105,8 +105,8 @@ impl CheckpointStore {
 
     /// The epochs of the checkpoints in the store, oldest first (whole or not).
     ///
-    /// One seek per checkpoint: the scan reads each epoch's first key and jumps past the rest,
-    /// never reading the parts (a model's can be tens of MB, and this runs at every write).
+    /// One seek per checkpoint: the scan reads each epoch's first key (its meta, when it has
+    /// one) and jumps past the rest, never reading the parts (a model's can be tens of MB, and this runs at every write).
     pub fn epochs(&self) -> Vec<u64> {
         let mut epochs = Vec::new();
         let mut keys = self.db.raw_iterator();
@@ -122,7 +122,8 @@ impl CheckpointStore {
                 keys.next();
                 continue;
             };
-            if self.db.get_pinned(meta_key(epoch)).ok().flatten().is_some() {
+            // An epoch's meta key sorts before its parts' (`meta` < `p/`).
+            if key == meta_key(epoch).as_bytes() {
                 epochs.push(epoch);
             }
             match epoch.checked_add(1) {

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use timely::dataflow::operators::{Inspect, Probe};
+use timely::dataflow::ProbeHandle;
 
 const PARTITIONS: i32 = 8;
 /// Partitions 6 and 7 stay empty.
@@ -83,6 +84,22 @@ impl PartitionReader for Dribble {
     }
 }
 
+/// Steps `worker` until `probe` passes `last_epoch` (failing after a minute: the frontier
+/// stalled), then tells the source to stop.
+fn run_past(
+    worker: &mut timely::worker::Worker,
+    probe: &ProbeHandle<u64>,
+    last_epoch: u64,
+    stop: &AtomicBool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    worker.step_while(|| {
+        assert!(Instant::now() < deadline, "the frontier stalled");
+        probe.less_equal(&last_epoch)
+    });
+    stop.store(true, Ordering::Relaxed);
+}
+
 /// Every record with its epoch, and the count of late records, from `workers` workers whose
 /// readers start after `start_delay`, with partitions going idle after `idle`.
 fn dataflow(workers: usize, start_delay: Duration, idle: Duration) -> (Vec<(u64, i32, i64)>, u64) {
@@ -126,12 +143,7 @@ fn dataflow(workers: usize, start_delay: Duration, idle: Duration) -> (Vec<(u64,
         });
         // The frontier passes the last epoch while the source is still running: the empty
         // partitions went idle instead of holding it back.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        worker.step_while(|| {
-            assert!(Instant::now() < deadline, "the frontier stalled");
-            probe.less_equal(&last_epoch)
-        });
-        stop.store(true, Ordering::Relaxed);
+        run_past(worker, &probe, last_epoch, &stop);
     })
     .unwrap()
     .join()
@@ -305,12 +317,7 @@ fn a_worker_without_partitions_does_not_hold_back_a_backlogs_checkpoints() {
             .0
         });
         drop(installed);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        worker.step_while(|| {
-            assert!(Instant::now() < deadline, "the frontier stalled");
-            probe.less_equal(&last_epoch)
-        });
-        stop.store(true, Ordering::Relaxed);
+        run_past(worker, &probe, last_epoch, &stop);
     })
     .unwrap()
     .join()
