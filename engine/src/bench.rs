@@ -591,6 +591,7 @@ pub fn ingest(
     let time = EventTime {
         epoch_ms,
         idle: Duration::from_millis(config.idle_ms),
+        hold_bytes: millrace_operators::HOLD_BYTES,
     };
     let started = Instant::now();
     let shared = (collector.clone(), stats.clone());

@@ -561,6 +561,7 @@ fn run_dataflow(
     let time = EventTime {
         epoch_ms: spec.progress.epoch_ms,
         idle: Duration::from_millis(kafka.idle_ms),
+        hold_bytes: millrace_operators::HOLD_BYTES,
     };
     let labels = spec.labels.map(|labels| LabelJoinConfig {
         window: labels.window_epochs(spec.progress.epoch_ms),
@@ -854,6 +855,16 @@ impl PartitionReader for KafkaIngest {
 
     fn seek(&mut self, positions: &[(i32, i64)]) -> std::result::Result<(), String> {
         self.reader.seek(positions).map_err(|e| e.to_string())
+    }
+
+    fn pause(&mut self, partition: i32, paused: bool) -> bool {
+        match self.reader.pause(partition, paused) {
+            Ok(()) => true,
+            Err(error) => {
+                self.log_once(&error, "cannot pause or resume a partition");
+                false
+            }
+        }
     }
 
     fn commit(&mut self, positions: &[(i32, i64)]) {

@@ -30,6 +30,8 @@ pub const SOURCE_PARTITION_LAG: &str = "millrace_source_partition_lag_records";
 /// Per partition: 1 when it has been read to its end, else 0 (then, silent, it holds the
 /// event-time frontier).
 pub const SOURCE_PARTITION_AT_END: &str = "millrace_source_partition_at_end";
+/// Per partition: 1 while it is paused for running too far past the frontier, else 0.
+pub const SOURCE_PARTITION_PAUSED: &str = "millrace_source_partition_paused";
 /// Checkpoints written.
 pub const CHECKPOINTS_WRITTEN: &str = "millrace_checkpoints_written_total";
 /// Checkpoints that could not be written.
@@ -303,11 +305,12 @@ impl JobStats {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let per_partition: [(&str, &str); 4] = [
+        let per_partition: [(&str, &str); 5] = [
             (SOURCE_PARTITION_RECORDS, "counter"),
             (SOURCE_PARTITION_WATERMARK, "gauge"),
             (SOURCE_PARTITION_LAG, "gauge"),
             (SOURCE_PARTITION_AT_END, "gauge"),
+            (SOURCE_PARTITION_PAUSED, "gauge"),
         ];
         for (i, (name, kind)) in per_partition.into_iter().enumerate() {
             let _ = writeln!(text, "# TYPE {name} {kind}");
@@ -316,7 +319,8 @@ impl JobStats {
                     0 => load(&p.records),
                     1 => load(&p.watermark_ms),
                     2 => lag.get(partition).map_or(f64::NAN, |&l| l as f64),
-                    _ => load(&p.at_end),
+                    3 => load(&p.at_end),
+                    _ => load(&p.paused),
                 };
                 let _ = writeln!(
                     text,

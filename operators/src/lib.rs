@@ -34,7 +34,7 @@ pub use featurize::{
 pub use labels::{JoinLabels, LabelJoinConfig, LabelJoinStats, LatePolicy};
 pub use source::{
     ingest_partitions, now_ms, EventTime, PartitionReader, PartitionStats, Polled, SourceStats,
-    Stop, MAX_FUTURE,
+    Stop, HOLD_BYTES, MAX_FUTURE,
 };
 pub use train::{
     Mirror, MirrorFn, Prediction, PublishPolicy, QualitySummary, TrainEvent, TrainOnline,

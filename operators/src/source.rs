@@ -23,6 +23,11 @@
 //! its partition's watermark as its time instead (the wall clock's for a partition's first
 //! record), joins the current epoch, and is counted.
 //!
+//! Records past the frontier wait in memory. Once a worker holds [`EventTime::hold_bytes`] of
+//! them, its partitions ahead of the frontier are paused until the frontier's progress has
+//! handed on half of that (watermark alignment), so that a partition holding the frontier (no
+//! leader, a broker gone) does not let the others fill the memory.
+//!
 //! Records are held until the frontier passes their epoch and then handed on in the order of
 //! (partition, offset): what a worker sends of an epoch does not depend on how the reads of its
 //! partitions interleaved. With a checkpoint after epoch `c`, each partition resumes at its first
@@ -68,7 +73,19 @@ pub trait PartitionReader {
     /// Whether everything `partition` held when last asked has been read: only such a
     /// partition may go idle.
     fn at_end(&self, partition: i32) -> bool;
+    /// Stops (`paused`) or resumes reading `partition`, which must then go on with its next
+    /// record: the source pauses the partitions ahead of the frontier while it holds too much
+    /// (see the module's documentation). Returns whether the partition is now as asked; the
+    /// source asks again later when it is not. A reader that cannot pause reads on, holding
+    /// more in memory.
+    fn pause(&mut self, partition: i32, paused: bool) -> bool {
+        let _ = partition;
+        !paused
+    }
 }
+
+/// The default [`EventTime::hold_bytes`]: 256 MiB of records per worker.
+pub const HOLD_BYTES: usize = 256 << 20;
 
 /// How the source turns event time into epochs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,6 +95,9 @@ pub struct EventTime {
     /// How long a partition read to its end may show no record before it stops holding the
     /// frontier back.
     pub idle: Duration,
+    /// How many bytes of records past the frontier a worker may hold before it pauses its
+    /// partitions ahead of the frontier ([`HOLD_BYTES`] in a job).
+    pub hold_bytes: usize,
 }
 
 /// Live figures of a source, shared by the workers of a process.
@@ -107,6 +127,8 @@ pub struct PartitionStats {
     /// 1 when the partition has been read to its end, else 0: a partition silent at 0 holds
     /// the event-time frontier.
     pub at_end: AtomicU64,
+    /// 1 while the partition is paused, ahead of a frontier that holds too much back, else 0.
+    pub paused: AtomicU64,
 }
 
 impl SourceStats {
@@ -151,6 +173,8 @@ struct Clock {
     at_end: bool,
     /// Whether a warning says that the partition holds the frontier (until its next record).
     stalled: bool,
+    /// Whether the reader was told to pause the partition.
+    paused: bool,
 }
 
 impl Clock {
@@ -165,6 +189,7 @@ impl Clock {
             unreported: 0,
             at_end: false,
             stalled: false,
+            paused: false,
         }
     }
 }
@@ -194,11 +219,18 @@ struct Epochs {
     time: EventTime,
     clocks: Vec<Clock>,
     held: BTreeMap<u64, Vec<RawRecord>>,
+    /// The bytes of the records in `held` (see [`held_bytes`]).
+    held_bytes: usize,
     /// The least epoch that may still receive records.
     frontier: u64,
     records: u64,
     late: u64,
     future: u64,
+}
+
+/// What a held record counts for against [`EventTime::hold_bytes`]: its payload and the record.
+fn held_bytes(record: &RawRecord) -> usize {
+    record.payload.len() + std::mem::size_of::<RawRecord>()
 }
 
 /// How far ahead of the wall clock a record's time may be before it is taken for a broken
@@ -215,6 +247,7 @@ impl Epochs {
                 .map(|partition| Clock::new(partition, now))
                 .collect(),
             held: BTreeMap::new(),
+            held_bytes: 0,
             frontier,
             records: 0,
             late: 0,
@@ -274,6 +307,7 @@ impl Epochs {
         clock.stalled = false;
         clock.firsts.entry(epoch).or_insert((record.offset, before));
         clock.unreported += 1;
+        self.held_bytes += held_bytes(&record);
         self.held.entry(epoch).or_default().push(record);
     }
 
@@ -338,7 +372,7 @@ impl Epochs {
                 p.at_end.store(u64::from(clock.at_end), Ordering::Relaxed);
             }
             let silent = clock.last_seen.elapsed();
-            if !clock.at_end && !clock.stalled && silent >= stall {
+            if !clock.at_end && !clock.paused && !clock.stalled && silent >= stall {
                 clock.stalled = true;
                 tracing::warn!(
                     partition = clock.partition,
@@ -346,6 +380,47 @@ impl Epochs {
                     "a partition shows no record and has not been read to its end: it holds \
                      the event-time frontier until it does"
                 );
+            }
+        }
+    }
+
+    /// The records held for `epoch`, no longer held.
+    fn take(&mut self, epoch: u64) -> Vec<RawRecord> {
+        let records = self.held.remove(&epoch).unwrap_or_default();
+        self.held_bytes -= records.iter().map(held_bytes).sum::<usize>();
+        records
+    }
+
+    /// Pauses the partitions ahead of the frontier once [`EventTime::hold_bytes`] are held, and
+    /// resumes those paused once less than half of that is (a resume costs a fetch of what was
+    /// dropped at the pause, so it should not follow every epoch), asking `pause` for each
+    /// change (it answers whether the change was made). The partitions at the frontier read on:
+    /// only they can move it.
+    fn align(&mut self, stats: &SourceStats, mut pause: impl FnMut(i32, bool) -> bool) {
+        let span = self.time.epoch_ms.max(1);
+        let full = self.held_bytes >= self.time.hold_bytes;
+        let drained = self.held_bytes < self.time.hold_bytes / 2;
+        for clock in &mut self.clocks {
+            let ahead = clock.watermark_ms.is_some_and(|w| w / span > self.frontier);
+            let want = if clock.paused {
+                !drained
+            } else {
+                full && ahead
+            };
+            if want != clock.paused && pause(clock.partition, want) {
+                tracing::debug!(
+                    partition = clock.partition,
+                    paused = want,
+                    frontier = self.frontier,
+                    held_bytes = self.held_bytes,
+                    "watermark alignment"
+                );
+                clock.paused = want;
+                if let Some(p) = stats.partitions.get(clock.partition as usize) {
+                    p.paused.store(u64::from(want), Ordering::Relaxed);
+                }
+                // Silent while paused is not silent on its own account.
+                clock.last_seen = Instant::now();
             }
         }
     }
@@ -422,7 +497,9 @@ pub enum Stop {
 ///
 /// ```
 /// use millrace_models::RawRecord;
-/// use millrace_operators::{ingest_partitions, EventTime, PartitionReader, Polled, SourceStats};
+/// use millrace_operators::{
+///     ingest_partitions, EventTime, PartitionReader, Polled, SourceStats, HOLD_BYTES,
+/// };
 /// use std::sync::{atomic::Ordering, Arc};
 /// use std::time::Duration;
 /// use timely::dataflow::operators::Inspect;
@@ -446,7 +523,7 @@ pub enum Stop {
 /// let stats = Arc::new(SourceStats::new(1));
 /// let shared = stats.clone();
 /// timely::example(move |scope| {
-///     let time = EventTime { epoch_ms: 1000, idle: Duration::from_secs(1) };
+///     let time = EventTime { epoch_ms: 1000, idle: Duration::from_secs(1), hold_bytes: HOLD_BYTES };
 ///     ingest_partitions(scope, "Three", Three(records), time, None, shared, || None)
 ///         // Each record in the epoch of its second.
 ///         .inspect_core(|event| {
@@ -550,7 +627,7 @@ where
                             encode(&state)
                         });
                     }
-                    let mut records = epochs.held.remove(&epoch).unwrap_or_default();
+                    let mut records = epochs.take(epoch);
                     records.sort_by_key(|r| r.partition);
                     let n = records.len() as u64;
                     epochs.records += n;
@@ -572,6 +649,7 @@ where
                     return;
                 }
                 epochs.frontier = allowed;
+                epochs.align(&stats, |partition, paused| reader.pause(partition, paused));
                 if allowed > *cap.time() {
                     cap.downgrade(&allowed);
                 }

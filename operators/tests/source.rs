@@ -6,9 +6,9 @@
 use millrace_models::RawRecord;
 use millrace_operators::checkpoint::{Checkpoint, Choice, Collector, Persist};
 use millrace_operators::{
-    ingest_partitions, EventTime, PartitionReader, Polled, SourceStats, Stop,
+    ingest_partitions, EventTime, PartitionReader, Polled, SourceStats, Stop, HOLD_BYTES,
 };
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use timely::dataflow::operators::{Inspect, Probe};
@@ -119,6 +119,7 @@ fn dataflow(workers: usize, start_delay: Duration, idle: Duration) -> (Vec<(u64,
         let time = EventTime {
             epoch_ms: EPOCH_MS,
             idle,
+            hold_bytes: HOLD_BYTES,
         };
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
@@ -233,6 +234,7 @@ fn a_time_from_a_broken_clock_takes_its_partitions_time() {
         let time = EventTime {
             epoch_ms: 1000,
             idle: Duration::from_secs(1),
+            hold_bytes: HOLD_BYTES,
         };
         worker.dataflow::<u64, _, _>(move |scope| {
             ingest_partitions(scope, "Once", reader, time, None, stats, || None).inspect_core(
@@ -303,6 +305,7 @@ fn a_worker_without_partitions_does_not_hold_back_a_backlogs_checkpoints() {
         let time = EventTime {
             epoch_ms: EPOCH_MS,
             idle: Duration::from_millis(50),
+            hold_bytes: HOLD_BYTES,
         };
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
@@ -326,4 +329,142 @@ fn a_worker_without_partitions_does_not_hold_back_a_backlogs_checkpoints() {
     let written = written.lock().unwrap();
     let in_backlog = written.iter().filter(|&&e| e <= last_epoch).count();
     assert!(in_backlog > 0, "checkpoints written: {written:?}");
+}
+
+/// Partition 0 shows nothing and is never read to its end (no leader, say) until `behind` says
+/// how many epochs behind partition 1 it is; partition 1 has records of [`PAYLOAD`] bytes without
+/// end, two an epoch, read ten a poll unless paused. The first resume is refused (a client error), so the source
+/// must ask again.
+struct Stuck {
+    next: i64,
+    refused: bool,
+    paused: Arc<AtomicBool>,
+    pauses: Arc<Mutex<Vec<bool>>>,
+    behind: Arc<AtomicU64>,
+}
+
+/// [`Stuck::behind`] while partition 0 shows nothing.
+const SILENT: u64 = u64::MAX;
+
+/// The payload of each record of [`Stuck`]'s partition 1.
+const PAYLOAD: usize = 100;
+
+/// What a record of [`Stuck`]'s partition 1 counts for against the source's budget.
+const RECORD_BYTES: usize = PAYLOAD + std::mem::size_of::<RawRecord>();
+
+impl PartitionReader for Stuck {
+    fn partitions(&self) -> Vec<i32> {
+        vec![0, 1]
+    }
+
+    fn poll(&mut self, out: &mut Vec<RawRecord>, _max: usize) -> Polled {
+        let time = |i: i64| 1_000_000 + i as u64 * EPOCH_MS / 2;
+        let behind = self.behind.load(Ordering::Relaxed);
+        if behind != SILENT {
+            out.push(RawRecord {
+                partition: 0,
+                offset: 0,
+                payload: Vec::new(),
+                timestamp_ms: Some(time(self.next - 1) - behind * EPOCH_MS),
+            });
+        }
+        if self.paused.load(Ordering::Relaxed) {
+            return Polled::Idle;
+        }
+        for _ in 0..10 {
+            out.push(RawRecord {
+                partition: 1,
+                offset: self.next,
+                payload: vec![0; PAYLOAD],
+                timestamp_ms: Some(time(self.next)),
+            });
+            self.next += 1;
+        }
+        Polled::Records
+    }
+
+    fn seek(&mut self, _: &[(i32, i64)]) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn commit(&mut self, _: &[(i32, i64)]) {}
+
+    fn at_end(&self, _: i32) -> bool {
+        false
+    }
+
+    fn pause(&mut self, partition: i32, paused: bool) -> bool {
+        assert_eq!(
+            partition, 1,
+            "the partition holding the frontier was paused"
+        );
+        if !paused && !self.refused {
+            self.refused = true;
+            return false;
+        }
+        self.paused.store(paused, Ordering::Relaxed);
+        self.pauses.lock().unwrap().push(paused);
+        true
+    }
+}
+
+#[test]
+fn a_worker_holding_its_budget_pauses_the_partitions_ahead_until_half_is_handed_on() {
+    let paused = Arc::new(AtomicBool::new(false));
+    let pauses = Arc::new(Mutex::new(Vec::new()));
+    let behind = Arc::new(AtomicU64::new(SILENT));
+    let (p, ps, b) = (paused.clone(), pauses.clone(), behind.clone());
+    timely::execute(timely::Config::thread(), move |worker| {
+        let reader = Stuck {
+            next: 0,
+            refused: false,
+            paused: p.clone(),
+            pauses: ps.clone(),
+            behind: b.clone(),
+        };
+        // Room for 80 records: 40 epochs of partition 1.
+        let time = EventTime {
+            epoch_ms: EPOCH_MS,
+            idle: Duration::from_millis(50),
+            hold_bytes: 80 * RECORD_BYTES,
+        };
+        let stats = Arc::new(SourceStats::new(2));
+        let shared = stats.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        worker.dataflow::<u64, _, _>(move |scope| {
+            ingest_partitions(scope, "Stuck", reader, time, None, shared, move || {
+                stopped.load(Ordering::Relaxed).then_some(Stop::Interrupt)
+            });
+        });
+        let run = |worker: &mut timely::worker::Worker, for_ms: u64| {
+            let until = Instant::now() + Duration::from_millis(for_ms);
+            while Instant::now() < until {
+                worker.step();
+            }
+        };
+        let records = |s: &SourceStats| s.partitions[1].records.load(Ordering::Relaxed);
+        let paused = |s: &SourceStats, i: usize| s.partitions[i].paused.load(Ordering::Relaxed);
+        run(worker, 300);
+        assert!(p.load(Ordering::Relaxed), "partition 1 was not paused");
+        assert_eq!((paused(&stats, 0), paused(&stats, 1)), (0, 1));
+        // The budget, and at most one poll more.
+        let read = records(&stats);
+        assert!(
+            (80..=90).contains(&read),
+            "{read} records read past a stuck frontier"
+        );
+        // The frontier moves to 30 epochs behind: 60 records still held, more than half.
+        b.store(30, Ordering::Relaxed);
+        run(worker, 300);
+        assert_eq!((records(&stats), paused(&stats, 1)), (read, 1));
+        // 10 epochs behind: 20 held; partition 1 reads on, and stays within the budget.
+        b.store(10, Ordering::Relaxed);
+        run(worker, 300);
+        assert!(records(&stats) > read, "partition 1 was not resumed");
+        assert_eq!(paused(&stats, 1), 0);
+        stop.store(true, Ordering::Relaxed);
+    })
+    .unwrap();
+    assert_eq!(*pauses.lock().unwrap(), [true, false]);
 }

@@ -8,6 +8,7 @@ use millrace_models::{
 use millrace_operators::{
     ingest_partitions, Decode, DecodeStats, Deliver, EventTime, PartitionReader, Polled,
     Prediction, PublishPolicy, RecordSink, SourceStats, TrainOnline, TrainerConfig, TrainerStats,
+    HOLD_BYTES,
 };
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -143,6 +144,7 @@ fn run_dataflow(
             let time = EventTime {
                 epoch_ms: 1,
                 idle: Duration::from_secs(3600),
+                hold_bytes: HOLD_BYTES,
             };
             let stats = Arc::new(SourceStats::new(0));
             let records = ingest_partitions(scope, "Share", share, time, None, stats, || None);

@@ -177,6 +177,38 @@ impl KafkaReader {
         Ok(())
     }
 
+    /// Stops (`paused`) or resumes fetching `partition`, which goes on with its next record.
+    ///
+    /// librdkafka drops what it had fetched of a partition when it pauses it and fetches again
+    /// from the next offset on resume, which tansu 0.6 answers with the record batch after the
+    /// one holding it; so a resumed partition is sought `SEEK_SLACK` records back instead, and
+    /// what comes before its next record is dropped, as after [`KafkaReader::seek`].
+    ///
+    /// # Errors
+    ///
+    /// When the client refuses.
+    pub fn pause(&mut self, partition: i32, paused: bool) -> Result<()> {
+        let Some(consumer) = &self.consumer else {
+            return Ok(());
+        };
+        let mut list = TopicPartitionList::new();
+        list.add_partition(&self.topic, partition);
+        if paused {
+            return consumer.pause(&list).map_err(kafka("source"));
+        }
+        let offset = self
+            .skip_below
+            .iter()
+            .find(|(p, _)| *p == partition)
+            .map_or(Offset::Beginning, |(_, next)| {
+                Offset::Offset((next - SEEK_SLACK).max(0))
+            });
+        consumer
+            .seek(&self.topic, partition, offset, Duration::from_secs(5))
+            .map_err(kafka("source"))?;
+        consumer.resume(&list).map_err(kafka("source"))
+    }
+
     /// Commits `positions` (next offsets) to the consumer group, without waiting.
     ///
     /// # Errors
@@ -244,12 +276,13 @@ impl KafkaReader {
                 Some(Ok(message)) => {
                     let partition = message.partition();
                     let offset = message.offset();
-                    self.at_end.retain(|p| *p != partition);
                     match self.skip_below.iter_mut().find(|(p, _)| *p == partition) {
                         Some((_, next)) if offset < *next => continue,
                         Some((_, next)) => *next = offset + 1,
                         None => self.skip_below.push((partition, offset + 1)),
                     }
+                    // A record read again (after a seek back) says nothing about the end.
+                    self.at_end.retain(|p| *p != partition);
                     let payload = message.payload().unwrap_or_default();
                     let kafka_time = || {
                         message
