@@ -392,21 +392,19 @@ impl Epochs {
     }
 
     /// Pauses the partitions ahead of the frontier once [`EventTime::hold_bytes`] are held, and
-    /// resumes those paused once less than half of that is (a resume costs a fetch of what was
+    /// resumes those paused once at most half of that is (a resume costs a fetch of what was
     /// dropped at the pause, so it should not follow every epoch), asking `pause` for each
-    /// change (it answers whether the change was made). The partitions at the frontier read on:
-    /// only they can move it.
+    /// change (it answers whether the change was made). A partition at the frontier always
+    /// reads, paused before or not: only such partitions can move it. A paused partition counts
+    /// as just seen, so it cannot go idle and let the frontier pass what it has not read.
     fn align(&mut self, stats: &SourceStats, mut pause: impl FnMut(i32, bool) -> bool) {
         let span = self.time.epoch_ms.max(1);
         let full = self.held_bytes >= self.time.hold_bytes;
-        let drained = self.held_bytes < self.time.hold_bytes / 2;
+        let drained = self.held_bytes <= self.time.hold_bytes / 2;
+        let now = Instant::now();
         for clock in &mut self.clocks {
             let ahead = clock.watermark_ms.is_some_and(|w| w / span > self.frontier);
-            let want = if clock.paused {
-                !drained
-            } else {
-                full && ahead
-            };
+            let want = ahead && if clock.paused { !drained } else { full };
             if want != clock.paused && pause(clock.partition, want) {
                 tracing::debug!(
                     partition = clock.partition,
@@ -419,8 +417,12 @@ impl Epochs {
                 if let Some(p) = stats.partitions.get(clock.partition as usize) {
                     p.paused.store(u64::from(want), Ordering::Relaxed);
                 }
-                // Silent while paused is not silent on its own account.
-                clock.last_seen = Instant::now();
+                // A resumed partition has the idle span to show its records again.
+                clock.last_seen = now;
+            }
+            if clock.paused {
+                // Not reading is not idleness.
+                clock.last_seen = now;
             }
         }
     }

@@ -468,3 +468,113 @@ fn a_worker_holding_its_budget_pauses_the_partitions_ahead_until_half_is_handed_
     .unwrap();
     assert_eq!(*pauses.lock().unwrap(), [true, false]);
 }
+
+/// Partition 0 shows nothing until `a_time` is set (then one record of that time a poll);
+/// partition 1 has records ten an epoch and has always been read to its end when asked,
+/// partition 2 one record every ten epochs; each reads five a poll unless paused.
+struct Spread {
+    next: [u64; 3],
+    a_time: Arc<AtomicU64>,
+    paused: Arc<Mutex<[bool; 3]>>,
+}
+
+impl PartitionReader for Spread {
+    fn partitions(&self) -> Vec<i32> {
+        vec![0, 1, 2]
+    }
+
+    fn poll(&mut self, out: &mut Vec<RawRecord>, _max: usize) -> Polled {
+        let paused = *self.paused.lock().unwrap();
+        let a_time = self.a_time.load(Ordering::Relaxed);
+        if a_time > 0 && !paused[0] {
+            out.push(RawRecord {
+                partition: 0,
+                offset: 0,
+                payload: Vec::new(),
+                timestamp_ms: Some(a_time),
+            });
+        }
+        for (p, step) in [(1, EPOCH_MS / 10), (2, EPOCH_MS * 10)] {
+            for _ in 0..5 {
+                if paused[p] {
+                    break;
+                }
+                let i = self.next[p];
+                out.push(RawRecord {
+                    partition: p as i32,
+                    offset: i as i64,
+                    payload: vec![0; PAYLOAD],
+                    timestamp_ms: Some(1_000_000 + i * step),
+                });
+                self.next[p] += 1;
+            }
+        }
+        Polled::Records
+    }
+
+    fn seek(&mut self, _: &[(i32, i64)]) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn commit(&mut self, _: &[(i32, i64)]) {}
+
+    fn at_end(&self, partition: i32) -> bool {
+        partition == 1
+    }
+
+    fn pause(&mut self, partition: i32, paused: bool) -> bool {
+        self.paused.lock().unwrap()[partition as usize] = paused;
+        true
+    }
+}
+
+/// A partition paused ahead of the frontier that comes to hold it reads again, whatever is
+/// held; and while paused it does not go idle, so the frontier does not pass what it has not
+/// read.
+#[test]
+fn a_paused_partition_that_comes_to_hold_the_frontier_reads_again_and_never_goes_idle() {
+    let a_time = Arc::new(AtomicU64::new(0));
+    let paused = Arc::new(Mutex::new([false; 3]));
+    let (a, p) = (a_time.clone(), paused.clone());
+    timely::execute(timely::Config::thread(), move |worker| {
+        let reader = Spread {
+            next: [0; 3],
+            a_time: a.clone(),
+            paused: p.clone(),
+        };
+        // Room for 60 records of partitions 1 and 2.
+        let time = EventTime {
+            epoch_ms: EPOCH_MS,
+            idle: Duration::from_millis(50),
+            hold_bytes: 60 * RECORD_BYTES,
+        };
+        let stats = Arc::new(SourceStats::new(3));
+        let shared = stats.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        worker.dataflow::<u64, _, _>(move |scope| {
+            ingest_partitions(scope, "Spread", reader, time, None, shared, move || {
+                stopped.load(Ordering::Relaxed).then_some(Stop::Interrupt)
+            });
+        });
+        let run = |worker: &mut timely::worker::Worker, for_ms: u64| {
+            let until = Instant::now() + Duration::from_millis(for_ms);
+            while Instant::now() < until {
+                worker.step();
+            }
+        };
+        let records = |i: usize| stats.partitions[i].records.load(Ordering::Relaxed);
+        run(worker, 300);
+        // Partition 0 holds the frontier: 1 and 2 are paused, 30 records each.
+        assert_eq!(*p.lock().unwrap(), [false, true, true]);
+        let read = records(1);
+        // Partition 0 shows a time 100 epochs on: partition 1 (3 epochs on) now holds the
+        // frontier, with partition 2's records still more than half the budget.
+        a.store(1_000_000 + 100 * EPOCH_MS, Ordering::Relaxed);
+        run(worker, 300);
+        assert!(records(1) > read, "partition 1 holds the frontier, paused");
+        assert_eq!(stats.late.load(Ordering::Relaxed), 0, "records came late");
+        stop.store(true, Ordering::Relaxed);
+    })
+    .unwrap();
+}

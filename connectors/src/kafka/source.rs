@@ -204,9 +204,13 @@ impl KafkaReader {
                 Offset::Offset((next - SEEK_SLACK).max(0))
             });
         consumer
-            .seek(&self.topic, partition, offset, Duration::from_secs(5))
+            .seek(&self.topic, partition, offset, Duration::from_secs(1))
             .map_err(kafka("source"))?;
-        consumer.resume(&list).map_err(kafka("source"))
+        consumer.resume(&list).map_err(kafka("source"))?;
+        // Records may have come while it was paused: its end is to be found again (the client
+        // reports it again after the seek).
+        self.at_end.retain(|p| *p != partition);
+        Ok(())
     }
 
     /// Commits `positions` (next offsets) to the consumer group, without waiting.
@@ -276,13 +280,12 @@ impl KafkaReader {
                 Some(Ok(message)) => {
                     let partition = message.partition();
                     let offset = message.offset();
+                    self.at_end.retain(|p| *p != partition);
                     match self.skip_below.iter_mut().find(|(p, _)| *p == partition) {
                         Some((_, next)) if offset < *next => continue,
                         Some((_, next)) => *next = offset + 1,
                         None => self.skip_below.push((partition, offset + 1)),
                     }
-                    // A record read again (after a seek back) says nothing about the end.
-                    self.at_end.retain(|p| *p != partition);
                     let payload = message.payload().unwrap_or_default();
                     let kafka_time = || {
                         message
