@@ -408,6 +408,39 @@ impl PartitionReader for Stuck {
     }
 }
 
+/// A source over `reader`'s `partitions` with a budget of `hold_bytes`, partitions idle after
+/// 50 ms, no checkpoints: its figures, and the flag that interrupts it.
+fn aligned_source<R: PartitionReader + 'static>(
+    worker: &mut timely::worker::Worker,
+    reader: R,
+    partitions: usize,
+    hold_bytes: usize,
+) -> (Arc<SourceStats>, Arc<AtomicBool>) {
+    let time = EventTime {
+        epoch_ms: EPOCH_MS,
+        idle: Duration::from_millis(50),
+        hold_bytes,
+    };
+    let stats = Arc::new(SourceStats::new(partitions));
+    let shared = stats.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = stop.clone();
+    worker.dataflow::<u64, _, _>(move |scope| {
+        ingest_partitions(scope, "Aligned", reader, time, None, shared, move || {
+            stopped.load(Ordering::Relaxed).then_some(Stop::Interrupt)
+        });
+    });
+    (stats, stop)
+}
+
+/// Steps `worker` for `ms` milliseconds.
+fn step_for(worker: &mut timely::worker::Worker, ms: u64) {
+    let until = Instant::now() + Duration::from_millis(ms);
+    while Instant::now() < until {
+        worker.step();
+    }
+}
+
 #[test]
 fn a_worker_holding_its_budget_pauses_the_partitions_ahead_until_half_is_handed_on() {
     let paused = Arc::new(AtomicBool::new(false));
@@ -423,29 +456,10 @@ fn a_worker_holding_its_budget_pauses_the_partitions_ahead_until_half_is_handed_
             behind: b.clone(),
         };
         // Room for 80 records: 40 epochs of partition 1.
-        let time = EventTime {
-            epoch_ms: EPOCH_MS,
-            idle: Duration::from_millis(50),
-            hold_bytes: 80 * RECORD_BYTES,
-        };
-        let stats = Arc::new(SourceStats::new(2));
-        let shared = stats.clone();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
-        worker.dataflow::<u64, _, _>(move |scope| {
-            ingest_partitions(scope, "Stuck", reader, time, None, shared, move || {
-                stopped.load(Ordering::Relaxed).then_some(Stop::Interrupt)
-            });
-        });
-        let run = |worker: &mut timely::worker::Worker, for_ms: u64| {
-            let until = Instant::now() + Duration::from_millis(for_ms);
-            while Instant::now() < until {
-                worker.step();
-            }
-        };
+        let (stats, stop) = aligned_source(worker, reader, 2, 80 * RECORD_BYTES);
         let records = |s: &SourceStats| s.partitions[1].records.load(Ordering::Relaxed);
         let paused = |s: &SourceStats, i: usize| s.partitions[i].paused.load(Ordering::Relaxed);
-        run(worker, 300);
+        step_for(worker, 300);
         assert!(p.load(Ordering::Relaxed), "partition 1 was not paused");
         assert_eq!((paused(&stats, 0), paused(&stats, 1)), (0, 1));
         // The budget, and at most one poll more.
@@ -456,11 +470,11 @@ fn a_worker_holding_its_budget_pauses_the_partitions_ahead_until_half_is_handed_
         );
         // The frontier moves to 30 epochs behind: 60 records still held, more than half.
         b.store(30, Ordering::Relaxed);
-        run(worker, 300);
+        step_for(worker, 300);
         assert_eq!((records(&stats), paused(&stats, 1)), (read, 1));
         // 10 epochs behind: 20 held; partition 1 reads on, and stays within the budget.
         b.store(10, Ordering::Relaxed);
-        run(worker, 300);
+        step_for(worker, 300);
         assert!(records(&stats) > read, "partition 1 was not resumed");
         assert_eq!(paused(&stats, 1), 0);
         stop.store(true, Ordering::Relaxed);
@@ -543,35 +557,16 @@ fn a_paused_partition_that_comes_to_hold_the_frontier_reads_again_and_never_goes
             paused: p.clone(),
         };
         // Room for 60 records of partitions 1 and 2.
-        let time = EventTime {
-            epoch_ms: EPOCH_MS,
-            idle: Duration::from_millis(50),
-            hold_bytes: 60 * RECORD_BYTES,
-        };
-        let stats = Arc::new(SourceStats::new(3));
-        let shared = stats.clone();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
-        worker.dataflow::<u64, _, _>(move |scope| {
-            ingest_partitions(scope, "Spread", reader, time, None, shared, move || {
-                stopped.load(Ordering::Relaxed).then_some(Stop::Interrupt)
-            });
-        });
-        let run = |worker: &mut timely::worker::Worker, for_ms: u64| {
-            let until = Instant::now() + Duration::from_millis(for_ms);
-            while Instant::now() < until {
-                worker.step();
-            }
-        };
+        let (stats, stop) = aligned_source(worker, reader, 3, 60 * RECORD_BYTES);
         let records = |i: usize| stats.partitions[i].records.load(Ordering::Relaxed);
-        run(worker, 300);
+        step_for(worker, 300);
         // Partition 0 holds the frontier: 1 and 2 are paused, 30 records each.
         assert_eq!(*p.lock().unwrap(), [false, true, true]);
         let read = records(1);
         // Partition 0 shows a time 100 epochs on: partition 1 (3 epochs on) now holds the
         // frontier, with partition 2's records still more than half the budget.
         a.store(1_000_000 + 100 * EPOCH_MS, Ordering::Relaxed);
-        run(worker, 300);
+        step_for(worker, 300);
         assert!(records(1) > read, "partition 1 holds the frontier, paused");
         assert_eq!(stats.late.load(Ordering::Relaxed), 0, "records came late");
         stop.store(true, Ordering::Relaxed);
