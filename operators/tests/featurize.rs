@@ -395,6 +395,61 @@ fn row_key(batch: &CsrBatch, i: usize) -> RowKey {
     )
 }
 
+/// Every vocabulary of `map`: value to id.
+fn vocabularies(map: &FeatureMap) -> Vec<HashMap<u64, u32>> {
+    map.features
+        .iter()
+        .filter_map(|state| match state {
+            FeatureState::Vocab(ids) => Some(ids.iter().map(|(k, v)| (*k, *v)).collect()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// With `max_pending`, the vocabularies forget the same values on 1, 2 and 4 workers as the
+/// batch fit does, and so give the same ids: the bound applies to the merged counts.
+#[test]
+fn bounded_pending_values_are_forgotten_alike_with_1_2_and_4_workers() {
+    let mut spec = FeatureMapSpec::criteo_default();
+    for transform in &mut spec.transforms {
+        if let TransformSpec::OneHot { max_pending, .. } = transform {
+            *max_pending = Some(300);
+        }
+    }
+    let layout = spec.compile(&Schema::criteo()).unwrap();
+    let events = criteo_like(4, 5_000, 13);
+    let mut parser = Parser::new(&layout);
+    let mut epochs = vec![EventBatch::new(39); 4];
+    for e in &events {
+        let batch = &mut epochs[e.epoch as usize];
+        parser
+            .parse_tsv(e.line.as_bytes(), time_of(e.epoch), batch)
+            .unwrap();
+    }
+    let bounded = FeatureMap::fit(layout, &epochs);
+    let unbounded = FeatureMap::fit(
+        FeatureMapSpec::criteo_default()
+            .compile(&Schema::criteo())
+            .unwrap(),
+        &epochs,
+    );
+    assert_ne!(
+        vocabularies(&bounded),
+        vocabularies(&unbounded),
+        "the bound changed no id"
+    );
+    for workers in [1, 2, 4] {
+        let run = run(workers, &spec, &events, true);
+        let last = run.versions[0].last().unwrap();
+        assert_eq!(
+            vocabularies(last),
+            vocabularies(&bounded),
+            "{workers} workers"
+        );
+        assert!(run.stats.evicted.load(Ordering::Relaxed) > 0);
+    }
+}
+
 #[test]
 fn boundaries_and_vocabularies_follow_a_shifting_stream() {
     let spec = FeatureMapSpec {
@@ -415,6 +470,7 @@ fn boundaries_and_vocabularies_follow_a_shifting_stream() {
                 hash_fallback: 0,
                 invalid: InvalidPolicy::Oov,
                 reuse_after_versions: 1,
+                max_pending: None,
             },
         ],
     };

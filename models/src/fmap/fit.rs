@@ -308,7 +308,7 @@ pub struct FitFigures {
     pub vocab_size: u64,
     /// Values counted but without an id (below `min_count`, or no capacity left).
     pub pending: u64,
-    /// Values evicted in this epoch.
+    /// Values evicted in this epoch: expired, or forgotten beyond `max_pending`.
     pub evicted: u64,
     /// Boundaries that moved in this epoch.
     pub boundary_shifts: u64,
@@ -367,7 +367,10 @@ impl VocabState {
     /// Order: counts are added; values unseen for `expire_after` are evicted (their ids wait
     /// `reuse_after_versions` versions before another value gets them); then every value that
     /// reached `min_count` without an id gets one, most counted first (ties by fingerprint), from
-    /// the oldest reusable freed id or a new one below `capacity`.
+    /// the oldest reusable freed id or a new one below `capacity`; last, with `max_pending`,
+    /// the values still without an id beyond that many are forgotten, those seen longest ago
+    /// first (ties: fewest occurrences, then the lowest fingerprint), so that a long tail of
+    /// values seen too rarely for an id cannot grow the state without bound.
     pub fn merge<'a>(
         &mut self,
         partials: impl IntoIterator<Item = &'a HashMap<u64, Seen, BuildIdentity>>,
@@ -447,6 +450,7 @@ impl VocabState {
             added.push((token, id));
         }
         self.live += added.len() as u64;
+        evicted += self.forget_pending();
         let figures = FitFigures {
             vocab_size: self.live,
             pending: self.entries.len() as u64 - self.live,
@@ -454,6 +458,32 @@ impl VocabState {
             boundary_shifts: 0,
         };
         (Change::Vocab { added, removed }, figures)
+    }
+
+    /// Forgets the values without an id beyond `max_pending`, those seen longest ago first;
+    /// returns how many.
+    fn forget_pending(&mut self) -> u64 {
+        let Some(max) = self.spec.max_pending else {
+            return 0;
+        };
+        let pending = self.entries.len() as u64 - self.live;
+        if pending <= max {
+            return 0;
+        }
+        let excess = (pending - max) as usize;
+        let mut order: Vec<(u64, u64, u64)> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.id.is_none())
+            .map(|(&token, e)| (e.last_seen, e.count, token))
+            .collect();
+        order.select_nth_unstable(excess - 1);
+        for &(_, _, token) in &order[..excess] {
+            self.entries.remove(&token);
+        }
+        let entries = &self.entries;
+        self.blocked.retain(|token| entries.contains_key(token));
+        excess as u64
     }
 }
 
@@ -771,5 +801,90 @@ mod window_tests {
         assert_eq!(merge(&empty, 2), fitted, "an empty window");
         let back = merge(&full, 3);
         assert_eq!(back, fitted);
+    }
+}
+
+#[cfg(test)]
+mod pending_tests {
+    use super::*;
+    use crate::fmap::{FeatureMapSpec, Schema};
+
+    fn vocab(max_pending: Option<u64>) -> VocabState {
+        VocabState::new(VocabSpec {
+            min_count: 3,
+            capacity: 10,
+            expire_after_ms: None,
+            hash_fallback: 0,
+            invalid: crate::fmap::InvalidPolicy::Oov,
+            reuse_after_versions: 1,
+            max_pending,
+        })
+    }
+
+    /// One epoch's counts: `(token, count, last_seen)`.
+    fn counts(seen: &[(u64, u64, u64)]) -> HashMap<u64, Seen, BuildIdentity> {
+        seen.iter()
+            .map(|&(token, count, last_seen)| (token, Seen { count, last_seen }))
+            .collect()
+    }
+
+    /// Beyond `max_pending`, the values without an id seen longest ago are forgotten (ties by
+    /// fewest occurrences): one that comes back starts counting afresh. Values with an id stay.
+    #[test]
+    fn values_without_an_id_beyond_max_pending_are_forgotten_oldest_first() {
+        let mut bounded = vocab(Some(2));
+        // d reaches min_count; a, b, c wait, and a (seen longest ago) is one too many.
+        let (_, figures) = bounded.merge(
+            [&counts(&[(1, 1, 10), (2, 2, 20), (3, 1, 20), (4, 5, 5)])],
+            20,
+            1,
+        );
+        assert_eq!(
+            (figures.vocab_size, figures.pending, figures.evicted),
+            (1, 2, 1)
+        );
+        let mut kept: Vec<u64> = bounded.entries.keys().copied().collect();
+        kept.sort_unstable();
+        assert_eq!(kept, [2, 3, 4]);
+        // a comes back twice: 2 occurrences, short of min_count, where the unbounded
+        // vocabulary gives it an id (1 + 2); b reaches min_count.
+        let next = counts(&[(1, 2, 30), (2, 1, 30)]);
+        let (change, _) = bounded.merge([&next], 30, 2);
+        assert_eq!(
+            change,
+            Change::Vocab {
+                added: vec![(2, 1)],
+                removed: vec![]
+            }
+        );
+        assert_eq!(bounded.entries[&1].count, 2);
+        let mut unbounded = vocab(None);
+        unbounded.merge(
+            [&counts(&[(1, 1, 10), (2, 2, 20), (3, 1, 20), (4, 5, 5)])],
+            20,
+            1,
+        );
+        let (change, figures) = unbounded.merge([&next], 30, 2);
+        assert_eq!(
+            change,
+            Change::Vocab {
+                added: vec![(1, 1), (2, 2)],
+                removed: vec![]
+            }
+        );
+        assert_eq!(figures.evicted, 0);
+    }
+
+    #[test]
+    fn a_zero_max_pending_is_a_problem() {
+        let spec: FeatureMapSpec = toml::from_str(
+            "[[transform]]\nkind = \"one_hot\"\nfields = [\"C1\"]\nmax_pending = 0\n",
+        )
+        .unwrap();
+        let problems = spec.compile(&Schema::criteo()).unwrap_err();
+        assert!(
+            problems.iter().any(|p| p.contains("max_pending")),
+            "{problems:?}"
+        );
     }
 }

@@ -48,6 +48,10 @@ pub enum TransformSpec {
         /// A freed id is given to another value only this many FeatureMap versions later.
         #[serde(default = "one_u32")]
         reuse_after_versions: u32,
+        /// The most values without an id the vocabulary keeps counting toward `min_count`;
+        /// beyond it, those seen longest ago are forgotten (no bound when absent).
+        #[serde(default)]
+        max_pending: Option<u64>,
     },
     /// Like `one_hot`, for fields holding several values separated by `separator`.
     MultiHot {
@@ -73,6 +77,10 @@ pub enum TransformSpec {
         /// A freed id is given to another value only this many FeatureMap versions later.
         #[serde(default = "one_u32")]
         reuse_after_versions: u32,
+        /// The most values without an id the vocabulary keeps counting toward `min_count`;
+        /// beyond it, those seen longest ago are forgotten (no bound when absent).
+        #[serde(default)]
+        max_pending: Option<u64>,
     },
     /// Quantile buckets (Spark's QuantileDiscretizer), boundaries from a mergeable sketch.
     Bucketize {
@@ -181,6 +189,7 @@ impl FeatureMapSpec {
                     hash_fallback: 0,
                     invalid: InvalidPolicy::Oov,
                     reuse_after_versions: 1,
+                    max_pending: None,
                 },
             ],
         }
@@ -335,6 +344,7 @@ impl TransformSpec {
                 hash_fallback,
                 invalid,
                 reuse_after_versions,
+                max_pending,
                 ..
             }
             | TransformSpec::MultiHot {
@@ -344,6 +354,7 @@ impl TransformSpec {
                 hash_fallback,
                 invalid,
                 reuse_after_versions,
+                max_pending,
                 ..
             } => {
                 if *min_count == 0 {
@@ -363,6 +374,9 @@ impl TransformSpec {
                         None
                     }
                 };
+                if *max_pending == Some(0) {
+                    problems.push("`max_pending` must be at least 1".to_owned());
+                }
                 let vocab = VocabSpec {
                     min_count: *min_count,
                     capacity: *capacity,
@@ -370,6 +384,7 @@ impl TransformSpec {
                     hash_fallback: *hash_fallback,
                     invalid: *invalid,
                     reuse_after_versions: *reuse_after_versions,
+                    max_pending: *max_pending,
                 };
                 match self {
                     TransformSpec::MultiHot { separator, .. } => match separator.as_bytes() {
@@ -444,6 +459,10 @@ pub struct VocabSpec {
     pub invalid: InvalidPolicy,
     /// Versions a freed id waits before it is reused.
     pub reuse_after_versions: u32,
+    /// The most values without an id kept counting; beyond it, those seen longest ago are
+    /// forgotten.
+    #[serde(default)]
+    pub max_pending: Option<u64>,
 }
 
 /// An `f64` bound whose infinity (no bound) is written as `null`, so that it reads back from
