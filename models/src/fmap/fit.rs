@@ -367,10 +367,11 @@ impl VocabState {
     /// Order: counts are added; values unseen for `expire_after` are evicted (their ids wait
     /// `reuse_after_versions` versions before another value gets them); then every value that
     /// reached `min_count` without an id gets one, most counted first (ties by fingerprint), from
-    /// the oldest reusable freed id or a new one below `capacity`; last, with `max_pending`,
-    /// the values still without an id beyond that many are forgotten, those seen longest ago
-    /// first (ties: fewest occurrences, then the lowest fingerprint), so that a long tail of
-    /// values seen too rarely for an id cannot grow the state without bound.
+    /// the oldest reusable freed id or a new one below `capacity`; last, once more than
+    /// `max_pending` values are still without an id, those seen longest ago are forgotten
+    /// (ties: fewest occurrences, then the lowest fingerprint) down to three quarters of that,
+    /// so that a long tail of values seen too rarely for an id cannot grow the state without
+    /// bound.
     pub fn merge<'a>(
         &mut self,
         partials: impl IntoIterator<Item = &'a HashMap<u64, Seen, BuildIdentity>>,
@@ -460,8 +461,9 @@ impl VocabState {
         (Change::Vocab { added, removed }, figures)
     }
 
-    /// Forgets the values without an id beyond `max_pending`, those seen longest ago first;
-    /// returns how many.
+    /// Once more than `max_pending` values are without an id, forgets those seen longest ago
+    /// until a quarter of the bound is free again (so that the scan this takes is not made at
+    /// every epoch); returns how many.
     fn forget_pending(&mut self) -> u64 {
         let Some(max) = self.spec.max_pending else {
             return 0;
@@ -470,7 +472,7 @@ impl VocabState {
         if pending <= max {
             return 0;
         }
-        let excess = (pending - max) as usize;
+        let excess = (pending - (max - max / 4)) as usize;
         let mut order: Vec<(u64, u64, u64)> = self
             .entries
             .iter()
@@ -873,6 +875,20 @@ mod pending_tests {
             }
         );
         assert_eq!(figures.evicted, 0);
+    }
+
+    /// Past the bound, a quarter of it is freed at once, so the next epochs forget nothing.
+    #[test]
+    fn forgetting_frees_a_quarter_of_the_bound() {
+        let mut bounded = vocab(Some(4));
+        let five: Vec<(u64, u64, u64)> = (1..=5).map(|t| (t, 1, 10 * t)).collect();
+        let (_, figures) = bounded.merge([&counts(&five)], 50, 1);
+        assert_eq!((figures.pending, figures.evicted), (3, 2));
+        let mut kept: Vec<u64> = bounded.entries.keys().copied().collect();
+        kept.sort_unstable();
+        assert_eq!(kept, [3, 4, 5]);
+        let (_, figures) = bounded.merge([&counts(&[(6, 1, 60)])], 60, 2);
+        assert_eq!((figures.pending, figures.evicted), (4, 0));
     }
 
     #[test]

@@ -49,7 +49,8 @@ pub enum TransformSpec {
         #[serde(default = "one_u32")]
         reuse_after_versions: u32,
         /// The most values without an id the vocabulary keeps counting toward `min_count`;
-        /// beyond it, those seen longest ago are forgotten (no bound when absent).
+        /// beyond it, those seen longest ago are forgotten until a quarter of it is free (no
+        /// bound when absent).
         #[serde(default)]
         max_pending: Option<u64>,
     },
@@ -78,7 +79,8 @@ pub enum TransformSpec {
         #[serde(default = "one_u32")]
         reuse_after_versions: u32,
         /// The most values without an id the vocabulary keeps counting toward `min_count`;
-        /// beyond it, those seen longest ago are forgotten (no bound when absent).
+        /// beyond it, those seen longest ago are forgotten until a quarter of it is free (no
+        /// bound when absent).
         #[serde(default)]
         max_pending: Option<u64>,
     },
