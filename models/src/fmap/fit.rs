@@ -462,8 +462,9 @@ impl VocabState {
     }
 
     /// Once more than `max_pending` values are without an id, forgets those seen longest ago
-    /// until a quarter of the bound is free again (so that the scan this takes is not made at
-    /// every epoch); returns how many.
+    /// until at most three quarters of the bound (rounded up) are held (so that the scan this
+    /// takes is not made at every epoch); returns how many. Values that reached `min_count` but
+    /// wait for capacity are without an id too: forgotten, they count up again.
     fn forget_pending(&mut self) -> u64 {
         let Some(max) = self.spec.max_pending else {
             return 0;
@@ -875,6 +876,21 @@ mod pending_tests {
             }
         );
         assert_eq!(figures.evicted, 0);
+    }
+
+    /// The order of forgetting: seen longest ago first, whatever the fingerprint or the count;
+    /// among values last seen at the same time, the fewest occurrences, then the lowest
+    /// fingerprint.
+    #[test]
+    fn forgetting_goes_by_last_seen_then_count_then_fingerprint() {
+        let pending = counts(&[(9, 2, 10), (1, 1, 30), (5, 1, 20), (6, 2, 20), (2, 1, 20)]);
+        for (max, kept) in [(3, vec![1, 5, 6]), (2, vec![1, 6])] {
+            let mut bounded = vocab(Some(max));
+            bounded.merge([&pending], 30, 1);
+            let mut got: Vec<u64> = bounded.entries.keys().copied().collect();
+            got.sort_unstable();
+            assert_eq!(got, kept, "max_pending {max}");
+        }
     }
 
     /// Past the bound, a quarter of it is freed at once, so the next epochs forget nothing.

@@ -48,9 +48,9 @@ pub enum TransformSpec {
         /// A freed id is given to another value only this many FeatureMap versions later.
         #[serde(default = "one_u32")]
         reuse_after_versions: u32,
-        /// The most values without an id the vocabulary keeps counting toward `min_count`;
-        /// beyond it, those seen longest ago are forgotten until a quarter of it is free (no
-        /// bound when absent).
+        /// The most values without an id (short of `min_count`, or waiting for capacity) the
+        /// vocabulary keeps after each epoch; past it, those seen longest ago are forgotten
+        /// until at most three quarters of it (rounded up) are held (no bound when absent).
         #[serde(default)]
         max_pending: Option<u64>,
     },
@@ -78,9 +78,9 @@ pub enum TransformSpec {
         /// A freed id is given to another value only this many FeatureMap versions later.
         #[serde(default = "one_u32")]
         reuse_after_versions: u32,
-        /// The most values without an id the vocabulary keeps counting toward `min_count`;
-        /// beyond it, those seen longest ago are forgotten until a quarter of it is free (no
-        /// bound when absent).
+        /// The most values without an id (short of `min_count`, or waiting for capacity) the
+        /// vocabulary keeps after each epoch; past it, those seen longest ago are forgotten
+        /// until at most three quarters of it (rounded up) are held (no bound when absent).
         #[serde(default)]
         max_pending: Option<u64>,
     },
@@ -461,8 +461,8 @@ pub struct VocabSpec {
     pub invalid: InvalidPolicy,
     /// Versions a freed id waits before it is reused.
     pub reuse_after_versions: u32,
-    /// The most values without an id kept counting; beyond it, those seen longest ago are
-    /// forgotten.
+    /// The most values without an id kept after each epoch; past it, those seen longest ago are
+    /// forgotten until at most three quarters of it (rounded up) are held.
     #[serde(default)]
     pub max_pending: Option<u64>,
 }
