@@ -372,7 +372,7 @@ impl Epochs {
                 p.at_end.store(u64::from(clock.at_end), Ordering::Relaxed);
             }
             let silent = clock.last_seen.elapsed();
-            if !clock.at_end && !clock.paused && !clock.stalled && silent >= stall {
+            if !clock.at_end && !clock.stalled && silent >= stall {
                 clock.stalled = true;
                 tracing::warn!(
                     partition = clock.partition,
@@ -405,7 +405,8 @@ impl Epochs {
         for clock in &mut self.clocks {
             let ahead = clock.watermark_ms.is_some_and(|w| w / span > self.frontier);
             let want = ahead && if clock.paused { !drained } else { full };
-            if want != clock.paused && pause(clock.partition, want) {
+            let changed = want != clock.paused && pause(clock.partition, want);
+            if changed {
                 tracing::debug!(
                     partition = clock.partition,
                     paused = want,
@@ -417,11 +418,10 @@ impl Epochs {
                 if let Some(p) = stats.partitions.get(clock.partition as usize) {
                     p.paused.store(u64::from(want), Ordering::Relaxed);
                 }
-                // A resumed partition has the idle span to show its records again.
-                clock.last_seen = now;
             }
-            if clock.paused {
-                // Not reading is not idleness.
+            // Not reading is not idleness (nor cause for a stall warning); a resumed partition
+            // has the idle span to show its records again.
+            if changed || clock.paused {
                 clock.last_seen = now;
             }
         }

@@ -85,6 +85,24 @@ fn topic_of_lines(name: &str, partitions: i32, written: i32, n: usize) -> String
     topic
 }
 
+/// A new topic named after `name` with `partitions` partitions, holding `lines(100)` written in
+/// turn to all of them, flushed every 7 lines: record batches of a few records each.
+fn topic_in_batches_of_7(name: &str, partitions: i32) -> String {
+    let topic = unique(name);
+    runtime()
+        .block_on(create_topics(&broker(), &[&topic], partitions))
+        .unwrap();
+    let mut producer = LineProducer::new(&broker(), &topic, partitions).unwrap();
+    for (i, line) in lines(100).iter().enumerate() {
+        producer.send(line.as_bytes()).unwrap();
+        if i % 7 == 6 {
+            producer.flush(Duration::from_secs(30)).unwrap();
+        }
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    topic
+}
+
 #[test]
 fn every_record_is_read_exactly_once_with_1_2_and_4_workers() {
     let topic = topic_of_lines("source", 4, 4, 2000);
@@ -141,19 +159,8 @@ fn every_record_is_read_exactly_once_with_1_2_and_4_workers() {
 
 #[test]
 fn a_reader_resumes_at_sought_positions_and_commits_them_to_its_group() {
-    let topic = unique("seek");
-    runtime()
-        .block_on(create_topics(&broker(), &[&topic], 2))
-        .unwrap();
-    let mut producer = LineProducer::new(&broker(), &topic, 2).unwrap();
-    for i in 0..100 {
-        producer.send(format!("line {i}").as_bytes()).unwrap();
-        // Small record batches, so that the sought offset falls inside one.
-        if i % 7 == 6 {
-            producer.flush(Duration::from_secs(30)).unwrap();
-        }
-    }
-    producer.flush(Duration::from_secs(30)).unwrap();
+    // Small record batches, so that the sought offset falls inside one.
+    let topic = topic_in_batches_of_7("seek", 2);
     let group = unique("group");
     let config = config(&topic, &group);
     let all = read_all(
@@ -200,19 +207,8 @@ fn a_reader_resumes_at_sought_positions_and_commits_them_to_its_group() {
 /// sought back, or the rest of the batch it was paused in is lost.
 #[test]
 fn a_paused_partition_resumes_with_its_next_record() {
-    let topic = unique("pause");
-    runtime()
-        .block_on(create_topics(&broker(), &[&topic], 1))
-        .unwrap();
-    let mut producer = LineProducer::new(&broker(), &topic, 1).unwrap();
-    for i in 0..100 {
-        producer.send(format!("line {i}").as_bytes()).unwrap();
-        // Record batches of 7, so that the reader pauses inside one.
-        if i % 7 == 6 {
-            producer.flush(Duration::from_secs(30)).unwrap();
-        }
-    }
-    producer.flush(Duration::from_secs(30)).unwrap();
+    // Small record batches, so that the reader pauses inside one.
+    let topic = topic_in_batches_of_7("pause", 1);
     let config = config(&topic, &unique("group"));
     let mut reader = KafkaReader::assign(&config, &broker(), 0, 1, 1).unwrap();
     let mut out = Vec::new();
