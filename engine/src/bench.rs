@@ -248,7 +248,7 @@ fn train_in_order(
     config: &OnlineBenchConfig,
     publish: Option<(&Registry, &str)>,
 ) -> Result<Trained> {
-    let mut learner = Learner::new(&config.learner, config.features.dimension());
+    let mut learner = Learner::new(&config.learner, config.features.dimension(&millrace_models::Schema::criteo()));
     let mut row = Vec::new();
     let (mut malformed, mut rows) = (0u64, 0u64);
     let (mut preds, mut labels) = (Vec::new(), Vec::new());
@@ -765,7 +765,7 @@ pub fn featurize(input: &Path, workers: usize, epochs: u64) -> Result<FeaturizeB
                 let mut batch =
                     EventBatch::with_capacity(layout.schema.fields.len(), FEATURIZE_CHUNK);
                 for line in chunk_lines(&text, &spans, chunk) {
-                    if parser.parse_tsv(line, 0, &mut batch).is_err() {
+                    if parser.parse_record(line, 0, &mut batch).is_err() {
                         malformed_.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -807,7 +807,7 @@ pub fn featurize(input: &Path, workers: usize, epochs: u64) -> Result<FeaturizeB
                         EventBatch::with_capacity(layout.schema.fields.len(), FEATURIZE_CHUNK);
                     for line in chunk_lines(&text, &spans, chunk) {
                         // Malformed lines were counted by the dataflow runs.
-                        let _ = parser.parse_tsv(line, 0, &mut batch);
+                        let _ = parser.parse_record(line, 0, &mut batch);
                     }
                     batch
                 })

@@ -189,11 +189,15 @@ pub(crate) fn shape_problems(
     factors: usize,
     feature_map: Option<&FeatureMap>,
 ) -> Vec<String> {
-    let mut problems = meta.features.problems();
-    if problems.is_empty() && weights != meta.features.dimension() {
+    // A map spec is read against the schema its FeatureMap was fitted on (Criteo's in
+    // artifacts written before declared schemas).
+    let criteo = Schema::criteo();
+    let schema = feature_map.map_or(&criteo, |map| &map.layout.schema);
+    let mut problems = meta.features.problems(schema);
+    if problems.is_empty() && weights != meta.features.dimension(schema) {
         problems.push(format!(
             "{weights} weights for a feature spec of dimension {}",
-            meta.features.dimension()
+            meta.features.dimension(schema)
         ));
     }
     let expected_factors = match meta.kind {
@@ -207,7 +211,7 @@ pub(crate) fn shape_problems(
     }
     match (&meta.features, feature_map) {
         (FeatureSpec::Map(spec), Some(map)) => {
-            if spec.compile(&Schema::criteo()).ok().as_ref() != Some(&map.layout) {
+            if spec.compile(&map.layout.schema).ok().as_ref() != Some(&map.layout) {
                 problems.push("the FeatureMap was not made from the model's spec".to_owned());
             }
             problems.extend(

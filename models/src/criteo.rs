@@ -69,6 +69,21 @@ pub enum DecodeError {
     /// A record is not valid JSON.
     #[error("not valid JSON: {0}")]
     NotJson(String),
+    /// A declared schema's label field holds neither a positive nor a negative value (or is
+    /// absent).
+    #[error("field `{0}` is neither a positive nor a negative label")]
+    LabelValue(String),
+    /// A delimited line has another number of columns than its schema declares.
+    #[error("expected {expected} columns, got {got}")]
+    ColumnCount {
+        /// The schema's columns.
+        expected: usize,
+        /// The line's.
+        got: usize,
+    },
+    /// A libFM line holds something other than `index:value` after its label.
+    #[error("field `features`: {0:?} is not index:value")]
+    LibfmPair(String),
 }
 
 impl DecodeError {
@@ -82,6 +97,9 @@ impl DecodeError {
             DecodeError::UnknownField(_) => "unknown_field",
             DecodeError::NotAnObject => "not_an_object",
             DecodeError::NotJson(_) => "not_json",
+            DecodeError::LabelValue(_) => "label",
+            DecodeError::ColumnCount { .. } => "field_count",
+            DecodeError::LibfmPair(_) => "libfm_pair",
         }
     }
 }

@@ -49,24 +49,23 @@ const BUCKETED: u64 = 1 << 40;
 const BIAS_FIELD: u64 = 255;
 
 impl FeatureSpec {
-    /// Number of weight slots a model of this spec has.
-    pub fn dimension(&self) -> usize {
+    /// Number of weight slots a model of this spec has over events of `schema` (0 for a map
+    /// spec that does not compile against it).
+    pub fn dimension(&self, schema: &Schema) -> usize {
         match self {
             FeatureSpec::Hashed { hash_bits } => 1usize << hash_bits,
-            FeatureSpec::Map(spec) => spec
-                .compile(&Schema::criteo())
-                .map_or(0, |layout| layout.dimension),
+            FeatureSpec::Map(spec) => spec.compile(schema).map_or(0, |layout| layout.dimension),
         }
     }
 
-    /// Problems with the spec, empty when it is valid.
-    pub fn problems(&self) -> Vec<String> {
+    /// Problems with the spec over events of `schema`, empty when it is valid.
+    pub fn problems(&self, schema: &Schema) -> Vec<String> {
         match self {
             FeatureSpec::Hashed { hash_bits } if !(1..=30).contains(hash_bits) => {
                 vec![format!("`hash_bits` must be in 1..=30 (got {hash_bits})")]
             }
             FeatureSpec::Hashed { .. } => Vec::new(),
-            FeatureSpec::Map(spec) => spec.compile(&Schema::criteo()).err().unwrap_or_default(),
+            FeatureSpec::Map(spec) => spec.compile(schema).err().unwrap_or_default(),
         }
     }
 
@@ -138,7 +137,7 @@ mod tests {
         let json = serde_json::to_string(&spec).unwrap();
         assert_eq!(json, r#"{"type":"hashed","hash_bits":18}"#);
         assert_eq!(serde_json::from_str::<FeatureSpec>(&json).unwrap(), spec);
-        assert!(FeatureSpec::Hashed { hash_bits: 0 }.problems().len() == 1);
+        assert!(FeatureSpec::Hashed { hash_bits: 0 }.problems(&crate::Schema::criteo()).len() == 1);
     }
 
     #[test]
@@ -160,8 +159,8 @@ mod tests {
             panic!("not a map spec: {spec:?}")
         };
         assert_eq!(map.transforms.len(), 2);
-        assert!(spec.problems().is_empty(), "{:?}", spec.problems());
-        assert!(spec.dimension() > 2 * 4);
+        assert!(spec.problems(&crate::Schema::criteo()).is_empty(), "{:?}", spec.problems(&crate::Schema::criteo()));
+        assert!(spec.dimension(&crate::Schema::criteo()) > 2 * 4);
         let mut row = Vec::new();
         spec.transform(&CriteoFeatures::default(), &mut row);
         assert!(row.is_empty());
@@ -176,8 +175,8 @@ mod tests {
             "#,
         )
         .unwrap();
-        assert!(bad.problems().len() >= 2, "{:?}", bad.problems());
-        assert_eq!(bad.dimension(), 0);
+        assert!(bad.problems(&crate::Schema::criteo()).len() >= 2, "{:?}", bad.problems(&crate::Schema::criteo()));
+        assert_eq!(bad.dimension(&crate::Schema::criteo()), 0);
     }
 
     proptest! {
@@ -193,7 +192,7 @@ mod tests {
             spec.transform(&features, &mut a);
             spec.transform(&features, &mut b);
             prop_assert_eq!(a.len(), FEATURES_PER_EVENT);
-            prop_assert!(a.iter().all(|&i| (i as usize) < spec.dimension()));
+            prop_assert!(a.iter().all(|&i| (i as usize) < spec.dimension(&crate::Schema::criteo())));
             prop_assert_eq!(a, b);
         }
 

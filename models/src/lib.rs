@@ -23,6 +23,7 @@ pub mod labels;
 pub mod learner;
 pub mod record;
 pub mod registry;
+pub mod schema;
 pub mod synth;
 pub mod table;
 
@@ -37,3 +38,4 @@ pub use ftrl::{Ftrl, FtrlParams};
 pub use learner::{Learner, LearnerParams};
 pub use record::{event_time_ms, DeadLetter, Position, RawRecord};
 pub use registry::{LoadPace, Registry, VersionSource};
+pub use schema::{Schema, SchemaSpec};

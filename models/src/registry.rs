@@ -645,7 +645,7 @@ mod tests {
         let mut batch = crate::EventBatch::new(39);
         for i in 0..10 {
             let line = format!("1\t{i}{}\tcafe{}", "\t".repeat(12), "\t".repeat(25));
-            parser.parse_tsv(line.as_bytes(), 0, &mut batch).unwrap();
+            parser.parse_record(line.as_bytes(), 0, &mut batch).unwrap();
         }
         let map = FeatureMap::fit(layout.clone(), std::slice::from_ref(&batch));
         let rows = map.transform(&batch, &mut Default::default());
@@ -712,12 +712,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let registry = Registry::open(dir.path()).unwrap();
         let spec = FeatureSpec::Hashed { hash_bits: 16 };
-        let weights: Vec<f32> = (0..spec.dimension())
+        let weights: Vec<f32> = (0..spec.dimension(&crate::Schema::criteo()))
             .map(|i| (i % 13) as f32 / 8.0)
             .collect();
         let mut fm = ModelArtifact::new("ctr", spec.clone(), weights);
         fm.meta.kind = ModelKind::FactorizationMachine { factors: 3 };
-        fm.factors = (0..3 * spec.dimension())
+        fm.factors = (0..3 * spec.dimension(&crate::Schema::criteo()))
             .map(|i| (i % 7) as f32 / 16.0)
             .collect();
         registry.publish(&mut fm).unwrap();

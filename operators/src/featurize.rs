@@ -218,7 +218,7 @@ impl<'scope> ParseEvents<'scope> for StreamVec<'scope, u64, RawRecord> {
                         let time_ms = record.timestamp_ms.unwrap_or(now);
                         let parsed = match &format {
                             RecordFormat::Tsv => {
-                                parser.parse_tsv(&record.payload, time_ms, &mut batch)
+                                parser.parse_record(&record.payload, time_ms, &mut batch)
                             }
                             RecordFormat::Json { ignore } => parser.parse_json_record(
                                 &record.payload,
@@ -289,7 +289,7 @@ pub trait FitFeatureMap<'scope> {
     /// let mut batch = EventBatch::new(39);
     /// for i in 0..10 {
     ///     let line = format!("0\t{i}{}\tcafe{}", "\t".repeat(12), "\t".repeat(25));
-    ///     parser.parse_tsv(line.as_bytes(), 0, &mut batch).unwrap();
+    ///     parser.parse_record(line.as_bytes(), 0, &mut batch).unwrap();
     /// }
     /// let updates = Arc::new(Mutex::new(Vec::new()));
     /// let seen = updates.clone();
@@ -487,7 +487,7 @@ pub trait Featurize<'scope> {
     /// let layout = FeatureMapSpec::criteo_default().compile(&Schema::criteo()).unwrap();
     /// let mut parser = Parser::new(&layout);
     /// let mut batch = EventBatch::new(39);
-    /// parser.parse_tsv(format!("1\t3{}", "\t".repeat(38)).as_bytes(), 0, &mut batch).unwrap();
+    /// parser.parse_record(format!("1\t3{}", "\t".repeat(38)).as_bytes(), 0, &mut batch).unwrap();
     /// let stats = Arc::new(FeaturizeStats::default());
     /// let shared = stats.clone();
     /// timely::example(move |scope| {
@@ -544,7 +544,7 @@ pub trait TransformRows<'scope> {
     /// let layout = FeatureMapSpec::criteo_default().compile(&Schema::criteo()).unwrap();
     /// let mut parser = Parser::new(&layout);
     /// let mut batch = EventBatch::new(39);
-    /// parser.parse_tsv(format!("1\t3{}", "\t".repeat(38)).as_bytes(), 0, &mut batch).unwrap();
+    /// parser.parse_record(format!("1\t3{}", "\t".repeat(38)).as_bytes(), 0, &mut batch).unwrap();
     /// let stats = Arc::new(FeaturizeStats::default());
     /// let shared = stats.clone();
     /// timely::example(move |scope| {

@@ -367,7 +367,7 @@ pub trait TrainRows<'scope> {
     /// let mut batch = EventBatch::new(39);
     /// for i in 0..100 {
     ///     let line = format!("{}\t{i}{}", i % 2, "\t".repeat(38));
-    ///     parser.parse_tsv(line.as_bytes(), 0, &mut batch).unwrap();
+    ///     parser.parse_record(line.as_bytes(), 0, &mut batch).unwrap();
     /// }
     /// let dir = std::env::temp_dir().join(format!("millrace-doc-rows-{}", std::process::id()));
     /// let registry = Registry::open(&dir).unwrap();
@@ -674,7 +674,7 @@ where
     ) -> Self {
         let dimension = map
             .as_ref()
-            .map_or(config.features.dimension(), FeatureMap::dimension);
+            .map_or(config.features.dimension(&millrace_models::Schema::criteo()), FeatureMap::dimension);
         let mut learner = Learner::new(&config.learner, dimension);
         let mut part = checkpoint::part(index, "train");
         let lo = part

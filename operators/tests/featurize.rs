@@ -158,7 +158,7 @@ fn feed(
                 input.advance_to(*e);
             }
             parser
-                .parse_tsv(line.as_bytes(), time_of(*e), &mut batch)
+                .parse_record(line.as_bytes(), time_of(*e), &mut batch)
                 .unwrap();
         }
         input.send(batch);
@@ -246,7 +246,7 @@ fn fit_and_transform_with_1_2_and_4_workers_match_the_batch_computation() {
     let mut epoch_of = Vec::new();
     for e in &events {
         parser
-            .parse_tsv(e.line.as_bytes(), time_of(e.epoch), &mut all)
+            .parse_record(e.line.as_bytes(), time_of(e.epoch), &mut all)
             .unwrap();
         epoch_of.push(e.epoch);
     }
@@ -423,7 +423,7 @@ fn bounded_pending_values_are_forgotten_alike_with_1_2_and_4_workers() {
     for e in &events {
         let batch = &mut epochs[e.epoch as usize];
         parser
-            .parse_tsv(e.line.as_bytes(), time_of(e.epoch), batch)
+            .parse_record(e.line.as_bytes(), time_of(e.epoch), batch)
             .unwrap();
     }
     let bounded = FeatureMap::fit(layout, &epochs);
@@ -533,7 +533,7 @@ fn boundaries_and_vocabularies_follow_a_shifting_stream() {
     let mut parser = Parser::new(&spec.compile(&Schema::criteo()).unwrap());
     let mut batch = EventBatch::new(39);
     for e in events.iter().filter(|e| e.epoch == 4 || e.epoch == 5) {
-        parser.parse_tsv(e.line.as_bytes(), 0, &mut batch).unwrap();
+        parser.parse_record(e.line.as_bytes(), 0, &mut batch).unwrap();
     }
     window.extend(column(&batch, 0).filter_map(|v| match v {
         Value::Num(x) => Some(*x),
@@ -655,7 +655,7 @@ fn the_trainer_follows_featuremap_versions_with_1_2_and_4_workers() {
         let mut batch = EventBatch::new(39);
         for event in events.iter().filter(|e| e.epoch == epoch) {
             parser
-                .parse_tsv(event.line.as_bytes(), time_of(epoch), &mut batch)
+                .parse_record(event.line.as_bytes(), time_of(epoch), &mut batch)
                 .unwrap();
         }
         let rows = map.transform(&batch, &mut Default::default());

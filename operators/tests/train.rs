@@ -190,7 +190,7 @@ fn decode_and_train_with_1_2_and_4_workers_match_the_batch_computation() {
         })
         .collect();
     let labels: Vec<bool> = events.iter().map(|e| e.label).collect();
-    let mut batch = Ftrl::new(FtrlParams::default(), SPEC.dimension());
+    let mut batch = Ftrl::new(FtrlParams::default(), SPEC.dimension(&millrace_models::Schema::criteo()));
     let batch_predictions: Vec<f32> = rows
         .iter()
         .zip(&labels)
@@ -300,7 +300,7 @@ fn decode_and_train_with_1_2_and_4_workers_match_the_batch_computation() {
 fn a_factorization_machine_trains_through_the_dataflow_like_in_batch() {
     let records = records(6_000);
     let params = FmParams::default();
-    let mut batch = Fm::new(params, SPEC.dimension());
+    let mut batch = Fm::new(params, SPEC.dimension(&millrace_models::Schema::criteo()));
     let mut row = Vec::new();
     for r in &records {
         if let Ok(event) = CriteoEvent::decode_tsv(&r.payload) {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 const SPEC: FeatureSpec = FeatureSpec::Hashed { hash_bits: 8 };
 
 fn publish(registry: &Registry, weight: f32) -> u64 {
-    let mut artifact = ModelArtifact::new("ctr", SPEC, vec![weight; SPEC.dimension()]);
+    let mut artifact = ModelArtifact::new("ctr", SPEC, vec![weight; SPEC.dimension(&millrace_models::Schema::criteo())]);
     registry.publish(&mut artifact).unwrap()
 }
 
@@ -209,7 +209,7 @@ async fn models_of_a_map_spec_score_instances_with_their_feature_map() {
     let mut parser = Parser::new(&layout);
     let mut batch = EventBatch::new(39);
     for line in lines(300) {
-        parser.parse_tsv(line.as_bytes(), 0, &mut batch).unwrap();
+        parser.parse_record(line.as_bytes(), 0, &mut batch).unwrap();
     }
     let map = FeatureMap::fit(layout, std::slice::from_ref(&batch));
     let rows = map.transform(&batch, &mut Default::default());
@@ -308,7 +308,7 @@ async fn a_body_that_never_arrives_gets_a_408() {
 async fn rounded_weights_answer_as_the_rounded_model_in_less_memory() {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::open(dir.path()).unwrap();
-    let weights: Vec<f32> = (0..SPEC.dimension())
+    let weights: Vec<f32> = (0..SPEC.dimension(&millrace_models::Schema::criteo()))
         .map(|i| ((i % 37) as f32 - 18.0) / 300.0)
         .collect();
     let mut artifact = ModelArtifact::new("ctr", SPEC, weights);
@@ -329,7 +329,7 @@ async fn rounded_weights_answer_as_the_rounded_model_in_less_memory() {
     let (_, exact) = predict(&float, body).await;
     let (q213, clipped) = artifact.to_q213(1);
     assert_eq!(clipped, 0);
-    let numbers = SPEC.dimension();
+    let numbers = SPEC.dimension(&millrace_models::Schema::criteo());
     for (precision, want, want_bytes) in [
         (Precision::Q213, q213, numbers * 2),
         (

@@ -13,7 +13,7 @@ const SPEC: FeatureSpec = FeatureSpec::Hashed { hash_bits: 8 };
 
 /// Publishes a version whose weights differ from slot to slot and from version to version.
 fn publish(registry: &Registry, shift: usize) -> u64 {
-    let weights = (0..SPEC.dimension())
+    let weights = (0..SPEC.dimension(&millrace_models::Schema::criteo()))
         .map(|i| (((i + shift) % 37) as f32 - 18.0) / 300.0)
         .collect();
     let mut artifact = ModelArtifact::new("ctr", SPEC, weights);

@@ -67,7 +67,7 @@ fn fitted(spec: &FeatureMapSpec, history: &[Vec<Field>], epochs: usize) -> Featu
             let mut batch = EventBatch::new(39);
             for fields in chunk {
                 parser
-                    .parse_tsv(line(fields).as_bytes(), 0, &mut batch)
+                    .parse_record(line(fields).as_bytes(), 0, &mut batch)
                     .unwrap();
             }
             batch

@@ -67,12 +67,12 @@ fn serving_follows_the_topic_and_shares_unchanged_chunks() {
     let topic = topic("registry");
     let mut trainer = Trainer::new(&topic);
     let spec = FeatureSpec::Hashed { hash_bits: 16 };
-    let weights: Vec<f32> = (0..spec.dimension())
+    let weights: Vec<f32> = (0..spec.dimension(&millrace_models::Schema::criteo()))
         .map(|i| (i % 11) as f32 / 16.0)
         .collect();
     let mut fm = ModelArtifact::new("ctr", spec.clone(), weights);
     fm.meta.kind = ModelKind::FactorizationMachine { factors: 2 };
-    fm.factors = (0..2 * spec.dimension())
+    fm.factors = (0..2 * spec.dimension(&millrace_models::Schema::criteo()))
         .map(|i| (i % 5) as f32 / 8.0)
         .collect();
     let first = trainer.publish(&mut fm.clone());
@@ -122,7 +122,7 @@ fn incomplete_and_invalid_versions_are_not_served() {
     let topic = topic("registry-bad");
     let mut trainer = Trainer::new(&topic);
     let spec = FeatureSpec::Hashed { hash_bits: 8 };
-    let mut good = ModelArtifact::new("ctr", spec.clone(), vec![0.5; spec.dimension()]);
+    let mut good = ModelArtifact::new("ctr", spec.clone(), vec![0.5; spec.dimension(&millrace_models::Schema::criteo())]);
     trainer.publish(&mut good);
 
     // A manifest whose chunk the topic does not have (as after a publisher died mid-version
@@ -132,7 +132,7 @@ fn incomplete_and_invalid_versions_are_not_served() {
         meta: good.meta.clone(),
         tensors: vec![TensorManifest {
             name: "weights".to_owned(),
-            rows: spec.dimension(),
+            rows: spec.dimension(&millrace_models::Schema::criteo()),
             width: 1,
             chunks: vec![digest(b"not sent")],
         }],
@@ -150,7 +150,7 @@ fn incomplete_and_invalid_versions_are_not_served() {
             .unwrap();
     };
     send("manifest/ctr", &serde_json::to_vec(&manifest).unwrap());
-    let nan = le_bytes(&vec![f32::NAN; spec.dimension()]);
+    let nan = le_bytes(&vec![f32::NAN; spec.dimension(&millrace_models::Schema::criteo())]);
     send("chunk/ctr/weights/0", &nan);
     manifest.meta.version = 3;
     manifest.tensors[0].chunks = vec![digest(&nan)];
@@ -188,7 +188,7 @@ fn models_of_a_map_spec_carry_their_feature_map_over_the_topic() {
             i % 7,
             "\t".repeat(25)
         );
-        parser.parse_tsv(line.as_bytes(), 0, &mut batch).unwrap();
+        parser.parse_record(line.as_bytes(), 0, &mut batch).unwrap();
     }
     let map = FeatureMap::fit(layout.clone(), std::slice::from_ref(&batch));
     let rows = map.transform(&batch, &mut Default::default());

@@ -773,7 +773,7 @@ mod window_tests {
             let mut batch = EventBatch::new(39);
             for i in 0..100 {
                 let line = format!("1\t{}{}", value(i), "\t".repeat(38));
-                parser.parse_tsv(line.as_bytes(), 0, &mut batch).unwrap();
+                parser.parse_record(line.as_bytes(), 0, &mut batch).unwrap();
             }
             batch
         };

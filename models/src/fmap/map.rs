@@ -242,8 +242,8 @@ impl FeatureMap {
                 Op::Vocab { spec, ids } => put(vocab_slot(spec, ids, value, counts), 1.0),
                 Op::MultiVocab { spec, ids } => match value {
                     Value::Multi { .. } => {
-                        for &token in batch.multi(value) {
-                            put(vocab_slot(spec, ids, &Value::Cat(token), counts), 1.0);
+                        for (&token, weight) in batch.multi(value).iter().zip(batch.multi_weights(value)) {
+                            put(vocab_slot(spec, ids, &Value::Cat(token), counts), weight);
                         }
                     }
                     other => put(vocab_slot(spec, ids, other, counts), 1.0),
@@ -284,10 +284,19 @@ impl FeatureMap {
                     Value::Num(x) if (*x as f32).is_finite() => put(0, *x as f32),
                     _ => put(1, 1.0),
                 },
-                Op::Hash { buckets } => {
-                    let h = crate::hash::finalize(token(value) ^ u64::from(step.offset));
-                    put((h % u64::from(buckets)) as u32, 1.0);
-                }
+                // A multi-valued field hashes each of its tokens.
+                Op::Hash { buckets } => match value {
+                    Value::Multi { .. } => {
+                        for (&t, weight) in batch.multi(value).iter().zip(batch.multi_weights(value)) {
+                            let h = crate::hash::finalize(t ^ u64::from(step.offset));
+                            put((h % u64::from(buckets)) as u32, weight);
+                        }
+                    }
+                    _ => {
+                        let h = crate::hash::finalize(token(value) ^ u64::from(step.offset));
+                        put((h % u64::from(buckets)) as u32, 1.0);
+                    }
+                },
                 Op::Cross { fields, buckets } => {
                     let h = fields.iter().fold(u64::from(step.offset), |h, &f| {
                         let t = row.get(f).map_or(MISSING_TOKEN, token);
@@ -576,7 +585,7 @@ mod tests {
                         line.push(b'\t');
                         line.extend(field.iter().map(|&b| if b == b'\t' || b == b'\n' { b' ' } else { b }));
                     }
-                    prop_assert!(parser.parse_tsv(&line, epoch as u64 * 800, &mut batch).is_ok());
+                    prop_assert!(parser.parse_record(&line, epoch as u64 * 800, &mut batch).is_ok());
                 }
                 let bad = batch.values.iter().filter(|v| matches!(v, Value::Bad(_))).count();
                 prop_assert!(parser.bad.total() >= bad as u64);

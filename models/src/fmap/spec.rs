@@ -1,7 +1,8 @@
 //! The feature spec: which transform each field gets, with its parameters (`[features]` with
 //! `type = "map"` in a job file), and its compiled layout: every feature's place in the row.
 
-use crate::criteo::{CAT_NAMES, INT_NAMES};
+pub use crate::schema::Schema;
+use crate::schema::FieldType;
 use serde::{Deserialize, Serialize};
 
 /// What a categorical transform does with a value that is not well-formed (overlong, invalid
@@ -235,8 +236,14 @@ impl FeatureMapSpec {
                     continue;
                 }
             };
-            let mode = kind.parse_mode();
             for &f in &fields {
+                let mode = match field_mode(&kind, schema.field_type(f)) {
+                    Ok(mode) => mode,
+                    Err(why) => {
+                        problems.push(at(format!("`{}` {why}", schema.fields[f])));
+                        continue;
+                    }
+                };
                 match merge_modes(modes[f], mode) {
                     Ok(merged) => modes[f] = merged,
                     Err(why) => problems.push(at(format!("`{}` {why}", schema.fields[f]))),
@@ -257,6 +264,13 @@ impl FeatureMapSpec {
                 fields.into_iter().map(|f| vec![f]).collect()
             };
             for group in groups {
+                // A vocabulary over a tokens field has a slot per token.
+                let kind = match (&kind, schema.field_type(group[0])) {
+                    (Kind::OneHot(vocab), Some(FieldType::Tokens { separator })) => {
+                        Kind::MultiHot(*vocab, separator)
+                    }
+                    _ => kind.clone(),
+                };
                 let width = kind.width();
                 let name = group
                     .iter()
@@ -266,7 +280,7 @@ impl FeatureMapSpec {
                 features.push(FeatureDef {
                     name: format!("{}:{name}", transform.kind()),
                     fields: group,
-                    kind: kind.clone(),
+                    kind,
                     offset,
                     width,
                 });
@@ -291,6 +305,30 @@ impl FeatureMapSpec {
             features,
             dimension: offset as usize,
         })
+    }
+}
+
+/// How a transform of `kind` parses a field of declared type `declared` (any, when the schema
+/// declares no types), or why it cannot read it.
+fn field_mode(kind: &Kind, declared: Option<FieldType>) -> Result<ParseMode, String> {
+    let numeric = matches!(
+        kind,
+        Kind::Bucketize { .. } | Kind::Standardize { .. } | Kind::Numeric
+    );
+    match declared {
+        Some(FieldType::Category) if numeric => Err("is a category, not a number".to_owned()),
+        Some(FieldType::Tokens { .. }) if numeric => Err("holds tokens, not a number".to_owned()),
+        Some(FieldType::Tokens { .. }) if matches!(kind, Kind::Cross { .. }) => {
+            Err("holds tokens, which a cross cannot take".to_owned())
+        }
+        Some(FieldType::Tokens { separator }) => match kind {
+            Kind::MultiHot(_, s) if *s != separator => Err(format!(
+                "holds tokens separated by {:?}, not {:?}",
+                separator as char, *s as char
+            )),
+            _ => Ok(ParseMode::Multi(separator)),
+        },
+        _ => Ok(kind.parse_mode()),
     }
 }
 
@@ -563,53 +601,6 @@ pub enum ParseMode {
     Cat,
     /// Several categorical values separated by the byte.
     Multi(u8),
-}
-
-/// The fields of an event, in the order of a delimited line after the label.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Schema {
-    /// Field names.
-    pub fields: Vec<String>,
-}
-
-impl Schema {
-    /// The Criteo schema: `I1`…`I13`, `C1`…`C26`.
-    pub fn criteo() -> Self {
-        Schema {
-            fields: INT_NAMES
-                .iter()
-                .chain(CAT_NAMES.iter())
-                .map(|s| (*s).to_owned())
-                .collect(),
-        }
-    }
-
-    /// The index of a field.
-    pub fn index(&self, name: &str) -> Option<usize> {
-        self.fields.iter().position(|f| f == name)
-    }
-
-    fn resolve(&self, names: &[String]) -> (Vec<usize>, Vec<String>) {
-        let (mut found, mut unknown) = (Vec::new(), Vec::new());
-        for name in names {
-            let matched: Vec<usize> = match name.strip_suffix('*') {
-                Some(prefix) => (0..self.fields.len())
-                    .filter(|&i| self.fields[i].starts_with(prefix))
-                    .collect(),
-                None => self.index(name).into_iter().collect(),
-            };
-            if matched.is_empty() {
-                unknown.push(name.clone());
-            }
-            found.extend(
-                matched
-                    .into_iter()
-                    .filter(|i| !found.contains(i))
-                    .collect::<Vec<_>>(),
-            );
-        }
-        (found, unknown)
-    }
 }
 
 /// One feature of the layout: a transform applied to one field (or, for a cross, several).

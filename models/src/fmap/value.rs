@@ -3,6 +3,7 @@
 
 use super::spec::{Layout, ParseMode};
 use crate::criteo::DecodeError;
+use crate::schema::{json_path, json_scalar_text, strip_newline, Encoding, RecordLayout, Role};
 use crate::Position;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
@@ -79,6 +80,10 @@ pub struct EventBatch {
     pub values: Vec<Value>,
     /// The tokens of multi-valued fields.
     pub tokens: Vec<u64>,
+    /// One weight per token (a libFM pair's value; 1 for tokens of a delimited field); empty
+    /// in batches written before weights, where every token weighs 1.
+    #[serde(default)]
+    pub weights: Vec<f32>,
     /// Where each event was read: one per event, or empty when the events did not come from a
     /// source (see [`EventBatch::position`]).
     #[serde(default)]
@@ -102,6 +107,7 @@ impl EventBatch {
             times: Vec::with_capacity(rows),
             values: Vec::with_capacity(rows * fields),
             tokens: Vec::new(),
+            weights: Vec::new(),
             sources: Vec::new(),
         }
     }
@@ -129,6 +135,16 @@ impl EventBatch {
         }
     }
 
+    /// The weights of the tokens a [`Value::Multi`] stands for, one per token of
+    /// [`EventBatch::multi`] (1 where the batch has none).
+    pub fn multi_weights(&self, value: &Value) -> impl Iterator<Item = f32> + '_ {
+        let range = match *value {
+            Value::Multi { start, len } => start as usize..(start + len) as usize,
+            _ => 0..0,
+        };
+        range.map(|i| self.weights.get(i).copied().unwrap_or(1.0))
+    }
+
     /// Where event `i` was read, when the batch knows.
     pub fn position(&self, i: usize) -> Option<Position> {
         self.sources.get(i).copied()
@@ -148,6 +164,8 @@ impl EventBatch {
                 Value::Multi { .. } => {
                     let start = self.tokens.len() as u32;
                     self.tokens.extend_from_slice(other.multi(value));
+                    self.weights.resize(start as usize, 1.0);
+                    self.weights.extend(other.multi_weights(value));
                     Value::Multi {
                         start,
                         len: self.tokens.len() as u32 - start,
@@ -205,12 +223,13 @@ impl BadCounts {
     }
 }
 
-/// Parses events by a layout's parse modes.
+/// Parses events by a layout's schema and parse modes.
 #[derive(Clone, Debug)]
 pub struct Parser {
     modes: Vec<ParseMode>,
     names: Vec<String>,
     max_value_len: usize,
+    record: RecordLayout,
     /// Malformed values seen so far.
     pub bad: BadCounts,
 }
@@ -222,96 +241,201 @@ impl Parser {
             modes: layout.modes.clone(),
             names: layout.schema.fields.clone(),
             max_value_len: layout.max_value_len,
+            record: layout.schema.record(),
             bad: BadCounts::default(),
         }
     }
 
-    /// Parses one delimited line (`label` then the schema's fields, tab-separated; a trailing
-    /// newline is ignored) with event time `time_ms`, appending it to `batch`.
+    /// Parses one record as the schema declares (a delimited line, a JSON object or a libFM
+    /// line; a trailing newline is ignored) with event time `time_ms`, appending it to `batch`.
     ///
     /// # Errors
     ///
-    /// [`DecodeError::Label`] or [`DecodeError::FieldCount`]: the event cannot be used at all
-    /// and belongs in the dead letters. Malformed values are not errors: they are counted and
-    /// kept as [`Value::Bad`]. Nothing is appended on error.
-    pub fn parse_tsv(
-        &mut self,
-        line: &[u8],
-        time_ms: u64,
-        batch: &mut EventBatch,
-    ) -> Result<(), DecodeError> {
-        let line = line.strip_suffix(b"\n").unwrap_or(line);
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let fields = self.modes.len();
-        let (values_start, tokens_start) = (batch.values.len(), batch.tokens.len());
-        batch.values.reserve(fields);
-        // Each field is parsed as the tab after it is found: field `k` lies between tab `k` and
-        // tab `k + 1` (or the end), the label before tab 0.
-        let (mut tabs, mut from, mut label_end, mut bad) = (0, 0, line.len(), false);
-        let parser = &*self;
-        let mut field_at = |field: usize, raw: &[u8]| {
-            let value = parser.parse_bytes(field, raw, &mut batch.tokens);
-            bad |= matches!(value, Value::Bad(_));
-            batch.values.push(value);
-        };
-        for_each_tab(line, |tab| {
-            if tabs == 0 {
-                label_end = tab;
-            } else if tabs <= fields {
-                field_at(tabs - 1, &line[from..tab]);
-            }
-            tabs += 1;
-            from = tab + 1;
-        });
-        if tabs == fields && tabs > 0 {
-            field_at(fields - 1, &line[from..]);
-        }
-        let label = match (&line[..label_end], tabs == fields) {
-            (b"0", true) => false,
-            (b"1", true) => true,
-            (label, _) => {
-                batch.values.truncate(values_start);
-                batch.tokens.truncate(tokens_start);
-                return Err(match label {
-                    b"0" | b"1" => DecodeError::FieldCount(tabs + 1),
-                    _ => DecodeError::Label,
-                });
-            }
-        };
-        if bad {
-            self.count_bad(&batch.values[values_start..]);
-        }
-        batch.labels.push(label);
-        batch.times.push(time_ms);
-        Ok(())
-    }
-
-    /// Parses one JSON record (see [`crate::RecordFormat::Json`]): its `label`, and the schema's
-    /// fields by name as [`Parser::parse_json`] reads them, skipping the key `ignore`.
-    ///
-    /// # Errors
-    ///
-    /// [`DecodeError::NotJson`], [`DecodeError::Label`], or those of [`Parser::parse_json`];
-    /// nothing is appended.
-    pub fn parse_json_record(
+    /// [`DecodeError::LabelValue`], [`DecodeError::ColumnCount`], [`DecodeError::NotJson`],
+    /// [`DecodeError::NotAnObject`] or [`DecodeError::LibfmPair`]: the record cannot be used
+    /// at all and belongs in the dead letters. Malformed values are not errors: they are
+    /// counted and kept as [`Value::Bad`]. Nothing is appended on error.
+    pub fn parse_record(
         &mut self,
         payload: &[u8],
         time_ms: u64,
-        ignore: Option<&str>,
         batch: &mut EventBatch,
     ) -> Result<(), DecodeError> {
-        let mut value: serde_json::Value =
+        let (values_start, tokens_start) = (batch.values.len(), batch.tokens.len());
+        let parsed = match self.record.encoding {
+            Encoding::Delimited { delimiter } => {
+                let line = strip_newline(payload);
+                if delimiter != b'\t' && line.contains(&b'"') {
+                    self.parse_quoted(line, delimiter, batch)
+                } else {
+                    self.parse_delimited(line, delimiter, batch)
+                }
+            }
+            Encoding::Json => self.parse_json_record(payload, batch),
+            Encoding::Libfm => self.parse_libfm(strip_newline(payload), batch),
+        };
+        match parsed {
+            Ok(label) => {
+                if batch.values[values_start..]
+                    .iter()
+                    .any(|v| matches!(v, Value::Bad(_)))
+                {
+                    self.count_bad(values_start, batch);
+                }
+                batch.labels.push(label);
+                batch.times.push(time_ms);
+                Ok(())
+            }
+            Err(error) => {
+                batch.values.truncate(values_start);
+                batch.tokens.truncate(tokens_start);
+                batch.weights.truncate(tokens_start);
+                Err(error)
+            }
+        }
+    }
+
+    /// The label of a record from its label column's raw value.
+    fn label(&self, raw: Option<&[u8]>) -> Result<bool, DecodeError> {
+        raw.and_then(|raw| self.record.label.read(raw))
+            .ok_or_else(|| DecodeError::LabelValue(self.label_name()))
+    }
+
+    fn label_name(&self) -> String {
+        self.record
+            .columns
+            .iter()
+            .find(|c| c.role == Role::Label)
+            .map_or_else(|| "label".to_owned(), |c| c.name.clone())
+    }
+
+    /// A delimited line without quotes: each column is handled as the delimiter after it is
+    /// found. Feature columns come in field order, so their values are pushed as they come.
+    fn parse_delimited(
+        &self,
+        line: &[u8],
+        delimiter: u8,
+        batch: &mut EventBatch,
+    ) -> Result<bool, DecodeError> {
+        let columns = &self.record.columns;
+        let mut label = None;
+        let mut column = |at: usize, start: usize, end: usize, batch: &mut EventBatch| {
+            match columns.get(at).map(|c| c.role) {
+                Some(Role::Feature(f)) => {
+                    let value = self.parse_bytes(f as usize, &line[start..end], batch);
+                    batch.values.push(value);
+                }
+                Some(Role::Label) => label = Some((start, end)),
+                _ => {}
+            }
+        };
+        let (mut at, mut from) = (0usize, 0usize);
+        for_each_byte(line, delimiter, |end| {
+            column(at, from, end, batch);
+            at += 1;
+            from = end + 1;
+        });
+        column(at, from, line.len(), batch);
+        let label = self.label(label.map(|(a, b)| &line[a..b]))?;
+        if at + 1 != columns.len() {
+            return Err(DecodeError::ColumnCount {
+                expected: columns.len(),
+                got: at + 1,
+            });
+        }
+        Ok(label)
+    }
+
+    /// A delimited line with quoted columns: split first, then read.
+    fn parse_quoted(
+        &self,
+        line: &[u8],
+        delimiter: u8,
+        batch: &mut EventBatch,
+    ) -> Result<bool, DecodeError> {
+        let cells = split_columns(line, delimiter);
+        let columns = &self.record.columns;
+        let label_at = columns.iter().position(|c| c.role == Role::Label);
+        let label = self.label(label_at.and_then(|at| cells.get(at)).map(|c| &c[..]))?;
+        if cells.len() != columns.len() {
+            return Err(DecodeError::ColumnCount {
+                expected: columns.len(),
+                got: cells.len(),
+            });
+        }
+        for (column, cell) in columns.iter().zip(&cells) {
+            if let Role::Feature(f) = column.role {
+                let value = self.parse_bytes(f as usize, cell, batch);
+                batch.values.push(value);
+            }
+        }
+        Ok(label)
+    }
+
+    /// A JSON record: the label and the features at their paths; other keys are ignored.
+    fn parse_json_record(
+        &self,
+        payload: &[u8],
+        batch: &mut EventBatch,
+    ) -> Result<bool, DecodeError> {
+        let value: serde_json::Value =
             serde_json::from_slice(payload).map_err(|e| DecodeError::NotJson(e.to_string()))?;
-        let object = value.as_object_mut().ok_or(DecodeError::NotAnObject)?;
-        let label = crate::criteo::json_label(object.remove("label").as_ref())?;
-        if let Some(key) = ignore {
-            object.remove(key);
+        if !value.is_object() {
+            return Err(DecodeError::NotAnObject);
         }
-        self.parse_json(&value, time_ms, batch)?;
-        if let Some(last) = batch.labels.last_mut() {
-            *last = label;
+        let mut label = None;
+        let mut row = vec![None; self.modes.len()];
+        for column in &self.record.columns {
+            let found = json_path(&value, &column.name);
+            match column.role {
+                Role::Label => label = found,
+                Role::Feature(f) => row[f as usize] = found,
+                Role::Skip | Role::Time => {}
+            }
         }
-        Ok(())
+        let text = label.and_then(json_scalar_text);
+        let label = self.label(text.as_deref().map(str::as_bytes))?;
+        for (field, value) in row.into_iter().enumerate() {
+            let parsed = self.json_value(field, value, batch);
+            batch.values.push(parsed);
+        }
+        Ok(label)
+    }
+
+    /// A libFM line: the label, then `index:value` pairs, each index a token of field 0 with
+    /// the value as its weight.
+    fn parse_libfm(&self, line: &[u8], batch: &mut EventBatch) -> Result<bool, DecodeError> {
+        let mut parts = line
+            .split(|b| b.is_ascii_whitespace())
+            .filter(|p| !p.is_empty());
+        let label = self.label(parts.next())?;
+        let start = batch.tokens.len();
+        for pair in parts {
+            let split = pair.iter().position(|&b| b == b':');
+            let parsed = split.and_then(|at| {
+                let (index, value) = (&pair[..at], &pair[at + 1..]);
+                let weight = parse_number(value)? as f32;
+                (!index.is_empty() && index.iter().all(u8::is_ascii_digit))
+                    .then(|| (fingerprint(index), weight))
+            });
+            let Some((token, weight)) = parsed else {
+                return Err(DecodeError::LibfmPair(
+                    String::from_utf8_lossy(pair).into_owned(),
+                ));
+            };
+            batch.tokens.push(token);
+            batch.weights.push(weight);
+        }
+        let value = match self.modes.first() {
+            Some(ParseMode::Skip) | None => {
+                batch.tokens.truncate(start);
+                batch.weights.truncate(start);
+                Value::Missing
+            }
+            Some(_) => multi(start, batch.tokens.len()),
+        };
+        batch.values.push(value);
+        Ok(label)
     }
 
     /// Parses one JSON instance (an object of field name to value; absent fields are missing)
@@ -340,51 +464,61 @@ impl Parser {
                 .ok_or_else(|| DecodeError::UnknownField(name.clone()))?;
             row[field] = Some(value);
         }
+        let start = batch.values.len();
         for (field, value) in row.into_iter().enumerate() {
-            let parsed = match value {
-                None | Some(serde_json::Value::Null) => Value::Missing,
-                Some(serde_json::Value::String(s)) => {
-                    self.parse_bytes(field, s.as_bytes(), &mut batch.tokens)
-                }
-                Some(serde_json::Value::Number(n)) => {
-                    let text = n.to_string();
-                    self.parse_bytes(field, text.as_bytes(), &mut batch.tokens)
-                }
-                // An array is the field's items joined by its separator, as in a line: the same
-                // tokens, and the same length limit on the whole.
-                Some(serde_json::Value::Array(items)) => match self.modes[field] {
-                    ParseMode::Multi(separator) => {
-                        let items: Option<Vec<&[u8]>> = items
-                            .iter()
-                            .map(|i| i.as_str().map(str::as_bytes))
-                            .collect();
-                        match items {
-                            Some(items) => {
-                                let joined = items.join(&separator);
-                                self.parse_bytes(field, &joined, &mut batch.tokens)
-                            }
-                            None => Value::Bad(BadKind::WrongType),
-                        }
-                    }
-                    ParseMode::Skip => Value::Missing,
-                    _ => Value::Bad(BadKind::WrongType),
-                },
-                Some(_) => match self.modes[field] {
-                    ParseMode::Skip => Value::Missing,
-                    _ => Value::Bad(BadKind::WrongType),
-                },
-            };
+            let parsed = self.json_value(field, value, batch);
             batch.values.push(parsed);
         }
-        self.count_bad(&batch.values[batch.values.len() - self.modes.len()..]);
+        self.count_bad(start, batch);
         batch.labels.push(false);
         batch.times.push(time_ms);
         Ok(())
     }
 
-    /// Counts the malformed values of one parsed event.
-    fn count_bad(&mut self, row: &[Value]) {
-        for (field, value) in row.iter().enumerate() {
+    /// One field's value from JSON: strings and numbers as a line's text, arrays of strings
+    /// as a multi-valued field's items, anything else of the wrong type.
+    fn json_value(
+        &self,
+        field: usize,
+        value: Option<&serde_json::Value>,
+        batch: &mut EventBatch,
+    ) -> Value {
+        match value {
+            None | Some(serde_json::Value::Null) => Value::Missing,
+            Some(serde_json::Value::String(s)) => self.parse_bytes(field, s.as_bytes(), batch),
+            Some(serde_json::Value::Number(n)) => {
+                let text = n.to_string();
+                self.parse_bytes(field, text.as_bytes(), batch)
+            }
+            // An array is the field's items joined by its separator, as in a line: the same
+            // tokens, and the same length limit on the whole.
+            Some(serde_json::Value::Array(items)) => match self.modes[field] {
+                ParseMode::Multi(separator) => {
+                    let items: Option<Vec<&[u8]>> = items
+                        .iter()
+                        .map(|i| i.as_str().map(str::as_bytes))
+                        .collect();
+                    match items {
+                        Some(items) => {
+                            let joined = items.join(&separator);
+                            self.parse_bytes(field, &joined, batch)
+                        }
+                        None => Value::Bad(BadKind::WrongType),
+                    }
+                }
+                ParseMode::Skip => Value::Missing,
+                _ => Value::Bad(BadKind::WrongType),
+            },
+            Some(_) => match self.modes[field] {
+                ParseMode::Skip => Value::Missing,
+                _ => Value::Bad(BadKind::WrongType),
+            },
+        }
+    }
+
+    /// Counts the malformed values of the event whose values start at `start`.
+    fn count_bad(&mut self, start: usize, batch: &EventBatch) {
+        for (field, value) in batch.values[start..].iter().enumerate() {
             if let Value::Bad(kind) = value {
                 self.bad.add(field, *kind);
             }
@@ -405,7 +539,7 @@ impl Parser {
     /// length, an integer) are read here, small enough to inline into the line's loop; the
     /// rest in [`Parser::parse_other`].
     #[inline]
-    fn parse_bytes(&self, field: usize, raw: &[u8], tokens: &mut Vec<u64>) -> Value {
+    fn parse_bytes(&self, field: usize, raw: &[u8], batch: &mut EventBatch) -> Value {
         if raw.is_empty() {
             return Value::Missing;
         }
@@ -418,15 +552,15 @@ impl Parser {
             }
             ParseMode::Num => match parse_integer(raw) {
                 Some(x) => Value::Num(x),
-                None => self.parse_other(mode, raw, tokens),
+                None => self.parse_other(mode, raw, batch),
             },
-            _ => self.parse_other(mode, raw, tokens),
+            _ => self.parse_other(mode, raw, batch),
         }
     }
 
     /// [`Parser::parse_bytes`] for any non-empty value of a field parsed by `mode`.
     #[inline(never)]
-    fn parse_other(&self, mode: ParseMode, raw: &[u8], tokens: &mut Vec<u64>) -> Value {
+    fn parse_other(&self, mode: ParseMode, raw: &[u8], batch: &mut EventBatch) -> Value {
         match mode {
             ParseMode::Skip => Value::Missing,
             ParseMode::Num => match parse_number(raw) {
@@ -441,31 +575,71 @@ impl Parser {
                 if let Err(kind) = self.check_cat(raw) {
                     return Value::Bad(kind);
                 }
-                let start = tokens.len();
-                tokens.extend(
+                let start = batch.tokens.len();
+                batch.tokens.extend(
                     raw.split(|&b| b == separator)
                         .filter(|t| !t.is_empty())
                         .map(fingerprint),
                 );
-                multi(start, tokens.len())
+                batch.weights.resize(batch.tokens.len(), 1.0);
+                multi(start, batch.tokens.len())
             }
         }
     }
 }
 
-/// Calls `found` with the position of every tab in `line`, in order, eight bytes at a time:
-/// one pass over the line instead of a search per field (fields are a few bytes long, so a
-/// search's set-up costs more than its scan).
+/// Column `n` of a delimited line (quotes removed), when the line has that many.
+pub(crate) fn nth_column(line: &[u8], delimiter: u8, n: usize) -> Option<Vec<u8>> {
+    let line = strip_newline(line);
+    if delimiter != b'\t' && line.contains(&b'"') {
+        return split_columns(line, delimiter).into_iter().nth(n);
+    }
+    line.split(|&b| b == delimiter).nth(n).map(<[u8]>::to_vec)
+}
+
+/// The columns of a delimited line, a column in double quotes read as CSV does (RFC 4180: the
+/// delimiter inside is text, `""` is one quote). Quoted columns are rare in event streams, so
+/// this is the slow path beside [`Parser`]'s scan.
+pub(crate) fn split_columns(line: &[u8], delimiter: u8) -> Vec<Vec<u8>> {
+    let mut cells = vec![Vec::new()];
+    let (mut quoted, mut i) = (false, 0);
+    while i < line.len() {
+        let b = line[i];
+        let cell = cells.last_mut().expect("cells starts with one");
+        if quoted {
+            match (b, line.get(i + 1)) {
+                (b'"', Some(b'"')) => {
+                    cell.push(b'"');
+                    i += 1;
+                }
+                (b'"', _) => quoted = false,
+                _ => cell.push(b),
+            }
+        } else if b == b'"' && cell.is_empty() {
+            quoted = true;
+        } else if b == delimiter {
+            cells.push(Vec::new());
+        } else {
+            cell.push(b);
+        }
+        i += 1;
+    }
+    cells
+}
+
+/// Calls `found` with the position of every `byte` in `line`, in order, eight bytes at a
+/// time: one pass over the line instead of a search per column (columns are a few bytes long,
+/// so a search's set-up costs more than its scan).
 #[inline]
-fn for_each_tab(line: &[u8], mut found: impl FnMut(usize)) {
-    const TABS: u64 = 0x0909_0909_0909_0909;
+fn for_each_byte(line: &[u8], byte: u8, mut found: impl FnMut(usize)) {
+    let pattern = u64::from(byte) * 0x0101_0101_0101_0101;
     const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
     let mut chunks = line.chunks_exact(8);
     let mut base = 0;
     for chunk in &mut chunks {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
-        let x = u64::from_le_bytes(word) ^ TABS;
+        let x = u64::from_le_bytes(word) ^ pattern;
         // The high bit of each byte is set exactly where that byte of `x` is zero.
         let mut zeros = !(((x & LOW7) + LOW7) | x | LOW7);
         while zeros != 0 {
@@ -475,7 +649,7 @@ fn for_each_tab(line: &[u8], mut found: impl FnMut(usize)) {
         base += 8;
     }
     for (i, &b) in chunks.remainder().iter().enumerate() {
-        if b == b'\t' {
+        if b == byte {
             found(base + i);
         }
     }
@@ -526,21 +700,23 @@ fn parse_integer(raw: &[u8]) -> Option<f64> {
 mod tests {
     use super::*;
     use crate::fmap::spec::{FeatureMapSpec, Schema};
+    use crate::schema::SchemaSpec;
     use proptest::prelude::*;
 
     proptest! {
         /// The word-at-a-time scan finds exactly the tabs a byte-by-byte scan finds, at every
         /// length and alignment (bytes near 0x09 and with the high bit set included).
         #[test]
-        fn tab_positions_are_every_tab(
+        fn delimiter_positions_are_every_delimiter(
             line in proptest::collection::vec(
-                prop_oneof![Just(b'\t'), Just(0x08u8), Just(0x0au8), Just(0x89u8), any::<u8>()],
+                prop_oneof![Just(b'\t'), Just(b','), Just(0x08u8), Just(0x0au8), Just(0x89u8), any::<u8>()],
                 0..100,
             ),
+            byte in prop_oneof![Just(b'\t'), Just(b','), any::<u8>()],
         ) {
             let mut got = Vec::new();
-            for_each_tab(&line, |tab| got.push(tab));
-            let want: Vec<usize> = (0..line.len()).filter(|&i| line[i] == b'\t').collect();
+            for_each_byte(&line, byte, |at| got.push(at));
+            let want: Vec<usize> = (0..line.len()).filter(|&i| line[i] == byte).collect();
             prop_assert_eq!(got, want);
         }
 
@@ -572,19 +748,19 @@ mod tests {
             let want_result = match parts[0] {
                 b"0" | b"1" if parts.len() == 40 => {
                     for (field, raw) in parts[1..].iter().enumerate() {
-                        let value = reference.parse_bytes(field, raw, &mut want.tokens);
+                        let value = reference.parse_bytes(field, raw, &mut want);
                         want.values.push(value);
                     }
                     want.labels.push(parts[0] == b"1");
                     want.times.push(3);
                     Ok(())
                 }
-                b"0" | b"1" => Err(DecodeError::FieldCount(parts.len())),
-                _ => Err(DecodeError::Label),
+                b"0" | b"1" => Err(DecodeError::ColumnCount { expected: 40, got: parts.len() }),
+                _ => Err(DecodeError::LabelValue("label".into())),
             };
             let mut got = EventBatch::new(39);
             let mut parser = Parser::new(&layout);
-            prop_assert_eq!(parser.parse_tsv(&line, 3, &mut got), want_result);
+            prop_assert_eq!(parser.parse_record(&line, 3, &mut got), want_result);
             prop_assert_eq!(got, want);
         }
 
@@ -639,7 +815,7 @@ mod tests {
         line.extend_from_slice(b"\xff\xfe\t");
         line.extend(std::iter::repeat_n(b'x', 300));
         line.extend(std::iter::repeat_n(b'\t', 24));
-        p.parse_tsv(&line, 7, &mut batch).unwrap();
+        p.parse_record(&line, 7, &mut batch).unwrap();
         let row = batch.row(0);
         assert_eq!(row[0], Value::Bad(BadKind::NotNumeric));
         assert_eq!(row[1], Value::Missing);
@@ -653,17 +829,17 @@ mod tests {
     fn record_errors() {
         let mut p = parser();
         let mut batch = EventBatch::new(39);
-        assert_eq!(p.parse_tsv(b"2\t", 0, &mut batch), Err(DecodeError::Label));
+        assert_eq!(p.parse_record(b"2\t", 0, &mut batch), Err(DecodeError::LabelValue("label".into())));
         assert_eq!(
-            p.parse_tsv(b"1\t2\t3", 0, &mut batch),
-            Err(DecodeError::FieldCount(3))
+            p.parse_record(b"1\t2\t3", 0, &mut batch),
+            Err(DecodeError::ColumnCount { expected: 40, got: 3 })
         );
         // Too many fields, with malformed values before the surplus: nothing kept or counted.
         let mut long = b"1\tx".to_vec();
         long.extend(std::iter::repeat_n(b'\t', 40));
         assert_eq!(
-            p.parse_tsv(&long, 0, &mut batch),
-            Err(DecodeError::FieldCount(42))
+            p.parse_record(&long, 0, &mut batch),
+            Err(DecodeError::ColumnCount { expected: 40, got: 42 })
         );
         assert!(batch.is_empty() && batch.values.is_empty() && batch.tokens.is_empty());
         assert_eq!(p.bad.total(), 0);
@@ -678,7 +854,7 @@ mod tests {
         line.extend(std::iter::repeat_n(b'\t', 12));
         line.extend_from_slice(b"68fd1e64");
         line.extend(std::iter::repeat_n(b'\t', 25));
-        p.parse_tsv(&line, 0, &mut a).unwrap();
+        p.parse_record(&line, 0, &mut a).unwrap();
         let json = serde_json::json!({"I1": 3, "I2": "-1", "C1": "68fd1e64", "C2": null});
         p.parse_json(&json, 0, &mut b).unwrap();
         assert_eq!(a, b);
@@ -687,19 +863,24 @@ mod tests {
             Err(DecodeError::UnknownField(_))
         ));
 
-        // A JSON record: the same event with its label, the event-time key skipped.
+        // A JSON record of the preset: the same event with its label; keys the schema does
+        // not read (the event time's) are ignored.
+        let json_layout = FeatureMapSpec::criteo_default()
+            .compile(&SchemaSpec { format: Some("json".into()), ..SchemaSpec::preset_criteo() }.compile().unwrap())
+            .unwrap();
+        let mut p = Parser::new(&json_layout);
         let mut c = EventBatch::new(39);
         let record = br#"{"label": 1, "ts": 5, "I1": 3, "I2": "-1", "C1": "68fd1e64"}"#;
-        p.parse_json_record(record, 0, Some("ts"), &mut c).unwrap();
+        p.parse_record(record, 0, &mut c).unwrap();
         a.labels[0] = true;
         assert_eq!(a, c);
         for (record, kind) in [
             (&br#"{"I1": 3}"#[..], "label"),
-            (br#"{"label": 0, "ts": 5}"#, "unknown_field"),
+            (br#"{"label": 2, "ts": 5}"#, "label"),
             (b"[0]", "not_an_object"),
             (b"{", "not_json"),
         ] {
-            let error = p.parse_json_record(record, 0, None, &mut c).unwrap_err();
+            let error = p.parse_record(record, 0, &mut c).unwrap_err();
             assert_eq!(error.kind(), kind);
         }
         assert_eq!(c.len(), 1);
@@ -718,7 +899,7 @@ mod tests {
             line.extend(std::iter::repeat_n(b'\t', 17));
             line.extend_from_slice(c4.as_bytes());
             line.extend(std::iter::repeat_n(b'\t', 22));
-            p.parse_tsv(&line, 0, &mut batch).unwrap();
+            p.parse_record(&line, 0, &mut batch).unwrap();
             batch
         };
         let json = |p: &mut Parser, c4: serde_json::Value| {
