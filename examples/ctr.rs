@@ -4,7 +4,7 @@
 //! (`-- 100000`) it stops after that many events have been learned.
 
 use millrace_engine::spec::{
-    DecodeSpec, GeneratorSpec, JobSpec, LearnerSpec, ProgressSpec, PublishSpec, ServeSpec,
+    GeneratorSpec, JobSpec, LearnerSpec, ProgressSpec, PublishSpec, ServeSpec,
 };
 use millrace_engine::{Job, KafkaSourceConfig, RunOptions};
 use millrace_models::{FeatureSpec, FtrlParams};
@@ -29,7 +29,6 @@ fn ctr_job() -> anyhow::Result<JobSpec> {
             rows: 0,
             seed: 7,
         })
-        .decode(DecodeSpec::default())
         .features(FeatureSpec::Hashed { hash_bits: 20 })
         .learner(LearnerSpec::Ftrl(FtrlParams {
             alpha: 0.1,

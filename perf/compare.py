@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""Vowpal Wabbit's and River's online logistic regression on one Criteo-format file, split as
+"""Vowpal Wabbit's and River's online logistic regression on one file, split as
 `millrace bench online --holdout H` splits it: train in order on the first lines, score the
 rest. One JSON line per tool, in the fields `bench online` prints.
 
-Both learners see the features of millrace's hashed spec: each integer field is a token of its
-value (itself up to 2, else floor(ln(v)^2), "NA" when empty), each categorical field a token of
-its text. VW hashes them into 2^24 slots, one pass, logistic loss; River learns a
+`--format criteo`: both learners see the features of millrace's hashed spec: each integer field
+is a token of its value (itself up to 2, else floor(ln(v)^2), "NA" when empty), each
+categorical field a token of its text. `--format avazu`: a token per column but `id`, `click`
+and `hour` (the columns the job file reads as features). `--format movielens`: the user and
+the item, positive at a rating of 4 or more. `--format frappe`: a token per libFM index. VW hashes them into 2^24 slots, one pass, logistic loss; River learns a
 `linear_model.LogisticRegression` with its defaults on one-hot dicts. `seconds` is the training
 pass alone (the file is converted before the clock starts); `rows_per_sec` counts training rows.
 
@@ -39,17 +41,59 @@ def tokens(fields):
     return out
 
 
-def read(path, holdout):
-    """(train, test): lists of (label, tokens), split by line as `bench online` splits."""
+def criteo_row(line, header):
+    fields = line.split("\t")
+    if len(fields) != 40 or fields[0] not in ("0", "1"):
+        return None
+    return fields[0] == "1", tokens(fields[1:])
+
+
+def avazu_row(line, header):
+    fields = line.split(",")
+    if len(fields) != len(header) or fields[1] not in ("0", "1"):
+        return None
+    toks = ["%s_%s" % (n, v) for n, v in zip(header, fields) if n not in ("id", "click", "hour")]
+    return fields[1] == "1", toks
+
+
+def movielens_row(line, header):
+    fields = line.split("\t")
+    try:
+        rating = float(fields[2])
+    except (IndexError, ValueError):
+        return None
+    return rating >= 4.0, ["u_" + fields[0], "i_" + fields[1]]
+
+
+def frappe_row(line, header):
+    parts = line.split()
+    if not parts or parts[0] not in ("1", "+1", "-1", "0"):
+        return None
+    return parts[0] in ("1", "+1"), ["f_" + p.split(":")[0] for p in parts[1:]]
+
+
+# Per format: how a line reads, and the delimiter of its header line (None: no header).
+READERS = {
+    "criteo": (criteo_row, None),
+    "avazu": (avazu_row, ","),
+    "movielens": (movielens_row, "\t"),
+    "frappe": (frappe_row, None),
+}
+
+
+def read(path, holdout, fmt="criteo"):
+    """(train, test): lists of (label, tokens), split by line as `bench online` splits (a
+    header line first is not a data line)."""
+    row, delimiter = READERS[fmt]
     with open(path, "rb") as f:
-        lines = [line for line in f.read().split(b"\n") if line]
+        lines = [line.rstrip(b"\r").decode("utf-8", "replace") for line in f.read().split(b"\n") if line.strip()]
+    header = lines.pop(0).split(delimiter) if delimiter else None
     split = round(len(lines) * (1.0 - holdout))
     parts = ([], [])
     for i, line in enumerate(lines):
-        fields = line.rstrip(b"\r").decode("utf-8", "replace").split("\t")
-        if len(fields) != 40 or fields[0] not in ("0", "1"):
-            continue
-        parts[0 if i < split else 1].append((fields[0] == "1", tokens(fields[1:])))
+        parsed = row(line, header)
+        if parsed is not None:
+            parts[0 if i < split else 1].append(parsed)
     return parts
 
 
@@ -137,8 +181,9 @@ def main():
     parser.add_argument("--holdout", type=float, default=0.2)
     parser.add_argument("--bits", type=int, default=24)
     parser.add_argument("--tools", default="vw,river")
+    parser.add_argument("--format", default="criteo", choices=sorted(READERS))
     args = parser.parse_args()
-    train, test = read(args.input, args.holdout)
+    train, test = read(args.input, args.holdout, args.format)
     for tool in args.tools.split(","):
         result = vw(train, test, args.bits) if tool == "vw" else river(train, test)
         result["input"] = args.input

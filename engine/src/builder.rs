@@ -2,19 +2,19 @@
 
 use crate::error::{Error, Result};
 use crate::spec::{
-    CheckpointSpec, DecodeSpec, GeneratorSpec, JobSpec, LabelsSpec, LearnerSpec, ProgressSpec,
+    CheckpointSpec, GeneratorSpec, JobSpec, LabelsSpec, LearnerSpec, ProgressSpec,
     PublishSpec, ServeSpec, SinksSpec, SourceSpec,
 };
 use millrace_connectors::kafka::KafkaSourceConfig;
-use millrace_models::FeatureSpec;
+use millrace_models::{FeatureSpec, SchemaSpec};
 
-/// Builds a [`JobSpec`] step by step: source → decode → features → learner → publish → serve.
+/// Builds a [`JobSpec`] step by step: source → schema → features → learner → publish → serve.
 #[derive(Clone, Debug, Default)]
 pub struct JobBuilder {
     name: String,
     source: Option<SourceSpec>,
     generator: Option<GeneratorSpec>,
-    decode: DecodeSpec,
+    schema: Option<SchemaSpec>,
     features: Option<FeatureSpec>,
     learner: Option<LearnerSpec>,
     publish: Option<PublishSpec>,
@@ -65,9 +65,9 @@ impl JobBuilder {
         self
     }
 
-    /// The decoding (`[decode]`).
-    pub fn decode(mut self, decode: DecodeSpec) -> Self {
-        self.decode = decode;
+    /// The events' schema (`[schema]`; the Criteo preset when not given).
+    pub fn schema(mut self, schema: SchemaSpec) -> Self {
+        self.schema = Some(schema);
         self
     }
 
@@ -136,7 +136,7 @@ impl JobBuilder {
             name: self.name,
             source,
             generator: self.generator,
-            decode: self.decode,
+            schema: self.schema.unwrap_or_else(SchemaSpec::preset_criteo),
             labels: self.labels,
             features,
             learner,

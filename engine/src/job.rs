@@ -19,7 +19,6 @@ use millrace_connectors::kafka::{
     create_registry_topic, create_topics, EmbeddedBroker, KafkaReader, KafkaSourceConfig,
     LineProducer, Output, OutputSink, RateLimit, RegistryPublisher, WatermarkProbe, EMBEDDED,
 };
-use millrace_models::fmap::Schema;
 use millrace_models::synth::CriteoGenerator;
 use millrace_models::{DeadLetter, FeatureMap, FeatureSpec, ModelArtifact, RawRecord, Registry};
 use millrace_operators::checkpoint::{Choice, Collector};
@@ -567,11 +566,17 @@ fn run_dataflow(
         window: labels.window_epochs(spec.progress.epoch_ms),
         late: labels.late,
     });
-    // The FeatureMap layout of a `map` spec (checked when the spec was loaded).
+    // The events' schema and the FeatureMap layout of a `map` spec (checked when the spec was
+    // loaded). A schema with a time field gives the source its records' event times.
+    let schema = Arc::new(spec.event_schema()?);
+    let event_time = schema.record.as_ref().is_some_and(|r| {
+        r.columns.iter().any(|c| c.role == millrace_models::schema::Role::Time)
+    });
+    let time_schema = event_time.then(|| schema.clone());
     let layout = match &spec.features {
         FeatureSpec::Hashed { .. } => None,
         FeatureSpec::Map(map) => Some(
-            map.compile(&Schema::criteo())
+            map.compile(&schema)
                 .map_err(|problems| Error::Config { problems })?,
         ),
     };
@@ -658,8 +663,11 @@ fn run_dataflow(
         if checkpointing.is_some() && collector.is_none() {
             return Err("the agreed checkpoint cannot be read".to_owned());
         }
-        let reader = KafkaReader::assign(&kafka, &bootstrap, index, peers, partitions)
+        let mut reader = KafkaReader::assign(&kafka, &bootstrap, index, peers, partitions)
             .map_err(|e| e.to_string())?;
+        if let Some(schema) = time_schema.clone() {
+            reader = reader.with_event_time(Arc::new(move |payload| schema.event_time(payload)));
+        }
         let dead_letters = OutputSink::new(
             &bootstrap,
             &kafka.dead_letter_topic,
@@ -755,8 +763,7 @@ fn run_dataflow(
                 }
                 // A FeatureMap: parse, fit and transform per epoch, learn across versions.
                 Some(layout) => {
-                    let (events, dead) =
-                        records.parse_events(layout.clone(), format, featurize_stats.clone());
+                    let (events, dead) = records.parse_events(layout.clone(), featurize_stats.clone());
                     concat_dead(dead, join_dead).deliver("dead_letters", delivery);
                     let map = FeatureMap::new(layout);
                     let (rows, updates) = events.featurize(map.clone(), featurize_stats, |_, _| {});

@@ -117,10 +117,27 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Schema tools.
+    Schema {
+        #[command(subcommand)]
+        schema: SchemaCommand,
+    },
     /// Benchmarks that print one JSON line.
     Bench {
         #[command(subcommand)]
         bench: Bench,
+    },
+}
+
+#[derive(Subcommand)]
+enum SchemaCommand {
+    /// Print a `[schema]` block guessed from a file's header and first rows, to edit.
+    Infer {
+        /// The file.
+        file: PathBuf,
+        /// Its format (csv, tsv, json or libfm); guessed from the first line when absent.
+        #[arg(long)]
+        format: Option<String>,
     },
 }
 
@@ -177,11 +194,19 @@ enum Bench {
         #[arg(long, default_value_t = 10)]
         epochs: u64,
     },
-    /// Train online on the first part of a file, evaluate on the rest.
+    /// Train online on the first part of a file, evaluate on the rest: hashed Criteo features,
+    /// or with `--job` a job file's schema, FeatureMap and learner.
     Online {
         /// The input file.
         #[arg(long)]
         input: PathBuf,
+        /// A job file whose `[schema]`, `[features]` (a FeatureMap) and `[learner]` to run on
+        /// the file; the hashed-feature options do not apply then.
+        #[arg(long, conflicts_with_all = ["hash_bits", "model", "workers", "q213", "int8", "registry", "publish_every", "alpha", "l1", "l2"])]
+        job: Option<PathBuf>,
+        /// With `--job`: training lines per epoch (one FeatureMap version each).
+        #[arg(long, default_value_t = 1000, requires = "job")]
+        epoch_rows: usize,
         /// The input's format.
         #[arg(long, value_enum, default_value_t = Format::Criteo)]
         format: Format,
@@ -435,6 +460,37 @@ fn run_cli() -> anyhow::Result<()> {
             bench:
                 Bench::Online {
                     input,
+                    job: Some(job),
+                    epoch_rows,
+                    holdout,
+                    ..
+                },
+        } => {
+            let spec = millrace_engine::spec::JobSpec::from_file(&job)?;
+            let config = bench::job_file::JobFileBench {
+                holdout,
+                epoch_rows,
+            };
+            let figures = bench::job_file::online(&input, &spec, &config)?;
+            println!("{}", serde_json::to_string(&figures)?);
+            Ok(())
+        }
+        Command::Schema {
+            schema: SchemaCommand::Infer { file, format },
+        } => {
+            let text = std::fs::read(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let spec = millrace_models::schema::infer::infer(&text, format.as_deref())
+                .map_err(|why| anyhow::anyhow!("{why}"))?;
+            print!("{}", millrace_models::schema::infer::to_toml(&spec));
+            Ok(())
+        }
+        Command::Bench {
+            bench:
+                Bench::Online {
+                    input,
+                    job: None,
+                    epoch_rows: _,
                     format: Format::Criteo,
                     holdout,
                     hash_bits,
@@ -452,7 +508,7 @@ fn run_cli() -> anyhow::Result<()> {
                 },
         } => {
             let features = FeatureSpec::Hashed { hash_bits };
-            let problems = features.problems();
+            let problems = features.problems(&millrace_models::Schema::criteo());
             if !problems.is_empty() {
                 bail!("{}", problems.join("; "));
             }

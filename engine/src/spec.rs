@@ -7,7 +7,7 @@
 
 use crate::error::{Error, Result};
 use millrace_connectors::kafka::{KafkaSourceConfig, EMBEDDED};
-use millrace_models::{FeatureSpec, RecordFormat};
+use millrace_models::{FeatureSpec, RecordFormat, Schema, SchemaSpec};
 use millrace_operators::LatePolicy;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -24,9 +24,10 @@ pub struct JobSpec {
     /// An optional built-in producer of synthetic events into the source topic (the demo's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generator: Option<GeneratorSpec>,
-    /// How records are decoded.
-    #[serde(default)]
-    pub decode: DecodeSpec,
+    /// The events' schema (`[schema]`): the records' format and fields; the Criteo preset when
+    /// absent.
+    #[serde(default = "SchemaSpec::preset_criteo")]
+    pub schema: SchemaSpec,
     /// Optional join of impressions and delayed clicks into labeled events (`[labels]`): the
     /// source then carries `imp` and `clk` records (see `millrace_models::labels`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -121,15 +122,30 @@ pub struct LabelsSpec {
 }
 
 impl JobSpec {
-    /// How the job's records hold events.
+    /// How the job's records hold Criteo events, for hashed features (which read the Criteo
+    /// preset only).
     pub fn record_format(&self) -> RecordFormat {
         let SourceSpec::Kafka(kafka) = &self.source;
-        match self.decode.format {
-            Format::Criteo => RecordFormat::Tsv,
-            Format::Json => RecordFormat::Json {
+        match self.schema.format() {
+            Some("json") => RecordFormat::Json {
                 ignore: kafka.event_time_field.clone(),
             },
+            _ => RecordFormat::Tsv,
         }
+    }
+
+    /// The job's compiled schema.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] with the schema's problems (none for a spec that was validated).
+    pub fn event_schema(&self) -> Result<Schema> {
+        self.schema.compile().map_err(|problems| Error::Config {
+            problems: problems
+                .into_iter()
+                .map(|p| format!("[schema] {p}"))
+                .collect(),
+        })
     }
 }
 
@@ -160,26 +176,6 @@ impl Default for GeneratorSpec {
             seed: 7,
         }
     }
-}
-
-/// The wire format of records.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Format {
-    /// Criteo tab-separated lines.
-    #[default]
-    Criteo,
-    /// JSON objects of the Criteo fields by name, with `label` (and, when the source names
-    /// one, the event-time field).
-    Json,
-}
-
-/// How records are decoded.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DecodeSpec {
-    /// The records' format.
-    pub format: Format,
 }
 
 /// The online learner, chosen by `type` (`"ftrl"` or `"fm"`).
@@ -252,7 +248,7 @@ const SECTIONS: [&str; 12] = [
     "name",
     "source",
     "generator",
-    "decode",
+    "schema",
     "labels",
     "features",
     "learner",
@@ -344,7 +340,7 @@ impl JobSpec {
         };
         let source = section::<SourceSpec>(&table, "source", true, &mut problems);
         let generator = section::<GeneratorSpec>(&table, "generator", false, &mut problems);
-        let decode = section::<DecodeSpec>(&table, "decode", false, &mut problems);
+        let schema = section::<SchemaSpec>(&table, "schema", false, &mut problems);
         let labels = section::<LabelsSpec>(&table, "labels", false, &mut problems);
         let features = section::<FeatureSpec>(&table, "features", true, &mut problems);
         let learner = section::<LearnerSpec>(&table, "learner", true, &mut problems);
@@ -359,7 +355,9 @@ impl JobSpec {
             name: name.as_ref(),
             source: source.known(),
             generator: generator.optional(),
-            decode: decode.or_default(),
+            schema: schema
+                .optional()
+                .map(|s| s.cloned().unwrap_or_else(SchemaSpec::preset_criteo)),
             labels: labels.optional(),
             features: features.known(),
             learner: learner.known(),
@@ -383,7 +381,7 @@ impl JobSpec {
                 name,
                 source,
                 generator: generator.whole(),
-                decode: decode.whole().unwrap_or_default(),
+                schema: schema.whole().unwrap_or_else(SchemaSpec::preset_criteo),
                 labels: labels.whole(),
                 features,
                 learner,
@@ -405,7 +403,7 @@ impl JobSpec {
             name: Some(&self.name),
             source: Some(&self.source),
             generator: Some(self.generator.as_ref()),
-            decode: Some(self.decode.clone()),
+            schema: Some(self.schema.clone()),
             labels: Some(self.labels.as_ref()),
             features: Some(&self.features),
             learner: Some(&self.learner),
@@ -475,7 +473,7 @@ struct Sections<'a> {
     name: Option<&'a String>,
     source: Option<&'a SourceSpec>,
     generator: Option<Option<&'a GeneratorSpec>>,
-    decode: Option<DecodeSpec>,
+    schema: Option<SchemaSpec>,
     labels: Option<Option<&'a LabelsSpec>>,
     features: Option<&'a FeatureSpec>,
     learner: Option<&'a LearnerSpec>,
@@ -511,23 +509,40 @@ fn check(job: &Sections<'_>) -> Vec<String> {
     if let Some(kafka) = kafka {
         add("source", kafka.problems());
     }
-    let json = job.decode.as_ref().map(|d| d.format == Format::Json);
-    if let (Some(kafka), Some(false)) = (kafka, json) {
+    let compiled = job.schema.as_ref().map(SchemaSpec::compile);
+    if let Some(Err(list)) = &compiled {
+        add("schema", list.clone());
+    }
+    let schema = compiled.and_then(Result::ok);
+    let preset = job.schema.as_ref().map(|s| s.preset.is_some());
+    let json = job.schema.as_ref().map(|s| s.format() == Some("json"));
+    if let (Some(kafka), Some(true), Some(false)) = (kafka, preset, json) {
         if kafka.event_time_field.is_some() {
             add(
                 "source",
                 vec![
-                    "`event_time_field` needs JSON records (`[decode] format = \"json\"`)"
+                    "`event_time_field` needs the criteo preset's JSON records (`[schema] preset = \"criteo\"`, `format = \"json\"`); a declared schema names its `time` field"
                         .to_owned(),
                 ],
             );
         }
     }
-    if let (Some(Some(_)), Some(true)) = (job.labels, json) {
-        add(
-            "decode",
-            vec!["`format = \"json\"` cannot be joined by `[labels]`, which reads `imp` and `clk` lines".to_owned()],
-        );
+    if let (Some(kafka), Some(false)) = (kafka, preset) {
+        if kafka.event_time_field.is_some() {
+            add(
+                "source",
+                vec!["`event_time_field` is for the criteo preset; a declared schema names its `time` field".to_owned()],
+            );
+        }
+    }
+    let criteo_lines = preset == Some(true) && json == Some(false);
+    if let (Some(Some(_)), Some(_)) = (job.labels, &job.schema) {
+        if !criteo_lines {
+            add(
+                "schema",
+                vec!["`[labels]` joins `imp` and `clk` lines of the criteo preset's tab-separated events only".to_owned()],
+            );
+        }
     }
     if let Some(Some(generator)) = job.generator {
         let mut list = Vec::new();
@@ -543,11 +558,11 @@ fn check(job: &Sections<'_>) -> Vec<String> {
             // outruns the job would have events deleted before they are read.
             list.push("`rows_per_sec` must be > 0 with the embedded broker, which keeps only a bounded window of records".to_owned());
         }
-        // The generator writes Criteo lines, which neither JSON decoding nor the label join
+        // The generator writes Criteo lines, which neither another schema nor the label join
         // reads: every event would be a dead letter.
-        if json == Some(true) {
+        if job.schema.is_some() && !criteo_lines {
             list.push(
-                "it writes Criteo lines, which `[decode] format = \"json\"` cannot read".to_owned(),
+                "it writes Criteo lines, which only `[schema] preset = \"criteo\"` (tab-separated) reads".to_owned(),
             );
         }
         if let Some(Some(_)) = job.labels {
@@ -563,7 +578,17 @@ fn check(job: &Sections<'_>) -> Vec<String> {
         }
     }
     if let Some(features) = job.features {
-        add("features", features.problems());
+        match (features, &schema) {
+            (FeatureSpec::Hashed { .. }, _) if preset == Some(false) => add(
+                "features",
+                vec!["`type = \"hashed\"` reads the criteo preset only: hash another schema's fields with `type = \"map\"` and `hash` transforms".to_owned()],
+            ),
+            (FeatureSpec::Hashed { .. }, _) => {
+                add("features", features.problems(&Schema::criteo()))
+            }
+            (FeatureSpec::Map(_), Some(schema)) => add("features", features.problems(schema)),
+            (FeatureSpec::Map(_), None) => {}
+        }
     }
     if let Some(learner) = job.learner {
         add("learner", learner.problems());
@@ -1014,7 +1039,7 @@ registry = "target/registry"
             "{text}"
         );
         let text = problems(&format!(
-            "{GOOD}\n[generator]\nrows_per_sec = 10.0\n[decode]\nformat = \"json\"\n"
+            "{GOOD}\n[generator]\nrows_per_sec = 10.0\n[schema]\npreset = \"criteo\"\nformat = \"json\"\n"
         ))
         .join("\n");
         assert!(
@@ -1112,9 +1137,9 @@ registry = "target/registry"
         let named = GOOD.replace("[features]", "event_time_field = \"ts\"\n\n[features]");
         assert_eq!(
             problems(&named),
-            ["[source] `event_time_field` needs JSON records (`[decode] format = \"json\"`)"]
+            ["[source] `event_time_field` needs the criteo preset's JSON records (`[schema] preset = \"criteo\"`, `format = \"json\"`); a declared schema names its `time` field"]
         );
-        let json = format!("{named}\n[decode]\nformat = \"json\"\n");
+        let json = format!("{named}\n[schema]\npreset = \"criteo\"\nformat = \"json\"\n");
         let spec = JobSpec::from_toml(&json).unwrap();
         assert_eq!(
             spec.record_format(),
@@ -1126,6 +1151,60 @@ registry = "target/registry"
         assert_eq!(problems(&joined).len(), 1);
         assert!(problems(&named.replace("\"ts\"", "\" \""))
             .contains(&"[source] `event_time_field` must not be empty".to_owned()));
+    }
+
+    /// A declared schema's problems and the FeatureMap's against it come in one list.
+    #[test]
+    fn a_declared_schema_lists_every_problem_with_the_features() {
+        let declared = GOOD.replace(
+            "[features]\ntype = \"hashed\"\nhash_bits = 20",
+            r#"[schema]
+format = "csv"
+fields = [
+  { name = "click", type = "label" },
+  { name = "site", type = "category" },
+  { name = "site", type = "number" },
+  { name = "price", type = "float" },
+]
+
+[features]
+type = "map"
+[[features.transform]]
+kind = "one_hot"
+fields = ["site", "country"]
+[[features.transform]]
+kind = "bucketize"
+fields = ["site"]
+buckets = 10"#,
+        );
+        assert_eq!(
+            problems(&declared),
+            [
+                "[schema] field 3 (`site`): the name is given twice",
+                "[schema] field 4 (`price`): unknown type \"float\" (expected one of skip, label, time, category, number, tokens)",
+            ]
+        );
+        let fixed = declared
+            .replace("{ name = \"site\", type = \"number\" },\n", "")
+            .replace("\"float\"", "\"number\"");
+        assert_eq!(
+            problems(&fixed),
+            [
+                "[features] transform 1 (one_hot): no field `country`",
+                "[features] transform 2 (bucketize): `site` is a category, not a number",
+            ]
+        );
+        let good = fixed.replace(", \"country\"", "").replace("[\"site\"]\nbuckets", "[\"price\"]\nbuckets");
+        let spec = JobSpec::from_toml(&good).unwrap();
+        assert_eq!(spec.event_schema().unwrap().fields, ["site", "price"]);
+        assert_eq!(JobSpec::from_toml(&spec.to_toml()).unwrap(), spec);
+        let features = good.find("[features]").unwrap()..good.find("[learner]").unwrap();
+        let mut hashed = good.clone();
+        hashed.replace_range(features, "[features]\ntype = \"hashed\"\nhash_bits = 20\n\n");
+        assert_eq!(
+            problems(&hashed),
+            ["[features] `type = \"hashed\"` reads the criteo preset only: hash another schema's fields with `type = \"map\"` and `hash` transforms"]
+        );
     }
 
     #[test]

@@ -381,7 +381,7 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(
 /// letter.
 #[test]
 fn json_records_with_a_named_event_time_field_with_2_workers() {
-    use millrace_engine::spec::{DecodeSpec, Format};
+    use millrace_models::SchemaSpec;
     use millrace_models::synth::CriteoGenerator;
 
     let (topic, dead_letter_topic) = fresh_topics("json");
@@ -415,8 +415,9 @@ fn json_records_with_a_named_event_time_field_with_2_workers() {
             stop_after_records: None,
             event_time_field: Some("event_ts".into()),
         })
-        .decode(DecodeSpec {
-            format: Format::Json,
+        .schema(SchemaSpec {
+            format: Some("json".into()),
+            ..SchemaSpec::preset_criteo()
         })
         .features(HASHED);
     let spec = common::learn_quietly(spec, registry.path(), 1000);

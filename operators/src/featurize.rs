@@ -29,7 +29,7 @@ use millrace_models::fmap::{
     BadKind, EventBatch, FeatureFitter, FeaturePartial, FeatureUpdate, Layout, Parser, Partials,
     TransformCounts, Transition,
 };
-use millrace_models::{CsrBatch, DeadLetter, FeatureMap, RawRecord, RecordFormat};
+use millrace_models::{CsrBatch, DeadLetter, FeatureMap, RawRecord};
 use std::collections::{btree_map, hash_map, BTreeMap, HashMap, HashSet};
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -129,11 +129,11 @@ pub(crate) fn stash_for<'a, V>(
 
 /// Parses raw records into event batches.
 pub trait ParseEvents<'scope> {
-    /// Parses each record in `format`: a delimited line of `layout`'s schema (label first), or a
-    /// JSON object of its fields by name with a `label`. Good records become one [`EventBatch`]
-    /// per input batch on the first stream, each event with the position it was read at;
-    /// records without a valid label, with the wrong number of fields, with unknown fields or
-    /// that are not JSON become dead letters on the second. Each kind of
+    /// Parses each record as `layout`'s schema declares (a delimited line, a JSON object or a
+    /// libFM line). Good records become one [`EventBatch`] per input batch on the first
+    /// stream, each event with the position it was read at; records without a valid label,
+    /// with the wrong number of columns, that are not JSON objects or hold a malformed libFM
+    /// pair become dead letters on the second, their reason naming the field. Each kind of
     /// error is logged once per worker; everything is counted in `stats`.
     ///
     /// An event's time is its record's timestamp (Kafka's create or log-append time), or the
@@ -143,7 +143,7 @@ pub trait ParseEvents<'scope> {
     ///
     /// ```
     /// use millrace_models::fmap::{FeatureMapSpec, Schema};
-    /// use millrace_models::{RawRecord, RecordFormat};
+    /// use millrace_models::RawRecord;
     /// use millrace_operators::{FeaturizeStats, ParseEvents};
     /// use std::sync::{atomic::Ordering, Arc};
     /// use timely::dataflow::operators::ToStream;
@@ -157,7 +157,7 @@ pub trait ParseEvents<'scope> {
     ///         RawRecord { partition: 0, offset: 0, payload: line.into_bytes(), timestamp_ms: None },
     ///         RawRecord { partition: 0, offset: 1, payload: b"not an event".to_vec(), timestamp_ms: None },
     ///     ];
-    ///     let (_events, _dead) = records.to_stream(scope).parse_events(layout, RecordFormat::Tsv, shared);
+    ///     let (_events, _dead) = records.to_stream(scope).parse_events(layout, shared);
     /// });
     /// assert_eq!(stats.parsed.load(Ordering::Relaxed), 1);
     /// assert_eq!(stats.dead_letters.load(Ordering::Relaxed), 1);
@@ -165,7 +165,6 @@ pub trait ParseEvents<'scope> {
     fn parse_events(
         self,
         layout: Layout,
-        format: RecordFormat,
         stats: Arc<FeaturizeStats>,
     ) -> (
         StreamVec<'scope, u64, EventBatch>,
@@ -177,7 +176,6 @@ impl<'scope> ParseEvents<'scope> for StreamVec<'scope, u64, RawRecord> {
     fn parse_events(
         self,
         layout: Layout,
-        format: RecordFormat,
         stats: Arc<FeaturizeStats>,
     ) -> (
         StreamVec<'scope, u64, EventBatch>,
@@ -216,18 +214,7 @@ impl<'scope> ParseEvents<'scope> for StreamVec<'scope, u64, RawRecord> {
                     let mut letters = Vec::new();
                     for record in data.drain(..) {
                         let time_ms = record.timestamp_ms.unwrap_or(now);
-                        let parsed = match &format {
-                            RecordFormat::Tsv => {
-                                parser.parse_record(&record.payload, time_ms, &mut batch)
-                            }
-                            RecordFormat::Json { ignore } => parser.parse_json_record(
-                                &record.payload,
-                                time_ms,
-                                ignore.as_deref(),
-                                &mut batch,
-                            ),
-                        };
-                        match parsed {
+                        match parser.parse_record(&record.payload, time_ms, &mut batch) {
                             Ok(()) => batch.sources.push(record.position()),
                             Err(error) => letters.push(crate::decode::dead_letter(
                                 &mut logged,

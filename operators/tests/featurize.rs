@@ -10,7 +10,7 @@ use millrace_models::fmap::Transition;
 use millrace_models::fmap::{
     FeatureMapSpec, InvalidPolicy, Layout, Parser, Schema, TransformSpec, Value,
 };
-use millrace_models::{CsrBatch, EventBatch, FeatureMap, RecordFormat};
+use millrace_models::{CsrBatch, EventBatch, FeatureMap};
 use millrace_models::{FeatureSpec, FtrlParams, Learner, LearnerParams, Registry};
 use millrace_operators::{
     Featurize, FeaturizeStats, FitFeatureMap, PublishPolicy, TrainRows, TrainerConfig,
@@ -744,11 +744,9 @@ fn parsed_events_take_their_records_timestamps() {
             timestamp_ms,
         };
         let records = vec![record(0, Some(1_700_000_000_123)), record(1, None)];
-        let (events, _dead) = records.to_stream(scope).parse_events(
-            layout,
-            RecordFormat::Tsv,
-            Arc::new(FeaturizeStats::default()),
-        );
+        let (events, _dead) = records
+            .to_stream(scope)
+            .parse_events(layout, Arc::new(FeaturizeStats::default()));
         events.inspect(move |batch: &EventBatch| out.lock().unwrap().extend(&batch.times));
     });
     let times = times.lock().unwrap();

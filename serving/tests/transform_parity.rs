@@ -3,7 +3,7 @@
 //! row.
 
 use millrace_models::fmap::{FeatureMapSpec, FeatureUpdate, Parser, Schema, TransformCounts};
-use millrace_models::{CsrBatch, EventBatch, FeatureMap, RawRecord, RecordFormat};
+use millrace_models::{CsrBatch, EventBatch, FeatureMap, RawRecord};
 use millrace_operators::{FeaturizeStats, ParseEvents, TransformRows};
 use proptest::prelude::*;
 use std::sync::{Arc, Mutex};
@@ -92,7 +92,7 @@ fn dataflow_row(map: &FeatureMap, line: String) -> CsrBatch {
         let (events, _dead) =
             vec![record]
                 .to_stream(scope)
-                .parse_events(layout, RecordFormat::Tsv, stats.clone());
+                .parse_events(layout, stats.clone());
         let updates = Vec::<FeatureUpdate>::new().to_stream(scope);
         events
             .transform_rows(updates, map, stats, |_, _| {})

@@ -19,4 +19,4 @@ pub use registry::{
     create_registry_topic, KafkaVersions, Published, RegistryPublisher, PIECE_BYTES,
 };
 pub use sink::{text_headers, Output, OutputSink, EPOCH_HEADER, MESSAGE_TIMEOUT};
-pub use source::KafkaReader;
+pub use source::{EventTimeReader, KafkaReader};

@@ -19,7 +19,12 @@ use rdkafka::message::Message;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 use rdkafka::{Offset, TopicPartitionList};
+use std::sync::Arc;
 use std::time::Duration;
+
+/// Reads the event time of a record from its payload (milliseconds since the Unix epoch), or
+/// `None` when the record has no usable one.
+pub type EventTimeReader = Arc<dyn Fn(&[u8]) -> Option<u64> + Send + Sync>;
 
 /// One worker's reader of its share of a topic's partitions.
 pub struct KafkaReader {
@@ -32,8 +37,9 @@ pub struct KafkaReader {
     /// Whether the partitions are assigned yet: on the first poll (from the beginning), or by
     /// a seek before it, so that nothing is fetched from a position a seek then abandons.
     assigned: bool,
-    /// The JSON field that holds the records' event time, if any.
-    event_time_field: Option<String>,
+    /// Reads a record's event time from its payload, if the records carry one (a JSON field
+    /// named by `event_time_field`, or a declared schema's time field).
+    event_time: Option<EventTimeReader>,
     /// Records without a usable event-time field (they kept their Kafka timestamp).
     missing_event_times: u64,
     /// The partitions read to their end: the client reported that it reached the end and no
@@ -111,7 +117,7 @@ impl KafkaReader {
                 partitions,
                 skip_below: Vec::new(),
                 assigned: true,
-                event_time_field: None,
+                event_time: None,
                 missing_event_times: 0,
                 at_end: Vec::new(),
             });
@@ -142,7 +148,11 @@ impl KafkaReader {
             partitions,
             skip_below: Vec::new(),
             assigned: false,
-            event_time_field: config.event_time_field.clone(),
+            event_time: config.event_time_field.clone().map(|field| {
+                let read: EventTimeReader =
+                    Arc::new(move |payload: &[u8]| event_time_ms(payload, &field));
+                read
+            }),
             missing_event_times: 0,
             at_end: Vec::new(),
         })
@@ -233,7 +243,15 @@ impl KafkaReader {
             .map_err(kafka("source"))
     }
 
-    /// Records read so far without a usable `event_time_field` (0 without one).
+    /// Takes each record's event time from its payload with `read` (records for which it gives
+    /// `None` keep their Kafka timestamp and are counted in
+    /// [`KafkaReader::missing_event_times`]).
+    pub fn with_event_time(mut self, read: EventTimeReader) -> Self {
+        self.event_time = Some(read);
+        self
+    }
+
+    /// Records read so far without a usable event time in their payload (0 without a reader).
     pub fn missing_event_times(&self) -> u64 {
         self.missing_event_times
     }
@@ -293,9 +311,9 @@ impl KafkaReader {
                             .to_millis()
                             .and_then(|ms| u64::try_from(ms).ok())
                     };
-                    let timestamp_ms = match &self.event_time_field {
+                    let timestamp_ms = match &self.event_time {
                         None => kafka_time(),
-                        Some(field) => event_time_ms(payload, field).or_else(|| {
+                        Some(read) => read(payload).or_else(|| {
                             self.missing_event_times += 1;
                             kafka_time()
                         }),

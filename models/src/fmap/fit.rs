@@ -3,7 +3,7 @@
 //! that makes the next FeatureMap version ([`FeatureFitter`]).
 
 use super::kll::Kll;
-use super::map::FeatureMap;
+use super::map::{FeatureMap, Transition};
 use super::spec::{Kind, Layout, VocabSpec};
 use super::value::{EventBatch, Value};
 use super::{num_token, small_integer, BuildIdentity, SMALL_INTEGERS};
@@ -659,35 +659,73 @@ impl FeatureFitter {
     }
 }
 
-impl FeatureMap {
-    /// Fits a FeatureMap in one process, the batch counterpart of the dataflow's fit (Spark
-    /// ML's `fit` on a dataset): each batch is one epoch, observed and merged as the dataflow
-    /// does on a single worker at times 0, 1, …; an empty batch makes no version, as an epoch
-    /// without events makes none there. Returns the version after the last epoch.
-    pub fn fit(layout: Layout, epochs: &[EventBatch]) -> FeatureMap {
-        let mut fitters: Vec<FeatureFitter> = (0..layout.features.len() as u32)
-            .filter_map(|f| FeatureFitter::new(&layout, f))
-            .collect();
-        let mut map = FeatureMap::new(layout);
-        for (time, batch) in epochs.iter().enumerate() {
-            if batch.is_empty() {
-                continue;
-            }
-            let mut partials = Partials::new(&map.layout, time as u64);
-            partials.observe(batch);
-            let mut by_feature = partials.finish(0);
-            let updates: Vec<FeatureUpdate> = fitters
-                .iter_mut()
-                .filter_map(|fitter| {
-                    let at = by_feature
-                        .iter()
-                        .position(|p| p.feature == fitter.feature)?;
-                    Some(fitter.merge(vec![by_feature.swap_remove(at)]))
-                })
-                .collect();
-            map.apply(&updates);
+/// A FeatureMap fitted in one process, epoch by epoch: the batch counterpart of the dataflow's
+/// fit (Spark ML's `fit` on a dataset), observing and merging each epoch as the dataflow does
+/// on a single worker.
+#[derive(Clone, Debug)]
+pub struct BatchFitter {
+    fitters: Vec<FeatureFitter>,
+    map: FeatureMap,
+    epochs: u64,
+}
+
+impl BatchFitter {
+    /// Version 0 of `layout`'s map, with nothing observed.
+    pub fn new(layout: Layout) -> Self {
+        BatchFitter {
+            fitters: (0..layout.features.len() as u32)
+                .filter_map(|f| FeatureFitter::new(&layout, f))
+                .collect(),
+            map: FeatureMap::new(layout),
+            epochs: 0,
         }
-        map
+    }
+
+    /// The current version.
+    pub fn map(&self) -> &FeatureMap {
+        &self.map
+    }
+
+    /// Fits the next epoch's events into the next version and says how to carry a model
+    /// across; an empty batch makes no version (`None`), as an epoch without events makes none
+    /// in the dataflow.
+    pub fn fit_epoch(&mut self, batch: &EventBatch) -> Option<Transition> {
+        let time = self.epochs;
+        self.epochs += 1;
+        if batch.is_empty() {
+            return None;
+        }
+        let mut partials = Partials::new(&self.map.layout, time);
+        partials.observe(batch);
+        let mut by_feature = partials.finish(0);
+        let updates: Vec<FeatureUpdate> = self
+            .fitters
+            .iter_mut()
+            .filter_map(|fitter| {
+                let at = by_feature
+                    .iter()
+                    .position(|p| p.feature == fitter.feature)?;
+                Some(fitter.merge(vec![by_feature.swap_remove(at)]))
+            })
+            .collect();
+        Some(self.map.apply(&updates))
+    }
+
+    /// The fitted version.
+    pub fn into_map(self) -> FeatureMap {
+        self.map
+    }
+}
+
+impl FeatureMap {
+    /// Fits a FeatureMap in one process ([`BatchFitter`]): each batch is one epoch at times 0,
+    /// 1, …. Returns the version after the last epoch.
+    pub fn fit(layout: Layout, epochs: &[EventBatch]) -> FeatureMap {
+        let mut fitter = BatchFitter::new(layout);
+        for batch in epochs {
+            fitter.fit_epoch(batch);
+        }
+        fitter.into_map()
     }
 }
 

@@ -21,7 +21,7 @@ pub mod map;
 pub mod spec;
 pub mod value;
 
-pub use fit::{FeatureFitter, FeaturePartial, FeatureUpdate, Partials};
+pub use fit::{BatchFitter, FeatureFitter, FeaturePartial, FeatureUpdate, Partials};
 pub use map::{CsrBatch, FeatureMap, TransformCounts, Transition};
 pub use spec::{FeatureMapSpec, InvalidPolicy, Layout, Schema, TransformSpec};
 pub use value::{BadCounts, BadKind, EventBatch, Parser, Value};

@@ -7,6 +7,8 @@
 //! N timely workers running the job's trainer ([`TrainOnline`]), whose replicas are synchronized
 //! by all-reduce every `--sync-rows` lines (an epoch); the final model scores the holdout.
 
+pub mod job_file;
+
 use crate::error::{Error, Result};
 use millrace_models::{
     exact_auc, CriteoEvent, FeatureSpec, FtrlParams, Learner, LearnerParams, LogLoss,

@@ -1,0 +1,141 @@
+//! `millrace bench online --job JOB.toml --input FILE`: a job file's schema, FeatureMap and
+//! learner on a file, as one worker of the job runs them, with the usual JSON line.
+//!
+//! The file is read into memory first (a header line, when the schema declares one, is checked
+//! and skipped). The training lines are cut into epochs of `epoch_rows`: each epoch is parsed,
+//! transformed with the FeatureMap version before it, predicted and learned row by row
+//! (progressive validation), then fitted into the next version, across which the learner's
+//! weights are carried, as the job's `Featurize` and `TrainRows` do. The held-out lines are
+//! scored by the final model with the final version. The clock covers parsing, fitting,
+//! transforming, learning and scoring.
+
+use super::OnlineBench;
+use crate::error::{Error, Result};
+use crate::spec::JobSpec;
+use millrace_models::fmap::{BatchFitter, Parser};
+use millrace_models::{exact_auc, EventBatch, FeatureSpec, Learner, LogLoss, Schema};
+use std::path::Path;
+use std::time::Instant;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct JobFileBench {
+    /// Fraction of lines, at the end of the file, held out for evaluation.
+    pub holdout: f64,
+    /// Training lines per epoch (one FeatureMap version each).
+    pub epoch_rows: usize,
+}
+
+/// The lines of `text`, without the header when the schema declares one.
+///
+/// # Errors
+///
+/// [`Error::Config`] when the header does not name the schema's fields.
+pub fn data_lines<'t>(text: &'t [u8], schema: &Schema) -> Result<Vec<&'t [u8]>> {
+    let mut lines = text
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace));
+    if schema.record().header {
+        if let Some(header) = lines.next() {
+            schema.check_header(header).map_err(|why| Error::Config {
+                problems: vec![format!("[schema] {why}")],
+            })?;
+        }
+    }
+    Ok(lines.collect())
+}
+
+/// Runs `job`'s schema, FeatureMap and learner on `input`.
+///
+/// # Errors
+///
+/// When the file cannot be read, its header does not match, the job's features are not a
+/// FeatureMap, or the holdout or epoch size is out of range.
+pub fn online(input: &Path, job: &JobSpec, config: &JobFileBench) -> Result<OnlineBench> {
+    let mut problems = Vec::new();
+    if !(config.holdout > 0.0 && config.holdout < 1.0) {
+        problems.push(format!(
+            "`--holdout` must be in (0, 1) (got {})",
+            config.holdout
+        ));
+    }
+    if config.epoch_rows == 0 {
+        problems.push("`--epoch-rows` must be at least 1".to_owned());
+    }
+    let FeatureSpec::Map(features) = &job.features else {
+        problems.push(
+            "`bench online --job` runs a FeatureMap (`[features] type = \"map\"`); for hashed Criteo features use `--input` alone".to_owned(),
+        );
+        return Err(Error::Config { problems });
+    };
+    if !problems.is_empty() {
+        return Err(Error::Config { problems });
+    }
+    let schema = job.event_schema()?;
+    let layout = features
+        .compile(&schema)
+        .map_err(|problems| Error::Config { problems })?;
+    let text = std::fs::read(input).map_err(|source| Error::Io {
+        path: input.to_owned(),
+        source,
+    })?;
+    let lines = data_lines(&text, &schema)?;
+    let split = ((lines.len() as f64) * (1.0 - config.holdout)).round() as usize;
+    let (train, test) = lines.split_at(split);
+
+    let started = Instant::now();
+    let mut parser = Parser::new(&layout);
+    let mut fitter = BatchFitter::new(layout.clone());
+    let mut learner = Learner::new(&job.learner, layout.dimension);
+    let (mut malformed, mut counts) = (0u64, Default::default());
+    let (mut preds, mut labels) = (Vec::new(), Vec::new());
+    let parse = |parser: &mut Parser, lines: &[&[u8]], malformed: &mut u64| {
+        let mut batch = EventBatch::with_capacity(layout.schema.fields.len(), lines.len());
+        for line in lines {
+            let time = schema.event_time(line).unwrap_or(0);
+            if parser.parse_record(line, time, &mut batch).is_err() {
+                *malformed += 1;
+            }
+        }
+        batch
+    };
+    for epoch in train.chunks(config.epoch_rows) {
+        let batch = parse(&mut parser, epoch, &mut malformed);
+        let rows = fitter.map().transform(&batch, &mut counts);
+        for i in 0..rows.len() {
+            let (indices, values) = rows.row(i);
+            preds.push(learner.learn_weighted(indices, values, rows.labels[i]));
+            labels.push(rows.labels[i]);
+        }
+        if let Some(transition) = fitter.fit_epoch(&batch) {
+            learner.carry(&transition);
+        }
+    }
+    let batch = parse(&mut parser, test, &mut malformed);
+    let rows = fitter.map().transform(&batch, &mut counts);
+    let mut loss = LogLoss::default();
+    let test_preds: Vec<f32> = (0..rows.len())
+        .map(|i| {
+            let (indices, values) = rows.row(i);
+            let p = learner.predict_weighted(indices, values);
+            loss.add(p, rows.labels[i]);
+            p
+        })
+        .collect();
+    let seconds = started.elapsed().as_secs_f64();
+    let rows_seen = (labels.len() + test_preds.len()) as u64;
+    Ok(OnlineBench {
+        rows: rows_seen,
+        malformed,
+        seconds,
+        rows_per_sec: rows_seen as f64 / seconds.max(1e-9),
+        workers: 1,
+        sync_rows: None,
+        progressive_auc: exact_auc(&preds, &labels),
+        holdout_auc: exact_auc(&test_preds, &rows.labels),
+        holdout_logloss: loss.mean(),
+        published_version: None,
+        q213: None,
+        int8: None,
+    })
+}
