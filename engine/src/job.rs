@@ -14,7 +14,8 @@
 use crate::checkpoint::CheckpointStore;
 use crate::error::{Error, Result};
 use crate::metrics::JobStats;
-use crate::spec::{JobSpec, SourceSpec};
+use crate::file_source::{self, Replay};
+use crate::spec::{FileSourceSpec, JobSpec, SourceSpec};
 use millrace_connectors::kafka::{
     create_registry_topic, create_topics, EmbeddedBroker, KafkaReader, KafkaSourceConfig,
     LineProducer, Output, OutputSink, RateLimit, RegistryPublisher, WatermarkProbe, EMBEDDED,
@@ -222,7 +223,7 @@ fn run(
     stop: Arc<AtomicBool>,
     started: mpsc::Sender<Started>,
 ) -> Result<JobReport> {
-    let SourceSpec::Kafka(kafka) = spec.source.clone();
+    let (kafka, replay) = source_topic(&spec)?;
     let process = options.cluster.as_ref().map_or(0, |c| c.process);
     if options.cluster.is_some() && kafka.bootstrap_servers == EMBEDDED {
         return Err(Error::Config {
@@ -348,6 +349,20 @@ fn run(
                 .spawn(move || generate(&bootstrap, &topic, partitions, &generator, &stop, &stats))
         });
 
+    let replayer = match replay.filter(|_| process == 0) {
+        Some((file, records)) => {
+            let mut replay = Replay::new(file, records, &bootstrap, &kafka.topic)?;
+            replay.prime()?;
+            let (stop, stats) = (stop.clone(), stats.clone());
+            Some(
+                std::thread::Builder::new()
+                    .name("millrace-replay".into())
+                    .spawn(move || replay.run(&stats.source.partitions[0].records, &stop)),
+            )
+        }
+        None => None,
+    };
+
     let done = Arc::new(AtomicBool::new(false));
     let progress = (spec.progress.interval_ms > 0).then(|| {
         let (bootstrap, topic, done, stats) = (
@@ -380,7 +395,7 @@ fn run(
 
     stop.store(true, Ordering::SeqCst);
     done.store(true, Ordering::SeqCst);
-    for handle in [generator, progress].into_iter().flatten().flatten() {
+    for handle in [generator, replayer, progress].into_iter().flatten().flatten() {
         let _ = handle.join();
     }
     let _ = shutdown_tx.send(());
@@ -572,7 +587,9 @@ fn run_dataflow(
     let event_time = schema.record.as_ref().is_some_and(|r| {
         r.columns.iter().any(|c| c.role == millrace_models::schema::Role::Time)
     });
-    let time_schema = event_time.then(|| schema.clone());
+    // A repeated replay cannot go back in event time: its records keep the replay's clock.
+    let repeated = matches!(&spec.source, SourceSpec::File(file) if file.repeat);
+    let time_schema = (event_time && !repeated).then(|| schema.clone());
     let layout = match &spec.features {
         FeatureSpec::Hashed { .. } => None,
         FeatureSpec::Map(map) => Some(
@@ -1015,6 +1032,36 @@ impl MetricsSink {
             }
         }
     }
+}
+
+/// A `file` source's spec and records.
+type FileRecords = (FileSourceSpec, Vec<Vec<u8>>);
+
+/// The topic the dataflow reads, and for a `file` source the file and its records to replay
+/// into it (the header line checked against the schema and left out).
+fn source_topic(spec: &JobSpec) -> Result<(KafkaSourceConfig, Option<FileRecords>)> {
+    let file = match &spec.source {
+        SourceSpec::Kafka(kafka) => return Ok((kafka.clone(), None)),
+        SourceSpec::File(file) => file,
+    };
+    let text = std::fs::read(&file.path).map_err(|source| Error::Io {
+        path: file.path.clone(),
+        source,
+    })?;
+    let schema = spec.event_schema()?;
+    let header = schema.record().header;
+    if header {
+        let first = text.split(|&b| b == b'\n').next().unwrap_or_default();
+        schema.check_header(first).map_err(|why| Error::Config {
+            problems: vec![format!("[schema] {}: {why}", file.path.display())],
+        })?;
+    }
+    let records: Vec<Vec<u8>> = file_source::records(&text, header)
+        .into_iter()
+        .map(<[u8]>::to_vec)
+        .collect();
+    let kafka = file.kafka_config(&spec.name, Some(records.len() as u64));
+    Ok((kafka, Some((file.clone(), records))))
 }
 
 fn generate(

@@ -1,7 +1,7 @@
 //! The millrace engine: the job spec (TOML) and its authoring API, assembling and running the
 //! dataflow, the metrics, the online benchmark, and the `millrace` binary.
 //!
-//! A job is `source → decode → features → learner → publish → serve`. The TOML file and the
+//! A job is `source → schema → features → learner → publish → serve`. The TOML file and the
 //! Rust builder map one to one:
 //!
 //! ```
@@ -33,6 +33,7 @@ pub mod bench;
 pub mod builder;
 pub mod checkpoint;
 pub mod error;
+pub mod file_source;
 pub mod job;
 pub mod metrics;
 pub mod spec;

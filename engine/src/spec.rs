@@ -6,6 +6,7 @@
 //! missing sections and values out of range.
 
 use crate::error::{Error, Result};
+pub use crate::file_source::FileSourceSpec;
 use millrace_connectors::kafka::{KafkaSourceConfig, EMBEDDED};
 use millrace_models::{FeatureSpec, RecordFormat, Schema, SchemaSpec};
 use millrace_operators::LatePolicy;
@@ -101,11 +102,13 @@ fn default_checkpoint_keep() -> usize {
 }
 
 /// The source of a job, chosen by `type`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SourceSpec {
     /// A Kafka topic.
     Kafka(KafkaSourceConfig),
+    /// A file replayed through the embedded broker (see [`crate::file_source`]).
+    File(FileSourceSpec),
 }
 
 /// The label join: how long a click may follow its impression, and what a later one does.
@@ -125,10 +128,12 @@ impl JobSpec {
     /// How the job's records hold Criteo events, for hashed features (which read the Criteo
     /// preset only).
     pub fn record_format(&self) -> RecordFormat {
-        let SourceSpec::Kafka(kafka) = &self.source;
         match self.schema.format() {
             Some("json") => RecordFormat::Json {
-                ignore: kafka.event_time_field.clone(),
+                ignore: match &self.source {
+                    SourceSpec::Kafka(kafka) => kafka.event_time_field.clone(),
+                    SourceSpec::File(_) => None,
+                },
             },
             _ => RecordFormat::Tsv,
         }
@@ -283,7 +288,8 @@ impl JobSpec {
                 Err(_) => problems.push(format!("the value of `{key}` is not UTF-8")),
             }
         }
-        match Self::from_toml_with_env(&text, overrides) {
+        let folder = path.parent().unwrap_or(Path::new("."));
+        match Self::from_toml_with_env_in(&text, overrides, folder) {
             Ok(_) if !problems.is_empty() => Err(Error::Config { problems }),
             Err(Error::Config { problems: more }) => {
                 problems.extend(more);
@@ -312,6 +318,16 @@ impl JobSpec {
         text: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self> {
+        Self::from_toml_with_env_in(text, env, Path::new("."))
+    }
+
+    /// As [`JobSpec::from_toml_with_env`], with a `file` source's relative path read from
+    /// `folder` (the job file's).
+    fn from_toml_with_env_in(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+        folder: &Path,
+    ) -> Result<Self> {
         let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| Error::Config {
             problems: vec![format!("not valid TOML: {}", e.message())],
         })?;
@@ -338,7 +354,13 @@ impl JobSpec {
                 None
             }
         };
-        let source = section::<SourceSpec>(&table, "source", true, &mut problems);
+        let source = match section::<SourceSpec>(&table, "source", true, &mut problems) {
+            Read::Whole(SourceSpec::File(file)) => Read::Whole(SourceSpec::File(file.resolved(folder))),
+            Read::Partial(SourceSpec::File(file)) => {
+                Read::Partial(SourceSpec::File(file.resolved(folder)))
+            }
+            other => other,
+        };
         let generator = section::<GeneratorSpec>(&table, "generator", false, &mut problems);
         let schema = section::<SchemaSpec>(&table, "schema", false, &mut problems);
         let labels = section::<LabelsSpec>(&table, "labels", false, &mut problems);
@@ -505,9 +527,21 @@ fn check(job: &Sections<'_>) -> Vec<String> {
             );
         }
     }
-    let kafka = job.source.map(|SourceSpec::Kafka(kafka)| kafka);
+    let kafka = match job.source {
+        Some(SourceSpec::Kafka(kafka)) => Some(kafka),
+        _ => None,
+    };
     if let Some(kafka) = kafka {
         add("source", kafka.problems());
+    }
+    if let Some(SourceSpec::File(file)) = job.source {
+        add("source", file.problems());
+        if let Some(Some(_)) = job.generator {
+            add(
+                "generator",
+                vec!["a `file` source replays its file: the generator needs a `kafka` source".to_owned()],
+            );
+        }
     }
     let compiled = job.schema.as_ref().map(SchemaSpec::compile);
     if let Some(Err(list)) = &compiled {
@@ -1259,7 +1293,9 @@ buckets = 10"#,
             ("UNRELATED".to_owned(), "x".to_owned()),
         ];
         let spec = JobSpec::from_toml_with_env(GOOD, env).unwrap();
-        let SourceSpec::Kafka(kafka) = &spec.source;
+        let SourceSpec::Kafka(kafka) = &spec.source else {
+            panic!("a kafka source: {:?}", spec.source);
+        };
         assert_eq!(kafka.topic, "other");
         assert_eq!(spec.publish.every_events, 7);
         // One level too many is a problem, not a silent no-op.

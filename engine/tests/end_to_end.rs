@@ -24,28 +24,6 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-/// A minimal HTTP/1.1 exchange; returns the status code and the body.
-fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
 const HASHED: FeatureSpec = FeatureSpec::Hashed { hash_bits: 20 };
 
 #[test]
@@ -192,7 +170,7 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(
         "serving to swap to the latest version",
         Duration::from_secs(30),
         || {
-            let (status, body) = http(addr, "GET", "/v1/models/ctr", "");
+            let (status, body) = common::http(addr, "GET", "/v1/models/ctr", "");
             status == 200 && body.contains(&format!("\"version\":{latest},"))
         },
     );
@@ -201,7 +179,7 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(
         millrace_models::CriteoEvent::decode_tsv(good[0]).unwrap().features.to_json(),
         { "I1": 3, "C1": "68fd1e64" },
     ]});
-    let (status, body) = http(
+    let (status, body) = common::http(
         addr,
         "POST",
         "/v1/models/ctr:predict",
@@ -216,7 +194,7 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(
         .iter()
         .all(|p| (0.0..=1.0).contains(&p.as_f64().unwrap())));
 
-    let (status, body) = http(
+    let (status, body) = common::http(
         addr,
         "POST",
         "/v1/models/ctr:predict",
@@ -235,14 +213,14 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(
             "{map_version:?}"
         );
     }
-    let (status, _) = http(
+    let (status, _) = common::http(
         addr,
         "POST",
         "/v1/models/nope:predict",
         r#"{"instances":[{}]}"#,
     );
     assert_eq!(status, 404);
-    let (status, body) = http(addr, "GET", "/metrics", "");
+    let (status, body) = common::http(addr, "GET", "/metrics", "");
     assert_eq!(status, 200);
     assert!(
         body.contains(&format!(
@@ -255,7 +233,7 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(
         "every partition read to its end",
         Duration::from_secs(30),
         || {
-            let (_, body) = http(addr, "GET", "/metrics", "");
+            let (_, body) = common::http(addr, "GET", "/metrics", "");
             (0..4).all(|p| {
                 body.contains(&format!(
                     "millrace_source_partition_at_end{{model=\"ctr\",partition=\"{p}\"}} 1\n"

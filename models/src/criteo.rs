@@ -81,6 +81,10 @@ pub enum DecodeError {
         /// The line's.
         got: usize,
     },
+    /// A JSON instance gives a field a value of a type it cannot hold (an object, a boolean, an
+    /// array where one value goes).
+    #[error("field `{0}` cannot hold a JSON value of that type")]
+    WrongType(String),
     /// A libFM line holds something other than `index:value` after its label.
     #[error("field `features`: {0:?} is not index:value")]
     LibfmPair(String),
@@ -100,6 +104,7 @@ impl DecodeError {
             DecodeError::LabelValue(_) => "label",
             DecodeError::ColumnCount { .. } => "field_count",
             DecodeError::LibfmPair(_) => "libfm_pair",
+            DecodeError::WrongType(_) => "wrong_type",
         }
     }
 }

@@ -38,6 +38,13 @@ pub struct KafkaSourceConfig {
     pub event_time_field: Option<String>,
 }
 
+impl KafkaSourceConfig {
+    /// The `idle_ms` a source has when its file does not give one.
+    pub fn default_idle_ms() -> u64 {
+        default_idle_ms()
+    }
+}
+
 fn default_idle_ms() -> u64 {
     1000
 }

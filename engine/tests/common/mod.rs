@@ -8,6 +8,8 @@ use millrace_models::synth::CriteoGenerator;
 use millrace_models::{FeatureSpec, FtrlParams};
 use millrace_models::{ModelArtifact, Registry};
 use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::Child;
 use std::sync::atomic::Ordering;
@@ -184,3 +186,26 @@ pub(crate) fn latest_model(dir: &Path, model: &str) -> ModelArtifact {
         .load_latest(model)
         .unwrap()
 }
+
+/// A minimal HTTP/1.1 exchange; returns the status code and the body.
+pub(crate) fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+

@@ -441,13 +441,15 @@ impl Parser {
     /// Parses one JSON instance (an object of field name to value; absent fields are missing)
     /// with label `false` and event time `time_ms`, appending it to `batch`.
     ///
-    /// Numbers and strings are both accepted for every field: `"3"` and `3` are the same value
-    /// in a numeric field, and a number in a categorical field stands for its decimal text, as
-    /// in a delimited line. A multi-valued field also takes an array of strings.
+    /// Numbers, strings and booleans are accepted for every field: `"3"` and `3` are the same
+    /// value in a numeric field, and a number or a boolean in a categorical field stands for
+    /// its text, as in a delimited line. A multi-valued field also takes an array of strings.
     ///
     /// # Errors
     ///
-    /// [`DecodeError::NotAnObject`] or [`DecodeError::UnknownField`]; nothing is appended.
+    /// [`DecodeError::NotAnObject`], [`DecodeError::UnknownField`] or
+    /// [`DecodeError::WrongType`] (a value of a JSON type the field cannot hold); nothing is
+    /// appended.
     pub fn parse_json(
         &mut self,
         instance: &serde_json::Value,
@@ -464,9 +466,15 @@ impl Parser {
                 .ok_or_else(|| DecodeError::UnknownField(name.clone()))?;
             row[field] = Some(value);
         }
-        let start = batch.values.len();
+        let (start, tokens_start) = (batch.values.len(), batch.tokens.len());
         for (field, value) in row.into_iter().enumerate() {
             let parsed = self.json_value(field, value, batch);
+            if parsed == Value::Bad(BadKind::WrongType) {
+                batch.values.truncate(start);
+                batch.tokens.truncate(tokens_start);
+                batch.weights.truncate(tokens_start);
+                return Err(DecodeError::WrongType(self.names[field].clone()));
+            }
             batch.values.push(parsed);
         }
         self.count_bad(start, batch);
@@ -489,6 +497,11 @@ impl Parser {
             Some(serde_json::Value::Number(n)) => {
                 let text = n.to_string();
                 self.parse_bytes(field, text.as_bytes(), batch)
+            }
+            // A boolean is its text, as a delimited line would hold it.
+            Some(serde_json::Value::Bool(b)) => {
+                let text: &[u8] = if *b { b"true" } else { b"false" };
+                self.parse_bytes(field, text, batch)
             }
             // An array is the field's items joined by its separator, as in a line: the same
             // tokens, and the same length limit on the whole.
@@ -918,9 +931,11 @@ mod tests {
             json(&mut p, serde_json::json!(["aaaaaaaa", "bbbbbbbbb"])),
             long
         );
+        let mut batch = EventBatch::new(39);
         assert_eq!(
-            json(&mut p, serde_json::json!(["a", 1])).values[16],
-            Value::Bad(BadKind::WrongType)
+            p.parse_json(&serde_json::json!({"C1": "x", "C4": ["a", 1]}), 0, &mut batch),
+            Err(DecodeError::WrongType("C4".into()))
         );
+        assert_eq!(batch, EventBatch::new(39));
     }
 }
