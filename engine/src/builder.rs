@@ -2,8 +2,8 @@
 
 use crate::error::{Error, Result};
 use crate::spec::{
-    CheckpointSpec, GeneratorSpec, JobSpec, LabelsSpec, LearnerSpec, ProgressSpec,
-    PublishSpec, ServeSpec, SinksSpec, SourceSpec,
+    CheckpointSpec, GeneratorSpec, JobSpec, LabelsSpec, LearnerSpec, ProgressSpec, PublishSpec,
+    ServeSpec, SinksSpec, SourceSpec,
 };
 use millrace_connectors::kafka::KafkaSourceConfig;
 use millrace_models::{FeatureSpec, SchemaSpec};

@@ -69,7 +69,10 @@ impl FileSourceSpec {
             partitions: 1,
             // Records come at least this often, so that the partition never goes idle (and the
             // frontier past the event times still to come) in the middle of the file.
-            idle_ms: self.rows_per_sec.map_or(0, |rate| (3000.0 / rate).ceil() as u64).max(KafkaSourceConfig::default_idle_ms()),
+            idle_ms: self
+                .rows_per_sec
+                .map_or(0, |rate| (3000.0 / rate).ceil() as u64)
+                .max(KafkaSourceConfig::default_idle_ms()),
             stop_after_records: if self.repeat { None } else { lines },
             event_time_field: None,
         }
@@ -145,7 +148,9 @@ impl Replay {
             let delay = limit.delay(self.sent);
             if ahead >= MAX_AHEAD || !delay.is_zero() {
                 // Sleep in slices, so that a slow rate does not delay a stop.
-                std::thread::sleep(delay.clamp(Duration::from_millis(1), Duration::from_millis(50)));
+                std::thread::sleep(
+                    delay.clamp(Duration::from_millis(1), Duration::from_millis(50)),
+                );
                 continue;
             }
             let line = &self.records[(self.sent % total) as usize];
@@ -167,7 +172,10 @@ mod tests {
 
     #[test]
     fn a_header_is_skipped_and_blank_lines_are_not_records() {
-        assert_eq!(records(b"a,b\n1,2\n\n3,4\r\n \n", true), [&b"1,2"[..], b"3,4\r"]);
+        assert_eq!(
+            records(b"a,b\n1,2\n\n3,4\r\n \n", true),
+            [&b"1,2"[..], b"3,4\r"]
+        );
         assert_eq!(records(b"1,2\n3,4", false).len(), 2);
     }
 

@@ -13,8 +13,8 @@
 
 use crate::checkpoint::CheckpointStore;
 use crate::error::{Error, Result};
-use crate::metrics::JobStats;
 use crate::file_source::{self, Replay};
+use crate::metrics::JobStats;
 use crate::spec::{FileSourceSpec, JobSpec, SourceSpec};
 use millrace_connectors::kafka::{
     create_registry_topic, create_topics, EmbeddedBroker, KafkaReader, KafkaSourceConfig,
@@ -395,7 +395,11 @@ fn run(
 
     stop.store(true, Ordering::SeqCst);
     done.store(true, Ordering::SeqCst);
-    for handle in [generator, replayer, progress].into_iter().flatten().flatten() {
+    for handle in [generator, replayer, progress]
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let _ = handle.join();
     }
     let _ = shutdown_tx.send(());
@@ -585,7 +589,9 @@ fn run_dataflow(
     // loaded). A schema with a time field gives the source its records' event times.
     let schema = Arc::new(spec.event_schema()?);
     let event_time = schema.record.as_ref().is_some_and(|r| {
-        r.columns.iter().any(|c| c.role == millrace_models::schema::Role::Time)
+        r.columns
+            .iter()
+            .any(|c| c.role == millrace_models::schema::Role::Time)
     });
     // A repeated replay cannot go back in event time: its records keep the replay's clock.
     let repeated = matches!(&spec.source, SourceSpec::File(file) if file.repeat);

@@ -89,16 +89,21 @@ enum Command {
     Produce {
         /// The file to replay.
         file: PathBuf,
-        /// The records' format.
+        /// The records' format (Criteo lines), or `--job`.
         #[arg(long, value_enum, default_value_t = Format::Criteo)]
         format: Format,
+        /// A job file whose `[schema]` the file holds: a header line it declares is checked
+        /// and not produced.
+        #[arg(long)]
+        job: Option<PathBuf>,
         /// The brokers.
         #[arg(long, default_value = "127.0.0.1:9092")]
         brokers: String,
         /// The topic.
         #[arg(long, default_value = "criteo")]
         topic: String,
-        /// Partitions of the topic (lines go to them in turn).
+        /// Partitions of the topic, created with them when it does not exist (lines go to them
+        /// in turn).
         #[arg(long, default_value_t = 4)]
         partitions: i32,
         /// Records per second; 0 for as fast as possible.
@@ -107,9 +112,13 @@ enum Command {
     },
     /// Generate synthetic events with a planted signal, as lines on stdout.
     Gen {
-        /// The format.
-        #[arg(value_enum)]
-        format: Format,
+        /// The format (`criteo`), or `--job`.
+        #[arg(value_enum, required_unless_present = "job", conflicts_with = "job")]
+        format: Option<Format>,
+        /// A job file: events of its `[schema]` (a header line first when it declares one);
+        /// their Bayes AUC (the AUC of the probabilities they were drawn with) goes to stderr.
+        #[arg(long)]
+        job: Option<PathBuf>,
         /// How many rows.
         #[arg(long)]
         rows: u64,
@@ -184,6 +193,10 @@ enum Bench {
         /// The input file.
         #[arg(long)]
         input: PathBuf,
+        /// A job file whose `[schema]` and `[features]` (a FeatureMap) to run instead of the
+        /// Criteo spec.
+        #[arg(long)]
+        job: Option<PathBuf>,
         /// The input's format.
         #[arg(long, value_enum, default_value_t = Format::Criteo)]
         format: Format,
@@ -193,6 +206,16 @@ enum Bench {
         /// Epochs the file is cut into: one FeatureMap version each.
         #[arg(long, default_value_t = 10)]
         epochs: u64,
+    },
+    /// The least work a reader of a delimited file must do (split, parse the numbers, hash the
+    /// categories), on one thread: the yardstick of `bench featurize`.
+    Bare {
+        /// The input file.
+        #[arg(long)]
+        input: PathBuf,
+        /// A job file whose `[schema]` the file holds (the Criteo preset when absent).
+        #[arg(long)]
+        job: Option<PathBuf>,
     },
     /// Train online on the first part of a file, evaluate on the rest: hashed Criteo features,
     /// or with `--job` a job file's schema, FeatureMap and learner.
@@ -384,13 +407,29 @@ fn run_cli() -> anyhow::Result<()> {
         Command::Produce {
             file,
             format: Format::Criteo,
+            job,
             brokers,
             topic,
             partitions,
             rate,
-        } => produce(&file, &brokers, &topic, partitions, rate),
+        } => {
+            let schema = match job {
+                Some(job) => millrace_engine::spec::JobSpec::from_file(&job)?.event_schema()?,
+                None => millrace_models::Schema::criteo(),
+            };
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(millrace_connectors::kafka::create_topics(
+                    &brokers,
+                    &[&topic],
+                    partitions,
+                ))?;
+            produce(&file, &schema, &brokers, &topic, partitions, rate)
+        }
         Command::Gen {
-            format: Format::Criteo,
+            format: _,
+            job: None,
             rows,
             seed,
         } => {
@@ -401,6 +440,12 @@ fn run_cli() -> anyhow::Result<()> {
             out.flush()?;
             Ok(())
         }
+        Command::Gen {
+            job: Some(job),
+            rows,
+            seed,
+            ..
+        } => gen_schema(&job, rows, seed),
         Command::Bench {
             bench:
                 Bench::Job {
@@ -447,12 +492,27 @@ fn run_cli() -> anyhow::Result<()> {
             bench:
                 Bench::Featurize {
                     input,
+                    job,
                     format: Format::Criteo,
                     workers,
                     epochs,
                 },
         } => {
-            let figures = bench::featurize(&input, workers, epochs)?;
+            let layout = match job {
+                Some(job) => {
+                    let spec = millrace_engine::spec::JobSpec::from_file(&job)?;
+                    let FeatureSpec::Map(features) = &spec.features else {
+                        bail!("`bench featurize --job` runs a FeatureMap (`[features] type = \"map\"`)");
+                    };
+                    features
+                        .compile(&spec.event_schema()?)
+                        .map_err(|problems| anyhow::anyhow!("{}", problems.join("; ")))?
+                }
+                None => FeatureMapSpec::criteo_default()
+                    .compile(&millrace_models::Schema::criteo())
+                    .map_err(|problems| anyhow::anyhow!("{}", problems.join("; ")))?,
+            };
+            let figures = bench::featurize(&input, layout, workers, epochs)?;
             println!("{}", serde_json::to_string(&figures)?);
             Ok(())
         }
@@ -475,11 +535,22 @@ fn run_cli() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&figures)?);
             Ok(())
         }
+        Command::Bench {
+            bench: Bench::Bare { input, job },
+        } => {
+            let schema = match job {
+                Some(job) => millrace_engine::spec::JobSpec::from_file(&job)?.event_schema()?,
+                None => millrace_models::Schema::criteo(),
+            };
+            let figures = bench::bare::bare(&input, &schema)?;
+            println!("{}", serde_json::to_string(&figures)?);
+            Ok(())
+        }
         Command::Schema {
             schema: SchemaCommand::Infer { file, format },
         } => {
-            let text = std::fs::read(&file)
-                .with_context(|| format!("reading {}", file.display()))?;
+            let text =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let spec = millrace_models::schema::infer::infer(&text, format.as_deref())
                 .map_err(|why| anyhow::anyhow!("{why}"))?;
             print!("{}", millrace_models::schema::infer::to_toml(&spec));
@@ -657,6 +728,7 @@ fn serve(
 
 fn produce(
     file: &PathBuf,
+    schema: &millrace_models::Schema,
     brokers: &str,
     topic: &str,
     partitions: i32,
@@ -671,9 +743,16 @@ fn produce(
     };
     let mut producer = LineProducer::new(brokers, topic, partitions)?;
     let limit = RateLimit::new(Some(rate));
+    let mut header = schema.record().header;
     for line in reader.split(b'\n') {
         let line = line?;
         if line.is_empty() {
+            continue;
+        }
+        if std::mem::take(&mut header) {
+            schema
+                .check_header(&line)
+                .map_err(|why| anyhow::anyhow!("{}: {why}", file.display()))?;
             continue;
         }
         limit.wait(producer.sent());
@@ -681,5 +760,33 @@ fn produce(
     }
     producer.flush(Duration::from_secs(60))?;
     eprintln!("produced {} records to {topic}", producer.sent());
+    Ok(())
+}
+
+/// `millrace gen --job`: `rows` events of the job's schema on stdout, their Bayes AUC on stderr.
+fn gen_schema(job: &std::path::Path, rows: u64, seed: u64) -> anyhow::Result<()> {
+    use millrace_models::schema::synth::SchemaGenerator;
+    let spec = millrace_engine::spec::JobSpec::from_file(job)?;
+    let mut generator = SchemaGenerator::new(&spec.event_schema()?, seed);
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    if let Some(header) = generator.header() {
+        writeln!(out, "{header}")?;
+    }
+    let (mut probabilities, mut labels) = (Vec::new(), Vec::new());
+    for generated in generator.by_ref().take(rows as usize) {
+        writeln!(out, "{}", generated.record)?;
+        probabilities.push(generated.probability);
+        labels.push(generated.label);
+    }
+    out.flush()?;
+    let clicks = labels.iter().filter(|l| **l).count();
+    eprintln!(
+        "{}",
+        serde_json::json!({
+            "rows": rows,
+            "click_rate": clicks as f64 / labels.len().max(1) as f64,
+            "bayes_auc": millrace_models::exact_auc(&probabilities, &labels),
+        })
+    );
     Ok(())
 }

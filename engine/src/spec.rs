@@ -355,7 +355,9 @@ impl JobSpec {
             }
         };
         let source = match section::<SourceSpec>(&table, "source", true, &mut problems) {
-            Read::Whole(SourceSpec::File(file)) => Read::Whole(SourceSpec::File(file.resolved(folder))),
+            Read::Whole(SourceSpec::File(file)) => {
+                Read::Whole(SourceSpec::File(file.resolved(folder)))
+            }
             Read::Partial(SourceSpec::File(file)) => {
                 Read::Partial(SourceSpec::File(file.resolved(folder)))
             }
@@ -539,7 +541,10 @@ fn check(job: &Sections<'_>) -> Vec<String> {
         if let Some(Some(_)) = job.generator {
             add(
                 "generator",
-                vec!["a `file` source replays its file: the generator needs a `kafka` source".to_owned()],
+                vec![
+                    "a `file` source replays its file: the generator needs a `kafka` source"
+                        .to_owned(),
+                ],
             );
         }
     }
@@ -1228,13 +1233,18 @@ buckets = 10"#,
                 "[features] transform 2 (bucketize): `site` is a category, not a number",
             ]
         );
-        let good = fixed.replace(", \"country\"", "").replace("[\"site\"]\nbuckets", "[\"price\"]\nbuckets");
+        let good = fixed
+            .replace(", \"country\"", "")
+            .replace("[\"site\"]\nbuckets", "[\"price\"]\nbuckets");
         let spec = JobSpec::from_toml(&good).unwrap();
         assert_eq!(spec.event_schema().unwrap().fields, ["site", "price"]);
         assert_eq!(JobSpec::from_toml(&spec.to_toml()).unwrap(), spec);
         let features = good.find("[features]").unwrap()..good.find("[learner]").unwrap();
         let mut hashed = good.clone();
-        hashed.replace_range(features, "[features]\ntype = \"hashed\"\nhash_bits = 20\n\n");
+        hashed.replace_range(
+            features,
+            "[features]\ntype = \"hashed\"\nhash_bits = 20\n\n",
+        );
         assert_eq!(
             problems(&hashed),
             ["[features] `type = \"hashed\"` reads the criteo preset only: hash another schema's fields with `type = \"map\"` and `hash` transforms"]

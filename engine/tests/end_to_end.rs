@@ -19,8 +19,6 @@ use millrace_engine::{Job, KafkaSourceConfig, RunOptions};
 use millrace_models::{FeatureMapSpec, FeatureSpec, FtrlParams, LoadPace, Registry, VersionSource};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::Message;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -359,8 +357,8 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(
 /// letter.
 #[test]
 fn json_records_with_a_named_event_time_field_with_2_workers() {
-    use millrace_models::SchemaSpec;
     use millrace_models::synth::CriteoGenerator;
+    use millrace_models::SchemaSpec;
 
     let (topic, dead_letter_topic) = fresh_topics("json");
     let mut producer = LineProducer::new(&broker(), &topic, 4).unwrap();

@@ -122,10 +122,14 @@ fn a_repeated_replay_serves_the_schemas_fields_by_name() {
     let job = Job::start(spec, RunOptions::local(1)).unwrap();
     let addr = job.serve_addr().unwrap();
     let stats = job.stats().clone();
-    common::wait_for("a second pass over the file", Duration::from_secs(120), || {
-        stats.trainer.learned.load(Ordering::Relaxed) > 3000
-            && stats.trainer.model_version.load(Ordering::Relaxed) >= 2
-    });
+    common::wait_for(
+        "a second pass over the file",
+        Duration::from_secs(120),
+        || {
+            stats.trainer.learned.load(Ordering::Relaxed) > 3000
+                && stats.trainer.model_version.load(Ordering::Relaxed) >= 2
+        },
+    );
     let predict = |body: &str| common::http(addr, "POST", "/v1/models/clicks:predict", body);
     let (status, body) = predict(
         r#"{"instances": [{"site": "s1", "price": 20, "tags": ["hot", "new"]}, {"site": "s3", "tags": "old"}]}"#,

@@ -19,6 +19,6 @@ fuzz_target!(|data: &[u8]| {
         let spec = FeatureSpec::Hashed { hash_bits: 20 };
         let mut row = Vec::new();
         spec.transform(&event.features, &mut row);
-        assert!(row.iter().all(|&i| (i as usize) < spec.dimension()));
+        assert!(row.iter().all(|&i| (i as usize) < spec.dimension(&millrace_models::Schema::criteo())));
     }
 });

@@ -27,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
         }
     } else {
         for (i, line) in rest.split(|&b| b == b'\n').enumerate() {
-            let _ = parser.parse_tsv(line, i as u64 * 700, &mut batch);
+            let _ = parser.parse_record(line, i as u64 * 700, &mut batch);
         }
     }
     let bad = batch

@@ -137,7 +137,12 @@ mod tests {
         let json = serde_json::to_string(&spec).unwrap();
         assert_eq!(json, r#"{"type":"hashed","hash_bits":18}"#);
         assert_eq!(serde_json::from_str::<FeatureSpec>(&json).unwrap(), spec);
-        assert!(FeatureSpec::Hashed { hash_bits: 0 }.problems(&crate::Schema::criteo()).len() == 1);
+        assert!(
+            FeatureSpec::Hashed { hash_bits: 0 }
+                .problems(&crate::Schema::criteo())
+                .len()
+                == 1
+        );
     }
 
     #[test]
@@ -159,7 +164,11 @@ mod tests {
             panic!("not a map spec: {spec:?}")
         };
         assert_eq!(map.transforms.len(), 2);
-        assert!(spec.problems(&crate::Schema::criteo()).is_empty(), "{:?}", spec.problems(&crate::Schema::criteo()));
+        assert!(
+            spec.problems(&crate::Schema::criteo()).is_empty(),
+            "{:?}",
+            spec.problems(&crate::Schema::criteo())
+        );
         assert!(spec.dimension(&crate::Schema::criteo()) > 2 * 4);
         let mut row = Vec::new();
         spec.transform(&CriteoFeatures::default(), &mut row);
@@ -175,7 +184,11 @@ mod tests {
             "#,
         )
         .unwrap();
-        assert!(bad.problems(&crate::Schema::criteo()).len() >= 2, "{:?}", bad.problems(&crate::Schema::criteo()));
+        assert!(
+            bad.problems(&crate::Schema::criteo()).len() >= 2,
+            "{:?}",
+            bad.problems(&crate::Schema::criteo())
+        );
         assert_eq!(bad.dimension(&crate::Schema::criteo()), 0);
     }
 

@@ -108,7 +108,10 @@ mod tests {
         let rate = events.iter().filter(|e| e.label).count() as f64 / events.len() as f64;
         assert!((0.1..0.4).contains(&rate), "click rate {rate}");
         let spec = FeatureSpec::Hashed { hash_bits: 20 };
-        let mut ftrl = Ftrl::new(FtrlParams::default(), spec.dimension(&crate::Schema::criteo()));
+        let mut ftrl = Ftrl::new(
+            FtrlParams::default(),
+            spec.dimension(&crate::Schema::criteo()),
+        );
         let mut row = Vec::new();
         let (mut preds, mut labels) = (Vec::new(), Vec::new());
         for (i, e) in events.iter().enumerate() {

@@ -672,9 +672,12 @@ where
         stats: Arc<TrainerStats>,
         on_epoch: F,
     ) -> Self {
-        let dimension = map
-            .as_ref()
-            .map_or(config.features.dimension(&millrace_models::Schema::criteo()), FeatureMap::dimension);
+        let dimension = map.as_ref().map_or(
+            config
+                .features
+                .dimension(&millrace_models::Schema::criteo()),
+            FeatureMap::dimension,
+        );
         let mut learner = Learner::new(&config.learner, dimension);
         let mut part = checkpoint::part(index, "train");
         let lo = part

@@ -533,7 +533,9 @@ fn boundaries_and_vocabularies_follow_a_shifting_stream() {
     let mut parser = Parser::new(&spec.compile(&Schema::criteo()).unwrap());
     let mut batch = EventBatch::new(39);
     for e in events.iter().filter(|e| e.epoch == 4 || e.epoch == 5) {
-        parser.parse_record(e.line.as_bytes(), 0, &mut batch).unwrap();
+        parser
+            .parse_record(e.line.as_bytes(), 0, &mut batch)
+            .unwrap();
     }
     window.extend(column(&batch, 0).filter_map(|v| match v {
         Value::Num(x) => Some(*x),

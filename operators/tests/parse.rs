@@ -78,11 +78,19 @@ fn spec_reading_all(schema: &Schema) -> FeatureMapSpec {
         }
     }
     let mut text = String::from("[[transform]]\nkind = \"one_hot\"\nfields = [");
-    text += &cats.iter().map(|c| format!("{c:?}")).collect::<Vec<_>>().join(",");
+    text += &cats
+        .iter()
+        .map(|c| format!("{c:?}"))
+        .collect::<Vec<_>>()
+        .join(",");
     text += "]\n";
     if !nums.is_empty() {
         text += "[[transform]]\nkind = \"numeric\"\nfields = [";
-        text += &nums.iter().map(|c| format!("{c:?}")).collect::<Vec<_>>().join(",");
+        text += &nums
+            .iter()
+            .map(|c| format!("{c:?}"))
+            .collect::<Vec<_>>()
+            .join(",");
         text += "]\n";
     }
     let spec: FeatureMapSpec = toml::from_str(&text).unwrap();
@@ -166,7 +174,9 @@ fn records(format: &str, n: usize, seed: u64) -> Vec<Vec<u8>> {
 
 /// The plain reimplementation: one record at a time, from the schema's text alone.
 fn reference(format: &str, line: &[u8]) -> Parsed {
-    let text = String::from_utf8_lossy(line).trim_end_matches(['\r', '\n']).to_owned();
+    let text = String::from_utf8_lossy(line)
+        .trim_end_matches(['\r', '\n'])
+        .to_owned();
     let dead = |kind: &str, why: String| Parsed::Dead(kind.to_owned(), why);
     let cat = |raw: &str| {
         if raw.is_empty() {
@@ -197,26 +207,49 @@ fn reference(format: &str, line: &[u8]) -> Parsed {
             let label = match cells.get(2).map(String::as_str) {
                 Some("yes") => true,
                 Some("no") => false,
-                _ => return dead("label", "field `click` is neither a positive nor a negative label".into()),
+                _ => {
+                    return dead(
+                        "label",
+                        "field `click` is neither a positive nor a negative label".into(),
+                    )
+                }
             };
             if cells.len() != 5 {
-                return dead("field_count", format!("expected 5 columns, got {}", cells.len()));
+                return dead(
+                    "field_count",
+                    format!("expected 5 columns, got {}", cells.len()),
+                );
             }
             Parsed::Event(
                 label,
-                vec![Field::One(cat(&cells[1])), Field::One(num(&cells[3])), tokens(&cells[4], '|')],
+                vec![
+                    Field::One(cat(&cells[1])),
+                    Field::One(num(&cells[3])),
+                    tokens(&cells[4], '|'),
+                ],
             )
         }
         "tsv" => {
             let cells: Vec<&str> = text.split('\t').collect();
             let label = match cells.get(1).and_then(|r| r.parse::<f64>().ok()) {
                 Some(r) => r >= 4.0,
-                None => return dead("label", "field `rating` is neither a positive nor a negative label".into()),
+                None => {
+                    return dead(
+                        "label",
+                        "field `rating` is neither a positive nor a negative label".into(),
+                    )
+                }
             };
             if cells.len() != 4 {
-                return dead("field_count", format!("expected 4 columns, got {}", cells.len()));
+                return dead(
+                    "field_count",
+                    format!("expected 4 columns, got {}", cells.len()),
+                );
             }
-            Parsed::Event(label, vec![Field::One(cat(cells[0])), Field::One(num(cells[3]))])
+            Parsed::Event(
+                label,
+                vec![Field::One(cat(cells[0])), Field::One(num(cells[3]))],
+            )
         }
         "json" => {
             let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) else {
@@ -228,7 +261,12 @@ fn reference(format: &str, line: &[u8]) -> Parsed {
                 serde_json::Value::Bool(b) => *b,
                 serde_json::Value::String(s) if s == "1" || s == "true" => true,
                 serde_json::Value::String(s) if s == "0" || s == "false" => false,
-                _ => return dead("label", "field `y` is neither a positive nor a negative label".into()),
+                _ => {
+                    return dead(
+                        "label",
+                        "field `y` is neither a positive nor a negative label".into(),
+                    )
+                }
             };
             let scalar = |v: &serde_json::Value| match v {
                 serde_json::Value::String(s) => Some(s.clone()),
@@ -242,29 +280,57 @@ fn reference(format: &str, line: &[u8]) -> Parsed {
             };
             let tags = match &value["tags"] {
                 serde_json::Value::Null => Field::One(Value::Missing),
-                serde_json::Value::Array(items) => match items.iter().map(|i| i.as_str()).collect::<Option<Vec<_>>>() {
-                    Some(items) => tokens(&items.join(","), ','),
-                    None => Field::One(Value::Bad(BadKind::WrongType)),
-                },
-                v => scalar(v).map_or(Field::One(Value::Bad(BadKind::WrongType)), |s| tokens(&s, ',')),
+                serde_json::Value::Array(items) => {
+                    match items.iter().map(|i| i.as_str()).collect::<Option<Vec<_>>>() {
+                        Some(items) => tokens(&items.join(","), ','),
+                        None => Field::One(Value::Bad(BadKind::WrongType)),
+                    }
+                }
+                v => scalar(v).map_or(Field::One(Value::Bad(BadKind::WrongType)), |s| {
+                    tokens(&s, ',')
+                }),
             };
-            Parsed::Event(label, vec![Field::One(one(&user["id"], &cat)), Field::One(one(&user["score"], &num)), tags])
+            Parsed::Event(
+                label,
+                vec![
+                    Field::One(one(&user["id"], &cat)),
+                    Field::One(one(&user["score"], &num)),
+                    tags,
+                ],
+            )
         }
         _ => {
             let mut parts = text.split_ascii_whitespace();
             let label = match parts.next() {
                 Some("1" | "+1" | "true") => true,
                 Some("0" | "-1" | "false") => false,
-                _ => return dead("label", "field `label` is neither a positive nor a negative label".into()),
+                _ => {
+                    return dead(
+                        "label",
+                        "field `label` is neither a positive nor a negative label".into(),
+                    )
+                }
             };
             let mut pairs = Vec::new();
             for pair in parts {
-                match pair.split_once(':').and_then(|(i, v)| Some((i.parse::<u64>().ok()?, i, v.parse::<f32>().ok()?))) {
+                match pair
+                    .split_once(':')
+                    .and_then(|(i, v)| Some((i.parse::<u64>().ok()?, i, v.parse::<f32>().ok()?)))
+                {
                     Some((_, i, v)) => pairs.push((fingerprint(i.as_bytes()), v)),
-                    None => return dead("libfm_pair", format!("field `features`: {pair:?} is not index:value")),
+                    None => {
+                        return dead(
+                            "libfm_pair",
+                            format!("field `features`: {pair:?} is not index:value"),
+                        )
+                    }
                 }
             }
-            let field = if pairs.is_empty() { Field::One(Value::Missing) } else { Field::Tokens(pairs) };
+            let field = if pairs.is_empty() {
+                Field::One(Value::Missing)
+            } else {
+                Field::Tokens(pairs)
+            };
             Parsed::Event(label, vec![field])
         }
     }
@@ -272,7 +338,8 @@ fn reference(format: &str, line: &[u8]) -> Parsed {
 
 /// A CSV line's cells, quotes read as RFC 4180 reads them.
 fn split_csv(line: &str) -> Vec<String> {
-    let (mut cells, mut cell, mut quoted, mut chars) = (Vec::new(), String::new(), false, line.chars().peekable());
+    let (mut cells, mut cell, mut quoted, mut chars) =
+        (Vec::new(), String::new(), false, line.chars().peekable());
     while let Some(c) = chars.next() {
         match (quoted, c) {
             (true, '"') if chars.peek() == Some(&'"') => {
@@ -290,7 +357,12 @@ fn split_csv(line: &str) -> Vec<String> {
 }
 
 /// What the dataflow made of the records, by position.
-fn parse_with(workers: usize, format: &str, schema: &Schema, lines: &[Vec<u8>]) -> BTreeMap<Position, Parsed> {
+fn parse_with(
+    workers: usize,
+    format: &str,
+    schema: &Schema,
+    lines: &[Vec<u8>],
+) -> BTreeMap<Position, Parsed> {
     let layout = spec_reading_all(schema).compile(schema).unwrap();
     let out = Arc::new(Mutex::new(BTreeMap::new()));
     let (lines, shared) = (Arc::new(lines.to_vec()), out.clone());
@@ -314,7 +386,14 @@ fn parse_with(workers: usize, format: &str, schema: &Schema, lines: &[Vec<u8>]) 
                             .row(i)
                             .iter()
                             .map(|v| match v {
-                                Value::Multi { .. } => Field::Tokens(batch.multi(v).iter().copied().zip(batch.multi_weights(v)).collect()),
+                                Value::Multi { .. } => Field::Tokens(
+                                    batch
+                                        .multi(v)
+                                        .iter()
+                                        .copied()
+                                        .zip(batch.multi_weights(v))
+                                        .collect(),
+                                ),
                                 v => Field::One(*v),
                             })
                             .collect();
@@ -324,13 +403,25 @@ fn parse_with(workers: usize, format: &str, schema: &Schema, lines: &[Vec<u8>]) 
                 .probe_with(&probe);
             dead.inspect(move |letter: &DeadLetter| {
                 // serde_json's messages for text that is not JSON are its own.
-                let why = if json && letter.error_kind == "not_json" { String::new() } else { letter.error.clone() };
-                dead_out.lock().unwrap().insert(letter.record.position(), Parsed::Dead(letter.error_kind.clone(), why));
+                let why = if json && letter.error_kind == "not_json" {
+                    String::new()
+                } else {
+                    letter.error.clone()
+                };
+                dead_out.lock().unwrap().insert(
+                    letter.record.position(),
+                    Parsed::Dead(letter.error_kind.clone(), why),
+                );
             })
             .probe_with(&probe);
         });
         for (i, line) in lines.iter().enumerate().skip(index).step_by(peers) {
-            input.send(RawRecord { partition: (i % 3) as i32, offset: i as i64, payload: line.clone(), timestamp_ms: Some(5) });
+            input.send(RawRecord {
+                partition: (i % 3) as i32,
+                offset: i as i64,
+                payload: line.clone(),
+                timestamp_ms: Some(5),
+            });
         }
         drop(input);
         while !probe.done() {
@@ -344,20 +435,39 @@ fn parse_with(workers: usize, format: &str, schema: &Schema, lines: &[Vec<u8>]) 
 #[test]
 fn every_format_parses_as_a_plain_reader_with_1_2_and_4_workers() {
     for (format, text) in SCHEMAS {
-        let schema = toml::from_str::<SchemaSpec>(text).unwrap().compile().unwrap();
+        let schema = toml::from_str::<SchemaSpec>(text)
+            .unwrap()
+            .compile()
+            .unwrap();
         let lines = records(format, 600, 11);
         let want: BTreeMap<Position, Parsed> = lines
             .iter()
             .enumerate()
-            .map(|(i, line)| (Position { partition: (i % 3) as i32, offset: i as i64 }, reference(format, line)))
+            .map(|(i, line)| {
+                (
+                    Position {
+                        partition: (i % 3) as i32,
+                        offset: i as i64,
+                    },
+                    reference(format, line),
+                )
+            })
             .collect();
-        let dead = want.values().filter(|p| matches!(p, Parsed::Dead(..))).count();
+        let dead = want
+            .values()
+            .filter(|p| matches!(p, Parsed::Dead(..)))
+            .count();
         assert!(dead > 20 && dead < 200, "{format}: {dead} dead letters");
         for workers in [1, 2, 4] {
             let got = parse_with(workers, format, &schema, &lines);
             assert_eq!(got.len(), want.len(), "{format}, {workers} workers");
             for (position, parsed) in &want {
-                assert_eq!(got.get(position), Some(parsed), "{format}, {workers} workers, {position:?}: {:?}", String::from_utf8_lossy(&lines[position.offset as usize]));
+                assert_eq!(
+                    got.get(position),
+                    Some(parsed),
+                    "{format}, {workers} workers, {position:?}: {:?}",
+                    String::from_utf8_lossy(&lines[position.offset as usize])
+                );
             }
         }
     }

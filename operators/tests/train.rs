@@ -190,7 +190,10 @@ fn decode_and_train_with_1_2_and_4_workers_match_the_batch_computation() {
         })
         .collect();
     let labels: Vec<bool> = events.iter().map(|e| e.label).collect();
-    let mut batch = Ftrl::new(FtrlParams::default(), SPEC.dimension(&millrace_models::Schema::criteo()));
+    let mut batch = Ftrl::new(
+        FtrlParams::default(),
+        SPEC.dimension(&millrace_models::Schema::criteo()),
+    );
     let batch_predictions: Vec<f32> = rows
         .iter()
         .zip(&labels)

@@ -7,7 +7,11 @@ use std::sync::Arc;
 const SPEC: FeatureSpec = FeatureSpec::Hashed { hash_bits: 8 };
 
 fn publish(registry: &Registry, weight: f32) -> u64 {
-    let mut artifact = ModelArtifact::new("ctr", SPEC, vec![weight; SPEC.dimension(&millrace_models::Schema::criteo())]);
+    let mut artifact = ModelArtifact::new(
+        "ctr",
+        SPEC,
+        vec![weight; SPEC.dimension(&millrace_models::Schema::criteo())],
+    );
     registry.publish(&mut artifact).unwrap()
 }
 

@@ -89,10 +89,9 @@ fn dataflow_row(map: &FeatureMap, line: String) -> CsrBatch {
             timestamp_ms: None,
         };
         let stats = Arc::new(FeaturizeStats::default());
-        let (events, _dead) =
-            vec![record]
-                .to_stream(scope)
-                .parse_events(layout, stats.clone());
+        let (events, _dead) = vec![record]
+            .to_stream(scope)
+            .parse_events(layout, stats.clone());
         let updates = Vec::<FeatureUpdate>::new().to_stream(scope);
         events
             .transform_rows(updates, map, stats, |_, _| {})

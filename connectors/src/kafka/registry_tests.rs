@@ -122,7 +122,11 @@ fn incomplete_and_invalid_versions_are_not_served() {
     let topic = topic("registry-bad");
     let mut trainer = Trainer::new(&topic);
     let spec = FeatureSpec::Hashed { hash_bits: 8 };
-    let mut good = ModelArtifact::new("ctr", spec.clone(), vec![0.5; spec.dimension(&millrace_models::Schema::criteo())]);
+    let mut good = ModelArtifact::new(
+        "ctr",
+        spec.clone(),
+        vec![0.5; spec.dimension(&millrace_models::Schema::criteo())],
+    );
     trainer.publish(&mut good);
 
     // A manifest whose chunk the topic does not have (as after a publisher died mid-version
@@ -150,7 +154,10 @@ fn incomplete_and_invalid_versions_are_not_served() {
             .unwrap();
     };
     send("manifest/ctr", &serde_json::to_vec(&manifest).unwrap());
-    let nan = le_bytes(&vec![f32::NAN; spec.dimension(&millrace_models::Schema::criteo())]);
+    let nan = le_bytes(&vec![
+        f32::NAN;
+        spec.dimension(&millrace_models::Schema::criteo())
+    ]);
     send("chunk/ctr/weights/0", &nan);
     manifest.meta.version = 3;
     manifest.tensors[0].chunks = vec![digest(&nan)];

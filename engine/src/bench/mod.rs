@@ -7,6 +7,7 @@
 //! N timely workers running the job's trainer ([`TrainOnline`]), whose replicas are synchronized
 //! by all-reduce every `--sync-rows` lines (an epoch); the final model scores the holdout.
 
+pub mod bare;
 pub mod job_file;
 
 use crate::error::{Error, Result};
@@ -250,7 +251,12 @@ fn train_in_order(
     config: &OnlineBenchConfig,
     publish: Option<(&Registry, &str)>,
 ) -> Result<Trained> {
-    let mut learner = Learner::new(&config.learner, config.features.dimension(&millrace_models::Schema::criteo()));
+    let mut learner = Learner::new(
+        &config.learner,
+        config
+            .features
+            .dimension(&millrace_models::Schema::criteo()),
+    );
     let mut row = Vec::new();
     let (mut malformed, mut rows) = (0u64, 0u64);
     let (mut preds, mut labels) = (Vec::new(), Vec::new());
@@ -673,19 +679,24 @@ fn chunk_lines<'a>(
         .map(move |span| &text[span.clone()])
 }
 
-/// Fits and transforms every Criteo line of `input` with the spec of
-/// [`FeatureMapSpec::criteo_default`](millrace_models::FeatureMapSpec::criteo_default) on
-/// `workers` timely workers, the file cut into `epochs` epochs (a FeatureMap version each).
+/// Fits and transforms every record of `input` with `layout` (its schema and FeatureMap spec)
+/// on `workers` timely workers, the file cut into `epochs` epochs (a FeatureMap version each).
 ///
-/// The file is read into memory first. Lines are dealt to workers in chunks of 4096, each
-/// worker parsing its own; the clock runs from the dataflow's start until every row is out.
+/// The file is read into memory first (its header line left out when the schema declares
+/// one). Lines are dealt to workers in chunks of 4096, each worker parsing its own; the clock
+/// runs from the dataflow's start until every row is out.
 ///
 /// # Errors
 ///
 /// When the file cannot be read, `workers` or `epochs` is 0, or a worker fails.
-pub fn featurize(input: &Path, workers: usize, epochs: u64) -> Result<FeaturizeBench> {
-    use millrace_models::fmap::{Parser, Schema};
-    use millrace_models::{EventBatch, FeatureMap, FeatureMapSpec};
+pub fn featurize(
+    input: &Path,
+    layout: millrace_models::fmap::Layout,
+    workers: usize,
+    epochs: u64,
+) -> Result<FeaturizeBench> {
+    use millrace_models::fmap::Parser;
+    use millrace_models::{EventBatch, FeatureMap};
     use millrace_operators::{Featurize, FeaturizeStats, FitFeatureMap};
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{Arc, Mutex};
@@ -706,7 +717,13 @@ pub fn featurize(input: &Path, workers: usize, epochs: u64) -> Result<FeaturizeB
     })?;
     let mut spans = Vec::new();
     let mut start = 0;
-    for (i, &b) in text.iter().enumerate() {
+    if layout.schema.record().header {
+        start = text
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(text.len(), |i| i + 1);
+    }
+    for (i, &b) in text.iter().enumerate().skip(start) {
         if b == b'\n' {
             if i > start {
                 spans.push(start..i);
@@ -719,9 +736,6 @@ pub fn featurize(input: &Path, workers: usize, epochs: u64) -> Result<FeaturizeB
     }
     let (text, spans) = (Arc::new(text), Arc::new(spans));
 
-    let layout = FeatureMapSpec::criteo_default()
-        .compile(&Schema::criteo())
-        .map_err(|problems| Error::Config { problems })?;
     let chunks = spans.len().div_ceil(FEATURIZE_CHUNK);
 
     // One run of the dataflow; with `transform`, rows are made and counted too.

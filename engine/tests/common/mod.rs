@@ -208,4 +208,3 @@ pub(crate) fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u
         .unwrap_or_default();
     (status, body)
 }
-

@@ -242,7 +242,9 @@ impl FeatureMap {
                 Op::Vocab { spec, ids } => put(vocab_slot(spec, ids, value, counts), 1.0),
                 Op::MultiVocab { spec, ids } => match value {
                     Value::Multi { .. } => {
-                        for (&token, weight) in batch.multi(value).iter().zip(batch.multi_weights(value)) {
+                        for (&token, weight) in
+                            batch.multi(value).iter().zip(batch.multi_weights(value))
+                        {
                             put(vocab_slot(spec, ids, &Value::Cat(token), counts), weight);
                         }
                     }
@@ -287,7 +289,9 @@ impl FeatureMap {
                 // A multi-valued field hashes each of its tokens.
                 Op::Hash { buckets } => match value {
                     Value::Multi { .. } => {
-                        for (&t, weight) in batch.multi(value).iter().zip(batch.multi_weights(value)) {
+                        for (&t, weight) in
+                            batch.multi(value).iter().zip(batch.multi_weights(value))
+                        {
                             let h = crate::hash::finalize(t ^ u64::from(step.offset));
                             put((h % u64::from(buckets)) as u32, weight);
                         }

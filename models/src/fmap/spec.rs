@@ -1,8 +1,8 @@
 //! The feature spec: which transform each field gets, with its parameters (`[features]` with
 //! `type = "map"` in a job file), and its compiled layout: every feature's place in the row.
 
-pub use crate::schema::Schema;
 use crate::schema::FieldType;
+pub use crate::schema::Schema;
 use serde::{Deserialize, Serialize};
 
 /// What a categorical transform does with a value that is not well-formed (overlong, invalid

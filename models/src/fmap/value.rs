@@ -319,15 +319,16 @@ impl Parser {
     ) -> Result<bool, DecodeError> {
         let columns = &self.record.columns;
         let mut label = None;
-        let mut column = |at: usize, start: usize, end: usize, batch: &mut EventBatch| {
-            match columns.get(at).map(|c| c.role) {
-                Some(Role::Feature(f)) => {
-                    let value = self.parse_bytes(f as usize, &line[start..end], batch);
-                    batch.values.push(value);
-                }
-                Some(Role::Label) => label = Some((start, end)),
-                _ => {}
+        let mut column = |at: usize, start: usize, end: usize, batch: &mut EventBatch| match columns
+            .get(at)
+            .map(|c| c.role)
+        {
+            Some(Role::Feature(f)) => {
+                let value = self.parse_bytes(f as usize, &line[start..end], batch);
+                batch.values.push(value);
             }
+            Some(Role::Label) => label = Some((start, end)),
+            _ => {}
         };
         let (mut at, mut from) = (0usize, 0usize);
         for_each_byte(line, delimiter, |end| {
@@ -842,17 +843,26 @@ mod tests {
     fn record_errors() {
         let mut p = parser();
         let mut batch = EventBatch::new(39);
-        assert_eq!(p.parse_record(b"2\t", 0, &mut batch), Err(DecodeError::LabelValue("label".into())));
+        assert_eq!(
+            p.parse_record(b"2\t", 0, &mut batch),
+            Err(DecodeError::LabelValue("label".into()))
+        );
         assert_eq!(
             p.parse_record(b"1\t2\t3", 0, &mut batch),
-            Err(DecodeError::ColumnCount { expected: 40, got: 3 })
+            Err(DecodeError::ColumnCount {
+                expected: 40,
+                got: 3
+            })
         );
         // Too many fields, with malformed values before the surplus: nothing kept or counted.
         let mut long = b"1\tx".to_vec();
         long.extend(std::iter::repeat_n(b'\t', 40));
         assert_eq!(
             p.parse_record(&long, 0, &mut batch),
-            Err(DecodeError::ColumnCount { expected: 40, got: 42 })
+            Err(DecodeError::ColumnCount {
+                expected: 40,
+                got: 42
+            })
         );
         assert!(batch.is_empty() && batch.values.is_empty() && batch.tokens.is_empty());
         assert_eq!(p.bad.total(), 0);
@@ -879,7 +889,14 @@ mod tests {
         // A JSON record of the preset: the same event with its label; keys the schema does
         // not read (the event time's) are ignored.
         let json_layout = FeatureMapSpec::criteo_default()
-            .compile(&SchemaSpec { format: Some("json".into()), ..SchemaSpec::preset_criteo() }.compile().unwrap())
+            .compile(
+                &SchemaSpec {
+                    format: Some("json".into()),
+                    ..SchemaSpec::preset_criteo()
+                }
+                .compile()
+                .unwrap(),
+            )
             .unwrap();
         let mut p = Parser::new(&json_layout);
         let mut c = EventBatch::new(39);
@@ -933,7 +950,11 @@ mod tests {
         );
         let mut batch = EventBatch::new(39);
         assert_eq!(
-            p.parse_json(&serde_json::json!({"C1": "x", "C4": ["a", 1]}), 0, &mut batch),
+            p.parse_json(
+                &serde_json::json!({"C1": "x", "C4": ["a", 1]}),
+                0,
+                &mut batch
+            ),
             Err(DecodeError::WrongType("C4".into()))
         );
         assert_eq!(batch, EventBatch::new(39));

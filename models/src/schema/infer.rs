@@ -60,9 +60,9 @@ pub fn infer(text: &[u8], format: Option<&str>) -> Result<SchemaSpec, String> {
                 })
                 .collect();
             spec.header = rows.len() > 1
-                && rows[0]
-                    .iter()
-                    .all(|c| is_name(c) && crate::fmap::value::parse_number(c.as_bytes()).is_none())
+                && rows[0].iter().all(|c| {
+                    is_name(c) && crate::fmap::value::parse_number(c.as_bytes()).is_none()
+                })
                 && rows[0] != rows[1];
             let (names, body) = if spec.header {
                 (rows[0].clone(), &rows[1..])
@@ -275,7 +275,8 @@ fn flatten(
         match value {
             serde_json::Value::Object(inner) => flatten(&name, inner, out),
             other => {
-                let text = super::json_scalar_text(other).map_or_else(String::new, |t| t.into_owned());
+                let text =
+                    super::json_scalar_text(other).map_or_else(String::new, |t| t.into_owned());
                 out.push((name, text));
             }
         }
@@ -293,7 +294,10 @@ mod tests {
             1001,1,14102100,85f751fd,1,2\n";
         let spec = infer(text, None).unwrap();
         let toml_text = to_toml(&spec);
-        assert!(toml_text.contains("format = \"csv\"\nheader = true\n"), "{toml_text}");
+        assert!(
+            toml_text.contains("format = \"csv\"\nheader = true\n"),
+            "{toml_text}"
+        );
         assert!(toml_text.contains("event_time_format = \"%y%m%d%H\""));
         assert!(toml_text.contains("{ name = \"id\", type = \"skip\" }"));
         assert!(toml_text.contains("{ name = \"click\", type = \"label\" }"));
@@ -304,7 +308,10 @@ mod tests {
         assert_eq!(back, spec);
         let schema = back.compile().unwrap();
         assert_eq!(schema.fields, ["site_id", "banner_pos", "price"]);
-        assert_eq!(schema.check_header(b"id,click,hour,site_id,banner_pos,price"), Ok(()));
+        assert_eq!(
+            schema.check_header(b"id,click,hour,site_id,banner_pos,price"),
+            Ok(())
+        );
     }
 
     #[test]
@@ -314,16 +321,30 @@ mod tests {
         assert_eq!(spec.format.as_deref(), Some("tsv"));
         assert_eq!(spec.label_at_least, Some(4.0));
         assert_eq!(spec.event_time_format.as_deref(), Some("s"));
-        let kinds: Vec<&str> = spec.fields.as_ref().unwrap().iter().map(|f| f.kind.as_str()).collect();
+        let kinds: Vec<&str> = spec
+            .fields
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|f| f.kind.as_str())
+            .collect();
         assert_eq!(kinds, ["category", "category", "label", "time"]);
 
         let json = br#"{"label": 1, "ts": 1700000000000, "user": {"id": "u1", "age": 31}}"#;
         let spec = infer(json, None).unwrap();
         let fields = spec.fields.as_ref().unwrap();
-        let named: Vec<(&str, &str)> = fields.iter().map(|f| (f.name.as_str(), f.kind.as_str())).collect();
+        let named: Vec<(&str, &str)> = fields
+            .iter()
+            .map(|f| (f.name.as_str(), f.kind.as_str()))
+            .collect();
         assert_eq!(
             named,
-            [("label", "label"), ("ts", "time"), ("user.age", "number"), ("user.id", "category")]
+            [
+                ("label", "label"),
+                ("ts", "time"),
+                ("user.age", "number"),
+                ("user.id", "category")
+            ]
         );
         assert_eq!(spec.event_time_format, None);
         assert!(spec.compile().is_ok());

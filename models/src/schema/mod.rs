@@ -9,6 +9,7 @@
 pub mod infer;
 pub mod label;
 pub mod spec;
+pub mod synth;
 pub mod time;
 
 pub use label::LabelRule;
@@ -293,7 +294,10 @@ mod tests {
             schema.event_time(b"17,0,14102100,abc\n"),
             Some(1_413_849_600_000)
         );
-        assert_eq!(schema.event_time(b"17,0,\"14102101\",abc"), Some(1_413_853_200_000));
+        assert_eq!(
+            schema.event_time(b"17,0,\"14102101\",abc"),
+            Some(1_413_853_200_000)
+        );
         assert_eq!(schema.event_time(b"17,0,x,abc"), None);
         assert_eq!(schema.event_time(b"17,0"), None);
         assert_eq!(Schema::criteo().event_time(b"0\t1"), None);

@@ -236,7 +236,10 @@ impl SchemaSpec {
                     ));
                 }
                 if self.event_time_format.is_some() {
-                    problems.push("`event_time_format` needs a `time` field, which libfm lines do not have".to_owned());
+                    problems.push(
+                        "`event_time_format` needs a `time` field, which libfm lines do not have"
+                            .to_owned(),
+                    );
                 }
                 (
                     vec![LIBFM_FIELD.to_owned()],
@@ -393,7 +396,11 @@ impl SchemaSpec {
                 b'|'
             }
         };
-        if encoding == Some(Encoding::Delimited { delimiter: separator }) {
+        if encoding
+            == Some(Encoding::Delimited {
+                delimiter: separator,
+            })
+        {
             problems.push(at(
                 "`separator` must differ from the line's `delimiter`".to_owned()
             ));
@@ -466,9 +473,8 @@ mod tests {
                 "`format` must be \"tsv\" or \"json\" with the criteo preset (got \"csv\")",
             ]
         );
-        let problems =
-            compile("format = \"libfm\"\nlabel_positive = []\nlabel_negative = [\"1\"]")
-                .unwrap_err();
+        let problems = compile("format = \"libfm\"\nlabel_positive = []\nlabel_negative = [\"1\"]")
+            .unwrap_err();
         assert_eq!(problems, ["`label_positive` must name at least one value"]);
         let problems = compile("format = \"tsv\"\nlabel_positive = [\"1\"]\nlabel_negative = [\"1\"]\nfields = [{ name = \"l\", type = \"label\" }, { name = \"x\", type = \"number\" }]").unwrap_err();
         assert_eq!(

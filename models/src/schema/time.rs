@@ -66,7 +66,7 @@ impl TimeFormat {
                 Ok(s) => s.checked_mul(1000),
                 Err(_) => {
                     let s: f64 = text.parse().ok()?;
-                    (s.is_finite() && s >= 0.0 && s < 1.8e16).then(|| (s * 1000.0).round() as u64)
+                    (0.0..1.8e16).contains(&s).then(|| (s * 1000.0).round() as u64)
                 }
             },
             TimeFormat::Pattern(pattern) => parse_pattern(text, pattern),
