@@ -66,7 +66,9 @@ impl TimeFormat {
                 Ok(s) => s.checked_mul(1000),
                 Err(_) => {
                     let s: f64 = text.parse().ok()?;
-                    (0.0..1.8e16).contains(&s).then(|| (s * 1000.0).round() as u64)
+                    (0.0..1.8e16)
+                        .contains(&s)
+                        .then(|| (s * 1000.0).round() as u64)
                 }
             },
             TimeFormat::Pattern(pattern) => parse_pattern(text, pattern),
