@@ -677,8 +677,7 @@ fn metrics_text(store: &ModelStore, options: &ServeOptions) -> String {
     text
 }
 
-/// The OpenAPI 3 description of the API.
-pub const OPENAPI: &str = include_str!("openapi.json");
+pub use crate::openapi::OPENAPI;
 
 /// The API's routes over `store`.
 pub fn routes(
@@ -796,12 +795,19 @@ pub fn routes(
         });
     let metrics = warp::path!("metrics")
         .and(warp::get())
-        .and(with_store)
+        .and(with_store.clone())
         .and(with_options)
         .map(|store: Arc<ModelStore>, options: ServeOptions| metrics_text(&store, &options));
     let openapi = warp::path!("openapi.json")
         .and(warp::get())
-        .map(|| warp::reply::with_header(OPENAPI, "content-type", "application/json"));
+        .and(with_store)
+        .map(|store: Arc<ModelStore>| {
+            warp::reply::with_header(
+                crate::openapi::openapi_for(&store),
+                "content-type",
+                "application/json",
+            )
+        });
     // A known path asked with a method it does not take: 405 with the methods it takes.
     let wrong_method = warp::path::full().and(warp::method()).and_then(
         |path: FullPath, method: Method| async move {

@@ -18,6 +18,7 @@
 
 mod api;
 mod batch;
+mod openapi;
 mod rows;
 mod score;
 mod store;

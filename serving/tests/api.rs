@@ -366,3 +366,87 @@ async fn rounded_weights_answer_as_the_rounded_model_in_less_memory() {
     }
     assert_eq!(bytes(&float), numbers * 4);
 }
+
+/// A model of a declared schema is served by its fields' names: `/openapi.json` lists them
+/// with their types, a known field of the wrong JSON type and an unknown field are 400s that
+/// name the field.
+#[tokio::test]
+async fn a_declared_schema_is_served_and_described_by_its_fields() {
+    use millrace_models::fmap::{FeatureMapSpec, Parser};
+    use millrace_models::{EventBatch, FeatureMap, SchemaSpec};
+
+    let schema: SchemaSpec = toml::from_str(
+        r#"format = "csv"
+           fields = [
+             { name = "click", type = "label" },
+             { name = "site", type = "category" },
+             { name = "price", type = "number" },
+             { name = "tags", type = "tokens", separator = "|" },
+           ]"#,
+    )
+    .unwrap();
+    let schema = schema.compile().unwrap();
+    let spec: FeatureMapSpec = toml::from_str(
+        "[[transform]]\nkind = \"one_hot\"\nfields = [\"site\", \"tags\"]\n[[transform]]\nkind = \"standardize\"\nfields = [\"price\"]\n",
+    )
+    .unwrap();
+    let layout = spec.compile(&schema).unwrap();
+    let mut parser = Parser::new(&layout);
+    let mut batch = EventBatch::new(3);
+    for line in ["1,a,3,x|y", "0,b,5,z", "0,a,,"] {
+        parser.parse_record(line.as_bytes(), 0, &mut batch).unwrap();
+    }
+    let map = FeatureMap::fit(layout, std::slice::from_ref(&batch));
+    let weights = vec![0.25; map.dimension()];
+    let mut artifact = ModelArtifact::new("ctr", FeatureSpec::Map(spec), weights);
+    artifact.feature_map = Some(Arc::new(map));
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::open(dir.path()).unwrap();
+    registry.publish(&mut artifact).unwrap();
+    let store = Arc::new(ModelStore::new(registry));
+    assert_eq!(store.refresh().swapped.len(), 1);
+
+    let (status, json) = predict(
+        &store,
+        r#"{"instances":[{"site":"a","price":"4","tags":["x","y"]},{"tags":"z|x"},{}]}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["predictions"].as_array().unwrap().len(), 3);
+    let (status, json) = predict(&store, r#"{"instances":[{"site":"a"},{"site":["a"]}]}"#).await;
+    assert_eq!(status, 400);
+    assert!(
+        json["error"]
+            .as_str()
+            .unwrap()
+            .contains("instance 1: field `site` cannot hold"),
+        "{json}"
+    );
+    let (status, json) = predict(&store, r#"{"instances":[{"I1":3}]}"#).await;
+    assert_eq!(status, 400);
+    assert!(
+        json["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `I1`"),
+        "{json}"
+    );
+
+    let reply = warp::test::request()
+        .path("/openapi.json")
+        .reply(&routes(store.clone(), ServeOptions::default()))
+        .await;
+    let doc: serde_json::Value = serde_json::from_slice(reply.body()).unwrap();
+    let instance = &doc["components"]["schemas"]["Instance"];
+    let fields: Vec<&String> = instance["properties"].as_object().unwrap().keys().collect();
+    assert_eq!(fields, ["price", "site", "tags"]);
+    assert_eq!(instance["properties"]["tags"]["anyOf"][0]["type"], "array");
+    assert_eq!(
+        instance["properties"]["price"]["anyOf"][0]["type"],
+        "number"
+    );
+    assert_eq!(
+        doc["paths"],
+        serde_json::from_str::<serde_json::Value>(millrace_serving::OPENAPI).unwrap()["paths"]
+    );
+}

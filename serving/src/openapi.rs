@@ -1,0 +1,62 @@
+//! `/openapi.json`: the static description of the API, with the instance object of the served
+//! models' schemas: a model fitted on a FeatureMap lists its schema's fields by name and type;
+//! without one (hashed Criteo features) the Criteo fields stay as written.
+
+use crate::store::ModelStore;
+use millrace_models::schema::FieldType;
+use serde_json::{json, Map, Value};
+
+/// The OpenAPI 3 document, as written: the Criteo instance.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// The OpenAPI document with `Instance` made of the fields of every served model's schema
+/// (their union when models differ); the written document when no model has a schema.
+pub(crate) fn openapi_for(store: &ModelStore) -> String {
+    let mut fields = Map::new();
+    for entry in store.entries() {
+        let Some(map) = entry.primary().and_then(|v| v.model.feature_map.clone()) else {
+            continue;
+        };
+        let schema = &map.layout.schema;
+        for (i, name) in schema.fields.iter().enumerate() {
+            fields.insert(name.clone(), field_schema(schema.field_type(i)));
+        }
+    }
+    if fields.is_empty() {
+        return OPENAPI.to_owned();
+    }
+    let Ok(mut document) = serde_json::from_str::<Value>(OPENAPI) else {
+        return OPENAPI.to_owned();
+    };
+    if let Some(instance) = document.pointer_mut("/components/schemas/Instance") {
+        *instance = json!({
+            "type": "object",
+            "description": "A raw event of the served model's schema: its fields by name, any of them missing or null",
+            "additionalProperties": false,
+            "properties": Value::Object(fields),
+        });
+    }
+    document.to_string()
+}
+
+/// The JSON schema of one field's value: what the parser reads for its type.
+fn field_schema(field: Option<FieldType>) -> Value {
+    let scalar = json!([{"type": "string"}, {"type": "number"}, {"type": "boolean"}]);
+    match field {
+        Some(FieldType::Number) => json!({
+            "nullable": true,
+            "description": "a number, or its text",
+            "anyOf": [{"type": "number"}, {"type": "string"}],
+        }),
+        Some(FieldType::Tokens { separator }) => json!({
+            "nullable": true,
+            "description": format!("tokens: an array of strings, or one string of them separated by {:?}", char::from(separator)),
+            "anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "string"}],
+        }),
+        _ => json!({
+            "nullable": true,
+            "description": "a category: its text (a number or a boolean stands for its text)",
+            "anyOf": scalar,
+        }),
+    }
+}
