@@ -9,8 +9,11 @@
 //! the wall clock instead: a second pass cannot go back in event time), else the wall clock at
 //! the replay.
 
+use crate::error::{Error, Result};
 use millrace_connectors::kafka::{KafkaSourceConfig, LineProducer, RateLimit, EMBEDDED};
+use millrace_models::Schema;
 use serde::{Deserialize, Serialize};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -41,11 +44,8 @@ impl FileSourceSpec {
                 problems.push(format!("`rows_per_sec` must be > 0 (got {rate})"));
             }
         }
-        if let Err(error) = std::fs::metadata(&self.path) {
-            problems.push(format!(
-                "`path` {} cannot be read: {error}",
-                self.path.display()
-            ));
+        if self.path.as_os_str().is_empty() {
+            problems.push("`path` must name a file".to_owned());
         }
         problems
     }
@@ -79,19 +79,14 @@ impl FileSourceSpec {
     }
 }
 
-/// The file's records: its non-empty lines, without the header line when `header`.
-pub fn records(text: &[u8], header: bool) -> Vec<&[u8]> {
-    text.split(|&b| b == b'\n')
-        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
-        .skip(usize::from(header))
-        .collect()
-}
-
 /// A file's records on their way into the job's topic.
 pub struct Replay {
     spec: FileSourceSpec,
-    records: Vec<Vec<u8>>,
-    producer: LineProducer,
+    /// The file.
+    text: Vec<u8>,
+    /// Each record's place in `text`.
+    records: Vec<Range<usize>>,
+    producer: Option<LineProducer>,
     sent: u64,
 }
 
@@ -101,23 +96,54 @@ pub struct Replay {
 pub const PRIMED: usize = 1000;
 
 impl Replay {
-    /// A replay of `records` (a file's, see [`records`]) into `topic` on `bootstrap`.
+    /// Reads the spec's file and its records by `schema` (the header line checked and left
+    /// out).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the file cannot be read, [`Error::Config`] when its header does not
+    /// name the schema's fields.
+    pub fn read(spec: FileSourceSpec, schema: &Schema) -> Result<Self> {
+        let text = std::fs::read(&spec.path).map_err(|source| Error::Io {
+            path: spec.path.clone(),
+            source,
+        })?;
+        let records = schema.record_spans(&text).map_err(|why| Error::Config {
+            problems: vec![format!("[schema] {}: {why}", spec.path.display())],
+        })?;
+        Ok(Replay {
+            spec,
+            text,
+            records,
+            producer: None,
+            sent: 0,
+        })
+    }
+
+    /// How many records the file holds.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether the file holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// The topics on the embedded broker that the job `name` reads the file through.
+    pub fn kafka_config(&self, name: &str) -> KafkaSourceConfig {
+        self.spec
+            .kafka_config(name, Some(self.records.len() as u64))
+    }
+
+    /// Connects the replay to `topic` on `bootstrap`.
     ///
     /// # Errors
     ///
     /// When the producer cannot be made.
-    pub fn new(
-        spec: FileSourceSpec,
-        records: Vec<Vec<u8>>,
-        bootstrap: &str,
-        topic: &str,
-    ) -> millrace_connectors::Result<Self> {
-        Ok(Replay {
-            spec,
-            records,
-            producer: LineProducer::new(bootstrap, topic, 1)?,
-            sent: 0,
-        })
+    pub fn connect(&mut self, bootstrap: &str, topic: &str) -> Result<()> {
+        self.producer = Some(LineProducer::new(bootstrap, topic, 1)?);
+        Ok(())
     }
 
     /// Sends the first [`PRIMED`] records (all, for a shorter file) and waits until the broker
@@ -126,22 +152,27 @@ impl Replay {
     /// # Errors
     ///
     /// When a record cannot be sent or acknowledged.
-    pub fn prime(&mut self) -> millrace_connectors::Result<()> {
+    pub fn prime(&mut self) -> Result<()> {
+        let Some(producer) = self.producer.as_mut() else {
+            return Err(Error::Dataflow(
+                "the file replay is not connected".to_owned(),
+            ));
+        };
         let first = self.records.len().min(PRIMED);
-        for line in &self.records[..first] {
-            self.producer.send(line)?;
+        for range in &self.records[..first] {
+            producer.send(&self.text[range.clone()])?;
         }
         self.sent = first as u64;
-        self.producer.flush(Duration::from_secs(10))
+        Ok(producer.flush(Duration::from_secs(10))?)
     }
 
     /// Produces the rest, paced by the spec's rate and by `read` (the records the job's source
     /// has read), until the replay ends or `stop` is set.
     pub fn run(mut self, read: &AtomicU64, stop: &AtomicBool) {
         let total = self.records.len() as u64;
-        if total == 0 {
+        let Some(mut producer) = self.producer.take().filter(|_| total > 0) else {
             return;
-        }
+        };
         let limit = RateLimit::new(self.spec.rows_per_sec);
         while !stop.load(Ordering::Relaxed) && (self.spec.repeat || self.sent < total) {
             let ahead = self.sent.saturating_sub(read.load(Ordering::Relaxed));
@@ -153,14 +184,16 @@ impl Replay {
                 );
                 continue;
             }
-            let line = &self.records[(self.sent % total) as usize];
-            if let Err(error) = self.producer.send(line) {
-                tracing::error!(%error, "the file replay stops");
+            let range = self.records[(self.sent % total) as usize].clone();
+            if let Err(error) = producer.send(&self.text[range]) {
+                // The job would wait for the records that cannot come: it stops instead.
+                tracing::error!(%error, "the file replay failed: the job stops");
+                stop.store(true, Ordering::SeqCst);
                 break;
             }
             self.sent += 1;
         }
-        if let Err(error) = self.producer.flush(Duration::from_secs(10)) {
+        if let Err(error) = producer.flush(Duration::from_secs(10)) {
             tracing::warn!(%error, "replayed records not all acknowledged");
         }
     }
@@ -171,25 +204,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_header_is_skipped_and_blank_lines_are_not_records() {
-        assert_eq!(
-            records(b"a,b\n1,2\n\n3,4\r\n \n", true),
-            [&b"1,2"[..], b"3,4\r"]
-        );
-        assert_eq!(records(b"1,2\n3,4", false).len(), 2);
-    }
-
-    #[test]
     fn values_are_checked() {
         let spec = FileSourceSpec {
-            path: PathBuf::from("/no/such/file"),
+            path: PathBuf::new(),
             rows_per_sec: Some(0.0),
             repeat: false,
         };
-        let problems = spec.problems();
-        assert_eq!(problems.len(), 2);
-        assert!(problems[0].contains("`rows_per_sec` must be > 0"));
-        assert!(problems[1].contains("`path` /no/such/file cannot be read"));
+        assert_eq!(
+            spec.problems(),
+            [
+                "`rows_per_sec` must be > 0 (got 0)",
+                "`path` must name a file"
+            ]
+        );
+        let missing = FileSourceSpec {
+            path: PathBuf::from("/no/such/file"),
+            ..spec
+        };
+        assert!(matches!(
+            Replay::read(missing, &Schema::criteo()),
+            Err(Error::Io { .. })
+        ));
         let resolved = FileSourceSpec {
             path: PathBuf::from("data.csv"),
             rows_per_sec: None,

@@ -13,9 +13,9 @@
 
 use crate::checkpoint::CheckpointStore;
 use crate::error::{Error, Result};
-use crate::file_source::{self, Replay};
+use crate::file_source::Replay;
 use crate::metrics::JobStats;
-use crate::spec::{FileSourceSpec, JobSpec, SourceSpec};
+use crate::spec::{JobSpec, SourceSpec};
 use millrace_connectors::kafka::{
     create_registry_topic, create_topics, EmbeddedBroker, KafkaReader, KafkaSourceConfig,
     LineProducer, Output, OutputSink, RateLimit, RegistryPublisher, WatermarkProbe, EMBEDDED,
@@ -350,8 +350,8 @@ fn run(
         });
 
     let replayer = match replay.filter(|_| process == 0) {
-        Some((file, records)) => {
-            let mut replay = Replay::new(file, records, &bootstrap, &kafka.topic)?;
+        Some(mut replay) => {
+            replay.connect(&bootstrap, &kafka.topic)?;
             replay.prime()?;
             let (stop, stats) = (stop.clone(), stats.clone());
             Some(
@@ -1040,34 +1040,15 @@ impl MetricsSink {
     }
 }
 
-/// A `file` source's spec and records.
-type FileRecords = (FileSourceSpec, Vec<Vec<u8>>);
-
-/// The topic the dataflow reads, and for a `file` source the file and its records to replay
-/// into it (the header line checked against the schema and left out).
-fn source_topic(spec: &JobSpec) -> Result<(KafkaSourceConfig, Option<FileRecords>)> {
-    let file = match &spec.source {
-        SourceSpec::Kafka(kafka) => return Ok((kafka.clone(), None)),
-        SourceSpec::File(file) => file,
-    };
-    let text = std::fs::read(&file.path).map_err(|source| Error::Io {
-        path: file.path.clone(),
-        source,
-    })?;
-    let schema = spec.event_schema()?;
-    let header = schema.record().header;
-    if header {
-        let first = text.split(|&b| b == b'\n').next().unwrap_or_default();
-        schema.check_header(first).map_err(|why| Error::Config {
-            problems: vec![format!("[schema] {}: {why}", file.path.display())],
-        })?;
+/// The topic the dataflow reads, and for a `file` source the replay of its file into it.
+fn source_topic(spec: &JobSpec) -> Result<(KafkaSourceConfig, Option<Replay>)> {
+    match &spec.source {
+        SourceSpec::Kafka(kafka) => Ok((kafka.clone(), None)),
+        SourceSpec::File(file) => {
+            let replay = Replay::read(file.clone(), &spec.event_schema()?)?;
+            Ok((replay.kafka_config(&spec.name), Some(replay)))
+        }
     }
-    let records: Vec<Vec<u8>> = file_source::records(&text, header)
-        .into_iter()
-        .map(<[u8]>::to_vec)
-        .collect();
-    let kafka = file.kafka_config(&spec.name, Some(records.len() as u64));
-    Ok((kafka, Some((file.clone(), records))))
 }
 
 fn generate(

@@ -333,7 +333,9 @@ impl JobSpec {
         })?;
         let mut problems = apply_env(&mut table, env);
         for key in table.keys() {
-            if !SECTIONS.contains(&key.as_str()) {
+            if key == "decode" {
+                problems.push("`[decode]` is replaced by `[schema]`: `format = \"criteo\"` is `preset = \"criteo\"`, `format = \"json\"` is `preset = \"criteo\"` with `format = \"json\"`".to_owned());
+            } else if !SECTIONS.contains(&key.as_str()) {
                 problems.push(format!(
                     "unknown key `{key}` (expected one of {})",
                     SECTIONS.join(", ")
@@ -538,6 +540,12 @@ fn check(job: &Sections<'_>) -> Vec<String> {
     }
     if let Some(SourceSpec::File(file)) = job.source {
         add("source", file.problems());
+        if let Some(Some(_)) = job.checkpoint {
+            add(
+                "checkpoint",
+                vec!["a `file` source replays its file from the start: it cannot resume from a checkpoint".to_owned()],
+            );
+        }
         if let Some(Some(_)) = job.generator {
             add(
                 "generator",
@@ -1050,7 +1058,7 @@ registry = "target/registry"
         ))
         .join("\n");
         assert!(
-            text.contains("[source] missing field `type` (one of `kafka`)"),
+            text.contains("[source] missing field `type` (one of `kafka`, `file`)"),
             "{text}"
         );
         assert!(text.contains("[source] `topc`: unknown field"), "{text}");
@@ -1249,6 +1257,44 @@ buckets = 10"#,
             problems(&hashed),
             ["[features] `type = \"hashed\"` reads the criteo preset only: hash another schema's fields with `type = \"map\"` and `hash` transforms"]
         );
+    }
+
+    #[test]
+    fn the_old_decode_section_says_what_replaces_it() {
+        let old = format!("{GOOD}\n[decode]\nformat = \"criteo\"\n");
+        assert_eq!(
+            problems(&old),
+            ["`[decode]` is replaced by `[schema]`: `format = \"criteo\"` is `preset = \"criteo\"`, `format = \"json\"` is `preset = \"criteo\"` with `format = \"json\"`"]
+        );
+    }
+
+    #[test]
+    fn a_file_source_is_checked_and_cannot_be_checkpointed() {
+        let source = GOOD.find("[source]").unwrap()..GOOD.find("[features]").unwrap();
+        let mut file = GOOD.to_owned();
+        file.replace_range(
+            source,
+            "[source]\ntype = \"file\"\npath = \"events.tsv\"\nrows_per_sec = -1.0\n\n",
+        );
+        let checkpointed = format!("{file}\n[checkpoint]\nstate_dir = \"state\"\n");
+        assert_eq!(
+            problems(&checkpointed),
+            [
+                "[source] `rows_per_sec` must be > 0 (got -1)",
+                "[checkpoint] a `file` source replays its file from the start: it cannot resume from a checkpoint",
+            ]
+        );
+        let spec = JobSpec::from_toml_with_env_in(
+            &file.replace("rows_per_sec = -1.0", "repeat = true"),
+            std::iter::empty(),
+            Path::new("/jobs"),
+        )
+        .unwrap();
+        let SourceSpec::File(file) = &spec.source else {
+            panic!("a file source: {:?}", spec.source);
+        };
+        assert_eq!(file.path, Path::new("/jobs/events.tsv"));
+        assert!(file.repeat);
     }
 
     #[test]

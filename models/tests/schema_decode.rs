@@ -4,7 +4,7 @@
 
 use millrace_models::criteo::DecodeError;
 use millrace_models::fmap::{FeatureMapSpec, Parser};
-use millrace_models::schema::{FieldSpec, FieldType, SchemaSpec};
+use millrace_models::schema::{FieldSpec, SchemaSpec};
 use millrace_models::{EventBatch, Schema};
 use proptest::prelude::*;
 
@@ -34,19 +34,6 @@ fn schema_spec(format: &str, kinds: &[&str], label: usize) -> SchemaSpec {
     }
 }
 
-/// A spec that reads every field of `schema`.
-fn reading_all(schema: &Schema) -> FeatureMapSpec {
-    let mut text = String::new();
-    for (i, name) in schema.fields.iter().enumerate() {
-        let kind = match schema.field_type(i) {
-            Some(FieldType::Number) => "standardize",
-            _ => "one_hot",
-        };
-        text += &format!("[[transform]]\nkind = \"{kind}\"\nfields = [{name:?}]\n");
-    }
-    toml::from_str(&text).unwrap()
-}
-
 fn kinds() -> impl Strategy<Value = Vec<&'static str>> {
     proptest::collection::vec(
         prop_oneof![
@@ -67,7 +54,9 @@ fn kinds() -> impl Strategy<Value = Vec<&'static str>> {
 
 fn parser(spec: &SchemaSpec) -> (Schema, Parser) {
     let schema = spec.compile().unwrap();
-    let layout = reading_all(&schema).compile(&schema).unwrap();
+    let layout = FeatureMapSpec::default_for(&schema)
+        .compile(&schema)
+        .unwrap();
     (schema, Parser::new(&layout))
 }
 

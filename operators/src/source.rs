@@ -290,7 +290,10 @@ impl Epochs {
                 before.unwrap_or(wall_ms)
             }
             Some(t) => t,
-            None => wall_ms,
+            // A record without a time (its declared time field unreadable) takes its
+            // partition's current time, so that it cannot carry a replay of historical times
+            // into the wall clock's epoch.
+            None => before.unwrap_or(wall_ms),
         };
         record.timestamp_ms = Some(timestamp);
         let watermark = before.map_or(timestamp, |w| w.max(timestamp));

@@ -3,8 +3,8 @@
 //! the same events with the same values, and the same dead letters with the same reasons.
 
 use millrace_models::fmap::value::{fingerprint, parse_number};
-use millrace_models::fmap::{BadKind, FeatureMapSpec, TransformSpec, Value};
-use millrace_models::schema::{FieldType, SchemaSpec};
+use millrace_models::fmap::{BadKind, FeatureMapSpec, Value};
+use millrace_models::schema::SchemaSpec;
 use millrace_models::{DeadLetter, EventBatch, Position, RawRecord, Schema};
 use millrace_operators::{FeaturizeStats, ParseEvents};
 use rand::{Rng, SeedableRng};
@@ -66,40 +66,6 @@ const SCHEMAS: [(&str, &str); 4] = [
     ),
     ("libfm", r#"format = "libfm""#),
 ];
-
-/// A FeatureMap spec that reads every field: vocabularies over categories and tokens,
-/// pass-through numbers.
-fn spec_reading_all(schema: &Schema) -> FeatureMapSpec {
-    let (mut cats, mut nums) = (Vec::new(), Vec::new());
-    for (i, name) in schema.fields.iter().enumerate() {
-        match schema.field_type(i) {
-            Some(FieldType::Number) => nums.push(name.clone()),
-            _ => cats.push(name.clone()),
-        }
-    }
-    let mut text = String::from("[[transform]]\nkind = \"one_hot\"\nfields = [");
-    text += &cats
-        .iter()
-        .map(|c| format!("{c:?}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    text += "]\n";
-    if !nums.is_empty() {
-        text += "[[transform]]\nkind = \"numeric\"\nfields = [";
-        text += &nums
-            .iter()
-            .map(|c| format!("{c:?}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        text += "]\n";
-    }
-    let spec: FeatureMapSpec = toml::from_str(&text).unwrap();
-    assert!(spec
-        .transforms
-        .iter()
-        .all(|t| !matches!(t, TransformSpec::Cross { .. })));
-    spec
-}
 
 fn pick<'a>(rng: &mut ChaCha8Rng, options: &[&'a str]) -> &'a str {
     options[rng.random_range(0..options.len())]
@@ -363,7 +329,7 @@ fn parse_with(
     schema: &Schema,
     lines: &[Vec<u8>],
 ) -> BTreeMap<Position, Parsed> {
-    let layout = spec_reading_all(schema).compile(schema).unwrap();
+    let layout = FeatureMapSpec::default_for(schema).compile(schema).unwrap();
     let out = Arc::new(Mutex::new(BTreeMap::new()));
     let (lines, shared) = (Arc::new(lines.to_vec()), out.clone());
     let format = format.to_owned();

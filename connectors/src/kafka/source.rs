@@ -40,6 +40,10 @@ pub struct KafkaReader {
     /// Reads a record's event time from its payload, if the records carry one (a JSON field
     /// named by `event_time_field`, or a declared schema's time field).
     event_time: Option<EventTimeReader>,
+    /// Whether a record whose time cannot be read keeps its Kafka timestamp (`event_time_field`)
+    /// rather than none, which puts it at its partition's current time (a declared time
+    /// field: the Kafka timestamp of a replayed file is the replay's clock).
+    kafka_time_fallback: bool,
     /// Records without a usable event-time field (they kept their Kafka timestamp).
     missing_event_times: u64,
     /// The partitions read to their end: the client reported that it reached the end and no
@@ -118,6 +122,7 @@ impl KafkaReader {
                 skip_below: Vec::new(),
                 assigned: true,
                 event_time: None,
+                kafka_time_fallback: true,
                 missing_event_times: 0,
                 at_end: Vec::new(),
             });
@@ -153,6 +158,7 @@ impl KafkaReader {
                     Arc::new(move |payload: &[u8]| event_time_ms(payload, &field));
                 read
             }),
+            kafka_time_fallback: true,
             missing_event_times: 0,
             at_end: Vec::new(),
         })
@@ -243,11 +249,13 @@ impl KafkaReader {
             .map_err(kafka("source"))
     }
 
-    /// Takes each record's event time from its payload with `read` (records for which it gives
-    /// `None` keep their Kafka timestamp and are counted in
-    /// [`KafkaReader::missing_event_times`]).
+    /// Takes each record's event time from its payload with `read` (a declared schema's time
+    /// field). A record for which it gives `None` is counted in
+    /// [`KafkaReader::missing_event_times`] and handed on without a time: the source puts it at
+    /// its partition's current time.
     pub fn with_event_time(mut self, read: EventTimeReader) -> Self {
         self.event_time = Some(read);
+        self.kafka_time_fallback = false;
         self
     }
 
@@ -315,7 +323,11 @@ impl KafkaReader {
                         None => kafka_time(),
                         Some(read) => read(payload).or_else(|| {
                             self.missing_event_times += 1;
-                            kafka_time()
+                            if self.kafka_time_fallback {
+                                kafka_time()
+                            } else {
+                                None
+                            }
                         }),
                     };
                     out.push(RawRecord {

@@ -55,16 +55,12 @@ pub fn bare(input: &Path, schema: &Schema) -> Result<BareBench> {
             },
         })
         .collect();
-    let body = if record.header {
-        text.iter()
-            .position(|&b| b == b'\n')
-            .map_or(&text[..0], |i| &text[i + 1..])
-    } else {
-        &text[..]
-    };
+    let lines = schema.records(&text).map_err(|why| Error::Config {
+        problems: vec![format!("[schema] {}: {why}", input.display())],
+    })?;
     let started = Instant::now();
     let (mut rows, mut checksum) = (0u64, 0u64);
-    for line in body.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+    for line in lines {
         rows += 1;
         for (column, &(kind, separator)) in line.split(|&b| b == delimiter).zip(&kinds) {
             checksum = checksum.wrapping_add(match kind {

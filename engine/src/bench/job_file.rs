@@ -13,7 +13,7 @@ use super::OnlineBench;
 use crate::error::{Error, Result};
 use crate::spec::JobSpec;
 use millrace_models::fmap::{BatchFitter, Parser};
-use millrace_models::{exact_auc, EventBatch, FeatureSpec, Learner, LogLoss, Schema};
+use millrace_models::{exact_auc, EventBatch, FeatureSpec, Learner, LogLoss};
 use std::path::Path;
 use std::time::Instant;
 
@@ -24,25 +24,6 @@ pub struct JobFileBench {
     pub holdout: f64,
     /// Training lines per epoch (one FeatureMap version each).
     pub epoch_rows: usize,
-}
-
-/// The lines of `text`, without the header when the schema declares one.
-///
-/// # Errors
-///
-/// [`Error::Config`] when the header does not name the schema's fields.
-pub fn data_lines<'t>(text: &'t [u8], schema: &Schema) -> Result<Vec<&'t [u8]>> {
-    let mut lines = text
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.iter().all(u8::is_ascii_whitespace));
-    if schema.record().header {
-        if let Some(header) = lines.next() {
-            schema.check_header(header).map_err(|why| Error::Config {
-                problems: vec![format!("[schema] {why}")],
-            })?;
-        }
-    }
-    Ok(lines.collect())
 }
 
 /// Runs `job`'s schema, FeatureMap and learner on `input`.
@@ -79,7 +60,9 @@ pub fn online(input: &Path, job: &JobSpec, config: &JobFileBench) -> Result<Onli
         path: input.to_owned(),
         source,
     })?;
-    let lines = data_lines(&text, &schema)?;
+    let lines = schema.records(&text).map_err(|why| Error::Config {
+        problems: vec![format!("[schema] {}: {why}", input.display())],
+    })?;
     let split = ((lines.len() as f64) * (1.0 - config.holdout)).round() as usize;
     let (train, test) = lines.split_at(split);
 

@@ -715,25 +715,13 @@ pub fn featurize(
         path: input.to_owned(),
         source,
     })?;
-    let mut spans = Vec::new();
-    let mut start = 0;
-    if layout.schema.record().header {
-        start = text
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(text.len(), |i| i + 1);
-    }
-    for (i, &b) in text.iter().enumerate().skip(start) {
-        if b == b'\n' {
-            if i > start {
-                spans.push(start..i);
-            }
-            start = i + 1;
-        }
-    }
-    if start < text.len() {
-        spans.push(start..text.len());
-    }
+    // Each record's place in the text (the header line checked and left out).
+    let spans = layout
+        .schema
+        .record_spans(&text)
+        .map_err(|why| Error::Config {
+            problems: vec![format!("[schema] {}: {why}", input.display())],
+        })?;
     let (text, spans) = (Arc::new(text), Arc::new(spans));
 
     let chunks = spans.len().div_ceil(FEATURIZE_CHUNK);

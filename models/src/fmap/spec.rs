@@ -198,6 +198,45 @@ impl FeatureMapSpec {
         }
     }
 
+    /// A spec that reads every feature field of `schema`: a vocabulary (`one_hot`) over each
+    /// category and tokens field, standardization after `log1p` over each number. A starting
+    /// point for a job file, and what tests and fuzzing of any schema run.
+    pub fn default_for(schema: &Schema) -> Self {
+        let (mut categories, mut numbers) = (Vec::new(), Vec::new());
+        for (i, name) in schema.fields.iter().enumerate() {
+            match schema.field_type(i) {
+                Some(FieldType::Number) => numbers.push(name.clone()),
+                _ => categories.push(name.clone()),
+            }
+        }
+        let mut transforms = Vec::new();
+        if !categories.is_empty() {
+            transforms.push(TransformSpec::OneHot {
+                fields: categories,
+                min_count: 1,
+                capacity: default_capacity(),
+                expire_after_secs: None,
+                hash_fallback: 0,
+                invalid: InvalidPolicy::Oov,
+                reuse_after_versions: 1,
+                max_pending: None,
+            });
+        }
+        if !numbers.is_empty() {
+            transforms.push(TransformSpec::Standardize {
+                fields: numbers,
+                log1p: true,
+                clip: Some(5.0),
+            });
+        }
+        FeatureMapSpec {
+            bias: true,
+            window_epochs: None,
+            max_value_len: default_max_value_len(),
+            transforms,
+        }
+    }
+
     /// Compiles the spec against `schema`; every problem is listed.
     ///
     /// # Errors

@@ -411,6 +411,8 @@ impl Parser {
             .filter(|p| !p.is_empty());
         let label = self.label(parts.next())?;
         let start = batch.tokens.len();
+        // Batches written before weights have none: every earlier token weighs 1.
+        batch.weights.resize(start, 1.0);
         for pair in parts {
             let split = pair.iter().position(|&b| b == b':');
             let parsed = split.and_then(|at| {
@@ -439,8 +441,9 @@ impl Parser {
         Ok(label)
     }
 
-    /// Parses one JSON instance (an object of field name to value; absent fields are missing)
-    /// with label `false` and event time `time_ms`, appending it to `batch`.
+    /// Parses one JSON instance (an object of field name to value, a dotted field by its name
+    /// or inside its objects; absent fields are missing) with label `false` and event time
+    /// `time_ms`, appending it to `batch`.
     ///
     /// Numbers, strings and booleans are accepted for every field: `"3"` and `3` are the same
     /// value in a numeric field, and a number or a boolean in a categorical field stands for
@@ -460,12 +463,27 @@ impl Parser {
         let object = instance.as_object().ok_or(DecodeError::NotAnObject)?;
         let mut row = vec![None; self.modes.len()];
         for (name, value) in object {
-            let field = self
-                .names
-                .iter()
-                .position(|n| n == name)
-                .ok_or_else(|| DecodeError::UnknownField(name.clone()))?;
-            row[field] = Some(value);
+            match self.names.iter().position(|n| n == name) {
+                Some(field) => row[field] = Some(value),
+                // An object on the way to dotted fields (`{"user": {"id": …}}` for `user.id`).
+                None => {
+                    let mut found = false;
+                    for (field, full) in self.names.iter().enumerate() {
+                        let inner = full
+                            .strip_prefix(name.as_str())
+                            .and_then(|rest| rest.strip_prefix('.'));
+                        if let Some(inner) = inner {
+                            found = true;
+                            if row[field].is_none() {
+                                row[field] = json_path(value, inner);
+                            }
+                        }
+                    }
+                    if !found {
+                        return Err(DecodeError::UnknownField(name.clone()));
+                    }
+                }
+            }
         }
         let (start, tokens_start) = (batch.values.len(), batch.tokens.len());
         for (field, value) in row.into_iter().enumerate() {
@@ -914,6 +932,45 @@ mod tests {
             assert_eq!(error.kind(), kind);
         }
         assert_eq!(c.len(), 1);
+    }
+
+    /// A dotted field is read from an instance by its name or inside its objects, as a JSON
+    /// record's is.
+    #[test]
+    fn instances_reach_dotted_fields_through_objects() {
+        let schema: SchemaSpec =
+            toml::from_str(include_str!("../schema/testdata/json.toml")).unwrap();
+        let schema = schema.compile().unwrap();
+        let layout = FeatureMapSpec::default_for(&schema)
+            .compile(&schema)
+            .unwrap();
+        let mut p = Parser::new(&layout);
+        let (mut nested, mut flat, mut record) =
+            (EventBatch::new(3), EventBatch::new(3), EventBatch::new(3));
+        p.parse_json(
+            &serde_json::json!({"user": {"id": "u1", "score": 2}, "tags": ["a"]}),
+            0,
+            &mut nested,
+        )
+        .unwrap();
+        p.parse_json(
+            &serde_json::json!({"user.id": "u1", "user.score": "2", "tags": "a"}),
+            0,
+            &mut flat,
+        )
+        .unwrap();
+        p.parse_record(
+            br#"{"y": "no", "user": {"id": "u1", "score": 2}, "tags": ["a"]}"#,
+            0,
+            &mut record,
+        )
+        .unwrap();
+        assert_eq!(nested, flat);
+        assert_eq!(nested.values, record.values);
+        assert_eq!(
+            p.parse_json(&serde_json::json!({"account": {"id": 1}}), 0, &mut flat),
+            Err(DecodeError::UnknownField("account".into()))
+        );
     }
 
     /// A multi-valued field as a JSON array is its items joined by the separator: the same

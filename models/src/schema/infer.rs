@@ -182,10 +182,9 @@ fn time_format(values: &[&str]) -> Option<String> {
 
 fn guess_fields(names: &[String], columns: &[Vec<&str>], spec: &mut SchemaSpec) -> Vec<FieldSpec> {
     let numeric = |values: &[&str]| {
-        values
-            .iter()
-            .filter(|v| !v.is_empty())
-            .all(|v| crate::fmap::value::parse_number(v.as_bytes()).is_some())
+        let mut present = values.iter().filter(|v| !v.is_empty()).peekable();
+        present.peek().is_some()
+            && present.all(|v| crate::fmap::value::parse_number(v.as_bytes()).is_some())
     };
     let binary = |values: &[&str]| {
         let set: HashSet<&str> = values.iter().copied().collect();
@@ -197,7 +196,11 @@ fn guess_fields(names: &[String], columns: &[Vec<&str>], spec: &mut SchemaSpec) 
     if label.is_none() {
         label = columns.iter().position(|c| binary(c));
     }
-    let time = names.iter().position(|n| time_name(n));
+    // A time column must hold digits whose format can be told (a date in words is left to
+    // the user, as a category).
+    let time = names.iter().enumerate().position(|(i, n)| {
+        time_name(n) && columns.get(i).is_some_and(|v| time_format(v).is_some())
+    });
     names
         .iter()
         .enumerate()
@@ -229,16 +232,18 @@ fn guess_fields(names: &[String], columns: &[Vec<&str>], spec: &mut SchemaSpec) 
         .collect()
 }
 
-/// The fields of the first JSON objects, nested objects flattened into dotted paths.
+/// The fields of the first JSON objects, nested objects flattened into dotted paths; a field
+/// that holds arrays is `tokens`.
 fn json_fields(lines: &[&[u8]], spec: &mut SchemaSpec) -> Vec<FieldSpec> {
     let mut names: Vec<String> = Vec::new();
     let mut values: Vec<Vec<String>> = Vec::new();
+    let mut arrays = HashSet::new();
     for line in lines {
         let Ok(serde_json::Value::Object(object)) = serde_json::from_slice(line) else {
             continue;
         };
         let mut flat = Vec::new();
-        flatten("", &object, &mut flat);
+        flatten("", &object, &mut flat, &mut arrays);
         for (name, value) in flat {
             let at = match names.iter().position(|n| *n == name) {
                 Some(at) => at,
@@ -258,6 +263,12 @@ fn json_fields(lines: &[&[u8]], spec: &mut SchemaSpec) -> Vec<FieldSpec> {
     let mut fields = guess_fields(&names, &columns, spec);
     // A JSON schema reads fields by name: skipped ones need not be listed.
     fields.retain(|f| f.kind != "skip");
+    for field in &mut fields {
+        if arrays.contains(&field.name) && matches!(field.kind.as_str(), "category" | "number") {
+            field.kind = "tokens".to_owned();
+            field.separator = Some("|".to_owned());
+        }
+    }
     fields
 }
 
@@ -265,6 +276,7 @@ fn flatten(
     prefix: &str,
     object: &serde_json::Map<String, serde_json::Value>,
     out: &mut Vec<(String, String)>,
+    arrays: &mut HashSet<String>,
 ) {
     for (key, value) in object {
         let name = if prefix.is_empty() {
@@ -273,7 +285,15 @@ fn flatten(
             format!("{prefix}.{key}")
         };
         match value {
-            serde_json::Value::Object(inner) => flatten(&name, inner, out),
+            serde_json::Value::Object(inner) => flatten(&name, inner, out, arrays),
+            serde_json::Value::Array(items) => {
+                let text: Vec<String> = items
+                    .iter()
+                    .filter_map(|i| super::json_scalar_text(i).map(|t| t.into_owned()))
+                    .collect();
+                arrays.insert(name.clone());
+                out.push((name, text.join("|")));
+            }
             other => {
                 let text =
                     super::json_scalar_text(other).map_or_else(String::new, |t| t.into_owned());
@@ -347,6 +367,27 @@ mod tests {
             ]
         );
         assert_eq!(spec.event_time_format, None);
+        assert!(spec.compile().is_ok());
+
+        let arrays = br#"{"click": 0, "tags": ["a", "b"], "when": "2024-01-01", "note": null}"#;
+        let spec = infer(arrays, None).unwrap();
+        let kinds: Vec<(&str, &str)> = spec
+            .fields
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|f| (f.name.as_str(), f.kind.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("click", "label"),
+                ("note", "category"),
+                ("tags", "tokens"),
+                ("when", "category")
+            ],
+            "arrays are tokens, a column of nothing is no number, a date in words no time"
+        );
         assert!(spec.compile().is_ok());
 
         let libfm = b"-1 204:1 4798:1\r\n1 42:1 1572:1\r\n";

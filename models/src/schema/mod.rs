@@ -196,6 +196,40 @@ impl Schema {
         ))
     }
 
+    /// The records of a file of these records: its non-blank lines, after the header line
+    /// (the first non-blank one) when the schema declares one, which must name the columns.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the columns that differ, when the header does not name the fields.
+    pub fn records<'t>(&self, text: &'t [u8]) -> Result<Vec<&'t [u8]>, String> {
+        Ok(self
+            .record_spans(text)?
+            .into_iter()
+            .map(|span| &text[span])
+            .collect())
+    }
+
+    /// As [`Schema::records`], each record as its place in `text`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Schema::records`].
+    pub fn record_spans(&self, text: &[u8]) -> Result<Vec<std::ops::Range<usize>>, String> {
+        let mut from = 0;
+        let mut lines = text.split(|&b| b == b'\n').filter_map(|line| {
+            let span = from..from + line.len();
+            from = span.end + 1;
+            (!line.iter().all(u8::is_ascii_whitespace)).then_some(span)
+        });
+        if self.record().header {
+            if let Some(header) = lines.next() {
+                self.check_header(&text[header])?;
+            }
+        }
+        Ok(lines.collect())
+    }
+
     /// The feature fields `names` stand for (a name ending in `*` stands for every field that
     /// starts with what comes before it), and the names that match none.
     pub(crate) fn resolve(&self, names: &[String]) -> (Vec<usize>, Vec<String>) {
@@ -312,6 +346,21 @@ mod tests {
         assert!(error.contains("column 3: the header has `click`, `fields` has `hour`"));
         let short = schema.check_header(b"id,click,hour").unwrap_err();
         assert!(short.contains("column 4: the header has nothing, `fields` has `site`"));
+    }
+
+    #[test]
+    fn a_files_records_follow_its_checked_header() {
+        let schema = avazu_like();
+        let text = b"\nid,click,hour,site\r\n1,0,14102100,a\n\n \n2,1,14102100,b";
+        assert_eq!(
+            schema.records(text),
+            Ok(vec![&b"1,0,14102100,a"[..], b"2,1,14102100,b"])
+        );
+        assert!(schema.records(b"id,click\n1,0").is_err());
+        assert_eq!(
+            Schema::criteo().records(b"0\t1\n\n1\t2\n").unwrap().len(),
+            2
+        );
     }
 
     #[test]

@@ -299,35 +299,12 @@ mod tests {
     use crate::schema::SchemaSpec;
     use crate::EventBatch;
 
-    const SCHEMAS: [&str; 4] = [
-        r#"format = "csv"
-           header = true
-           event_time_format = "%y%m%d%H"
-           fields = [
-             { name = "id", type = "skip" },
-             { name = "click", type = "label" },
-             { name = "hour", type = "time" },
-             { name = "site", type = "category" },
-             { name = "price", type = "number" },
-             { name = "tags", type = "tokens", separator = "|" },
-           ]"#,
-        r#"format = "tsv"
-           label_at_least = 4.0
-           event_time_format = "s"
-           fields = [
-             { name = "user", type = "category" },
-             { name = "rating", type = "label" },
-             { name = "ts", type = "time" },
-           ]"#,
-        r#"format = "json"
-           label_positive = ["yes"]
-           label_negative = ["no"]
-           fields = [
-             { name = "y", type = "label" },
-             { name = "user.id", type = "category" },
-             { name = "user.age", type = "number" },
-           ]"#,
-        r#"format = "libfm""#,
+    /// The schemas of `testdata/`, one per format.
+    pub(crate) const SCHEMAS: [&str; 4] = [
+        include_str!("testdata/csv.toml"),
+        include_str!("testdata/tsv.toml"),
+        include_str!("testdata/json.toml"),
+        include_str!("testdata/libfm.toml"),
     ];
 
     /// Every schema's records parse as events with the generated labels, and their Bayes AUC
@@ -339,16 +316,7 @@ mod tests {
                 .unwrap()
                 .compile()
                 .unwrap();
-            let mut spec = String::new();
-            for (i, name) in schema.fields.iter().enumerate() {
-                let kind = match schema.field_type(i) {
-                    Some(FieldType::Number) => "standardize",
-                    _ => "one_hot",
-                };
-                spec += &format!("[[transform]]\nkind = \"{kind}\"\nfields = [{name:?}]\n");
-            }
-            let layout = toml::from_str::<FeatureMapSpec>(&spec)
-                .unwrap()
+            let layout = FeatureMapSpec::default_for(&schema)
                 .compile(&schema)
                 .unwrap();
             let mut parser = Parser::new(&layout);
