@@ -26,10 +26,70 @@ pub enum ModelKind {
     },
 }
 
+/// The artifact format this code writes, `MAJOR.MINOR`. A reader refuses an artifact of a
+/// newer major version; one of a newer minor version adds only what an older reader may
+/// ignore.
+///
+/// - 1.x: artifacts written before format versions (their `meta.json` has no key for it);
+///   their FeatureMap's schema names the fields of a Criteo line.
+/// - 2.0: a FeatureMap's schema declares its fields' types and how records hold them.
+pub const FORMAT_VERSION: &str = "2.0";
+
+/// The format version of an artifact whose `meta.json` names none.
+fn format_version_before() -> String {
+    "1.0".to_owned()
+}
+
+/// Checks the `format_version` of an artifact's metadata (a `meta.json`, or a registry
+/// manifest's `meta`) before the rest is read, so that an artifact of a newer major version is
+/// refused with a clear message rather than whatever its new keys would make of it.
+///
+/// # Errors
+///
+/// A message when the version is not `MAJOR.MINOR`, or its major version is newer than
+/// [`FORMAT_VERSION`]'s.
+///
+/// # Examples
+///
+/// ```
+/// use millrace_models::artifact::check_format_version;
+///
+/// assert!(check_format_version(&serde_json::json!({"name": "ctr"})).is_ok());
+/// assert!(check_format_version(&serde_json::json!({"format_version": "2.7"})).is_ok());
+/// let newer = check_format_version(&serde_json::json!({"format_version": "3.0"}));
+/// assert!(newer.unwrap_err().contains("newer"));
+/// ```
+pub fn check_format_version(meta: &serde_json::Value) -> std::result::Result<(), String> {
+    let Some(version) = meta.get("format_version") else {
+        return Ok(());
+    };
+    let ours = major(FORMAT_VERSION).unwrap_or(0);
+    match version.as_str().and_then(major) {
+        Some(theirs) if theirs <= ours => Ok(()),
+        Some(_) => Err(format!(
+            "the artifact's format version {version} is newer than this reader's {FORMAT_VERSION}: upgrade millrace to read it"
+        )),
+        None => Err(format!(
+            "`format_version` must be MAJOR.MINOR, such as \"{FORMAT_VERSION}\" (got {version})"
+        )),
+    }
+}
+
+/// The major version of `MAJOR.MINOR`.
+fn major(version: &str) -> Option<u64> {
+    let (major, minor) = version.split_once('.')?;
+    minor.parse::<u64>().ok()?;
+    major.parse().ok()
+}
+
 /// What the registry records about a model version besides its weights (`meta.json`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelMeta {
+    /// The artifact format it was written in ([`FORMAT_VERSION`]; `1.0` for artifacts written
+    /// before format versions).
+    #[serde(default = "format_version_before")]
+    pub format_version: String,
     /// The model's name, as served under `/v1/models/{name}`.
     pub name: String,
     /// The version number, assigned by the registry at publication (1, 2, …).
@@ -82,6 +142,7 @@ impl ModelArtifact {
     pub fn new(name: &str, features: FeatureSpec, weights: Vec<f32>) -> Self {
         ModelArtifact {
             meta: ModelMeta {
+                format_version: FORMAT_VERSION.to_owned(),
                 name: name.to_owned(),
                 version: 0,
                 kind: ModelKind::LogisticRegression,

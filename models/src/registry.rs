@@ -249,8 +249,7 @@ impl Registry {
         let dir = self.version_dir(name, version)?;
         let meta_path = dir.join(META);
         let meta_bytes = fs::read(&meta_path).map_err(|e| Error::io(&meta_path, e))?;
-        let meta: ModelMeta = serde_json::from_slice(&meta_bytes)
-            .map_err(|e| Error::invalid(&meta_path, e.to_string()))?;
+        let meta = read_meta_json(&meta_bytes).map_err(|e| Error::invalid(&meta_path, e))?;
         if meta.name != name || meta.version != version {
             return Err(Error::invalid(
                 &dir,
@@ -405,10 +404,17 @@ impl Registry {
         };
         let meta_path = self.version_dir(name, version)?.join(META);
         let bytes = fs::read(&meta_path).map_err(|e| Error::io(&meta_path, e))?;
-        serde_json::from_slice(&bytes)
+        read_meta_json(&bytes)
             .map(Some)
-            .map_err(|e| Error::invalid(&meta_path, e.to_string()))
+            .map_err(|e| Error::invalid(&meta_path, e))
     }
+}
+
+/// Reads a `meta.json`, its format version checked first.
+fn read_meta_json(bytes: &[u8]) -> std::result::Result<ModelMeta, String> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    crate::artifact::check_format_version(&value)?;
+    serde_json::from_value(value).map_err(|e| e.to_string())
 }
 
 /// Where serving finds model versions: a registry directory ([`Registry`]), or a compacted

@@ -305,7 +305,14 @@ impl Seen {
     }
 
     fn manifest(&mut self, name: &str, payload: &[u8]) {
-        let manifest: Manifest = match serde_json::from_slice(payload) {
+        let manifest = serde_json::from_slice::<serde_json::Value>(payload)
+            .map_err(|e| e.to_string())
+            .and_then(|value| {
+                let meta = value.get("meta").unwrap_or(&serde_json::Value::Null);
+                millrace_models::artifact::check_format_version(meta)?;
+                serde_json::from_value::<Manifest>(value).map_err(|e| e.to_string())
+            });
+        let manifest = match manifest {
             Ok(manifest) => manifest,
             Err(error) => {
                 tracing::error!(model = name, %error, "an unreadable registry manifest; ignored");

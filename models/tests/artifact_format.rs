@@ -1,0 +1,65 @@
+//! Artifact format versions: a registry written before format versions (by commit 3831231,
+//! `testdata/registry-format-1.0`) still loads and scores; a new artifact records the format it
+//! was written in; one of a newer major version is refused with a message that says so.
+
+use millrace_models::artifact::FORMAT_VERSION;
+use millrace_models::{CriteoFeatures, Registry};
+use std::path::Path;
+
+fn old_registry() -> Registry {
+    Registry::open(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata/registry-format-1.0"))
+        .unwrap()
+}
+
+#[test]
+fn an_artifact_written_before_format_versions_loads_and_scores() {
+    let artifact = old_registry().load("ctr", 1).unwrap();
+    assert_eq!(artifact.meta.format_version, "1.0");
+    assert_eq!(artifact.weights.len(), 1024);
+    assert_eq!(artifact.factors.len(), 8 * 1024);
+    let mut features = CriteoFeatures::default();
+    features.ints[0] = Some(3);
+    let p = artifact.predict(&features);
+    assert!(p > 0.0 && p < 1.0, "{p}");
+    assert_eq!(
+        old_registry()
+            .latest_meta("ctr")
+            .unwrap()
+            .unwrap()
+            .format_version,
+        "1.0"
+    );
+}
+
+#[test]
+fn new_artifacts_record_their_format_and_newer_majors_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = old_registry().load("ctr", 1).unwrap();
+    let registry = Registry::open(dir.path()).unwrap();
+    let mut artifact =
+        millrace_models::ModelArtifact::new("ctr", old.meta.features.clone(), old.weights.clone());
+    let version = registry.publish(&mut artifact).unwrap();
+    let meta_path = dir.path().join(format!("ctr/v{version:010}/meta.json"));
+    let text = std::fs::read_to_string(&meta_path).unwrap();
+    let mut meta: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(meta["format_version"], FORMAT_VERSION);
+    assert_eq!(registry.load("ctr", version).unwrap().meta, artifact.meta);
+
+    // A newer minor version loads; a newer major one, with a key this reader does not know,
+    // is refused for its version, not for the key.
+    meta["format_version"] = "2.9".into();
+    std::fs::write(&meta_path, meta.to_string()).unwrap();
+    assert!(registry.load("ctr", version).is_ok());
+    meta["format_version"] = "3.0".into();
+    meta["architecture"] = "dcn-v3".into();
+    std::fs::write(&meta_path, meta.to_string()).unwrap();
+    let error = registry.load("ctr", version).unwrap_err().to_string();
+    assert!(
+        error.contains("format version \"3.0\" is newer than this reader's 2.0"),
+        "{error}"
+    );
+    meta["format_version"] = "three".into();
+    std::fs::write(&meta_path, meta.to_string()).unwrap();
+    let error = registry.load("ctr", version).unwrap_err().to_string();
+    assert!(error.contains("must be MAJOR.MINOR"), "{error}");
+}
