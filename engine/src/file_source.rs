@@ -166,17 +166,27 @@ impl Replay {
         Ok(producer.flush(Duration::from_secs(10))?)
     }
 
-    /// Produces the rest, paced by the spec's rate and by `read` (the records the job's source
-    /// has read), until the replay ends or `stop` is set.
-    pub fn run(mut self, read: &AtomicU64, stop: &AtomicBool) {
+    /// Produces the rest, paced by the spec's rate (counted from the first record after the
+    /// primed ones) and by `read` (the records the job's source has read), until the replay
+    /// ends or `stop` is set.
+    ///
+    /// # Errors
+    ///
+    /// When a record cannot be sent, or a bounded replay's records are not all acknowledged:
+    /// the job would wait for records that cannot come, so `stop` is set too.
+    pub fn run(mut self, read: &AtomicU64, stop: &AtomicBool) -> Result<()> {
         let total = self.records.len() as u64;
         let Some(mut producer) = self.producer.take().filter(|_| total > 0) else {
-            return;
+            return Ok(());
         };
-        let limit = RateLimit::new(self.spec.rows_per_sec);
+        let fail = |error: millrace_connectors::Error| {
+            stop.store(true, Ordering::SeqCst);
+            Error::Dataflow(format!("the file replay failed: {error}"))
+        };
+        let (primed, limit) = (self.sent, RateLimit::new(self.spec.rows_per_sec));
         while !stop.load(Ordering::Relaxed) && (self.spec.repeat || self.sent < total) {
             let ahead = self.sent.saturating_sub(read.load(Ordering::Relaxed));
-            let delay = limit.delay(self.sent);
+            let delay = limit.delay(self.sent - primed);
             if ahead >= MAX_AHEAD || !delay.is_zero() {
                 // Sleep in slices, so that a slow rate does not delay a stop.
                 std::thread::sleep(
@@ -185,16 +195,16 @@ impl Replay {
                 continue;
             }
             let range = self.records[(self.sent % total) as usize].clone();
-            if let Err(error) = producer.send(&self.text[range]) {
-                // The job would wait for the records that cannot come: it stops instead.
-                tracing::error!(%error, "the file replay failed: the job stops");
-                stop.store(true, Ordering::SeqCst);
-                break;
-            }
+            producer.send(&self.text[range]).map_err(fail)?;
             self.sent += 1;
         }
-        if let Err(error) = producer.flush(Duration::from_secs(10)) {
-            tracing::warn!(%error, "replayed records not all acknowledged");
+        match producer.flush(Duration::from_secs(30)) {
+            Err(error) if !self.spec.repeat => Err(fail(error)),
+            Err(error) => {
+                tracing::warn!(%error, "replayed records not all acknowledged at the stop");
+                Ok(())
+            }
+            Ok(()) => Ok(()),
         }
     }
 }

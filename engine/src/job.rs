@@ -223,6 +223,13 @@ fn run(
     stop: Arc<AtomicBool>,
     started: mpsc::Sender<Started>,
 ) -> Result<JobReport> {
+    if options.cluster.is_some() && matches!(spec.source, SourceSpec::File(_)) {
+        return Err(Error::Config {
+            problems: vec![
+                "[source] a `file` source replays through an embedded broker: it cannot run as a job of several processes".to_owned(),
+            ],
+        });
+    }
     let (kafka, replay) = source_topic(&spec)?;
     let process = options.cluster.as_ref().map_or(0, |c| c.process);
     if options.cluster.is_some() && kafka.bootstrap_servers == EMBEDDED {
@@ -395,11 +402,12 @@ fn run(
 
     stop.store(true, Ordering::SeqCst);
     done.store(true, Ordering::SeqCst);
-    for handle in [generator, replayer, progress]
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
+    // A replay that failed ended the job early: its error is the job's.
+    let replay_failed = replayer
+        .and_then(|handle| handle.ok())
+        .and_then(|handle| handle.join().ok())
+        .and_then(Result::err);
+    for handle in [generator, progress].into_iter().flatten().flatten() {
         let _ = handle.join();
     }
     let _ = shutdown_tx.send(());
@@ -407,6 +415,9 @@ fn run(
         let _ = runtime.block_on(server);
     }
     drop(embedded);
+    if let Some(error) = replay_failed {
+        return Err(error);
+    }
     let restored_epoch = result?;
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
     let (learned, published) = (

@@ -750,7 +750,7 @@ fn produce(
     let mut header = schema.record().header;
     for line in reader.split(b'\n') {
         let line = line?;
-        if line.is_empty() {
+        if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
         if std::mem::take(&mut header) {

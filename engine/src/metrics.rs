@@ -50,7 +50,9 @@ pub const DECODE_EVENTS: &str = "millrace_decode_events_total";
 pub const DECODE_DEAD_LETTERS: &str = "millrace_decode_dead_letters_total";
 /// Dead letters the dead-letter topic did not take (lost; each kind is logged).
 pub const DEAD_LETTERS_DROPPED: &str = "millrace_dead_letters_dropped_total";
-/// Records whose `event_time_field` was missing or unusable (their Kafka timestamp was used).
+/// Records whose event time field (`event_time_field`, or the schema's `time` field) was
+/// missing or unusable: they took their Kafka timestamp, or with a schema's field, once their
+/// partition had shown a readable time, the partition's current time.
 pub const SOURCE_EVENT_TIME_MISSING: &str = "millrace_source_event_time_missing_total";
 /// Predictions the predictions topic did not take (lost; the first is logged).
 pub const PREDICTIONS_DROPPED: &str = "millrace_predictions_dropped_total";

@@ -89,7 +89,14 @@ bind = "127.0.0.1:0"
 epoch_ms = {epoch_ms}
 interval_ms = 0
 "#,
-        rate = if repeat { "rows_per_sec = 5000.0" } else { "" },
+        // Replayed once at 800 a second, the primed records must not hold back the rest for
+        // longer than the partition may stay silent (1 s), which would let the frontier take the
+        // wall clock past the file's hours.
+        rate = if repeat {
+            "rows_per_sec = 5000.0"
+        } else {
+            "rows_per_sec = 800.0"
+        },
         epoch_ms = if repeat { 200 } else { 3_600_000 },
     )
 }
@@ -126,14 +133,23 @@ fn a_repeated_replay_serves_the_schemas_fields_by_name() {
     let job = Job::start(spec, RunOptions::local(1)).unwrap();
     let addr = job.serve_addr().unwrap();
     let stats = job.stats().clone();
+    // Five passes over the file, and a version that learned them served.
     common::wait_for(
-        "a second pass over the file",
+        "five passes over the file",
         Duration::from_secs(120),
         || {
-            stats.trainer.learned.load(Ordering::Relaxed) > 3000
-                && stats.trainer.model_version.load(Ordering::Relaxed) >= 2
+            stats.trainer.learned.load(Ordering::Relaxed) > 10_000
+                && stats.trainer.model_version.load(Ordering::Relaxed) >= 5
         },
     );
+    let published = stats.trainer.model_version.load(Ordering::Relaxed);
+    common::wait_for("the newest version served", Duration::from_secs(60), || {
+        let (_, body) = common::http(addr, "GET", "/v1/models", "");
+        let served: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        served["models"][0]["version"]
+            .as_u64()
+            .is_some_and(|v| v >= published)
+    });
     let predict = |body: &str| common::http(addr, "POST", "/v1/models/clicks:predict", body);
     let (status, body) = predict(
         r#"{"instances": [{"site": "s1", "price": 20, "tags": ["hot", "new"]}, {"site": "s3", "tags": "old"}]}"#,

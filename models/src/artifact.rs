@@ -27,8 +27,9 @@ pub enum ModelKind {
 }
 
 /// The artifact format this code writes, `MAJOR.MINOR`. A reader refuses an artifact of a
-/// newer major version; one of a newer minor version adds only what an older reader may
-/// ignore.
+/// newer major version with a message that says so. A newer minor version may change only what
+/// an older reader reads alike (metadata keys are checked strictly, so a new key is a new major
+/// version); readers are upgraded before writers.
 ///
 /// - 1.x: artifacts written before format versions (their `meta.json` has no key for it);
 ///   their FeatureMap's schema names the fields of a Criteo line.

@@ -40,10 +40,13 @@ pub struct KafkaReader {
     /// Reads a record's event time from its payload, if the records carry one (a JSON field
     /// named by `event_time_field`, or a declared schema's time field).
     event_time: Option<EventTimeReader>,
-    /// Whether a record whose time cannot be read keeps its Kafka timestamp (`event_time_field`)
-    /// rather than none, which puts it at its partition's current time (a declared time
-    /// field: the Kafka timestamp of a replayed file is the replay's clock).
-    kafka_time_fallback: bool,
+    /// With a declared time field: the partitions that have shown a readable time in this
+    /// run. A record of theirs whose time cannot be read is handed on
+    /// without a time, which keeps it at its partition's current time: the Kafka timestamp of
+    /// a replayed file is the replay's clock, which would carry the rest of a historical file
+    /// into today's epoch. `None` with `event_time_field`, whose records fall back to their
+    /// Kafka timestamp.
+    timed: Option<Vec<i32>>,
     /// Records without a usable event-time field (they kept their Kafka timestamp).
     missing_event_times: u64,
     /// The partitions read to their end: the client reported that it reached the end and no
@@ -122,7 +125,7 @@ impl KafkaReader {
                 skip_below: Vec::new(),
                 assigned: true,
                 event_time: None,
-                kafka_time_fallback: true,
+                timed: None,
                 missing_event_times: 0,
                 at_end: Vec::new(),
             });
@@ -158,7 +161,7 @@ impl KafkaReader {
                     Arc::new(move |payload: &[u8]| event_time_ms(payload, &field));
                 read
             }),
-            kafka_time_fallback: true,
+            timed: None,
             missing_event_times: 0,
             at_end: Vec::new(),
         })
@@ -251,11 +254,13 @@ impl KafkaReader {
 
     /// Takes each record's event time from its payload with `read` (a declared schema's time
     /// field). A record for which it gives `None` is counted in
-    /// [`KafkaReader::missing_event_times`] and handed on without a time: the source puts it at
-    /// its partition's current time.
+    /// [`KafkaReader::missing_event_times`] and handed on without a time once its partition
+    /// has shown a readable one (the source keeps it at the partition's current time), with
+    /// its Kafka timestamp before that (so that a field no record fills still moves the
+    /// epochs).
     pub fn with_event_time(mut self, read: EventTimeReader) -> Self {
         self.event_time = Some(read);
-        self.kafka_time_fallback = false;
+        self.timed = Some(Vec::new());
         self
     }
 
@@ -321,14 +326,25 @@ impl KafkaReader {
                     };
                     let timestamp_ms = match &self.event_time {
                         None => kafka_time(),
-                        Some(read) => read(payload).or_else(|| {
-                            self.missing_event_times += 1;
-                            if self.kafka_time_fallback {
-                                kafka_time()
-                            } else {
+                        Some(read) => match (read(payload), self.timed.as_mut()) {
+                            (Some(t), Some(timed)) => {
+                                if !timed.contains(&partition) {
+                                    timed.push(partition);
+                                }
+                                Some(t)
+                            }
+                            (Some(t), None) => Some(t),
+                            // After a readable time in the partition: no time, and the
+                            // source keeps the record at its partition's current time.
+                            (None, Some(timed)) if timed.contains(&partition) => {
+                                self.missing_event_times += 1;
                                 None
                             }
-                        }),
+                            (None, _) => {
+                                self.missing_event_times += 1;
+                                kafka_time()
+                            }
+                        },
                     };
                     out.push(RawRecord {
                         partition,
