@@ -491,7 +491,7 @@ fn parse_cat(field: &[u8]) -> Option<Option<u32>> {
 }
 
 /// A JSON record's label: `0`, `1`, `"0"`, `"1"`, `false` or `true`.
-pub(crate) fn json_label(value: Option<&serde_json::Value>) -> Result<bool, DecodeError> {
+fn json_label(value: Option<&serde_json::Value>) -> Result<bool, DecodeError> {
     match value {
         Some(serde_json::Value::Bool(b)) => Ok(*b),
         Some(serde_json::Value::Number(n)) if n.as_u64() == Some(0) => Ok(false),

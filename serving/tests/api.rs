@@ -26,6 +26,23 @@ async fn predict(store: &Arc<ModelStore>, body: &str) -> (u16, serde_json::Value
     (reply.status().as_u16(), json)
 }
 
+/// A store serving `ctr` version 1: `weights` over `map`, fitted for `spec`, from a registry
+/// in the returned folder.
+fn serve_map_model(
+    spec: millrace_models::FeatureMapSpec,
+    map: millrace_models::FeatureMap,
+    weights: Vec<f32>,
+) -> (tempfile::TempDir, Arc<ModelStore>) {
+    let mut artifact = ModelArtifact::new("ctr", FeatureSpec::Map(spec), weights);
+    artifact.feature_map = Some(Arc::new(map));
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::open(dir.path()).unwrap();
+    registry.publish(&mut artifact).unwrap();
+    let store = Arc::new(ModelStore::new(registry));
+    assert_eq!(store.refresh().swapped.len(), 1);
+    (dir, store)
+}
+
 #[tokio::test]
 async fn predicts_with_the_newest_valid_version_and_rejects_bad_ones() {
     let dir = tempfile::tempdir().unwrap();
@@ -224,13 +241,7 @@ async fn models_of_a_map_spec_score_instances_with_their_feature_map() {
             ftrl.learn_weighted(indices, values, rows.labels[i]);
         }
     }
-    let mut artifact = ModelArtifact::new("ctr", FeatureSpec::Map(spec), ftrl.weights());
-    artifact.feature_map = Some(Arc::new(map));
-    let dir = tempfile::tempdir().unwrap();
-    let registry = Registry::open(dir.path()).unwrap();
-    registry.publish(&mut artifact).unwrap();
-    let store = Arc::new(ModelStore::new(registry));
-    assert_eq!(store.refresh().swapped.len(), 1);
+    let (_dir, store) = serve_map_model(spec, map, ftrl.weights());
 
     // The first three lines as instances: a click on `aaaa0001`, two without on `bbbb0002`,
     // and a value no vocabulary has.
@@ -398,13 +409,7 @@ async fn a_declared_schema_is_served_and_described_by_its_fields() {
     }
     let map = FeatureMap::fit(layout, std::slice::from_ref(&batch));
     let weights = vec![0.25; map.dimension()];
-    let mut artifact = ModelArtifact::new("ctr", FeatureSpec::Map(spec), weights);
-    artifact.feature_map = Some(Arc::new(map));
-    let dir = tempfile::tempdir().unwrap();
-    let registry = Registry::open(dir.path()).unwrap();
-    registry.publish(&mut artifact).unwrap();
-    let store = Arc::new(ModelStore::new(registry));
-    assert_eq!(store.refresh().swapped.len(), 1);
+    let (_dir, store) = serve_map_model(spec, map, weights);
 
     let (status, json) = predict(
         &store,

@@ -25,7 +25,7 @@ pub struct KafkaSourceConfig {
     pub partitions: i32,
     /// Milliseconds a partition read to its end may show no record before it stops holding
     /// back the event-time frontier (one not read to its end holds it back however long).
-    #[serde(default = "default_idle_ms")]
+    #[serde(default = "KafkaSourceConfig::default_idle_ms")]
     pub idle_ms: u64,
     /// End the job once this many records have been read (counted across restarts): a bounded
     /// replay. Unset, the job runs until it is stopped.
@@ -41,12 +41,8 @@ pub struct KafkaSourceConfig {
 impl KafkaSourceConfig {
     /// The `idle_ms` a source has when its file does not give one.
     pub fn default_idle_ms() -> u64 {
-        default_idle_ms()
+        1000
     }
-}
-
-fn default_idle_ms() -> u64 {
-    1000
 }
 
 fn default_group() -> String {

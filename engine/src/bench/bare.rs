@@ -25,6 +25,16 @@ pub struct BareBench {
     pub checksum: u64,
 }
 
+/// What the bare pass does with a column.
+#[derive(Clone, Copy)]
+enum Cell {
+    Skip,
+    Label,
+    Number,
+    Category,
+    Tokens(u8),
+}
+
 /// One pass over the delimited lines of `input` by `schema`.
 ///
 /// # Errors
@@ -41,17 +51,16 @@ pub fn bare(input: &Path, schema: &Schema) -> Result<BareBench> {
         path: input.to_owned(),
         source,
     })?;
-    // What each column is: 0 skip, 1 label, 2 number, 3 category, 4 tokens.
-    let kinds: Vec<(u8, u8)> = record
+    let kinds: Vec<Cell> = record
         .columns
         .iter()
         .map(|c| match c.role {
-            Role::Skip | Role::Time => (0, 0),
-            Role::Label => (1, 0),
+            Role::Skip | Role::Time => Cell::Skip,
+            Role::Label => Cell::Label,
             Role::Feature(f) => match schema.field_type(f as usize) {
-                Some(FieldType::Number) => (2, 0),
-                Some(FieldType::Tokens { separator }) => (4, separator),
-                _ => (3, 0),
+                Some(FieldType::Number) => Cell::Number,
+                Some(FieldType::Tokens { separator }) => Cell::Tokens(separator),
+                _ => Cell::Category,
             },
         })
         .collect();
@@ -62,15 +71,15 @@ pub fn bare(input: &Path, schema: &Schema) -> Result<BareBench> {
     let (mut rows, mut checksum) = (0u64, 0u64);
     for line in lines {
         rows += 1;
-        for (column, &(kind, separator)) in line.split(|&b| b == delimiter).zip(&kinds) {
-            checksum = checksum.wrapping_add(match kind {
-                1 => u64::from(column == b"1"),
-                2 => parse_number(column).map_or(0, f64::to_bits),
-                3 => fingerprint(column),
-                4 => column
+        for (column, kind) in line.split(|&b| b == delimiter).zip(&kinds) {
+            checksum = checksum.wrapping_add(match *kind {
+                Cell::Skip => 0,
+                Cell::Label => u64::from(column == b"1"),
+                Cell::Number => parse_number(column).map_or(0, f64::to_bits),
+                Cell::Category => fingerprint(column),
+                Cell::Tokens(separator) => column
                     .split(|&b| b == separator)
                     .fold(0, |sum, t| sum ^ fingerprint(t)),
-                _ => 0,
             });
         }
     }

@@ -184,16 +184,7 @@ impl FeatureMapSpec {
                     log1p: true,
                     clip: Some(5.0),
                 },
-                TransformSpec::OneHot {
-                    fields: vec!["C*".into()],
-                    min_count: 5,
-                    capacity: default_capacity(),
-                    expire_after_secs: None,
-                    hash_fallback: 0,
-                    invalid: InvalidPolicy::Oov,
-                    reuse_after_versions: 1,
-                    max_pending: None,
-                },
+                TransformSpec::one_hot(vec!["C*".into()], 5),
             ],
         }
     }
@@ -211,16 +202,7 @@ impl FeatureMapSpec {
         }
         let mut transforms = Vec::new();
         if !categories.is_empty() {
-            transforms.push(TransformSpec::OneHot {
-                fields: categories,
-                min_count: 1,
-                capacity: default_capacity(),
-                expire_after_secs: None,
-                hash_fallback: 0,
-                invalid: InvalidPolicy::Oov,
-                reuse_after_versions: 1,
-                max_pending: None,
-            });
+            transforms.push(TransformSpec::one_hot(categories, 1));
         }
         if !numbers.is_empty() {
             transforms.push(TransformSpec::Standardize {
@@ -388,6 +370,21 @@ fn merge_modes(current: ParseMode, new: ParseMode) -> Result<ParseMode, &'static
 }
 
 impl TransformSpec {
+    /// A `one_hot` vocabulary of `fields` with a minimum count and every other parameter at
+    /// its default, as a job file that names only those two gets.
+    pub fn one_hot(fields: Vec<String>, min_count: u64) -> Self {
+        TransformSpec::OneHot {
+            fields,
+            min_count,
+            capacity: default_capacity(),
+            expire_after_secs: None,
+            hash_fallback: 0,
+            invalid: InvalidPolicy::Oov,
+            reuse_after_versions: 1,
+            max_pending: None,
+        }
+    }
+
     /// The transform's kind as written in a job file.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -620,13 +620,23 @@ impl Parser {
     }
 }
 
-/// Column `n` of a delimited line (quotes removed), when the line has that many.
-pub(crate) fn nth_column(line: &[u8], delimiter: u8, n: usize) -> Option<Vec<u8>> {
+/// Column `n` of a delimited line (quotes removed), when the line has that many; borrowed from
+/// the line unless it was quoted.
+pub(crate) fn nth_column(
+    line: &[u8],
+    delimiter: u8,
+    n: usize,
+) -> Option<std::borrow::Cow<'_, [u8]>> {
     let line = strip_newline(line);
     if delimiter != b'\t' && line.contains(&b'"') {
-        return split_columns(line, delimiter).into_iter().nth(n);
+        return split_columns(line, delimiter)
+            .into_iter()
+            .nth(n)
+            .map(std::borrow::Cow::Owned);
     }
-    line.split(|&b| b == delimiter).nth(n).map(<[u8]>::to_vec)
+    line.split(|&b| b == delimiter)
+        .nth(n)
+        .map(std::borrow::Cow::Borrowed)
 }
 
 /// The columns of a delimited line, a column in double quotes read as CSV does (RFC 4180: the
