@@ -11,7 +11,7 @@
 //! model artifact trained on it.
 
 use crate::criteo::{CriteoFeatures, NUM_CATS, NUM_INTS};
-use crate::fmap::{FeatureMapSpec, Schema};
+use crate::fmap::{FeatureMapSpec, Layout, Schema};
 use serde::{Deserialize, Serialize};
 
 /// How events become sparse rows; recorded in every model artifact.
@@ -49,24 +49,28 @@ const BUCKETED: u64 = 1 << 40;
 const BIAS_FIELD: u64 = 255;
 
 impl FeatureSpec {
-    /// Number of weight slots a model of this spec has over events of `schema` (0 for a map
-    /// spec that does not compile against it).
-    pub fn dimension(&self, schema: &Schema) -> usize {
+    /// The FeatureMap layout of the spec over events of `schema`: a hashed spec is one
+    /// [`Layout::hashed`] feature, a map spec its transforms.
+    ///
+    /// # Errors
+    ///
+    /// Every problem with the spec over `schema`.
+    pub fn compile(&self, schema: &Schema) -> Result<Layout, Vec<String>> {
         match self {
-            FeatureSpec::Hashed { hash_bits } => 1usize << hash_bits,
-            FeatureSpec::Map(spec) => spec.compile(schema).map_or(0, |layout| layout.dimension),
+            FeatureSpec::Hashed { hash_bits } => Layout::hashed(schema, *hash_bits),
+            FeatureSpec::Map(spec) => spec.compile(schema),
         }
+    }
+
+    /// Number of weight slots a model of this spec has over events of `schema` (0 for a spec
+    /// that does not compile against it).
+    pub fn dimension(&self, schema: &Schema) -> usize {
+        self.compile(schema).map_or(0, |layout| layout.dimension)
     }
 
     /// Problems with the spec over events of `schema`, empty when it is valid.
     pub fn problems(&self, schema: &Schema) -> Vec<String> {
-        match self {
-            FeatureSpec::Hashed { hash_bits } if !(1..=30).contains(hash_bits) => {
-                vec![format!("`hash_bits` must be in 1..=30 (got {hash_bits})")]
-            }
-            FeatureSpec::Hashed { .. } => Vec::new(),
-            FeatureSpec::Map(spec) => spec.compile(schema).err().unwrap_or_default(),
-        }
+        self.compile(schema).err().unwrap_or_default()
     }
 
     /// Appends the event's feature indices to `out` (binary features: every value is 1).

@@ -100,6 +100,11 @@ impl Learner {
     ///
     /// If an index is not below the dimension or `values` is shorter than `indices`.
     pub fn learn_weighted(&mut self, indices: &[u32], values: &[f32], label: bool) -> f32 {
+        // A binary row (hashed and one-hot ones are) takes the binary path: the same numbers,
+        // with the multiplications by 1 left out.
+        if values.iter().all(|&x| x == 1.0) {
+            return self.learn(indices, label);
+        }
         match self {
             Learner::Ftrl(m) => m.learn_weighted(indices, values, label),
             Learner::Fm(m) => m.learn_weighted(indices, values, label),
@@ -112,6 +117,9 @@ impl Learner {
     ///
     /// If an index is not below the dimension or `values` is shorter than `indices`.
     pub fn predict_weighted(&self, indices: &[u32], values: &[f32]) -> f32 {
+        if values.iter().all(|&x| x == 1.0) {
+            return self.predict(indices);
+        }
         match self {
             Learner::Ftrl(m) => m.predict_weighted(indices, values),
             Learner::Fm(m) => m.predict_weighted(indices, values),

@@ -12,8 +12,8 @@
 use super::OnlineBench;
 use crate::error::{Error, Result};
 use crate::spec::JobSpec;
-use millrace_models::fmap::{BatchFitter, Parser};
-use millrace_models::{exact_auc, EventBatch, FeatureSpec, Learner, LogLoss};
+use millrace_models::fmap::{BatchFitter, Layout, Parser, TransformCounts};
+use millrace_models::{exact_auc, CsrBatch, EventBatch, FeatureMap, Learner, LogLoss, Schema};
 use std::path::Path;
 use std::time::Instant;
 
@@ -30,8 +30,8 @@ pub struct JobFileBench {
 ///
 /// # Errors
 ///
-/// When the file cannot be read, its header does not match, the job's features are not a
-/// FeatureMap, or the holdout or epoch size is out of range.
+/// When the file cannot be read, its header does not match, or the holdout or epoch size is
+/// out of range.
 pub fn online(input: &Path, job: &JobSpec, config: &JobFileBench) -> Result<OnlineBench> {
     let mut problems = Vec::new();
     if !(config.holdout > 0.0 && config.holdout < 1.0) {
@@ -43,17 +43,12 @@ pub fn online(input: &Path, job: &JobSpec, config: &JobFileBench) -> Result<Onli
     if config.epoch_rows == 0 {
         problems.push("`--epoch-rows` must be at least 1".to_owned());
     }
-    let FeatureSpec::Map(features) = &job.features else {
-        problems.push(
-            "`bench online --job` runs a FeatureMap (`[features] type = \"map\"`); for hashed Criteo features use `--input` alone".to_owned(),
-        );
-        return Err(Error::Config { problems });
-    };
     if !problems.is_empty() {
         return Err(Error::Config { problems });
     }
     let schema = job.event_schema()?;
-    let layout = features
+    let layout = job
+        .features
         .compile(&schema)
         .map_err(|problems| Error::Config { problems })?;
     let text = std::fs::read(input).map_err(|source| Error::Io {
@@ -70,41 +65,35 @@ pub fn online(input: &Path, job: &JobSpec, config: &JobFileBench) -> Result<Onli
     let mut parser = Parser::new(&layout);
     let mut fitter = BatchFitter::new(layout.clone());
     let mut learner = Learner::new(&job.learner, layout.dimension);
-    let (mut malformed, mut counts) = (0u64, Default::default());
+    let mut malformed = 0u64;
     let (mut preds, mut labels) = (Vec::new(), Vec::new());
-    let parse = |parser: &mut Parser, lines: &[&[u8]], malformed: &mut u64| {
-        let mut batch = EventBatch::with_capacity(layout.schema.fields.len(), lines.len());
-        for line in lines {
-            let time = schema.event_time(line).unwrap_or(0);
-            if parser.parse_record(line, time, &mut batch).is_err() {
-                *malformed += 1;
-            }
-        }
-        batch
-    };
+    let mut chunks = Chunks::new(&layout);
     for epoch in train.chunks(config.epoch_rows) {
-        let batch = parse(&mut parser, epoch, &mut malformed);
-        let rows = fitter.map().transform(&batch, &mut counts);
-        for i in 0..rows.len() {
-            let (indices, values) = rows.row(i);
-            preds.push(learner.learn_weighted(indices, values, rows.labels[i]));
-            labels.push(rows.labels[i]);
+        for lines in epoch.chunks(CHUNK_ROWS) {
+            let rows = chunks.rows(&mut parser, fitter.map(), lines, &schema, &mut malformed);
+            for i in 0..rows.len() {
+                let (indices, values) = rows.row(i);
+                preds.push(learner.learn_weighted(indices, values, rows.labels[i]));
+                labels.push(rows.labels[i]);
+            }
+            fitter.observe(&chunks.events);
         }
-        if let Some(transition) = fitter.fit_epoch(&batch) {
+        if let Some(transition) = fitter.finish_epoch() {
             learner.carry(&transition);
         }
     }
-    let batch = parse(&mut parser, test, &mut malformed);
-    let rows = fitter.map().transform(&batch, &mut counts);
     let mut loss = LogLoss::default();
-    let test_preds: Vec<f32> = (0..rows.len())
-        .map(|i| {
+    let (mut test_preds, mut test_labels) = (Vec::new(), Vec::new());
+    for lines in test.chunks(CHUNK_ROWS) {
+        let rows = chunks.rows(&mut parser, fitter.map(), lines, &schema, &mut malformed);
+        for i in 0..rows.len() {
             let (indices, values) = rows.row(i);
             let p = learner.predict_weighted(indices, values);
             loss.add(p, rows.labels[i]);
-            p
-        })
-        .collect();
+            test_preds.push(p);
+            test_labels.push(rows.labels[i]);
+        }
+    }
     let seconds = started.elapsed().as_secs_f64();
     let rows_seen = (labels.len() + test_preds.len()) as u64;
     Ok(OnlineBench {
@@ -115,10 +104,51 @@ pub fn online(input: &Path, job: &JobSpec, config: &JobFileBench) -> Result<Onli
         workers: 1,
         sync_rows: None,
         progressive_auc: exact_auc(&preds, &labels),
-        holdout_auc: exact_auc(&test_preds, &rows.labels),
+        holdout_auc: exact_auc(&test_preds, &test_labels),
         holdout_logloss: loss.mean(),
         published_version: None,
         q213: None,
         int8: None,
     })
+}
+
+/// Lines parsed and transformed at a time: a chunk's events and rows stay in the cache, as a
+/// message's do in the dataflow.
+const CHUNK_ROWS: usize = 1024;
+
+/// The buffers a chunk of lines is parsed and transformed in, reused chunk after chunk.
+struct Chunks {
+    events: EventBatch,
+    rows: CsrBatch,
+    counts: TransformCounts,
+}
+
+impl Chunks {
+    fn new(layout: &Layout) -> Self {
+        Chunks {
+            events: EventBatch::with_capacity(layout.schema.fields.len(), CHUNK_ROWS),
+            rows: CsrBatch::default(),
+            counts: TransformCounts::default(),
+        }
+    }
+
+    /// Parses `lines` (a malformed one is counted and skipped) and transforms them with `map`.
+    fn rows(
+        &mut self,
+        parser: &mut Parser,
+        map: &FeatureMap,
+        lines: &[&[u8]],
+        schema: &Schema,
+        malformed: &mut u64,
+    ) -> &CsrBatch {
+        self.events.clear();
+        for line in lines {
+            let time = schema.event_time(line).unwrap_or(0);
+            if parser.parse_record(line, time, &mut self.events).is_err() {
+                *malformed += 1;
+            }
+        }
+        map.transform_into(&self.events, &mut self.counts, &mut self.rows);
+        &self.rows
+    }
 }

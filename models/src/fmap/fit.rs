@@ -667,6 +667,8 @@ pub struct BatchFitter {
     fitters: Vec<FeatureFitter>,
     map: FeatureMap,
     epochs: u64,
+    /// What the current epoch's events observed so far.
+    partials: Option<Partials>,
 }
 
 impl BatchFitter {
@@ -678,6 +680,7 @@ impl BatchFitter {
                 .collect(),
             map: FeatureMap::new(layout),
             epochs: 0,
+            partials: None,
         }
     }
 
@@ -690,14 +693,27 @@ impl BatchFitter {
     /// across; an empty batch makes no version (`None`), as an epoch without events makes none
     /// in the dataflow.
     pub fn fit_epoch(&mut self, batch: &EventBatch) -> Option<Transition> {
-        let time = self.epochs;
-        self.epochs += 1;
+        self.observe(batch);
+        self.finish_epoch()
+    }
+
+    /// Observes some of the current epoch's events: an epoch may come in several batches, as
+    /// it does to a worker of the dataflow.
+    pub fn observe(&mut self, batch: &EventBatch) {
         if batch.is_empty() {
-            return None;
+            return;
         }
-        let mut partials = Partials::new(&self.map.layout, time);
-        partials.observe(batch);
-        let mut by_feature = partials.finish(0);
+        let (layout, seed) = (&self.map.layout, self.epochs);
+        self.partials
+            .get_or_insert_with(|| Partials::new(layout, seed))
+            .observe(batch);
+    }
+
+    /// Ends the current epoch: what it observed makes the next version, and the answer says
+    /// how to carry a model across (`None` when it observed no event, and so made no version).
+    pub fn finish_epoch(&mut self) -> Option<Transition> {
+        self.epochs += 1;
+        let mut by_feature = self.partials.take()?.finish(0);
         let updates: Vec<FeatureUpdate> = self
             .fitters
             .iter_mut()

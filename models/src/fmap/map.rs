@@ -212,6 +212,10 @@ impl FeatureMap {
                         fields: &def.fields,
                         buckets: *buckets,
                     },
+                    (Kind::Hashed { bits }, _) => Op::Hashed {
+                        fields: &def.fields,
+                        mask: (1 << bits) - 1,
+                    },
                     _ => return None,
                 };
                 Some(Step { field, offset, op })
@@ -234,6 +238,10 @@ impl FeatureMap {
             slots.put(0, 1.0);
         }
         for step in steps {
+            if let Op::Hashed { fields, mask } = step.op {
+                hashed_row(fields, mask, row, &mut slots);
+                continue;
+            }
             let Some(value) = row.get(step.field) else {
                 continue;
             };
@@ -308,6 +316,7 @@ impl FeatureMap {
                     });
                     put((h % u64::from(buckets)) as u32, 1.0);
                 }
+                Op::Hashed { .. } => {}
             }
         }
         slots.flush();
@@ -318,8 +327,35 @@ impl FeatureMap {
     /// The rows of every event of `batch`.
     pub fn transform(&self, batch: &EventBatch, counts: &mut TransformCounts) -> CsrBatch {
         let mut out = CsrBatch::new(self.version, self.dimension());
-        // One slot per feature and the bias; multi-hot features may take more.
-        let per_row = self.layout.features.len() + 1;
+        self.transform_into(batch, counts, &mut out);
+        out
+    }
+
+    /// [`FeatureMap::transform`] into `out`, whose rows are replaced and whose room is reused.
+    pub fn transform_into(
+        &self,
+        batch: &EventBatch,
+        counts: &mut TransformCounts,
+        out: &mut CsrBatch,
+    ) {
+        out.version = self.version;
+        out.dimension = self.dimension();
+        out.indptr.clear();
+        out.indptr.push(0);
+        out.indices.clear();
+        out.values.clear();
+        out.labels.clear();
+        // A slot per feature (per field of a hashed one) and the bias; multi-hot features may
+        // take more.
+        let per_row = 1 + self
+            .layout
+            .features
+            .iter()
+            .map(|f| match f.kind {
+                Kind::Hashed { .. } => f.fields.len(),
+                _ => 1,
+            })
+            .sum::<usize>();
         out.indices.reserve(batch.len() * per_row);
         out.values.reserve(batch.len() * per_row);
         out.labels.reserve(batch.len());
@@ -328,12 +364,11 @@ impl FeatureMap {
         // Counted in locals, added to `counts` once per batch.
         let mut local = TransformCounts::default();
         for i in 0..batch.len() {
-            self.transform_row(&steps, batch, i, &mut out, &mut local);
+            self.transform_row(&steps, batch, i, out, &mut local);
         }
         counts.lookups += local.lookups;
         counts.oov += local.oov;
         out.sources.clone_from(&batch.sources);
-        out
     }
 
     /// Problems that would make the transform emit slots outside a feature's width or values
@@ -382,7 +417,7 @@ impl FeatureMap {
                     }
                 }
                 (
-                    Kind::Hash { .. } | Kind::Cross { .. } | Kind::Numeric,
+                    Kind::Hash { .. } | Kind::Cross { .. } | Kind::Numeric | Kind::Hashed { .. },
                     FeatureState::Stateless,
                 ) => {}
                 (kind, _) => {
@@ -481,6 +516,56 @@ enum Op<'a> {
         fields: &'a [usize],
         buckets: u32,
     },
+    Hashed {
+        fields: &'a [usize],
+        mask: u64,
+    },
+}
+
+/// The token of a missing value in a [`Kind::Hashed`] feature: no number or hex token is it.
+const HASHED_MISSING: u64 = 1 << 41;
+/// Added to the `⌊ln(v)²⌋` bucket of a number above 2 (at most about 1,900).
+const HASHED_BUCKETED: u64 = 1 << 40;
+/// The field id of the hashed bias.
+const HASHED_BIAS: u64 = 255;
+
+/// A [`Kind::Hashed`] feature's slots of one row: the bias, then each field's token, in field
+/// order, each `mix(field, token)` under the mask (slots may repeat, as two tokens may
+/// collide).
+fn hashed_row(fields: &[usize], mask: u64, row: &[Value], slots: &mut Slots<'_>) {
+    slots.put((hashed_mix(HASHED_BIAS, 0) & mask) as u32, 1.0);
+    for (id, &f) in fields.iter().enumerate() {
+        let token = row.get(f).map_or(HASHED_MISSING, hashed_token);
+        slots.put((hashed_mix(id as u64, token) & mask) as u32, 1.0);
+    }
+}
+
+/// A value's token in a [`Kind::Hashed`] feature.
+fn hashed_token(value: &Value) -> u64 {
+    match value {
+        Value::Cat(token) => *token,
+        Value::Num(x) if *x <= 2.0 => {
+            // An integer is itself (a negative one as its two's complement); a fraction its
+            // number token.
+            if x.fract() == 0.0 && *x >= i64::MIN as f64 {
+                *x as i64 as u64
+            } else {
+                num_token(*x)
+            }
+        }
+        Value::Num(x) => {
+            let ln = x.ln();
+            HASHED_BUCKETED + (ln * ln) as u64
+        }
+        Value::Missing | Value::Multi { .. } => HASHED_MISSING,
+        Value::Bad(_) => BAD_TOKEN,
+    }
+}
+
+/// A 64-bit mix of a field id and a token (the splitmix64 finalizer over both): every input
+/// bit affects every output bit, and it is stable across platforms and releases.
+fn hashed_mix(field: u64, token: u64) -> u64 {
+    crate::hash::finalize(token ^ field.wrapping_mul(crate::hash::GOLDEN).rotate_left(32))
 }
 
 fn token(value: &Value) -> u64 {

@@ -364,6 +364,10 @@ fn merge_modes(current: ParseMode, new: ParseMode) -> Result<ParseMode, &'static
         (ParseMode::Multi(_), _) | (_, ParseMode::Multi(_)) => {
             Err("is multi-valued in one transform and single-valued in another")
         }
+        (ParseMode::Hex, ParseMode::Hex) => Ok(ParseMode::Hex),
+        (ParseMode::Hex, _) | (_, ParseMode::Hex) => {
+            Err("is read as hex digits in one transform and as text in another")
+        }
         (ParseMode::Num, _) | (_, ParseMode::Num) => Ok(ParseMode::Num),
         (ParseMode::Cat, ParseMode::Cat) => Ok(ParseMode::Cat),
     }
@@ -589,6 +593,14 @@ pub enum Kind {
     },
     /// Pass-through number.
     Numeric,
+    /// Every field of the layout hashed into one space of `2^bits` slots, a hashed bias among
+    /// them: `[features] type = "hashed"`, slot for slot as the first generation hashed, so
+    /// that models trained by it score as they did. Numbers up to 2 are their own token,
+    /// larger ones `⌊ln(v)²⌋` (the Criteo winners' bucketing); categories are eight hex digits.
+    Hashed {
+        /// log2 of the slots.
+        bits: u32,
+    },
 }
 
 impl Kind {
@@ -603,6 +615,7 @@ impl Kind {
             Kind::Bucketize { buckets, .. } => buckets + 1,
             Kind::Standardize { .. } | Kind::Numeric => 2,
             Kind::Hash { buckets } | Kind::Cross { buckets } => *buckets,
+            Kind::Hashed { bits } => 1 << bits,
         }
     }
 
@@ -610,6 +623,7 @@ impl Kind {
         match self {
             Kind::OneHot(_) | Kind::Hash { .. } | Kind::Cross { .. } => ParseMode::Cat,
             Kind::MultiHot(_, sep) => ParseMode::Multi(*sep),
+            Kind::Hashed { .. } => ParseMode::Hex,
             Kind::Bucketize { .. } | Kind::Standardize { .. } | Kind::Numeric => ParseMode::Num,
         }
     }
@@ -637,6 +651,8 @@ pub enum ParseMode {
     Cat,
     /// Several categorical values separated by the byte.
     Multi(u8),
+    /// A category of exactly eight hex digits (Criteo's hashed ids), whose number is its token.
+    Hex,
 }
 
 /// One feature of the layout: a transform applied to one field (or, for a cross, several).
@@ -671,4 +687,56 @@ pub struct Layout {
     pub features: Vec<FeatureDef>,
     /// The number of slots of a row.
     pub dimension: usize,
+}
+
+impl Layout {
+    /// The layout of `[features] type = "hashed"` over `schema`: one [`Kind::Hashed`] feature
+    /// over every field, numbers read as numbers and categories as hex digits, no separate bias
+    /// slot (the hashed bias is one of the `2^bits`).
+    ///
+    /// # Errors
+    ///
+    /// Every problem: `bits` outside 1..=30, or a field that is neither a number nor a category.
+    pub fn hashed(schema: &Schema, bits: u32) -> Result<Layout, Vec<String>> {
+        let mut problems = Vec::new();
+        if !(1..=30).contains(&bits) {
+            problems.push(format!("`hash_bits` must be in 1..=30 (got {bits})"));
+        }
+        let modes: Vec<ParseMode> = (0..schema.fields.len())
+            .map(|f| match schema.field_type(f) {
+                Some(FieldType::Number) => ParseMode::Num,
+                Some(FieldType::Category) => ParseMode::Hex,
+                _ => {
+                    problems.push(format!(
+                        "`{}` is not a number or a category, which hashed features read",
+                        schema.fields[f]
+                    ));
+                    ParseMode::Skip
+                }
+            })
+            .collect();
+        if schema.fields.is_empty() {
+            problems.push("hashed features need at least one field".to_owned());
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let kind = Kind::Hashed { bits };
+        let width = kind.width();
+        Ok(Layout {
+            schema: schema.clone(),
+            bias: false,
+            window_epochs: None,
+            max_value_len: default_max_value_len(),
+            modes,
+            features: vec![FeatureDef {
+                name: "hashed".to_owned(),
+                fields: (0..schema.fields.len()).collect(),
+                kind,
+                offset: 0,
+                width,
+            }],
+            dimension: width as usize,
+        })
+    }
 }

@@ -12,7 +12,8 @@ use xxhash_rust::xxh3::xxh3_64;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum BadKind {
     /// Not a number where a number was asked for, or one beyond the range of `f32` (the rows'
-    /// values), infinities and NaN included.
+    /// values), infinities and NaN included; for hashed features, a category that is not eight
+    /// hex digits.
     NotNumeric,
     /// A categorical value longer than the spec's `max_value_len`.
     Overlong,
@@ -115,6 +116,16 @@ impl EventBatch {
     /// Number of events.
     pub fn len(&self) -> usize {
         self.labels.len()
+    }
+
+    /// Removes every event, keeping the room they took for the next ones.
+    pub fn clear(&mut self) {
+        self.labels.clear();
+        self.times.clear();
+        self.values.clear();
+        self.tokens.clear();
+        self.weights.clear();
+        self.sources.clear();
     }
 
     /// Whether the batch has no events.
@@ -586,6 +597,10 @@ impl Parser {
                 Some(x) => Value::Num(x),
                 None => self.parse_other(mode, raw, batch),
             },
+            ParseMode::Hex => match parse_hex32(raw) {
+                Some(x) => Value::Cat(x),
+                None => Value::Bad(BadKind::NotNumeric),
+            },
             _ => self.parse_other(mode, raw, batch),
         }
     }
@@ -603,6 +618,7 @@ impl Parser {
                 Ok(()) => Value::Cat(fingerprint(raw)),
                 Err(kind) => Value::Bad(kind),
             },
+            ParseMode::Hex => parse_hex32(raw).map_or(Value::Bad(BadKind::NotNumeric), Value::Cat),
             ParseMode::Multi(separator) => {
                 if let Err(kind) = self.check_cat(raw) {
                     return Value::Bad(kind);
@@ -618,6 +634,35 @@ impl Parser {
             }
         }
     }
+}
+
+/// Each byte's value as a hex digit, or `0x80` for a byte that is not one.
+static HEX_DIGITS: [u8; 256] = {
+    let mut table = [0x80u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = match b as u8 {
+            d @ b'0'..=b'9' => d - b'0',
+            d @ b'a'..=b'f' => d - b'a' + 10,
+            d @ b'A'..=b'F' => d - b'A' + 10,
+            _ => 0x80,
+        };
+        b += 1;
+    }
+    table
+};
+
+/// The number of exactly eight hex digits (either case).
+#[inline]
+fn parse_hex32(raw: &[u8]) -> Option<u64> {
+    let digits: &[u8; 8] = raw.try_into().ok()?;
+    let (mut value, mut bad) = (0u64, 0u8);
+    for &d in digits {
+        let nibble = HEX_DIGITS[usize::from(d)];
+        bad |= nibble;
+        value = (value << 4) | u64::from(nibble & 0xf);
+    }
+    (bad & 0x80 == 0).then_some(value)
 }
 
 /// Column `n` of a delimited line (quotes removed), when the line has that many; borrowed from
