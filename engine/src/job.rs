@@ -1,7 +1,7 @@
 //! Running a job: broker and topics, the timely dataflow, the generator, serving and progress.
 //!
-//! The dataflow is `decode → hash → TrainOnline` for hashed features, and
-//! `ParseEvents → Featurize → TrainRows` for a FeatureMap (`[features] type = "map"`).
+//! The dataflow is `ParseEvents → Featurize → TrainRows` for every feature spec: a hashed one
+//! is a FeatureMap that fits nothing.
 //!
 //! [`Job::start`] sets the broker, topics, registry and serving up on a job thread and returns
 //! once they are up (or failed); the dataflow then starts on that thread, and an error of its
@@ -21,12 +21,12 @@ use millrace_connectors::kafka::{
     LineProducer, Output, OutputSink, RateLimit, RegistryPublisher, WatermarkProbe, EMBEDDED,
 };
 use millrace_models::synth::CriteoGenerator;
-use millrace_models::{DeadLetter, FeatureMap, FeatureSpec, ModelArtifact, RawRecord, Registry};
+use millrace_models::{DeadLetter, FeatureMap, ModelArtifact, RawRecord, Registry};
 use millrace_operators::checkpoint::{Choice, Collector};
 use millrace_operators::{
-    ingest_partitions, now_ms, Decode, Deliver, EventTime, Featurize, JoinLabels, LabelJoinConfig,
-    Mirror, ParseEvents, PartitionReader, Polled, Prediction, PublishPolicy, RecordSink, Stop,
-    TrainOnline, TrainRows, TrainerConfig,
+    ingest_partitions, now_ms, Deliver, EventTime, Featurize, JoinLabels, LabelJoinConfig, Mirror,
+    ParseEvents, PartitionReader, Polled, Prediction, PublishPolicy, RecordSink, Stop, TrainRows,
+    TrainerConfig,
 };
 use millrace_serving::{ModelStore, ServeOptions};
 use serde::Serialize;
@@ -458,11 +458,7 @@ fn checkpoint_parts(spec: &JobSpec) -> Vec<&'static str> {
     if spec.labels.is_some() {
         parts.push("labels");
     }
-    match spec.features {
-        FeatureSpec::Hashed { .. } => parts.push("decode"),
-        FeatureSpec::Map(_) => parts.extend(["parse", "fit", "transform"]),
-    }
-    parts.extend(["dead_letters", "train"]);
+    parts.extend(["parse", "fit", "transform", "dead_letters", "train"]);
     if spec
         .sinks
         .as_ref()
@@ -596,7 +592,7 @@ fn run_dataflow(
         window: labels.window_epochs(spec.progress.epoch_ms),
         late: labels.late,
     });
-    // The events' schema and the FeatureMap layout of a `map` spec (checked when the spec was
+    // The events' schema and the FeatureMap layout of the features (checked when the spec was
     // loaded). A schema with a time field gives the source its records' event times.
     let schema = Arc::new(spec.event_schema()?);
     let event_time = schema.record.as_ref().is_some_and(|r| {
@@ -607,20 +603,16 @@ fn run_dataflow(
     // A repeated replay cannot go back in event time: its records keep the replay's clock.
     let repeated = matches!(&spec.source, SourceSpec::File(file) if file.repeat);
     let time_schema = (event_time && !repeated).then(|| schema.clone());
-    let layout = match &spec.features {
-        FeatureSpec::Hashed { .. } => None,
-        FeatureSpec::Map(map) => Some(
-            map.compile(&schema)
-                .map_err(|problems| Error::Config { problems })?,
-        ),
-    };
+    let layout = spec
+        .features
+        .compile(&schema)
+        .map_err(|problems| Error::Config { problems })?;
     let workers = options.workers.max(1);
     let (process, processes) = options
         .cluster
         .as_ref()
         .map_or((0, 1), |c| (c.process, c.hosts.len().max(1)));
     let local: Vec<usize> = (process * workers..(process + 1) * workers).collect();
-    let format = spec.record_format();
     let predictions_topic = spec
         .sinks
         .as_ref()
@@ -734,13 +726,12 @@ fn run_dataflow(
             _ => None,
         };
         let source = KafkaIngest::new(reader, stats.event_time_missing.clone());
-        let (trainer, trainer_stats, decode_stats, featurize_stats) = (
+        let (trainer, trainer_stats, featurize_stats) = (
             trainer.clone(),
             stats.trainer.clone(),
-            stats.decode.clone(),
             stats.featurize.clone(),
         );
-        let (layout, format) = (layout.clone(), format.clone());
+        let layout = layout.clone();
         let label_stats = stats.labels.clone();
         let source_stats = stats.source.clone();
         let (stop, stop_after) = (stop.clone(), kafka.stop_after_records);
@@ -781,36 +772,20 @@ fn run_dataflow(
                 (records, join_dead) = (labeled, Some(dead));
             }
             let delivery = DeadLetterDelivery { sink: dead_letters };
-            match layout {
-                // Hashed features: decode Criteo events, hash, learn.
-                None => {
-                    let (events, dead) = records.decode_criteo(format, decode_stats);
-                    concat_dead(dead, join_dead).deliver("dead_letters", delivery);
-                    let predicted = events.train_online(trainer, trainer_stats, move |epoch, _| {
-                        if let Some(metrics) = metrics.as_mut() {
-                            metrics.epoch_end(epoch);
-                        }
-                    });
-                    if let Some(delivery) = predictions {
-                        predicted.deliver("predictions", delivery);
+            // Parse, fit and transform per epoch (a hashed spec fits nothing), learn across
+            // the FeatureMap's versions.
+            let (events, dead) = records.parse_events(layout.clone(), featurize_stats.clone());
+            concat_dead(dead, join_dead).deliver("dead_letters", delivery);
+            let map = FeatureMap::new(layout);
+            let (rows, updates) = events.featurize(map.clone(), featurize_stats, |_, _| {});
+            let predicted =
+                rows.train_rows(updates, map, trainer, trainer_stats, move |epoch, _, _| {
+                    if let Some(metrics) = metrics.as_mut() {
+                        metrics.epoch_end(epoch);
                     }
-                }
-                // A FeatureMap: parse, fit and transform per epoch, learn across versions.
-                Some(layout) => {
-                    let (events, dead) = records.parse_events(layout.clone(), featurize_stats.clone());
-                    concat_dead(dead, join_dead).deliver("dead_letters", delivery);
-                    let map = FeatureMap::new(layout);
-                    let (rows, updates) = events.featurize(map.clone(), featurize_stats, |_, _| {});
-                    let predicted =
-                        rows.train_rows(updates, map, trainer, trainer_stats, move |epoch, _, _| {
-                            if let Some(metrics) = metrics.as_mut() {
-                                metrics.epoch_end(epoch);
-                            }
-                        });
-                    if let Some(delivery) = predictions {
-                        predicted.deliver("predictions", delivery);
-                    }
-                }
+                });
+            if let Some(delivery) = predictions {
+                predicted.deliver("predictions", delivery);
             }
         });
         Ok(restored_epoch)
@@ -823,7 +798,7 @@ fn run_dataflow(
     Ok(restored_epoch)
 }
 
-/// The decoder's dead letters, with the label join's when there is one.
+/// The parser's dead letters, with the label join's when there is one.
 fn concat_dead<'scope>(
     dead: StreamVec<'scope, u64, DeadLetter>,
     join_dead: Option<StreamVec<'scope, u64, DeadLetter>>,

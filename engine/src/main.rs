@@ -3,7 +3,8 @@
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use millrace_connectors::kafka::{KafkaVersions, LineProducer, RateLimit};
-use millrace_engine::bench::{self, OnlineBenchConfig};
+use millrace_engine::bench;
+use millrace_engine::bench::online::{OnlineBenchConfig, OnlineModel};
 use millrace_engine::{Cluster, Job, JobSpec, RunOptions};
 use millrace_models::synth::CriteoGenerator;
 use millrace_models::{FeatureMapSpec, FeatureSpec, FmParams, FtrlParams, LearnerParams, Registry};
@@ -217,18 +218,18 @@ enum Bench {
         #[arg(long)]
         job: Option<PathBuf>,
     },
-    /// Train online on the first part of a file, evaluate on the rest: hashed Criteo features,
-    /// or with `--job` a job file's schema, FeatureMap and learner.
+    /// Train online on the first part of a file, evaluate on the rest: Criteo events with hashed
+    /// features, or with `--job` a job file's schema, features and learner.
     Online {
         /// The input file.
         #[arg(long)]
         input: PathBuf,
-        /// A job file whose `[schema]`, `[features]` (a FeatureMap) and `[learner]` to run on
-        /// the file; the hashed-feature options do not apply then.
-        #[arg(long, conflicts_with_all = ["hash_bits", "model", "workers", "q213", "int8", "registry", "publish_every", "alpha", "l1", "l2"])]
+        /// A job file whose `[schema]`, `[features]` and `[learner]` to run on the file; the
+        /// hashed-feature and learner options do not apply then.
+        #[arg(long, conflicts_with_all = ["hash_bits", "model", "alpha", "l1", "l2"])]
         job: Option<PathBuf>,
-        /// With `--job`: training lines per epoch (one FeatureMap version each).
-        #[arg(long, default_value_t = 1000, requires = "job")]
+        /// With one worker: training lines per epoch (one FeatureMap version each).
+        #[arg(long, default_value_t = 1000)]
         epoch_rows: usize,
         /// The input's format.
         #[arg(long, value_enum, default_value_t = Format::Criteo)]
@@ -521,25 +522,6 @@ fn run_cli() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench {
-            bench:
-                Bench::Online {
-                    input,
-                    job: Some(job),
-                    epoch_rows,
-                    holdout,
-                    ..
-                },
-        } => {
-            let spec = millrace_engine::spec::JobSpec::from_file(&job)?;
-            let config = bench::job_file::JobFileBench {
-                holdout,
-                epoch_rows,
-            };
-            let figures = bench::job_file::online(&input, &spec, &config)?;
-            println!("{}", serde_json::to_string(&figures)?);
-            Ok(())
-        }
-        Command::Bench {
             bench: Bench::Bare { input, job },
         } => {
             let schema = match job {
@@ -564,8 +546,8 @@ fn run_cli() -> anyhow::Result<()> {
             bench:
                 Bench::Online {
                     input,
-                    job: None,
-                    epoch_rows: _,
+                    job,
+                    epoch_rows,
                     format: Format::Criteo,
                     holdout,
                     hash_bits,
@@ -582,34 +564,15 @@ fn run_cli() -> anyhow::Result<()> {
                     publish_every,
                 },
         } => {
-            let features = FeatureSpec::Hashed { hash_bits };
-            let problems = features.problems(&millrace_models::Schema::criteo());
-            if !problems.is_empty() {
-                bail!("{}", problems.join("; "));
-            }
+            let model = match job {
+                Some(job) => {
+                    OnlineModel::of_job(&millrace_engine::spec::JobSpec::from_file(&job)?)?
+                }
+                None => OnlineModel::hashed_criteo(hash_bits, learner(model, alpha, l1, l2)),
+            };
             let config = OnlineBenchConfig {
                 holdout,
-                features,
-                learner: match model {
-                    Model::Ftrl => {
-                        let d = FtrlParams::default();
-                        LearnerParams::Ftrl(FtrlParams {
-                            alpha: alpha.unwrap_or(d.alpha),
-                            l1: l1.unwrap_or(d.l1),
-                            l2: l2.unwrap_or(d.l2),
-                            ..d
-                        })
-                    }
-                    Model::Fm => {
-                        let d = FmParams::default();
-                        LearnerParams::Fm(FmParams {
-                            alpha: alpha.unwrap_or(d.alpha),
-                            l1: l1.unwrap_or(d.l1),
-                            l2: l2.unwrap_or(d.l2),
-                            ..d
-                        })
-                    }
-                },
+                epoch_rows,
                 workers,
                 sync_rows,
                 q213,
@@ -617,13 +580,38 @@ fn run_cli() -> anyhow::Result<()> {
                 publish_every,
             };
             let registry = registry.map(Registry::open).transpose()?;
-            let figures = bench::online(
+            let figures = bench::online::online(
                 &input,
+                &model,
                 &config,
                 registry.as_ref().map(|r| (r, name.as_str())),
             )?;
             println!("{}", serde_json::to_string(&figures)?);
             Ok(())
+        }
+    }
+}
+
+/// The learner of `bench online`'s flags: default hyper-parameters but for those given.
+fn learner(model: Model, alpha: Option<f32>, l1: Option<f32>, l2: Option<f32>) -> LearnerParams {
+    match model {
+        Model::Ftrl => {
+            let d = FtrlParams::default();
+            LearnerParams::Ftrl(FtrlParams {
+                alpha: alpha.unwrap_or(d.alpha),
+                l1: l1.unwrap_or(d.l1),
+                l2: l2.unwrap_or(d.l2),
+                ..d
+            })
+        }
+        Model::Fm => {
+            let d = FmParams::default();
+            LearnerParams::Fm(FmParams {
+                alpha: alpha.unwrap_or(d.alpha),
+                l1: l1.unwrap_or(d.l1),
+                l2: l2.unwrap_or(d.l2),
+                ..d
+            })
         }
     }
 }

@@ -3,7 +3,7 @@
 use millrace_models::fmap::BadKind;
 use millrace_operators::checkpoint::Collector;
 use millrace_operators::{
-    DecodeStats, FeaturizeStats, LabelJoinStats, QualitySummary, SourceStats, TrainerStats,
+    FeaturizeStats, LabelJoinStats, QualitySummary, SourceStats, TrainerStats,
 };
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -44,7 +44,7 @@ pub const CHECKPOINT_EPOCH: &str = "millrace_checkpoint_epoch";
 pub const CHECKPOINT_BYTES: &str = "millrace_checkpoint_bytes";
 /// Seconds the newest checkpoint took to write.
 pub const CHECKPOINT_SECONDS: &str = "millrace_checkpoint_write_seconds";
-/// Records decoded into events.
+/// Records parsed into events.
 pub const DECODE_EVENTS: &str = "millrace_decode_events_total";
 /// Records sent to the dead letters.
 pub const DECODE_DEAD_LETTERS: &str = "millrace_decode_dead_letters_total";
@@ -132,9 +132,7 @@ pub struct JobStats {
     pub metrics_dropped: Arc<AtomicU64>,
     /// Consumer lag, refreshed by the progress thread (-1 before the first reading).
     pub lag: AtomicI64,
-    /// The decode operator's counters (hashed features).
-    pub decode: Arc<DecodeStats>,
-    /// The featurize operators' counters and FeatureMap gauges (`map` features).
+    /// The parse and featurize operators' counters and FeatureMap gauges.
     pub featurize: Arc<FeaturizeStats>,
     /// The label join's figures (all zero without `[labels]`).
     pub labels: Arc<LabelJoinStats>,
@@ -160,7 +158,6 @@ impl JobStats {
             predictions_dropped: Arc::default(),
             metrics_dropped: Arc::default(),
             lag: AtomicI64::new(-1),
-            decode: Arc::new(DecodeStats::default()),
             featurize: Arc::new(FeaturizeStats::default()),
             labels: Arc::new(LabelJoinStats::default()),
             trainer: Arc::new(TrainerStats::new()),
@@ -170,15 +167,14 @@ impl JobStats {
         }
     }
 
-    /// Records decoded (or parsed) into events, whichever features the job has.
+    /// Records parsed into events.
     pub fn decoded(&self) -> u64 {
-        self.decode.decoded.load(Ordering::Relaxed) + self.featurize.parsed.load(Ordering::Relaxed)
+        self.featurize.parsed.load(Ordering::Relaxed)
     }
 
-    /// Records sent to the dead letters, whichever features the job has.
+    /// Records sent to the dead letters, by the parser and the label join.
     pub fn dead_letters(&self) -> u64 {
-        self.decode.dead_letters.load(Ordering::Relaxed)
-            + self.featurize.dead_letters.load(Ordering::Relaxed)
+        self.featurize.dead_letters.load(Ordering::Relaxed)
             + self.labels.dead_letters.load(Ordering::Relaxed)
     }
 

@@ -8,13 +8,13 @@
 use crate::error::{Error, Result};
 pub use crate::file_source::FileSourceSpec;
 use millrace_connectors::kafka::{KafkaSourceConfig, EMBEDDED};
-use millrace_models::{FeatureSpec, RecordFormat, Schema, SchemaSpec};
+use millrace_models::{FeatureSpec, Schema, SchemaSpec};
 use millrace_operators::LatePolicy;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// A whole job: source → decode → features → learner → publish → serve.
+/// A whole job: source → parse → features → learner → publish → serve.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
@@ -125,20 +125,6 @@ pub struct LabelsSpec {
 }
 
 impl JobSpec {
-    /// How the job's records hold Criteo events, for hashed features (which read the Criteo
-    /// preset only).
-    pub fn record_format(&self) -> RecordFormat {
-        match self.schema.format() {
-            Some("json") => RecordFormat::Json {
-                ignore: match &self.source {
-                    SourceSpec::Kafka(kafka) => kafka.event_time_field.clone(),
-                    SourceSpec::File(_) => None,
-                },
-            },
-            _ => RecordFormat::Tsv,
-        }
-    }
-
     /// The job's compiled schema.
     ///
     /// # Errors
@@ -1188,12 +1174,21 @@ registry = "target/registry"
         );
         let json = format!("{named}\n[schema]\npreset = \"criteo\"\nformat = \"json\"\n");
         let spec = JobSpec::from_toml(&json).unwrap();
-        assert_eq!(
-            spec.record_format(),
-            RecordFormat::Json {
-                ignore: Some("ts".into())
-            }
-        );
+        // The schema's JSON reader takes the fields it names and passes over the time field.
+        let layout = spec
+            .features
+            .compile(&spec.event_schema().unwrap())
+            .unwrap();
+        let mut batch = millrace_models::EventBatch::new(layout.schema.fields.len());
+        millrace_models::fmap::Parser::new(&layout)
+            .parse_record(
+                br#"{"label": 1, "I1": 3, "ts": 1700000000000}"#,
+                0,
+                &mut batch,
+            )
+            .unwrap();
+        assert_eq!(batch.labels, [true]);
+        assert_eq!(batch.values[0], millrace_models::fmap::Value::Num(3.0));
         let joined = format!("{json}\n[labels]\nwindow_ms = 1000\n");
         assert_eq!(problems(&joined).len(), 1);
         assert!(problems(&named.replace("\"ts\"", "\" \""))

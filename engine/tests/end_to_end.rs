@@ -76,17 +76,14 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(
         ]
         .concat(),
     ];
-    // With a FeatureMap, the word in I1 and the invalid UTF-8 in C26 are malformed values of
-    // otherwise good events; the other three cannot be events.
+    // The word in I1 and the invalid UTF-8 in C26 are malformed values of otherwise good
+    // events, kept and counted (hashed features are a FeatureMap too); the other three cannot
+    // be events.
     let map = matches!(features, FeatureSpec::Map(_));
-    let (events, dead) = if map {
-        (
-            good.len() + 2,
-            vec![bad[0].clone(), bad[1].clone(), bad[2].clone()],
-        )
-    } else {
-        (good.len(), bad.clone())
-    };
+    let (events, dead) = (
+        good.len() + 2,
+        vec![bad[0].clone(), bad[1].clone(), bad[2].clone()],
+    );
 
     let (topic, dead_letter_topic) = fresh_topics("e2e");
     let metrics_topic = format!("{topic}-metrics");
@@ -174,7 +171,7 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(
     );
 
     let instance = serde_json::json!({ "instances": [
-        millrace_models::CriteoEvent::decode_tsv(good[0]).unwrap().features.to_json(),
+        common::criteo_instance(good[0]),
         { "I1": 3, "C1": "68fd1e64" },
     ]});
     let (status, body) = common::http(
@@ -200,16 +197,19 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(
     );
     assert_eq!(status, 400);
     assert!(body.contains("unknown field `C99`"), "{body}");
+    // The served version carries the FeatureMap its rows were made with: a fitted one
+    // (after the first epoch) where versions are published every 2000 events, though with
+    // several workers all the sample may be learned in the first epoch's round; a hashed
+    // spec's, which fits nothing and so stays at version 0, is made again on load.
+    let served = registry.load("ctr", latest).unwrap();
+    let map_version = served.feature_map.map(|m| m.version);
     if map {
-        // The served version carries the FeatureMap its rows were made with: a fitted one
-        // (after the first epoch) where versions are published every 2000 events; with
-        // several workers all the sample may be learned in the first epoch's round.
-        let served = registry.load("ctr", latest).unwrap();
-        let map_version = served.feature_map.map(|m| m.version);
         assert!(
             map_version.is_some_and(|v| v > 0 || workers > 1),
             "{map_version:?}"
         );
+    } else {
+        assert_eq!(map_version, Some(0));
     }
     let (status, _) = common::http(
         addr,
@@ -239,19 +239,18 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(
             })
         },
     );
-    if map {
-        for line in [
-            "millrace_featurize_bad_values_total{model=\"ctr\",kind=\"not_numeric\"} 1",
-            "millrace_featurize_bad_values_total{model=\"ctr\",kind=\"invalid_utf8\"} 1",
-            &format!("millrace_featurize_rows_total{{model=\"ctr\"}} {events}"),
-        ] {
-            assert!(body.contains(line), "{line} in {body}");
-        }
-        assert!(
-            !body.contains("millrace_featuremap_version{model=\"ctr\"} 0\n"),
-            "{body}"
-        );
+    for line in [
+        "millrace_featurize_bad_values_total{model=\"ctr\",kind=\"not_numeric\"} 1",
+        "millrace_featurize_bad_values_total{model=\"ctr\",kind=\"invalid_utf8\"} 1",
+        &format!("millrace_featurize_rows_total{{model=\"ctr\"}} {events}"),
+    ] {
+        assert!(body.contains(line), "{line} in {body}");
     }
+    assert_eq!(
+        body.contains("millrace_featuremap_version{model=\"ctr\"} 0\n"),
+        !map,
+        "{body}"
+    );
 
     job.stop();
     let report = job.wait().unwrap();

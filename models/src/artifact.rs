@@ -3,12 +3,11 @@
 //! evaluates an artifact with the same transform the trainer used, so a model is never served
 //! with features it was not trained on.
 
-use crate::criteo::CriteoFeatures;
-use crate::features::{FeatureSpec, FEATURES_PER_EVENT};
+use crate::features::FeatureSpec;
 use crate::fm::{pairwise_margin, FactorRows};
 use crate::fmap::{FeatureMap, Schema};
 use crate::ftrl::sigmoid;
-use crate::learner::{Ones, RowValues};
+use crate::learner::RowValues;
 use crate::table::{Table, TableMemory};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -134,13 +133,15 @@ pub struct ModelArtifact {
     /// The latent factors of a factorization machine, slot-major (`dimension × factors`);
     /// empty for logistic regression.
     pub factors: Vec<f32>,
-    /// The fitted FeatureMap the rows of a `map` spec come from; `None` for a hashed spec.
+    /// The FeatureMap the model's rows come from: the fitted version of a `map` spec, or a
+    /// hashed spec's [`FeatureSpec::unfitted_map`]; only a fitted one is stored.
     pub feature_map: Option<Arc<FeatureMap>>,
 }
 
 impl ModelArtifact {
     /// A not-yet-published artifact: version and checksum are filled in by the registry.
     pub fn new(name: &str, features: FeatureSpec, weights: Vec<f32>) -> Self {
+        let features_map = features.unfitted_map();
         ModelArtifact {
             meta: ModelMeta {
                 format_version: FORMAT_VERSION.to_owned(),
@@ -157,7 +158,7 @@ impl ModelArtifact {
             },
             weights,
             factors: Vec::new(),
-            feature_map: None,
+            feature_map: features_map,
         }
     }
 
@@ -204,20 +205,6 @@ impl ModelArtifact {
         model.weights = crate::int8::round_trip(&self.weights);
         model.factors = crate::int8::round_trip(&self.factors);
         model
-    }
-
-    /// The click probability of one event, for a hashed spec (a `map` model's rows come from
-    /// its [`ModelArtifact::feature_map`]: see [`ModelArtifact::predict_row`]).
-    pub fn predict(&self, features: &CriteoFeatures) -> f32 {
-        let mut row = Vec::with_capacity(FEATURES_PER_EVENT);
-        self.predict_with(features, &mut row)
-    }
-
-    /// Like [`ModelArtifact::predict`], reusing `row` as scratch space.
-    pub fn predict_with(&self, features: &CriteoFeatures, row: &mut Vec<u32>) -> f32 {
-        row.clear();
-        self.meta.features.transform(features, row);
-        self.predict_values(row, Ones)
     }
 
     /// The click probability of a row with a value per index, such as a row of the model's
@@ -271,9 +258,9 @@ pub(crate) fn shape_problems(
             "{factors} factors where the model kind needs {expected_factors}"
         ));
     }
-    match (&meta.features, feature_map) {
-        (FeatureSpec::Map(spec), Some(map)) => {
-            if spec.compile(&map.layout.schema).ok().as_ref() != Some(&map.layout) {
+    match feature_map {
+        Some(map) => {
+            if meta.features.compile(&map.layout.schema).ok().as_ref() != Some(&map.layout) {
                 problems.push("the FeatureMap was not made from the model's spec".to_owned());
             }
             problems.extend(
@@ -282,13 +269,7 @@ pub(crate) fn shape_problems(
                     .map(|p| format!("FeatureMap: {p}")),
             );
         }
-        (FeatureSpec::Map(_), None) => {
-            problems.push("a `map` spec needs its fitted FeatureMap".to_owned());
-        }
-        (FeatureSpec::Hashed { .. }, Some(_)) => {
-            problems.push("a hashed spec has no FeatureMap".to_owned());
-        }
-        (FeatureSpec::Hashed { .. }, None) => {}
+        None => problems.push("the model has no FeatureMap to make its rows".to_owned()),
     }
     problems
 }
@@ -350,13 +331,6 @@ impl ServedModel {
         }
     }
 
-    /// As [`ModelArtifact::predict_with`]: the same number, to the bit.
-    pub fn predict_with(&self, features: &CriteoFeatures, row: &mut Vec<u32>) -> f32 {
-        row.clear();
-        self.meta.features.transform(features, row);
-        self.predict_values(row, Ones)
-    }
-
     /// As [`ModelArtifact::predict_row`]: the same number, to the bit.
     ///
     /// # Panics
@@ -364,11 +338,6 @@ impl ServedModel {
     /// If `values` is shorter than `indices`.
     pub fn predict_row(&self, indices: &[u32], values: &[f32]) -> f32 {
         self.predict_values(indices, values)
-    }
-
-    /// The click probability of a binary row (every value 1), such as a hashed spec's.
-    pub fn predict_binary(&self, indices: &[u32]) -> f32 {
-        self.predict_values(indices, Ones)
     }
 
     fn predict_values(&self, row: &[u32], values: impl RowValues) -> f32 {

@@ -2,8 +2,8 @@
 //!
 //! On the wire (one topic, two event types), an impression is `imp<TAB>request id<TAB>` followed
 //! by the 39 Criteo feature fields, and a click is `clk<TAB>request id`. Joining gives the
-//! impression's Criteo line with its label in front ([`labeled_line`]), which the Criteo
-//! decoder and the FeatureMap parser read as they read any labeled line.
+//! impression's Criteo line with its label in front ([`labeled_line`]), which the parser of the
+//! Criteo preset reads as it reads any labeled line.
 
 use rand::{Rng, SeedableRng};
 use std::fmt;
@@ -217,9 +217,17 @@ mod tests {
         let Ok(LabelEvent::Impression { features, .. }) = LabelEvent::parse(first) else {
             panic!("the stream starts with an impression");
         };
-        assert!(
-            crate::CriteoEvent::decode_tsv(&labeled_line(true, features)).is_ok_and(|e| e.label)
-        );
+        let layout = crate::FeatureSpec::Hashed { hash_bits: 10 }
+            .compile(&crate::Schema::criteo())
+            .unwrap();
+        let mut batch = crate::EventBatch::new(layout.schema.fields.len());
+        crate::fmap::Parser::new(&layout)
+            .parse_record(&labeled_line(true, features), 0, &mut batch)
+            .unwrap();
+        assert_eq!(batch.labels, [true]);
+        assert!(!batch
+            .values
+            .contains(&crate::fmap::Value::Bad(crate::fmap::BadKind::NotNumeric)));
     }
 
     proptest! {

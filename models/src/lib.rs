@@ -1,5 +1,5 @@
-//! The model side of millrace: the Criteo event schema and its decoder, hashed features, the
-//! FTRL-Proximal learner, progressive-validation metrics, model artifacts and the registry, and the
+//! The model side of millrace: declared schemas and their parser, FeatureMaps (hashed features
+//! among them), the Criteo generator's events, the FTRL-Proximal learner and factorization machine, progressive-validation metrics, model artifacts and the registry, and the
 //! all-reduce bookkeeping that keeps the workers' replicas of a learner equal.
 //!
 //! Nothing here knows about timely, Kafka or HTTP: the dataflow (`millrace-operators`), the
@@ -10,6 +10,7 @@
 pub mod allreduce;
 pub mod artifact;
 pub mod criteo;
+pub mod decode;
 pub mod error;
 pub mod eval;
 pub mod features;
@@ -28,10 +29,11 @@ pub mod synth;
 pub mod table;
 
 pub use artifact::{ModelArtifact, ModelMeta, ServedModel};
-pub use criteo::{CriteoEvent, CriteoFeatures, DecodeError, RecordFormat};
+pub use criteo::{CriteoEvent, CriteoFeatures};
+pub use decode::DecodeError;
 pub use error::{Error, Result};
 pub use eval::{exact_auc, AucAccumulator, LogLoss, WindowedAuc};
-pub use features::{FeatureSpec, SparseRow};
+pub use features::FeatureSpec;
 pub use fm::{Fm, FmParams};
 pub use fmap::{CsrBatch, EventBatch, FeatureMap, FeatureMapSpec};
 pub use ftrl::{Ftrl, FtrlParams};

@@ -51,6 +51,17 @@ pub struct DeadLetter {
     pub error: String,
 }
 
+impl DeadLetter {
+    /// The dead letter of a record that could not be read for `error`.
+    pub fn new(error: &crate::DecodeError, record: RawRecord) -> Self {
+        DeadLetter {
+            error_kind: error.kind().to_owned(),
+            error: error.to_string(),
+            record,
+        }
+    }
+}
+
 /// The event time a JSON record names in its top-level field `field`: a whole number of
 /// milliseconds since the Unix epoch (a JSON number or a decimal string). `None` when the
 /// record is not a JSON object, lacks the field, or holds something else there.

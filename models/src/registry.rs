@@ -10,6 +10,7 @@ use crate::artifact::{
     shape_problems, FeatureMapMeta, ModelArtifact, ModelKind, ModelMeta, ServedModel,
 };
 use crate::error::{Error, Result};
+use crate::features::FeatureSpec;
 use crate::fmap::FeatureMap;
 use crate::table::TableBuilder;
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
@@ -155,7 +156,12 @@ impl Registry {
         let encoded = safetensors::serialize(tensors, None)
             .map_err(|e| Error::invalid(&dir, e.to_string()))?;
         artifact.meta.weights_sha256 = hex(&Sha256::digest(&encoded));
-        let feature_map = match &artifact.feature_map {
+        // Only a fitted FeatureMap is stored: a hashed spec's is made again on load.
+        let fitted = match artifact.meta.features {
+            FeatureSpec::Map(_) => artifact.feature_map.as_ref(),
+            FeatureSpec::Hashed { .. } => None,
+        };
+        let feature_map = match fitted {
             Some(map) => {
                 let bytes = serde_json::to_vec(map.as_ref())
                     .map_err(|e| Error::invalid(&dir, e.to_string()))?;
@@ -516,7 +522,7 @@ impl<R: Read> Read for HashingReader<R> {
 /// The FeatureMap stored with a version, checked against `meta`.
 fn read_feature_map(dir: &Path, meta: &ModelMeta) -> Result<Option<Arc<FeatureMap>>> {
     let Some(stored) = &meta.feature_map else {
-        return Ok(None);
+        return Ok(meta.features.unfitted_map());
     };
     let path = dir.join(FEATURE_MAP);
     let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
@@ -608,8 +614,8 @@ mod tests {
         registry.publish(&mut fm).unwrap();
         let loaded = registry.load_latest("ctr").unwrap();
         assert_eq!(loaded, fm);
-        let features = crate::criteo::CriteoFeatures::default();
-        assert_eq!(loaded.predict(&features), fm.predict(&features));
+        let (row, ones) = ([0, 3, 5, 3], [1.0; 4]);
+        assert_eq!(loaded.predict_row(&row, &ones), fm.predict_row(&row, &ones));
     }
 
     #[test]
@@ -748,13 +754,12 @@ mod tests {
         let memory = served.memory(Some(&first));
         assert_eq!(memory.shared_bytes, memory.block_bytes, "{memory:?}");
         assert_eq!(memory.patch_bytes, 5 * 8, "{memory:?}");
-        let features = crate::criteo::CriteoFeatures::default();
-        let mut row = Vec::new();
+        let (row, ones) = ([0, 5, 70, 3 * CHUNK_ROWS as u32 + 1], [1.0; 4]);
         for model in [&fm, &next] {
             let served = ServedModel::from_artifact(model);
             assert_eq!(
-                served.predict_with(&features, &mut row).to_bits(),
-                model.predict(&features).to_bits()
+                served.predict_row(&row, &ones).to_bits(),
+                model.predict_row(&row, &ones).to_bits()
             );
         }
         let rows: Vec<u32> = vec![5, 70, 3 * CHUNK_ROWS as u32 + 1, 9];

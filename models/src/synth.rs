@@ -107,17 +107,22 @@ mod tests {
         let events: Vec<_> = CriteoGenerator::new(11).take(60_000).collect();
         let rate = events.iter().filter(|e| e.label).count() as f64 / events.len() as f64;
         assert!((0.1..0.4).contains(&rate), "click rate {rate}");
-        let spec = FeatureSpec::Hashed { hash_bits: 20 };
-        let mut ftrl = Ftrl::new(
-            FtrlParams::default(),
-            spec.dimension(&crate::Schema::criteo()),
-        );
-        let mut row = Vec::new();
+        let layout = FeatureSpec::Hashed { hash_bits: 20 }
+            .compile(&crate::Schema::criteo())
+            .unwrap();
+        let mut ftrl = Ftrl::new(FtrlParams::default(), layout.dimension);
+        let mut parser = crate::fmap::Parser::new(&layout);
+        let mut batch = crate::EventBatch::new(layout.schema.fields.len());
+        for e in &events {
+            parser
+                .parse_record(e.to_tsv().as_bytes(), 0, &mut batch)
+                .unwrap();
+        }
+        let rows = crate::FeatureMap::new(layout)
+            .transform(&batch, &mut crate::fmap::TransformCounts::default());
         let (mut preds, mut labels) = (Vec::new(), Vec::new());
         for (i, e) in events.iter().enumerate() {
-            row.clear();
-            spec.transform(&e.features, &mut row);
-            let p = ftrl.learn(&row, e.label);
+            let p = ftrl.learn(rows.row(i).0, e.label);
             if i >= 50_000 {
                 preds.push(p);
                 labels.push(e.label);

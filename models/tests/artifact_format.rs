@@ -3,7 +3,8 @@
 //! was written in; one of a newer major version is refused with a message that says so.
 
 use millrace_models::artifact::FORMAT_VERSION;
-use millrace_models::{CriteoFeatures, Registry};
+use millrace_models::fmap::{Parser, TransformCounts};
+use millrace_models::{EventBatch, Registry};
 use std::path::Path;
 
 fn old_registry() -> Registry {
@@ -17,10 +18,36 @@ fn an_artifact_written_before_format_versions_loads_and_scores() {
     assert_eq!(artifact.meta.format_version, "1.0");
     assert_eq!(artifact.weights.len(), 1024);
     assert_eq!(artifact.factors.len(), 8 * 1024);
-    let mut features = CriteoFeatures::default();
-    features.ints[0] = Some(3);
-    let p = artifact.predict(&features);
-    assert!(p > 0.0 && p < 1.0, "{p}");
+    // Its rows come from the hashed spec's FeatureMap, and score as the first generation's
+    // code scored them (`scores.tsv`: the bits of each probability, then the event's line).
+    let map = artifact
+        .feature_map
+        .clone()
+        .expect("a hashed spec's FeatureMap");
+    let scores = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata/registry-format-1.0/scores.tsv"),
+    )
+    .unwrap();
+    let mut parser = Parser::new(&map.layout);
+    let mut batch = EventBatch::new(map.layout.schema.fields.len());
+    let mut expected = Vec::new();
+    for line in scores.lines() {
+        let (bits, event) = line.split_once('\t').unwrap();
+        expected.push(bits.parse::<u32>().unwrap());
+        parser
+            .parse_record(event.as_bytes(), 0, &mut batch)
+            .unwrap();
+    }
+    let rows = map.transform(&batch, &mut TransformCounts::default());
+    assert_eq!(expected.len(), 8);
+    for (i, bits) in expected.into_iter().enumerate() {
+        let (indices, values) = rows.row(i);
+        assert_eq!(
+            artifact.predict_row(indices, values).to_bits(),
+            bits,
+            "event {i}"
+        );
+    }
     assert_eq!(
         old_registry()
             .latest_meta("ctr")

@@ -78,7 +78,7 @@ fn check(lines: &[String], bits: u32) -> usize {
     assert_eq!(rows.len(), expected.len());
     for (i, (label, slots)) in expected.iter().enumerate() {
         let (indices, values) = rows.row(i);
-        assert_eq!(indices, slots.as_slice(), "line {i}: {}", lines[i]);
+        assert_eq!(indices, slots.as_slice(), "row {i}");
         assert!(values.iter().all(|&v| v == 1.0));
         assert_eq!(rows.labels[i], *label);
     }
@@ -129,4 +129,34 @@ fn generated_events_and_edge_values_hash_as_the_formula_does() {
     }));
     lines.push(edge.join("\t"));
     assert_eq!(check(&lines, 20), lines.len());
+}
+
+/// A malformed value (not a number, not eight hex digits) is kept and counted: every one in a
+/// field takes that field's one slot for malformed values, apart from its missing slot.
+#[test]
+fn malformed_values_take_one_slot_per_field() {
+    let layout = FeatureSpec::Hashed { hash_bits: 30 }
+        .compile(&Schema::criteo())
+        .unwrap();
+    let mut parser = Parser::new(&layout);
+    let mut batch = EventBatch::new(layout.schema.fields.len());
+    let line = |i1: &str, c1: &str| format!("0\t{i1}{}\t{c1}{}", "\t".repeat(12), "\t".repeat(25));
+    for (i1, c1) in [
+        ("x", "zz"),
+        ("1.5e", "0123456g"),
+        ("", ""),
+        ("3", "0000abcd"),
+    ] {
+        parser
+            .parse_record(line(i1, c1).as_bytes(), 0, &mut batch)
+            .unwrap();
+    }
+    assert_eq!(parser.bad.total(), 4);
+    let rows = FeatureMap::new(layout).transform(&batch, &mut TransformCounts::default());
+    let (i1, c1) = (|r: usize| rows.row(r).0[1], |r: usize| rows.row(r).0[14]);
+    assert_eq!((i1(0), c1(0)), (i1(1), c1(1)));
+    for good in [2, 3] {
+        assert_ne!(i1(0), i1(good));
+        assert_ne!(c1(0), c1(good));
+    }
 }

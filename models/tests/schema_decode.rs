@@ -2,9 +2,9 @@
 //! line of a schema's columns is an event, and the same line with its label spoiled or a
 //! column too many or too few is refused with an error that names the field or the count.
 
-use millrace_models::criteo::DecodeError;
 use millrace_models::fmap::{FeatureMapSpec, Parser};
 use millrace_models::schema::{FieldSpec, SchemaSpec};
+use millrace_models::DecodeError;
 use millrace_models::{EventBatch, Schema};
 use proptest::prelude::*;
 

@@ -216,11 +216,18 @@ impl<'scope> ParseEvents<'scope> for StreamVec<'scope, u64, RawRecord> {
                         let time_ms = record.timestamp_ms.unwrap_or(now);
                         match parser.parse_record(&record.payload, time_ms, &mut batch) {
                             Ok(()) => batch.sources.push(record.position()),
-                            Err(error) => letters.push(crate::decode::dead_letter(
-                                &mut logged,
-                                &error,
-                                record,
-                            )),
+                            Err(error) => {
+                                if logged.insert(error.kind()) {
+                                    tracing::warn!(
+                                        error_type = error.kind(),
+                                        %error,
+                                        partition = record.partition,
+                                        offset = record.offset,
+                                        "malformed record sent to the dead letters (logged once per kind)"
+                                    );
+                                }
+                                letters.push(DeadLetter::new(&error, record));
+                            }
                         }
                     }
                     let mut counts = [batch.len() as u64, letters.len() as u64, 0, 0, 0, 0];

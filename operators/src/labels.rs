@@ -25,8 +25,7 @@
 //! checkpoint part, `labels`.
 //!
 //! Output records are labeled Criteo lines ([`millrace_models::labels::labeled_line`]) that keep
-//! the impression's partition, offset and timestamp, ready for the Criteo decoder or the
-//! FeatureMap parser.
+//! the impression's partition, offset and timestamp, ready for the parser of the Criteo preset.
 
 use crate::checkpoint::Part;
 use crate::featurize::stash_for;

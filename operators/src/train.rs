@@ -16,16 +16,16 @@
 //! and once more when its input is complete, always between rounds, when its replica is the
 //! model every worker holds.
 //!
-//! [`TrainOnline`] learns from hashed features of decoded events; [`TrainRows`] learns from the
-//! weighted rows of a fitted FeatureMap, carrying the weights across its versions.
+//! [`TrainRows`] learns from the weighted rows of a FeatureMap (of any feature spec, hashed
+//! ones included), carrying the weights across its versions.
 
 use crate::checkpoint::{self, Part};
 use crate::featurize::{stash_for, Replica, Step};
 use millrace_models::allreduce::{sum_deltas, DeltaChunk, Replicated};
 use millrace_models::fmap::FeatureUpdate;
 use millrace_models::{
-    AucAccumulator, CriteoEvent, CsrBatch, FeatureMap, FeatureSpec, Learner, LearnerParams,
-    LogLoss, ModelArtifact, Position, Registry, SparseRow, WindowedAuc,
+    AucAccumulator, CsrBatch, FeatureMap, FeatureSpec, Learner, LearnerParams, LogLoss,
+    ModelArtifact, Position, Registry, WindowedAuc,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{btree_map, BTreeMap};
@@ -35,9 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
-use timely::dataflow::operators::core::Map;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use timely::dataflow::operators::generic::operator::empty;
 use timely::dataflow::operators::generic::{Operator, OutputBuilder};
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Capability, ConnectLoop, Feedback};
@@ -240,99 +238,6 @@ const LONGEST_SLEEP: Duration = Duration::from_secs(60);
 /// How often a worker reports its progressive validation to [`TrainerStats`].
 const QUALITY_REFRESH: Duration = Duration::from_millis(250);
 
-/// An event the hashed trainer learns: a Criteo event, with the position it was read at when
-/// it came from a source.
-pub trait TrainEvent: Clone + 'static {
-    /// The event's row of hashed features.
-    fn into_row(self, spec: &FeatureSpec) -> SparseRow;
-}
-
-impl TrainEvent for CriteoEvent {
-    fn into_row(self, spec: &FeatureSpec) -> SparseRow {
-        let mut indices = Vec::with_capacity(millrace_models::features::FEATURES_PER_EVENT);
-        spec.transform(&self.features, &mut indices);
-        SparseRow {
-            indices,
-            label: self.label,
-            source: None,
-        }
-    }
-}
-
-impl TrainEvent for (Position, CriteoEvent) {
-    fn into_row(self, spec: &FeatureSpec) -> SparseRow {
-        let (position, event) = self;
-        SparseRow {
-            source: Some(position),
-            ..event.into_row(spec)
-        }
-    }
-}
-
-/// Trains a model online from a stream of events.
-pub trait TrainOnline<'scope> {
-    /// Featurizes with `config.features` (hashed), learns and publishes as the module
-    /// describes; `stats` follows progress. `on_epoch` is called on worker 0 after each epoch
-    /// (and its synchronization round) with the epoch and the model, and once more at the end
-    /// with `None`. Returns every event's [`Prediction`] in its epoch when
-    /// `config.predictions` is set.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use millrace_models::{synth::CriteoGenerator, FeatureSpec, FtrlParams, LearnerParams, Registry};
-    /// use millrace_operators::{PublishPolicy, TrainOnline, TrainerConfig, TrainerStats};
-    /// use std::{sync::{atomic::Ordering, Arc}, time::Duration};
-    /// use timely::dataflow::operators::ToStream;
-    ///
-    /// let dir = std::env::temp_dir().join(format!("millrace-doc-{}", std::process::id()));
-    /// let config = TrainerConfig {
-    ///     model: "ctr".into(),
-    ///     features: FeatureSpec::Hashed { hash_bits: 16 },
-    ///     learner: LearnerParams::Ftrl(FtrlParams::default()),
-    ///     publish: PublishPolicy { every_events: 1_000_000, every: Duration::from_secs(3600) },
-    ///     registry: Registry::open(&dir).unwrap(),
-    ///     mirror: None,
-    ///     predictions: false,
-    /// };
-    /// let stats = Arc::new(TrainerStats::new());
-    /// let shared = stats.clone();
-    /// timely::example(move |scope| {
-    ///     let events = CriteoGenerator::new(1).take(500).to_stream(scope);
-    ///     events.train_online(config, shared, |_, _| {});
-    /// });
-    /// assert_eq!(stats.learned.load(Ordering::Relaxed), 500);
-    /// assert_eq!(stats.model_version.load(Ordering::Relaxed), 1); // the final version
-    /// # std::fs::remove_dir_all(dir).unwrap();
-    /// ```
-    fn train_online<F>(
-        self,
-        config: TrainerConfig,
-        stats: Arc<TrainerStats>,
-        on_epoch: F,
-    ) -> StreamVec<'scope, u64, Prediction>
-    where
-        F: FnMut(Option<u64>, &Learner) + 'static;
-}
-
-impl<'scope, E: TrainEvent> TrainOnline<'scope> for StreamVec<'scope, u64, E> {
-    fn train_online<F>(
-        self,
-        config: TrainerConfig,
-        stats: Arc<TrainerStats>,
-        mut on_epoch: F,
-    ) -> StreamVec<'scope, u64, Prediction>
-    where
-        F: FnMut(Option<u64>, &Learner) + 'static,
-    {
-        let spec = config.features.clone();
-        let rows = self.map(move |event: E| event.into_row(&spec));
-        train(rows, None, config, stats, move |epoch, learner, _| {
-            on_epoch(epoch, learner)
-        })
-    }
-}
-
 /// Trains a learner on FeatureMap rows, following the FeatureMap's versions.
 pub trait TrainRows<'scope> {
     /// Learns every row on the worker that made it, each after predicting it (progressive
@@ -343,8 +248,8 @@ pub trait TrainRows<'scope> {
     /// epoch's round, so that every row meets the weights of the version it was made with.
     ///
     /// The model is published by `config.publish` (see the module); each version carries the
-    /// FeatureMap version its weights belong to. `config.features` must be the `map` spec
-    /// `map` was compiled from. `on_epoch` is called on worker 0 after each epoch's rows and
+    /// FeatureMap version its weights belong to. `config.features` must be the spec `map` was
+    /// compiled from. `on_epoch` is called on worker 0 after each epoch's rows and
     /// round with the epoch, the learner and that version, and once more at the end with
     /// `None`. Returns every row's [`Prediction`] in its epoch when `config.predictions` is
     /// set.
@@ -424,7 +329,7 @@ impl<'scope> TrainRows<'scope> for StreamVec<'scope, u64, CsrBatch> {
     {
         train(
             self,
-            Some((updates, map)),
+            (updates, map),
             config,
             stats,
             move |epoch, learner, map| {
@@ -436,56 +341,18 @@ impl<'scope> TrainRows<'scope> for StreamVec<'scope, u64, CsrBatch> {
     }
 }
 
-/// A batch of rows the trainer learns: hashed rows of events, or FeatureMap rows.
-trait TrainBatch: Clone + 'static {
-    /// Rows in the batch.
-    fn len(&self) -> usize;
-    /// The FeatureMap version the rows were made with; `None` for hashed rows.
-    fn version(&self) -> Option<u64>;
-    /// Learns the rows in order, telling `seen` each row's indices, prediction, label and
-    /// source position.
-    fn learn(&self, learner: &mut Learner, seen: impl FnMut(&[u32], f32, bool, Option<Position>));
-}
-
-impl TrainBatch for SparseRow {
-    fn len(&self) -> usize {
-        1
-    }
-
-    fn version(&self) -> Option<u64> {
-        None
-    }
-
-    fn learn(
-        &self,
-        learner: &mut Learner,
-        mut seen: impl FnMut(&[u32], f32, bool, Option<Position>),
-    ) {
-        let p = learner.learn(&self.indices, self.label);
-        seen(&self.indices, p, self.label, self.source);
-    }
-}
-
-impl TrainBatch for CsrBatch {
-    fn len(&self) -> usize {
-        CsrBatch::len(self)
-    }
-
-    fn version(&self) -> Option<u64> {
-        Some(self.version)
-    }
-
-    fn learn(
-        &self,
-        learner: &mut Learner,
-        mut seen: impl FnMut(&[u32], f32, bool, Option<Position>),
-    ) {
-        for i in 0..CsrBatch::len(self) {
-            let (indices, values) = self.row(i);
-            let label = self.labels[i];
-            let p = learner.learn_weighted(indices, values, label);
-            seen(indices, p, label, self.sources.get(i).copied());
-        }
+/// Learns the batch's rows in order, telling `seen` each row's indices, prediction, label and
+/// source position.
+fn learn_batch(
+    batch: &CsrBatch,
+    learner: &mut Learner,
+    mut seen: impl FnMut(&[u32], f32, bool, Option<Position>),
+) {
+    for i in 0..batch.len() {
+        let (indices, values) = batch.row(i);
+        let label = batch.labels[i];
+        let p = learner.learn_weighted(indices, values, label);
+        seen(indices, p, label, batch.sources.get(i).copied());
     }
 }
 
@@ -495,24 +362,19 @@ type Deltas = (usize, usize, DeltaChunk);
 /// One worker's deltas as their owner keeps them: the sender, the deltas.
 type Contribution = (usize, DeltaChunk);
 
-/// The trainer dataflow shared by [`TrainOnline`] and [`TrainRows`]: `Train` on every worker,
-/// `SumDeltas` on the coordinate owners, and the loop that brings the sums back.
-fn train<'scope, B, F>(
-    rows: StreamVec<'scope, u64, B>,
-    versions: Option<(StreamVec<'scope, u64, FeatureUpdate>, FeatureMap)>,
+/// The trainer dataflow of [`TrainRows`]: `Train` on every worker, `SumDeltas` on the
+/// coordinate owners, and the loop that brings the sums back.
+fn train<'scope, F>(
+    rows: StreamVec<'scope, u64, CsrBatch>,
+    (updates, map): (StreamVec<'scope, u64, FeatureUpdate>, FeatureMap),
     config: TrainerConfig,
     stats: Arc<TrainerStats>,
     on_epoch: F,
 ) -> StreamVec<'scope, u64, Prediction>
 where
-    B: TrainBatch,
     F: FnMut(Option<u64>, &Learner, Option<&Arc<FeatureMap>>) + 'static,
 {
     let scope = rows.scope();
-    let (updates, map) = match versions {
-        Some((updates, map)) => (updates, Some(map)),
-        None => (empty(scope), None),
-    };
     // The sums of epoch t's round come back at t + 1.
     let (rounds_handle, rounds) = scope.feedback::<Vec<DeltaChunk>>(1);
     let mut builder = OperatorBuilder::new("Train".to_owned(), scope);
@@ -618,14 +480,14 @@ struct Frontiers<'a> {
 
 /// One worker's trainer: its replica of the learner (and of the FeatureMap), the rows and
 /// rounds not yet applied, its progressive validation, and on worker 0 the publisher.
-struct Worker<B, F> {
+struct Worker<F> {
     index: usize,
     peers: usize,
     learner: Learner,
     /// The all-reduce bookkeeping, with more than one worker.
     sync: Option<Replicated>,
     replica: Option<Replica>,
-    rows: BTreeMap<u64, (Capability<u64>, Vec<B>)>,
+    rows: BTreeMap<u64, (Capability<u64>, Vec<CsrBatch>)>,
     /// Predictions made and not yet emitted, by epoch, when they are wanted.
     predicted: Option<BTreeMap<u64, Vec<Prediction>>>,
     /// Received round sums by their time (the round's epoch + 1).
@@ -660,30 +522,24 @@ struct TrainState {
     map: Option<FeatureMap>,
 }
 
-impl<B, F> Worker<B, F>
+impl<F> Worker<F>
 where
-    B: TrainBatch,
     F: FnMut(Option<u64>, &Learner, Option<&Arc<FeatureMap>>),
 {
     fn new(
         (index, peers): (usize, usize),
-        map: Option<FeatureMap>,
+        map: FeatureMap,
         config: TrainerConfig,
         stats: Arc<TrainerStats>,
         on_epoch: F,
     ) -> Self {
-        let dimension = map.as_ref().map_or(
-            config
-                .features
-                .dimension(&millrace_models::Schema::criteo()),
-            FeatureMap::dimension,
-        );
+        let dimension = map.dimension();
         let mut learner = Learner::new(&config.learner, dimension);
         let mut part = checkpoint::part(index, "train");
         let lo = part
             .as_ref()
             .map_or(0, |p| p.resume_epoch().saturating_sub(1));
-        let mut map = map;
+        let mut map = Some(map);
         let (mut learned, mut learned_here, mut quality) = (0, 0, Quality::new());
         if let Some((_, _, bytes)) = part.as_mut().and_then(Part::take_restored) {
             match checkpoint::decode_with_floats::<TrainState>(&bytes) {
@@ -924,19 +780,18 @@ where
         let Some((_, batches)) = self.rows.get_mut(&time) else {
             return;
         };
-        // Counted once per call: the counter is shared by all workers, and the hashed path's
-        // batches are single rows.
+        // Counted once per call: the counter is shared by all workers.
         let mut learned_here = 0;
         // This call's predictions, when they are wanted; kept with the epoch's afterwards.
         let mut predicted = self.predicted.is_some().then(Vec::new);
         for batch in std::mem::take(batches) {
-            if let (Some(version), Some(map)) = (batch.version(), map) {
-                if version != map.version {
+            if let Some(map) = map.filter(|map| map.version != batch.version) {
+                {
                     self.stats
                         .skipped_rows
                         .fetch_add(batch.len() as u64, Ordering::Relaxed);
                     tracing::error!(
-                        batch_version = version,
+                        batch_version = batch.version,
                         trainer_version = map.version,
                         rows = batch.len(),
                         "rows of another FeatureMap version than the trainer's; skipped"
@@ -945,7 +800,7 @@ where
                 }
             }
             let (quality, sync) = (&mut self.quality, &mut self.sync);
-            batch.learn(&mut self.learner, |indices, p, label, source| {
+            learn_batch(&batch, &mut self.learner, |indices, p, label, source| {
                 quality.add(p, label);
                 if let Some(sync) = sync.as_mut() {
                     sync.touch(indices);
@@ -1140,7 +995,7 @@ impl Publisher {
         })
     }
 
-    /// Publishes `learner` (with the FeatureMap version its rows came from, for a `map` spec)
+    /// Publishes `learner` (with the FeatureMap version its rows came from)
     /// as trained on `learned` events with the progressive figures in `stats`.
     fn publish(&mut self, learner: &Learner, feature_map: Option<&Arc<FeatureMap>>, learned: u64) {
         let mut artifact = learner.to_artifact(&self.config.model, self.config.features.clone());

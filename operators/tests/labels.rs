@@ -202,13 +202,19 @@ fn the_join_with_1_2_and_4_workers_matches_the_batch_join() {
 }
 
 #[test]
-fn joined_records_decode_as_labeled_criteo_events() {
+fn joined_records_parse_as_labeled_criteo_events() {
     let records = stream(3);
     let joined = dataflow_join(2, &records, LatePolicy::Drop);
+    let layout = millrace_models::FeatureSpec::Hashed { hash_bits: 10 }
+        .compile(&millrace_models::Schema::criteo())
+        .unwrap();
+    let mut parser = millrace_models::fmap::Parser::new(&layout);
     for (_, _, line) in &joined.labeled {
-        let event = millrace_models::CriteoEvent::decode_tsv(line).unwrap();
-        assert_eq!(event.label, line[0] == b'1');
+        let mut batch = millrace_models::EventBatch::new(layout.schema.fields.len());
+        parser.parse_record(line, 0, &mut batch).unwrap();
+        assert_eq!(batch.labels, [line[0] == b'1']);
     }
+    assert_eq!(parser.bad.total(), 0);
 }
 
 #[test]

@@ -1,14 +1,16 @@
-//! The decode → train dataflow with 1, 2 and 4 workers against a plain batch computation.
+//! The parse → featurize → train dataflow of hashed features with 1, 2 and 4 workers against a
+//! plain batch computation.
 
+use millrace_models::fmap::{Parser, TransformCounts};
 use millrace_models::synth::CriteoGenerator;
 use millrace_models::{
-    artifact::ModelKind, exact_auc, CriteoEvent, DeadLetter, FeatureSpec, Fm, FmParams, Ftrl,
-    FtrlParams, Learner, LearnerParams, Position, RawRecord, RecordFormat, Registry,
+    artifact::ModelKind, exact_auc, CsrBatch, DeadLetter, EventBatch, FeatureMap, FeatureSpec, Fm,
+    FmParams, Ftrl, FtrlParams, Learner, LearnerParams, Position, RawRecord, Registry, Schema,
 };
 use millrace_operators::{
-    ingest_partitions, Decode, DecodeStats, Deliver, EventTime, PartitionReader, Polled,
-    Prediction, PublishPolicy, RecordSink, SourceStats, TrainOnline, TrainerConfig, TrainerStats,
-    HOLD_BYTES,
+    ingest_partitions, Deliver, EventTime, Featurize, FeaturizeStats, ParseEvents, PartitionReader,
+    Polled, Prediction, PublishPolicy, RecordSink, SourceStats, TrainRows, TrainerConfig,
+    TrainerStats, HOLD_BYTES,
 };
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -84,16 +86,36 @@ impl<D> RecordSink<D> for Collect<D> {
     fn flush(&mut self) {}
 }
 
-/// What [`run_dataflow`] observed: the trainer's and the decoder's figures, the dead letters
+/// What [`run_dataflow`] observed: the trainer's and the parser's figures, the dead letters
 /// and the predictions, each with its epoch.
 type Observed = (
     Arc<TrainerStats>,
-    Arc<DecodeStats>,
+    Arc<FeaturizeStats>,
     Vec<(u64, DeadLetter)>,
     Vec<(u64, Prediction)>,
 );
 
 const SPEC: FeatureSpec = FeatureSpec::Hashed { hash_bits: 18 };
+
+/// The hashed FeatureMap of [`SPEC`].
+fn map() -> FeatureMap {
+    FeatureMap::new(SPEC.compile(&Schema::criteo()).unwrap())
+}
+
+/// The batch computation's reading of `lines`: the rows of those that parse, and the indices of
+/// those that do not.
+fn rows<'a>(lines: impl IntoIterator<Item = &'a [u8]>) -> (CsrBatch, Vec<usize>) {
+    let map = map();
+    let mut parser = Parser::new(&map.layout);
+    let mut batch = EventBatch::new(map.layout.schema.fields.len());
+    let mut bad = Vec::new();
+    for (i, line) in lines.into_iter().enumerate() {
+        if parser.parse_record(line, 0, &mut batch).is_err() {
+            bad.push(i);
+        }
+    }
+    (map.transform(&batch, &mut TransformCounts::default()), bad)
+}
 
 fn run_dataflow(
     workers: usize,
@@ -102,7 +124,7 @@ fn run_dataflow(
     learner: LearnerParams,
 ) -> Observed {
     let trainer_stats = Arc::new(TrainerStats::new());
-    let decode_stats = Arc::new(DecodeStats::default());
+    let parse_stats = Arc::new(FeaturizeStats::default());
     let dead = Arc::new(Mutex::new(Vec::new()));
     let predictions = Arc::new(Mutex::new(Vec::new()));
     let config = TrainerConfig {
@@ -120,7 +142,7 @@ fn run_dataflow(
     let (records, t, d, dl, p) = (
         records.to_vec(),
         trainer_stats.clone(),
-        decode_stats.clone(),
+        parse_stats.clone(),
         dead.clone(),
         predictions.clone(),
     );
@@ -148,10 +170,11 @@ fn run_dataflow(
             };
             let stats = Arc::new(SourceStats::new(0));
             let records = ingest_partitions(scope, "Share", share, time, None, stats, || None);
-            let (events, dead) = records.decode_criteo(RecordFormat::Tsv, d);
+            let map = map();
+            let (events, dead) = records.parse_events(map.layout.clone(), d.clone());
             dead.deliver("Collect", Collect(dl));
-            events
-                .train_online(config, t, |_, _| {})
+            let (rows, updates) = events.featurize(map.clone(), d, |_, _| {});
+            rows.train_rows(updates, map, config, t, |_, _, _| {})
                 .deliver("Predictions", Collect(p));
         });
     })
@@ -161,48 +184,39 @@ fn run_dataflow(
     .for_each(|r| r.unwrap());
     let dead = dead.lock().unwrap().clone();
     let predictions = predictions.lock().unwrap().clone();
-    (trainer_stats, decode_stats, dead, predictions)
+    (trainer_stats, parse_stats, dead, predictions)
 }
 
 #[test]
-fn decode_and_train_with_1_2_and_4_workers_match_the_batch_computation() {
+fn parse_and_train_with_1_2_and_4_workers_match_the_batch_computation() {
     let records = records(20_000);
 
-    // The batch computation: decode everything in order, learn in order.
-    let mut batch_dead: Vec<(i32, i64)> = Vec::new();
-    let mut events: Vec<CriteoEvent> = Vec::new();
-    let mut positions: Vec<Position> = Vec::new();
-    for r in &records {
-        match CriteoEvent::decode_tsv(&r.payload) {
-            Ok(event) => {
-                events.push(event);
-                positions.push(r.position());
-            }
-            Err(_) => batch_dead.push((r.partition, r.offset)),
-        }
-    }
-    let rows: Vec<Vec<u32>> = events
+    // The batch computation: parse everything in order, learn in order.
+    let (rows, bad) = rows(records.iter().map(|r| r.payload.as_slice()));
+    let batch_dead: Vec<(i32, i64)> = bad
         .iter()
-        .map(|e| {
-            let mut row = Vec::new();
-            SPEC.transform(&e.features, &mut row);
-            row
-        })
+        .map(|&i| (records[i].partition, records[i].offset))
         .collect();
-    let labels: Vec<bool> = events.iter().map(|e| e.label).collect();
-    let mut batch = Ftrl::new(
-        FtrlParams::default(),
-        SPEC.dimension(&millrace_models::Schema::criteo()),
-    );
-    let batch_predictions: Vec<f32> = rows
+    let positions: Vec<Position> = records
         .iter()
-        .zip(&labels)
-        .map(|(row, label)| batch.learn(row, *label))
+        .enumerate()
+        .filter(|(i, _)| !bad.contains(i))
+        .map(|(_, r)| r.position())
+        .collect();
+    // Every 97th record is broken, and only those.
+    assert_eq!(
+        bad.len(),
+        (0..records.len()).filter(|i| i % 97 == 13).count()
+    );
+    let labels = rows.labels.clone();
+    let mut batch = Ftrl::new(FtrlParams::default(), rows.dimension);
+    let batch_predictions: Vec<f32> = (0..rows.len())
+        .map(|i| batch.learn(rows.row(i).0, labels[i]))
         .collect();
     let score = |weights: &[f32]| {
-        let preds: Vec<f32> = rows
-            .iter()
-            .map(|row| {
+        let preds: Vec<f32> = (0..rows.len())
+            .map(|i| {
+                let row = rows.row(i).0;
                 millrace_models::ftrl::sigmoid(row.iter().map(|&i| weights[i as usize]).sum())
             })
             .collect();
@@ -213,7 +227,7 @@ fn decode_and_train_with_1_2_and_4_workers_match_the_batch_computation() {
     for workers in [1, 2, 4] {
         let dir = tempfile::tempdir().unwrap();
         let registry = Registry::open(dir.path()).unwrap();
-        let (trainer, decode, dead, predictions) = run_dataflow(
+        let (trainer, parsed, dead, predictions) = run_dataflow(
             workers,
             &records,
             &registry,
@@ -260,22 +274,22 @@ fn decode_and_train_with_1_2_and_4_workers_match_the_batch_computation() {
         let mut want = batch_dead.clone();
         want.sort_unstable();
         assert_eq!(dead, want, "{workers} workers: dead letters");
-        assert_eq!(decode.decoded.load(Ordering::Relaxed), events.len() as u64);
-        assert_eq!(trainer.learned.load(Ordering::Relaxed), events.len() as u64);
+        assert_eq!(parsed.parsed.load(Ordering::Relaxed), labels.len() as u64);
+        assert_eq!(trainer.learned.load(Ordering::Relaxed), labels.len() as u64);
 
         // Versions every 5000 events plus the final one, which has learned everything; with
         // several workers only between rounds, so a round may carry the count further.
         let versions = registry.versions("ctr").unwrap();
         if workers == 1 {
-            assert_eq!(versions.len(), events.len().div_ceil(5_000));
+            assert_eq!(versions.len(), labels.len().div_ceil(5_000));
         } else {
             assert!(
-                (1..=events.len().div_ceil(5_000)).contains(&versions.len()),
+                (1..=labels.len().div_ceil(5_000)).contains(&versions.len()),
                 "{workers} workers: {versions:?}"
             );
         }
         let last = registry.load_latest("ctr").unwrap();
-        assert_eq!(last.meta.trained_events, events.len() as u64);
+        assert_eq!(last.meta.trained_events, labels.len() as u64);
         assert_eq!(
             trainer.model_version.load(Ordering::Relaxed),
             last.meta.version
@@ -303,14 +317,10 @@ fn decode_and_train_with_1_2_and_4_workers_match_the_batch_computation() {
 fn a_factorization_machine_trains_through_the_dataflow_like_in_batch() {
     let records = records(6_000);
     let params = FmParams::default();
-    let mut batch = Fm::new(params, SPEC.dimension(&millrace_models::Schema::criteo()));
-    let mut row = Vec::new();
-    for r in &records {
-        if let Ok(event) = CriteoEvent::decode_tsv(&r.payload) {
-            row.clear();
-            SPEC.transform(&event.features, &mut row);
-            batch.learn(&row, event.label);
-        }
+    let (rows, _) = rows(records.iter().map(|r| r.payload.as_slice()));
+    let mut batch = Fm::new(params, rows.dimension);
+    for i in 0..rows.len() {
+        batch.learn(rows.row(i).0, rows.labels[i]);
     }
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::open(dir.path()).unwrap();
@@ -352,23 +362,38 @@ fn train_dealt(workers: usize, rows: usize, sync_rows: usize, learner: LearnerPa
     let out = model.clone();
     timely::execute(timely::Config::process(workers), move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
-        let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<CriteoEvent>>>::new();
+        let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<EventBatch>>>::new();
         let (config, out) = (config.clone(), out.clone());
+        let map = map();
+        let mut parser = Parser::new(&map.layout);
+        let fields = map.layout.schema.fields.len();
         worker.dataflow::<u64, _, _>(|scope| {
             let stats = Arc::new(TrainerStats::new());
-            scope
-                .input_from(&mut input)
-                .train_online(config, stats, move |epoch, learner| {
-                    if epoch.is_none() {
-                        *out.lock().unwrap() = Some(learner.clone());
-                    }
-                });
+            let (rows, updates) = scope.input_from(&mut input).featurize(
+                map.clone(),
+                Arc::new(FeaturizeStats::default()),
+                |_, _| {},
+            );
+            rows.train_rows(updates, map, config, stats, move |epoch, learner, _| {
+                if epoch.is_none() {
+                    *out.lock().unwrap() = Some(learner.clone());
+                }
+            });
         });
+        // Each epoch's share of the events, as one batch.
+        let mut batch = EventBatch::new(fields);
         let events = CriteoGenerator::new(21).take(rows).enumerate();
         for (i, event) in events.skip(index).step_by(peers) {
-            input.advance_to((i / sync_rows) as u64);
-            input.send(event);
+            let epoch = (i / sync_rows) as u64;
+            if epoch > *input.time() {
+                input.send(std::mem::replace(&mut batch, EventBatch::new(fields)));
+                input.advance_to(epoch);
+            }
+            parser
+                .parse_record(event.to_tsv().as_bytes(), 0, &mut batch)
+                .unwrap();
         }
+        input.send(batch);
     })
     .unwrap()
     .join()
@@ -378,18 +403,11 @@ fn train_dealt(workers: usize, rows: usize, sync_rows: usize, learner: LearnerPa
     model.expect("worker 0 reports the final model")
 }
 
-fn holdout_auc(learner: &Learner, holdout: &[CriteoEvent]) -> f64 {
-    let mut row = Vec::new();
-    let preds: Vec<f32> = holdout
-        .iter()
-        .map(|e| {
-            row.clear();
-            SPEC.transform(&e.features, &mut row);
-            learner.predict(&row)
-        })
+fn holdout_auc(learner: &Learner, holdout: &CsrBatch) -> f64 {
+    let preds: Vec<f32> = (0..holdout.len())
+        .map(|i| learner.predict(holdout.row(i).0))
         .collect();
-    let labels: Vec<bool> = holdout.iter().map(|e| e.label).collect();
-    exact_auc(&preds, &labels).unwrap()
+    exact_auc(&preds, &holdout.labels).unwrap()
 }
 
 #[test]
@@ -397,10 +415,12 @@ fn one_two_and_four_synchronized_workers_reach_the_same_holdout_auc() {
     // Averaged rounds learn more slowly than one worker at first (4 workers trail by 0.016
     // after 40k rows) and catch up: within 0.0025 (FTRL) and 0.001 (FM) after 400k-800k rows
     // in rounds of 1000.
-    let holdout: Vec<CriteoEvent> = CriteoGenerator::new(21)
+    let lines: Vec<String> = CriteoGenerator::new(21)
         .skip(800_000)
         .take(100_000)
+        .map(|e| e.to_tsv())
         .collect();
+    let (holdout, _) = rows(lines.iter().map(String::as_bytes));
     for (name, params, rows) in [
         ("ftrl", LearnerParams::Ftrl(FtrlParams::default()), 800_000),
         ("fm", LearnerParams::Fm(FmParams::default()), 400_000),

@@ -77,7 +77,7 @@ pub const KEY_HEADER: &str = "x-millrace-key";
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PredictRequest {
-    /// Each instance as its JSON text: a hashed model reads it straight into features.
+    /// Each instance as its JSON text, the row cache's key.
     instances: Vec<Box<RawValue>>,
 }
 

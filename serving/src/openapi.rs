@@ -1,8 +1,9 @@
 //! `/openapi.json`: the static description of the API, with the instance object of the served
-//! models' schemas: a model fitted on a FeatureMap lists its schema's fields by name and type;
-//! without one (hashed Criteo features) the Criteo fields stay as written.
+//! models' schemas: every model's FeatureMap lists its schema's fields by name and type (the
+//! written document, the Criteo instance, stands when no model is served).
 
 use crate::store::ModelStore;
+use millrace_models::fmap::spec::ParseMode;
 use millrace_models::schema::FieldType;
 use serde_json::{json, Map, Value};
 
@@ -19,7 +20,8 @@ pub(crate) fn openapi_for(store: &ModelStore) -> String {
         };
         let schema = &map.layout.schema;
         for (i, name) in schema.fields.iter().enumerate() {
-            fields.insert(name.clone(), field_schema(schema.field_type(i)));
+            let hex = map.layout.modes.get(i) == Some(&ParseMode::Hex);
+            fields.insert(name.clone(), field_schema(schema.field_type(i), hex));
         }
     }
     if fields.is_empty() {
@@ -39,10 +41,17 @@ pub(crate) fn openapi_for(store: &ModelStore) -> String {
     document.to_string()
 }
 
-/// The JSON schema of one field's value: what the parser reads for its type.
-fn field_schema(field: Option<FieldType>) -> Value {
+/// The JSON schema of one field's value: what the parser reads for its type (`hex`: a
+/// category that hashed features read as eight hex digits).
+fn field_schema(field: Option<FieldType>, hex: bool) -> Value {
     let scalar = json!([{"type": "string"}, {"type": "number"}, {"type": "boolean"}]);
     match field {
+        Some(FieldType::Category) if hex => json!({
+            "nullable": true,
+            "description": "a category of eight hex digits (a hashed id)",
+            "type": "string",
+            "pattern": "^[0-9a-fA-F]{8}$",
+        }),
         Some(FieldType::Number) => json!({
             "nullable": true,
             "description": "a number, or its text",

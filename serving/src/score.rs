@@ -8,18 +8,17 @@
 use crate::rows::instance_rows;
 use crate::store::ServingStats;
 use millrace_models::fmap::TransformCounts;
-use millrace_models::{CriteoFeatures, ServedModel};
+use millrace_models::ServedModel;
 use serde_json::value::RawValue;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use xxhash_rust::xxh3::xxh3_128;
 
-/// A transformed instance: indices and, for a FeatureMap's rows, their values (a hashed row's
-/// values are all 1).
+/// A transformed instance: a row of the model's FeatureMap.
 #[derive(Debug)]
 struct Row {
     indices: Box<[u32]>,
-    values: Option<Box<[f32]>>,
+    values: Box<[f32]>,
 }
 
 /// Rows by instance text, for one version.
@@ -47,10 +46,7 @@ impl RowCache {
 }
 
 fn predict(model: &ServedModel, row: &Row) -> f32 {
-    match &row.values {
-        Some(values) => model.predict_row(&row.indices, values),
-        None => model.predict_binary(&row.indices),
-    }
+    model.predict_row(&row.indices, &row.values)
 }
 
 /// The rows of `instances` (all misses of the cache) under `model`.
@@ -59,43 +55,25 @@ fn transform(
     instances: &[&RawValue],
     counts: &mut TransformCounts,
 ) -> Result<Vec<Row>, String> {
-    match &model.feature_map {
-        // A model of a `map` spec: its own FeatureMap version makes the rows.
-        Some(map) => {
-            let values = instances
-                .iter()
-                .map(|raw| serde_json::from_str(raw.get()))
-                .collect::<Result<Vec<serde_json::Value>, _>>()
-                .map_err(|e| format!("invalid instance: {e}"))?;
-            let rows = instance_rows(map, &values, counts).map_err(|e| e.to_string())?;
-            Ok((0..rows.len())
-                .map(|i| {
-                    let (indices, values) = rows.row(i);
-                    Row {
-                        indices: indices.into(),
-                        values: Some(values.into()),
-                    }
-                })
-                .collect())
-        }
-        None => {
-            let mut indices = Vec::new();
-            instances
-                .iter()
-                .enumerate()
-                .map(|(k, raw)| {
-                    let features = CriteoFeatures::from_json_str(raw.get())
-                        .map_err(|e| format!("instance {k}: {e}"))?;
-                    indices.clear();
-                    model.meta.features.transform(&features, &mut indices);
-                    Ok(Row {
-                        indices: indices.as_slice().into(),
-                        values: None,
-                    })
-                })
-                .collect()
-        }
-    }
+    // The version's own FeatureMap makes the rows (a loaded model always has one).
+    let Some(map) = &model.feature_map else {
+        return Err("the model has no FeatureMap to make its rows".to_owned());
+    };
+    let values = instances
+        .iter()
+        .map(|raw| serde_json::from_str(raw.get()))
+        .collect::<Result<Vec<serde_json::Value>, _>>()
+        .map_err(|e| format!("invalid instance: {e}"))?;
+    let rows = instance_rows(map, &values, counts).map_err(|e| e.to_string())?;
+    Ok((0..rows.len())
+        .map(|i| {
+            let (indices, values) = rows.row(i);
+            Row {
+                indices: indices.into(),
+                values: values.into(),
+            }
+        })
+        .collect())
 }
 
 /// The predictions of `model` for JSON `instances`, through `cache` when there is one; the

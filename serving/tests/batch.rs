@@ -131,7 +131,7 @@ async fn a_bad_request_fails_alone() {
     let path = "/v1/models/ctr:predict";
     let bodies = [
         body(&[instance(1)]),
-        body(&[instance(2), serde_json::json!({"I1": "three"})]),
+        body(&[instance(2), serde_json::json!({"I1": ["three"]})]),
         body(&[instance(3)]),
     ];
     let answers = join_all(bodies.iter().map(|b| call(&batched, path, "u", b.clone()))).await;

@@ -99,11 +99,17 @@ fn serving_follows_the_topic_and_shares_unchanged_chunks() {
     assert_eq!(v2.weights.to_vec(), next.weights);
     let memory = v2.memory(Some(&v1));
     assert_eq!(memory.block_bytes - memory.shared_bytes, CHUNK_ROWS * 4);
-    let features = millrace_models::CriteoFeatures::default();
-    let mut row = Vec::new();
+    // A hashed model's FeatureMap does not travel; the reader makes it again.
+    let map = v2
+        .feature_map
+        .as_ref()
+        .expect("a hashed model's FeatureMap");
+    assert_eq!(Some(map), next.feature_map.as_ref());
+    assert_eq!(map.version, 0);
+    let (row, ones) = ([0, 7, 2 * CHUNK_ROWS as u32 + 3], [1.0; 3]);
     assert_eq!(
-        v2.predict_with(&features, &mut row).to_bits(),
-        next.predict(&features).to_bits()
+        v2.predict_row(&row, &ones).to_bits(),
+        next.predict_row(&row, &ones).to_bits()
     );
 
     // A reader that starts later reads both versions from the topic.

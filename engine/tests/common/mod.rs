@@ -208,3 +208,25 @@ pub(crate) fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u
         .unwrap_or_default();
     (status, body)
 }
+
+/// A Criteo line's features as a predict instance: `I1`…`I13` as numbers, `C1`…`C26` as
+/// strings, empty fields left out.
+pub(crate) fn criteo_instance(line: &[u8]) -> serde_json::Value {
+    let text = std::str::from_utf8(line).expect("a Criteo line is UTF-8");
+    let mut object = serde_json::Map::new();
+    for (i, value) in text.trim_end().split('\t').enumerate().skip(1) {
+        if value.is_empty() {
+            continue;
+        }
+        let (name, value) = if i <= 13 {
+            (
+                format!("I{i}"),
+                value.parse::<i64>().expect("an integer").into(),
+            )
+        } else {
+            (format!("C{}", i - 13), value.into())
+        };
+        object.insert(name, value);
+    }
+    serde_json::Value::Object(object)
+}

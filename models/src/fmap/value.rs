@@ -2,7 +2,7 @@
 //! with malformed values kept as [`Value::Bad`] and counted instead of failing the event.
 
 use super::spec::{Layout, ParseMode};
-use crate::criteo::DecodeError;
+use crate::decode::DecodeError;
 use crate::schema::{json_path, json_scalar_text, strip_newline, Encoding, RecordLayout, Role};
 use crate::Position;
 use serde::{Deserialize, Serialize};
@@ -459,6 +459,8 @@ impl Parser {
     /// Numbers, strings and booleans are accepted for every field: `"3"` and `3` are the same
     /// value in a numeric field, and a number or a boolean in a categorical field stands for
     /// its text, as in a delimited line. A multi-valued field also takes an array of strings.
+    /// The record's other columns (the label, the time, skipped ones) are passed over, so that
+    /// a training event can be scored as it is.
     ///
     /// # Errors
     ///
@@ -476,9 +478,11 @@ impl Parser {
         for (name, value) in object {
             match self.names.iter().position(|n| n == name) {
                 Some(field) => row[field] = Some(value),
-                // An object on the way to dotted fields (`{"user": {"id": …}}` for `user.id`).
+                // An object on the way to dotted fields (`{"user": {"id": …}}` for `user.id`),
+                // or a column of the record that is not a feature (the label, the time, a
+                // skipped one), which a training event sent as it is holds.
                 None => {
-                    let mut found = false;
+                    let mut found = self.is_other_column(name);
                     for (field, full) in self.names.iter().enumerate() {
                         let inner = full
                             .strip_prefix(name.as_str())
@@ -511,6 +515,19 @@ impl Parser {
         batch.labels.push(false);
         batch.times.push(time_ms);
         Ok(())
+    }
+
+    /// Whether `key` names a column of the record that is not a feature, or an object on the
+    /// way to one.
+    fn is_other_column(&self, key: &str) -> bool {
+        self.record.columns.iter().any(|column| {
+            !matches!(column.role, Role::Feature(_))
+                && (column.name == key
+                    || column
+                        .name
+                        .strip_prefix(key)
+                        .is_some_and(|rest| rest.starts_with('.')))
+        })
     }
 
     /// One field's value from JSON: strings and numbers as a line's text, arrays of strings
@@ -599,7 +616,7 @@ impl Parser {
             },
             ParseMode::Hex => match parse_hex32(raw) {
                 Some(x) => Value::Cat(x),
-                None => Value::Bad(BadKind::NotNumeric),
+                None => self.parse_other(mode, raw, batch),
             },
             _ => self.parse_other(mode, raw, batch),
         }
@@ -618,7 +635,13 @@ impl Parser {
                 Ok(()) => Value::Cat(fingerprint(raw)),
                 Err(kind) => Value::Bad(kind),
             },
-            ParseMode::Hex => parse_hex32(raw).map_or(Value::Bad(BadKind::NotNumeric), Value::Cat),
+            // Not eight hex digits: malformed as text is (overlong, not UTF-8), or else as a
+            // number.
+            ParseMode::Hex => match (parse_hex32(raw), self.check_cat(raw)) {
+                (Some(x), _) => Value::Cat(x),
+                (None, Err(kind)) => Value::Bad(kind),
+                (None, Ok(())) => Value::Bad(BadKind::NotNumeric),
+            },
             ParseMode::Multi(separator) => {
                 if let Err(kind) = self.check_cat(raw) {
                     return Value::Bad(kind);
@@ -1026,6 +1049,11 @@ mod tests {
             p.parse_json(&serde_json::json!({"account": {"id": 1}}), 0, &mut flat),
             Err(DecodeError::UnknownField("account".into()))
         );
+        // A training event, its label included, is scored as it is.
+        let event = serde_json::json!({"y": "no", "user": {"id": "u1", "score": 2}, "tags": ["a"]});
+        let mut scored = EventBatch::new(3);
+        p.parse_json(&event, 0, &mut scored).unwrap();
+        assert_eq!(scored, flat);
     }
 
     /// A multi-valued field as a JSON array is its items joined by the separator: the same
