@@ -77,6 +77,12 @@ fn epoch_prefix(epoch: u64) -> String {
     format!("{PREFIX}{epoch:016x}/")
 }
 
+/// Parts of checkpoints written by earlier versions and the parts that replace them: a job
+/// restoring such a checkpoint starts the new parts afresh. Hashed features were decoded by a
+/// `decode` operator before they became a FeatureMap that fits nothing, whose fresh `parse`,
+/// `fit` and `transform` state is all the state it has (its counters aside).
+const REPLACED: [(&str, &[&str]); 1] = [("decode", &["parse", "fit", "transform"])];
+
 impl CheckpointStore {
     /// Opens (or creates) the store in `dir`, keeping the newest `keep` checkpoints.
     ///
@@ -188,15 +194,29 @@ impl CheckpointStore {
         let meta: Meta =
             serde_json::from_slice(&meta).map_err(|e| format!("unreadable meta record: {e}"))?;
         let mut states = Vec::new();
+        // Parts of an older job's checkpoint that this job's parts replace.
+        let mut replaced = 0;
         for &worker in workers {
             for &name in parts {
-                let part = meta
-                    .parts
-                    .iter()
-                    .find(|p| p.worker == worker && p.name == name)
-                    .ok_or_else(|| {
-                        format!("no part {name} of worker {worker} (was the job changed?)")
-                    })?;
+                let has = |name: &str| {
+                    meta.parts
+                        .iter()
+                        .find(|p| p.worker == worker && p.name == name)
+                };
+                let Some(part) = has(name) else {
+                    match REPLACED.iter().find(|(_, new)| new.contains(&name)) {
+                        Some((old, new)) if has(old).is_some() => {
+                            // Started afresh; the old part counts once, with its first new one.
+                            replaced += usize::from(new[0] == name);
+                            continue;
+                        }
+                        _ => {
+                            return Err(format!(
+                                "no part {name} of worker {worker} (was the job changed?)"
+                            ))
+                        }
+                    }
+                };
                 let bytes = self
                     .db
                     .get(part_key(epoch, worker, name))
@@ -215,11 +235,11 @@ impl CheckpointStore {
                 });
             }
         }
-        if meta.parts.len() != states.len() {
+        if meta.parts.len() != states.len() + replaced {
             return Err(format!(
                 "it has {} parts where this job has {} (was the job changed?)",
                 meta.parts.len(),
-                states.len()
+                states.len() + replaced
             ));
         }
         Ok(Checkpoint {
@@ -326,5 +346,67 @@ mod tests {
         store.persist(&checkpoint(12)).unwrap();
         assert_eq!(store.epochs(), vec![7, 12]);
         assert_eq!(store.restore(&[0], &["a"]).checkpoint.unwrap().epoch, 12);
+    }
+
+    /// A hashed job's checkpoint from before hashed features were a FeatureMap (a `decode`
+    /// part) restores into today's parts: the others as written, `parse`, `fit` and
+    /// `transform` afresh. Without its `decode` part, or with a part this job lacks, it does
+    /// not.
+    #[test]
+    fn a_decode_part_is_replaced_by_fresh_featuremap_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = CheckpointStore::open(dir.path(), 3).unwrap();
+        let part = |worker, name: &str| PartState {
+            worker,
+            name: name.into(),
+            lo: 4,
+            bytes: vec![worker as u8, name.len() as u8],
+        };
+        let old = ["source", "decode", "dead_letters", "train"];
+        let checkpoint = Checkpoint {
+            epoch: 4,
+            resume_epoch: 5,
+            parts: [0, 1]
+                .into_iter()
+                .flat_map(|w| old.map(|name| part(w, name)))
+                .collect(),
+        };
+        store.persist(&checkpoint).unwrap();
+        let new = [
+            "source",
+            "parse",
+            "fit",
+            "transform",
+            "dead_letters",
+            "train",
+        ];
+        let restored = store.checkpoint(4, &[0, 1], &new).unwrap();
+        let names: Vec<(usize, &str)> = restored
+            .parts
+            .iter()
+            .map(|p| (p.worker, p.name.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                (0, "source"),
+                (0, "dead_letters"),
+                (0, "train"),
+                (1, "source"),
+                (1, "dead_letters"),
+                (1, "train")
+            ]
+        );
+        assert_eq!(restored.parts[2].bytes, vec![0, 5]);
+        assert!(store
+            .checkpoint(
+                4,
+                &[0, 1],
+                &["source", "parse", "fit", "transform", "train"]
+            )
+            .is_err());
+        assert!(store
+            .checkpoint(4, &[0, 1], &["source", "dead_letters", "train"])
+            .is_err());
     }
 }

@@ -160,3 +160,29 @@ fn malformed_values_take_one_slot_per_field() {
         assert_ne!(c1(0), c1(good));
     }
 }
+
+/// A predict instance of hashed features: numbers take numbers or their text, categories only
+/// strings; another JSON type is refused, naming the field.
+#[test]
+fn instances_of_hashed_features_refuse_other_json_types() {
+    let layout = FeatureSpec::Hashed { hash_bits: 20 }
+        .compile(&Schema::criteo())
+        .unwrap();
+    let mut parser = Parser::new(&layout);
+    let mut batch = EventBatch::new(layout.schema.fields.len());
+    let good = serde_json::json!({"I1": 3, "I2": "4", "C1": "68fd1e64", "C2": null, "label": 1});
+    parser.parse_json(&good, 0, &mut batch).unwrap();
+    for (bad, field) in [
+        (serde_json::json!({"I9": false}), "I9"),
+        (serde_json::json!({"C1": 12345678}), "C1"),
+        (serde_json::json!({"C3": true}), "C3"),
+        (serde_json::json!({"I1": [3]}), "I1"),
+    ] {
+        assert_eq!(
+            parser.parse_json(&bad, 0, &mut batch),
+            Err(millrace_models::DecodeError::WrongType(field.into())),
+            "{bad}"
+        );
+    }
+    assert_eq!(batch.len(), 1);
+}

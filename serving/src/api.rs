@@ -275,8 +275,7 @@ async fn predict_inner(
         }
         None => {
             let mut counts = TransformCounts::default();
-            let cache = answer.rows.as_ref();
-            let predictions = score(&answer.model, cache, &instances, &mut counts, Some(stats));
+            let predictions = score(answer, &instances, &mut counts, Some(stats));
             count_lookups(stats, &counts);
             (instances, predictions)
         }
@@ -295,8 +294,7 @@ async fn predict_inner(
         let answered = predictions.clone();
         tokio::spawn(async move {
             let mut counts = TransformCounts::default();
-            let cache = shadow.rows.as_ref();
-            let Ok(scores) = score(&shadow.model, cache, &instances, &mut counts, None) else {
+            let Ok(scores) = score(&shadow, &instances, &mut counts, None) else {
                 return;
             };
             let diff: u64 = scores

@@ -189,13 +189,7 @@ fn score_group(
         all.append(&mut job.instances);
     }
     let mut counts = TransformCounts::default();
-    let scored = score(
-        &version.model,
-        version.rows.as_ref(),
-        &all,
-        &mut counts,
-        Some(serving),
-    );
+    let scored = score(version, &all, &mut counts, Some(serving));
     let mut all = all.into_iter();
     for (job, &len) in group.iter_mut().zip(&lens) {
         job.instances = all.by_ref().take(len).collect();
@@ -213,8 +207,7 @@ fn score_group(
             stats.split_batches.fetch_add(1, Ordering::Relaxed);
             for job in group {
                 let mut counts = TransformCounts::default();
-                let cache = version.rows.as_ref();
-                let predictions = score(&version.model, cache, &job.instances, &mut counts, None);
+                let predictions = score(version, &job.instances, &mut counts, None);
                 count_lookups(serving, &counts);
                 answer(job, predictions);
             }

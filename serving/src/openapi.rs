@@ -48,13 +48,12 @@ fn field_schema(field: Option<FieldType>, hex: bool) -> Value {
     match field {
         Some(FieldType::Category) if hex => json!({
             "nullable": true,
-            "description": "a category of eight hex digits (a hashed id)",
+            "description": "a category of eight hex digits (a hashed id); other text is kept as a malformed value",
             "type": "string",
-            "pattern": "^[0-9a-fA-F]{8}$",
         }),
         Some(FieldType::Number) => json!({
             "nullable": true,
-            "description": "a number, or its text",
+            "description": "a number, or its text (other text is kept as a malformed value)",
             "anyOf": [{"type": "number"}, {"type": "string"}],
         }),
         Some(FieldType::Tokens { separator }) => json!({

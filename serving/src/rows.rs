@@ -15,24 +15,25 @@ pub struct InstanceError {
     pub error: DecodeError,
 }
 
-/// The rows of JSON `instances` (objects of field name to value) under `map`, one per instance,
-/// in order. Malformed values (a word in a numeric field, an overlong value) follow the spec's
-/// policy, as in the dataflow; the counts of vocabulary lookups and misses are added to
-/// `counts`.
+/// The rows of JSON `instances` (the texts of objects of field name to value) under `map`, one
+/// per instance, in order, read by `parser` (made for `map`'s layout). Malformed values (a word
+/// in a numeric field, an overlong value) follow the spec's policy, as in the dataflow; the
+/// counts of vocabulary lookups and misses are added to `counts`.
 ///
 /// # Errors
 ///
-/// The first instance that is not an object, or names a field the schema does not have.
+/// The first instance that is not an object, names a field the schema does not have or holds
+/// a value of a JSON type its field cannot hold.
 pub fn instance_rows(
     map: &FeatureMap,
-    instances: &[serde_json::Value],
+    mut parser: Parser,
+    instances: &[&str],
     counts: &mut TransformCounts,
 ) -> Result<CsrBatch, InstanceError> {
-    let mut parser = Parser::new(&map.layout);
     let mut batch = EventBatch::with_capacity(map.layout.schema.fields.len(), instances.len());
     for (index, instance) in instances.iter().enumerate() {
         parser
-            .parse_json(instance, 0, &mut batch)
+            .parse_json_text(instance, 0, &mut batch)
             .map_err(|error| InstanceError { index, error })?;
     }
     Ok(map.transform(&batch, counts))

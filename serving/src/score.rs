@@ -6,7 +6,7 @@
 //! loaded version has its own cache, and a swap starts a new one.
 
 use crate::rows::instance_rows;
-use crate::store::ServingStats;
+use crate::store::{LoadedVersion, ServingStats};
 use millrace_models::fmap::TransformCounts;
 use millrace_models::ServedModel;
 use serde_json::value::RawValue;
@@ -49,22 +49,19 @@ fn predict(model: &ServedModel, row: &Row) -> f32 {
     model.predict_row(&row.indices, &row.values)
 }
 
-/// The rows of `instances` (all misses of the cache) under `model`.
+/// The rows of `instances` (all misses of the cache) under `version`'s FeatureMap, read by its
+/// parser.
 fn transform(
-    model: &ServedModel,
+    version: &LoadedVersion,
     instances: &[&RawValue],
     counts: &mut TransformCounts,
 ) -> Result<Vec<Row>, String> {
-    // The version's own FeatureMap makes the rows (a loaded model always has one).
-    let Some(map) = &model.feature_map else {
+    // A loaded model always has its FeatureMap, and so its parser.
+    let (Some(map), Some(parser)) = (&version.model.feature_map, &version.parser) else {
         return Err("the model has no FeatureMap to make its rows".to_owned());
     };
-    let values = instances
-        .iter()
-        .map(|raw| serde_json::from_str(raw.get()))
-        .collect::<Result<Vec<serde_json::Value>, _>>()
-        .map_err(|e| format!("invalid instance: {e}"))?;
-    let rows = instance_rows(map, &values, counts).map_err(|e| e.to_string())?;
+    let texts: Vec<&str> = instances.iter().map(|raw| raw.get()).collect();
+    let rows = instance_rows(map, parser.clone(), &texts, counts).map_err(|e| e.to_string())?;
     Ok((0..rows.len())
         .map(|i| {
             let (indices, values) = rows.row(i);
@@ -76,23 +73,23 @@ fn transform(
         .collect())
 }
 
-/// The predictions of `model` for JSON `instances`, through `cache` when there is one; the
-/// vocabulary lookups of the instances transformed are added to `counts`, and the cache's hits
-/// and misses to `stats` when given.
+/// The predictions of `version` for JSON `instances`, through its cache of rows when it has
+/// one; the vocabulary lookups of the instances transformed are added to `counts`, and the
+/// cache's hits and misses to `stats` when given.
 ///
 /// # Errors
 ///
 /// The first instance that is not an event of the model's schema, as `instance {i}: why`.
 pub(crate) fn score(
-    model: &ServedModel,
-    cache: Option<&RowCache>,
+    version: &LoadedVersion,
     instances: &[Box<RawValue>],
     counts: &mut TransformCounts,
     stats: Option<&ServingStats>,
 ) -> Result<Vec<f32>, String> {
-    let Some(cache) = cache else {
+    let model = &version.model;
+    let Some(cache) = version.rows.as_ref() else {
         let all: Vec<&RawValue> = instances.iter().map(|raw| &**raw).collect();
-        return transform(model, &all, counts)
+        return transform(version, &all, counts)
             .map(|rows| rows.iter().map(|row| predict(model, row)).collect())
             .map_err(|e| name_instance(e, &(0..instances.len()).collect::<Vec<_>>()));
     };
@@ -119,7 +116,7 @@ pub(crate) fn score(
             .fetch_add(missed.len() as u64, Ordering::Relaxed);
     }
     if !missed.is_empty() {
-        let rows = transform(model, &missed, counts).map_err(|e| name_instance(e, &positions))?;
+        let rows = transform(version, &missed, counts).map_err(|e| name_instance(e, &positions))?;
         for ((row, key), i) in rows.into_iter().zip(keys).zip(positions) {
             predictions[i] = predict(model, &row);
             cache.0.insert(key, Arc::new(row));

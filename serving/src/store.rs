@@ -3,6 +3,7 @@
 
 use crate::score::RowCache;
 use arc_swap::ArcSwap;
+use millrace_models::fmap::Parser;
 use millrace_models::table::CHUNK_ROWS;
 use millrace_models::{LoadPace, ServedModel, VersionSource};
 use serde::{Deserialize, Serialize};
@@ -66,6 +67,8 @@ pub struct LoadedVersion {
     pub loaded_unix_ms: u64,
     /// Its rows by instance text.
     pub(crate) rows: Option<RowCache>,
+    /// The parser of its FeatureMap's instances, made once: each request scores with a clone.
+    pub(crate) parser: Option<Parser>,
 }
 
 impl LoadedVersion {
@@ -409,6 +412,10 @@ impl ModelStore {
             });
         match loaded {
             Ok(model) => Ok(Arc::new(LoadedVersion {
+                parser: model
+                    .feature_map
+                    .as_ref()
+                    .map(|map| Parser::new(&map.layout)),
                 model,
                 stats: VersionStats::default(),
                 loaded_unix_ms: now_ms(),

@@ -120,9 +120,11 @@ proptest! {
         let schema = Schema::criteo();
         let map = fitted(&spec, &history, epochs);
         let from_dataflow = dataflow_row(&map, line(&event));
+        let text = instance(&event, &schema).to_string();
         let from_serving = millrace_serving::instance_rows(
             &map,
-            &[instance(&event, &schema)],
+            millrace_models::fmap::Parser::new(&map.layout),
+            &[text.as_str()],
             &mut TransformCounts::default(),
         )
         .unwrap();
