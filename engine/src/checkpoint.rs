@@ -27,6 +27,8 @@ pub struct CheckpointStore {
     db: Arc<DB>,
     dir: PathBuf,
     keep: usize,
+    /// Parts of older checkpoints and the parts that replace them, started afresh.
+    replaced: &'static [(&'static str, &'static [&'static str])],
 }
 
 impl std::fmt::Debug for CheckpointStore {
@@ -77,11 +79,11 @@ fn epoch_prefix(epoch: u64) -> String {
     format!("{PREFIX}{epoch:016x}/")
 }
 
-/// Parts of checkpoints written by earlier versions and the parts that replace them: a job
-/// restoring such a checkpoint starts the new parts afresh. Hashed features were decoded by a
-/// `decode` operator before they became a FeatureMap that fits nothing, whose fresh `parse`,
-/// `fit` and `transform` state is all the state it has (its counters aside).
-const REPLACED: [(&str, &[&str]); 1] = [("decode", &["parse", "fit", "transform"])];
+/// For a job of hashed features: the part of its checkpoints written before hashed features
+/// were a FeatureMap (`decode`) and the parts that replace it, started afresh. A FeatureMap
+/// that fits nothing has no state but its counters, so nothing else is lost; a job of other
+/// features never had the old part, and reads no checkpoint holding it.
+pub const HASHED_DECODE: &[(&str, &[&str])] = &[("decode", &["parse", "fit", "transform"])];
 
 impl CheckpointStore {
     /// Opens (or creates) the store in `dir`, keeping the newest `keep` checkpoints.
@@ -106,7 +108,18 @@ impl CheckpointStore {
             db: Arc::new(db),
             dir: dir.to_owned(),
             keep: keep.max(1),
+            replaced: &[],
         })
+    }
+
+    /// The store, reading checkpoints whose parts include an old one of `replaced` with the
+    /// new ones that replace it started afresh (see [`HASHED_DECODE`]).
+    pub fn replacing(
+        mut self,
+        replaced: &'static [(&'static str, &'static [&'static str])],
+    ) -> Self {
+        self.replaced = replaced;
+        self
     }
 
     /// The epochs of the checkpoints in the store, oldest first (whole or not).
@@ -204,7 +217,7 @@ impl CheckpointStore {
                         .find(|p| p.worker == worker && p.name == name)
                 };
                 let Some(part) = has(name) else {
-                    match REPLACED.iter().find(|(_, new)| new.contains(&name)) {
+                    match self.replaced.iter().find(|(_, new)| new.contains(&name)) {
                         Some((old, new)) if has(old).is_some() => {
                             // Started afresh; the old part counts once, with its first new one.
                             replaced += usize::from(new[0] == name);
@@ -350,8 +363,7 @@ mod tests {
 
     /// A hashed job's checkpoint from before hashed features were a FeatureMap (a `decode`
     /// part) restores into today's parts: the others as written, `parse`, `fit` and
-    /// `transform` afresh. Without its `decode` part, or with a part this job lacks, it does
-    /// not.
+    /// `transform` afresh. Not into another job's store, nor with a part this job lacks.
     #[test]
     fn a_decode_part_is_replaced_by_fresh_featuremap_parts() {
         let dir = tempfile::tempdir().unwrap();
@@ -380,6 +392,9 @@ mod tests {
             "dead_letters",
             "train",
         ];
+        // Only a store told so (a hashed job's) reads it.
+        assert!(store.checkpoint(4, &[0, 1], &new).is_err());
+        let store = store.replacing(HASHED_DECODE);
         let restored = store.checkpoint(4, &[0, 1], &new).unwrap();
         let names: Vec<(usize, &str)> = restored
             .parts

@@ -21,7 +21,7 @@ use millrace_connectors::kafka::{
     LineProducer, Output, OutputSink, RateLimit, RegistryPublisher, WatermarkProbe, EMBEDDED,
 };
 use millrace_models::synth::CriteoGenerator;
-use millrace_models::{DeadLetter, FeatureMap, ModelArtifact, RawRecord, Registry};
+use millrace_models::{DeadLetter, FeatureMap, FeatureSpec, ModelArtifact, RawRecord, Registry};
 use millrace_operators::checkpoint::{Choice, Collector};
 use millrace_operators::{
     ingest_partitions, now_ms, Deliver, EventTime, Featurize, JoinLabels, LabelJoinConfig, Mirror,
@@ -502,7 +502,11 @@ fn checkpointing(
             Choice::Interval(Duration::from_millis(checkpoint.interval_ms)),
         ),
     };
-    let store = CheckpointStore::open(&dir, checkpoint.keep)?;
+    let replaced = match spec.features {
+        FeatureSpec::Hashed { .. } => crate::checkpoint::HASHED_DECODE,
+        FeatureSpec::Map(_) => &[],
+    };
+    let store = CheckpointStore::open(&dir, checkpoint.keep)?.replacing(replaced);
     let parts = checkpoint_parts(spec);
     let (readable, skipped) = store.readable(local, &parts);
     stats

@@ -552,13 +552,24 @@ impl Parser {
         let mut row: Vec<Option<&RawValue>> = vec![None; self.shape.modes.len()];
         for (key, raw) in entries {
             match self.shape.index.get(key.as_ref()).copied() {
-                Some(field) => row[field] = Some(raw),
-                None if self.is_other_column(&key) => {}
-                // An object on the way to dotted fields, or an unknown field.
-                None => return general(self, batch),
+                Some(field) if reads_in_place(raw) => row[field] = Some(raw),
+                None if self.is_other_column(&key)
+                    && !self.leads_to_field(&key)
+                    && reads_in_place(raw) => {}
+                // An object on the way to dotted fields, an unknown field, or a value that
+                // `serde_json::Value` may refuse (a number beyond `f64`, a lone surrogate).
+                _ => return general(self, batch),
             }
         }
         self.push_instance(row, time_ms, batch, Self::raw_value)
+    }
+
+    /// Whether `key` is an object on the way to a dotted feature field.
+    fn leads_to_field(&self, key: &str) -> bool {
+        self.shape.names.iter().any(|name| {
+            name.strip_prefix(key)
+                .is_some_and(|rest| rest.starts_with('.'))
+        })
     }
 
     /// Appends an instance whose fields are `row` (read by `read`), with label `false` and
@@ -778,6 +789,18 @@ static HEX_DIGITS: [u8; 256] = {
     }
     table
 };
+
+/// Whether [`Parser::raw_value`] reads a raw JSON value as the parsed value would be read: its
+/// text parses as a `serde_json::Value`, numbers within `f64`'s range included.
+fn reads_in_place(raw: &RawValue) -> bool {
+    let text = raw.get();
+    match text.as_bytes().first() {
+        Some(b'"') if !text.contains('\\') => true,
+        Some(b'n' | b't' | b'f') => true,
+        Some(b'-' | b'0'..=b'9') => text.parse::<f64>().is_ok_and(f64::is_finite),
+        _ => serde_json::from_str::<serde_json::Value>(text).is_ok(),
+    }
+}
 
 /// A JSON object's entries in order, each value's text borrowed from the object's.
 struct Entries<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
@@ -1206,6 +1229,28 @@ mod tests {
         assert_eq!(scored, flat);
     }
 
+    /// An instance whose label and a feature share an object: the feature is read, the label
+    /// passed over, by the text reader as by the value reader.
+    #[test]
+    fn a_label_beside_a_feature_in_one_object() {
+        let schema: SchemaSpec = toml::from_str(
+            "format = \"json\"\nfields = [{ name = \"user.y\", type = \"label\" }, { name = \"user.id\", type = \"category\" }]",
+        )
+        .unwrap();
+        let schema = schema.compile().unwrap();
+        let layout = FeatureMapSpec::default_for(&schema)
+            .compile(&schema)
+            .unwrap();
+        let text = r#"{"user": {"y": "1", "id": "u7"}}"#;
+        let mut p = Parser::new(&layout);
+        let (mut a, mut b) = (EventBatch::new(1), EventBatch::new(1));
+        p.parse_json_text(text, 0, &mut a).unwrap();
+        p.parse_json(&serde_json::from_str(text).unwrap(), 0, &mut b)
+            .unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.values, [Value::Cat(fingerprint(b"u7"))]);
+    }
+
     proptest::proptest! {
         /// An instance's text read where it is gives the event or the error that reading its
         /// parsed value gives, for the Criteo preset's hashed features and a schema of dotted
@@ -1214,20 +1259,25 @@ mod tests {
         #[test]
         fn instance_text_reads_as_its_value(
             entries in proptest::collection::vec((0usize..12, 0usize..14), 0..10),
-            hashed in proptest::bool::ANY,
+            which in 0usize..3,
         ) {
-            let layout = if hashed {
-                crate::FeatureSpec::Hashed { hash_bits: 12 }.compile(&Schema::criteo()).unwrap()
-            } else {
-                let schema: SchemaSpec =
-                    toml::from_str(include_str!("../schema/testdata/json.toml")).unwrap();
+            let schema = |text: &str| {
+                let schema: SchemaSpec = toml::from_str(text).unwrap();
                 let schema = schema.compile().unwrap();
                 FeatureMapSpec::default_for(&schema).compile(&schema).unwrap()
+            };
+            let layout = match which {
+                0 => crate::FeatureSpec::Hashed { hash_bits: 12 }.compile(&Schema::criteo()).unwrap(),
+                1 => schema(include_str!("../schema/testdata/json.toml")),
+                // The label and a feature under one object.
+                _ => schema(
+                    "format = \"json\"\nfields = [{ name = \"user.y\", type = \"label\" }, { name = \"user.id\", type = \"category\" }, { name = \"I1\", type = \"number\" }]",
+                ),
             };
             let keys = ["I1", "C1", "label", "user.id", "user", "tags", "y", "zzz", "I2", "C2", "user.score", "C\\u0031"];
             let values = [
                 "null", "3", "-2.5e3", "true", "\"68fd1e64\"", "\"a\\\"b\"", "\"\"", "[\"x\",\"y\"]",
-                "[1]", "{\"id\":\"u\",\"score\":2}", "{}", "\"12\"", "1e400", "\"\\u0041\"",
+                "[1]", "{\"id\":\"u\",\"score\":2,\"y\":\"1\"}", "{}", "\"12\"", "1e400", "\"\\ud800\"",
             ];
             let text = format!(
                 "{{{}}}",
@@ -1237,11 +1287,17 @@ mod tests {
                     .collect::<Vec<_>>()
                     .join(",")
             );
-            let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) else {
-                return Ok(());
-            };
             let (mut a, mut b) = (Parser::new(&layout), Parser::new(&layout));
             let fields = layout.schema.fields.len();
+            // Text that is not JSON to `serde_json::Value` (a number beyond `f64`, a lone
+            // surrogate) is not JSON to the text reader either.
+            let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) else {
+                let mut batch = EventBatch::new(fields);
+                let result = a.parse_json_text(&text, 0, &mut batch);
+                proptest::prop_assert!(matches!(result, Err(DecodeError::NotJson(_))), "{}: {:?}", text, result);
+                proptest::prop_assert_eq!(batch, EventBatch::new(fields));
+                return Ok(());
+            };
             let (mut from_text, mut from_value) = (EventBatch::new(fields), EventBatch::new(fields));
             let text_result = a.parse_json_text(&text, 0, &mut from_text);
             let value_result = b.parse_json(&value, 0, &mut from_value);
