@@ -162,6 +162,15 @@ impl ModelArtifact {
         }
     }
 
+    /// The FeatureMap a registry stores with the model: a `map` spec's fitted one. A hashed
+    /// spec's fits nothing and is made again on load ([`FeatureSpec::unfitted_map`]).
+    pub fn fitted_feature_map(&self) -> Option<&Arc<FeatureMap>> {
+        match self.meta.features {
+            FeatureSpec::Map(_) => self.feature_map.as_ref(),
+            FeatureSpec::Hashed { .. } => None,
+        }
+    }
+
     /// Problems that make the artifact unservable, empty when it is consistent.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = shape_problems(

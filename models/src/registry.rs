@@ -10,7 +10,6 @@ use crate::artifact::{
     shape_problems, FeatureMapMeta, ModelArtifact, ModelKind, ModelMeta, ServedModel,
 };
 use crate::error::{Error, Result};
-use crate::features::FeatureSpec;
 use crate::fmap::FeatureMap;
 use crate::table::TableBuilder;
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
@@ -156,12 +155,7 @@ impl Registry {
         let encoded = safetensors::serialize(tensors, None)
             .map_err(|e| Error::invalid(&dir, e.to_string()))?;
         artifact.meta.weights_sha256 = hex(&Sha256::digest(&encoded));
-        // Only a fitted FeatureMap is stored: a hashed spec's is made again on load.
-        let fitted = match artifact.meta.features {
-            FeatureSpec::Map(_) => artifact.feature_map.as_ref(),
-            FeatureSpec::Hashed { .. } => None,
-        };
-        let feature_map = match fitted {
+        let feature_map = match artifact.fitted_feature_map() {
             Some(map) => {
                 let bytes = serde_json::to_vec(map.as_ref())
                     .map_err(|e| Error::invalid(&dir, e.to_string()))?;

@@ -20,9 +20,7 @@ use crate::kafka::admin::create_new_topics;
 use crate::kafka::config::client_config;
 use millrace_models::artifact::ModelKind;
 use millrace_models::table::{Table, CHUNK_ROWS};
-use millrace_models::{
-    FeatureSpec, LoadPace, ModelArtifact, ModelMeta, ServedModel, VersionSource,
-};
+use millrace_models::{LoadPace, ModelArtifact, ModelMeta, ServedModel, VersionSource};
 use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -228,11 +226,7 @@ impl RegistryPublisher {
             });
         }
         // Only a fitted FeatureMap travels: a hashed spec's is made again by the reader.
-        let fitted = match artifact.meta.features {
-            FeatureSpec::Map(_) => artifact.feature_map.as_ref(),
-            FeatureSpec::Hashed { .. } => None,
-        };
-        if let Some(map) = fitted {
+        if let Some(map) = artifact.fitted_feature_map() {
             let json = serde_json::to_vec(map.as_ref())
                 .map_err(|e| Error::Registry(format!("encoding the FeatureMap: {e}")))?;
             for (i, piece) in json.chunks(PIECE_BYTES).enumerate() {
