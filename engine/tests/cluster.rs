@@ -172,9 +172,9 @@ fn two_processes_share_the_partitions_and_resume_together_after_a_kill() {
     assert_eq!(crashed_model.meta.trained_events, EVENTS - bad);
     assert!(
         crashed_model
-            .weights
+            .values("weights")
             .iter()
-            .zip(&clean_model.weights)
+            .zip(clean_model.values("weights"))
             .all(|(a, b)| a.to_bits() == b.to_bits()),
         "the model differs from the uninterrupted run's"
     );

@@ -157,13 +157,16 @@ fn sigkill_at_10_random_points_changes_nothing() {
         "the FeatureMaps differ"
     );
     let differing = model
-        .weights
+        .values("weights")
         .iter()
-        .zip(&clean_model.weights)
+        .zip(clean_model.values("weights"))
         .filter(|(a, b)| a.to_bits() != b.to_bits())
         .count();
     assert_eq!(differing, 0, "weights that differ from the clean run's");
-    assert_eq!(model.weights.len(), clean_model.weights.len());
+    assert_eq!(
+        model.values("weights").len(),
+        clean_model.values("weights").len()
+    );
 
     // A corrupt newest checkpoint: start-up falls back to the one before it.
     let state = crashed.path().join("state");
@@ -208,8 +211,8 @@ fn sigkill_at_10_random_points_changes_nothing() {
     let model = final_model(crashed.path());
     assert!(model.feature_map == clean_model.feature_map);
     assert!(model
-        .weights
+        .values("weights")
         .iter()
-        .zip(&clean_model.weights)
+        .zip(clean_model.values("weights"))
         .all(|(a, b)| a.to_bits() == b.to_bits()));
 }

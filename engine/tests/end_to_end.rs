@@ -280,7 +280,12 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(
         .unwrap();
     let published = registry.load("ctr", last).unwrap();
     assert_eq!(served.meta, published.meta);
-    assert_eq!(served.weights.to_vec(), published.weights);
+    let served_tensors = served.tensors.iter().map(|t| (&t.name, t.values.to_vec()));
+    let published_tensors = published
+        .tensors
+        .iter()
+        .map(|t| (&t.name, t.values.clone()));
+    assert!(served_tensors.eq(published_tensors));
     assert_eq!(served.feature_map, published.feature_map);
 
     // Every bad line is in the dead-letter topic, byte for byte, with its epoch.

@@ -1,8 +1,9 @@
-//! A model version as one artifact: the feature spec it was trained with, its weights and its
-//! metadata, and for a `map` spec the fitted FeatureMap version the weights belong to. Serving
-//! evaluates an artifact with the same transform the trainer used, so a model is never served
-//! with features it was not trained on.
+//! A model version as one artifact: its metadata (the architecture descriptor and the feature
+//! spec it was trained with among it), its named tensors, and for a `map` spec the fitted
+//! FeatureMap version the tensors belong to. Serving evaluates an artifact with the same
+//! transform the trainer used, so a model is never served with features it was not trained on.
 
+use crate::architecture::{element_count, row_width, Architecture, TensorSpec, FACTORS, WEIGHTS};
 use crate::features::FeatureSpec;
 use crate::fm::{pairwise_margin, FactorRows};
 use crate::fmap::{FeatureMap, Schema};
@@ -12,19 +13,6 @@ use crate::table::{Table, TableMemory};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-/// The kind of model an artifact holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ModelKind {
-    /// Logistic regression (trained with FTRL-Proximal): one weight per feature slot.
-    LogisticRegression,
-    /// A second-order factorization machine: one weight and `factors` latent factors per slot.
-    FactorizationMachine {
-        /// Latent factors per slot.
-        factors: usize,
-    },
-}
-
 /// The artifact format this code writes, `MAJOR.MINOR`. A reader refuses an artifact of a
 /// newer major version with a message that says so. A newer minor version may change only what
 /// an older reader reads alike (metadata keys are checked strictly, so a new key is a new major
@@ -33,7 +21,9 @@ pub enum ModelKind {
 /// - 1.x: artifacts written before format versions (their `meta.json` has no key for it);
 ///   their FeatureMap's schema names the fields of a Criteo line.
 /// - 2.0: a FeatureMap's schema declares its fields' types and how records hold them.
-pub const FORMAT_VERSION: &str = "2.0";
+/// - 3.0: an `architecture` descriptor (the model's type and hyper-parameters, which declare
+///   its named tensors) in place of the `kind` of 1.x and 2.x.
+pub const FORMAT_VERSION: &str = "3.0";
 
 /// The format version of an artifact whose `meta.json` names none.
 fn format_version_before() -> String {
@@ -55,8 +45,8 @@ fn format_version_before() -> String {
 /// use millrace_models::artifact::check_format_version;
 ///
 /// assert!(check_format_version(&serde_json::json!({"name": "ctr"})).is_ok());
-/// assert!(check_format_version(&serde_json::json!({"format_version": "2.7"})).is_ok());
-/// let newer = check_format_version(&serde_json::json!({"format_version": "3.0"}));
+/// assert!(check_format_version(&serde_json::json!({"format_version": "3.7"})).is_ok());
+/// let newer = check_format_version(&serde_json::json!({"format_version": "4.0"}));
 /// assert!(newer.unwrap_err().contains("newer"));
 /// ```
 pub fn check_format_version(meta: &serde_json::Value) -> std::result::Result<(), String> {
@@ -82,20 +72,19 @@ fn major(version: &str) -> Option<u64> {
     major.parse().ok()
 }
 
-/// What the registry records about a model version besides its weights (`meta.json`).
+/// What the registry records about a model version besides its tensors (`meta.json`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "StoredMeta")]
 pub struct ModelMeta {
     /// The artifact format it was written in ([`FORMAT_VERSION`]; `1.0` for artifacts written
     /// before format versions).
-    #[serde(default = "format_version_before")]
     pub format_version: String,
     /// The model's name, as served under `/v1/models/{name}`.
     pub name: String,
     /// The version number, assigned by the registry at publication (1, 2, …).
     pub version: u64,
-    /// The kind of model.
-    pub kind: ModelKind,
+    /// What the model is: its type and hyper-parameters, which declare its tensors.
+    pub architecture: Architecture,
     /// The transform from events to rows that the weights belong to.
     pub features: FeatureSpec,
     /// Number of events the model had learned from when it was published.
@@ -106,11 +95,94 @@ pub struct ModelMeta {
     pub progressive_logloss: Option<f64>,
     /// Publication time, milliseconds since the Unix epoch.
     pub created_unix_ms: u64,
-    /// SHA-256 of `weights.safetensors`, hex; checked on load.
+    /// SHA-256 of `weights.safetensors` (every tensor), hex; checked on load.
     pub weights_sha256: String,
-    /// For a `map` spec: the FeatureMap version stored beside the weights.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// For a `map` spec: the FeatureMap version stored beside the tensors.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub feature_map: Option<FeatureMapMeta>,
+}
+
+impl ModelMeta {
+    /// The tensors the architecture declares over the feature spec's dimension, read against
+    /// the schema of `feature_map`, the model's FeatureMap (Criteo's in artifacts written
+    /// before declared schemas, which have none).
+    pub fn tensors(&self, feature_map: Option<&FeatureMap>) -> Vec<TensorSpec> {
+        let criteo = Schema::criteo();
+        let schema = feature_map.map_or(&criteo, |map| &map.layout.schema);
+        self.architecture.tensors(self.features.dimension(schema))
+    }
+}
+
+/// A `meta.json` as any format version wrote it: format 3 names an `architecture`, formats 1
+/// and 2 a `kind`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredMeta {
+    #[serde(default = "format_version_before")]
+    format_version: String,
+    name: String,
+    version: u64,
+    #[serde(default)]
+    architecture: Option<Architecture>,
+    #[serde(default)]
+    kind: Option<KindBefore3>,
+    features: FeatureSpec,
+    trained_events: u64,
+    progressive_auc: Option<f64>,
+    progressive_logloss: Option<f64>,
+    created_unix_ms: u64,
+    weights_sha256: String,
+    #[serde(default)]
+    feature_map: Option<FeatureMapMeta>,
+}
+
+/// The `kind` of formats 1 and 2: `"logistic_regression"` or `{"factorization_machine":
+/// {"factors": K}}`.
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum KindBefore3 {
+    LogisticRegression,
+    FactorizationMachine { factors: usize },
+}
+
+impl TryFrom<StoredMeta> for ModelMeta {
+    type Error = String;
+
+    fn try_from(stored: StoredMeta) -> std::result::Result<Self, String> {
+        let before_3 = major(&stored.format_version).is_some_and(|m| m < 3);
+        let architecture = match (stored.architecture, stored.kind, before_3) {
+            (Some(architecture), None, false) => architecture,
+            (None, Some(KindBefore3::LogisticRegression), true) => Architecture::LogisticRegression,
+            (None, Some(KindBefore3::FactorizationMachine { factors }), true) => {
+                Architecture::FactorizationMachine { factors }
+            }
+            (_, _, false) => {
+                return Err(format!(
+                    "format {} names the model's `architecture` (and no `kind`)",
+                    stored.format_version
+                ))
+            }
+            (_, _, true) => {
+                return Err(format!(
+                    "format {} names the model's `kind` (and no `architecture`)",
+                    stored.format_version
+                ))
+            }
+        };
+        Ok(ModelMeta {
+            format_version: stored.format_version,
+            name: stored.name,
+            version: stored.version,
+            architecture,
+            features: stored.features,
+            trained_events: stored.trained_events,
+            progressive_auc: stored.progressive_auc,
+            progressive_logloss: stored.progressive_logloss,
+            created_unix_ms: stored.created_unix_ms,
+            weights_sha256: stored.weights_sha256,
+            feature_map: stored.feature_map,
+        })
+    }
 }
 
 /// What `meta.json` records about the FeatureMap stored with a model (`featuremap.json`).
@@ -123,16 +195,45 @@ pub struct FeatureMapMeta {
     pub sha256: String,
 }
 
-/// A complete model version: metadata and weights.
+/// One named tensor of a model: its values, row-major, as a `Vec` in an artifact or a
+/// copy-on-write [`Table`] in a served model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor<V = Vec<f32>> {
+    /// The name its architecture gives it.
+    pub name: String,
+    /// Its shape, rows first.
+    pub shape: Vec<usize>,
+    /// The values.
+    pub values: V,
+}
+
+impl<V> Tensor<V> {
+    /// The tensor `spec` declares, holding `values`.
+    pub fn new(spec: TensorSpec, values: V) -> Self {
+        Tensor {
+            name: spec.name,
+            shape: spec.shape,
+            values,
+        }
+    }
+
+    /// The same tensor with its values mapped by `f`.
+    fn map<W>(&self, f: impl FnOnce(&V) -> W) -> Tensor<W> {
+        Tensor {
+            name: self.name.clone(),
+            shape: self.shape.clone(),
+            values: f(&self.values),
+        }
+    }
+}
+
+/// A complete model version: metadata and tensors.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelArtifact {
     /// The metadata.
     pub meta: ModelMeta,
-    /// One weight per feature slot (`meta.features.dimension()` of them).
-    pub weights: Vec<f32>,
-    /// The latent factors of a factorization machine, slot-major (`dimension × factors`);
-    /// empty for logistic regression.
-    pub factors: Vec<f32>,
+    /// The tensors, as `meta.architecture` declares them ([`Architecture::tensors`]).
+    pub tensors: Vec<Tensor>,
     /// The FeatureMap the model's rows come from: the fitted version of a `map` spec, or a
     /// hashed spec's [`FeatureSpec::unfitted_map`]; only a fitted one is stored.
     pub feature_map: Option<Arc<FeatureMap>>,
@@ -140,14 +241,19 @@ pub struct ModelArtifact {
 
 impl ModelArtifact {
     /// A not-yet-published artifact: version and checksum are filled in by the registry.
-    pub fn new(name: &str, features: FeatureSpec, weights: Vec<f32>) -> Self {
+    pub fn new(
+        name: &str,
+        features: FeatureSpec,
+        architecture: Architecture,
+        tensors: Vec<Tensor>,
+    ) -> Self {
         let features_map = features.unfitted_map();
         ModelArtifact {
             meta: ModelMeta {
                 format_version: FORMAT_VERSION.to_owned(),
                 name: name.to_owned(),
                 version: 0,
-                kind: ModelKind::LogisticRegression,
+                architecture,
                 features,
                 trained_events: 0,
                 progressive_auc: None,
@@ -156,10 +262,40 @@ impl ModelArtifact {
                 weights_sha256: String::new(),
                 feature_map: None,
             },
-            weights,
-            factors: Vec::new(),
+            tensors,
             feature_map: features_map,
         }
+    }
+
+    /// The artifact of a logistic regression over `weights.len()` slots.
+    pub fn logistic_regression(name: &str, features: FeatureSpec, weights: Vec<f32>) -> Self {
+        let architecture = Architecture::LogisticRegression;
+        let tensors = with_values(&architecture, weights.len(), [weights]);
+        ModelArtifact::new(name, features, architecture, tensors)
+    }
+
+    /// The artifact of a factorization machine over `weights.len()` slots, with `k` latent
+    /// factors per slot (`factors`, slot-major).
+    pub fn factorization_machine(
+        name: &str,
+        features: FeatureSpec,
+        weights: Vec<f32>,
+        k: usize,
+        factors: Vec<f32>,
+    ) -> Self {
+        let architecture = Architecture::FactorizationMachine { factors: k };
+        let tensors = with_values(&architecture, weights.len(), [weights, factors]);
+        ModelArtifact::new(name, features, architecture, tensors)
+    }
+
+    /// The values of the tensor named `name`; empty when there is none.
+    pub fn values(&self, name: &str) -> &[f32] {
+        values_of(&self.tensors, name).map_or(&[], Vec::as_slice)
+    }
+
+    /// The tensor named `name`, to change, if the model has one.
+    pub fn tensor_mut(&mut self, name: &str) -> Option<&mut Tensor> {
+        self.tensors.iter_mut().find(|t| t.name == name)
     }
 
     /// The FeatureMap a registry stores with the model: a `map` spec's fitted one. A hashed
@@ -173,46 +309,40 @@ impl ModelArtifact {
 
     /// Problems that make the artifact unservable, empty when it is consistent.
     pub fn problems(&self) -> Vec<String> {
-        let mut problems = shape_problems(
-            &self.meta,
-            self.weights.len(),
-            self.factors.len(),
-            self.feature_map.as_deref(),
-        );
-        if let Some(i) = self.weights.iter().position(|w| !w.is_finite()) {
-            problems.push(format!("weight {i} is not finite"));
-        }
-        if let Some(i) = self.factors.iter().position(|v| !v.is_finite()) {
-            problems.push(format!("factor {i} is not finite"));
+        let shapes = self.tensors.iter().map(|t| {
+            let fits = element_count(&t.shape) == Some(t.values.len());
+            (t.name.as_str(), t.shape.as_slice(), fits)
+        });
+        let mut problems = shape_problems(&self.meta, shapes, self.feature_map.as_deref());
+        for tensor in &self.tensors {
+            if let Some(i) = tensor.values.iter().position(|v| !v.is_finite()) {
+                problems.push(format!("value {i} of `{}` is not finite", tensor.name));
+            }
         }
         problems
     }
 
-    /// The model with its weights and factors rounded to q2.13 fixed point ([`crate::fixed`],
-    /// randomized rounding seeded by `seed`) and decoded back, as a model stored in 16 bits
-    /// per number would predict; with how many numbers were clipped to `[-4, 4)`.
+    /// The model with every tensor rounded to q2.13 fixed point ([`crate::fixed`], randomized
+    /// rounding seeded by `seed` and the tensor's position) and decoded back, as a model stored
+    /// in 16 bits per number would predict; with how many numbers were clipped to `[-4, 4)`.
     pub fn to_q213(&self, seed: u64) -> (ModelArtifact, usize) {
-        let round = |values: &[f32], seed| {
-            let (codes, clipped) = crate::fixed::quantize(values, seed);
-            (
-                codes.into_iter().map(crate::fixed::decode).collect(),
-                clipped,
-            )
-        };
-        let (weights, clipped_weights) = round(&self.weights, seed);
-        let (factors, clipped_factors) = round(&self.factors, seed ^ 1);
+        let mut clipped = 0;
         let mut model = self.clone();
-        model.weights = weights;
-        model.factors = factors;
-        (model, clipped_weights + clipped_factors)
+        for (i, tensor) in model.tensors.iter_mut().enumerate() {
+            let (codes, clipped_here) = crate::fixed::quantize(&tensor.values, seed ^ i as u64);
+            tensor.values = codes.into_iter().map(crate::fixed::decode).collect();
+            clipped += clipped_here;
+        }
+        (model, clipped)
     }
 
-    /// The model with its weights and factors rounded to 8 bits with a scale per group
-    /// ([`crate::int8`]) and decoded back, as a model served with `--weights int8` predicts.
+    /// The model with every tensor rounded to 8 bits with a scale per group ([`crate::int8`])
+    /// and decoded back, as a model served with `--weights int8` predicts.
     pub fn to_int8(&self) -> ModelArtifact {
         let mut model = self.clone();
-        model.weights = crate::int8::round_trip(&self.weights);
-        model.factors = crate::int8::round_trip(&self.factors);
+        for tensor in &mut model.tensors {
+            tensor.values = crate::int8::round_trip(&tensor.values);
+        }
         model
     }
 
@@ -228,44 +358,58 @@ impl ModelArtifact {
     }
 
     fn predict_values(&self, row: &[u32], values: impl RowValues) -> f32 {
+        let weights = self.values(WEIGHTS);
+        let factors = self.values(FACTORS);
+        // Whole rows of factors only: an inconsistent artifact scores linearly.
+        let factor_rows = match self.meta.architecture {
+            Architecture::FactorizationMachine { factors: k } if k > 0 => factors.len() / k,
+            _ => 0,
+        };
         score(
-            self.meta.kind,
+            &self.meta.architecture,
             row,
             values,
-            self.weights.len(),
-            |i| self.weights.get(i).copied(),
-            self.factors.as_slice(),
+            weights.len(),
+            |i| weights.get(i).copied(),
+            (factor_rows, factors),
         )
     }
 }
 
-/// The problems of an artifact's shape: its spec, the number of weights and factors, and its
-/// FeatureMap.
-pub(crate) fn shape_problems(
+/// The tensors `architecture` declares over `dimension` slots, holding `values` in order.
+fn with_values(
+    architecture: &Architecture,
+    dimension: usize,
+    values: impl IntoIterator<Item = Vec<f32>>,
+) -> Vec<Tensor> {
+    architecture
+        .tensors(dimension)
+        .into_iter()
+        .zip(values)
+        .map(|(spec, values)| Tensor::new(spec, values))
+        .collect()
+}
+
+/// The values of the tensor named `name` among `tensors`.
+fn values_of<'a, V>(tensors: &'a [Tensor<V>], name: &str) -> Option<&'a V> {
+    tensors.iter().find(|t| t.name == name).map(|t| &t.values)
+}
+
+/// The problems of an artifact's shape: its architecture and spec, its tensors (each with its
+/// name, shape, and whether its values fill that shape), and its FeatureMap.
+pub(crate) fn shape_problems<'a>(
     meta: &ModelMeta,
-    weights: usize,
-    factors: usize,
+    tensors: impl Iterator<Item = (&'a str, &'a [usize], bool)>,
     feature_map: Option<&FeatureMap>,
 ) -> Vec<String> {
     // A map spec is read against the schema its FeatureMap was fitted on (Criteo's in
     // artifacts written before declared schemas).
     let criteo = Schema::criteo();
     let schema = feature_map.map_or(&criteo, |map| &map.layout.schema);
-    let mut problems = meta.features.problems(schema);
-    if problems.is_empty() && weights != meta.features.dimension(schema) {
-        problems.push(format!(
-            "{weights} weights for a feature spec of dimension {}",
-            meta.features.dimension(schema)
-        ));
-    }
-    let expected_factors = match meta.kind {
-        ModelKind::LogisticRegression => 0,
-        ModelKind::FactorizationMachine { factors } => factors * weights,
-    };
-    if factors != expected_factors {
-        problems.push(format!(
-            "{factors} factors where the model kind needs {expected_factors}"
-        ));
+    let mut problems = meta.architecture.problems();
+    problems.extend(meta.features.problems(schema));
+    if problems.is_empty() {
+        problems.extend(tensor_problems(&meta.tensors(feature_map), tensors));
     }
     match feature_map {
         Some(map) => {
@@ -283,25 +427,61 @@ pub(crate) fn shape_problems(
     problems
 }
 
+/// How a model's tensors (name, shape, whether the values fill the shape) differ from those its
+/// architecture declares, in order.
+fn tensor_problems<'a>(
+    declared: &[TensorSpec],
+    tensors: impl Iterator<Item = (&'a str, &'a [usize], bool)>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut count = 0;
+    for (i, (name, shape, fits)) in tensors.enumerate() {
+        count += 1;
+        match declared.get(i) {
+            Some(spec) if spec.name != name => problems.push(format!(
+                "tensor {i} is `{name}` where the architecture declares `{}`",
+                spec.name
+            )),
+            Some(spec) if spec.shape != shape => problems.push(format!(
+                "`{name}` has shape {shape:?} where the architecture declares {:?}",
+                spec.shape
+            )),
+            Some(_) if !fits => problems.push(format!("`{name}`'s values do not fill its shape")),
+            Some(_) => {}
+            None => problems.push(format!(
+                "a tensor `{name}` the architecture does not declare"
+            )),
+        }
+    }
+    for spec in declared.iter().skip(count) {
+        problems.push(format!(
+            "no tensor `{}` (shape {:?}) where the architecture declares one",
+            spec.name, spec.shape
+        ));
+    }
+    problems
+}
+
 /// The click probability of a row: the linear margin over `dimension` weights (indices past it
 /// count as zero, and a factorization machine then scores the row linearly) plus, for a
-/// factorization machine, the pairwise margin.
-fn score(
-    kind: ModelKind,
+/// factorization machine, the pairwise margin over `factors` (its row count and rows).
+fn score<F: FactorRows + ?Sized>(
+    architecture: &Architecture,
     row: &[u32],
     values: impl RowValues,
     dimension: usize,
     weight: impl Fn(usize) -> Option<f32>,
-    factors: &(impl FactorRows + ?Sized),
+    (factor_rows, factors): (usize, &F),
 ) -> f32 {
-    let inside = row.iter().all(|&i| (i as usize) < dimension);
     let linear: f32 = row
         .iter()
         .enumerate()
         .map(|(k, &i)| weight(i as usize).map_or(0.0, |w| w * values.at(k)))
         .sum();
-    match kind {
-        ModelKind::FactorizationMachine { factors: k } if inside => {
+    match *architecture {
+        Architecture::FactorizationMachine { factors: k }
+            if factor_rows == dimension && row.iter().all(|&i| (i as usize) < dimension) =>
+        {
             let mut sums = Vec::with_capacity(k);
             sigmoid(linear + pairwise_margin(row, values, factors, k, &mut sums))
         }
@@ -309,18 +489,15 @@ fn score(
     }
 }
 
-/// A model version as serving holds it: the artifact's weights and factors in copy-on-write
-/// [`Table`]s, which share their unchanged chunks with the versions loaded before it
+/// A model version as serving holds it: the artifact's tensors in copy-on-write [`Table`]s,
+/// which share their unchanged chunks with the versions loaded before it
 /// ([`crate::Registry::load_served`]).
 #[derive(Clone, Debug)]
 pub struct ServedModel {
     /// The metadata.
     pub meta: ModelMeta,
-    /// One weight per feature slot.
-    pub weights: Table,
-    /// The latent factors of a factorization machine, a row per slot; empty for logistic
-    /// regression.
-    pub factors: Table,
+    /// The tensors, as `meta.architecture` declares them, each a table of its rows.
+    pub tensors: Vec<Tensor<Table>>,
     /// The fitted FeatureMap the rows of a `map` spec come from.
     pub feature_map: Option<Arc<FeatureMap>>,
 }
@@ -328,16 +505,23 @@ pub struct ServedModel {
 impl ServedModel {
     /// The served form of an artifact, in fresh blocks.
     pub fn from_artifact(artifact: &ModelArtifact) -> Self {
-        let width = match artifact.meta.kind {
-            ModelKind::LogisticRegression => 1,
-            ModelKind::FactorizationMachine { factors } => factors.max(1),
-        };
         ServedModel {
             meta: artifact.meta.clone(),
-            weights: Table::from_values(&artifact.weights, 1),
-            factors: Table::from_values(&artifact.factors, width),
+            tensors: artifact
+                .tensors
+                .iter()
+                .map(|t| {
+                    let width = row_width(&t.shape).unwrap_or(1).max(1);
+                    t.map(|values| Table::from_values(values, width))
+                })
+                .collect(),
             feature_map: artifact.feature_map.clone(),
         }
+    }
+
+    /// The table of the tensor named `name`, if the model has one.
+    pub fn table(&self, name: &str) -> Option<&Table> {
+        values_of(&self.tensors, name)
     }
 
     /// As [`ModelArtifact::predict_row`]: the same number, to the bit.
@@ -350,39 +534,51 @@ impl ServedModel {
     }
 
     fn predict_values(&self, row: &[u32], values: impl RowValues) -> f32 {
+        let empty = Table::from_values(&[], 1);
+        let weights = self.table(WEIGHTS).unwrap_or(&empty);
+        let factors = self.table(FACTORS).unwrap_or(&empty);
         score(
-            self.meta.kind,
+            &self.meta.architecture,
             row,
             values,
-            self.weights.rows(),
-            |i| self.weights.get(i),
-            &self.factors,
+            weights.rows(),
+            |i| weights.get(i),
+            (factors.rows(), factors),
         )
     }
 
-    /// The model with its weights and factors in q2.13 fixed point (16 bits a number), rounded
-    /// as [`ModelArtifact::to_q213`] rounds them, so it predicts exactly as that model does;
-    /// with how many numbers were clipped to `[-4, 4)`.
+    /// The model with every tensor in q2.13 fixed point (16 bits a number), rounded as
+    /// [`ModelArtifact::to_q213`] rounds them, so it predicts exactly as that model does; with
+    /// how many numbers were clipped to `[-4, 4)`.
     pub fn to_q213(&self, seed: u64) -> (ServedModel, usize) {
-        let (weights, clipped_weights) = self.weights.to_q213(seed);
-        let (factors, clipped_factors) = self.factors.to_q213(seed ^ 1);
-        let model = ServedModel {
-            meta: self.meta.clone(),
-            weights,
-            factors,
-            feature_map: self.feature_map.clone(),
-        };
-        (model, clipped_weights + clipped_factors)
+        let mut clipped = 0;
+        let tensors = self
+            .tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                t.map(|table| {
+                    let (table, clipped_here) = table.to_q213(seed ^ i as u64);
+                    clipped += clipped_here;
+                    table
+                })
+            })
+            .collect();
+        (self.with_tensors(tensors), clipped)
     }
 
-    /// The model with its weights and factors in 8-bit codes with a scale per group (about a
-    /// quarter of the bytes), rounded as [`ModelArtifact::to_int8`] rounds them, so it
-    /// predicts exactly as that model does.
+    /// The model with every tensor in 8-bit codes with a scale per group (about a quarter of
+    /// the bytes), rounded as [`ModelArtifact::to_int8`] rounds them, so it predicts exactly as
+    /// that model does.
     pub fn to_int8(&self) -> ServedModel {
+        let tensors = self.tensors.iter().map(|t| t.map(Table::to_int8)).collect();
+        self.with_tensors(tensors)
+    }
+
+    fn with_tensors(&self, tensors: Vec<Tensor<Table>>) -> ServedModel {
         ServedModel {
             meta: self.meta.clone(),
-            weights: self.weights.to_int8(),
-            factors: self.factors.to_int8(),
+            tensors,
             feature_map: self.feature_map.clone(),
         }
     }
@@ -390,29 +586,30 @@ impl ServedModel {
     /// Problems that make the model unservable, empty when it is consistent (as
     /// [`ModelArtifact::problems`]).
     pub fn problems(&self) -> Vec<String> {
-        let mut problems = shape_problems(
-            &self.meta,
-            self.weights.rows(),
-            self.factors.rows() * self.factors.width(),
-            self.feature_map.as_deref(),
-        );
-        if let Some(i) = self.weights.first_non_finite() {
-            problems.push(format!("weight {i} is not finite"));
-        }
-        if let Some(i) = self.factors.first_non_finite() {
-            problems.push(format!("factor {i} is not finite"));
+        let shapes = self.tensors.iter().map(|t| {
+            let fits = t.values.rows() == t.shape.first().copied().unwrap_or(1)
+                && Some(t.values.width()) == row_width(&t.shape);
+            (t.name.as_str(), t.shape.as_slice(), fits)
+        });
+        let mut problems = shape_problems(&self.meta, shapes, self.feature_map.as_deref());
+        for tensor in &self.tensors {
+            if let Some(i) = tensor.values.first_non_finite() {
+                problems.push(format!("value {i} of `{}` is not finite", tensor.name));
+            }
         }
         problems
     }
 
-    /// The memory of the weights and factors, and what of it `other` shares.
+    /// The memory of the tensors, and what of it `other`'s tensors of the same names share.
     pub fn memory(&self, other: Option<&ServedModel>) -> TableMemory {
-        let weights = self.weights.memory(other.map(|o| &o.weights));
-        let factors = self.factors.memory(other.map(|o| &o.factors));
-        TableMemory {
-            block_bytes: weights.block_bytes + factors.block_bytes,
-            patch_bytes: weights.patch_bytes + factors.patch_bytes,
-            shared_bytes: weights.shared_bytes + factors.shared_bytes,
+        let mut total = TableMemory::default();
+        for tensor in &self.tensors {
+            let theirs = other.and_then(|o| o.table(&tensor.name));
+            let memory = tensor.values.memory(theirs);
+            total.block_bytes += memory.block_bytes;
+            total.patch_bytes += memory.patch_bytes;
+            total.shared_bytes += memory.shared_bytes;
         }
+        total
     }
 }

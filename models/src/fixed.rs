@@ -112,7 +112,7 @@ mod tests {
         let model = learner.to_artifact("m", spec);
         let (fixed, clipped) = model.to_q213(3);
         assert_eq!(clipped, 0);
-        assert_ne!(fixed.weights, model.weights, "the weights were rounded");
+        assert_ne!(fixed.tensors, model.tensors, "the weights were rounded");
         for row in &rows {
             let ones = vec![1.0; row.len()];
             let (a, b) = (model.predict_row(row, &ones), fixed.predict_row(row, &ones));

@@ -1,6 +1,6 @@
 //! The online learners behind one interface: what the trainer and the benchmarks hold.
 
-use crate::artifact::{ModelArtifact, ModelKind};
+use crate::artifact::ModelArtifact;
 use crate::features::FeatureSpec;
 use crate::fm::{Fm, FmParams};
 use crate::fmap::Transition;
@@ -178,15 +178,14 @@ impl Learner {
     /// The model as an artifact (not yet published) named `name`, for rows made by `features`.
     pub fn to_artifact(&self, name: &str, features: FeatureSpec) -> ModelArtifact {
         match self {
-            Learner::Ftrl(m) => ModelArtifact::new(name, features, m.weights()),
-            Learner::Fm(m) => {
-                let mut artifact = ModelArtifact::new(name, features, m.weights());
-                artifact.meta.kind = ModelKind::FactorizationMachine {
-                    factors: m.params().factors,
-                };
-                artifact.factors = m.factors().to_vec();
-                artifact
-            }
+            Learner::Ftrl(m) => ModelArtifact::logistic_regression(name, features, m.weights()),
+            Learner::Fm(m) => ModelArtifact::factorization_machine(
+                name,
+                features,
+                m.weights(),
+                m.params().factors,
+                m.factors().to_vec(),
+            ),
         }
     }
 }

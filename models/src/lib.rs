@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod allreduce;
+pub mod architecture;
 pub mod artifact;
 pub mod criteo;
 pub mod decode;

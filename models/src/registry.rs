@@ -1,13 +1,15 @@
-//! The model registry on a directory: `DIR/<model>/v<version>/{meta.json, weights.safetensors}`,
-//! plus `featuremap.json` (the fitted FeatureMap, JSON) for a model of a `map` feature spec.
+//! The model registry on a directory: `DIR/<model>/v<version>/{meta.json, weights.safetensors}`
+//! (every tensor of the model, by name), plus `featuremap.json` (the fitted FeatureMap, JSON)
+//! for a model of a `map` feature spec.
 //!
 //! A version is written into a hidden temporary directory and renamed into place, so a reader
-//! sees a version completely or not at all; versions only grow. Loading checks the weights' and
-//! the FeatureMap's checksums, the weights' shape, that every weight is finite and that the
-//! FeatureMap was made from the model's spec.
+//! sees a version completely or not at all; versions only grow. Loading checks the tensors' and
+//! the FeatureMap's checksums, that the tensors are those the architecture declares, that every
+//! number is finite and that the FeatureMap was made from the model's spec.
 
+use crate::architecture::TensorSpec;
 use crate::artifact::{
-    shape_problems, FeatureMapMeta, ModelArtifact, ModelKind, ModelMeta, ServedModel,
+    shape_problems, FeatureMapMeta, ModelArtifact, ModelMeta, ServedModel, Tensor, FORMAT_VERSION,
 };
 use crate::error::{Error, Result};
 use crate::fmap::FeatureMap;
@@ -22,8 +24,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const META: &str = "meta.json";
 const WEIGHTS: &str = "weights.safetensors";
-const TENSOR: &str = "weights";
-const FACTORS: &str = "factors";
 const FEATURE_MAP: &str = "featuremap.json";
 
 /// A registry of model versions in a directory.
@@ -122,7 +122,8 @@ impl Registry {
         Ok(self.model_dir(name)?.join(format!("v{version:010}")))
     }
 
-    /// Publishes the artifact as the model's next version: fills in its version, checksum and
+    /// Publishes the artifact as the model's next version in this format ([`FORMAT_VERSION`]):
+    /// fills in its version, checksum and
     /// creation time, writes it atomically, and returns the version.
     ///
     /// # Errors
@@ -135,25 +136,24 @@ impl Registry {
             return Err(Error::invalid(&dir, problems.join("; ")));
         }
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let le_bytes =
-            |values: &[f32]| -> Vec<u8> { values.iter().flat_map(|v| v.to_le_bytes()).collect() };
-        let (weight_bytes, factor_bytes) =
-            (le_bytes(&artifact.weights), le_bytes(&artifact.factors));
-        let mut tensors = vec![(
-            TENSOR,
-            TensorView::new(Dtype::F32, vec![artifact.weights.len()], &weight_bytes)
-                .map_err(|e| Error::invalid(&dir, e.to_string()))?,
-        )];
-        if let ModelKind::FactorizationMachine { factors } = artifact.meta.kind {
-            let shape = vec![artifact.weights.len(), factors];
-            tensors.push((
-                FACTORS,
-                TensorView::new(Dtype::F32, shape, &factor_bytes)
-                    .map_err(|e| Error::invalid(&dir, e.to_string()))?,
-            ));
-        }
-        let encoded = safetensors::serialize(tensors, None)
-            .map_err(|e| Error::invalid(&dir, e.to_string()))?;
+        let bytes: Vec<Vec<u8>> = artifact
+            .tensors
+            .iter()
+            .map(|t| t.values.iter().flat_map(|v| v.to_le_bytes()).collect())
+            .collect();
+        let views = artifact
+            .tensors
+            .iter()
+            .zip(&bytes)
+            .map(|(tensor, bytes)| {
+                TensorView::new(Dtype::F32, tensor.shape.clone(), bytes)
+                    .map(|view| (tensor.name.as_str(), view))
+                    .map_err(|e| Error::invalid(&dir, e.to_string()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let encoded =
+            safetensors::serialize(views, None).map_err(|e| Error::invalid(&dir, e.to_string()))?;
+        artifact.meta.format_version = FORMAT_VERSION.to_owned();
         artifact.meta.weights_sha256 = hex(&Sha256::digest(&encoded));
         let feature_map = match artifact.fitted_feature_map() {
             Some(map) => {
@@ -208,34 +208,31 @@ impl Registry {
         if hex(&Sha256::digest(&encoded)) != meta.weights_sha256 {
             return Err(Error::invalid(&weights_path, "checksum mismatch"));
         }
-        let tensors = SafeTensors::deserialize(&encoded)
+        let stored = SafeTensors::deserialize(&encoded)
             .map_err(|e| Error::invalid(&weights_path, e.to_string()))?;
-        let read = |name: &str, rank: usize| -> Result<Vec<f32>> {
-            let tensor = tensors
-                .tensor(name)
-                .map_err(|e| Error::invalid(&weights_path, e.to_string()))?;
-            if tensor.dtype() != Dtype::F32 || tensor.shape().len() != rank {
-                return Err(Error::invalid(
-                    &weights_path,
-                    format!("`{name}` must be a {rank}-d f32 tensor"),
-                ));
-            }
-            Ok(tensor
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect())
-        };
-        let weights = read(TENSOR, 1)?;
-        let factors = match meta.kind {
-            ModelKind::LogisticRegression => Vec::new(),
-            ModelKind::FactorizationMachine { .. } => read(FACTORS, 2)?,
-        };
         let feature_map = read_feature_map(&dir, &meta)?;
+        let declared = meta.tensors(feature_map.as_deref());
+        check_stored_tensors(&declared, stored.names().into_iter())
+            .map_err(|reason| Error::invalid(&weights_path, reason))?;
+        let tensors = declared
+            .into_iter()
+            .map(|spec| {
+                let tensor = stored
+                    .tensor(&spec.name)
+                    .map_err(|e| Error::invalid(&weights_path, e.to_string()))?;
+                check_stored_shape(&spec, tensor.dtype(), tensor.shape())
+                    .map_err(|reason| Error::invalid(&weights_path, reason))?;
+                let values = tensor
+                    .data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                Ok(Tensor::new(spec, values))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let artifact = ModelArtifact {
             meta,
-            weights,
-            factors,
+            tensors,
             feature_map,
         };
         let problems = artifact.problems();
@@ -299,51 +296,39 @@ impl Registry {
             .map_err(|e| Error::io(&path, e))?;
         let header: safetensors::tensor::Metadata =
             serde_json::from_slice(&header).map_err(|e| invalid(e.to_string()))?;
-        let shape = |tensor: &str, rank: usize| -> Result<Vec<usize>> {
-            match header.info(tensor) {
-                Some(info) if info.dtype == Dtype::F32 && info.shape.len() == rank => {
-                    Ok(info.shape.clone())
-                }
-                _ => Err(invalid(format!("`{tensor}` must be a {rank}-d f32 tensor"))),
-            }
-        };
-        let dimension = shape(TENSOR, 1)?[0];
-        let width = match meta.kind {
-            ModelKind::LogisticRegression => 1,
-            ModelKind::FactorizationMachine { .. } => {
-                let factors = shape(FACTORS, 2)?;
-                if factors[0] != dimension || factors[1] == 0 {
-                    return Err(invalid(format!(
-                        "factors of shape {factors:?} for {dimension} weights"
-                    )));
-                }
-                factors[1]
-            }
-        };
-        let factor_rows = match meta.kind {
-            ModelKind::LogisticRegression => 0,
-            ModelKind::FactorizationMachine { .. } => dimension,
-        };
+        let declared = meta.tensors(feature_map.as_deref());
+        check_stored_tensors(&declared, header.offset_keys().iter().map(String::as_str))
+            .map_err(invalid)?;
+        for spec in &declared {
+            let info = header.info(&spec.name).expect("checked above");
+            check_stored_shape(spec, info.dtype, &info.shape).map_err(invalid)?;
+        }
         let problems = shape_problems(
             &meta,
-            dimension,
-            factor_rows * width,
+            declared
+                .iter()
+                .map(|spec| (spec.name.as_str(), spec.shape.as_slice(), true)),
             feature_map.as_deref(),
         );
         if !problems.is_empty() {
             return Err(Error::invalid(&dir, problems.join("; ")));
         }
-        let mut weights = TableBuilder::new(dimension, 1, base.map(|b| &b.weights), new_blocks);
-        let mut factors =
-            TableBuilder::new(factor_rows, width, base.map(|b| &b.factors), new_blocks);
+        let mut builders: Vec<TableBuilder> = declared
+            .iter()
+            .map(|spec| {
+                let width = spec.width().unwrap_or(1).max(1);
+                let base = base.and_then(|b| b.table(&spec.name));
+                TableBuilder::new(spec.rows(), width, base, new_blocks)
+            })
+            .collect();
         let mut bytes = Vec::new();
         let mut values = Vec::new();
-        for tensor in header.offset_keys() {
-            let (builder, what) = match tensor.as_str() {
-                TENSOR => (&mut weights, "weight"),
-                FACTORS if factor_rows > 0 => (&mut factors, "factor"),
-                other => return Err(invalid(format!("an unexpected tensor `{other}`"))),
-            };
+        for name in header.offset_keys() {
+            let i = declared
+                .iter()
+                .position(|spec| spec.name == name)
+                .expect("checked above");
+            let builder = &mut builders[i];
             while builder.next_len() > 0 {
                 let started = Instant::now();
                 let len = builder.next_len();
@@ -358,7 +343,7 @@ impl Registry {
                         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
                 );
                 builder.push(&values).map_err(|e| {
-                    Error::invalid(&dir, format!("{what} {} is not finite", e.index))
+                    Error::invalid(&dir, format!("value {} of `{name}` is not finite", e.index))
                 })?;
                 pace.rest_after(started.elapsed());
             }
@@ -375,8 +360,11 @@ impl Registry {
         }
         Ok(ServedModel {
             meta,
-            weights: weights.finish(),
-            factors: factors.finish(),
+            tensors: declared
+                .into_iter()
+                .zip(builders)
+                .map(|(spec, builder)| Tensor::new(spec, builder.finish()))
+                .collect(),
             feature_map,
         })
     }
@@ -496,6 +484,50 @@ impl LoadPace {
     }
 }
 
+/// Checks that a weights file holds the tensors `declared`, no more and no fewer: `stored`
+/// names its tensors.
+fn check_stored_tensors<'a>(
+    declared: &[TensorSpec],
+    stored: impl Iterator<Item = &'a str>,
+) -> std::result::Result<(), String> {
+    let mut count = 0;
+    for name in stored {
+        count += 1;
+        if !declared.iter().any(|spec| spec.name == name) {
+            return Err(format!(
+                "a tensor `{name}` the architecture does not declare"
+            ));
+        }
+    }
+    match declared.len() == count {
+        true => Ok(()),
+        false => Err(format!(
+            "{count} tensors where the architecture declares {} ({})",
+            declared.len(),
+            declared
+                .iter()
+                .map(|spec| format!("`{}`", spec.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+/// Checks a stored tensor's type and shape against its declaration.
+fn check_stored_shape(
+    spec: &TensorSpec,
+    dtype: Dtype,
+    shape: &[usize],
+) -> std::result::Result<(), String> {
+    match dtype == Dtype::F32 && shape == spec.shape {
+        true => Ok(()),
+        false => Err(format!(
+            "`{}` must be an f32 tensor of shape {:?} (it is {dtype:?} of {shape:?})",
+            spec.name, spec.shape
+        )),
+    }
+}
+
 /// The largest safetensors header read: ours is a few hundred bytes.
 const MAX_HEADER_BYTES: u64 = 1 << 20;
 
@@ -574,7 +606,7 @@ mod tests {
     use crate::features::FeatureSpec;
 
     fn artifact(weights: Vec<f32>) -> ModelArtifact {
-        ModelArtifact::new("ctr", FeatureSpec::Hashed { hash_bits: 3 }, weights)
+        ModelArtifact::logistic_regression("ctr", FeatureSpec::Hashed { hash_bits: 3 }, weights)
     }
 
     #[test]
@@ -598,13 +630,15 @@ mod tests {
     fn factorization_machines_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let registry = Registry::open(dir.path()).unwrap();
-        let mut fm = artifact(vec![0.25; 8]);
-        fm.meta.kind = ModelKind::FactorizationMachine { factors: 2 };
+        let spec = FeatureSpec::Hashed { hash_bits: 3 };
+        let factors = (0..16).map(|i| i as f32 / 10.0).collect::<Vec<_>>();
+        let mut fm =
+            ModelArtifact::factorization_machine("ctr", spec.clone(), vec![0.25; 8], 2, Vec::new());
         assert!(
             registry.publish(&mut fm.clone()).is_err(),
             "factors missing"
         );
-        fm.factors = (0..16).map(|i| i as f32 / 10.0).collect();
+        fm = ModelArtifact::factorization_machine("ctr", spec, vec![0.25; 8], 2, factors);
         registry.publish(&mut fm).unwrap();
         let loaded = registry.load_latest("ctr").unwrap();
         assert_eq!(loaded, fm);
@@ -619,7 +653,7 @@ mod tests {
         assert!(registry.publish(&mut artifact(vec![0.0; 7])).is_err());
         assert!(registry.publish(&mut artifact(vec![f32::NAN; 8])).is_err());
         assert!(matches!(
-            registry.publish(&mut ModelArtifact::new(
+            registry.publish(&mut ModelArtifact::logistic_regression(
                 "../x",
                 FeatureSpec::Hashed { hash_bits: 3 },
                 vec![0.0; 8]
@@ -661,7 +695,7 @@ mod tests {
         let weights: Vec<f32> = (0..layout.dimension)
             .map(|i| (i % 7) as f32 / 10.0)
             .collect();
-        let mut model = ModelArtifact::new("ctr", FeatureSpec::Map(spec), weights);
+        let mut model = ModelArtifact::logistic_regression("ctr", FeatureSpec::Map(spec), weights);
         assert!(
             registry.publish(&mut model.clone()).is_err(),
             "a map spec without its FeatureMap"
@@ -721,30 +755,29 @@ mod tests {
         let weights: Vec<f32> = (0..spec.dimension(&crate::Schema::criteo()))
             .map(|i| (i % 13) as f32 / 8.0)
             .collect();
-        let mut fm = ModelArtifact::new("ctr", spec.clone(), weights);
-        fm.meta.kind = ModelKind::FactorizationMachine { factors: 3 };
-        fm.factors = (0..3 * spec.dimension(&crate::Schema::criteo()))
+        let factors = (0..3 * spec.dimension(&crate::Schema::criteo()))
             .map(|i| (i % 7) as f32 / 16.0)
             .collect();
+        let mut fm = ModelArtifact::factorization_machine("ctr", spec.clone(), weights, 3, factors);
         registry.publish(&mut fm).unwrap();
         let first = registry
             .load_served("ctr", 1, None, LoadPace::default())
             .unwrap();
-        assert_eq!(first.weights.to_vec(), fm.weights);
-        assert_eq!(first.factors.to_vec(), fm.factors);
+        assert_eq!(tables(&first), tensors(&fm));
         assert_eq!(first.meta, fm.meta);
 
         // The next version changes a few weights and one slot's factors.
         let mut next = fm.clone();
-        next.weights[5] = 1.5;
-        next.weights[3 * CHUNK_ROWS + 1] = -0.25;
-        next.factors[3 * 70..3 * 71].copy_from_slice(&[0.5, -0.5, 0.75]);
+        let weights = &mut next.tensor_mut("weights").unwrap().values;
+        weights[5] = 1.5;
+        weights[3 * CHUNK_ROWS + 1] = -0.25;
+        next.tensor_mut("factors").unwrap().values[3 * 70..3 * 71]
+            .copy_from_slice(&[0.5, -0.5, 0.75]);
         registry.publish(&mut next).unwrap();
         let served = registry
             .load_served("ctr", 2, Some(&first), LoadPace::default())
             .unwrap();
-        assert_eq!(served.weights.to_vec(), next.weights);
-        assert_eq!(served.factors.to_vec(), next.factors);
+        assert_eq!(tables(&served), tensors(&next));
         let memory = served.memory(Some(&first));
         assert_eq!(memory.shared_bytes, memory.block_bytes, "{memory:?}");
         assert_eq!(memory.patch_bytes, 5 * 8, "{memory:?}");
@@ -778,7 +811,7 @@ mod tests {
             int8.predict_row(&rows, &values).to_bits(),
             want.predict_row(&rows, &values).to_bits()
         );
-        assert_ne!(want.weights, next.weights, "the weights were rounded");
+        assert_ne!(tensors(&want), tensors(&next), "the tensors were rounded");
 
         // A corrupt or non-finite version is refused, and the base is untouched.
         let weights = registry.version_dir("ctr", 2).unwrap().join(WEIGHTS);
@@ -803,7 +836,23 @@ mod tests {
         assert!(registry
             .load_served("ctr", 2, None, LoadPace::default())
             .is_err());
-        assert_eq!(first.weights.to_vec(), fm.weights);
+        assert_eq!(tables(&first), tensors(&fm));
+    }
+
+    /// A served model's tensors, by name, as plain values.
+    fn tables(model: &ServedModel) -> Vec<(String, Vec<f32>)> {
+        let tensors = model.tensors.iter();
+        tensors
+            .map(|t| (t.name.clone(), t.values.to_vec()))
+            .collect()
+    }
+
+    /// An artifact's tensors, by name.
+    fn tensors(model: &ModelArtifact) -> Vec<(String, Vec<f32>)> {
+        let tensors = model.tensors.iter();
+        tensors
+            .map(|t| (t.name.clone(), t.values.clone()))
+            .collect()
     }
 
     fn spec_without_last(spec: &crate::FeatureMapSpec) -> Vec<crate::fmap::TransformSpec> {

@@ -1,10 +1,13 @@
 //! Artifact format versions: a registry written before format versions (by commit 3831231,
-//! `testdata/registry-format-1.0`) still loads and scores; a new artifact records the format it
-//! was written in; one of a newer major version is refused with a message that says so.
+//! `testdata/registry-format-1.0`) and one written in format 2.0, before architecture
+//! descriptors (by commit 3486e1f, `testdata/registry-format-2.0`), still load and score as
+//! they did; a new artifact records the format it was written in and its architecture; one of a
+//! newer major version is refused with a message that says so.
 
+use millrace_models::architecture::Architecture;
 use millrace_models::artifact::FORMAT_VERSION;
 use millrace_models::fmap::{Parser, TransformCounts};
-use millrace_models::{EventBatch, Registry};
+use millrace_models::{EventBatch, LoadPace, Registry, ServedModel};
 use std::path::Path;
 
 fn old_registry() -> Registry {
@@ -16,8 +19,12 @@ fn old_registry() -> Registry {
 fn an_artifact_written_before_format_versions_loads_and_scores() {
     let artifact = old_registry().load("ctr", 1).unwrap();
     assert_eq!(artifact.meta.format_version, "1.0");
-    assert_eq!(artifact.weights.len(), 1024);
-    assert_eq!(artifact.factors.len(), 8 * 1024);
+    assert_eq!(
+        artifact.meta.architecture,
+        Architecture::FactorizationMachine { factors: 8 }
+    );
+    assert_eq!(artifact.values("weights").len(), 1024);
+    assert_eq!(artifact.values("factors").len(), 8 * 1024);
     // Its rows come from the hashed spec's FeatureMap, and score as the first generation's
     // code scored them (`scores.tsv`: the bits of each probability, then the event's line).
     let map = artifact
@@ -63,30 +70,127 @@ fn new_artifacts_record_their_format_and_newer_majors_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let old = old_registry().load("ctr", 1).unwrap();
     let registry = Registry::open(dir.path()).unwrap();
-    let mut artifact =
-        millrace_models::ModelArtifact::new("ctr", old.meta.features.clone(), old.weights.clone());
+    let mut artifact = millrace_models::ModelArtifact::logistic_regression(
+        "ctr",
+        old.meta.features.clone(),
+        old.values("weights").to_vec(),
+    );
     let version = registry.publish(&mut artifact).unwrap();
     let meta_path = dir.path().join(format!("ctr/v{version:010}/meta.json"));
     let text = std::fs::read_to_string(&meta_path).unwrap();
     let mut meta: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(meta["format_version"], FORMAT_VERSION);
+    assert_eq!(
+        meta["architecture"],
+        serde_json::json!({"type": "logistic_regression"})
+    );
     assert_eq!(registry.load("ctr", version).unwrap().meta, artifact.meta);
+
+    // A format 3 artifact names its architecture, not a `kind`; formats 1 and 2 the other way.
+    let mut with_kind = meta.clone();
+    with_kind["kind"] = "logistic_regression".into();
+    std::fs::write(&meta_path, with_kind.to_string()).unwrap();
+    let error = registry.load("ctr", version).unwrap_err().to_string();
+    assert!(
+        error.contains("names the model's `architecture`"),
+        "{error}"
+    );
+    with_kind["format_version"] = "2.0".into();
+    std::fs::write(&meta_path, with_kind.to_string()).unwrap();
+    let error = registry.load("ctr", version).unwrap_err().to_string();
+    assert!(error.contains("names the model's `kind`"), "{error}");
 
     // A newer minor version loads; a newer major one, with a key this reader does not know,
     // is refused for its version, not for the key.
-    meta["format_version"] = "2.9".into();
+    meta["format_version"] = "3.9".into();
     std::fs::write(&meta_path, meta.to_string()).unwrap();
     assert!(registry.load("ctr", version).is_ok());
-    meta["format_version"] = "3.0".into();
-    meta["architecture"] = "dcn-v3".into();
+    meta["format_version"] = "4.0".into();
+    meta["graph"] = "dcn-v3".into();
     std::fs::write(&meta_path, meta.to_string()).unwrap();
     let error = registry.load("ctr", version).unwrap_err().to_string();
     assert!(
-        error.contains("format version \"3.0\" is newer than this reader's 2.0"),
+        error.contains("format version \"4.0\" is newer than this reader's 3.0"),
         "{error}"
     );
     meta["format_version"] = "three".into();
     std::fs::write(&meta_path, meta.to_string()).unwrap();
     let error = registry.load("ctr", version).unwrap_err().to_string();
     assert!(error.contains("must be MAJOR.MINOR"), "{error}");
+}
+
+#[test]
+fn an_artifact_of_format_2_loads_and_scores_as_it_did() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata/registry-format-2.0");
+    let registry = Registry::open(&dir).unwrap();
+    let artifact = registry.load("ads", 1).unwrap();
+    assert_eq!(artifact.meta.format_version, "2.0");
+    assert_eq!(
+        artifact.meta.architecture,
+        Architecture::FactorizationMachine { factors: 4 }
+    );
+    let names: Vec<_> = artifact.tensors.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["weights", "factors"]);
+    let served = registry
+        .load_served("ads", 1, None, LoadPace::default())
+        .unwrap();
+    assert_eq!(served.meta, artifact.meta);
+
+    // The schema travels with the artifact: serving reads instances by its field names.
+    let map = artifact.feature_map.clone().expect("a fitted FeatureMap");
+    let fields: Vec<_> = map
+        .layout
+        .schema
+        .fields
+        .iter()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(fields, ["site", "device", "price"]);
+
+    // `scores.tsv`: the bits of each probability that commit's `serve` answered, then the
+    // instance.
+    let scores = std::fs::read_to_string(dir.join("scores.tsv")).unwrap();
+    let mut parser = Parser::new(&map.layout);
+    let mut batch = EventBatch::new(map.layout.schema.fields.len());
+    let mut expected = Vec::new();
+    for line in scores.lines() {
+        let (bits, instance) = line.split_once('\t').unwrap();
+        expected.push(bits.parse::<u32>().unwrap());
+        parser.parse_json_text(instance, 0, &mut batch).unwrap();
+    }
+    let rows = map.transform(&batch, &mut TransformCounts::default());
+    assert_eq!(expected.len(), 9);
+    for (i, bits) in expected.into_iter().enumerate() {
+        let (indices, values) = rows.row(i);
+        assert_eq!(
+            artifact.predict_row(indices, values).to_bits(),
+            bits,
+            "instance {i}"
+        );
+        assert_eq!(
+            served.predict_row(indices, values).to_bits(),
+            bits,
+            "instance {i}"
+        );
+        let fresh = ServedModel::from_artifact(&artifact);
+        assert_eq!(
+            fresh.predict_row(indices, values).to_bits(),
+            bits,
+            "instance {i}"
+        );
+    }
+
+    // Published again, it is written in this format with its architecture, and loads the same.
+    let copy = tempfile::tempdir().unwrap();
+    let mut again = artifact.clone();
+    let version = Registry::open(copy.path())
+        .unwrap()
+        .publish(&mut again)
+        .unwrap();
+    let reloaded = Registry::open(copy.path())
+        .unwrap()
+        .load("ads", version)
+        .unwrap();
+    assert_eq!(reloaded.meta.format_version, FORMAT_VERSION);
+    assert_eq!(reloaded.tensors, artifact.tensors);
 }

@@ -686,7 +686,7 @@ fn the_trainer_follows_featuremap_versions_with_1_2_and_4_workers() {
         assert_eq!(model.meta.trained_events, *learned);
         let stored = model.feature_map.as_ref().unwrap();
         assert_eq!(stored.version, *map_version, "model version {version}");
-        assert_eq!(&model.weights, weights, "model version {version}");
+        assert_eq!(model.values("weights"), weights, "model version {version}");
     }
     assert_eq!(
         registry.load("ctr", 1).unwrap().feature_map.as_deref(),

@@ -4,8 +4,9 @@
 use millrace_models::fmap::{Parser, TransformCounts};
 use millrace_models::synth::CriteoGenerator;
 use millrace_models::{
-    artifact::ModelKind, exact_auc, CsrBatch, DeadLetter, EventBatch, FeatureMap, FeatureSpec, Fm,
-    FmParams, Ftrl, FtrlParams, Learner, LearnerParams, Position, RawRecord, Registry, Schema,
+    architecture::Architecture, exact_auc, CsrBatch, DeadLetter, EventBatch, FeatureMap,
+    FeatureSpec, Fm, FmParams, Ftrl, FtrlParams, Learner, LearnerParams, Position, RawRecord,
+    Registry, Schema,
 };
 use millrace_operators::{
     ingest_partitions, Deliver, EventTime, Featurize, FeaturizeStats, ParseEvents, PartitionReader,
@@ -296,11 +297,11 @@ fn parse_and_train_with_1_2_and_4_workers_match_the_batch_computation() {
         );
         if workers == 1 {
             // One worker learns in the batch order: the same model, bit for bit.
-            assert_eq!(last.weights, batch.weights());
+            assert_eq!(last.values("weights"), batch.weights());
         } else {
             // Several synchronized workers average their changes and learn more slowly on so
             // few rows (the convergence test below runs enough to compare closely).
-            let auc = score(&last.weights);
+            let auc = score(last.values("weights"));
             assert!(
                 (auc - batch_auc).abs() < 0.03,
                 "{workers} workers: auc {auc} vs batch {batch_auc}"
@@ -327,8 +328,8 @@ fn a_factorization_machine_trains_through_the_dataflow_like_in_batch() {
     let (trainer, _, _, _) = run_dataflow(1, &records, &registry, LearnerParams::Fm(params));
     let model = registry.load_latest("ctr").unwrap();
     assert_eq!(
-        model.meta.kind,
-        ModelKind::FactorizationMachine {
+        model.meta.architecture,
+        Architecture::FactorizationMachine {
             factors: params.factors
         }
     );
@@ -336,8 +337,8 @@ fn a_factorization_machine_trains_through_the_dataflow_like_in_batch() {
         model.meta.trained_events,
         trainer.learned.load(Ordering::Relaxed)
     );
-    assert_eq!(model.weights, batch.weights());
-    assert_eq!(model.factors, batch.factors());
+    assert_eq!(model.values("weights"), batch.weights());
+    assert_eq!(model.values("factors"), batch.factors());
 }
 
 /// Trains on generated events `0..rows` (seed 21) dealt round-robin to `workers` workers,

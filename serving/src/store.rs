@@ -393,7 +393,10 @@ impl ModelStore {
             .map(|v| &v.model)
             .filter(|_| self.precision == Precision::F32);
         let pace = LoadPace {
-            new_blocks: base.map_or(0, |b| b.weights.rows().div_ceil(CHUNK_ROWS).div_ceil(8)),
+            new_blocks: base.map_or(0, |b| {
+                let rows = b.tensors.iter().map(|t| t.values.rows()).max();
+                rows.unwrap_or(0).div_ceil(CHUNK_ROWS).div_ceil(8)
+            }),
             cpu_share: self.load_cpu_share,
         };
         let loaded = self

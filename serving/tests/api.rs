@@ -8,7 +8,7 @@ use std::sync::Arc;
 const SPEC: FeatureSpec = FeatureSpec::Hashed { hash_bits: 8 };
 
 fn publish(registry: &Registry, weight: f32) -> u64 {
-    let mut artifact = ModelArtifact::new(
+    let mut artifact = ModelArtifact::logistic_regression(
         "ctr",
         SPEC,
         vec![weight; SPEC.dimension(&millrace_models::Schema::criteo())],
@@ -34,7 +34,7 @@ fn serve_map_model(
     map: millrace_models::FeatureMap,
     weights: Vec<f32>,
 ) -> (tempfile::TempDir, Arc<ModelStore>) {
-    let mut artifact = ModelArtifact::new("ctr", FeatureSpec::Map(spec), weights);
+    let mut artifact = ModelArtifact::logistic_regression("ctr", FeatureSpec::Map(spec), weights);
     artifact.feature_map = Some(Arc::new(map));
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::open(dir.path()).unwrap();
@@ -335,7 +335,7 @@ async fn rounded_weights_answer_as_the_rounded_model_in_less_memory() {
     let weights: Vec<f32> = (0..SPEC.dimension(&millrace_models::Schema::criteo()))
         .map(|i| ((i % 37) as f32 - 18.0) / 300.0)
         .collect();
-    let mut artifact = ModelArtifact::new("ctr", SPEC, weights);
+    let mut artifact = ModelArtifact::logistic_regression("ctr", SPEC, weights);
     registry.publish(&mut artifact).unwrap();
     let store = |precision| {
         let store = Arc::new(ModelStore::new(registry.clone()).with_precision(precision));

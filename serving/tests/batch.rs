@@ -16,7 +16,7 @@ fn publish(registry: &Registry, shift: usize) -> u64 {
     let weights = (0..SPEC.dimension(&millrace_models::Schema::criteo()))
         .map(|i| (((i + shift) % 37) as f32 - 18.0) / 300.0)
         .collect();
-    let mut artifact = ModelArtifact::new("ctr", SPEC, weights);
+    let mut artifact = ModelArtifact::logistic_regression("ctr", SPEC, weights);
     registry.publish(&mut artifact).unwrap()
 }
 

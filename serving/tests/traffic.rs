@@ -16,7 +16,7 @@ const TOKEN: &str = "s3cret-token";
 fn publish(registry: &Registry) -> u64 {
     let next = registry.latest("ctr").unwrap().unwrap_or(0) + 1;
     let weight = next as f32 / 100.0;
-    let mut artifact = ModelArtifact::new(
+    let mut artifact = ModelArtifact::logistic_regression(
         "ctr",
         SPEC,
         vec![weight; SPEC.dimension(&millrace_models::Schema::criteo())],

@@ -4,8 +4,9 @@
 //! The topic has one partition; every message has a key, and compaction keeps each key's newest
 //! value:
 //!
-//! - `chunk/{model}/{tensor}/{i}`: chunk `i` of a tensor (`weights` or `factors`):
-//!   [`CHUNK_ROWS`] rows (the last chunk fewer), little-endian `f32`;
+//! - `chunk/{model}/{tensor}/{i}`: chunk `i` of a tensor (by the name its architecture gives
+//!   it: `weights`, `factors`, …): [`CHUNK_ROWS`] rows (the last chunk fewer), little-endian
+//!   `f32`;
 //! - `fmap/{model}/{i}`: piece `i` of the FeatureMap's JSON, [`PIECE_BYTES`] each;
 //! - `manifest/{model}`: the version's metadata and the XXH3-128 of every chunk and piece.
 //!
@@ -18,7 +19,8 @@
 use crate::error::{kafka, Error, Result};
 use crate::kafka::admin::create_new_topics;
 use crate::kafka::config::client_config;
-use millrace_models::artifact::ModelKind;
+use millrace_models::architecture::row_width;
+use millrace_models::artifact::Tensor;
 use millrace_models::table::{Table, CHUNK_ROWS};
 use millrace_models::{LoadPace, ModelArtifact, ModelMeta, ServedModel, VersionSource};
 use rdkafka::admin::{NewTopic, TopicReplication};
@@ -190,26 +192,21 @@ impl RegistryPublisher {
     pub fn publish(&mut self, artifact: &ModelArtifact) -> Result<Published> {
         let name = &artifact.meta.name;
         let mut published = Published::default();
-        let width = match artifact.meta.kind {
-            ModelKind::LogisticRegression => 1,
-            ModelKind::FactorizationMachine { factors } => factors,
-        };
-        let mut tensors = vec![("weights", &artifact.weights, 1)];
-        if !artifact.factors.is_empty() {
-            tensors.push(("factors", &artifact.factors, width));
-        }
         let failed_before = self.failures.load(Ordering::Relaxed);
         let mut manifest = Manifest {
             meta: artifact.meta.clone(),
             tensors: Vec::new(),
             feature_map: Vec::new(),
         };
-        for (tensor, values, width) in tensors {
+        for tensor in &artifact.tensors {
+            let values = &tensor.values;
+            let rows = tensor.shape.first().copied().unwrap_or(1);
+            let width = row_width(&tensor.shape).unwrap_or(1).max(1);
             let mut chunks = Vec::new();
             for (i, chunk) in values.chunks(CHUNK_ROWS * width).enumerate() {
                 let bytes = le_bytes(chunk);
                 let hash = digest(&bytes);
-                let key = format!("chunk/{name}/{tensor}/{i}");
+                let key = format!("chunk/{name}/{}/{i}", tensor.name);
                 if self.sent.get(&key) != Some(&hash) {
                     self.send(key.clone(), &bytes, &mut published)?;
                     self.sent.insert(key, hash.clone());
@@ -219,8 +216,8 @@ impl RegistryPublisher {
                 chunks.push(hash);
             }
             manifest.tensors.push(TensorManifest {
-                name: tensor.to_owned(),
-                rows: values.len() / width,
+                name: tensor.name.clone(),
+                rows,
                 width,
                 chunks,
             });
@@ -254,9 +251,10 @@ impl RegistryPublisher {
     }
 }
 
-/// A tensor's rows, width and blocks.
+/// A tensor's name, rows, width and blocks.
 #[derive(Debug)]
 struct Blocks {
+    name: String,
     rows: usize,
     width: usize,
     blocks: Vec<Arc<[f32]>>,
@@ -266,7 +264,7 @@ struct Blocks {
 #[derive(Debug)]
 struct Snapshot {
     meta: ModelMeta,
-    /// The weights, then the factors.
+    /// The tensors, in the manifest's order.
     tensors: Vec<Blocks>,
     feature_map: Option<Vec<u8>>,
 }
@@ -352,6 +350,7 @@ impl Seen {
                 }
             }
             tensors.push(Blocks {
+                name: tensor.name.clone(),
                 rows: tensor.rows,
                 width: tensor.width,
                 blocks,
@@ -504,18 +503,6 @@ impl VersionSource for KafkaVersions {
         let snapshot = self
             .snapshot(name, version)
             .ok_or_else(|| millrace_models::Error::NoVersion(format!("{name} v{version}")))?;
-        let mut tables = Vec::new();
-        for tensor in &snapshot.tensors {
-            tables.push(
-                Table::from_blocks(tensor.rows, tensor.width, tensor.blocks.clone())
-                    .map_err(|e| self.invalid(name, version, e))?,
-            );
-        }
-        let mut tables = tables.into_iter();
-        let weights = tables
-            .next()
-            .ok_or_else(|| self.invalid(name, version, "no weights"))?;
-        let factors = tables.next().unwrap_or_default();
         let feature_map = match (&snapshot.feature_map, &snapshot.meta.feature_map) {
             (Some(json), Some(stored)) => Some(Arc::new(
                 stored
@@ -525,10 +512,32 @@ impl VersionSource for KafkaVersions {
             (None, None) => snapshot.meta.features.unfitted_map(),
             _ => return Err(self.invalid(name, version, "FeatureMap missing or unexpected")),
         };
+        let declared = snapshot.meta.tensors(feature_map.as_deref());
+        if declared.len() != snapshot.tensors.len() {
+            return Err(self.invalid(
+                name,
+                version,
+                format!(
+                    "{} tensors where the architecture declares {}",
+                    snapshot.tensors.len(),
+                    declared.len()
+                ),
+            ));
+        }
+        let mut tensors = Vec::with_capacity(declared.len());
+        for spec in declared {
+            let stored = snapshot
+                .tensors
+                .iter()
+                .find(|t| t.name == spec.name)
+                .ok_or_else(|| self.invalid(name, version, format!("no tensor `{}`", spec.name)))?;
+            let table = Table::from_blocks(stored.rows, stored.width, stored.blocks.clone())
+                .map_err(|e| self.invalid(name, version, e))?;
+            tensors.push(Tensor::new(spec, table));
+        }
         let model = ServedModel {
             meta: snapshot.meta.clone(),
-            weights,
-            factors,
+            tensors,
             feature_map,
         };
         let problems = model.problems();

@@ -70,11 +70,10 @@ fn serving_follows_the_topic_and_shares_unchanged_chunks() {
     let weights: Vec<f32> = (0..spec.dimension(&millrace_models::Schema::criteo()))
         .map(|i| (i % 11) as f32 / 16.0)
         .collect();
-    let mut fm = ModelArtifact::new("ctr", spec.clone(), weights);
-    fm.meta.kind = ModelKind::FactorizationMachine { factors: 2 };
-    fm.factors = (0..2 * spec.dimension(&millrace_models::Schema::criteo()))
+    let factors = (0..2 * spec.dimension(&millrace_models::Schema::criteo()))
         .map(|i| (i % 5) as f32 / 8.0)
         .collect();
+    let fm = ModelArtifact::factorization_machine("ctr", spec.clone(), weights, 2, factors);
     let first = trainer.publish(&mut fm.clone());
     assert_eq!((first.chunks_sent, first.chunks), (8, 8), "{first:?}");
 
@@ -83,20 +82,19 @@ fn serving_follows_the_topic_and_shares_unchanged_chunks() {
     let v1 = source
         .load_served("ctr", 1, None, LoadPace::default())
         .unwrap();
-    assert_eq!(v1.weights.to_vec(), fm.weights);
-    assert_eq!(v1.factors.to_vec(), fm.factors);
+    assert_eq!(tables(&v1), tensors(&fm));
 
     // Version 2 changes one weight chunk: only that chunk travels, and the reader's version 2
     // shares every other block with version 1.
     let mut next = fm.clone();
-    next.weights[2 * CHUNK_ROWS + 3] = -1.0;
+    next.tensor_mut("weights").unwrap().values[2 * CHUNK_ROWS + 3] = -1.0;
     let sent = trainer.publish(&mut next);
     assert_eq!(sent.chunks_sent, 1, "{sent:?}");
     wait_for(&source, "ctr", 2);
     let v2 = source
         .load_served("ctr", 2, None, LoadPace::default())
         .unwrap();
-    assert_eq!(v2.weights.to_vec(), next.weights);
+    assert_eq!(tables(&v2), tensors(&next));
     let memory = v2.memory(Some(&v1));
     assert_eq!(memory.block_bytes - memory.shared_bytes, CHUNK_ROWS * 4);
     // A hashed model's FeatureMap does not travel; the reader makes it again.
@@ -120,7 +118,23 @@ fn serving_follows_the_topic_and_shares_unchanged_chunks() {
     let again = late
         .load_served("ctr", 2, None, LoadPace::default())
         .unwrap();
-    assert_eq!(again.weights.to_vec(), next.weights);
+    assert_eq!(tables(&again), tensors(&next));
+}
+
+/// A served model's tensors, by name, as plain values.
+fn tables(model: &ServedModel) -> Vec<(String, Vec<f32>)> {
+    let tensors = model.tensors.iter();
+    tensors
+        .map(|t| (t.name.clone(), t.values.to_vec()))
+        .collect()
+}
+
+/// An artifact's tensors, by name.
+fn tensors(model: &ModelArtifact) -> Vec<(String, Vec<f32>)> {
+    let tensors = model.tensors.iter();
+    tensors
+        .map(|t| (t.name.clone(), t.values.clone()))
+        .collect()
 }
 
 #[test]
@@ -128,7 +142,7 @@ fn incomplete_and_invalid_versions_are_not_served() {
     let topic = topic("registry-bad");
     let mut trainer = Trainer::new(&topic);
     let spec = FeatureSpec::Hashed { hash_bits: 8 };
-    let mut good = ModelArtifact::new(
+    let mut good = ModelArtifact::logistic_regression(
         "ctr",
         spec.clone(),
         vec![0.5; spec.dimension(&millrace_models::Schema::criteo())],
@@ -208,7 +222,7 @@ fn models_of_a_map_spec_carry_their_feature_map_over_the_topic() {
     let weights: Vec<f32> = (0..layout.dimension)
         .map(|i| (i % 9) as f32 / 10.0)
         .collect();
-    let mut model = ModelArtifact::new("ctr", FeatureSpec::Map(spec), weights);
+    let mut model = ModelArtifact::logistic_regression("ctr", FeatureSpec::Map(spec), weights);
     model.feature_map = Some(Arc::new(map));
 
     let topic = topic("registry-map");

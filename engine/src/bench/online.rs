@@ -207,7 +207,7 @@ pub fn online(
     let artifact = kept
         .as_ref()
         .map(|_| trained.learner.to_artifact("bench", model.features.clone()));
-    let numbers = |m: &ModelArtifact| (m.weights.len() + m.factors.len()) as u64;
+    let numbers = |m: &ModelArtifact| m.tensors.iter().map(|t| t.values.len() as u64).sum::<u64>();
     let f32_bytes = artifact.as_ref().map_or(0, |m| numbers(m) * 4);
     let rounded = |kept: &[CsrBatch], rounded: &ModelArtifact, bytes: u64, clipped: usize| {
         let (mut loss, mut preds) = (LogLoss::default(), Vec::new());
@@ -240,14 +240,11 @@ pub fn online(
         .zip(kept.as_deref())
         .filter(|_| config.int8)
         .map(|(artifact, kept)| {
-            let groups = artifact
-                .weights
-                .len()
-                .div_ceil(millrace_models::int8::GROUP)
-                + artifact
-                    .factors
-                    .len()
-                    .div_ceil(millrace_models::int8::GROUP);
+            let groups: usize = artifact
+                .tensors
+                .iter()
+                .map(|t| t.values.len().div_ceil(millrace_models::int8::GROUP))
+                .sum();
             let bytes = numbers(artifact) + groups as u64 * 4;
             rounded(kept, &artifact.to_int8(), bytes, 0)
         });
