@@ -8,7 +8,7 @@
 use crate::rows::instance_rows;
 use crate::store::{LoadedVersion, ServingStats};
 use millrace_models::fmap::TransformCounts;
-use millrace_models::ServedModel;
+use millrace_models::{CsrBatch, ServedModel};
 use serde_json::value::RawValue;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -50,27 +50,18 @@ fn predict(model: &ServedModel, row: &Row) -> f32 {
 }
 
 /// The rows of `instances` (all misses of the cache) under `version`'s FeatureMap, read by its
-/// parser.
+/// parser, one per instance.
 fn transform(
     version: &LoadedVersion,
     instances: &[&RawValue],
     counts: &mut TransformCounts,
-) -> Result<Vec<Row>, String> {
+) -> Result<CsrBatch, String> {
     // A loaded model always has its FeatureMap, and so its parser.
     let (Some(map), Some(parser)) = (&version.model.feature_map, &version.parser) else {
         return Err("the model has no FeatureMap to make its rows".to_owned());
     };
     let texts: Vec<&str> = instances.iter().map(|raw| raw.get()).collect();
-    let rows = instance_rows(map, parser.clone(), &texts, counts).map_err(|e| e.to_string())?;
-    Ok((0..rows.len())
-        .map(|i| {
-            let (indices, values) = rows.row(i);
-            Row {
-                indices: indices.into(),
-                values: values.into(),
-            }
-        })
-        .collect())
+    instance_rows(map, parser.clone(), &texts, counts).map_err(|e| e.to_string())
 }
 
 /// The predictions of `version` for JSON `instances`, through its cache of rows when it has
@@ -88,9 +79,17 @@ pub(crate) fn score(
 ) -> Result<Vec<f32>, String> {
     let model = &version.model;
     let Some(cache) = version.rows.as_ref() else {
+        // No cache: each row is scored where the transform wrote it.
         let all: Vec<&RawValue> = instances.iter().map(|raw| &**raw).collect();
         return transform(version, &all, counts)
-            .map(|rows| rows.iter().map(|row| predict(model, row)).collect())
+            .map(|rows| {
+                (0..rows.len())
+                    .map(|i| {
+                        let (indices, values) = rows.row(i);
+                        model.predict_row(indices, values)
+                    })
+                    .collect()
+            })
             .map_err(|e| name_instance(e, &(0..instances.len()).collect::<Vec<_>>()));
     };
     let mut predictions = vec![0.0; instances.len()];
@@ -117,7 +116,12 @@ pub(crate) fn score(
     }
     if !missed.is_empty() {
         let rows = transform(version, &missed, counts).map_err(|e| name_instance(e, &positions))?;
-        for ((row, key), i) in rows.into_iter().zip(keys).zip(positions) {
+        for (k, (key, i)) in keys.into_iter().zip(positions).enumerate() {
+            let (indices, values) = rows.row(k);
+            let row = Row {
+                indices: indices.into(),
+                values: values.into(),
+            };
             predictions[i] = predict(model, &row);
             cache.0.insert(key, Arc::new(row));
         }
