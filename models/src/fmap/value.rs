@@ -550,9 +550,13 @@ impl Parser {
             return general(self, batch);
         };
         let mut row: Vec<Option<&RawValue>> = vec![None; self.shape.modes.len()];
+        let mut next = 0;
         for (key, raw) in entries {
-            match self.shape.index.get(key.as_ref()).copied() {
-                Some(field) if reads_in_place(raw) => row[field] = Some(raw),
+            match self.field_named(&key, next) {
+                Some(field) if reads_in_place(raw) => {
+                    row[field] = Some(raw);
+                    next = field + 1;
+                }
                 None if self.is_other_column(&key)
                     && !self.leads_to_field(&key)
                     && reads_in_place(raw) => {}
@@ -562,6 +566,16 @@ impl Parser {
             }
         }
         self.push_instance(row, time_ms, batch, Self::raw_value)
+    }
+
+    /// The feature field named `key`: `guess` when it is the one (instances mostly list their
+    /// fields in the schema's order, so the field after the last one found is tried first),
+    /// else through the index.
+    fn field_named(&self, key: &str, guess: usize) -> Option<usize> {
+        match self.shape.names.get(guess) {
+            Some(name) if name == key => Some(guess),
+            _ => self.shape.index.get(key).copied(),
+        }
     }
 
     /// Whether `key` is an object on the way to a dotted feature field.
