@@ -27,6 +27,8 @@ test:
 	@scripts/setup.sh --with-broker
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets $(CHECK_FEATURES) -- -D warnings
+	scripts/module-circles.py
+	scripts/serving-deps-check.sh
 	cargo build --workspace --all-targets $(CHECK_FEATURES)
 	trap 'scripts/test-broker.sh stop; scripts/test-s3.sh stop' EXIT; scripts/test-broker.sh start && scripts/test-s3.sh start && cargo test --workspace --all-targets $(CHECK_FEATURES) && cargo test --workspace --doc $(CHECK_FEATURES)
 	scripts/embedded-broker-check.sh
@@ -35,6 +37,8 @@ test:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets $(CHECK_FEATURES) -- -D warnings
+	scripts/module-circles.py
+	scripts/serving-deps-check.sh
 
 ## `millrace bench online` on the Criteo sample and on 1M generated rows (perf/online.sh).
 bench-online: setup

@@ -15,6 +15,7 @@
 
 use crate::error::{Error, Result};
 use millrace_operators::checkpoint::{Checkpoint, PartState, Persist};
+use millrace_operators::BoxError;
 use rocksdb::{Options, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -269,7 +270,7 @@ impl CheckpointStore {
 }
 
 impl Persist for CheckpointStore {
-    fn persist(&mut self, checkpoint: &Checkpoint) -> std::result::Result<(), String> {
+    fn persist(&mut self, checkpoint: &Checkpoint) -> std::result::Result<(), BoxError> {
         let epoch = checkpoint.epoch;
         let mut batch = WriteBatch::default();
         let mut parts = Vec::with_capacity(checkpoint.parts.len());
@@ -288,8 +289,7 @@ impl Persist for CheckpointStore {
             resume_epoch: checkpoint.resume_epoch,
             parts,
         };
-        let meta = serde_json::to_vec(&meta).map_err(|e| e.to_string())?;
-        batch.put(meta_key(epoch), meta);
+        batch.put(meta_key(epoch), serde_json::to_vec(&meta)?);
         // In the same batch go the older checkpoints beyond the newest `keep` (this one
         // included), and every later one: a job writes a checkpoint only after restoring the
         // newest it could, so a later one is the end of a life it has gone past (the
@@ -309,9 +309,7 @@ impl Persist for CheckpointStore {
         }
         let mut options = WriteOptions::default();
         options.set_sync(true);
-        self.db
-            .write_opt(batch, &options)
-            .map_err(|e| format!("RocksDB write: {e}"))
+        Ok(self.db.write_opt(batch, &options)?)
     }
 }
 

@@ -24,9 +24,9 @@ use millrace_models::synth::CriteoGenerator;
 use millrace_models::{DeadLetter, FeatureMap, FeatureSpec, ModelArtifact, RawRecord, Registry};
 use millrace_operators::checkpoint::{Choice, Collector};
 use millrace_operators::{
-    ingest_partitions, now_ms, Deliver, EventTime, Featurize, JoinLabels, LabelJoinConfig, Mirror,
-    ParseEvents, PartitionReader, Polled, Prediction, PublishPolicy, RecordSink, Stop, TrainRows,
-    TrainerConfig,
+    ingest_partitions, now_ms, BoxError, Deliver, EventTime, Featurize, JoinLabels,
+    LabelJoinConfig, Mirror, ParseEvents, PartitionReader, Polled, Prediction, PublishPolicy,
+    RecordSink, Stop, TrainRows, TrainerConfig,
 };
 use millrace_serving::{ModelStore, ServeOptions};
 use serde::Serialize;
@@ -292,11 +292,8 @@ fn run(
             Some(Mirror(Arc::new(move |artifact: &ModelArtifact| {
                 let mut publisher = publisher
                     .lock()
-                    .map_err(|_| "the registry publisher failed before".to_owned())?;
-                publisher
-                    .publish(artifact)
-                    .map(drop)
-                    .map_err(|e| e.to_string())
+                    .map_err(|_| "the registry publisher failed before")?;
+                Ok(publisher.publish(artifact).map(drop)?)
             })))
         }
         None => None,
@@ -873,8 +870,8 @@ impl PartitionReader for KafkaIngest {
         }
     }
 
-    fn seek(&mut self, positions: &[(i32, i64)]) -> std::result::Result<(), String> {
-        self.reader.seek(positions).map_err(|e| e.to_string())
+    fn seek(&mut self, positions: &[(i32, i64)]) -> std::result::Result<(), BoxError> {
+        Ok(self.reader.seek(positions)?)
     }
 
     fn pause(&mut self, partition: i32, paused: bool) -> bool {

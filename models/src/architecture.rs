@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Architecture {
-    /// Logistic regression (trained with FTRL-Proximal): one weight per feature slot.
-    LogisticRegression,
+    /// Logistic regression (trained with FTRL-Proximal): one weight per feature slot. (A
+    /// variant with braces, so that a key it does not have is refused.)
+    LogisticRegression {},
     /// A second-order factorization machine: one weight and `factors` latent factors per slot.
     FactorizationMachine {
         /// Latent factors per slot.
@@ -58,6 +59,9 @@ pub fn element_count(shape: &[usize]) -> Option<usize> {
         .try_fold(1usize, |product, &d| product.checked_mul(d))
 }
 
+/// The most latent factors per slot a factorization machine has (as its learner allows).
+pub const MAX_FACTORS: usize = 256;
+
 /// The name of the per-slot weight vector of logistic regression and factorization machines.
 pub const WEIGHTS: &str = "weights";
 
@@ -83,7 +87,7 @@ impl Architecture {
             shape: vec![dimension],
         };
         match *self {
-            Architecture::LogisticRegression => vec![weights],
+            Architecture::LogisticRegression {} => vec![weights],
             Architecture::FactorizationMachine { factors } => vec![
                 weights,
                 TensorSpec {
@@ -94,11 +98,16 @@ impl Architecture {
         }
     }
 
-    /// Problems with the hyper-parameters, empty when they are valid.
+    /// Problems with the hyper-parameters, empty when they are valid: what a learner could
+    /// have trained (so that an artifact read from outside cannot ask for tensors of any size).
     pub fn problems(&self) -> Vec<String> {
         match *self {
-            Architecture::FactorizationMachine { factors: 0 } => {
-                vec!["a factorization machine needs at least one factor".to_owned()]
+            Architecture::FactorizationMachine { factors }
+                if !(1..=MAX_FACTORS).contains(&factors) =>
+            {
+                vec![format!(
+                    "a factorization machine has 1 to {MAX_FACTORS} factors per slot (got {factors})"
+                )]
             }
             _ => Vec::new(),
         }

@@ -7,8 +7,9 @@ use crate::architecture::{element_count, row_width, Architecture, TensorSpec, FA
 use crate::features::FeatureSpec;
 use crate::fm::{pairwise_margin, FactorRows};
 use crate::fmap::{FeatureMap, Schema};
-use crate::ftrl::sigmoid;
-use crate::learner::RowValues;
+use crate::learner::Learner;
+use crate::logistic::sigmoid;
+use crate::row_values::RowValues;
 use crate::table::{Table, TableMemory};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -36,8 +37,8 @@ fn format_version_before() -> String {
 ///
 /// # Errors
 ///
-/// A message when the version is not `MAJOR.MINOR`, or its major version is newer than
-/// [`FORMAT_VERSION`]'s.
+/// [`FormatVersionError`] when the version is not `MAJOR.MINOR`, or its major version is newer
+/// than [`FORMAT_VERSION`]'s.
 ///
 /// # Examples
 ///
@@ -47,22 +48,31 @@ fn format_version_before() -> String {
 /// assert!(check_format_version(&serde_json::json!({"name": "ctr"})).is_ok());
 /// assert!(check_format_version(&serde_json::json!({"format_version": "3.7"})).is_ok());
 /// let newer = check_format_version(&serde_json::json!({"format_version": "4.0"}));
-/// assert!(newer.unwrap_err().contains("newer"));
+/// assert!(newer.unwrap_err().to_string().contains("newer"));
 /// ```
-pub fn check_format_version(meta: &serde_json::Value) -> std::result::Result<(), String> {
+pub fn check_format_version(
+    meta: &serde_json::Value,
+) -> std::result::Result<(), FormatVersionError> {
     let Some(version) = meta.get("format_version") else {
         return Ok(());
     };
     let ours = major(FORMAT_VERSION).unwrap_or(0);
     match version.as_str().and_then(major) {
         Some(theirs) if theirs <= ours => Ok(()),
-        Some(_) => Err(format!(
-            "the artifact's format version {version} is newer than this reader's {FORMAT_VERSION}: upgrade millrace to read it"
-        )),
-        None => Err(format!(
-            "`format_version` must be MAJOR.MINOR, such as \"{FORMAT_VERSION}\" (got {version})"
-        )),
+        Some(_) => Err(FormatVersionError::Newer(version.to_string())),
+        None => Err(FormatVersionError::Malformed(version.to_string())),
     }
+}
+
+/// An artifact's `format_version` that this reader cannot read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FormatVersionError {
+    /// A newer major version (as its JSON text).
+    #[error("the artifact's format version {0} is newer than this reader's {FORMAT_VERSION}: upgrade millrace to read it")]
+    Newer(String),
+    /// Not `MAJOR.MINOR` (as its JSON text).
+    #[error("`format_version` must be MAJOR.MINOR, such as \"{FORMAT_VERSION}\" (got {0})")]
+    Malformed(String),
 }
 
 /// The major version of `MAJOR.MINOR`.
@@ -85,7 +95,7 @@ pub struct ModelMeta {
     pub version: u64,
     /// What the model is: its type and hyper-parameters, which declare its tensors.
     pub architecture: Architecture,
-    /// The transform from events to rows that the weights belong to.
+    /// The transform from events to rows that the tensors belong to.
     pub features: FeatureSpec,
     /// Number of events the model had learned from when it was published.
     pub trained_events: u64,
@@ -149,25 +159,24 @@ impl TryFrom<StoredMeta> for ModelMeta {
     type Error = String;
 
     fn try_from(stored: StoredMeta) -> std::result::Result<Self, String> {
+        // Format 3 names an `architecture`; formats 1 and 2 a `kind`, or an `architecture`
+        // when a reader of format 3 wrote the metadata of an older artifact back out.
         let before_3 = major(&stored.format_version).is_some_and(|m| m < 3);
-        let architecture = match (stored.architecture, stored.kind, before_3) {
-            (Some(architecture), None, false) => architecture,
-            (None, Some(KindBefore3::LogisticRegression), true) => Architecture::LogisticRegression,
-            (None, Some(KindBefore3::FactorizationMachine { factors }), true) => {
-                Architecture::FactorizationMachine { factors }
-            }
-            (_, _, false) => {
+        let architecture = match (stored.architecture, stored.kind) {
+            (Some(architecture), None) => architecture,
+            (None, Some(kind)) if before_3 => match kind {
+                KindBefore3::LogisticRegression => Architecture::LogisticRegression {},
+                KindBefore3::FactorizationMachine { factors } => {
+                    Architecture::FactorizationMachine { factors }
+                }
+            },
+            (None, Some(_)) => {
                 return Err(format!(
-                    "format {} names the model's `architecture` (and no `kind`)",
+                    "format {} names the model's `architecture`, not a `kind`",
                     stored.format_version
                 ))
             }
-            (_, _, true) => {
-                return Err(format!(
-                    "format {} names the model's `kind` (and no `architecture`)",
-                    stored.format_version
-                ))
-            }
+            _ => return Err("the metadata names the model's `architecture` (or, before format 3, its `kind`), once".to_owned()),
         };
         Ok(ModelMeta {
             format_version: stored.format_version,
@@ -189,7 +198,7 @@ impl TryFrom<StoredMeta> for ModelMeta {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FeatureMapMeta {
-    /// The FeatureMap version the weights belong to.
+    /// The FeatureMap version the tensors belong to.
     pub version: u64,
     /// SHA-256 of `featuremap.json`, hex; checked on load.
     pub sha256: String,
@@ -269,7 +278,7 @@ impl ModelArtifact {
 
     /// The artifact of a logistic regression over `weights.len()` slots.
     pub fn logistic_regression(name: &str, features: FeatureSpec, weights: Vec<f32>) -> Self {
-        let architecture = Architecture::LogisticRegression;
+        let architecture = Architecture::LogisticRegression {};
         let tensors = with_values(&architecture, weights.len(), [weights]);
         ModelArtifact::new(name, features, architecture, tensors)
     }
@@ -286,6 +295,21 @@ impl ModelArtifact {
         let architecture = Architecture::FactorizationMachine { factors: k };
         let tensors = with_values(&architecture, weights.len(), [weights, factors]);
         ModelArtifact::new(name, features, architecture, tensors)
+    }
+
+    /// The model `learner` has learned as an artifact (not yet published) named `name`, for
+    /// rows made by `features`.
+    pub fn of_learner(learner: &Learner, name: &str, features: FeatureSpec) -> Self {
+        match learner {
+            Learner::Ftrl(m) => ModelArtifact::logistic_regression(name, features, m.weights()),
+            Learner::Fm(m) => ModelArtifact::factorization_machine(
+                name,
+                features,
+                m.weights(),
+                m.params().factors,
+                m.factors().to_vec(),
+            ),
+        }
     }
 
     /// The values of the tensor named `name`; empty when there is none.
@@ -309,9 +333,11 @@ impl ModelArtifact {
 
     /// Problems that make the artifact unservable, empty when it is consistent.
     pub fn problems(&self) -> Vec<String> {
-        let shapes = self.tensors.iter().map(|t| {
-            let fits = element_count(&t.shape) == Some(t.values.len());
-            (t.name.as_str(), t.shape.as_slice(), fits)
+        let shapes = self.tensors.iter().map(|t| StoredTensor {
+            name: &t.name,
+            rows: t.shape.first().copied().unwrap_or(1),
+            width: row_width(&t.shape),
+            whole: element_count(&t.shape) == Some(t.values.len()),
         });
         let mut problems = shape_problems(&self.meta, shapes, self.feature_map.as_deref());
         for tensor in &self.tensors {
@@ -395,22 +421,30 @@ fn values_of<'a, V>(tensors: &'a [Tensor<V>], name: &str) -> Option<&'a V> {
     tensors.iter().find(|t| t.name == name).map(|t| &t.values)
 }
 
-/// The problems of an artifact's shape: its architecture and spec, its tensors (each with its
-/// name, shape, and whether its values fill that shape), and its FeatureMap.
+/// The problems of an artifact's shape: its metadata with its FeatureMap
+/// ([`meta_problems`]), then, when there are none, its tensors against those the architecture
+/// declares ([`tensor_problems`]).
 pub(crate) fn shape_problems<'a>(
     meta: &ModelMeta,
-    tensors: impl Iterator<Item = (&'a str, &'a [usize], bool)>,
+    tensors: impl IntoIterator<Item = StoredTensor<'a>>,
     feature_map: Option<&FeatureMap>,
 ) -> Vec<String> {
-    // A map spec is read against the schema its FeatureMap was fitted on (Criteo's in
-    // artifacts written before declared schemas).
+    let mut problems = meta_problems(meta, feature_map);
+    if problems.is_empty() {
+        problems.extend(tensor_problems(&meta.tensors(feature_map), tensors));
+    }
+    problems
+}
+
+/// The problems of a model's metadata with its FeatureMap: the architecture's
+/// hyper-parameters, the feature spec over the FeatureMap's schema (Criteo's in artifacts
+/// written before declared schemas), and the FeatureMap itself. Checked before the tensors,
+/// whose declared shapes mean nothing while these are wrong.
+pub fn meta_problems(meta: &ModelMeta, feature_map: Option<&FeatureMap>) -> Vec<String> {
     let criteo = Schema::criteo();
     let schema = feature_map.map_or(&criteo, |map| &map.layout.schema);
     let mut problems = meta.architecture.problems();
     problems.extend(meta.features.problems(schema));
-    if problems.is_empty() {
-        problems.extend(tensor_problems(&meta.tensors(feature_map), tensors));
-    }
     match feature_map {
         Some(map) => {
             if meta.features.compile(&map.layout.schema).ok().as_ref() != Some(&map.layout) {
@@ -427,33 +461,51 @@ pub(crate) fn shape_problems<'a>(
     problems
 }
 
-/// How a model's tensors (name, shape, whether the values fill the shape) differ from those its
-/// architecture declares, in order.
-fn tensor_problems<'a>(
+/// A tensor as a registry or an artifact holds it, to check against its declaration.
+#[derive(Clone, Copy, Debug)]
+pub struct StoredTensor<'a> {
+    /// Its name.
+    pub name: &'a str,
+    /// Its rows (the first dimension).
+    pub rows: usize,
+    /// The numbers per row; `None` when the shape's product overflows.
+    pub width: Option<usize>,
+    /// Whether it holds `f32` values filling `rows × width`.
+    pub whole: bool,
+}
+
+/// How `stored` tensors differ from those `declared` (an architecture's): each declared name
+/// once, with its rows and width, holding whole values, and nothing else; in any order.
+pub fn tensor_problems<'a>(
     declared: &[TensorSpec],
-    tensors: impl Iterator<Item = (&'a str, &'a [usize], bool)>,
+    stored: impl IntoIterator<Item = StoredTensor<'a>>,
 ) -> Vec<String> {
     let mut problems = Vec::new();
-    let mut count = 0;
-    for (i, (name, shape, fits)) in tensors.enumerate() {
-        count += 1;
-        match declared.get(i) {
-            Some(spec) if spec.name != name => problems.push(format!(
-                "tensor {i} is `{name}` where the architecture declares `{}`",
-                spec.name
-            )),
-            Some(spec) if spec.shape != shape => problems.push(format!(
-                "`{name}` has shape {shape:?} where the architecture declares {:?}",
-                spec.shape
-            )),
-            Some(_) if !fits => problems.push(format!("`{name}`'s values do not fill its shape")),
-            Some(_) => {}
-            None => problems.push(format!(
+    let mut seen = Vec::new();
+    for tensor in stored {
+        let name = tensor.name;
+        let Some(spec) = declared.iter().find(|spec| spec.name == name) else {
+            problems.push(format!(
                 "a tensor `{name}` the architecture does not declare"
-            )),
+            ));
+            continue;
+        };
+        if seen.contains(&name) {
+            problems.push(format!("`{name}` twice"));
+        } else if (tensor.rows, tensor.width) != (spec.rows(), spec.width()) {
+            problems.push(format!(
+                "`{name}` has {} rows of {:?} where the architecture declares {:?}",
+                tensor.rows, tensor.width, spec.shape
+            ));
+        } else if !tensor.whole {
+            problems.push(format!("`{name}` is not f32 values filling its shape"));
         }
+        seen.push(name);
     }
-    for spec in declared.iter().skip(count) {
+    for spec in declared
+        .iter()
+        .filter(|spec| !seen.contains(&spec.name.as_str()))
+    {
         problems.push(format!(
             "no tensor `{}` (shape {:?}) where the architecture declares one",
             spec.name, spec.shape
@@ -511,7 +563,11 @@ impl ServedModel {
                 .tensors
                 .iter()
                 .map(|t| {
-                    let width = row_width(&t.shape).unwrap_or(1).max(1);
+                    // A tensor whose values do not fill whole rows (an inconsistent artifact,
+                    // which `problems` reports) is held as a vector rather than refused here.
+                    let width = row_width(&t.shape)
+                        .filter(|&w| w > 0 && t.values.len() % w == 0)
+                        .unwrap_or(1);
                     t.map(|values| Table::from_values(values, width))
                 })
                 .collect(),
@@ -586,10 +642,11 @@ impl ServedModel {
     /// Problems that make the model unservable, empty when it is consistent (as
     /// [`ModelArtifact::problems`]).
     pub fn problems(&self) -> Vec<String> {
-        let shapes = self.tensors.iter().map(|t| {
-            let fits = t.values.rows() == t.shape.first().copied().unwrap_or(1)
-                && Some(t.values.width()) == row_width(&t.shape);
-            (t.name.as_str(), t.shape.as_slice(), fits)
+        let shapes = self.tensors.iter().map(|t| StoredTensor {
+            name: &t.name,
+            rows: t.values.rows(),
+            width: Some(t.values.width()),
+            whole: true,
         });
         let mut problems = shape_problems(&self.meta, shapes, self.feature_map.as_deref());
         for tensor in &self.tensors {

@@ -21,12 +21,55 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// The FeatureMap stored with a model is not the one its metadata names.
+    #[error("invalid FeatureMap {path}: {source}")]
+    FeatureMap {
+        /// The FeatureMap's file, or where the registry topic holds it.
+        path: PathBuf,
+        /// Why it is not the one named.
+        source: StoredMapError,
+    },
+    /// An artifact of a format this reader cannot read.
+    #[error("model artifact {path}: {source}")]
+    FormatVersion {
+        /// The artifact's metadata.
+        path: PathBuf,
+        /// Why its format cannot be read.
+        source: crate::artifact::FormatVersionError,
+    },
+    /// A tensor's blocks (from the registry topic) that are not those of its table.
+    #[error("model artifact {path}: {source}")]
+    Blocks {
+        /// Where the registry topic holds the version.
+        path: PathBuf,
+        /// How the blocks are wrong.
+        source: crate::table::BlocksError,
+    },
     /// A model name that cannot name a registry directory.
     #[error("invalid model name `{0}`: use letters, digits, `-` and `_`")]
     InvalidModelName(String),
     /// The registry holds no version of the model.
     #[error("model `{0}` has no published version")]
     NoVersion(String),
+}
+
+/// Bytes that are not the FeatureMap a model's metadata names ([`FeatureMapMeta::read`]).
+#[derive(Debug, thiserror::Error)]
+pub enum StoredMapError {
+    /// Their checksum is not the one recorded.
+    #[error("FeatureMap checksum mismatch")]
+    Checksum,
+    /// They are not a FeatureMap's JSON.
+    #[error("not a FeatureMap: {0}")]
+    Json(#[from] serde_json::Error),
+    /// They are another version of the FeatureMap.
+    #[error("FeatureMap version {stored} where the metadata names {named}")]
+    Version {
+        /// The version stored.
+        stored: u64,
+        /// The version the metadata names.
+        named: u64,
+    },
 }
 
 /// The crate's result type.

@@ -109,7 +109,7 @@ mod tests {
         for (n, row) in rows.iter().enumerate() {
             learner.learn(row, n % 3 == 0);
         }
-        let model = learner.to_artifact("m", spec);
+        let model = crate::ModelArtifact::of_learner(&learner, "m", spec);
         let (fixed, clipped) = model.to_q213(3);
         assert_eq!(clipped, 0);
         assert_ne!(fixed.tensors, model.tensors, "the weights were rounded");

@@ -7,9 +7,11 @@
 //! deterministic for a given order of rows. Like [`crate::Ftrl::learn`], [`Fm::learn`] predicts
 //! before it learns.
 
+use crate::architecture::MAX_FACTORS;
 use crate::fmap::Transition;
-use crate::ftrl::{sigmoid, Ftrl, FtrlParams};
-use crate::learner::{Ones, RowValues};
+use crate::ftrl::{Ftrl, FtrlParams};
+use crate::logistic::sigmoid;
+use crate::row_values::{Ones, RowValues};
 use serde::{Deserialize, Serialize};
 
 /// Hyper-parameters of the factorization machine.
@@ -63,9 +65,9 @@ impl FmParams {
     /// Problems with the parameters, empty when they are valid.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = self.linear().problems();
-        if !(1..=256).contains(&self.factors) {
+        if !(1..=MAX_FACTORS).contains(&self.factors) {
             problems.push(format!(
-                "`factors` must be in 1..=256 (got {})",
+                "`factors` must be in 1..={MAX_FACTORS} (got {})",
                 self.factors
             ));
         }

@@ -6,7 +6,8 @@
 //! progressive validation needs.
 
 use crate::fmap::Transition;
-use crate::learner::{Ones, RowValues};
+use crate::logistic::sigmoid;
+use crate::row_values::{Ones, RowValues};
 use serde::{Deserialize, Serialize};
 
 /// Hyper-parameters of FTRL-Proximal.
@@ -65,11 +66,6 @@ pub struct Ftrl {
 
 /// Predictions are clamped to `[EPS, 1 - EPS]` so that log-loss stays finite.
 pub const EPS: f64 = 1e-7;
-
-/// The logistic function, with the margin clamped to keep `exp` finite.
-pub fn sigmoid(margin: f32) -> f32 {
-    1.0 / (1.0 + (-margin.clamp(-35.0, 35.0)).exp())
-}
 
 impl Ftrl {
     /// A learner with all weights zero.

@@ -1,7 +1,5 @@
 //! The online learners behind one interface: what the trainer and the benchmarks hold.
 
-use crate::artifact::ModelArtifact;
-use crate::features::FeatureSpec;
 use crate::fm::{Fm, FmParams};
 use crate::fmap::Transition;
 use crate::ftrl::{Ftrl, FtrlParams};
@@ -24,31 +22,6 @@ impl LearnerParams {
             LearnerParams::Ftrl(params) => params.problems(),
             LearnerParams::Fm(params) => params.problems(),
         }
-    }
-}
-
-/// The values of a sparse row's entries, by position: all ones for a binary row, else one per
-/// index. Generic so that binary rows pay nothing for values they do not have.
-pub trait RowValues: Copy {
-    /// The value of entry `k`.
-    fn at(self, k: usize) -> f32;
-}
-
-/// The values of a binary row: every entry is 1.
-#[derive(Clone, Copy, Debug)]
-pub struct Ones;
-
-impl RowValues for Ones {
-    #[inline]
-    fn at(self, _k: usize) -> f32 {
-        1.0
-    }
-}
-
-impl RowValues for &[f32] {
-    #[inline]
-    fn at(self, k: usize) -> f32 {
-        self[k]
     }
 }
 
@@ -172,20 +145,6 @@ impl Learner {
         match self {
             Learner::Ftrl(m) => m.write_state(i as usize, state),
             Learner::Fm(m) => m.write_state(i as usize, state),
-        }
-    }
-
-    /// The model as an artifact (not yet published) named `name`, for rows made by `features`.
-    pub fn to_artifact(&self, name: &str, features: FeatureSpec) -> ModelArtifact {
-        match self {
-            Learner::Ftrl(m) => ModelArtifact::logistic_regression(name, features, m.weights()),
-            Learner::Fm(m) => ModelArtifact::factorization_machine(
-                name,
-                features,
-                m.weights(),
-                m.params().factors,
-                m.factors().to_vec(),
-            ),
         }
     }
 }

@@ -7,11 +7,12 @@
 //! the FeatureMap's checksums, that the tensors are those the architecture declares, that every
 //! number is finite and that the FeatureMap was made from the model's spec.
 
-use crate::architecture::TensorSpec;
+use crate::architecture::{row_width, TensorSpec};
 use crate::artifact::{
-    shape_problems, FeatureMapMeta, ModelArtifact, ModelMeta, ServedModel, Tensor, FORMAT_VERSION,
+    meta_problems, tensor_problems, FeatureMapMeta, ModelArtifact, ModelMeta, ServedModel,
+    StoredTensor, Tensor, FORMAT_VERSION,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StoredMapError};
 use crate::fmap::FeatureMap;
 use crate::table::TableBuilder;
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
@@ -123,8 +124,8 @@ impl Registry {
     }
 
     /// Publishes the artifact as the model's next version in this format ([`FORMAT_VERSION`]):
-    /// fills in its version, checksum and
-    /// creation time, writes it atomically, and returns the version.
+    /// fills in its version, checksum and creation time, writes it atomically, and returns the
+    /// version.
     ///
     /// # Errors
     ///
@@ -199,8 +200,8 @@ impl Registry {
     ///
     /// # Errors
     ///
-    /// When the files are missing or unreadable, the checksum does not match, the weights do
-    /// not fit the feature spec, or a weight is not finite.
+    /// When the files are missing or unreadable, a checksum does not match, the tensors are
+    /// not those the architecture declares over the feature spec, or a number is not finite.
     pub fn load(&self, name: &str, version: u64) -> Result<ModelArtifact> {
         let (dir, meta) = self.read_meta(name, version)?;
         let weights_path = dir.join(WEIGHTS);
@@ -211,17 +212,18 @@ impl Registry {
         let stored = SafeTensors::deserialize(&encoded)
             .map_err(|e| Error::invalid(&weights_path, e.to_string()))?;
         let feature_map = read_feature_map(&dir, &meta)?;
-        let declared = meta.tensors(feature_map.as_deref());
-        check_stored_tensors(&declared, stored.names().into_iter())
-            .map_err(|reason| Error::invalid(&weights_path, reason))?;
+        let listed = stored.tensors();
+        let header = listed
+            .iter()
+            .map(|(name, view)| (name.as_str(), view.dtype(), view.shape()));
+        let declared =
+            checked_tensors((&dir, &weights_path), &meta, feature_map.as_deref(), header)?;
         let tensors = declared
             .into_iter()
             .map(|spec| {
                 let tensor = stored
                     .tensor(&spec.name)
                     .map_err(|e| Error::invalid(&weights_path, e.to_string()))?;
-                check_stored_shape(&spec, tensor.dtype(), tensor.shape())
-                    .map_err(|reason| Error::invalid(&weights_path, reason))?;
                 let values = tensor
                     .data()
                     .chunks_exact(4)
@@ -246,7 +248,7 @@ impl Registry {
         let dir = self.version_dir(name, version)?;
         let meta_path = dir.join(META);
         let meta_bytes = fs::read(&meta_path).map_err(|e| Error::io(&meta_path, e))?;
-        let meta = read_meta_json(&meta_bytes).map_err(|e| Error::invalid(&meta_path, e))?;
+        let meta = read_meta_json(&meta_path, &meta_bytes)?;
         if meta.name != name || meta.version != version {
             return Err(Error::invalid(
                 &dir,
@@ -296,23 +298,16 @@ impl Registry {
             .map_err(|e| Error::io(&path, e))?;
         let header: safetensors::tensor::Metadata =
             serde_json::from_slice(&header).map_err(|e| invalid(e.to_string()))?;
-        let declared = meta.tensors(feature_map.as_deref());
-        check_stored_tensors(&declared, header.offset_keys().iter().map(String::as_str))
-            .map_err(invalid)?;
-        for spec in &declared {
-            let info = header.info(&spec.name).expect("checked above");
-            check_stored_shape(spec, info.dtype, &info.shape).map_err(invalid)?;
-        }
-        let problems = shape_problems(
+        let listed = header.offset_keys();
+        let declared = checked_tensors(
+            (&dir, &path),
             &meta,
-            declared
-                .iter()
-                .map(|spec| (spec.name.as_str(), spec.shape.as_slice(), true)),
             feature_map.as_deref(),
-        );
-        if !problems.is_empty() {
-            return Err(Error::invalid(&dir, problems.join("; ")));
-        }
+            listed.iter().filter_map(|name| {
+                let info = header.info(name)?;
+                Some((name.as_str(), info.dtype, info.shape.as_slice()))
+            }),
+        )?;
         let mut builders: Vec<TableBuilder> = declared
             .iter()
             .map(|spec| {
@@ -323,11 +318,15 @@ impl Registry {
             .collect();
         let mut bytes = Vec::new();
         let mut values = Vec::new();
-        for name in header.offset_keys() {
+        for name in &listed {
             let i = declared
                 .iter()
-                .position(|spec| spec.name == name)
-                .expect("checked above");
+                .position(|spec| &spec.name == name)
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "a tensor `{name}` the architecture does not declare"
+                    ))
+                })?;
             let builder = &mut builders[i];
             while builder.next_len() > 0 {
                 let started = Instant::now();
@@ -392,17 +391,19 @@ impl Registry {
         };
         let meta_path = self.version_dir(name, version)?.join(META);
         let bytes = fs::read(&meta_path).map_err(|e| Error::io(&meta_path, e))?;
-        read_meta_json(&bytes)
-            .map(Some)
-            .map_err(|e| Error::invalid(&meta_path, e))
+        read_meta_json(&meta_path, &bytes).map(Some)
     }
 }
 
-/// Reads a `meta.json`, its format version checked first.
-fn read_meta_json(bytes: &[u8]) -> std::result::Result<ModelMeta, String> {
-    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-    crate::artifact::check_format_version(&value)?;
-    serde_json::from_value(value).map_err(|e| e.to_string())
+/// Reads the `meta.json` at `path` (its `bytes`), its format version checked first.
+fn read_meta_json(path: &Path, bytes: &[u8]) -> Result<ModelMeta> {
+    let invalid = |e: serde_json::Error| Error::invalid(path, e.to_string());
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(invalid)?;
+    crate::artifact::check_format_version(&value).map_err(|source| Error::FormatVersion {
+        path: path.to_owned(),
+        source,
+    })?;
+    serde_json::from_value(value).map_err(invalid)
 }
 
 /// Where serving finds model versions: a registry directory ([`Registry`]), or a compacted
@@ -484,48 +485,31 @@ impl LoadPace {
     }
 }
 
-/// Checks that a weights file holds the tensors `declared`, no more and no fewer: `stored`
-/// names its tensors.
-fn check_stored_tensors<'a>(
-    declared: &[TensorSpec],
-    stored: impl Iterator<Item = &'a str>,
-) -> std::result::Result<(), String> {
-    let mut count = 0;
-    for name in stored {
-        count += 1;
-        if !declared.iter().any(|spec| spec.name == name) {
-            return Err(format!(
-                "a tensor `{name}` the architecture does not declare"
-            ));
-        }
+/// Checks a model's metadata with its FeatureMap (the `dir` of the version), then the tensors
+/// its weights file (at `path`) lists, as `(name, dtype, shape)`, against those the
+/// architecture declares; returns the declared tensors.
+fn checked_tensors<'a>(
+    (dir, path): (&Path, &Path),
+    meta: &ModelMeta,
+    feature_map: Option<&FeatureMap>,
+    listed: impl IntoIterator<Item = (&'a str, Dtype, &'a [usize])>,
+) -> Result<Vec<TensorSpec>> {
+    let problems = meta_problems(meta, feature_map);
+    if !problems.is_empty() {
+        return Err(Error::invalid(dir, problems.join("; ")));
     }
-    match declared.len() == count {
-        true => Ok(()),
-        false => Err(format!(
-            "{count} tensors where the architecture declares {} ({})",
-            declared.len(),
-            declared
-                .iter()
-                .map(|spec| format!("`{}`", spec.name))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
+    let declared = meta.tensors(feature_map);
+    let stored = listed.into_iter().map(|(name, dtype, shape)| StoredTensor {
+        name,
+        rows: shape.first().copied().unwrap_or(1),
+        width: row_width(shape),
+        whole: dtype == Dtype::F32,
+    });
+    let problems = tensor_problems(&declared, stored);
+    if !problems.is_empty() {
+        return Err(Error::invalid(path, problems.join("; ")));
     }
-}
-
-/// Checks a stored tensor's type and shape against its declaration.
-fn check_stored_shape(
-    spec: &TensorSpec,
-    dtype: Dtype,
-    shape: &[usize],
-) -> std::result::Result<(), String> {
-    match dtype == Dtype::F32 && shape == spec.shape {
-        true => Ok(()),
-        false => Err(format!(
-            "`{}` must be an f32 tensor of shape {:?} (it is {dtype:?} of {shape:?})",
-            spec.name, spec.shape
-        )),
-    }
+    Ok(declared)
 }
 
 /// The largest safetensors header read: ours is a few hundred bytes.
@@ -554,7 +538,7 @@ fn read_feature_map(dir: &Path, meta: &ModelMeta) -> Result<Option<Arc<FeatureMa
     let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
     let map = stored
         .read(&bytes)
-        .map_err(|reason| Error::invalid(&path, reason))?;
+        .map_err(|source| Error::FeatureMap { path, source })?;
     Ok(Some(Arc::new(map)))
 }
 
@@ -564,14 +548,17 @@ impl FeatureMapMeta {
     ///
     /// # Errors
     ///
-    /// Why the bytes are not the FeatureMap this names.
-    pub fn read(&self, bytes: &[u8]) -> std::result::Result<FeatureMap, String> {
+    /// [`StoredMapError`]: why the bytes are not the FeatureMap this names.
+    pub fn read(&self, bytes: &[u8]) -> std::result::Result<FeatureMap, StoredMapError> {
         if hex(&Sha256::digest(bytes)) != self.sha256 {
-            return Err("FeatureMap checksum mismatch".to_owned());
+            return Err(StoredMapError::Checksum);
         }
-        let map: FeatureMap = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        let map: FeatureMap = serde_json::from_slice(bytes)?;
         if map.version != self.version {
-            return Err("another FeatureMap version than the metadata names".to_owned());
+            return Err(StoredMapError::Version {
+                stored: map.version,
+                named: self.version,
+            });
         }
         Ok(map)
     }

@@ -7,7 +7,7 @@
 //! clearly better AUC than chance. The same seed gives the same events on every platform.
 
 use crate::criteo::{CriteoEvent, CriteoFeatures, NUM_CATS, NUM_INTS};
-use crate::ftrl::sigmoid;
+use crate::logistic::sigmoid;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

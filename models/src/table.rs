@@ -111,6 +111,34 @@ pub struct Table {
     chunks: Vec<Chunk>,
 }
 
+/// Blocks that are not the chunks of a table ([`Table::from_blocks`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BlocksError {
+    /// A width of zero.
+    #[error("rows of no values")]
+    NoWidth,
+    /// Another number of blocks than the rows take.
+    #[error("{blocks} blocks for {rows} rows (want {want})")]
+    Count {
+        /// Blocks given.
+        blocks: usize,
+        /// Rows of the table.
+        rows: usize,
+        /// Blocks those rows take.
+        want: usize,
+    },
+    /// A block of another length than its rows take.
+    #[error("block {block} holds {values} values, not {want}")]
+    Length {
+        /// The block's position.
+        block: usize,
+        /// Values it holds.
+        values: usize,
+        /// Values its rows take.
+        want: usize,
+    },
+}
+
 /// What a table holds in memory, and how much of it another table shares.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TableMemory {
@@ -150,25 +178,31 @@ impl Table {
     ///
     /// # Errors
     ///
-    /// When `width` is zero, or the blocks are not the chunks of such a table.
-    pub fn from_blocks(rows: usize, width: usize, blocks: Vec<Arc<[f32]>>) -> Result<Self, String> {
+    /// [`BlocksError`] when `width` is zero, or the blocks are not the chunks of such a table.
+    pub fn from_blocks(
+        rows: usize,
+        width: usize,
+        blocks: Vec<Arc<[f32]>>,
+    ) -> Result<Self, BlocksError> {
         if width == 0 {
-            return Err("rows of no values".to_owned());
+            return Err(BlocksError::NoWidth);
         }
         let chunks = rows.div_ceil(CHUNK_ROWS);
         if blocks.len() != chunks {
-            return Err(format!(
-                "{} blocks for {rows} rows (want {chunks})",
-                blocks.len()
-            ));
+            return Err(BlocksError::Count {
+                blocks: blocks.len(),
+                rows,
+                want: chunks,
+            });
         }
         for (i, block) in blocks.iter().enumerate() {
             let want = (rows - i * CHUNK_ROWS).min(CHUNK_ROWS) * width;
             if block.len() != want {
-                return Err(format!(
-                    "block {i} holds {} values, not {want}",
-                    block.len()
-                ));
+                return Err(BlocksError::Length {
+                    block: i,
+                    values: block.len(),
+                    want,
+                });
             }
         }
         Ok(Table {

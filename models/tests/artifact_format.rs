@@ -86,19 +86,40 @@ fn new_artifacts_record_their_format_and_newer_majors_are_refused() {
     );
     assert_eq!(registry.load("ctr", version).unwrap().meta, artifact.meta);
 
-    // A format 3 artifact names its architecture, not a `kind`; formats 1 and 2 the other way.
-    let mut with_kind = meta.clone();
-    with_kind["kind"] = "logistic_regression".into();
-    std::fs::write(&meta_path, with_kind.to_string()).unwrap();
+    // A format 3 artifact names its architecture, not a `kind`; formats 1 and 2 a `kind`, or
+    // an architecture where a format 3 reader wrote their metadata back; never both.
+    let write = |meta: &serde_json::Value| std::fs::write(&meta_path, meta.to_string()).unwrap();
+    let mut both = meta.clone();
+    both["kind"] = "logistic_regression".into();
+    write(&both);
+    let error = registry.load("ctr", version).unwrap_err().to_string();
+    assert!(error.contains("), once"), "{error}");
+    let mut kind_only = both.clone();
+    kind_only.as_object_mut().unwrap().remove("architecture");
+    write(&kind_only);
     let error = registry.load("ctr", version).unwrap_err().to_string();
     assert!(
-        error.contains("names the model's `architecture`"),
+        error.contains("names the model's `architecture`, not a `kind`"),
         "{error}"
     );
-    with_kind["format_version"] = "2.0".into();
-    std::fs::write(&meta_path, with_kind.to_string()).unwrap();
+    kind_only["format_version"] = "2.0".into();
+    write(&kind_only);
+    assert_eq!(
+        registry.load("ctr", version).unwrap().meta.format_version,
+        "2.0"
+    );
+    let mut older_with_architecture = meta.clone();
+    older_with_architecture["format_version"] = "2.0".into();
+    write(&older_with_architecture);
+    assert!(registry.load("ctr", version).is_ok());
+
+    // An architecture is checked like a learner's hyper-parameters, keys included.
+    let mut extra = meta.clone();
+    extra["architecture"] = serde_json::json!({"type": "logistic_regression", "factors": 8});
+    write(&extra);
     let error = registry.load("ctr", version).unwrap_err().to_string();
-    assert!(error.contains("names the model's `kind`"), "{error}");
+    assert!(error.contains("unknown field `factors`"), "{error}");
+    write(&meta);
 
     // A newer minor version loads; a newer major one, with a key this reader does not know,
     // is refused for its version, not for the key.
@@ -193,4 +214,44 @@ fn an_artifact_of_format_2_loads_and_scores_as_it_did() {
         .unwrap();
     assert_eq!(reloaded.meta.format_version, FORMAT_VERSION);
     assert_eq!(reloaded.tensors, artifact.tensors);
+}
+
+#[test]
+fn the_metadata_is_checked_before_the_tensors_and_sizes_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::open(dir.path()).unwrap();
+    let spec = millrace_models::FeatureSpec::Hashed { hash_bits: 4 };
+    let mut fm = millrace_models::ModelArtifact::factorization_machine(
+        "ctr",
+        spec,
+        vec![0.5; 16],
+        2,
+        vec![0.25; 32],
+    );
+    let version = registry.publish(&mut fm).unwrap();
+    let meta_path = dir.path().join(format!("ctr/v{version:010}/meta.json"));
+    let mut meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
+
+    // Far more factors than any learner makes: refused for that, before a byte of the
+    // tensors is read or a table sized by it is made.
+    meta["architecture"]["factors"] = (1u64 << 40).into();
+    std::fs::write(&meta_path, meta.to_string()).unwrap();
+    for error in [
+        registry.load("ctr", version).unwrap_err().to_string(),
+        registry
+            .load_served("ctr", version, None, LoadPace::default())
+            .unwrap_err()
+            .to_string(),
+    ] {
+        assert!(error.contains("1 to 256 factors per slot"), "{error}");
+    }
+
+    // A spec the tensors do not fit names the spec's problem, not the tensors' shapes.
+    meta["architecture"]["factors"] = 2.into();
+    meta["features"]["hash_bits"] = 0.into();
+    std::fs::write(&meta_path, meta.to_string()).unwrap();
+    let error = registry.load("ctr", version).unwrap_err().to_string();
+    assert!(error.contains("hash_bits"), "{error}");
+    assert!(!error.contains("must be an f32"), "{error}");
 }

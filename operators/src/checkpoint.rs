@@ -90,9 +90,9 @@ pub trait Persist: Send {
     ///
     /// # Errors
     ///
-    /// A message saying why it could not be stored; the collector logs it, counts it, and
-    /// goes on (the next checkpoint may succeed).
-    fn persist(&mut self, checkpoint: &Checkpoint) -> Result<(), String>;
+    /// Why it could not be stored; the collector logs it, counts it, and goes on (the next
+    /// checkpoint may succeed).
+    fn persist(&mut self, checkpoint: &Checkpoint) -> Result<(), crate::BoxError>;
 }
 
 /// Figures of the checkpoints, for the metrics endpoint.
@@ -582,9 +582,21 @@ pub fn encode<T: serde::Serialize>(state: &T) -> Vec<u8> {
 ///
 /// # Errors
 ///
-/// When the bytes are not a `T`: the checkpoint was made by another version of the job.
-pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    serde_json::from_slice(bytes).map_err(|e| format!("checkpoint part cannot be read: {e}"))
+/// [`PartError::State`] when the bytes are not a `T`: the checkpoint was made by another
+/// version of the job.
+pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, PartError> {
+    Ok(serde_json::from_slice(bytes)?)
+}
+
+/// A checkpoint part that cannot be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum PartError {
+    /// Its state is not the operator's.
+    #[error("checkpoint part cannot be read: {0}")]
+    State(#[from] serde_json::Error),
+    /// It ends before its floats do.
+    #[error("checkpoint part is truncated")]
+    Truncated,
 }
 
 /// Serializes `state` followed by `floats` as raw little-endian numbers.
@@ -603,15 +615,14 @@ pub fn encode_with_floats<T: serde::Serialize>(state: &T, floats: &[f32]) -> Vec
 ///
 /// # Errors
 ///
-/// When the bytes are not a `T` and whole floats.
+/// [`PartError`] when the bytes are not a `T` and whole floats.
 pub fn decode_with_floats<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
-) -> Result<(T, Vec<f32>), String> {
-    let short = || "checkpoint part is truncated".to_owned();
-    let (len, rest) = bytes.split_first_chunk::<8>().ok_or_else(short)?;
-    let len = usize::try_from(u64::from_le_bytes(*len)).map_err(|_| short())?;
+) -> Result<(T, Vec<f32>), PartError> {
+    let (len, rest) = bytes.split_first_chunk::<8>().ok_or(PartError::Truncated)?;
+    let len = usize::try_from(u64::from_le_bytes(*len)).map_err(|_| PartError::Truncated)?;
     if rest.len() < len || (rest.len() - len) % 4 != 0 {
-        return Err(short());
+        return Err(PartError::Truncated);
     }
     let (header, floats) = rest.split_at(len);
     let state = decode(header)?;
@@ -629,7 +640,7 @@ mod tests {
     struct Memory(Arc<Mutex<Vec<Checkpoint>>>);
 
     impl Persist for Memory {
-        fn persist(&mut self, checkpoint: &Checkpoint) -> Result<(), String> {
+        fn persist(&mut self, checkpoint: &Checkpoint) -> Result<(), crate::BoxError> {
             self.0.lock().unwrap().push(checkpoint.clone());
             Ok(())
         }

@@ -18,12 +18,14 @@
 
 pub mod checkpoint;
 pub mod deliver;
+pub mod error;
 pub mod featurize;
 pub mod labels;
 pub mod source;
 pub mod train;
 
 pub use deliver::{Deliver, RecordSink};
+pub use error::BoxError;
 pub use featurize::{
     Featurize, FeaturizeStats, Featurized, FitFeatureMap, ParseEvents, TransformRows,
 };

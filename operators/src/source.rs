@@ -66,7 +66,7 @@ pub trait PartitionReader {
     /// # Errors
     ///
     /// When the reader cannot be repositioned.
-    fn seek(&mut self, positions: &[(i32, i64)]) -> Result<(), String>;
+    fn seek(&mut self, positions: &[(i32, i64)]) -> Result<(), crate::BoxError>;
     /// Tells the broker the positions a written checkpoint holds (a consumer group's commit),
     /// so that standard tooling shows the job's lag. Best effort.
     fn commit(&mut self, positions: &[(i32, i64)]);
@@ -518,7 +518,7 @@ pub enum Stop {
 ///         out.append(&mut self.0);
 ///         Polled::Records
 ///     }
-///     fn seek(&mut self, _: &[(i32, i64)]) -> Result<(), String> { Ok(()) }
+///     fn seek(&mut self, _: &[(i32, i64)]) -> Result<(), millrace_operators::BoxError> { Ok(()) }
 ///     fn commit(&mut self, _: &[(i32, i64)]) {}
 ///     fn at_end(&self, _: i32) -> bool { self.0.is_empty() }
 /// }

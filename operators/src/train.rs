@@ -57,7 +57,7 @@ pub struct PublishPolicy {
 pub struct Mirror(pub Arc<MirrorFn>);
 
 /// What a [`Mirror`] calls with each published version.
-pub type MirrorFn = dyn Fn(&ModelArtifact) -> Result<(), String> + Send + Sync;
+pub type MirrorFn = dyn Fn(&ModelArtifact) -> Result<(), crate::BoxError> + Send + Sync;
 
 impl std::fmt::Debug for Mirror {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -998,7 +998,8 @@ impl Publisher {
     /// Publishes `learner` (with the FeatureMap version its rows came from)
     /// as trained on `learned` events with the progressive figures in `stats`.
     fn publish(&mut self, learner: &Learner, feature_map: Option<&Arc<FeatureMap>>, learned: u64) {
-        let mut artifact = learner.to_artifact(&self.config.model, self.config.features.clone());
+        let mut artifact =
+            ModelArtifact::of_learner(learner, &self.config.model, self.config.features.clone());
         artifact.feature_map = feature_map.cloned();
         artifact.meta.trained_events = learned;
         let quality = self.stats.summary();

@@ -11,7 +11,7 @@ use timely::dataflow::{InputHandle, ProbeHandle};
 struct Kept(Arc<Mutex<Vec<Checkpoint>>>);
 
 impl Persist for Kept {
-    fn persist(&mut self, checkpoint: &Checkpoint) -> Result<(), String> {
+    fn persist(&mut self, checkpoint: &Checkpoint) -> Result<(), millrace_operators::BoxError> {
         self.0.lock().unwrap().push(checkpoint.clone());
         Ok(())
     }

@@ -1,9 +1,9 @@
 //! Parse → fit → transform with 1, 2 and 4 workers against a plain batch computation, and a
 //! drift test: after the stream shifts, boundaries and vocabularies follow.
 
-use millrace_models::fmap::fit::signed_log1p;
 use millrace_models::fmap::kll::error_for_k;
 use millrace_models::fmap::map::FeatureState;
+use millrace_models::fmap::signed_log1p;
 use millrace_models::fmap::spec::Kind;
 use millrace_models::fmap::value::fingerprint;
 use millrace_models::fmap::Transition;

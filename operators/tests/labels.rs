@@ -246,7 +246,7 @@ fn arrival_order_within_an_epoch_does_not_matter() {
 struct Kept(Arc<Mutex<Vec<Checkpoint>>>);
 
 impl Persist for Kept {
-    fn persist(&mut self, checkpoint: &Checkpoint) -> Result<(), String> {
+    fn persist(&mut self, checkpoint: &Checkpoint) -> Result<(), millrace_operators::BoxError> {
         self.0.lock().unwrap().push(checkpoint.clone());
         Ok(())
     }

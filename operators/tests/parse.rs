@@ -2,8 +2,9 @@
 //! workers, against a plain reimplementation of each format that reads one record at a time:
 //! the same events with the same values, and the same dead letters with the same reasons.
 
-use millrace_models::fmap::value::{fingerprint, parse_number};
+use millrace_models::fmap::value::fingerprint;
 use millrace_models::fmap::{BadKind, FeatureMapSpec, Value};
+use millrace_models::schema::text::parse_number;
 use millrace_models::schema::SchemaSpec;
 use millrace_models::{DeadLetter, EventBatch, Position, RawRecord, Schema};
 use millrace_operators::{FeaturizeStats, ParseEvents};

@@ -73,7 +73,7 @@ impl PartitionReader for Dribble {
         Polled::Records
     }
 
-    fn seek(&mut self, _: &[(i32, i64)]) -> Result<(), String> {
+    fn seek(&mut self, _: &[(i32, i64)]) -> Result<(), millrace_operators::BoxError> {
         Ok(())
     }
 
@@ -199,7 +199,7 @@ impl PartitionReader for Once {
         Polled::Records
     }
 
-    fn seek(&mut self, _: &[(i32, i64)]) -> Result<(), String> {
+    fn seek(&mut self, _: &[(i32, i64)]) -> Result<(), millrace_operators::BoxError> {
         Ok(())
     }
 
@@ -272,7 +272,7 @@ fn a_time_from_a_broken_clock_takes_its_partitions_time() {
 struct Kept(Arc<Mutex<Vec<u64>>>);
 
 impl Persist for Kept {
-    fn persist(&mut self, checkpoint: &Checkpoint) -> Result<(), String> {
+    fn persist(&mut self, checkpoint: &Checkpoint) -> Result<(), millrace_operators::BoxError> {
         self.0.lock().unwrap().push(checkpoint.epoch);
         Ok(())
     }
@@ -383,7 +383,7 @@ impl PartitionReader for Stuck {
         Polled::Records
     }
 
-    fn seek(&mut self, _: &[(i32, i64)]) -> Result<(), String> {
+    fn seek(&mut self, _: &[(i32, i64)]) -> Result<(), millrace_operators::BoxError> {
         Ok(())
     }
 
@@ -526,7 +526,7 @@ impl PartitionReader for Spread {
         Polled::Records
     }
 
-    fn seek(&mut self, _: &[(i32, i64)]) -> Result<(), String> {
+    fn seek(&mut self, _: &[(i32, i64)]) -> Result<(), millrace_operators::BoxError> {
         Ok(())
     }
 

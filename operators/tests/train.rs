@@ -53,7 +53,7 @@ impl PartitionReader for Share {
         self.partitions.clone()
     }
 
-    fn seek(&mut self, _: &[(i32, i64)]) -> Result<(), String> {
+    fn seek(&mut self, _: &[(i32, i64)]) -> Result<(), millrace_operators::BoxError> {
         Ok(())
     }
 
@@ -218,7 +218,7 @@ fn parse_and_train_with_1_2_and_4_workers_match_the_batch_computation() {
         let preds: Vec<f32> = (0..rows.len())
             .map(|i| {
                 let row = rows.row(i).0;
-                millrace_models::ftrl::sigmoid(row.iter().map(|&i| weights[i as usize]).sum())
+                millrace_models::logistic::sigmoid(row.iter().map(|&i| weights[i as usize]).sum())
             })
             .collect();
         exact_auc(&preds, &labels).unwrap()

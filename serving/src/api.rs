@@ -2,9 +2,8 @@
 
 use crate::batch::{BatchOptions, Batcher};
 use crate::score::{count_lookups, score};
-use crate::store::{
-    AdminError, Arm, ModelStore, Route, ServedEntry, Traffic, TrafficChange, VersionStats,
-};
+use crate::stats::VersionStats;
+use crate::store::{AdminError, Arm, ModelStore, Route, ServedEntry, Traffic, TrafficChange};
 use bytes::Buf;
 use futures_util::{Stream, StreamExt};
 use millrace_models::fmap::TransformCounts;

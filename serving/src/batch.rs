@@ -15,10 +15,12 @@
 //! request, so that each request gets its own answer and its own instance positions.
 
 use crate::score::{count_lookups, score};
-use crate::store::{LoadedVersion, ModelStore, ServingStats};
+use crate::stats::{BatchStats, ServingStats};
+use crate::store::ModelStore;
+use crate::version::LoadedVersion;
 use millrace_models::fmap::TransformCounts;
 use serde_json::value::RawValue;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -57,21 +59,6 @@ impl BatchOptions {
 
 /// The longest a batch may wait for more requests: a lone request waits this long.
 const MAX_BATCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Counters of the batcher, on `/metrics` (in [`ServingStats::batching`]).
-#[derive(Debug, Default)]
-pub struct BatchStats {
-    /// Batches scored.
-    pub batches: AtomicU64,
-    /// Requests in those batches.
-    pub requests: AtomicU64,
-    /// Instances in those batches.
-    pub instances: AtomicU64,
-    /// Microseconds the requests waited in the queue and for their batch to fill, summed.
-    pub wait_micros: AtomicU64,
-    /// Batches scored again request by request because an instance failed.
-    pub split_batches: AtomicU64,
-}
 
 /// A request's instances, scored: the instances come back for the shadow.
 #[derive(Debug)]

@@ -19,15 +19,19 @@
 mod api;
 mod batch;
 mod openapi;
+mod row_cache;
 mod rows;
 mod score;
+mod stats;
 mod store;
+mod version;
 
 pub use api::{routes, serve, ServeOptions, KEY_HEADER, OPENAPI};
-pub use batch::{BatchOptions, BatchStats};
+pub use batch::BatchOptions;
 pub use rows::{instance_rows, InstanceError};
+pub use stats::{BatchStats, ServingStats, VersionStats};
 pub use store::{
-    AdminError, Arm, LoadedVersion, ModelStore, Precision, RefreshOutcome, Route, ServedEntry,
-    ServingStats, Traffic, TrafficChange, VersionStats, DEFAULT_LOAD_CPU_SHARE,
-    DEFAULT_ROW_CACHE_ENTRIES,
+    AdminError, Arm, ModelStore, Precision, RefreshOutcome, Route, ServedEntry, Traffic,
+    TrafficChange, DEFAULT_LOAD_CPU_SHARE, DEFAULT_ROW_CACHE_ENTRIES,
 };
+pub use version::LoadedVersion;

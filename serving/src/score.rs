@@ -1,49 +1,16 @@
-//! Scoring a request's instances with one loaded version, through the version's cache of rows.
-//!
-//! The cache maps an instance's JSON text (hashed, 128 bits) to the sparse row the version's
-//! transform makes of it, so a repeated instance (the same user and item asked again) skips JSON
-//! parsing, vocabulary lookups and hashing. Rows belong to one version (its FeatureMap), so each
-//! loaded version has its own cache, and a swap starts a new one.
+//! Scoring a request's instances with one loaded version, through the version's cache of rows
+//! ([`crate::row_cache`]).
 
+use crate::row_cache::Row;
 use crate::rows::instance_rows;
-use crate::store::{LoadedVersion, ServingStats};
+use crate::stats::ServingStats;
+use crate::version::LoadedVersion;
 use millrace_models::fmap::TransformCounts;
 use millrace_models::{CsrBatch, ServedModel};
 use serde_json::value::RawValue;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use xxhash_rust::xxh3::xxh3_128;
-
-/// A transformed instance: a row of the model's FeatureMap.
-#[derive(Debug)]
-struct Row {
-    indices: Box<[u32]>,
-    values: Box<[f32]>,
-}
-
-/// Rows by instance text, for one version.
-pub(crate) struct RowCache(quick_cache::sync::Cache<u128, Arc<Row>>);
-
-impl std::fmt::Debug for RowCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RowCache")
-            .field("entries", &self.0.len())
-            .field("capacity", &self.0.capacity())
-            .finish()
-    }
-}
-
-impl RowCache {
-    /// A cache of at most `entries` rows; `None` for no cache.
-    pub(crate) fn new(entries: usize) -> Option<Self> {
-        (entries > 0).then(|| RowCache(quick_cache::sync::Cache::new(entries)))
-    }
-
-    /// Rows cached now.
-    pub(crate) fn len(&self) -> usize {
-        self.0.len()
-    }
-}
 
 fn predict(model: &ServedModel, row: &Row) -> f32 {
     model.predict_row(&row.indices, &row.values)
@@ -116,8 +83,8 @@ pub(crate) fn score(
     }
     if !missed.is_empty() {
         let rows = transform(version, &missed, counts).map_err(|e| name_instance(e, &positions))?;
-        for (k, (key, i)) in keys.into_iter().zip(positions).enumerate() {
-            let (indices, values) = rows.row(k);
+        let rows = (0..rows.len()).map(|k| rows.row(k));
+        for (((indices, values), key), i) in rows.zip(keys).zip(positions) {
             let row = Row {
                 indices: indices.into(),
                 values: values.into(),

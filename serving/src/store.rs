@@ -1,82 +1,18 @@
 //! The served models: for each, the versions loaded and the traffic policy that routes requests
 //! among them, replaced together atomically.
 
-use crate::score::RowCache;
+use crate::row_cache::RowCache;
+use crate::stats::{ServingStats, VersionStats};
+use crate::version::LoadedVersion;
 use arc_swap::ArcSwap;
 use millrace_models::fmap::Parser;
 use millrace_models::table::CHUNK_ROWS;
-use millrace_models::{LoadPace, ServedModel, VersionSource};
+use millrace_models::{LoadPace, VersionSource};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
-
-/// Counters of the serving side.
-#[derive(Debug, Default)]
-pub struct ServingStats {
-    /// Predict requests answered with 200.
-    pub predict_requests: AtomicU64,
-    /// Instances scored.
-    pub predictions: AtomicU64,
-    /// Requests answered with a 4xx.
-    pub client_errors: AtomicU64,
-    /// Versions swapped in.
-    pub swaps: AtomicU64,
-    /// Versions rejected by validation.
-    pub rejected_versions: AtomicU64,
-    /// Instance values looked up in a served FeatureMap's vocabularies.
-    pub vocab_lookups: AtomicU64,
-    /// Of those, values without an id (out of vocabulary or hashed fallback).
-    pub vocab_oov: AtomicU64,
-    /// Admin requests that changed a model's traffic.
-    pub admin_changes: AtomicU64,
-    /// Admin requests refused for a missing or wrong token.
-    pub unauthorized: AtomicU64,
-    /// Instances whose row came from a version's cache.
-    pub row_cache_hits: AtomicU64,
-    /// Instances transformed (not in the cache, or no cache).
-    pub row_cache_misses: AtomicU64,
-    /// The dynamic batcher's counters (zero without batching).
-    pub batching: crate::batch::BatchStats,
-}
-
-/// Counters of one loaded version: its arm of the traffic and its shadow scoring.
-#[derive(Debug, Default)]
-pub struct VersionStats {
-    /// Requests this version answered.
-    pub requests: AtomicU64,
-    /// Instances it answered.
-    pub predictions: AtomicU64,
-    /// The sum of its answered predictions, in millionths (their mean compares arms).
-    pub prediction_sum_micros: AtomicU64,
-    /// Instances it scored as the shadow.
-    pub shadow_predictions: AtomicU64,
-    /// The sum of `|shadow − answer|` over those, in millionths.
-    pub shadow_abs_diff_micros: AtomicU64,
-}
-
-/// A model version in memory, ready to answer.
-#[derive(Debug)]
-pub struct LoadedVersion {
-    /// The model.
-    pub model: ServedModel,
-    /// Its counters.
-    pub stats: VersionStats,
-    /// When it was loaded, milliseconds since the Unix epoch.
-    pub loaded_unix_ms: u64,
-    /// Its rows by instance text.
-    pub(crate) rows: Option<RowCache>,
-    /// The parser of its FeatureMap's instances, made once: each request scores with a clone.
-    pub(crate) parser: Option<Parser>,
-}
-
-impl LoadedVersion {
-    /// Rows in its cache.
-    pub fn cached_rows(&self) -> usize {
-        self.rows.as_ref().map_or(0, RowCache::len)
-    }
-}
 
 /// One arm of a traffic split.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

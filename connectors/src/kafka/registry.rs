@@ -20,7 +20,7 @@ use crate::error::{kafka, Error, Result};
 use crate::kafka::admin::create_new_topics;
 use crate::kafka::config::client_config;
 use millrace_models::architecture::row_width;
-use millrace_models::artifact::Tensor;
+use millrace_models::artifact::{meta_problems, tensor_problems, StoredTensor, Tensor};
 use millrace_models::table::{Table, CHUNK_ROWS};
 use millrace_models::{LoadPace, ModelArtifact, ModelMeta, ServedModel, VersionSource};
 use rdkafka::admin::{NewTopic, TopicReplication};
@@ -308,7 +308,7 @@ impl Seen {
             .map_err(|e| e.to_string())
             .and_then(|value| {
                 let meta = value.get("meta").unwrap_or(&serde_json::Value::Null);
-                millrace_models::artifact::check_format_version(meta)?;
+                millrace_models::artifact::check_format_version(meta).map_err(|e| e.to_string())?;
                 serde_json::from_value::<Manifest>(value).map_err(|e| e.to_string())
             });
         let manifest = match manifest {
@@ -455,12 +455,17 @@ impl KafkaVersions {
         &self,
         name: &str,
         version: u64,
-        reason: impl Into<String>,
+        reason: impl std::fmt::Display,
     ) -> millrace_models::Error {
         millrace_models::Error::InvalidArtifact {
-            path: format!("kafka:{}/{name}/v{version}", self.topic).into(),
-            reason: reason.into(),
+            path: self.path(name, version),
+            reason: reason.to_string(),
         }
+    }
+
+    /// Where a version is, as errors name it.
+    fn path(&self, name: &str, version: u64) -> std::path::PathBuf {
+        format!("kafka:{}/{name}/v{version}", self.topic).into()
     }
 }
 
@@ -504,25 +509,29 @@ impl VersionSource for KafkaVersions {
             .snapshot(name, version)
             .ok_or_else(|| millrace_models::Error::NoVersion(format!("{name} v{version}")))?;
         let feature_map = match (&snapshot.feature_map, &snapshot.meta.feature_map) {
-            (Some(json), Some(stored)) => Some(Arc::new(
-                stored
-                    .read(json)
-                    .map_err(|reason| self.invalid(name, version, reason))?,
-            )),
+            (Some(json), Some(stored)) => Some(Arc::new(stored.read(json).map_err(|source| {
+                millrace_models::Error::FeatureMap {
+                    path: self.path(name, version),
+                    source,
+                }
+            })?)),
             (None, None) => snapshot.meta.features.unfitted_map(),
             _ => return Err(self.invalid(name, version, "FeatureMap missing or unexpected")),
         };
+        let problems = meta_problems(&snapshot.meta, feature_map.as_deref());
+        if !problems.is_empty() {
+            return Err(self.invalid(name, version, problems.join("; ")));
+        }
         let declared = snapshot.meta.tensors(feature_map.as_deref());
-        if declared.len() != snapshot.tensors.len() {
-            return Err(self.invalid(
-                name,
-                version,
-                format!(
-                    "{} tensors where the architecture declares {}",
-                    snapshot.tensors.len(),
-                    declared.len()
-                ),
-            ));
+        let stored = snapshot.tensors.iter().map(|t| StoredTensor {
+            name: &t.name,
+            rows: t.rows,
+            width: Some(t.width),
+            whole: true,
+        });
+        let problems = tensor_problems(&declared, stored);
+        if !problems.is_empty() {
+            return Err(self.invalid(name, version, problems.join("; ")));
         }
         let mut tensors = Vec::with_capacity(declared.len());
         for spec in declared {
@@ -532,7 +541,10 @@ impl VersionSource for KafkaVersions {
                 .find(|t| t.name == spec.name)
                 .ok_or_else(|| self.invalid(name, version, format!("no tensor `{}`", spec.name)))?;
             let table = Table::from_blocks(stored.rows, stored.width, stored.blocks.clone())
-                .map_err(|e| self.invalid(name, version, e))?;
+                .map_err(|source| millrace_models::Error::Blocks {
+                    path: self.path(name, version),
+                    source,
+                })?;
             tensors.push(Tensor::new(spec, table));
         }
         let model = ServedModel {

@@ -184,15 +184,34 @@ fn incomplete_and_invalid_versions_are_not_served() {
     send("manifest/ctr", &serde_json::to_vec(&manifest).unwrap());
     send("manifest/ctr", b"{not json");
     send("what/is/this", b"");
+    // A version as a publisher of format 2.0 sent it: a `kind` where format 3 names an
+    // architecture. It is served.
+    let weights = le_bytes(good.values("weights"));
+    send("chunk/ctr/weights/0", &weights);
+    manifest.tensors[0].chunks = vec![digest(&weights)];
+    let mut older = serde_json::to_value(&manifest).unwrap();
+    older["meta"]["version"] = 4.into();
+    older["meta"]["format_version"] = "2.0".into();
+    older["meta"]
+        .as_object_mut()
+        .unwrap()
+        .remove("architecture");
+    older["meta"]["kind"] = "logistic_regression".into();
+    send("manifest/ctr", &serde_json::to_vec(&older).unwrap());
     producer.flush(Duration::from_secs(30)).unwrap();
 
     let source = KafkaVersions::follow(&broker(), &topic).unwrap();
-    wait_for(&source, "ctr", 3);
+    wait_for(&source, "ctr", 4);
     assert_eq!(
         source.versions("ctr").unwrap(),
-        vec![1, 3],
+        vec![1, 3, 4],
         "2 is incomplete"
     );
+    let older = source
+        .load_served("ctr", 4, None, LoadPace::default())
+        .unwrap();
+    assert_eq!(older.meta.format_version, "2.0");
+    assert_eq!(tables(&older), tensors(&good));
     let err = source
         .load_served("ctr", 3, None, LoadPace::default())
         .unwrap_err();

@@ -5,7 +5,8 @@
 //! printed so that no step can be left out by the compiler.
 
 use crate::error::{Error, Result};
-use millrace_models::fmap::value::{fingerprint, parse_number};
+use millrace_models::fmap::value::fingerprint;
+use millrace_models::schema::text::parse_number;
 use millrace_models::schema::{Encoding, FieldType, Role};
 use millrace_models::Schema;
 use serde::Serialize;

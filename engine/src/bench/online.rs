@@ -206,7 +206,7 @@ pub fn online(
     // Untimed: the same holdout scored by the model rounded to fewer bits.
     let artifact = kept
         .as_ref()
-        .map(|_| trained.learner.to_artifact("bench", model.features.clone()));
+        .map(|_| ModelArtifact::of_learner(&trained.learner, "bench", model.features.clone()));
     let numbers = |m: &ModelArtifact| m.tensors.iter().map(|t| t.values.len() as u64).sum::<u64>();
     let f32_bytes = artifact.as_ref().map_or(0, |m| numbers(m) * 4);
     let rounded = |kept: &[CsrBatch], rounded: &ModelArtifact, bytes: u64, clipped: usize| {
@@ -357,7 +357,7 @@ fn publish_learner(
     preds: &[f32],
     labels: &[bool],
 ) -> Result<u64> {
-    let mut artifact = learner.to_artifact(name, features.clone());
+    let mut artifact = ModelArtifact::of_learner(learner, name, features.clone());
     artifact.feature_map = Some(Arc::new(map.clone()));
     artifact.meta.trained_events = labels.len() as u64;
     artifact.meta.progressive_auc = exact_auc(preds, labels);

@@ -5,11 +5,11 @@
 use super::kll::Kll;
 use super::map::{FeatureMap, Transition};
 use super::spec::{Kind, Layout, VocabSpec};
+use super::update::{Change, FeatureUpdate, FitFigures};
 use super::value::{EventBatch, Value};
-use super::{num_token, small_integer, BuildIdentity, SMALL_INTEGERS};
+use super::{num_token, signed_log1p, small_integer, BuildIdentity, SMALL_INTEGERS, SMALL_LN_1P};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
-use std::sync::LazyLock;
 
 /// Occurrences of a categorical value in an epoch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,21 +126,6 @@ impl SmallIntegers {
                 m2: 0.0,
             });
         }
-    }
-}
-
-/// `ln(1 + k)` for the small integers `k`, looked up instead of computed: `log1p` was 6% of the
-/// featurize bench.
-static SMALL_LN_1P: LazyLock<[f64; SMALL_INTEGERS]> =
-    LazyLock::new(|| std::array::from_fn(|k| (k as f64).ln_1p()));
-
-/// `sign(x)·ln(1 + |x|)`; bit for bit the same whether looked up or computed.
-#[inline]
-pub fn signed_log1p(x: f64) -> f64 {
-    let a = x.abs();
-    match small_integer(a) {
-        Some(k) => x.signum() * SMALL_LN_1P[k],
-        None => x.signum() * a.ln_1p(),
     }
 }
 
@@ -278,51 +263,6 @@ impl Partials {
             })
             .collect()
     }
-}
-
-/// A change to one feature, made by merging an epoch's partials: part of the next version.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum Change {
-    /// Values that got an id, and values evicted with the ids they had.
-    Vocab {
-        /// `(fingerprint, id)` newly given.
-        added: Vec<(u64, u32)>,
-        /// `(fingerprint, id)` evicted.
-        removed: Vec<(u64, u32)>,
-    },
-    /// The new bucket boundaries.
-    Boundaries(Vec<f64>),
-    /// The new scaler.
-    Scale {
-        /// Mean.
-        mean: f64,
-        /// Standard deviation.
-        std: f64,
-    },
-}
-
-/// Figures about a feature after an epoch's merge, for metrics.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct FitFigures {
-    /// Values holding an id.
-    pub vocab_size: u64,
-    /// Values counted but without an id (below `min_count`, or no capacity left).
-    pub pending: u64,
-    /// Values evicted in this epoch: expired, or forgotten beyond `max_pending`.
-    pub evicted: u64,
-    /// Boundaries that moved in this epoch.
-    pub boundary_shifts: u64,
-}
-
-/// An update to one feature at one epoch's end, broadcast to every worker.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct FeatureUpdate {
-    /// The feature's index in the layout.
-    pub feature: u32,
-    /// What changed.
-    pub change: Change,
-    /// Figures for metrics.
-    pub figures: FitFigures,
 }
 
 /// One vocabulary entry on the owner.

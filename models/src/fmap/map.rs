@@ -1,8 +1,8 @@
 //! A FeatureMap version: the fitted state of every feature, and the transform from an event to
 //! a sparse row that the dataflow and serving share.
 
-use super::fit::{Change, FeatureUpdate};
 use super::spec::{InvalidPolicy, Kind, Layout, VocabSpec};
+use super::update::{Change, FeatureUpdate};
 use super::value::{EventBatch, Value};
 use super::{num_token, BuildIdentity};
 use serde::{Deserialize, Serialize};
@@ -275,11 +275,7 @@ impl FeatureMap {
                     std,
                 } => match value {
                     Value::Num(x) => {
-                        let y = if log1p {
-                            super::fit::signed_log1p(*x)
-                        } else {
-                            *x
-                        };
+                        let y = if log1p { super::signed_log1p(*x) } else { *x };
                         let z = if std > 0.0 { (y - mean) / std } else { 0.0 };
                         // Unclipped, a value far out on a tiny spread can leave `f32`'s range:
                         // it takes the missing slot rather than put an infinity in the row.

@@ -19,14 +19,17 @@ pub mod fit;
 pub mod kll;
 pub mod map;
 pub mod spec;
+pub mod update;
 pub mod value;
 
-pub use fit::{BatchFitter, FeatureFitter, FeaturePartial, FeatureUpdate, Partials};
+pub use fit::{BatchFitter, FeatureFitter, FeaturePartial, Partials};
 pub use map::{CsrBatch, FeatureMap, TransformCounts, Transition};
 pub use spec::{FeatureMapSpec, InvalidPolicy, Layout, Schema, TransformSpec};
+pub use update::{Change, FeatureUpdate, FitFigures};
 pub use value::{BadCounts, BadKind, EventBatch, Parser, Value};
 
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::LazyLock;
 
 /// A hasher that passes a `u64` key through: fingerprints are already uniformly mixed.
 #[derive(Clone, Copy, Debug, Default)]
@@ -71,4 +74,19 @@ pub(crate) fn small_integer(x: f64) -> Option<usize> {
     // back.
     let k = x as usize;
     (k < SMALL_INTEGERS && k as f64 == x).then_some(k)
+}
+
+/// `ln(1 + k)` for the small integers `k`, looked up instead of computed: `log1p` was 6% of the
+/// featurize bench.
+pub(crate) static SMALL_LN_1P: LazyLock<[f64; SMALL_INTEGERS]> =
+    LazyLock::new(|| std::array::from_fn(|k| (k as f64).ln_1p()));
+
+/// `sign(x)·ln(1 + |x|)`; bit for bit the same whether looked up or computed.
+#[inline]
+pub fn signed_log1p(x: f64) -> f64 {
+    let a = x.abs();
+    match small_integer(a) {
+        Some(k) => x.signum() * SMALL_LN_1P[k],
+        None => x.signum() * a.ln_1p(),
+    }
 }

@@ -13,6 +13,17 @@ use super::spec::{FieldSpec, SchemaSpec};
 use std::collections::HashSet;
 use std::fmt::Write as _;
 
+/// Why no schema could be guessed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InferError {
+    /// The file has no non-blank line.
+    #[error("the file has no line")]
+    Empty,
+    /// The format asked for is not one [`infer`] knows.
+    #[error("`--format` must be csv, tsv, json or libfm (got {0:?})")]
+    Format(String),
+}
+
 /// Lines read to guess the types.
 const SAMPLE_LINES: usize = 1000;
 
@@ -20,22 +31,18 @@ const SAMPLE_LINES: usize = 1000;
 ///
 /// # Errors
 ///
-/// A message when the file has no line, or `format` is not one of csv, tsv, json, libfm.
-pub fn infer(text: &[u8], format: Option<&str>) -> Result<SchemaSpec, String> {
+/// [`InferError`] when the file has no line, or `format` is not one of csv, tsv, json, libfm.
+pub fn infer(text: &[u8], format: Option<&str>) -> Result<SchemaSpec, InferError> {
     let lines: Vec<&[u8]> = text
         .split(|&b| b == b'\n')
         .map(super::strip_newline)
         .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
         .take(SAMPLE_LINES + 1)
         .collect();
-    let first = *lines.first().ok_or("the file has no line")?;
+    let first = *lines.first().ok_or(InferError::Empty)?;
     let format = match format {
         Some(f @ ("csv" | "tsv" | "json" | "libfm")) => f,
-        Some(other) => {
-            return Err(format!(
-                "`--format` must be csv, tsv, json or libfm (got {other:?})"
-            ))
-        }
+        Some(other) => return Err(InferError::Format(other.to_owned())),
         None if first.trim_ascii_start().starts_with(b"{") => "json",
         None if looks_libfm(first) => "libfm",
         None if first.contains(&b'\t') => "tsv",
@@ -53,7 +60,7 @@ pub fn infer(text: &[u8], format: Option<&str>) -> Result<SchemaSpec, String> {
             let rows: Vec<Vec<String>> = lines
                 .iter()
                 .map(|l| {
-                    crate::fmap::value::split_columns(l, delimiter)
+                    crate::schema::text::split_columns(l, delimiter)
                         .into_iter()
                         .map(|c| String::from_utf8_lossy(&c).trim().to_owned())
                         .collect()
@@ -61,7 +68,7 @@ pub fn infer(text: &[u8], format: Option<&str>) -> Result<SchemaSpec, String> {
                 .collect();
             spec.header = rows.len() > 1
                 && rows[0].iter().all(|c| {
-                    is_name(c) && crate::fmap::value::parse_number(c.as_bytes()).is_none()
+                    is_name(c) && crate::schema::text::parse_number(c.as_bytes()).is_none()
                 })
                 && rows[0] != rows[1];
             let (names, body) = if spec.header {
@@ -132,7 +139,7 @@ fn looks_libfm(line: &[u8]) -> bool {
     let mut parts = text.split_ascii_whitespace();
     parts
         .next()
-        .is_some_and(|l| crate::fmap::value::parse_number(l.as_bytes()).is_some())
+        .is_some_and(|l| crate::schema::text::parse_number(l.as_bytes()).is_some())
         && parts.clone().next().is_some()
         && parts.all(|p| {
             p.split_once(':')
@@ -184,7 +191,7 @@ fn guess_fields(names: &[String], columns: &[Vec<&str>], spec: &mut SchemaSpec) 
     let numeric = |values: &[&str]| {
         let mut present = values.iter().filter(|v| !v.is_empty()).peekable();
         present.peek().is_some()
-            && present.all(|v| crate::fmap::value::parse_number(v.as_bytes()).is_some())
+            && present.all(|v| crate::schema::text::parse_number(v.as_bytes()).is_some())
     };
     let binary = |values: &[&str]| {
         let set: HashSet<&str> = values.iter().copied().collect();

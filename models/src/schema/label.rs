@@ -63,7 +63,7 @@ impl LabelRule {
                 }
             }
             LabelRule::AtLeast(threshold) => {
-                let x = crate::fmap::value::parse_number(raw)?;
+                let x = crate::schema::text::parse_number(raw)?;
                 Some(x >= *threshold)
             }
         }

@@ -10,6 +10,7 @@ pub mod infer;
 pub mod label;
 pub mod spec;
 pub mod synth;
+pub mod text;
 pub mod time;
 
 pub use label::LabelRule;
@@ -104,6 +105,14 @@ pub struct Schema {
     pub record: Option<RecordLayout>,
 }
 
+/// A file's header line that does not name the schema's columns in order.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the header does not name the `fields` in order: {}", .differences.join("; "))]
+pub struct HeaderMismatch {
+    /// Each column that differs, as `column N: the header has …, `fields` has …`.
+    pub differences: Vec<String>,
+}
+
 impl Schema {
     /// The Criteo schema: a tab-separated line of `label` (`0` or `1`), `I1`…`I13` (numbers)
     /// and `C1`…`C26` (categories).
@@ -151,7 +160,7 @@ impl Schema {
         let at = record.columns.iter().position(|c| c.role == Role::Time)?;
         let raw = match record.encoding {
             Encoding::Delimited { delimiter } => {
-                crate::fmap::value::nth_column(payload, delimiter, at)?
+                crate::schema::text::nth_column(payload, delimiter, at)?
             }
             Encoding::Json => return json_time(payload, &record.columns[at].name, record),
             Encoding::Libfm => return None,
@@ -163,14 +172,14 @@ impl Schema {
     ///
     /// # Errors
     ///
-    /// A message naming the columns that differ, in order.
-    pub fn check_header(&self, line: &[u8]) -> Result<(), String> {
+    /// [`HeaderMismatch`], naming the columns that differ, in order.
+    pub fn check_header(&self, line: &[u8]) -> Result<(), HeaderMismatch> {
         let record = self.record();
         let Encoding::Delimited { delimiter } = record.encoding else {
             return Ok(());
         };
         let line = strip_newline(line);
-        let got: Vec<String> = crate::fmap::value::split_columns(line, delimiter)
+        let got: Vec<String> = crate::schema::text::split_columns(line, delimiter)
             .into_iter()
             .map(|c| String::from_utf8_lossy(&c).trim().to_owned())
             .collect();
@@ -190,10 +199,9 @@ impl Schema {
                 ));
             }
         }
-        Err(format!(
-            "the header does not name the `fields` in order: {}",
-            differ.join("; ")
-        ))
+        Err(HeaderMismatch {
+            differences: differ,
+        })
     }
 
     /// The records of a file of these records: its non-blank lines, after the header line
@@ -201,8 +209,8 @@ impl Schema {
     ///
     /// # Errors
     ///
-    /// A message naming the columns that differ, when the header does not name the fields.
-    pub fn records<'t>(&self, text: &'t [u8]) -> Result<Vec<&'t [u8]>, String> {
+    /// [`HeaderMismatch`], when the header does not name the fields.
+    pub fn records<'t>(&self, text: &'t [u8]) -> Result<Vec<&'t [u8]>, HeaderMismatch> {
         Ok(self
             .record_spans(text)?
             .into_iter()
@@ -215,7 +223,7 @@ impl Schema {
     /// # Errors
     ///
     /// As [`Schema::records`].
-    pub fn record_spans(&self, text: &[u8]) -> Result<Vec<std::ops::Range<usize>>, String> {
+    pub fn record_spans(&self, text: &[u8]) -> Result<Vec<std::ops::Range<usize>>, HeaderMismatch> {
         let mut from = 0;
         let mut lines = text.split(|&b| b == b'\n').filter_map(|line| {
             let span = from..from + line.len();
@@ -341,10 +349,16 @@ mod tests {
     fn a_header_must_name_the_fields_in_order() {
         let schema = avazu_like();
         assert_eq!(schema.check_header(b"id,click,hour,site\r\n"), Ok(()));
-        let error = schema.check_header(b"id,hour,click,site").unwrap_err();
+        let error = schema
+            .check_header(b"id,hour,click,site")
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("column 2: the header has `hour`, `fields` has `click`"));
         assert!(error.contains("column 3: the header has `click`, `fields` has `hour`"));
-        let short = schema.check_header(b"id,click,hour").unwrap_err();
+        let short = schema
+            .check_header(b"id,click,hour")
+            .unwrap_err()
+            .to_string();
         assert!(short.contains("column 4: the header has nothing, `fields` has `site`"));
     }
 

@@ -224,7 +224,7 @@ impl SchemaSpec {
         let time_format = match self.event_time_format.as_deref() {
             None => TimeFormat::Millis,
             Some(name) => TimeFormat::from_name(name).unwrap_or_else(|why| {
-                problems.push(why);
+                problems.push(why.to_string());
                 TimeFormat::Millis
             }),
         };

@@ -79,7 +79,7 @@ impl SchemaGenerator {
                 value
             })
             .collect();
-        let probability = crate::ftrl::sigmoid(margin);
+        let probability = crate::logistic::sigmoid(margin);
         let label = self.rng.random::<f32>() < probability;
         let record = &self.record;
         let label_text = label_text(&record.label, label);

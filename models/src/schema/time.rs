@@ -17,13 +17,25 @@ pub enum TimeFormat {
     Pattern(String),
 }
 
+/// An `event_time_format` that is not one.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TimeFormatError {
+    /// A pattern with a directive that is not strftime's.
+    #[error("`event_time_format` {0:?} has a directive that is not strftime's")]
+    Directive(String),
+    /// Neither `ms`, `s` nor a pattern.
+    #[error("`event_time_format` must be \"ms\", \"s\" or a strftime pattern such as \"%y%m%d%H\" (got {0:?})")]
+    Unknown(String),
+}
+
 impl TimeFormat {
     /// Reads the format as written in a job file (`"ms"`, `"s"` or a pattern).
     ///
     /// # Errors
     ///
-    /// A message when a pattern has no `%` directive or one that chrono does not know.
-    pub fn from_name(name: &str) -> Result<Self, String> {
+    /// [`TimeFormatError`] when a pattern has no `%` directive or one that chrono does not
+    /// know.
+    pub fn from_name(name: &str) -> Result<Self, TimeFormatError> {
         match name {
             "ms" => Ok(TimeFormat::Millis),
             "s" => Ok(TimeFormat::Seconds),
@@ -33,14 +45,10 @@ impl TimeFormat {
                 if known {
                     Ok(TimeFormat::Pattern(pattern.to_owned()))
                 } else {
-                    Err(format!(
-                        "`event_time_format` {pattern:?} has a directive that is not strftime's"
-                    ))
+                    Err(TimeFormatError::Directive(pattern.to_owned()))
                 }
             }
-            other => Err(format!(
-                "`event_time_format` must be \"ms\", \"s\" or a strftime pattern such as \"%y%m%d%H\" (got {other:?})"
-            )),
+            other => Err(TimeFormatError::Unknown(other.to_owned())),
         }
     }
 

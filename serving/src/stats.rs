@@ -1,0 +1,62 @@
+//! Counters of the serving side, of each loaded version and of the batcher, on `/metrics`.
+
+use std::sync::atomic::AtomicU64;
+
+/// Counters of the serving side.
+#[derive(Debug, Default)]
+pub struct ServingStats {
+    /// Predict requests answered with 200.
+    pub predict_requests: AtomicU64,
+    /// Instances scored.
+    pub predictions: AtomicU64,
+    /// Requests answered with a 4xx.
+    pub client_errors: AtomicU64,
+    /// Versions swapped in.
+    pub swaps: AtomicU64,
+    /// Versions rejected by validation.
+    pub rejected_versions: AtomicU64,
+    /// Instance values looked up in a served FeatureMap's vocabularies.
+    pub vocab_lookups: AtomicU64,
+    /// Of those, values without an id (out of vocabulary or hashed fallback).
+    pub vocab_oov: AtomicU64,
+    /// Admin requests that changed a model's traffic.
+    pub admin_changes: AtomicU64,
+    /// Admin requests refused for a missing or wrong token.
+    pub unauthorized: AtomicU64,
+    /// Instances whose row came from a version's cache.
+    pub row_cache_hits: AtomicU64,
+    /// Instances transformed (not in the cache, or no cache).
+    pub row_cache_misses: AtomicU64,
+    /// The dynamic batcher's counters (zero without batching).
+    pub batching: BatchStats,
+}
+
+/// Counters of one loaded version: its arm of the traffic and its shadow scoring.
+#[derive(Debug, Default)]
+pub struct VersionStats {
+    /// Requests this version answered.
+    pub requests: AtomicU64,
+    /// Instances it answered.
+    pub predictions: AtomicU64,
+    /// The sum of its answered predictions, in millionths (their mean compares arms).
+    pub prediction_sum_micros: AtomicU64,
+    /// Instances it scored as the shadow.
+    pub shadow_predictions: AtomicU64,
+    /// The sum of `|shadow − answer|` over those, in millionths.
+    pub shadow_abs_diff_micros: AtomicU64,
+}
+
+/// Counters of the batcher, on `/metrics` (in [`ServingStats::batching`]).
+#[derive(Debug, Default)]
+pub struct BatchStats {
+    /// Batches scored.
+    pub batches: AtomicU64,
+    /// Requests in those batches.
+    pub requests: AtomicU64,
+    /// Instances in those batches.
+    pub instances: AtomicU64,
+    /// Microseconds the requests waited in the queue and for their batch to fill, summed.
+    pub wait_micros: AtomicU64,
+    /// Batches scored again request by request because an instance failed.
+    pub split_batches: AtomicU64,
+}

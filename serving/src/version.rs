@@ -1,0 +1,29 @@
+//! A model version loaded for serving: the model, its counters, its cache of rows and its
+//! instances' parser.
+
+use crate::row_cache::RowCache;
+use crate::stats::VersionStats;
+use millrace_models::fmap::Parser;
+use millrace_models::ServedModel;
+
+/// A model version in memory, ready to answer.
+#[derive(Debug)]
+pub struct LoadedVersion {
+    /// The model.
+    pub model: ServedModel,
+    /// Its counters.
+    pub stats: VersionStats,
+    /// When it was loaded, milliseconds since the Unix epoch.
+    pub loaded_unix_ms: u64,
+    /// Its rows by instance text.
+    pub(crate) rows: Option<RowCache>,
+    /// The parser of its FeatureMap's instances, made once: each request scores with a clone.
+    pub(crate) parser: Option<Parser>,
+}
+
+impl LoadedVersion {
+    /// Rows in its cache.
+    pub fn cached_rows(&self) -> usize {
+        self.rows.as_ref().map_or(0, RowCache::len)
+    }
+}
