@@ -25,10 +25,10 @@ TEST_FILES = {"tests.rs"}
 
 
 def crates():
-    for manifest in sorted(ROOT.glob("**/Cargo.toml")):
-        if "target" in manifest.parts or "fuzz" in manifest.parts:
+    for manifest in sorted(ROOT.glob("*/Cargo.toml")) + sorted(ROOT.glob("*/*/Cargo.toml")):
+        if {"target", "fuzz"} & set(manifest.relative_to(ROOT).parts):
             continue
-        if (manifest.parent / "src").is_dir():
+        if (manifest.parent / "src" / "lib.rs").is_file():
             yield manifest.parent
 
 
@@ -37,6 +37,10 @@ def module_of(src, file):
     if parts[-1] == "mod" or (len(parts) == 1 and parts[0] in ("lib", "main")):
         parts = parts[:-1]
     return tuple(parts)
+
+
+RAW_STRING = re.compile(r'r(#*)"')
+CHAR = re.compile(r"'(?:\\.|[^\\'])'")
 
 
 def strip_comments_and_strings(text):
@@ -54,7 +58,7 @@ def strip_comments_and_strings(text):
                     depth, i = depth - 1, i + 2
                 else:
                     i += 1
-        elif (m := re.match(r'r(#*)"', text[i:])) and (i == 0 or not (text[i - 1].isalnum() or text[i - 1] == "_")):
+        elif (m := RAW_STRING.match(text, i)) and (i == 0 or not (text[i - 1].isalnum() or text[i - 1] == "_")):
             end = text.find('"' + m.group(1), i + len(m.group(0)))
             i = n if end < 0 else end + 1 + len(m.group(1))
             out.append('""')
@@ -64,7 +68,7 @@ def strip_comments_and_strings(text):
                 i += 2 if text[i] == "\\" else 1
             i += 1
             out.append('""')
-        elif (m := re.match(r"'(?:\\.|[^\\'])'", text[i:])):
+        elif (m := CHAR.match(text, i)):
             i += len(m.group(0))
             out.append("' '")
         else:
@@ -122,17 +126,24 @@ def use_paths(tree, prefix=()):
             item += ch
         return
     head, sep, rest = tree.partition("::")
-    head = re.sub(r"\s+as\s+" + IDENT + r"$", "", head.strip())
+    head = head.strip()
     if sep:
         yield from use_paths(rest, prefix + (head,))
-    elif head == "self":
-        yield prefix
     else:
-        yield prefix + (head,)
+        name, _, alias = head.partition(" as ")
+        name, alias = name.strip(), alias.strip()
+        if name == "self":
+            yield prefix, alias or (prefix[-1] if prefix else "")
+        else:
+            yield prefix + (name,), alias or name
 
 
-def absolute(module, path):
-    """`path` (segments starting at `crate`, `self` or `super`) from `module`, or None."""
+def absolute(module, path, modules):
+    """`path` from `module`, as a path from the crate root: one starting at `crate`, `self`
+    or `super`, or at a child module of `module` (a relative `use`); None for others (an
+    external crate, the prelude)."""
+    if path and path[0] not in ("crate", "self", "super") and tuple(module) + (path[0],) in modules:
+        path = ("self",) + tuple(path)
     if not path or path[0] not in ("crate", "self", "super"):
         return None
     if path[0] == "crate":
@@ -150,6 +161,8 @@ class Crate:
         self.src = src
         self.files, self.test_modules = {}, set()
         for file in sorted(src.rglob("*.rs")):
+            if file == src / "main.rs":
+                continue  # a binary's root, another crate beside the library
             module = module_of(src, file)
             code, tests = without_tests(strip_comments_and_strings(file.read_text()))
             self.files[module] = (file, code)
@@ -160,10 +173,10 @@ class Crate:
             for visibility, tree in USE.findall(code):
                 if not visibility:
                     continue
-                for path in use_paths(tree):
-                    target = absolute(module, path)
+                for path, name in use_paths(tree):
+                    target = absolute(module, path, self.modules)
                     if target and path[-1] != "*":
-                        self.exports[module][path[-1]] = target
+                        self.exports[module][name] = target
 
     def home(self, path, depth=0):
         """The module that defines what the absolute `path` names."""
@@ -183,11 +196,11 @@ class Crate:
                 continue
             paths = []
             for _, tree in USE.findall(code):
-                paths.extend(use_paths(tree))
+                paths.extend(path for path, _ in use_paths(tree))
             inline = USE.sub("", code)
             paths.extend(tuple(p.split("::")) for p in INLINE_PATH.findall(inline))
             for path in paths:
-                target = absolute(module, path)
+                target = absolute(module, path, self.modules)
                 if target is None:
                     continue
                 home = self.home(target)

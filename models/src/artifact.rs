@@ -86,8 +86,10 @@ fn major(version: &str) -> Option<u64> {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "StoredMeta")]
 pub struct ModelMeta {
-    /// The artifact format it was written in ([`FORMAT_VERSION`]; `1.0` for artifacts written
-    /// before format versions).
+    /// The artifact format it was read in (`1.0` for artifacts written before format
+    /// versions). Written out, metadata is always this reader's [`FORMAT_VERSION`]: it names
+    /// an `architecture`, which older readers do not know.
+    #[serde(serialize_with = "this_format")]
     pub format_version: String,
     /// The model's name, as served under `/v1/models/{name}`.
     pub name: String,
@@ -123,8 +125,14 @@ impl ModelMeta {
     }
 }
 
+/// Writes [`FORMAT_VERSION`], the format metadata is written in, whatever it was read in.
+fn this_format<S: serde::Serializer>(_: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(FORMAT_VERSION)
+}
+
 /// A `meta.json` as any format version wrote it: format 3 names an `architecture`, formats 1
-/// and 2 a `kind`.
+/// and 2 a `kind` (or an `architecture`, where a reader of format 3 wrote their metadata
+/// before it stamped its own format on what it writes).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StoredMeta {
@@ -338,6 +346,7 @@ impl ModelArtifact {
             rows: t.shape.first().copied().unwrap_or(1),
             width: row_width(&t.shape),
             whole: element_count(&t.shape) == Some(t.values.len()),
+            shape: Some(&t.shape),
         });
         let mut problems = shape_problems(&self.meta, shapes, self.feature_map.as_deref());
         for tensor in &self.tensors {
@@ -472,6 +481,10 @@ pub struct StoredTensor<'a> {
     pub width: Option<usize>,
     /// Whether it holds `f32` values filling `rows × width`.
     pub whole: bool,
+    /// Its whole shape where the store records one (a safetensors header, an artifact), which
+    /// must then be the declared shape exactly; `None` where only rows and width are kept (a
+    /// registry topic's manifest).
+    pub shape: Option<&'a [usize]>,
 }
 
 /// How `stored` tensors differ from those `declared` (an architecture's): each declared name
@@ -490,12 +503,21 @@ pub fn tensor_problems<'a>(
             ));
             continue;
         };
+        let fits = match tensor.shape {
+            Some(shape) => shape == spec.shape,
+            None => (tensor.rows, tensor.width) == (spec.rows(), spec.width()),
+        };
         if seen.contains(&name) {
             problems.push(format!("`{name}` twice"));
-        } else if (tensor.rows, tensor.width) != (spec.rows(), spec.width()) {
+        } else if !fits {
+            let shape = match (tensor.shape, tensor.width) {
+                (Some(shape), _) => format!("shape {shape:?}"),
+                (None, Some(width)) => format!("{} rows of {width}", tensor.rows),
+                (None, None) => format!("{} rows of too many numbers", tensor.rows),
+            };
             problems.push(format!(
-                "`{name}` has {} rows of {:?} where the architecture declares {:?}",
-                tensor.rows, tensor.width, spec.shape
+                "`{name}` has {shape} where the architecture declares shape {:?}",
+                spec.shape
             ));
         } else if !tensor.whole {
             problems.push(format!("`{name}` is not f32 values filling its shape"));
@@ -646,7 +668,9 @@ impl ServedModel {
             name: &t.name,
             rows: t.values.rows(),
             width: Some(t.values.width()),
-            whole: true,
+            whole: t.values.rows() == t.shape.first().copied().unwrap_or(1)
+                && Some(t.values.width()) == row_width(&t.shape),
+            shape: Some(&t.shape),
         });
         let mut problems = shape_problems(&self.meta, shapes, self.feature_map.as_deref());
         for tensor in &self.tensors {

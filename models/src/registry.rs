@@ -504,6 +504,7 @@ fn checked_tensors<'a>(
         rows: shape.first().copied().unwrap_or(1),
         width: row_width(shape),
         whole: dtype == Dtype::F32,
+        shape: Some(shape),
     });
     let problems = tensor_problems(&declared, stored);
     if !problems.is_empty() {

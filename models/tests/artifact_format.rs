@@ -233,8 +233,8 @@ fn the_metadata_is_checked_before_the_tensors_and_sizes_are_bounded() {
     let mut meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
 
-    // Far more factors than any learner makes: refused for that, before a byte of the
-    // tensors is read or a table sized by it is made.
+    // Far more factors than any learner makes: refused for that, before a table sized by it
+    // is made.
     meta["architecture"]["factors"] = (1u64 << 40).into();
     std::fs::write(&meta_path, meta.to_string()).unwrap();
     for error in [
@@ -247,11 +247,23 @@ fn the_metadata_is_checked_before_the_tensors_and_sizes_are_bounded() {
         assert!(error.contains("1 to 256 factors per slot"), "{error}");
     }
 
-    // A spec the tensors do not fit names the spec's problem, not the tensors' shapes.
+    // A spec the tensors do not fit names the spec's problem, not the tensors' shapes; a
+    // spec they fit, with tensors of other shapes, names those.
     meta["architecture"]["factors"] = 2.into();
     meta["features"]["hash_bits"] = 0.into();
     std::fs::write(&meta_path, meta.to_string()).unwrap();
     let error = registry.load("ctr", version).unwrap_err().to_string();
     assert!(error.contains("hash_bits"), "{error}");
-    assert!(!error.contains("must be an f32"), "{error}");
+    assert!(
+        !error.contains("where the architecture declares"),
+        "{error}"
+    );
+    meta["features"]["hash_bits"] = 4.into();
+    meta["architecture"]["factors"] = 4.into();
+    std::fs::write(&meta_path, meta.to_string()).unwrap();
+    let error = registry.load("ctr", version).unwrap_err().to_string();
+    assert!(
+        error.contains("`factors` has shape [16, 2] where the architecture declares shape [16, 4]"),
+        "{error}"
+    );
 }

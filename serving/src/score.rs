@@ -83,6 +83,7 @@ pub(crate) fn score(
     }
     if !missed.is_empty() {
         let rows = transform(version, &missed, counts).map_err(|e| name_instance(e, &positions))?;
+        debug_assert_eq!(rows.len(), keys.len(), "a row per instance");
         let rows = (0..rows.len()).map(|k| rows.row(k));
         for (((indices, values), key), i) in rows.zip(keys).zip(positions) {
             let row = Row {

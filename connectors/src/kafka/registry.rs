@@ -528,6 +528,7 @@ impl VersionSource for KafkaVersions {
             rows: t.rows,
             width: Some(t.width),
             whole: true,
+            shape: None,
         });
         let problems = tensor_problems(&declared, stored);
         if !problems.is_empty() {

@@ -6,7 +6,7 @@
 //! (`standardize`); hashing (`hash`), hashed crosses (`cross`) and pass-through numbers. Fitting
 //! is incremental: each worker keeps [`fit::Partials`] of the current epoch, the owner of each
 //! feature merges every worker's partials at the epoch's end ([`fit::FeatureFitter`]), and the
-//! resulting [`fit::FeatureUpdate`]s make [`FeatureMap`] version N+1 on every worker. The
+//! resulting [`update::FeatureUpdate`]s make [`FeatureMap`] version N+1 on every worker. The
 //! transform ([`FeatureMap::transform`]) is the one function the dataflow and serving both call;
 //! its [`CsrBatch`]es also go to Arrow `RecordBatch`es (module `arrow`, feature `arrow`).
 //!
