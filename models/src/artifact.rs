@@ -349,12 +349,15 @@ impl ModelArtifact {
             shape: Some(&t.shape),
         });
         let mut problems = shape_problems(&self.meta, shapes, self.feature_map.as_deref());
-        for tensor in &self.tensors {
-            if let Some(i) = tensor.values.iter().position(|v| !v.is_finite()) {
-                problems.push(format!("value {i} of `{}` is not finite", tensor.name));
-            }
-        }
+        problems.extend(self.value_problems());
         problems
+    }
+
+    /// The numbers that are not finite, a problem per tensor: what a loader still checks
+    /// once the structure passed [`declared_tensors`].
+    pub fn value_problems(&self) -> Vec<String> {
+        let first = |t: &Tensor| t.values.iter().position(|v| !v.is_finite());
+        non_finite(&self.tensors, first)
     }
 
     /// The model with every tensor rounded to q2.13 fixed point ([`crate::fixed`], randomized
@@ -406,7 +409,7 @@ impl ModelArtifact {
             values,
             weights.len(),
             |i| weights.get(i).copied(),
-            (factor_rows, factors),
+            Some((factor_rows, factors)),
         )
     }
 }
@@ -430,26 +433,66 @@ fn values_of<'a, V>(tensors: &'a [Tensor<V>], name: &str) -> Option<&'a V> {
     tensors.iter().find(|t| t.name == name).map(|t| &t.values)
 }
 
-/// The problems of an artifact's shape: its metadata with its FeatureMap
-/// ([`meta_problems`]), then, when there are none, its tensors against those the architecture
-/// declares ([`tensor_problems`]).
-pub(crate) fn shape_problems<'a>(
+/// A problem per tensor that holds a number that is not finite (`first` finds the first).
+fn non_finite<V>(
+    tensors: &[Tensor<V>],
+    first: impl Fn(&Tensor<V>) -> Option<usize>,
+) -> Vec<String> {
+    let found = tensors.iter().filter_map(|t| Some((first(t)?, &t.name)));
+    found
+        .map(|(i, name)| format!("value {i} of `{name}` is not finite"))
+        .collect()
+}
+
+/// Why a stored model's structure is not one to load ([`declared_tensors`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StructureProblems {
+    /// The metadata with its FeatureMap ([`meta_problems`]).
+    Meta(Vec<String>),
+    /// The stored tensors against those declared ([`tensor_problems`]).
+    Tensors(Vec<String>),
+}
+
+/// Checks a stored model's metadata with its FeatureMap, then its `stored` tensors against
+/// those the architecture declares: what every registry does before it reads a number.
+///
+/// # Errors
+///
+/// The problems of the first check that found any.
+pub fn declared_tensors<'a>(
+    meta: &ModelMeta,
+    feature_map: Option<&FeatureMap>,
+    stored: impl IntoIterator<Item = StoredTensor<'a>>,
+) -> Result<Vec<TensorSpec>, StructureProblems> {
+    let problems = meta_problems(meta, feature_map);
+    if !problems.is_empty() {
+        return Err(StructureProblems::Meta(problems));
+    }
+    let declared = meta.tensors(feature_map);
+    let problems = tensor_problems(&declared, stored);
+    if !problems.is_empty() {
+        return Err(StructureProblems::Tensors(problems));
+    }
+    Ok(declared)
+}
+
+/// The problems of an artifact's shape, as [`declared_tensors`] finds them.
+fn shape_problems<'a>(
     meta: &ModelMeta,
     tensors: impl IntoIterator<Item = StoredTensor<'a>>,
     feature_map: Option<&FeatureMap>,
 ) -> Vec<String> {
-    let mut problems = meta_problems(meta, feature_map);
-    if problems.is_empty() {
-        problems.extend(tensor_problems(&meta.tensors(feature_map), tensors));
+    match declared_tensors(meta, feature_map, tensors) {
+        Ok(_) => Vec::new(),
+        Err(StructureProblems::Meta(problems) | StructureProblems::Tensors(problems)) => problems,
     }
-    problems
 }
 
 /// The problems of a model's metadata with its FeatureMap: the architecture's
 /// hyper-parameters, the feature spec over the FeatureMap's schema (Criteo's in artifacts
 /// written before declared schemas), and the FeatureMap itself. Checked before the tensors,
 /// whose declared shapes mean nothing while these are wrong.
-pub fn meta_problems(meta: &ModelMeta, feature_map: Option<&FeatureMap>) -> Vec<String> {
+fn meta_problems(meta: &ModelMeta, feature_map: Option<&FeatureMap>) -> Vec<String> {
     let criteo = Schema::criteo();
     let schema = feature_map.map_or(&criteo, |map| &map.layout.schema);
     let mut problems = meta.architecture.problems();
@@ -489,7 +532,7 @@ pub struct StoredTensor<'a> {
 
 /// How `stored` tensors differ from those `declared` (an architecture's): each declared name
 /// once, with its rows and width, holding whole values, and nothing else; in any order.
-pub fn tensor_problems<'a>(
+fn tensor_problems<'a>(
     declared: &[TensorSpec],
     stored: impl IntoIterator<Item = StoredTensor<'a>>,
 ) -> Vec<String> {
@@ -538,23 +581,24 @@ pub fn tensor_problems<'a>(
 
 /// The click probability of a row: the linear margin over `dimension` weights (indices past it
 /// count as zero, and a factorization machine then scores the row linearly) plus, for a
-/// factorization machine, the pairwise margin over `factors` (its row count and rows).
+/// factorization machine, the pairwise margin over `factors` (its row count and rows), when
+/// it has them.
 fn score<F: FactorRows + ?Sized>(
     architecture: &Architecture,
     row: &[u32],
     values: impl RowValues,
     dimension: usize,
     weight: impl Fn(usize) -> Option<f32>,
-    (factor_rows, factors): (usize, &F),
+    factors: Option<(usize, &F)>,
 ) -> f32 {
     let linear: f32 = row
         .iter()
         .enumerate()
         .map(|(k, &i)| weight(i as usize).map_or(0.0, |w| w * values.at(k)))
         .sum();
-    match *architecture {
-        Architecture::FactorizationMachine { factors: k }
-            if factor_rows == dimension && row.iter().all(|&i| (i as usize) < dimension) =>
+    match (architecture, factors) {
+        (&Architecture::FactorizationMachine { factors: k }, Some((rows, factors)))
+            if rows == dimension && row.iter().all(|&i| (i as usize) < dimension) =>
         {
             let mut sums = Vec::with_capacity(k);
             sigmoid(linear + pairwise_margin(row, values, factors, k, &mut sums))
@@ -597,6 +641,16 @@ impl ServedModel {
         }
     }
 
+    /// The artifact this model serves, its tensors as plain values: the inverse of
+    /// [`ServedModel::from_artifact`].
+    pub fn to_artifact(&self) -> ModelArtifact {
+        ModelArtifact {
+            meta: self.meta.clone(),
+            tensors: self.tensors.iter().map(|t| t.map(Table::to_vec)).collect(),
+            feature_map: self.feature_map.clone(),
+        }
+    }
+
     /// The table of the tensor named `name`, if the model has one.
     pub fn table(&self, name: &str) -> Option<&Table> {
         values_of(&self.tensors, name)
@@ -612,16 +666,14 @@ impl ServedModel {
     }
 
     fn predict_values(&self, row: &[u32], values: impl RowValues) -> f32 {
-        let empty = Table::from_values(&[], 1);
-        let weights = self.table(WEIGHTS).unwrap_or(&empty);
-        let factors = self.table(FACTORS).unwrap_or(&empty);
+        let weights = self.table(WEIGHTS);
         score(
             &self.meta.architecture,
             row,
             values,
-            weights.rows(),
-            |i| weights.get(i),
-            (factors.rows(), factors),
+            weights.map_or(0, Table::rows),
+            |i| weights.and_then(|w| w.get(i)),
+            self.table(FACTORS).map(|f| (f.rows(), f)),
         )
     }
 
@@ -673,12 +725,13 @@ impl ServedModel {
             shape: Some(&t.shape),
         });
         let mut problems = shape_problems(&self.meta, shapes, self.feature_map.as_deref());
-        for tensor in &self.tensors {
-            if let Some(i) = tensor.values.first_non_finite() {
-                problems.push(format!("value {i} of `{}` is not finite", tensor.name));
-            }
-        }
+        problems.extend(self.value_problems());
         problems
+    }
+
+    /// As [`ModelArtifact::value_problems`].
+    pub fn value_problems(&self) -> Vec<String> {
+        non_finite(&self.tensors, |t| t.values.first_non_finite())
     }
 
     /// The memory of the tensors, and what of it `other`'s tensors of the same names share.

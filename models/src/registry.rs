@@ -9,8 +9,8 @@
 
 use crate::architecture::{row_width, TensorSpec};
 use crate::artifact::{
-    meta_problems, tensor_problems, FeatureMapMeta, ModelArtifact, ModelMeta, ServedModel,
-    StoredTensor, Tensor, FORMAT_VERSION,
+    declared_tensors, FeatureMapMeta, ModelArtifact, ModelMeta, ServedModel, StoredTensor,
+    StructureProblems, Tensor, FORMAT_VERSION,
 };
 use crate::error::{Error, Result, StoredMapError};
 use crate::fmap::FeatureMap;
@@ -237,7 +237,7 @@ impl Registry {
             tensors,
             feature_map,
         };
-        let problems = artifact.problems();
+        let problems = artifact.value_problems();
         if !problems.is_empty() {
             return Err(Error::invalid(&dir, problems.join("; ")));
         }
@@ -485,20 +485,15 @@ impl LoadPace {
     }
 }
 
-/// Checks a model's metadata with its FeatureMap (the `dir` of the version), then the tensors
-/// its weights file (at `path`) lists, as `(name, dtype, shape)`, against those the
-/// architecture declares; returns the declared tensors.
+/// [`declared_tensors`] of a version in `dir` whose weights file, at `path`, lists
+/// `(name, dtype, shape)`; a problem of the metadata is the version's, one of the tensors the
+/// file's.
 fn checked_tensors<'a>(
     (dir, path): (&Path, &Path),
     meta: &ModelMeta,
     feature_map: Option<&FeatureMap>,
     listed: impl IntoIterator<Item = (&'a str, Dtype, &'a [usize])>,
 ) -> Result<Vec<TensorSpec>> {
-    let problems = meta_problems(meta, feature_map);
-    if !problems.is_empty() {
-        return Err(Error::invalid(dir, problems.join("; ")));
-    }
-    let declared = meta.tensors(feature_map);
     let stored = listed.into_iter().map(|(name, dtype, shape)| StoredTensor {
         name,
         rows: shape.first().copied().unwrap_or(1),
@@ -506,11 +501,10 @@ fn checked_tensors<'a>(
         whole: dtype == Dtype::F32,
         shape: Some(shape),
     });
-    let problems = tensor_problems(&declared, stored);
-    if !problems.is_empty() {
-        return Err(Error::invalid(path, problems.join("; ")));
-    }
-    Ok(declared)
+    declared_tensors(meta, feature_map, stored).map_err(|problems| match problems {
+        StructureProblems::Meta(p) => Error::invalid(dir, p.join("; ")),
+        StructureProblems::Tensors(p) => Error::invalid(path, p.join("; ")),
+    })
 }
 
 /// The largest safetensors header read: ours is a few hundred bytes.
@@ -751,7 +745,7 @@ mod tests {
         let first = registry
             .load_served("ctr", 1, None, LoadPace::default())
             .unwrap();
-        assert_eq!(tables(&first), tensors(&fm));
+        assert_eq!(first.to_artifact().tensors, fm.tensors);
         assert_eq!(first.meta, fm.meta);
 
         // The next version changes a few weights and one slot's factors.
@@ -765,7 +759,7 @@ mod tests {
         let served = registry
             .load_served("ctr", 2, Some(&first), LoadPace::default())
             .unwrap();
-        assert_eq!(tables(&served), tensors(&next));
+        assert_eq!(served.to_artifact().tensors, next.tensors);
         let memory = served.memory(Some(&first));
         assert_eq!(memory.shared_bytes, memory.block_bytes, "{memory:?}");
         assert_eq!(memory.patch_bytes, 5 * 8, "{memory:?}");
@@ -799,7 +793,7 @@ mod tests {
             int8.predict_row(&rows, &values).to_bits(),
             want.predict_row(&rows, &values).to_bits()
         );
-        assert_ne!(tensors(&want), tensors(&next), "the tensors were rounded");
+        assert_ne!(want.tensors, next.tensors, "the tensors were rounded");
 
         // A corrupt or non-finite version is refused, and the base is untouched.
         let weights = registry.version_dir("ctr", 2).unwrap().join(WEIGHTS);
@@ -824,23 +818,7 @@ mod tests {
         assert!(registry
             .load_served("ctr", 2, None, LoadPace::default())
             .is_err());
-        assert_eq!(tables(&first), tensors(&fm));
-    }
-
-    /// A served model's tensors, by name, as plain values.
-    fn tables(model: &ServedModel) -> Vec<(String, Vec<f32>)> {
-        let tensors = model.tensors.iter();
-        tensors
-            .map(|t| (t.name.clone(), t.values.to_vec()))
-            .collect()
-    }
-
-    /// An artifact's tensors, by name.
-    fn tensors(model: &ModelArtifact) -> Vec<(String, Vec<f32>)> {
-        let tensors = model.tensors.iter();
-        tensors
-            .map(|t| (t.name.clone(), t.values.clone()))
-            .collect()
+        assert_eq!(first.to_artifact().tensors, fm.tensors);
     }
 
     fn spec_without_last(spec: &crate::FeatureMapSpec) -> Vec<crate::fmap::TransformSpec> {

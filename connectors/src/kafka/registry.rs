@@ -20,7 +20,7 @@ use crate::error::{kafka, Error, Result};
 use crate::kafka::admin::create_new_topics;
 use crate::kafka::config::client_config;
 use millrace_models::architecture::row_width;
-use millrace_models::artifact::{meta_problems, tensor_problems, StoredTensor, Tensor};
+use millrace_models::artifact::{declared_tensors, StoredTensor, StructureProblems, Tensor};
 use millrace_models::table::{Table, CHUNK_ROWS};
 use millrace_models::{LoadPace, ModelArtifact, ModelMeta, ServedModel, VersionSource};
 use rdkafka::admin::{NewTopic, TopicReplication};
@@ -518,11 +518,6 @@ impl VersionSource for KafkaVersions {
             (None, None) => snapshot.meta.features.unfitted_map(),
             _ => return Err(self.invalid(name, version, "FeatureMap missing or unexpected")),
         };
-        let problems = meta_problems(&snapshot.meta, feature_map.as_deref());
-        if !problems.is_empty() {
-            return Err(self.invalid(name, version, problems.join("; ")));
-        }
-        let declared = snapshot.meta.tensors(feature_map.as_deref());
         let stored = snapshot.tensors.iter().map(|t| StoredTensor {
             name: &t.name,
             rows: t.rows,
@@ -530,10 +525,11 @@ impl VersionSource for KafkaVersions {
             whole: true,
             shape: None,
         });
-        let problems = tensor_problems(&declared, stored);
-        if !problems.is_empty() {
-            return Err(self.invalid(name, version, problems.join("; ")));
-        }
+        let declared = declared_tensors(&snapshot.meta, feature_map.as_deref(), stored).map_err(
+            |(StructureProblems::Meta(problems) | StructureProblems::Tensors(problems))| {
+                self.invalid(name, version, problems.join("; "))
+            },
+        )?;
         let mut tensors = Vec::with_capacity(declared.len());
         for spec in declared {
             let stored = snapshot
@@ -553,7 +549,7 @@ impl VersionSource for KafkaVersions {
             tensors,
             feature_map,
         };
-        let problems = model.problems();
+        let problems = model.value_problems();
         if !problems.is_empty() {
             return Err(self.invalid(name, version, problems.join("; ")));
         }

@@ -82,7 +82,7 @@ fn serving_follows_the_topic_and_shares_unchanged_chunks() {
     let v1 = source
         .load_served("ctr", 1, None, LoadPace::default())
         .unwrap();
-    assert_eq!(tables(&v1), tensors(&fm));
+    assert_eq!(v1.to_artifact().tensors, fm.tensors);
 
     // Version 2 changes one weight chunk: only that chunk travels, and the reader's version 2
     // shares every other block with version 1.
@@ -94,7 +94,7 @@ fn serving_follows_the_topic_and_shares_unchanged_chunks() {
     let v2 = source
         .load_served("ctr", 2, None, LoadPace::default())
         .unwrap();
-    assert_eq!(tables(&v2), tensors(&next));
+    assert_eq!(v2.to_artifact().tensors, next.tensors);
     let memory = v2.memory(Some(&v1));
     assert_eq!(memory.block_bytes - memory.shared_bytes, CHUNK_ROWS * 4);
     // A hashed model's FeatureMap does not travel; the reader makes it again.
@@ -118,23 +118,7 @@ fn serving_follows_the_topic_and_shares_unchanged_chunks() {
     let again = late
         .load_served("ctr", 2, None, LoadPace::default())
         .unwrap();
-    assert_eq!(tables(&again), tensors(&next));
-}
-
-/// A served model's tensors, by name, as plain values.
-fn tables(model: &ServedModel) -> Vec<(String, Vec<f32>)> {
-    let tensors = model.tensors.iter();
-    tensors
-        .map(|t| (t.name.clone(), t.values.to_vec()))
-        .collect()
-}
-
-/// An artifact's tensors, by name.
-fn tensors(model: &ModelArtifact) -> Vec<(String, Vec<f32>)> {
-    let tensors = model.tensors.iter();
-    tensors
-        .map(|t| (t.name.clone(), t.values.clone()))
-        .collect()
+    assert_eq!(again.to_artifact().tensors, next.tensors);
 }
 
 #[test]
@@ -211,7 +195,7 @@ fn incomplete_and_invalid_versions_are_not_served() {
         .load_served("ctr", 4, None, LoadPace::default())
         .unwrap();
     assert_eq!(older.meta.format_version, "2.0");
-    assert_eq!(tables(&older), tensors(&good));
+    assert_eq!(older.to_artifact().tensors, good.tensors);
     let err = source
         .load_served("ctr", 3, None, LoadPace::default())
         .unwrap_err();

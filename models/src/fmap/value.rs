@@ -812,7 +812,11 @@ fn reads_in_place(raw: &RawValue) -> bool {
     match text.as_bytes().first() {
         Some(b'"') if !text.contains('\\') => true,
         Some(b'n' | b't' | b'f') => true,
-        Some(b'-' | b'0'..=b'9') => text.parse::<f64>().is_ok_and(f64::is_finite),
+        // Integers (most numbers in events) without a float parse; others as `f64` takes them.
+        Some(b'-' | b'0'..=b'9') => {
+            parse_integer(text.as_bytes()).is_some()
+                || text.parse::<f64>().is_ok_and(f64::is_finite)
+        }
         _ => serde_json::from_str::<serde_json::Value>(text).is_ok(),
     }
 }
