@@ -13,7 +13,7 @@
 //! epoch: after a restart those belong to a past the job has left (the end-of-input checkpoint
 //! of a clean stop, whose epoch is the largest there is, or one that could not be read).
 
-use crate::error::{Error, Result};
+use crate::error::{CheckpointError, Error, Result};
 use millrace_operators::checkpoint::{Checkpoint, PartState, Persist};
 use millrace_operators::BoxError;
 use rocksdb::{Options, WriteBatch, WriteOptions, DB};
@@ -63,7 +63,7 @@ pub struct Restored {
     /// The newest checkpoint that read back whole, if any.
     pub checkpoint: Option<Checkpoint>,
     /// Newer checkpoints that did not, with the reason.
-    pub skipped: Vec<(u64, String)>,
+    pub skipped: Vec<(u64, CheckpointError)>,
 }
 
 const PREFIX: &str = "c/";
@@ -99,11 +99,9 @@ impl CheckpointStore {
         })?;
         let mut options = Options::default();
         options.create_if_missing(true);
-        let db = DB::open(&options, dir).map_err(|e| {
-            Error::Checkpoint(format!(
-                "cannot open the state directory {}: {e}",
-                dir.display()
-            ))
+        let db = DB::open(&options, dir).map_err(|source| CheckpointError::Open {
+            dir: dir.to_owned(),
+            source,
         })?;
         Ok(CheckpointStore {
             db: Arc::new(db),
@@ -175,7 +173,11 @@ impl CheckpointStore {
 
     /// The epochs of the checkpoints that read back whole, oldest first, and the others with
     /// the reason (each logged as an error).
-    pub fn readable(&self, workers: &[usize], parts: &[&str]) -> (Vec<u64>, Vec<(u64, String)>) {
+    pub fn readable(
+        &self,
+        workers: &[usize],
+        parts: &[&str],
+    ) -> (Vec<u64>, Vec<(u64, CheckpointError)>) {
         let (mut readable, mut skipped) = (Vec::new(), Vec::new());
         for epoch in self.epochs() {
             match self.checkpoint(epoch, workers, parts) {
@@ -199,14 +201,12 @@ impl CheckpointStore {
         epoch: u64,
         workers: &[usize],
         parts: &[&str],
-    ) -> std::result::Result<Checkpoint, String> {
+    ) -> std::result::Result<Checkpoint, CheckpointError> {
         let meta = self
             .db
-            .get(meta_key(epoch))
-            .map_err(|e| e.to_string())?
-            .ok_or("no meta record")?;
-        let meta: Meta =
-            serde_json::from_slice(&meta).map_err(|e| format!("unreadable meta record: {e}"))?;
+            .get(meta_key(epoch))?
+            .ok_or(CheckpointError::NoMeta)?;
+        let meta: Meta = serde_json::from_slice(&meta)?;
         let mut states = Vec::new();
         // Parts of an older job's checkpoint that this job's parts replace.
         let mut replaced = 0;
@@ -225,21 +225,24 @@ impl CheckpointStore {
                             continue;
                         }
                         _ => {
-                            return Err(format!(
-                                "no part {name} of worker {worker} (was the job changed?)"
-                            ))
+                            return Err(CheckpointError::NoPart {
+                                name: name.to_owned(),
+                                worker,
+                            })
                         }
                     }
                 };
-                let bytes = self
-                    .db
-                    .get(part_key(epoch, worker, name))
-                    .map_err(|e| e.to_string())?
-                    .ok_or_else(|| format!("part {name} of worker {worker} is missing"))?;
+                let bytes = self.db.get(part_key(epoch, worker, name))?.ok_or_else(|| {
+                    CheckpointError::PartMissing {
+                        name: name.to_owned(),
+                        worker,
+                    }
+                })?;
                 if bytes.len() != part.len || xxh3_64(&bytes) != part.xxh3 {
-                    return Err(format!(
-                        "part {name} of worker {worker} does not match its checksum"
-                    ));
+                    return Err(CheckpointError::Checksum {
+                        name: name.to_owned(),
+                        worker,
+                    });
                 }
                 states.push(PartState {
                     worker,
@@ -250,11 +253,10 @@ impl CheckpointStore {
             }
         }
         if meta.parts.len() != states.len() + replaced {
-            return Err(format!(
-                "it has {} parts where this job has {} (was the job changed?)",
-                meta.parts.len(),
-                states.len() + replaced
-            ));
+            return Err(CheckpointError::PartCount {
+                stored: meta.parts.len(),
+                expected: states.len() + replaced,
+            });
         }
         Ok(Checkpoint {
             epoch: meta.epoch,

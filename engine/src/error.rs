@@ -1,6 +1,8 @@
-//! The engine's error type.
+//! The engine's error types: [`Error`] for everything a job or a bench can fail with, and the
+//! typed causes it carries ([`CheckpointError`], [`WorkerError`]).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Errors of the engine: configuration, start-up and the job's components.
 #[derive(Debug, thiserror::Error)]
@@ -33,12 +35,150 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
-    /// The checkpoint store could not be opened or restored from.
-    #[error("checkpoints: {0}")]
-    Checkpoint(String),
-    /// The dataflow could not start or a worker failed.
-    #[error("dataflow: {0}")]
-    Dataflow(String),
+    /// The checkpoint store could not be opened, or none of its checkpoints restored.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// A thread or runtime of the job could not be started.
+    #[error("cannot start {what}: {source}")]
+    Spawn {
+        /// What was being started.
+        what: &'static str,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A thread of the job panicked (its message is in the log).
+    #[error("{what} panicked")]
+    Panicked {
+        /// The thread.
+        what: &'static str,
+    },
+    /// Timely could not start the dataflow's workers: its communication set-up failed. Timely
+    /// reports the cause as text; this is all of it.
+    #[error("the dataflow could not start: {0}")]
+    Start(String),
+    /// A worker of the dataflow failed.
+    #[error("worker {worker}: {source}")]
+    Worker {
+        /// The worker's index in the job.
+        worker: usize,
+        /// Why.
+        source: WorkerError,
+    },
+    /// The job ended before it did what it was started for.
+    #[error("the job ended before {0}")]
+    EndedEarly(&'static str),
+    /// The final model version could not be published.
+    #[error("the final model version was not published: {learned} events learned, the newest version has {published} (see the publish errors above)")]
+    NotPublished {
+        /// Events the job learned from.
+        learned: u64,
+        /// Events the newest published version learned from.
+        published: u64,
+    },
+    /// The replay of a `file` source failed (its records could not be sent or acknowledged).
+    #[error("the file replay failed: {0}")]
+    Replay(#[source] millrace_connectors::Error),
+}
+
+/// Why a worker of the dataflow failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// A Kafka client (the source's consumer or an output's producer) could not be made.
+    #[error(transparent)]
+    Kafka(#[from] millrace_connectors::Error),
+    /// The checkpoint the processes agreed to restore cannot be read (the same error for every
+    /// worker of the process).
+    #[error("the agreed checkpoint cannot be read: {0}")]
+    Restore(#[source] Arc<CheckpointError>),
+    /// The worker's thread panicked; timely hands its message on as text.
+    #[error("panicked: {message}")]
+    Panicked {
+        /// The panic's message.
+        message: String,
+    },
+}
+
+/// Why a checkpoint store cannot be used, or one of its checkpoints cannot be restored.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// RocksDB cannot open the state directory.
+    #[error("cannot open the state directory {dir}: {source}")]
+    Open {
+        /// The state directory.
+        dir: PathBuf,
+        /// RocksDB's error.
+        source: rocksdb::Error,
+    },
+    /// RocksDB failed reading.
+    #[error("reading the store: {0}")]
+    Read(#[from] rocksdb::Error),
+    /// The checkpoint has no meta record.
+    #[error("no meta record")]
+    NoMeta,
+    /// The meta record is not what this version writes.
+    #[error("unreadable meta record: {0}")]
+    Meta(#[from] serde_json::Error),
+    /// The checkpoint lacks a part this job has (the job's dataflow changed since).
+    #[error("no part {name} of worker {worker} (was the job changed?)")]
+    NoPart {
+        /// The part.
+        name: String,
+        /// Its worker.
+        worker: usize,
+    },
+    /// The meta record names a part whose bytes are gone.
+    #[error("part {name} of worker {worker} is missing")]
+    PartMissing {
+        /// The part.
+        name: String,
+        /// Its worker.
+        worker: usize,
+    },
+    /// A part's bytes do not match the length and checksum in the meta record.
+    #[error("part {name} of worker {worker} does not match its checksum")]
+    Checksum {
+        /// The part.
+        name: String,
+        /// Its worker.
+        worker: usize,
+    },
+    /// The checkpoint holds more parts than this job has.
+    #[error("it has {stored} parts where this job has {expected} (was the job changed?)")]
+    PartCount {
+        /// Parts in the checkpoint.
+        stored: usize,
+        /// Parts of this job.
+        expected: usize,
+    },
+    /// Checkpoints exist, but none reads back whole.
+    #[error("no checkpoint in {} can be restored ({skipped} skipped; see the log); move the directory aside to start afresh", dir.display())]
+    NoneReadable {
+        /// The state directory.
+        dir: PathBuf,
+        /// The checkpoints skipped.
+        skipped: usize,
+    },
+}
+
+/// The values of timely's workers (what `guards.join()` gives), or the first failure as an
+/// [`Error::Worker`]; `first` is the job's index of this process's first worker.
+pub(crate) fn worker_results<T>(
+    joined: Vec<std::result::Result<std::result::Result<T, WorkerError>, String>>,
+    first: usize,
+) -> Result<Vec<T>> {
+    joined
+        .into_iter()
+        .enumerate()
+        .map(|(i, result)| {
+            let failed = |source| Error::Worker {
+                worker: first + i,
+                source,
+            };
+            result
+                .map_err(|message| failed(WorkerError::Panicked { message }))?
+                .map_err(failed)
+        })
+        .collect()
 }
 
 /// The engine's result type.

@@ -136,34 +136,22 @@ impl Replay {
             .kafka_config(name, Some(self.records.len() as u64))
     }
 
-    /// Connects the replay to `topic` on `bootstrap`.
+    /// Connects the replay to `topic` on `bootstrap` and sends the first [`PRIMED`] records
+    /// (all, for a shorter file), waiting until the broker has them.
     ///
     /// # Errors
     ///
-    /// When the producer cannot be made.
+    /// When the producer cannot be made, or a record cannot be sent or acknowledged.
     pub fn connect(&mut self, bootstrap: &str, topic: &str) -> Result<()> {
-        self.producer = Some(LineProducer::new(bootstrap, topic, 1)?);
-        Ok(())
-    }
-
-    /// Sends the first [`PRIMED`] records (all, for a shorter file) and waits until the broker
-    /// has them.
-    ///
-    /// # Errors
-    ///
-    /// When a record cannot be sent or acknowledged.
-    pub fn prime(&mut self) -> Result<()> {
-        let Some(producer) = self.producer.as_mut() else {
-            return Err(Error::Dataflow(
-                "the file replay is not connected".to_owned(),
-            ));
-        };
+        let mut producer = LineProducer::new(bootstrap, topic, 1)?;
         let first = self.records.len().min(PRIMED);
         for range in &self.records[..first] {
             producer.send(&self.text[range.clone()])?;
         }
         self.sent = first as u64;
-        Ok(producer.flush(Duration::from_secs(10))?)
+        producer.flush(Duration::from_secs(10))?;
+        self.producer = Some(producer);
+        Ok(())
     }
 
     /// Produces the rest, paced by the spec's rate (counted from the first record after the
@@ -181,7 +169,7 @@ impl Replay {
         };
         let fail = |error: millrace_connectors::Error| {
             stop.store(true, Ordering::SeqCst);
-            Error::Dataflow(format!("the file replay failed: {error}"))
+            Error::Replay(error)
         };
         let (primed, limit) = (self.sent, RateLimit::new(self.spec.rows_per_sec));
         while !stop.load(Ordering::Relaxed) && (self.spec.repeat || self.sent < total) {

@@ -39,7 +39,7 @@ pub mod metrics;
 pub mod spec;
 
 pub use builder::JobBuilder;
-pub use error::{Error, Result};
+pub use error::{CheckpointError, Error, Result, WorkerError};
 pub use job::{Cluster, Job, JobReport, RunOptions, RunningJob, StopHandle};
 pub use millrace_connectors::kafka::KafkaSourceConfig;
 pub use spec::JobSpec;

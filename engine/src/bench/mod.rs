@@ -4,7 +4,7 @@
 pub mod bare;
 pub mod online;
 
-use crate::error::{Error, Result};
+use crate::error::{worker_results, Error, Result, WorkerError};
 use millrace_models::{FeatureSpec, FtrlParams};
 use serde::Serialize;
 use std::path::Path;
@@ -62,7 +62,10 @@ pub fn job(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::Dataflow(e.to_string()))?;
+        .map_err(|source| Error::Spawn {
+            what: "the i/o runtime",
+            source,
+        })?;
     runtime.block_on(create_topics(
         bootstrap_servers,
         &[&topic, &dead_letter_topic],
@@ -119,9 +122,7 @@ pub fn job(
         if running.is_finished() {
             // The job ended early: its error says why.
             running.wait()?;
-            return Err(Error::Dataflow(
-                "the job ended before it learned every event".into(),
-            ));
+            return Err(Error::EndedEarly("it learned every event"));
         }
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -200,7 +201,10 @@ pub fn ingest(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::Dataflow(e.to_string()))?;
+        .map_err(|source| Error::Spawn {
+            what: "the i/o runtime",
+            source,
+        })?;
     runtime.block_on(create_topics(bootstrap_servers, &[&topic], partitions))?;
     let started = Instant::now();
     let mut producer = LineProducer::new(bootstrap_servers, &topic, partitions)?;
@@ -244,8 +248,7 @@ pub fn ingest(
     let shared = (collector.clone(), stats.clone());
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
-        let reader = KafkaReader::assign(&config, &config.bootstrap_servers, index, peers, 4)
-            .map_err(|e| e.to_string())?;
+        let reader = KafkaReader::assign(&config, &config.bootstrap_servers, index, peers, 4)?;
         let (collector, stats) = shared.clone();
         let _installed = collector.install();
         let done = stats.clone();
@@ -256,12 +259,10 @@ pub fn ingest(
             ingest_partitions(scope, "KafkaSource", source, time, part, stats, stop)
                 .inspect(|_| {});
         });
-        Ok::<_, String>(())
+        Ok::<_, WorkerError>(())
     })
-    .map_err(Error::Dataflow)?;
-    for result in guards.join() {
-        result.map_err(Error::Dataflow)?.map_err(Error::Dataflow)?;
-    }
+    .map_err(Error::Start)?;
+    worker_results(guards.join(), 0)?;
     let seconds = started.elapsed().as_secs_f64();
     let figures = collector.figures();
     let read = stats.records.load(Ordering::Relaxed);
@@ -373,58 +374,61 @@ pub fn featurize(
         let (text, spans, layout) = (text.clone(), spans.clone(), layout.clone());
         let (made_, malformed_, last_) = (made.clone(), malformed.clone(), last.clone());
         let started = Instant::now();
-        timely::execute(timely::Config::process(workers), move |worker| {
-            use timely::container::CapacityContainerBuilder;
-            use timely::dataflow::operators::{Input, Inspect, Probe};
-            use timely::dataflow::{InputHandle, ProbeHandle};
-            let (index, peers) = (worker.index(), worker.peers());
-            let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<EventBatch>>>::new();
-            let probe = ProbeHandle::new();
-            let (made, last) = (made_.clone(), last_.clone());
-            worker.dataflow::<u64, _, _>(|scope| {
-                let events = scope.input_from(&mut input);
-                if transform {
-                    let stats = Arc::new(FeaturizeStats::default());
-                    let map = FeatureMap::new(layout.clone());
-                    let (rows, _updates) = events.featurize(map, stats, move |map, _| {
-                        if index == 0 {
-                            *last.lock().unwrap_or_else(|e| e.into_inner()) = Some(map.clone());
-                        }
-                    });
-                    rows.inspect(move |rows| {
-                        made.fetch_add(rows.len() as u64, Ordering::Relaxed);
-                    })
-                    .probe_with(&probe);
-                } else {
-                    events.fit_feature_map(layout.clone()).probe_with(&probe);
-                }
-            });
-            let mut parser = Parser::new(&layout);
-            for chunk in (index..chunks).step_by(peers) {
-                let epoch = chunk as u64 * epochs / chunks as u64;
-                if *input.time() < epoch {
-                    input.advance_to(epoch);
-                }
-                let mut batch =
-                    EventBatch::with_capacity(layout.schema.fields.len(), FEATURIZE_CHUNK);
-                for line in chunk_lines(&text, &spans, chunk) {
-                    if parser.parse_record(line, 0, &mut batch).is_err() {
-                        malformed_.fetch_add(1, Ordering::Relaxed);
+        let joined: Vec<std::result::Result<Result<(), WorkerError>, String>> =
+            timely::execute(timely::Config::process(workers), move |worker| {
+                use timely::container::CapacityContainerBuilder;
+                use timely::dataflow::operators::{Input, Inspect, Probe};
+                use timely::dataflow::{InputHandle, ProbeHandle};
+                let (index, peers) = (worker.index(), worker.peers());
+                let mut input =
+                    InputHandle::<u64, CapacityContainerBuilder<Vec<EventBatch>>>::new();
+                let probe = ProbeHandle::new();
+                let (made, last) = (made_.clone(), last_.clone());
+                worker.dataflow::<u64, _, _>(|scope| {
+                    let events = scope.input_from(&mut input);
+                    if transform {
+                        let stats = Arc::new(FeaturizeStats::default());
+                        let map = FeatureMap::new(layout.clone());
+                        let (rows, _updates) = events.featurize(map, stats, move |map, _| {
+                            if index == 0 {
+                                *last.lock().unwrap_or_else(|e| e.into_inner()) = Some(map.clone());
+                            }
+                        });
+                        rows.inspect(move |rows| {
+                            made.fetch_add(rows.len() as u64, Ordering::Relaxed);
+                        })
+                        .probe_with(&probe);
+                    } else {
+                        events.fit_feature_map(layout.clone()).probe_with(&probe);
                     }
+                });
+                let mut parser = Parser::new(&layout);
+                for chunk in (index..chunks).step_by(peers) {
+                    let epoch = chunk as u64 * epochs / chunks as u64;
+                    if *input.time() < epoch {
+                        input.advance_to(epoch);
+                    }
+                    let mut batch =
+                        EventBatch::with_capacity(layout.schema.fields.len(), FEATURIZE_CHUNK);
+                    for line in chunk_lines(&text, &spans, chunk) {
+                        if parser.parse_record(line, 0, &mut batch).is_err() {
+                            malformed_.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    input.send(batch);
+                    worker.step();
                 }
-                input.send(batch);
-                worker.step();
-            }
-            drop(input);
-            while !probe.done() {
-                worker.step();
-            }
-        })
-        .map_err(Error::Dataflow)?
-        .join()
-        .into_iter()
-        .collect::<std::result::Result<Vec<()>, String>>()
-        .map_err(Error::Dataflow)?;
+                drop(input);
+                while !probe.done() {
+                    worker.step();
+                }
+            })
+            .map_err(Error::Start)?
+            .join()
+            .into_iter()
+            .map(|result| result.map(Ok))
+            .collect();
+        worker_results(joined, 0)?;
         let seconds = started.elapsed().as_secs_f64();
         let last = last.lock().unwrap_or_else(|e| e.into_inner()).take();
         Ok((
@@ -477,7 +481,9 @@ pub fn featurize(
             .map(|h| h.join())
             .sum::<std::thread::Result<u64>>()
     })
-    .map_err(|_| Error::Dataflow("a transform thread panicked".into()))?;
+    .map_err(|_| Error::Panicked {
+        what: "a transform thread",
+    })?;
     let transform_seconds = started.elapsed().as_secs_f64();
     Ok(FeaturizeBench {
         rows,

@@ -15,7 +15,7 @@
 //! replicas are synchronized by all-reduce every `--sync-rows` lines (an epoch). The final
 //! model scores the holdout with the final FeatureMap version.
 
-use crate::error::{Error, Result};
+use crate::error::{worker_results, Error, Result};
 use crate::spec::JobSpec;
 use millrace_models::fmap::{BatchFitter, Layout, Parser, TransformCounts};
 use millrace_models::{
@@ -505,15 +505,14 @@ fn train_dealt(
             }
         }
     })
-    .map_err(Error::Dataflow)?;
-    for result in guards.join() {
-        result.map_err(Error::Dataflow)?;
-    }
+    .map_err(Error::Start)?;
+    let joined = guards.join().into_iter().map(|result| result.map(Ok));
+    worker_results::<()>(joined.collect(), 0)?;
     let (learner, map) = last
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .take()
-        .ok_or_else(|| Error::Dataflow("worker 0 reported no final model".to_owned()))?;
+        .ok_or(Error::EndedEarly("worker 0 reported its final model"))?;
     let published = stats.model_version.load(Ordering::Relaxed);
     Ok(Trained {
         learner,

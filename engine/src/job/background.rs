@@ -1,0 +1,208 @@
+//! The job's threads beside the dataflow: the generator, the file replay and the progress line.
+
+use crate::error::{Error, Result};
+use crate::file_source::Replay;
+use crate::metrics::JobStats;
+use crate::spec::GeneratorSpec;
+use millrace_connectors::kafka::{LineProducer, RateLimit, WatermarkProbe};
+use millrace_models::synth::CriteoGenerator;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// What the background threads need to know of the job.
+pub(super) struct Context<'a> {
+    /// The brokers.
+    pub(super) bootstrap: &'a str,
+    /// The source topic.
+    pub(super) topic: &'a str,
+    /// Its partitions.
+    pub(super) partitions: i32,
+    /// Set when the job stops.
+    pub(super) stop: &'a Arc<AtomicBool>,
+    /// The job's figures.
+    pub(super) stats: &'a Arc<JobStats>,
+}
+
+/// The running background threads of a job.
+pub(super) struct Background {
+    generator: Option<JoinHandle<()>>,
+    replay: Option<JoinHandle<Result<()>>>,
+    progress: Option<(JoinHandle<()>, Arc<AtomicBool>)>,
+}
+
+impl Background {
+    /// Starts the generator (with `generator`), the replay of a `file` source (with `replay`,
+    /// connected and primed first) and the progress line (every `progress`, when not zero).
+    ///
+    /// # Errors
+    ///
+    /// When the replay cannot connect or prime, or a thread cannot start; the threads already
+    /// started are stopped first.
+    pub(super) fn start(
+        context: &Context<'_>,
+        generator: Option<GeneratorSpec>,
+        replay: Option<Replay>,
+        progress: Duration,
+    ) -> Result<Self> {
+        let mut started = Background {
+            generator: None,
+            replay: None,
+            progress: None,
+        };
+        let result = started.spawn(context, generator, replay, progress);
+        match result {
+            Ok(()) => Ok(started),
+            Err(error) => {
+                context.stop.store(true, Ordering::SeqCst);
+                drop(started.finish());
+                Err(error)
+            }
+        }
+    }
+
+    fn spawn(
+        &mut self,
+        context: &Context<'_>,
+        generator: Option<GeneratorSpec>,
+        replay: Option<Replay>,
+        progress: Duration,
+    ) -> Result<()> {
+        let spawn_error = |what| move |source| Error::Spawn { what, source };
+        let owned = || {
+            (
+                context.bootstrap.to_owned(),
+                context.topic.to_owned(),
+                context.stop.clone(),
+                context.stats.clone(),
+            )
+        };
+        let partitions = context.partitions;
+        if let Some(generator) = generator {
+            let (bootstrap, topic, stop, stats) = owned();
+            self.generator = Some(
+                std::thread::Builder::new()
+                    .name("millrace-generator".into())
+                    .spawn(move || {
+                        generate(&bootstrap, &topic, partitions, &generator, &stop, &stats)
+                    })
+                    .map_err(spawn_error("the generator"))?,
+            );
+        }
+        if let Some(mut replay) = replay {
+            replay.connect(context.bootstrap, context.topic)?;
+            let (_, _, stop, stats) = owned();
+            self.replay = Some(
+                std::thread::Builder::new()
+                    .name("millrace-replay".into())
+                    .spawn(move || replay.run(&stats.source.partitions[0].records, &stop))
+                    .map_err(spawn_error("the file replay"))?,
+            );
+        }
+        if !progress.is_zero() {
+            let (bootstrap, topic, _, stats) = owned();
+            let done = Arc::new(AtomicBool::new(false));
+            let until = done.clone();
+            let handle = std::thread::Builder::new()
+                .name("millrace-progress".into())
+                .spawn(move || {
+                    report_progress(&bootstrap, &topic, partitions, progress, &until, &stats)
+                })
+                .map_err(spawn_error("the progress line"))?;
+            self.progress = Some((handle, done));
+        }
+        Ok(())
+    }
+
+    /// Waits for the threads once the job's stop flag is set (the progress line is told to end
+    /// here); returns the replay's error, which is the job's: a replay that failed ended the job
+    /// early.
+    pub(super) fn finish(self) -> Option<Error> {
+        let replay_failed = self.replay.map(|handle| match handle.join() {
+            Ok(result) => result.err(),
+            Err(_) => Some(Error::Panicked {
+                what: "the file replay",
+            }),
+        });
+        if let Some(generator) = self.generator {
+            let _ = generator.join();
+        }
+        if let Some((handle, done)) = self.progress {
+            done.store(true, Ordering::SeqCst);
+            let _ = handle.join();
+        }
+        replay_failed.flatten()
+    }
+}
+
+fn generate(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    spec: &crate::spec::GeneratorSpec,
+    stop: &AtomicBool,
+    stats: &JobStats,
+) {
+    let mut producer = match LineProducer::new(bootstrap, topic, partitions) {
+        Ok(producer) => producer,
+        Err(error) => {
+            tracing::error!(%error, "the generator cannot produce");
+            return;
+        }
+    };
+    let limit = RateLimit::new(Some(spec.rows_per_sec));
+    let mut events = CriteoGenerator::new(spec.seed);
+    let mut sent = 0u64;
+    while !stop.load(Ordering::Relaxed) && (spec.rows == 0 || sent < spec.rows) {
+        let delay = limit.delay(sent);
+        if !delay.is_zero() {
+            // Sleep in slices, so that a slow rate does not delay a stop.
+            std::thread::sleep(delay.min(Duration::from_millis(50)));
+            continue;
+        }
+        if let Err(error) = producer.send(events.next_event().to_tsv().as_bytes()) {
+            tracing::error!(%error, "the generator stops");
+            break;
+        }
+        sent += 1;
+        stats.generated.store(sent, Ordering::Relaxed);
+    }
+    if let Err(error) = producer.flush(Duration::from_secs(10)) {
+        tracing::warn!(%error, "generated events not all acknowledged");
+    }
+}
+
+fn report_progress(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    interval: Duration,
+    done: &AtomicBool,
+    stats: &JobStats,
+) {
+    let probe = WatermarkProbe::new(bootstrap, topic, partitions).ok();
+    let mut last = (Instant::now(), 0u64);
+    while !done.load(Ordering::Relaxed) {
+        let deadline = Instant::now() + interval;
+        while Instant::now() < deadline && !done.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if let Some(Ok(high)) = probe.as_ref().map(WatermarkProbe::high_watermarks) {
+            let lag: Vec<i64> = high
+                .iter()
+                .zip(&stats.source.partitions)
+                .map(|(high, p)| (high - p.next_offset.load(Ordering::Relaxed) as i64).max(0))
+                .collect();
+            stats.lag.store(lag.iter().sum(), Ordering::Relaxed);
+            *stats
+                .partition_lag
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = lag;
+        }
+        let records = stats.source.records.load(Ordering::Relaxed);
+        let rate = (records - last.1) as f64 / last.0.elapsed().as_secs_f64().max(1e-3);
+        last = (Instant::now(), records);
+        tracing::info!(target: "millrace::progress", "{}", stats.progress_line(rate));
+    }
+}

@@ -1,0 +1,169 @@
+//! Checkpoints of a job: its parts, its process's store, the epoch the processes agree to
+//! restore, and the collector that writes them.
+
+use super::Cluster;
+use crate::checkpoint::CheckpointStore;
+use crate::error::{CheckpointError, Result};
+use crate::metrics::JobStats;
+use crate::spec::JobSpec;
+use millrace_models::FeatureSpec;
+use millrace_operators::checkpoint::{Choice, Collector};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// The checkpoint parts of the job's dataflow, in the order of the data. The output sinks are
+/// parts too: a checkpoint covers an epoch only once its outputs are acknowledged.
+pub(super) fn checkpoint_parts(spec: &JobSpec) -> Vec<&'static str> {
+    let mut parts = vec!["source"];
+    if spec.labels.is_some() {
+        parts.push("labels");
+    }
+    parts.extend(["parse", "fit", "transform", "dead_letters", "train"]);
+    if spec
+        .sinks
+        .as_ref()
+        .is_some_and(|s| s.predictions_topic.is_some())
+    {
+        parts.push("predictions");
+    }
+    parts
+}
+
+/// What a process needs to checkpoint: its store, its readable checkpoints, and how it chooses
+/// checkpoint epochs.
+#[derive(Clone)]
+pub(super) struct Checkpointing {
+    store: CheckpointStore,
+    parts: Vec<&'static str>,
+    readable: Vec<u64>,
+    choice: Choice,
+}
+
+/// Opens this process's checkpoint store, when the job checkpoints, and finds the checkpoints
+/// that read back whole.
+pub(super) fn checkpointing(
+    spec: &JobSpec,
+    local: &[usize],
+    cluster: Option<&Cluster>,
+    stats: &JobStats,
+) -> Result<Option<Checkpointing>> {
+    let Some(checkpoint) = &spec.checkpoint else {
+        return Ok(None);
+    };
+    let (dir, choice) = match cluster {
+        Some(cluster) => (
+            checkpoint
+                .state_dir
+                .join(format!("process-{}", cluster.process)),
+            Choice::EveryNth((checkpoint.interval_ms / spec.progress.epoch_ms.max(1)).max(1)),
+        ),
+        None => (
+            checkpoint.state_dir.clone(),
+            Choice::Interval(Duration::from_millis(checkpoint.interval_ms)),
+        ),
+    };
+    let replaced = match spec.features {
+        FeatureSpec::Hashed { .. } => crate::checkpoint::HASHED_DECODE,
+        FeatureSpec::Map(_) => &[],
+    };
+    let store = CheckpointStore::open(&dir, checkpoint.keep)?.replacing(replaced);
+    let parts = checkpoint_parts(spec);
+    let (readable, skipped) = store.readable(local, &parts);
+    stats
+        .checkpoints_skipped
+        .store(skipped.len() as u64, Ordering::Relaxed);
+    if !skipped.is_empty() && readable.is_empty() {
+        return Err(CheckpointError::NoneReadable {
+            dir,
+            skipped: skipped.len(),
+        }
+        .into());
+    }
+    Ok(Some(Checkpointing {
+        store,
+        parts,
+        readable,
+        choice,
+    }))
+}
+
+impl Checkpointing {
+    /// The epochs of the checkpoints that read back whole.
+    pub(super) fn readable(&self) -> &[u64] {
+        &self.readable
+    }
+
+    /// The collector of the process whose workers are `local`, restoring the checkpoint of
+    /// `restored_epoch` (the one the processes agreed on) or starting afresh; installed in
+    /// `stats` for the figures.
+    ///
+    /// # Errors
+    ///
+    /// When the agreed checkpoint does not read back whole.
+    pub(super) fn collector(
+        &self,
+        restored_epoch: Option<u64>,
+        local: &[usize],
+        stats: &JobStats,
+    ) -> std::result::Result<Collector, CheckpointError> {
+        let restored = match restored_epoch {
+            Some(epoch) => Some(self.store.checkpoint(epoch, local, &self.parts)?),
+            None => None,
+        };
+        match &restored {
+            Some(r) => tracing::info!(
+                epoch = r.epoch,
+                resume_epoch = r.resume_epoch,
+                state_dir = %self.store.dir().display(),
+                "restoring a checkpoint"
+            ),
+            None => {
+                tracing::info!(state_dir = %self.store.dir().display(), "no checkpoint to restore: starting afresh")
+            }
+        }
+        let collector = Collector::new(
+            local.to_vec(),
+            &self.parts,
+            self.choice,
+            Box::new(self.store.clone()),
+            restored,
+        );
+        let _ = stats.checkpoints.set(collector.clone());
+        Ok(collector)
+    }
+}
+
+/// The newest epoch every process can restore, agreed on by all the job's workers: each
+/// process's first worker sends its readable epochs to every worker.
+pub(super) fn agree(
+    worker: &mut timely::worker::Worker,
+    mine: Option<Vec<u64>>,
+    processes: usize,
+) -> Option<u64> {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use timely::dataflow::operators::vec::Broadcast;
+    use timely::dataflow::operators::{Inspect, Probe, ToStream};
+
+    let lists: Rc<RefCell<Vec<Vec<u64>>>> = Rc::default();
+    let received = lists.clone();
+    let probe = worker.dataflow::<u64, _, _>(move |scope| {
+        mine.into_iter()
+            .to_stream(scope)
+            .broadcast()
+            .inspect(move |list| received.borrow_mut().push(list.clone()))
+            .probe()
+            .0
+    });
+    worker.step_while(|| !probe.done());
+    let lists = lists.borrow();
+    if lists.len() < processes {
+        return None;
+    }
+    let first = lists.first()?;
+    first
+        .iter()
+        .rev()
+        .find(|epoch| lists.iter().all(|list| list.contains(epoch)))
+        .copied()
+}

@@ -1,0 +1,286 @@
+//! The job's timely dataflow: what every worker needs (a [`Plan`]), how each worker opens its
+//! clients and builds its operators, and running the workers to their end.
+
+use super::checkpointing::{agree, checkpointing, Checkpointing};
+use super::kafka_ingest::KafkaIngest;
+use super::sinks::{OutputTopics, Outputs};
+use super::{Cluster, RunOptions};
+use crate::error::{worker_results, CheckpointError, Error, Result, WorkerError};
+use crate::metrics::JobStats;
+use crate::spec::{JobSpec, SourceSpec};
+use millrace_connectors::kafka::{KafkaReader, KafkaSourceConfig};
+use millrace_models::fmap::Layout;
+use millrace_models::{DeadLetter, FeatureMap, Registry, Schema};
+use millrace_operators::checkpoint::Collector;
+use millrace_operators::{
+    ingest_partitions, Deliver, EventTime, Featurize, JoinLabels, LabelJoinConfig, Mirror,
+    ParseEvents, PublishPolicy, Stop, TrainRows, TrainerConfig,
+};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use timely::dataflow::operators::Concat;
+use timely::dataflow::{Scope, StreamVec};
+
+/// Everything a worker needs to build its part of the dataflow, made once per process.
+#[derive(Clone)]
+struct Plan {
+    trainer: TrainerConfig,
+    time: EventTime,
+    labels: Option<LabelJoinConfig>,
+    layout: Layout,
+    /// The schema that gives records their event times, when it has a time field and the
+    /// source is not a repeated replay.
+    time_schema: Option<Arc<Schema>>,
+    outputs: OutputTopics,
+    kafka: KafkaSourceConfig,
+    bootstrap: String,
+    /// This process's workers (their indices in the job).
+    local: Vec<usize>,
+    processes: usize,
+    checkpointing: Option<Checkpointing>,
+    /// The collector of this process, made by its first worker once the processes agreed on
+    /// the checkpoint to restore.
+    collector: Arc<OnceLock<std::result::Result<Collector, Arc<CheckpointError>>>>,
+    stop: Arc<AtomicBool>,
+    stats: Arc<JobStats>,
+}
+
+/// Runs the dataflow to its end; returns the epoch of the checkpoint it restored, if any.
+pub(super) fn run_dataflow(
+    spec: &JobSpec,
+    (kafka, bootstrap): (&KafkaSourceConfig, &str),
+    (registry, mirror): (Registry, Option<Mirror>),
+    options: &RunOptions,
+    stop: &Arc<AtomicBool>,
+    stats: &Arc<JobStats>,
+) -> Result<Option<u64>> {
+    let workers = options.workers.max(1);
+    let (process, processes) = options
+        .cluster
+        .as_ref()
+        .map_or((0, 1), |c| (c.process, c.hosts.len().max(1)));
+    let local: Vec<usize> = (process * workers..(process + 1) * workers).collect();
+    let schema = Arc::new(spec.event_schema()?);
+    let plan = Plan {
+        trainer: trainer_config(spec, registry, mirror),
+        time: EventTime {
+            epoch_ms: spec.progress.epoch_ms,
+            idle: Duration::from_millis(kafka.idle_ms),
+            hold_bytes: millrace_operators::HOLD_BYTES,
+        },
+        labels: spec.labels.map(|labels| LabelJoinConfig {
+            window: labels.window_epochs(spec.progress.epoch_ms),
+            late: labels.late,
+        }),
+        // Checked when the spec was loaded.
+        layout: spec
+            .features
+            .compile(&schema)
+            .map_err(|problems| Error::Config { problems })?,
+        time_schema: time_schema(spec, schema),
+        outputs: OutputTopics::of(spec, &kafka.dead_letter_topic),
+        kafka: kafka.clone(),
+        bootstrap: bootstrap.to_owned(),
+        checkpointing: checkpointing(spec, &local, options.cluster.as_ref(), stats)?,
+        local: local.clone(),
+        processes,
+        collector: Arc::default(),
+        stop: stop.clone(),
+        stats: stats.clone(),
+    };
+    let guards = timely::execute(
+        timely_config(options.cluster.as_ref(), workers),
+        move |worker| plan.run_worker(worker),
+    )
+    .map_err(Error::Start)?;
+    // Every worker agreed on the same epoch.
+    let restored = worker_results(guards.join(), local[0])?;
+    Ok(restored.into_iter().next().flatten())
+}
+
+/// The trainer's settings from the job's learner, features and publishing.
+fn trainer_config(spec: &JobSpec, registry: Registry, mirror: Option<Mirror>) -> TrainerConfig {
+    TrainerConfig {
+        model: spec.name.clone(),
+        features: spec.features.clone(),
+        learner: spec.learner,
+        publish: PublishPolicy {
+            every_events: spec.publish.every_events,
+            every: Duration::from_secs(spec.publish.every_seconds),
+        },
+        registry,
+        mirror,
+        predictions: spec
+            .sinks
+            .as_ref()
+            .is_some_and(|s| s.predictions_topic.is_some()),
+    }
+}
+
+/// The schema, when its time field gives the source its records' event times: a schema with a
+/// time field, unless the source is a repeated replay (which cannot go back in event time, so
+/// its records keep the replay's clock).
+fn time_schema(spec: &JobSpec, schema: Arc<Schema>) -> Option<Arc<Schema>> {
+    let event_time = schema.record.as_ref().is_some_and(|r| {
+        r.columns
+            .iter()
+            .any(|c| c.role == millrace_models::schema::Role::Time)
+    });
+    let repeated = matches!(&spec.source, SourceSpec::File(file) if file.repeat);
+    (event_time && !repeated).then_some(schema)
+}
+
+/// Timely's configuration: this process's threads, and the cluster's addresses if any.
+fn timely_config(cluster: Option<&Cluster>, workers: usize) -> timely::Config {
+    match cluster {
+        Some(cluster) => timely::Config {
+            communication: timely::CommunicationConfig::Cluster {
+                threads: workers,
+                process: cluster.process,
+                addresses: cluster.hosts.clone(),
+                report: false,
+                zerocopy: false,
+            },
+            worker: timely::WorkerConfig::default(),
+        },
+        None => timely::Config::process(workers),
+    }
+}
+
+impl Plan {
+    /// One worker's life: agree on the checkpoint to restore, open the clients, build the
+    /// dataflow (timely runs it once this returns).
+    fn run_worker(
+        &self,
+        worker: &mut timely::worker::Worker,
+    ) -> std::result::Result<Option<u64>, WorkerError> {
+        let (index, peers) = (worker.index(), worker.peers());
+        let restored_epoch = match &self.checkpointing {
+            Some(c) => agree(
+                worker,
+                (index == self.local[0]).then(|| c.readable().to_vec()),
+                self.processes,
+            ),
+            None => None,
+        };
+        let collector = match &self.checkpointing {
+            Some(c) => Some(
+                self.collector
+                    .get_or_init(|| {
+                        c.collector(restored_epoch, &self.local, &self.stats)
+                            .map_err(Arc::new)
+                    })
+                    .clone()
+                    .map_err(WorkerError::Restore)?,
+            ),
+            None => None,
+        };
+        let source = self.source(index, peers)?;
+        let outputs = Outputs::open(
+            &self.outputs,
+            &self.bootstrap,
+            index,
+            &self.stats,
+            self.time.epoch_ms,
+        )?;
+        // A bounded replay's end is the input's end; a stop asked for (SIGTERM) interrupts a
+        // checkpointed job where it is, to be resumed from its newest checkpoint.
+        let interrupt = if collector.is_some() {
+            Stop::Interrupt
+        } else {
+            Stop::End
+        };
+        // The operators built below take their checkpoint parts from it.
+        let _installed = collector.as_ref().map(Collector::install);
+        let plan = self.clone();
+        worker.dataflow::<u64, _, _>(move |scope| plan.build(scope, source, outputs, interrupt));
+        Ok(restored_epoch)
+    }
+
+    /// The worker's share of the source topic's partitions.
+    fn source(&self, index: usize, peers: usize) -> std::result::Result<KafkaIngest, WorkerError> {
+        let partitions = self.stats.source.partitions.len() as i32;
+        let mut reader =
+            KafkaReader::assign(&self.kafka, &self.bootstrap, index, peers, partitions)?;
+        if let Some(schema) = self.time_schema.clone() {
+            reader = reader.with_event_time(Arc::new(move |payload| schema.event_time(payload)));
+        }
+        Ok(KafkaIngest::new(
+            reader,
+            self.stats.event_time_missing.clone(),
+        ))
+    }
+
+    /// The operators: the source, the label join when there is one, parse, fit and transform
+    /// per epoch (a hashed spec fits nothing), learning across the FeatureMap's versions, and
+    /// the outputs.
+    fn build(self, scope: Scope<'_, u64>, source: KafkaIngest, outputs: Outputs, interrupt: Stop) {
+        let Plan {
+            trainer,
+            time,
+            labels,
+            layout,
+            kafka,
+            stop,
+            stats,
+            ..
+        } = self;
+        let stop_after = kafka.stop_after_records;
+        let records_read = stats.source.clone();
+        let stop_now = move || {
+            if stop_after.is_some_and(|n| records_read.records.load(Ordering::Relaxed) >= n) {
+                Some(Stop::End)
+            } else {
+                stop.load(Ordering::Relaxed).then_some(interrupt)
+            }
+        };
+        let index = scope.index();
+        let part = millrace_operators::checkpoint::part(index, "source");
+        let mut records = ingest_partitions(
+            scope,
+            "KafkaSource",
+            source,
+            time,
+            part,
+            stats.source.clone(),
+            stop_now,
+        );
+        // Impressions and clicks: joined into labeled records first.
+        let mut join_dead = None;
+        if let Some(config) = labels {
+            let (labeled, dead) = records.join_labels(config, stats.labels.clone());
+            (records, join_dead) = (labeled, Some(dead));
+        }
+        let (events, dead) = records.parse_events(layout.clone(), stats.featurize.clone());
+        concat_dead(dead, join_dead).deliver("dead_letters", outputs.dead_letters);
+        let map = FeatureMap::new(layout);
+        let (rows, updates) = events.featurize(map.clone(), stats.featurize.clone(), |_, _| {});
+        let mut metrics = outputs.metrics;
+        let predicted = rows.train_rows(
+            updates,
+            map,
+            trainer,
+            stats.trainer.clone(),
+            move |epoch, _, _| {
+                if let Some(metrics) = metrics.as_mut() {
+                    metrics.epoch_end(epoch);
+                }
+            },
+        );
+        if let Some(delivery) = outputs.predictions {
+            predicted.deliver("predictions", delivery);
+        }
+    }
+}
+
+/// The parser's dead letters, with the label join's when there is one.
+fn concat_dead<'scope>(
+    dead: StreamVec<'scope, u64, DeadLetter>,
+    join_dead: Option<StreamVec<'scope, u64, DeadLetter>>,
+) -> StreamVec<'scope, u64, DeadLetter> {
+    match join_dead {
+        Some(join_dead) => dead.concat(join_dead),
+        None => dead,
+    }
+}
