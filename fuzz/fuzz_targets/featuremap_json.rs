@@ -11,7 +11,7 @@ use millrace_models::fmap::map::FeatureState;
 use millrace_models::fmap::{FeatureMapSpec, Schema, TransformCounts, Value};
 use millrace_models::{EventBatch, FeatureMap};
 
-const SPEC: &str = include_str!("../../models/src/fmap/testdata/every_kind.toml");
+const SPEC: &str = include_str!("../../models/events/src/fmap/testdata/every_kind.toml");
 
 fuzz_target!(|data: &[u8]| {
     let Ok(mut map) = serde_json::from_slice::<FeatureMap>(data) else {

@@ -10,7 +10,7 @@ use millrace_models::fmap::{
 };
 use millrace_models::{EventBatch, FeatureMap};
 
-const SPEC: &str = include_str!("../../models/src/fmap/testdata/every_kind.toml");
+const SPEC: &str = include_str!("../../models/events/src/fmap/testdata/every_kind.toml");
 
 fuzz_target!(|data: &[u8]| {
     let spec: FeatureMapSpec = toml::from_str(SPEC).expect("the spec parses");

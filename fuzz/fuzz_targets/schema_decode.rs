@@ -1,6 +1,6 @@
 //! Fuzzes declared schemas and their decoders: the first byte picks either a `[schema]` section
 //! read from the rest (any TOML compiles to a schema or a list of problems), or one of the four
-//! schemas of `models/src/schema/testdata` (csv, tsv, json, libfm) with the default FeatureMap,
+//! schemas of `models/events/src/schema/testdata` (csv, tsv, json, libfm) with the default FeatureMap,
 //! or the Criteo preset with hashed features, whose parser and event-time readers take the rest
 //! as a record. Nothing may panic; a record is either one event, whose row has its slots below
 //! the dimension, or an error that leaves the batch as it was.
@@ -12,10 +12,10 @@ use millrace_models::schema::SchemaSpec;
 use millrace_models::{event_time_ms, EventBatch, FeatureMap, FeatureSpec, Schema};
 
 const SCHEMAS: [&str; 4] = [
-    include_str!("../../models/src/schema/testdata/csv.toml"),
-    include_str!("../../models/src/schema/testdata/tsv.toml"),
-    include_str!("../../models/src/schema/testdata/json.toml"),
-    include_str!("../../models/src/schema/testdata/libfm.toml"),
+    include_str!("../../models/events/src/schema/testdata/csv.toml"),
+    include_str!("../../models/events/src/schema/testdata/tsv.toml"),
+    include_str!("../../models/events/src/schema/testdata/json.toml"),
+    include_str!("../../models/events/src/schema/testdata/libfm.toml"),
 ];
 
 fuzz_target!(|data: &[u8]| {

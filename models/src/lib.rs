@@ -1,46 +1,30 @@
-//! The model side of millrace: declared schemas and their parser, FeatureMaps (hashed features
-//! among them), the Criteo generator's events, the FTRL-Proximal learner and factorization machine, progressive-validation metrics, model artifacts and the registry, and the
-//! all-reduce bookkeeping that keeps the workers' replicas of a learner equal.
+//! The model side of millrace as one crate, gathering three: events and FeatureMaps
+//! (`millrace-events`: records, declared schemas and their parser, FeatureMaps, the Criteo
+//! preset and the generators), learners (`millrace-learners`: FTRL-Proximal and the
+//! factorization machine, their architectures, progressive-validation metrics, the all-reduce
+//! bookkeeping), and artifacts (`millrace-artifacts`: model artifacts, their served tables and
+//! the registry). Each module keeps its path here, so `millrace_models::fmap::Parser` is the
+//! events crate's parser.
 //!
 //! Nothing here knows about timely, Kafka or HTTP: the dataflow (`millrace-operators`), the
 //! connectors and the serving crate all share this code, so the transform a model was trained
 //! with is by construction the transform it is served with.
 #![warn(missing_docs)]
 
-pub mod allreduce;
-pub mod architecture;
-pub mod artifact;
-pub mod criteo;
-pub mod decode;
-pub mod error;
-pub mod eval;
-pub mod features;
-pub mod fixed;
-pub mod fm;
-pub mod fmap;
-pub mod ftrl;
-mod hash;
-pub mod int8;
-pub mod labels;
-pub mod learner;
-pub mod logistic;
-pub mod record;
-pub mod registry;
-pub mod row_values;
-pub mod schema;
-pub mod synth;
-pub mod table;
+pub use millrace_artifacts::{artifact, error, fixed, int8, registry, table};
+pub use millrace_events::{
+    criteo, decode, features, fmap, labels, logistic, record, schema, synth,
+};
+pub use millrace_learners::{allreduce, architecture, eval, fm, ftrl, learner, row_values};
 
-pub use artifact::{ModelArtifact, ModelMeta, ServedModel};
-pub use criteo::{CriteoEvent, CriteoFeatures};
-pub use decode::DecodeError;
-pub use error::{Error, Result};
-pub use eval::{exact_auc, AucAccumulator, LogLoss, WindowedAuc};
-pub use features::FeatureSpec;
-pub use fm::{Fm, FmParams};
-pub use fmap::{CsrBatch, EventBatch, FeatureMap, FeatureMapSpec};
-pub use ftrl::{Ftrl, FtrlParams};
-pub use learner::{Learner, LearnerParams};
-pub use record::{event_time_ms, DeadLetter, Position, RawRecord};
-pub use registry::{LoadPace, Registry, VersionSource};
-pub use schema::{Schema, SchemaSpec};
+pub use millrace_artifacts::{
+    Error, LoadPace, ModelArtifact, ModelMeta, Registry, Result, ServedModel, VersionSource,
+};
+pub use millrace_events::{
+    event_time_ms, CriteoEvent, CriteoFeatures, CsrBatch, DeadLetter, DecodeError, EventBatch,
+    FeatureMap, FeatureMapSpec, FeatureSpec, Position, RawRecord, Schema, SchemaSpec,
+};
+pub use millrace_learners::{
+    exact_auc, AucAccumulator, Fm, FmParams, Ftrl, FtrlParams, Learner, LearnerParams, LogLoss,
+    WindowedAuc,
+};

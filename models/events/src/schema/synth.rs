@@ -20,7 +20,7 @@ const VOCAB: [u32; 7] = [12, 100_000, 300, 5_000, 40, 30_000, 1_500];
 /// Base log-odds: about a 20% click rate.
 const BIAS: f32 = -1.5;
 /// The first event's time: 2024-01-01T00:00:00Z, in milliseconds.
-const START_MS: i64 = 1_704_067_200_000;
+pub const START_MS: i64 = 1_704_067_200_000;
 /// Event time between two events.
 const STEP_MS: i64 = 100;
 
@@ -290,61 +290,4 @@ fn token(seed: u64, field: u64, rank: u64) -> String {
 fn unit(seed: u64, field: u64, value: u64) -> f32 {
     let h = splitmix(seed.wrapping_add(0x5151) ^ (field << 48) ^ value);
     (h >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::fmap::{FeatureMapSpec, Parser};
-    use crate::schema::SchemaSpec;
-    use crate::EventBatch;
-
-    /// The schemas of `testdata/`, one per format.
-    pub(crate) const SCHEMAS: [&str; 4] = [
-        include_str!("testdata/csv.toml"),
-        include_str!("testdata/tsv.toml"),
-        include_str!("testdata/json.toml"),
-        include_str!("testdata/libfm.toml"),
-    ];
-
-    /// Every schema's records parse as events with the generated labels, and their Bayes AUC
-    /// shows a signal.
-    #[test]
-    fn records_parse_with_their_labels_and_carry_a_signal() {
-        for text in SCHEMAS {
-            let schema = toml::from_str::<SchemaSpec>(text)
-                .unwrap()
-                .compile()
-                .unwrap();
-            let layout = FeatureMapSpec::default_for(&schema)
-                .compile(&schema)
-                .unwrap();
-            let mut parser = Parser::new(&layout);
-            let mut generator = SchemaGenerator::new(&schema, 3);
-            if let Some(header) = generator.header() {
-                assert_eq!(schema.check_header(header.as_bytes()), Ok(()));
-            }
-            let mut batch = EventBatch::new(schema.fields.len());
-            let (mut probabilities, mut labels) = (Vec::new(), Vec::new());
-            for i in 0..5000 {
-                let g = generator.next_record();
-                parser
-                    .parse_record(g.record.as_bytes(), 0, &mut batch)
-                    .unwrap_or_else(|e| panic!("{text}: {e}: {}", g.record));
-                assert_eq!(batch.labels[i], g.label);
-                if schema.record().columns.iter().any(|c| c.role == Role::Time) {
-                    let t = schema.event_time(g.record.as_bytes()).unwrap();
-                    assert!(t >= START_MS as u64 - 3_600_000, "{t}");
-                }
-                probabilities.push(g.probability);
-                labels.push(g.label);
-            }
-            assert_eq!(parser.bad.total(), 0, "{text}");
-            let auc = crate::eval::exact_auc(&probabilities, &labels).unwrap();
-            assert!(auc > 0.6, "{text}: Bayes AUC {auc}");
-            let again: Vec<Generated> = SchemaGenerator::new(&schema, 3).take(5).collect();
-            let first: Vec<Generated> = SchemaGenerator::new(&schema, 3).take(5).collect();
-            assert_eq!(again, first);
-        }
-    }
 }

@@ -5,9 +5,9 @@
 //! them, so L1 yields exact zeros. [`Ftrl::learn`] predicts before it learns, which is what
 //! progressive validation needs.
 
-use crate::fmap::Transition;
-use crate::logistic::sigmoid;
 use crate::row_values::{Ones, RowValues};
+use millrace_events::fmap::Transition;
+use millrace_events::logistic::sigmoid;
 use serde::{Deserialize, Serialize};
 
 /// Hyper-parameters of FTRL-Proximal.
@@ -112,7 +112,7 @@ impl Ftrl {
         sigmoid(self.predict_margin(row, Ones))
     }
 
-    /// The click probability of a row with a value per index (a [`crate::CsrBatch`] row).
+    /// The click probability of a row with a value per index (a [`millrace_events::CsrBatch`] row).
     ///
     /// # Panics
     ///

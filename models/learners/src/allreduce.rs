@@ -23,8 +23,8 @@
 //!
 //! The price is a second copy of the state (the state at the last round) on every worker.
 
-use crate::fmap::Transition;
 use crate::learner::Learner;
+use millrace_events::fmap::Transition;
 use serde::{Deserialize, Serialize};
 
 /// Sparse changes of learning state: for each listed coordinate, `width` numbers (as

@@ -8,10 +8,10 @@
 //! before it learns.
 
 use crate::architecture::MAX_FACTORS;
-use crate::fmap::Transition;
 use crate::ftrl::{Ftrl, FtrlParams};
-use crate::logistic::sigmoid;
 use crate::row_values::{Ones, RowValues};
+use millrace_events::fmap::Transition;
+use millrace_events::logistic::sigmoid;
 use serde::{Deserialize, Serialize};
 
 /// Hyper-parameters of the factorization machine.
@@ -91,15 +91,15 @@ impl FmParams {
 
 /// The value a factor starts at: small, fixed by its coordinate.
 pub(crate) fn initial_factor(index: usize, init_std: f32) -> f32 {
-    let x = crate::hash::splitmix64(index as u64);
+    let x = millrace_events::hash::splitmix64(index as u64);
     // Uniform in [-√3, √3)·std has standard deviation std.
     let unit = (x >> 40) as f32 / (1u64 << 24) as f32;
     (unit * 2.0 - 1.0) * 3f32.sqrt() * init_std
 }
 
-/// Rows of `k` latent factors per slot: the trainer's flat table, or a served
-/// [`crate::table::Table`].
-pub(crate) trait FactorRows {
+/// Rows of `k` latent factors per slot: the trainer's flat table, or a served model's table
+/// (`millrace_artifacts::table::Table`).
+pub trait FactorRows {
     /// Calls `f` with the `k` factors of `slot`.
     fn with_row<R>(&self, slot: usize, k: usize, f: impl FnOnce(&[f32]) -> R) -> R;
 }
@@ -112,8 +112,9 @@ impl FactorRows for [f32] {
 }
 
 /// The pairwise FM margin of a row, given the factor table and scratch space for the
-/// per-factor sums (left holding `Σ_i v_if·x_i`).
-pub(crate) fn pairwise_margin(
+/// per-factor sums (left holding `Σ_i v_if·x_i`). Shared by the learner and the scoring of
+/// served models, so that both compute the same margin.
+pub fn pairwise_margin(
     row: &[u32],
     values: impl RowValues,
     factors: &(impl FactorRows + ?Sized),
@@ -180,7 +181,7 @@ impl Fm {
         self.predict_values(row, Ones)
     }
 
-    /// The click probability of a row with a value per index (a [`crate::CsrBatch`] row).
+    /// The click probability of a row with a value per index (a [`millrace_events::CsrBatch`] row).
     ///
     /// # Panics
     ///

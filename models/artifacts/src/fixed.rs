@@ -9,7 +9,7 @@
 //! Half the memory of `f32` weights; what it costs in AUC is measured by `millrace bench online
 //! --q213` (`perf/RESULTS.md`).
 
-use crate::hash::splitmix64;
+use millrace_events::hash::splitmix64;
 
 /// Fractional bits.
 pub const FRACTION_BITS: u32 = 13;
@@ -102,7 +102,8 @@ mod tests {
 
     #[test]
     fn a_fixed_point_model_predicts_like_the_model() {
-        use crate::{FeatureSpec, FtrlParams, Learner, LearnerParams};
+        use millrace_events::FeatureSpec;
+        use millrace_learners::{FtrlParams, Learner, LearnerParams};
         let spec = FeatureSpec::Hashed { hash_bits: 6 };
         let mut learner = Learner::new(&LearnerParams::Ftrl(FtrlParams::default()), 64);
         let rows: Vec<Vec<u32>> = (0..500u32).map(|n| vec![n % 64, (n * 7) % 64]).collect();

@@ -1,8 +1,8 @@
 //! The online learners behind one interface: what the trainer and the benchmarks hold.
 
 use crate::fm::{Fm, FmParams};
-use crate::fmap::Transition;
 use crate::ftrl::{Ftrl, FtrlParams};
+use millrace_events::fmap::Transition;
 use serde::{Deserialize, Serialize};
 
 /// Which learner, with its hyper-parameters (`[learner] type = "ftrl" | "fm"` in a job file).
@@ -67,7 +67,7 @@ impl Learner {
         }
     }
 
-    /// [`Learner::learn`] for a row with a value per index (a [`crate::CsrBatch`] row).
+    /// [`Learner::learn`] for a row with a value per index (a [`millrace_events::CsrBatch`] row).
     ///
     /// # Panics
     ///

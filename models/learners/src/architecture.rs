@@ -75,7 +75,7 @@ impl Architecture {
     /// # Examples
     ///
     /// ```
-    /// use millrace_models::architecture::Architecture;
+    /// use millrace_learners::architecture::Architecture;
     ///
     /// let fm = Architecture::FactorizationMachine { factors: 8 }.tensors(1024);
     /// let shapes: Vec<_> = fm.iter().map(|t| (t.name.as_str(), t.shape.clone())).collect();

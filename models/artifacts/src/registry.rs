@@ -7,14 +7,14 @@
 //! the FeatureMap's checksums, that the tensors are those the architecture declares, that every
 //! number is finite and that the FeatureMap was made from the model's spec.
 
-use crate::architecture::{row_width, TensorSpec};
 use crate::artifact::{
     declared_tensors, FeatureMapMeta, ModelArtifact, ModelMeta, ServedModel, StoredTensor,
     StructureProblems, Tensor, FORMAT_VERSION,
 };
 use crate::error::{Error, Result, StoredMapError};
-use crate::fmap::FeatureMap;
 use crate::table::TableBuilder;
+use millrace_events::fmap::FeatureMap;
+use millrace_learners::architecture::{row_width, TensorSpec};
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
 use std::fs;
@@ -585,7 +585,7 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::features::FeatureSpec;
+    use millrace_events::features::FeatureSpec;
 
     fn artifact(weights: Vec<f32>) -> ModelArtifact {
         ModelArtifact::logistic_regression("ctr", FeatureSpec::Hashed { hash_bits: 3 }, weights)
@@ -659,12 +659,12 @@ mod tests {
 
     #[test]
     fn models_of_a_map_spec_carry_their_feature_map() {
-        use crate::fmap::{FeatureMapSpec, Parser, Schema};
+        use millrace_events::fmap::{FeatureMapSpec, Parser, Schema};
         let spec = FeatureMapSpec::criteo_default();
         let layout = spec.compile(&Schema::criteo()).unwrap();
         // A fitted version: one epoch of ten events.
         let mut parser = Parser::new(&layout);
-        let mut batch = crate::EventBatch::new(39);
+        let mut batch = millrace_events::EventBatch::new(39);
         for i in 0..10 {
             let line = format!("1\t{i}{}\tcafe{}", "\t".repeat(12), "\t".repeat(25));
             parser.parse_record(line.as_bytes(), 0, &mut batch).unwrap();
@@ -701,12 +701,12 @@ mod tests {
             .features
             .iter_mut()
             .find_map(|f| match f {
-                crate::fmap::map::FeatureState::Vocab(ids) => Some(ids),
+                millrace_events::fmap::map::FeatureState::Vocab(ids) => Some(ids),
                 _ => None,
             })
             .unwrap();
         vocab.insert(42, 100_000);
-        map.features[0] = crate::fmap::map::FeatureState::Stateless;
+        map.features[0] = millrace_events::fmap::map::FeatureState::Stateless;
         broken.feature_map = Some(Arc::new(map));
         let problems = broken.problems();
         assert_eq!(problems.len(), 2, "{problems:?}");
@@ -734,10 +734,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let registry = Registry::open(dir.path()).unwrap();
         let spec = FeatureSpec::Hashed { hash_bits: 16 };
-        let weights: Vec<f32> = (0..spec.dimension(&crate::Schema::criteo()))
+        let weights: Vec<f32> = (0..spec.dimension(&millrace_events::Schema::criteo()))
             .map(|i| (i % 13) as f32 / 8.0)
             .collect();
-        let factors = (0..3 * spec.dimension(&crate::Schema::criteo()))
+        let factors = (0..3 * spec.dimension(&millrace_events::Schema::criteo()))
             .map(|i| (i % 7) as f32 / 16.0)
             .collect();
         let mut fm = ModelArtifact::factorization_machine("ctr", spec.clone(), weights, 3, factors);
@@ -821,7 +821,9 @@ mod tests {
         assert_eq!(first.to_artifact().tensors, fm.tensors);
     }
 
-    fn spec_without_last(spec: &crate::FeatureMapSpec) -> Vec<crate::fmap::TransformSpec> {
+    fn spec_without_last(
+        spec: &millrace_events::FeatureMapSpec,
+    ) -> Vec<millrace_events::fmap::TransformSpec> {
         spec.transforms[..spec.transforms.len() - 1].to_vec()
     }
 }

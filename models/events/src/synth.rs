@@ -90,8 +90,6 @@ use crate::hash::splitmix64 as splitmix;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::features::FeatureSpec;
-    use crate::ftrl::{Ftrl, FtrlParams};
 
     #[test]
     fn same_seed_same_events() {
@@ -100,35 +98,5 @@ mod tests {
         let c: Vec<_> = CriteoGenerator::new(4).take(50).collect();
         assert_eq!(a, b);
         assert_ne!(a, c);
-    }
-
-    #[test]
-    fn planted_signal_is_learnable() {
-        let events: Vec<_> = CriteoGenerator::new(11).take(60_000).collect();
-        let rate = events.iter().filter(|e| e.label).count() as f64 / events.len() as f64;
-        assert!((0.1..0.4).contains(&rate), "click rate {rate}");
-        let layout = FeatureSpec::Hashed { hash_bits: 20 }
-            .compile(&crate::Schema::criteo())
-            .unwrap();
-        let mut ftrl = Ftrl::new(FtrlParams::default(), layout.dimension);
-        let mut parser = crate::fmap::Parser::new(&layout);
-        let mut batch = crate::EventBatch::new(layout.schema.fields.len());
-        for e in &events {
-            parser
-                .parse_record(e.to_tsv().as_bytes(), 0, &mut batch)
-                .unwrap();
-        }
-        let rows = crate::FeatureMap::new(layout)
-            .transform(&batch, &mut crate::fmap::TransformCounts::default());
-        let (mut preds, mut labels) = (Vec::new(), Vec::new());
-        for (i, e) in events.iter().enumerate() {
-            let p = ftrl.learn(rows.row(i).0, e.label);
-            if i >= 50_000 {
-                preds.push(p);
-                labels.push(e.label);
-            }
-        }
-        let auc = crate::eval::exact_auc(&preds, &labels).unwrap();
-        assert!(auc > 0.7, "auc {auc}");
     }
 }

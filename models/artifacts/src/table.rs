@@ -368,7 +368,7 @@ impl Table {
     }
 }
 
-impl crate::fm::FactorRows for Table {
+impl millrace_learners::fm::FactorRows for Table {
     #[inline]
     fn with_row<R>(&self, slot: usize, _k: usize, f: impl FnOnce(&[f32]) -> R) -> R {
         Table::with_row(self, slot, f)

@@ -41,7 +41,7 @@ impl LabelRule {
     /// # Examples
     ///
     /// ```
-    /// use millrace_models::schema::LabelRule;
+    /// use millrace_events::schema::LabelRule;
     ///
     /// assert_eq!(LabelRule::default_values().read(b"+1"), Some(true));
     /// assert_eq!(LabelRule::default_values().read(b"-1"), Some(false));

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 /// # Examples
 ///
 /// ```
-/// use millrace_models::schema::SchemaSpec;
+/// use millrace_events::schema::SchemaSpec;
 ///
 /// let spec: SchemaSpec = toml::from_str(r#"
 ///     format = "csv"

@@ -71,7 +71,7 @@ impl DeadLetter {
 /// # Examples
 ///
 /// ```
-/// use millrace_models::event_time_ms;
+/// use millrace_events::event_time_ms;
 ///
 /// assert_eq!(event_time_ms(br#"{"I1": 3, "ts": 1700000000123}"#, "ts"), Some(1_700_000_000_123));
 /// assert_eq!(event_time_ms(br#"{"ts": "1700000000123"}"#, "ts"), Some(1_700_000_000_123));

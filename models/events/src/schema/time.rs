@@ -58,7 +58,7 @@ impl TimeFormat {
     /// # Examples
     ///
     /// ```
-    /// use millrace_models::schema::TimeFormat;
+    /// use millrace_events::schema::TimeFormat;
     ///
     /// assert_eq!(TimeFormat::Millis.parse(b"1700000000123"), Some(1_700_000_000_123));
     /// assert_eq!(TimeFormat::Seconds.parse(b"1700000000.5"), Some(1_700_000_000_500));

@@ -3,14 +3,16 @@
 //! FeatureMap version the tensors belong to. Serving evaluates an artifact with the same
 //! transform the trainer used, so a model is never served with features it was not trained on.
 
-use crate::architecture::{element_count, row_width, Architecture, TensorSpec, FACTORS, WEIGHTS};
-use crate::features::FeatureSpec;
-use crate::fm::{pairwise_margin, FactorRows};
-use crate::fmap::{FeatureMap, Schema};
-use crate::learner::Learner;
-use crate::logistic::sigmoid;
-use crate::row_values::RowValues;
 use crate::table::{Table, TableMemory};
+use millrace_events::features::FeatureSpec;
+use millrace_events::fmap::{FeatureMap, Schema};
+use millrace_events::logistic::sigmoid;
+use millrace_learners::architecture::{
+    element_count, row_width, Architecture, TensorSpec, FACTORS, WEIGHTS,
+};
+use millrace_learners::fm::{pairwise_margin, FactorRows};
+use millrace_learners::learner::Learner;
+use millrace_learners::row_values::RowValues;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -43,7 +45,7 @@ fn format_version_before() -> String {
 /// # Examples
 ///
 /// ```
-/// use millrace_models::artifact::check_format_version;
+/// use millrace_artifacts::artifact::check_format_version;
 ///
 /// assert!(check_format_version(&serde_json::json!({"name": "ctr"})).is_ok());
 /// assert!(check_format_version(&serde_json::json!({"format_version": "3.7"})).is_ok());
@@ -385,7 +387,7 @@ impl ModelArtifact {
     }
 
     /// The click probability of a row with a value per index, such as a row of the model's
-    /// FeatureMap ([`crate::CsrBatch::row`]). Indices outside the model, which no row of its
+    /// FeatureMap ([`millrace_events::CsrBatch::row`]). Indices outside the model, which no row of its
     /// FeatureMap has, count as zero; a factorization machine then scores the row linearly.
     ///
     /// # Panics
