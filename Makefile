@@ -29,6 +29,7 @@ test:
 	cargo clippy --workspace --all-targets $(CHECK_FEATURES) -- -D warnings
 	scripts/module-circles.py
 	scripts/serving-deps-check.sh
+	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps $(CHECK_FEATURES)
 	cargo build --workspace --all-targets $(CHECK_FEATURES)
 	trap 'scripts/test-broker.sh stop; scripts/test-s3.sh stop' EXIT; scripts/test-broker.sh start && scripts/test-s3.sh start && cargo test --workspace --all-targets $(CHECK_FEATURES) && cargo test --workspace --doc $(CHECK_FEATURES)
 	scripts/embedded-broker-check.sh
@@ -39,6 +40,7 @@ lint:
 	cargo clippy --workspace --all-targets $(CHECK_FEATURES) -- -D warnings
 	scripts/module-circles.py
 	scripts/serving-deps-check.sh
+	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps $(CHECK_FEATURES)
 
 ## `millrace bench online` on the Criteo sample and on 1M generated rows (perf/online.sh).
 bench-online: setup

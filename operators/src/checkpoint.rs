@@ -22,12 +22,9 @@
 //! On restart, each part reads back its own state ([`Part::take_restored`]) and the epoch it
 //! is valid for, and goes on from the epoch after it.
 //!
-//! Operators find their part through the collector installed on their worker's thread
-//! ([`Collector::install`], then [`part`]) while the dataflow is built, the way `tracing` finds
-//! its subscriber: a dataflow built without one is not checkpointed, and the operators' own
-//! signatures stay as they are.
+//! Which parts there are, and the state each holds, is declared in [`crate::parts`]; operators
+//! are given their parts explicitly, through the [`crate::Checkpoints`] they are built with.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -364,34 +361,6 @@ impl Collector {
     }
 }
 
-thread_local! {
-    static INSTALLED: RefCell<Option<Collector>> = const { RefCell::new(None) };
-}
-
-/// The collector installed on this thread, until the guard is dropped.
-#[derive(Debug)]
-pub struct Installed(());
-
-impl Drop for Installed {
-    fn drop(&mut self) {
-        INSTALLED.with(|c| c.borrow_mut().take());
-    }
-}
-
-impl Collector {
-    /// Makes this the collector that operators built on this thread take their parts from,
-    /// until the returned guard is dropped.
-    pub fn install(&self) -> Installed {
-        INSTALLED.with(|c| *c.borrow_mut() = Some(self.clone()));
-        Installed(())
-    }
-}
-
-/// The part `name` of `worker` from the collector installed on this thread, if any.
-pub fn part(worker: usize, name: &str) -> Option<Part> {
-    INSTALLED.with(|c| c.borrow().as_ref().map(|c| c.part(worker, name)))
-}
-
 /// One part's handle: what it restores from, and where it offers its state.
 pub struct Part {
     collector: Collector,
@@ -496,85 +465,10 @@ pub(crate) fn before_waiting(settled: u64, waiting: Option<u64>) -> Option<u64> 
     }
 }
 
-/// Counters of an operator that counts records as they arrive, checkpointed as a part: the
-/// counts of each epoch are kept apart until the frontier passes it, so a checkpoint holds the
-/// counts of exactly the epochs it covers.
-pub(crate) struct Tally<const N: usize> {
-    part: Option<Part>,
-    totals: [u64; N],
-    open: BTreeMap<u64, [u64; N]>,
-    lo: u64,
-}
-
-impl<const N: usize> Tally<N> {
-    /// The tally of part `name` on `worker` (when a collector is installed), and the restored
-    /// totals to add to the live counters.
-    pub(crate) fn new(worker: usize, name: &str) -> (Self, [u64; N]) {
-        let mut part = part(worker, name);
-        let mut tally = Tally {
-            lo: part
-                .as_ref()
-                .map_or(0, |p| p.resume_epoch().saturating_sub(1)),
-            part: None,
-            totals: [0; N],
-            open: BTreeMap::new(),
-        };
-        if let Some((_, _, bytes)) = part.as_mut().and_then(Part::take_restored) {
-            match decode::<Vec<u64>>(&bytes) {
-                Ok(totals) if totals.len() == N => tally.totals.copy_from_slice(&totals),
-                Ok(_) | Err(_) => tracing::error!(
-                    part = name,
-                    "a checkpointed tally is unreadable; counting from zero"
-                ),
-            }
-        }
-        tally.part = part;
-        let restored = tally.totals;
-        (tally, restored)
-    }
-
-    /// Counts `counts` for `epoch`.
-    pub(crate) fn add(&mut self, epoch: u64, counts: [u64; N]) {
-        if self.part.is_none() {
-            return;
-        }
-        let open = self.open.entry(epoch).or_insert([0; N]);
-        for (o, c) in open.iter_mut().zip(counts) {
-            *o += c;
-        }
-    }
-
-    /// Settles every epoch the frontier has passed.
-    pub(crate) fn settle(&mut self, frontier: AntichainRef<'_, u64>) {
-        let Some(part) = self.part.as_mut() else {
-            return;
-        };
-        let Some(through) = settled_through(&[frontier]) else {
-            return;
-        };
-        while let Some(entry) = self.open.first_entry() {
-            let epoch = *entry.key();
-            if epoch > through {
-                break;
-            }
-            if epoch > 0 {
-                let totals = self.totals;
-                part.covers(self.lo, epoch - 1, || encode(&totals.to_vec()));
-            }
-            for (t, c) in self.totals.iter_mut().zip(entry.remove()) {
-                *t += c;
-            }
-            self.lo = epoch;
-        }
-        let totals = self.totals;
-        part.covers(self.lo, through, || encode(&totals.to_vec()));
-    }
-}
-
 /// Serializes a part's state (JSON: the FeatureMap's types are internally tagged, which only a
 /// self-describing format reads back; large numeric state goes in raw bytes, see
 /// [`encode_with_floats`]).
-pub fn encode<T: serde::Serialize>(state: &T) -> Vec<u8> {
+pub fn encode<T: serde::Serialize + ?Sized>(state: &T) -> Vec<u8> {
     serde_json::to_vec(state).unwrap_or_default()
 }
 
@@ -600,7 +494,7 @@ pub enum PartError {
 }
 
 /// Serializes `state` followed by `floats` as raw little-endian numbers.
-pub fn encode_with_floats<T: serde::Serialize>(state: &T, floats: &[f32]) -> Vec<u8> {
+pub fn encode_with_floats<T: serde::Serialize + ?Sized>(state: &T, floats: &[f32]) -> Vec<u8> {
     let header = encode(state);
     let mut bytes = Vec::with_capacity(8 + header.len() + 4 * floats.len());
     bytes.extend_from_slice(&(header.len() as u64).to_le_bytes());

@@ -1,15 +1,41 @@
 //! Handing a stream's records to an external sink.
 //!
-//! A delivering operator is a checkpoint part named after it: it covers an epoch once its sink
+//! A delivering operator is its outlet's checkpoint part ([`Outlet`]): it covers an epoch once its sink
 //! has settled every record of that epoch and the ones before (acknowledged, or lost and
 //! counted), so a checkpoint never covers an output still on its way. A restarted job replays
 //! every epoch after its checkpoint, and with them their outputs.
 
 use crate::checkpoint::{self, Part};
+use crate::part_spec::{Checkpoints, PartSpec};
 use std::time::Duration;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::StreamVec;
+
+/// Which of the job's outputs a [`Deliver`] feeds: each is its own checkpoint part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outlet {
+    /// The dead letters.
+    DeadLetters,
+    /// Each event's prediction.
+    Predictions,
+}
+
+impl Outlet {
+    /// The outlet's checkpoint part.
+    pub(crate) fn part(self) -> &'static PartSpec<()> {
+        match self {
+            Outlet::DeadLetters => &DEAD_LETTERS,
+            Outlet::Predictions => &PREDICTIONS,
+        }
+    }
+}
+
+/// The dead letters' checkpoint part, which holds no state: it covers an epoch once the
+/// epoch's records are settled.
+pub(crate) const DEAD_LETTERS: PartSpec<()> = PartSpec::new("dead_letters");
+/// The predictions' checkpoint part, as the dead letters'.
+pub(crate) const PREDICTIONS: PartSpec<()> = PartSpec::new("predictions");
 
 /// Where [`Deliver`] sends records: a Kafka producer, a file, a channel.
 pub trait RecordSink<D> {
@@ -29,13 +55,13 @@ pub trait RecordSink<D> {
 /// Delivers a stream to a sink.
 pub trait Deliver<D> {
     /// Sends every record to `sink` on the worker that holds it, with its epoch, and flushes
-    /// the sink once the stream is complete. With a checkpoint collector installed, the
-    /// operator is the checkpoint part `name` (see the module's documentation).
+    /// the sink once the stream is complete. The operator is `outlet`'s checkpoint part when
+    /// `checkpoints` are enabled (see the module's documentation).
     ///
     /// # Examples
     ///
     /// ```
-    /// use millrace_operators::{Deliver, RecordSink};
+    /// use millrace_operators::{Checkpoints, Deliver, Outlet, RecordSink};
     /// use timely::dataflow::operators::ToStream;
     ///
     /// struct Print;
@@ -44,23 +70,37 @@ pub trait Deliver<D> {
     ///     fn flush(&mut self) {}
     /// }
     ///
-    /// timely::example(|scope| (0..3u32).to_stream(scope).deliver("Print", Print));
+    /// timely::example(|scope| {
+    ///     let none = Checkpoints::none();
+    ///     (0..3u32).to_stream(scope).deliver(Outlet::Predictions, Print, &none)
+    /// });
     /// ```
-    fn deliver<S: RecordSink<D> + 'static>(self, name: &str, sink: S);
+    fn deliver<S: RecordSink<D> + 'static>(
+        self,
+        outlet: Outlet,
+        sink: S,
+        checkpoints: &Checkpoints,
+    );
 }
 
 /// How often a sink with unsettled records is looked at again.
 const SETTLE_POLL: Duration = Duration::from_millis(5);
 
 impl<D: 'static> Deliver<D> for StreamVec<'_, u64, D> {
-    fn deliver<S: RecordSink<D> + 'static>(self, name: &str, mut sink: S) {
+    fn deliver<S: RecordSink<D> + 'static>(
+        self,
+        outlet: Outlet,
+        mut sink: S,
+        checkpoints: &Checkpoints,
+    ) {
         let scope = self.scope();
-        let mut part: Option<Part> = checkpoint::part(scope.index(), name);
+        let spec = outlet.part();
+        let mut part: Option<Part> = checkpoints.part(scope.index(), spec);
         // The sink keeps no state: what it offers is valid from the epoch it resumed after.
         let lo = part
             .as_ref()
             .map_or(0, |p| p.resume_epoch().saturating_sub(1));
-        let mut builder = OperatorBuilder::new(name.to_owned(), scope);
+        let mut builder = OperatorBuilder::new(format!("Deliver({})", spec.name()), scope);
         let activator = scope.activator_for(builder.operator_info().address);
         let mut input = builder.new_input(self, Pipeline);
         builder.build(move |_capabilities| {

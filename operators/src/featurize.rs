@@ -23,8 +23,10 @@
 //! Version numbers count epochs that had events: an epoch in which no worker saw an event makes
 //! no updates and no version.
 
-use crate::checkpoint::{self, Tally};
+use crate::checkpoint;
+use crate::part_spec::{Checkpoints, PartSpec};
 use crate::source::now_ms;
+use crate::tally::Tally;
 use millrace_models::fmap::{
     BadKind, EventBatch, FeatureFitter, FeaturePartial, FeatureUpdate, Layout, Parser, Partials,
     TransformCounts, Transition,
@@ -42,6 +44,14 @@ use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Capability, InputCapability};
 use timely::dataflow::StreamVec;
 use timely::progress::frontier::AntichainRef;
+
+/// The parser's checkpoint part: its counters (parsed, dead letters, bad values by kind).
+pub(crate) const PARSE: PartSpec<Vec<u64>> = PartSpec::new("parse");
+/// The fit's checkpoint part: the statistics of the features a worker owns.
+pub(crate) const FIT: PartSpec<Vec<(u32, FeatureFitter)>> = PartSpec::new("fit");
+/// The transform's checkpoint part: its replica of the FeatureMap and its counters of rows,
+/// lookups and values out of vocabulary.
+pub(crate) const TRANSFORM: PartSpec<(FeatureMap, [u64; 3])> = PartSpec::new("transform");
 
 /// Counters and gauges of the featurize operators, shared by all workers of a process.
 ///
@@ -144,7 +154,7 @@ pub trait ParseEvents<'scope> {
     /// ```
     /// use millrace_models::fmap::{FeatureMapSpec, Schema};
     /// use millrace_models::RawRecord;
-    /// use millrace_operators::{FeaturizeStats, ParseEvents};
+    /// use millrace_operators::{Checkpoints, FeaturizeStats, ParseEvents};
     /// use std::sync::{atomic::Ordering, Arc};
     /// use timely::dataflow::operators::ToStream;
     ///
@@ -157,7 +167,8 @@ pub trait ParseEvents<'scope> {
     ///         RawRecord { partition: 0, offset: 0, payload: line.into_bytes(), timestamp_ms: None },
     ///         RawRecord { partition: 0, offset: 1, payload: b"not an event".to_vec(), timestamp_ms: None },
     ///     ];
-    ///     let (_events, _dead) = records.to_stream(scope).parse_events(layout, shared);
+    ///     let none = Checkpoints::none();
+    ///     let (_events, _dead) = records.to_stream(scope).parse_events(layout, shared, &none);
     /// });
     /// assert_eq!(stats.parsed.load(Ordering::Relaxed), 1);
     /// assert_eq!(stats.dead_letters.load(Ordering::Relaxed), 1);
@@ -166,6 +177,7 @@ pub trait ParseEvents<'scope> {
         self,
         layout: Layout,
         stats: Arc<FeaturizeStats>,
+        checkpoints: &Checkpoints,
     ) -> (
         StreamVec<'scope, u64, EventBatch>,
         StreamVec<'scope, u64, DeadLetter>,
@@ -177,11 +189,13 @@ impl<'scope> ParseEvents<'scope> for StreamVec<'scope, u64, RawRecord> {
         self,
         layout: Layout,
         stats: Arc<FeaturizeStats>,
+        checkpoints: &Checkpoints,
     ) -> (
         StreamVec<'scope, u64, EventBatch>,
         StreamVec<'scope, u64, DeadLetter>,
     ) {
         let worker = self.scope().index();
+        let part = checkpoints.part(worker, &PARSE);
         let mut builder = OperatorBuilder::new("ParseEvents".to_owned(), self.scope());
         let mut input = builder.new_input(self, Pipeline);
         let (events_out, events) = builder.new_output::<Vec<EventBatch>>();
@@ -194,7 +208,7 @@ impl<'scope> ParseEvents<'scope> for StreamVec<'scope, u64, RawRecord> {
             let mut logged = HashSet::new();
             let mut bad_seen = [0u64; 4];
             // Checkpointed counts: parsed, dead letters, then the bad values by kind.
-            let (mut tally, restored) = Tally::<6>::new(worker, "parse");
+            let (mut tally, restored) = Tally::<6>::new(part, &PARSE);
             stats.parsed.fetch_add(restored[0], Ordering::Relaxed);
             stats.dead_letters.fetch_add(restored[1], Ordering::Relaxed);
             for (counter, n) in stats.bad_values.iter().zip(&restored[2..]) {
@@ -274,7 +288,7 @@ pub trait FitFeatureMap<'scope> {
     /// ```
     /// use millrace_models::fmap::{FeatureMapSpec, Parser, Schema};
     /// use millrace_models::{EventBatch, FeatureMap};
-    /// use millrace_operators::FitFeatureMap;
+    /// use millrace_operators::{Checkpoints, FitFeatureMap};
     /// use std::sync::{Arc, Mutex};
     /// use timely::dataflow::operators::{Inspect, ToStream};
     ///
@@ -290,7 +304,7 @@ pub trait FitFeatureMap<'scope> {
     /// timely::example(move |scope| {
     ///     vec![batch]
     ///         .to_stream(scope)
-    ///         .fit_feature_map(layout.clone())
+    ///         .fit_feature_map(layout.clone(), &Checkpoints::none())
     ///         .inspect(move |u| seen.lock().unwrap().push(u.clone()));
     /// });
     /// let mut map = FeatureMap::new(
@@ -303,13 +317,21 @@ pub trait FitFeatureMap<'scope> {
     /// // `cafe` was seen 10 times, over the minimum count of 5: C1 has it in its vocabulary.
     /// assert_eq!(map.vocab_sizes().into_iter().flatten().sum::<usize>(), 1);
     /// ```
-    fn fit_feature_map(self, layout: Layout) -> StreamVec<'scope, u64, FeatureUpdate>;
+    fn fit_feature_map(
+        self,
+        layout: Layout,
+        checkpoints: &Checkpoints,
+    ) -> StreamVec<'scope, u64, FeatureUpdate>;
 }
 
 impl<'scope> FitFeatureMap<'scope> for StreamVec<'scope, u64, EventBatch> {
-    fn fit_feature_map(self, layout: Layout) -> StreamVec<'scope, u64, FeatureUpdate> {
+    fn fit_feature_map(
+        self,
+        layout: Layout,
+        checkpoints: &Checkpoints,
+    ) -> StreamVec<'scope, u64, FeatureUpdate> {
         let (partials, _events) = observe_features(self, layout.clone());
-        merge_features(partials, layout)
+        merge_features(partials, layout, checkpoints)
     }
 }
 
@@ -378,9 +400,11 @@ fn observe_features<'scope>(
 fn merge_features<'scope>(
     partials: StreamVec<'scope, u64, FeaturePartial>,
     layout: Layout,
+    checkpoints: &Checkpoints,
 ) -> StreamVec<'scope, u64, FeatureUpdate> {
     let by_owner = Exchange::new(|p: &FeaturePartial| u64::from(p.feature));
     let worker = partials.scope().index();
+    let mut part = checkpoints.part(worker, &FIT);
     partials
         .unary_frontier::<CapacityContainerBuilder<Vec<FeatureUpdate>>, _, _, _>(
             by_owner,
@@ -388,10 +412,9 @@ fn merge_features<'scope>(
             move |_capability, _info| {
                 // The fitters of the features this worker owns: its checkpoint part.
                 let mut fitters: HashMap<u32, FeatureFitter> = HashMap::new();
-                let mut part = checkpoint::part(worker, "fit");
                 let mut lo = part.as_ref().map_or(0, |p| p.resume_epoch().saturating_sub(1));
                 if let Some((_, _, bytes)) = part.as_mut().and_then(checkpoint::Part::take_restored) {
-                    match checkpoint::decode::<Vec<(u32, FeatureFitter)>>(&bytes) {
+                    match FIT.decode(&bytes) {
                         Ok(restored) => fitters.extend(restored),
                         Err(error) => tracing::error!(%error, "the feature statistics' checkpoint part is unreadable; fitting from scratch"),
                     }
@@ -399,7 +422,7 @@ fn merge_features<'scope>(
                 let snapshot = |fitters: &HashMap<u32, FeatureFitter>| {
                     let mut sorted: Vec<(&u32, &FeatureFitter)> = fitters.iter().collect();
                     sorted.sort_by_key(|(feature, _)| **feature);
-                    checkpoint::encode(&sorted)
+                    FIT.encode(&sorted)
                 };
                 let mut open: BTreeMap<u64, (Capability<u64>, Vec<FeaturePartial>)> =
                     BTreeMap::new();
@@ -474,7 +497,7 @@ pub trait Featurize<'scope> {
     /// ```
     /// use millrace_models::fmap::{FeatureMapSpec, Parser, Schema};
     /// use millrace_models::{EventBatch, FeatureMap};
-    /// use millrace_operators::{Featurize, FeaturizeStats};
+    /// use millrace_operators::{Checkpoints, Featurize, FeaturizeStats};
     /// use std::sync::{atomic::Ordering, Arc};
     /// use timely::dataflow::operators::{Inspect, ToStream};
     ///
@@ -485,8 +508,9 @@ pub trait Featurize<'scope> {
     /// let stats = Arc::new(FeaturizeStats::default());
     /// let shared = stats.clone();
     /// timely::example(move |scope| {
+    ///     let none = Checkpoints::none();
     ///     let (rows, _updates) =
-    ///         vec![batch].to_stream(scope).featurize(FeatureMap::new(layout), shared, |_, _| {});
+    ///         vec![batch].to_stream(scope).featurize(FeatureMap::new(layout), shared, &none, |_, _| {});
     ///     rows.inspect(|rows| assert_eq!(rows.row(0).0.len(), 1 + 13 + 13 + 26));
     /// });
     /// assert_eq!(stats.rows.load(Ordering::Relaxed), 1);
@@ -496,6 +520,7 @@ pub trait Featurize<'scope> {
         self,
         map: FeatureMap,
         stats: Arc<FeaturizeStats>,
+        checkpoints: &Checkpoints,
         on_version: F,
     ) -> Featurized<'scope>
     where
@@ -507,14 +532,15 @@ impl<'scope> Featurize<'scope> for StreamVec<'scope, u64, EventBatch> {
         self,
         map: FeatureMap,
         stats: Arc<FeaturizeStats>,
+        checkpoints: &Checkpoints,
         on_version: F,
     ) -> Featurized<'scope>
     where
         F: FnMut(&Arc<FeatureMap>, &Transition) + 'static,
     {
         let (partials, events) = observe_features(self, map.layout.clone());
-        let updates = merge_features(partials, map.layout.clone());
-        let rows = events.transform_rows(updates.clone(), map, stats, on_version);
+        let updates = merge_features(partials, map.layout.clone(), checkpoints);
+        let rows = events.transform_rows(updates.clone(), map, stats, checkpoints, on_version);
         (rows, updates)
     }
 }
@@ -531,7 +557,7 @@ pub trait TransformRows<'scope> {
     /// ```
     /// use millrace_models::fmap::{FeatureMapSpec, Parser, Schema};
     /// use millrace_models::{EventBatch, FeatureMap};
-    /// use millrace_operators::{FeaturizeStats, FitFeatureMap, TransformRows};
+    /// use millrace_operators::{Checkpoints, FeaturizeStats, FitFeatureMap, TransformRows};
     /// use std::sync::{atomic::Ordering, Arc};
     /// use timely::dataflow::operators::{Inspect, ToStream};
     ///
@@ -543,9 +569,10 @@ pub trait TransformRows<'scope> {
     /// let shared = stats.clone();
     /// timely::example(move |scope| {
     ///     let events = vec![batch].to_stream(scope);
-    ///     let updates = events.clone().fit_feature_map(layout.clone());
+    ///     let none = Checkpoints::none();
+    ///     let updates = events.clone().fit_feature_map(layout.clone(), &none);
     ///     events
-    ///         .transform_rows(updates, FeatureMap::new(layout), shared, |_, _| {})
+    ///         .transform_rows(updates, FeatureMap::new(layout), shared, &none, |_, _| {})
     ///         // Bias, 13 bucketized and 13 standardized numbers, 26 categoricals.
     ///         .inspect(|rows| assert_eq!(rows.row(0).0.len(), 1 + 13 + 13 + 26));
     /// });
@@ -557,6 +584,7 @@ pub trait TransformRows<'scope> {
         updates: StreamVec<'scope, u64, FeatureUpdate>,
         map: FeatureMap,
         stats: Arc<FeaturizeStats>,
+        checkpoints: &Checkpoints,
         on_version: F,
     ) -> StreamVec<'scope, u64, CsrBatch>
     where
@@ -569,6 +597,7 @@ impl<'scope> TransformRows<'scope> for StreamVec<'scope, u64, EventBatch> {
         updates: StreamVec<'scope, u64, FeatureUpdate>,
         map: FeatureMap,
         stats: Arc<FeaturizeStats>,
+        checkpoints: &Checkpoints,
         mut on_version: F,
     ) -> StreamVec<'scope, u64, CsrBatch>
     where
@@ -576,6 +605,7 @@ impl<'scope> TransformRows<'scope> for StreamVec<'scope, u64, EventBatch> {
     {
         let worker = self.scope().index();
         let reporter = worker == 0;
+        let mut part = checkpoints.part(worker, &TRANSFORM);
         self.binary_frontier::<_, CapacityContainerBuilder<Vec<CsrBatch>>, _, _, _, _>(
             updates,
             Pipeline,
@@ -583,12 +613,11 @@ impl<'scope> TransformRows<'scope> for StreamVec<'scope, u64, EventBatch> {
             "TransformRows",
             move |_capability, _info| {
                 // The replica and the counters of rows, lookups and OOV: the checkpoint part.
-                let mut part = checkpoint::part(worker, "transform");
                 let mut lo = part.as_ref().map_or(0, |p| p.resume_epoch().saturating_sub(1));
                 let mut map = map;
                 let mut counted = [0u64; 3];
                 if let Some((_, _, bytes)) = part.as_mut().and_then(checkpoint::Part::take_restored) {
-                    match checkpoint::decode::<(FeatureMap, [u64; 3])>(&bytes) {
+                    match TRANSFORM.decode(&bytes) {
                         Ok((restored, counts)) => {
                             map = restored;
                             counted = counts;
@@ -619,7 +648,7 @@ impl<'scope> TransformRows<'scope> for StreamVec<'scope, u64, EventBatch> {
                                 // A new epoch: the state is the one after every earlier epoch.
                                 if let (Some(part), true) = (part.as_mut(), time > 0) {
                                     part.covers(lo, time - 1, || {
-                                        checkpoint::encode(&(map.as_ref(), counted))
+                                        TRANSFORM.encode(&(map.as_ref(), counted))
                                     });
                                 }
                                 lo = time;
@@ -658,7 +687,7 @@ impl<'scope> TransformRows<'scope> for StreamVec<'scope, u64, EventBatch> {
                         let waiting = events.keys().chain(replica.pending_times()).min().copied();
                         if let Some(hi) = settled.and_then(|s| checkpoint::before_waiting(s, waiting)) {
                             part.covers(lo, hi, || {
-                                checkpoint::encode(&(replica.map().as_ref(), counted))
+                                TRANSFORM.encode(&(replica.map().as_ref(), counted))
                             });
                         }
                     }

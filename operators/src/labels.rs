@@ -29,6 +29,7 @@
 
 use crate::checkpoint::Part;
 use crate::featurize::stash_for;
+use crate::part_spec::{Checkpoints, PartSpec};
 use millrace_models::labels::{labeled_line, LabelEvent};
 use millrace_models::{DeadLetter, RawRecord};
 use serde::{Deserialize, Serialize};
@@ -97,7 +98,7 @@ pub trait JoinLabels<'scope> {
     ///
     /// ```
     /// use millrace_models::RawRecord;
-    /// use millrace_operators::{JoinLabels, LabelJoinConfig, LabelJoinStats, LatePolicy};
+    /// use millrace_operators::{Checkpoints, JoinLabels, LabelJoinConfig, LabelJoinStats, LatePolicy};
     /// use std::sync::{atomic::Ordering, Arc};
     /// use timely::dataflow::operators::{Inspect, ToStream};
     ///
@@ -108,7 +109,8 @@ pub trait JoinLabels<'scope> {
     ///     let features = "\t".repeat(38);
     ///     let records = vec![record(&format!("imp\tr1\t{features}")), record("clk\tr1")];
     ///     let config = LabelJoinConfig { window: 2, late: LatePolicy::Drop };
-    ///     let (labeled, _dead) = records.to_stream(scope).join_labels(config, shared);
+    ///     let none = Checkpoints::none();
+    ///     let (labeled, _dead) = records.to_stream(scope).join_labels(config, shared, &none);
     ///     labeled.inspect(|r| assert!(r.payload.starts_with(b"1\t")));
     /// });
     /// assert_eq!(stats.positives.load(Ordering::Relaxed), 1);
@@ -117,6 +119,7 @@ pub trait JoinLabels<'scope> {
         self,
         config: LabelJoinConfig,
         stats: Arc<LabelJoinStats>,
+        checkpoints: &Checkpoints,
     ) -> (
         StreamVec<'scope, u64, RawRecord>,
         StreamVec<'scope, u64, DeadLetter>,
@@ -128,11 +131,13 @@ impl<'scope> JoinLabels<'scope> for StreamVec<'scope, u64, RawRecord> {
         self,
         config: LabelJoinConfig,
         stats: Arc<LabelJoinStats>,
+        checkpoints: &Checkpoints,
     ) -> (
         StreamVec<'scope, u64, RawRecord>,
         StreamVec<'scope, u64, DeadLetter>,
     ) {
         let worker = self.scope().index();
+        let part = checkpoints.part(worker, &LABELS);
         let mut builder = OperatorBuilder::new("JoinLabels".to_owned(), self.scope());
         let route = |record: &RawRecord| {
             LabelEvent::parse(&record.payload).map_or(record.partition as u64, |e| e.route())
@@ -144,11 +149,11 @@ impl<'scope> JoinLabels<'scope> for StreamVec<'scope, u64, RawRecord> {
         let mut dead_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(dead_out);
         builder.build(move |capabilities| {
             let mut join = Join::new(config, stats);
-            join.part = crate::checkpoint::part(worker, "labels");
+            join.part = part;
             if let Some(part) = join.part.as_mut() {
                 join.lo = part.resume_epoch().saturating_sub(1);
                 if let Some((_, _, bytes)) = part.take_restored() {
-                    match crate::checkpoint::decode::<JoinState>(&bytes) {
+                    match LABELS.decode(&bytes) {
                         Ok(state) => {
                             if let Some(cap) = capabilities.first() {
                                 join.restore(state, cap);
@@ -212,10 +217,13 @@ struct Received {
     records: Vec<RawRecord>,
 }
 
+/// The label join's checkpoint part: its remembered impressions and counters.
+pub(crate) const LABELS: PartSpec<JoinState> = PartSpec::new("labels");
+
 /// What the join checkpoints: its remembered impressions, the windows closing and the ids
 /// forgotten by epoch, and this worker's counters in the order of [`LabelJoinStats::counters`].
 #[derive(Serialize, Deserialize)]
-struct JoinState {
+pub(crate) struct JoinState {
     counts: [u64; 9],
     impressions: Vec<(Vec<u8>, Impression)>,
     closing: Vec<(u64, Vec<Vec<u8>>)>,
@@ -302,7 +310,7 @@ impl Join {
             .map(|(id, i)| (id.clone(), i.clone()))
             .collect();
         impressions.sort_by(|a, b| a.0.cmp(&b.0));
-        crate::checkpoint::encode(&JoinState {
+        LABELS.encode(&JoinState {
             counts: self.counts,
             impressions,
             closing: self

@@ -5,7 +5,8 @@
 //! - [`ingest_partitions`] turns a partitioned source into a timely stream in event-time epochs,
 //!   driven by per-partition watermarks;
 //! - [`checkpoint`] gathers every stateful operator's state, epoch by epoch, into consistent
-//!   checkpoints;
+//!   checkpoints; [`parts`] declares each operator's part, and operators are given theirs
+//!   through [`Checkpoints`];
 //! - [`ParseEvents`], [`FitFeatureMap`] and [`TransformRows`] parse events, fit a versioned
 //!   FeatureMap across all workers and transform events into sparse rows with it ([`Featurize`]
 //!   does the last two over one stream without copying it);
@@ -21,15 +22,20 @@ pub mod deliver;
 pub mod error;
 pub mod featurize;
 pub mod labels;
+mod part_spec;
+pub mod parts;
 pub mod source;
+mod tally;
 pub mod train;
 
-pub use deliver::{Deliver, RecordSink};
+pub use deliver::{Deliver, Outlet, RecordSink};
 pub use error::BoxError;
 pub use featurize::{
     Featurize, FeaturizeStats, Featurized, FitFeatureMap, ParseEvents, TransformRows,
 };
 pub use labels::{JoinLabels, LabelJoinConfig, LabelJoinStats, LatePolicy};
+pub use part_spec::Checkpoints;
+pub use parts::{dataflow_parts, source_parts};
 pub use source::{
     ingest_partitions, now_ms, EventTime, PartitionReader, PartitionStats, Polled, SourceStats,
     Stop, HOLD_BYTES, MAX_FUTURE,

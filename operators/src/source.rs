@@ -33,7 +33,8 @@
 //! partitions interleaved. With a checkpoint after epoch `c`, each partition resumes at its first
 //! record of an epoch after `c` (with the watermark it had just before that record).
 
-use crate::checkpoint::{decode, encode, Part, FINAL};
+use crate::checkpoint::{Part, FINAL};
+use crate::part_spec::{Checkpoints, PartSpec};
 use millrace_models::RawRecord;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -141,9 +142,12 @@ impl SourceStats {
     }
 }
 
+/// The source's checkpoint part: its partitions' positions and counters.
+pub(crate) const SOURCE: PartSpec<SourceState> = PartSpec::new("source");
+
 /// What a source checkpoints: where each partition resumes, and its counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct SourceState {
+pub(crate) struct SourceState {
     partitions: Vec<Resume>,
     records: u64,
     late: u64,
@@ -495,7 +499,7 @@ pub enum Stop {
 }
 
 /// Creates a stream from `reader` in event-time epochs, as the module describes, checkpointed
-/// as `part` when there is one. The stream ends when `stop` says so (see [`Stop`]), or as for
+/// as the `source` part of `checkpoints` when they are enabled. The stream ends when `stop` says so (see [`Stop`]), or as for
 /// [`Stop::End`] when the reader is [`Polled::Done`].
 ///
 /// # Examples
@@ -503,7 +507,7 @@ pub enum Stop {
 /// ```
 /// use millrace_models::RawRecord;
 /// use millrace_operators::{
-///     ingest_partitions, EventTime, PartitionReader, Polled, SourceStats, HOLD_BYTES,
+///     ingest_partitions, Checkpoints, EventTime, PartitionReader, Polled, SourceStats, HOLD_BYTES,
 /// };
 /// use std::sync::{atomic::Ordering, Arc};
 /// use std::time::Duration;
@@ -529,7 +533,7 @@ pub enum Stop {
 /// let shared = stats.clone();
 /// timely::example(move |scope| {
 ///     let time = EventTime { epoch_ms: 1000, idle: Duration::from_secs(1), hold_bytes: HOLD_BYTES };
-///     ingest_partitions(scope, "Three", Three(records), time, None, shared, || None)
+///     ingest_partitions(scope, "Three", Three(records), time, &Checkpoints::none(), shared, || None)
 ///         // Each record in the epoch of its second.
 ///         .inspect_core(|event| {
 ///             if let Ok((stamp, records)) = event {
@@ -546,13 +550,14 @@ pub fn ingest_partitions<'scope, R>(
     name: &str,
     mut reader: R,
     time: EventTime,
-    mut part: Option<Part>,
+    checkpoints: &Checkpoints,
     stats: Arc<SourceStats>,
     stop: impl Fn() -> Option<Stop> + 'static,
 ) -> StreamVec<'scope, u64, RawRecord>
 where
     R: PartitionReader + 'static,
 {
+    let mut part = checkpoints.part(scope.index(), &SOURCE);
     operator::source::<_, CapacityContainerBuilder<Vec<RawRecord>>, _, _>(
         scope,
         name,
@@ -561,7 +566,7 @@ where
             let resume = part.as_ref().map_or(0, Part::resume_epoch);
             let mut epochs = Epochs::new(time, reader.partitions(), resume);
             if let Some((_, _, bytes)) = part.as_mut().and_then(Part::take_restored) {
-                match decode::<SourceState>(&bytes) {
+                match SOURCE.decode(&bytes) {
                     Ok(state) => {
                         epochs.restore(&state);
                         stats.records.fetch_add(state.records, Ordering::Relaxed);
@@ -629,7 +634,7 @@ where
                         part.covers(lo, epoch - 1, || {
                             let state = epochs.state_before(epoch);
                             uncommitted.push((lo, epoch - 1, positions(&state)));
-                            encode(&state)
+                            SOURCE.encode(&state)
                         });
                     }
                     let mut records = epochs.take(epoch);
@@ -648,7 +653,7 @@ where
                 if stopping {
                     if let Some(part) = part.as_mut() {
                         let final_state = epochs.state_before(u64::MAX);
-                        part.covers(lo, FINAL, || encode(&final_state));
+                        part.covers(lo, FINAL, || SOURCE.encode(&final_state));
                     }
                     capability = None;
                     return;
@@ -664,7 +669,7 @@ where
                     part.progress(lo, allowed - 1, || {
                         let state = epochs.state_before(allowed);
                         uncommitted.push((lo, allowed - 1, positions(&state)));
-                        encode(&state)
+                        SOURCE.encode(&state)
                     });
                 }
                 if worker == 0 {

@@ -21,6 +21,7 @@
 
 use crate::checkpoint::{self, Part};
 use crate::featurize::{stash_for, Replica, Step};
+use crate::part_spec::{Checkpoints, PartSpec};
 use millrace_models::allreduce::{sum_deltas, DeltaChunk, Replicated};
 use millrace_models::fmap::FeatureUpdate;
 use millrace_models::{
@@ -262,7 +263,9 @@ pub trait TrainRows<'scope> {
     /// ```
     /// use millrace_models::fmap::{FeatureMapSpec, Parser, Schema};
     /// use millrace_models::{EventBatch, FeatureMap, FeatureSpec, FtrlParams, LearnerParams, Registry};
-    /// use millrace_operators::{Featurize, FeaturizeStats, PublishPolicy, TrainRows, TrainerConfig, TrainerStats};
+    /// use millrace_operators::{
+    ///     Checkpoints, Featurize, FeaturizeStats, PublishPolicy, TrainRows, TrainerConfig, TrainerStats,
+    /// };
     /// use std::{sync::{atomic::Ordering, Arc}, time::Duration};
     /// use timely::dataflow::operators::ToStream;
     ///
@@ -289,12 +292,14 @@ pub trait TrainRows<'scope> {
     /// let shared = stats.clone();
     /// timely::example(move |scope| {
     ///     let map = FeatureMap::new(layout);
+    ///     let none = Checkpoints::none();
     ///     let (rows, updates) = vec![batch].to_stream(scope).featurize(
     ///         map.clone(),
     ///         Arc::new(FeaturizeStats::default()),
+    ///         &none,
     ///         |_, _| {},
     ///     );
-    ///     rows.train_rows(updates, map, config, shared, |_, _, _| {});
+    ///     rows.train_rows(updates, map, config, shared, &none, |_, _, _| {});
     /// });
     /// assert_eq!(stats.learned.load(Ordering::Relaxed), 100);
     /// // The final version: the learner carried to the FeatureMap fitted on all the input.
@@ -309,6 +314,7 @@ pub trait TrainRows<'scope> {
         map: FeatureMap,
         config: TrainerConfig,
         stats: Arc<TrainerStats>,
+        checkpoints: &Checkpoints,
         on_epoch: F,
     ) -> StreamVec<'scope, u64, Prediction>
     where
@@ -322,6 +328,7 @@ impl<'scope> TrainRows<'scope> for StreamVec<'scope, u64, CsrBatch> {
         map: FeatureMap,
         config: TrainerConfig,
         stats: Arc<TrainerStats>,
+        checkpoints: &Checkpoints,
         mut on_epoch: F,
     ) -> StreamVec<'scope, u64, Prediction>
     where
@@ -331,7 +338,7 @@ impl<'scope> TrainRows<'scope> for StreamVec<'scope, u64, CsrBatch> {
             self,
             (updates, map),
             config,
-            stats,
+            (stats, checkpoints),
             move |epoch, learner, map| {
                 if let Some(map) = map {
                     on_epoch(epoch, learner, map);
@@ -368,7 +375,7 @@ fn train<'scope, F>(
     rows: StreamVec<'scope, u64, CsrBatch>,
     (updates, map): (StreamVec<'scope, u64, FeatureUpdate>, FeatureMap),
     config: TrainerConfig,
-    stats: Arc<TrainerStats>,
+    (stats, checkpoints): (Arc<TrainerStats>, &Checkpoints),
     on_epoch: F,
 ) -> StreamVec<'scope, u64, Prediction>
 where
@@ -387,7 +394,14 @@ where
     let (predictions_out, predictions) = builder.new_output::<Vec<Prediction>>();
     let mut predictions_out =
         OutputBuilder::<_, CapacityContainerBuilder<_>>::from(predictions_out);
-    let mut worker = Worker::new((scope.index(), scope.peers()), map, config, stats, on_epoch);
+    let part = checkpoints.part(scope.index(), &TRAIN);
+    let mut worker = Worker::new(
+        (scope.index(), scope.peers()),
+        map,
+        config,
+        (stats, part),
+        on_epoch,
+    );
     // Per epoch with rows, a capability for its predictions (when they are wanted).
     let mut prediction_caps: BTreeMap<u64, Capability<u64>> = BTreeMap::new();
     builder.build(move |_capabilities| {
@@ -513,9 +527,12 @@ struct Worker<F> {
     walking: Option<Arc<FeatureMap>>,
 }
 
+/// The trainer's checkpoint part: the learner, its metrics and its publishing state.
+pub(crate) const TRAIN: PartSpec<TrainState> = PartSpec::new("train");
+
 /// What a trainer checkpoints besides the learner's state (which follows as raw floats).
 #[derive(Serialize, Deserialize)]
-struct TrainState {
+pub(crate) struct TrainState {
     learned: u64,
     learned_here: u64,
     quality: Quality,
@@ -530,19 +547,18 @@ where
         (index, peers): (usize, usize),
         map: FeatureMap,
         config: TrainerConfig,
-        stats: Arc<TrainerStats>,
+        (stats, mut part): (Arc<TrainerStats>, Option<Part>),
         on_epoch: F,
     ) -> Self {
         let dimension = map.dimension();
         let mut learner = Learner::new(&config.learner, dimension);
-        let mut part = checkpoint::part(index, "train");
         let lo = part
             .as_ref()
             .map_or(0, |p| p.resume_epoch().saturating_sub(1));
         let mut map = Some(map);
         let (mut learned, mut learned_here, mut quality) = (0, 0, Quality::new());
         if let Some((_, _, bytes)) = part.as_mut().and_then(Part::take_restored) {
-            match checkpoint::decode_with_floats::<TrainState>(&bytes) {
+            match TRAIN.decode_with_floats(&bytes) {
                 Ok((state, floats)) if floats.len() == dimension * learner.state_width() => {
                     let width = learner.state_width();
                     for (i, coordinate) in floats.chunks_exact(width).enumerate() {
@@ -613,7 +629,7 @@ where
                 .or(self.walking.as_ref())
                 .map(|m| m.as_ref().clone()),
         };
-        checkpoint::encode_with_floats(&state, &floats)
+        TRAIN.encode_with_floats(&state, &floats)
     }
 
     /// Offers the state after every epoch up to `hi` (from the last one it has learned from).

@@ -2,7 +2,7 @@
 //! sink has not settled, and one does once they are.
 
 use millrace_operators::checkpoint::{Checkpoint, Choice, Collector, Persist};
-use millrace_operators::{Deliver, RecordSink};
+use millrace_operators::{Checkpoints, Deliver, Outlet, RecordSink};
 use std::sync::{Arc, Mutex};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::{Input, Probe};
@@ -41,7 +41,7 @@ fn a_checkpoint_waits_for_the_sink_to_settle_its_epochs() {
     let written = Arc::new(Mutex::new(Vec::new()));
     let collector = Collector::new(
         vec![0],
-        &["out"],
+        &["predictions"],
         Choice::EveryNth(1),
         Box::new(Kept(written.clone())),
         None,
@@ -51,15 +51,16 @@ fn a_checkpoint_waits_for_the_sink_to_settle_its_epochs() {
     timely::execute(timely::Config::thread(), move |worker| {
         let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<u32>>>::new();
         let probe = ProbeHandle::new();
-        let installed = collector.install();
+        let checkpoints = Checkpoints::from_collector(collector.clone());
         let sink = Pending {
             unsettled: pending.clone(),
         };
         worker.dataflow::<u64, _, _>(|scope| {
             let stream = scope.input_from(&mut input);
-            stream.probe_with(&probe).deliver("out", sink);
+            stream
+                .probe_with(&probe)
+                .deliver(Outlet::Predictions, sink, &checkpoints);
         });
-        drop(installed);
         let newest = || kept.lock().unwrap().last().map(|c: &Checkpoint| c.epoch);
         // Epochs 0 and 1 are settled as they go; epoch 2's record stays on its way.
         for epoch in 0..2 {

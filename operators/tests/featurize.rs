@@ -13,7 +13,7 @@ use millrace_models::fmap::{
 use millrace_models::{CsrBatch, EventBatch, FeatureMap};
 use millrace_models::{FeatureSpec, FtrlParams, Learner, LearnerParams, Registry};
 use millrace_operators::{
-    Featurize, FeaturizeStats, FitFeatureMap, PublishPolicy, TrainRows, TrainerConfig,
+    Checkpoints, Featurize, FeaturizeStats, FitFeatureMap, PublishPolicy, TrainRows, TrainerConfig,
     TrainerStats, TransformRows,
 };
 use rand::{Rng, SeedableRng};
@@ -102,10 +102,12 @@ fn run(workers: usize, spec: &FeatureMapSpec, events: &[Event], fused: bool) -> 
                 v.lock().unwrap()[index].push(map.clone());
             };
             let rows = if fused {
-                events.featurize(map, s, on_version).0
+                events.featurize(map, s, &Checkpoints::none(), on_version).0
             } else {
-                let updates = events.clone().fit_feature_map(layout.clone());
-                events.transform_rows(updates, map, s, on_version)
+                let updates = events
+                    .clone()
+                    .fit_feature_map(layout.clone(), &Checkpoints::none());
+                events.transform_rows(updates, map, s, &Checkpoints::none(), on_version)
             };
             rows.inspect_core(move |event| {
                 if let Ok((stamp, batches)) = event {
@@ -596,6 +598,7 @@ fn train(
             let (rows, updates) = scope.input_from(&mut input).featurize(
                 map.clone(),
                 Arc::new(FeaturizeStats::default()),
+                &Checkpoints::none(),
                 move |map, transition| {
                     if index == 0 {
                         tx.lock().unwrap().push((map.clone(), transition.clone()));
@@ -607,6 +610,7 @@ fn train(
                 map,
                 config,
                 st,
+                &Checkpoints::none(),
                 move |epoch, learner, map| {
                     let Learner::Ftrl(ftrl) = learner else {
                         unreachable!("an FTRL learner was asked for")
@@ -746,9 +750,11 @@ fn parsed_events_take_their_records_timestamps() {
             timestamp_ms,
         };
         let records = vec![record(0, Some(1_700_000_000_123)), record(1, None)];
-        let (events, _dead) = records
-            .to_stream(scope)
-            .parse_events(layout, Arc::new(FeaturizeStats::default()));
+        let (events, _dead) = records.to_stream(scope).parse_events(
+            layout,
+            Arc::new(FeaturizeStats::default()),
+            &Checkpoints::none(),
+        );
         events.inspect(move |batch: &EventBatch| out.lock().unwrap().extend(&batch.times));
     });
     let times = times.lock().unwrap();

@@ -3,7 +3,7 @@
 use millrace_models::labels::{impressions_and_clicks, labeled_line, LabelEvent};
 use millrace_models::{DeadLetter, RawRecord};
 use millrace_operators::checkpoint::{Checkpoint, Choice, Collector, Persist};
-use millrace_operators::{JoinLabels, LabelJoinConfig, LabelJoinStats, LatePolicy};
+use millrace_operators::{Checkpoints, JoinLabels, LabelJoinConfig, LabelJoinStats, LatePolicy};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -159,7 +159,10 @@ fn dataflow_join(workers: usize, records: &[(u64, RawRecord)], late: LatePolicy)
                 window: WINDOW,
                 late,
             };
-            let (joined, dead) = scope.input_from(&mut input).join_labels(config, st);
+            let (joined, dead) =
+                scope
+                    .input_from(&mut input)
+                    .join_labels(config, st, &Checkpoints::none());
             joined.inspect(move |r: &RawRecord| {
                 out.lock()
                     .unwrap()
@@ -287,13 +290,16 @@ fn dataflow_join_resumed(
             let (index, peers) = (worker.index(), worker.peers());
             let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<RawRecord>>>::new();
             let (st, out, letters) = (st.clone(), out.clone(), letters.clone());
-            let installed = shared.install();
+            let checkpoints = Checkpoints::from_collector(shared.clone());
             let probe = worker.dataflow::<u64, _, _>(|scope| {
                 let config = LabelJoinConfig {
                     window: WINDOW,
                     late,
                 };
-                let (joined, dead) = scope.input_from(&mut input).join_labels(config, st);
+                let (joined, dead) =
+                    scope
+                        .input_from(&mut input)
+                        .join_labels(config, st, &checkpoints);
                 joined.inspect(move |r: &RawRecord| {
                     out.lock()
                         .unwrap()
@@ -303,7 +309,6 @@ fn dataflow_join_resumed(
                     .probe()
                     .0
             });
-            drop(installed);
             let mine = records.iter().skip(index).step_by(peers);
             if run == 0 {
                 for (epoch, record) in mine.filter(|(e, _)| *e <= split) {

@@ -7,7 +7,7 @@ use millrace_models::fmap::{BadKind, FeatureMapSpec, Value};
 use millrace_models::schema::text::parse_number;
 use millrace_models::schema::SchemaSpec;
 use millrace_models::{DeadLetter, EventBatch, Position, RawRecord, Schema};
-use millrace_operators::{FeaturizeStats, ParseEvents};
+use millrace_operators::{Checkpoints, FeaturizeStats, ParseEvents};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
@@ -342,9 +342,11 @@ fn parse_with(
         let layout = layout.clone();
         let json = format == "json";
         worker.dataflow::<u64, _, _>(|scope| {
-            let (events, dead) = scope
-                .input_from(&mut input)
-                .parse_events(layout, Arc::new(FeaturizeStats::default()));
+            let (events, dead) = scope.input_from(&mut input).parse_events(
+                layout,
+                Arc::new(FeaturizeStats::default()),
+                &Checkpoints::none(),
+            );
             events
                 .inspect(move |batch: &EventBatch| {
                     let mut out = events_out.lock().unwrap();

@@ -6,7 +6,8 @@
 use millrace_models::RawRecord;
 use millrace_operators::checkpoint::{Checkpoint, Choice, Collector, Persist};
 use millrace_operators::{
-    ingest_partitions, EventTime, PartitionReader, Polled, SourceStats, Stop, HOLD_BYTES,
+    ingest_partitions, Checkpoints, EventTime, PartitionReader, Polled, SourceStats, Stop,
+    HOLD_BYTES,
 };
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -125,9 +126,15 @@ fn dataflow(workers: usize, start_delay: Duration, idle: Duration) -> (Vec<(u64,
         let stopped = stop.clone();
         let (out, stats) = (out.clone(), shared.clone());
         let probe = worker.dataflow::<u64, _, _>(move |scope| {
-            ingest_partitions(scope, "Dribble", reader, time, None, stats, move || {
-                stopped.load(Ordering::Relaxed).then_some(Stop::End)
-            })
+            ingest_partitions(
+                scope,
+                "Dribble",
+                reader,
+                time,
+                &Checkpoints::none(),
+                stats,
+                move || stopped.load(Ordering::Relaxed).then_some(Stop::End),
+            )
             .inspect_core(move |event| {
                 if let Ok((stamp, records)) = event {
                     let mut out = out.lock().unwrap();
@@ -237,19 +244,26 @@ fn a_time_from_a_broken_clock_takes_its_partitions_time() {
             hold_bytes: HOLD_BYTES,
         };
         worker.dataflow::<u64, _, _>(move |scope| {
-            ingest_partitions(scope, "Once", reader, time, None, stats, || None).inspect_core(
-                move |event| {
-                    if let Ok((stamp, records)) = event {
-                        for r in records {
-                            out.lock().unwrap().push((
-                                stamp.iter().next().copied(),
-                                r.offset,
-                                r.timestamp_ms,
-                            ));
-                        }
+            ingest_partitions(
+                scope,
+                "Once",
+                reader,
+                time,
+                &Checkpoints::none(),
+                stats,
+                || None,
+            )
+            .inspect_core(move |event| {
+                if let Ok((stamp, records)) = event {
+                    for r in records {
+                        out.lock().unwrap().push((
+                            stamp.iter().next().copied(),
+                            r.offset,
+                            r.timestamp_ms,
+                        ));
                     }
-                },
-            );
+                }
+            });
         });
     })
     .unwrap();
@@ -309,17 +323,21 @@ fn a_worker_without_partitions_does_not_hold_back_a_backlogs_checkpoints() {
         };
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
-        let installed = collector.install();
+        let checkpoints = Checkpoints::from_collector(collector.clone());
         let probe = worker.dataflow::<u64, _, _>(move |scope| {
-            let part = millrace_operators::checkpoint::part(index, "source");
             let stats = Arc::new(SourceStats::new(PARTITIONS as usize));
-            ingest_partitions(scope, "Dribble", reader, time, part, stats, move || {
-                stopped.load(Ordering::Relaxed).then_some(Stop::End)
-            })
+            ingest_partitions(
+                scope,
+                "Dribble",
+                reader,
+                time,
+                &checkpoints,
+                stats,
+                move || stopped.load(Ordering::Relaxed).then_some(Stop::End),
+            )
             .probe()
             .0
         });
-        drop(installed);
         run_past(worker, &probe, last_epoch, &stop);
     })
     .unwrap()
@@ -426,9 +444,15 @@ fn aligned_source<R: PartitionReader + 'static>(
     let stop = Arc::new(AtomicBool::new(false));
     let stopped = stop.clone();
     worker.dataflow::<u64, _, _>(move |scope| {
-        ingest_partitions(scope, "Aligned", reader, time, None, shared, move || {
-            stopped.load(Ordering::Relaxed).then_some(Stop::Interrupt)
-        });
+        ingest_partitions(
+            scope,
+            "Aligned",
+            reader,
+            time,
+            &Checkpoints::none(),
+            shared,
+            move || stopped.load(Ordering::Relaxed).then_some(Stop::Interrupt),
+        );
     });
     (stats, stop)
 }

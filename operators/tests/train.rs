@@ -9,9 +9,9 @@ use millrace_models::{
     Registry, Schema,
 };
 use millrace_operators::{
-    ingest_partitions, Deliver, EventTime, Featurize, FeaturizeStats, ParseEvents, PartitionReader,
-    Polled, Prediction, PublishPolicy, RecordSink, SourceStats, TrainRows, TrainerConfig,
-    TrainerStats, HOLD_BYTES,
+    ingest_partitions, Checkpoints, Deliver, EventTime, Featurize, FeaturizeStats, Outlet,
+    ParseEvents, PartitionReader, Polled, Prediction, PublishPolicy, RecordSink, SourceStats,
+    TrainRows, TrainerConfig, TrainerStats, HOLD_BYTES,
 };
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -170,13 +170,14 @@ fn run_dataflow(
                 hold_bytes: HOLD_BYTES,
             };
             let stats = Arc::new(SourceStats::new(0));
-            let records = ingest_partitions(scope, "Share", share, time, None, stats, || None);
+            let none = Checkpoints::none();
+            let records = ingest_partitions(scope, "Share", share, time, &none, stats, || None);
             let map = map();
-            let (events, dead) = records.parse_events(map.layout.clone(), d.clone());
-            dead.deliver("Collect", Collect(dl));
-            let (rows, updates) = events.featurize(map.clone(), d, |_, _| {});
-            rows.train_rows(updates, map, config, t, |_, _, _| {})
-                .deliver("Predictions", Collect(p));
+            let (events, dead) = records.parse_events(map.layout.clone(), d.clone(), &none);
+            dead.deliver(Outlet::DeadLetters, Collect(dl), &none);
+            let (rows, updates) = events.featurize(map.clone(), d, &none, |_, _| {});
+            rows.train_rows(updates, map, config, t, &none, |_, _, _| {})
+                .deliver(Outlet::Predictions, Collect(p), &none);
         });
     })
     .unwrap()
@@ -373,13 +374,22 @@ fn train_dealt(workers: usize, rows: usize, sync_rows: usize, learner: LearnerPa
             let (rows, updates) = scope.input_from(&mut input).featurize(
                 map.clone(),
                 Arc::new(FeaturizeStats::default()),
+                &Checkpoints::none(),
                 |_, _| {},
             );
-            rows.train_rows(updates, map, config, stats, move |epoch, learner, _| {
-                if epoch.is_none() {
-                    *out.lock().unwrap() = Some(learner.clone());
-                }
-            });
+            let none = Checkpoints::none();
+            rows.train_rows(
+                updates,
+                map,
+                config,
+                stats,
+                &none,
+                move |epoch, learner, _| {
+                    if epoch.is_none() {
+                        *out.lock().unwrap() = Some(learner.clone());
+                    }
+                },
+            );
         });
         // Each epoch's share of the events, as one batch.
         let mut batch = EventBatch::new(fields);

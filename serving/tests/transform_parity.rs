@@ -4,7 +4,7 @@
 
 use millrace_models::fmap::{FeatureMapSpec, FeatureUpdate, Parser, Schema, TransformCounts};
 use millrace_models::{CsrBatch, EventBatch, FeatureMap, RawRecord};
-use millrace_operators::{FeaturizeStats, ParseEvents, TransformRows};
+use millrace_operators::{Checkpoints, FeaturizeStats, ParseEvents, TransformRows};
 use proptest::prelude::*;
 use std::sync::{Arc, Mutex};
 use timely::dataflow::operators::{Inspect, ToStream};
@@ -89,12 +89,13 @@ fn dataflow_row(map: &FeatureMap, line: String) -> CsrBatch {
             timestamp_ms: None,
         };
         let stats = Arc::new(FeaturizeStats::default());
-        let (events, _dead) = vec![record]
-            .to_stream(scope)
-            .parse_events(layout, stats.clone());
+        let (events, _dead) =
+            vec![record]
+                .to_stream(scope)
+                .parse_events(layout, stats.clone(), &Checkpoints::none());
         let updates = Vec::<FeatureUpdate>::new().to_stream(scope);
         events
-            .transform_rows(updates, map, stats, |_, _| {})
+            .transform_rows(updates, map, stats, &Checkpoints::none(), |_, _| {})
             .inspect(move |rows: &CsrBatch| out.lock().unwrap().push(rows.clone()));
     });
     let mut rows = rows.lock().unwrap();

@@ -189,8 +189,10 @@ pub fn ingest(
     use crate::checkpoint::CheckpointStore;
     use millrace_connectors::kafka::{create_topics, KafkaReader, KafkaSourceConfig, LineProducer};
     use millrace_models::synth::CriteoGenerator;
-    use millrace_operators::checkpoint::{self, Choice, Collector};
-    use millrace_operators::{ingest_partitions, EventTime, SourceStats, Stop};
+    use millrace_operators::checkpoint::{Choice, Collector};
+    use millrace_operators::{
+        ingest_partitions, source_parts, Checkpoints, EventTime, SourceStats, Stop,
+    };
     use std::sync::atomic::Ordering;
     use std::sync::Arc;
     use std::time::Duration;
@@ -233,7 +235,7 @@ pub fn ingest(
     let store = CheckpointStore::open(state_dir, 3)?;
     let collector = Collector::new(
         (0..workers).collect(),
-        &["source"],
+        &source_parts(),
         Choice::Interval(Duration::ZERO),
         Box::new(store),
         None,
@@ -250,14 +252,21 @@ pub fn ingest(
         let (index, peers) = (worker.index(), worker.peers());
         let reader = KafkaReader::assign(&config, &config.bootstrap_servers, index, peers, 4)?;
         let (collector, stats) = shared.clone();
-        let _installed = collector.install();
+        let checkpoints = Checkpoints::from_collector(collector);
         let done = stats.clone();
         worker.dataflow::<u64, _, _>(move |scope| {
-            let part = checkpoint::part(index, "source");
             let stop = move || (done.records.load(Ordering::Relaxed) >= rows).then_some(Stop::End);
             let source = crate::job::KafkaIngest::new(reader, Arc::default());
-            ingest_partitions(scope, "KafkaSource", source, time, part, stats, stop)
-                .inspect(|_| {});
+            ingest_partitions(
+                scope,
+                "KafkaSource",
+                source,
+                time,
+                &checkpoints,
+                stats,
+                stop,
+            )
+            .inspect(|_| {});
         });
         Ok::<_, WorkerError>(())
     })
@@ -337,7 +346,7 @@ pub fn featurize(
 ) -> Result<FeaturizeBench> {
     use millrace_models::fmap::Parser;
     use millrace_models::{EventBatch, FeatureMap};
-    use millrace_operators::{Featurize, FeaturizeStats, FitFeatureMap};
+    use millrace_operators::{Checkpoints, Featurize, FeaturizeStats, FitFeatureMap};
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{Arc, Mutex};
 
@@ -389,17 +398,21 @@ pub fn featurize(
                     if transform {
                         let stats = Arc::new(FeaturizeStats::default());
                         let map = FeatureMap::new(layout.clone());
-                        let (rows, _updates) = events.featurize(map, stats, move |map, _| {
-                            if index == 0 {
-                                *last.lock().unwrap_or_else(|e| e.into_inner()) = Some(map.clone());
-                            }
-                        });
+                        let (rows, _updates) =
+                            events.featurize(map, stats, &Checkpoints::none(), move |map, _| {
+                                if index == 0 {
+                                    *last.lock().unwrap_or_else(|e| e.into_inner()) =
+                                        Some(map.clone());
+                                }
+                            });
                         rows.inspect(move |rows| {
                             made.fetch_add(rows.len() as u64, Ordering::Relaxed);
                         })
                         .probe_with(&probe);
                     } else {
-                        events.fit_feature_map(layout.clone()).probe_with(&probe);
+                        events
+                            .fit_feature_map(layout.clone(), &Checkpoints::none())
+                            .probe_with(&probe);
                     }
                 });
                 let mut parser = Parser::new(&layout);

@@ -23,7 +23,7 @@ use millrace_models::{
     ModelArtifact, Registry, Schema,
 };
 use millrace_operators::{
-    Featurize, FeaturizeStats, PublishPolicy, TrainRows, TrainerConfig, TrainerStats,
+    Checkpoints, Featurize, FeaturizeStats, PublishPolicy, TrainRows, TrainerConfig, TrainerStats,
 };
 use serde::Serialize;
 use std::path::Path;
@@ -474,16 +474,24 @@ fn train_dealt(
         worker.dataflow::<u64, _, _>(|scope| {
             use timely::dataflow::operators::Input;
             let featurize = Arc::new(FeaturizeStats::default());
+            let none = Checkpoints::none();
             let (rows, updates) =
                 scope
                     .input_from(&mut input)
-                    .featurize(map.clone(), featurize, |_, _| {});
-            rows.train_rows(updates, map, trainer, st, move |epoch, learner, map| {
-                if epoch.is_none() {
-                    *out.lock().unwrap_or_else(|e| e.into_inner()) =
-                        Some((learner.clone(), map.clone()));
-                }
-            });
+                    .featurize(map.clone(), featurize, &none, |_, _| {});
+            rows.train_rows(
+                updates,
+                map,
+                trainer,
+                st,
+                &none,
+                move |epoch, learner, map| {
+                    if epoch.is_none() {
+                        *out.lock().unwrap_or_else(|e| e.into_inner()) =
+                            Some((learner.clone(), map.clone()));
+                    }
+                },
+            );
         });
         // Each epoch's share of the lines, as batches of at most `CHUNK_ROWS` events.
         let mut chunks = Chunks::new(&layout);

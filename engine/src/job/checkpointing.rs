@@ -8,25 +8,17 @@ use crate::metrics::JobStats;
 use crate::spec::JobSpec;
 use millrace_models::FeatureSpec;
 use millrace_operators::checkpoint::{Choice, Collector};
+use millrace_operators::dataflow_parts;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-/// The checkpoint parts of the job's dataflow, in the order of the data. The output sinks are
-/// parts too: a checkpoint covers an epoch only once its outputs are acknowledged.
-pub(super) fn checkpoint_parts(spec: &JobSpec) -> Vec<&'static str> {
-    let mut parts = vec!["source"];
-    if spec.labels.is_some() {
-        parts.push("labels");
-    }
-    parts.extend(["parse", "fit", "transform", "dead_letters", "train"]);
-    if spec
+/// The checkpoint parts of the job's dataflow (see [`dataflow_parts`]).
+fn checkpoint_parts(spec: &JobSpec) -> Vec<&'static str> {
+    let predictions = spec
         .sinks
         .as_ref()
-        .is_some_and(|s| s.predictions_topic.is_some())
-    {
-        parts.push("predictions");
-    }
-    parts
+        .is_some_and(|s| s.predictions_topic.is_some());
+    dataflow_parts(spec.labels.is_some(), predictions)
 }
 
 /// What a process needs to checkpoint: its store, its readable checkpoints, and how it chooses

@@ -13,8 +13,8 @@ use millrace_models::fmap::Layout;
 use millrace_models::{DeadLetter, FeatureMap, Registry, Schema};
 use millrace_operators::checkpoint::Collector;
 use millrace_operators::{
-    ingest_partitions, Deliver, EventTime, Featurize, JoinLabels, LabelJoinConfig, Mirror,
-    ParseEvents, PublishPolicy, Stop, TrainRows, TrainerConfig,
+    ingest_partitions, Checkpoints, Deliver, EventTime, Featurize, JoinLabels, LabelJoinConfig,
+    Mirror, Outlet, ParseEvents, PublishPolicy, Stop, TrainRows, TrainerConfig,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -192,9 +192,11 @@ impl Plan {
             Stop::End
         };
         // The operators built below take their checkpoint parts from it.
-        let _installed = collector.as_ref().map(Collector::install);
+        let checkpoints = collector.map_or_else(Checkpoints::none, Checkpoints::from_collector);
         let plan = self.clone();
-        worker.dataflow::<u64, _, _>(move |scope| plan.build(scope, source, outputs, interrupt));
+        worker.dataflow::<u64, _, _>(move |scope| {
+            plan.build(scope, source, outputs, (interrupt, &checkpoints))
+        });
         Ok(restored_epoch)
     }
 
@@ -215,7 +217,13 @@ impl Plan {
     /// The operators: the source, the label join when there is one, parse, fit and transform
     /// per epoch (a hashed spec fits nothing), learning across the FeatureMap's versions, and
     /// the outputs.
-    fn build(self, scope: Scope<'_, u64>, source: KafkaIngest, outputs: Outputs, interrupt: Stop) {
+    fn build(
+        self,
+        scope: Scope<'_, u64>,
+        source: KafkaIngest,
+        outputs: Outputs,
+        (interrupt, checkpoints): (Stop, &Checkpoints),
+    ) {
         let Plan {
             trainer,
             time,
@@ -235,33 +243,38 @@ impl Plan {
                 stop.load(Ordering::Relaxed).then_some(interrupt)
             }
         };
-        let index = scope.index();
-        let part = millrace_operators::checkpoint::part(index, "source");
         let mut records = ingest_partitions(
             scope,
             "KafkaSource",
             source,
             time,
-            part,
+            checkpoints,
             stats.source.clone(),
             stop_now,
         );
         // Impressions and clicks: joined into labeled records first.
         let mut join_dead = None;
         if let Some(config) = labels {
-            let (labeled, dead) = records.join_labels(config, stats.labels.clone());
+            let (labeled, dead) = records.join_labels(config, stats.labels.clone(), checkpoints);
             (records, join_dead) = (labeled, Some(dead));
         }
-        let (events, dead) = records.parse_events(layout.clone(), stats.featurize.clone());
-        concat_dead(dead, join_dead).deliver("dead_letters", outputs.dead_letters);
+        let (events, dead) =
+            records.parse_events(layout.clone(), stats.featurize.clone(), checkpoints);
+        concat_dead(dead, join_dead).deliver(
+            Outlet::DeadLetters,
+            outputs.dead_letters,
+            checkpoints,
+        );
         let map = FeatureMap::new(layout);
-        let (rows, updates) = events.featurize(map.clone(), stats.featurize.clone(), |_, _| {});
+        let (rows, updates) =
+            events.featurize(map.clone(), stats.featurize.clone(), checkpoints, |_, _| {});
         let mut metrics = outputs.metrics;
         let predicted = rows.train_rows(
             updates,
             map,
             trainer,
             stats.trainer.clone(),
+            checkpoints,
             move |epoch, _, _| {
                 if let Some(metrics) = metrics.as_mut() {
                     metrics.epoch_end(epoch);
@@ -269,7 +282,7 @@ impl Plan {
             },
         );
         if let Some(delivery) = outputs.predictions {
-            predicted.deliver("predictions", delivery);
+            predicted.deliver(Outlet::Predictions, delivery, checkpoints);
         }
     }
 }

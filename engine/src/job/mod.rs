@@ -112,7 +112,7 @@ pub struct StopHandle(Arc<AtomicBool>);
 
 impl StopHandle {
     /// Asks the job to stop: sources finish, the dataflow drains, a final version is published.
-    /// A checkpointed job's sources stop where they are ([`Stop::Interrupt`]): the epochs still
+    /// A checkpointed job's sources stop where they are ([`millrace_operators::Stop::Interrupt`]): the epochs still
     /// open are left to the job restarted from its newest checkpoint.
     pub fn stop(&self) {
         self.0.store(true, Ordering::SeqCst);

@@ -449,9 +449,9 @@ fn non_finite<V>(
 /// Why a stored model's structure is not one to load ([`declared_tensors`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StructureProblems {
-    /// The metadata with its FeatureMap ([`meta_problems`]).
+    /// The metadata with its FeatureMap (`meta_problems`).
     Meta(Vec<String>),
-    /// The stored tensors against those declared ([`tensor_problems`]).
+    /// The stored tensors against those declared (`tensor_problems`).
     Tensors(Vec<String>),
 }
 

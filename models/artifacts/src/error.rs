@@ -53,7 +53,7 @@ pub enum Error {
     NoVersion(String),
 }
 
-/// Bytes that are not the FeatureMap a model's metadata names ([`FeatureMapMeta::read`]).
+/// Bytes that are not the FeatureMap a model's metadata names ([`crate::artifact::FeatureMapMeta::read`]).
 #[derive(Debug, thiserror::Error)]
 pub enum StoredMapError {
     /// Their checksum is not the one recorded.
