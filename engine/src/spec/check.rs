@@ -1,0 +1,245 @@
+//! The checks of a job's values: ranges, emptiness and consistency across sections, each problem
+//! naming its section and key.
+
+use super::{
+    CheckpointSpec, GeneratorSpec, LabelsSpec, LearnerSpec, ProgressSpec, PublishSpec, ServeSpec,
+    SinksSpec, SourceSpec,
+};
+use millrace_connectors::kafka::EMBEDDED;
+use millrace_models::{FeatureSpec, Schema, SchemaSpec};
+
+/// The sections whose values can be checked: `None` where a section could not be read, so
+/// that only the checks that need it are skipped.
+pub(super) struct Sections<'a> {
+    pub(super) name: Option<&'a String>,
+    pub(super) source: Option<&'a SourceSpec>,
+    pub(super) generator: Option<Option<&'a GeneratorSpec>>,
+    pub(super) schema: Option<SchemaSpec>,
+    pub(super) labels: Option<Option<&'a LabelsSpec>>,
+    pub(super) features: Option<&'a FeatureSpec>,
+    pub(super) learner: Option<&'a LearnerSpec>,
+    pub(super) publish: Option<&'a PublishSpec>,
+    pub(super) serve: Option<Option<&'a ServeSpec>>,
+    pub(super) progress: Option<ProgressSpec>,
+    pub(super) checkpoint: Option<Option<&'a CheckpointSpec>>,
+    pub(super) sinks: Option<Option<&'a SinksSpec>>,
+}
+
+/// Problems of the values (ranges, emptiness, consistency), each naming its key: every check
+/// whose sections could be read.
+pub(super) fn check(job: &Sections<'_>) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut add = |section: &str, list: Vec<String>| {
+        problems.extend(list.into_iter().map(|p| format!("[{section}] {p}")));
+    };
+    if let Some(name) = job.name {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            add(
+                "job",
+                vec![format!(
+                    "`name` must be letters, digits, `-` or `_` (got {name:?})"
+                )],
+            );
+        }
+    }
+    let kafka = match job.source {
+        Some(SourceSpec::Kafka(kafka)) => Some(kafka),
+        _ => None,
+    };
+    if let Some(kafka) = kafka {
+        add("source", kafka.problems());
+    }
+    if let Some(SourceSpec::File(file)) = job.source {
+        add("source", file.problems());
+        if let Some(Some(_)) = job.checkpoint {
+            add(
+                "checkpoint",
+                vec!["a `file` source replays its file from the start: it cannot resume from a checkpoint".to_owned()],
+            );
+        }
+        if let Some(Some(_)) = job.generator {
+            add(
+                "generator",
+                vec![
+                    "a `file` source replays its file: the generator needs a `kafka` source"
+                        .to_owned(),
+                ],
+            );
+        }
+    }
+    let compiled = job.schema.as_ref().map(SchemaSpec::compile);
+    if let Some(Err(list)) = &compiled {
+        add("schema", list.clone());
+    }
+    let schema = compiled.and_then(Result::ok);
+    let preset = job.schema.as_ref().map(|s| s.preset.is_some());
+    let json = job.schema.as_ref().map(|s| s.format() == Some("json"));
+    if let (Some(kafka), Some(true), Some(false)) = (kafka, preset, json) {
+        if kafka.event_time_field.is_some() {
+            add(
+                "source",
+                vec![
+                    "`event_time_field` needs the criteo preset's JSON records (`[schema] preset = \"criteo\"`, `format = \"json\"`); a declared schema names its `time` field"
+                        .to_owned(),
+                ],
+            );
+        }
+    }
+    if let (Some(kafka), Some(false)) = (kafka, preset) {
+        if kafka.event_time_field.is_some() {
+            add(
+                "source",
+                vec!["`event_time_field` is for the criteo preset; a declared schema names its `time` field".to_owned()],
+            );
+        }
+    }
+    let criteo_lines = preset == Some(true) && json == Some(false);
+    if let (Some(Some(_)), Some(_)) = (job.labels, &job.schema) {
+        if !criteo_lines {
+            add(
+                "schema",
+                vec!["`[labels]` joins `imp` and `clk` lines of the criteo preset's tab-separated events only".to_owned()],
+            );
+        }
+    }
+    if let Some(Some(generator)) = job.generator {
+        let mut list = Vec::new();
+        if !(generator.rows_per_sec >= 0.0 && generator.rows_per_sec.is_finite()) {
+            list.push(format!(
+                "`rows_per_sec` must be >= 0 (got {})",
+                generator.rows_per_sec
+            ));
+        } else if generator.rows_per_sec == 0.0
+            && kafka.is_some_and(|k| k.bootstrap_servers == EMBEDDED)
+        {
+            // librdkafka's mock broker keeps a bounded window per partition: a generator that
+            // outruns the job would have events deleted before they are read.
+            list.push("`rows_per_sec` must be > 0 with the embedded broker, which keeps only a bounded window of records".to_owned());
+        }
+        // The generator writes Criteo lines, which neither another schema nor the label join
+        // reads: every event would be a dead letter.
+        if job.schema.is_some() && !criteo_lines {
+            list.push(
+                "it writes Criteo lines, which only `[schema] preset = \"criteo\"` (tab-separated) reads".to_owned(),
+            );
+        }
+        if let Some(Some(_)) = job.labels {
+            list.push(
+                "it writes Criteo lines, not the `imp` and `clk` lines `[labels]` joins".to_owned(),
+            );
+        }
+        add("generator", list);
+    }
+    if let Some(Some(labels)) = job.labels {
+        if labels.window_ms == 0 {
+            add("labels", vec!["`window_ms` must be > 0 (got 0)".to_owned()]);
+        }
+    }
+    if let Some(features) = job.features {
+        match (features, &schema) {
+            (FeatureSpec::Hashed { .. }, _) if preset == Some(false) => add(
+                "features",
+                vec!["`type = \"hashed\"` reads the criteo preset only: hash another schema's fields with `type = \"map\"` and `hash` transforms".to_owned()],
+            ),
+            (FeatureSpec::Hashed { .. }, _) => {
+                add("features", features.problems(&Schema::criteo()))
+            }
+            (FeatureSpec::Map(_), Some(schema)) => add("features", features.problems(schema)),
+            (FeatureSpec::Map(_), None) => {}
+        }
+    }
+    if let Some(learner) = job.learner {
+        add("learner", learner.problems());
+    }
+    if let Some(publish) = job.publish {
+        let mut list = Vec::new();
+        if publish.registry.as_os_str().is_empty() {
+            list.push("`registry` must name a directory".to_owned());
+        }
+        if publish.every_events == 0 {
+            list.push("`every_events` must be > 0 (got 0)".to_owned());
+        }
+        if publish.every_seconds == 0 {
+            list.push("`every_seconds` must be > 0 (got 0)".to_owned());
+        }
+        match publish.registry_topic.as_deref() {
+            Some(topic) if topic.trim().is_empty() => {
+                list.push("`registry_topic` must not be empty".to_owned());
+            }
+            Some(topic) => {
+                // Model versions sent into a topic of events (or events into the registry's)
+                // would be read as what they are not.
+                let sinks = job.sinks.flatten();
+                let taken = [
+                    kafka.map(|k| k.topic.as_str()),
+                    kafka.map(|k| k.dead_letter_topic.as_str()),
+                    sinks.and_then(|s| s.predictions_topic.as_deref()),
+                    sinks.and_then(|s| s.metrics_topic.as_deref()),
+                ];
+                if taken.contains(&Some(topic)) {
+                    list.push(format!(
+                        "`registry_topic` must differ from the source's and the sinks' topics (got {topic:?})"
+                    ));
+                }
+            }
+            None => {}
+        }
+        add("publish", list);
+    }
+    if let Some(Some(serve)) = job.serve {
+        if serve.bind.parse::<std::net::SocketAddr>().is_err() {
+            add(
+                "serve",
+                vec![format!(
+                    "`bind` must be an address like 127.0.0.1:8080 (got {:?})",
+                    serve.bind
+                )],
+            );
+        }
+    }
+    if let Some(Some(checkpoint)) = job.checkpoint {
+        let mut list = Vec::new();
+        if checkpoint.state_dir.as_os_str().is_empty() {
+            list.push("`state_dir` must name a directory".to_owned());
+        }
+        if checkpoint.keep == 0 {
+            list.push("`keep` must be >= 1 (got 0)".to_owned());
+        }
+        add("checkpoint", list);
+    }
+    if let Some(Some(sinks)) = job.sinks {
+        let mut list = Vec::new();
+        let outputs = [
+            ("predictions_topic", &sinks.predictions_topic),
+            ("metrics_topic", &sinks.metrics_topic),
+        ];
+        for (key, topic) in outputs {
+            let Some(topic) = topic else { continue };
+            if topic.trim().is_empty() {
+                list.push(format!("`{key}` must not be empty"));
+            } else if kafka.is_some_and(|k| [&k.topic, &k.dead_letter_topic].contains(&topic)) {
+                list.push(format!(
+                    "`{key}` must differ from the source's topics (got {topic:?})"
+                ));
+            }
+        }
+        if sinks.predictions_topic.is_some() && sinks.predictions_topic == sinks.metrics_topic {
+            list.push("`predictions_topic` and `metrics_topic` must differ".to_owned());
+        }
+        if sinks.metrics_interval_ms == 0 {
+            list.push("`metrics_interval_ms` must be > 0 (got 0)".to_owned());
+        }
+        add("sinks", list);
+    }
+    if job.progress.as_ref().is_some_and(|p| p.epoch_ms == 0) {
+        add(
+            "progress",
+            vec!["`epoch_ms` must be > 0 (got 0)".to_owned()],
+        );
+    }
+    problems
+}

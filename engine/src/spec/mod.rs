@@ -1,0 +1,245 @@
+//! The job spec: what `millrace run job.toml` reads, and what the builder API builds.
+//!
+//! Layers: built-in defaults, then the job file, then `MILLRACE__SECTION__KEY=value` environment
+//! overrides (the value is read as TOML, or as a string when it is not TOML). Loading checks
+//! every section and every key and reports every problem at once: unknown keys, wrong types,
+//! missing sections and values out of range.
+//!
+//! Here, the spec's types; in `load`, reading a job file; in `section`, reading one section
+//! with every problem of it; in `check`, the checks of the values; in `env`, the overrides.
+
+use crate::error::{Error, Result};
+pub use crate::file_source::FileSourceSpec;
+use millrace_connectors::kafka::KafkaSourceConfig;
+use millrace_models::{FeatureSpec, Schema, SchemaSpec};
+use millrace_operators::LatePolicy;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// A whole job: source → parse → features → learner → publish → serve.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// The job's name; also the name its model is published and served under.
+    pub name: String,
+    /// Where events come from.
+    pub source: SourceSpec,
+    /// An optional built-in producer of synthetic events into the source topic (the demo's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator: Option<GeneratorSpec>,
+    /// The events' schema (`[schema]`): the records' format and fields; the Criteo preset when
+    /// absent.
+    #[serde(default = "SchemaSpec::preset_criteo")]
+    pub schema: SchemaSpec,
+    /// Optional join of impressions and delayed clicks into labeled events (`[labels]`): the
+    /// source then carries `imp` and `clk` records (see `millrace_models::labels`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<LabelsSpec>,
+    /// How events become features.
+    pub features: FeatureSpec,
+    /// The online learner.
+    pub learner: LearnerSpec,
+    /// When and where model versions are published.
+    pub publish: PublishSpec,
+    /// Optional in-process HTTP serving of the published versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serve: Option<ServeSpec>,
+    /// Epochs and the progress line.
+    #[serde(default)]
+    pub progress: ProgressSpec,
+    /// Optional checkpoints of the job's state in RocksDB (`[checkpoint]`): a restarted job
+    /// resumes where its newest checkpoint left off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<CheckpointSpec>,
+    /// Optional output topics besides the dead letters (`[sinks]`), on the source's brokers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sinks: Option<SinksSpec>,
+}
+
+/// Output topics on the source's brokers, written with the idempotent producer; every message
+/// names its epoch in the header `millrace-epoch`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinksSpec {
+    /// A topic that receives every event's prediction as JSON, `{"partition": …, "offset": …,
+    /// "prediction": …, "label": …}`: the model's probability of a click for the event just
+    /// before it learned from it, keyed `partition:offset` by the record it was read from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predictions_topic: Option<String>,
+    /// A topic that receives the job's figures as JSON (the fields of the final report, with
+    /// the epoch and its event time), from process 0 at epoch ends, at most every
+    /// `metrics_interval_ms`, and once more at the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_topic: Option<String>,
+    /// The least processing time between two metrics messages, in milliseconds.
+    #[serde(default = "default_metrics_interval")]
+    pub metrics_interval_ms: u64,
+}
+
+fn default_metrics_interval() -> u64 {
+    1000
+}
+
+/// Where and how often the job checkpoints its state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointSpec {
+    /// The directory of the job's RocksDB state (one per process).
+    pub state_dir: PathBuf,
+    /// The least processing time between checkpoints, in milliseconds; 0 checkpoints every
+    /// epoch.
+    #[serde(default = "default_checkpoint_interval")]
+    pub interval_ms: u64,
+    /// How many complete checkpoints to keep (the newest that reads back whole is restored).
+    #[serde(default = "default_checkpoint_keep")]
+    pub keep: usize,
+}
+
+fn default_checkpoint_interval() -> u64 {
+    5000
+}
+
+fn default_checkpoint_keep() -> usize {
+    3
+}
+
+/// The source of a job, chosen by `type`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SourceSpec {
+    /// A Kafka topic.
+    Kafka(KafkaSourceConfig),
+    /// A file replayed through the embedded broker (see [`crate::file_source`]).
+    File(FileSourceSpec),
+}
+
+/// The label join: how long a click may follow its impression, and what a later one does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelsSpec {
+    /// The attribution window in milliseconds, rounded up to whole epochs of
+    /// `[progress] epoch_ms` (the join's clock is the job's epochs).
+    pub window_ms: u64,
+    /// `"drop"` (the negative stands) or `"correct"` (the impression is emitted again as a
+    /// positive) for a click after the window.
+    #[serde(default)]
+    pub late: LatePolicy,
+}
+
+impl JobSpec {
+    /// The job's compiled schema.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] with the schema's problems (none for a spec that was validated).
+    pub fn event_schema(&self) -> Result<Schema> {
+        self.schema.compile().map_err(|problems| Error::Config {
+            problems: problems
+                .into_iter()
+                .map(|p| format!("[schema] {p}"))
+                .collect(),
+        })
+    }
+}
+
+impl LabelsSpec {
+    /// The window in epochs of `epoch_ms`.
+    pub fn window_epochs(&self, epoch_ms: u64) -> u64 {
+        self.window_ms.div_ceil(epoch_ms.max(1))
+    }
+}
+
+/// The demo's generator of synthetic Criteo events.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GeneratorSpec {
+    /// Events per second to produce; 0 for as fast as possible.
+    pub rows_per_sec: f64,
+    /// Events to produce in all; 0 for no end (until the job stops).
+    pub rows: u64,
+    /// Seed of the generator.
+    pub seed: u64,
+}
+
+impl Default for GeneratorSpec {
+    fn default() -> Self {
+        GeneratorSpec {
+            rows_per_sec: 20_000.0,
+            rows: 0,
+            seed: 7,
+        }
+    }
+}
+
+/// The online learner, chosen by `type` (`"ftrl"` or `"fm"`).
+pub use millrace_models::LearnerParams as LearnerSpec;
+
+/// When and where model versions are published.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PublishSpec {
+    /// The registry directory.
+    pub registry: PathBuf,
+    /// Publish after this many newly learned events.
+    pub every_events: u64,
+    /// Publish after this many seconds (when something new was learned).
+    pub every_seconds: u64,
+    /// Also send every version to this compacted topic on the source's brokers, for serving
+    /// pods that follow it (`millrace serve --registry kafka://BROKERS/TOPIC`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry_topic: Option<String>,
+}
+
+impl Default for PublishSpec {
+    fn default() -> Self {
+        PublishSpec {
+            registry: PathBuf::new(),
+            every_events: 100_000,
+            every_seconds: 10,
+            registry_topic: None,
+        }
+    }
+}
+
+/// In-process HTTP serving.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeSpec {
+    /// The address to listen on (`127.0.0.1:0` picks a free port).
+    pub bind: String,
+}
+
+impl Default for ServeSpec {
+    fn default() -> Self {
+        ServeSpec {
+            bind: "127.0.0.1:8080".to_owned(),
+        }
+    }
+}
+
+/// Epochs and progress reporting.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProgressSpec {
+    /// Length of an epoch of the dataflow, in milliseconds of event time (the source records'
+    /// timestamps).
+    pub epoch_ms: u64,
+    /// Interval of the progress line, in milliseconds; 0 turns it off.
+    pub interval_ms: u64,
+}
+
+impl Default for ProgressSpec {
+    fn default() -> Self {
+        ProgressSpec {
+            epoch_ms: 200,
+            interval_ms: 1000,
+        }
+    }
+}
+
+mod check;
+mod env;
+mod load;
+mod section;
+#[cfg(test)]
+mod tests;
