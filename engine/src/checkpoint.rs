@@ -13,8 +13,9 @@
 //! epoch: after a restart those belong to a past the job has left (the end-of-input checkpoint
 //! of a clean stop, whose epoch is the largest there is, or one that could not be read).
 
-use crate::error::{CheckpointError, Error, Result};
+use crate::error::{chain, CheckpointError, Error, Result};
 use millrace_operators::checkpoint::{Checkpoint, PartState, Persist};
+use millrace_operators::parts::{DECODE_REPLACED_BY, LEGACY_DECODE};
 use millrace_operators::BoxError;
 use rocksdb::{Options, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
@@ -84,7 +85,7 @@ fn epoch_prefix(epoch: u64) -> String {
 /// were a FeatureMap (`decode`) and the parts that replace it, started afresh. A FeatureMap
 /// that fits nothing has no state but its counters, so nothing else is lost; a job of other
 /// features never had the old part, and reads no checkpoint holding it.
-pub const HASHED_DECODE: &[(&str, &[&str])] = &[("decode", &["parse", "fit", "transform"])];
+pub const HASHED_DECODE: &[(&str, &[&str])] = &[(LEGACY_DECODE, &DECODE_REPLACED_BY)];
 
 impl CheckpointStore {
     /// Opens (or creates) the store in `dir`, keeping the newest `keep` checkpoints.
@@ -163,7 +164,7 @@ impl CheckpointStore {
                     break;
                 }
                 Err(reason) => {
-                    tracing::error!(epoch, %reason, "a checkpoint cannot be restored; falling back to the one before it");
+                    tracing::error!(epoch, reason = %chain(&reason), "a checkpoint cannot be restored; falling back to the one before it");
                     restored.skipped.push((epoch, reason));
                 }
             }
@@ -183,7 +184,7 @@ impl CheckpointStore {
             match self.checkpoint(epoch, workers, parts) {
                 Ok(_) => readable.push(epoch),
                 Err(reason) => {
-                    tracing::error!(epoch, %reason, "a checkpoint cannot be restored; it is skipped");
+                    tracing::error!(epoch, reason = %chain(&reason), "a checkpoint cannot be restored; it is skipped");
                     skipped.push((epoch, reason));
                 }
             }
@@ -393,7 +394,10 @@ mod tests {
             "train",
         ];
         // Only a store told so (a hashed job's) reads it.
-        assert!(store.checkpoint(4, &[0, 1], &new).is_err());
+        assert!(matches!(
+            store.checkpoint(4, &[0, 1], &new),
+            Err(CheckpointError::NoPart { name, worker: 0 }) if name == "parse"
+        ));
         let store = store.replacing(HASHED_DECODE);
         let restored = store.checkpoint(4, &[0, 1], &new).unwrap();
         let names: Vec<(usize, &str)> = restored
@@ -413,15 +417,44 @@ mod tests {
             ]
         );
         assert_eq!(restored.parts[2].bytes, vec![0, 5]);
-        assert!(store
-            .checkpoint(
+        assert!(matches!(
+            store.checkpoint(
                 4,
                 &[0, 1],
                 &["source", "parse", "fit", "transform", "train"]
-            )
-            .is_err());
-        assert!(store
-            .checkpoint(4, &[0, 1], &["source", "dead_letters", "train"])
-            .is_err());
+            ),
+            Err(CheckpointError::PartCount {
+                stored: 8,
+                expected: 6
+            })
+        ));
+        assert!(matches!(
+            store.checkpoint(4, &[0, 1], &["source", "dead_letters", "train"]),
+            Err(CheckpointError::PartCount {
+                stored: 8,
+                expected: 6
+            })
+        ));
+    }
+
+    #[test]
+    fn a_part_that_does_not_match_its_checksum_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = CheckpointStore::open(dir.path(), 3).unwrap();
+        store.persist(&checkpoint(7)).unwrap();
+        store.db.put(part_key(7, 0, "a"), b"spoiled").unwrap();
+        let error = store.checkpoint(7, &[0], &["a"]).unwrap_err();
+        assert!(
+            matches!(&error, CheckpointError::Checksum { name, worker: 0 } if name == "a"),
+            "{error:?}"
+        );
+        let restored = store.restore(&[0], &["a"]);
+        assert!(restored.checkpoint.is_none());
+        assert_eq!(restored.skipped.len(), 1);
+        store.db.delete(meta_key(7)).unwrap();
+        assert!(matches!(
+            store.checkpoint(7, &[0], &["a"]),
+            Err(CheckpointError::NoMeta)
+        ));
     }
 }

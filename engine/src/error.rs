@@ -46,7 +46,7 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
-    /// A thread of the job panicked (its message is in the log).
+    /// A thread of the job panicked (the panic hook printed its message).
     #[error("{what} panicked")]
     Panicked {
         /// The thread.
@@ -57,15 +57,15 @@ pub enum Error {
     #[error("the dataflow could not start: {0}")]
     Start(String),
     /// A worker of the dataflow failed.
-    #[error("worker {worker}: {source}")]
+    #[error("worker {worker} failed")]
     Worker {
         /// The worker's index in the job.
         worker: usize,
         /// Why.
         source: WorkerError,
     },
-    /// The job ended before it did what it was started for.
-    #[error("the job ended before {0}")]
+    /// A job or a bench ended before it did what it was started for; the message says what.
+    #[error("{0}")]
     EndedEarly(&'static str),
     /// The final model version could not be published.
     #[error("the final model version was not published: {learned} events learned, the newest version has {published} (see the publish errors above)")]
@@ -76,7 +76,7 @@ pub enum Error {
         published: u64,
     },
     /// The replay of a `file` source failed (its records could not be sent or acknowledged).
-    #[error("the file replay failed: {0}")]
+    #[error("the file replay failed")]
     Replay(#[source] millrace_connectors::Error),
 }
 
@@ -88,21 +88,19 @@ pub enum WorkerError {
     Kafka(#[from] millrace_connectors::Error),
     /// The checkpoint the processes agreed to restore cannot be read (the same error for every
     /// worker of the process).
-    #[error("the agreed checkpoint cannot be read: {0}")]
+    #[error("the agreed checkpoint cannot be read")]
     Restore(#[source] Arc<CheckpointError>),
-    /// The worker's thread panicked; timely hands its message on as text.
-    #[error("panicked: {message}")]
-    Panicked {
-        /// The panic's message.
-        message: String,
-    },
+    /// The worker's thread panicked. Timely hands on only the payload's type, so the message is
+    /// the one the panic hook printed.
+    #[error("its thread panicked (the panic's message is printed above)")]
+    Panicked,
 }
 
 /// Why a checkpoint store cannot be used, or one of its checkpoints cannot be restored.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     /// RocksDB cannot open the state directory.
-    #[error("cannot open the state directory {dir}: {source}")]
+    #[error("cannot open the state directory {}", dir.display())]
     Open {
         /// The state directory.
         dir: PathBuf,
@@ -110,13 +108,13 @@ pub enum CheckpointError {
         source: rocksdb::Error,
     },
     /// RocksDB failed reading.
-    #[error("reading the store: {0}")]
+    #[error("reading the store")]
     Read(#[from] rocksdb::Error),
     /// The checkpoint has no meta record.
     #[error("no meta record")]
     NoMeta,
     /// The meta record is not what this version writes.
-    #[error("unreadable meta record: {0}")]
+    #[error("unreadable meta record")]
     Meta(#[from] serde_json::Error),
     /// The checkpoint lacks a part this job has (the job's dataflow changed since).
     #[error("no part {name} of worker {worker} (was the job changed?)")]
@@ -175,11 +173,72 @@ pub(crate) fn worker_results<T>(
                 source,
             };
             result
-                .map_err(|message| failed(WorkerError::Panicked { message }))?
+                .map_err(|_| failed(WorkerError::Panicked))?
                 .map_err(failed)
         })
         .collect()
 }
 
+/// `error` and every cause under it, joined by `: `: for a log line, which shows only what it is
+/// given.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        text.push_str(": ");
+        text.push_str(&error.to_string());
+        cause = error.source();
+    }
+    text
+}
+
 /// The engine's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_worker_is_named_by_its_index_in_the_job() {
+        let joined: Vec<std::result::Result<std::result::Result<u8, WorkerError>, String>> = vec![
+            Ok(Ok(1)),
+            Ok(Err(WorkerError::Restore(Arc::new(CheckpointError::NoMeta)))),
+            Err("Any { .. }".to_owned()),
+        ];
+        match worker_results(joined, 4) {
+            Err(Error::Worker {
+                worker: 5,
+                source: WorkerError::Restore(_),
+            }) => {}
+            other => panic!("expected worker 5's restore error, got {other:?}"),
+        }
+        let panicked = vec![Ok(Ok(1)), Ok(Ok(2)), Err("Any { .. }".to_owned())];
+        match worker_results(panicked, 4) {
+            Err(error @ Error::Worker { worker: 6, .. }) => assert_eq!(
+                chain(&error),
+                "worker 6 failed: its thread panicked (the panic's message is printed above)"
+            ),
+            other => panic!("expected worker 6's panic, got {other:?}"),
+        }
+        assert_eq!(
+            worker_results(vec![Ok(Ok(1)), Ok(Ok(2))], 0).unwrap(),
+            [1, 2]
+        );
+    }
+
+    #[test]
+    fn each_cause_is_printed_once() {
+        let error = Error::Worker {
+            worker: 0,
+            source: WorkerError::Restore(Arc::new(CheckpointError::Checksum {
+                name: "train".into(),
+                worker: 0,
+            })),
+        };
+        assert_eq!(
+            chain(&error),
+            "worker 0 failed: the agreed checkpoint cannot be read: part train of worker 0 does not match its checksum"
+        );
+    }
+}

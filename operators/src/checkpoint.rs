@@ -22,8 +22,9 @@
 //! On restart, each part reads back its own state ([`Part::take_restored`]) and the epoch it
 //! is valid for, and goes on from the epoch after it.
 //!
-//! Which parts there are, and the state each holds, is declared in [`crate::parts`]; operators
-//! are given their parts explicitly, through the [`crate::Checkpoints`] they are built with.
+//! Each stateful operator declares its part (its name and the state it holds) beside its code,
+//! and [`crate::parts`] lists a job's parts; operators are given their parts explicitly,
+//! through the [`crate::Checkpoints`] they are built with.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

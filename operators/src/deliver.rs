@@ -1,6 +1,6 @@
 //! Handing a stream's records to an external sink.
 //!
-//! A delivering operator is its outlet's checkpoint part ([`Outlet`]): it covers an epoch once its sink
+//! A delivering operator is its [`Outlet`]'s checkpoint part: it covers an epoch once its sink
 //! has settled every record of that epoch and the ones before (acknowledged, or lost and
 //! counted), so a checkpoint never covers an output still on its way. A restarted job replays
 //! every epoch after its checkpoint, and with them their outputs.
@@ -12,30 +12,33 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::StreamVec;
 
-/// Which of the job's outputs a [`Deliver`] feeds: each is its own checkpoint part.
+/// What a [`Deliver`] feeds, named: its checkpoint part. Each delivering operator of a
+/// dataflow needs an outlet of its own, since two of one name would be one part.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outlet {
-    /// The dead letters.
-    DeadLetters,
-    /// Each event's prediction.
-    Predictions,
+pub struct Outlet {
+    /// The part, which holds no state: its bytes are empty, it only covers an epoch once the
+    /// epoch's records are settled.
+    part: PartSpec<()>,
 }
 
 impl Outlet {
-    /// The outlet's checkpoint part.
-    pub(crate) fn part(self) -> &'static PartSpec<()> {
-        match self {
-            Outlet::DeadLetters => &DEAD_LETTERS,
-            Outlet::Predictions => &PREDICTIONS,
+    /// The job's dead letters.
+    pub const DEAD_LETTERS: Outlet = Outlet::new("dead_letters");
+    /// The job's predictions.
+    pub const PREDICTIONS: Outlet = Outlet::new("predictions");
+
+    /// An outlet named `name` (its checkpoint part's name).
+    pub const fn new(name: &'static str) -> Self {
+        Outlet {
+            part: PartSpec::new(name),
         }
     }
-}
 
-/// The dead letters' checkpoint part, which holds no state: it covers an epoch once the
-/// epoch's records are settled.
-pub(crate) const DEAD_LETTERS: PartSpec<()> = PartSpec::new("dead_letters");
-/// The predictions' checkpoint part, as the dead letters'.
-pub(crate) const PREDICTIONS: PartSpec<()> = PartSpec::new("predictions");
+    /// The outlet's name.
+    pub const fn name(&self) -> &'static str {
+        self.part.name()
+    }
+}
 
 /// Where [`Deliver`] sends records: a Kafka producer, a file, a channel.
 pub trait RecordSink<D> {
@@ -72,7 +75,7 @@ pub trait Deliver<D> {
     ///
     /// timely::example(|scope| {
     ///     let none = Checkpoints::none();
-    ///     (0..3u32).to_stream(scope).deliver(Outlet::Predictions, Print, &none)
+    ///     (0..3u32).to_stream(scope).deliver(Outlet::PREDICTIONS, Print, &none)
     /// });
     /// ```
     fn deliver<S: RecordSink<D> + 'static>(
@@ -94,13 +97,12 @@ impl<D: 'static> Deliver<D> for StreamVec<'_, u64, D> {
         checkpoints: &Checkpoints,
     ) {
         let scope = self.scope();
-        let spec = outlet.part();
-        let mut part: Option<Part> = checkpoints.part(scope.index(), spec);
+        let mut part: Option<Part> = checkpoints.part(scope.index(), &outlet.part);
         // The sink keeps no state: what it offers is valid from the epoch it resumed after.
         let lo = part
             .as_ref()
             .map_or(0, |p| p.resume_epoch().saturating_sub(1));
-        let mut builder = OperatorBuilder::new(format!("Deliver({})", spec.name()), scope);
+        let mut builder = OperatorBuilder::new(format!("Deliver({})", outlet.name()), scope);
         let activator = scope.activator_for(builder.operator_info().address);
         let mut input = builder.new_input(self, Pipeline);
         builder.build(move |_capabilities| {

@@ -5,8 +5,8 @@
 //! - [`ingest_partitions`] turns a partitioned source into a timely stream in event-time epochs,
 //!   driven by per-partition watermarks;
 //! - [`checkpoint`] gathers every stateful operator's state, epoch by epoch, into consistent
-//!   checkpoints; [`parts`] declares each operator's part, and operators are given theirs
-//!   through [`Checkpoints`];
+//!   checkpoints; each stateful operator declares its part beside its code, [`parts`] lists
+//!   a job's parts, and operators are given theirs through [`Checkpoints`];
 //! - [`ParseEvents`], [`FitFeatureMap`] and [`TransformRows`] parse events, fit a versioned
 //!   FeatureMap across all workers and transform events into sparse rows with it ([`Featurize`]
 //!   does the last two over one stream without copying it);

@@ -8,11 +8,19 @@ use serde::Serialize;
 use std::marker::PhantomData;
 
 /// A checkpoint part: its name, and the type `S` of the state it holds.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) struct PartSpec<S> {
     name: &'static str,
     state: PhantomData<fn() -> S>,
 }
+
+impl<S> Clone for PartSpec<S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<S> Copy for PartSpec<S> {}
 
 impl<S> PartSpec<S> {
     /// The part `name`.
@@ -81,11 +89,6 @@ impl Checkpoints {
     /// built with this (see [`crate::dataflow_parts`]).
     pub fn from_collector(collector: Collector) -> Self {
         Checkpoints(Some(collector))
-    }
-
-    /// Whether operators built with this checkpoint their state.
-    pub fn enabled(&self) -> bool {
-        self.0.is_some()
     }
 
     /// `spec`'s part on `worker`, when checkpointing.

@@ -2,7 +2,7 @@
 //! declarations (`PartSpec`, beside each operator): the engine reads the list before any operator
 //! exists, so that a checkpoint can be checked whole before it is restored.
 
-use crate::deliver::{DEAD_LETTERS, PREDICTIONS};
+use crate::deliver::Outlet;
 use crate::featurize::{FIT, PARSE, TRANSFORM};
 use crate::labels::LABELS;
 use crate::source::SOURCE;
@@ -21,11 +21,11 @@ pub fn dataflow_parts(labels: bool, predictions: bool) -> Vec<&'static str> {
         PARSE.name(),
         FIT.name(),
         TRANSFORM.name(),
-        DEAD_LETTERS.name(),
+        Outlet::DEAD_LETTERS.name(),
         TRAIN.name(),
     ]);
     if predictions {
-        parts.push(PREDICTIONS.name());
+        parts.push(Outlet::PREDICTIONS.name());
     }
     parts
 }
@@ -35,3 +35,11 @@ pub fn dataflow_parts(labels: bool, predictions: bool) -> Vec<&'static str> {
 pub fn source_parts() -> Vec<&'static str> {
     vec![SOURCE.name()]
 }
+
+/// The part that decoded events before hashed features were a FeatureMap: checkpoints of a
+/// hashed job written then hold it in place of [`DECODE_REPLACED_BY`].
+pub const LEGACY_DECODE: &str = "decode";
+
+/// The parts that replaced [`LEGACY_DECODE`] (parse, fit and transform), started afresh when
+/// such a checkpoint is restored.
+pub const DECODE_REPLACED_BY: [&str; 3] = [PARSE.name(), FIT.name(), TRANSFORM.name()];

@@ -59,7 +59,7 @@ fn a_checkpoint_waits_for_the_sink_to_settle_its_epochs() {
             let stream = scope.input_from(&mut input);
             stream
                 .probe_with(&probe)
-                .deliver(Outlet::Predictions, sink, &checkpoints);
+                .deliver(Outlet::PREDICTIONS, sink, &checkpoints);
         });
         let newest = || kept.lock().unwrap().last().map(|c: &Checkpoint| c.epoch);
         // Epochs 0 and 1 are settled as they go; epoch 2's record stays on its way.

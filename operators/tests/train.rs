@@ -174,10 +174,10 @@ fn run_dataflow(
             let records = ingest_partitions(scope, "Share", share, time, &none, stats, || None);
             let map = map();
             let (events, dead) = records.parse_events(map.layout.clone(), d.clone(), &none);
-            dead.deliver(Outlet::DeadLetters, Collect(dl), &none);
+            dead.deliver(Outlet::DEAD_LETTERS, Collect(dl), &none);
             let (rows, updates) = events.featurize(map.clone(), d, &none, |_, _| {});
             rows.train_rows(updates, map, config, t, &none, |_, _, _| {})
-                .deliver(Outlet::Predictions, Collect(p), &none);
+                .deliver(Outlet::PREDICTIONS, Collect(p), &none);
         });
     })
     .unwrap()

@@ -122,7 +122,9 @@ pub fn job(
         if running.is_finished() {
             // The job ended early: its error says why.
             running.wait()?;
-            return Err(Error::EndedEarly("it learned every event"));
+            return Err(Error::EndedEarly(
+                "the job ended before it learned every event",
+            ));
         }
         std::thread::sleep(Duration::from_millis(2));
     }

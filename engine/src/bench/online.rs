@@ -520,7 +520,7 @@ fn train_dealt(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .take()
-        .ok_or(Error::EndedEarly("worker 0 reported its final model"))?;
+        .ok_or(Error::EndedEarly("worker 0 reported no final model"))?;
     let published = stats.model_version.load(Ordering::Relaxed);
     Ok(Trained {
         learner,

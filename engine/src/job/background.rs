@@ -116,9 +116,12 @@ impl Background {
     }
 
     /// Waits for the threads once the job's stop flag is set (the progress line is told to end
-    /// here); returns the replay's error, which is the job's: a replay that failed ended the job
-    /// early.
+    /// first, as the dataflow has); returns the replay's error, which is the job's: a replay that
+    /// failed, or panicked, ended the job early.
     pub(super) fn finish(self) -> Option<Error> {
+        if let Some((_, done)) = &self.progress {
+            done.store(true, Ordering::SeqCst);
+        }
         let replay_failed = self.replay.map(|handle| match handle.join() {
             Ok(result) => result.err(),
             Err(_) => Some(Error::Panicked {
@@ -128,8 +131,7 @@ impl Background {
         if let Some(generator) = self.generator {
             let _ = generator.join();
         }
-        if let Some((handle, done)) = self.progress {
-            done.store(true, Ordering::SeqCst);
+        if let Some((handle, _)) = self.progress {
             let _ = handle.join();
         }
         replay_failed.flatten()

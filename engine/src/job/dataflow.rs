@@ -261,7 +261,7 @@ impl Plan {
         let (events, dead) =
             records.parse_events(layout.clone(), stats.featurize.clone(), checkpoints);
         concat_dead(dead, join_dead).deliver(
-            Outlet::DeadLetters,
+            Outlet::DEAD_LETTERS,
             outputs.dead_letters,
             checkpoints,
         );
@@ -282,7 +282,7 @@ impl Plan {
             },
         );
         if let Some(delivery) = outputs.predictions {
-            predicted.deliver(Outlet::Predictions, delivery, checkpoints);
+            predicted.deliver(Outlet::PREDICTIONS, delivery, checkpoints);
         }
     }
 }

@@ -161,7 +161,7 @@ impl Job {
             // The job thread ended before it started: its result says why.
             Err(_) => match thread.join() {
                 Ok(Err(error)) => Err(error),
-                Ok(Ok(_)) => Err(Error::EndedEarly("it started")),
+                Ok(Ok(_)) => Err(Error::EndedEarly("the job ended before it started")),
                 Err(_) => Err(Error::Panicked {
                     what: "the job thread",
                 }),
@@ -215,7 +215,7 @@ impl RunningJob {
 
 impl JobReport {
     /// The job's figures as of now.
-    pub(super) fn now(stats: &JobStats, restored_epoch: Option<u64>) -> Self {
+    fn now(stats: &JobStats, restored_epoch: Option<u64>) -> Self {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         JobReport {
             source_records: load(&stats.source.records),
