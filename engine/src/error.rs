@@ -181,7 +181,7 @@ pub(crate) fn worker_results<T>(
 
 /// `error` and every cause under it, joined by `: `: for a log line, which shows only what it is
 /// given.
-pub fn chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut cause = error.source();
     while let Some(error) = cause {

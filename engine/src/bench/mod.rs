@@ -51,7 +51,7 @@ pub fn job(
     checkpoint: Option<(u64, &Path)>,
 ) -> Result<JobBench> {
     use crate::spec::{CheckpointSpec, JobSpec, LearnerSpec, ProgressSpec, PublishSpec};
-    use millrace_connectors::kafka::{create_topics, KafkaSourceConfig, LineProducer};
+    use millrace_connectors::kafka::{KafkaSourceConfig, LineProducer};
     use millrace_models::synth::CriteoGenerator;
     use std::sync::atomic::Ordering;
     use std::time::Duration;
@@ -59,18 +59,7 @@ pub fn job(
     let topic = format!("bench-{}-{}", std::process::id(), rows);
     let dead_letter_topic = format!("{topic}-dead-letters");
     let partitions = 4;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| Error::Spawn {
-            what: "the i/o runtime",
-            source,
-        })?;
-    runtime.block_on(create_topics(
-        bootstrap_servers,
-        &[&topic, &dead_letter_topic],
-        partitions,
-    ))?;
+    create_bench_topics(bootstrap_servers, &[&topic, &dead_letter_topic], partitions)?;
     let lines: Vec<String> = CriteoGenerator::new(1)
         .take(rows as usize)
         .map(|e| e.to_tsv())
@@ -189,7 +178,7 @@ pub fn ingest(
     state_dir: &Path,
 ) -> Result<IngestBench> {
     use crate::checkpoint::CheckpointStore;
-    use millrace_connectors::kafka::{create_topics, KafkaReader, KafkaSourceConfig, LineProducer};
+    use millrace_connectors::kafka::{KafkaReader, KafkaSourceConfig, LineProducer};
     use millrace_models::synth::CriteoGenerator;
     use millrace_operators::checkpoint::{Choice, Collector};
     use millrace_operators::{
@@ -202,14 +191,7 @@ pub fn ingest(
 
     let topic = format!("ingest-{}-{}", std::process::id(), rows);
     let partitions = 4;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| Error::Spawn {
-            what: "the i/o runtime",
-            source,
-        })?;
-    runtime.block_on(create_topics(bootstrap_servers, &[&topic], partitions))?;
+    create_bench_topics(bootstrap_servers, &[&topic], partitions)?;
     let started = Instant::now();
     let mut producer = LineProducer::new(bootstrap_servers, &topic, partitions)?;
     let mut bytes = 0u64;
@@ -289,6 +271,22 @@ pub fn ingest(
         checkpoint_bytes: figures.last_bytes,
         checkpoint_seconds: figures.last_seconds,
     })
+}
+
+/// Creates a bench's fresh `topics` with `partitions` each on `bootstrap_servers`.
+fn create_bench_topics(bootstrap_servers: &str, topics: &[&str], partitions: i32) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Spawn {
+            what: "the i/o runtime",
+            source,
+        })?;
+    Ok(runtime.block_on(millrace_connectors::kafka::create_topics(
+        bootstrap_servers,
+        topics,
+        partitions,
+    ))?)
 }
 
 /// The figures `millrace bench featurize` prints.
