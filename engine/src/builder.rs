@@ -56,7 +56,7 @@ impl JobBuilder {
 
     /// A Kafka source (`[source] type = "kafka"`).
     pub fn kafka_source(self, config: KafkaSourceConfig) -> Self {
-        self.source(SourceSpec::Kafka(config))
+        self.source(SourceSpec::kafka(&config))
     }
 
     /// The demo generator (`[generator]`).

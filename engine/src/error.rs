@@ -75,17 +75,25 @@ pub enum Error {
         /// Events the newest published version learned from.
         published: u64,
     },
-    /// The replay of a `file` source failed (its records could not be sent or acknowledged).
-    #[error("the file replay failed")]
-    Replay(#[source] millrace_connectors::Error),
+    /// The job's source could not be opened.
+    #[error("the `{kind}` source cannot be opened")]
+    Source {
+        /// The source's type.
+        kind: String,
+        /// Why.
+        source: millrace_operators::BoxError,
+    },
 }
 
 /// Why a worker of the dataflow failed.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    /// A Kafka client (the source's consumer or an output's producer) could not be made.
-    #[error(transparent)]
-    Kafka(#[from] millrace_connectors::Error),
+    /// The worker's writer of an output could not be made.
+    #[error("its writer of an output cannot be made")]
+    Output(#[source] millrace_operators::BoxError),
+    /// The source's reader for the worker could not be made.
+    #[error("its reader of the source cannot be made")]
+    Reader(#[source] millrace_operators::BoxError),
     /// The checkpoint the processes agreed to restore cannot be read (the same error for every
     /// worker of the process).
     #[error("the agreed checkpoint cannot be read")]

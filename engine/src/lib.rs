@@ -31,11 +31,12 @@
 
 pub mod bench;
 pub mod builder;
+pub mod catalog;
 pub mod checkpoint;
 pub mod error;
-pub mod file_source;
 pub mod job;
 pub mod metrics;
+mod section;
 pub mod spec;
 
 pub use builder::JobBuilder;

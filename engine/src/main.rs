@@ -659,7 +659,14 @@ fn run(job: PathBuf, workers: usize, process: usize, hosts: Option<PathBuf>) -> 
         }
         None => None,
     };
-    let running = Job::start(spec, RunOptions { workers, cluster })?;
+    let running = Job::start(
+        spec,
+        RunOptions {
+            workers,
+            cluster,
+            ..RunOptions::default()
+        },
+    )?;
     let stop = running.stop_handle();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()

@@ -130,6 +130,7 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(
             predictions_topic: Some(predictions_topic.clone()),
             metrics_topic: Some(metrics_topic.clone()),
             metrics_interval_ms: 100,
+            ..SinksSpec::default()
         })
         .build()
         .unwrap();

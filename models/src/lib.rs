@@ -21,8 +21,8 @@ pub use millrace_artifacts::{
     Error, LoadPace, ModelArtifact, ModelMeta, Registry, Result, ServedModel, VersionSource,
 };
 pub use millrace_events::{
-    event_time_ms, CriteoEvent, CriteoFeatures, CsrBatch, DeadLetter, DecodeError, EventBatch,
-    FeatureMap, FeatureMapSpec, FeatureSpec, Position, RawRecord, Schema, SchemaSpec,
+    event_time_ms, CriteoEvent, CriteoFeatures, CsrBatch, DeadLetter, DecodeError, Decoder,
+    EventBatch, FeatureMap, FeatureMapSpec, FeatureSpec, Position, RawRecord, Schema, SchemaSpec,
 };
 pub use millrace_learners::{
     exact_auc, AucAccumulator, Fm, FmParams, Ftrl, FtrlParams, Learner, LearnerParams, LogLoss,

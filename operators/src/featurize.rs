@@ -139,11 +139,12 @@ pub(crate) fn stash_for<'a, V>(
 
 /// Parses raw records into event batches.
 pub trait ParseEvents<'scope> {
-    /// Parses each record as `layout`'s schema declares (a delimited line, a JSON object or a
-    /// libFM line). Good records become one [`EventBatch`] per input batch on the first
+    /// Parses each record with `parser` (a layout's, with its schema's decoder when the schema
+    /// names one), as the schema declares: a delimited line, a JSON object, a libFM line, or
+    /// bytes the decoder turns into a JSON object. Good records become one [`EventBatch`] per input batch on the first
     /// stream, each event with the position it was read at; records without a valid label,
-    /// with the wrong number of columns, that are not JSON objects or hold a malformed libFM
-    /// pair become dead letters on the second, their reason naming the field. Each kind of
+    /// with the wrong number of columns, that are not JSON objects, hold a malformed libFM
+    /// pair or are refused by the decoder become dead letters on the second, their reason naming the field. Each kind of
     /// error is logged once per worker; everything is counted in `stats`.
     ///
     /// An event's time is its record's timestamp (Kafka's create or log-append time), or the
@@ -175,7 +176,7 @@ pub trait ParseEvents<'scope> {
     /// ```
     fn parse_events(
         self,
-        layout: Layout,
+        parser: impl Into<Parser>,
         stats: Arc<FeaturizeStats>,
         checkpoints: &Checkpoints,
     ) -> (
@@ -187,13 +188,14 @@ pub trait ParseEvents<'scope> {
 impl<'scope> ParseEvents<'scope> for StreamVec<'scope, u64, RawRecord> {
     fn parse_events(
         self,
-        layout: Layout,
+        parser: impl Into<Parser>,
         stats: Arc<FeaturizeStats>,
         checkpoints: &Checkpoints,
     ) -> (
         StreamVec<'scope, u64, EventBatch>,
         StreamVec<'scope, u64, DeadLetter>,
     ) {
+        let parser = parser.into();
         let worker = self.scope().index();
         let part = checkpoints.part(worker, &PARSE);
         let mut builder = OperatorBuilder::new("ParseEvents".to_owned(), self.scope());
@@ -203,8 +205,8 @@ impl<'scope> ParseEvents<'scope> for StreamVec<'scope, u64, RawRecord> {
         let mut events_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(events_out);
         let mut dead_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(dead_out);
         builder.build(move |_capabilities| {
-            let mut parser = Parser::new(&layout);
-            let fields = layout.schema.fields.len();
+            let mut parser = parser;
+            let fields = parser.fields();
             let mut logged = HashSet::new();
             let mut bad_seen = [0u64; 4];
             // Checkpointed counts: parsed, dead letters, then the bad values by kind.

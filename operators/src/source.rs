@@ -85,6 +85,34 @@ pub trait PartitionReader {
     }
 }
 
+/// A boxed reader reads as the reader in it does: how a job holds a source whose type it
+/// learns from its catalog.
+impl<R: PartitionReader + ?Sized> PartitionReader for Box<R> {
+    fn partitions(&self) -> Vec<i32> {
+        (**self).partitions()
+    }
+
+    fn poll(&mut self, out: &mut Vec<RawRecord>, max: usize) -> Polled {
+        (**self).poll(out, max)
+    }
+
+    fn seek(&mut self, positions: &[(i32, i64)]) -> Result<(), crate::BoxError> {
+        (**self).seek(positions)
+    }
+
+    fn commit(&mut self, positions: &[(i32, i64)]) {
+        (**self).commit(positions);
+    }
+
+    fn at_end(&self, partition: i32) -> bool {
+        (**self).at_end(partition)
+    }
+
+    fn pause(&mut self, partition: i32, paused: bool) -> bool {
+        (**self).pause(partition, paused)
+    }
+}
+
 /// The default [`EventTime::hold_bytes`]: 256 MiB of records per worker.
 pub const HOLD_BYTES: usize = 256 << 20;
 

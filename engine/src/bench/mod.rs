@@ -177,9 +177,12 @@ pub fn ingest(
     epoch_ms: u64,
     state_dir: &Path,
 ) -> Result<IngestBench> {
+    use crate::catalog::{KafkaFactory, ReaderContext, SourceContext, SourceFactory};
     use crate::checkpoint::CheckpointStore;
-    use millrace_connectors::kafka::{KafkaReader, KafkaSourceConfig, LineProducer};
+    use crate::spec::SourceSpec;
+    use millrace_connectors::kafka::{KafkaSourceConfig, LineProducer};
     use millrace_models::synth::CriteoGenerator;
+    use millrace_models::Schema;
     use millrace_operators::checkpoint::{Choice, Collector};
     use millrace_operators::{
         ingest_partitions, source_parts, Checkpoints, EventTime, SourceStats, Stop,
@@ -230,21 +233,38 @@ pub fn ingest(
         idle: Duration::from_millis(config.idle_ms),
         hold_bytes: millrace_operators::HOLD_BYTES,
     };
+    let source = KafkaFactory
+        .open(
+            &SourceSpec::kafka(&config).config,
+            &SourceContext {
+                job: "bench-ingest",
+                schema: &Arc::new(Schema::criteo()),
+                bootstrap: bootstrap_servers,
+            },
+        )
+        .map_err(|source| Error::Source {
+            kind: "kafka".to_owned(),
+            source,
+        })?;
     let started = Instant::now();
     let shared = (collector.clone(), stats.clone());
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
-        let (index, peers) = (worker.index(), worker.peers());
-        let reader = KafkaReader::assign(&config, &config.bootstrap_servers, index, peers, 4)?;
+        let reader = source
+            .reader(&ReaderContext {
+                index: worker.index(),
+                peers: worker.peers(),
+                event_time_missing: Arc::default(),
+            })
+            .map_err(WorkerError::Reader)?;
         let (collector, stats) = shared.clone();
         let checkpoints = Checkpoints::from_collector(collector);
         let done = stats.clone();
         worker.dataflow::<u64, _, _>(move |scope| {
             let stop = move || (done.records.load(Ordering::Relaxed) >= rows).then_some(Stop::End);
-            let source = crate::job::KafkaIngest::new(reader, Arc::default());
             ingest_partitions(
                 scope,
                 "KafkaSource",
-                source,
+                reader,
                 time,
                 &checkpoints,
                 stats,

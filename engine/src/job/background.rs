@@ -1,10 +1,10 @@
-//! The job's threads beside the dataflow: the generator, the file replay and the progress line.
+//! The job's threads beside the dataflow: the generator and the progress line.
 
+use crate::catalog::Source;
 use crate::error::{Error, Result};
-use crate::file_source::Replay;
 use crate::metrics::JobStats;
 use crate::spec::GeneratorSpec;
-use millrace_connectors::kafka::{LineProducer, RateLimit, WatermarkProbe};
+use millrace_connectors::kafka::{LineProducer, RateLimit};
 use millrace_models::synth::CriteoGenerator;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,10 +15,8 @@ use std::time::{Duration, Instant};
 pub(super) struct Context<'a> {
     /// The brokers.
     pub(super) bootstrap: &'a str,
-    /// The source topic.
-    pub(super) topic: &'a str,
-    /// Its partitions.
-    pub(super) partitions: i32,
+    /// The job's source.
+    pub(super) source: &'a Arc<dyn Source>,
     /// Set when the job stops.
     pub(super) stop: &'a Arc<AtomicBool>,
     /// The job's figures.
@@ -28,35 +26,31 @@ pub(super) struct Context<'a> {
 /// The running background threads of a job.
 pub(super) struct Background {
     generator: Option<JoinHandle<()>>,
-    replay: Option<JoinHandle<Result<()>>>,
     progress: Option<(JoinHandle<()>, Arc<AtomicBool>)>,
 }
 
 impl Background {
-    /// Starts the generator (with `generator`), the replay of a `file` source (with `replay`,
-    /// connected and primed first) and the progress line (every `progress`, when not zero).
+    /// Starts the generator (with `generator`: its topic and partitions) and the progress line
+    /// (every `progress`, when not zero).
     ///
     /// # Errors
     ///
-    /// When the replay cannot connect or prime, or a thread cannot start; the threads already
-    /// started are stopped first.
+    /// When a thread cannot start; the threads already started are stopped first.
     pub(super) fn start(
         context: &Context<'_>,
-        generator: Option<GeneratorSpec>,
-        replay: Option<Replay>,
+        generator: Option<(GeneratorSpec, &str, i32)>,
         progress: Duration,
     ) -> Result<Self> {
         let mut started = Background {
             generator: None,
-            replay: None,
             progress: None,
         };
-        let result = started.spawn(context, generator, replay, progress);
+        let result = started.spawn(context, generator, progress);
         match result {
             Ok(()) => Ok(started),
             Err(error) => {
                 context.stop.store(true, Ordering::SeqCst);
-                drop(started.finish());
+                started.finish();
                 Err(error)
             }
         }
@@ -65,22 +59,13 @@ impl Background {
     fn spawn(
         &mut self,
         context: &Context<'_>,
-        generator: Option<GeneratorSpec>,
-        replay: Option<Replay>,
+        generator: Option<(GeneratorSpec, &str, i32)>,
         progress: Duration,
     ) -> Result<()> {
         let spawn_error = |what| move |source| Error::Spawn { what, source };
-        let owned = || {
-            (
-                context.bootstrap.to_owned(),
-                context.topic.to_owned(),
-                context.stop.clone(),
-                context.stats.clone(),
-            )
-        };
-        let partitions = context.partitions;
-        if let Some(generator) = generator {
-            let (bootstrap, topic, stop, stats) = owned();
+        if let Some((generator, topic, partitions)) = generator {
+            let (bootstrap, topic) = (context.bootstrap.to_owned(), topic.to_owned());
+            let (stop, stats) = (context.stop.clone(), context.stats.clone());
             self.generator = Some(
                 std::thread::Builder::new()
                     .name("millrace-generator".into())
@@ -90,25 +75,13 @@ impl Background {
                     .map_err(spawn_error("the generator"))?,
             );
         }
-        if let Some(mut replay) = replay {
-            replay.connect(context.bootstrap, context.topic)?;
-            let (_, _, stop, stats) = owned();
-            self.replay = Some(
-                std::thread::Builder::new()
-                    .name("millrace-replay".into())
-                    .spawn(move || replay.run(&stats.source.partitions[0].records, &stop))
-                    .map_err(spawn_error("the file replay"))?,
-            );
-        }
         if !progress.is_zero() {
-            let (bootstrap, topic, _, stats) = owned();
+            let (source, stats) = (context.source.clone(), context.stats.clone());
             let done = Arc::new(AtomicBool::new(false));
             let until = done.clone();
             let handle = std::thread::Builder::new()
                 .name("millrace-progress".into())
-                .spawn(move || {
-                    report_progress(&bootstrap, &topic, partitions, progress, &until, &stats)
-                })
+                .spawn(move || report_progress(&*source, progress, &until, &stats))
                 .map_err(spawn_error("the progress line"))?;
             self.progress = Some((handle, done));
         }
@@ -116,25 +89,17 @@ impl Background {
     }
 
     /// Waits for the threads once the job's stop flag is set (the progress line is told to end
-    /// first, as the dataflow has); returns the replay's error, which is the job's: a replay that
-    /// failed, or panicked, ended the job early.
-    pub(super) fn finish(self) -> Option<Error> {
+    /// first, as the dataflow has).
+    pub(super) fn finish(self) {
         if let Some((_, done)) = &self.progress {
             done.store(true, Ordering::SeqCst);
         }
-        let replay_failed = self.replay.map(|handle| match handle.join() {
-            Ok(result) => result.err(),
-            Err(_) => Some(Error::Panicked {
-                what: "the file replay",
-            }),
-        });
         if let Some(generator) = self.generator {
             let _ = generator.join();
         }
         if let Some((handle, _)) = self.progress {
             let _ = handle.join();
         }
-        replay_failed.flatten()
     }
 }
 
@@ -175,22 +140,16 @@ fn generate(
     }
 }
 
-fn report_progress(
-    bootstrap: &str,
-    topic: &str,
-    partitions: i32,
-    interval: Duration,
-    done: &AtomicBool,
-    stats: &JobStats,
-) {
-    let probe = WatermarkProbe::new(bootstrap, topic, partitions).ok();
+/// Logs the progress line every `interval` until `done`, with the lag against the source's
+/// partitions' ends when it knows them.
+fn report_progress(source: &dyn Source, interval: Duration, done: &AtomicBool, stats: &JobStats) {
     let mut last = (Instant::now(), 0u64);
     while !done.load(Ordering::Relaxed) {
         let deadline = Instant::now() + interval;
         while Instant::now() < deadline && !done.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(50));
         }
-        if let Some(Ok(high)) = probe.as_ref().map(WatermarkProbe::high_watermarks) {
+        if let Some(high) = source.ends() {
             let lag: Vec<i64> = high
                 .iter()
                 .zip(&stats.source.partitions)

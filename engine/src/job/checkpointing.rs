@@ -17,7 +17,7 @@ fn checkpoint_parts(spec: &JobSpec) -> Vec<&'static str> {
     let predictions = spec
         .sinks
         .as_ref()
-        .is_some_and(|s| s.predictions_topic.is_some());
+        .is_some_and(|s| s.predictions().is_some());
     dataflow_parts(spec.labels.is_some(), predictions)
 }
 

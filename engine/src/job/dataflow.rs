@@ -2,19 +2,18 @@
 //! clients and builds its operators, and running the workers to their end.
 
 use super::checkpointing::{agree, checkpointing, Checkpointing};
-use super::kafka_ingest::KafkaIngest;
-use super::sinks::{OutputTopics, Outputs};
+use super::sinks::{OutputPlace, OutputSinks, Outputs};
 use super::{Cluster, RunOptions};
+use crate::catalog::{Catalog, ReaderContext, Source};
 use crate::error::{worker_results, CheckpointError, Error, Result, WorkerError};
 use crate::metrics::JobStats;
-use crate::spec::{JobSpec, SourceSpec};
-use millrace_connectors::kafka::{KafkaReader, KafkaSourceConfig};
-use millrace_models::fmap::Layout;
-use millrace_models::{DeadLetter, FeatureMap, Registry, Schema};
+use crate::spec::JobSpec;
+use millrace_models::fmap::{Layout, Parser};
+use millrace_models::{DeadLetter, Decoder, FeatureMap, Registry};
 use millrace_operators::checkpoint::Collector;
 use millrace_operators::{
     ingest_partitions, Checkpoints, Deliver, EventTime, Featurize, JoinLabels, LabelJoinConfig,
-    Mirror, Outlet, ParseEvents, PublishPolicy, Stop, TrainRows, TrainerConfig,
+    Mirror, Outlet, ParseEvents, PartitionReader, PublishPolicy, Stop, TrainRows, TrainerConfig,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -29,11 +28,12 @@ struct Plan {
     time: EventTime,
     labels: Option<LabelJoinConfig>,
     layout: Layout,
-    /// The schema that gives records their event times, when it has a time field and the
-    /// source is not a repeated replay.
-    time_schema: Option<Arc<Schema>>,
-    outputs: OutputTopics,
-    kafka: KafkaSourceConfig,
+    /// The decoder the schema names, if it names one.
+    decoder: Option<Arc<dyn Decoder>>,
+    outputs: OutputSinks,
+    /// The sink types the outputs are opened with.
+    catalog: Catalog,
+    source: Arc<dyn Source>,
     bootstrap: String,
     /// This process's workers (their indices in the job).
     local: Vec<usize>,
@@ -49,7 +49,7 @@ struct Plan {
 /// Runs the dataflow to its end; returns the epoch of the checkpoint it restored, if any.
 pub(super) fn run_dataflow(
     spec: &JobSpec,
-    (kafka, bootstrap): (&KafkaSourceConfig, &str),
+    (source, bootstrap, outputs): (Arc<dyn Source>, &str, OutputSinks),
     (registry, mirror): (Registry, Option<Mirror>),
     options: &RunOptions,
     stop: &Arc<AtomicBool>,
@@ -66,7 +66,7 @@ pub(super) fn run_dataflow(
         trainer: trainer_config(spec, registry, mirror),
         time: EventTime {
             epoch_ms: spec.progress.epoch_ms,
-            idle: Duration::from_millis(kafka.idle_ms),
+            idle: source.idle(),
             hold_bytes: millrace_operators::HOLD_BYTES,
         },
         labels: spec.labels.map(|labels| LabelJoinConfig {
@@ -78,9 +78,15 @@ pub(super) fn run_dataflow(
             .features
             .compile(&schema)
             .map_err(|problems| Error::Config { problems })?,
-        time_schema: time_schema(spec, schema),
-        outputs: OutputTopics::of(spec, &kafka.dead_letter_topic),
-        kafka: kafka.clone(),
+        decoder: options
+            .catalog
+            .decoder_of(&spec.schema)
+            .map_err(|problem| Error::Config {
+                problems: vec![format!("[schema] {problem}")],
+            })?,
+        outputs,
+        catalog: options.catalog.clone(),
+        source,
         bootstrap: bootstrap.to_owned(),
         checkpointing: checkpointing(spec, &local, options.cluster.as_ref(), stats)?,
         local: local.clone(),
@@ -114,21 +120,8 @@ fn trainer_config(spec: &JobSpec, registry: Registry, mirror: Option<Mirror>) ->
         predictions: spec
             .sinks
             .as_ref()
-            .is_some_and(|s| s.predictions_topic.is_some()),
+            .is_some_and(|s| s.predictions().is_some()),
     }
-}
-
-/// The schema, when its time field gives the source its records' event times: a schema with a
-/// time field, unless the source is a repeated replay (which cannot go back in event time, so
-/// its records keep the replay's clock).
-fn time_schema(spec: &JobSpec, schema: Arc<Schema>) -> Option<Arc<Schema>> {
-    let event_time = schema.record.as_ref().is_some_and(|r| {
-        r.columns
-            .iter()
-            .any(|c| c.role == millrace_models::schema::Role::Time)
-    });
-    let repeated = matches!(&spec.source, SourceSpec::File(file) if file.repeat);
-    (event_time && !repeated).then_some(schema)
 }
 
 /// Timely's configuration: this process's threads, and the cluster's addresses if any.
@@ -177,13 +170,13 @@ impl Plan {
             None => None,
         };
         let source = self.source(index, peers)?;
-        let outputs = Outputs::open(
-            &self.outputs,
-            &self.bootstrap,
-            index,
-            &self.stats,
-            self.time.epoch_ms,
-        )?;
+        let place = OutputPlace {
+            catalog: &self.catalog,
+            bootstrap: &self.bootstrap,
+            worker: index,
+        };
+        let outputs = Outputs::open(&self.outputs, &place, &self.stats, self.time.epoch_ms)
+            .map_err(WorkerError::Output)?;
         // A bounded replay's end is the input's end; a stop asked for (SIGTERM) interrupts a
         // checkpointed job where it is, to be resumed from its newest checkpoint.
         let interrupt = if collector.is_some() {
@@ -200,18 +193,19 @@ impl Plan {
         Ok(restored_epoch)
     }
 
-    /// The worker's share of the source topic's partitions.
-    fn source(&self, index: usize, peers: usize) -> std::result::Result<KafkaIngest, WorkerError> {
-        let partitions = self.stats.source.partitions.len() as i32;
-        let mut reader =
-            KafkaReader::assign(&self.kafka, &self.bootstrap, index, peers, partitions)?;
-        if let Some(schema) = self.time_schema.clone() {
-            reader = reader.with_event_time(Arc::new(move |payload| schema.event_time(payload)));
-        }
-        Ok(KafkaIngest::new(
-            reader,
-            self.stats.event_time_missing.clone(),
-        ))
+    /// The worker's reader of its share of the source's partitions.
+    fn source(
+        &self,
+        index: usize,
+        peers: usize,
+    ) -> std::result::Result<Box<dyn PartitionReader>, WorkerError> {
+        self.source
+            .reader(&ReaderContext {
+                index,
+                peers,
+                event_time_missing: self.stats.event_time_missing.clone(),
+            })
+            .map_err(WorkerError::Reader)
     }
 
     /// The operators: the source, the label join when there is one, parse, fit and transform
@@ -220,7 +214,7 @@ impl Plan {
     fn build(
         self,
         scope: Scope<'_, u64>,
-        source: KafkaIngest,
+        source: Box<dyn PartitionReader>,
         outputs: Outputs,
         (interrupt, checkpoints): (Stop, &Checkpoints),
     ) {
@@ -229,12 +223,13 @@ impl Plan {
             time,
             labels,
             layout,
-            kafka,
+            decoder,
+            source: opened,
             stop,
             stats,
             ..
         } = self;
-        let stop_after = kafka.stop_after_records;
+        let stop_after = opened.stop_after_records();
         let records_read = stats.source.clone();
         let stop_now = move || {
             if stop_after.is_some_and(|n| records_read.records.load(Ordering::Relaxed) >= n) {
@@ -245,7 +240,7 @@ impl Plan {
         };
         let mut records = ingest_partitions(
             scope,
-            "KafkaSource",
+            "Source",
             source,
             time,
             checkpoints,
@@ -258,8 +253,11 @@ impl Plan {
             let (labeled, dead) = records.join_labels(config, stats.labels.clone(), checkpoints);
             (records, join_dead) = (labeled, Some(dead));
         }
-        let (events, dead) =
-            records.parse_events(layout.clone(), stats.featurize.clone(), checkpoints);
+        let mut parser = Parser::new(&layout);
+        if let Some(decoder) = decoder {
+            parser = parser.with_decoder(decoder);
+        }
+        let (events, dead) = records.parse_events(parser, stats.featurize.clone(), checkpoints);
         concat_dead(dead, join_dead).deliver(
             Outlet::DEAD_LETTERS,
             outputs.dead_letters,

@@ -14,12 +14,10 @@
 mod background;
 mod checkpointing;
 mod dataflow;
-mod kafka_ingest;
 mod run;
 mod sinks;
 
-pub(crate) use kafka_ingest::KafkaIngest;
-
+use crate::catalog::Catalog;
 use crate::error::{Error, Result};
 use crate::metrics::JobStats;
 use crate::spec::JobSpec;
@@ -36,6 +34,8 @@ pub struct RunOptions {
     pub workers: usize,
     /// The cluster this process belongs to; `None` for a job of one process.
     pub cluster: Option<Cluster>,
+    /// The source types the job's `[source] type` is looked up in.
+    pub catalog: Catalog,
 }
 
 impl Default for RunOptions {
@@ -50,6 +50,7 @@ impl RunOptions {
         RunOptions {
             workers,
             cluster: None,
+            catalog: Catalog::builtin(),
         }
     }
 }
@@ -134,7 +135,7 @@ impl Job {
     ///
     /// When the broker, the topics, the registry or the serving address cannot be set up.
     pub fn start(spec: JobSpec, options: RunOptions) -> Result<RunningJob> {
-        let problems = spec.problems();
+        let problems = spec.problems_in(&options.catalog);
         if !problems.is_empty() {
             return Err(Error::Config { problems });
         }

@@ -3,15 +3,14 @@
 
 use super::background::{Background, Context};
 use super::dataflow::run_dataflow;
-use super::sinks::output_topics;
+use super::sinks::OutputSinks;
 use super::{JobReport, RunOptions, Started};
+use crate::catalog::SourceContext;
 use crate::error::{Error, Result};
-use crate::file_source::Replay;
 use crate::metrics::JobStats;
-use crate::spec::{JobSpec, SourceSpec};
+use crate::spec::JobSpec;
 use millrace_connectors::kafka::{
-    create_registry_topic, create_topics, EmbeddedBroker, KafkaReader, KafkaSourceConfig,
-    RegistryPublisher, EMBEDDED,
+    create_registry_topic, create_topics, EmbeddedBroker, KafkaReader, RegistryPublisher, EMBEDDED,
 };
 use millrace_models::{ModelArtifact, Registry};
 use millrace_operators::Mirror;
@@ -31,8 +30,16 @@ pub(super) fn run(
     stop: Arc<AtomicBool>,
     started: mpsc::Sender<Started>,
 ) -> Result<JobReport> {
-    check_placement(&spec, &options)?;
-    let (kafka, replay) = source_topic(&spec)?;
+    let factory = options
+        .catalog
+        .factory_of(&spec.source)
+        .map_err(|problem| Error::Config {
+            problems: vec![format!("[source] {problem}")],
+        })?
+        .clone();
+    let topics = JobTopics::of(&spec, factory.is_kafka());
+    check_placement(&spec, &topics, &options)?;
+    let outputs = OutputSinks::of(&spec, &topics.dead_letters);
     let process = options.cluster.as_ref().map_or(0, |c| c.process);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -43,13 +50,30 @@ pub(super) fn run(
             what: "the i/o runtime",
             source,
         })?;
-    let embedded = brokers(&spec, &kafka, &runtime)?;
+    let embedded = brokers(
+        &spec,
+        (&topics, &outputs.kafka_topics(&options.catalog)),
+        &runtime,
+    )?;
     let bootstrap = embedded.as_ref().map_or_else(
-        || kafka.bootstrap_servers.clone(),
+        || topics.bootstrap_servers.clone(),
         EmbeddedBroker::bootstrap_servers,
     );
-    let partitions = KafkaReader::topic_partitions(&kafka, &bootstrap)?;
-    let stats = Arc::new(JobStats::new(&spec.name, partitions));
+    let schema = Arc::new(spec.event_schema()?);
+    let source = factory
+        .open(
+            &spec.source.config,
+            &SourceContext {
+                job: &spec.name,
+                schema: &schema,
+                bootstrap: &bootstrap,
+            },
+        )
+        .map_err(|source| Error::Source {
+            kind: spec.source.kind.clone(),
+            source,
+        })?;
+    let stats = Arc::new(JobStats::new(&spec.name, source.partitions()));
     let registry = Registry::open(&spec.publish.registry)?;
     let mirror = registry_mirror(&spec, embedded.as_ref(), &bootstrap, &runtime)?;
     let serving = match spec.serve.as_ref().filter(|_| process == 0) {
@@ -62,16 +86,20 @@ pub(super) fn run(
         )?),
         None => None,
     };
+    let generator = match (&spec.generator, &topics.source) {
+        (Some(generator), Some((topic, partitions))) if process == 0 => {
+            Some((generator.clone(), topic.as_str(), *partitions))
+        }
+        _ => None,
+    };
     let background = Background::start(
         &Context {
             bootstrap: &bootstrap,
-            topic: &kafka.topic,
-            partitions,
+            source: &source,
             stop: &stop,
             stats: &stats,
         },
-        spec.generator.clone().filter(|_| process == 0),
-        replay.filter(|_| process == 0),
+        generator,
         Duration::from_millis(spec.progress.interval_ms),
     );
     let background = match background {
@@ -92,7 +120,7 @@ pub(super) fn run(
 
     let result = run_dataflow(
         &spec,
-        (&kafka, &bootstrap),
+        (source, &bootstrap, outputs),
         (registry, mirror),
         &options,
         &stop,
@@ -100,74 +128,91 @@ pub(super) fn run(
     );
 
     stop.store(true, Ordering::SeqCst);
-    let replay_failed = background.finish();
+    background.finish();
     if let Some(serving) = serving {
         serving.stop(&runtime);
     }
     drop(embedded);
-    if let Some(error) = replay_failed {
-        return Err(error);
-    }
     let restored_epoch = result?;
     check_published(&stats, process)?;
     Ok(JobReport::now(&stats, restored_epoch))
 }
 
-/// A `file` source replays through an embedded broker, and an embedded broker belongs to one
-/// process: neither can be a job of several processes.
-fn check_placement(spec: &JobSpec, options: &RunOptions) -> Result<()> {
-    if options.cluster.is_none() {
+/// The Kafka topics of a job: a `kafka` source's, on its brokers; for any other source, the
+/// dead letters' on an embedded broker of the job's own.
+struct JobTopics {
+    /// The brokers (`embedded` for the job's own).
+    bootstrap_servers: String,
+    /// The source's topic and its partitions, for a `kafka` source.
+    source: Option<(String, i32)>,
+    /// The dead letters' topic.
+    dead_letters: String,
+}
+
+impl JobTopics {
+    fn of(spec: &JobSpec, kafka_source: bool) -> Self {
+        match spec.source.as_kafka().filter(|_| kafka_source) {
+            Some(kafka) => JobTopics {
+                bootstrap_servers: kafka.bootstrap_servers,
+                source: Some((kafka.topic, kafka.partitions)),
+                dead_letters: kafka.dead_letter_topic,
+            },
+            None => JobTopics {
+                bootstrap_servers: EMBEDDED.to_owned(),
+                source: None,
+                dead_letters: format!("{}-dead-letters", spec.name),
+            },
+        }
+    }
+}
+
+/// An embedded broker belongs to one process: a job on one cannot have several.
+fn check_placement(spec: &JobSpec, topics: &JobTopics, options: &RunOptions) -> Result<()> {
+    if options.cluster.is_none() || topics.bootstrap_servers != EMBEDDED {
         return Ok(());
     }
-    let problem = match &spec.source {
-        SourceSpec::File(_) => "[source] a `file` source replays through an embedded broker: it cannot run as a job of several processes",
-        SourceSpec::Kafka(kafka) if kafka.bootstrap_servers == EMBEDDED => "[source] `bootstrap_servers` cannot be \"embedded\" for a job of several processes: each would run its own broker",
-        SourceSpec::Kafka(_) => return Ok(()),
+    let problem = match topics.source {
+        Some(_) => "[source] `bootstrap_servers` cannot be \"embedded\" for a job of several processes: each would run its own broker".to_owned(),
+        None => format!("[source] a `{}` source's job sends its outputs to an embedded broker: it cannot run as a job of several processes", spec.source.kind),
     };
     Err(Error::Config {
-        problems: vec![problem.to_owned()],
+        problems: vec![problem],
     })
 }
 
-/// The topic the dataflow reads, and for a `file` source the replay of its file into it.
-fn source_topic(spec: &JobSpec) -> Result<(KafkaSourceConfig, Option<Replay>)> {
-    match &spec.source {
-        SourceSpec::Kafka(kafka) => Ok((kafka.clone(), None)),
-        SourceSpec::File(file) => {
-            let replay = Replay::read(file.clone(), &spec.event_schema()?)?;
-            Ok((replay.kafka_config(&spec.name), Some(replay)))
-        }
-    }
-}
-
-/// The broker with the job's topics: in-process for `embedded` (returned, to live as long as
-/// the job), otherwise the configured cluster, whose topics are created when they can be.
+/// The broker with the job's topics (the source's, and `outputs`, the outputs' sinks'):
+/// in-process for `embedded` (returned, to live as long as the job), otherwise the configured
+/// cluster, whose topics are created when they can be.
 fn brokers(
     spec: &JobSpec,
-    kafka: &KafkaSourceConfig,
+    (topics, outputs): (&JobTopics, &[String]),
     runtime: &Runtime,
 ) -> Result<Option<EmbeddedBroker>> {
-    let mut topics = vec![kafka.topic.as_str(), kafka.dead_letter_topic.as_str()];
-    topics.extend(output_topics(spec));
-    if kafka.bootstrap_servers == EMBEDDED {
+    let partitions = topics.source.as_ref().map_or(1, |(_, p)| *p);
+    let mut names: Vec<&str> = topics.source.iter().map(|(t, _)| t.as_str()).collect();
+    names.extend(outputs.iter().map(String::as_str));
+    if topics.bootstrap_servers == EMBEDDED {
         let broker = EmbeddedBroker::start()?;
-        for topic in topics {
-            broker.create_topic(topic, kafka.partitions)?;
+        for topic in names {
+            broker.create_topic(topic, partitions)?;
         }
         tracing::info!(
             bootstrap_servers = %broker.bootstrap_servers(),
-            topic = %kafka.topic,
             "embedded Kafka broker listening; any Kafka client can connect to it"
         );
         return Ok(Some(broker));
     }
-    if let Err(error) = runtime.block_on(create_topics(
-        &kafka.bootstrap_servers,
-        &topics,
-        kafka.partitions,
-    )) {
+    if let Err(error) =
+        runtime.block_on(create_topics(&topics.bootstrap_servers, &names, partitions))
+    {
         // Topics made by whoever runs the brokers are fine: the source needs only to read.
-        KafkaReader::topic_partitions(kafka, &kafka.bootstrap_servers).map_err(|_| error)?;
+        match spec.source.as_kafka() {
+            Some(kafka) => {
+                KafkaReader::topic_partitions(&kafka, &kafka.bootstrap_servers)
+                    .map_err(|_| error)?;
+            }
+            None => return Err(error.into()),
+        }
         tracing::warn!("the topics could not be created but exist; going on");
     }
     Ok(None)

@@ -1,88 +1,125 @@
 //! The job's outputs besides the registry: dead letters, predictions and metrics, each to its
-//! topic through an [`OutputSink`].
+//! sink's [`OutputWriter`] on every worker.
 
 use super::JobReport;
+use crate::catalog::sink::KafkaSinkSpec;
+use crate::catalog::{Catalog, Output, OutputWriter, SinkContext};
 use crate::metrics::JobStats;
-use crate::spec::JobSpec;
-use millrace_connectors::kafka::{Output, OutputSink};
+use crate::spec::{JobSpec, SinkSpec, SinksSpec};
 use millrace_models::DeadLetter;
-use millrace_operators::{now_ms, Prediction, RecordSink};
+use millrace_operators::{now_ms, BoxError, Prediction, RecordSink};
 use serde::Serialize;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The `[sinks]` of a job as its workers open them.
+/// The `[sinks]` of a job as its workers open them: a sink for every output.
 #[derive(Clone, Debug)]
-pub(super) struct OutputTopics {
-    /// The dead letters' topic.
-    dead_letters: String,
-    /// The predictions' topic, if any.
-    predictions: Option<String>,
-    /// The metrics' topic and how often it gets a report, if any.
-    metrics: Option<(String, Duration)>,
+pub(super) struct OutputSinks {
+    /// The dead letters' sink.
+    dead_letters: SinkSpec,
+    /// The predictions' sink, if any.
+    predictions: Option<SinkSpec>,
+    /// The metrics' sink and how often it gets a report, if any.
+    metrics: Option<(SinkSpec, Duration)>,
 }
 
-impl OutputTopics {
-    /// The output topics of `spec`, with `dead_letters` (the source's dead-letter topic).
+impl OutputSinks {
+    /// The outputs' sinks of `spec`, the dead letters to the `dead_letters` topic unless
+    /// `[sinks]` names their sink.
     pub(super) fn of(spec: &JobSpec, dead_letters: &str) -> Self {
         let sinks = spec.sinks.as_ref();
-        OutputTopics {
-            dead_letters: dead_letters.to_owned(),
-            predictions: sinks.and_then(|s| s.predictions_topic.clone()),
+        let topic = SinkSpec::of(
+            "kafka",
+            &KafkaSinkSpec {
+                topic: dead_letters.to_owned(),
+            },
+        );
+        OutputSinks {
+            dead_letters: sinks
+                .and_then(|s| s.dead_letters_sink.clone())
+                .unwrap_or(topic),
+            predictions: sinks.and_then(SinksSpec::predictions),
             metrics: sinks.and_then(|s| {
                 let every = Duration::from_millis(s.metrics_interval_ms);
-                s.metrics_topic.clone().map(|topic| (topic, every))
+                s.metrics().map(|sink| (sink, every))
             }),
         }
     }
+
+    /// The Kafka topics the outputs' sinks write, for the job to create.
+    pub(super) fn kafka_topics(&self, catalog: &Catalog) -> Vec<String> {
+        let sinks = std::iter::once(&self.dead_letters)
+            .chain(&self.predictions)
+            .chain(self.metrics.as_ref().map(|(sink, _)| sink));
+        sinks
+            .filter_map(|sink| catalog.sink_factory(&sink.kind)?.kafka_topic(&sink.config))
+            .collect()
+    }
 }
 
-/// One worker's outputs: its producers to the output topics.
+/// One worker's outputs: its writers of the outputs' sinks.
 pub(super) struct Outputs {
     /// The dead letters.
     pub(super) dead_letters: DeadLetterDelivery,
-    /// Each event's prediction, when the job has a predictions topic.
+    /// Each event's prediction, when the job has a predictions' sink.
     pub(super) predictions: Option<PredictionDelivery>,
     /// The job's figures at epoch ends: process 0's first worker's, when the job has a
-    /// metrics topic.
+    /// metrics' sink.
     pub(super) metrics: Option<MetricsSink>,
 }
 
+/// Where a worker opens its outputs' writers.
+pub(super) struct OutputPlace<'a> {
+    /// The sink types.
+    pub(super) catalog: &'a Catalog,
+    /// The job's brokers.
+    pub(super) bootstrap: &'a str,
+    /// The worker's index in the job.
+    pub(super) worker: usize,
+}
+
 impl Outputs {
-    /// Opens worker `index`'s producers on `bootstrap`.
+    /// Opens the worker's writers of `sinks`.
     ///
     /// # Errors
     ///
-    /// When a producer cannot be made.
+    /// When a writer cannot be made.
     pub(super) fn open(
-        topics: &OutputTopics,
-        bootstrap: &str,
-        index: usize,
+        sinks: &OutputSinks,
+        place: &OutputPlace<'_>,
         stats: &Arc<JobStats>,
         epoch_ms: u64,
-    ) -> Result<Self, millrace_connectors::Error> {
+    ) -> Result<Self, BoxError> {
+        let open = |sink: &SinkSpec, output: &'static str, lost: &Arc<AtomicU64>| {
+            let factory = place.catalog.sink_factory_of(sink)?;
+            factory.open(
+                &sink.config,
+                &SinkContext {
+                    job: &stats.model,
+                    output,
+                    worker: place.worker,
+                    bootstrap: place.bootstrap,
+                    lost: lost.clone(),
+                },
+            )
+        };
         let dead_letters = DeadLetterDelivery {
-            sink: OutputSink::new(
-                bootstrap,
-                &topics.dead_letters,
-                "dead letters",
-                stats.dead_letters_dropped.clone(),
+            sink: open(
+                &sinks.dead_letters,
+                "dead_letters",
+                &stats.dead_letters_dropped,
             )?,
         };
-        let predictions = match &topics.predictions {
-            Some(topic) => Some(PredictionDelivery {
-                sink: OutputSink::new(
-                    bootstrap,
-                    topic,
-                    "predictions",
-                    stats.predictions_dropped.clone(),
-                )?,
+        let predictions = match &sinks.predictions {
+            Some(sink) => Some(PredictionDelivery {
+                sink: open(sink, "predictions", &stats.predictions_dropped)?,
             }),
             None => None,
         };
-        let metrics = match (&topics.metrics, index) {
-            (Some((topic, every)), 0) => Some(MetricsSink {
-                sink: OutputSink::new(bootstrap, topic, "metrics", stats.metrics_dropped.clone())?,
+        let metrics = match (&sinks.metrics, place.worker) {
+            (Some((sink, every)), 0) => Some(MetricsSink {
+                sink: open(sink, "metrics", &stats.metrics_dropped)?,
                 every: *every,
                 last: None,
                 stats: stats.clone(),
@@ -98,20 +135,31 @@ impl Outputs {
     }
 }
 
-/// The dead letters to their topic. The sinks here count and log what they lose themselves.
+/// The dead letters to their sink: each the record's bytes, with the error, its kind and the
+/// record's source position in headers. The writers count and log what they lose themselves.
 pub(super) struct DeadLetterDelivery {
-    sink: OutputSink,
+    sink: Box<dyn OutputWriter>,
 }
 
 impl RecordSink<DeadLetter> for DeadLetterDelivery {
     fn send(&mut self, epoch: u64, letter: DeadLetter) {
-        let _ = self.sink.send_dead_letter(epoch, &letter);
+        let partition = letter.record.partition.to_string();
+        let offset = letter.record.offset.to_string();
+        self.sink.send(Output {
+            epoch,
+            key: None,
+            payload: &letter.record.payload,
+            headers: &[
+                ("error", letter.error.as_bytes()),
+                ("error_type", letter.error_kind.as_bytes()),
+                ("source_partition", partition.as_bytes()),
+                ("source_offset", offset.as_bytes()),
+            ],
+        });
     }
 
     fn flush(&mut self) {
-        if let Err(error) = self.sink.flush() {
-            tracing::error!(%error, "dead letters not acknowledged");
-        }
+        self.sink.flush();
     }
 
     fn unsettled_from(&self) -> Option<u64> {
@@ -119,9 +167,9 @@ impl RecordSink<DeadLetter> for DeadLetterDelivery {
     }
 }
 
-/// Each event's prediction to the predictions topic.
+/// Each event's prediction to its sink.
 pub(super) struct PredictionDelivery {
-    sink: OutputSink,
+    sink: Box<dyn OutputWriter>,
 }
 
 /// One message of the predictions topic.
@@ -149,7 +197,7 @@ impl RecordSink<Prediction> for PredictionDelivery {
             .source
             .map(|p| format!("{}:{}", p.partition, p.offset))
             .unwrap_or_default();
-        let _ = self.sink.send(Output {
+        self.sink.send(Output {
             epoch,
             key: Some(key.as_bytes()),
             payload: &payload,
@@ -158,9 +206,7 @@ impl RecordSink<Prediction> for PredictionDelivery {
     }
 
     fn flush(&mut self) {
-        if let Err(error) = self.sink.flush() {
-            tracing::error!(%error, "predictions not acknowledged");
-        }
+        self.sink.flush();
     }
 
     fn unsettled_from(&self) -> Option<u64> {
@@ -168,19 +214,9 @@ impl RecordSink<Prediction> for PredictionDelivery {
     }
 }
 
-/// The `[sinks]` topics of a job.
-pub(super) fn output_topics(spec: &JobSpec) -> Vec<&str> {
-    spec.sinks
-        .iter()
-        .flat_map(|s| [&s.predictions_topic, &s.metrics_topic])
-        .flatten()
-        .map(String::as_str)
-        .collect()
-}
-
-/// Process 0's reports of the job's figures to the metrics topic.
+/// Process 0's reports of the job's figures to the metrics' sink.
 pub(super) struct MetricsSink {
-    sink: OutputSink,
+    sink: Box<dyn OutputWriter>,
     every: Duration,
     last: Option<Instant>,
     stats: Arc<JobStats>,
@@ -217,16 +253,14 @@ impl MetricsSink {
             report: JobReport::now(&self.stats, None),
         };
         let payload = serde_json::to_vec(&message).unwrap_or_default();
-        let _ = self.sink.send(Output {
+        self.sink.send(Output {
             epoch: epoch.unwrap_or(u64::MAX),
             key: Some(self.stats.model.as_bytes()),
             payload: &payload,
             headers: &[],
         });
         if epoch.is_none() {
-            if let Err(error) = self.sink.flush() {
-                tracing::error!(%error, "metrics not acknowledged");
-            }
+            self.sink.flush();
         }
     }
 }

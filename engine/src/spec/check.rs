@@ -5,12 +5,15 @@ use super::{
     CheckpointSpec, GeneratorSpec, LabelsSpec, LearnerSpec, ProgressSpec, PublishSpec, ServeSpec,
     SinksSpec, SourceSpec,
 };
+use crate::catalog::Catalog;
 use millrace_connectors::kafka::EMBEDDED;
 use millrace_models::{FeatureSpec, Schema, SchemaSpec};
 
 /// The sections whose values can be checked: `None` where a section could not be read, so
 /// that only the checks that need it are skipped.
 pub(super) struct Sections<'a> {
+    /// The source types there are.
+    pub(super) catalog: &'a Catalog,
     pub(super) name: Option<&'a String>,
     pub(super) source: Option<&'a SourceSpec>,
     pub(super) generator: Option<Option<&'a GeneratorSpec>>,
@@ -46,34 +49,26 @@ pub(super) fn check(job: &Sections<'_>) -> Vec<String> {
             );
         }
     }
-    let kafka = match job.source {
-        Some(SourceSpec::Kafka(kafka)) => Some(kafka),
-        _ => None,
-    };
-    if let Some(kafka) = kafka {
-        add("source", kafka.problems());
-    }
-    if let Some(SourceSpec::File(file)) = job.source {
-        add("source", file.problems());
-        if let Some(Some(_)) = job.checkpoint {
-            add(
-                "checkpoint",
-                vec!["a `file` source replays its file from the start: it cannot resume from a checkpoint".to_owned()],
-            );
-        }
-        if let Some(Some(_)) = job.generator {
+    if let Some(source) = job.source {
+        add("source", job.catalog.source_problems(source));
+        if let (Some(Some(_)), false) = (job.generator, source.kind == "kafka") {
             add(
                 "generator",
-                vec![
-                    "a `file` source replays its file: the generator needs a `kafka` source"
-                        .to_owned(),
-                ],
+                vec![format!(
+                    "it writes into a Kafka topic: a `{}` source reads none (give the `generator` source's keys in `[source]` instead)",
+                    source.kind
+                )],
             );
         }
     }
+    let kafka_settings = job.source.and_then(SourceSpec::as_kafka);
+    let kafka = kafka_settings.as_ref();
     let compiled = job.schema.as_ref().map(SchemaSpec::compile);
     if let Some(Err(list)) = &compiled {
         add("schema", list.clone());
+    }
+    if let Some(Err(problem)) = job.schema.as_ref().map(|s| job.catalog.decoder_of(s)) {
+        add("schema", vec![problem]);
     }
     let schema = compiled.and_then(Result::ok);
     let preset = job.schema.as_ref().map(|s| s.preset.is_some());
@@ -229,6 +224,34 @@ pub(super) fn check(job: &Sections<'_>) -> Vec<String> {
         }
         if sinks.predictions_topic.is_some() && sinks.predictions_topic == sinks.metrics_topic {
             list.push("`predictions_topic` and `metrics_topic` must differ".to_owned());
+        }
+        // Each output's sink table, with the key that is short for a Kafka one.
+        let tables = [
+            ("dead_letters_sink", &sinks.dead_letters_sink, ("", &None)),
+            (
+                "predictions_sink",
+                &sinks.predictions_sink,
+                ("predictions_topic", &sinks.predictions_topic),
+            ),
+            (
+                "metrics_sink",
+                &sinks.metrics_sink,
+                ("metrics_topic", &sinks.metrics_topic),
+            ),
+        ];
+        for (key, table, (short_key, short)) in tables {
+            let Some(table) = table else { continue };
+            list.extend(
+                job.catalog
+                    .sink_problems(table)
+                    .into_iter()
+                    .map(|p| format!("`{key}`: {p}")),
+            );
+            if short.is_some() {
+                list.push(format!(
+                    "`{key}` and `{short_key}` both name the same output's sink: give one"
+                ));
+            }
         }
         if sinks.metrics_interval_ms == 0 {
             list.push("`metrics_interval_ms` must be > 0 (got 0)".to_owned());

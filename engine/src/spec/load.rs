@@ -3,12 +3,13 @@
 
 use super::check::{check, Sections};
 use super::env::apply_env;
-use super::section::{section, Read};
 use super::{
     CheckpointSpec, GeneratorSpec, JobSpec, LabelsSpec, LearnerSpec, ProgressSpec, PublishSpec,
     ServeSpec, SinksSpec, SourceSpec,
 };
+use crate::catalog::Catalog;
 use crate::error::{Error, Result};
+use crate::section::{section, Read};
 use millrace_models::{FeatureSpec, SchemaSpec};
 use std::path::Path;
 
@@ -35,6 +36,15 @@ impl JobSpec {
     ///
     /// [`Error::Config`] listing every problem found.
     pub fn from_file(path: &Path) -> Result<Self> {
+        Self::from_file_in(path, &Catalog::builtin())
+    }
+
+    /// As [`JobSpec::from_file`], with the source types of `catalog`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] listing every problem found.
+    pub fn from_file_in(path: &Path, catalog: &Catalog) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
             path: path.to_owned(),
             source,
@@ -53,7 +63,7 @@ impl JobSpec {
             }
         }
         let folder = path.parent().unwrap_or(Path::new("."));
-        match Self::from_toml_with_env_in(&text, overrides, folder) {
+        match Self::from_toml_with_env_in(&text, overrides, (folder, catalog)) {
             Ok(_) if !problems.is_empty() => Err(Error::Config { problems }),
             Err(Error::Config { problems: more }) => {
                 problems.extend(more);
@@ -69,7 +79,16 @@ impl JobSpec {
     ///
     /// [`Error::Config`] listing every problem found.
     pub fn from_toml(text: &str) -> Result<Self> {
-        Self::from_toml_with_env(text, std::iter::empty())
+        Self::from_toml_in(text, &Catalog::builtin())
+    }
+
+    /// As [`JobSpec::from_toml`], with the source types of `catalog`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] listing every problem found.
+    pub fn from_toml_in(text: &str, catalog: &Catalog) -> Result<Self> {
+        Self::from_toml_with_env_in(text, std::iter::empty(), (Path::new("."), catalog))
     }
 
     /// Parses a job from TOML text, applies `MILLRACE__SECTION__KEY` overrides from `env`, and
@@ -82,15 +101,15 @@ impl JobSpec {
         text: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self> {
-        Self::from_toml_with_env_in(text, env, Path::new("."))
+        Self::from_toml_with_env_in(text, env, (Path::new("."), &Catalog::builtin()))
     }
 
-    /// As [`JobSpec::from_toml_with_env`], with a `file` source's relative path read from
-    /// `folder` (the job file's).
+    /// As [`JobSpec::from_toml_with_env`], with the source types of `catalog` and a source's
+    /// relative paths read from `folder` (the job file's).
     pub(super) fn from_toml_with_env_in(
         text: &str,
         env: impl IntoIterator<Item = (String, String)>,
-        folder: &Path,
+        (folder, catalog): (&Path, &Catalog),
     ) -> Result<Self> {
         let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| Error::Config {
             problems: vec![format!("not valid TOML: {}", e.message())],
@@ -120,15 +139,7 @@ impl JobSpec {
                 None
             }
         };
-        let source = match section::<SourceSpec>(&table, "source", true, &mut problems) {
-            Read::Whole(SourceSpec::File(file)) => {
-                Read::Whole(SourceSpec::File(file.resolved(folder)))
-            }
-            Read::Partial(SourceSpec::File(file)) => {
-                Read::Partial(SourceSpec::File(file.resolved(folder)))
-            }
-            other => other,
-        };
+        let source = read_source(&table, (folder, catalog), &mut problems);
         let generator = section::<GeneratorSpec>(&table, "generator", false, &mut problems);
         let schema = section::<SchemaSpec>(&table, "schema", false, &mut problems);
         let labels = section::<LabelsSpec>(&table, "labels", false, &mut problems);
@@ -138,10 +149,17 @@ impl JobSpec {
         let serve = section::<ServeSpec>(&table, "serve", false, &mut problems);
         let progress = section::<ProgressSpec>(&table, "progress", false, &mut problems);
         let checkpoint = section::<CheckpointSpec>(&table, "checkpoint", false, &mut problems);
-        let sinks = section::<SinksSpec>(&table, "sinks", false, &mut problems);
+        let sinks = match section::<SinksSpec>(&table, "sinks", false, &mut problems) {
+            Read::Whole(mut sinks) => {
+                resolve_sink_paths(&mut sinks, (folder, catalog));
+                Read::Whole(sinks)
+            }
+            other => other,
+        };
         // The values are checked wherever they could be read, so that a section with a bad key
         // does not hide another's value out of range.
         problems.extend(check(&Sections {
+            catalog,
             name: name.as_ref(),
             source: source.known(),
             generator: generator.optional(),
@@ -189,7 +207,13 @@ impl JobSpec {
 
     /// Problems of the values (ranges, emptiness, consistency), each naming its key.
     pub fn problems(&self) -> Vec<String> {
+        self.problems_in(&Catalog::builtin())
+    }
+
+    /// As [`JobSpec::problems`], with the source types of `catalog`.
+    pub fn problems_in(&self, catalog: &Catalog) -> Vec<String> {
         check(&Sections {
+            catalog,
             name: Some(&self.name),
             source: Some(&self.source),
             generator: Some(self.generator.as_ref()),
@@ -208,5 +232,76 @@ impl JobSpec {
     /// The job as TOML text, which [`JobSpec::from_toml`] reads back to the same spec.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("a job spec serializes to TOML")
+    }
+}
+
+/// The `[source]` section: its `type` looked up in `catalog` (every name it has listed when
+/// the type is missing, with the keys no type takes), its relative paths made absolute from
+/// `folder`. Its type's problems with its table are the checks'.
+fn read_source(
+    table: &toml::Table,
+    (folder, catalog): (&Path, &Catalog),
+    problems: &mut Vec<String>,
+) -> Read<SourceSpec> {
+    if let Some(toml::Value::Table(source)) = table.get("source") {
+        if !source.contains_key("type") {
+            problems.push(format!(
+                "[source] missing field `type` (one of {})",
+                catalog.quoted_source_names()
+            ));
+            problems.extend(keys_no_type_takes(source, catalog));
+            return Read::Unreadable;
+        }
+    }
+    match section::<SourceSpec>(table, "source", true, problems) {
+        Read::Whole(mut source) => {
+            if let Some(factory) = catalog.source_factory(&source.kind) {
+                factory.resolve_paths(&mut source.config, folder);
+            }
+            Read::Whole(source)
+        }
+        other => other,
+    }
+}
+
+/// The keys of a source table without a `type` that every type in `catalog` finds a problem
+/// with, each with the first type's reason.
+fn keys_no_type_takes(source: &toml::Table, catalog: &Catalog) -> Vec<String> {
+    let mut found = Vec::new();
+    for (key, value) in source {
+        let alone = toml::Table::from_iter([(key.clone(), value.clone())]);
+        let prefix = format!("`{key}`: ");
+        let reasons: Vec<Option<String>> = catalog
+            .source_names()
+            .into_iter()
+            .filter_map(|name| catalog.source_factory(name))
+            .map(|factory| {
+                factory
+                    .problems(&alone)
+                    .into_iter()
+                    .find(|p| p.starts_with(&prefix))
+            })
+            .collect();
+        if let Some(Some(first)) = reasons
+            .first()
+            .filter(|_| reasons.iter().all(Option::is_some))
+        {
+            found.push(format!("[source] {first}"));
+        }
+    }
+    found
+}
+
+/// Makes the relative paths of the outputs' sinks absolute from `folder`.
+fn resolve_sink_paths(sinks: &mut SinksSpec, (folder, catalog): (&Path, &Catalog)) {
+    let tables = [
+        &mut sinks.dead_letters_sink,
+        &mut sinks.predictions_sink,
+        &mut sinks.metrics_sink,
+    ];
+    for sink in tables.into_iter().flatten() {
+        if let Some(factory) = catalog.sink_factory(&sink.kind) {
+            factory.resolve_paths(&mut sink.config, folder);
+        }
     }
 }

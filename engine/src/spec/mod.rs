@@ -5,12 +5,13 @@
 //! every section and every key and reports every problem at once: unknown keys, wrong types,
 //! missing sections and values out of range.
 //!
-//! Here, the spec's types; in `load`, reading a job file; in `section`, reading one section
-//! with every problem of it; in `check`, the checks of the values; in `env`, the overrides.
+//! Here, the spec's types; in `load`, reading a job file (each section read with every problem
+//! of it by `crate::section`); in `check`, the checks of the values; in `env`, the overrides.
 
+pub use crate::catalog::{
+    ConnectorSpec, FileSourceSpec, GeneratorSourceSpec, SinkSpec, SourceSpec,
+};
 use crate::error::{Error, Result};
-pub use crate::file_source::FileSourceSpec;
-use millrace_connectors::kafka::KafkaSourceConfig;
 use millrace_models::{FeatureSpec, Schema, SchemaSpec};
 use millrace_operators::LatePolicy;
 use serde::{Deserialize, Serialize};
@@ -56,11 +57,24 @@ pub struct JobSpec {
     pub sinks: Option<SinksSpec>,
 }
 
-/// Output topics on the source's brokers, written with the idempotent producer; every message
-/// names its epoch in the header `millrace-epoch`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The job's outputs besides the registry: the dead letters, each event's prediction and the
+/// job's figures. Each may go to a sink of any type in the job's catalog (a table with a
+/// `type`); `predictions_topic` and `metrics_topic` are short for a `kafka` sink's topic. Kafka
+/// topics are on the source's brokers (the job's embedded broker for a source other than
+/// `kafka`), written with the idempotent producer; every message names its epoch in the header
+/// `millrace-epoch`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinksSpec {
+    /// Where the dead letters go; the source's dead-letter topic when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letters_sink: Option<SinkSpec>,
+    /// Where each event's prediction goes (as `predictions_topic` describes its messages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predictions_sink: Option<SinkSpec>,
+    /// Where the job's figures go (as `metrics_topic` describes its messages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_sink: Option<SinkSpec>,
     /// A topic that receives every event's prediction as JSON, `{"partition": …, "offset": …,
     /// "prediction": …, "label": …}`: the model's probability of a click for the event just
     /// before it learned from it, keyed `partition:offset` by the record it was read from.
@@ -78,6 +92,45 @@ pub struct SinksSpec {
 
 fn default_metrics_interval() -> u64 {
     1000
+}
+
+impl Default for SinksSpec {
+    fn default() -> Self {
+        SinksSpec {
+            dead_letters_sink: None,
+            predictions_sink: None,
+            metrics_sink: None,
+            predictions_topic: None,
+            metrics_topic: None,
+            metrics_interval_ms: default_metrics_interval(),
+        }
+    }
+}
+
+impl SinksSpec {
+    /// The predictions' sink: the `predictions_sink` table, or a `kafka` sink of
+    /// `predictions_topic`.
+    pub fn predictions(&self) -> Option<SinkSpec> {
+        Self::either(&self.predictions_sink, &self.predictions_topic)
+    }
+
+    /// The figures' sink: the `metrics_sink` table, or a `kafka` sink of `metrics_topic`.
+    pub fn metrics(&self) -> Option<SinkSpec> {
+        Self::either(&self.metrics_sink, &self.metrics_topic)
+    }
+
+    fn either(table: &Option<SinkSpec>, topic: &Option<String>) -> Option<SinkSpec> {
+        table.clone().or_else(|| {
+            topic.as_ref().map(|topic| {
+                SinkSpec::of(
+                    "kafka",
+                    &crate::catalog::sink::KafkaSinkSpec {
+                        topic: topic.clone(),
+                    },
+                )
+            })
+        })
+    }
 }
 
 /// Where and how often the job checkpoints its state.
@@ -101,16 +154,6 @@ fn default_checkpoint_interval() -> u64 {
 
 fn default_checkpoint_keep() -> usize {
     3
-}
-
-/// The source of a job, chosen by `type`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum SourceSpec {
-    /// A Kafka topic.
-    Kafka(KafkaSourceConfig),
-    /// A file replayed through the embedded broker (see [`crate::file_source`]).
-    File(FileSourceSpec),
 }
 
 /// The label join: how long a click may follow its impression, and what a later one does.
@@ -240,6 +283,5 @@ impl Default for ProgressSpec {
 mod check;
 mod env;
 mod load;
-mod section;
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,7 @@
 //! Tests of reading and checking job files.
 
 use super::*;
+use crate::catalog::Catalog;
 use std::path::Path;
 
 const GOOD: &str = r#"
@@ -103,7 +104,7 @@ fn every_missing_key_and_every_bad_element_is_named() {
     ))
     .join("\n");
     assert!(
-        text.contains("[source] missing field `type` (one of `kafka`, `file`)"),
+        text.contains("[source] missing field `type` (one of `kafka`, `file`, `generator`)"),
         "{text}"
     );
     assert!(text.contains("[source] `topc`: unknown field"), "{text}");
@@ -322,30 +323,29 @@ fn the_old_decode_section_says_what_replaces_it() {
 }
 
 #[test]
-fn a_file_source_is_checked_and_cannot_be_checkpointed() {
+fn a_file_source_is_checked_and_its_path_resolved() {
     let source = GOOD.find("[source]").unwrap()..GOOD.find("[features]").unwrap();
     let mut file = GOOD.to_owned();
     file.replace_range(
         source,
         "[source]\ntype = \"file\"\npath = \"events.tsv\"\nrows_per_sec = -1.0\n\n",
     );
-    let checkpointed = format!("{file}\n[checkpoint]\nstate_dir = \"state\"\n");
+    let generated = format!("{file}\n[generator]\nrows_per_sec = 10.0\n");
     assert_eq!(
-        problems(&checkpointed),
+        problems(&generated),
         [
             "[source] `rows_per_sec` must be > 0 (got -1)",
-            "[checkpoint] a `file` source replays its file from the start: it cannot resume from a checkpoint",
+            "[generator] it writes into a Kafka topic: a `file` source reads none (give the `generator` source's keys in `[source]` instead)",
         ]
     );
+    let checkpointed = format!("{file}\n[checkpoint]\nstate_dir = \"state\"\n");
     let spec = JobSpec::from_toml_with_env_in(
-        &file.replace("rows_per_sec = -1.0", "repeat = true"),
+        &checkpointed.replace("rows_per_sec = -1.0", "repeat = true"),
         std::iter::empty(),
-        Path::new("/jobs"),
+        (Path::new("/jobs"), &Catalog::builtin()),
     )
     .unwrap();
-    let SourceSpec::File(file) = &spec.source else {
-        panic!("a file source: {:?}", spec.source);
-    };
+    let file = spec.source.as_file().expect("a file source");
     assert_eq!(file.path, Path::new("/jobs/events.tsv"));
     assert!(file.repeat);
 }
@@ -402,9 +402,7 @@ fn environment_overrides_the_file() {
         ("UNRELATED".to_owned(), "x".to_owned()),
     ];
     let spec = JobSpec::from_toml_with_env(GOOD, env).unwrap();
-    let SourceSpec::Kafka(kafka) = &spec.source else {
-        panic!("a kafka source: {:?}", spec.source);
-    };
+    let kafka = spec.source.as_kafka().expect("a kafka source");
     assert_eq!(kafka.topic, "other");
     assert_eq!(spec.publish.every_events, 7);
     // One level too many is a problem, not a silent no-op.
@@ -418,4 +416,38 @@ fn environment_overrides_the_file() {
         }
         other => panic!("expected a config error, got {other:?}"),
     }
+}
+
+#[test]
+fn an_outputs_sink_is_read_checked_and_its_path_resolved() {
+    let sinks = "\n[sinks]\npredictions_topic = \"p\"\npredictions_sink = { type = \"file\", path = \"\" }\ndead_letters_sink = { type = \"nowhere\" }\nmetrics_sink = { type = \"kafka\", topic = \"m\", partitions = 2 }\n";
+    let text = problems(&format!("{GOOD}{sinks}")).join("\n");
+    for expected in [
+        "[sinks] `dead_letters_sink`: `type`: unknown variant `nowhere`, expected one of `kafka`, `file`",
+        "[sinks] `predictions_sink`: `path` must name a directory",
+        "[sinks] `predictions_sink` and `predictions_topic` both name the same output's sink: give one",
+        "[sinks] `metrics_sink`: `partitions`: unknown field",
+    ] {
+        assert!(text.contains(expected), "{expected}\n{text}");
+    }
+    let good =
+        "\n[sinks]\ndead_letters_sink = { type = \"file\", path = \"out\" }\nmetrics_topic = \"m\"\n";
+    let spec = JobSpec::from_toml_with_env_in(
+        &format!("{GOOD}{good}"),
+        std::iter::empty(),
+        (Path::new("/jobs"), &Catalog::builtin()),
+    )
+    .unwrap();
+    let sinks = spec.sinks.unwrap();
+    let dead = sinks.dead_letters_sink.clone().unwrap();
+    assert_eq!(
+        (dead.kind.as_str(), dead.config["path"].as_str()),
+        ("file", Some("/jobs/out"))
+    );
+    let metrics = sinks.metrics().unwrap();
+    assert_eq!(
+        (metrics.kind.as_str(), metrics.config["topic"].as_str()),
+        ("kafka", Some("m"))
+    );
+    assert!(sinks.predictions().is_none());
 }

@@ -31,6 +31,26 @@ pub enum DecodeError {
     /// A libFM line holds something other than `index:value` after its label.
     #[error("field `features`: {0:?} is not index:value")]
     LibfmPair(String),
+    /// The schema's decoder refused the record (or the job has no decoder of that name).
+    #[error("the decoder `{decoder}` cannot read the record: {reason}")]
+    Decoder {
+        /// The decoder's name.
+        decoder: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A record format of one's own (`[schema] decoder = "NAME"`): turns a record's bytes into the
+/// JSON object the schema's fields are read from, as `format = "json"` reads them. Registered
+/// under its name in the job's catalog.
+pub trait Decoder: Send + Sync {
+    /// The record as a JSON object of its fields.
+    ///
+    /// # Errors
+    ///
+    /// Why the bytes are not a record; the record goes to the dead letters with it.
+    fn decode(&self, payload: &[u8]) -> Result<serde_json::Value, String>;
 }
 
 impl DecodeError {
@@ -44,6 +64,7 @@ impl DecodeError {
             DecodeError::ColumnCount { .. } => "field_count",
             DecodeError::LibfmPair(_) => "libfm_pair",
             DecodeError::WrongType(_) => "wrong_type",
+            DecodeError::Decoder { .. } => "decoder",
         }
     }
 }

@@ -18,7 +18,7 @@ pub mod schema;
 pub mod synth;
 
 pub use criteo::{CriteoEvent, CriteoFeatures};
-pub use decode::DecodeError;
+pub use decode::{DecodeError, Decoder};
 pub use features::FeatureSpec;
 pub use fmap::{CsrBatch, EventBatch, FeatureMap, FeatureMapSpec};
 pub use record::{event_time_ms, DeadLetter, Position, RawRecord};

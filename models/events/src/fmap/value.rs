@@ -2,7 +2,7 @@
 //! with malformed values kept as [`Value::Bad`] and counted instead of failing the event.
 
 use super::spec::{Layout, ParseMode};
-use crate::decode::DecodeError;
+use crate::decode::{DecodeError, Decoder};
 use crate::schema::text::{parse_integer, parse_number, split_columns};
 use crate::schema::{json_path, json_scalar_text, strip_newline, Encoding, RecordLayout, Role};
 use crate::Position;
@@ -255,8 +255,32 @@ struct Shape {
 #[derive(Clone, Debug)]
 pub struct Parser {
     shape: Arc<Shape>,
+    /// The schema's decoder, when it names one and the parser was given it.
+    decoder: Option<DecoderHandle>,
     /// Malformed values seen so far.
     pub bad: BadCounts,
+}
+
+/// A [`Decoder`] a parser holds.
+#[derive(Clone)]
+struct DecoderHandle(Arc<dyn Decoder>);
+
+impl std::fmt::Debug for DecoderHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Decoder")
+    }
+}
+
+impl From<&Layout> for Parser {
+    fn from(layout: &Layout) -> Self {
+        Parser::new(layout)
+    }
+}
+
+impl From<Layout> for Parser {
+    fn from(layout: Layout) -> Self {
+        Parser::new(&layout)
+    }
 }
 
 impl Parser {
@@ -276,8 +300,20 @@ impl Parser {
                 max_value_len: layout.max_value_len,
                 record: layout.schema.record(),
             }),
+            decoder: None,
             bad: BadCounts::default(),
         }
+    }
+
+    /// The parser with `decoder` as the schema's decoder (`[schema] decoder`).
+    pub fn with_decoder(mut self, decoder: Arc<dyn Decoder>) -> Self {
+        self.decoder = Some(DecoderHandle(decoder));
+        self
+    }
+
+    /// How many feature fields an event has.
+    pub fn fields(&self) -> usize {
+        self.shape.names.len()
     }
 
     /// Parses one record as the schema declares (a delimited line, a JSON object or a libFM
@@ -305,7 +341,10 @@ impl Parser {
                     self.parse_delimited(line, delimiter, batch)
                 }
             }
-            Encoding::Json => self.parse_json_record(payload, batch),
+            Encoding::Json => match &self.shape.record.decoder {
+                Some(name) => self.parse_decoded(name, payload, batch),
+                None => self.parse_json_record(payload, batch),
+            },
             Encoding::Libfm => self.parse_libfm(strip_newline(payload), batch),
         };
         match parsed {
@@ -408,6 +447,26 @@ impl Parser {
         Ok(label)
     }
 
+    /// A record of the schema's decoder: the JSON object it decodes to, read as a JSON
+    /// record is.
+    fn parse_decoded(
+        &self,
+        name: &str,
+        payload: &[u8],
+        batch: &mut EventBatch,
+    ) -> Result<bool, DecodeError> {
+        let refused = |reason: String| DecodeError::Decoder {
+            decoder: name.to_owned(),
+            reason,
+        };
+        let decoder = self
+            .decoder
+            .as_ref()
+            .ok_or_else(|| refused("no decoder of that name was given to the job".to_owned()))?;
+        let value = decoder.0.decode(payload).map_err(refused)?;
+        self.read_json_object(&value, batch)
+    }
+
     /// A JSON record: the label and the features at their paths; other keys are ignored.
     fn parse_json_record(
         &self,
@@ -416,13 +475,22 @@ impl Parser {
     ) -> Result<bool, DecodeError> {
         let value: serde_json::Value =
             serde_json::from_slice(payload).map_err(|e| DecodeError::NotJson(e.to_string()))?;
+        self.read_json_object(&value, batch)
+    }
+
+    /// A JSON object's label and features at their paths; other keys are ignored.
+    fn read_json_object(
+        &self,
+        value: &serde_json::Value,
+        batch: &mut EventBatch,
+    ) -> Result<bool, DecodeError> {
         if !value.is_object() {
             return Err(DecodeError::NotAnObject);
         }
         let mut label = None;
         let mut row = vec![None; self.shape.modes.len()];
         for column in &self.shape.record.columns {
-            let found = json_path(&value, &column.name);
+            let found = json_path(value, &column.name);
             match column.role {
                 Role::Label => label = found,
                 Role::Feature(f) => row[f as usize] = found,

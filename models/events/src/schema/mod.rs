@@ -86,6 +86,10 @@ pub struct RecordLayout {
     pub label: LabelRule,
     /// How the time field's values are read.
     pub time_format: TimeFormat,
+    /// The registered decoder that turns a record's bytes into the JSON object its fields are
+    /// read from (`[schema] decoder`), when the bytes are not JSON themselves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoder: Option<String>,
 }
 
 /// A compiled schema: the feature fields, with their types, and how records hold them.
@@ -149,7 +153,15 @@ impl Schema {
             header: false,
             label: LabelRule::zero_one(),
             time_format: TimeFormat::Millis,
+            decoder: None,
         })
+    }
+
+    /// Whether records have a time field, which gives their event times.
+    pub fn has_time_field(&self) -> bool {
+        self.record
+            .as_ref()
+            .is_some_and(|r| r.columns.iter().any(|c| c.role == Role::Time))
     }
 
     /// The event time of a record from its time field, in milliseconds since the Unix epoch:

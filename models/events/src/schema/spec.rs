@@ -56,6 +56,10 @@ pub struct SchemaSpec {
     /// reach into nested objects).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fields: Option<Vec<FieldSpec>>,
+    /// The name of a decoder registered in the job's catalog that turns each record's bytes
+    /// into a JSON object, whose fields are then read as `format = "json"` reads a record's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoder: Option<String>,
 }
 
 /// One field of `[schema] fields`.
@@ -121,6 +125,7 @@ impl SchemaSpec {
             ("label_negative", self.label_negative.is_some()),
             ("label_at_least", self.label_at_least.is_some()),
             ("event_time_format", self.event_time_format.is_some()),
+            ("decoder", self.decoder.is_some()),
         ];
         for (key, _) in given.iter().filter(|(_, given)| *given) {
             problems.push(format!("`{key}` cannot be given with `preset`"));
@@ -167,6 +172,7 @@ impl SchemaSpec {
                     _ => LabelRule::zero_one(),
                 },
                 time_format: TimeFormat::Millis,
+                decoder: None,
             }),
         })
     }
@@ -220,6 +226,12 @@ impl SchemaSpec {
                 None
             }
         };
+        if self.decoder.is_some() && encoding != Some(Encoding::Json) {
+            problems.push(
+                "`decoder` turns each record into a JSON object: it needs `format = \"json\"`"
+                    .to_owned(),
+            );
+        }
         let label = self.label_rule(problems);
         let time_format = match self.event_time_format.as_deref() {
             None => TimeFormat::Millis,
@@ -258,6 +270,7 @@ impl SchemaSpec {
                 header: self.header,
                 label: label?,
                 time_format,
+                decoder: self.decoder.clone(),
             }),
         })
     }

@@ -4,7 +4,7 @@
 use serde::de::DeserializeOwned;
 
 /// How far a section of the job file could be read.
-pub(super) enum Read<T> {
+pub(crate) enum Read<T> {
     /// Not in the file.
     Absent,
     /// In the file, but not readable as the section at all.
@@ -17,7 +17,7 @@ pub(super) enum Read<T> {
 
 impl<T> Read<T> {
     /// The values to check of a required section.
-    pub(super) fn known(&self) -> Option<&T> {
+    pub(crate) fn known(&self) -> Option<&T> {
         match self {
             Read::Partial(t) | Read::Whole(t) => Some(t),
             Read::Absent | Read::Unreadable => None,
@@ -25,7 +25,7 @@ impl<T> Read<T> {
     }
 
     /// The values to check of an optional section: `Some(None)` when it is absent.
-    pub(super) fn optional(&self) -> Option<Option<&T>> {
+    pub(crate) fn optional(&self) -> Option<Option<&T>> {
         match self {
             Read::Absent => Some(None),
             Read::Unreadable => None,
@@ -34,7 +34,7 @@ impl<T> Read<T> {
     }
 
     /// The section, when it was read whole.
-    pub(super) fn whole(self) -> Option<T> {
+    pub(crate) fn whole(self) -> Option<T> {
         match self {
             Read::Whole(t) => Some(t),
             _ => None,
@@ -44,7 +44,7 @@ impl<T> Read<T> {
 
 impl<T: Clone + Default> Read<T> {
     /// The values to check of a section with a default.
-    pub(super) fn or_default(&self) -> Option<T> {
+    pub(crate) fn or_default(&self) -> Option<T> {
         self.optional().map(|t| t.cloned().unwrap_or_default())
     }
 }
@@ -54,7 +54,7 @@ impl<T: Clone + Default> Read<T> {
 /// there is when it has none), each element of an array of tables on its own, and every
 /// missing required key is found, so that all of them are reported, not only the first. What
 /// is left once the bad keys are taken out is read as [`Read::Partial`], for the value checks.
-pub(super) fn section<T: DeserializeOwned>(
+pub(crate) fn section<T: DeserializeOwned>(
     table: &toml::Table,
     name: &str,
     required: bool,

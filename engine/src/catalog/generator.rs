@@ -1,0 +1,323 @@
+//! The `generator` source (`[source] type = "generator"`): synthetic events of the job's schema
+//! with a planted signal ([`SchemaGenerator`]), in `partitions` seeded streams, for demos,
+//! tests and benchmarks with no data at hand.
+//!
+//! Partition `p`'s records are the stream of seed `seed + p`, so a record is the same in every
+//! run: a restored job regenerates its partitions up to the checkpoint's offsets (a cost linear
+//! in them) and goes on with the same records. `rows` records in all (spread over the
+//! partitions) end the job; 0 is no end. A record's event time is the schema's time field when
+//! it has one (generated at a fixed step from a fixed start), else the wall clock.
+
+use super::config::read_config;
+use super::source::{ReaderContext, Source, SourceContext, SourceFactory};
+use millrace_connectors::kafka::RateLimit;
+use millrace_models::schema::synth::SchemaGenerator;
+use millrace_models::{RawRecord, Schema};
+use millrace_operators::{now_ms, BoxError, PartitionReader, Polled};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// The `generator` source's settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GeneratorSourceSpec {
+    /// How many partitions (seeded streams) to spread the records over.
+    pub partitions: i32,
+    /// Records in all; 0 for no end.
+    pub rows: u64,
+    /// Records per second in all; as fast as the job takes them when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows_per_sec: Option<f64>,
+    /// The seed of partition 0 (partition `p`'s is `seed + p`).
+    pub seed: u64,
+}
+
+impl Default for GeneratorSourceSpec {
+    fn default() -> Self {
+        GeneratorSourceSpec {
+            partitions: 1,
+            rows: 0,
+            rows_per_sec: None,
+            seed: 7,
+        }
+    }
+}
+
+impl GeneratorSourceSpec {
+    /// Problems of the values, each naming its key.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !(1..=1024).contains(&self.partitions) {
+            problems.push(format!(
+                "`partitions` must be 1 to 1024 (got {})",
+                self.partitions
+            ));
+        }
+        if let Some(rate) = self.rows_per_sec {
+            if !(rate > 0.0 && rate.is_finite()) {
+                problems.push(format!("`rows_per_sec` must be > 0 (got {rate})"));
+            }
+        }
+        problems
+    }
+
+    /// The records of `partition`: an equal share of `rows`, the first partitions one more
+    /// while some are left over; `None` for no end.
+    fn rows_of(&self, partition: i32) -> Option<u64> {
+        let partitions = self.partitions.max(1) as u64;
+        let p = partition as u64;
+        (self.rows > 0).then(|| self.rows / partitions + u64::from(p < self.rows % partitions))
+    }
+}
+
+/// The `generator` source type.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GeneratorFactory;
+
+impl SourceFactory for GeneratorFactory {
+    fn problems(&self, config: &toml::Table) -> Vec<String> {
+        match read_config::<GeneratorSourceSpec>(config) {
+            Ok(generator) => generator.problems(),
+            Err(problems) => problems,
+        }
+    }
+
+    fn open(
+        &self,
+        config: &toml::Table,
+        context: &SourceContext<'_>,
+    ) -> Result<Arc<dyn Source>, BoxError> {
+        let spec = read_config::<GeneratorSourceSpec>(config).map_err(|p| p.join("; "))?;
+        Ok(Arc::new(GeneratorSource {
+            spec,
+            schema: context.schema.clone(),
+        }))
+    }
+}
+
+/// A generator opened for a job.
+struct GeneratorSource {
+    spec: GeneratorSourceSpec,
+    schema: Arc<Schema>,
+}
+
+impl Source for GeneratorSource {
+    fn partitions(&self) -> i32 {
+        self.spec.partitions
+    }
+
+    fn stop_after_records(&self) -> Option<u64> {
+        (self.spec.rows > 0).then_some(self.spec.rows)
+    }
+
+    fn reader(&self, worker: &ReaderContext) -> Result<Box<dyn PartitionReader>, BoxError> {
+        let share = worker.share(self.spec.partitions);
+        // The rate in all, shared by the partitions.
+        let rate = self
+            .spec
+            .rows_per_sec
+            .map(|r| r / f64::from(self.spec.partitions.max(1)));
+        let streams = share
+            .into_iter()
+            .map(|partition| Stream::new(&self.schema, &self.spec, partition, rate))
+            .collect();
+        Ok(Box::new(GeneratorReader {
+            streams,
+            time_schema: self.schema.has_time_field().then(|| self.schema.clone()),
+            worker: worker.clone(),
+        }))
+    }
+
+    fn ends(&self) -> Option<Vec<i64>> {
+        (0..self.spec.partitions)
+            .map(|p| self.spec.rows_of(p).map(|n| n as i64))
+            .collect()
+    }
+}
+
+/// One partition's records.
+struct Stream {
+    partition: i32,
+    generator: SchemaGenerator,
+    /// The schema and seed it regenerates from after a seek.
+    start: (Schema, u64),
+    /// The offset of the next record.
+    next: u64,
+    /// The offset it started at (the rate counts from there).
+    from: u64,
+    rows: Option<u64>,
+    limit: RateLimit,
+    rate: Option<f64>,
+    timed: bool,
+}
+
+impl Stream {
+    fn new(schema: &Schema, spec: &GeneratorSourceSpec, partition: i32, rate: Option<f64>) -> Self {
+        let seed = spec.seed.wrapping_add(partition as u64);
+        Stream {
+            partition,
+            generator: SchemaGenerator::new(schema, seed),
+            start: (schema.clone(), seed),
+            next: 0,
+            from: 0,
+            rows: spec.rows_of(partition),
+            limit: RateLimit::new(rate),
+            rate,
+            timed: false,
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.rows.is_some_and(|rows| self.next >= rows)
+    }
+
+    fn due(&self) -> bool {
+        self.limit.delay(self.next - self.from).is_zero()
+    }
+
+    /// Goes to `offset`: regenerates the stream from its start up to there.
+    fn seek(&mut self, offset: u64) {
+        self.generator = SchemaGenerator::new(&self.start.0, self.start.1);
+        for _ in 0..offset {
+            self.generator.next_record();
+        }
+        (self.next, self.from) = (offset, offset);
+        self.limit = RateLimit::new(self.rate);
+    }
+}
+
+/// One worker's streams.
+struct GeneratorReader {
+    streams: Vec<Stream>,
+    time_schema: Option<Arc<Schema>>,
+    worker: ReaderContext,
+}
+
+impl PartitionReader for GeneratorReader {
+    fn partitions(&self) -> Vec<i32> {
+        self.streams.iter().map(|s| s.partition).collect()
+    }
+
+    fn poll(&mut self, out: &mut Vec<RawRecord>, max: usize) -> Polled {
+        let (before, wall_ms) = (out.len(), now_ms());
+        let per_stream = max / self.streams.len().max(1);
+        for stream in &mut self.streams {
+            let mut taken = 0;
+            while taken < per_stream.max(1) && !stream.finished() && stream.due() {
+                let generated = stream.generator.next_record();
+                out.push(self.worker.stamped(
+                    (stream.partition, stream.next as i64),
+                    generated.record.as_bytes(),
+                    (self.time_schema.as_deref(), &mut stream.timed),
+                    wall_ms,
+                ));
+                stream.next += 1;
+                taken += 1;
+            }
+        }
+        if out.len() > before {
+            Polled::Records
+        } else {
+            Polled::Idle
+        }
+    }
+
+    fn seek(&mut self, positions: &[(i32, i64)]) -> Result<(), BoxError> {
+        for &(partition, offset) in positions {
+            let stream = self
+                .streams
+                .iter_mut()
+                .find(|s| s.partition == partition)
+                .ok_or_else(|| format!("this worker does not read partition {partition}"))?;
+            stream.seek(u64::try_from(offset).map_err(|_| format!("offset {offset}"))?);
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, _positions: &[(i32, i64)]) {}
+
+    fn at_end(&self, partition: i32) -> bool {
+        self.streams
+            .iter()
+            .find(|s| s.partition == partition)
+            .is_none_or(|s| s.finished() || !s.due())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(spec: GeneratorSourceSpec) -> GeneratorSource {
+        GeneratorSource {
+            spec,
+            schema: Arc::new(Schema::criteo()),
+        }
+    }
+
+    fn worker(index: usize, peers: usize) -> ReaderContext {
+        ReaderContext {
+            index,
+            peers,
+            event_time_missing: Arc::default(),
+        }
+    }
+
+    fn drain(reader: &mut dyn PartitionReader) -> Vec<RawRecord> {
+        let mut out = Vec::new();
+        while reader.poll(&mut out, 7) == Polled::Records {}
+        out
+    }
+
+    #[test]
+    fn rows_are_spread_over_the_partitions_and_end() {
+        let source = open(GeneratorSourceSpec {
+            partitions: 3,
+            rows: 10,
+            ..GeneratorSourceSpec::default()
+        });
+        assert_eq!(source.ends(), Some(vec![4, 3, 3]));
+        assert_eq!(source.stop_after_records(), Some(10));
+        let mut first = source.reader(&worker(0, 2)).unwrap();
+        let mut second = source.reader(&worker(1, 2)).unwrap();
+        assert_eq!(
+            (first.partitions(), second.partitions()),
+            (vec![0, 2], vec![1])
+        );
+        let (a, b) = (drain(&mut *first), drain(&mut *second));
+        assert_eq!((a.len(), b.len()), (7, 3));
+        assert!(first.at_end(0) && first.at_end(2) && second.at_end(1));
+        let problems = GeneratorSourceSpec {
+            partitions: 0,
+            rows_per_sec: Some(f64::NAN),
+            ..GeneratorSourceSpec::default()
+        }
+        .problems();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+    }
+
+    #[test]
+    fn a_seek_goes_on_with_the_same_records() {
+        let spec = GeneratorSourceSpec {
+            partitions: 2,
+            rows: 40,
+            ..GeneratorSourceSpec::default()
+        };
+        let whole = drain(&mut *open(spec.clone()).reader(&worker(0, 1)).unwrap());
+        let mut resumed = open(spec).reader(&worker(0, 1)).unwrap();
+        resumed.seek(&[(0, 12), (1, 5)]).unwrap();
+        let rest = drain(&mut *resumed);
+        let key = |r: &RawRecord| (r.partition, r.offset, r.payload.clone());
+        let mut expected: Vec<_> = whole
+            .iter()
+            .filter(|r| r.offset >= if r.partition == 0 { 12 } else { 5 })
+            .map(key)
+            .collect();
+        let mut got: Vec<_> = rest.iter().map(key).collect();
+        expected.sort();
+        got.sort();
+        assert_eq!(got, expected);
+        assert_eq!(got.len(), 40 - 12 - 5);
+        assert!(resumed.seek(&[(9, 0)]).is_err());
+    }
+}

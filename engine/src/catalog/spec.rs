@@ -1,0 +1,98 @@
+//! A source's or a sink's table as a job file holds it: a `type` the catalog has, and the rest
+//! of the table, which that type reads.
+
+use super::{FileSourceSpec, GeneratorSourceSpec};
+use millrace_connectors::kafka::KafkaSourceConfig;
+use serde::{Deserialize, Serialize};
+
+/// A source's or a sink's table: its `type`, a name in the
+/// [`Catalog`](super::Catalog), and the rest of the table, which that type reads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConnectorSpec {
+    /// The type's name.
+    pub kind: String,
+    /// The table's other keys.
+    pub config: toml::Table,
+}
+
+/// The source of a job (`[source]`).
+pub type SourceSpec = ConnectorSpec;
+
+/// A sink of one of a job's outputs (a table in `[sinks]`).
+pub type SinkSpec = ConnectorSpec;
+
+impl ConnectorSpec {
+    /// A source or sink of type `kind` with `settings` as its table.
+    ///
+    /// # Panics
+    ///
+    /// When `settings` does not serialize to a table (the built-in types' settings do).
+    pub fn of(kind: &str, settings: &impl Serialize) -> Self {
+        let config = toml::Table::try_from(settings).expect("settings serialize to a table");
+        ConnectorSpec {
+            kind: kind.to_owned(),
+            config,
+        }
+    }
+
+    /// A Kafka topic (`type = "kafka"`).
+    pub fn kafka(config: &KafkaSourceConfig) -> Self {
+        Self::of("kafka", config)
+    }
+
+    /// A file (`type = "file"`).
+    pub fn file(file: &FileSourceSpec) -> Self {
+        Self::of("file", file)
+    }
+
+    /// Synthetic events (`type = "generator"`).
+    pub fn generator(generator: &GeneratorSourceSpec) -> Self {
+        Self::of("generator", generator)
+    }
+
+    /// The settings of a `kafka` source, when it is one and they read.
+    pub fn as_kafka(&self) -> Option<KafkaSourceConfig> {
+        self.settings("kafka")
+    }
+
+    /// The settings of a `file` source, when it is one and they read.
+    pub fn as_file(&self) -> Option<FileSourceSpec> {
+        self.settings("file")
+    }
+
+    /// The table as `T`, when the source is of type `kind` and the table reads as one.
+    fn settings<T: serde::de::DeserializeOwned>(&self, kind: &str) -> Option<T> {
+        (self.kind == kind)
+            .then(|| T::deserialize(toml::Value::Table(self.config.clone())).ok())
+            .flatten()
+    }
+}
+
+impl Serialize for ConnectorSpec {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        let mut table = toml::Table::new();
+        table.insert("type".to_owned(), toml::Value::String(self.kind.clone()));
+        table.extend(self.config.clone());
+        table.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for ConnectorSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let mut config = toml::Table::deserialize(deserializer)?;
+        match config.remove("type") {
+            Some(toml::Value::String(kind)) => Ok(ConnectorSpec { kind, config }),
+            Some(other) => Err(D::Error::custom(format!(
+                "`type` must be a string (got {})",
+                other.type_str()
+            ))),
+            None => Err(D::Error::missing_field("type")),
+        }
+    }
+}
