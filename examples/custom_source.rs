@@ -130,23 +130,24 @@ impl Source for Ratings {
     }
 
     fn reader(&self, worker: &ReaderContext) -> Result<Box<dyn PartitionReader>, BoxError> {
-        let per_partition = self.0.rows.div_ceil(self.0.partitions as u64);
+        // An equal share of the rows each, the first partitions one more while some are left.
+        let partitions = self.0.partitions as u64;
+        let end =
+            |p: i32| self.0.rows / partitions + u64::from((p as u64) < self.0.rows % partitions);
         Ok(Box::new(RatingsReader {
             next: worker
                 .share(self.0.partitions)
                 .into_iter()
-                .map(|p| (p, 0))
+                .map(|p| (p, 0, end(p)))
                 .collect(),
-            end: per_partition,
             spec: self.0.clone(),
         }))
     }
 }
 
-/// One worker's partitions, each at its next offset.
+/// One worker's partitions, each with its next offset and its end.
 struct RatingsReader {
-    next: Vec<(i32, u64)>,
-    end: u64,
+    next: Vec<(i32, u64, u64)>,
     spec: RatingsSpec,
 }
 
@@ -259,13 +260,13 @@ fn catalog(tally: &Tally) -> Catalog {
 
 impl PartitionReader for RatingsReader {
     fn partitions(&self) -> Vec<i32> {
-        self.next.iter().map(|(p, _)| *p).collect()
+        self.next.iter().map(|(p, _, _)| *p).collect()
     }
 
     fn poll(&mut self, out: &mut Vec<RawRecord>, max: usize) -> Polled {
         let before = out.len();
-        for (partition, next) in &mut self.next {
-            while *next < self.end && out.len() - before < max {
+        for (partition, next, end) in &mut self.next {
+            while *next < *end && out.len() - before < max {
                 out.push(RawRecord {
                     partition: *partition,
                     offset: *next as i64,
@@ -286,8 +287,8 @@ impl PartitionReader for RatingsReader {
 
     fn seek(&mut self, positions: &[(i32, i64)]) -> Result<(), BoxError> {
         for &(partition, offset) in positions {
-            let slot = self.next.iter_mut().find(|(p, _)| *p == partition);
-            let (_, next) = slot.ok_or_else(|| format!("partition {partition} is not mine"))?;
+            let slot = self.next.iter_mut().find(|(p, _, _)| *p == partition);
+            let (_, next, _) = slot.ok_or_else(|| format!("partition {partition} is not mine"))?;
             *next = u64::try_from(offset)?;
         }
         Ok(())
@@ -295,8 +296,11 @@ impl PartitionReader for RatingsReader {
 
     fn commit(&mut self, _positions: &[(i32, i64)]) {}
 
-    fn at_end(&self, _partition: i32) -> bool {
-        self.next.iter().all(|(_, next)| *next >= self.end)
+    fn at_end(&self, partition: i32) -> bool {
+        self.next
+            .iter()
+            .find(|(p, _, _)| *p == partition)
+            .is_none_or(|(_, next, end)| next >= end)
     }
 }
 

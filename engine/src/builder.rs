@@ -1,5 +1,6 @@
 //! The authoring API: a Rust builder that makes the same [`JobSpec`] a TOML file does.
 
+use crate::catalog::Catalog;
 use crate::error::{Error, Result};
 use crate::spec::{
     CheckpointSpec, GeneratorSpec, JobSpec, LabelsSpec, LearnerSpec, ProgressSpec, PublishSpec,
@@ -12,7 +13,8 @@ use millrace_models::{FeatureSpec, SchemaSpec};
 #[derive(Clone, Debug, Default)]
 pub struct JobBuilder {
     name: String,
-    source: Option<SourceSpec>,
+    /// The source, or why its settings are not a TOML table.
+    source: Option<std::result::Result<SourceSpec, String>>,
     generator: Option<GeneratorSpec>,
     schema: Option<SchemaSpec>,
     features: Option<FeatureSpec>,
@@ -38,7 +40,7 @@ impl JobSpec {
 impl JobBuilder {
     /// The source (`[source]`).
     pub fn source(mut self, source: SourceSpec) -> Self {
-        self.source = Some(source);
+        self.source = Some(Ok(source));
         self
     }
 
@@ -55,8 +57,9 @@ impl JobBuilder {
     }
 
     /// A Kafka source (`[source] type = "kafka"`).
-    pub fn kafka_source(self, config: KafkaSourceConfig) -> Self {
-        self.source(SourceSpec::kafka(&config))
+    pub fn kafka_source(mut self, config: KafkaSourceConfig) -> Self {
+        self.source = Some(SourceSpec::kafka(&config).map_err(|e| e.to_string()));
+        self
     }
 
     /// The demo generator (`[generator]`).
@@ -107,12 +110,22 @@ impl JobBuilder {
         self
     }
 
-    /// The job spec, validated as a job file is.
+    /// The job spec, validated as a job file is, with the built-in catalog.
     ///
     /// # Errors
     ///
     /// [`Error::Config`] listing every missing part and every problem.
     pub fn build(self) -> Result<JobSpec> {
+        self.build_in(&Catalog::builtin())
+    }
+
+    /// The job spec, validated as a job file is, with the source types, decoders and sink
+    /// types of `catalog`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] listing every missing part and every problem.
+    pub fn build_in(self, catalog: &Catalog) -> Result<JobSpec> {
         let mut problems = Vec::new();
         let mut missing = |what: &str| problems.push(format!("missing section [{what}]"));
         if self.source.is_none() {
@@ -127,7 +140,10 @@ impl JobBuilder {
         if self.publish.is_none() {
             missing("publish");
         }
-        let (Some(source), Some(features), Some(learner), Some(publish)) =
+        if let Some(Err(why)) = &self.source {
+            problems.push(format!("[source] the settings are not a TOML table: {why}"));
+        }
+        let (Some(Ok(source)), Some(features), Some(learner), Some(publish)) =
             (self.source, self.features, self.learner, self.publish)
         else {
             return Err(Error::Config { problems });
@@ -146,7 +162,7 @@ impl JobBuilder {
             checkpoint: self.checkpoint,
             sinks: self.sinks,
         };
-        let problems = spec.problems();
+        let problems = spec.problems_in(catalog);
         if problems.is_empty() {
             Ok(spec)
         } else {

@@ -92,9 +92,14 @@ fn a_generator_source_is_learned_whole_with_1_2_and_4_workers() {
                 positions.push(line["key"].as_str().unwrap().to_owned());
             }
         }
+        assert_eq!(
+            positions.len(),
+            9001,
+            "{workers} workers: one line per event"
+        );
         positions.sort();
         positions.dedup();
-        assert_eq!(positions.len(), 9001, "{workers} workers");
+        assert_eq!(positions.len(), 9001, "{workers} workers: every event once");
     }
 }
 

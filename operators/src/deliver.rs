@@ -48,9 +48,9 @@ pub trait RecordSink<D> {
     /// Waits until everything sent so far is delivered (called when the input is complete).
     fn flush(&mut self);
     /// The least epoch with a record sent but not settled yet (neither delivered nor lost and
-    /// counted); `None` when every record sent is. A sink that delivers before `send` returns
-    /// keeps the default.
-    fn unsettled_from(&self) -> Option<u64> {
+    /// counted); `None` when every record sent is. A sink that buffers may write out what it
+    /// holds first; one that delivers before `send` returns keeps the default.
+    fn unsettled_from(&mut self) -> Option<u64> {
         None
     }
 }

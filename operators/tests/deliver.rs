@@ -31,7 +31,7 @@ impl RecordSink<u32> for Pending {
 
     fn flush(&mut self) {}
 
-    fn unsettled_from(&self) -> Option<u64> {
+    fn unsettled_from(&mut self) -> Option<u64> {
         *self.unsettled.lock().unwrap()
     }
 }

@@ -15,7 +15,6 @@
 use crate::error::{kafka, Error, Result};
 use crate::kafka::config::client_config;
 use crate::kafka::producer::SEND_BLOCK_LIMIT;
-use millrace_models::DeadLetter;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
@@ -265,27 +264,5 @@ impl OutputSink {
     /// When they are not acknowledged in time.
     pub fn flush(&mut self) -> Result<()> {
         self.producer.flush(TIMEOUT).map_err(kafka(self.connector))
-    }
-
-    /// Queues one dead letter: the original payload, with the headers `error`, `error_type`,
-    /// `source_partition` and `source_offset`.
-    ///
-    /// # Errors
-    ///
-    /// As [`OutputSink::send`].
-    pub fn send_dead_letter(&mut self, epoch: u64, letter: &DeadLetter) -> Result<()> {
-        let partition = letter.record.partition.to_string();
-        let offset = letter.record.offset.to_string();
-        self.send(Output {
-            epoch,
-            key: None,
-            payload: &letter.record.payload,
-            headers: &[
-                ("error", letter.error.as_bytes()),
-                ("error_type", letter.error_kind.as_bytes()),
-                ("source_partition", partition.as_bytes()),
-                ("source_offset", offset.as_bytes()),
-            ],
-        })
     }
 }

@@ -1,7 +1,7 @@
 //! Tests against the real broker that `make test` starts (its address in `MILLRACE_TEST_BROKER`).
 
 use super::*;
-use millrace_models::{DeadLetter, RawRecord};
+use millrace_models::RawRecord;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use std::collections::BTreeMap;
@@ -295,24 +295,20 @@ fn read_topic(
 }
 
 #[test]
-fn dead_letters_keep_payload_and_reason() {
+fn an_output_keeps_its_payload_and_headers_and_names_its_epoch() {
     let topic = unique("dlq");
     runtime()
         .block_on(create_topics(&broker(), &[&topic], 1))
         .unwrap();
     let lost = Arc::new(AtomicU64::new(0));
     let mut sink = OutputSink::new(&broker(), &topic, "dead letters", lost.clone()).unwrap();
-    let letter = DeadLetter {
-        record: RawRecord {
-            partition: 3,
-            offset: 17,
-            payload: b"bad\tline".to_vec(),
-            timestamp_ms: None,
-        },
-        error_kind: "field_count".into(),
-        error: "expected 40 tab-separated fields, got 2".into(),
-    };
-    sink.send_dead_letter(5, &letter).unwrap();
+    sink.send(Output {
+        epoch: 5,
+        key: None,
+        payload: b"bad\tline",
+        headers: &[("error_type", b"field_count"), ("source_offset", b"17")],
+    })
+    .unwrap();
     sink.flush().unwrap();
     assert_eq!(sink.unsettled_from(), None, "acknowledged, so settled");
 

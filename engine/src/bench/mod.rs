@@ -235,10 +235,15 @@ pub fn ingest(
     };
     let source = KafkaFactory
         .open(
-            &SourceSpec::kafka(&config).config,
+            &SourceSpec::kafka(&config)
+                .map_err(|e| Error::Config {
+                    problems: vec![format!("[source] {e}")],
+                })?
+                .config,
             &SourceContext {
                 job: "bench-ingest",
                 schema: &Arc::new(Schema::criteo()),
+                event_time: None,
                 bootstrap: bootstrap_servers,
             },
         )

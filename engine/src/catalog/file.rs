@@ -9,7 +9,7 @@
 //! second pass cannot go back in event time), else the wall clock when it is read.
 
 use super::config::read_config;
-use super::source::{ReaderContext, Source, SourceContext, SourceFactory};
+use super::source::{EventTimeReader, ReaderContext, Source, SourceContext, SourceFactory};
 use millrace_connectors::kafka::{KafkaSourceConfig, RateLimit};
 use millrace_models::{RawRecord, Schema};
 use millrace_operators::{now_ms, BoxError, PartitionReader, Polled};
@@ -85,10 +85,8 @@ impl SourceFactory for FileFactory {
         context: &SourceContext<'_>,
     ) -> Result<Arc<dyn Source>, BoxError> {
         let spec = read_config::<FileSourceSpec>(config).map_err(|p| p.join("; "))?;
-        Ok(Arc::new(FileSource(Arc::new(FileData::read(
-            spec,
-            context.schema,
-        )?))))
+        let data = FileData::read(spec, context.schema, context.event_time.clone())?;
+        Ok(Arc::new(FileSource(Arc::new(data))))
     }
 }
 
@@ -101,8 +99,8 @@ struct FileData {
     text: Vec<u8>,
     /// Each record's place in `text`.
     records: Vec<Range<usize>>,
-    /// The schema, when its time field gives the records' event times.
-    time_schema: Option<Arc<Schema>>,
+    /// The reader of the records' event times, when the schema's time field gives them.
+    event_time: Option<EventTimeReader>,
 }
 
 /// Why a file cannot be a source.
@@ -124,8 +122,12 @@ enum FileError {
 
 impl FileData {
     /// Reads the spec's file and its records by `schema` (the header line checked and left
-    /// out).
-    fn read(spec: FileSourceSpec, schema: &Arc<Schema>) -> Result<FileData, FileError> {
+    /// out), their event times by `event_time` unless the file repeats.
+    fn read(
+        spec: FileSourceSpec,
+        schema: &Schema,
+        event_time: Option<EventTimeReader>,
+    ) -> Result<FileData, FileError> {
         let text = std::fs::read(&spec.path).map_err(|source| FileError::Read {
             path: spec.path.clone(),
             source,
@@ -136,12 +138,12 @@ impl FileData {
                 path: spec.path.clone(),
                 source,
             })?;
-        let timed = schema.has_time_field() && !spec.repeat;
+        let event_time = event_time.filter(|_| !spec.repeat);
         Ok(FileData {
             spec,
             text,
             records,
-            time_schema: timed.then(|| schema.clone()),
+            event_time,
         })
     }
 }
@@ -224,7 +226,7 @@ impl PartitionReader for FileReader {
             let record = self.worker.stamped(
                 (0, self.next as i64),
                 &self.file.text[span],
-                (self.file.time_schema.as_deref(), &mut self.timed),
+                (self.file.event_time.as_ref(), &mut self.timed),
                 wall_ms,
             );
             out.push(record);
@@ -247,6 +249,9 @@ impl PartitionReader for FileReader {
             }
             self.next = offset as u64;
             self.from = self.next;
+            self.limit = RateLimit::new(self.file.spec.rows_per_sec);
+            // Resumed after records that had times, as far as the reader can tell.
+            self.timed = self.file.event_time.is_some() && offset > 0;
         }
         Ok(())
     }
@@ -279,8 +284,7 @@ mod tests {
             rows_per_sec: None,
             repeat,
         };
-        let schema = Arc::new(Schema::criteo());
-        let data = FileData::read(spec, &schema).unwrap();
+        let data = FileData::read(spec, &Schema::criteo(), None).unwrap();
         (dir, FileSource(Arc::new(data)))
     }
 
@@ -312,7 +316,7 @@ mod tests {
             ..spec
         };
         assert!(matches!(
-            FileData::read(missing, &Arc::new(Schema::criteo())),
+            FileData::read(missing, &Schema::criteo(), None),
             Err(FileError::Read { .. })
         ));
     }

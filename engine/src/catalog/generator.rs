@@ -9,13 +9,15 @@
 //! it has one (generated at a fixed step from a fixed start), else the wall clock.
 
 use super::config::read_config;
+use super::source::EventTimeReader;
 use super::source::{ReaderContext, Source, SourceContext, SourceFactory};
-use millrace_connectors::kafka::RateLimit;
+use millrace_connectors::kafka::{KafkaSourceConfig, RateLimit};
 use millrace_models::schema::synth::SchemaGenerator;
 use millrace_models::{RawRecord, Schema};
 use millrace_operators::{now_ms, BoxError, PartitionReader, Polled};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The `generator` source's settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -91,6 +93,7 @@ impl SourceFactory for GeneratorFactory {
         Ok(Arc::new(GeneratorSource {
             spec,
             schema: context.schema.clone(),
+            event_time: context.event_time.clone(),
         }))
     }
 }
@@ -99,6 +102,8 @@ impl SourceFactory for GeneratorFactory {
 struct GeneratorSource {
     spec: GeneratorSourceSpec,
     schema: Arc<Schema>,
+    /// The reader of the records' event times, when the schema has a time field.
+    event_time: Option<EventTimeReader>,
 }
 
 impl Source for GeneratorSource {
@@ -108,6 +113,17 @@ impl Source for GeneratorSource {
 
     fn stop_after_records(&self) -> Option<u64> {
         (self.spec.rows > 0).then_some(self.spec.rows)
+    }
+
+    fn idle(&self) -> Duration {
+        // Longer than three records' interval of a partition at the rate, so that a partition
+        // never goes idle between two of its records.
+        let per_partition = self
+            .spec
+            .rows_per_sec
+            .map(|r| r / f64::from(self.spec.partitions.max(1)));
+        let paced = per_partition.map_or(0, |rate| (3000.0 / rate).ceil() as u64);
+        Duration::from_millis(paced.max(KafkaSourceConfig::default_idle_ms()))
     }
 
     fn reader(&self, worker: &ReaderContext) -> Result<Box<dyn PartitionReader>, BoxError> {
@@ -123,7 +139,7 @@ impl Source for GeneratorSource {
             .collect();
         Ok(Box::new(GeneratorReader {
             streams,
-            time_schema: self.schema.has_time_field().then(|| self.schema.clone()),
+            event_time: self.event_time.clone(),
             worker: worker.clone(),
         }))
     }
@@ -176,20 +192,22 @@ impl Stream {
     }
 
     /// Goes to `offset`: regenerates the stream from its start up to there.
-    fn seek(&mut self, offset: u64) {
+    fn seek(&mut self, offset: u64, timed: bool) {
         self.generator = SchemaGenerator::new(&self.start.0, self.start.1);
         for _ in 0..offset {
             self.generator.next_record();
         }
         (self.next, self.from) = (offset, offset);
         self.limit = RateLimit::new(self.rate);
+        // Resumed after records that had times, as far as the reader can tell.
+        self.timed = timed && offset > 0;
     }
 }
 
 /// One worker's streams.
 struct GeneratorReader {
     streams: Vec<Stream>,
-    time_schema: Option<Arc<Schema>>,
+    event_time: Option<EventTimeReader>,
     worker: ReaderContext,
 }
 
@@ -208,7 +226,7 @@ impl PartitionReader for GeneratorReader {
                 out.push(self.worker.stamped(
                     (stream.partition, stream.next as i64),
                     generated.record.as_bytes(),
-                    (self.time_schema.as_deref(), &mut stream.timed),
+                    (self.event_time.as_ref(), &mut stream.timed),
                     wall_ms,
                 ));
                 stream.next += 1;
@@ -223,13 +241,20 @@ impl PartitionReader for GeneratorReader {
     }
 
     fn seek(&mut self, positions: &[(i32, i64)]) -> Result<(), BoxError> {
+        // Every position is checked before any stream moves: a seek is whole or not at all.
+        let mut moves = Vec::with_capacity(positions.len());
         for &(partition, offset) in positions {
-            let stream = self
+            let at = self
                 .streams
-                .iter_mut()
-                .find(|s| s.partition == partition)
+                .iter()
+                .position(|s| s.partition == partition)
                 .ok_or_else(|| format!("this worker does not read partition {partition}"))?;
-            stream.seek(u64::try_from(offset).map_err(|_| format!("offset {offset}"))?);
+            let offset = u64::try_from(offset).map_err(|_| format!("no offset {offset}"))?;
+            moves.push((at, offset));
+        }
+        let timed = self.event_time.is_some();
+        for (at, offset) in moves {
+            self.streams[at].seek(offset, timed);
         }
         Ok(())
     }
@@ -252,6 +277,7 @@ mod tests {
         GeneratorSource {
             spec,
             schema: Arc::new(Schema::criteo()),
+            event_time: None,
         }
     }
 
@@ -318,6 +344,18 @@ mod tests {
         got.sort();
         assert_eq!(got, expected);
         assert_eq!(got.len(), 40 - 12 - 5);
-        assert!(resumed.seek(&[(9, 0)]).is_err());
+        let mut untouched = open(GeneratorSourceSpec {
+            partitions: 2,
+            rows: 40,
+            ..GeneratorSourceSpec::default()
+        })
+        .reader(&worker(0, 1))
+        .unwrap();
+        assert!(untouched.seek(&[(0, 12), (9, 0)]).is_err());
+        assert_eq!(
+            drain(&mut *untouched).len(),
+            40,
+            "a failed seek moves nothing"
+        );
     }
 }

@@ -3,8 +3,8 @@
 
 use super::config::read_config;
 use super::source::{ReaderContext, Source, SourceContext, SourceFactory};
-use millrace_connectors::kafka::{KafkaReader, KafkaSourceConfig, WatermarkProbe};
-use millrace_models::{RawRecord, Schema};
+use millrace_connectors::kafka::{EventTimeReader, KafkaReader, KafkaSourceConfig, WatermarkProbe};
+use millrace_models::RawRecord;
 use millrace_operators::{BoxError, PartitionReader, Polled};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,10 +39,7 @@ impl SourceFactory for KafkaFactory {
             config,
             bootstrap: context.bootstrap.to_owned(),
             partitions,
-            time_schema: context
-                .schema
-                .has_time_field()
-                .then(|| context.schema.clone()),
+            event_time: context.event_time.clone(),
             probe: Mutex::new(probe),
         }))
     }
@@ -53,8 +50,8 @@ struct KafkaSource {
     config: KafkaSourceConfig,
     bootstrap: String,
     partitions: i32,
-    /// The schema that gives records their event times, when it has a time field.
-    time_schema: Option<Arc<Schema>>,
+    /// The reader of the records' event times, when the schema has a time field.
+    event_time: Option<EventTimeReader>,
     /// Asks the brokers for the partitions' ends.
     probe: Mutex<Option<WatermarkProbe>>,
 }
@@ -80,8 +77,8 @@ impl Source for KafkaSource {
             worker.peers,
             self.partitions,
         )?;
-        if let Some(schema) = self.time_schema.clone() {
-            reader = reader.with_event_time(Arc::new(move |payload| schema.event_time(payload)));
+        if let Some(read) = self.event_time.clone() {
+            reader = reader.with_event_time(read);
         }
         Ok(Box::new(KafkaIngest {
             reader,

@@ -23,17 +23,23 @@
 
 mod config;
 pub mod file;
+pub mod file_sink;
 pub mod generator;
 pub mod kafka;
+pub mod kafka_sink;
 pub mod sink;
 pub mod source;
 mod spec;
 
 pub use file::{FileFactory, FileSourceSpec};
+pub use file_sink::{FileSinkFactory, FileSinkSpec};
 pub use generator::{GeneratorFactory, GeneratorSourceSpec};
 pub use kafka::KafkaFactory;
-pub use sink::{FileSinkFactory, KafkaSinkFactory, OutputWriter, SinkContext, SinkFactory};
-pub use source::{ReaderContext, Source, SourceContext, SourceFactory};
+pub use kafka_sink::{KafkaSinkFactory, KafkaSinkSpec};
+pub use sink::{OutputWriter, SinkContext, SinkFactory};
+pub use source::{
+    event_time_reader, EventTimeReader, ReaderContext, Source, SourceContext, SourceFactory,
+};
 pub use spec::{ConnectorSpec, SinkSpec, SourceSpec};
 
 /// What a source of one's own is written with.
@@ -192,6 +198,11 @@ impl Catalog {
         quoted(&self.source_names())
     }
 
+    /// The sink types' names, each in backquotes, comma-separated.
+    pub(crate) fn quoted_sink_names(&self) -> String {
+        quoted(&self.sink_names())
+    }
+
     /// Every problem of `source`: a type the catalog does not have, or its type's problems
     /// with its table.
     pub fn source_problems(&self, source: &SourceSpec) -> Vec<String> {
@@ -239,7 +250,9 @@ impl fmt::Debug for Catalog {
 /// Two catalogs are alike when they name the same types (a factory has no equality).
 impl PartialEq for Catalog {
     fn eq(&self, other: &Self) -> bool {
-        self.source_names() == other.source_names() && self.decoder_names() == other.decoder_names()
+        self.source_names() == other.source_names()
+            && self.decoder_names() == other.decoder_names()
+            && self.sink_names() == other.sink_names()
     }
 }
 

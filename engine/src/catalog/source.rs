@@ -6,23 +6,49 @@
 //! a restored job seeks its readers there ([`PartitionReader::seek`]). A source that can go back
 //! to an offset is exactly-once; one that cannot is at-least-once from its own retention.
 
-use millrace_models::{RawRecord, Schema};
+use millrace_models::{Decoder, RawRecord, Schema};
 use millrace_operators::{BoxError, PartitionReader};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Reads a record's event time (milliseconds since the Unix epoch) from its bytes: `None` when
+/// the record has no readable time.
+pub use millrace_connectors::kafka::EventTimeReader;
+
 /// What a source is opened with: the job it serves.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone)]
 pub struct SourceContext<'a> {
     /// The job's name.
     pub job: &'a str,
     /// The job's schema: the records' format, and their time field if any.
     pub schema: &'a Arc<Schema>,
-    /// The job's Kafka brokers (an embedded broker's address when the job runs one): where
-    /// its outputs go, and a `kafka` source's topic is.
+    /// The reader of the schema's time field (through the schema's decoder when it names
+    /// one), when the schema has a time field.
+    pub event_time: Option<EventTimeReader>,
+    /// The job's Kafka brokers (an embedded broker's address when the job runs one; empty
+    /// when it has none): where its Kafka outputs go, and a `kafka` source's topic is.
     pub bootstrap: &'a str,
+}
+
+/// The reader of `schema`'s time field, through `decoder` when the schema names one; `None`
+/// when the schema has no time field.
+pub fn event_time_reader(
+    schema: &Arc<Schema>,
+    decoder: Option<Arc<dyn Decoder>>,
+) -> Option<EventTimeReader> {
+    if !schema.has_time_field() {
+        return None;
+    }
+    let schema = schema.clone();
+    Some(match decoder {
+        Some(decoder) => Arc::new(move |payload: &[u8]| {
+            let object = decoder.decode(payload).ok()?;
+            schema.event_time_of_object(&object)
+        }),
+        None => Arc::new(move |payload: &[u8]| schema.event_time(payload)),
+    })
 }
 
 /// What a worker's reader is made with.
@@ -46,20 +72,20 @@ impl ReaderContext {
             .collect()
     }
 
-    /// A record at `offset` of `partition`, its event time the schema's time field when
-    /// `schema` is given. A record whose time field cannot be read is counted, and keeps the
-    /// partition's current time once the partition has shown a readable one (`timed`: the
-    /// source's epochs do not jump to the wall clock and back), the wall clock `wall_ms`
-    /// before; every record has the wall clock without `schema`. Kafka's reader treats a
-    /// topic's records so.
+    /// A record at `offset` of `partition`, its event time read by `event_time` when given. A
+    /// record whose time cannot be read is counted, and keeps the partition's current time once
+    /// the partition has shown a readable one (`timed`: the source's epochs do not jump to the
+    /// wall clock and back), the wall clock `wall_ms` before; every record has the wall clock
+    /// without `event_time`. (Kafka's reader gives such a record its log timestamp instead of
+    /// the wall clock.)
     pub fn stamped(
         &self,
         (partition, offset): (i32, i64),
         payload: &[u8],
-        (schema, timed): (Option<&Schema>, &mut bool),
+        (event_time, timed): (Option<&EventTimeReader>, &mut bool),
         wall_ms: u64,
     ) -> RawRecord {
-        let timestamp_ms = match schema.map(|s| s.event_time(payload)) {
+        let timestamp_ms = match event_time.map(|read| read(payload)) {
             None => Some(wall_ms),
             Some(Some(event_ms)) => {
                 *timed = true;
@@ -167,17 +193,45 @@ mod tests {
             "format = \"csv\"\nevent_time_format = \"s\"\nfields = [{ name = \"label\", type = \"label\" }, { name = \"t\", type = \"time\" }, { name = \"a\", type = \"category\" }]",
         )
         .unwrap();
-        let schema = spec.compile().unwrap();
+        let schema = Arc::new(spec.compile().unwrap());
+        let read = event_time_reader(&schema, None);
+        let read = read.as_ref();
         let reader = worker(0, 1);
         let mut timed = false;
-        let first = reader.stamped((0, 6), b"1,never,x", (Some(&schema), &mut timed), 5);
+        let first = reader.stamped((0, 6), b"1,never,x", (read, &mut timed), 5);
         assert_eq!(first.timestamp_ms, Some(5));
-        let on_time = reader.stamped((0, 7), b"1,100,x", (Some(&schema), &mut timed), 5);
+        let on_time = reader.stamped((0, 7), b"1,100,x", (read, &mut timed), 5);
         assert_eq!((on_time.offset, on_time.timestamp_ms), (7, Some(100_000)));
-        let untimed = reader.stamped((0, 8), b"1,never,x", (Some(&schema), &mut timed), 5);
+        let untimed = reader.stamped((0, 8), b"1,never,x", (read, &mut timed), 5);
         assert_eq!(untimed.timestamp_ms, None);
         let wall = reader.stamped((0, 9), b"1,never,x", (None, &mut false), 6);
         assert_eq!(wall.timestamp_ms, Some(6));
         assert_eq!(reader.event_time_missing.load(Ordering::Relaxed), 2);
+        assert!(event_time_reader(&Arc::new(Schema::criteo()), None).is_none());
+    }
+
+    /// Turns `t=…;x=…` into `{"t": …, "x": …}`.
+    struct Pairs;
+
+    impl Decoder for Pairs {
+        fn decode(&self, payload: &[u8]) -> Result<serde_json::Value, String> {
+            let text = std::str::from_utf8(payload).map_err(|e| e.to_string())?;
+            let pairs = text.split(';').filter_map(|p| p.split_once('='));
+            Ok(pairs
+                .map(|(k, v)| (k.to_owned(), serde_json::Value::from(v)))
+                .collect())
+        }
+    }
+
+    #[test]
+    fn a_decoded_records_time_is_read_from_its_object() {
+        let spec: millrace_models::SchemaSpec = toml::from_str(
+            "format = \"json\"\ndecoder = \"pairs\"\nevent_time_format = \"s\"\nfields = [{ name = \"y\", type = \"label\" }, { name = \"t\", type = \"time\" }, { name = \"x\", type = \"category\" }]",
+        )
+        .unwrap();
+        let schema = Arc::new(spec.compile().unwrap());
+        let read = event_time_reader(&schema, Some(Arc::new(Pairs))).unwrap();
+        assert_eq!(read(b"y=1;t=100;x=a"), Some(100_000));
+        assert_eq!(read(b"y=1;x=a"), None);
     }
 }

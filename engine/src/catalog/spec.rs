@@ -24,30 +24,53 @@ pub type SinkSpec = ConnectorSpec;
 impl ConnectorSpec {
     /// A source or sink of type `kind` with `settings` as its table.
     ///
-    /// # Panics
+    /// # Errors
     ///
-    /// When `settings` does not serialize to a table (the built-in types' settings do).
-    pub fn of(kind: &str, settings: &impl Serialize) -> Self {
-        let config = toml::Table::try_from(settings).expect("settings serialize to a table");
-        ConnectorSpec {
+    /// When `settings` is not a table in TOML (a number TOML cannot hold, such as a `u64`
+    /// above `i64::MAX`).
+    pub fn of(kind: &str, settings: &impl Serialize) -> Result<Self, toml::ser::Error> {
+        Ok(ConnectorSpec {
             kind: kind.to_owned(),
-            config,
-        }
+            config: toml::Table::try_from(settings)?,
+        })
     }
 
     /// A Kafka topic (`type = "kafka"`).
-    pub fn kafka(config: &KafkaSourceConfig) -> Self {
+    ///
+    /// # Errors
+    ///
+    /// As [`ConnectorSpec::of`].
+    pub fn kafka(config: &KafkaSourceConfig) -> Result<Self, toml::ser::Error> {
         Self::of("kafka", config)
     }
 
     /// A file (`type = "file"`).
-    pub fn file(file: &FileSourceSpec) -> Self {
+    ///
+    /// # Errors
+    ///
+    /// As [`ConnectorSpec::of`].
+    pub fn file(file: &FileSourceSpec) -> Result<Self, toml::ser::Error> {
         Self::of("file", file)
     }
 
     /// Synthetic events (`type = "generator"`).
-    pub fn generator(generator: &GeneratorSourceSpec) -> Self {
+    ///
+    /// # Errors
+    ///
+    /// As [`ConnectorSpec::of`].
+    pub fn generator(generator: &GeneratorSourceSpec) -> Result<Self, toml::ser::Error> {
         Self::of("generator", generator)
+    }
+
+    /// A `kafka` sink of `topic`.
+    pub fn kafka_topic(topic: &str) -> Self {
+        ConnectorSpec {
+            kind: "kafka".to_owned(),
+            config: toml::Table::from_iter([(
+                "topic".to_owned(),
+                toml::Value::String(topic.to_owned()),
+            )]),
+        }
     }
 
     /// The settings of a `kafka` source, when it is one and they read.

@@ -34,7 +34,8 @@ pub struct RunOptions {
     pub workers: usize,
     /// The cluster this process belongs to; `None` for a job of one process.
     pub cluster: Option<Cluster>,
-    /// The source types the job's `[source] type` is looked up in.
+    /// The source types, decoders and sink types the job's `[source] type`, `[schema]
+    /// decoder` and `[sinks]` tables are looked up in.
     pub catalog: Catalog,
 }
 

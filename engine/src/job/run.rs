@@ -5,12 +5,13 @@ use super::background::{Background, Context};
 use super::dataflow::run_dataflow;
 use super::sinks::OutputSinks;
 use super::{JobReport, RunOptions, Started};
-use crate::catalog::SourceContext;
+use crate::catalog::{event_time_reader, SourceContext};
 use crate::error::{Error, Result};
 use crate::metrics::JobStats;
 use crate::spec::JobSpec;
 use millrace_connectors::kafka::{
-    create_registry_topic, create_topics, EmbeddedBroker, KafkaReader, RegistryPublisher, EMBEDDED,
+    create_registry_topic, create_topics, EmbeddedBroker, KafkaReader, KafkaSourceConfig,
+    RegistryPublisher, EMBEDDED,
 };
 use millrace_models::{ModelArtifact, Registry};
 use millrace_operators::Mirror;
@@ -37,9 +38,14 @@ pub(super) fn run(
             problems: vec![format!("[source] {problem}")],
         })?
         .clone();
-    let topics = JobTopics::of(&spec, factory.is_kafka());
+    let kafka = spec.source.as_kafka().filter(|_| factory.is_kafka());
+    let dead_letters = kafka.as_ref().map_or_else(
+        || format!("{}-dead-letters", spec.name),
+        |k| k.dead_letter_topic.clone(),
+    );
+    let outputs = OutputSinks::of(&spec, &dead_letters);
+    let topics = JobTopics::of(&spec, kafka, outputs.kafka_topics(&options.catalog));
     check_placement(&spec, &topics, &options)?;
-    let outputs = OutputSinks::of(&spec, &topics.dead_letters);
     let process = options.cluster.as_ref().map_or(0, |c| c.process);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -50,22 +56,25 @@ pub(super) fn run(
             what: "the i/o runtime",
             source,
         })?;
-    let embedded = brokers(
-        &spec,
-        (&topics, &outputs.kafka_topics(&options.catalog)),
-        &runtime,
-    )?;
+    let embedded = brokers(&spec, &topics, &runtime)?;
     let bootstrap = embedded.as_ref().map_or_else(
-        || topics.bootstrap_servers.clone(),
+        || topics.bootstrap_servers.clone().unwrap_or_default(),
         EmbeddedBroker::bootstrap_servers,
     );
     let schema = Arc::new(spec.event_schema()?);
+    let decoder = options
+        .catalog
+        .decoder_of(&spec.schema)
+        .map_err(|problem| Error::Config {
+            problems: vec![format!("[schema] {problem}")],
+        })?;
     let source = factory
         .open(
             &spec.source.config,
             &SourceContext {
                 job: &spec.name,
                 schema: &schema,
+                event_time: event_time_reader(&schema, decoder),
                 bootstrap: &bootstrap,
             },
         )
@@ -138,29 +147,31 @@ pub(super) fn run(
     Ok(JobReport::now(&stats, restored_epoch))
 }
 
-/// The Kafka topics of a job: a `kafka` source's, on its brokers; for any other source, the
-/// dead letters' on an embedded broker of the job's own.
+/// The Kafka topics of a job: a `kafka` source's, on its brokers, with the outputs' Kafka
+/// sinks' and the registry topic; for any other source, the outputs' and the registry topic
+/// on an embedded broker of the job's own, or no broker at all when it has none.
 struct JobTopics {
-    /// The brokers (`embedded` for the job's own).
-    bootstrap_servers: String,
+    /// The brokers (`embedded` for the job's own); `None` for a job without Kafka.
+    bootstrap_servers: Option<String>,
     /// The source's topic and its partitions, for a `kafka` source.
     source: Option<(String, i32)>,
-    /// The dead letters' topic.
-    dead_letters: String,
+    /// The outputs' Kafka topics.
+    outputs: Vec<String>,
 }
 
 impl JobTopics {
-    fn of(spec: &JobSpec, kafka_source: bool) -> Self {
-        match spec.source.as_kafka().filter(|_| kafka_source) {
+    fn of(spec: &JobSpec, kafka: Option<KafkaSourceConfig>, outputs: Vec<String>) -> Self {
+        let needs_brokers = !outputs.is_empty() || spec.publish.registry_topic.is_some();
+        match kafka {
             Some(kafka) => JobTopics {
-                bootstrap_servers: kafka.bootstrap_servers,
+                bootstrap_servers: Some(kafka.bootstrap_servers),
                 source: Some((kafka.topic, kafka.partitions)),
-                dead_letters: kafka.dead_letter_topic,
+                outputs,
             },
             None => JobTopics {
-                bootstrap_servers: EMBEDDED.to_owned(),
+                bootstrap_servers: needs_brokers.then(|| EMBEDDED.to_owned()),
                 source: None,
-                dead_letters: format!("{}-dead-letters", spec.name),
+                outputs,
             },
         }
     }
@@ -168,30 +179,33 @@ impl JobTopics {
 
 /// An embedded broker belongs to one process: a job on one cannot have several.
 fn check_placement(spec: &JobSpec, topics: &JobTopics, options: &RunOptions) -> Result<()> {
-    if options.cluster.is_none() || topics.bootstrap_servers != EMBEDDED {
+    if options.cluster.is_none() || topics.bootstrap_servers.as_deref() != Some(EMBEDDED) {
         return Ok(());
     }
     let problem = match topics.source {
         Some(_) => "[source] `bootstrap_servers` cannot be \"embedded\" for a job of several processes: each would run its own broker".to_owned(),
-        None => format!("[source] a `{}` source's job sends its outputs to an embedded broker: it cannot run as a job of several processes", spec.source.kind),
+        None => format!("[sinks] a `{}` source's job sends its Kafka outputs (the dead letters unless `dead_letters_sink` says otherwise) to an embedded broker: it cannot run as a job of several processes", spec.source.kind),
     };
     Err(Error::Config {
         problems: vec![problem],
     })
 }
 
-/// The broker with the job's topics (the source's, and `outputs`, the outputs' sinks'):
-/// in-process for `embedded` (returned, to live as long as the job), otherwise the configured
-/// cluster, whose topics are created when they can be.
+/// The broker with the job's topics (the source's and the outputs'): in-process for
+/// `embedded` (returned, to live as long as the job), otherwise the configured cluster, whose
+/// topics are created when they can be; none for a job without Kafka.
 fn brokers(
     spec: &JobSpec,
-    (topics, outputs): (&JobTopics, &[String]),
+    topics: &JobTopics,
     runtime: &Runtime,
 ) -> Result<Option<EmbeddedBroker>> {
+    let Some(bootstrap_servers) = &topics.bootstrap_servers else {
+        return Ok(None);
+    };
     let partitions = topics.source.as_ref().map_or(1, |(_, p)| *p);
     let mut names: Vec<&str> = topics.source.iter().map(|(t, _)| t.as_str()).collect();
-    names.extend(outputs.iter().map(String::as_str));
-    if topics.bootstrap_servers == EMBEDDED {
+    names.extend(topics.outputs.iter().map(String::as_str));
+    if bootstrap_servers == EMBEDDED {
         let broker = EmbeddedBroker::start()?;
         for topic in names {
             broker.create_topic(topic, partitions)?;
@@ -202,9 +216,7 @@ fn brokers(
         );
         return Ok(Some(broker));
     }
-    if let Err(error) =
-        runtime.block_on(create_topics(&topics.bootstrap_servers, &names, partitions))
-    {
+    if let Err(error) = runtime.block_on(create_topics(bootstrap_servers, &names, partitions)) {
         // Topics made by whoever runs the brokers are fine: the source needs only to read.
         match spec.source.as_kafka() {
             Some(kafka) => {

@@ -2,7 +2,6 @@
 //! sink's [`OutputWriter`] on every worker.
 
 use super::JobReport;
-use crate::catalog::sink::KafkaSinkSpec;
 use crate::catalog::{Catalog, Output, OutputWriter, SinkContext};
 use crate::metrics::JobStats;
 use crate::spec::{JobSpec, SinkSpec, SinksSpec};
@@ -29,12 +28,7 @@ impl OutputSinks {
     /// `[sinks]` names their sink.
     pub(super) fn of(spec: &JobSpec, dead_letters: &str) -> Self {
         let sinks = spec.sinks.as_ref();
-        let topic = SinkSpec::of(
-            "kafka",
-            &KafkaSinkSpec {
-                topic: dead_letters.to_owned(),
-            },
-        );
+        let topic = SinkSpec::kafka_topic(dead_letters);
         OutputSinks {
             dead_letters: sinks
                 .and_then(|s| s.dead_letters_sink.clone())
@@ -162,7 +156,7 @@ impl RecordSink<DeadLetter> for DeadLetterDelivery {
         self.sink.flush();
     }
 
-    fn unsettled_from(&self) -> Option<u64> {
+    fn unsettled_from(&mut self) -> Option<u64> {
         self.sink.unsettled_from()
     }
 }
@@ -209,7 +203,7 @@ impl RecordSink<Prediction> for PredictionDelivery {
         self.sink.flush();
     }
 
-    fn unsettled_from(&self) -> Option<u64> {
+    fn unsettled_from(&mut self) -> Option<u64> {
         self.sink.unsettled_from()
     }
 }

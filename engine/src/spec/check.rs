@@ -168,14 +168,13 @@ pub(super) fn check(job: &Sections<'_>) -> Vec<String> {
             Some(topic) => {
                 // Model versions sent into a topic of events (or events into the registry's)
                 // would be read as what they are not.
-                let sinks = job.sinks.flatten();
-                let taken = [
-                    kafka.map(|k| k.topic.as_str()),
-                    kafka.map(|k| k.dead_letter_topic.as_str()),
-                    sinks.and_then(|s| s.predictions_topic.as_deref()),
-                    sinks.and_then(|s| s.metrics_topic.as_deref()),
-                ];
-                if taken.contains(&Some(topic)) {
+                let sinks = job.sinks.flatten().map(|s| sink_topics(s, job.catalog));
+                let mut taken: Vec<&str> = kafka
+                    .iter()
+                    .flat_map(|k| [k.topic.as_str(), k.dead_letter_topic.as_str()])
+                    .collect();
+                taken.extend(sinks.iter().flatten().map(|(_, t)| t.as_str()));
+                if taken.contains(&topic) {
                     list.push(format!(
                         "`registry_topic` must differ from the source's and the sinks' topics (got {topic:?})"
                     ));
@@ -208,22 +207,30 @@ pub(super) fn check(job: &Sections<'_>) -> Vec<String> {
     }
     if let Some(Some(sinks)) = job.sinks {
         let mut list = Vec::new();
-        let outputs = [
-            ("predictions_topic", &sinks.predictions_topic),
-            ("metrics_topic", &sinks.metrics_topic),
-        ];
-        for (key, topic) in outputs {
-            let Some(topic) = topic else { continue };
+        let topics = sink_topics(sinks, job.catalog);
+        for (key, topic) in &topics {
             if topic.trim().is_empty() {
-                list.push(format!("`{key}` must not be empty"));
+                // A sink table's own check says so for its `topic`.
+                if key.ends_with("_topic") {
+                    list.push(format!("`{key}` must not be empty"));
+                }
             } else if kafka.is_some_and(|k| [&k.topic, &k.dead_letter_topic].contains(&topic)) {
-                list.push(format!(
-                    "`{key}` must differ from the source's topics (got {topic:?})"
-                ));
+                // A dead-letter sink may name the source's dead-letter topic, which is its own.
+                let own = *key == "dead_letters_sink"
+                    && kafka.is_some_and(|k| &k.dead_letter_topic == topic);
+                if !own {
+                    list.push(format!(
+                        "`{key}` must differ from the source's topics (got {topic:?})"
+                    ));
+                }
             }
         }
-        if sinks.predictions_topic.is_some() && sinks.predictions_topic == sinks.metrics_topic {
-            list.push("`predictions_topic` and `metrics_topic` must differ".to_owned());
+        for (i, (a, topic)) in topics.iter().enumerate() {
+            for (b, other) in &topics[i + 1..] {
+                if topic == other && !topic.trim().is_empty() {
+                    list.push(format!("`{a}` and `{b}` must differ"));
+                }
+            }
         }
         // Each output's sink table, with the key that is short for a Kafka one.
         let tables = [
@@ -265,4 +272,26 @@ pub(super) fn check(job: &Sections<'_>) -> Vec<String> {
         );
     }
     problems
+}
+
+/// The Kafka topic of each output that goes to one, by the key that names it: the
+/// `*_topic` shorthands, and the `*_sink` tables whose type writes a topic.
+fn sink_topics(sinks: &SinksSpec, catalog: &Catalog) -> Vec<(&'static str, String)> {
+    let table_topic = |table: &Option<crate::spec::SinkSpec>| {
+        let table = table.as_ref()?;
+        catalog
+            .sink_factory(&table.kind)?
+            .kafka_topic(&table.config)
+    };
+    let outputs = [
+        ("dead_letters_sink", table_topic(&sinks.dead_letters_sink)),
+        ("predictions_topic", sinks.predictions_topic.clone()),
+        ("predictions_sink", table_topic(&sinks.predictions_sink)),
+        ("metrics_topic", sinks.metrics_topic.clone()),
+        ("metrics_sink", table_topic(&sinks.metrics_sink)),
+    ];
+    outputs
+        .into_iter()
+        .filter_map(|(key, topic)| Some((key, topic?)))
+        .collect()
 }

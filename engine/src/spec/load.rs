@@ -39,7 +39,7 @@ impl JobSpec {
         Self::from_file_in(path, &Catalog::builtin())
     }
 
-    /// As [`JobSpec::from_file`], with the source types of `catalog`.
+    /// As [`JobSpec::from_file`], with the source types, decoders and sink types of `catalog`.
     ///
     /// # Errors
     ///
@@ -82,7 +82,7 @@ impl JobSpec {
         Self::from_toml_in(text, &Catalog::builtin())
     }
 
-    /// As [`JobSpec::from_toml`], with the source types of `catalog`.
+    /// As [`JobSpec::from_toml`], with the source types, decoders and sink types of `catalog`.
     ///
     /// # Errors
     ///
@@ -104,7 +104,7 @@ impl JobSpec {
         Self::from_toml_with_env_in(text, env, (Path::new("."), &Catalog::builtin()))
     }
 
-    /// As [`JobSpec::from_toml_with_env`], with the source types of `catalog` and a source's
+    /// As [`JobSpec::from_toml_with_env`], with the source types, decoders and sink types of `catalog` and a source's
     /// relative paths read from `folder` (the job file's).
     pub(super) fn from_toml_with_env_in(
         text: &str,
@@ -149,7 +149,8 @@ impl JobSpec {
         let serve = section::<ServeSpec>(&table, "serve", false, &mut problems);
         let progress = section::<ProgressSpec>(&table, "progress", false, &mut problems);
         let checkpoint = section::<CheckpointSpec>(&table, "checkpoint", false, &mut problems);
-        let sinks = match section::<SinksSpec>(&table, "sinks", false, &mut problems) {
+        let sinks_table = untyped_sinks_left_out(&table, catalog, &mut problems);
+        let sinks = match section::<SinksSpec>(&sinks_table, "sinks", false, &mut problems) {
             Read::Whole(mut sinks) => {
                 resolve_sink_paths(&mut sinks, (folder, catalog));
                 Read::Whole(sinks)
@@ -210,7 +211,7 @@ impl JobSpec {
         self.problems_in(&Catalog::builtin())
     }
 
-    /// As [`JobSpec::problems`], with the source types of `catalog`.
+    /// As [`JobSpec::problems`], with the source types, decoders and sink types of `catalog`.
     pub fn problems_in(&self, catalog: &Catalog) -> Vec<String> {
         check(&Sections {
             catalog,
@@ -304,4 +305,31 @@ fn resolve_sink_paths(sinks: &mut SinksSpec, (folder, catalog): (&Path, &Catalog
             factory.resolve_paths(&mut sink.config, folder);
         }
     }
+}
+
+/// `table` with each `[sinks]` table that has no `type` left out, and reported with the sink
+/// types there are (serde would name neither the table nor the types).
+fn untyped_sinks_left_out(
+    table: &toml::Table,
+    catalog: &Catalog,
+    problems: &mut Vec<String>,
+) -> toml::Table {
+    let mut table = table.clone();
+    if let Some(toml::Value::Table(sinks)) = table.get_mut("sinks") {
+        let untyped: Vec<String> = sinks
+            .iter()
+            .filter(|(key, value)| {
+                key.ends_with("_sink") && value.as_table().is_some_and(|t| !t.contains_key("type"))
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in untyped {
+            sinks.remove(&key);
+            problems.push(format!(
+                "[sinks] `{key}`: missing field `type` (one of {})",
+                catalog.quoted_sink_names()
+            ));
+        }
+    }
+    table
 }

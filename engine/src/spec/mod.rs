@@ -120,16 +120,9 @@ impl SinksSpec {
     }
 
     fn either(table: &Option<SinkSpec>, topic: &Option<String>) -> Option<SinkSpec> {
-        table.clone().or_else(|| {
-            topic.as_ref().map(|topic| {
-                SinkSpec::of(
-                    "kafka",
-                    &crate::catalog::sink::KafkaSinkSpec {
-                        topic: topic.clone(),
-                    },
-                )
-            })
-        })
+        table
+            .clone()
+            .or_else(|| topic.as_ref().map(|topic| SinkSpec::kafka_topic(topic)))
     }
 }
 

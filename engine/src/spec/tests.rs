@@ -451,3 +451,25 @@ fn an_outputs_sink_is_read_checked_and_its_path_resolved() {
     );
     assert!(sinks.predictions().is_none());
 }
+
+#[test]
+fn a_kafka_sink_table_is_checked_against_the_other_topics() {
+    let sinks = "\n[sinks]\npredictions_sink = { type = \"kafka\", topic = \"criteo\" }\nmetrics_sink = { type = \"kafka\", topic = \"m\" }\npredictions = 1\n";
+    let text = problems(&format!("{GOOD}{sinks}")).join("\n");
+    assert!(
+        text.contains(
+            "[sinks] `predictions_sink` must differ from the source's topics (got \"criteo\")"
+        ),
+        "{text}"
+    );
+    let twice = "\n[sinks]\nmetrics_topic = \"m\"\npredictions_sink = { type = \"kafka\", topic = \"m\" }\n";
+    assert_eq!(
+        problems(&format!("{GOOD}{twice}")),
+        ["[sinks] `predictions_sink` and `metrics_topic` must differ"]
+    );
+    let untyped = "\n[sinks]\nmetrics_sink = { topic = \"m\" }\n";
+    assert_eq!(
+        problems(&format!("{GOOD}{untyped}")),
+        ["[sinks] `metrics_sink`: missing field `type` (one of `kafka`, `file`)"]
+    );
+}

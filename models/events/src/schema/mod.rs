@@ -180,6 +180,15 @@ impl Schema {
         record.time_format.parse(&raw)
     }
 
+    /// The event time of a record already decoded into a JSON object (by the schema's
+    /// decoder), from its time field: `None` as for [`Schema::event_time`].
+    pub fn event_time_of_object(&self, object: &serde_json::Value) -> Option<u64> {
+        let record = self.record.as_ref()?;
+        let column = record.columns.iter().find(|c| c.role == Role::Time)?;
+        let text = json_scalar_text(json_path(object, &column.name)?)?;
+        record.time_format.parse(text.as_bytes())
+    }
+
     /// Checks a file's header line against the declared columns.
     ///
     /// # Errors
