@@ -1,4 +1,5 @@
-//! Reading a source's or a sink's table as a built-in type's settings, with every problem of it.
+//! Reading a source's or a sink's table as a built-in type's settings, with every problem of
+//! it, and making its `path` absolute.
 
 use crate::section::{section, Read};
 use serde::de::DeserializeOwned;
@@ -18,6 +19,15 @@ pub(crate) fn read_config<T: DeserializeOwned>(config: &toml::Table) -> Result<T
                 .into_iter()
                 .map(|p| p.strip_prefix(&prefix).map(str::to_owned).unwrap_or(p))
                 .collect())
+        }
+    }
+}
+
+/// Makes the table's `path`, when it is relative (and not empty), relative to `folder`.
+pub(crate) fn resolve_path_key(config: &mut toml::Table, folder: &std::path::Path) {
+    if let Some(toml::Value::String(path)) = config.get_mut("path") {
+        if !path.is_empty() && std::path::Path::new(path.as_str()).is_relative() {
+            *path = folder.join(&*path).to_string_lossy().into_owned();
         }
     }
 }

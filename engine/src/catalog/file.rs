@@ -8,7 +8,7 @@
 //! schema's time field when there is one (a repeated file takes the wall clock instead: a
 //! second pass cannot go back in event time), else the wall clock when it is read.
 
-use super::config::read_config;
+use super::config::{read_config, resolve_path_key};
 use super::source::{EventTimeReader, ReaderContext, Source, SourceContext, SourceFactory};
 use millrace_connectors::kafka::{KafkaSourceConfig, RateLimit};
 use millrace_models::{RawRecord, Schema};
@@ -72,11 +72,7 @@ impl SourceFactory for FileFactory {
     }
 
     fn resolve_paths(&self, config: &mut toml::Table, folder: &Path) {
-        if let Some(toml::Value::String(path)) = config.get_mut("path") {
-            if !path.is_empty() && Path::new(path.as_str()).is_relative() {
-                *path = folder.join(&*path).to_string_lossy().into_owned();
-            }
-        }
+        resolve_path_key(config, folder);
     }
 
     fn open(

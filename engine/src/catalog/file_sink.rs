@@ -1,7 +1,7 @@
 //! The `file` sink (`{ type = "file", path = … }`): each message appended as one JSON line to
 //! a file per output and worker, for local runs, backfills and tests.
 
-use super::config::read_config;
+use super::config::{read_config, resolve_path_key};
 use super::sink::{OutputWriter, SinkContext, SinkFactory};
 use millrace_connectors::kafka::Output;
 use millrace_operators::BoxError;
@@ -39,11 +39,7 @@ impl SinkFactory for FileSinkFactory {
     }
 
     fn resolve_paths(&self, config: &mut toml::Table, folder: &Path) {
-        if let Some(toml::Value::String(path)) = config.get_mut("path") {
-            if !path.is_empty() && Path::new(path.as_str()).is_relative() {
-                *path = folder.join(&*path).to_string_lossy().into_owned();
-            }
-        }
+        resolve_path_key(config, folder);
     }
 
     fn open(
