@@ -147,3 +147,32 @@ fn a_checkpointed_file_job_resumes_at_its_next_record() {
         "{second:?}"
     );
 }
+
+#[test]
+fn a_bounded_file_job_without_kafka_is_refused_as_several_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("events.csv");
+    write_events(&data, 10);
+    let source = format!("type = \"file\"\npath = {data:?}");
+    let out = dir.path().join("out");
+    let text = job_text(&source, 60_000, &dir.path().join("registry"), None).replace(
+        "[sinks]\n",
+        &format!("[sinks]\ndead_letters_sink = {{ type = \"file\", path = {out:?} }}\n"),
+    );
+    let spec = JobSpec::from_toml(&text).unwrap();
+    let cluster = millrace_engine::Cluster {
+        process: 0,
+        hosts: vec!["127.0.0.1:1".into(), "127.0.0.1:2".into()],
+    };
+    let options = RunOptions {
+        cluster: Some(cluster),
+        ..RunOptions::local(1)
+    };
+    let Err(millrace_engine::Error::Config { problems }) = Job::start(spec, options) else {
+        panic!("refused");
+    };
+    assert_eq!(
+        problems,
+        ["[source] a bounded `file` source ends the job once every record is read, a count no process of several sees whole: run it as one process"]
+    );
+}

@@ -9,8 +9,10 @@
 //! second pass cannot go back in event time), else the wall clock when it is read.
 
 use super::config::{read_config, resolve_path_key};
-use super::source::{EventTimeReader, ReaderContext, Source, SourceContext, SourceFactory};
-use millrace_connectors::kafka::{KafkaSourceConfig, RateLimit};
+use super::source::{
+    paced_idle, EventTimeReader, ReaderContext, Source, SourceContext, SourceFactory,
+};
+use millrace_connectors::kafka::RateLimit;
 use millrace_models::{RawRecord, Schema};
 use millrace_operators::{now_ms, BoxError, PartitionReader, Polled};
 use serde::{Deserialize, Serialize};
@@ -46,16 +48,6 @@ impl FileSourceSpec {
             problems.push("`path` must name a file".to_owned());
         }
         problems
-    }
-
-    /// How long the partition may be silent before it goes idle: longer than three records'
-    /// interval at the spec's rate, so that it never goes idle (and the frontier past the
-    /// event times still to come) in the middle of the file.
-    fn idle(&self) -> Duration {
-        let paced = self
-            .rows_per_sec
-            .map_or(0, |rate| (3000.0 / rate).ceil() as u64);
-        Duration::from_millis(paced.max(KafkaSourceConfig::default_idle_ms()))
     }
 }
 
@@ -150,7 +142,7 @@ impl Source for FileSource {
     }
 
     fn idle(&self) -> Duration {
-        self.0.spec.idle()
+        paced_idle(self.0.spec.rows_per_sec)
     }
 
     fn stop_after_records(&self) -> Option<u64> {

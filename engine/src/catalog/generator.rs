@@ -9,9 +9,10 @@
 //! it has one (generated at a fixed step from a fixed start), else the wall clock.
 
 use super::config::read_config;
-use super::source::EventTimeReader;
-use super::source::{ReaderContext, Source, SourceContext, SourceFactory};
-use millrace_connectors::kafka::{KafkaSourceConfig, RateLimit};
+use super::source::{
+    paced_idle, EventTimeReader, ReaderContext, Source, SourceContext, SourceFactory,
+};
+use millrace_connectors::kafka::RateLimit;
 use millrace_models::schema::synth::SchemaGenerator;
 use millrace_models::{RawRecord, Schema};
 use millrace_operators::{now_ms, BoxError, PartitionReader, Polled};
@@ -116,14 +117,9 @@ impl Source for GeneratorSource {
     }
 
     fn idle(&self) -> Duration {
-        // Longer than three records' interval of a partition at the rate, so that a partition
-        // never goes idle between two of its records.
-        let per_partition = self
-            .spec
-            .rows_per_sec
-            .map(|r| r / f64::from(self.spec.partitions.max(1)));
-        let paced = per_partition.map_or(0, |rate| (3000.0 / rate).ceil() as u64);
-        Duration::from_millis(paced.max(KafkaSourceConfig::default_idle_ms()))
+        // A partition's rate is its share of the whole.
+        let partitions = f64::from(self.spec.partitions.max(1));
+        paced_idle(self.spec.rows_per_sec.map(|rate| rate / partitions))
     }
 
     fn reader(&self, worker: &ReaderContext) -> Result<Box<dyn PartitionReader>, BoxError> {

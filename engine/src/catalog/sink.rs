@@ -23,7 +23,8 @@ pub struct SinkContext<'a> {
     pub output: &'static str,
     /// The worker the writer is for (its index in the job).
     pub worker: usize,
-    /// The job's Kafka brokers.
+    /// The job's Kafka brokers; empty when the job has none (it starts them, or an embedded
+    /// broker, only when some sink's type names a topic in [`SinkFactory::kafka_topic`]).
     pub bootstrap: &'a str,
     /// Counts the messages the writer loses (the job's figure for the output).
     pub lost: Arc<AtomicU64>,
@@ -41,7 +42,8 @@ pub trait SinkFactory: Send + Sync {
     }
 
     /// The Kafka topic the sink writes on the job's brokers, when it is one: the job creates
-    /// it with its other topics.
+    /// it with its other topics, and has brokers at all only when some output or the registry
+    /// topic needs them, so a type that writes Kafka must name its topic here.
     fn kafka_topic(&self, config: &toml::Table) -> Option<String> {
         let _ = config;
         None

@@ -51,6 +51,16 @@ pub fn event_time_reader(
     })
 }
 
+/// How long a partition whose records come at `rate` a second may be silent before it goes
+/// idle: longer than three records' interval, so that it never goes idle (and the frontier
+/// past the event times still to come) between two of its records; at least Kafka's default.
+pub fn paced_idle(rate: Option<f64>) -> Duration {
+    let paced = rate.map_or(0, |rate| (3000.0 / rate).ceil() as u64);
+    Duration::from_millis(
+        paced.max(millrace_connectors::kafka::KafkaSourceConfig::default_idle_ms()),
+    )
+}
+
 /// What a worker's reader is made with.
 #[derive(Clone, Debug)]
 pub struct ReaderContext {
@@ -156,7 +166,8 @@ pub trait Source: Send + Sync {
     fn reader(&self, worker: &ReaderContext) -> Result<Box<dyn PartitionReader>, BoxError>;
 
     /// The records after which the job ends (the whole job's count), when the source is
-    /// bounded so.
+    /// bounded so. A bounded source other than `kafka` runs as one process: the count each
+    /// process sees is its own.
     fn stop_after_records(&self) -> Option<u64> {
         None
     }

@@ -5,7 +5,7 @@ use super::background::{Background, Context};
 use super::dataflow::run_dataflow;
 use super::sinks::OutputSinks;
 use super::{JobReport, RunOptions, Started};
-use crate::catalog::{event_time_reader, SourceContext};
+use crate::catalog::{event_time_reader, Source, SourceContext};
 use crate::error::{Error, Result};
 use crate::metrics::JobStats;
 use crate::spec::JobSpec;
@@ -82,6 +82,7 @@ pub(super) fn run(
             kind: spec.source.kind.clone(),
             source,
         })?;
+    check_bounded(&spec, (&*source, factory.is_kafka()), &options)?;
     let stats = Arc::new(JobStats::new(&spec.name, source.partitions()));
     let registry = Registry::open(&spec.publish.registry)?;
     let mirror = registry_mirror(&spec, embedded.as_ref(), &bootstrap, &runtime)?;
@@ -184,10 +185,28 @@ fn check_placement(spec: &JobSpec, topics: &JobTopics, options: &RunOptions) -> 
     }
     let problem = match topics.source {
         Some(_) => "[source] `bootstrap_servers` cannot be \"embedded\" for a job of several processes: each would run its own broker".to_owned(),
-        None => format!("[sinks] a `{}` source's job sends its Kafka outputs (the dead letters unless `dead_letters_sink` says otherwise) to an embedded broker: it cannot run as a job of several processes", spec.source.kind),
+        None => format!("[sinks] a `{}` source's job keeps its Kafka outputs (the dead letters unless `dead_letters_sink` says otherwise, and `[publish] registry_topic`) on an embedded broker: it cannot run as a job of several processes", spec.source.kind),
     };
     Err(Error::Config {
         problems: vec![problem],
+    })
+}
+
+/// A bounded source other than `kafka` ends the job on the whole job's count of records,
+/// which one process of several does not see: such a job runs as one process.
+fn check_bounded(
+    spec: &JobSpec,
+    (source, kafka): (&dyn Source, bool),
+    options: &RunOptions,
+) -> Result<()> {
+    if options.cluster.is_none() || kafka || source.stop_after_records().is_none() {
+        return Ok(());
+    }
+    Err(Error::Config {
+        problems: vec![format!(
+            "[source] a bounded `{}` source ends the job once every record is read, a count no process of several sees whole: run it as one process",
+            spec.source.kind
+        )],
     })
 }
 

@@ -6,7 +6,7 @@ use super::{
     SinksSpec, SourceSpec,
 };
 use crate::catalog::Catalog;
-use millrace_connectors::kafka::EMBEDDED;
+use millrace_connectors::kafka::{KafkaSourceConfig, EMBEDDED};
 use millrace_models::{FeatureSpec, Schema, SchemaSpec};
 
 /// The sections whose values can be checked: `None` where a section could not be read, so
@@ -169,12 +169,9 @@ pub(super) fn check(job: &Sections<'_>) -> Vec<String> {
                 // Model versions sent into a topic of events (or events into the registry's)
                 // would be read as what they are not.
                 let sinks = job.sinks.flatten().map(|s| sink_topics(s, job.catalog));
-                let mut taken: Vec<&str> = kafka
-                    .iter()
-                    .flat_map(|k| [k.topic.as_str(), k.dead_letter_topic.as_str()])
-                    .collect();
-                taken.extend(sinks.iter().flatten().map(|(_, t)| t.as_str()));
-                if taken.contains(&topic) {
+                let mut taken = source_topics(job, kafka);
+                taken.extend(sinks.into_iter().flatten().map(|(_, t)| t));
+                if taken.iter().any(|t| t == topic) {
                     list.push(format!(
                         "`registry_topic` must differ from the source's and the sinks' topics (got {topic:?})"
                     ));
@@ -208,16 +205,16 @@ pub(super) fn check(job: &Sections<'_>) -> Vec<String> {
     if let Some(Some(sinks)) = job.sinks {
         let mut list = Vec::new();
         let topics = sink_topics(sinks, job.catalog);
+        let source = source_topics(job, kafka);
         for (key, topic) in &topics {
             if topic.trim().is_empty() {
                 // A sink table's own check says so for its `topic`.
                 if key.ends_with("_topic") {
                     list.push(format!("`{key}` must not be empty"));
                 }
-            } else if kafka.is_some_and(|k| [&k.topic, &k.dead_letter_topic].contains(&topic)) {
-                // A dead-letter sink may name the source's dead-letter topic, which is its own.
-                let own = *key == "dead_letters_sink"
-                    && kafka.is_some_and(|k| &k.dead_letter_topic == topic);
+            } else if source.contains(topic) {
+                // A dead-letter sink may name the dead letters' own topic.
+                let own = *key == "dead_letters_sink" && source.last() == Some(topic);
                 if !own {
                     list.push(format!(
                         "`{key}` must differ from the source's topics (got {topic:?})"
@@ -227,7 +224,9 @@ pub(super) fn check(job: &Sections<'_>) -> Vec<String> {
         }
         for (i, (a, topic)) in topics.iter().enumerate() {
             for (b, other) in &topics[i + 1..] {
-                if topic == other && !topic.trim().is_empty() {
+                // A table and its shorthand for one output are reported as both given.
+                let one_output = a.split('_').next() == b.split('_').next();
+                if topic == other && !topic.trim().is_empty() && !one_output {
                     list.push(format!("`{a}` and `{b}` must differ"));
                 }
             }
@@ -294,4 +293,23 @@ fn sink_topics(sinks: &SinksSpec, catalog: &Catalog) -> Vec<(&'static str, Strin
         .into_iter()
         .filter_map(|(key, topic)| Some((key, topic?)))
         .collect()
+}
+
+/// The topics the source's side of the job writes or reads: a `kafka` source's topic and its
+/// dead letters' (last), or for another source the dead letters' default topic (when
+/// `[sinks]` names no dead-letter sink).
+fn source_topics(job: &Sections<'_>, kafka: Option<&KafkaSourceConfig>) -> Vec<String> {
+    match kafka {
+        Some(k) => vec![k.topic.clone(), k.dead_letter_topic.clone()],
+        None => {
+            let own_sink = job
+                .sinks
+                .flatten()
+                .is_some_and(|s| s.dead_letters_sink.is_some());
+            match (job.name, own_sink) {
+                (Some(name), false) => vec![format!("{name}-dead-letters")],
+                _ => Vec::new(),
+            }
+        }
+    }
 }

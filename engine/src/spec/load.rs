@@ -307,6 +307,9 @@ fn resolve_sink_paths(sinks: &mut SinksSpec, (folder, catalog): (&Path, &Catalog
     }
 }
 
+/// The `[sinks]` keys that take a sink table.
+const SINK_KEYS: [&str; 3] = ["dead_letters_sink", "predictions_sink", "metrics_sink"];
+
 /// `table` with each `[sinks]` table that has no `type` left out, and reported with the sink
 /// types there are (serde would name neither the table nor the types).
 fn untyped_sinks_left_out(
@@ -319,7 +322,8 @@ fn untyped_sinks_left_out(
         let untyped: Vec<String> = sinks
             .iter()
             .filter(|(key, value)| {
-                key.ends_with("_sink") && value.as_table().is_some_and(|t| !t.contains_key("type"))
+                SINK_KEYS.contains(&key.as_str())
+                    && value.as_table().is_some_and(|t| !t.contains_key("type"))
             })
             .map(|(key, _)| key.clone())
             .collect();

@@ -473,3 +473,23 @@ fn a_kafka_sink_table_is_checked_against_the_other_topics() {
         ["[sinks] `metrics_sink`: missing field `type` (one of `kafka`, `file`)"]
     );
 }
+
+#[test]
+fn another_sources_dead_letter_topic_is_checked_too() {
+    let source = GOOD.find("[source]").unwrap()..GOOD.find("[features]").unwrap();
+    let mut file = GOOD.to_owned();
+    file.replace_range(
+        source,
+        "[source]\ntype = \"file\"\npath = \"events.tsv\"\n\n",
+    );
+    let sinks = "\n[sinks]\npredictions_topic = \"ctr-dead-letters\"\n";
+    assert_eq!(
+        problems(&format!("{file}{sinks}")),
+        ["[sinks] `predictions_topic` must differ from the source's topics (got \"ctr-dead-letters\")"]
+    );
+    let both = "\n[sinks]\npredictions_topic = \"p\"\npredictions_sink = { type = \"kafka\", topic = \"p\" }\n";
+    assert_eq!(
+        problems(&format!("{GOOD}{both}")),
+        ["[sinks] `predictions_sink` and `predictions_topic` both name the same output's sink: give one"]
+    );
+}
