@@ -12,6 +12,7 @@
 use crate::error::{kafka, Result};
 use crate::kafka::admin::partition_count;
 use crate::kafka::config::{client_config, KafkaSourceConfig};
+use millrace_models::record::partition_share;
 use millrace_models::{event_time_ms, RawRecord};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
@@ -114,9 +115,7 @@ impl KafkaReader {
         partitions: i32,
     ) -> Result<Self> {
         let topic = config.topic.clone();
-        let partitions: Vec<i32> = (0..partitions)
-            .filter(|p| *p as usize % workers == worker)
-            .collect();
+        let partitions = partition_share(partitions, worker, workers);
         if partitions.is_empty() {
             return Ok(KafkaReader {
                 consumer: None,

@@ -9,10 +9,10 @@
 //! second pass cannot go back in event time), else the wall clock when it is read.
 
 use super::config::{read_config, resolve_path_key};
+use super::cursor::Cursor;
 use super::source::{
     paced_idle, EventTimeReader, ReaderContext, Source, SourceContext, SourceFactory,
 };
-use millrace_connectors::kafka::RateLimit;
 use millrace_models::{RawRecord, Schema};
 use millrace_operators::{now_ms, BoxError, PartitionReader, Polled};
 use serde::{Deserialize, Serialize};
@@ -150,13 +150,14 @@ impl Source for FileSource {
     }
 
     fn reader(&self, worker: &ReaderContext) -> Result<Box<dyn PartitionReader>, BoxError> {
+        let end = (!self.0.spec.repeat).then_some(self.0.records.len() as u64);
+        let cursor = worker
+            .share(1)
+            .first()
+            .map(|&p| Cursor::new(p, end, self.0.spec.rows_per_sec));
         Ok(Box::new(FileReader {
             file: self.0.clone(),
-            owned: !worker.share(1).is_empty(),
-            next: 0,
-            from: 0,
-            limit: RateLimit::new(self.0.spec.rows_per_sec),
-            timed: false,
+            cursor,
             worker: worker.clone(),
         }))
     }
@@ -170,55 +171,26 @@ impl Source for FileSource {
 /// others have nothing to read.
 struct FileReader {
     file: Arc<FileData>,
-    owned: bool,
-    /// The offset of the next record.
-    next: u64,
-    /// The offset the reader started at (the rate counts from there).
-    from: u64,
-    limit: RateLimit,
-    /// Whether the file has shown a readable time field.
-    timed: bool,
+    /// The owner's place in the file; `None` for the other workers.
+    cursor: Option<Cursor>,
     worker: ReaderContext,
-}
-
-impl FileReader {
-    /// Whether every record has been read (never, for a repeated file).
-    fn finished(&self) -> bool {
-        !self.file.spec.repeat && self.next >= self.file.records.len() as u64
-    }
-
-    /// Whether the next record is due at the file's rate.
-    fn due(&self) -> bool {
-        self.limit.delay(self.next - self.from).is_zero()
-    }
 }
 
 impl PartitionReader for FileReader {
     fn partitions(&self) -> Vec<i32> {
-        if self.owned {
-            vec![0]
-        } else {
-            Vec::new()
-        }
+        self.cursor.iter().map(Cursor::partition).collect()
     }
 
     fn poll(&mut self, out: &mut Vec<RawRecord>, max: usize) -> Polled {
         let total = self.file.records.len() as u64;
-        if !self.owned || total == 0 || self.finished() {
+        let Some(cursor) = self.cursor.as_mut().filter(|_| total > 0) else {
             return Polled::Idle;
-        }
-        let wall_ms = now_ms();
-        let before = out.len();
-        while out.len() - before < max && !self.finished() && self.due() {
-            let span = self.file.records[(self.next % total) as usize].clone();
-            let record = self.worker.stamped(
-                (0, self.next as i64),
-                &self.file.text[span],
-                (self.file.event_time.as_ref(), &mut self.timed),
-                wall_ms,
-            );
-            out.push(record);
-            self.next += 1;
+        };
+        let (before, wall_ms) = (out.len(), now_ms());
+        while out.len() - before < max && cursor.ready() {
+            let span = self.file.records[(cursor.next() % total) as usize].clone();
+            let event_time = self.file.event_time.as_ref();
+            out.push(cursor.take(&self.worker, &self.file.text[span], event_time, wall_ms));
         }
         if out.len() > before {
             Polled::Records
@@ -228,18 +200,17 @@ impl PartitionReader for FileReader {
     }
 
     fn seek(&mut self, positions: &[(i32, i64)]) -> Result<(), BoxError> {
+        let timed = self.file.event_time.is_some();
         for &(partition, offset) in positions {
-            if partition != 0 || offset < 0 {
-                return Err(format!(
-                    "a file has one partition, 0; no offset {offset} of partition {partition}"
-                )
-                .into());
+            match (self.cursor.as_mut(), u64::try_from(offset)) {
+                (Some(cursor), Ok(offset)) if partition == 0 => cursor.seek(offset, timed),
+                _ => {
+                    return Err(format!(
+                        "this worker does not read offset {offset} of partition {partition} (a file has one partition, 0, read by one worker)"
+                    )
+                    .into())
+                }
             }
-            self.next = offset as u64;
-            self.from = self.next;
-            self.limit = RateLimit::new(self.file.spec.rows_per_sec);
-            // Resumed after records that had times, as far as the reader can tell.
-            self.timed = self.file.event_time.is_some() && offset > 0;
         }
         Ok(())
     }
@@ -247,7 +218,7 @@ impl PartitionReader for FileReader {
     fn commit(&mut self, _positions: &[(i32, i64)]) {}
 
     fn at_end(&self, _partition: i32) -> bool {
-        self.finished() || !self.due()
+        self.cursor.as_ref().is_none_or(Cursor::at_end)
     }
 }
 

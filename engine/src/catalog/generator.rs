@@ -9,10 +9,10 @@
 //! it has one (generated at a fixed step from a fixed start), else the wall clock.
 
 use super::config::read_config;
+use super::cursor::Cursor;
 use super::source::{
     paced_idle, EventTimeReader, ReaderContext, Source, SourceContext, SourceFactory,
 };
-use millrace_connectors::kafka::RateLimit;
 use millrace_models::schema::synth::SchemaGenerator;
 use millrace_models::{RawRecord, Schema};
 use millrace_operators::{now_ms, BoxError, PartitionReader, Polled};
@@ -149,42 +149,20 @@ impl Source for GeneratorSource {
 
 /// One partition's records.
 struct Stream {
-    partition: i32,
     generator: SchemaGenerator,
     /// The schema and seed it regenerates from after a seek.
     start: (Schema, u64),
-    /// The offset of the next record.
-    next: u64,
-    /// The offset it started at (the rate counts from there).
-    from: u64,
-    rows: Option<u64>,
-    limit: RateLimit,
-    rate: Option<f64>,
-    timed: bool,
+    cursor: Cursor,
 }
 
 impl Stream {
     fn new(schema: &Schema, spec: &GeneratorSourceSpec, partition: i32, rate: Option<f64>) -> Self {
         let seed = spec.seed.wrapping_add(partition as u64);
         Stream {
-            partition,
             generator: SchemaGenerator::new(schema, seed),
             start: (schema.clone(), seed),
-            next: 0,
-            from: 0,
-            rows: spec.rows_of(partition),
-            limit: RateLimit::new(rate),
-            rate,
-            timed: false,
+            cursor: Cursor::new(partition, spec.rows_of(partition), rate),
         }
-    }
-
-    fn finished(&self) -> bool {
-        self.rows.is_some_and(|rows| self.next >= rows)
-    }
-
-    fn due(&self) -> bool {
-        self.limit.delay(self.next - self.from).is_zero()
     }
 
     /// Goes to `offset`: regenerates the stream from its start up to there.
@@ -193,10 +171,7 @@ impl Stream {
         for _ in 0..offset {
             self.generator.next_record();
         }
-        (self.next, self.from) = (offset, offset);
-        self.limit = RateLimit::new(self.rate);
-        // Resumed after records that had times, as far as the reader can tell.
-        self.timed = timed && offset > 0;
+        self.cursor.seek(offset, timed);
     }
 }
 
@@ -207,26 +182,35 @@ struct GeneratorReader {
     worker: ReaderContext,
 }
 
+impl GeneratorReader {
+    fn stream(&self, partition: i32) -> Option<usize> {
+        self.streams
+            .iter()
+            .position(|s| s.cursor.partition() == partition)
+    }
+}
+
 impl PartitionReader for GeneratorReader {
     fn partitions(&self) -> Vec<i32> {
-        self.streams.iter().map(|s| s.partition).collect()
+        self.streams.iter().map(|s| s.cursor.partition()).collect()
     }
 
     fn poll(&mut self, out: &mut Vec<RawRecord>, max: usize) -> Polled {
         let (before, wall_ms) = (out.len(), now_ms());
-        let per_stream = max / self.streams.len().max(1);
+        let per_stream = (max / self.streams.len().max(1)).max(1);
         for stream in &mut self.streams {
-            let mut taken = 0;
-            while taken < per_stream.max(1) && !stream.finished() && stream.due() {
+            for _ in 0..per_stream {
+                if !stream.cursor.ready() {
+                    break;
+                }
                 let generated = stream.generator.next_record();
-                out.push(self.worker.stamped(
-                    (stream.partition, stream.next as i64),
-                    generated.record.as_bytes(),
-                    (self.event_time.as_ref(), &mut stream.timed),
-                    wall_ms,
-                ));
-                stream.next += 1;
-                taken += 1;
+                let payload = generated.record.as_bytes();
+                let event_time = self.event_time.as_ref();
+                out.push(
+                    stream
+                        .cursor
+                        .take(&self.worker, payload, event_time, wall_ms),
+                );
             }
         }
         if out.len() > before {
@@ -241,9 +225,7 @@ impl PartitionReader for GeneratorReader {
         let mut moves = Vec::with_capacity(positions.len());
         for &(partition, offset) in positions {
             let at = self
-                .streams
-                .iter()
-                .position(|s| s.partition == partition)
+                .stream(partition)
                 .ok_or_else(|| format!("this worker does not read partition {partition}"))?;
             let offset = u64::try_from(offset).map_err(|_| format!("no offset {offset}"))?;
             moves.push((at, offset));
@@ -258,10 +240,8 @@ impl PartitionReader for GeneratorReader {
     fn commit(&mut self, _positions: &[(i32, i64)]) {}
 
     fn at_end(&self, partition: i32) -> bool {
-        self.streams
-            .iter()
-            .find(|s| s.partition == partition)
-            .is_none_or(|s| s.finished() || !s.due())
+        self.stream(partition)
+            .is_none_or(|at| self.streams[at].cursor.at_end())
     }
 }
 

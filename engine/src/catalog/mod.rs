@@ -22,6 +22,7 @@
 //! ```
 
 mod config;
+mod cursor;
 pub mod file;
 pub mod file_sink;
 pub mod generator;

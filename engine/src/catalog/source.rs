@@ -6,6 +6,7 @@
 //! a restored job seeks its readers there ([`PartitionReader::seek`]). A source that can go back
 //! to an offset is exactly-once; one that cannot is at-least-once from its own retention.
 
+use millrace_models::record::partition_share;
 use millrace_models::{Decoder, RawRecord, Schema};
 use millrace_operators::{BoxError, PartitionReader};
 use std::path::Path;
@@ -77,9 +78,7 @@ impl ReaderContext {
     /// The worker's share of `partitions`: every partition whose number is its index modulo
     /// the workers, as Kafka topics are shared.
     pub fn share(&self, partitions: i32) -> Vec<i32> {
-        (0..partitions)
-            .filter(|p| *p as usize % self.peers.max(1) == self.index)
-            .collect()
+        partition_share(partitions, self.index, self.peers)
     }
 
     /// A record at `offset` of `partition`, its event time read by `event_time` when given. A

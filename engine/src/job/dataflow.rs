@@ -49,7 +49,8 @@ struct Plan {
 /// Runs the dataflow to its end; returns the epoch of the checkpoint it restored, if any.
 pub(super) fn run_dataflow(
     spec: &JobSpec,
-    (source, bootstrap, outputs): (Arc<dyn Source>, &str, OutputSinks),
+    (source, decoder): (Arc<dyn Source>, Option<Arc<dyn Decoder>>),
+    (bootstrap, outputs): (&str, OutputSinks),
     (registry, mirror): (Registry, Option<Mirror>),
     options: &RunOptions,
     stop: &Arc<AtomicBool>,
@@ -78,12 +79,7 @@ pub(super) fn run_dataflow(
             .features
             .compile(&schema)
             .map_err(|problems| Error::Config { problems })?,
-        decoder: options
-            .catalog
-            .decoder_of(&spec.schema)
-            .map_err(|problem| Error::Config {
-                problems: vec![format!("[schema] {problem}")],
-            })?,
+        decoder,
         outputs,
         catalog: options.catalog.clone(),
         source,

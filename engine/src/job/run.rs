@@ -74,7 +74,7 @@ pub(super) fn run(
             &SourceContext {
                 job: &spec.name,
                 schema: &schema,
-                event_time: event_time_reader(&schema, decoder),
+                event_time: event_time_reader(&schema, decoder.clone()),
                 bootstrap: &bootstrap,
             },
         )
@@ -130,7 +130,8 @@ pub(super) fn run(
 
     let result = run_dataflow(
         &spec,
-        (source, &bootstrap, outputs),
+        (source, decoder),
+        (&bootstrap, outputs),
         (registry, mirror),
         &options,
         &stop,

@@ -40,6 +40,15 @@ impl RawRecord {
     }
 }
 
+/// The partitions worker `worker` of `workers` reads of a source of `partitions`: every
+/// partition whose number is the worker's index modulo the workers (Kafka's sources and every
+/// other source share their partitions so).
+pub fn partition_share(partitions: i32, worker: usize, workers: usize) -> Vec<i32> {
+    (0..partitions)
+        .filter(|p| *p as usize % workers.max(1) == worker)
+        .collect()
+}
+
 /// A record that could not be decoded, with the reason, on its way to the dead-letter topic.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadLetter {
