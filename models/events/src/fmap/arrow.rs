@@ -170,6 +170,7 @@ impl CsrBatch {
             values: values.1,
             labels: labels.iter().map(|l| l.unwrap_or(false)).collect(),
             sources: Vec::new(),
+            times: Vec::new(),
         })
     }
 }

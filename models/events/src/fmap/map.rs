@@ -49,6 +49,10 @@ pub struct CsrBatch {
     /// Where each row's event was read: one per row, or empty when unknown.
     #[serde(default)]
     pub sources: Vec<crate::Position>,
+    /// Each row's event time, milliseconds since the Unix epoch: one per row, or empty when
+    /// unknown.
+    #[serde(default)]
+    pub times: Vec<u64>,
 }
 
 impl CsrBatch {
@@ -365,6 +369,7 @@ impl FeatureMap {
         counts.lookups += local.lookups;
         counts.oov += local.oov;
         out.sources.clone_from(&batch.sources);
+        out.times.clone_from(&batch.times);
     }
 
     /// Problems that would make the transform emit slots outside a feature's width or values
