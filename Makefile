@@ -33,6 +33,7 @@ test:
 	cargo build --workspace --all-targets $(CHECK_FEATURES)
 	trap 'scripts/test-broker.sh stop; scripts/test-s3.sh stop' EXIT; scripts/test-broker.sh start && scripts/test-s3.sh start && cargo test --workspace --all-targets $(CHECK_FEATURES) && cargo test --workspace --doc $(CHECK_FEATURES)
 	scripts/embedded-broker-check.sh
+	scripts/samples-pyarrow-check.sh
 	scripts/schemathesis-check.sh
 
 lint:

@@ -4,7 +4,7 @@ use crate::catalog::Catalog;
 use crate::error::{Error, Result};
 use crate::spec::{
     CheckpointSpec, GeneratorSpec, JobSpec, LabelsSpec, LearnerSpec, ProgressSpec, PublishSpec,
-    ServeSpec, SinksSpec, SourceSpec,
+    SamplesSpec, ServeSpec, SinksSpec, SourceSpec,
 };
 use millrace_connectors::kafka::KafkaSourceConfig;
 use millrace_models::{FeatureSpec, SchemaSpec};
@@ -25,6 +25,7 @@ pub struct JobBuilder {
     labels: Option<LabelsSpec>,
     checkpoint: Option<CheckpointSpec>,
     sinks: Option<SinksSpec>,
+    samples: Option<SamplesSpec>,
 }
 
 impl JobSpec {
@@ -53,6 +54,12 @@ impl JobBuilder {
     /// Output topics (`[sinks]`).
     pub fn sinks(mut self, sinks: SinksSpec) -> Self {
         self.sinks = Some(sinks);
+        self
+    }
+
+    /// The sample buffer (`[samples]`).
+    pub fn samples(mut self, samples: SamplesSpec) -> Self {
+        self.samples = Some(samples);
         self
     }
 
@@ -161,6 +168,7 @@ impl JobBuilder {
             progress: self.progress,
             checkpoint: self.checkpoint,
             sinks: self.sinks,
+            samples: self.samples,
         };
         let problems = spec.problems_in(catalog);
         if problems.is_empty() {

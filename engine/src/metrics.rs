@@ -3,7 +3,7 @@
 use millrace_models::fmap::BadKind;
 use millrace_operators::checkpoint::Collector;
 use millrace_operators::{
-    FeaturizeStats, LabelJoinStats, QualitySummary, SourceStats, TrainerStats,
+    FeaturizeStats, LabelJoinStats, QualitySummary, SampleStats, SourceStats, TrainerStats,
 };
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -110,6 +110,19 @@ pub const FEATUREMAP_BOUNDARY_SHIFTS: &str = "millrace_featuremap_boundary_shift
 /// Bucket boundaries that moved over all versions.
 pub const FEATUREMAP_BOUNDARY_SHIFTS_TOTAL: &str = "millrace_featuremap_boundary_shifts_total";
 
+/// Rows appended to the sample buffer.
+pub const SAMPLES_APPENDED: &str = "millrace_samples_appended_rows_total";
+/// Rows the sample buffer holds (whole segments and the open one).
+pub const SAMPLES_ROWS: &str = "millrace_samples_rows";
+/// Bytes the sample buffer holds.
+pub const SAMPLES_BYTES: &str = "millrace_samples_bytes";
+/// Whole segments of the sample buffer.
+pub const SAMPLES_SEGMENTS: &str = "millrace_samples_segments";
+/// Segments retired by the sample buffer's retention.
+pub const SAMPLES_RETIRED: &str = "millrace_samples_retired_segments_total";
+/// Sample buffer writes and deletions that failed (rows lost from the buffer only).
+pub const SAMPLES_ERRORS: &str = "millrace_samples_errors_total";
+
 /// Reads one figure of a worker's progressive validation.
 type WorkerFigure = fn(&QualitySummary) -> f64;
 
@@ -138,6 +151,8 @@ pub struct JobStats {
     pub labels: Arc<LabelJoinStats>,
     /// The trainer's figures.
     pub trainer: Arc<TrainerStats>,
+    /// The sample buffer's figures (all zero without `[samples]`).
+    pub samples: Arc<SampleStats>,
     /// Per partition: records not yet read, refreshed by the progress thread.
     pub partition_lag: Mutex<Vec<i64>>,
     /// The job's checkpoint collector, once the dataflow has one.
@@ -160,6 +175,7 @@ impl JobStats {
             lag: AtomicI64::new(-1),
             featurize: Arc::new(FeaturizeStats::default()),
             labels: Arc::new(LabelJoinStats::default()),
+            samples: Arc::default(),
             trainer: Arc::new(TrainerStats::new()),
             partition_lag: Mutex::new(Vec::new()),
             checkpoints: OnceLock::new(),
@@ -252,6 +268,12 @@ impl JobStats {
                 load(&self.trainer.publish_errors),
             ),
             (GENERATOR_RECORDS, "counter", load(&self.generated)),
+            (SAMPLES_APPENDED, "counter", load(&self.samples.appended)),
+            (SAMPLES_ROWS, "gauge", self.samples.rows() as f64),
+            (SAMPLES_BYTES, "gauge", self.samples.bytes() as f64),
+            (SAMPLES_SEGMENTS, "gauge", self.samples.segments() as f64),
+            (SAMPLES_RETIRED, "counter", load(&self.samples.retired)),
+            (SAMPLES_ERRORS, "counter", load(&self.samples.errors)),
             (FEATURIZE_ROWS, "counter", load(&f.rows)),
             (FEATURIZE_VOCAB_LOOKUPS, "counter", load(&f.lookups)),
             (FEATURIZE_VOCAB_OOV, "counter", load(&f.oov)),

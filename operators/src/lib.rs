@@ -14,6 +14,8 @@
 //!   every worker with progressive validation, across FeatureMap versions, keeps the workers'
 //!   replicas one model by all-reduce, and publishes model versions to the registry;
 //! - [`JoinLabels`] joins impressions and delayed clicks into labeled examples;
+//! - [`BufferSamples`] keeps each epoch's rows in the sample buffer (Arrow IPC segments on
+//!   disk) for the retraining stage;
 //! - [`Deliver`] hands a stream's records to a sink (dead letters to Kafka, for example).
 #![warn(missing_docs)]
 
@@ -24,6 +26,7 @@ pub mod featurize;
 pub mod labels;
 mod part_spec;
 pub mod parts;
+pub mod samples;
 pub mod source;
 mod tally;
 pub mod train;
@@ -36,6 +39,7 @@ pub use featurize::{
 pub use labels::{JoinLabels, LabelJoinConfig, LabelJoinStats, LatePolicy};
 pub use part_spec::Checkpoints;
 pub use parts::{dataflow_parts, source_parts};
+pub use samples::{BufferSamples, SampleConfig, SampleStats};
 pub use source::{
     ingest_partitions, now_ms, EventTime, PartitionReader, PartitionStats, Polled, SourceStats,
     Stop, HOLD_BYTES, MAX_FUTURE,

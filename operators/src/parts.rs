@@ -5,14 +5,15 @@
 use crate::deliver::Outlet;
 use crate::featurize::{FIT, PARSE, TRANSFORM};
 use crate::labels::LABELS;
+use crate::samples::SAMPLES;
 use crate::source::SOURCE;
 use crate::train::TRAIN;
 
 /// The checkpoint parts of a job's dataflow, in the order of the data: the source, the label
-/// join (with `labels`), parse, fit, transform, the dead letters, train, and the predictions'
-/// delivery (with `predictions`). The output sinks are parts too: a checkpoint covers an epoch
-/// only once its outputs are acknowledged.
-pub fn dataflow_parts(labels: bool, predictions: bool) -> Vec<&'static str> {
+/// join (with `labels`), parse, fit, transform, the dead letters, the sample buffer (with
+/// `samples`), train, and the predictions' delivery (with `predictions`). The output sinks are
+/// parts too: a checkpoint covers an epoch only once its outputs are acknowledged.
+pub fn dataflow_parts(labels: bool, samples: bool, predictions: bool) -> Vec<&'static str> {
     let mut parts = vec![SOURCE.name()];
     if labels {
         parts.push(LABELS.name());
@@ -22,8 +23,11 @@ pub fn dataflow_parts(labels: bool, predictions: bool) -> Vec<&'static str> {
         FIT.name(),
         TRANSFORM.name(),
         Outlet::DEAD_LETTERS.name(),
-        TRAIN.name(),
     ]);
+    if samples {
+        parts.push(SAMPLES.name());
+    }
+    parts.push(TRAIN.name());
     if predictions {
         parts.push(Outlet::PREDICTIONS.name());
     }

@@ -18,7 +18,7 @@ fn checkpoint_parts(spec: &JobSpec) -> Vec<&'static str> {
         .sinks
         .as_ref()
         .is_some_and(|s| s.predictions().is_some());
-    dataflow_parts(spec.labels.is_some(), predictions)
+    dataflow_parts(spec.labels.is_some(), spec.samples.is_some(), predictions)
 }
 
 /// What a process needs to checkpoint: its store, its readable checkpoints, and how it chooses

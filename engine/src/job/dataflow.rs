@@ -12,9 +12,11 @@ use millrace_models::fmap::{Layout, Parser};
 use millrace_models::{DeadLetter, Decoder, FeatureMap, Registry};
 use millrace_operators::checkpoint::Collector;
 use millrace_operators::{
-    ingest_partitions, Checkpoints, Deliver, EventTime, Featurize, JoinLabels, LabelJoinConfig,
-    Mirror, Outlet, ParseEvents, PartitionReader, PublishPolicy, Stop, TrainRows, TrainerConfig,
+    ingest_partitions, BufferSamples, Checkpoints, Deliver, EventTime, Featurize, JoinLabels,
+    LabelJoinConfig, Mirror, Outlet, ParseEvents, PartitionReader, PublishPolicy, SampleConfig,
+    Stop, TrainRows, TrainerConfig,
 };
+use millrace_samples::{Retention, SampleFields};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -28,6 +30,8 @@ struct Plan {
     time: EventTime,
     labels: Option<LabelJoinConfig>,
     layout: Layout,
+    /// The sample buffer, if the job keeps one.
+    samples: Option<SampleConfig>,
     /// The decoder the schema names, if it names one.
     decoder: Option<Arc<dyn Decoder>>,
     outputs: OutputSinks,
@@ -63,6 +67,11 @@ pub(super) fn run_dataflow(
         .map_or((0, 1), |c| (c.process, c.hosts.len().max(1)));
     let local: Vec<usize> = (process * workers..(process + 1) * workers).collect();
     let schema = Arc::new(spec.event_schema()?);
+    // Checked when the spec was loaded.
+    let layout = spec
+        .features
+        .compile(&schema)
+        .map_err(|problems| Error::Config { problems })?;
     let plan = Plan {
         trainer: trainer_config(spec, registry, mirror),
         time: EventTime {
@@ -74,11 +83,8 @@ pub(super) fn run_dataflow(
             window: labels.window_epochs(spec.progress.epoch_ms),
             late: labels.late,
         }),
-        // Checked when the spec was loaded.
-        layout: spec
-            .features
-            .compile(&schema)
-            .map_err(|problems| Error::Config { problems })?,
+        samples: sample_config(spec, &layout, workers)?,
+        layout,
         decoder,
         outputs,
         catalog: options.catalog.clone(),
@@ -118,6 +124,32 @@ fn trainer_config(spec: &JobSpec, registry: Registry, mirror: Option<Mirror>) ->
             .as_ref()
             .is_some_and(|s| s.predictions().is_some()),
     }
+}
+
+/// The sample buffer's settings, each of the process's `workers` keeping its share of the
+/// bytes in segments of at most a quarter of it.
+fn sample_config(spec: &JobSpec, layout: &Layout, workers: usize) -> Result<Option<SampleConfig>> {
+    let Some(samples) = &spec.samples else {
+        return Ok(None);
+    };
+    let dir = samples
+        .directory(spec.checkpoint.as_ref())
+        .ok_or_else(|| Error::Config {
+            problems: vec!["[samples] `dir` is needed in a job without `[checkpoint]`".to_owned()],
+        })?;
+    let fields = SampleFields::of_layout(layout).map_err(|e| Error::Config {
+        problems: vec![format!("[samples] {e}")],
+    })?;
+    let max_bytes = samples.max_bytes / workers.max(1) as u64;
+    Ok(Some(SampleConfig {
+        dir,
+        retention: Retention {
+            max_age_ms: samples.max_age_seconds.saturating_mul(1000),
+            max_bytes,
+            segment_bytes: samples.segment_bytes.min(max_bytes / 4).max(1),
+        },
+        fields,
+    }))
 }
 
 /// Timely's configuration: this process's threads, and the cluster's addresses if any.
@@ -219,6 +251,7 @@ impl Plan {
             time,
             labels,
             layout,
+            samples,
             decoder,
             source: opened,
             stop,
@@ -262,6 +295,10 @@ impl Plan {
         let map = FeatureMap::new(layout);
         let (rows, updates) =
             events.featurize(map.clone(), stats.featurize.clone(), checkpoints, |_, _| {});
+        if let Some(config) = samples {
+            rows.clone()
+                .buffer_samples(config, stats.samples.clone(), checkpoints);
+        }
         let mut metrics = outputs.metrics;
         let predicted = rows.train_rows(
             updates,

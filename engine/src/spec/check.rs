@@ -2,8 +2,8 @@
 //! naming its section and key.
 
 use super::{
-    CheckpointSpec, GeneratorSpec, LabelsSpec, LearnerSpec, ProgressSpec, PublishSpec, ServeSpec,
-    SinksSpec, SourceSpec,
+    CheckpointSpec, GeneratorSpec, LabelsSpec, LearnerSpec, ProgressSpec, PublishSpec, SamplesSpec,
+    ServeSpec, SinksSpec, SourceSpec,
 };
 use crate::catalog::Catalog;
 use millrace_connectors::kafka::{KafkaSourceConfig, EMBEDDED};
@@ -26,6 +26,7 @@ pub(super) struct Sections<'a> {
     pub(super) progress: Option<ProgressSpec>,
     pub(super) checkpoint: Option<Option<&'a CheckpointSpec>>,
     pub(super) sinks: Option<Option<&'a SinksSpec>>,
+    pub(super) samples: Option<Option<&'a SamplesSpec>>,
 }
 
 /// Problems of the values (ranges, emptiness, consistency), each naming its key: every check
@@ -192,6 +193,9 @@ pub(super) fn check(job: &Sections<'_>) -> Vec<String> {
             );
         }
     }
+    if let Some(Some(samples)) = job.samples {
+        add("samples", samples_problems(samples, job.checkpoint));
+    }
     if let Some(Some(checkpoint)) = job.checkpoint {
         let mut list = Vec::new();
         if checkpoint.state_dir.as_os_str().is_empty() {
@@ -312,4 +316,40 @@ fn source_topics(job: &Sections<'_>, kafka: Option<&KafkaSourceConfig>) -> Vec<S
             }
         }
     }
+}
+
+/// Problems of `[samples]`: its sizes, and a directory to keep it in.
+fn samples_problems(
+    samples: &SamplesSpec,
+    checkpoint: Option<Option<&CheckpointSpec>>,
+) -> Vec<String> {
+    let mut list = Vec::new();
+    if samples.max_age_seconds == 0 {
+        list.push("`max_age_seconds` must be >= 1 (got 0)".to_owned());
+    }
+    if samples.segment_bytes < 4096 {
+        list.push(format!(
+            "`segment_bytes` must be >= 4096 (got {})",
+            samples.segment_bytes
+        ));
+    }
+    if samples.max_bytes < 4 * samples.segment_bytes {
+        list.push(format!(
+            "`max_bytes` must be at least 4 × `segment_bytes` ({}; got {})",
+            4 * samples.segment_bytes,
+            samples.max_bytes
+        ));
+    }
+    if samples
+        .dir
+        .as_ref()
+        .is_some_and(|d| d.as_os_str().is_empty())
+    {
+        list.push("`dir` must name a directory".to_owned());
+    }
+    // A `[checkpoint]` that could not be read says so itself.
+    if samples.dir.is_none() && matches!(checkpoint, Some(None)) {
+        list.push("`dir` is needed in a job without `[checkpoint]` (whose `state_dir` holds the buffer otherwise)".to_owned());
+    }
+    list
 }

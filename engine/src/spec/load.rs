@@ -5,7 +5,7 @@ use super::check::{check, Sections};
 use super::env::apply_env;
 use super::{
     CheckpointSpec, GeneratorSpec, JobSpec, LabelsSpec, LearnerSpec, ProgressSpec, PublishSpec,
-    ServeSpec, SinksSpec, SourceSpec,
+    SamplesSpec, ServeSpec, SinksSpec, SourceSpec,
 };
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
@@ -14,7 +14,7 @@ use millrace_models::{FeatureSpec, SchemaSpec};
 use std::path::Path;
 
 /// The top-level keys of a job file: `name` and the sections.
-const SECTIONS: [&str; 12] = [
+const SECTIONS: [&str; 13] = [
     "name",
     "source",
     "generator",
@@ -27,6 +27,7 @@ const SECTIONS: [&str; 12] = [
     "progress",
     "checkpoint",
     "sinks",
+    "samples",
 ];
 
 impl JobSpec {
@@ -149,6 +150,7 @@ impl JobSpec {
         let serve = section::<ServeSpec>(&table, "serve", false, &mut problems);
         let progress = section::<ProgressSpec>(&table, "progress", false, &mut problems);
         let checkpoint = section::<CheckpointSpec>(&table, "checkpoint", false, &mut problems);
+        let samples = section::<SamplesSpec>(&table, "samples", false, &mut problems);
         let sinks_table = untyped_sinks_left_out(&table, catalog, &mut problems);
         let sinks = match section::<SinksSpec>(&sinks_table, "sinks", false, &mut problems) {
             Read::Whole(mut sinks) => {
@@ -175,6 +177,7 @@ impl JobSpec {
             progress: progress.or_default(),
             checkpoint: checkpoint.optional(),
             sinks: sinks.optional(),
+            samples: samples.optional(),
         }));
         if !problems.is_empty() {
             return Err(Error::Config { problems });
@@ -199,6 +202,7 @@ impl JobSpec {
                 progress: progress.whole().unwrap_or_default(),
                 checkpoint: checkpoint.whole(),
                 sinks: sinks.whole(),
+                samples: samples.whole(),
             }),
             _ => Err(Error::Config {
                 problems: vec!["the job file is incomplete".to_owned()],
@@ -227,6 +231,7 @@ impl JobSpec {
             progress: Some(self.progress.clone()),
             checkpoint: Some(self.checkpoint.as_ref()),
             sinks: Some(self.sinks.as_ref()),
+            samples: Some(self.samples.as_ref()),
         })
     }
 

@@ -55,6 +55,53 @@ pub struct JobSpec {
     /// Optional output topics besides the dead letters (`[sinks]`), on the source's brokers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sinks: Option<SinksSpec>,
+    /// Optional sample buffer (`[samples]`): every epoch's transformed rows kept on disk as
+    /// Arrow IPC segments for retraining.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples: Option<SamplesSpec>,
+}
+
+/// The sample buffer: each epoch's transformed rows (per entry its feature, id and value; per
+/// row the epoch, event time, FeatureMap version and label) appended to rolling Arrow IPC
+/// files, `<dir>/worker-<index>/*.arrow`, which PyArrow reads with `pyarrow.ipc.open_file`. A
+/// checkpoint holds the list of whole segments, and a restored job's buffer holds the rows the
+/// uninterrupted job's would.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SamplesSpec {
+    /// The process's buffer directory; `<state_dir>/samples` when absent, which needs a
+    /// `[checkpoint]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+    /// Segments whose newest event is older than this (event time, behind the newest event the
+    /// buffer has seen) are deleted, in seconds.
+    pub max_age_seconds: u64,
+    /// The most bytes the process's buffer holds, shared evenly by its workers; the oldest
+    /// segments go first.
+    pub max_bytes: u64,
+    /// A segment is closed, and the next started, once it holds this many bytes (and at every
+    /// checkpoint); at most a quarter of a worker's share of `max_bytes`.
+    pub segment_bytes: u64,
+}
+
+impl Default for SamplesSpec {
+    fn default() -> Self {
+        SamplesSpec {
+            dir: None,
+            max_age_seconds: 24 * 3600,
+            max_bytes: 1 << 30,
+            segment_bytes: 64 << 20,
+        }
+    }
+}
+
+impl SamplesSpec {
+    /// The buffer directory: `dir`, or `samples` in the checkpoints' `state_dir`.
+    pub fn directory(&self, checkpoint: Option<&CheckpointSpec>) -> Option<PathBuf> {
+        self.dir
+            .clone()
+            .or_else(|| checkpoint.map(|c| c.state_dir.join("samples")))
+    }
 }
 
 /// The job's outputs besides the registry: the dead letters, each event's prediction and the

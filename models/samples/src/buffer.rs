@@ -88,6 +88,8 @@ pub struct SampleBuffer {
     open: Option<(SegmentWriter, Segment)>,
     /// Whether retired files wait for a checkpoint (a checkpointed job) or go at once.
     defer_deletes: bool,
+    /// Segments retired since the buffer was made.
+    retired: u64,
 }
 
 impl std::fmt::Debug for SampleBuffer {
@@ -121,6 +123,7 @@ impl SampleBuffer {
             state: BufferState::default(),
             open: None,
             defer_deletes,
+            retired: 0,
         };
         buffer.keep_only(&[])?;
         Ok(buffer)
@@ -147,6 +150,7 @@ impl SampleBuffer {
             state,
             open: None,
             defer_deletes,
+            retired: 0,
         };
         buffer.state.retired.clear();
         let mut missing = Vec::new();
@@ -194,6 +198,16 @@ impl SampleBuffer {
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The state a checkpoint would hold now, but for the open segment's rows.
+    pub fn state(&self) -> &BufferState {
+        &self.state
+    }
+
+    /// Segments retired since the buffer was made or restored.
+    pub fn retired(&self) -> u64 {
+        self.retired
     }
 
     /// The whole, live segments, oldest first.
@@ -311,6 +325,7 @@ impl SampleBuffer {
     }
 
     fn retire(&mut self, epoch: u64, segment: Segment) -> Result<(), SampleError> {
+        self.retired += 1;
         let path = self.path(&segment.name);
         if self.defer_deletes {
             let retired = retired_name(&path);

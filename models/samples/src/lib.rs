@@ -2,14 +2,14 @@
 //! for the retraining stage (and for anyone who reads Arrow: PyArrow opens a segment with
 //! `pyarrow.ipc.open_file`).
 //!
-//! - [`format`]: the rows' Arrow shape (per entry the feature it belongs to, its id within
+//! - [`format`](mod@format): the rows' Arrow shape (per entry the feature it belongs to, its id within
 //!   that feature and its value; per row the epoch, event time, FeatureMap version and label);
 //! - [`SampleBuffer`]: one worker's directory of segments, with retention by event-time age and
 //!   bytes, and a [`BufferState`] a checkpoint holds and a restore returns to;
 //! - [`read_segment`] and [`read_buffer`]: reading them back.
 #![warn(missing_docs)]
 
-mod buffer;
+pub mod buffer;
 mod error;
 pub mod format;
 mod segment;

@@ -237,6 +237,7 @@ fn retention_by_age_follows_event_time() {
 fn a_restored_buffer_holds_what_the_uninterrupted_one_does() {
     let retention = Retention {
         max_age_ms: 15_000,
+        segment_bytes: 4096,
         ..KEEP_ALL
     };
     // Uninterrupted, with checkpoints at epochs 9 and 19.
