@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what millrace needs on a fresh Debian 12 machine with a Rust toolchain, idempotently:
 # the Debian packages that rdkafka's bundled librdkafka build needs, RocksDB (librocksdb-dev, which
-# the rocksdb crate links against, and libclang-dev for its bindings) and, with --with-broker, what
+# the rocksdb crate links against, and libclang-dev for its bindings), libtorch for the deep models
+# (PyTorch 2.11.0 from PyPI in a venv under the cache, linked as $CACHE/libtorch, which the
+# Makefile hands to tch as LIBTORCH and to the binaries as LD_LIBRARY_PATH) and, with --with-broker, what
 # the tests need: the tansu Kafka broker (built once into a cache outside the clone, then reused),
 # python3-venv for the confluent-kafka check of the embedded broker, and moto's S3 server in a
 # venv (the object store that keeps a restarted broker's topics); with --with-perf, what
@@ -11,11 +13,13 @@ set -euo pipefail
 CACHE="${MILLRACE_CACHE:-$HOME/.cache/millrace}"
 TANSU_VERSION=0.6.0
 MOTO_VERSION=5.2.5
+# tch 0.24 is built for exactly this PyTorch.
+TORCH_VERSION=2.11.0
 mkdir -p "$CACHE"
 
 need=()
-pkgs=(cmake libcurl4-openssl-dev pkg-config g++ librocksdb-dev libclang-dev)
-[ "${1:-}" = "--with-broker" ] && pkgs+=(python3-venv curl)
+pkgs=(cmake libcurl4-openssl-dev pkg-config g++ librocksdb-dev libclang-dev python3-venv)
+[ "${1:-}" = "--with-broker" ] && pkgs+=(curl)
 # perf/serve.sh drives the server with wrk.
 [ "${1:-}" = "--with-perf" ] && pkgs+=(wrk curl)
 for pkg in "${pkgs[@]}"; do
@@ -27,6 +31,16 @@ if [ "${#need[@]}" -gt 0 ]; then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+
+# PyPI's x86_64 torch is the CUDA build (2.6 GB with its nvidia wheels); its libraries load on a
+# machine without a GPU, and find the nvidia ones through their own RUNPATH.
+torch_venv="$CACHE/venv-torch"
+[ -x "$torch_venv/bin/python" ] || python3 -m venv "$torch_venv"
+if ! "$torch_venv/bin/python" -c "import sys, torch; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
+  echo "setup: installing PyTorch $TORCH_VERSION (libtorch for the deep models) into $torch_venv (once; 2.6 GB)"
+  "$torch_venv/bin/pip" install -q "torch==$TORCH_VERSION"
+fi
+ln -sfn "$("$torch_venv/bin/python" -W ignore -c 'import pathlib, torch; print(pathlib.Path(torch.__file__).parent)' 2>/dev/null)" "$CACHE/libtorch"
 
 if [ "${1:-}" = "--with-broker" ]; then
   tansu="$CACHE/tansu/bin/tansu"

@@ -81,6 +81,35 @@ impl SampleFields {
         })
     }
 
+    /// Features given one by one, in row order.
+    ///
+    /// # Errors
+    ///
+    /// [`SampleError::Layout`] naming every problem: more than a `uint16` numbers, a feature
+    /// without slots, or one that does not start after the one before it ends.
+    pub fn new(fields: Vec<FieldInfo>) -> Result<Self, SampleError> {
+        let mut problems = Vec::new();
+        if fields.len() > usize::from(u16::MAX) {
+            problems.push(format!("{} features, more than {}", fields.len(), u16::MAX));
+        }
+        for f in fields.iter().filter(|f| f.width == 0) {
+            problems.push(format!("`{}` has no slots", f.name));
+        }
+        for pair in fields.windows(2) {
+            if u64::from(pair[1].offset) < u64::from(pair[0].offset) + u64::from(pair[0].width) {
+                problems.push(format!(
+                    "`{}` starts inside `{}`",
+                    pair[1].name, pair[0].name
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(SampleFields { fields })
+        } else {
+            Err(SampleError::Layout(problems.join("; ")))
+        }
+    }
+
     /// The features, in row order.
     pub fn fields(&self) -> &[FieldInfo] {
         &self.fields
@@ -134,7 +163,7 @@ impl SampleFields {
             .ok_or_else(|| SampleError::Format(format!("no `{FIELDS_KEY}` in the schema")))?;
         let fields = serde_json::from_str(json)
             .map_err(|e| SampleError::Format(format!("`{FIELDS_KEY}` is not a field list: {e}")))?;
-        Ok(SampleFields { fields })
+        Self::new(fields).map_err(|e| SampleError::Format(format!("`{FIELDS_KEY}`: {e}")))
     }
 }
 

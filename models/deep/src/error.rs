@@ -1,0 +1,15 @@
+//! What can go wrong with a deep model.
+
+/// An error of a deep model or its training.
+#[derive(Debug, thiserror::Error)]
+pub enum DeepError {
+    /// The spec cannot be trained.
+    #[error("the deep model's settings: {}", .0.join("; "))]
+    Spec(Vec<String>),
+    /// Rows that do not fit the model's layout.
+    #[error("rows do not fit the model: {0}")]
+    Rows(String),
+    /// libtorch refused an operation.
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+}

@@ -1,0 +1,29 @@
+//! Deep CTR models in libtorch (through `tch`): DeepFM and DCN-v2 over the fields of a
+//! FeatureMap layout, trained on the sample buffer's rows, on CUDA when present and on the CPU
+//! otherwise. The only crate of millrace that links libtorch; serving never depends on it.
+//!
+//! - [`DeepSpec`]: the architecture, sizes and training settings;
+//! - [`Batch`]: sample rows as tensors (slots, values, rows, cells);
+//! - [`DeepModel`]: the weights and the forward pass;
+//! - [`Trainer`]: Adam over rows in order, prediction and scoring.
+#![warn(missing_docs)]
+
+mod batch;
+mod error;
+mod model;
+mod spec;
+mod train;
+
+pub use batch::Batch;
+pub use error::DeepError;
+pub use model::{slots, DeepModel};
+pub use spec::{DeepKind, DeepSpec};
+pub use train::{Quality, Trainer};
+
+/// The device `auto` means: the first CUDA device when there is one, else the CPU.
+pub fn auto_device() -> tch::Device {
+    tch::Device::cuda_if_available()
+}
+
+#[cfg(test)]
+mod tests;

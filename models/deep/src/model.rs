@@ -1,0 +1,158 @@
+//! DeepFM and DCN-v2 over the fields of a FeatureMap layout.
+//!
+//! Every slot of the layout has an embedding of `embedding_dim` (and, for DeepFM, a linear
+//! weight); an entry contributes its slot's embedding times its value to its field's
+//! embedding, so that a one-hot field is its id's embedding, a multi-hot one the sum of its
+//! tokens', and a scaled number its value times its slot's (as DeepFM treats numbers). The
+//! fields' embeddings, concatenated, feed the MLP (and DCN-v2's cross layers first).
+
+use crate::batch::Batch;
+use crate::spec::{DeepKind, DeepSpec};
+use millrace_samples::SampleFields;
+use tch::nn::{self, Module};
+use tch::{Device, Kind, Tensor};
+
+/// A deep model's weights, in a `VarStore` on one device.
+#[derive(Debug)]
+pub struct DeepModel {
+    kind: DeepKind,
+    vs: nn::VarStore,
+    fields: i64,
+    dim: i64,
+    embedding: nn::Embedding,
+    /// DeepFM's first-order weights.
+    linear: Option<nn::Embedding>,
+    /// DCN-v2's cross layers.
+    cross: Vec<nn::Linear>,
+    mlp: nn::Sequential,
+    out: nn::Linear,
+}
+
+/// The number of slots of the layout `fields` names.
+pub fn slots(fields: &SampleFields) -> i64 {
+    fields
+        .fields()
+        .iter()
+        .map(|f| i64::from(f.offset) + i64::from(f.width))
+        .max()
+        .unwrap_or(0)
+}
+
+impl DeepModel {
+    /// A freshly initialized model of `spec` over `fields`' layout on `device`, its weights
+    /// drawn from `spec.seed`.
+    pub fn new(spec: &DeepSpec, fields: &SampleFields, device: Device) -> Self {
+        tch::manual_seed(spec.seed as i64);
+        let vs = nn::VarStore::new(device);
+        let root = vs.root();
+        let (n, dim) = (fields.fields().len() as i64, spec.embedding_dim as i64);
+        let small = nn::EmbeddingConfig {
+            ws_init: nn::Init::Randn {
+                mean: 0.0,
+                stdev: 0.01,
+            },
+            ..Default::default()
+        };
+        let embedding = nn::embedding(&root / "embedding", slots(fields).max(1), dim, small);
+        let linear = (spec.model == DeepKind::DeepFm).then(|| {
+            let zero = nn::EmbeddingConfig {
+                ws_init: nn::Init::Const(0.0),
+                ..Default::default()
+            };
+            nn::embedding(&root / "linear", slots(fields).max(1), 1, zero)
+        });
+        let width = n * dim;
+        let cross = match spec.model {
+            DeepKind::DcnV2 => (0..spec.cross_layers)
+                .map(|l| {
+                    nn::linear(
+                        &root / format!("cross{l}"),
+                        width,
+                        width,
+                        Default::default(),
+                    )
+                })
+                .collect(),
+            DeepKind::DeepFm => Vec::new(),
+        };
+        let mut mlp = nn::seq();
+        let mut input = width;
+        for (l, &w) in spec.mlp.iter().enumerate() {
+            let w = w as i64;
+            mlp = mlp
+                .add(nn::linear(
+                    &root / format!("mlp{l}"),
+                    input,
+                    w,
+                    Default::default(),
+                ))
+                .add_fn(|x| x.relu());
+            input = w;
+        }
+        let out = nn::linear(&root / "out", input, 1, Default::default());
+        DeepModel {
+            kind: spec.model,
+            vs,
+            fields: n,
+            dim,
+            embedding,
+            linear,
+            cross,
+            mlp,
+            out,
+        }
+    }
+
+    /// The weights.
+    pub fn var_store(&self) -> &nn::VarStore {
+        &self.vs
+    }
+
+    /// The weights, to train or load.
+    pub fn var_store_mut(&mut self) -> &mut nn::VarStore {
+        &mut self.vs
+    }
+
+    /// The architecture.
+    pub fn kind(&self) -> DeepKind {
+        self.kind
+    }
+
+    /// The logit of each row of `batch`.
+    pub fn forward(&self, batch: &Batch) -> Tensor {
+        let rows = batch.rows as i64;
+        let device = self.vs.device();
+        let entries = self.embedding.forward(&batch.slots) * batch.values.unsqueeze(1);
+        let cells = Tensor::zeros([rows * self.fields, self.dim], (Kind::Float, device)).index_add(
+            0,
+            &batch.cell,
+            &entries,
+        );
+        let x0 = cells.view([rows, self.fields * self.dim]);
+        match self.kind {
+            DeepKind::DeepFm => {
+                let first = self.linear.as_ref().map_or_else(
+                    || Tensor::zeros([rows], (Kind::Float, device)),
+                    |linear| {
+                        let weighted = linear.forward(&batch.slots).squeeze_dim(1) * &batch.values;
+                        Tensor::zeros([rows], (Kind::Float, device))
+                            .index_add(0, &batch.row, &weighted)
+                    },
+                );
+                let per_field = cells.view([rows, self.fields, self.dim]);
+                let sum = per_field.sum_dim_intlist(1, false, Kind::Float);
+                let squares = per_field.square().sum_dim_intlist(1, false, Kind::Float);
+                let fm = (sum.square() - squares).sum_dim_intlist(1, false, Kind::Float) * 0.5;
+                let deep = self.out.forward(&self.mlp.forward(&x0)).squeeze_dim(1);
+                first + fm + deep
+            }
+            DeepKind::DcnV2 => {
+                let mut x = x0.shallow_clone();
+                for layer in &self.cross {
+                    x = &x0 * layer.forward(&x) + &x;
+                }
+                self.out.forward(&self.mlp.forward(&x)).squeeze_dim(1)
+            }
+        }
+    }
+}

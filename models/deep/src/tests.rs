@@ -1,0 +1,167 @@
+use super::*;
+use millrace_learners::exact_auc;
+use millrace_samples::{FieldInfo, SampleFields, SampleRows};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tch::Device;
+
+/// Three one-hot fields: `user` (40 ids), `item` (40 ids) and `noise` (10 ids), from slot 1.
+fn fields() -> SampleFields {
+    let field = |name: &str, offset, width| FieldInfo {
+        name: name.to_owned(),
+        offset,
+        width,
+    };
+    SampleFields::new(vec![
+        field("one_hot:user", 1, 40),
+        field("one_hot:item", 41, 40),
+        field("one_hot:noise", 81, 10),
+    ])
+    .unwrap()
+}
+
+/// Rows whose click probability is `sigmoid(4·u_user·v_item − 1)` with latent vectors of two
+/// dimensions per value: a preference no per-value weight explains. Returns the rows and each
+/// row's true probability.
+fn planted(rows: usize, seed: u64) -> (SampleRows, Vec<f32>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let latent = |rng: &mut ChaCha8Rng| -> Vec<[f32; 2]> {
+        (0..40)
+            .map(|_| [rng.random_range(-1.0..1.0), rng.random_range(-1.0..1.0)])
+            .collect()
+    };
+    let (users, items) = (latent(&mut rng), latent(&mut rng));
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut out = SampleRows::new();
+    let mut truth = Vec::new();
+    for _ in 0..rows {
+        let (u, i, n) = (
+            rng.random_range(0..40usize),
+            rng.random_range(0..40usize),
+            rng.random_range(0..10u32),
+        );
+        let dot = users[u][0] * items[i][0] + users[u][1] * items[i][1];
+        let p = 1.0 / (1.0 + (-(4.0 * dot - 1.0)).exp());
+        truth.push(p);
+        out.epochs.push(0);
+        out.event_times.push(None);
+        out.versions.push(1);
+        out.labels.push(rng.random::<f32>() < p);
+        out.fields.extend([0, 1, 2]);
+        out.ids.extend([u as u32, i as u32, n]);
+        out.values.extend([1.0, 1.0, 1.0]);
+        out.offsets.push(out.ids.len() as u32);
+    }
+    (out, truth)
+}
+
+fn spec(model: DeepKind) -> DeepSpec {
+    DeepSpec {
+        model,
+        embedding_dim: 4,
+        mlp: vec![16],
+        learning_rate: 0.01,
+        batch_size: 256,
+        passes: 4,
+        ..DeepSpec::default()
+    }
+}
+
+#[test]
+fn deepfm_and_dcnv2_learn_a_preference_no_per_value_weight_explains() {
+    let (rows, truth) = planted(24_000, 1);
+    let (train, holdout) = (0..20_000, 20_000..24_000);
+    let labels = &rows.labels[holdout.clone()];
+    let bayes = exact_auc(&truth[holdout.clone()], labels).unwrap();
+    // The best per-value additive score: each value's click rate in the training rows.
+    let mut rate = vec![(0.0f32, 0.0f32); 90];
+    for r in train.clone() {
+        let (_, ids, _) = rows.entries(r);
+        for (f, &id) in ids.iter().enumerate() {
+            let slot = &mut rate[f * 40 + id as usize];
+            slot.0 += f32::from(u8::from(rows.labels[r]));
+            slot.1 += 1.0;
+        }
+    }
+    let additive: Vec<f32> = holdout
+        .clone()
+        .map(|r| {
+            let (_, ids, _) = rows.entries(r);
+            ids.iter()
+                .enumerate()
+                .map(|(f, &id)| {
+                    let (c, n) = rate[f * 40 + id as usize];
+                    (c + 1.0) / (n + 2.0)
+                })
+                .map(|p| (p / (1.0 - p)).ln())
+                .sum()
+        })
+        .collect();
+    let additive = exact_auc(&additive, labels).unwrap();
+    for kind in [DeepKind::DeepFm, DeepKind::DcnV2] {
+        let mut trainer = Trainer::new(&spec(kind), &fields(), Device::Cpu).unwrap();
+        trainer.train(&rows, train.clone()).unwrap();
+        let quality = trainer.evaluate(&rows, holdout.clone()).unwrap();
+        let auc = quality.auc.unwrap();
+        eprintln!(
+            "{}: holdout auc {auc:.4}, additive {additive:.4}, bayes {bayes:.4}",
+            kind.name()
+        );
+        assert!(
+            auc > additive + 0.05 && auc > bayes - 0.03,
+            "{}: auc {auc:.4}, additive {additive:.4}, bayes {bayes:.4}",
+            kind.name()
+        );
+        assert!(quality.logloss.unwrap().is_finite());
+    }
+}
+
+#[test]
+fn a_rows_score_does_not_depend_on_the_batch_it_is_in() {
+    let (rows, _) = planted(64, 2);
+    for kind in [DeepKind::DeepFm, DeepKind::DcnV2] {
+        let mut trainer = Trainer::new(&spec(kind), &fields(), Device::Cpu).unwrap();
+        trainer.train(&rows, 0..64).unwrap();
+        let together = trainer.predict(&rows, 0..64).unwrap();
+        for r in [0, 17, 63] {
+            let alone = trainer.predict(&rows, r..r + 1).unwrap();
+            assert!(
+                (alone[0] - together[r]).abs() < 1e-6,
+                "{}: row {r}",
+                kind.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn the_same_seed_trains_the_same_weights() {
+    let (rows, _) = planted(2_000, 3);
+    let run = || {
+        let mut trainer = Trainer::new(&spec(DeepKind::DeepFm), &fields(), Device::Cpu).unwrap();
+        trainer.train(&rows, 0..2_000).unwrap();
+        trainer.predict(&rows, 0..100).unwrap()
+    };
+    assert_eq!(run(), run());
+}
+
+#[test]
+fn rows_outside_the_layout_and_bad_settings_are_errors() {
+    let (mut rows, _) = planted(10, 4);
+    rows.ids[4] = 40;
+    let trainer = Trainer::new(&spec(DeepKind::DeepFm), &fields(), Device::Cpu).unwrap();
+    assert!(matches!(
+        trainer.predict(&rows, 0..10),
+        Err(DeepError::Rows(_))
+    ));
+    let bad = DeepSpec {
+        embedding_dim: 0,
+        batch_size: 0,
+        learning_rate: f64::NAN,
+        ..DeepSpec::default()
+    };
+    let Err(DeepError::Spec(problems)) = Trainer::new(&bad, &fields(), Device::Cpu) else {
+        panic!("bad settings were taken");
+    };
+    assert_eq!(problems.len(), 3, "{problems:?}");
+}

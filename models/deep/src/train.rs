@@ -1,0 +1,145 @@
+//! Training a deep model on sample rows with Adam, in their order, and scoring it.
+
+use crate::batch::Batch;
+use crate::error::DeepError;
+use crate::model::DeepModel;
+use crate::spec::DeepSpec;
+use millrace_learners::{exact_auc, LogLoss};
+use millrace_samples::{SampleFields, SampleRows};
+use std::ops::Range;
+use tch::nn::{self, OptimizerConfig};
+use tch::{Device, Reduction};
+
+/// How a model scores on some rows.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Quality {
+    /// Rows scored.
+    pub rows: usize,
+    /// Their AUC (`None` without both labels).
+    pub auc: Option<f64>,
+    /// Their mean log-loss.
+    pub logloss: Option<f64>,
+}
+
+/// A model and its optimizer.
+pub struct Trainer {
+    spec: DeepSpec,
+    fields: SampleFields,
+    model: DeepModel,
+    optimizer: nn::Optimizer,
+}
+
+impl std::fmt::Debug for Trainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trainer")
+            .field("spec", &self.spec)
+            .field("model", &self.model)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Trainer {
+    /// A fresh model of `spec` over `fields`' layout on `device`, with Adam.
+    ///
+    /// # Errors
+    ///
+    /// [`DeepError::Spec`] with every problem of `spec`; [`DeepError::Torch`] when libtorch
+    /// cannot make the optimizer.
+    pub fn new(spec: &DeepSpec, fields: &SampleFields, device: Device) -> Result<Self, DeepError> {
+        let problems = spec.problems();
+        if !problems.is_empty() {
+            return Err(DeepError::Spec(problems));
+        }
+        let model = DeepModel::new(spec, fields, device);
+        let optimizer = nn::Adam::default().build(model.var_store(), spec.learning_rate)?;
+        Ok(Trainer {
+            spec: spec.clone(),
+            fields: fields.clone(),
+            model,
+            optimizer,
+        })
+    }
+
+    /// The model.
+    pub fn model(&self) -> &DeepModel {
+        &self.model
+    }
+
+    /// Trains `spec.passes` passes over rows `range` of `rows`, `batch_size` rows a step, in
+    /// their order; returns the mean training loss of the last pass.
+    ///
+    /// # Errors
+    ///
+    /// [`DeepError::Rows`] when the rows do not fit the layout.
+    pub fn train(&mut self, rows: &SampleRows, range: Range<usize>) -> Result<f64, DeepError> {
+        let device = self.model.var_store().device();
+        let mut mean = 0.0;
+        for _ in 0..self.spec.passes {
+            let (mut sum, mut n) = (0.0, 0usize);
+            for part in chunks(range.clone(), self.spec.batch_size) {
+                let batch = Batch::of_rows(&self.fields, rows, part, device)?;
+                let loss = self
+                    .model
+                    .forward(&batch)
+                    .binary_cross_entropy_with_logits::<tch::Tensor>(
+                        &batch.labels,
+                        None,
+                        None,
+                        Reduction::Mean,
+                    );
+                self.optimizer.backward_step(&loss);
+                sum += loss.double_value(&[]) * batch.rows as f64;
+                n += batch.rows;
+            }
+            mean = if n == 0 { 0.0 } else { sum / n as f64 };
+        }
+        Ok(mean)
+    }
+
+    /// The predicted probability of a click of each row of `range`.
+    ///
+    /// # Errors
+    ///
+    /// [`DeepError::Rows`] when the rows do not fit the layout.
+    pub fn predict(&self, rows: &SampleRows, range: Range<usize>) -> Result<Vec<f32>, DeepError> {
+        let device = self.model.var_store().device();
+        let mut out = Vec::with_capacity(range.len());
+        tch::no_grad(|| -> Result<(), DeepError> {
+            for part in chunks(range.clone(), self.spec.batch_size.max(4096)) {
+                let batch = Batch::of_rows(&self.fields, rows, part, device)?;
+                let p = self.model.forward(&batch).sigmoid().to_device(Device::Cpu);
+                out.extend(Vec::<f32>::try_from(&p)?);
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// The model's AUC and log-loss on rows `range`.
+    ///
+    /// # Errors
+    ///
+    /// [`DeepError::Rows`] when the rows do not fit the layout.
+    pub fn evaluate(&self, rows: &SampleRows, range: Range<usize>) -> Result<Quality, DeepError> {
+        let predictions = self.predict(rows, range.clone())?;
+        let labels = &rows.labels[range];
+        let mut logloss = LogLoss::default();
+        for (&p, &l) in predictions.iter().zip(labels) {
+            logloss.add(p, l);
+        }
+        Ok(Quality {
+            rows: labels.len(),
+            auc: exact_auc(&predictions, labels),
+            logloss: logloss.mean(),
+        })
+    }
+}
+
+/// `range` cut into consecutive parts of at most `size`.
+fn chunks(range: Range<usize>, size: usize) -> impl Iterator<Item = Range<usize>> {
+    let size = size.max(1);
+    range
+        .clone()
+        .step_by(size)
+        .map(move |s| s..(s + size).min(range.end))
+}
