@@ -75,6 +75,13 @@ pub enum Error {
         /// Events the newest published version learned from.
         published: u64,
     },
+    /// The sample buffer's files could not be written or read.
+    #[error("sample buffer: {0}")]
+    Samples(#[from] millrace_samples::SampleError),
+    /// A deep model could not be made or trained.
+    #[cfg(feature = "deep")]
+    #[error("deep model: {0}")]
+    Deep(#[from] millrace_deep::DeepError),
     /// The job's source could not be opened.
     #[error("the `{kind}` source cannot be opened")]
     Source {

@@ -126,6 +126,14 @@ enum Command {
         /// The seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// With `--job`: plant preferences between the first three category fields of at most
+        /// 5,000 values, latent vectors of this many numbers per value whose dot products enter
+        /// the log-odds (as users and items do); 0 for none.
+        #[arg(long, default_value_t = 0, requires = "job")]
+        interactions: usize,
+        /// The log-odds scale of those preferences.
+        #[arg(long, default_value_t = 2.0, requires = "job")]
+        interaction_strength: f32,
     },
     /// Schema tools.
     Schema {
@@ -207,6 +215,51 @@ enum Bench {
         /// Epochs the file is cut into: one FeatureMap version each.
         #[arg(long, default_value_t = 10)]
         epochs: u64,
+    },
+    /// Train a deep model on the first part of a file's events, read with a job file's schema
+    /// and FeatureMap, and score the rest (libtorch; CUDA with `--device auto` when present).
+    #[cfg(feature = "deep")]
+    Train {
+        /// The input file.
+        #[arg(long)]
+        input: PathBuf,
+        /// The job file whose `[schema]` and `[features]` (a FeatureMap) read the file.
+        #[arg(long)]
+        job: PathBuf,
+        /// `deepfm` or `dcnv2`.
+        #[arg(long, default_value = "deepfm")]
+        model: String,
+        /// `auto`, `cpu`, `cuda` or `cuda:N`.
+        #[arg(long, default_value = "auto")]
+        device: String,
+        /// Rows per step.
+        #[arg(long, default_value_t = 1024)]
+        batch: usize,
+        /// Fraction held out at the end of the file.
+        #[arg(long, default_value_t = 0.2)]
+        holdout: f64,
+        /// Passes over the training rows.
+        #[arg(long, default_value_t = 1)]
+        passes: usize,
+        /// Each field's embedding width.
+        #[arg(long, default_value_t = 8)]
+        embedding_dim: usize,
+        /// The MLP's hidden widths, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "64,32")]
+        mlp: Vec<usize>,
+        /// DCN-v2's cross layers.
+        #[arg(long, default_value_t = 2)]
+        cross_layers: usize,
+        /// Adam's learning rate.
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f64,
+        /// The seed of the weights.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Write the rows as `train.arrow` and `holdout.arrow` in this directory (what
+        /// `perf/train_pytorch.py` reads).
+        #[arg(long)]
+        samples: Option<PathBuf>,
     },
     /// The least work a reader of a delimited file must do (split, parse the numbers, hash the
     /// categories), on one thread: the yardstick of `bench featurize`.
@@ -433,10 +486,10 @@ fn run_cli() -> anyhow::Result<()> {
             produce(&file, &schema, &brokers, &topic, partitions, rate)
         }
         Command::Gen {
-            format: _,
             job: None,
             rows,
             seed,
+            ..
         } => {
             let mut out = BufWriter::new(std::io::stdout().lock());
             for event in CriteoGenerator::new(seed).take(rows as usize) {
@@ -449,8 +502,10 @@ fn run_cli() -> anyhow::Result<()> {
             job: Some(job),
             rows,
             seed,
+            interactions,
+            interaction_strength,
             ..
-        } => gen_schema(&job, rows, seed),
+        } => gen_schema(&job, rows, seed, (interactions, interaction_strength)),
         Command::Bench {
             bench:
                 Bench::Job {
@@ -518,6 +573,44 @@ fn run_cli() -> anyhow::Result<()> {
                     .map_err(|problems| anyhow::anyhow!("{}", problems.join("; ")))?,
             };
             let figures = bench::featurize(&input, layout, workers, epochs)?;
+            println!("{}", serde_json::to_string(&figures)?);
+            Ok(())
+        }
+        #[cfg(feature = "deep")]
+        Command::Bench {
+            bench:
+                Bench::Train {
+                    input,
+                    job,
+                    model,
+                    device,
+                    batch,
+                    holdout,
+                    passes,
+                    embedding_dim,
+                    mlp,
+                    cross_layers,
+                    lr,
+                    seed,
+                    samples,
+                },
+        } => {
+            let job = millrace_engine::spec::JobSpec::from_file(&job)?;
+            let spec = millrace_deep::DeepSpec {
+                model: model
+                    .parse()
+                    .map_err(|why: String| anyhow::anyhow!("--model: {why}"))?,
+                embedding_dim,
+                mlp,
+                cross_layers,
+                learning_rate: lr,
+                batch_size: batch,
+                passes,
+                seed,
+            };
+            let device = millrace_deep::parse_device(&device)?;
+            let figures =
+                bench::train::train(&input, &job, (&spec, holdout, device), samples.as_deref())?;
             println!("{}", serde_json::to_string(&figures)?);
             Ok(())
         }
@@ -762,11 +855,18 @@ fn produce(
     Ok(())
 }
 
-/// `millrace gen --job`: `rows` events of the job's schema on stdout, their Bayes AUC on stderr.
-fn gen_schema(job: &std::path::Path, rows: u64, seed: u64) -> anyhow::Result<()> {
+/// `millrace gen --job`: `rows` events of the job's schema on stdout, with `(rank, strength)`
+/// preferences planted when the rank is not 0; their Bayes AUC on stderr.
+fn gen_schema(
+    job: &std::path::Path,
+    rows: u64,
+    seed: u64,
+    (rank, strength): (usize, f32),
+) -> anyhow::Result<()> {
     use millrace_models::schema::synth::SchemaGenerator;
     let spec = millrace_engine::spec::JobSpec::from_file(job)?;
-    let mut generator = SchemaGenerator::new(&spec.event_schema()?, seed);
+    let mut generator =
+        SchemaGenerator::new(&spec.event_schema()?, seed).with_interactions(rank, strength);
     let mut out = BufWriter::new(std::io::stdout().lock());
     if let Some(header) = generator.header() {
         writeln!(out, "{header}")?;
@@ -785,6 +885,7 @@ fn gen_schema(job: &std::path::Path, rows: u64, seed: u64) -> anyhow::Result<()>
             "rows": rows,
             "click_rate": clicks as f64 / labels.len().max(1) as f64,
             "bayes_auc": millrace_models::exact_auc(&probabilities, &labels),
+            "interacting_fields": generator.interacting_fields(),
         })
     );
     Ok(())

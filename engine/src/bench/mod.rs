@@ -1,8 +1,11 @@
 //! The `millrace bench` commands, each printing one JSON line: `online` (module [`online`]),
-//! `bare` (module [`bare`]), `job`, `ingest` and `featurize`.
+//! `bare` (module [`bare`]), `train` (module `train`, with the `deep` feature), `job`, `ingest`
+//! and `featurize`.
 
 pub mod bare;
 pub mod online;
+#[cfg(feature = "deep")]
+pub mod train;
 
 use crate::error::{worker_results, Error, Result, WorkerError};
 use millrace_models::{FeatureSpec, FtrlParams};

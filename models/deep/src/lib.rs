@@ -5,25 +5,23 @@
 //! - [`DeepSpec`]: the architecture, sizes and training settings;
 //! - [`Batch`]: sample rows as tensors (slots, values, rows, cells);
 //! - [`DeepModel`]: the weights and the forward pass;
-//! - [`Trainer`]: Adam over rows in order, prediction and scoring.
+//! - [`Trainer`]: Adam over rows in order, prediction and scoring;
+//! - [`parse_device`]: `auto`, `cpu`, `cuda` or `cuda:N`.
 #![warn(missing_docs)]
 
 mod batch;
+mod device;
 mod error;
 mod model;
 mod spec;
 mod train;
 
 pub use batch::Batch;
+pub use device::{device_name, parse_device, Device};
 pub use error::DeepError;
 pub use model::{slots, DeepModel};
 pub use spec::{DeepKind, DeepSpec};
 pub use train::{Quality, Trainer};
-
-/// The device `auto` means: the first CUDA device when there is one, else the CPU.
-pub fn auto_device() -> tch::Device {
-    tch::Device::cuda_if_available()
-}
 
 #[cfg(test)]
 mod tests;

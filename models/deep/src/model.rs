@@ -28,6 +28,35 @@ pub struct DeepModel {
     out: nn::Linear,
 }
 
+/// A linear layer initialized as PyTorch's `nn.Linear` is: weights and biases uniform in
+/// `±1/√in` (tch's default draws the weights for ReLU, √6 times wider).
+fn torch_linear(path: nn::Path<'_>, input: i64, output: i64) -> nn::Linear {
+    let bound = 1.0 / (input.max(1) as f64).sqrt();
+    let config = nn::LinearConfig {
+        ws_init: nn::Init::Uniform {
+            lo: -bound,
+            up: bound,
+        },
+        ..Default::default()
+    };
+    nn::linear(path, input, output, config)
+}
+
+/// PyTorch's name of the variable `name` (`mlp1.weight` → `mlp.2.weight`, `cross0.bias` →
+/// `cross.0.bias`).
+fn torch_name(name: &str) -> String {
+    let (module, rest) = name.split_once('.').unwrap_or((name, ""));
+    let layer = |prefix: &str, scale: usize| {
+        module
+            .strip_prefix(prefix)
+            .and_then(|l| l.parse::<usize>().ok())
+            .map(|l| format!("{prefix}.{}.{rest}", l * scale))
+    };
+    layer("mlp", 2)
+        .or_else(|| layer("cross", 1))
+        .unwrap_or_else(|| name.to_owned())
+}
+
 /// The number of slots of the layout `fields` names.
 pub fn slots(fields: &SampleFields) -> i64 {
     fields
@@ -89,7 +118,7 @@ impl DeepModel {
                 .add_fn(|x| x.relu());
             input = w;
         }
-        let out = nn::linear(&root / "out", input, 1, Default::default());
+        let out = torch_linear(&root / "out", input, 1);
         DeepModel {
             kind: spec.model,
             vs,
@@ -111,6 +140,21 @@ impl DeepModel {
     /// The weights, to train or load.
     pub fn var_store_mut(&mut self) -> &mut nn::VarStore {
         &mut self.vs
+    }
+
+    /// The weights, by the names PyTorch's `state_dict` gives the same model
+    /// (`perf/train_pytorch.py`'s): `embedding.weight`, `linear.weight` (DeepFM),
+    /// `cross.<l>.weight` and `.bias` (DCN-v2), `mlp.<2l>.weight` and `.bias` (a ReLU follows
+    /// each layer), `out.weight`, `out.bias`; sorted by name.
+    pub fn named_weights(&self) -> Vec<(String, Tensor)> {
+        let mut named: Vec<(String, Tensor)> = self
+            .vs
+            .variables()
+            .into_iter()
+            .map(|(name, tensor)| (torch_name(&name), tensor))
+            .collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        named
     }
 
     /// The architecture.

@@ -65,6 +65,22 @@ impl Trainer {
         &self.model
     }
 
+    /// Writes the weights to the NumPy archive `path` by PyTorch's names
+    /// ([`DeepModel::named_weights`]): `numpy.load` reads it, `load_state_dict` takes it.
+    ///
+    /// # Errors
+    ///
+    /// [`DeepError::Torch`] when the file cannot be written.
+    pub fn write_weights(&self, path: &std::path::Path) -> Result<(), DeepError> {
+        let named = self.model.named_weights();
+        let cpu: Vec<(String, tch::Tensor)> = named
+            .iter()
+            .map(|(name, t)| (name.clone(), t.to_device(Device::Cpu)))
+            .collect();
+        tch::Tensor::write_npz(&cpu, path)?;
+        Ok(())
+    }
+
     /// Trains `spec.passes` passes over rows `range` of `rows`, `batch_size` rows a step, in
     /// their order; returns the mean training loss of the last pass.
     ///

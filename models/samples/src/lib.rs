@@ -6,7 +6,8 @@
 //!   that feature and its value; per row the epoch, event time, FeatureMap version and label);
 //! - [`SampleBuffer`]: one worker's directory of segments, with retention by event-time age and
 //!   bytes, and a [`BufferState`] a checkpoint holds and a restore returns to;
-//! - [`read_segment`] and [`read_buffer`]: reading them back.
+//! - [`read_segment`] and [`read_buffer`]: reading them back; [`write_segment`]: one file of
+//!   rows outside a buffer.
 #![warn(missing_docs)]
 
 pub mod buffer;
@@ -17,7 +18,7 @@ mod segment;
 pub use buffer::{read_buffer, segments, BufferState, Retention, Retired, SampleBuffer, Segment};
 pub use error::SampleError;
 pub use format::{FieldInfo, SampleFields, SampleRows};
-pub use segment::{read_segment, SEGMENT_SUFFIX};
+pub use segment::{read_segment, write_segment, SEGMENT_SUFFIX};
 
 #[cfg(test)]
 mod tests;

@@ -90,6 +90,24 @@ pub(crate) fn open_name(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Writes `batches` as the whole segment file `path` (written under `path.open`, then synced
+/// and renamed): a sample file outside a buffer, for a benchmark or an export.
+///
+/// # Errors
+///
+/// When the file cannot be written, or a batch does not fit Arrow's offsets.
+pub fn write_segment(
+    path: &Path,
+    fields: &SampleFields,
+    batches: &[SampleRows],
+) -> Result<u64, SampleError> {
+    let mut writer = SegmentWriter::create(path, fields)?;
+    for batch in batches {
+        writer.write(batch)?;
+    }
+    writer.finish()
+}
+
 /// The features and rows of the segment file `path`, batch by batch.
 ///
 /// # Errors

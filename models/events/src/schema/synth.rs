@@ -9,6 +9,13 @@
 //! label is written as the schema's label rule reads it, the time field in its format (events
 //! 100 ms of event time apart), skipped columns as a row number. The same seed gives the same
 //! events on every platform.
+//!
+//! With [`SchemaGenerator::with_interactions`], the first three category fields of at most
+//! 5,000 values also carry preferences, as users and items do: each value has a latent vector
+//! of `rank` numbers, and every pair of the three fields adds `strength · (u · v) / √rank` to
+//! the log-odds. No weight per value explains such a term; a model of the fields' embeddings
+//! (a factorization machine, DeepFM) can learn it. (Interactions drawn independently per pair
+//! of values, with no low-rank structure, are learnable by no model in one pass.)
 
 use super::{Encoding, FieldType, LabelRule, RecordLayout, Role, Schema, TimeFormat};
 use crate::hash::splitmix64 as splitmix;
@@ -35,6 +42,15 @@ pub struct Generated {
     pub label: bool,
 }
 
+/// Low-rank preferences between a few category fields (see the [module](self)).
+#[derive(Clone, Debug, PartialEq)]
+struct Interactions {
+    /// The fields that interact.
+    fields: Vec<usize>,
+    rank: usize,
+    strength: f32,
+}
+
 /// An endless, seeded stream of a schema's records.
 #[derive(Clone, Debug)]
 pub struct SchemaGenerator {
@@ -43,6 +59,7 @@ pub struct SchemaGenerator {
     rng: ChaCha8Rng,
     seed: u64,
     row: u64,
+    interactions: Option<Interactions>,
 }
 
 impl SchemaGenerator {
@@ -54,7 +71,65 @@ impl SchemaGenerator {
             rng: ChaCha8Rng::seed_from_u64(seed),
             seed,
             row: 0,
+            interactions: None,
         }
+    }
+
+    /// The same stream with preferences of `rank` latent numbers per value between the first
+    /// three category fields of at most 5,000 values, each pair adding
+    /// `strength · (u · v) / √rank` to the log-odds (see the [module](self)); none when the
+    /// schema has fewer than two such fields or `rank` is 0.
+    pub fn with_interactions(mut self, rank: usize, strength: f32) -> Self {
+        let fields: Vec<usize> = (0..self.schema.fields.len())
+            .filter(|&f| {
+                matches!(self.schema.field_type(f), Some(FieldType::Category))
+                    && VOCAB[f % VOCAB.len()] <= 5_000
+            })
+            .take(3)
+            .collect();
+        self.interactions = (rank > 0 && fields.len() >= 2).then_some(Interactions {
+            fields,
+            rank,
+            strength,
+        });
+        self
+    }
+
+    /// The fields that interact, by name (empty without interactions).
+    pub fn interacting_fields(&self) -> Vec<&str> {
+        self.interactions.as_ref().map_or_else(Vec::new, |i| {
+            i.fields
+                .iter()
+                .map(|&f| self.schema.fields[f].as_str())
+                .collect()
+        })
+    }
+
+    /// The log-odds the interactions add for the fields' ranks (`None`: the value is missing).
+    fn interaction_margin(&self, ranks: &[Option<u64>]) -> f32 {
+        let Some(inter) = &self.interactions else {
+            return 0.0;
+        };
+        let latent = |field: usize, rank: u64, d: usize| {
+            unit(
+                self.seed ^ 0x1a7e_4700,
+                (field as u64) << 8 | d as u64,
+                rank,
+            )
+        };
+        let mut margin = 0.0;
+        for (i, &a) in inter.fields.iter().enumerate() {
+            for &b in &inter.fields[i + 1..] {
+                let (Some(ra), Some(rb)) = (ranks[a], ranks[b]) else {
+                    continue;
+                };
+                let dot: f32 = (0..inter.rank)
+                    .map(|d| latent(a, ra, d) * latent(b, rb, d))
+                    .sum();
+                margin += inter.strength * dot / (inter.rank as f32).sqrt();
+            }
+        }
+        margin
     }
 
     /// The header line a file of these records starts with, when the schema declares one.
@@ -72,13 +147,16 @@ impl SchemaGenerator {
     /// The next record.
     pub fn next_record(&mut self) -> Generated {
         let mut margin = BIAS;
+        let mut ranks = vec![None; self.schema.fields.len()];
         let values: Vec<FieldValue> = (0..self.schema.fields.len())
             .map(|field| {
-                let (value, weight) = self.field_value(field);
+                let (value, weight, rank) = self.field_value(field);
                 margin += weight;
+                ranks[field] = rank;
                 value
             })
             .collect();
+        margin += self.interaction_margin(&ranks);
         let probability = crate::logistic::sigmoid(margin);
         let label = self.rng.random::<f32>() < probability;
         let record = &self.record;
@@ -131,8 +209,9 @@ impl SchemaGenerator {
         }
     }
 
-    /// A value of feature field `field`, and its weight in the click's log-odds.
-    fn field_value(&mut self, field: usize) -> (FieldValue, f32) {
+    /// A value of feature field `field`, its weight in the click's log-odds, and its rank in
+    /// the field's vocabulary for a category.
+    fn field_value(&mut self, field: usize) -> (FieldValue, f32, Option<u64>) {
         let informative = field % 2 == 0;
         let key = field as u64;
         let vocab = VOCAB[field % VOCAB.len()];
@@ -152,9 +231,9 @@ impl SchemaGenerator {
                     })
                     .map(|i| i.to_string())
                     .collect();
-                (FieldValue::Tokens(tokens, b' '), weight)
+                (FieldValue::Tokens(tokens, b' '), weight, None)
             }
-            _ if self.rng.random_bool(0.05) => (FieldValue::Missing, 0.0),
+            _ if self.rng.random_bool(0.05) => (FieldValue::Missing, 0.0, None),
             Some(FieldType::Number) => {
                 let x = (self.rng.random::<f32>() * 8.0).exp() - 1.0;
                 let bucket = (x + 1.0).ln() as u64;
@@ -166,6 +245,7 @@ impl SchemaGenerator {
                 (
                     value,
                     0.8 * f32::from(u8::from(informative)) * unit(self.seed, key, bucket),
+                    None,
                 )
             }
             Some(FieldType::Tokens { separator }) => {
@@ -178,13 +258,14 @@ impl SchemaGenerator {
                         token(self.seed, key, rank)
                     })
                     .collect();
-                (FieldValue::Tokens(tokens, separator), weight)
+                (FieldValue::Tokens(tokens, separator), weight, None)
             }
             _ => {
                 let rank = self.rank(u64::from(vocab));
                 (
                     FieldValue::Category(token(self.seed, key, rank)),
                     strength * unit(self.seed, key, rank),
+                    Some(rank),
                 )
             }
         }

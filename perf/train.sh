@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# `millrace bench train` beside the same model in PyTorch eager (perf/train_pytorch.py: same
+# fields, sizes, initialization, Adam, batch and row order), on the same rows in the same run:
+# the bench featurizes the file with the job's FeatureMap and writes the rows it trains on as
+# Arrow files, which the peer reads. One JSON line each, then their ratio per model.
+# Run: perf/train.sh [--rows N] [--batch B] [--device auto|cpu|cuda] [--passes P]
+#   (default: 100k generated rows of the Avazu schema, examples/avazu.toml, batch 2048, CPU)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROWS=100000 BATCH=2048 DEVICE=cpu PASSES=1 JOB=examples/avazu.toml INPUT=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rows) ROWS="$2"; shift 2 ;;
+    --batch) BATCH="$2"; shift 2 ;;
+    --device) DEVICE="$2"; shift 2 ;;
+    --passes) PASSES="$2"; shift 2 ;;
+    --job) JOB="$2"; shift 2 ;;
+    --input) INPUT="$2"; shift 2 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+CACHE="${MILLRACE_CACHE:-$HOME/.cache/millrace}"
+TARGET="${CARGO_TARGET_DIR:-target}"
+bin="${MILLRACE_BIN:-$TARGET/release/millrace}"
+python="${MILLRACE_TORCH_PYTHON:-$CACHE/venv-torch/bin/python}"
+[ -n "${MILLRACE_BIN:-}" ] || cargo build --release -p millrace-engine --quiet
+"$python" -c "import pyarrow, numpy" 2>/dev/null || "$python" -m pip install -q "pyarrow==26.0.1" "numpy==2.3.5"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+if [ -z "$INPUT" ]; then
+  INPUT="$work/events.csv"
+  "$bin" gen --job "$JOB" --rows "$ROWS" --seed 1 >"$INPUT" 2>"$work/gen.log"
+fi
+for model in deepfm dcnv2; do
+  ours="$("$bin" bench train --job "$JOB" --input "$INPUT" --model "$model" --batch "$BATCH" \
+    --passes "$PASSES" --device "$DEVICE" --samples "$work/$model")"
+  peer="$("$python" -W ignore perf/train_pytorch.py --samples "$work/$model" --model "$model" \
+    --batch "$BATCH" --passes "$PASSES" --device "$DEVICE")"
+  echo "{\"millrace\": $ours}"
+  echo "{\"pytorch\": $peer}"
+  "$python" -c 'import json, sys; a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2]); print(json.dumps({"model": sys.argv[3], "samples_per_sec_ratio": round(a["samples_per_sec"] / b["samples_per_sec"], 3), "auc_difference": round(a["holdout_auc"] - b["holdout_auc"], 4)}))' "$ours" "$peer" "$model"
+done
