@@ -7,6 +7,7 @@
 # Run: perf/compare.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/torch-env.sh
 CACHE="${MILLRACE_CACHE:-$HOME/.cache/millrace}"
 TARGET="${CARGO_TARGET_DIR:-target}"
 venv="$CACHE/venv-compare"

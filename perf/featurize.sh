@@ -9,6 +9,7 @@
 # Run: perf/featurize.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/torch-env.sh
 TARGET="${CARGO_TARGET_DIR:-target}"
 cargo build --release -p millrace-engine --quiet
 bin="$TARGET/release/millrace"

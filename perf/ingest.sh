@@ -7,6 +7,7 @@
 # One JSON line per run. Run: perf/ingest.sh   (after `make test` has built tansu once)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/torch-env.sh
 TARGET="${CARGO_TARGET_DIR:-target}"
 BROKER="${MILLRACE_TEST_BROKER:-127.0.0.1:19092}"
 cargo build --release -p millrace-engine --quiet

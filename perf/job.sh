@@ -6,6 +6,7 @@
 # Run: perf/job.sh   (after `make test` has built tansu once)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/torch-env.sh
 TARGET="${CARGO_TARGET_DIR:-target}"
 cargo build --release -p millrace-engine --quiet
 scripts/test-broker.sh start

@@ -4,6 +4,7 @@
 # Run: make bench-online   (or perf/online.sh after a release build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/torch-env.sh
 TARGET="${CARGO_TARGET_DIR:-target}"
 cargo build --release -p millrace-engine --quiet
 bin="$TARGET/release/millrace"

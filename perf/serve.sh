@@ -25,6 +25,7 @@
 # Run: perf/serve.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/torch-env.sh
 scripts/setup.sh --with-perf >&2
 TARGET="${CARGO_TARGET_DIR:-target}"
 cargo build --release -p millrace-engine --quiet

@@ -7,6 +7,7 @@
 #   (default: 100k generated rows of the Avazu schema, examples/avazu.toml, batch 2048, CPU)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/torch-env.sh
 ROWS=100000 BATCH=2048 DEVICE=cpu PASSES=1 JOB=examples/avazu.toml INPUT=""
 while [ $# -gt 0 ]; do
   case "$1" in

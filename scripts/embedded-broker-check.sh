@@ -4,6 +4,7 @@
 # the cache), and checks that the job learned every line and dead-lettered the bad one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/torch-env.sh
 CACHE="${MILLRACE_CACHE:-$HOME/.cache/millrace}"
 BIN="${CARGO_TARGET_DIR:-target}/debug/millrace"
 ROWS=3000

@@ -5,6 +5,7 @@
 # metadata names and every id inside its feature.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/torch-env.sh
 CACHE="${MILLRACE_CACHE:-$HOME/.cache/millrace}"
 BIN="${CARGO_TARGET_DIR:-target}/debug/millrace"
 ROWS=5000

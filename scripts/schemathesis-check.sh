@@ -5,6 +5,7 @@
 # that breaks the document.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/torch-env.sh
 CACHE="${MILLRACE_CACHE:-$HOME/.cache/millrace}"
 BIN="${CARGO_TARGET_DIR:-target}/debug/millrace"
 ADDR=127.0.0.1:18090
