@@ -3,6 +3,7 @@
 //! FeatureMap version the tensors belong to. Serving evaluates an artifact with the same
 //! transform the trainer used, so a model is never served with features it was not trained on.
 
+use crate::deep::deep_logit;
 use crate::table::{Table, TableMemory};
 use millrace_events::features::FeatureSpec;
 use millrace_events::fmap::{FeatureMap, Schema};
@@ -398,6 +399,18 @@ impl ModelArtifact {
     }
 
     fn predict_values(&self, row: &[u32], values: impl RowValues) -> f32 {
+        if let Some(shape) = self.meta.architecture.deep() {
+            let rows_of = |name: &str| {
+                let t = self.tensors.iter().find(|t| t.name == name)?;
+                let width = row_width(&t.shape).filter(|&w| w > 0)?;
+                Some((t.values.len() / width, width, t.values.as_slice()))
+            };
+            let logit = self
+                .feature_map
+                .as_deref()
+                .and_then(|map| deep_logit(&shape, map, (row, values), rows_of));
+            return sigmoid(logit.unwrap_or(0.0));
+        }
         let weights = self.values(WEIGHTS);
         let factors = self.values(FACTORS);
         // Whole rows of factors only: an inconsistent artifact scores linearly.
@@ -509,6 +522,15 @@ fn meta_problems(meta: &ModelMeta, feature_map: Option<&FeatureMap>) -> Vec<Stri
                     .into_iter()
                     .map(|p| format!("FeatureMap: {p}")),
             );
+            if let Some(deep) = meta.architecture.deep() {
+                if deep.fields != map.layout.features.len() {
+                    problems.push(format!(
+                        "the deep model has {} fields, its FeatureMap {} features",
+                        deep.fields,
+                        map.layout.features.len()
+                    ));
+                }
+            }
         }
         None => problems.push("the model has no FeatureMap to make its rows".to_owned()),
     }
@@ -668,6 +690,17 @@ impl ServedModel {
     }
 
     fn predict_values(&self, row: &[u32], values: impl RowValues) -> f32 {
+        if let Some(shape) = self.meta.architecture.deep() {
+            let rows_of = |name: &str| {
+                let t = self.table(name)?;
+                Some((t.rows(), t.width(), t))
+            };
+            let logit = self
+                .feature_map
+                .as_deref()
+                .and_then(|map| deep_logit(&shape, map, (row, values), rows_of));
+            return sigmoid(logit.unwrap_or(0.0));
+        }
         let weights = self.table(WEIGHTS);
         score(
             &self.meta.architecture,

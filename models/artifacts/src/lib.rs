@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod artifact;
+mod deep;
 pub mod error;
 pub mod fixed;
 pub mod int8;

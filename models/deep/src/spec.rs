@@ -1,5 +1,6 @@
 //! What a deep model is: its kind, its sizes and how it is trained.
 
+use millrace_learners::architecture::Architecture;
 use serde::{Deserialize, Serialize};
 
 /// The deep model's architecture.
@@ -74,6 +75,24 @@ impl Default for DeepSpec {
 }
 
 impl DeepSpec {
+    /// The architecture descriptor of this model over `fields` fields, as an artifact records
+    /// it.
+    pub fn architecture(&self, fields: usize) -> Architecture {
+        match self.model {
+            DeepKind::DeepFm => Architecture::DeepFm {
+                fields,
+                embedding_dim: self.embedding_dim,
+                mlp: self.mlp.clone(),
+            },
+            DeepKind::DcnV2 => Architecture::DcnV2 {
+                fields,
+                embedding_dim: self.embedding_dim,
+                cross_layers: self.cross_layers,
+                mlp: self.mlp.clone(),
+            },
+        }
+    }
+
     /// Problems of the values, each naming its key; empty when it can be trained.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();

@@ -3,6 +3,7 @@ use millrace_learners::exact_auc;
 use millrace_samples::{FieldInfo, SampleFields, SampleRows};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::sync::Arc;
 use tch::Device;
 
 /// Three one-hot fields: `user` (40 ids), `item` (40 ids) and `noise` (10 ids), from slot 1.
@@ -164,4 +165,121 @@ fn rows_outside_the_layout_and_bad_settings_are_errors() {
         panic!("bad settings were taken");
     };
     assert_eq!(problems.len(), 3, "{problems:?}");
+}
+
+/// A layout of two vocabularies and a bucketized number (with a bias slot first), and its map.
+fn small_map() -> (
+    millrace_events::FeatureSpec,
+    Arc<millrace_events::FeatureMap>,
+) {
+    let schema: millrace_events::SchemaSpec = toml::from_str(
+        r#"
+format = "csv"
+fields = [
+  { name = "click", type = "label" },
+  { name = "user", type = "category" },
+  { name = "item", type = "category" },
+  { name = "price", type = "number" },
+]
+"#,
+    )
+    .unwrap();
+    let features: millrace_events::FeatureSpec = toml::from_str(
+        r#"
+type = "map"
+[[transform]]
+kind = "one_hot"
+fields = ["user", "item"]
+capacity = 50
+min_count = 1
+[[transform]]
+kind = "bucketize"
+fields = ["price"]
+buckets = 4
+"#,
+    )
+    .unwrap();
+    let layout = features.compile(&schema.compile().unwrap()).unwrap();
+    let map = Arc::new(millrace_events::FeatureMap::new(layout));
+    (features, map)
+}
+
+/// Seeded rows of `fields`: each feature an entry (or two) with a random id and value.
+fn random_rows(fields: &SampleFields, rows: usize, seed: u64) -> SampleRows {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut out = SampleRows::new();
+    for _ in 0..rows {
+        for (f, field) in fields.fields().iter().enumerate() {
+            for _ in 0..rng.random_range(1..=2) {
+                out.fields.push(f as u16);
+                out.ids.push(rng.random_range(0..field.width));
+                out.values.push(rng.random_range(-2.0..2.0));
+            }
+        }
+        out.offsets.push(out.ids.len() as u32);
+        out.labels.push(rng.random::<f32>() < 0.3);
+        out.epochs.push(0);
+        out.event_times.push(None);
+        out.versions.push(0);
+    }
+    out
+}
+
+#[test]
+fn serving_scores_a_deep_artifact_as_libtorch_does_without_it() {
+    let (features, map) = small_map();
+    let fields = SampleFields::of_layout(&map.layout).unwrap();
+    let rows = random_rows(&fields, 300, 8);
+    for kind in [DeepKind::DeepFm, DeepKind::DcnV2] {
+        let mut trainer = Trainer::new(&spec(kind), &fields, Device::Cpu).unwrap();
+        trainer.train(&rows, 0..300).unwrap();
+        let want = trainer.predict(&rows, 0..300).unwrap();
+        let artifact = trainer
+            .to_artifact("deep", features.clone(), map.clone())
+            .unwrap();
+        assert_eq!(artifact.problems(), Vec::<String>::new(), "{}", kind.name());
+        let served = millrace_artifacts::ServedModel::from_artifact(&artifact);
+        for (r, &want) in want.iter().enumerate() {
+            let (fs, ids, values) = rows.entries(r);
+            // As the transform makes them: the bias slot first, then global slots.
+            let mut slots = vec![0u32];
+            let mut vals = vec![1.0f32];
+            for (&f, &id) in fs.iter().zip(ids) {
+                slots.push(fields.fields()[usize::from(f)].offset + id);
+            }
+            vals.extend_from_slice(values);
+            let from_artifact = artifact.predict_row(&slots, &vals);
+            let from_served = served.predict_row(&slots, &vals);
+            assert!(
+                (from_artifact - want).abs() < 1e-5 && (from_served - want).abs() < 1e-5,
+                "{} row {r}: libtorch {want}, artifact {from_artifact}, served {from_served}",
+                kind.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_deep_artifact_round_trips_the_registry() {
+    let (features, map) = small_map();
+    let fields = SampleFields::of_layout(&map.layout).unwrap();
+    let rows = random_rows(&fields, 50, 9);
+    let trainer = Trainer::new(&spec(DeepKind::DcnV2), &fields, Device::Cpu).unwrap();
+    let mut artifact = trainer.to_artifact("deep", features, map).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let registry = millrace_artifacts::Registry::open(dir.path()).unwrap();
+    let version = registry.publish(&mut artifact).unwrap();
+    let loaded = registry.load("deep", version).unwrap();
+    assert_eq!(loaded.meta.architecture, artifact.meta.architecture);
+    assert_eq!(loaded.tensors, artifact.tensors);
+    let (fs, ids, values) = rows.entries(0);
+    let slots: Vec<u32> = fs
+        .iter()
+        .zip(ids)
+        .map(|(&f, &id)| fields.fields()[usize::from(f)].offset + id)
+        .collect();
+    assert_eq!(
+        loaded.predict_row(&slots, values),
+        artifact.predict_row(&slots, values)
+    );
 }

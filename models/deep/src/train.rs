@@ -4,9 +4,14 @@ use crate::batch::Batch;
 use crate::error::DeepError;
 use crate::model::DeepModel;
 use crate::spec::DeepSpec;
+use millrace_artifacts::artifact::Tensor;
+use millrace_artifacts::ModelArtifact;
+use millrace_events::{FeatureMap, FeatureSpec};
+use millrace_learners::architecture::element_count;
 use millrace_learners::{exact_auc, LogLoss};
 use millrace_samples::{SampleFields, SampleRows};
 use std::ops::Range;
+use std::sync::Arc;
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Reduction};
 
@@ -79,6 +84,45 @@ impl Trainer {
             .collect();
         tch::Tensor::write_npz(&cpu, path)?;
         Ok(())
+    }
+
+    /// The model as an artifact named `name` (not yet published), for rows made by `features`
+    /// with the FeatureMap version `map`: its architecture descriptor and its weights by the
+    /// names the descriptor declares, which serving scores without libtorch.
+    ///
+    /// # Errors
+    ///
+    /// [`DeepError::Rows`] when `map` is not the layout the model was made for (another number
+    /// of features or of slots).
+    pub fn to_artifact(
+        &self,
+        name: &str,
+        features: FeatureSpec,
+        map: Arc<FeatureMap>,
+    ) -> Result<ModelArtifact, DeepError> {
+        let architecture = self.spec.architecture(self.fields.fields().len());
+        let named = self.model.named_weights();
+        let mut tensors = Vec::new();
+        for declared in architecture.tensors(map.dimension()) {
+            let values = named
+                .iter()
+                .find(|(name, _)| *name == declared.name)
+                .map(|(_, t)| Vec::<f32>::try_from(&t.flatten(0, -1).to_device(Device::Cpu)))
+                .transpose()?
+                .filter(|v| Some(v.len()) == element_count(&declared.shape))
+                .ok_or_else(|| {
+                    DeepError::Rows(format!(
+                        "the model has no `{}` of shape {:?} for the FeatureMap's {} slots",
+                        declared.name,
+                        declared.shape,
+                        map.dimension()
+                    ))
+                })?;
+            tensors.push(Tensor::new(declared, values));
+        }
+        let mut artifact = ModelArtifact::new(name, features, architecture, tensors);
+        artifact.feature_map = Some(map);
+        Ok(artifact)
     }
 
     /// Trains `spec.passes` passes over rows `range` of `rows`, `batch_size` rows a step, in

@@ -19,7 +19,58 @@ pub enum Architecture {
         /// Latent factors per slot.
         factors: usize,
     },
+    /// DeepFM over a FeatureMap's fields (`millrace-deep`): an embedding and a linear weight
+    /// per slot; an entry adds its slot's embedding times its value to its field's; a
+    /// factorization machine over the fields' embeddings and an MLP over their concatenation.
+    /// Its tensors bear the names PyTorch's `state_dict` of the same model gives them.
+    DeepFm {
+        /// The FeatureMap's features (the model's fields).
+        fields: usize,
+        /// Each field's embedding width.
+        embedding_dim: usize,
+        /// The MLP's hidden widths (each followed by a ReLU).
+        mlp: Vec<usize>,
+    },
+    /// DCN-v2, stacked, over a FeatureMap's fields (`millrace-deep`): an embedding per slot,
+    /// summed per field as DeepFM's; `cross_layers` full-rank cross layers over the fields'
+    /// concatenated embeddings, then an MLP, then one logit.
+    DcnV2 {
+        /// The FeatureMap's features (the model's fields).
+        fields: usize,
+        /// Each field's embedding width.
+        embedding_dim: usize,
+        /// Cross layers.
+        cross_layers: usize,
+        /// The MLP's hidden widths (each followed by a ReLU).
+        mlp: Vec<usize>,
+    },
 }
+
+/// What the forward pass of a deep architecture needs: its sizes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeepShape<'a> {
+    /// DeepFM (a linear part and an FM) rather than DCN-v2.
+    pub deepfm: bool,
+    /// Fields.
+    pub fields: usize,
+    /// Each field's embedding width.
+    pub embedding_dim: usize,
+    /// DCN-v2's cross layers (0 for DeepFM).
+    pub cross_layers: usize,
+    /// The MLP's hidden widths.
+    pub mlp: &'a [usize],
+}
+
+/// The most fields a deep architecture has.
+pub const MAX_FIELDS: usize = 1024;
+/// The widest embedding of a deep architecture.
+pub const MAX_EMBEDDING_DIM: usize = 256;
+/// The widest concatenation of embeddings (fields × width), which DCN-v2's cross layers square.
+pub const MAX_DEEP_WIDTH: usize = 4096;
+/// The widest MLP layer.
+pub const MAX_MLP_WIDTH: usize = 4096;
+/// The most MLP layers, and the most cross layers.
+pub const MAX_LAYERS: usize = 8;
 
 /// The name and shape of one tensor an architecture declares.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,24 +137,56 @@ impl Architecture {
             name: WEIGHTS.to_owned(),
             shape: vec![dimension],
         };
-        match *self {
-            Architecture::LogisticRegression {} => vec![weights],
-            Architecture::FactorizationMachine { factors } => vec![
+        match (self, self.deep()) {
+            (_, Some(deep)) => deep.tensors(dimension),
+            (Architecture::FactorizationMachine { factors }, None) => vec![
                 weights,
                 TensorSpec {
                     name: FACTORS.to_owned(),
-                    shape: vec![dimension, factors],
+                    shape: vec![dimension, *factors],
                 },
             ],
+            _ => vec![weights],
+        }
+    }
+
+    /// The sizes of a deep architecture; `None` for the others.
+    pub fn deep(&self) -> Option<DeepShape<'_>> {
+        match self {
+            Architecture::DeepFm {
+                fields,
+                embedding_dim,
+                mlp,
+            } => Some(DeepShape {
+                deepfm: true,
+                fields: *fields,
+                embedding_dim: *embedding_dim,
+                cross_layers: 0,
+                mlp,
+            }),
+            Architecture::DcnV2 {
+                fields,
+                embedding_dim,
+                cross_layers,
+                mlp,
+            } => Some(DeepShape {
+                deepfm: false,
+                fields: *fields,
+                embedding_dim: *embedding_dim,
+                cross_layers: *cross_layers,
+                mlp,
+            }),
+            _ => None,
         }
     }
 
     /// Problems with the hyper-parameters, empty when they are valid: what a learner could
     /// have trained (so that an artifact read from outside cannot ask for tensors of any size).
     pub fn problems(&self) -> Vec<String> {
-        match *self {
-            Architecture::FactorizationMachine { factors }
-                if !(1..=MAX_FACTORS).contains(&factors) =>
+        match (self, self.deep()) {
+            (_, Some(deep)) => deep.problems(),
+            (Architecture::FactorizationMachine { factors }, None)
+                if !(1..=MAX_FACTORS).contains(factors) =>
             {
                 vec![format!(
                     "a factorization machine has 1 to {MAX_FACTORS} factors per slot (got {factors})"
@@ -111,5 +194,83 @@ impl Architecture {
             }
             _ => Vec::new(),
         }
+    }
+}
+
+/// The name of a deep model's embedding table, a row per slot.
+pub const EMBEDDING: &str = "embedding.weight";
+/// The name of DeepFM's linear weights, a row of one per slot.
+pub const LINEAR: &str = "linear.weight";
+
+impl DeepShape<'_> {
+    /// The width of the fields' concatenated embeddings.
+    pub fn width(&self) -> usize {
+        self.fields.saturating_mul(self.embedding_dim)
+    }
+
+    /// The input width of each MLP layer, then of the output layer.
+    pub fn layer_inputs(&self) -> Vec<usize> {
+        std::iter::once(self.width())
+            .chain(self.mlp.iter().copied())
+            .collect()
+    }
+
+    fn tensors(&self, dimension: usize) -> Vec<TensorSpec> {
+        let spec = |name: String, shape: Vec<usize>| TensorSpec { name, shape };
+        let width = self.width();
+        let mut tensors = vec![spec(
+            EMBEDDING.to_owned(),
+            vec![dimension, self.embedding_dim],
+        )];
+        if self.deepfm {
+            tensors.push(spec(LINEAR.to_owned(), vec![dimension, 1]));
+        }
+        for l in 0..self.cross_layers {
+            tensors.push(spec(format!("cross.{l}.weight"), vec![width, width]));
+            tensors.push(spec(format!("cross.{l}.bias"), vec![width]));
+        }
+        let inputs = self.layer_inputs();
+        for (l, &out) in self.mlp.iter().enumerate() {
+            tensors.push(spec(format!("mlp.{}.weight", 2 * l), vec![out, inputs[l]]));
+            tensors.push(spec(format!("mlp.{}.bias", 2 * l), vec![out]));
+        }
+        let last = inputs.last().copied().unwrap_or(width);
+        tensors.push(spec("out.weight".to_owned(), vec![1, last]));
+        tensors.push(spec("out.bias".to_owned(), vec![1]));
+        tensors
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !(1..=MAX_FIELDS).contains(&self.fields) {
+            problems.push(format!(
+                "a deep model has 1 to {MAX_FIELDS} fields (got {})",
+                self.fields
+            ));
+        }
+        if !(1..=MAX_EMBEDDING_DIM).contains(&self.embedding_dim) {
+            problems.push(format!(
+                "a deep model's embeddings are 1 to {MAX_EMBEDDING_DIM} wide (got {})",
+                self.embedding_dim
+            ));
+        }
+        if self.width() > MAX_DEEP_WIDTH {
+            problems.push(format!(
+                "a deep model's fields × embedding width is at most {MAX_DEEP_WIDTH} (got {})",
+                self.width()
+            ));
+        }
+        if self.mlp.len() > MAX_LAYERS || self.cross_layers > MAX_LAYERS {
+            problems.push(format!(
+                "a deep model has at most {MAX_LAYERS} MLP and {MAX_LAYERS} cross layers"
+            ));
+        }
+        if self.mlp.iter().any(|&w| !(1..=MAX_MLP_WIDTH).contains(&w)) {
+            problems.push(format!(
+                "a deep model's MLP layers are 1 to {MAX_MLP_WIDTH} wide (got {:?})",
+                self.mlp
+            ));
+        }
+        problems
     }
 }
