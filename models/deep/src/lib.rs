@@ -6,12 +6,14 @@
 //! - [`Batch`]: sample rows as tensors (slots, values, rows, cells);
 //! - [`DeepModel`]: the weights and the forward pass;
 //! - [`Trainer`]: Adam over rows in order, prediction and scoring;
+//! - [`Gate`]: whether a candidate may replace the served version;
 //! - [`parse_device`]: `auto`, `cpu`, `cuda` or `cuda:N`.
 #![warn(missing_docs)]
 
 mod batch;
 mod device;
 mod error;
+mod gate;
 mod model;
 mod spec;
 mod train;
@@ -19,6 +21,7 @@ mod train;
 pub use batch::Batch;
 pub use device::{device_name, parse_device, Device};
 pub use error::DeepError;
+pub use gate::{Gate, Verdict};
 pub use model::{slots, DeepModel};
 pub use spec::{DeepKind, DeepSpec};
 pub use train::{Quality, Trainer};

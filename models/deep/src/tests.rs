@@ -283,3 +283,90 @@ fn a_deep_artifact_round_trips_the_registry() {
         artifact.predict_row(&slots, values)
     );
 }
+
+#[test]
+fn a_warm_start_from_an_artifact_predicts_as_the_model_it_was_made_from() {
+    let (features, map) = small_map();
+    let fields = SampleFields::of_layout(&map.layout).unwrap();
+    let rows = random_rows(&fields, 200, 10);
+    let mut trained = Trainer::new(&spec(DeepKind::DeepFm), &fields, Device::Cpu).unwrap();
+    trained.train(&rows, 0..200).unwrap();
+    let artifact = trained
+        .to_artifact("deep", features.clone(), map.clone())
+        .unwrap();
+    let fresh = DeepSpec {
+        seed: 99,
+        ..spec(DeepKind::DeepFm)
+    };
+    let mut warm = Trainer::new(&fresh, &fields, Device::Cpu).unwrap();
+    assert_ne!(
+        warm.predict(&rows, 0..20).unwrap(),
+        trained.predict(&rows, 0..20).unwrap()
+    );
+    warm.warm_start(&artifact).unwrap();
+    assert_eq!(
+        warm.predict(&rows, 0..200).unwrap(),
+        trained.predict(&rows, 0..200).unwrap()
+    );
+    let mut other = Trainer::new(&spec(DeepKind::DcnV2), &fields, Device::Cpu).unwrap();
+    assert!(matches!(
+        other.warm_start(&artifact),
+        Err(DeepError::Rows(_))
+    ));
+}
+
+#[test]
+fn the_gate_refuses_a_worse_or_broken_candidate_and_says_why() {
+    let quality = |auc: f64, logloss: f64| Quality {
+        rows: 1000,
+        auc: Some(auc),
+        logloss: Some(logloss),
+    };
+    let gate = Gate::default();
+    let current = quality(0.75, 0.45);
+    assert_eq!(
+        gate.judge(&quality(0.76, 0.44), Some(&current), true),
+        Verdict::Publish
+    );
+    assert_eq!(
+        gate.judge(&quality(0.749, 0.452), Some(&current), true),
+        Verdict::Publish
+    );
+    assert_eq!(
+        gate.judge(&quality(0.70, 0.60), None, true),
+        Verdict::Publish
+    );
+    let Verdict::Refuse(reasons) = gate.judge(&quality(0.74, 0.47), Some(&current), true) else {
+        panic!("a worse candidate passed");
+    };
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons[0].contains("AUC") && reasons[1].contains("log-loss"));
+    let Verdict::Refuse(reasons) = gate.judge(&quality(0.80, 0.40), Some(&current), false) else {
+        panic!("a candidate with a non-finite weight passed");
+    };
+    assert!(reasons[0].contains("not finite"));
+    let one_class = Quality {
+        rows: 10,
+        auc: None,
+        logloss: Some(0.1),
+    };
+    assert!(matches!(
+        gate.judge(&one_class, None, true),
+        Verdict::Refuse(_)
+    ));
+    let nan = quality(f64::NAN, 0.4);
+    assert!(matches!(gate.judge(&nan, None, true), Verdict::Refuse(_)));
+    let bad = Gate {
+        auc_tolerance: -1.0,
+        logloss_tolerance: f64::NAN,
+    };
+    assert_eq!(bad.problems().len(), 2);
+}
+
+#[test]
+fn a_trainer_says_whether_its_weights_are_finite() {
+    let (_, map) = small_map();
+    let fields = SampleFields::of_layout(&map.layout).unwrap();
+    let trainer = Trainer::new(&spec(DeepKind::DeepFm), &fields, Device::Cpu).unwrap();
+    assert!(trainer.finite());
+}

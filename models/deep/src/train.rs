@@ -70,6 +70,14 @@ impl Trainer {
         &self.model
     }
 
+    /// Whether every weight is a finite number (what the gate asks before a publication).
+    pub fn finite(&self) -> bool {
+        self.model
+            .named_weights()
+            .iter()
+            .all(|(_, t)| t.isfinite().all().int64_value(&[]) != 0)
+    }
+
     /// Writes the weights to the NumPy archive `path` by PyTorch's names
     /// ([`DeepModel::named_weights`]): `numpy.load` reads it, `load_state_dict` takes it.
     ///
@@ -123,6 +131,42 @@ impl Trainer {
         let mut artifact = ModelArtifact::new(name, features, architecture, tensors);
         artifact.feature_map = Some(map);
         Ok(artifact)
+    }
+
+    /// Starts from the weights of `artifact` (a version this model's architecture over the same
+    /// FeatureMap layout made): a warm start. Adam's moments start afresh.
+    ///
+    /// # Errors
+    ///
+    /// [`DeepError::Rows`] when the artifact is of another architecture or layout, or lacks a
+    /// weight of the model's shape.
+    pub fn warm_start(&mut self, artifact: &ModelArtifact) -> Result<(), DeepError> {
+        let want = self.spec.architecture(self.fields.fields().len());
+        if artifact.meta.architecture != want {
+            return Err(DeepError::Rows(format!(
+                "a warm start from a {:?} into a {want:?}",
+                artifact.meta.architecture
+            )));
+        }
+        // The named weights share their storage with the model's variables.
+        for (name, mut tensor) in self.model.named_weights() {
+            let stored = artifact
+                .tensors
+                .iter()
+                .find(|t| t.name == name)
+                .filter(|t| i64::try_from(t.values.len()).ok() == Some(tensor.numel() as i64))
+                .ok_or_else(|| {
+                    DeepError::Rows(format!(
+                        "the artifact has no `{name}` of {} numbers",
+                        tensor.numel()
+                    ))
+                })?;
+            let source = tch::Tensor::from_slice(&stored.values)
+                .view(tensor.size().as_slice())
+                .to_device(tensor.device());
+            tch::no_grad(|| tensor.copy_(&source));
+        }
+        Ok(())
     }
 
     /// Trains `spec.passes` passes over rows `range` of `rows`, `batch_size` rows a step, in
