@@ -4,7 +4,7 @@ use crate::catalog::Catalog;
 use crate::error::{Error, Result};
 use crate::spec::{
     CheckpointSpec, GeneratorSpec, JobSpec, LabelsSpec, LearnerSpec, ProgressSpec, PublishSpec,
-    SamplesSpec, ServeSpec, SinksSpec, SourceSpec,
+    RetrainSpec, SamplesSpec, ServeSpec, SinksSpec, SourceSpec,
 };
 use millrace_connectors::kafka::KafkaSourceConfig;
 use millrace_models::{FeatureSpec, SchemaSpec};
@@ -26,6 +26,7 @@ pub struct JobBuilder {
     checkpoint: Option<CheckpointSpec>,
     sinks: Option<SinksSpec>,
     samples: Option<SamplesSpec>,
+    retrain: Option<RetrainSpec>,
 }
 
 impl JobSpec {
@@ -60,6 +61,12 @@ impl JobBuilder {
     /// The sample buffer (`[samples]`).
     pub fn samples(mut self, samples: SamplesSpec) -> Self {
         self.samples = Some(samples);
+        self
+    }
+
+    /// The retraining stage (`[retrain]`).
+    pub fn retrain(mut self, retrain: RetrainSpec) -> Self {
+        self.retrain = Some(retrain);
         self
     }
 
@@ -169,6 +176,7 @@ impl JobBuilder {
             checkpoint: self.checkpoint,
             sinks: self.sinks,
             samples: self.samples,
+            retrain: self.retrain,
         };
         let problems = spec.problems_in(catalog);
         if problems.is_empty() {

@@ -82,6 +82,9 @@ pub enum Error {
     #[cfg(feature = "deep")]
     #[error("deep model: {0}")]
     Deep(#[from] millrace_deep::DeepError),
+    /// A retraining run could not read its rows or its settings.
+    #[error("retraining: {0}")]
+    Retrain(String),
     /// The job's source could not be opened.
     #[error("the `{kind}` source cannot be opened")]
     Source {

@@ -866,7 +866,7 @@ fn gen_schema(
     use millrace_models::schema::synth::SchemaGenerator;
     let spec = millrace_engine::spec::JobSpec::from_file(job)?;
     let mut generator =
-        SchemaGenerator::new(&spec.event_schema()?, seed).with_interactions(rank, strength);
+        SchemaGenerator::new(&spec.event_schema()?, seed).with_interactions(rank, strength, seed);
     let mut out = BufWriter::new(std::io::stdout().lock());
     if let Some(header) = generator.header() {
         writeln!(out, "{header}")?;

@@ -6,7 +6,7 @@ use millrace_operators::{
     FeaturizeStats, LabelJoinStats, QualitySummary, SampleStats, SourceStats, TrainerStats,
 };
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::sync::{Mutex, OnceLock};
 
@@ -123,6 +123,69 @@ pub const SAMPLES_RETIRED: &str = "millrace_samples_retired_segments_total";
 /// Sample buffer writes and deletions that failed (rows lost from the buffer only).
 pub const SAMPLES_ERRORS: &str = "millrace_samples_errors_total";
 
+/// Retraining runs started.
+pub const RETRAIN_RUNS: &str = "millrace_retrain_runs_total";
+/// Deep versions the gate let through and the stage published.
+pub const RETRAIN_PUBLISHED: &str = "millrace_retrain_published_total";
+/// Candidates the gate refused (each run's reasons are logged).
+pub const RETRAIN_REFUSED: &str = "millrace_retrain_refused_total";
+/// Runs skipped (too few rows, no FeatureMap published yet).
+pub const RETRAIN_SKIPPED: &str = "millrace_retrain_skipped_total";
+/// Runs that failed (unreadable buffer, libtorch, the registry).
+pub const RETRAIN_ERRORS: &str = "millrace_retrain_errors_total";
+/// 1 while a retraining run is training, else 0.
+pub const RETRAIN_TRAINING: &str = "millrace_retrain_training";
+/// The newest deep version published.
+pub const RETRAIN_VERSION: &str = "millrace_retrain_model_version";
+/// The newest candidate's AUC on its held-out rows.
+pub const RETRAIN_CANDIDATE_AUC: &str = "millrace_retrain_candidate_auc";
+
+/// The retraining stage's figures (all zero without `[retrain]`).
+#[derive(Debug, Default)]
+pub struct RetrainStats {
+    /// Whether the job retrains.
+    pub enabled: AtomicBool,
+    /// Runs started.
+    pub runs: AtomicU64,
+    /// Versions published.
+    pub published: AtomicU64,
+    /// Candidates refused by the gate.
+    pub refused: AtomicU64,
+    /// Runs skipped.
+    pub skipped: AtomicU64,
+    /// Runs that failed.
+    pub errors: AtomicU64,
+    /// Whether a run is training now.
+    pub training: AtomicBool,
+    /// The newest deep version published.
+    pub version: AtomicU64,
+    /// The newest candidate's held-out AUC, as `f64` bits (NaN before the first).
+    pub candidate_auc: AtomicU64,
+    /// The last run's outcome, in words.
+    last: Mutex<String>,
+}
+
+impl RetrainStats {
+    /// Records the last run's outcome.
+    pub fn say(&self, outcome: String) {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = outcome;
+    }
+
+    /// The last run's outcome ("" before the first).
+    pub fn last(&self) -> String {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn auc(&self) -> f64 {
+        let bits = self.candidate_auc.load(Ordering::Relaxed);
+        if self.runs.load(Ordering::Relaxed) == 0 {
+            f64::NAN
+        } else {
+            f64::from_bits(bits)
+        }
+    }
+}
+
 /// Reads one figure of a worker's progressive validation.
 type WorkerFigure = fn(&QualitySummary) -> f64;
 
@@ -153,6 +216,8 @@ pub struct JobStats {
     pub trainer: Arc<TrainerStats>,
     /// The sample buffer's figures (all zero without `[samples]`).
     pub samples: Arc<SampleStats>,
+    /// The retraining stage's figures.
+    pub retrain: Arc<RetrainStats>,
     /// Per partition: records not yet read, refreshed by the progress thread.
     pub partition_lag: Mutex<Vec<i64>>,
     /// The job's checkpoint collector, once the dataflow has one.
@@ -176,6 +241,7 @@ impl JobStats {
             featurize: Arc::new(FeaturizeStats::default()),
             labels: Arc::new(LabelJoinStats::default()),
             samples: Arc::default(),
+            retrain: Arc::default(),
             trainer: Arc::new(TrainerStats::new()),
             partition_lag: Mutex::new(Vec::new()),
             checkpoints: OnceLock::new(),
@@ -274,6 +340,18 @@ impl JobStats {
             (SAMPLES_SEGMENTS, "gauge", self.samples.segments() as f64),
             (SAMPLES_RETIRED, "counter", load(&self.samples.retired)),
             (SAMPLES_ERRORS, "counter", load(&self.samples.errors)),
+            (RETRAIN_RUNS, "counter", load(&self.retrain.runs)),
+            (RETRAIN_PUBLISHED, "counter", load(&self.retrain.published)),
+            (RETRAIN_REFUSED, "counter", load(&self.retrain.refused)),
+            (RETRAIN_SKIPPED, "counter", load(&self.retrain.skipped)),
+            (RETRAIN_ERRORS, "counter", load(&self.retrain.errors)),
+            (
+                RETRAIN_TRAINING,
+                "gauge",
+                f64::from(u8::from(self.retrain.training.load(Ordering::Relaxed))),
+            ),
+            (RETRAIN_VERSION, "gauge", load(&self.retrain.version)),
+            (RETRAIN_CANDIDATE_AUC, "gauge", self.retrain.auc()),
             (FEATURIZE_ROWS, "counter", load(&f.rows)),
             (FEATURIZE_VOCAB_LOOKUPS, "counter", load(&f.lookups)),
             (FEATURIZE_VOCAB_OOV, "counter", load(&f.oov)),
@@ -396,8 +474,22 @@ impl JobStats {
         } else {
             String::new()
         };
+        let retrain = &self.retrain;
+        let deep = if retrain.enabled.load(Ordering::Relaxed) {
+            let state = if retrain.training.load(Ordering::Relaxed) {
+                "training".to_owned()
+            } else {
+                retrain.last()
+            };
+            format!(
+                " | deep v{} ({state})",
+                retrain.version.load(Ordering::Relaxed)
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "events/s {events_per_sec:>9.0} | learned {:>10} | dead letters {:>6} | lag {:>8} | auc {} (last 100k/worker {}){per_worker} | logloss {} | model v{}",
+            "events/s {events_per_sec:>9.0} | learned {:>10} | dead letters {:>6} | lag {:>8} | auc {} (last 100k/worker {}){per_worker} | logloss {} | model v{}{deep}",
             self.trainer.learned.load(Ordering::Relaxed),
             self.dead_letters(),
             if lag < 0 { "-".to_owned() } else { lag.to_string() },

@@ -48,7 +48,7 @@ registry = "unused"
 /// Writes `rows` generated events of the job's schema, with preferences of rank `rank`.
 fn write(path: &Path, job: &JobSpec, rows: usize, rank: usize) -> f64 {
     let generator =
-        SchemaGenerator::new(&job.event_schema().unwrap(), 5).with_interactions(rank, 2.5);
+        SchemaGenerator::new(&job.event_schema().unwrap(), 5).with_interactions(rank, 2.5, 5);
     if rank > 0 {
         assert_eq!(generator.interacting_fields(), vec!["a", "c", "d"]);
     }

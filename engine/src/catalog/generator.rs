@@ -33,6 +33,12 @@ pub struct GeneratorSourceSpec {
     pub rows_per_sec: Option<f64>,
     /// The seed of partition 0 (partition `p`'s is `seed + p`).
     pub seed: u64,
+    /// Preferences planted between the first three category fields of at most 5,000 values:
+    /// latent vectors of this many numbers per value (the same in every partition) whose dot
+    /// products enter the log-odds; 0 for none.
+    pub interactions: usize,
+    /// The log-odds scale of those preferences.
+    pub interaction_strength: f32,
 }
 
 impl Default for GeneratorSourceSpec {
@@ -42,6 +48,8 @@ impl Default for GeneratorSourceSpec {
             rows: 0,
             rows_per_sec: None,
             seed: 7,
+            interactions: 0,
+            interaction_strength: 2.0,
         }
     }
 }
@@ -60,6 +68,15 @@ impl GeneratorSourceSpec {
             if !(rate > 0.0 && rate.is_finite()) {
                 problems.push(format!("`rows_per_sec` must be > 0 (got {rate})"));
             }
+        }
+        if self.interactions > 64 {
+            problems.push(format!(
+                "`interactions` must be at most 64 (got {})",
+                self.interactions
+            ));
+        }
+        if !self.interaction_strength.is_finite() {
+            problems.push("`interaction_strength` must be a number".to_owned());
         }
         problems
     }
@@ -150,29 +167,40 @@ impl Source for GeneratorSource {
 /// One partition's records.
 struct Stream {
     generator: SchemaGenerator,
-    /// The schema and seed it regenerates from after a seek.
-    start: (Schema, u64),
+    /// What it regenerates from after a seek: the schema, the seed, and the interactions'
+    /// rank, strength and seed.
+    start: (Schema, u64, (usize, f32, u64)),
     cursor: Cursor,
 }
 
 impl Stream {
     fn new(schema: &Schema, spec: &GeneratorSourceSpec, partition: i32, rate: Option<f64>) -> Self {
         let seed = spec.seed.wrapping_add(partition as u64);
+        let interactions = (spec.interactions, spec.interaction_strength, spec.seed);
         Stream {
-            generator: SchemaGenerator::new(schema, seed),
-            start: (schema.clone(), seed),
+            generator: generate(schema, seed, interactions),
+            start: (schema.clone(), seed, interactions),
             cursor: Cursor::new(partition, spec.rows_of(partition), rate),
         }
     }
 
     /// Goes to `offset`: regenerates the stream from its start up to there.
     fn seek(&mut self, offset: u64, timed: bool) {
-        self.generator = SchemaGenerator::new(&self.start.0, self.start.1);
+        self.generator = generate(&self.start.0, self.start.1, self.start.2);
         for _ in 0..offset {
             self.generator.next_record();
         }
         self.cursor.seek(offset, timed);
     }
+}
+
+/// The records of `schema` for `seed`, with the `(rank, strength, seed)` interactions.
+fn generate(
+    schema: &Schema,
+    seed: u64,
+    (rank, strength, latent): (usize, f32, u64),
+) -> SchemaGenerator {
+    SchemaGenerator::new(schema, seed).with_interactions(rank, strength, latent)
 }
 
 /// One worker's streams.

@@ -14,6 +14,8 @@
 mod background;
 mod checkpointing;
 mod dataflow;
+#[cfg(feature = "deep")]
+mod retrain;
 mod run;
 mod sinks;
 
@@ -92,6 +94,10 @@ pub struct JobReport {
     pub restored_epoch: Option<u64>,
     /// Checkpoints written by this run.
     pub checkpoints_written: u64,
+    /// Deep versions the retraining stage published.
+    pub deep_published: u64,
+    /// Retrained candidates the gate refused.
+    pub deep_refused: u64,
 }
 
 /// Starts jobs.
@@ -229,6 +235,8 @@ impl JobReport {
             progressive_logloss: stats.trainer.logloss(),
             restored_epoch,
             checkpoints_written: stats.checkpoints.get().map_or(0, |c| c.figures().written),
+            deep_published: load(&stats.retrain.published),
+            deep_refused: load(&stats.retrain.refused),
         }
     }
 }

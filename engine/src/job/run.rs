@@ -122,6 +122,13 @@ pub(super) fn run(
         }
     };
 
+    #[cfg(feature = "deep")]
+    let retrainer = {
+        let workers = options.workers.max(1);
+        let local: Vec<usize> = (process * workers..(process + 1) * workers).collect();
+        super::retrain::Retrainer::start(&spec, &registry, &local, process, &stats)
+    };
+
     let _ = started.send(Started {
         bootstrap_servers: bootstrap.clone(),
         serve_addr: serving.as_ref().map(|s| s.addr),
@@ -138,7 +145,16 @@ pub(super) fn run(
         &stats,
     );
 
+    // A stop asked for (SIGTERM) ends the retraining stage at once; an input that ended gets
+    // one last run on everything buffered.
+    let interrupted = stop.load(Ordering::SeqCst);
     stop.store(true, Ordering::SeqCst);
+    #[cfg(feature = "deep")]
+    if let Some(retrainer) = retrainer {
+        retrainer.finish(!interrupted && result.is_ok());
+    }
+    #[cfg(not(feature = "deep"))]
+    let _ = interrupted;
     background.finish();
     if let Some(serving) = serving {
         serving.stop(&runtime);

@@ -2,8 +2,8 @@
 //! naming its section and key.
 
 use super::{
-    CheckpointSpec, GeneratorSpec, LabelsSpec, LearnerSpec, ProgressSpec, PublishSpec, SamplesSpec,
-    ServeSpec, SinksSpec, SourceSpec,
+    CheckpointSpec, GeneratorSpec, LabelsSpec, LearnerSpec, ProgressSpec, PublishSpec, RetrainSpec,
+    SamplesSpec, ServeSpec, SinksSpec, SourceSpec,
 };
 use crate::catalog::Catalog;
 use millrace_connectors::kafka::{KafkaSourceConfig, EMBEDDED};
@@ -27,6 +27,7 @@ pub(super) struct Sections<'a> {
     pub(super) checkpoint: Option<Option<&'a CheckpointSpec>>,
     pub(super) sinks: Option<Option<&'a SinksSpec>>,
     pub(super) samples: Option<Option<&'a SamplesSpec>>,
+    pub(super) retrain: Option<Option<&'a RetrainSpec>>,
 }
 
 /// Problems of the values (ranges, emptiness, consistency), each naming its key: every check
@@ -196,6 +197,9 @@ pub(super) fn check(job: &Sections<'_>) -> Vec<String> {
     if let Some(Some(samples)) = job.samples {
         add("samples", samples_problems(samples, job.checkpoint));
     }
+    if let Some(Some(retrain)) = job.retrain {
+        add("retrain", retrain_problems(retrain, job));
+    }
     if let Some(Some(checkpoint)) = job.checkpoint {
         let mut list = Vec::new();
         if checkpoint.state_dir.as_os_str().is_empty() {
@@ -350,6 +354,90 @@ fn samples_problems(
     // A `[checkpoint]` that could not be read says so itself.
     if samples.dir.is_none() && matches!(checkpoint, Some(None)) {
         list.push("`dir` is needed in a job without `[checkpoint]` (whose `state_dir` holds the buffer otherwise)".to_owned());
+    }
+    list
+}
+
+/// Problems of `[retrain]`: its values, and what it needs of the other sections (a sample
+/// buffer, a FeatureMap, a name to publish under that is not the online model's).
+fn retrain_problems(retrain: &RetrainSpec, job: &Sections<'_>) -> Vec<String> {
+    let mut list = Vec::new();
+    if !cfg!(feature = "deep") {
+        list.push(
+            "this binary was built without the deep models (the engine's `deep` feature)"
+                .to_owned(),
+        );
+    }
+    if !matches!(retrain.model.as_str(), "deepfm" | "dcnv2") {
+        list.push(format!(
+            "`model` must be \"deepfm\" or \"dcnv2\" (got {:?})",
+            retrain.model
+        ));
+    }
+    if retrain.every_seconds == 0 {
+        list.push("`every_seconds` must be >= 1 (got 0)".to_owned());
+    }
+    if !(retrain.holdout > 0.0 && retrain.holdout < 1.0) {
+        list.push(format!(
+            "`holdout` must be in (0, 1) (got {})",
+            retrain.holdout
+        ));
+    }
+    let sizes = [
+        ("embedding_dim", retrain.embedding_dim),
+        ("batch_size", retrain.batch_size),
+        ("passes", retrain.passes),
+        ("min_rows", retrain.min_rows),
+    ];
+    for (key, value) in sizes {
+        if value == 0 {
+            list.push(format!("`{key}` must be >= 1 (got 0)"));
+        }
+    }
+    if retrain.mlp.contains(&0) {
+        list.push(format!("`mlp` widths must be >= 1 (got {:?})", retrain.mlp));
+    }
+    if !(retrain.learning_rate.is_finite() && retrain.learning_rate > 0.0) {
+        list.push(format!(
+            "`learning_rate` must be > 0 (got {})",
+            retrain.learning_rate
+        ));
+    }
+    for (key, value) in [
+        ("auc_tolerance", retrain.auc_tolerance),
+        ("logloss_tolerance", retrain.logloss_tolerance),
+    ] {
+        if !(value.is_finite() && value >= 0.0) {
+            list.push(format!("`{key}` must be a number >= 0 (got {value})"));
+        }
+    }
+    if !matches!(retrain.device.as_str(), "auto" | "cpu" | "cuda")
+        && !retrain.device.starts_with("cuda:")
+    {
+        list.push(format!(
+            "`device` must be auto, cpu, cuda or cuda:N (got {:?})",
+            retrain.device
+        ));
+    }
+    if let Some(name) = job.name {
+        let published = retrain.published_name(name);
+        if published == *name
+            || published.is_empty()
+            || !published
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            list.push(format!("`publish_as` must be letters, digits, `-` or `_`, and not the job's name (got {published:?})"));
+        }
+    }
+    if matches!(job.samples, Some(None)) {
+        list.push("it trains on the sample buffer: add `[samples]`".to_owned());
+    }
+    if job
+        .features
+        .is_some_and(|f| !matches!(f, FeatureSpec::Map(_)))
+    {
+        list.push("its fields are a FeatureMap's: `[features] type = \"map\"`".to_owned());
     }
     list
 }

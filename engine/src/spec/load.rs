@@ -5,7 +5,7 @@ use super::check::{check, Sections};
 use super::env::apply_env;
 use super::{
     CheckpointSpec, GeneratorSpec, JobSpec, LabelsSpec, LearnerSpec, ProgressSpec, PublishSpec,
-    SamplesSpec, ServeSpec, SinksSpec, SourceSpec,
+    RetrainSpec, SamplesSpec, ServeSpec, SinksSpec, SourceSpec,
 };
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
@@ -14,7 +14,7 @@ use millrace_models::{FeatureSpec, SchemaSpec};
 use std::path::Path;
 
 /// The top-level keys of a job file: `name` and the sections.
-const SECTIONS: [&str; 13] = [
+const SECTIONS: [&str; 14] = [
     "name",
     "source",
     "generator",
@@ -28,6 +28,7 @@ const SECTIONS: [&str; 13] = [
     "checkpoint",
     "sinks",
     "samples",
+    "retrain",
 ];
 
 impl JobSpec {
@@ -151,6 +152,7 @@ impl JobSpec {
         let progress = section::<ProgressSpec>(&table, "progress", false, &mut problems);
         let checkpoint = section::<CheckpointSpec>(&table, "checkpoint", false, &mut problems);
         let samples = section::<SamplesSpec>(&table, "samples", false, &mut problems);
+        let retrain = section::<RetrainSpec>(&table, "retrain", false, &mut problems);
         let sinks_table = untyped_sinks_left_out(&table, catalog, &mut problems);
         let sinks = match section::<SinksSpec>(&sinks_table, "sinks", false, &mut problems) {
             Read::Whole(mut sinks) => {
@@ -178,6 +180,7 @@ impl JobSpec {
             checkpoint: checkpoint.optional(),
             sinks: sinks.optional(),
             samples: samples.optional(),
+            retrain: retrain.optional(),
         }));
         if !problems.is_empty() {
             return Err(Error::Config { problems });
@@ -203,6 +206,7 @@ impl JobSpec {
                 checkpoint: checkpoint.whole(),
                 sinks: sinks.whole(),
                 samples: samples.whole(),
+                retrain: retrain.whole(),
             }),
             _ => Err(Error::Config {
                 problems: vec!["the job file is incomplete".to_owned()],
@@ -232,6 +236,7 @@ impl JobSpec {
             checkpoint: Some(self.checkpoint.as_ref()),
             sinks: Some(self.sinks.as_ref()),
             samples: Some(self.samples.as_ref()),
+            retrain: Some(self.retrain.as_ref()),
         })
     }
 

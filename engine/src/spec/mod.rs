@@ -59,6 +59,93 @@ pub struct JobSpec {
     /// Arrow IPC segments for retraining.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub samples: Option<SamplesSpec>,
+    /// Optional periodic retraining of a deep model on the sample buffer (`[retrain]`),
+    /// published behind an evaluation gate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retrain: Option<RetrainSpec>,
+}
+
+/// The retraining stage: every `every_seconds` (or `every_rows` new buffered rows, and once
+/// more when a bounded input ends), on its own thread, a deep model is trained on the sample
+/// buffer's window (warm-started from the newest deep version), scored on the window's newest
+/// `holdout` rows, and published as `<publish_as>` (default `<name>-deep`) only when its
+/// weights are finite and its AUC and log-loss are within the tolerances of the current
+/// version's: the newest deep version's on the same rows, or before the first, the online
+/// model's progressive validation on the recent events (what it scored serving them; it has
+/// learned the held-out rows). Otherwise the current version keeps serving and the reasons are
+/// logged and counted. Process 0 retrains, on its own workers' buffers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetrainSpec {
+    /// `deepfm` or `dcnv2`.
+    pub model: String,
+    /// Seconds between two retraining runs.
+    pub every_seconds: u64,
+    /// Also retrain once this many rows were buffered since the last run; 0 for never.
+    pub every_rows: u64,
+    /// Train on the rows whose event time is within this many seconds of the newest; 0 for the
+    /// whole buffer.
+    pub window_seconds: u64,
+    /// The share of the window, newest rows first, held out to score candidate and current.
+    pub holdout: f64,
+    /// Fewer rows in the window than this and the run is skipped.
+    pub min_rows: usize,
+    /// `auto`, `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// Each field's embedding width.
+    pub embedding_dim: usize,
+    /// The MLP's hidden widths.
+    pub mlp: Vec<usize>,
+    /// DCN-v2's cross layers.
+    pub cross_layers: usize,
+    /// Adam's learning rate.
+    pub learning_rate: f64,
+    /// Rows per step.
+    pub batch_size: usize,
+    /// Passes over the window per run.
+    pub passes: usize,
+    /// The seed of a fresh model's weights.
+    pub seed: u64,
+    /// How far below the current version's AUC a candidate may be.
+    pub auc_tolerance: f64,
+    /// How far above the current version's log-loss a candidate may be.
+    pub logloss_tolerance: f64,
+    /// The name deep versions are published and served under; `<name>-deep` when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish_as: Option<String>,
+}
+
+impl Default for RetrainSpec {
+    fn default() -> Self {
+        RetrainSpec {
+            model: "deepfm".to_owned(),
+            every_seconds: 600,
+            every_rows: 0,
+            window_seconds: 0,
+            holdout: 0.1,
+            min_rows: 1000,
+            device: "auto".to_owned(),
+            embedding_dim: 8,
+            mlp: vec![64, 32],
+            cross_layers: 2,
+            learning_rate: 1e-3,
+            batch_size: 1024,
+            passes: 1,
+            seed: 1,
+            auc_tolerance: 0.002,
+            logloss_tolerance: 0.005,
+            publish_as: None,
+        }
+    }
+}
+
+impl RetrainSpec {
+    /// The name deep versions of job `job` are published under.
+    pub fn published_name(&self, job: &str) -> String {
+        self.publish_as
+            .clone()
+            .unwrap_or_else(|| format!("{job}-deep"))
+    }
 }
 
 /// The sample buffer: each epoch's transformed rows (per entry its feature, id and value; per

@@ -26,6 +26,21 @@ pub struct Quality {
     pub logloss: Option<f64>,
 }
 
+impl Quality {
+    /// The AUC and log-loss of `predictions` of rows labeled `labels`.
+    pub fn of(predictions: &[f32], labels: &[bool]) -> Self {
+        let mut logloss = LogLoss::default();
+        for (&p, &l) in predictions.iter().zip(labels) {
+            logloss.add(p, l);
+        }
+        Quality {
+            rows: labels.len(),
+            auc: exact_auc(predictions, labels),
+            logloss: logloss.mean(),
+        }
+    }
+}
+
 /// A model and its optimizer.
 pub struct Trainer {
     spec: DeepSpec,
@@ -226,16 +241,7 @@ impl Trainer {
     /// [`DeepError::Rows`] when the rows do not fit the layout.
     pub fn evaluate(&self, rows: &SampleRows, range: Range<usize>) -> Result<Quality, DeepError> {
         let predictions = self.predict(rows, range.clone())?;
-        let labels = &rows.labels[range];
-        let mut logloss = LogLoss::default();
-        for (&p, &l) in predictions.iter().zip(labels) {
-            logloss.add(p, l);
-        }
-        Ok(Quality {
-            rows: labels.len(),
-            auc: exact_auc(&predictions, labels),
-            logloss: logloss.mean(),
-        })
+        Ok(Quality::of(&predictions, &rows.labels[range]))
     }
 }
 

@@ -127,6 +127,14 @@ impl SampleFields {
         (id < field.width).then_some((at as u16, id))
     }
 
+    /// The slot of the entry of feature `field` with `id`, as the FeatureMap's rows number it;
+    /// `None` for a feature it does not have.
+    pub fn slot(&self, field: u16, id: u32) -> Option<u32> {
+        self.fields
+            .get(usize::from(field))
+            .and_then(|f| f.offset.checked_add(id))
+    }
+
     /// The Arrow schema of sample rows of these features.
     pub fn schema(&self) -> SchemaRef {
         let metadata = HashMap::from([(
@@ -274,6 +282,27 @@ impl SampleRows {
     pub fn entries(&self, i: usize) -> (&[u16], &[u32], &[f32]) {
         let (a, b) = (self.offsets[i] as usize, self.offsets[i + 1] as usize);
         (&self.fields[a..b], &self.ids[a..b], &self.values[a..b])
+    }
+
+    /// Rows `rows` (in that order) as rows of their own.
+    ///
+    /// # Panics
+    ///
+    /// If a row is not below [`SampleRows::len`].
+    pub fn select(&self, rows: &[usize]) -> SampleRows {
+        let mut out = SampleRows::new();
+        for &i in rows {
+            let (fields, ids, values) = self.entries(i);
+            out.epochs.push(self.epochs[i]);
+            out.event_times.push(self.event_times[i]);
+            out.versions.push(self.versions[i]);
+            out.labels.push(self.labels[i]);
+            out.fields.extend_from_slice(fields);
+            out.ids.extend_from_slice(ids);
+            out.values.extend_from_slice(values);
+            out.offsets.push(out.ids.len() as u32);
+        }
+        out
     }
 
     /// Appends `other`'s rows.

@@ -49,6 +49,8 @@ struct Interactions {
     fields: Vec<usize>,
     rank: usize,
     strength: f32,
+    /// The seed of the latent vectors.
+    seed: u64,
 }
 
 /// An endless, seeded stream of a schema's records.
@@ -77,9 +79,10 @@ impl SchemaGenerator {
 
     /// The same stream with preferences of `rank` latent numbers per value between the first
     /// three category fields of at most 5,000 values, each pair adding
-    /// `strength · (u · v) / √rank` to the log-odds (see the [module](self)); none when the
+    /// `strength · (u · v) / √rank` to the log-odds (see the [module](self)), the latent
+    /// vectors drawn from `seed` (the same for every stream of one dataset); none when the
     /// schema has fewer than two such fields or `rank` is 0.
-    pub fn with_interactions(mut self, rank: usize, strength: f32) -> Self {
+    pub fn with_interactions(mut self, rank: usize, strength: f32, seed: u64) -> Self {
         let fields: Vec<usize> = (0..self.schema.fields.len())
             .filter(|&f| {
                 matches!(self.schema.field_type(f), Some(FieldType::Category))
@@ -91,6 +94,7 @@ impl SchemaGenerator {
             fields,
             rank,
             strength,
+            seed,
         });
         self
     }

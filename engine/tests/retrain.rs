@@ -1,0 +1,152 @@
+//! The retraining stage in a running job: on generated events with planted preferences, the
+//! deep candidate trained on the sample buffer passes the gate against the online model and is
+//! published, servable without libtorch; an untrained candidate is refused; and `[retrain]`'s
+//! problems are listed at once.
+#![cfg(feature = "deep")]
+
+use millrace_engine::spec::JobSpec;
+use millrace_engine::{Job, RunOptions};
+use millrace_models::{Registry, ServedModel};
+use std::path::Path;
+
+/// A generated stream of six category fields with preferences planted between three of them,
+/// FTRL online, the sample buffer, and `[retrain]` with `retrain` (its body) added.
+fn job_text(dir: &Path, retrain: &str) -> String {
+    format!(
+        r#"
+name = "stage"
+
+[source]
+type = "generator"
+partitions = 2
+rows = 40000
+seed = 5
+interactions = 4
+interaction_strength = 4.0
+
+[schema]
+format = "csv"
+fields = [
+  {{ name = "click", type = "label" }},
+  {{ name = "at", type = "time" }},
+  {{ name = "a", type = "category" }},
+  {{ name = "b", type = "category" }},
+  {{ name = "c", type = "category" }},
+  {{ name = "d", type = "category" }},
+  {{ name = "e", type = "category" }},
+  {{ name = "f", type = "category" }},
+]
+
+[features]
+type = "map"
+[[features.transform]]
+kind = "one_hot"
+fields = ["a", "b", "c", "d", "e", "f"]
+min_count = 1
+capacity = 5000
+
+[learner]
+type = "ftrl"
+alpha = 0.1
+beta = 1.0
+l1 = 0.1
+l2 = 1.0
+
+[publish]
+registry = {registry:?}
+every_events = 10000
+every_seconds = 60
+
+[progress]
+epoch_ms = 60000
+interval_ms = 0
+
+[samples]
+dir = {samples:?}
+
+[retrain]
+every_seconds = 3600
+model = "deepfm"
+mlp = [32]
+batch_size = 512
+passes = 1
+holdout = 0.2
+{retrain}
+"#,
+        registry = dir.join("registry"),
+        samples = dir.join("samples"),
+    )
+}
+
+#[test]
+fn a_candidate_that_beats_the_online_model_is_published_and_servable() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = JobSpec::from_toml(&job_text(dir.path(), "learning_rate = 0.02")).unwrap();
+    let report = Job::start(spec, RunOptions::local(2))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(report.learned, 40_000, "{report:?}");
+    assert_eq!(
+        (report.deep_published, report.deep_refused),
+        (1, 0),
+        "{report:?}"
+    );
+    let registry = Registry::open(dir.path().join("registry")).unwrap();
+    let artifact = registry.load_latest("stage-deep").unwrap();
+    assert_eq!(artifact.problems(), Vec::<String>::new());
+    assert!(
+        artifact.meta.progressive_auc.unwrap() > 0.6,
+        "{:?}",
+        artifact.meta
+    );
+    // Served without libtorch: the served tables score a row as the artifact does.
+    let served = ServedModel::from_artifact(&artifact);
+    let map = artifact.feature_map.as_ref().unwrap();
+    let row: Vec<u32> = map.layout.features.iter().map(|f| f.offset + 1).collect();
+    let values = vec![1.0; row.len()];
+    let p = served.predict_row(&row, &values);
+    assert!(p > 0.0 && p < 1.0);
+    assert_eq!(p, artifact.predict_row(&row, &values));
+}
+
+#[test]
+fn the_gate_refuses_an_untrained_candidate_and_nothing_is_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = JobSpec::from_toml(&job_text(dir.path(), "learning_rate = 1e-9")).unwrap();
+    let report = Job::start(spec, RunOptions::local(1))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(
+        (report.deep_published, report.deep_refused),
+        (0, 1),
+        "{report:?}"
+    );
+    let registry = Registry::open(dir.path().join("registry")).unwrap();
+    assert_eq!(registry.latest("stage-deep").unwrap(), None);
+}
+
+#[test]
+fn retrain_problems_are_listed_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = job_text(
+        dir.path(),
+        "device = \"tpu\"\nauc_tolerance = -1.0\npublish_as = \"stage\"",
+    )
+    .replace("model = \"deepfm\"", "model = \"wide\"")
+    .replace("holdout = 0.2", "holdout = 1.5");
+    let samples = format!("[samples]\ndir = {:?}\n", dir.path().join("samples"));
+    let text = text.replace(&samples, "");
+    let problems = JobSpec::from_toml(&text).unwrap_err().to_string();
+    for key in [
+        "`model`",
+        "`holdout`",
+        "`device`",
+        "`auc_tolerance`",
+        "`publish_as`",
+        "add `[samples]`",
+    ] {
+        assert!(problems.contains(key), "{key}: {problems}");
+    }
+}
