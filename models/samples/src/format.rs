@@ -28,6 +28,7 @@ use arrow_array::{
 };
 use arrow_buffer::{OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use millrace_events::fmap::arrow::list_column;
 use millrace_events::fmap::Layout;
 use millrace_events::CsrBatch;
 use serde::{Deserialize, Serialize};
@@ -396,9 +397,9 @@ impl SampleRows {
         if labels.is_some_and(|l| l.null_count() > 0) {
             problems.push("`label` has nulls".to_owned());
         }
-        let field_list = list::<UInt16Type>(batch, "fields", &mut problems);
-        let ids = list::<UInt32Type>(batch, "ids", &mut problems);
-        let values = list::<Float32Type>(batch, "values", &mut problems);
+        let field_list = list_column::<UInt16Type>(batch, "fields", &mut problems);
+        let ids = list_column::<UInt32Type>(batch, "ids", &mut problems);
+        let values = list_column::<Float32Type>(batch, "values", &mut problems);
         let (
             Some(epochs),
             Some(versions),
@@ -474,45 +475,4 @@ fn primitive<T: ArrowPrimitiveType>(
         return None;
     }
     Some(array.values().to_vec())
-}
-
-/// The offsets (from 0) and items of a list column of primitive items without nulls.
-fn list<T: ArrowPrimitiveType>(
-    batch: &RecordBatch,
-    name: &str,
-    problems: &mut Vec<String>,
-) -> Option<(Vec<u32>, Vec<T::Native>)> {
-    let Some(list) = batch
-        .column_by_name(name)
-        .and_then(|c| c.as_list_opt::<i32>())
-    else {
-        problems.push(format!(
-            "column `{name}` (list of {}) is missing",
-            T::DATA_TYPE
-        ));
-        return None;
-    };
-    let Some(items) = list.values().as_primitive_opt::<T>() else {
-        problems.push(format!("`{name}` items are not {}", T::DATA_TYPE));
-        return None;
-    };
-    if list.null_count() > 0 || items.null_count() > 0 {
-        problems.push(format!("`{name}` has nulls"));
-        return None;
-    }
-    let offsets = list.value_offsets();
-    let start = offsets.first().copied().unwrap_or(0);
-    let end = offsets.last().copied().unwrap_or(0);
-    let (Ok(from), Ok(to)) = (usize::try_from(start), usize::try_from(end)) else {
-        problems.push(format!("`{name}` has negative offsets"));
-        return None;
-    };
-    let Some(items) = items.values().get(from..to) else {
-        problems.push(format!("`{name}` offsets run past its items"));
-        return None;
-    };
-    Some((
-        offsets.iter().map(|&o| (o - start) as u32).collect(),
-        items.to_vec(),
-    ))
 }

@@ -139,8 +139,8 @@ impl CsrBatch {
         let labels = batch
             .column_by_name("label")
             .and_then(|c| c.as_boolean_opt());
-        let indices = list_of::<UInt32Type>(batch, "indices", &mut problems);
-        let values = list_of::<Float32Type>(batch, "values", &mut problems);
+        let indices = list_column::<UInt32Type>(batch, "indices", &mut problems);
+        let values = list_column::<Float32Type>(batch, "values", &mut problems);
         match labels {
             None => problems.push("column `label` (boolean) is missing".to_owned()),
             Some(l) if l.null_count() > 0 => problems.push("`label` has nulls".to_owned()),
@@ -175,8 +175,10 @@ impl CsrBatch {
     }
 }
 
-/// The offsets (from 0) and items of a list column of primitive items without nulls.
-fn list_of<T: arrow_array::ArrowPrimitiveType>(
+/// The offsets (from 0) and items of the list column `name` of primitive items without nulls,
+/// or `None` with the problem added to `problems` (missing, mistyped, nulls, offsets that do
+/// not fit its items). For the readers of Arrow rows here and in the sample buffer.
+pub fn list_column<T: arrow_array::ArrowPrimitiveType>(
     batch: &RecordBatch,
     name: &str,
     problems: &mut Vec<String>,
@@ -200,12 +202,20 @@ fn list_of<T: arrow_array::ArrowPrimitiveType>(
         return None;
     }
     let offsets = list.value_offsets();
-    let (first, last) = (offsets[0] as usize, offsets[offsets.len() - 1] as usize);
-    let indptr = offsets
-        .iter()
-        .map(|&o| (o as usize - first) as u32)
-        .collect();
-    Some((indptr, items.values()[first..last].to_vec()))
+    let start = offsets.first().copied().unwrap_or(0);
+    let end = offsets.last().copied().unwrap_or(0);
+    let (Ok(from), Ok(to)) = (usize::try_from(start), usize::try_from(end)) else {
+        problems.push(format!("`{name}` has negative offsets"));
+        return None;
+    };
+    let Some(items) = items.values().get(from..to) else {
+        problems.push(format!("`{name}` offsets run past its items"));
+        return None;
+    };
+    Some((
+        offsets.iter().map(|&o| (o - start) as u32).collect(),
+        items.to_vec(),
+    ))
 }
 
 #[cfg(test)]
