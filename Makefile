@@ -30,6 +30,7 @@ test:
 	@scripts/setup.sh --with-broker
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets $(CHECK_FEATURES) -- -D warnings
+	cargo clippy -p millrace-engine --no-default-features -- -D warnings
 	scripts/module-circles.py
 	scripts/serving-deps-check.sh
 	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps $(CHECK_FEATURES)
@@ -42,6 +43,7 @@ test:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets $(CHECK_FEATURES) -- -D warnings
+	cargo clippy -p millrace-engine --no-default-features -- -D warnings
 	scripts/module-circles.py
 	scripts/serving-deps-check.sh
 	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps $(CHECK_FEATURES)

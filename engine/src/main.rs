@@ -129,7 +129,8 @@ enum Command {
         /// With `--job`: plant preferences between the first three category fields of at most
         /// 5,000 values, latent vectors of this many numbers per value whose dot products enter
         /// the log-odds (as users and items do); 0 for none.
-        #[arg(long, default_value_t = 0, requires = "job")]
+        #[arg(long, default_value_t = 0, requires = "job",
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=64))]
         interactions: usize,
         /// The log-odds scale of those preferences.
         #[arg(long, default_value_t = 2.0, requires = "job")]

@@ -177,11 +177,11 @@ impl RetrainStats {
     }
 
     fn auc(&self) -> f64 {
-        let bits = self.candidate_auc.load(Ordering::Relaxed);
-        if self.runs.load(Ordering::Relaxed) == 0 {
+        let scored = self.published.load(Ordering::Relaxed) + self.refused.load(Ordering::Relaxed);
+        if scored == 0 {
             f64::NAN
         } else {
-            f64::from_bits(bits)
+            f64::from_bits(self.candidate_auc.load(Ordering::Relaxed))
         }
     }
 }

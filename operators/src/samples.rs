@@ -35,6 +35,9 @@ pub struct SampleConfig {
     pub retention: Retention,
     /// The features of the rows' layout.
     pub fields: SampleFields,
+    /// The checkpoints the job's store keeps (a retired segment waits for that many newer
+    /// ones before it is deleted).
+    pub keep_checkpoints: usize,
 }
 
 impl SampleConfig {
@@ -109,6 +112,7 @@ pub trait BufferSamples {
     ///     dir: dir.path().to_owned(),
     ///     retention: Retention { max_age_ms: 3_600_000, max_bytes: 1 << 20, segment_bytes: 1 << 16 },
     ///     fields: SampleFields::of_layout(&layout).unwrap(),
+    ///     keep_checkpoints: 0,
     /// };
     /// let mut rows = CsrBatch::new(1, layout.dimension);
     /// rows.indices.push(layout.features[0].offset);
@@ -196,7 +200,11 @@ impl Keeper {
         stats: Arc<SampleStats>,
     ) -> Self {
         let dir = config.worker_dir(worker);
-        let defer = part.is_some();
+        let keep = if part.is_some() {
+            config.keep_checkpoints.max(1)
+        } else {
+            0
+        };
         let lo = part
             .as_ref()
             .map_or(0, |p| p.resume_epoch().saturating_sub(1));
@@ -210,7 +218,7 @@ impl Keeper {
         });
         let opened = match restored {
             Some(state) => {
-                SampleBuffer::restore(&dir, config.fields.clone(), config.retention, defer, state)
+                SampleBuffer::restore(&dir, config.fields.clone(), config.retention, keep, state)
                     .map(|(buffer, missing)| {
                         if !missing.is_empty() {
                             stats
@@ -220,7 +228,7 @@ impl Keeper {
                         buffer
                     })
             }
-            None => SampleBuffer::create(&dir, config.fields.clone(), config.retention, defer),
+            None => SampleBuffer::create(&dir, config.fields.clone(), config.retention, keep),
         };
         let mut keeper = Keeper {
             worker,

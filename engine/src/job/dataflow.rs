@@ -149,6 +149,7 @@ fn sample_config(spec: &JobSpec, layout: &Layout, workers: usize) -> Result<Opti
             segment_bytes: samples.segment_bytes.min(max_bytes / 4).max(1),
         },
         fields,
+        keep_checkpoints: spec.checkpoint.as_ref().map_or(0, |c| c.keep),
     }))
 }
 

@@ -8,7 +8,7 @@ use millrace_deep::{parse_device, DeepSpec, Gate, Quality, Trainer, Verdict};
 use millrace_models::{FeatureSpec, ModelArtifact, Registry};
 use millrace_samples::{read_buffer, SampleFields, SampleRows};
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -28,6 +28,8 @@ struct Stage {
     /// This process's workers' buffer directories.
     dirs: Vec<PathBuf>,
     stats: Arc<JobStats>,
+    /// Set when the job is stopped: a run in progress ends at its next step.
+    cancel: Arc<AtomicBool>,
 }
 
 /// The running stage.
@@ -35,6 +37,8 @@ pub(super) struct Retrainer {
     thread: JoinHandle<()>,
     /// Set to end the thread; with `true` beside it, after one last run.
     end: Arc<(Mutex<Option<bool>>, Condvar)>,
+    /// Ends a run in progress.
+    cancel: Arc<AtomicBool>,
 }
 
 impl Retrainer {
@@ -61,7 +65,9 @@ impl Retrainer {
                 .map(|w| dir.join(format!("worker-{w}")))
                 .collect(),
             stats: stats.clone(),
+            cancel: Arc::default(),
         };
+        let cancel = stage.cancel.clone();
         stats.retrain.enabled.store(true, Ordering::Relaxed);
         let end = Arc::new((Mutex::new(None), Condvar::new()));
         let signal = end.clone();
@@ -70,11 +76,19 @@ impl Retrainer {
             .spawn(move || stage.run(&signal))
             .map_err(|error| tracing::error!(%error, "the retraining stage cannot start"))
             .ok()?;
-        Some(Retrainer { thread, end })
+        Some(Retrainer {
+            thread,
+            end,
+            cancel,
+        })
     }
 
-    /// Ends the stage, after one last run when `last_run` (the input ended), and waits for it.
+    /// Ends the stage and waits for it: after one last run when `last_run` (the input ended),
+    /// else at once, a run in progress ending at its next training step.
     pub(super) fn finish(self, last_run: bool) {
+        if !last_run {
+            self.cancel.store(true, Ordering::Relaxed);
+        }
         let (lock, wake) = &*self.end;
         *lock.lock().unwrap_or_else(|e| e.into_inner()) = Some(last_run);
         wake.notify_all();
@@ -87,6 +101,7 @@ impl Retrainer {
 impl Stage {
     /// Runs every `every_seconds` or `every_rows` new rows until ended.
     fn run(&self, end: &(Mutex<Option<bool>>, Condvar)) {
+        millrace_deep::set_threads(self.spec.threads);
         let every = Duration::from_secs(self.spec.every_seconds);
         let mut last = Instant::now();
         let mut rows_then = self.stats.samples.appended.load(Ordering::Relaxed);
@@ -118,13 +133,20 @@ impl Stage {
         }
     }
 
-    /// One run, its outcome counted and said.
+    /// One run, its outcome counted and said. A panic inside libtorch is a failed run, not
+    /// the end of the stage.
     fn run_once(&self) {
         let stats: &RetrainStats = &self.stats.retrain;
         stats.runs.fetch_add(1, Ordering::Relaxed);
         stats.training.store(true, Ordering::Relaxed);
         let started = Instant::now();
-        let outcome = self.train_and_judge();
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.train_and_judge()))
+                .unwrap_or_else(|_| {
+                    Err(crate::Error::Retrain(
+                        "the run panicked (see the message above)".to_owned(),
+                    ))
+                });
         stats.training.store(false, Ordering::Relaxed);
         let seconds = started.elapsed().as_secs_f64();
         match outcome {
@@ -170,6 +192,16 @@ impl Stage {
         };
         let fields = SampleFields::of_layout(&map.layout)?;
         let rows = self.window(&fields)?;
+        let current = match self.registry.latest(&self.published)? {
+            Some(version) => Some(self.registry.load(&self.published, version)?),
+            None => None,
+        };
+        let online_quality = self.stats.trainer.summary();
+        if current.is_none() && online_quality.window_auc.is_none() {
+            return Ok(Outcome::Skipped(
+                "no deep version yet and no progressive validation of the online model to compare with (since the start)",
+            ));
+        }
         if rows.len() < self.spec.min_rows.max(2) {
             return Ok(Outcome::Skipped("fewer rows in the window than `min_rows`"));
         }
@@ -177,16 +209,12 @@ impl Stage {
         let deep = self.deep_spec()?;
         let device = parse_device(&self.spec.device)?;
         let mut trainer = Trainer::new(&deep, &fields, device)?;
-        let current = match self.registry.latest(&self.published)? {
-            Some(version) => Some(self.registry.load(&self.published, version)?),
-            None => None,
-        };
         if let Some(current) = &current {
             if trainer.warm_start(current).is_err() {
                 tracing::info!(model = %self.published, "the newest deep version is of another architecture: training afresh");
             }
         }
-        trainer.train(&rows, 0..split)?;
+        trainer.train_until(&rows, 0..split, &self.cancel)?;
         let candidate = trainer.evaluate(&rows, split..rows.len())?;
         self.stats.retrain.candidate_auc.store(
             candidate.auc.unwrap_or(f64::NAN).to_bits(),
@@ -198,19 +226,19 @@ impl Stage {
         // themselves, so scoring it on them would flatter it.
         let now = match &current {
             Some(current) => score(current, &fields, &rows, split..rows.len()),
-            None => {
-                let online = self.stats.trainer.summary();
-                Quality {
-                    rows: online.events as usize,
-                    auc: online.window_auc,
-                    logloss: online.logloss,
-                }
-            }
+            None => Quality {
+                rows: online_quality.events as usize,
+                auc: online_quality.window_auc,
+                logloss: online_quality.logloss,
+            },
         };
         let gate = Gate {
             auc_tolerance: self.spec.auc_tolerance,
             logloss_tolerance: self.spec.logloss_tolerance,
         };
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(millrace_deep::DeepError::Cancelled.into());
+        }
         match gate.judge(&candidate, Some(&now), trainer.finite()) {
             Verdict::Refuse(reasons) => Ok(Outcome::Refused { reasons }),
             Verdict::Publish => {
@@ -246,7 +274,7 @@ impl Stage {
         let newest = (0..all.len()).map(time).max().unwrap_or(i64::MIN);
         let from = match self.spec.window_seconds {
             0 => i64::MIN,
-            s => newest.saturating_sub(s.saturating_mul(1000) as i64),
+            s => newest.saturating_sub(i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX)),
         };
         let mut order: Vec<usize> = (0..all.len()).filter(|&i| time(i) >= from).collect();
         order.sort_by_key(|&i| (time(i), all.epochs[i]));

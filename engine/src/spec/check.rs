@@ -7,6 +7,7 @@ use super::{
 };
 use crate::catalog::Catalog;
 use millrace_connectors::kafka::{KafkaSourceConfig, EMBEDDED};
+use millrace_models::architecture::Architecture;
 use millrace_models::{FeatureSpec, Schema, SchemaSpec};
 
 /// The sections whose values can be checked: `None` where a section could not be read, so
@@ -337,10 +338,10 @@ fn samples_problems(
             samples.segment_bytes
         ));
     }
-    if samples.max_bytes < 4 * samples.segment_bytes {
+    let least = samples.segment_bytes.saturating_mul(4);
+    if samples.max_bytes < least {
         list.push(format!(
-            "`max_bytes` must be at least 4 × `segment_bytes` ({}; got {})",
-            4 * samples.segment_bytes,
+            "`max_bytes` must be at least 4 × `segment_bytes` ({least}; got {})",
             samples.max_bytes
         ));
     }
@@ -388,6 +389,7 @@ fn retrain_problems(retrain: &RetrainSpec, job: &Sections<'_>) -> Vec<String> {
         ("batch_size", retrain.batch_size),
         ("passes", retrain.passes),
         ("min_rows", retrain.min_rows),
+        ("threads", retrain.threads),
     ];
     for (key, value) in sizes {
         if value == 0 {
@@ -397,9 +399,9 @@ fn retrain_problems(retrain: &RetrainSpec, job: &Sections<'_>) -> Vec<String> {
     if retrain.mlp.contains(&0) {
         list.push(format!("`mlp` widths must be >= 1 (got {:?})", retrain.mlp));
     }
-    if !(retrain.learning_rate.is_finite() && retrain.learning_rate > 0.0) {
+    if !(retrain.learning_rate > 0.0 && retrain.learning_rate <= 1e6) {
         list.push(format!(
-            "`learning_rate` must be > 0 (got {})",
+            "`learning_rate` must be in (0, 1e6] (got {})",
             retrain.learning_rate
         ));
     }
@@ -432,6 +434,30 @@ fn retrain_problems(retrain: &RetrainSpec, job: &Sections<'_>) -> Vec<String> {
     }
     if matches!(job.samples, Some(None)) {
         list.push("it trains on the sample buffer: add `[samples]`".to_owned());
+    }
+    // The model's sizes, within what an artifact may hold, over the FeatureMap's fields.
+    let fields = job
+        .schema
+        .as_ref()
+        .and_then(|schema| schema.compile().ok())
+        .zip(job.features)
+        .and_then(|(schema, features)| features.compile(&schema).ok())
+        .map(|layout| layout.features.len());
+    if let Some(fields) = fields {
+        let architecture = match retrain.model.as_str() {
+            "dcnv2" => Architecture::DcnV2 {
+                fields,
+                embedding_dim: retrain.embedding_dim,
+                cross_layers: retrain.cross_layers,
+                mlp: retrain.mlp.clone(),
+            },
+            _ => Architecture::DeepFm {
+                fields,
+                embedding_dim: retrain.embedding_dim,
+                mlp: retrain.mlp.clone(),
+            },
+        };
+        list.extend(architecture.problems());
     }
     if job
         .features

@@ -106,6 +106,8 @@ pub struct RetrainSpec {
     pub passes: usize,
     /// The seed of a fresh model's weights.
     pub seed: u64,
+    /// libtorch's threads for training (its CPU kernels), beside the dataflow's workers.
+    pub threads: usize,
     /// How far below the current version's AUC a candidate may be.
     pub auc_tolerance: f64,
     /// How far above the current version's log-loss a candidate may be.
@@ -132,6 +134,7 @@ impl Default for RetrainSpec {
             batch_size: 1024,
             passes: 1,
             seed: 1,
+            threads: 1,
             auc_tolerance: 0.002,
             logloss_tolerance: 0.005,
             publish_as: None,
@@ -152,7 +155,8 @@ impl RetrainSpec {
 /// row the epoch, event time, FeatureMap version and label) appended to rolling Arrow IPC
 /// files, `<dir>/worker-<index>/*.arrow`, which PyArrow reads with `pyarrow.ipc.open_file`. A
 /// checkpoint holds the list of whole segments, and a restored job's buffer holds the rows the
-/// uninterrupted job's would.
+/// uninterrupted job's would (cut into segments at other places, so retention may retire them
+/// at other times).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SamplesSpec {

@@ -90,7 +90,7 @@ pub(crate) fn deep_logit<'t, T: FactorRows + ?Sized + 't>(
     } else {
         0.0
     };
-    Some(first + fm + deep)
+    Some(first + fm + deep).filter(|logit| logit.is_finite())
 }
 
 /// `W·x + b` of the layer `name` (`name.weight`, `outputs` rows of `x.len()`; `name.bias`).

@@ -43,3 +43,8 @@ pub fn device_name(device: Device) -> String {
         Device::Cpu => "cpu".to_owned(),
     }
 }
+
+/// Sets the threads libtorch's CPU kernels use, in this whole process (at least 1).
+pub fn set_threads(threads: usize) {
+    tch::set_num_threads(i32::try_from(threads.max(1)).unwrap_or(i32::MAX));
+}

@@ -9,6 +9,9 @@ pub enum DeepError {
     /// Rows that do not fit the model's layout.
     #[error("rows do not fit the model: {0}")]
     Rows(String),
+    /// Training was asked to stop.
+    #[error("cancelled")]
+    Cancelled,
     /// A device that cannot be used.
     #[error("device: {0}")]
     Device(String),

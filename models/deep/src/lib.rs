@@ -19,7 +19,7 @@ mod spec;
 mod train;
 
 pub use batch::Batch;
-pub use device::{device_name, parse_device, Device};
+pub use device::{device_name, parse_device, set_threads, Device};
 pub use error::DeepError;
 pub use gate::{Gate, Verdict};
 pub use model::{slots, DeepModel};

@@ -137,11 +137,6 @@ impl DeepModel {
         &self.vs
     }
 
-    /// The weights, to train or load.
-    pub fn var_store_mut(&mut self) -> &mut nn::VarStore {
-        &mut self.vs
-    }
-
     /// The weights, by the names PyTorch's `state_dict` gives the same model
     /// (`perf/train_pytorch.py`'s): `embedding.weight`, `linear.weight` (DeepFM),
     /// `cross.<l>.weight` and `.bias` (DCN-v2), `mlp.<2l>.weight` and `.bias` (a ReLU follows
@@ -155,11 +150,6 @@ impl DeepModel {
             .collect();
         named.sort_by(|a, b| a.0.cmp(&b.0));
         named
-    }
-
-    /// The architecture.
-    pub fn kind(&self) -> DeepKind {
-        self.kind
     }
 
     /// The logit of each row of `batch`.

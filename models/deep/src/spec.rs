@@ -37,6 +37,9 @@ impl std::str::FromStr for DeepKind {
     }
 }
 
+/// The largest learning rate a deep model takes.
+pub(crate) const MAX_LEARNING_RATE: f64 = 1e6;
+
 /// A deep model's sizes and training settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -102,9 +105,10 @@ impl DeepSpec {
         if self.mlp.contains(&0) {
             problems.push(format!("`mlp` widths must be >= 1 (got {:?})", self.mlp));
         }
-        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+        // libtorch's Adam refuses (panics on) a step size past what an f32 holds.
+        if !(self.learning_rate > 0.0 && self.learning_rate <= MAX_LEARNING_RATE) {
             problems.push(format!(
-                "`learning_rate` must be a positive number (got {})",
+                "`learning_rate` must be in (0, {MAX_LEARNING_RATE}] (got {})",
                 self.learning_rate
             ));
         }

@@ -365,8 +365,18 @@ fn the_gate_refuses_a_worse_or_broken_candidate_and_says_why() {
 
 #[test]
 fn a_trainer_says_whether_its_weights_are_finite() {
-    let (_, map) = small_map();
+    let (features, map) = small_map();
     let fields = SampleFields::of_layout(&map.layout).unwrap();
-    let trainer = Trainer::new(&spec(DeepKind::DeepFm), &fields, Device::Cpu).unwrap();
+    let rows = random_rows(&fields, 200, 11);
+    let mut trainer = Trainer::new(&spec(DeepKind::DeepFm), &fields, Device::Cpu).unwrap();
+    trainer.train(&rows, 0..200).unwrap();
     assert!(trainer.finite());
+    // A weight every row reads (the output layer's bias) gone NaN.
+    let mut broken = trainer.to_artifact("deep", features, map).unwrap();
+    broken.tensor_mut("out.bias").unwrap().values[0] = f32::NAN;
+    let mut warm = Trainer::new(&spec(DeepKind::DeepFm), &fields, Device::Cpu).unwrap();
+    warm.warm_start(&broken).unwrap();
+    assert!(!warm.finite());
+    // Its scores are then no AUC at all, rather than a number.
+    assert_eq!(warm.evaluate(&rows, 0..200).unwrap().auc, None);
 }

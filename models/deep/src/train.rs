@@ -11,6 +11,7 @@ use millrace_learners::architecture::element_count;
 use millrace_learners::{exact_auc, LogLoss};
 use millrace_samples::{SampleFields, SampleRows};
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Reduction};
@@ -27,8 +28,16 @@ pub struct Quality {
 }
 
 impl Quality {
-    /// The AUC and log-loss of `predictions` of rows labeled `labels`.
+    /// The AUC and log-loss of `predictions` of rows labeled `labels`; neither when a
+    /// prediction is not a finite number (a model gone wrong).
     pub fn of(predictions: &[f32], labels: &[bool]) -> Self {
+        if predictions.iter().any(|p| !p.is_finite()) {
+            return Quality {
+                rows: labels.len(),
+                auc: None,
+                logloss: None,
+            };
+        }
         let mut logloss = LogLoss::default();
         for (&p, &l) in predictions.iter().zip(labels) {
             logloss.add(p, l);
@@ -163,8 +172,10 @@ impl Trainer {
                 artifact.meta.architecture
             )));
         }
-        // The named weights share their storage with the model's variables.
-        for (name, mut tensor) in self.model.named_weights() {
+        // Every weight is found first, so that a mismatch leaves the model as it was; the named
+        // weights share their storage with the model's variables.
+        let mut found = Vec::new();
+        for (name, tensor) in self.model.named_weights() {
             let stored = artifact
                 .tensors
                 .iter()
@@ -176,6 +187,9 @@ impl Trainer {
                         tensor.numel()
                     ))
                 })?;
+            found.push((tensor, stored));
+        }
+        for (mut tensor, stored) in found {
             let source = tch::Tensor::from_slice(&stored.values)
                 .view(tensor.size().as_slice())
                 .to_device(tensor.device());
@@ -191,11 +205,29 @@ impl Trainer {
     ///
     /// [`DeepError::Rows`] when the rows do not fit the layout.
     pub fn train(&mut self, rows: &SampleRows, range: Range<usize>) -> Result<f64, DeepError> {
+        self.train_until(rows, range, &AtomicBool::new(false))
+    }
+
+    /// As [`Trainer::train`], looking at `cancel` before every step.
+    ///
+    /// # Errors
+    ///
+    /// [`DeepError::Cancelled`] once `cancel` is set (the weights are then those of the steps
+    /// taken); [`DeepError::Rows`] when the rows do not fit the layout.
+    pub fn train_until(
+        &mut self,
+        rows: &SampleRows,
+        range: Range<usize>,
+        cancel: &AtomicBool,
+    ) -> Result<f64, DeepError> {
         let device = self.model.var_store().device();
         let mut mean = 0.0;
         for _ in 0..self.spec.passes {
             let (mut sum, mut n) = (0.0, 0usize);
             for part in chunks(range.clone(), self.spec.batch_size) {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(DeepError::Cancelled);
+                }
                 let batch = Batch::of_rows(&self.fields, rows, part, device)?;
                 let loss = self
                     .model

@@ -172,7 +172,7 @@ pub fn exact_auc(predictions: &[f32], labels: &[bool]) -> Option<f64> {
         let end = start
             + pairs[start..]
                 .iter()
-                .take_while(|p| p.0 == pairs[start].0)
+                .take_while(|p| p.0.total_cmp(&pairs[start].0).is_eq())
                 .count();
         let pos = pairs[start..end].iter().filter(|p| p.1).count() as u64;
         let neg = (end - start) as u64 - pos;
@@ -191,6 +191,12 @@ pub fn exact_auc(predictions: &[f32], labels: &[bool]) -> Option<f64> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn nan_predictions_are_one_tie_not_an_endless_loop() {
+        let auc = exact_auc(&[f32::NAN, 0.2, f32::NAN, 0.9], &[true, false, false, true]);
+        assert!(auc.is_some_and(|a| (0.0..=1.0).contains(&a)));
+    }
 
     proptest! {
         /// The window's AUC is the AUC of its last `window` predictions, counted afresh.

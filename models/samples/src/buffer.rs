@@ -9,8 +9,9 @@
 //! Retention retires the oldest whole segments: those whose newest event is more than
 //! `max_age_ms` older than the newest event the buffer has seen, then the oldest ones while the
 //! buffer holds more than `max_bytes`. With checkpoints, a retired segment is renamed
-//! `*.arrow.retired` (readers no longer see it) and deleted once a checkpoint of its retirement
-//! epoch or a later one is written, since a restore from an earlier checkpoint brings it back.
+//! `*.arrow.retired` (readers no longer see it) and deleted once as many checkpoints of its
+//! retirement epoch or later ones were written as the store keeps: until then a restore (from
+//! an older kept checkpoint, or the one a cluster agrees on) may bring it back.
 //!
 //! [`SampleBuffer::restore`] makes the directory what the state lists: its segments whole and
 //! live, every other file of the buffer (newer segments, the one that was being written,
@@ -62,6 +63,9 @@ pub struct Segment {
 pub struct Retired {
     /// The epoch that retired it.
     pub epoch: u64,
+    /// Checkpoints of that epoch or later ones written since.
+    #[serde(default)]
+    pub written_after: usize,
     /// The segment.
     pub segment: Segment,
 }
@@ -87,7 +91,11 @@ pub struct SampleBuffer {
     state: BufferState,
     open: Option<(SegmentWriter, Segment)>,
     /// Whether retired files wait for a checkpoint (a checkpointed job) or go at once.
-    defer_deletes: bool,
+    /// Checkpoints the store keeps: how many must be written after a segment's retirement
+    /// before it is deleted (0: no checkpoints, at once).
+    keep_checkpoints: usize,
+    /// The newest checkpoint epoch [`SampleBuffer::written_through`] was told of.
+    last_written: Option<u64>,
     /// Segments retired since the buffer was made.
     retired: u64,
 }
@@ -104,8 +112,8 @@ impl std::fmt::Debug for SampleBuffer {
 
 impl SampleBuffer {
     /// An empty buffer in `dir` (made if missing), deleting the buffer files a former run left
-    /// there. `defer_deletes`: whether retired segments wait for a checkpoint (see the
-    /// [module](self)).
+    /// there. `keep_checkpoints`: the checkpoints the job's store keeps, 0 without checkpoints
+    /// (see the [module](self)).
     ///
     /// # Errors
     ///
@@ -114,7 +122,7 @@ impl SampleBuffer {
         dir: &Path,
         fields: SampleFields,
         retention: Retention,
-        defer_deletes: bool,
+        keep_checkpoints: usize,
     ) -> Result<Self, SampleError> {
         let buffer = SampleBuffer {
             dir: dir.to_owned(),
@@ -122,7 +130,8 @@ impl SampleBuffer {
             retention,
             state: BufferState::default(),
             open: None,
-            defer_deletes,
+            keep_checkpoints,
+            last_written: None,
             retired: 0,
         };
         buffer.keep_only(&[])?;
@@ -140,7 +149,7 @@ impl SampleBuffer {
         dir: &Path,
         fields: SampleFields,
         retention: Retention,
-        defer_deletes: bool,
+        keep_checkpoints: usize,
         state: BufferState,
     ) -> Result<(Self, Vec<Segment>), SampleError> {
         let mut buffer = SampleBuffer {
@@ -149,7 +158,8 @@ impl SampleBuffer {
             retention,
             state,
             open: None,
-            defer_deletes,
+            keep_checkpoints,
+            last_written: None,
             retired: 0,
         };
         buffer.state.retired.clear();
@@ -193,11 +203,6 @@ impl SampleBuffer {
 
     fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
-    }
-
-    /// The directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// The state a checkpoint would hold now, but for the open segment's rows.
@@ -295,9 +300,17 @@ impl SampleBuffer {
         let Some((writer, mut segment)) = self.open.take() else {
             return Ok(());
         };
-        segment.bytes = writer.finish()?;
-        self.state.live.push(segment);
-        Ok(())
+        match writer.finish() {
+            Ok(bytes) => {
+                segment.bytes = bytes;
+                self.state.live.push(segment);
+                Ok(())
+            }
+            Err(error) => {
+                let _ = std::fs::remove_file(open_name(&self.path(&segment.name)));
+                Err(error)
+            }
+        }
     }
 
     /// Applies the retention at the end of `epoch` (see the [module](self)).
@@ -308,29 +321,38 @@ impl SampleBuffer {
     pub fn retain(&mut self, epoch: u64) -> Result<(), SampleError> {
         let newest = self.state.newest_event_ms;
         let max_age = self.retention.max_age_ms;
-        let (old, live): (Vec<_>, Vec<_>) = std::mem::take(&mut self.state.live)
-            .into_iter()
-            .partition(|s| {
-                s.newest_event_ms > 0 && s.newest_event_ms.saturating_add(max_age) < newest
-            });
-        self.state.live = live;
-        for segment in old {
-            self.retire(epoch, segment)?;
+        let too_old = |s: &Segment| {
+            s.newest_event_ms > 0 && s.newest_event_ms.saturating_add(max_age) < newest
+        };
+        while let Some(at) = self.state.live.iter().position(too_old) {
+            self.retire_live(epoch, at)?;
         }
         while !self.state.live.is_empty() && self.bytes() > self.retention.max_bytes {
-            let segment = self.state.live.remove(0);
-            self.retire(epoch, segment)?;
+            self.retire_live(epoch, 0)?;
         }
         Ok(())
+    }
+
+    /// Retires the live segment `at`; it stays live when that fails.
+    fn retire_live(&mut self, epoch: u64, at: usize) -> Result<(), SampleError> {
+        let segment = self.state.live.remove(at);
+        let kept = segment.clone();
+        self.retire(epoch, segment).inspect_err(|_| {
+            self.state.live.insert(at, kept);
+        })
     }
 
     fn retire(&mut self, epoch: u64, segment: Segment) -> Result<(), SampleError> {
         self.retired += 1;
         let path = self.path(&segment.name);
-        if self.defer_deletes {
+        if self.keep_checkpoints > 0 {
             let retired = retired_name(&path);
             std::fs::rename(&path, &retired).map_err(SampleError::io(&path))?;
-            self.state.retired.push(Retired { epoch, segment });
+            self.state.retired.push(Retired {
+                epoch,
+                written_after: 0,
+                segment,
+            });
         } else {
             std::fs::remove_file(&path).map_err(SampleError::io(&path))?;
         }
@@ -348,16 +370,25 @@ impl SampleBuffer {
         Ok(self.state.clone())
     }
 
-    /// Deletes the retired segments that no checkpoint up to `epoch` lists: a checkpoint of
-    /// `epoch` was written.
+    /// Says that the newest checkpoint written is of `epoch`; deletes the retired segments
+    /// after which as many checkpoints were written as the store keeps (none of them lists
+    /// them).
     ///
     /// # Errors
     ///
     /// When a file cannot be deleted (it is tried again next time).
     pub fn written_through(&mut self, epoch: u64) -> Result<(), SampleError> {
+        if self.last_written.is_some_and(|w| w >= epoch) {
+            return Ok(());
+        }
+        self.last_written = Some(epoch);
+        for retired in self.state.retired.iter_mut().filter(|r| r.epoch <= epoch) {
+            retired.written_after += 1;
+        }
+        let keep = self.keep_checkpoints.max(1);
         let (gone, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.state.retired)
             .into_iter()
-            .partition(|r| r.epoch <= epoch);
+            .partition(|r| r.written_after >= keep);
         self.state.retired = waiting;
         for (i, retired) in gone.iter().enumerate() {
             let path = retired_name(&self.path(&retired.segment.name));
@@ -405,12 +436,27 @@ pub fn segments(dir: &Path) -> Result<Vec<PathBuf>, SampleError> {
 ///
 /// # Errors
 ///
-/// When the directory or a segment cannot be read, or segments name different features.
+/// When the directory cannot be read, or segments name different features. A segment that
+/// is gone by the time it is read (retired meanwhile) is passed over; one that is not a whole
+/// sample file is logged and passed over.
 pub fn read_buffer(dir: &Path) -> Result<(Option<SampleFields>, SampleRows), SampleError> {
     let mut rows = SampleRows::new();
     let mut named: Option<SampleFields> = None;
     for path in segments(dir)? {
-        let (fields, batches) = read_segment(&path)?;
+        let (fields, batches) = match read_segment(&path) {
+            Ok(read) => read,
+            // Retired between the listing and the reading.
+            Err(SampleError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                continue;
+            }
+            Err(error @ (SampleError::Format(_) | SampleError::Arrow(_))) => {
+                tracing::warn!(segment = %path.display(), %error, "an unreadable sample segment is skipped");
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
         if named.as_ref().is_some_and(|n| *n != fields) {
             return Err(SampleError::Format(format!(
                 "{} names other features than the segments before it",

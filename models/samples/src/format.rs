@@ -223,6 +223,8 @@ impl SampleRows {
     ) -> Result<Self, SampleError> {
         let rows = batch.len();
         if batch.indptr.len() != rows + 1
+            || batch.indptr.first() != Some(&0)
+            || batch.indptr.windows(2).any(|w| w[0] > w[1])
             || batch.indptr.last().map(|&e| e as usize) != Some(batch.indices.len())
             || batch.values.len() != batch.indices.len()
         {

@@ -111,9 +111,9 @@ proptest! {
 }
 
 /// A buffer of the Criteo layout in `dir`.
-fn buffer(dir: &Path, retention: Retention, defer: bool) -> SampleBuffer {
+fn buffer(dir: &Path, retention: Retention, keep: usize) -> SampleBuffer {
     let fields = SampleFields::of_layout(&layout()).unwrap();
-    SampleBuffer::create(dir, fields, retention, defer).unwrap()
+    SampleBuffer::create(dir, fields, retention, keep).unwrap()
 }
 
 const KEEP_ALL: Retention = Retention {
@@ -153,7 +153,7 @@ fn a_buffer_reads_back_every_epoch_in_order_across_segments() {
         segment_bytes: 8192,
         ..KEEP_ALL
     };
-    let mut buf = buffer(dir.path(), small, false);
+    let mut buf = buffer(dir.path(), small, 0);
     for e in 0..40 {
         buf.append(e, &epoch_rows(e)).unwrap();
         buf.retain(e).unwrap();
@@ -179,7 +179,7 @@ fn a_buffer_reads_back_every_epoch_in_order_across_segments() {
 #[test]
 fn the_open_segment_is_not_read_until_it_is_whole() {
     let dir = tempfile::tempdir().unwrap();
-    let mut buf = buffer(dir.path(), KEEP_ALL, false);
+    let mut buf = buffer(dir.path(), KEEP_ALL, 0);
     buf.append(0, &epoch_rows(0)).unwrap();
     assert_eq!(read_buffer(dir.path()).unwrap().1.len(), 0);
     buf.close().unwrap();
@@ -194,7 +194,7 @@ fn retention_by_bytes_keeps_the_newest_segments_under_the_bound() {
         segment_bytes: 4096,
         ..KEEP_ALL
     };
-    let mut buf = buffer(dir.path(), retention, false);
+    let mut buf = buffer(dir.path(), retention, 0);
     for e in 0..60 {
         buf.append(e, &epoch_rows(e)).unwrap();
         buf.retain(e).unwrap();
@@ -223,7 +223,7 @@ fn retention_by_age_follows_event_time() {
         segment_bytes: 1,
         ..KEEP_ALL
     };
-    let mut buf = buffer(dir.path(), retention, false);
+    let mut buf = buffer(dir.path(), retention, 0);
     for e in 0..30 {
         buf.append(e, &epoch_rows(e)).unwrap();
         buf.retain(e).unwrap();
@@ -242,7 +242,7 @@ fn a_restored_buffer_holds_what_the_uninterrupted_one_does() {
     };
     // Uninterrupted, with checkpoints at epochs 9 and 19.
     let whole = tempfile::tempdir().unwrap();
-    let mut buf = buffer(whole.path(), retention, true);
+    let mut buf = buffer(whole.path(), retention, 1);
     for e in 0..30 {
         buf.append(e, &epoch_rows(e)).unwrap();
         buf.retain(e).unwrap();
@@ -256,7 +256,7 @@ fn a_restored_buffer_holds_what_the_uninterrupted_one_does() {
 
     // Interrupted after epoch 24 (its open segment never finished), restored from epoch 19.
     let dir = tempfile::tempdir().unwrap();
-    let mut buf = buffer(dir.path(), retention, true);
+    let mut buf = buffer(dir.path(), retention, 1);
     let mut state = None;
     for e in 0..25 {
         buf.append(e, &epoch_rows(e)).unwrap();
@@ -269,7 +269,7 @@ fn a_restored_buffer_holds_what_the_uninterrupted_one_does() {
     drop(buf);
     let fields = SampleFields::of_layout(&layout()).unwrap();
     let (mut buf, missing) =
-        SampleBuffer::restore(dir.path(), fields, retention, true, state.unwrap()).unwrap();
+        SampleBuffer::restore(dir.path(), fields, retention, 1, state.unwrap()).unwrap();
     assert!(missing.is_empty());
     assert_eq!(read_buffer(dir.path()).unwrap().1, {
         let mut at_19 = SampleRows::new();
@@ -300,7 +300,7 @@ fn a_retired_segment_waits_for_a_checkpoint_that_does_not_list_it() {
         segment_bytes: 1,
         ..KEEP_ALL
     };
-    let mut buf = buffer(dir.path(), retention, true);
+    let mut buf = buffer(dir.path(), retention, 1);
     for e in 0..3 {
         buf.append(e, &epoch_rows(e)).unwrap();
     }
@@ -313,8 +313,7 @@ fn a_retired_segment_waits_for_a_checkpoint_that_does_not_list_it() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 4);
     // A restore from the checkpoint of epoch 2 brings it back.
     let fields = SampleFields::of_layout(&layout()).unwrap();
-    let (buf2, _) =
-        SampleBuffer::restore(dir.path(), fields, retention, true, state.clone()).unwrap();
+    let (buf2, _) = SampleBuffer::restore(dir.path(), fields, retention, 1, state.clone()).unwrap();
     assert_eq!(buf2.live(), state.live.as_slice());
     assert_eq!(read_buffer(dir.path()).unwrap().1, all_rows(0..3));
     // Without a restore, a checkpoint of epoch 3 lets it go.
@@ -328,13 +327,13 @@ fn a_retired_segment_waits_for_a_checkpoint_that_does_not_list_it() {
 #[test]
 fn a_fresh_buffer_clears_what_a_former_run_left() {
     let dir = tempfile::tempdir().unwrap();
-    let mut buf = buffer(dir.path(), KEEP_ALL, false);
+    let mut buf = buffer(dir.path(), KEEP_ALL, 0);
     buf.append(0, &epoch_rows(0)).unwrap();
     buf.close().unwrap();
     buf.append(1, &epoch_rows(1)).unwrap();
     drop(buf);
     std::fs::write(dir.path().join("notes.txt"), "mine").unwrap();
-    let _ = buffer(dir.path(), KEEP_ALL, false);
+    let _ = buffer(dir.path(), KEEP_ALL, 0);
     let names: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -363,4 +362,35 @@ fn a_segment_of_other_columns_is_an_error_naming_them() {
     for column in ["event_time", "label", "fields", "ids", "values"] {
         assert!(error.contains(column), "{error}");
     }
+}
+
+#[test]
+fn a_retired_segment_outlives_as_many_checkpoints_as_the_store_keeps() {
+    let dir = tempfile::tempdir().unwrap();
+    let retention = Retention {
+        max_age_ms: 2_000,
+        segment_bytes: 1,
+        ..KEEP_ALL
+    };
+    let mut buf = buffer(dir.path(), retention, 2);
+    for e in 0..4 {
+        buf.append(e, &epoch_rows(e)).unwrap();
+        buf.retain(e).unwrap();
+    }
+    let retired = dir
+        .path()
+        .join(format!("{}.retired", buf.state().retired[0].segment.name));
+    assert!(retired.exists());
+    buf.checkpoint().unwrap();
+    buf.written_through(4).unwrap();
+    buf.written_through(4).unwrap();
+    assert!(
+        retired.exists(),
+        "one checkpoint after it, the older kept one lists it"
+    );
+    buf.written_through(5).unwrap();
+    assert!(
+        !retired.exists(),
+        "two checkpoints after it, none kept lists it"
+    );
 }

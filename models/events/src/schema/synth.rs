@@ -116,7 +116,7 @@ impl SchemaGenerator {
         };
         let latent = |field: usize, rank: u64, d: usize| {
             unit(
-                self.seed ^ 0x1a7e_4700,
+                inter.seed ^ 0x1a7e_4700,
                 (field as u64) << 8 | d as u64,
                 rank,
             )
@@ -151,12 +151,22 @@ impl SchemaGenerator {
     /// The next record.
     pub fn next_record(&mut self) -> Generated {
         let mut margin = BIAS;
-        let mut ranks = vec![None; self.schema.fields.len()];
+        // The categories' ranks, for the interactions (none without them).
+        let mut ranks = vec![
+            None;
+            if self.interactions.is_some() {
+                self.schema.fields.len()
+            } else {
+                0
+            }
+        ];
         let values: Vec<FieldValue> = (0..self.schema.fields.len())
             .map(|field| {
                 let (value, weight, rank) = self.field_value(field);
                 margin += weight;
-                ranks[field] = rank;
+                if let Some(slot) = ranks.get_mut(field) {
+                    *slot = rank;
+                }
                 value
             })
             .collect();
