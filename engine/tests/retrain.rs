@@ -63,6 +63,7 @@ interval_ms = 0
 
 [samples]
 dir = {samples:?}
+segment_seconds = 1
 
 [retrain]
 every_seconds = 3600
@@ -149,4 +150,31 @@ fn retrain_problems_are_listed_at_once() {
     ] {
         assert!(problems.contains(key), "{key}: {problems}");
     }
+}
+
+#[test]
+fn a_running_job_retrains_every_so_many_rows_and_stops_when_asked() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let text = job_text(
+        dir.path(),
+        "learning_rate = 0.02\nevery_rows = 8000\nmin_rows = 4000",
+    )
+    .replace("rows = 40000", "rows = 0\nrows_per_sec = 20000.0")
+    .replace("every_events = 10000", "every_events = 2000");
+    let job = Job::start(JobSpec::from_toml(&text).unwrap(), RunOptions::local(2)).unwrap();
+    let stats = job.stats().clone();
+    let retrain = &stats.retrain;
+    // Until the stage, run every 8,000 new rows on the segments closed by then, has
+    // published a version (or a bound far beyond what that takes, to fail rather than hang).
+    let started = std::time::Instant::now();
+    while retrain.published.load(Ordering::Relaxed) == 0
+        && started.elapsed() < std::time::Duration::from_secs(300)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    job.stop();
+    let report = job.wait().unwrap();
+    assert!(report.deep_published >= 1, "{report:?}");
+    assert!(!retrain.training.load(Ordering::Relaxed));
 }

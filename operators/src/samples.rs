@@ -110,7 +110,7 @@ pub trait BufferSamples {
     /// let dir = tempfile::tempdir().unwrap();
     /// let config = SampleConfig {
     ///     dir: dir.path().to_owned(),
-    ///     retention: Retention { max_age_ms: 3_600_000, max_bytes: 1 << 20, segment_bytes: 1 << 16 },
+    ///     retention: Retention { max_age_ms: 3_600_000, max_bytes: 1 << 20, segment_bytes: 1 << 16, segment_ms: 0 },
     ///     fields: SampleFields::of_layout(&layout).unwrap(),
     ///     keep_checkpoints: 0,
     /// };

@@ -132,6 +132,7 @@ fn the_buffers_of_1_2_and_4_workers_hold_every_row_as_a_plain_reading_does() {
         max_age_ms: u64::MAX / 2,
         max_bytes: 1 << 30,
         segment_bytes: 32 << 10,
+        segment_ms: 0,
     };
     for workers in [1, 2, 4] {
         let dir = tempfile::tempdir().unwrap();
@@ -163,6 +164,7 @@ fn retention_keeps_the_newest_epochs_within_a_dataflow() {
             max_age_ms: 10_000,
             max_bytes: 1 << 30,
             segment_bytes: 4096,
+            segment_ms: 0,
         },
     );
     let stats = run(2, &batches, &config);

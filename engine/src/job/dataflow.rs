@@ -147,6 +147,7 @@ fn sample_config(spec: &JobSpec, layout: &Layout, workers: usize) -> Result<Opti
             max_age_ms: samples.max_age_seconds.saturating_mul(1000),
             max_bytes,
             segment_bytes: samples.segment_bytes.min(max_bytes / 4).max(1),
+            segment_ms: samples.segment_seconds.saturating_mul(1000),
         },
         fields,
         keep_checkpoints: spec.checkpoint.as_ref().map_or(0, |c| c.keep),

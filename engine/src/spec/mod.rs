@@ -173,6 +173,10 @@ pub struct SamplesSpec {
     /// A segment is closed, and the next started, once it holds this many bytes (and at every
     /// checkpoint); at most a quarter of a worker's share of `max_bytes`.
     pub segment_bytes: u64,
+    /// A segment is also closed once it has been open this many seconds, so that the
+    /// retraining stage sees a slow stream's rows (a job without checkpoints closes segments
+    /// by size and age only); 0 for no limit.
+    pub segment_seconds: u64,
 }
 
 impl Default for SamplesSpec {
@@ -182,6 +186,7 @@ impl Default for SamplesSpec {
             max_age_seconds: 24 * 3600,
             max_bytes: 1 << 30,
             segment_bytes: 64 << 20,
+            segment_seconds: 60,
         }
     }
 }

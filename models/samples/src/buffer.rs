@@ -2,7 +2,8 @@
 //! rows of consecutive epochs, with retention by event-time age and by bytes.
 //!
 //! Rows are appended epoch by epoch to the open segment; it is closed (its footer written, the
-//! file synced and renamed to `*.arrow`) once it holds `segment_bytes`, and whenever a
+//! file synced and renamed to `*.arrow`) once it holds `segment_bytes` or has been open
+//! `segment_ms`, and whenever a
 //! checkpoint takes the buffer's [`BufferState`], so that every row of the epochs a checkpoint
 //! covers is in a whole file the state lists.
 //!
@@ -24,6 +25,7 @@ use crate::format::{SampleFields, SampleRows};
 use crate::segment::{open_name, read_segment, SegmentWriter, OPEN_SUFFIX, SEGMENT_SUFFIX};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// The suffix of a retired segment waiting for a checkpoint that no longer lists it.
 const RETIRED_SUFFIX: &str = ".retired";
@@ -38,6 +40,10 @@ pub struct Retention {
     pub max_bytes: u64,
     /// A segment is closed once it holds this many bytes.
     pub segment_bytes: u64,
+    /// A segment is also closed once it has been open this many milliseconds (processing
+    /// time, looked at when rows are appended), so that a reader sees a slow stream's rows; 0
+    /// for no limit.
+    pub segment_ms: u64,
 }
 
 /// A whole segment.
@@ -89,7 +95,7 @@ pub struct SampleBuffer {
     fields: SampleFields,
     retention: Retention,
     state: BufferState,
-    open: Option<(SegmentWriter, Segment)>,
+    open: Option<(SegmentWriter, Segment, Instant)>,
     /// Whether retired files wait for a checkpoint (a checkpointed job) or go at once.
     /// Checkpoints the store keeps: how many must be written after a segment's retirement
     /// before it is deleted (0: no checkpoints, at once).
@@ -223,13 +229,13 @@ impl SampleBuffer {
     /// Rows in the buffer, the open segment's included.
     pub fn rows(&self) -> u64 {
         self.state.live.iter().map(|s| s.rows).sum::<u64>()
-            + self.open.as_ref().map_or(0, |(_, s)| s.rows)
+            + self.open.as_ref().map_or(0, |(_, s, _)| s.rows)
     }
 
     /// Bytes of the buffer's segments, the open one's written so far included.
     pub fn bytes(&self) -> u64 {
         self.state.live.iter().map(|s| s.bytes).sum::<u64>()
-            + self.open.as_ref().map_or(0, |(w, _)| w.bytes())
+            + self.open.as_ref().map_or(0, |(w, _, _)| w.bytes())
     }
 
     /// Appends the rows of `epoch` (epochs in order), closing the open segment once it holds
@@ -243,9 +249,12 @@ impl SampleBuffer {
         if rows.is_empty() {
             return Ok(());
         }
-        let (mut writer, mut segment) = match self.open.take() {
+        let (mut writer, mut segment, opened) = match self.open.take() {
             Some(open) => open,
-            None => self.start(epoch)?,
+            None => {
+                let (writer, segment) = self.start(epoch)?;
+                (writer, segment, Instant::now())
+            }
         };
         if let Err(error) = writer.write(rows) {
             let open = open_name(&self.path(&segment.name));
@@ -264,8 +273,10 @@ impl SampleBuffer {
         segment.rows += rows.len() as u64;
         segment.newest_event_ms = segment.newest_event_ms.max(newest);
         self.state.newest_event_ms = self.state.newest_event_ms.max(newest);
-        let full = writer.bytes() >= self.retention.segment_bytes;
-        self.open = Some((writer, segment));
+        let old = self.retention.segment_ms > 0
+            && opened.elapsed() >= Duration::from_millis(self.retention.segment_ms);
+        let full = writer.bytes() >= self.retention.segment_bytes || old;
+        self.open = Some((writer, segment, opened));
         if full {
             self.close()?;
         }
@@ -297,7 +308,7 @@ impl SampleBuffer {
     /// When its footer cannot be written or it cannot be synced or renamed; its rows are then
     /// lost from the buffer.
     pub fn close(&mut self) -> Result<(), SampleError> {
-        let Some((writer, mut segment)) = self.open.take() else {
+        let Some((writer, mut segment, _)) = self.open.take() else {
             return Ok(());
         };
         match writer.finish() {

@@ -120,6 +120,7 @@ const KEEP_ALL: Retention = Retention {
     max_age_ms: u64::MAX,
     max_bytes: u64::MAX,
     segment_bytes: 64 << 10,
+    segment_ms: 0,
 };
 
 /// Epoch `e`'s rows: a few rows with event time `1000 * (e + 1)`.
