@@ -265,9 +265,8 @@ impl Keeper {
         self.lo = epoch;
         let mut rows = SampleRows::new();
         for batch in batches {
-            match SampleRows::of_batch(&self.fields, epoch, batch) {
-                Ok(sampled) => rows.extend(&sampled),
-                Err(error) => self.failed(&error),
+            if let Err(error) = rows.push_batch(&self.fields, epoch, batch) {
+                self.failed(&error);
             }
         }
         let Some(buffer) = self.buffer.as_mut() else {

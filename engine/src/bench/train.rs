@@ -115,7 +115,7 @@ pub fn train(
         for lines in lines.chunks(CHUNK) {
             parse(lines, &mut events);
             map.transform_into(&events, &mut counts, &mut csr);
-            all.extend(&SampleRows::of_batch(&fields, 0, &csr)?);
+            all.push_batch(&fields, 0, &csr)?;
         }
         Ok(all)
     };

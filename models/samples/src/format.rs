@@ -235,40 +235,72 @@ impl SampleRows {
                 batch.values.len()
             )));
         }
+        let mut out = SampleRows::new();
+        out.push_batch(fields, epoch, batch)?;
+        Ok(out)
+    }
+
+    /// Appends the rows of `batch`, as [`SampleRows::of_batch`] reads them, without a copy
+    /// in between; on an error nothing is appended.
+    ///
+    /// # Errors
+    ///
+    /// As [`SampleRows::of_batch`].
+    pub fn push_batch(
+        &mut self,
+        fields: &SampleFields,
+        epoch: u64,
+        batch: &CsrBatch,
+    ) -> Result<(), SampleError> {
+        let rows = batch.len();
+        if batch.indptr.len() != rows + 1
+            || batch.indptr.first() != Some(&0)
+            || batch.indptr.windows(2).any(|w| w[0] > w[1])
+            || batch.indptr.last().map(|&e| e as usize) != Some(batch.indices.len())
+            || batch.values.len() != batch.indices.len()
+        {
+            return Err(SampleError::Rows(format!(
+                "{rows} rows, {} offsets, {} indices and {} values do not fit together",
+                batch.indptr.len(),
+                batch.indices.len(),
+                batch.values.len()
+            )));
+        }
+        if self.offsets.is_empty() {
+            self.offsets.push(0);
+        }
+        let (kept_rows, kept_entries) = (self.len(), self.ids.len());
         let first = fields.fields.first().map_or(u32::MAX, |f| f.offset);
-        let mut out = SampleRows {
-            epochs: vec![epoch; rows],
-            event_times: (0..rows)
-                .map(|i| batch.times.get(i).and_then(|&t| i64::try_from(t).ok()))
-                .collect(),
-            versions: vec![batch.version; rows],
-            labels: batch.labels.clone(),
-            offsets: Vec::with_capacity(rows + 1),
-            fields: Vec::with_capacity(batch.indices.len()),
-            ids: Vec::with_capacity(batch.indices.len()),
-            values: Vec::with_capacity(batch.indices.len()),
-        };
-        out.offsets.push(0);
         for i in 0..rows {
             let (indices, values) = batch.row(i);
             for (&slot, &value) in indices.iter().zip(values) {
                 match fields.locate(slot) {
                     Some((field, id)) => {
-                        out.fields.push(field);
-                        out.ids.push(id);
-                        out.values.push(value);
+                        self.fields.push(field);
+                        self.ids.push(id);
+                        self.values.push(value);
                     }
                     None if slot < first => {}
                     None => {
+                        self.offsets.truncate(kept_rows + 1);
+                        self.fields.truncate(kept_entries);
+                        self.ids.truncate(kept_entries);
+                        self.values.truncate(kept_entries);
                         return Err(SampleError::Rows(format!(
                             "slot {slot} is in no feature of the layout"
-                        )))
+                        )));
                     }
                 }
             }
-            out.offsets.push(out.ids.len() as u32);
+            self.offsets.push(self.ids.len() as u32);
         }
-        Ok(out)
+        self.epochs.extend(std::iter::repeat_n(epoch, rows));
+        self.event_times
+            .extend((0..rows).map(|i| batch.times.get(i).and_then(|&t| i64::try_from(t).ok())));
+        self.versions
+            .extend(std::iter::repeat_n(batch.version, rows));
+        self.labels.extend_from_slice(&batch.labels);
+        Ok(())
     }
 
     /// Number of rows.

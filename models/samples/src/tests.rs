@@ -395,3 +395,17 @@ fn a_retired_segment_outlives_as_many_checkpoints_as_the_store_keeps() {
         "two checkpoints after it, none kept lists it"
     );
 }
+
+#[test]
+fn a_batch_refused_midway_appends_nothing() {
+    let layout = layout();
+    let fields = SampleFields::of_layout(&layout).unwrap();
+    let mut rows = epoch_rows(0);
+    let before = rows.clone();
+    let mut bad = batch(&layout, 1, &[(true, 5, vec![(0, 1, 1.0)])]);
+    bad.indices.push(u32::MAX);
+    bad.values.push(1.0);
+    *bad.indptr.last_mut().unwrap() += 1;
+    assert!(rows.push_batch(&fields, 1, &bad).is_err());
+    assert_eq!(rows, before);
+}
