@@ -2,7 +2,9 @@
 # `millrace bench train` beside the same model in PyTorch eager (perf/train_pytorch.py: same
 # fields, sizes, initialization, Adam, batch and row order), on the same rows in the same run:
 # the bench featurizes the file with the job's FeatureMap and writes the rows it trains on as
-# Arrow files, which the peer reads. One JSON line each, then their ratio per model.
+# Arrow files, which the peer reads. One JSON line each, then their ratio per model. The host-
+# resident embedding table (`--embeddings host`: row-wise AdaGrad on the rows a step gathers)
+# runs too, beside the same peer with its embeddings on the device.
 # Run: perf/train.sh [--rows N] [--batch B] [--device auto|cpu|cuda] [--passes P]
 #   (default: 100k generated rows of the Avazu schema, examples/avazu.toml, batch 2048, CPU)
 set -euo pipefail
@@ -37,7 +39,10 @@ for model in deepfm dcnv2; do
     --passes "$PASSES" --device "$DEVICE" --samples "$work/$model")"
   peer="$("$python" -W ignore perf/train_pytorch.py --samples "$work/$model" --model "$model" \
     --batch "$BATCH" --passes "$PASSES" --device "$DEVICE")"
+  host="$("$bin" bench train --job "$JOB" --input "$INPUT" --model "$model" --batch "$BATCH" \
+    --passes "$PASSES" --device "$DEVICE" --embeddings host)"
   echo "{\"millrace\": $ours}"
+  echo "{\"millrace_host\": $host}"
   echo "{\"pytorch\": $peer}"
-  "$python" -c 'import json, sys; a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2]); print(json.dumps({"model": sys.argv[3], "samples_per_sec_ratio": round(a["samples_per_sec"] / b["samples_per_sec"], 3), "auc_difference": round(a["holdout_auc"] - b["holdout_auc"], 4)}))' "$ours" "$peer" "$model"
+  "$python" -c 'import json, sys; a, h, b = (json.loads(x) for x in sys.argv[1:4]); print(json.dumps({"model": sys.argv[4], "samples_per_sec_ratio": round(a["samples_per_sec"] / b["samples_per_sec"], 3), "auc_difference": round(a["holdout_auc"] - b["holdout_auc"], 4), "host_samples_per_sec_ratio": round(h["samples_per_sec"] / b["samples_per_sec"], 3), "host_auc_difference": round(h["holdout_auc"] - b["holdout_auc"], 4)}))' "$ours" "$host" "$peer" "$model"
 done

@@ -261,6 +261,13 @@ enum Bench {
         /// `perf/train_pytorch.py` reads).
         #[arg(long)]
         samples: Option<PathBuf>,
+        /// Where the embedding rows live: `device` (in the model) or `host` (a host-resident
+        /// table gathered per step, learning by row-wise AdaGrad).
+        #[arg(long, default_value = "device")]
+        embeddings: String,
+        /// Row-wise AdaGrad's step size (`--embeddings host`).
+        #[arg(long, default_value_t = 0.05)]
+        embedding_lr: f64,
     },
     /// The least work a reader of a delimited file must do (split, parse the numbers, hash the
     /// categories), on one thread: the yardstick of `bench featurize`.
@@ -594,6 +601,8 @@ fn run_cli() -> anyhow::Result<()> {
                     lr,
                     seed,
                     samples,
+                    embeddings,
+                    embedding_lr,
                 },
         } => {
             let job = millrace_engine::spec::JobSpec::from_file(&job)?;
@@ -608,6 +617,7 @@ fn run_cli() -> anyhow::Result<()> {
                 batch_size: batch,
                 passes,
                 seed,
+                embeddings: bench::train::embeddings(&embeddings, embedding_lr)?,
             };
             let device = millrace_deep::parse_device(&device)?;
             let figures =

@@ -139,6 +139,14 @@ pub const RETRAIN_TRAINING: &str = "millrace_retrain_training";
 pub const RETRAIN_VERSION: &str = "millrace_retrain_model_version";
 /// The newest candidate's AUC on its held-out rows.
 pub const RETRAIN_CANDIDATE_AUC: &str = "millrace_retrain_candidate_auc";
+/// Embedding rows gathered from the host-resident table onto the device, in all.
+pub const RETRAIN_ROWS_GATHERED: &str = "millrace_retrain_rows_gathered_total";
+/// The last run's host-table rows gathered per second of training.
+pub const RETRAIN_GATHERED_RATE: &str = "millrace_retrain_gathered_rows_per_second";
+/// Bytes a gathered row moves to the device.
+pub const RETRAIN_ROW_BYTES: &str = "millrace_retrain_bytes_per_row";
+/// Rows the host-resident table held at the end of the last run.
+pub const RETRAIN_TABLE_ROWS: &str = "millrace_retrain_table_rows";
 
 /// The retraining stage's figures (all zero without `[retrain]`).
 #[derive(Debug, Default)]
@@ -161,6 +169,14 @@ pub struct RetrainStats {
     pub version: AtomicU64,
     /// The newest candidate's held-out AUC, as `f64` bits (NaN before the first).
     pub candidate_auc: AtomicU64,
+    /// Host-table rows gathered, in all.
+    pub gathered: AtomicU64,
+    /// The last run's host-table rows gathered per second of training, as `f64` bits.
+    pub gathered_rate: AtomicU64,
+    /// Bytes a gathered row moves.
+    pub row_bytes: AtomicU64,
+    /// Rows the host table held at the end of the last run.
+    pub table_rows: AtomicU64,
     /// The last run's outcome, in words.
     last: Mutex<String>,
 }
@@ -352,6 +368,18 @@ impl JobStats {
             ),
             (RETRAIN_VERSION, "gauge", load(&self.retrain.version)),
             (RETRAIN_CANDIDATE_AUC, "gauge", self.retrain.auc()),
+            (
+                RETRAIN_ROWS_GATHERED,
+                "counter",
+                load(&self.retrain.gathered),
+            ),
+            (
+                RETRAIN_GATHERED_RATE,
+                "gauge",
+                f64::from_bits(self.retrain.gathered_rate.load(Ordering::Relaxed)),
+            ),
+            (RETRAIN_ROW_BYTES, "gauge", load(&self.retrain.row_bytes)),
+            (RETRAIN_TABLE_ROWS, "gauge", load(&self.retrain.table_rows)),
             (FEATURIZE_ROWS, "counter", load(&f.rows)),
             (FEATURIZE_VOCAB_LOOKUPS, "counter", load(&f.lookups)),
             (FEATURIZE_VOCAB_OOV, "counter", load(&f.oov)),

@@ -112,6 +112,35 @@ fn a_candidate_that_beats_the_online_model_is_published_and_servable() {
 }
 
 #[test]
+fn a_candidate_with_host_resident_embeddings_is_published_and_its_rows_counted() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let text = job_text(
+        dir.path(),
+        "learning_rate = 0.02\n[retrain.embeddings]\nplacement = \"host\"\n\
+         optimizer = \"rowwise_adagrad\"\nlearning_rate = 0.05\nmin_count = 2",
+    );
+    let job = Job::start(JobSpec::from_toml(&text).unwrap(), RunOptions::local(2)).unwrap();
+    let stats = job.stats().clone();
+    let report = job.wait().unwrap();
+    assert_eq!(
+        (report.deep_published, report.deep_refused),
+        (1, 0),
+        "{report:?}"
+    );
+    let retrain = &stats.retrain;
+    // DeepFM's rows: 8 numbers of embedding and a first-order weight.
+    assert_eq!(retrain.row_bytes.load(Ordering::Relaxed), 36);
+    assert!(retrain.gathered.load(Ordering::Relaxed) > 0);
+    assert!(retrain.table_rows.load(Ordering::Relaxed) > 0);
+    let rate = f64::from_bits(retrain.gathered_rate.load(Ordering::Relaxed));
+    assert!(rate > 0.0, "{rate}");
+    let registry = Registry::open(dir.path().join("registry")).unwrap();
+    let artifact = registry.load_latest("stage-deep").unwrap();
+    assert_eq!(artifact.problems(), Vec::<String>::new());
+}
+
+#[test]
 fn the_gate_refuses_an_untrained_candidate_and_nothing_is_published() {
     let dir = tempfile::tempdir().unwrap();
     let spec = JobSpec::from_toml(&job_text(dir.path(), "learning_rate = 1e-9")).unwrap();
@@ -133,7 +162,8 @@ fn retrain_problems_are_listed_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let text = job_text(
         dir.path(),
-        "device = \"tpu\"\nauc_tolerance = -1.0\npublish_as = \"stage\"",
+        "device = \"tpu\"\nauc_tolerance = -1.0\npublish_as = \"stage\"\n\
+         [retrain.embeddings]\nplacement = \"host\"\nmax_rows = 0",
     )
     .replace("model = \"deepfm\"", "model = \"wide\"")
     .replace("holdout = 0.2", "holdout = 1.5");
@@ -147,6 +177,8 @@ fn retrain_problems_are_listed_at_once() {
         "`auc_tolerance`",
         "`publish_as`",
         "add `[samples]`",
+        "embeddings: host-resident embeddings learn by row-wise AdaGrad",
+        "embeddings: `max_rows`",
     ] {
         assert!(problems.contains(key), "{key}: {problems}");
     }

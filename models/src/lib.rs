@@ -15,7 +15,9 @@ pub use millrace_artifacts::{artifact, error, fixed, int8, registry, table};
 pub use millrace_events::{
     criteo, decode, features, fmap, labels, logistic, record, schema, synth,
 };
-pub use millrace_learners::{allreduce, architecture, eval, fm, ftrl, learner, row_values};
+pub use millrace_learners::{
+    allreduce, architecture, embeddings, eval, fm, ftrl, learner, row_values,
+};
 
 pub use millrace_artifacts::{
     Error, LoadPace, ModelArtifact, ModelMeta, Registry, Result, ServedModel, VersionSource,

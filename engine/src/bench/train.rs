@@ -10,7 +10,9 @@
 
 use crate::error::{Error, Result};
 use crate::spec::JobSpec;
-use millrace_deep::{device_name, DeepSpec, Device, Trainer};
+use millrace_deep::{
+    device_name, DeepSpec, Device, EmbeddingSpec, Placement, SparseOptimizer, Trainer,
+};
 use millrace_models::fmap::{BatchFitter, Parser, TransformCounts};
 use millrace_models::{CsrBatch, EventBatch, FeatureSpec};
 use millrace_samples::{write_segment, SampleFields, SampleRows};
@@ -41,6 +43,40 @@ pub struct TrainBench {
     pub malformed: u64,
     /// Seconds of training.
     pub seconds: f64,
+    /// `device` or `host`: where the embedding rows lived.
+    pub embeddings: &'static str,
+    /// Host table: rows gathered onto the device per second of training.
+    pub gathered_rows_per_sec: Option<f64>,
+    /// Host table: bytes a gathered row moves.
+    pub bytes_per_row: Option<usize>,
+    /// Host table: bytes of host memory per row held (rows, optimizer state, index, filter).
+    pub table_bytes_per_row: Option<f64>,
+}
+
+/// The embedding settings `--embeddings` and `--embedding-lr` name: `device` (Adam, as the
+/// dense weights) or `host` (row-wise AdaGrad at `rate`).
+///
+/// # Errors
+///
+/// [`Error::Config`] for another placement.
+pub fn embeddings(placement: &str, rate: f64) -> Result<EmbeddingSpec> {
+    let (placement, optimizer) = match placement {
+        "device" => (Placement::Device, SparseOptimizer::Adam),
+        "host" => (Placement::Host, SparseOptimizer::RowwiseAdagrad),
+        other => {
+            return Err(Error::Config {
+                problems: vec![format!(
+                    "`--embeddings` must be device or host (got {other:?})"
+                )],
+            })
+        }
+    };
+    Ok(EmbeddingSpec {
+        placement,
+        optimizer,
+        learning_rate: rate,
+        ..EmbeddingSpec::default()
+    })
 }
 
 /// Lines parsed and transformed at a time.
@@ -139,6 +175,7 @@ pub fn train(
     trainer.train(&train_rows, 0..train_rows.len())?;
     let seconds = started.elapsed().as_secs_f64();
     let quality = trainer.evaluate(&test_rows, 0..test_rows.len())?;
+    let table = trainer.table_stats();
     Ok(TrainBench {
         samples_per_sec: (train_rows.len() * spec.passes) as f64 / seconds.max(1e-9),
         device: device_name(device),
@@ -150,5 +187,12 @@ pub fn train(
         holdout_rows: test_rows.len(),
         malformed,
         seconds,
+        embeddings: match spec.embeddings.placement {
+            Placement::Device => "device",
+            Placement::Host => "host",
+        },
+        gathered_rows_per_sec: table.map(|t| t.gathered as f64 / seconds.max(1e-9)),
+        bytes_per_row: table.map(|t| t.row_bytes),
+        table_bytes_per_row: table.map(|t| t.bytes as f64 / t.rows.max(1) as f64),
     })
 }

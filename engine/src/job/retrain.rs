@@ -214,7 +214,9 @@ impl Stage {
                 tracing::info!(model = %self.published, "the newest deep version is of another architecture: training afresh");
             }
         }
+        let started = std::time::Instant::now();
         trainer.train_until(&rows, 0..split, &self.cancel)?;
+        self.record_table(&trainer, started.elapsed().as_secs_f64());
         let candidate = trainer.evaluate(&rows, split..rows.len())?;
         self.stats.retrain.candidate_auc.store(
             candidate.auc.unwrap_or(f64::NAN).to_bits(),
@@ -257,6 +259,21 @@ impl Stage {
         }
     }
 
+    /// Records the host-resident table's figures of a run that trained for `seconds`.
+    fn record_table(&self, trainer: &Trainer, seconds: f64) {
+        let Some(table) = trainer.table_stats() else {
+            return;
+        };
+        let stats = &self.stats.retrain;
+        stats.gathered.fetch_add(table.gathered, Ordering::Relaxed);
+        let rate = table.gathered as f64 / seconds.max(1e-9);
+        stats.gathered_rate.store(rate.to_bits(), Ordering::Relaxed);
+        stats
+            .row_bytes
+            .store(table.row_bytes as u64, Ordering::Relaxed);
+        stats.table_rows.store(table.rows as u64, Ordering::Relaxed);
+    }
+
     /// The buffered rows of the window, oldest event first.
     fn window(&self, fields: &SampleFields) -> Result<SampleRows, crate::Error> {
         let mut all = SampleRows::new();
@@ -292,6 +309,7 @@ impl Stage {
             batch_size: self.spec.batch_size,
             passes: self.spec.passes,
             seed: self.spec.seed,
+            embeddings: self.spec.embeddings.clone(),
         })
     }
 }

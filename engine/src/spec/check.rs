@@ -8,6 +8,7 @@ use super::{
 use crate::catalog::Catalog;
 use millrace_connectors::kafka::{KafkaSourceConfig, EMBEDDED};
 use millrace_models::architecture::Architecture;
+use millrace_models::embeddings::MAX_LEARNING_RATE;
 use millrace_models::{FeatureSpec, Schema, SchemaSpec};
 
 /// The sections whose values can be checked: `None` where a section could not be read, so
@@ -399,12 +400,19 @@ fn retrain_problems(retrain: &RetrainSpec, job: &Sections<'_>) -> Vec<String> {
     if retrain.mlp.contains(&0) {
         list.push(format!("`mlp` widths must be >= 1 (got {:?})", retrain.mlp));
     }
-    if !(retrain.learning_rate > 0.0 && retrain.learning_rate <= 1e6) {
+    if !(retrain.learning_rate > 0.0 && retrain.learning_rate <= MAX_LEARNING_RATE) {
         list.push(format!(
-            "`learning_rate` must be in (0, 1e6] (got {})",
+            "`learning_rate` must be in (0, {MAX_LEARNING_RATE}] (got {})",
             retrain.learning_rate
         ));
     }
+    list.extend(
+        retrain
+            .embeddings
+            .problems()
+            .into_iter()
+            .map(|p| format!("embeddings: {p}")),
+    );
     for (key, value) in [
         ("auc_tolerance", retrain.auc_tolerance),
         ("logloss_tolerance", retrain.logloss_tolerance),

@@ -12,6 +12,7 @@ pub use crate::catalog::{
     ConnectorSpec, FileSourceSpec, GeneratorSourceSpec, SinkSpec, SourceSpec,
 };
 use crate::error::{Error, Result};
+use millrace_models::embeddings::EmbeddingSpec;
 use millrace_models::{FeatureSpec, Schema, SchemaSpec};
 use millrace_operators::LatePolicy;
 use serde::{Deserialize, Serialize};
@@ -115,6 +116,8 @@ pub struct RetrainSpec {
     /// The name deep versions are published and served under; `<name>-deep` when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub publish_as: Option<String>,
+    /// Where the embedding rows live and how they learn (`[retrain.embeddings]`).
+    pub embeddings: EmbeddingSpec,
 }
 
 impl Default for RetrainSpec {
@@ -138,6 +141,7 @@ impl Default for RetrainSpec {
             auc_tolerance: 0.002,
             logloss_tolerance: 0.005,
             publish_as: None,
+            embeddings: EmbeddingSpec::default(),
         }
     }
 }

@@ -13,6 +13,8 @@ pub struct Batch {
     pub rows: usize,
     /// Per entry: its slot in the layout, `i64`.
     pub slots: Tensor,
+    /// The same slots in host memory (what a host-resident table gathers by).
+    pub entry_slots: Vec<i64>,
     /// Per entry: its value, `f32`.
     pub values: Tensor,
     /// Per entry: its row, `i64`.
@@ -68,6 +70,7 @@ impl Batch {
         Ok(Batch {
             rows: range.len(),
             slots: Tensor::from_slice(&slots).to(device),
+            entry_slots: slots,
             values: Tensor::from_slice(&rows.values[from..to]).to(device),
             row: Tensor::from_slice(&row).to(device),
             cell: Tensor::from_slice(&cell).to(device),

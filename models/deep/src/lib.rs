@@ -6,6 +6,8 @@
 //! - [`Batch`]: sample rows as tensors (slots, values, rows, cells);
 //! - [`DeepModel`]: the weights and the forward pass;
 //! - [`Trainer`]: Adam over rows in order, prediction and scoring;
+//! - [`HostTable`]: embedding rows in host memory, gathered per step, with row-wise AdaGrad,
+//!   a frequency filter and eviction;
 //! - [`Gate`]: whether a candidate may replace the served version;
 //! - [`parse_device`]: `auto`, `cpu`, `cuda` or `cuda:N`.
 #![warn(missing_docs)]
@@ -13,8 +15,11 @@
 mod batch;
 mod device;
 mod error;
+mod filter;
 mod gate;
+mod host;
 mod model;
+mod optim;
 mod spec;
 mod train;
 
@@ -22,7 +27,9 @@ pub use batch::Batch;
 pub use device::{device_name, parse_device, set_threads, Device};
 pub use error::DeepError;
 pub use gate::{Gate, Verdict};
-pub use model::{slots, DeepModel};
+pub use host::{HostTable, TableStats, Unique};
+pub use millrace_learners::embeddings::{EmbeddingSpec, Placement, SparseOptimizer};
+pub use model::{slots, DeepModel, EntryRows};
 pub use spec::{DeepKind, DeepSpec};
 pub use train::{Quality, Trainer};
 

@@ -7,25 +7,45 @@
 //! fields' embeddings, concatenated, feed the MLP (and DCN-v2's cross layers first).
 
 use crate::batch::Batch;
+use crate::host::initial_rows;
 use crate::spec::{DeepKind, DeepSpec};
+use millrace_learners::embeddings::Placement;
 use millrace_samples::SampleFields;
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
-/// A deep model's weights, in a `VarStore` on one device.
+/// A deep model's weights: the dense layers in one `VarStore`, and (with
+/// [`Placement::Device`]) the embedding rows in another, so that each has its own optimizer.
 #[derive(Debug)]
 pub struct DeepModel {
     kind: DeepKind,
-    vs: nn::VarStore,
+    dense: nn::VarStore,
+    table: Option<DeviceTable>,
     fields: i64,
     dim: i64,
-    embedding: nn::Embedding,
-    /// DeepFM's first-order weights.
-    linear: Option<nn::Embedding>,
     /// DCN-v2's cross layers.
     cross: Vec<nn::Linear>,
     mlp: nn::Sequential,
     out: nn::Linear,
+}
+
+/// The embedding rows of every slot on the model's device.
+#[derive(Debug)]
+struct DeviceTable {
+    vs: nn::VarStore,
+    embedding: nn::Embedding,
+    /// DeepFM's first-order weights.
+    linear: Option<nn::Embedding>,
+}
+
+/// Each entry's embedding (`[entries, dim]`) and, for DeepFM, its first-order weight
+/// (`[entries]`): what the forward pass reads of the embedding rows, wherever they live.
+#[derive(Debug)]
+pub struct EntryRows {
+    /// Per entry, its slot's embedding.
+    pub embedding: Tensor,
+    /// Per entry, its slot's first-order weight (DeepFM).
+    pub linear: Option<Tensor>,
 }
 
 /// A linear layer initialized as PyTorch's `nn.Linear` is: weights and biases uniform in
@@ -72,24 +92,11 @@ impl DeepModel {
     /// drawn from `spec.seed`.
     pub fn new(spec: &DeepSpec, fields: &SampleFields, device: Device) -> Self {
         tch::manual_seed(spec.seed as i64);
-        let vs = nn::VarStore::new(device);
-        let root = vs.root();
+        let dense = nn::VarStore::new(device);
+        let root = dense.root();
         let (n, dim) = (fields.fields().len() as i64, spec.embedding_dim as i64);
-        let small = nn::EmbeddingConfig {
-            ws_init: nn::Init::Randn {
-                mean: 0.0,
-                stdev: 0.01,
-            },
-            ..Default::default()
-        };
-        let embedding = nn::embedding(&root / "embedding", slots(fields).max(1), dim, small);
-        let linear = (spec.model == DeepKind::DeepFm).then(|| {
-            let zero = nn::EmbeddingConfig {
-                ws_init: nn::Init::Const(0.0),
-                ..Default::default()
-            };
-            nn::embedding(&root / "linear", slots(fields).max(1), 1, zero)
-        });
+        let table = (spec.embeddings.placement == Placement::Device)
+            .then(|| DeviceTable::new(spec, slots(fields).max(1), device));
         let width = n * dim;
         let cross = match spec.model {
             DeepKind::DcnV2 => (0..spec.cross_layers)
@@ -121,59 +128,80 @@ impl DeepModel {
         let out = torch_linear(&root / "out", input, 1);
         DeepModel {
             kind: spec.model,
-            vs,
+            dense,
+            table,
             fields: n,
             dim,
-            embedding,
-            linear,
             cross,
             mlp,
             out,
         }
     }
 
-    /// The weights.
-    pub fn var_store(&self) -> &nn::VarStore {
-        &self.vs
+    /// The dense weights (the MLP, the cross layers, the output).
+    pub fn dense(&self) -> &nn::VarStore {
+        &self.dense
     }
 
-    /// The weights, by the names PyTorch's `state_dict` gives the same model
-    /// (`perf/train_pytorch.py`'s): `embedding.weight`, `linear.weight` (DeepFM),
-    /// `cross.<l>.weight` and `.bias` (DCN-v2), `mlp.<2l>.weight` and `.bias` (a ReLU follows
-    /// each layer), `out.weight`, `out.bias`; sorted by name.
+    /// The embedding rows, when they live in the model ([`Placement::Device`]).
+    pub fn table(&self) -> Option<&nn::VarStore> {
+        self.table.as_ref().map(|t| &t.vs)
+    }
+
+    /// The device the model runs on.
+    pub fn device(&self) -> Device {
+        self.dense.device()
+    }
+
+    /// The weights the model holds, by the names PyTorch's `state_dict` gives the same model
+    /// (`perf/train_pytorch.py`'s): `embedding.weight`, `linear.weight` (DeepFM; both only
+    /// with [`Placement::Device`]), `cross.<l>.weight` and `.bias` (DCN-v2), `mlp.<2l>.weight`
+    /// and `.bias` (a ReLU follows each layer), `out.weight`, `out.bias`; sorted by name.
     pub fn named_weights(&self) -> Vec<(String, Tensor)> {
+        let table = self.table.iter().flat_map(|t| t.vs.variables());
         let mut named: Vec<(String, Tensor)> = self
-            .vs
+            .dense
             .variables()
             .into_iter()
+            .chain(table)
             .map(|(name, tensor)| (torch_name(&name), tensor))
             .collect();
         named.sort_by(|a, b| a.0.cmp(&b.0));
         named
     }
 
-    /// The logit of each row of `batch`.
-    pub fn forward(&self, batch: &Batch) -> Tensor {
-        let rows = batch.rows as i64;
-        let device = self.vs.device();
-        let entries = self.embedding.forward(&batch.slots) * batch.values.unsqueeze(1);
-        let cells = Tensor::zeros([rows * self.fields, self.dim], (Kind::Float, device)).index_add(
+    /// The rows of `batch`'s entries from the model's own table; `None` when the rows live on
+    /// the host (the trainer gathers them instead).
+    pub fn device_rows(&self, batch: &Batch) -> Option<EntryRows> {
+        let table = self.table.as_ref()?;
+        Some(EntryRows {
+            embedding: table.embedding.forward(&batch.slots),
+            linear: table
+                .linear
+                .as_ref()
+                .map(|l| l.forward(&batch.slots).squeeze_dim(1)),
+        })
+    }
+
+    /// The logit of each row of `batch`, its entries' rows being `rows`.
+    pub fn forward(&self, batch: &Batch, rows: &EntryRows) -> Tensor {
+        let n = batch.rows as i64;
+        let device = self.device();
+        let entries = &rows.embedding * batch.values.unsqueeze(1);
+        let cells = Tensor::zeros([n * self.fields, self.dim], (Kind::Float, device)).index_add(
             0,
             &batch.cell,
             &entries,
         );
-        let x0 = cells.view([rows, self.fields * self.dim]);
+        let x0 = cells.view([n, self.fields * self.dim]);
         match self.kind {
             DeepKind::DeepFm => {
-                let first = self.linear.as_ref().map_or_else(
-                    || Tensor::zeros([rows], (Kind::Float, device)),
-                    |linear| {
-                        let weighted = linear.forward(&batch.slots).squeeze_dim(1) * &batch.values;
-                        Tensor::zeros([rows], (Kind::Float, device))
-                            .index_add(0, &batch.row, &weighted)
-                    },
-                );
-                let per_field = cells.view([rows, self.fields, self.dim]);
+                let first = Tensor::zeros([n], (Kind::Float, device));
+                let first = match &rows.linear {
+                    Some(linear) => first.index_add(0, &batch.row, &(linear * &batch.values)),
+                    None => first,
+                };
+                let per_field = cells.view([n, self.fields, self.dim]);
                 let sum = per_field.sum_dim_intlist(1, false, Kind::Float);
                 let squares = per_field.square().sum_dim_intlist(1, false, Kind::Float);
                 let fm = (sum.square() - squares).sum_dim_intlist(1, false, Kind::Float) * 0.5;
@@ -187,6 +215,34 @@ impl DeepModel {
                 }
                 self.out.forward(&self.mlp.forward(&x)).squeeze_dim(1)
             }
+        }
+    }
+}
+
+impl DeviceTable {
+    /// Every slot's row as the host table would create it (the same numbers, so that the
+    /// placement does not change the model), and zero first-order weights.
+    fn new(spec: &DeepSpec, slots: i64, device: Device) -> Self {
+        let vs = nn::VarStore::new(device);
+        let root = vs.root();
+        let dim = spec.embedding_dim as i64;
+        // Made as zeros then filled, so that the table draws nothing from libtorch's generator
+        // and the dense layers start alike in either placement.
+        let zero = nn::EmbeddingConfig {
+            ws_init: nn::Init::Const(0.0),
+            ..Default::default()
+        };
+        let embedding = nn::embedding(&root / "embedding", slots, dim, zero);
+        let init = Tensor::from_slice(&initial_rows(spec.seed, 0..slots, spec.embedding_dim))
+            .view([slots, dim])
+            .to(device);
+        tch::no_grad(|| embedding.ws.shallow_clone().copy_(&init));
+        let linear = (spec.model == DeepKind::DeepFm)
+            .then(|| nn::embedding(&root / "linear", slots, 1, zero));
+        DeviceTable {
+            vs,
+            embedding,
+            linear,
         }
     }
 }

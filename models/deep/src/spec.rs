@@ -1,6 +1,7 @@
 //! What a deep model is: its kind, its sizes and how it is trained.
 
 use millrace_learners::architecture::Architecture;
+use millrace_learners::embeddings::{EmbeddingSpec, MAX_LEARNING_RATE};
 use serde::{Deserialize, Serialize};
 
 /// The deep model's architecture.
@@ -37,9 +38,6 @@ impl std::str::FromStr for DeepKind {
     }
 }
 
-/// The largest learning rate a deep model takes.
-pub(crate) const MAX_LEARNING_RATE: f64 = 1e6;
-
 /// A deep model's sizes and training settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -60,6 +58,8 @@ pub struct DeepSpec {
     pub passes: usize,
     /// The seed of the weights' initialization.
     pub seed: u64,
+    /// Where the embedding rows live and how they learn.
+    pub embeddings: EmbeddingSpec,
 }
 
 impl Default for DeepSpec {
@@ -73,6 +73,7 @@ impl Default for DeepSpec {
             batch_size: 1024,
             passes: 1,
             seed: 1,
+            embeddings: EmbeddingSpec::default(),
         }
     }
 }
@@ -118,6 +119,7 @@ impl DeepSpec {
         if self.passes == 0 {
             problems.push("`passes` must be >= 1".to_owned());
         }
+        problems.extend(self.embeddings.problems());
         problems
     }
 }

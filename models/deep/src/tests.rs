@@ -380,3 +380,177 @@ fn a_trainer_says_whether_its_weights_are_finite() {
     // Its scores are then no AUC at all, rather than a number.
     assert_eq!(warm.evaluate(&rows, 0..200).unwrap().auc, None);
 }
+
+/// `spec(kind)` with its embedding rows learning by row-wise AdaGrad, placed `placement`.
+fn rowwise(kind: DeepKind, placement: Placement) -> DeepSpec {
+    DeepSpec {
+        embeddings: EmbeddingSpec {
+            placement,
+            optimizer: SparseOptimizer::RowwiseAdagrad,
+            learning_rate: 0.05,
+            ..EmbeddingSpec::default()
+        },
+        passes: 1,
+        ..spec(kind)
+    }
+}
+
+/// The largest difference between two trainers' weights of the same names, but for the rows
+/// of slot 0, which no row of [`fields`] has (a plain table holds its initial row, a host table
+/// none).
+fn largest_difference(a: &Trainer, b: &Trainer) -> f64 {
+    let (a, b) = (a.named_weights(), b.named_weights());
+    assert_eq!(
+        a.iter().map(|n| &n.0).collect::<Vec<_>>(),
+        b.iter().map(|n| &n.0).collect::<Vec<_>>()
+    );
+    a.iter()
+        .zip(&b)
+        .map(|((name, x), (_, y))| {
+            let (x, y) = if name.contains("embedding") {
+                (
+                    x.narrow(0, 1, x.size()[0] - 1),
+                    y.narrow(0, 1, y.size()[0] - 1),
+                )
+            } else {
+                (x.shallow_clone(), y.shallow_clone())
+            };
+            (x - y).abs().max().double_value(&[])
+        })
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn the_host_table_trains_the_weights_a_plain_embedding_model_does() {
+    let (rows, _) = planted(3_000, 12);
+    for kind in [DeepKind::DeepFm, DeepKind::DcnV2] {
+        let mut host =
+            Trainer::new(&rowwise(kind, Placement::Host), &fields(), Device::Cpu).unwrap();
+        let mut plain =
+            Trainer::new(&rowwise(kind, Placement::Device), &fields(), Device::Cpu).unwrap();
+        assert!(plain.table_stats().is_none());
+        // Before any step the host table has no rows (zeros), the plain one every slot's.
+        host.train(&rows, 0..3_000).unwrap();
+        plain.train(&rows, 0..3_000).unwrap();
+        let difference = largest_difference(&host, &plain);
+        assert!(difference < 1e-5, "{}: {difference}", kind.name());
+        let (p, q) = (
+            host.predict(&rows, 0..500).unwrap(),
+            plain.predict(&rows, 0..500).unwrap(),
+        );
+        assert!(p.iter().zip(&q).all(|(a, b)| (a - b).abs() < 1e-5));
+        let stats = host.table_stats().unwrap();
+        // Every one of the 90 values (slots 1..=90) was seen, and each step gathered its rows.
+        assert_eq!((stats.rows, stats.created), (90, 90), "{stats:?}");
+        assert!(stats.gathered >= 12 * 80, "{stats:?}");
+        let width = 4 + usize::from(kind == DeepKind::DeepFm);
+        assert_eq!(stats.row_bytes, width * 4);
+        assert!(stats.bytes >= 90 * width * 4);
+    }
+}
+
+#[test]
+fn a_host_table_admits_frequent_ids_drops_unseen_ones_and_stays_bounded() {
+    let mut spec = rowwise(DeepKind::DeepFm, Placement::Host);
+    spec.embeddings.min_count = 3;
+    let mut table = HostTable::new(&spec);
+    let once = Unique::of(&[5, 6, 6, 6]);
+    let rows = table.gather(&once);
+    // Slot 5 seen once: no row, zeros. Slot 6 seen three times: a row, its initial embedding.
+    assert!(rows[..5].iter().all(|&x| x == 0.0));
+    assert!(rows[5..9].iter().any(|&x| x != 0.0) && rows[9] == 0.0);
+    table.apply(&once, &[1.0; 10]);
+    assert_eq!(table.stats().rows, 1);
+    let twice = Unique::of(&[5, 5]);
+    table.gather(&twice);
+    table.apply(&twice, &[1.0; 5]);
+    assert_eq!(table.stats().rows, 2, "slot 5 is now seen three times");
+
+    let mut spec = rowwise(DeepKind::DcnV2, Placement::Host);
+    spec.embeddings.evict_after_steps = 8;
+    spec.embeddings.max_rows = 3;
+    let mut table = HostTable::new(&spec);
+    let first = Unique::of(&[1, 2, 3, 4]);
+    table.gather(&first);
+    table.apply(&first, &[0.5; 16]);
+    let stats = table.stats();
+    assert_eq!((stats.rows, stats.refused), (3, 1), "{stats:?}");
+    // Slot 1 keeps being seen; 2 and 3 are not, and go after the span; 4 then gets a row.
+    for _ in 0..10 {
+        let step = Unique::of(&[1]);
+        table.gather(&step);
+        table.apply(&step, &[0.5; 4]);
+    }
+    assert_eq!(table.stats().rows, 1);
+    assert_eq!(table.stats().evicted, 2);
+    let again = Unique::of(&[4]);
+    let rows = table.gather(&again);
+    assert!(rows.iter().any(|&x| x != 0.0));
+    assert_eq!(table.stats().rows, 2);
+}
+
+#[test]
+fn a_host_table_warm_starts_from_an_artifact_and_predicts_as_before() {
+    let (features, map) = small_map();
+    let fields = SampleFields::of_layout(&map.layout).unwrap();
+    let rows = random_rows(&fields, 300, 13);
+    let spec = rowwise(DeepKind::DeepFm, Placement::Host);
+    let mut trained = Trainer::new(&spec, &fields, Device::Cpu).unwrap();
+    trained.train(&rows, 0..300).unwrap();
+    assert!(trained.finite());
+    let artifact = trained.to_artifact("deep", features, map).unwrap();
+    let served = millrace_artifacts::ServedModel::from_artifact(&artifact);
+    let mut warm = Trainer::new(
+        &DeepSpec {
+            seed: 5,
+            ..spec.clone()
+        },
+        &fields,
+        Device::Cpu,
+    )
+    .unwrap();
+    warm.warm_start(&artifact).unwrap();
+    let (want, got) = (
+        trained.predict(&rows, 0..300).unwrap(),
+        warm.predict(&rows, 0..300).unwrap(),
+    );
+    assert_eq!(want, got);
+    let (fs, ids, values) = rows.entries(0);
+    let mut slots = vec![0u32];
+    slots.extend(
+        fs.iter()
+            .zip(ids)
+            .map(|(&f, &id)| fields.fields()[usize::from(f)].offset + id),
+    );
+    let mut vals = vec![1.0f32];
+    vals.extend_from_slice(values);
+    assert!((served.predict_row(&slots, &vals) - want[0]).abs() < 1e-5);
+}
+
+#[test]
+fn a_host_table_needs_row_wise_adagrad_and_the_filters_need_a_host_table() {
+    let mut bad = rowwise(DeepKind::DeepFm, Placement::Host);
+    bad.embeddings.optimizer = SparseOptimizer::Adam;
+    bad.embeddings.max_rows = 0;
+    let Err(DeepError::Spec(problems)) = Trainer::new(&bad, &fields(), Device::Cpu) else {
+        panic!("bad settings were taken");
+    };
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    let mut bad = rowwise(DeepKind::DeepFm, Placement::Device);
+    bad.embeddings.min_count = 2;
+    assert_eq!(bad.problems().len(), 1);
+}
+
+proptest::proptest! {
+    #[test]
+    fn unique_slots_rebuild_their_entries(entries in proptest::collection::vec(0i64..50, 0..200)) {
+        let unique = Unique::of(&entries);
+        let rebuilt: Vec<i64> = unique.inverse.iter().map(|&i| unique.slots[i as usize]).collect();
+        proptest::prop_assert_eq!(&rebuilt, &entries);
+        let mut sorted = unique.slots.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        proptest::prop_assert_eq!(sorted.len(), unique.slots.len());
+        proptest::prop_assert_eq!(unique.counts.iter().sum::<u32>() as usize, entries.len());
+    }
+}

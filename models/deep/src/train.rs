@@ -2,7 +2,9 @@
 
 use crate::batch::Batch;
 use crate::error::DeepError;
-use crate::model::DeepModel;
+use crate::host::{TableStats, Unique};
+use crate::model::{slots, DeepModel, EntryRows};
+use crate::optim::Rows;
 use crate::spec::DeepSpec;
 use millrace_artifacts::artifact::Tensor;
 use millrace_artifacts::ModelArtifact;
@@ -50,12 +52,14 @@ impl Quality {
     }
 }
 
-/// A model and its optimizer.
+/// A model and its optimizers: Adam for the dense weights, and the embedding rows' own
+/// ([`crate::EmbeddingSpec`]).
 pub struct Trainer {
     spec: DeepSpec,
     fields: SampleFields,
     model: DeepModel,
-    optimizer: nn::Optimizer,
+    dense: nn::Optimizer,
+    rows: Rows,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -68,24 +72,26 @@ impl std::fmt::Debug for Trainer {
 }
 
 impl Trainer {
-    /// A fresh model of `spec` over `fields`' layout on `device`, with Adam.
+    /// A fresh model of `spec` over `fields`' layout on `device`, with its optimizers.
     ///
     /// # Errors
     ///
     /// [`DeepError::Spec`] with every problem of `spec`; [`DeepError::Torch`] when libtorch
-    /// cannot make the optimizer.
+    /// cannot make an optimizer.
     pub fn new(spec: &DeepSpec, fields: &SampleFields, device: Device) -> Result<Self, DeepError> {
         let problems = spec.problems();
         if !problems.is_empty() {
             return Err(DeepError::Spec(problems));
         }
         let model = DeepModel::new(spec, fields, device);
-        let optimizer = nn::Adam::default().build(model.var_store(), spec.learning_rate)?;
+        let dense = nn::Adam::default().build(model.dense(), spec.learning_rate)?;
+        let rows = Rows::new(spec, &model)?;
         Ok(Trainer {
             spec: spec.clone(),
             fields: fields.clone(),
             model,
-            optimizer,
+            dense,
+            rows,
         })
     }
 
@@ -94,12 +100,49 @@ impl Trainer {
         &self.model
     }
 
+    /// The host-resident table's figures, when the rows live on the host.
+    pub fn table_stats(&self) -> Option<TableStats> {
+        match &self.rows {
+            Rows::Host(table) => Some(table.stats()),
+            _ => None,
+        }
+    }
+
+    /// Every weight, by [`DeepModel::named_weights`]' names, the host table's rows included
+    /// (every slot, zero where it has no row); sorted by name.
+    pub fn named_weights(&self) -> Vec<(String, tch::Tensor)> {
+        let mut named = self.model.named_weights();
+        if let Rows::Host(table) = &self.rows {
+            let slots = slots(&self.fields).max(1);
+            let (embedding, linear) = table.materialize(slots as usize);
+            let dim = self.spec.embedding_dim as i64;
+            named.push((
+                "embedding.weight".to_owned(),
+                tch::Tensor::from_slice(&embedding).view([slots, dim]),
+            ));
+            if let Some(linear) = linear {
+                named.push((
+                    "linear.weight".to_owned(),
+                    tch::Tensor::from_slice(&linear).view([slots, 1]),
+                ));
+            }
+            named.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        named
+    }
+
     /// Whether every weight is a finite number (what the gate asks before a publication).
     pub fn finite(&self) -> bool {
-        self.model
-            .named_weights()
-            .iter()
-            .all(|(_, t)| t.isfinite().all().int64_value(&[]) != 0)
+        let table = match &self.rows {
+            Rows::Host(table) => table.finite(),
+            _ => true,
+        };
+        table
+            && self
+                .model
+                .named_weights()
+                .iter()
+                .all(|(_, t)| t.isfinite().all().int64_value(&[]) != 0)
     }
 
     /// Writes the weights to the NumPy archive `path` by PyTorch's names
@@ -109,7 +152,7 @@ impl Trainer {
     ///
     /// [`DeepError::Torch`] when the file cannot be written.
     pub fn write_weights(&self, path: &std::path::Path) -> Result<(), DeepError> {
-        let named = self.model.named_weights();
+        let named = self.named_weights();
         let cpu: Vec<(String, tch::Tensor)> = named
             .iter()
             .map(|(name, t)| (name.clone(), t.to_device(Device::Cpu)))
@@ -133,7 +176,7 @@ impl Trainer {
         map: Arc<FeatureMap>,
     ) -> Result<ModelArtifact, DeepError> {
         let architecture = self.spec.architecture(self.fields.fields().len());
-        let named = self.model.named_weights();
+        let named = self.named_weights();
         let mut tensors = Vec::new();
         for declared in architecture.tensors(map.dimension()) {
             let values = named
@@ -172,10 +215,16 @@ impl Trainer {
                 artifact.meta.architecture
             )));
         }
-        // Every weight is found first, so that a mismatch leaves the model as it was; the named
-        // weights share their storage with the model's variables.
+        // Every weight is found first, so that a mismatch leaves the model as it was; the
+        // model's named weights share their storage with its variables.
+        let model_names: Vec<String> = self
+            .model
+            .named_weights()
+            .into_iter()
+            .map(|n| n.0)
+            .collect();
         let mut found = Vec::new();
-        for (name, tensor) in self.model.named_weights() {
+        for (name, tensor) in self.named_weights() {
             let stored = artifact
                 .tensors
                 .iter()
@@ -187,13 +236,24 @@ impl Trainer {
                         tensor.numel()
                     ))
                 })?;
-            found.push((tensor, stored));
+            found.push((name, tensor, stored));
         }
-        for (mut tensor, stored) in found {
+        let mut table_rows = (None, None);
+        for (name, mut tensor, stored) in found {
+            if !model_names.contains(&name) {
+                match name.as_str() {
+                    "embedding.weight" => table_rows.0 = Some(stored.values.as_slice()),
+                    _ => table_rows.1 = Some(stored.values.as_slice()),
+                }
+                continue;
+            }
             let source = tch::Tensor::from_slice(&stored.values)
                 .view(tensor.size().as_slice())
                 .to_device(tensor.device());
             tch::no_grad(|| tensor.copy_(&source));
+        }
+        if let (Rows::Host(table), (Some(embedding), linear)) = (&mut self.rows, table_rows) {
+            table.load(embedding, linear);
         }
         Ok(())
     }
@@ -220,7 +280,7 @@ impl Trainer {
         range: Range<usize>,
         cancel: &AtomicBool,
     ) -> Result<f64, DeepError> {
-        let device = self.model.var_store().device();
+        let device = self.model.device();
         let mut mean = 0.0;
         for _ in 0..self.spec.passes {
             let (mut sum, mut n) = (0.0, 0usize);
@@ -229,22 +289,82 @@ impl Trainer {
                     return Err(DeepError::Cancelled);
                 }
                 let batch = Batch::of_rows(&self.fields, rows, part, device)?;
-                let loss = self
-                    .model
-                    .forward(&batch)
-                    .binary_cross_entropy_with_logits::<tch::Tensor>(
-                        &batch.labels,
-                        None,
-                        None,
-                        Reduction::Mean,
-                    );
-                self.optimizer.backward_step(&loss);
-                sum += loss.double_value(&[]) * batch.rows as f64;
+                sum += self.step(&batch)? * batch.rows as f64;
                 n += batch.rows;
             }
             mean = if n == 0 { 0.0 } else { sum / n as f64 };
         }
         Ok(mean)
+    }
+
+    /// One step on `batch`: the loss, the gradients, Adam on the dense weights and the rows'
+    /// own update. Returns the batch's mean loss.
+    fn step(&mut self, batch: &Batch) -> Result<f64, DeepError> {
+        let unique = match self.rows {
+            Rows::DeviceAdam(_) => None,
+            _ => Some(Unique::of(&batch.entry_slots)),
+        };
+        let (entries, gathered) = match (&mut self.rows, &unique) {
+            (Rows::Host(table), Some(unique)) => {
+                let (found, width) = (table.gather(unique), table.width());
+                let gathered = self
+                    .on_device(found, unique.slots.len(), width)
+                    .set_requires_grad(true);
+                (self.host_rows(&gathered, unique), Some(gathered))
+            }
+            _ => (self.device_rows(batch)?, None),
+        };
+        let loss = self
+            .model
+            .forward(batch, &entries)
+            .binary_cross_entropy_with_logits::<tch::Tensor>(
+                &batch.labels,
+                None,
+                None,
+                Reduction::Mean,
+            );
+        self.dense.zero_grad();
+        if let Rows::DeviceAdam(rows) = &mut self.rows {
+            rows.zero_grad();
+        }
+        loss.backward();
+        self.dense.step();
+        match (&mut self.rows, unique, gathered) {
+            (Rows::DeviceAdam(rows), ..) => rows.step(),
+            (Rows::DeviceAdagrad(rows), Some(unique), _) => rows.step(&unique),
+            (Rows::Host(table), Some(unique), Some(gathered)) => {
+                let grads =
+                    Vec::<f32>::try_from(&gathered.grad().flatten(0, -1).to_device(Device::Cpu))?;
+                table.apply(&unique, &grads);
+            }
+            _ => {}
+        }
+        Ok(loss.double_value(&[]))
+    }
+
+    /// `values` (`rows × width`) as a tensor on the model's device.
+    fn on_device(&self, values: Vec<f32>, rows: usize, width: usize) -> tch::Tensor {
+        tch::Tensor::from_slice(&values)
+            .view([rows as i64, width as i64])
+            .to_device(self.model.device())
+    }
+
+    /// Each entry's rows out of the gathered rows of its batch's distinct slots.
+    fn host_rows(&self, gathered: &tch::Tensor, unique: &Unique) -> EntryRows {
+        let inverse = tch::Tensor::from_slice(&unique.inverse).to_device(self.model.device());
+        let entries = gathered.index_select(0, &inverse);
+        let dim = self.spec.embedding_dim as i64;
+        EntryRows {
+            embedding: entries.narrow(1, 0, dim),
+            linear: (entries.size()[1] > dim).then(|| entries.select(1, dim)),
+        }
+    }
+
+    /// Each entry's rows from the model's own table.
+    fn device_rows(&self, batch: &Batch) -> Result<EntryRows, DeepError> {
+        self.model.device_rows(batch).ok_or_else(|| {
+            DeepError::Rows("the model's embedding rows live on the host".to_owned())
+        })
     }
 
     /// The predicted probability of a click of each row of `range`.
@@ -253,12 +373,25 @@ impl Trainer {
     ///
     /// [`DeepError::Rows`] when the rows do not fit the layout.
     pub fn predict(&self, rows: &SampleRows, range: Range<usize>) -> Result<Vec<f32>, DeepError> {
-        let device = self.model.var_store().device();
+        let device = self.model.device();
         let mut out = Vec::with_capacity(range.len());
         tch::no_grad(|| -> Result<(), DeepError> {
             for part in chunks(range.clone(), self.spec.batch_size.max(4096)) {
                 let batch = Batch::of_rows(&self.fields, rows, part, device)?;
-                let p = self.model.forward(&batch).sigmoid().to_device(Device::Cpu);
+                let entries = match &self.rows {
+                    Rows::Host(table) => {
+                        let unique = Unique::of(&batch.entry_slots);
+                        let found = table.lookup(&unique);
+                        let gathered = self.on_device(found, unique.slots.len(), table.width());
+                        self.host_rows(&gathered, &unique)
+                    }
+                    _ => self.device_rows(&batch)?,
+                };
+                let p = self
+                    .model
+                    .forward(&batch, &entries)
+                    .sigmoid()
+                    .to_device(Device::Cpu);
                 out.extend(Vec::<f32>::try_from(&p)?);
             }
             Ok(())

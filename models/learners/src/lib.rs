@@ -5,6 +5,7 @@
 
 pub mod allreduce;
 pub mod architecture;
+pub mod embeddings;
 pub mod eval;
 pub mod fm;
 pub mod ftrl;
