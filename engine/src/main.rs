@@ -269,6 +269,23 @@ enum Bench {
         #[arg(long, default_value_t = 0.05)]
         embedding_lr: f64,
     },
+    /// The CPU all-reduce (a TCP ring) between processes on loopback, per size, beside raw
+    /// TCP between the same processes (libtorch's crate; the `deep` feature).
+    #[cfg(feature = "deep")]
+    Allreduce {
+        /// Sizes per rank: `LO..HI` (every fourfold size between) or one size; `K`, `M`, `G`.
+        #[arg(long, default_value = "1K..256M")]
+        bytes: String,
+        /// Ranks, one process each.
+        #[arg(long, default_value_t = 2)]
+        ranks: usize,
+        /// The first of the loopback ports the ranks listen on (one each, upwards).
+        #[arg(long, default_value_t = 29500)]
+        port: u16,
+        /// Run as this rank (the bench starts ranks 1.. itself).
+        #[arg(long, hide = true)]
+        rank: Option<usize>,
+    },
     /// The least work a reader of a delimited file must do (split, parse the numbers, hash the
     /// categories), on one thread: the yardstick of `bench featurize`.
     Bare {
@@ -625,6 +642,16 @@ fn run_cli() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&figures)?);
             Ok(())
         }
+        #[cfg(feature = "deep")]
+        Command::Bench {
+            bench:
+                Bench::Allreduce {
+                    bytes,
+                    ranks,
+                    port,
+                    rank,
+                },
+        } => allreduce_bench(&bytes, ranks, port, rank),
         Command::Bench {
             bench: Bench::Bare { input, job },
         } => {
@@ -899,5 +926,43 @@ fn gen_schema(
             "interacting_fields": generator.interacting_fields(),
         })
     );
+    Ok(())
+}
+
+/// `millrace bench allreduce`: as rank `rank`, or (without one) as rank 0 starting the others as
+/// child processes and printing the figures.
+#[cfg(feature = "deep")]
+fn allreduce_bench(
+    bytes: &str,
+    ranks: usize,
+    port: u16,
+    rank: Option<usize>,
+) -> anyhow::Result<()> {
+    let sizes = bench::allreduce::sizes(bytes)?;
+    if ranks < 2 || usize::from(port) + ranks > usize::from(u16::MAX) {
+        anyhow::bail!("`--ranks` must be >= 2, and `--port` + ranks a port (got {ranks}, {port})");
+    }
+    if let Some(rank) = rank {
+        bench::allreduce::run_rank(rank, ranks, port, &sizes)?;
+        return Ok(());
+    }
+    let exe = std::env::current_exe()?;
+    let mut children = Vec::new();
+    for r in 1..ranks {
+        let child = std::process::Command::new(&exe)
+            .args(["bench", "allreduce", "--bytes", bytes])
+            .args(["--ranks", &ranks.to_string(), "--port", &port.to_string()])
+            .args(["--rank", &r.to_string()])
+            .spawn()?;
+        children.push(child);
+    }
+    let figures = bench::allreduce::run_rank(0, ranks, port, &sizes);
+    for mut child in children {
+        let status = child.wait()?;
+        if !status.success() {
+            anyhow::bail!("a rank's process failed: {status}");
+        }
+    }
+    println!("{}", serde_json::to_string(&figures?)?);
     Ok(())
 }

@@ -1,7 +1,10 @@
 //! The `millrace bench` commands, each printing one JSON line: `online` (module [`online`]),
-//! `bare` (module [`bare`]), `train` (module `train`, with the `deep` feature), `job`, `ingest`
+//! `bare` (module [`bare`]), `train` and `allreduce` (modules `train` and `allreduce`, with the
+//! `deep` feature), `job`, `ingest`
 //! and `featurize`.
 
+#[cfg(feature = "deep")]
+pub mod allreduce;
 pub mod bare;
 pub mod online;
 #[cfg(feature = "deep")]

@@ -15,6 +15,9 @@ pub enum DeepError {
     /// A device that cannot be used.
     #[error("device: {0}")]
     Device(String),
+    /// A collective between ranks failed (a peer gone, or out of step).
+    #[error("collective: {0}")]
+    Collective(String),
     /// libtorch refused an operation.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),

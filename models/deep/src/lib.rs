@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 mod batch;
+pub mod collective;
 mod device;
 mod error;
 mod filter;
@@ -20,6 +21,7 @@ mod gate;
 mod host;
 mod model;
 mod optim;
+mod parallel;
 mod spec;
 mod train;
 

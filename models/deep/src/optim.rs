@@ -62,13 +62,31 @@ impl DeviceAdagrad {
 
     /// Steps the rows of `unique` by their gradients, and clears the gradients.
     pub(crate) fn step(&mut self, unique: &Unique) {
+        self.step_rows(|weights| Tensor::from_slice(&unique.slots).to(weights.device()));
+    }
+
+    /// Steps every row with a gradient that is not zero (the rows any rank's step touched,
+    /// once the gradients are summed: a touched row with a zero gradient would not move), and
+    /// clears the gradients.
+    pub(crate) fn step_touched(&mut self) {
+        self.step_rows(|weights| {
+            weights
+                .grad()
+                .abs()
+                .sum_dim_intlist(Some(&[1i64][..]), false, Kind::Float)
+                .nonzero()
+                .squeeze_dim(1)
+        });
+    }
+
+    fn step_rows(&mut self, rows_of: impl Fn(&Tensor) -> Tensor) {
         tch::no_grad(|| {
             for (weights, accum) in &mut self.tables {
                 let mut grad = weights.grad();
                 if !grad.defined() {
                     continue;
                 }
-                let rows = Tensor::from_slice(&unique.slots).to(weights.device());
+                let rows = rows_of(weights);
                 let g = grad.index_select(0, &rows);
                 let mean = g.square().mean_dim(Some(&[1i64][..]), false, Kind::Float);
                 let acc = accum.index_select(0, &rows) + mean;

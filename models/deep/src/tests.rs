@@ -554,3 +554,220 @@ proptest::proptest! {
         proptest::prop_assert_eq!(unique.counts.iter().sum::<u32>() as usize, entries.len());
     }
 }
+
+/// The rows rank `rank` of `ranks` takes: its part of every step's `batch` rows.
+fn rank_rows(rows: &SampleRows, batch: usize, rank: usize, ranks: usize) -> SampleRows {
+    let per = batch / ranks;
+    let picked: Vec<usize> = (0..rows.len())
+        .filter(|&i| (i % batch) / per == rank)
+        .collect();
+    rows.select(&picked)
+}
+
+/// Trains `spec` as one rank per backend of `comms` (a thread each), each on its part of every
+/// step's batch of `rows`, and returns every rank's weights once the rows are collected.
+fn train_ranks<C: collective::AllReduce + 'static>(
+    spec: &DeepSpec,
+    fields: &SampleFields,
+    rows: &SampleRows,
+    comms: Vec<C>,
+) -> Vec<Vec<(String, tch::Tensor)>> {
+    let ranks = comms.len();
+    // Made one after another: libtorch's generator is the process's.
+    let trainers: Vec<Trainer> = (0..ranks)
+        .map(|_| Trainer::new(spec, fields, Device::Cpu).unwrap())
+        .collect();
+    let handles: Vec<_> = trainers
+        .into_iter()
+        .zip(comms)
+        .enumerate()
+        .map(|(rank, (mut trainer, mut comm))| {
+            let mine = rank_rows(rows, spec.batch_size, rank, ranks);
+            std::thread::spawn(move || {
+                let cancel = std::sync::atomic::AtomicBool::new(false);
+                trainer
+                    .train_ranked(&mine, 0..mine.len(), &cancel, &mut comm)
+                    .unwrap();
+                trainer.collect_rows(&mut comm).unwrap();
+                trainer.named_weights()
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+fn differences(a: &[(String, tch::Tensor)], b: &[(String, tch::Tensor)]) -> f64 {
+    assert_eq!(
+        a.iter().map(|n| &n.0).collect::<Vec<_>>(),
+        b.iter().map(|n| &n.0).collect::<Vec<_>>()
+    );
+    a.iter()
+        .zip(b)
+        .map(|((_, x), (_, y))| (x - y).abs().max().double_value(&[]))
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn one_two_and_four_ranks_train_the_weights_of_one_rank_on_the_whole_batch() {
+    let (rows, _) = planted(3_000, 14);
+    let mut host = rowwise(DeepKind::DeepFm, Placement::Host);
+    host.embeddings.min_count = 2;
+    let specs = [
+        spec(DeepKind::DeepFm),
+        spec(DeepKind::DcnV2),
+        host,
+        rowwise(DeepKind::DcnV2, Placement::Host),
+        rowwise(DeepKind::DeepFm, Placement::Device),
+    ];
+    for spec in specs {
+        let spec = DeepSpec { passes: 1, ..spec };
+        let mut one = Trainer::new(&spec, &fields(), Device::Cpu).unwrap();
+        one.train(&rows, 0..rows.len()).unwrap();
+        let want = one.named_weights();
+        for ranks in [1, 2, 4] {
+            let got = train_ranks(&spec, &fields(), &rows, collective::Local::group(ranks));
+            for other in &got[1..] {
+                assert_eq!(
+                    differences(&got[0], other),
+                    0.0,
+                    "{spec:?}: the ranks' replicas differ"
+                );
+            }
+            let difference = differences(&got[0], &want);
+            assert!(difference < 1e-4, "{spec:?}, {ranks} ranks: {difference}");
+        }
+    }
+}
+
+/// `ranks` ring ranks on loopback ports this machine gave.
+fn ring(ranks: usize) -> Vec<std::thread::JoinHandle<collective::Ring>> {
+    let listeners: Vec<std::net::TcpListener> = (0..ranks)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let peers: Vec<std::net::SocketAddr> =
+        listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+    listeners
+        .into_iter()
+        .enumerate()
+        .map(|(rank, listener)| {
+            let peers = peers.clone();
+            std::thread::spawn(move || {
+                collective::Ring::connect(
+                    rank,
+                    &peers,
+                    listener,
+                    std::time::Duration::from_secs(30),
+                )
+                .unwrap()
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn the_tcp_ring_sums_and_exchanges_as_the_in_process_ranks_do() {
+    use collective::AllReduce;
+    for ranks in [1, 2, 3, 4] {
+        let comms: Vec<collective::Ring> =
+            ring(ranks).into_iter().map(|h| h.join().unwrap()).collect();
+        let handles: Vec<_> = comms
+            .into_iter()
+            .map(|mut comm| {
+                std::thread::spawn(move || {
+                    let rank = comm.rank();
+                    // Sizes that do and do not split evenly, and more than a receive piece.
+                    let mut sums = Vec::new();
+                    for len in [0usize, 1, 7, 1000, 300_001] {
+                        let mut data: Vec<f32> =
+                            (0..len).map(|i| (i * (rank + 1)) as f32 * 0.1).collect();
+                        comm.sum(&mut data).unwrap();
+                        sums.push(data);
+                    }
+                    let parts = (0..comm.ranks())
+                        .map(|to| format!("{rank}->{to}").into_bytes())
+                        .collect();
+                    let got = comm.exchange(parts).unwrap();
+                    (rank, sums, got)
+                })
+            })
+            .collect();
+        let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let factor: usize = (1..=ranks).sum();
+        for (rank, sums, got) in &results {
+            assert_eq!(
+                sums, &results[0].1,
+                "rank {rank} of {ranks}: not bit-identical"
+            );
+            for data in sums {
+                for (i, &x) in data.iter().enumerate() {
+                    let exact = (i * factor) as f64 * 0.1;
+                    assert!((f64::from(x) - exact).abs() <= 1e-6 * exact.max(1.0) * 4.0);
+                }
+            }
+            let want: Vec<Vec<u8>> = (0..ranks)
+                .map(|from| format!("{from}->{rank}").into_bytes())
+                .collect();
+            assert_eq!(got, &want);
+        }
+    }
+}
+
+#[test]
+fn ranks_over_the_tcp_ring_train_as_one_rank_does() {
+    let (rows, _) = planted(2_000, 15);
+    let spec = DeepSpec {
+        passes: 1,
+        ..rowwise(DeepKind::DeepFm, Placement::Host)
+    };
+    let mut one = Trainer::new(&spec, &fields(), Device::Cpu).unwrap();
+    one.train(&rows, 0..rows.len()).unwrap();
+    let comms: Vec<collective::Ring> = ring(2).into_iter().map(|h| h.join().unwrap()).collect();
+    let got = train_ranks(&spec, &fields(), &rows, comms);
+    assert_eq!(differences(&got[0], &got[1]), 0.0);
+    let difference = differences(&got[0], &one.named_weights());
+    assert!(difference < 1e-4, "{difference}");
+}
+
+#[test]
+fn a_peer_out_of_step_is_an_error_not_a_hang() {
+    use collective::AllReduce;
+    let comms: Vec<collective::Ring> = ring(2).into_iter().map(|h| h.join().unwrap()).collect();
+    let handles: Vec<_> = comms
+        .into_iter()
+        .map(|mut comm| {
+            std::thread::spawn(move || {
+                let mut data = vec![1.0; 10 + comm.rank()];
+                comm.sum(&mut data)
+            })
+        })
+        .collect();
+    for h in handles {
+        assert!(matches!(h.join().unwrap(), Err(DeepError::Collective(_))));
+    }
+    let mut comms = ring(2).into_iter().map(|h| h.join().unwrap());
+    let mut first = comms.next().unwrap();
+    drop(comms);
+    assert!(matches!(
+        first.sum(&mut [1.0; 4]),
+        Err(DeepError::Collective(_))
+    ));
+    assert!(matches!(
+        first.exchange(vec![Vec::new()]),
+        Err(DeepError::Collective(_))
+    ));
+}
+
+#[test]
+fn an_in_process_rank_gone_is_an_error_not_a_hang() {
+    use collective::AllReduce;
+    let mut group = collective::Local::group(2);
+    let other = group.pop().unwrap();
+    let mut first = group.pop().unwrap();
+    let waiting = std::thread::spawn(move || first.sum(&mut [1.0]));
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    drop(other);
+    assert!(matches!(
+        waiting.join().unwrap(),
+        Err(DeepError::Collective(_))
+    ));
+}

@@ -1,10 +1,12 @@
 //! Training a deep model on sample rows with Adam, in their order, and scoring it.
 
 use crate::batch::Batch;
+use crate::collective::AllReduce;
 use crate::error::DeepError;
 use crate::host::{TableStats, Unique};
 use crate::model::{slots, DeepModel, EntryRows};
 use crate::optim::Rows;
+use crate::parallel::{apply_sharded, define_grads, gather_sharded, sum_grads};
 use crate::spec::DeepSpec;
 use millrace_artifacts::artifact::Tensor;
 use millrace_artifacts::ModelArtifact;
@@ -280,33 +282,100 @@ impl Trainer {
         range: Range<usize>,
         cancel: &AtomicBool,
     ) -> Result<f64, DeepError> {
+        self.run(rows, range, cancel, None)
+    }
+
+    /// Trains as one rank of `comm.ranks()` in data parallel: each step takes this rank's next
+    /// `batch_size / ranks` rows of `range`, the ranks' rows together being the step's batch;
+    /// the dense gradients are summed through `comm`, and (host table) each row is asked of
+    /// and updated by the rank that owns it. Every rank calls this with the same settings, and
+    /// the steps go on until every rank's rows are done. Returns this rank's share of the last
+    /// pass's mean loss.
+    ///
+    /// # Errors
+    ///
+    /// As [`Trainer::train_until`]; [`DeepError::Collective`] when a peer is gone.
+    pub fn train_ranked(
+        &mut self,
+        rows: &SampleRows,
+        range: Range<usize>,
+        cancel: &AtomicBool,
+        comm: &mut dyn AllReduce,
+    ) -> Result<f64, DeepError> {
+        self.run(rows, range, cancel, Some(comm))
+    }
+
+    fn run<'c>(
+        &mut self,
+        rows: &SampleRows,
+        range: Range<usize>,
+        cancel: &AtomicBool,
+        mut comm: Option<&mut (dyn AllReduce + 'c)>,
+    ) -> Result<f64, DeepError> {
         let device = self.model.device();
+        let ranks = comm.as_ref().map_or(1, |c| c.ranks());
+        let per_step = (self.spec.batch_size / ranks).max(1);
         let mut mean = 0.0;
         for _ in 0..self.spec.passes {
-            let (mut sum, mut n) = (0.0, 0usize);
-            for part in chunks(range.clone(), self.spec.batch_size) {
+            let (mut sum, mut steps) = (0.0, 0usize);
+            let mut parts = chunks(range.clone(), per_step);
+            loop {
                 if cancel.load(Ordering::Relaxed) {
                     return Err(DeepError::Cancelled);
                 }
+                let part = parts.next().unwrap_or(range.end..range.end);
                 let batch = Batch::of_rows(&self.fields, rows, part, device)?;
-                sum += self.step(&batch)? * batch.rows as f64;
-                n += batch.rows;
+                let Some(loss) = self.step(&batch, comm.as_deref_mut())? else {
+                    break;
+                };
+                sum += loss;
+                steps += 1;
             }
-            mean = if n == 0 { 0.0 } else { sum / n as f64 };
+            mean = if steps == 0 { 0.0 } else { sum / steps as f64 };
         }
         Ok(mean)
     }
 
-    /// One step on `batch`: the loss, the gradients, Adam on the dense weights and the rows'
-    /// own update. Returns the batch's mean loss.
-    fn step(&mut self, batch: &Batch) -> Result<f64, DeepError> {
+    /// The tensors whose gradients the ranks sum: the dense weights and a device table's.
+    fn summed_vars(&self) -> Vec<tch::Tensor> {
+        self.model
+            .named_weights()
+            .into_iter()
+            .map(|(_, t)| t)
+            .collect()
+    }
+
+    /// One step on `batch` (this rank's part of the step's rows): the loss, the gradients
+    /// (summed over the ranks), Adam on the dense weights and the rows' own update. Returns
+    /// this rank's share of the step's mean loss; `None` once no rank has rows left.
+    fn step<'c>(
+        &mut self,
+        batch: &Batch,
+        mut comm: Option<&mut (dyn AllReduce + 'c)>,
+    ) -> Result<Option<f64>, DeepError> {
+        let mut total = [batch.rows as f32];
+        if let Some(comm) = comm.as_deref_mut() {
+            comm.sum(&mut total)?;
+        }
+        if total[0] == 0.0 {
+            return Ok(None);
+        }
         let unique = match self.rows {
             Rows::DeviceAdam(_) => None,
             _ => Some(Unique::of(&batch.entry_slots)),
         };
+        let mut shard = None;
         let (entries, gathered) = match (&mut self.rows, &unique) {
             (Rows::Host(table), Some(unique)) => {
-                let (found, width) = (table.gather(unique), table.width());
+                let found = match comm.as_deref_mut() {
+                    Some(comm) => {
+                        let (found, from) = gather_sharded(table, unique, comm)?;
+                        shard = Some(from);
+                        found
+                    }
+                    None => table.gather(unique),
+                };
+                let width = table.width();
                 let gathered = self
                     .on_device(found, unique.slots.len(), width)
                     .set_requires_grad(true);
@@ -314,32 +383,79 @@ impl Trainer {
             }
             _ => (self.device_rows(batch)?, None),
         };
-        let loss = self
-            .model
-            .forward(batch, &entries)
-            .binary_cross_entropy_with_logits::<tch::Tensor>(
-                &batch.labels,
-                None,
-                None,
-                Reduction::Mean,
-            );
         self.dense.zero_grad();
         if let Rows::DeviceAdam(rows) = &mut self.rows {
             rows.zero_grad();
         }
-        loss.backward();
+        let mut loss = 0.0;
+        if batch.rows > 0 {
+            let sum = self
+                .model
+                .forward(batch, &entries)
+                .binary_cross_entropy_with_logits::<tch::Tensor>(
+                    &batch.labels,
+                    None,
+                    None,
+                    Reduction::Sum,
+                );
+            let mean = sum / f64::from(total[0]);
+            mean.backward();
+            loss = mean.double_value(&[]);
+        } else if comm.is_some() {
+            // No rows here this step: zero gradients to add to the others' (clearing them
+            // above left none).
+            define_grads(&self.summed_vars());
+        }
+        if let Some(comm) = comm.as_deref_mut() {
+            sum_grads(&self.summed_vars(), comm)?;
+        }
         self.dense.step();
         match (&mut self.rows, unique, gathered) {
             (Rows::DeviceAdam(rows), ..) => rows.step(),
-            (Rows::DeviceAdagrad(rows), Some(unique), _) => rows.step(&unique),
+            (Rows::DeviceAdagrad(rows), Some(unique), _) => match comm {
+                Some(_) => rows.step_touched(),
+                None => rows.step(&unique),
+            },
             (Rows::Host(table), Some(unique), Some(gathered)) => {
-                let grads =
-                    Vec::<f32>::try_from(&gathered.grad().flatten(0, -1).to_device(Device::Cpu))?;
-                table.apply(&unique, &grads);
+                let grad = gathered.grad();
+                let grads = if grad.defined() {
+                    Vec::<f32>::try_from(&grad.flatten(0, -1).to_device(Device::Cpu))?
+                } else {
+                    vec![0.0; unique.slots.len() * table.width()]
+                };
+                match (comm, &shard) {
+                    (Some(comm), Some(shard)) => apply_sharded(table, shard, &grads, comm)?,
+                    _ => table.apply(&unique, &grads),
+                }
             }
             _ => {}
         }
-        Ok(loss.double_value(&[]))
+        Ok(Some(loss))
+    }
+
+    /// Makes every rank's host table hold every row (each rank's shard summed into all, the
+    /// shards being disjoint), so that any rank can write the whole model: after
+    /// [`Trainer::train_ranked`] and before [`Trainer::to_artifact`]. Nothing to do for a
+    /// device table, which every rank holds whole.
+    ///
+    /// # Errors
+    ///
+    /// [`DeepError::Collective`] when a peer is gone.
+    pub fn collect_rows(&mut self, comm: &mut dyn AllReduce) -> Result<(), DeepError> {
+        let Rows::Host(table) = &mut self.rows else {
+            return Ok(());
+        };
+        let (mut embedding, linear) = table.materialize(slots(&self.fields).max(1) as usize);
+        comm.sum(&mut embedding)?;
+        let linear = match linear {
+            Some(mut linear) => {
+                comm.sum(&mut linear)?;
+                Some(linear)
+            }
+            None => None,
+        };
+        table.load(&embedding, linear.as_deref());
+        Ok(())
     }
 
     /// `values` (`rows × width`) as a tensor on the model's device.

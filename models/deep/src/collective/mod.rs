@@ -1,0 +1,61 @@
+//! Collectives between the ranks of a data-parallel training run: the [`AllReduce`] trait and
+//! its backends.
+//!
+//! - [`Local`]: ranks as threads of one process (tests, and a process's own workers);
+//! - [`Ring`]: ranks as processes over TCP, a ring reduce-scatter then all-gather;
+//! - NCCL (the `nccl` feature): ranks on CUDA devices, loaded at run time.
+//!
+//! Every backend leaves every rank with the same sums, bit for bit, so that replicas that take
+//! the same optimizer step on them stay equal.
+
+mod local;
+mod ring;
+
+pub use local::Local;
+pub use ring::Ring;
+
+use crate::error::DeepError;
+
+/// The collectives a data-parallel step needs. Every rank calls the same operations in the
+/// same order; a call returns once every rank has made it.
+pub trait AllReduce: Send {
+    /// This rank, in `0..ranks()`.
+    fn rank(&self) -> usize;
+
+    /// The ranks in all.
+    fn ranks(&self) -> usize;
+
+    /// Replaces `data` by its sum over every rank's `data` (of the same length on every rank);
+    /// every rank gets the same numbers, bit for bit.
+    ///
+    /// # Errors
+    ///
+    /// [`DeepError::Collective`] when a peer is gone or sent something else.
+    fn sum(&mut self, data: &mut [f32]) -> Result<(), DeepError>;
+
+    /// Sends `parts[r]` to rank `r` (`parts` has one entry per rank, this rank's own
+    /// included) and returns what each rank sent this one, by rank: an all-to-all, which
+    /// carries sparse rows and their gradients to the ranks that own them.
+    ///
+    /// # Errors
+    ///
+    /// [`DeepError::Collective`] when `parts` is not one per rank, or a peer is gone.
+    fn exchange(&mut self, parts: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>, DeepError>;
+}
+
+/// The rank that owns `slot`'s host-table row among `ranks`.
+pub fn owner(slot: i64, ranks: usize) -> usize {
+    (slot.rem_euclid(ranks.max(1) as i64)) as usize
+}
+
+/// Checks that `parts` has one entry per rank.
+fn one_per_rank(parts: &[Vec<u8>], ranks: usize) -> Result<(), DeepError> {
+    if parts.len() == ranks {
+        Ok(())
+    } else {
+        Err(DeepError::Collective(format!(
+            "an exchange needs one part per rank ({ranks}), got {}",
+            parts.len()
+        )))
+    }
+}
