@@ -4,10 +4,12 @@
 //! (`-- 100000`) it stops after that many events have been learned.
 
 use millrace_engine::spec::{
-    GeneratorSpec, JobSpec, LearnerSpec, ProgressSpec, PublishSpec, ServeSpec,
+    GeneratorSpec, JobSpec, LearnerSpec, ProgressSpec, PublishSpec, RetrainSpec, SamplesSpec,
+    ServeSpec, SinksSpec,
 };
 use millrace_engine::{Job, KafkaSourceConfig, RunOptions};
-use millrace_models::{FeatureSpec, FtrlParams};
+use millrace_models::embeddings::{EmbeddingSpec, Placement, SparseOptimizer};
+use millrace_models::{FeatureMapSpec, FeatureSpec, FtrlParams};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -28,8 +30,10 @@ fn ctr_job() -> anyhow::Result<JobSpec> {
             rows_per_sec: 20_000.0,
             rows: 0,
             seed: 7,
+            interactions: 8,
+            interaction_strength: 3.0,
         })
-        .features(FeatureSpec::Hashed { hash_bits: 20 })
+        .features(FeatureSpec::Map(FeatureMapSpec::criteo_default()))
         .learner(LearnerSpec::Ftrl(FtrlParams {
             alpha: 0.1,
             beta: 1.0,
@@ -45,6 +49,34 @@ fn ctr_job() -> anyhow::Result<JobSpec> {
         .serve(ServeSpec {
             bind: "127.0.0.1:8080".into(),
         })
+        .samples(SamplesSpec {
+            dir: Some("target/samples".into()),
+            max_bytes: 256 << 20,
+            segment_bytes: 16 << 20,
+            segment_seconds: 5,
+            ..SamplesSpec::default()
+        })
+        .retrain(RetrainSpec {
+            model: "deepfm".into(),
+            every_seconds: 30,
+            min_rows: 200_000,
+            passes: 2,
+            device: "auto".into(),
+            mlp: vec![64, 32],
+            batch_size: 1024,
+            learning_rate: 0.002,
+            embeddings: EmbeddingSpec {
+                placement: Placement::Host,
+                optimizer: SparseOptimizer::RowwiseAdagrad,
+                learning_rate: 0.05,
+                ..EmbeddingSpec::default()
+            },
+            ..RetrainSpec::default()
+        })
+        .sinks(SinksSpec {
+            metrics_topic: Some("criteo-metrics".into()),
+            ..SinksSpec::default()
+        })
         .progress(ProgressSpec {
             epoch_ms: 200,
             interval_ms: 1000,
@@ -52,12 +84,17 @@ fn ctr_job() -> anyhow::Result<JobSpec> {
         .build()?)
 }
 
-fn main() -> anyhow::Result<()> {
-    let spec = ctr_job()?;
-    let toml_spec = JobSpec::from_file(std::path::Path::new(concat!(
+/// The job `examples/ctr.toml` describes.
+fn toml_job() -> anyhow::Result<JobSpec> {
+    Ok(JobSpec::from_file(std::path::Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/ctr.toml"
-    )))?;
+    )))?)
+}
+
+fn main() -> anyhow::Result<()> {
+    let spec = ctr_job()?;
+    let toml_spec = toml_job()?;
     anyhow::ensure!(
         spec == toml_spec,
         "ctr.rs and ctr.toml describe different jobs"
@@ -78,4 +115,12 @@ fn main() -> anyhow::Result<()> {
     let report = job.wait()?;
     println!("{report:?}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ctr_rs_and_ctr_toml_describe_the_same_job() {
+        assert_eq!(super::ctr_job().unwrap(), super::toml_job().unwrap());
+    }
 }

@@ -90,7 +90,7 @@ pub fn sizes(spec: &str) -> Result<Vec<u64>> {
 
 /// Timed repetitions of one size: enough to take a while at small sizes.
 fn iterations(bytes: u64) -> usize {
-    ((256u64 << 20) / bytes).clamp(3, 200) as usize
+    ((1u64 << 30) / bytes).clamp(5, 200) as usize
 }
 
 /// Seconds per call of `op`, after one warm-up, every rank starting together.

@@ -69,15 +69,10 @@ impl GeneratorSourceSpec {
                 problems.push(format!("`rows_per_sec` must be > 0 (got {rate})"));
             }
         }
-        if self.interactions > 64 {
-            problems.push(format!(
-                "`interactions` must be at most 64 (got {})",
-                self.interactions
-            ));
-        }
-        if !self.interaction_strength.is_finite() {
-            problems.push("`interaction_strength` must be a number".to_owned());
-        }
+        problems.extend(interaction_problems(
+            self.interactions,
+            self.interaction_strength,
+        ));
         problems
     }
 
@@ -192,6 +187,20 @@ impl Stream {
         }
         self.cursor.seek(offset, timed);
     }
+}
+
+/// Problems of a generator's `interactions` and `interaction_strength`.
+pub(crate) fn interaction_problems(interactions: usize, strength: f32) -> Vec<String> {
+    let mut problems = Vec::new();
+    if interactions > 64 {
+        problems.push(format!(
+            "`interactions` must be at most 64 (got {interactions})"
+        ));
+    }
+    if !strength.is_finite() {
+        problems.push("`interaction_strength` must be a number".to_owned());
+    }
+    problems
 }
 
 /// The records of `schema` for `seed`, with the `(rank, strength, seed)` interactions.

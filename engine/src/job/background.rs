@@ -5,7 +5,8 @@ use crate::error::{Error, Result};
 use crate::metrics::JobStats;
 use crate::spec::GeneratorSpec;
 use millrace_connectors::kafka::{LineProducer, RateLimit};
-use millrace_models::synth::CriteoGenerator;
+use millrace_models::schema::synth::SchemaGenerator;
+use millrace_models::Schema;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -23,6 +24,18 @@ pub(super) struct Context<'a> {
     pub(super) stats: &'a Arc<JobStats>,
 }
 
+/// What the generator produces, and where.
+pub(super) struct Generate<'a> {
+    /// Its settings.
+    pub(super) spec: GeneratorSpec,
+    /// The events' schema.
+    pub(super) schema: Schema,
+    /// The source's topic.
+    pub(super) topic: &'a str,
+    /// Its partitions.
+    pub(super) partitions: i32,
+}
+
 /// The running background threads of a job.
 pub(super) struct Background {
     generator: Option<JoinHandle<()>>,
@@ -38,7 +51,7 @@ impl Background {
     /// When a thread cannot start; the threads already started are stopped first.
     pub(super) fn start(
         context: &Context<'_>,
-        generator: Option<(GeneratorSpec, &str, i32)>,
+        generator: Option<Generate<'_>>,
         progress: Duration,
     ) -> Result<Self> {
         let mut started = Background {
@@ -59,18 +72,30 @@ impl Background {
     fn spawn(
         &mut self,
         context: &Context<'_>,
-        generator: Option<(GeneratorSpec, &str, i32)>,
+        generator: Option<Generate<'_>>,
         progress: Duration,
     ) -> Result<()> {
         let spawn_error = |what| move |source| Error::Spawn { what, source };
-        if let Some((generator, topic, partitions)) = generator {
+        if let Some(Generate {
+            spec,
+            schema,
+            topic,
+            partitions,
+        }) = generator
+        {
             let (bootstrap, topic) = (context.bootstrap.to_owned(), topic.to_owned());
             let (stop, stats) = (context.stop.clone(), context.stats.clone());
+            let events = SchemaGenerator::new(&schema, spec.seed).with_interactions(
+                spec.interactions,
+                spec.interaction_strength,
+                spec.seed,
+            );
             self.generator = Some(
                 std::thread::Builder::new()
                     .name("millrace-generator".into())
                     .spawn(move || {
-                        generate(&bootstrap, &topic, partitions, &generator, &stop, &stats)
+                        let target = (bootstrap.as_str(), topic.as_str(), partitions);
+                        generate(target, events, &spec, &stop, &stats)
                     })
                     .map_err(spawn_error("the generator"))?,
             );
@@ -103,11 +128,12 @@ impl Background {
     }
 }
 
+/// Produces `events` to `topic` of `bootstrap` (its `partitions`) at the spec's rate until
+/// `stop` or the spec's count.
 fn generate(
-    bootstrap: &str,
-    topic: &str,
-    partitions: i32,
-    spec: &crate::spec::GeneratorSpec,
+    (bootstrap, topic, partitions): (&str, &str, i32),
+    mut events: SchemaGenerator,
+    spec: &GeneratorSpec,
     stop: &AtomicBool,
     stats: &JobStats,
 ) {
@@ -119,7 +145,6 @@ fn generate(
         }
     };
     let limit = RateLimit::new(Some(spec.rows_per_sec));
-    let mut events = CriteoGenerator::new(spec.seed);
     let mut sent = 0u64;
     while !stop.load(Ordering::Relaxed) && (spec.rows == 0 || sent < spec.rows) {
         let delay = limit.delay(sent);
@@ -128,7 +153,7 @@ fn generate(
             std::thread::sleep(delay.min(Duration::from_millis(50)));
             continue;
         }
-        if let Err(error) = producer.send(events.next_event().to_tsv().as_bytes()) {
+        if let Err(error) = producer.send(events.next_record().record.as_bytes()) {
             tracing::error!(%error, "the generator stops");
             break;
         }

@@ -1,7 +1,7 @@
 //! The job thread: placement checks, the brokers and topics, the registry and its mirror,
 //! serving, the background threads, then the dataflow, then the shutdown in order.
 
-use super::background::{Background, Context};
+use super::background::{Background, Context, Generate};
 use super::dataflow::run_dataflow;
 use super::sinks::OutputSinks;
 use super::{JobReport, RunOptions, Started};
@@ -97,9 +97,12 @@ pub(super) fn run(
         None => None,
     };
     let generator = match (&spec.generator, &topics.source) {
-        (Some(generator), Some((topic, partitions))) if process == 0 => {
-            Some((generator.clone(), topic.as_str(), *partitions))
-        }
+        (Some(generator), Some((topic, partitions))) if process == 0 => Some(Generate {
+            spec: generator.clone(),
+            schema: spec.event_schema()?,
+            topic: topic.as_str(),
+            partitions: *partitions,
+        }),
         _ => None,
     };
     let background = Background::start(

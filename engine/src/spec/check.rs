@@ -119,16 +119,13 @@ pub(super) fn check(job: &Sections<'_>) -> Vec<String> {
             // outruns the job would have events deleted before they are read.
             list.push("`rows_per_sec` must be > 0 with the embedded broker, which keeps only a bounded window of records".to_owned());
         }
-        // The generator writes Criteo lines, which neither another schema nor the label join
-        // reads: every event would be a dead letter.
-        if job.schema.is_some() && !criteo_lines {
-            list.push(
-                "it writes Criteo lines, which only `[schema] preset = \"criteo\"` (tab-separated) reads".to_owned(),
-            );
-        }
+        list.extend(crate::catalog::generator::interaction_problems(
+            generator.interactions,
+            generator.interaction_strength,
+        ));
         if let Some(Some(_)) = job.labels {
             list.push(
-                "it writes Criteo lines, not the `imp` and `clk` lines `[labels]` joins".to_owned(),
+                "it writes labeled events of `[schema]`, not the `imp` and `clk` lines `[labels]` joins".to_owned(),
             );
         }
         add("generator", list);

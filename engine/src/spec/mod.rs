@@ -332,7 +332,8 @@ impl LabelsSpec {
     }
 }
 
-/// The demo's generator of synthetic Criteo events.
+/// The demo's generator: synthetic events of the job's `[schema]` (as `millrace gen` makes
+/// them) produced to the source's topic.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GeneratorSpec {
@@ -342,6 +343,12 @@ pub struct GeneratorSpec {
     pub rows: u64,
     /// Seed of the generator.
     pub seed: u64,
+    /// Preferences planted between the first three category fields of at most 5,000 values:
+    /// latent vectors of this many numbers per value whose dot products enter the log-odds
+    /// (what a deep model learns and a per-value weight cannot); 0 for none.
+    pub interactions: usize,
+    /// The log-odds scale of those preferences.
+    pub interaction_strength: f32,
 }
 
 impl Default for GeneratorSpec {
@@ -350,6 +357,8 @@ impl Default for GeneratorSpec {
             rows_per_sec: 20_000.0,
             rows: 0,
             seed: 7,
+            interactions: 0,
+            interaction_strength: 2.0,
         }
     }
 }

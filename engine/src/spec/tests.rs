@@ -132,11 +132,12 @@ fn topics_and_formats_that_contradict_each_other() {
         "{text}"
     );
     let text = problems(&format!(
-        "{GOOD}\n[generator]\nrows_per_sec = 10.0\n[schema]\npreset = \"criteo\"\nformat = \"json\"\n"
+        "{GOOD}\n[generator]\nrows_per_sec = 10.0\ninteractions = 65\ninteraction_strength = nan\n"
     ))
     .join("\n");
     assert!(
-        text.contains("[generator] it writes Criteo lines"),
+        text.contains("[generator] `interactions` must be at most 64")
+            && text.contains("`interaction_strength` must be a number"),
         "{text}"
     );
 }
@@ -355,12 +356,7 @@ fn the_shipped_demo_job_is_valid() {
     let spec = JobSpec::from_toml(include_str!("../../../examples/ctr.toml")).unwrap();
     assert_eq!(spec.name, "ctr");
     assert!(spec.generator.is_some() && spec.serve.is_some());
-}
-
-#[test]
-fn the_shipped_featuremap_job_is_valid() {
-    let text = include_str!("../../../examples/ctr-featuremap.toml");
-    let spec = JobSpec::from_toml(text).unwrap();
+    assert!(spec.samples.is_some() && spec.retrain.is_some());
     assert_eq!(
         spec.features,
         FeatureSpec::Map(millrace_models::FeatureMapSpec::criteo_default())
