@@ -9,9 +9,9 @@
 //! Bus bandwidth is NCCL's: `bytes / seconds × 2 (n − 1) / n`.
 
 use crate::error::{Error, Result};
-use millrace_deep::collective::{AllReduce, Ring};
+use millrace_deep::collective::{AllReduce, Ring, RingLimits};
 use serde::Serialize;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// One size's figures.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -122,7 +122,7 @@ pub fn run_rank(
     sizes: &[u64],
 ) -> Result<Option<AllReduceBench>> {
     let failed = |e: millrace_deep::DeepError| Error::Retrain(e.to_string());
-    let mut comm = Ring::loopback(rank, ranks, port, Duration::from_secs(60)).map_err(failed)?;
+    let mut comm = Ring::loopback(rank, ranks, port, RingLimits::default()).map_err(failed)?;
     let mut figures = Vec::new();
     for &bytes in sizes {
         let n = (bytes / 4) as usize;

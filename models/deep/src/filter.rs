@@ -18,9 +18,10 @@ pub(crate) fn mix(mut z: u64) -> u64 {
 }
 
 impl FrequencyFilter {
-    /// A sketch of two rows of `width` cells (rounded up to a power of two, at least 1024).
+    /// A sketch of two rows of `width` cells (rounded up to a power of two, from 1024 to
+    /// 2²⁴: at most 128 MiB).
     pub(crate) fn new(width: usize) -> Self {
-        let width = width.max(1024).next_power_of_two();
+        let width = width.clamp(1024, 1 << 24).next_power_of_two();
         FrequencyFilter {
             cells: vec![0; 2 * width],
             mask: width as u64 - 1,
@@ -45,6 +46,15 @@ impl FrequencyFilter {
             count = count.min(self.cells[c]);
         }
         count
+    }
+
+    /// `id`'s count so far, counting nothing.
+    pub(crate) fn count(&self, id: i64) -> u32 {
+        self.cells_of(id)
+            .into_iter()
+            .map(|c| self.cells[c])
+            .min()
+            .unwrap_or(0)
     }
 
     /// The bytes the sketch holds.

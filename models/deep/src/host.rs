@@ -3,6 +3,7 @@
 //! span. Each step gathers its batch's distinct ids into one tensor for the device, and applies
 //! the rows' gradients back here by row-wise AdaGrad.
 
+use crate::error::DeepError;
 use crate::filter::{mix, FrequencyFilter};
 use crate::spec::{DeepKind, DeepSpec};
 use std::collections::HashMap;
@@ -71,13 +72,14 @@ impl Unique {
 pub struct TableStats {
     /// Rows held.
     pub rows: usize,
-    /// Rows gathered for steps, in all.
+    /// Distinct ids gathered for steps, in all (those without a row, gathered as zeros,
+    /// included).
     pub gathered: u64,
     /// Rows created.
     pub created: u64,
     /// Rows dropped as unseen for the span.
     pub evicted: u64,
-    /// Ids that passed the frequency filter but found the table full.
+    /// Times an id passed the frequency filter but found the table full.
     pub refused: u64,
     /// Bytes of host memory the table holds (rows, optimizer state, index and filter).
     pub bytes: usize,
@@ -108,16 +110,27 @@ pub struct HostTable {
     seen: Vec<u64>,
     free: Vec<u32>,
     filter: Option<FrequencyFilter>,
+    /// Whether gathering counts sightings for the filter (the first pass over rows only, so
+    /// that later passes do not count the same rows again).
+    counting: bool,
     step: u64,
     stats: TableStats,
 }
 
 impl HostTable {
     /// An empty table for a model of `spec`.
-    pub fn new(spec: &DeepSpec) -> Self {
+    ///
+    /// # Errors
+    ///
+    /// [`DeepError::Spec`] with every problem of `spec`.
+    pub fn new(spec: &DeepSpec) -> Result<Self, DeepError> {
+        let problems = spec.problems();
+        if !problems.is_empty() {
+            return Err(DeepError::Spec(problems));
+        }
         let linear = usize::from(spec.model == DeepKind::DeepFm);
         let settings = &spec.embeddings;
-        HostTable {
+        Ok(HostTable {
             dim: spec.embedding_dim,
             width: spec.embedding_dim + linear,
             accums: 1 + linear,
@@ -133,9 +146,15 @@ impl HostTable {
             seen: Vec::new(),
             free: Vec::new(),
             filter: (settings.min_count > 1).then(|| FrequencyFilter::new(settings.max_rows)),
+            counting: true,
             step: 0,
             stats: TableStats::default(),
-        }
+        })
+    }
+
+    /// Whether gathering counts sightings for the frequency filter from now on.
+    pub fn set_counting(&mut self, counting: bool) {
+        self.counting = counting;
     }
 
     /// Numbers per gathered row: the embedding, then (DeepFM) the first-order weight.
@@ -162,7 +181,8 @@ impl HostTable {
     /// Whether `count` more sightings of `slot` let it have a row.
     fn admit(&mut self, slot: i64, count: u32) -> bool {
         match &mut self.filter {
-            Some(filter) => filter.add(slot, count) >= self.min_count,
+            Some(filter) if self.counting => filter.add(slot, count) >= self.min_count,
+            Some(filter) => filter.count(slot) >= self.min_count,
             None => true,
         }
     }
@@ -186,6 +206,7 @@ impl HostTable {
         self.weights[row * self.width..(row + 1) * self.width].copy_from_slice(&init);
         self.accum[row * self.accums..(row + 1) * self.accums].fill(0.0);
         self.slot_of[row] = slot;
+        self.seen[row] = self.step;
         self.index.insert(slot, row as u32);
         self.stats.created += 1;
         Some(row)
@@ -233,7 +254,19 @@ impl HostTable {
     /// Applies `grads` (as [`HostTable::gather`] laid the rows out) to `unique`'s rows by
     /// row-wise AdaGrad, ending the step (and dropping rows unseen for the span when a sweep
     /// is due).
-    pub fn apply(&mut self, unique: &Unique, grads: &[f32]) {
+    ///
+    /// # Errors
+    ///
+    /// [`DeepError::Rows`] when `grads` is not `width` numbers per slot of `unique`.
+    pub fn apply(&mut self, unique: &Unique, grads: &[f32]) -> Result<(), DeepError> {
+        if grads.len() != unique.slots.len() * self.width {
+            return Err(DeepError::Rows(format!(
+                "{} gradient numbers for {} rows of {}",
+                grads.len(),
+                unique.slots.len(),
+                self.width
+            )));
+        }
         for (i, slot) in unique.slots.iter().enumerate() {
             let Some(&row) = self.index.get(slot) else {
                 continue;
@@ -253,9 +286,11 @@ impl HostTable {
         if self.evict_after > 0 && self.step % (self.evict_after / 8).max(1) == 0 {
             self.evict();
         }
+        Ok(())
     }
 
-    /// Drops the rows unseen for more than the span.
+    /// Drops the rows unseen for more than the span (swept every span / 8 steps, so a row
+    /// goes between the span and 9/8 of it after it was last gathered).
     fn evict(&mut self) {
         for row in 0..self.slot_of.len() {
             let slot = self.slot_of[row];
@@ -327,6 +362,7 @@ impl HostTable {
             seen: Vec::new(),
             free: Vec::new(),
             filter: None,
+            counting: true,
             step: 0,
             stats: TableStats::default(),
             ..*other

@@ -1,5 +1,6 @@
 //! How a step changes the embedding rows, by where they live and how they learn.
 
+use crate::error::DeepError;
 use crate::host::{HostTable, Unique, ADAGRAD_EPSILON};
 use crate::model::DeepModel;
 use crate::spec::DeepSpec;
@@ -20,7 +21,7 @@ pub(crate) enum Rows {
 
 impl Rows {
     /// The rows' optimizer for `model`, made by `spec`.
-    pub(crate) fn new(spec: &DeepSpec, model: &DeepModel) -> Result<Self, tch::TchError> {
+    pub(crate) fn new(spec: &DeepSpec, model: &DeepModel) -> Result<Self, DeepError> {
         let settings = &spec.embeddings;
         Ok(match (model.table(), settings.optimizer) {
             (Some(table), SparseOptimizer::Adam) => {
@@ -31,7 +32,7 @@ impl Rows {
             }
             (None, _) => {
                 debug_assert_eq!(settings.placement, Placement::Host);
-                Rows::Host(Box::new(HostTable::new(spec)))
+                Rows::Host(Box::new(HostTable::new(spec)?))
             }
         })
     }

@@ -3,7 +3,7 @@
 //! row of its owner, and sends the row's gradient back to it, as the online learners'
 //! all-reduce deals coordinates to owners.
 
-use crate::collective::{owner, AllReduce};
+use crate::collective::{numbers, owner, AllReduce};
 use crate::error::DeepError;
 use crate::host::{HostTable, Unique};
 use std::collections::HashMap;
@@ -21,17 +21,6 @@ pub(crate) struct Shard {
 
 fn malformed(what: &str) -> DeepError {
     DeepError::Collective(format!("a malformed {what} from a peer"))
-}
-
-/// Numbers of a peer's part, `width` of them per entry of `entries`.
-fn numbers(part: &[u8], entries: usize, width: usize, what: &str) -> Result<Vec<f32>, DeepError> {
-    if part.len() != entries * width * 4 {
-        return Err(malformed(what));
-    }
-    Ok(part
-        .chunks_exact(4)
-        .map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-        .collect())
 }
 
 /// The rows of `unique`'s slots (`width` numbers each, as [`HostTable::gather`] lays them out),
@@ -62,7 +51,7 @@ pub(crate) fn gather_sharded(
         for entry in part.chunks_exact(12) {
             let slot = i64::from_le_bytes(entry[..8].try_into().map_err(|_| malformed("slot"))?);
             let count = u32::from_le_bytes(entry[8..].try_into().map_err(|_| malformed("count"))?);
-            if owner(slot, ranks) != comm.rank() {
+            if slot < 0 || owner(slot, ranks) != comm.rank() {
                 return Err(malformed("request for a row this rank does not own"));
             }
             let i = *at.entry(slot).or_insert_with(|| {
@@ -90,7 +79,7 @@ pub(crate) fn gather_sharded(
     let answered = comm.exchange(answers)?;
     let mut out = vec![0.0; unique.slots.len() * width];
     for (o, part) in answered.iter().enumerate() {
-        let got = numbers(part, asked_of[o].len(), width, "answer of rows")?;
+        let got = numbers(part, asked_of[o].len() * width, "answer of rows")?;
         for (k, &i) in asked_of[o].iter().enumerate() {
             out[i * width..(i + 1) * width].copy_from_slice(&got[k * width..(k + 1) * width]);
         }
@@ -128,7 +117,7 @@ pub(crate) fn apply_sharded(
     let got = comm.exchange(parts)?;
     let mut summed = vec![0.0; shard.combined.slots.len() * width];
     for (theirs, part) in shard.from.iter().zip(&got) {
-        let numbers = numbers(part, theirs.len(), width, "gradient")?;
+        let numbers = numbers(part, theirs.len() * width, "gradient")?;
         for (k, &i) in theirs.iter().enumerate() {
             for (s, g) in summed[i * width..(i + 1) * width]
                 .iter_mut()
@@ -138,8 +127,7 @@ pub(crate) fn apply_sharded(
             }
         }
     }
-    table.apply(&shard.combined, &summed);
-    Ok(())
+    table.apply(&shard.combined, &summed)
 }
 
 /// Replaces every tensor's gradient by its sum over the ranks (all of them in one call).

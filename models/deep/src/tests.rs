@@ -453,33 +453,44 @@ fn the_host_table_trains_the_weights_a_plain_embedding_model_does() {
 fn a_host_table_admits_frequent_ids_drops_unseen_ones_and_stays_bounded() {
     let mut spec = rowwise(DeepKind::DeepFm, Placement::Host);
     spec.embeddings.min_count = 3;
-    let mut table = HostTable::new(&spec);
+    let mut table = HostTable::new(&spec).unwrap();
     let once = Unique::of(&[5, 6, 6, 6]);
     let rows = table.gather(&once);
     // Slot 5 seen once: no row, zeros. Slot 6 seen three times: a row, its initial embedding.
     assert!(rows[..5].iter().all(|&x| x == 0.0));
     assert!(rows[5..9].iter().any(|&x| x != 0.0) && rows[9] == 0.0);
-    table.apply(&once, &[1.0; 10]);
+    table.apply(&once, &[1.0; 10]).unwrap();
     assert_eq!(table.stats().rows, 1);
     let twice = Unique::of(&[5, 5]);
     table.gather(&twice);
-    table.apply(&twice, &[1.0; 5]);
+    table.apply(&twice, &[1.0; 5]).unwrap();
     assert_eq!(table.stats().rows, 2, "slot 5 is now seen three times");
+    // A later pass over the same rows counts nothing: slot 8, seen once, stays out.
+    let eight = Unique::of(&[8]);
+    table.gather(&eight);
+    table.apply(&eight, &[0.0; 5]).unwrap();
+    table.set_counting(false);
+    for _ in 0..3 {
+        table.gather(&eight);
+        table.apply(&eight, &[0.0; 5]).unwrap();
+    }
+    assert_eq!(table.stats().rows, 2);
+    assert!(table.apply(&eight, &[0.0; 4]).is_err(), "a short gradient");
 
     let mut spec = rowwise(DeepKind::DcnV2, Placement::Host);
     spec.embeddings.evict_after_steps = 8;
     spec.embeddings.max_rows = 3;
-    let mut table = HostTable::new(&spec);
+    let mut table = HostTable::new(&spec).unwrap();
     let first = Unique::of(&[1, 2, 3, 4]);
     table.gather(&first);
-    table.apply(&first, &[0.5; 16]);
+    table.apply(&first, &[0.5; 16]).unwrap();
     let stats = table.stats();
     assert_eq!((stats.rows, stats.refused), (3, 1), "{stats:?}");
     // Slot 1 keeps being seen; 2 and 3 are not, and go after the span; 4 then gets a row.
     for _ in 0..10 {
         let step = Unique::of(&[1]);
         table.gather(&step);
-        table.apply(&step, &[0.5; 4]);
+        table.apply(&step, &[0.5; 4]).unwrap();
     }
     assert_eq!(table.stats().rows, 1);
     assert_eq!(table.stats().evicted, 2);
@@ -652,13 +663,7 @@ fn ring(ranks: usize) -> Vec<std::thread::JoinHandle<collective::Ring>> {
         .map(|(rank, listener)| {
             let peers = peers.clone();
             std::thread::spawn(move || {
-                collective::Ring::connect(
-                    rank,
-                    &peers,
-                    listener,
-                    std::time::Duration::from_secs(30),
-                )
-                .unwrap()
+                collective::Ring::connect(rank, &peers, listener, Default::default()).unwrap()
             })
         })
         .collect()
@@ -731,18 +736,30 @@ fn ranks_over_the_tcp_ring_train_as_one_rank_does() {
 #[test]
 fn a_peer_out_of_step_is_an_error_not_a_hang() {
     use collective::AllReduce;
-    let comms: Vec<collective::Ring> = ring(2).into_iter().map(|h| h.join().unwrap()).collect();
-    let handles: Vec<_> = comms
-        .into_iter()
-        .map(|mut comm| {
-            std::thread::spawn(move || {
-                let mut data = vec![1.0; 10 + comm.rank()];
-                comm.sum(&mut data)
+    // Two ranks that disagree, and three where only the last does (its neighbours see the
+    // mismatch; the rank between them sees their links close): every rank fails, then stays
+    // failed.
+    for ranks in [2, 3] {
+        let comms: Vec<collective::Ring> =
+            ring(ranks).into_iter().map(|h| h.join().unwrap()).collect();
+        let handles: Vec<_> = comms
+            .into_iter()
+            .map(|mut comm| {
+                std::thread::spawn(move || {
+                    let mut data = vec![1.0; 10 + comm.rank() / (comm.ranks() - 1)];
+                    let first = comm.sum(&mut data);
+                    (first, comm.sum(&mut [1.0]))
+                })
             })
-        })
-        .collect();
-    for h in handles {
-        assert!(matches!(h.join().unwrap(), Err(DeepError::Collective(_))));
+            .collect();
+        for h in handles {
+            let (first, then) = h.join().unwrap();
+            assert!(
+                matches!(first, Err(DeepError::Collective(_))),
+                "{ranks}: {first:?}"
+            );
+            assert!(matches!(then, Err(DeepError::Collective(_))));
+        }
     }
     let mut comms = ring(2).into_iter().map(|h| h.join().unwrap());
     let mut first = comms.next().unwrap();

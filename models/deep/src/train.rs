@@ -62,6 +62,9 @@ pub struct Trainer {
     model: DeepModel,
     dense: nn::Optimizer,
     rows: Rows,
+    /// Every rank's host-table rows, summed by [`Trainer::collect_rows`] since the last step:
+    /// the embedding and (DeepFM) first-order weights of every slot.
+    collected: Option<(Vec<f32>, Option<Vec<f32>>)>,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -94,6 +97,7 @@ impl Trainer {
             model,
             dense,
             rows,
+            collected: None,
         })
     }
 
@@ -116,7 +120,10 @@ impl Trainer {
         let mut named = self.model.named_weights();
         if let Rows::Host(table) = &self.rows {
             let slots = slots(&self.fields).max(1);
-            let (embedding, linear) = table.materialize(slots as usize);
+            let (embedding, linear) = self
+                .collected
+                .clone()
+                .unwrap_or_else(|| table.materialize(slots as usize));
             let dim = self.spec.embedding_dim as i64;
             named.push((
                 "embedding.weight".to_owned(),
@@ -135,8 +142,12 @@ impl Trainer {
 
     /// Whether every weight is a finite number (what the gate asks before a publication).
     pub fn finite(&self) -> bool {
-        let table = match &self.rows {
-            Rows::Host(table) => table.finite(),
+        let table = match (&self.rows, &self.collected) {
+            (Rows::Host(_), Some((embedding, linear))) => embedding
+                .iter()
+                .chain(linear.iter().flatten())
+                .all(|x| x.is_finite()),
+            (Rows::Host(table), None) => table.finite(),
             _ => true,
         };
         table
@@ -315,17 +326,22 @@ impl Trainer {
         let device = self.model.device();
         let ranks = comm.as_ref().map_or(1, |c| c.ranks());
         let per_step = (self.spec.batch_size / ranks).max(1);
+        self.collected = None;
         let mut mean = 0.0;
-        for _ in 0..self.spec.passes {
+        for pass in 0..self.spec.passes {
+            if let Rows::Host(table) = &mut self.rows {
+                table.set_counting(pass == 0);
+            }
             let (mut sum, mut steps) = (0.0, 0usize);
             let mut parts = chunks(range.clone(), per_step);
             loop {
-                if cancel.load(Ordering::Relaxed) {
+                let cancelled = cancel.load(Ordering::Relaxed);
+                if cancelled && comm.is_none() {
                     return Err(DeepError::Cancelled);
                 }
                 let part = parts.next().unwrap_or(range.end..range.end);
                 let batch = Batch::of_rows(&self.fields, rows, part, device)?;
-                let Some(loss) = self.step(&batch, comm.as_deref_mut())? else {
+                let Some(loss) = self.step(&batch, cancelled, comm.as_deref_mut())? else {
                     break;
                 };
                 sum += loss;
@@ -347,15 +363,21 @@ impl Trainer {
 
     /// One step on `batch` (this rank's part of the step's rows): the loss, the gradients
     /// (summed over the ranks), Adam on the dense weights and the rows' own update. Returns
-    /// this rank's share of the step's mean loss; `None` once no rank has rows left.
+    /// this rank's share of the step's mean loss; `None` once no rank has rows left. The ranks
+    /// first agree on the step's rows and on whether any was `cancelled`, so that they stop
+    /// together.
     fn step<'c>(
         &mut self,
         batch: &Batch,
+        cancelled: bool,
         mut comm: Option<&mut (dyn AllReduce + 'c)>,
     ) -> Result<Option<f64>, DeepError> {
-        let mut total = [batch.rows as f32];
+        let mut total = [batch.rows as f32, f32::from(u8::from(cancelled))];
         if let Some(comm) = comm.as_deref_mut() {
             comm.sum(&mut total)?;
+        }
+        if total[1] > 0.0 {
+            return Err(DeepError::Cancelled);
         }
         if total[0] == 0.0 {
             return Ok(None);
@@ -425,7 +447,7 @@ impl Trainer {
                 };
                 match (comm, &shard) {
                     (Some(comm), Some(shard)) => apply_sharded(table, shard, &grads, comm)?,
-                    _ => table.apply(&unique, &grads),
+                    _ => table.apply(&unique, &grads)?,
                 }
             }
             _ => {}
@@ -433,16 +455,17 @@ impl Trainer {
         Ok(Some(loss))
     }
 
-    /// Makes every rank's host table hold every row (each rank's shard summed into all, the
-    /// shards being disjoint), so that any rank can write the whole model: after
-    /// [`Trainer::train_ranked`] and before [`Trainer::to_artifact`]. Nothing to do for a
-    /// device table, which every rank holds whole.
+    /// Gathers every rank's host-table rows onto every rank (each rank's shard summed into
+    /// all, the shards being disjoint), so that any rank writes the whole model
+    /// ([`Trainer::named_weights`], [`Trainer::to_artifact`]) until the next training step;
+    /// the tables themselves (their bounds and optimizer state) stay as they were. Nothing to
+    /// do for a device table, which every rank holds whole.
     ///
     /// # Errors
     ///
     /// [`DeepError::Collective`] when a peer is gone.
     pub fn collect_rows(&mut self, comm: &mut dyn AllReduce) -> Result<(), DeepError> {
-        let Rows::Host(table) = &mut self.rows else {
+        let Rows::Host(table) = &self.rows else {
             return Ok(());
         };
         let (mut embedding, linear) = table.materialize(slots(&self.fields).max(1) as usize);
@@ -454,7 +477,7 @@ impl Trainer {
             }
             None => None,
         };
-        table.load(&embedding, linear.as_deref());
+        self.collected = Some((embedding, linear));
         Ok(())
     }
 

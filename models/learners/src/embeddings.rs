@@ -89,8 +89,12 @@ impl EmbeddingSpec {
         if self.min_count == 0 {
             problems.push("`min_count` must be >= 1".to_owned());
         }
-        if self.max_rows == 0 {
-            problems.push("`max_rows` must be >= 1".to_owned());
+        if self.max_rows == 0 || self.max_rows > u32::MAX as usize {
+            problems.push(format!(
+                "`max_rows` must be 1 to {} (got {})",
+                u32::MAX,
+                self.max_rows
+            ));
         }
         problems
     }

@@ -109,16 +109,9 @@ impl AllReduce for Local {
         data.fill(0.0);
         // Every rank adds the parts in rank order: the same sums everywhere.
         for part in parts.iter() {
-            let numbers: &[u8] = &part[0];
-            if numbers.len() != data.len() * 4 {
-                return Err(DeepError::Collective(format!(
-                    "a sum of {} numbers met one of {}",
-                    data.len(),
-                    numbers.len() / 4
-                )));
-            }
-            for (d, chunk) in data.iter_mut().zip(numbers.chunks_exact(4)) {
-                *d += f32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+            let numbers = super::numbers(&part[0], data.len(), "sum")?;
+            for (d, x) in data.iter_mut().zip(numbers) {
+                *d += x;
             }
         }
         Ok(())

@@ -2,8 +2,7 @@
 //! its backends.
 //!
 //! - [`Local`]: ranks as threads of one process (tests, and a process's own workers);
-//! - [`Ring`]: ranks as processes over TCP, a ring reduce-scatter then all-gather;
-//! - NCCL (the `nccl` feature): ranks on CUDA devices, loaded at run time.
+//! - [`Ring`]: ranks as processes over TCP, a ring reduce-scatter then all-gather.
 //!
 //! Every backend leaves every rank with the same sums, bit for bit, so that replicas that take
 //! the same optimizer step on them stay equal.
@@ -12,7 +11,7 @@ mod local;
 mod ring;
 
 pub use local::Local;
-pub use ring::Ring;
+pub use ring::{Ring, RingLimits};
 
 use crate::error::DeepError;
 
@@ -58,4 +57,16 @@ fn one_per_rank(parts: &[Vec<u8>], ranks: usize) -> Result<(), DeepError> {
             parts.len()
         )))
     }
+}
+
+/// A peer's part as `count` numbers (native byte order: the ranks are one build on one kind of
+/// machine); an error naming `what` when it is not that long.
+pub(crate) fn numbers(part: &[u8], count: usize, what: &str) -> Result<Vec<f32>, DeepError> {
+    if part.len() != count * 4 {
+        return Err(DeepError::Collective(format!(
+            "a {what} of {count} numbers met one of {} bytes",
+            part.len()
+        )));
+    }
+    Ok(bytemuck::pod_collect_to_vec(part))
 }
