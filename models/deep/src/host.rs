@@ -328,13 +328,12 @@ impl HostTable {
     /// slot with a number that is not zero (up to the table's bound); the optimizer's state
     /// starts afresh.
     pub fn load(&mut self, embedding: &[f32], linear: Option<&[f32]>) {
-        let fresh = HostTable {
-            filter: self.filter.take(),
-            stats: self.stats,
-            step: self.step,
-            ..HostTable::new_like(self)
-        };
-        *self = fresh;
+        self.index.clear();
+        self.slot_of.clear();
+        self.weights.clear();
+        self.accum.clear();
+        self.seen.clear();
+        self.free.clear();
         for (slot, row) in embedding.chunks_exact(self.dim).enumerate() {
             let lin = linear.and_then(|l| l.get(slot)).copied();
             if row.iter().all(|&x| x == 0.0) && lin.unwrap_or(0.0) == 0.0 {
@@ -349,23 +348,6 @@ impl HostTable {
             if let Some(lin) = lin.filter(|_| self.width > self.dim) {
                 weights[self.dim] = lin;
             }
-        }
-    }
-
-    /// An empty table of the same settings.
-    fn new_like(other: &HostTable) -> HostTable {
-        HostTable {
-            index: HashMap::new(),
-            slot_of: Vec::new(),
-            weights: Vec::new(),
-            accum: Vec::new(),
-            seen: Vec::new(),
-            free: Vec::new(),
-            filter: None,
-            counting: true,
-            step: 0,
-            stats: TableStats::default(),
-            ..*other
         }
     }
 

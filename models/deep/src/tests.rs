@@ -669,34 +669,35 @@ fn ring(ranks: usize) -> Vec<std::thread::JoinHandle<collective::Ring>> {
         .collect()
 }
 
+/// Runs `each` on every rank of a ring of `ranks`, a thread each; their results by rank.
+fn on_ring<T: Send + 'static>(ranks: usize, each: fn(collective::Ring) -> T) -> Vec<T> {
+    let comms: Vec<collective::Ring> = ring(ranks).into_iter().map(|h| h.join().unwrap()).collect();
+    let handles: Vec<_> = comms
+        .into_iter()
+        .map(|comm| std::thread::spawn(move || each(comm)))
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
 #[test]
 fn the_tcp_ring_sums_and_exchanges_as_the_in_process_ranks_do() {
     use collective::AllReduce;
     for ranks in [1, 2, 3, 4] {
-        let comms: Vec<collective::Ring> =
-            ring(ranks).into_iter().map(|h| h.join().unwrap()).collect();
-        let handles: Vec<_> = comms
-            .into_iter()
-            .map(|mut comm| {
-                std::thread::spawn(move || {
-                    let rank = comm.rank();
-                    // Sizes that do and do not split evenly, and more than a receive piece.
-                    let mut sums = Vec::new();
-                    for len in [0usize, 1, 7, 1000, 300_001] {
-                        let mut data: Vec<f32> =
-                            (0..len).map(|i| (i * (rank + 1)) as f32 * 0.1).collect();
-                        comm.sum(&mut data).unwrap();
-                        sums.push(data);
-                    }
-                    let parts = (0..comm.ranks())
-                        .map(|to| format!("{rank}->{to}").into_bytes())
-                        .collect();
-                    let got = comm.exchange(parts).unwrap();
-                    (rank, sums, got)
-                })
-            })
-            .collect();
-        let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let results = on_ring(ranks, |mut comm| {
+            let rank = comm.rank();
+            // Sizes that do and do not split evenly, and more than a receive piece.
+            let mut sums = Vec::new();
+            for len in [0usize, 1, 7, 1000, 300_001] {
+                let mut data: Vec<f32> = (0..len).map(|i| (i * (rank + 1)) as f32 * 0.1).collect();
+                comm.sum(&mut data).unwrap();
+                sums.push(data);
+            }
+            let parts = (0..comm.ranks())
+                .map(|to| format!("{rank}->{to}").into_bytes())
+                .collect();
+            let got = comm.exchange(parts).unwrap();
+            (rank, sums, got)
+        });
         let factor: usize = (1..=ranks).sum();
         for (rank, sums, got) in &results {
             assert_eq!(
@@ -740,20 +741,12 @@ fn a_peer_out_of_step_is_an_error_not_a_hang() {
     // mismatch; the rank between them sees their links close): every rank fails, then stays
     // failed.
     for ranks in [2, 3] {
-        let comms: Vec<collective::Ring> =
-            ring(ranks).into_iter().map(|h| h.join().unwrap()).collect();
-        let handles: Vec<_> = comms
-            .into_iter()
-            .map(|mut comm| {
-                std::thread::spawn(move || {
-                    let mut data = vec![1.0; 10 + comm.rank() / (comm.ranks() - 1)];
-                    let first = comm.sum(&mut data);
-                    (first, comm.sum(&mut [1.0]))
-                })
-            })
-            .collect();
-        for h in handles {
-            let (first, then) = h.join().unwrap();
+        let results = on_ring(ranks, |mut comm| {
+            let mut data = vec![1.0; 10 + comm.rank() / (comm.ranks() - 1)];
+            let first = comm.sum(&mut data);
+            (first, comm.sum(&mut [1.0]))
+        });
+        for (first, then) in results {
             assert!(
                 matches!(first, Err(DeepError::Collective(_))),
                 "{ranks}: {first:?}"
