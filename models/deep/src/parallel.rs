@@ -23,6 +23,15 @@ fn malformed(what: &str) -> DeepError {
     DeepError::Collective(format!("a malformed {what} from a peer"))
 }
 
+/// Rows `indices` of `data` (`width` numbers each), one after another, as bytes for a peer.
+fn pack(data: &[f32], indices: &[usize], width: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(indices.len() * width * 4);
+    for &i in indices {
+        out.extend_from_slice(bytemuck::cast_slice(&data[i * width..(i + 1) * width]));
+    }
+    out
+}
+
 /// The rows of `unique`'s slots (`width` numbers each, as [`HostTable::gather`] lays them out),
 /// each from the rank that owns it; `table` is this rank's shard, and serves the others.
 pub(crate) fn gather_sharded(
@@ -68,13 +77,7 @@ pub(crate) fn gather_sharded(
     let rows = table.gather(&combined);
     let answers = from
         .iter()
-        .map(|theirs| {
-            let mut out = Vec::with_capacity(theirs.len() * width * 4);
-            for &i in theirs {
-                out.extend_from_slice(bytemuck::cast_slice(&rows[i * width..(i + 1) * width]));
-            }
-            out
-        })
+        .map(|theirs| pack(&rows, theirs, width))
         .collect();
     let answered = comm.exchange(answers)?;
     let mut out = vec![0.0; unique.slots.len() * width];
@@ -106,13 +109,7 @@ pub(crate) fn apply_sharded(
     let parts = shard
         .asked_of
         .iter()
-        .map(|indices| {
-            let mut out = Vec::with_capacity(indices.len() * width * 4);
-            for &i in indices {
-                out.extend_from_slice(bytemuck::cast_slice(&grads[i * width..(i + 1) * width]));
-            }
-            out
-        })
+        .map(|indices| pack(grads, indices, width))
         .collect();
     let got = comm.exchange(parts)?;
     let mut summed = vec![0.0; shard.combined.slots.len() * width];

@@ -221,20 +221,6 @@ impl SampleRows {
         epoch: u64,
         batch: &CsrBatch,
     ) -> Result<Self, SampleError> {
-        let rows = batch.len();
-        if batch.indptr.len() != rows + 1
-            || batch.indptr.first() != Some(&0)
-            || batch.indptr.windows(2).any(|w| w[0] > w[1])
-            || batch.indptr.last().map(|&e| e as usize) != Some(batch.indices.len())
-            || batch.values.len() != batch.indices.len()
-        {
-            return Err(SampleError::Rows(format!(
-                "{rows} rows, {} offsets, {} indices and {} values do not fit together",
-                batch.indptr.len(),
-                batch.indices.len(),
-                batch.values.len()
-            )));
-        }
         let mut out = SampleRows::new();
         out.push_batch(fields, epoch, batch)?;
         Ok(out)
