@@ -6,7 +6,8 @@
 
 use millrace_engine::spec::JobSpec;
 use millrace_engine::{Job, RunOptions};
-use millrace_models::{Registry, ServedModel};
+use millrace_models::{FeatureSpec, ModelArtifact, Registry, ServedModel};
+use millrace_serving::{ModelStore, TrafficChange, VersionRef};
 use std::path::Path;
 
 /// A generated stream of six category fields with preferences planted between three of them,
@@ -109,7 +110,53 @@ fn a_candidate_that_beats_the_online_model_is_published_and_servable() {
     let p = served.predict_row(&row, &values);
     assert!(p > 0.0 && p < 1.0);
     assert_eq!(p, artifact.predict_row(&row, &values));
+    a_deep_version_shadows_the_online_model(&registry, artifact.meta.version);
 }
+
+/// Serving follows the registry: the deep version shadows the online model (another kind of
+/// model over the same fields), then answers all its traffic when promoted; a model over other
+/// fields cannot take the online model's traffic.
+fn a_deep_version_shadows_the_online_model(registry: &Registry, deep: u64) {
+    let store = ModelStore::new(registry.clone());
+    store.refresh();
+    let guest = VersionRef::Of {
+        model: "stage-deep".to_owned(),
+        version: deep,
+    };
+    let shadow = TrafficChange::Split {
+        split: Vec::new(),
+        shadow: Some(guest.clone()),
+    };
+    store.change_traffic("stage", shadow).unwrap();
+    let route = store.entry("stage").unwrap().route(0).unwrap();
+    assert_eq!(route.answer.model.meta.name, "stage");
+    assert_eq!(route.shadow.unwrap().model.meta.name, "stage-deep");
+    store
+        .change_traffic("stage", TrafficChange::Promote(guest))
+        .unwrap();
+    let route = store.entry("stage").unwrap().route(7).unwrap();
+    assert!(route.guest && route.shadow.is_none());
+    assert_eq!(route.answer.model.meta.version, deep);
+
+    let slots = SPEC.dimension(&millrace_models::Schema::criteo());
+    let mut hashed = ModelArtifact::logistic_regression("hashed", SPEC, vec![0.0; slots]);
+    registry.publish(&mut hashed).unwrap();
+    store.refresh();
+    let other = TrafficChange::Split {
+        split: Vec::new(),
+        shadow: Some(VersionRef::Of {
+            model: "hashed".to_owned(),
+            version: 1,
+        }),
+    };
+    let refused = store.change_traffic("stage", other).unwrap_err();
+    assert!(
+        refused.to_string().contains("reads other fields"),
+        "{refused}"
+    );
+}
+
+const SPEC: FeatureSpec = FeatureSpec::Hashed { hash_bits: 8 };
 
 #[test]
 fn a_candidate_with_host_resident_embeddings_is_published_and_its_rows_counted() {

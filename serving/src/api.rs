@@ -3,12 +3,15 @@
 use crate::batch::{BatchOptions, Batcher};
 use crate::score::{count_lookups, score};
 use crate::stats::VersionStats;
-use crate::store::{AdminError, Arm, ModelStore, Route, ServedEntry, Traffic, TrafficChange};
+use crate::store::{AdminError, ModelStore};
+use crate::traffic::{Arm, Route, ServedEntry, Traffic, TrafficChange, VersionRef};
+use crate::version::LoadedVersion;
 use bytes::Buf;
 use futures_util::{Stream, StreamExt};
 use millrace_models::fmap::TransformCounts;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::atomic::AtomicU64;
@@ -83,11 +86,18 @@ struct PredictRequest {
 #[derive(Serialize)]
 struct PredictResponse {
     predictions: Vec<f32>,
+    /// The model that answered, when a traffic split sent the request to another model's
+    /// version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model: Option<String>,
     model_version: u64,
 }
 
 #[derive(Serialize)]
 struct VersionStatus {
+    /// The model of a version that another model's traffic names; absent for its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model: Option<String>,
     version: u64,
     state: &'static str,
     share_percent: f64,
@@ -115,14 +125,16 @@ impl ModelStatus {
     fn of(entry: &ServedEntry) -> Option<Self> {
         let primary = &entry.primary()?.model.meta;
         let versions = entry
-            .versions
-            .values()
+            .all()
+            .collect::<Vec<_>>()
+            .into_iter()
             .rev()
-            .map(|loaded| {
+            .map(|(target, loaded)| {
                 let meta = &loaded.model.meta;
-                let share_percent = entry.share_percent(meta.version);
-                let shadow = entry.traffic.shadow == Some(meta.version);
+                let share_percent = entry.share_percent(&target);
+                let shadow = entry.traffic.shadow.as_ref() == Some(&target);
                 VersionStatus {
+                    model: target.model().map(str::to_owned),
                     version: meta.version,
                     state: if share_percent > 0.0 || shadow {
                         "AVAILABLE"
@@ -310,9 +322,11 @@ async fn predict_inner(
                 .fetch_add(diff, Ordering::Relaxed);
         });
     }
+    let meta = &answer.model.meta;
     Ok(PredictResponse {
         predictions,
-        model_version: answer.model.meta.version,
+        model: Some(meta.name.clone()).filter(|_| route.guest),
+        model_version: meta.version,
     })
 }
 
@@ -372,6 +386,9 @@ const MAX_ADMIN_BODY: u64 = 64 << 10;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct VersionBody {
+    /// Another served model, whose version is promoted into this model's traffic.
+    #[serde(default)]
+    model: Option<String>,
     version: u64,
 }
 
@@ -381,7 +398,23 @@ struct TrafficBody {
     #[serde(default)]
     split: Vec<Arm>,
     #[serde(default)]
-    shadow: Option<u64>,
+    shadow: Option<serde_json::Value>,
+}
+
+/// The shadow of a traffic change: a version number of the model itself, or
+/// `{"model": …, "version": …}` of another served model.
+fn shadow_of(value: serde_json::Value) -> Result<VersionRef, Refusal> {
+    if let Some(version) = value.as_u64() {
+        return Ok(VersionRef::Own(version));
+    }
+    serde_json::from_value::<VersionBody>(value)
+        .map(|body| VersionRef::of(body.model, body.version))
+        .map_err(|e| {
+            (
+                StatusCode::BAD_REQUEST,
+                format!("invalid `shadow`: a version number, or {{\"model\": …, \"version\": …}} of another model ({e})"),
+            )
+        })
 }
 
 /// Whether `given` (an `Authorization` header) carries `token`, compared in constant time.
@@ -409,7 +442,7 @@ fn admin_method(action: &str) -> Option<Method> {
 fn traffic_change(action: &str, body: &[u8]) -> Result<TrafficChange, Refusal> {
     let parse = |body: &[u8]| -> Result<_, Refusal> {
         serde_json::from_slice::<VersionBody>(body)
-            .map(|b| b.version)
+            .map(|b| VersionRef::of(b.model, b.version))
             .map_err(|e| {
                 (
                     StatusCode::BAD_REQUEST,
@@ -431,7 +464,15 @@ fn traffic_change(action: &str, body: &[u8]) -> Result<TrafficChange, Refusal> {
         }
     };
     Ok(match action {
-        "pin" => TrafficChange::Pin(parse(body)?),
+        "pin" => match parse(body)? {
+            VersionRef::Own(version) => TrafficChange::Pin(version),
+            VersionRef::Of { .. } => {
+                return Err((
+                    StatusCode::BAD_REQUEST,
+                    "`pin` takes a version of the model itself; `promote` or a split gives another model's version the traffic".to_owned(),
+                ))
+            }
+        },
         "promote" => TrafficChange::Promote(parse(body)?),
         "unpin" => {
             empty(body)?;
@@ -450,7 +491,7 @@ fn traffic_change(action: &str, body: &[u8]) -> Result<TrafficChange, Refusal> {
             })?;
             TrafficChange::Split {
                 split: traffic.split,
-                shadow: traffic.shadow,
+                shadow: traffic.shadow.map(shadow_of).transpose()?,
             }
         }
     })
@@ -588,6 +629,7 @@ fn metrics_text(store: &ModelStore, options: &ServeOptions) -> String {
         );
     }
     let entries = store.entries();
+    let loaded = in_memory(&entries);
     text.push_str("# TYPE millrace_serving_model_version gauge\n");
     for entry in &entries {
         if let Some(primary) = entry.primary() {
@@ -623,55 +665,67 @@ fn metrics_text(store: &ModelStore, options: &ServeOptions) -> String {
     ];
     for (name, kind, counter) in arms {
         let _ = writeln!(text, "# TYPE {name} {kind}");
-        for entry in &entries {
-            for (version, loaded) in &entry.versions {
-                let _ = writeln!(
-                    text,
-                    "{name}{{model=\"{}\",version=\"{version}\"}} {}",
-                    entry.name,
-                    counter(&loaded.stats).load(Ordering::Relaxed)
-                );
-            }
+        for (model, version, loaded) in &loaded {
+            let _ = writeln!(
+                text,
+                "{name}{{model=\"{model}\",version=\"{version}\"}} {}",
+                counter(&loaded.stats).load(Ordering::Relaxed)
+            );
         }
     }
     text.push_str("# TYPE millrace_serving_traffic_share_percent gauge\n");
     for entry in &entries {
-        for version in entry.versions.keys() {
+        for (target, _) in entry.all() {
             let _ = writeln!(
                 text,
-                "millrace_serving_traffic_share_percent{{model=\"{}\",version=\"{version}\"}} {}",
+                "millrace_serving_traffic_share_percent{{model=\"{}\",version=\"{}\"}} {}",
                 entry.name,
-                entry.share_percent(*version)
+                target.label(),
+                entry.share_percent(&target)
             );
         }
     }
     text.push_str("# TYPE millrace_serving_model_bytes gauge\n");
-    for entry in &entries {
-        for (version, loaded) in &entry.versions {
-            let memory = loaded.model.memory(None);
-            let _ = writeln!(
-                text,
-                "millrace_serving_model_bytes{{model=\"{}\",version=\"{version}\"}} {}",
-                entry.name,
-                memory.block_bytes + memory.patch_bytes
-            );
-        }
+    for (model, version, loaded) in &loaded {
+        let memory = loaded.model.memory(None);
+        let _ = writeln!(
+            text,
+            "millrace_serving_model_bytes{{model=\"{model}\",version=\"{version}\"}} {}",
+            memory.block_bytes + memory.patch_bytes
+        );
     }
     text.push_str("# TYPE millrace_serving_row_cache_entries gauge\n");
-    for entry in &entries {
-        for (version, loaded) in &entry.versions {
-            let _ = writeln!(
-                text,
-                "millrace_serving_row_cache_entries{{model=\"{}\",version=\"{version}\"}} {}",
-                entry.name,
-                loaded.cached_rows()
-            );
-        }
+    for (model, version, loaded) in &loaded {
+        let _ = writeln!(
+            text,
+            "millrace_serving_row_cache_entries{{model=\"{model}\",version=\"{version}\"}} {}",
+            loaded.cached_rows()
+        );
     }
     if let Some(extra) = &options.extra_metrics {
         text.push_str(&extra());
     }
     text
+}
+
+/// Every version in memory once, by its own model and version: each model's own, then the
+/// guests whose model's entry does not hold them (an older version only a split names).
+fn in_memory(entries: &[Arc<ServedEntry>]) -> Vec<(&str, u64, &Arc<LoadedVersion>)> {
+    let mut all: Vec<_> = entries
+        .iter()
+        .flat_map(|e| e.versions.iter().map(|(v, l)| (e.name.as_str(), *v, l)))
+        .collect();
+    let mut seen: BTreeSet<(&str, u64)> = all.iter().map(|&(m, v, _)| (m, v)).collect();
+    for entry in entries {
+        for (target, loaded) in &entry.guests {
+            if let Some(model) = target.model() {
+                if seen.insert((model, target.version())) {
+                    all.push((model, target.version(), loaded));
+                }
+            }
+        }
+    }
+    all
 }
 
 pub use crate::openapi::OPENAPI;

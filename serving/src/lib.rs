@@ -24,6 +24,7 @@ mod rows;
 mod score;
 mod stats;
 mod store;
+mod traffic;
 mod version;
 
 pub use api::{routes, serve, ServeOptions, KEY_HEADER, OPENAPI};
@@ -31,7 +32,8 @@ pub use batch::BatchOptions;
 pub use rows::{instance_rows, InstanceError};
 pub use stats::{BatchStats, ServingStats, VersionStats};
 pub use store::{
-    AdminError, Arm, ModelStore, Precision, RefreshOutcome, Route, ServedEntry, Traffic,
-    TrafficChange, DEFAULT_LOAD_CPU_SHARE, DEFAULT_ROW_CACHE_ENTRIES,
+    AdminError, ModelStore, Precision, RefreshOutcome, DEFAULT_LOAD_CPU_SHARE,
+    DEFAULT_ROW_CACHE_ENTRIES,
 };
+pub use traffic::{Arm, Route, ServedEntry, Traffic, TrafficChange, VersionRef};
 pub use version::LoadedVersion;

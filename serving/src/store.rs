@@ -3,147 +3,16 @@
 
 use crate::row_cache::RowCache;
 use crate::stats::{ServingStats, VersionStats};
+use crate::traffic::{Arm, ServedEntry, Traffic, TrafficChange, VersionRef};
 use crate::version::LoadedVersion;
 use arc_swap::ArcSwap;
 use millrace_models::fmap::Parser;
 use millrace_models::table::CHUNK_ROWS;
 use millrace_models::{LoadPace, VersionSource};
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
-
-/// One arm of a traffic split.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Arm {
-    /// The version that answers this arm's requests.
-    pub version: u64,
-    /// Its share, relative to the other arms' weights.
-    pub weight: u32,
-}
-
-/// How a model's requests are routed among its versions.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Traffic {
-    /// The version that answers every request not split off; `None` follows the newest.
-    pub pinned: Option<u64>,
-    /// A weighted split by request key; empty sends everything to the primary version.
-    pub split: Vec<Arm>,
-    /// A version that also scores every request, whose answer is only compared, not returned.
-    pub shadow: Option<u64>,
-}
-
-impl Traffic {
-    fn versions(&self) -> impl Iterator<Item = u64> + '_ {
-        self.pinned
-            .into_iter()
-            .chain(self.split.iter().map(|arm| arm.version))
-            .chain(self.shadow)
-    }
-}
-
-/// One model's served state.
-#[derive(Clone, Debug)]
-pub struct ServedEntry {
-    /// The model's name.
-    pub name: String,
-    /// The versions in memory.
-    pub versions: BTreeMap<u64, Arc<LoadedVersion>>,
-    /// The routing policy.
-    pub traffic: Traffic,
-}
-
-/// The versions that answer a request.
-#[derive(Clone, Debug)]
-pub struct Route {
-    /// The version whose predictions are returned.
-    pub answer: Arc<LoadedVersion>,
-    /// A version that scores the same instances for comparison.
-    pub shadow: Option<Arc<LoadedVersion>>,
-}
-
-impl ServedEntry {
-    /// The newest version in memory.
-    pub fn newest(&self) -> Option<&Arc<LoadedVersion>> {
-        self.versions.values().next_back()
-    }
-
-    /// The version that answers requests not split off: the pinned one, or the newest.
-    pub fn primary(&self) -> Option<&Arc<LoadedVersion>> {
-        match self.traffic.pinned {
-            Some(v) => self.versions.get(&v),
-            None => self.newest(),
-        }
-    }
-
-    /// The versions for a request with `key` (a hash of the caller's sticky key, or any number
-    /// for a caller without one): the split's arm that `key` falls in, else the primary.
-    pub fn route(&self, key: u64) -> Option<Route> {
-        let total: u64 = self.traffic.split.iter().map(|a| u64::from(a.weight)).sum();
-        let answer = if total == 0 {
-            self.primary()?
-        } else {
-            let mut point = key % total;
-            let arm = self
-                .traffic
-                .split
-                .iter()
-                .find(|arm| {
-                    let inside = point < u64::from(arm.weight);
-                    point = point.saturating_sub(u64::from(arm.weight));
-                    inside
-                })
-                .expect("the point is below the total");
-            self.versions.get(&arm.version)?
-        };
-        let shadow = self
-            .traffic
-            .shadow
-            .filter(|&v| v != answer.model.meta.version)
-            .and_then(|v| self.versions.get(&v))
-            .cloned();
-        Some(Route {
-            answer: answer.clone(),
-            shadow,
-        })
-    }
-
-    /// The weight of `version` in the traffic, in percent of the requests it answers.
-    pub fn share_percent(&self, version: u64) -> f64 {
-        let total: u64 = self.traffic.split.iter().map(|a| u64::from(a.weight)).sum();
-        if total == 0 {
-            return if self.primary().map(|p| p.model.meta.version) == Some(version) {
-                100.0
-            } else {
-                0.0
-            };
-        }
-        let weight: u64 = self
-            .traffic
-            .split
-            .iter()
-            .filter(|a| a.version == version)
-            .map(|a| u64::from(a.weight))
-            .sum();
-        100.0 * weight as f64 / total as f64
-    }
-
-    /// Keeps the newest version and those the traffic names: a rollback loads its version
-    /// again, sharing chunks with the newest.
-    fn retain(&mut self) {
-        let mut keep: BTreeSet<u64> = self
-            .versions
-            .keys()
-            .next_back()
-            .copied()
-            .into_iter()
-            .collect();
-        keep.extend(self.traffic.versions());
-        self.versions.retain(|v, _| keep.contains(v));
-    }
-}
 
 /// What one [`ModelStore::refresh`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -152,27 +21,6 @@ pub struct RefreshOutcome {
     pub swapped: Vec<(String, u64)>,
     /// `(model, version, reason)` of versions that failed to load; the old version still serves.
     pub rejected: Vec<(String, u64, String)>,
-}
-
-/// A change of a model's traffic, made through the admin API.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TrafficChange {
-    /// Every request not split off goes to this version.
-    Pin(u64),
-    /// Follow the newest version again.
-    Unpin,
-    /// A weighted split (empty for none) and a shadow version.
-    Split {
-        /// The arms.
-        split: Vec<Arm>,
-        /// The shadow version.
-        shadow: Option<u64>,
-    },
-    /// The version takes all traffic: pinned, with the split cleared (and the shadow, if it was
-    /// this version).
-    Promote(u64),
-    /// Pin the newest valid version older than the primary.
-    Rollback,
 }
 
 /// Why an admin change was refused; the traffic is unchanged.
@@ -404,11 +252,10 @@ impl ModelStore {
                 }
                 match self.load(&name, current.as_deref(), version) {
                     Ok(loaded) => {
-                        let mut entry = current.as_deref().cloned().unwrap_or(ServedEntry {
-                            name: name.clone(),
-                            versions: BTreeMap::new(),
-                            traffic: Traffic::default(),
-                        });
+                        let mut entry = current
+                            .as_deref()
+                            .cloned()
+                            .unwrap_or_else(|| ServedEntry::empty(&name));
                         entry.versions.insert(version, loaded);
                         entry.retain();
                         self.publish(entry);
@@ -429,65 +276,20 @@ impl ModelStore {
     ///
     /// # Errors
     ///
-    /// When the model is not served, a version does not exist or fails validation, the split is
-    /// malformed, or a rollback has no valid older version.
+    /// When the model is not served, a version does not exist, fails validation or (of another
+    /// model) reads other fields, the split is malformed, or a rollback has no valid older
+    /// version.
     pub fn change_traffic(&self, name: &str, change: TrafficChange) -> Result<Traffic, AdminError> {
         self.write(|| {
             let current = self
                 .entry(name)
                 .ok_or_else(|| AdminError::UnknownModel(name.to_owned()))?;
             let mut entry = ServedEntry::clone(&current);
-            let mut traffic = entry.traffic.clone();
-            match change {
-                TrafficChange::Pin(version) => {
-                    traffic.pinned = Some(version);
-                    traffic.split.clear();
+            let traffic = self.changed(&mut entry, change)?;
+            for target in traffic.named(name) {
+                if entry.get(&target).is_none() {
+                    self.bring(&mut entry, target)?;
                 }
-                TrafficChange::Unpin => traffic.pinned = None,
-                TrafficChange::Split { split, shadow } => {
-                    if split.iter().any(|arm| arm.weight == 0) {
-                        return Err(AdminError::Invalid(
-                            "every arm of a split needs a positive weight".to_owned(),
-                        ));
-                    }
-                    traffic.split = split;
-                    traffic.shadow = shadow;
-                }
-                TrafficChange::Promote(version) => {
-                    traffic.pinned = Some(version);
-                    traffic.split.clear();
-                    if traffic.shadow == Some(version) {
-                        traffic.shadow = None;
-                    }
-                }
-                TrafficChange::Rollback => {
-                    let primary = entry
-                        .primary()
-                        .map(|p| p.model.meta.version)
-                        .ok_or_else(|| AdminError::UnknownModel(name.to_owned()))?;
-                    let version = self
-                        .rollback_target(&mut entry, primary)
-                        .ok_or(AdminError::NoOlderVersion(primary))?;
-                    traffic.pinned = Some(version);
-                    traffic.split.clear();
-                }
-            }
-            let wanted: BTreeSet<u64> = traffic.versions().collect();
-            for version in wanted {
-                if entry.versions.contains_key(&version) {
-                    continue;
-                }
-                if !self
-                    .registry
-                    .versions(name)
-                    .is_ok_and(|all| all.contains(&version))
-                {
-                    return Err(AdminError::UnknownVersion(name.to_owned(), version));
-                }
-                let loaded = self
-                    .load(name, Some(&entry), version)
-                    .map_err(|reason| AdminError::Rejected(version, reason))?;
-                entry.versions.insert(version, loaded);
             }
             entry.traffic = traffic.clone();
             entry.retain();
@@ -496,6 +298,114 @@ impl ModelStore {
             tracing::info!(model = %name, ?traffic, "traffic changed");
             Ok(traffic)
         })
+    }
+
+    /// `entry`'s traffic after `change` (a rollback loads its version into `entry`).
+    fn changed(
+        &self,
+        entry: &mut ServedEntry,
+        change: TrafficChange,
+    ) -> Result<Traffic, AdminError> {
+        let name = entry.name.clone();
+        let mut traffic = entry.traffic.clone();
+        match change {
+            TrafficChange::Pin(version) => {
+                traffic.pinned = Some(version);
+                traffic.split.clear();
+            }
+            TrafficChange::Unpin => traffic.pinned = None,
+            TrafficChange::Split { split, shadow } => {
+                if split.iter().any(|arm| arm.weight == 0) {
+                    return Err(AdminError::Invalid(
+                        "every arm of a split needs a positive weight".to_owned(),
+                    ));
+                }
+                traffic.split = split
+                    .into_iter()
+                    .map(|arm| Arm {
+                        model: arm.target(&name).model().map(str::to_owned),
+                        ..arm
+                    })
+                    .collect();
+                traffic.shadow = shadow.map(|s| s.seen_from(&name));
+            }
+            TrafficChange::Promote(target) => {
+                let target = target.seen_from(&name);
+                traffic.split.clear();
+                match &target {
+                    VersionRef::Own(version) => traffic.pinned = Some(*version),
+                    VersionRef::Of { model, version } => traffic.split.push(Arm {
+                        model: Some(model.clone()),
+                        version: *version,
+                        weight: 1,
+                    }),
+                }
+                if traffic.shadow.as_ref() == Some(&target) {
+                    traffic.shadow = None;
+                }
+            }
+            TrafficChange::Rollback => {
+                let primary = entry
+                    .primary()
+                    .map(|p| p.model.meta.version)
+                    .ok_or_else(|| AdminError::UnknownModel(name.clone()))?;
+                let version = self
+                    .rollback_target(entry, primary)
+                    .ok_or(AdminError::NoOlderVersion(primary))?;
+                traffic.pinned = Some(version);
+                traffic.split.clear();
+            }
+        }
+        Ok(traffic)
+    }
+
+    /// Loads the version `target` names into `entry`: an own version from the registry, a
+    /// guest shared with its model's entry when that has it in memory, else from the registry;
+    /// a guest must read the fields `entry`'s model reads.
+    fn bring(&self, entry: &mut ServedEntry, target: VersionRef) -> Result<(), AdminError> {
+        let (model, version) = match &target {
+            VersionRef::Own(version) => (entry.name.clone(), *version),
+            VersionRef::Of { model, version } => (model.clone(), *version),
+        };
+        let home = match &target {
+            VersionRef::Own(_) => None,
+            VersionRef::Of { .. } => Some(
+                self.entry(&model)
+                    .ok_or_else(|| AdminError::UnknownModel(model.clone()))?,
+            ),
+        };
+        let loaded = match home.as_deref().and_then(|h| h.versions.get(&version)) {
+            Some(loaded) => loaded.clone(),
+            None => {
+                if !self
+                    .registry
+                    .versions(&model)
+                    .is_ok_and(|all| all.contains(&version))
+                {
+                    return Err(AdminError::UnknownVersion(model, version));
+                }
+                let base = home.as_deref().unwrap_or(entry);
+                self.load(&model, Some(base), version)
+                    .map_err(|reason| AdminError::Rejected(version, reason))?
+            }
+        };
+        match target {
+            VersionRef::Own(version) => {
+                entry.versions.insert(version, loaded);
+            }
+            guest @ VersionRef::Of { .. } => {
+                if let Some(ours) = entry.newest() {
+                    if inputs(ours) != inputs(&loaded) {
+                        return Err(AdminError::Invalid(format!(
+                            "`{model}` version {version} reads other fields than `{}`: a version of another model can take `{}`'s traffic only when it answers the same requests",
+                            entry.name, entry.name
+                        )));
+                    }
+                }
+                entry.guests.insert(guest, loaded);
+            }
+        }
+        Ok(())
     }
 
     /// The newest version below `primary` that is in memory or loads, loading it into `entry`.
@@ -516,4 +426,11 @@ impl ModelStore {
         }
         None
     }
+}
+
+/// The fields a version reads from an instance: its FeatureMap schema's, or the hashed
+/// Criteo fields (`None`) for a version without one.
+fn inputs(version: &LoadedVersion) -> Option<&[String]> {
+    let map = version.model.feature_map.as_ref()?;
+    Some(&map.layout.schema.fields)
 }

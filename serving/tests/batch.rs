@@ -160,10 +160,12 @@ async fn a_batch_split_between_versions_answers_each_from_its_own() {
     store.refresh();
     let split = vec![
         Arm {
+            model: None,
             version: 1,
             weight: 1,
         },
         Arm {
+            model: None,
             version: 2,
             weight: 1,
         },

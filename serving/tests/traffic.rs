@@ -66,6 +66,15 @@ impl Server {
 
     /// The version that answered, checked against the prediction.
     async fn predict(&self, key: Option<&str>) -> u64 {
+        let json = self.predict_json(key).await;
+        let version = json["model_version"].as_u64().unwrap();
+        let p = json["predictions"][0].as_f64().unwrap();
+        assert!((p - score_of(version)).abs() < 1e-6, "{json}");
+        version
+    }
+
+    /// A predict of one empty instance with `key`, its answer whole.
+    async fn predict_json(&self, key: Option<&str>) -> Value {
         let mut request = warp::test::request()
             .method("POST")
             .path("/v1/models/ctr:predict")
@@ -75,10 +84,15 @@ impl Server {
         }
         let (status, json) = self.call(request).await;
         assert_eq!(status, 200, "{json}");
-        let version = json["model_version"].as_u64().unwrap();
-        let p = json["predictions"][0].as_f64().unwrap();
-        assert!((p - score_of(version)).abs() < 1e-6, "{json}");
-        version
+        json
+    }
+
+    async fn metrics(&self) -> String {
+        let reply = warp::test::request()
+            .path("/metrics")
+            .reply(&routes(self.store.clone(), self.options.clone()))
+            .await;
+        String::from_utf8(reply.body().to_vec()).unwrap()
     }
 
     async fn admin(&self, method: &str, action: &str, body: Value) -> (u16, Value) {
@@ -194,6 +208,171 @@ async fn a_split_is_sticky_per_key_and_the_shadow_is_compared() {
     let (status, _) = server.admin("PUT", "traffic", json!({})).await;
     assert_eq!(status, 200);
     assert_eq!(server.predict(Some("user-1")).await, 3);
+}
+
+/// A factorization machine named `ctr-fm`, another kind of model over the same fields, whose
+/// every weight is `0.05` and every factor 0: it scores an empty instance `σ(2)`.
+fn publish_fm(registry: &Registry) -> u64 {
+    let slots = SPEC.dimension(&millrace_models::Schema::criteo());
+    let mut artifact = ModelArtifact::factorization_machine(
+        "ctr-fm",
+        SPEC,
+        vec![0.05; slots],
+        2,
+        vec![0.0; slots * 2],
+    );
+    registry.publish(&mut artifact).unwrap()
+}
+
+const FM_SCORE: f64 = 0.880_797_077_977_882_3;
+
+/// A version of another model, of another kind, is shadowed against the served one, then given
+/// a share of the traffic by a split, then promoted; answers name the model that gave them,
+/// and the counters are the guest version's own, reported once.
+#[tokio::test]
+async fn another_models_version_is_shadowed_split_and_promoted() {
+    let server = Server::new(2);
+    publish_fm(&server.registry);
+    server.store.refresh();
+    let guest = json!({"model": "ctr-fm", "version": 1});
+    let (status, json) = server
+        .admin("PUT", "traffic", json!({"shadow": guest}))
+        .await;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["traffic"]["shadow"], guest);
+    let listed = json["versions"].as_array().unwrap();
+    let fm = listed.iter().find(|v| v["model"] == "ctr-fm").unwrap();
+    assert_eq!(
+        (fm["version"].as_u64(), fm["shadow"].as_bool()),
+        (Some(1), Some(true))
+    );
+    for _ in 0..10 {
+        assert_eq!(server.predict(None).await, 2, "the shadow never answers");
+    }
+    let fm_entry = server.store.entry("ctr-fm").unwrap();
+    let shadow = &fm_entry.versions[&1].stats;
+    for _ in 0..1000 {
+        if shadow.shadow_predictions.load(Relaxed) == 10 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(shadow.shadow_predictions.load(Relaxed), 10);
+    let diff = shadow.shadow_abs_diff_micros.load(Relaxed) as f64 / 1e6;
+    assert!(
+        (diff - 10.0 * (FM_SCORE - score_of(2)).abs()).abs() < 1e-4,
+        "{diff}"
+    );
+    let metrics = server.metrics().await;
+    let line = "millrace_serving_shadow_predictions_total{model=\"ctr-fm\",version=\"1\"} 10";
+    assert_eq!(metrics.matches(line).count(), 1, "{metrics}");
+
+    // A split between the served model's version and the guest: answers name their model.
+    let (status, json) = server
+        .admin(
+            "PUT",
+            "traffic",
+            json!({"split": [{"version": 2, "weight": 1}, {"model": "ctr-fm", "version": 1, "weight": 1}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{json}");
+    assert!(server
+        .metrics()
+        .await
+        .contains("millrace_serving_traffic_share_percent{model=\"ctr\",version=\"ctr-fm/1\"} 50"));
+    let mut by_fm = 0;
+    for user in 0..200 {
+        let json = server.predict_json(Some(&format!("user-{user}"))).await;
+        let p = json["predictions"][0].as_f64().unwrap();
+        if json["model"] == "ctr-fm" {
+            assert_eq!(json["model_version"], 1);
+            assert!((p - FM_SCORE).abs() < 1e-6, "{json}");
+            by_fm += 1;
+        } else {
+            assert_eq!(
+                (json.get("model"), json["model_version"].as_u64()),
+                (None, Some(2))
+            );
+            assert!((p - score_of(2)).abs() < 1e-6, "{json}");
+        }
+    }
+    assert!((60..140).contains(&by_fm), "about half: {by_fm}");
+
+    // Promoted, the guest answers everything; promoting an own version brings it back.
+    let (status, json) = server.admin("POST", "promote", guest.clone()).await;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(
+        json["traffic"]["split"],
+        json!([{"model": "ctr-fm", "version": 1, "weight": 1}])
+    );
+    for user in 0..20 {
+        let json = server.predict_json(Some(&format!("user-{user}"))).await;
+        assert_eq!(json["model"], "ctr-fm", "{json}");
+    }
+    let (status, json) = server.admin("POST", "promote", json!({"version": 2})).await;
+    assert_eq!(status, 200, "{json}");
+    assert!(server.store.entry("ctr").unwrap().guests.is_empty());
+    assert_eq!(server.predict(Some("user-1")).await, 2);
+}
+
+/// A guest that is not served, or has no such version, is refused whole, as is a malformed
+/// shadow or a pin of another model's version.
+#[tokio::test]
+async fn a_bad_guest_is_refused_and_nothing_changes() {
+    let server = Server::new(1);
+    publish_fm(&server.registry);
+    server.store.refresh();
+    let refusals = [
+        (
+            "PUT",
+            "traffic",
+            json!({"shadow": {"model": "nope", "version": 1}}),
+            404,
+            "`nope` is not served",
+        ),
+        (
+            "PUT",
+            "traffic",
+            json!({"shadow": {"model": "ctr-fm", "version": 9}}),
+            404,
+            "no version 9",
+        ),
+        (
+            "PUT",
+            "traffic",
+            json!({"shadow": "ctr-fm"}),
+            400,
+            "invalid `shadow`",
+        ),
+        (
+            "PUT",
+            "traffic",
+            json!({"split": [{"model": "ctr-fm", "version": 1, "weight": 0}]}),
+            400,
+            "positive weight",
+        ),
+        (
+            "POST",
+            "pin",
+            json!({"model": "ctr-fm", "version": 1}),
+            400,
+            "`pin` takes a version of the model itself",
+        ),
+    ];
+    for (method, action, body, code, why) in refusals {
+        let (status, json) = server.admin(method, action, body.clone()).await;
+        assert_eq!(status, code, "{body}: {json}");
+        assert!(
+            json["error"].as_str().unwrap().contains(why),
+            "{body}: {json}"
+        );
+    }
+    let status = server.status().await;
+    assert_eq!(
+        status["traffic"],
+        json!({"pinned": null, "split": [], "shadow": null})
+    );
+    assert_eq!(server.predict(None).await, 1);
 }
 
 #[tokio::test]
