@@ -269,14 +269,18 @@ enum Bench {
         #[arg(long, default_value_t = 0.05)]
         embedding_lr: f64,
     },
-    /// The CPU all-reduce (a TCP ring) between processes on loopback, per size, beside raw
-    /// TCP between the same processes (libtorch's crate; the `deep` feature).
+    /// The deep trainer's all-reduce between processes, per size: the CPU backend (a TCP ring
+    /// on loopback) beside raw TCP between the same processes, or NCCL on the GPUs beside a
+    /// copy within a GPU's memory (libtorch's crate; the `deep` feature).
     #[cfg(feature = "deep")]
     Allreduce {
+        /// `tcp-ring`, or `nccl` (one GPU per rank; the `nccl` feature).
+        #[arg(long, default_value = "tcp-ring")]
+        backend: String,
         /// Sizes per rank: `LO..HI` (every fourfold size between) or one size; `K`, `M`, `G`.
         #[arg(long, default_value = "1K..256M")]
         bytes: String,
-        /// Ranks, one process each.
+        /// Ranks, one process each (at least 2 for `tcp-ring`).
         #[arg(long, default_value_t = 2)]
         ranks: usize,
         /// The first of the loopback ports the ranks listen on (one each, upwards).
@@ -646,12 +650,13 @@ fn run_cli() -> anyhow::Result<()> {
         Command::Bench {
             bench:
                 Bench::Allreduce {
+                    backend,
                     bytes,
                     ranks,
                     port,
                     rank,
                 },
-        } => allreduce_bench(&bytes, ranks, port, rank),
+        } => allreduce_bench(&backend, &bytes, (ranks, port), rank),
         Command::Bench {
             bench: Bench::Bare { input, job },
         } => {
@@ -929,40 +934,65 @@ fn gen_schema(
     Ok(())
 }
 
-/// `millrace bench allreduce`: as rank `rank`, or (without one) as rank 0 starting the others as
-/// child processes and printing the figures.
+/// `millrace bench allreduce` with `backend`: as rank `rank`, or (without one) as rank 0
+/// starting the others as child processes and printing the figures.
 #[cfg(feature = "deep")]
 fn allreduce_bench(
+    backend: &str,
     bytes: &str,
-    ranks: usize,
-    port: u16,
+    (ranks, port): (usize, u16),
     rank: Option<usize>,
 ) -> anyhow::Result<()> {
     let sizes = bench::allreduce::sizes(bytes)?;
-    if ranks < 2 || usize::from(port) + ranks > usize::from(u16::MAX) {
-        anyhow::bail!("`--ranks` must be >= 2, and `--port` + ranks a port (got {ranks}, {port})");
+    let least = match backend {
+        "tcp-ring" => 2,
+        "nccl" if cfg!(feature = "nccl") => 1,
+        "nccl" => anyhow::bail!("this binary was built without the `nccl` feature"),
+        other => anyhow::bail!("`--backend`: {other:?} is neither `tcp-ring` nor `nccl`"),
+    };
+    if ranks < least || usize::from(port) + ranks > usize::from(u16::MAX) {
+        anyhow::bail!(
+            "`--ranks` must be >= {least} for {backend}, and `--port` + ranks a port (got {ranks}, {port})"
+        );
     }
+    let run = |rank: usize| -> anyhow::Result<Option<String>> {
+        let line = match backend {
+            #[cfg(feature = "nccl")]
+            "nccl" => {
+                bench::nccl::run_rank(rank, ranks, port, &sizes)?.map(|f| serde_json::to_string(&f))
+            }
+            _ => bench::allreduce::run_rank(rank, ranks, port, &sizes)?
+                .map(|f| serde_json::to_string(&f)),
+        };
+        Ok(line.transpose()?)
+    };
     if let Some(rank) = rank {
-        bench::allreduce::run_rank(rank, ranks, port, &sizes)?;
+        run(rank)?;
         return Ok(());
     }
     let exe = std::env::current_exe()?;
     let mut children = Vec::new();
     for r in 1..ranks {
         let child = std::process::Command::new(&exe)
-            .args(["bench", "allreduce", "--bytes", bytes])
+            .args(["bench", "allreduce", "--backend", backend, "--bytes", bytes])
             .args(["--ranks", &ranks.to_string(), "--port", &port.to_string()])
             .args(["--rank", &r.to_string()])
             .spawn()?;
         children.push(child);
     }
-    let figures = bench::allreduce::run_rank(0, ranks, port, &sizes);
+    let line = run(0);
     for mut child in children {
+        if line.is_err() {
+            // Rank 0 failed: the others would wait on it until their sockets time out.
+            let _ = child.kill();
+        }
         let status = child.wait()?;
-        if !status.success() {
+        if line.is_ok() && !status.success() {
             anyhow::bail!("a rank's process failed: {status}");
         }
     }
-    println!("{}", serde_json::to_string(&figures?)?);
+    if let Some(line) = line? {
+        println!("{line}");
+    }
     Ok(())
 }

@@ -119,3 +119,29 @@ fn deep_models_beat_ftrl_where_preferences_are_planted() {
         );
     }
 }
+
+/// The binary starts on a machine without CUDA or NCCL, and asking it for NCCL there says
+/// which library is missing and exits non-zero, without a panic; where NCCL runs, it measures.
+#[cfg(feature = "nccl")]
+#[test]
+fn asking_for_nccl_says_what_is_missing_or_measures() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_millrace"))
+        .args(["bench", "allreduce", "--backend", "nccl", "--ranks", "1"])
+        .args(["--bytes", "4K"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    match millrace_deep::collective::Nccl::available() {
+        Err(missing) => {
+            assert!(!out.status.success());
+            assert!(stderr.contains(&missing.to_string()), "{stderr}");
+        }
+        Ok(()) => {
+            assert!(out.status.success(), "{stderr}");
+            let figures: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(figures["backend"], "nccl");
+            assert_eq!(figures["sizes"][0]["bytes"], 4096);
+        }
+    }
+}

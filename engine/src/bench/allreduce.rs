@@ -89,7 +89,7 @@ pub fn sizes(spec: &str) -> Result<Vec<u64>> {
 }
 
 /// Timed repetitions of one size: enough to take a while at small sizes.
-fn iterations(bytes: u64) -> usize {
+pub(crate) fn iterations(bytes: u64) -> usize {
     ((1u64 << 30) / bytes).clamp(5, 200) as usize
 }
 

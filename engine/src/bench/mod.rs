@@ -1,11 +1,12 @@
 //! The `millrace bench` commands, each printing one JSON line: `online` (module [`online`]),
 //! `bare` (module [`bare`]), `train` and `allreduce` (modules `train` and `allreduce`, with the
-//! `deep` feature), `job`, `ingest`
-//! and `featurize`.
+//! `deep` feature, and `nccl` with the `nccl` feature), `job`, `ingest` and `featurize`.
 
 #[cfg(feature = "deep")]
 pub mod allreduce;
 pub mod bare;
+#[cfg(feature = "nccl")]
+pub mod nccl;
 pub mod online;
 #[cfg(feature = "deep")]
 pub mod train;

@@ -11,6 +11,9 @@ pub use tch::Device;
 /// [`DeepError::Device`] for a name that is none of the above, or a CUDA device this machine
 /// does not have (a clear error where libtorch would fail later).
 pub fn parse_device(name: &str) -> Result<Device, DeepError> {
+    if name != "cpu" {
+        crate::init_cuda();
+    }
     let cuda = |n: usize| {
         let count = tch::Cuda::device_count().max(0) as usize;
         if n < count {

@@ -14,6 +14,7 @@
 
 mod batch;
 pub mod collective;
+mod cuda;
 mod device;
 mod error;
 mod filter;
@@ -26,6 +27,7 @@ mod spec;
 mod train;
 
 pub use batch::Batch;
+pub use cuda::init_cuda;
 pub use device::{device_name, parse_device, set_threads, Device};
 pub use error::DeepError;
 pub use gate::{Gate, Verdict};

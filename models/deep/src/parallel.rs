@@ -127,26 +127,20 @@ pub(crate) fn apply_sharded(
     table.apply(&shard.combined, &summed)
 }
 
-/// Replaces every tensor's gradient by its sum over the ranks (all of them in one call).
+/// Replaces every tensor's gradient by its sum over the ranks (all of them in one call, on
+/// their device when the backend reaches it).
 pub(crate) fn sum_grads(vars: &[tch::Tensor], comm: &mut dyn AllReduce) -> Result<(), DeepError> {
     let grads: Vec<tch::Tensor> = vars.iter().map(tch::Tensor::grad).collect();
-    let flat = tch::Tensor::cat(
-        &grads
-            .iter()
-            .map(|g| g.flatten(0, -1).to_device(tch::Device::Cpu))
-            .collect::<Vec<_>>(),
+    let mut flat = tch::Tensor::cat(
+        &grads.iter().map(|g| g.flatten(0, -1)).collect::<Vec<_>>(),
         0,
     );
-    let mut numbers = Vec::<f32>::try_from(&flat)?;
-    comm.sum(&mut numbers)?;
+    comm.sum_tensor(&mut flat)?;
     let mut at = 0;
     tch::no_grad(|| {
         for mut g in grads {
-            let n = g.numel();
-            let summed = tch::Tensor::from_slice(&numbers[at..at + n])
-                .view(g.size().as_slice())
-                .to_device(g.device());
-            g.copy_(&summed);
+            let n = g.numel() as i64;
+            g.copy_(&flat.narrow(0, at, n).view(g.size().as_slice()));
             at += n;
         }
     });

@@ -781,3 +781,51 @@ fn an_in_process_rank_gone_is_an_error_not_a_hang() {
         Err(DeepError::Collective(_))
     ));
 }
+
+/// A rank that is not on a CUDA device, or a machine without CUDA or NCCL, is an error that
+/// says so (not a panic); where NCCL runs, one rank sums in place on the device and trains the
+/// weights that training alone there gives.
+#[cfg(feature = "nccl")]
+#[test]
+fn nccl_sums_on_a_cuda_device_or_says_what_is_missing() {
+    let one =
+        || -> Box<dyn collective::AllReduce> { Box::new(collective::Local::group(1).remove(0)) };
+    let on_cpu = collective::Nccl::over(one(), Device::Cpu).unwrap_err();
+    assert!(on_cpu.to_string().contains("CUDA device"), "{on_cpu}");
+    let on_gpu = collective::Nccl::over(one(), Device::Cuda(0));
+    let missing = match collective::Nccl::available() {
+        Err(missing) => missing,
+        Ok(()) => return nccl_trains_as_one_rank_alone(on_gpu.unwrap()),
+    };
+    assert_eq!(on_gpu.unwrap_err().to_string(), missing.to_string());
+    assert!(
+        missing.to_string().contains("libcuda.so")
+            || missing.to_string().contains("libnccl.so")
+            || missing.to_string().contains("has none"),
+        "{missing}"
+    );
+}
+
+#[cfg(feature = "nccl")]
+fn nccl_trains_as_one_rank_alone(mut nccl: collective::Nccl) {
+    use collective::AllReduce;
+    let gpu = Device::Cuda(0);
+    let mut numbers = tch::Tensor::from_slice(&[1.5f32, -2.0, 3.25]).to_device(gpu);
+    nccl.sum_tensor(&mut numbers).unwrap();
+    let back = Vec::<f32>::try_from(&numbers.to_device(Device::Cpu)).unwrap();
+    assert_eq!(back, vec![1.5, -2.0, 3.25]);
+    let (rows, _) = planted(3_000, 14);
+    let spec = DeepSpec {
+        passes: 1,
+        ..spec(DeepKind::DeepFm)
+    };
+    let mut alone = Trainer::new(&spec, &fields(), gpu).unwrap();
+    alone.train(&rows, 0..rows.len()).unwrap();
+    let mut ranked = Trainer::new(&spec, &fields(), gpu).unwrap();
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    ranked
+        .train_ranked(&rows, 0..rows.len(), &cancel, &mut nccl)
+        .unwrap();
+    let difference = differences(&alone.named_weights(), &ranked.named_weights());
+    assert!(difference < 1e-4, "{difference}");
+}

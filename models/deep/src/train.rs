@@ -88,6 +88,9 @@ impl Trainer {
         if !problems.is_empty() {
             return Err(DeepError::Spec(problems));
         }
+        if device.is_cuda() {
+            crate::init_cuda();
+        }
         let model = DeepModel::new(spec, fields, device);
         let dense = nn::Adam::default().build(model.dense(), spec.learning_rate)?;
         let rows = Rows::new(spec, &model)?;
