@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The deep trainer's GPU checks, in one go of under 10 minutes, on a CUDA machine that has
 # PyTorch 2.11 (cu130), NCCL 2.28 and pyarrow in its python3 but no Rust toolchain:
-#   1. the millrace-deep tests that take their CUDA branch there (training on the GPU, and
-#      NCCL with one rank training as the device alone does);
+#   1. the millrace-deep tests that take their CUDA branch there (training on the GPU as on
+#      the CPU, mixed precision learning, NCCL with one rank training as the device alone);
 #   2. `millrace bench allreduce --backend nccl --ranks 1` beside a copy within the GPU;
 #   3. perf/train.sh at batch 4096 on the GPU: millrace (embeddings on the device, and the
-#      host-resident table) beside PyTorch eager on the same rows.
+#      host-resident table) beside PyTorch eager on the same rows;
+#   4. the same with mixed precision on both sides.
 #
 # Prepare here, where the Rust toolchain and the torch venv are (stripped binaries into
 # gpu-bundle/, which git ignores):   perf/gpu.sh --prepare
@@ -49,7 +50,7 @@ export LD_LIBRARY_PATH="$links:$torch/lib:$site/nvidia/nccl/lib${LD_LIBRARY_PATH
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 
 echo "== 1. millrace-deep's tests, CUDA branches taken =="
-"$BUNDLE/deep-tests" --test-threads 1 nccl serving_scores deepfm_and_dcnv2
+"$BUNDLE/deep-tests" --test-threads 1 nccl on_a_gpu
 
 echo "== 2. NCCL all-reduce, one rank =="
 "$BUNDLE/millrace" bench allreduce --backend nccl --ranks 1 --bytes 1M..256M
@@ -57,3 +58,7 @@ echo "== 2. NCCL all-reduce, one rank =="
 echo "== 3. training on the GPU beside PyTorch eager, batch 4096 =="
 MILLRACE_BIN="$BUNDLE/millrace" MILLRACE_TORCH_PYTHON="$python" \
   perf/train.sh --device cuda --batch 4096 --rows "$ROWS"
+
+echo "== 4. the same in mixed precision (fp16 autocast, loss scaling) on both sides =="
+MILLRACE_BIN="$BUNDLE/millrace" MILLRACE_TORCH_PYTHON="$python" \
+  perf/train.sh --device cuda --batch 4096 --rows "$ROWS" --mixed-precision

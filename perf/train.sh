@@ -6,11 +6,12 @@
 # resident embedding table (`--embeddings host`: row-wise AdaGrad on the rows a step gathers)
 # runs too, beside the same peer with its embeddings on the device.
 # Run: perf/train.sh [--rows N] [--batch B] [--device auto|cpu|cuda] [--passes P]
+#   [--mixed-precision] (on CUDA: fp16 autocast with loss scaling on both sides)
 #   (default: 100k generated rows of the Avazu schema, examples/avazu.toml, batch 2048, CPU)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/torch-env.sh
-ROWS=100000 BATCH=2048 DEVICE=cpu PASSES=1 JOB=examples/avazu.toml INPUT=""
+ROWS=100000 BATCH=2048 DEVICE=cpu PASSES=1 JOB=examples/avazu.toml INPUT="" OURS_AMP=() PEER_AMP=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --rows) ROWS="$2"; shift 2 ;;
@@ -19,6 +20,7 @@ while [ $# -gt 0 ]; do
     --passes) PASSES="$2"; shift 2 ;;
     --job) JOB="$2"; shift 2 ;;
     --input) INPUT="$2"; shift 2 ;;
+    --mixed-precision) OURS_AMP=(--mixed-precision); PEER_AMP=(--amp); shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -36,11 +38,11 @@ if [ -z "$INPUT" ]; then
 fi
 for model in deepfm dcnv2; do
   ours="$("$bin" bench train --job "$JOB" --input "$INPUT" --model "$model" --batch "$BATCH" \
-    --passes "$PASSES" --device "$DEVICE" --samples "$work/$model")"
+    --passes "$PASSES" --device "$DEVICE" --samples "$work/$model" "${OURS_AMP[@]}")"
   peer="$("$python" -W ignore perf/train_pytorch.py --samples "$work/$model" --model "$model" \
-    --batch "$BATCH" --passes "$PASSES" --device "$DEVICE")"
+    --batch "$BATCH" --passes "$PASSES" --device "$DEVICE" "${PEER_AMP[@]}")"
   host="$("$bin" bench train --job "$JOB" --input "$INPUT" --model "$model" --batch "$BATCH" \
-    --passes "$PASSES" --device "$DEVICE" --embeddings host)"
+    --passes "$PASSES" --device "$DEVICE" --embeddings host "${OURS_AMP[@]}")"
   echo "{\"millrace\": $ours}"
   echo "{\"millrace_host\": $host}"
   echo "{\"pytorch\": $peer}"

@@ -114,6 +114,7 @@ def main():
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--amp", action="store_true", help="mixed precision on CUDA (fp16 autocast, GradScaler)")
     args = p.parse_args()
     torch.manual_seed(args.seed)
     cuda = args.device in ("auto", "cuda") and torch.cuda.is_available()
@@ -127,13 +128,18 @@ def main():
     init = np.load(f"{args.samples}/init.npz")
     model.load_state_dict({name: torch.from_numpy(init[name]) for name in init.files})
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    amp = args.amp and cuda
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
     started = time.perf_counter()
     for _ in range(args.passes):
         for slots, values, row, cell, rows, labels in batches(train, args.batch, device):
-            loss = F.binary_cross_entropy_with_logits(model(slots, values, row, cell, rows), labels)
+            with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+                logits = model(slots, values, row, cell, rows)
+            loss = F.binary_cross_entropy_with_logits(logits.float(), labels)
             optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
     if cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
@@ -159,6 +165,7 @@ def main():
                 "seconds": seconds,
                 "torch": torch.__version__,
                 "threads": torch.get_num_threads(),
+                "mixed_precision": amp,
             }
         )
     )

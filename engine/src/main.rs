@@ -268,6 +268,9 @@ enum Bench {
         /// Row-wise AdaGrad's step size (`--embeddings host`).
         #[arg(long, default_value_t = 0.05)]
         embedding_lr: f64,
+        /// Mixed precision on CUDA (fp16 autocast, dynamic loss scaling); f32 on the CPU.
+        #[arg(long)]
+        mixed_precision: bool,
     },
     /// The deep trainer's all-reduce between processes, per size: the CPU backend (a TCP ring
     /// on loopback) beside raw TCP between the same processes, or NCCL on the GPUs beside a
@@ -624,6 +627,7 @@ fn run_cli() -> anyhow::Result<()> {
                     samples,
                     embeddings,
                     embedding_lr,
+                    mixed_precision,
                 },
         } => {
             let job = millrace_engine::spec::JobSpec::from_file(&job)?;
@@ -639,6 +643,7 @@ fn run_cli() -> anyhow::Result<()> {
                 passes,
                 seed,
                 embeddings: bench::train::embeddings(&embeddings, embedding_lr)?,
+                mixed_precision,
             };
             let device = millrace_deep::parse_device(&device)?;
             let figures =

@@ -51,6 +51,8 @@ pub struct TrainBench {
     pub bytes_per_row: Option<usize>,
     /// Host table: bytes of host memory per row held (rows, optimizer state, index, filter).
     pub table_bytes_per_row: Option<f64>,
+    /// Whether the forward pass ran in mixed precision (asked for, on CUDA).
+    pub mixed_precision: bool,
 }
 
 /// The embedding settings `--embeddings` and `--embedding-lr` name: `device` (Adam, as the
@@ -194,5 +196,6 @@ pub fn train(
         gathered_rows_per_sec: table.map(|t| t.gathered as f64 / seconds.max(1e-9)),
         bytes_per_row: table.map(|t| t.row_bytes),
         table_bytes_per_row: table.map(|t| t.bytes as f64 / t.rows.max(1) as f64),
+        mixed_precision: trainer.mixed_precision(),
     })
 }

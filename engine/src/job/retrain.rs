@@ -310,6 +310,7 @@ impl Stage {
             passes: self.spec.passes,
             seed: self.spec.seed,
             embeddings: self.spec.embeddings.clone(),
+            mixed_precision: self.spec.mixed_precision,
         })
     }
 }

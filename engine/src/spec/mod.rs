@@ -118,6 +118,8 @@ pub struct RetrainSpec {
     pub publish_as: Option<String>,
     /// Where the embedding rows live and how they learn (`[retrain.embeddings]`).
     pub embeddings: EmbeddingSpec,
+    /// Mixed precision on CUDA (fp16 autocast with dynamic loss scaling); f32 on the CPU.
+    pub mixed_precision: bool,
 }
 
 impl Default for RetrainSpec {
@@ -142,6 +144,7 @@ impl Default for RetrainSpec {
             logloss_tolerance: 0.005,
             publish_as: None,
             embeddings: EmbeddingSpec::default(),
+            mixed_precision: false,
         }
     }
 }

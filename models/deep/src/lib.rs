@@ -23,6 +23,7 @@ mod host;
 mod model;
 mod optim;
 mod parallel;
+mod scale;
 mod spec;
 mod train;
 

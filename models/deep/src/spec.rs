@@ -60,6 +60,10 @@ pub struct DeepSpec {
     pub seed: u64,
     /// Where the embedding rows live and how they learn.
     pub embeddings: EmbeddingSpec,
+    /// Mixed precision on CUDA: the forward pass in fp16 where libtorch's autocast deems it
+    /// safe, with dynamic loss scaling; the weights and optimizers stay f32. On the CPU the
+    /// model trains in f32 (libtorch's autocast is CUDA's).
+    pub mixed_precision: bool,
 }
 
 impl Default for DeepSpec {
@@ -74,6 +78,7 @@ impl Default for DeepSpec {
             passes: 1,
             seed: 1,
             embeddings: EmbeddingSpec::default(),
+            mixed_precision: false,
         }
     }
 }

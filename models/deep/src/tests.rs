@@ -829,3 +829,101 @@ fn nccl_trains_as_one_rank_alone(mut nccl: collective::Nccl) {
     let difference = differences(&alone.named_weights(), &ranked.named_weights());
     assert!(difference < 1e-4, "{difference}");
 }
+
+/// Loss scaling by a power of two, undone before the optimizers, trains the weights that
+/// training without it gives; a scale so large that the gradients overflow skips the steps
+/// and halves, so the weights stay where they were. (The scaling of mixed precision, tested
+/// on the CPU, where the forward pass stays f32; `mixed_precision` asked for there trains in
+/// f32 as before.)
+#[test]
+fn loss_scaling_trains_the_same_weights_and_an_overflow_skips_the_step() {
+    let (rows, _) = planted(2_000, 21);
+    for kind in [DeepKind::DeepFm, DeepKind::DcnV2] {
+        for placement in [Placement::Device, Placement::Host] {
+            let spec = DeepSpec {
+                passes: 1,
+                ..rowwise(kind, placement)
+            };
+            let mut plain = Trainer::new(&spec, &fields(), Device::Cpu).unwrap();
+            plain.train(&rows, 0..rows.len()).unwrap();
+            let asked = DeepSpec {
+                mixed_precision: true,
+                ..spec.clone()
+            };
+            let mut on_cpu = Trainer::new(&asked, &fields(), Device::Cpu).unwrap();
+            assert_eq!(on_cpu.loss_scale(), None, "f32 on the CPU");
+            on_cpu.train(&rows, 0..rows.len()).unwrap();
+            assert_eq!(
+                differences(&plain.named_weights(), &on_cpu.named_weights()),
+                0.0
+            );
+
+            let mut scaled = Trainer::new(&spec, &fields(), Device::Cpu).unwrap();
+            scaled.scale_losses_from(65_536.0);
+            scaled.train(&rows, 0..rows.len()).unwrap();
+            let difference = differences(&plain.named_weights(), &scaled.named_weights());
+            assert!(difference < 1e-6, "{kind:?} {placement:?}: {difference}");
+
+            // A host table makes a row when a step first gathers it, whether the step
+            // applies or not: compare from the second pass on, every row made.
+            let mut overflowing = Trainer::new(&spec, &fields(), Device::Cpu).unwrap();
+            overflowing.scale_losses_from(2f64.powi(200));
+            overflowing.train(&rows, 0..rows.len()).unwrap();
+            let before = overflowing.named_weights();
+            let before: Vec<_> = before.iter().map(|(n, t)| (n.clone(), t.copy())).collect();
+            overflowing.train(&rows, 0..rows.len()).unwrap();
+            let steps = 2 * rows.len().div_ceil(spec.batch_size) as i32;
+            assert_eq!(overflowing.loss_scale(), Some(2f64.powi(200 - steps)));
+            assert_eq!(differences(&before, &overflowing.named_weights()), 0.0);
+        }
+    }
+}
+
+/// Where libtorch sees a GPU (perf/gpu.sh runs this there; here it has nothing to compare):
+/// training on it gives the CPU's predictions, with the embeddings on the device or on the
+/// host, and mixed precision learns as well as f32.
+#[test]
+fn on_a_gpu_training_matches_the_cpu_and_mixed_precision_learns() {
+    let Ok(gpu) = parse_device("cuda") else {
+        return;
+    };
+    let (rows, _) = planted(24_000, 1);
+    let (train, holdout) = (0..20_000, 20_000..24_000);
+    for spec in [
+        spec(DeepKind::DeepFm),
+        rowwise(DeepKind::DeepFm, Placement::Host),
+        rowwise(DeepKind::DcnV2, Placement::Host),
+    ] {
+        let trained = |spec: &DeepSpec, device| {
+            let mut trainer = Trainer::new(spec, &fields(), device).unwrap();
+            trainer.train(&rows, train.clone()).unwrap();
+            trainer
+        };
+        let cpu = trained(&spec, Device::Cpu)
+            .predict(&rows, holdout.clone())
+            .unwrap();
+        let on_gpu = trained(&spec, gpu);
+        let largest = cpu
+            .iter()
+            .zip(on_gpu.predict(&rows, holdout.clone()).unwrap())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(largest < 1e-3, "{spec:?}: {largest}");
+        let mixed = DeepSpec {
+            mixed_precision: true,
+            ..spec.clone()
+        };
+        let mixed = trained(&mixed, gpu);
+        assert!(mixed.loss_scale().is_some());
+        let f32_auc = on_gpu
+            .evaluate(&rows, holdout.clone())
+            .unwrap()
+            .auc
+            .unwrap();
+        let mixed_auc = mixed.evaluate(&rows, holdout.clone()).unwrap().auc.unwrap();
+        assert!(
+            mixed_auc > f32_auc - 0.01,
+            "{spec:?}: {mixed_auc} vs {f32_auc}"
+        );
+    }
+}

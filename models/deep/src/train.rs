@@ -7,6 +7,7 @@ use crate::host::{TableStats, Unique};
 use crate::model::{slots, DeepModel, EntryRows};
 use crate::optim::Rows;
 use crate::parallel::{apply_sharded, define_grads, gather_sharded, sum_grads};
+use crate::scale::LossScale;
 use crate::spec::DeepSpec;
 use millrace_artifacts::artifact::Tensor;
 use millrace_artifacts::ModelArtifact;
@@ -65,6 +66,8 @@ pub struct Trainer {
     /// Every rank's host-table rows, summed by [`Trainer::collect_rows`] since the last step:
     /// the embedding and (DeepFM) first-order weights of every slot.
     collected: Option<(Vec<f32>, Option<Vec<f32>>)>,
+    /// The loss scale of mixed precision, when it is in effect (asked for, on CUDA).
+    scale: Option<LossScale>,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -101,6 +104,7 @@ impl Trainer {
             dense,
             rows,
             collected: None,
+            scale: (spec.mixed_precision && device.is_cuda()).then(LossScale::new),
         })
     }
 
@@ -414,9 +418,10 @@ impl Trainer {
         }
         let mut loss = 0.0;
         if batch.rows > 0 {
-            let sum = self
-                .model
-                .forward(batch, &entries)
+            let logits =
+                tch::autocast(self.scale.is_some(), || self.model.forward(batch, &entries));
+            let sum = logits
+                .to_kind(tch::Kind::Float)
                 .binary_cross_entropy_with_logits::<tch::Tensor>(
                     &batch.labels,
                     None,
@@ -424,7 +429,10 @@ impl Trainer {
                     Reduction::Sum,
                 );
             let mean = sum / f64::from(total[0]);
-            mean.backward();
+            match &self.scale {
+                Some(scale) => (&mean * scale.factor()).backward(),
+                None => mean.backward(),
+            }
             loss = mean.double_value(&[]);
         } else if comm.is_some() {
             // No rows here this step: zero gradients to add to the others' (clearing them
@@ -433,6 +441,9 @@ impl Trainer {
         }
         if let Some(comm) = comm.as_deref_mut() {
             sum_grads(&self.summed_vars(), comm)?;
+        }
+        if !self.unscale(gathered.as_ref(), comm.as_deref_mut())? {
+            return Ok(Some(loss));
         }
         self.dense.step();
         match (&mut self.rows, unique, gathered) {
@@ -456,6 +467,59 @@ impl Trainer {
             _ => {}
         }
         Ok(Some(loss))
+    }
+
+    /// Whether the forward pass runs in mixed precision (asked for, on CUDA).
+    pub fn mixed_precision(&self) -> bool {
+        self.scale.is_some()
+    }
+
+    /// Scales the losses from `initial` on, as mixed precision does, on any device (on the CPU
+    /// the forward pass stays f32): for the tests of the scaling itself.
+    #[cfg(test)]
+    pub(crate) fn scale_losses_from(&mut self, initial: f64) {
+        self.scale = Some(LossScale::from(initial));
+    }
+
+    /// The loss scale in effect, if any.
+    #[cfg(test)]
+    pub(crate) fn loss_scale(&self) -> Option<f64> {
+        self.scale.as_ref().map(LossScale::factor)
+    }
+
+    /// Under mixed precision, divides the step's gradients (the summed ones, and this rank's
+    /// `gathered` rows') by the loss scale, and says whether the step applies: not when a
+    /// gradient of any rank is not finite (the ranks agree), which shrinks the scale instead.
+    fn unscale<'c>(
+        &mut self,
+        gathered: Option<&tch::Tensor>,
+        comm: Option<&mut (dyn AllReduce + 'c)>,
+    ) -> Result<bool, DeepError> {
+        let Some(factor) = self.scale.as_ref().map(LossScale::factor) else {
+            return Ok(true);
+        };
+        let mut grads: Vec<tch::Tensor> = self.summed_vars().iter().map(|v| v.grad()).collect();
+        grads.extend(gathered.map(tch::Tensor::grad));
+        grads.retain(tch::Tensor::defined);
+        let finite = grads
+            .iter()
+            .all(|g| g.isfinite().all().int64_value(&[]) != 0);
+        let mut overflowed = [f32::from(u8::from(!finite))];
+        if let Some(comm) = comm {
+            comm.sum(&mut overflowed)?;
+        }
+        let applies = self
+            .scale
+            .as_mut()
+            .is_some_and(|scale| scale.update(overflowed[0] == 0.0));
+        if applies {
+            tch::no_grad(|| {
+                grads
+                    .iter_mut()
+                    .try_for_each(|g| g.f_mul_scalar_(1.0 / factor).map(drop))
+            })?;
+        }
+        Ok(applies)
     }
 
     /// Gathers every rank's host-table rows onto every rank (each rank's shard summed into
