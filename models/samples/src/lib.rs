@@ -18,7 +18,7 @@ mod segment;
 pub use buffer::{read_buffer, segments, BufferState, Retention, Retired, SampleBuffer, Segment};
 pub use error::SampleError;
 pub use format::{FieldInfo, SampleFields, SampleRows};
-pub use segment::{read_segment, write_segment, SEGMENT_SUFFIX};
+pub use segment::{decode_rows, encode_rows, read_segment, write_segment, SEGMENT_SUFFIX};
 
 #[cfg(test)]
 mod tests;

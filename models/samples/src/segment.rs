@@ -7,7 +7,7 @@ use crate::format::{SampleFields, SampleRows};
 use arrow_ipc::reader::FileReader;
 use arrow_ipc::writer::FileWriter;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Cursor, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 /// The suffix of a whole segment.
@@ -116,11 +116,45 @@ pub fn write_segment(
 /// [`SampleError::Arrow`] when it is not a whole sample file.
 pub fn read_segment(path: &Path) -> Result<(SampleFields, Vec<SampleRows>), SampleError> {
     let file = File::open(path).map_err(SampleError::io(path))?;
-    let reader = FileReader::try_new_buffered(file, None)?;
+    read_batches(FileReader::try_new_buffered(file, None)?)
+}
+
+/// The features and rows of a sample file's `reader`, batch by batch.
+fn read_batches<R: Read + Seek>(
+    reader: FileReader<R>,
+) -> Result<(SampleFields, Vec<SampleRows>), SampleError> {
     let fields = SampleFields::of_schema(&reader.schema())?;
     let mut batches = Vec::with_capacity(reader.num_batches());
     for batch in reader {
         batches.push(SampleRows::of_record_batch(&batch?, &fields)?);
     }
     Ok((fields, batches))
+}
+
+/// `rows` as the bytes of a sample file (Arrow IPC, as a segment holds them), to send to
+/// another process.
+///
+/// # Errors
+///
+/// When the rows do not fit `fields` or Arrow's offsets.
+pub fn encode_rows(fields: &SampleFields, rows: &SampleRows) -> Result<Vec<u8>, SampleError> {
+    let mut writer = FileWriter::try_new(Vec::new(), &fields.schema())?;
+    writer.write(&rows.to_record_batch(fields)?)?;
+    writer.finish()?;
+    Ok(writer.into_inner()?)
+}
+
+/// The features and rows of bytes [`encode_rows`] made, checked as a segment file's are: bytes
+/// from another process are input like any other.
+///
+/// # Errors
+///
+/// [`SampleError::Format`] or [`SampleError::Arrow`] when they are not a whole sample file.
+pub fn decode_rows(bytes: &[u8]) -> Result<(SampleFields, SampleRows), SampleError> {
+    let (fields, batches) = read_batches(FileReader::try_new(Cursor::new(bytes), None)?)?;
+    let mut rows = SampleRows::new();
+    for batch in &batches {
+        rows.extend(batch);
+    }
+    Ok((fields, rows))
 }

@@ -102,6 +102,21 @@ proptest! {
     }
 
     #[test]
+    fn rows_sent_as_bytes_come_back_whole(rows in rows_strategy(), version in 0u64..1000, epoch in 0u64..1000) {
+        let layout = layout();
+        let fields = SampleFields::of_layout(&layout).unwrap();
+        let samples = SampleRows::of_batch(&fields, epoch, &batch(&layout, version, &rows)).unwrap();
+        let (named, back) = decode_rows(&encode_rows(&fields, &samples).unwrap()).unwrap();
+        prop_assert_eq!(named, fields);
+        prop_assert_eq!(back, samples);
+    }
+
+    #[test]
+    fn any_bytes_from_a_peer_are_an_error_or_rows(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+        let _ = decode_rows(&bytes);
+    }
+
+    #[test]
     fn any_bytes_as_a_segment_are_an_error_or_rows(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.arrow");
