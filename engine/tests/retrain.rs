@@ -209,7 +209,7 @@ fn retrain_problems_are_listed_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let text = job_text(
         dir.path(),
-        "device = \"tpu\"\nauc_tolerance = -1.0\npublish_as = \"stage\"\n\
+        "device = \"tpu\"\nauc_tolerance = -1.0\npublish_as = \"stage\"\nring_port_offset = 0\n\
          [retrain.embeddings]\nplacement = \"host\"\nmax_rows = 0",
     )
     .replace("model = \"deepfm\"", "model = \"wide\"")
@@ -223,6 +223,7 @@ fn retrain_problems_are_listed_at_once() {
         "`device`",
         "`auc_tolerance`",
         "`publish_as`",
+        "`ring_port_offset`",
         "add `[samples]`",
         "embeddings: host-resident embeddings learn by row-wise AdaGrad",
         "embeddings: `max_rows`",
@@ -256,4 +257,103 @@ fn a_running_job_retrains_every_so_many_rows_and_stops_when_asked() {
     let report = job.wait().unwrap();
     assert!(report.deep_published >= 1, "{report:?}");
     assert!(!retrain.training.load(Ordering::Relaxed));
+}
+
+/// Two free loopback ports for timely, and an offset that gives two more for the stage's ring.
+fn cluster_ports() -> ([u16; 2], u16) {
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    loop {
+        let ports = [free(), free()];
+        let offset = free().wrapping_sub(ports[0]);
+        let ring = ports.map(|p| p.checked_add(offset));
+        if ports[0] != ports[1]
+            && offset != 0
+            && ring.iter().all(|p| {
+                p.is_some_and(|p| {
+                    !ports.contains(&p) && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+                })
+            })
+        {
+            return (ports, offset);
+        }
+    }
+}
+
+/// A job of two processes (one worker each, one generated partition each, unbounded) retrains
+/// as two ranks: each trains on its own worker's buffer, rank 0 judges on both ranks' held-out
+/// rows and publishes, both processes count the publication, and a stop (SIGTERM) ends both
+/// ranks cleanly.
+#[test]
+fn two_processes_retrain_as_two_ranks_and_publish_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ports, offset) = cluster_ports();
+    let text = job_text(
+        dir.path(),
+        &format!(
+            "learning_rate = 0.02\nevery_rows = 8000\nmin_rows = 4000\n\
+             ring_port_offset = {offset}\n\
+             [sinks]\ndead_letters_sink = {{ type = \"file\", path = {:?} }}",
+            dir.path().join("dead-letters")
+        ),
+    )
+    .replace("rows = 40000", "rows = 0\nrows_per_sec = 20000.0")
+    .replace("every_events = 10000", "every_events = 2000");
+    let job = dir.path().join("job.toml");
+    std::fs::write(&job, text).unwrap();
+    let hosts = dir.path().join("hosts");
+    let lines: String = ports.iter().map(|p| format!("127.0.0.1:{p}\n")).collect();
+    std::fs::write(&hosts, lines).unwrap();
+    let children: Vec<_> = (0..2)
+        .map(|process| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_millrace"))
+                .args(["run", "--workers", "1", "--process", &process.to_string()])
+                .arg("--hosts")
+                .arg(&hosts)
+                .arg(&job)
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // Until a deep version is published (or a bound far beyond what that takes, to fail
+    // rather than hang), then a stop to both.
+    let registry = Registry::open(dir.path().join("registry")).unwrap();
+    let started = std::time::Instant::now();
+    while registry.latest("stage-deep").ok().flatten().is_none()
+        && started.elapsed() < std::time::Duration::from_secs(300)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    for child in &children {
+        let pid = child.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-s", "TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+    let reports: Vec<serde_json::Value> = children
+        .into_iter()
+        .map(|child| {
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "a process failed: {:?}", out.status);
+            let stdout = String::from_utf8(out.stdout).unwrap();
+            serde_json::from_str(stdout.lines().last().expect("a report")).unwrap()
+        })
+        .collect();
+    let published = reports[0]["deep_published"].as_u64().unwrap();
+    assert!(published >= 1, "{}", reports[0]);
+    // Rank 1 learned of the publications from rank 0 (a stop may cut the last one short).
+    let seen = reports[1]["deep_published"].as_u64().unwrap();
+    assert!(seen >= 1 && published - seen <= 1, "{reports:?}");
+    let artifact = registry.load_latest("stage-deep").unwrap();
+    assert_eq!(artifact.problems(), Vec::<String>::new());
+    assert!(artifact.meta.trained_events > 0, "{:?}", artifact.meta);
 }

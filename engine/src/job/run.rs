@@ -129,7 +129,7 @@ pub(super) fn run(
     let retrainer = {
         let workers = options.workers.max(1);
         let local: Vec<usize> = (process * workers..(process + 1) * workers).collect();
-        super::retrain::Retrainer::start(&spec, &registry, &local, process, &stats)
+        super::retrain::Retrainer::start(&spec, &registry, &local, options.cluster.as_ref(), &stats)
     };
 
     let _ = started.send(Started {

@@ -397,6 +397,12 @@ fn retrain_problems(retrain: &RetrainSpec, job: &Sections<'_>) -> Vec<String> {
     if retrain.mlp.contains(&0) {
         list.push(format!("`mlp` widths must be >= 1 (got {:?})", retrain.mlp));
     }
+    if retrain.ring_port_offset == 0 {
+        list.push(
+            "`ring_port_offset` must be >= 1 (the ranks' ring cannot share timely's ports)"
+                .to_owned(),
+        );
+    }
     if !(retrain.learning_rate > 0.0 && retrain.learning_rate <= MAX_LEARNING_RATE) {
         list.push(format!(
             "`learning_rate` must be in (0, {MAX_LEARNING_RATE}] (got {})",

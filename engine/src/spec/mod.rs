@@ -74,7 +74,8 @@ pub struct JobSpec {
 /// version's: the newest deep version's on the same rows, or before the first, the online
 /// model's progressive validation on the recent events (what it scored serving them; it has
 /// learned the held-out rows). Otherwise the current version keeps serving and the reasons are
-/// logged and counted. Process 0 retrains, on its own workers' buffers.
+/// logged and counted. In a cluster every process is a rank of the training, on its own
+/// workers' buffers; process 0 judges and publishes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetrainSpec {
@@ -120,6 +121,9 @@ pub struct RetrainSpec {
     pub embeddings: EmbeddingSpec,
     /// Mixed precision on CUDA (fp16 autocast with dynamic loss scaling); f32 on the CPU.
     pub mixed_precision: bool,
+    /// In a cluster, every process is a rank of the training; the ranks meet on each
+    /// process's timely port plus this.
+    pub ring_port_offset: u16,
 }
 
 impl Default for RetrainSpec {
@@ -145,6 +149,7 @@ impl Default for RetrainSpec {
             publish_as: None,
             embeddings: EmbeddingSpec::default(),
             mixed_precision: false,
+            ring_port_offset: 1000,
         }
     }
 }

@@ -328,6 +328,16 @@ impl HostTable {
     /// slot with a number that is not zero (up to the table's bound); the optimizer's state
     /// starts afresh.
     pub fn load(&mut self, embedding: &[f32], linear: Option<&[f32]>) {
+        self.load_where(embedding, linear, |_| true);
+    }
+
+    /// As [`HostTable::load`], keeping only the slots `keep` accepts (a rank's shard).
+    pub fn load_where(
+        &mut self,
+        embedding: &[f32],
+        linear: Option<&[f32]>,
+        keep: impl Fn(i64) -> bool,
+    ) {
         self.index.clear();
         self.slot_of.clear();
         self.weights.clear();
@@ -336,7 +346,7 @@ impl HostTable {
         self.free.clear();
         for (slot, row) in embedding.chunks_exact(self.dim).enumerate() {
             let lin = linear.and_then(|l| l.get(slot)).copied();
-            if row.iter().all(|&x| x == 0.0) && lin.unwrap_or(0.0) == 0.0 {
+            if !keep(slot as i64) || row.iter().all(|&x| x == 0.0) && lin.unwrap_or(0.0) == 0.0 {
                 continue;
             }
             let Some(r) = self.create(slot as i64) else {

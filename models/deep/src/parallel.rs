@@ -147,6 +147,34 @@ pub(crate) fn sum_grads(vars: &[tch::Tensor], comm: &mut dyn AllReduce) -> Resul
     Ok(())
 }
 
+/// Gives every rank rank 0's values of `vars` (all of them in one call): the others' are
+/// zeroed, then summed.
+pub(crate) fn broadcast_vars(
+    vars: &[tch::Tensor],
+    comm: &mut dyn AllReduce,
+) -> Result<(), DeepError> {
+    let mut flat = tch::no_grad(|| {
+        tch::Tensor::cat(
+            &vars.iter().map(|v| v.flatten(0, -1)).collect::<Vec<_>>(),
+            0,
+        )
+    });
+    if comm.rank() != 0 {
+        let _ = flat.zero_();
+    }
+    comm.sum_tensor(&mut flat)?;
+    let mut at = 0;
+    tch::no_grad(|| {
+        for v in vars {
+            let n = v.numel() as i64;
+            let mut v = v.shallow_clone();
+            v.copy_(&flat.narrow(0, at, n).view(v.size().as_slice()));
+            at += n;
+        }
+    });
+    Ok(())
+}
+
 /// Gives every tensor a zero gradient, so that a rank without rows in a step has one to sum.
 pub(crate) fn define_grads(vars: &[tch::Tensor]) {
     if let Some(zero) = vars

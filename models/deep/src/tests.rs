@@ -927,3 +927,55 @@ fn on_a_gpu_training_matches_the_cpu_and_mixed_precision_learns() {
         );
     }
 }
+
+/// Ranks that start apart (rank 0 warm started from a version, the others fresh from another
+/// seed) hold rank 0's weights after a broadcast, each with its own shard of a host table: 1,
+/// 2 and 4 ranks, both placements.
+#[test]
+fn a_broadcast_gives_every_rank_rank_zeros_weights() {
+    let (features, map) = small_map();
+    let fields = SampleFields::of_layout(&map.layout).unwrap();
+    let rows = random_rows(&fields, 300, 17);
+    for placement in [Placement::Host, Placement::Device] {
+        let spec = rowwise(DeepKind::DeepFm, placement);
+        let mut trained = Trainer::new(&spec, &fields, Device::Cpu).unwrap();
+        trained.train(&rows, 0..300).unwrap();
+        let artifact = trained
+            .to_artifact("deep", features.clone(), map.clone())
+            .unwrap();
+        let want = trained.named_weights();
+        for ranks in [1, 2, 4] {
+            let handles: Vec<_> = collective::Local::group(ranks)
+                .into_iter()
+                .map(|mut comm| {
+                    let rank = collective::AllReduce::rank(&comm);
+                    let seed = 5 + rank as u64;
+                    let mut trainer = Trainer::new(
+                        &DeepSpec {
+                            seed,
+                            ..spec.clone()
+                        },
+                        &fields,
+                        Device::Cpu,
+                    )
+                    .unwrap();
+                    if rank == 0 {
+                        trainer.warm_start(&artifact).unwrap();
+                    }
+                    std::thread::spawn(move || {
+                        trainer.broadcast(&mut comm).unwrap();
+                        trainer.collect_rows(&mut comm).unwrap();
+                        trainer.named_weights()
+                    })
+                })
+                .collect();
+            for got in handles.into_iter().map(|h| h.join().unwrap()) {
+                assert_eq!(
+                    differences(&got, &want),
+                    0.0,
+                    "{placement:?}, {ranks} ranks"
+                );
+            }
+        }
+    }
+}

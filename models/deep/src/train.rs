@@ -1,12 +1,13 @@
 //! Training a deep model on sample rows with Adam, in their order, and scoring it.
 
 use crate::batch::Batch;
+use crate::collective::owner;
 use crate::collective::AllReduce;
 use crate::error::DeepError;
 use crate::host::{TableStats, Unique};
 use crate::model::{slots, DeepModel, EntryRows};
 use crate::optim::Rows;
-use crate::parallel::{apply_sharded, define_grads, gather_sharded, sum_grads};
+use crate::parallel::{apply_sharded, broadcast_vars, define_grads, gather_sharded, sum_grads};
 use crate::scale::LossScale;
 use crate::spec::DeepSpec;
 use millrace_artifacts::artifact::Tensor;
@@ -22,7 +23,7 @@ use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Reduction};
 
 /// How a model scores on some rows.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Quality {
     /// Rows scored.
     pub rows: usize,
@@ -520,6 +521,37 @@ impl Trainer {
             })?;
         }
         Ok(applies)
+    }
+
+    /// Gives every rank rank 0's weights (the dense ones, a device table, and the host table's
+    /// rows, each rank keeping those it owns), so that ranks that start apart (rank 0 warm
+    /// started from the served version) train from the same point. Every rank calls it
+    /// together; the optimizers' state is untouched.
+    ///
+    /// # Errors
+    ///
+    /// [`DeepError::Collective`] when a peer is gone.
+    pub fn broadcast(&mut self, comm: &mut dyn AllReduce) -> Result<(), DeepError> {
+        let rank = comm.rank();
+        broadcast_vars(&self.summed_vars(), comm)?;
+        let Rows::Host(table) = &mut self.rows else {
+            return Ok(());
+        };
+        let slots = slots(&self.fields).max(1) as usize;
+        let (mut embedding, mut linear) = table.materialize(slots);
+        if rank != 0 {
+            embedding.fill(0.0);
+            linear.iter_mut().for_each(|l| l.fill(0.0));
+        }
+        comm.sum(&mut embedding)?;
+        if let Some(linear) = &mut linear {
+            comm.sum(linear)?;
+        }
+        let ranks = comm.ranks();
+        table.load_where(&embedding, linear.as_deref(), |slot| {
+            owner(slot, ranks) == rank
+        });
+        Ok(())
     }
 
     /// Gathers every rank's host-table rows onto every rank (each rank's shard summed into
