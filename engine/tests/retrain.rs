@@ -286,11 +286,12 @@ fn cluster_ports() -> ([u16; 2], u16) {
 }
 
 /// A job of two processes (one worker each, one generated partition each, unbounded) retrains
-/// as two ranks: each trains on its own worker's buffer, rank 0 judges on both ranks' held-out
-/// rows and publishes, both processes count the publication, and a stop (SIGTERM) ends both
+/// as two ranks, with the host-resident table sharded between them: each trains on its own
+/// worker's buffer, rank 0 judges on both ranks' held-out rows (with every rank's rows) and
+/// alone publishes, both processes count the publications, and a stop (SIGTERM) ends both
 /// ranks cleanly.
 #[test]
-fn two_processes_retrain_as_two_ranks_and_publish_once() {
+fn two_processes_retrain_as_two_ranks_and_rank_zero_publishes() {
     let dir = tempfile::tempdir().unwrap();
     let (ports, offset) = cluster_ports();
     let text = job_text(
@@ -298,6 +299,8 @@ fn two_processes_retrain_as_two_ranks_and_publish_once() {
         &format!(
             "learning_rate = 0.02\nevery_rows = 8000\nmin_rows = 4000\n\
              ring_port_offset = {offset}\n\
+             [retrain.embeddings]\nplacement = \"host\"\noptimizer = \"rowwise_adagrad\"\n\
+             learning_rate = 0.05\n\
              [sinks]\ndead_letters_sink = {{ type = \"file\", path = {:?} }}",
             dir.path().join("dead-letters")
         ),
@@ -353,7 +356,14 @@ fn two_processes_retrain_as_two_ranks_and_publish_once() {
     // Rank 1 learned of the publications from rank 0 (a stop may cut the last one short).
     let seen = reports[1]["deep_published"].as_u64().unwrap();
     assert!(seen >= 1 && published - seen <= 1, "{reports:?}");
+    let versions = registry.versions("stage-deep").unwrap();
+    assert_eq!(versions.len() as u64, published, "only rank 0 publishes");
     let artifact = registry.load_latest("stage-deep").unwrap();
     assert_eq!(artifact.problems(), Vec::<String>::new());
     assert!(artifact.meta.trained_events > 0, "{:?}", artifact.meta);
+    assert!(
+        artifact.meta.progressive_auc.unwrap() > 0.6,
+        "{:?}",
+        artifact.meta
+    );
 }

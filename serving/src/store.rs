@@ -172,6 +172,9 @@ impl ModelStore {
         entry: Option<&ServedEntry>,
         version: u64,
     ) -> Result<Arc<LoadedVersion>, String> {
+        if let Some(loaded) = self.in_memory(name, version) {
+            return Ok(loaded);
+        }
         let base = entry
             .and_then(|e| e.newest())
             .map(|v| &v.model)
@@ -257,6 +260,7 @@ impl ModelStore {
                             .cloned()
                             .unwrap_or_else(|| ServedEntry::empty(&name));
                         entry.versions.insert(version, loaded);
+                        drop_strangers(&mut entry);
                         entry.retain();
                         self.publish(entry);
                         self.stats.swaps.fetch_add(1, Ordering::Relaxed);
@@ -344,6 +348,11 @@ impl ModelStore {
                     traffic.shadow = None;
                 }
             }
+            TrafficChange::Rollback if traffic.split.iter().any(|a| a.model.is_some()) => {
+                // Back from another model's version (promoted, or given a share): the
+                // primary answers again.
+                traffic.split.clear();
+            }
             TrafficChange::Rollback => {
                 let primary = entry
                     .primary()
@@ -357,6 +366,20 @@ impl ModelStore {
             }
         }
         Ok(traffic)
+    }
+
+    /// `version` of `model` where it is in memory already: in its model's entry, or a guest of
+    /// any entry (so that a version is in memory once).
+    fn in_memory(&self, model: &str, version: u64) -> Option<Arc<LoadedVersion>> {
+        let models = self.models.load();
+        if let Some(loaded) = models.get(model).and_then(|e| e.versions.get(&version)) {
+            return Some(loaded.clone());
+        }
+        let guest = VersionRef::Of {
+            model: model.to_owned(),
+            version,
+        };
+        models.values().find_map(|e| e.guests.get(&guest).cloned())
     }
 
     /// Loads the version `target` names into `entry`: an own version from the registry, a
@@ -374,8 +397,8 @@ impl ModelStore {
                     .ok_or_else(|| AdminError::UnknownModel(model.clone()))?,
             ),
         };
-        let loaded = match home.as_deref().and_then(|h| h.versions.get(&version)) {
-            Some(loaded) => loaded.clone(),
+        let loaded = match self.in_memory(&model, version) {
+            Some(loaded) => loaded,
             None => {
                 if !self
                     .registry
@@ -425,6 +448,31 @@ impl ModelStore {
             }
         }
         None
+    }
+}
+
+/// Drops from `entry`'s traffic the guests that read other fields than its newest version, as
+/// when the model was republished over a new schema: the primary answers their requests.
+fn drop_strangers(entry: &mut ServedEntry) {
+    let Some(newest) = entry.newest().cloned() else {
+        return;
+    };
+    let strangers: Vec<VersionRef> = entry
+        .guests
+        .iter()
+        .filter(|(_, guest)| inputs(guest) != inputs(&newest))
+        .map(|(target, _)| target.clone())
+        .collect();
+    for target in strangers {
+        tracing::warn!(model = %entry.name, guest = %target.label(), "a version of another model no longer reads this model's fields: it leaves the traffic");
+        let name = entry.name.clone();
+        entry
+            .traffic
+            .split
+            .retain(|arm| arm.target(&name) != target);
+        if entry.traffic.shadow.as_ref() == Some(&target) {
+            entry.traffic.shadow = None;
+        }
     }
 }
 

@@ -309,10 +309,54 @@ async fn another_models_version_is_shadowed_split_and_promoted() {
         let json = server.predict_json(Some(&format!("user-{user}"))).await;
         assert_eq!(json["model"], "ctr-fm", "{json}");
     }
+    // A rollback from the promoted guest goes back to the served model's primary.
+    let (status, json) = server.admin("POST", "rollback", json!({})).await;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(
+        json["traffic"],
+        json!({"pinned": null, "split": [], "shadow": null})
+    );
+    assert_eq!(server.predict(Some("user-1")).await, 2);
+    let (status, json) = server.admin("POST", "promote", guest.clone()).await;
+    assert_eq!(status, 200, "{json}");
     let (status, json) = server.admin("POST", "promote", json!({"version": 2})).await;
     assert_eq!(status, 200, "{json}");
     assert!(server.store.entry("ctr").unwrap().guests.is_empty());
     assert_eq!(server.predict(Some("user-1")).await, 2);
+}
+
+/// A version in memory is there once: a guest of an older version, then its own model pinned
+/// to it, share one copy (and its counters).
+#[tokio::test]
+async fn a_version_is_in_memory_once() {
+    let server = Server::new(1);
+    publish_fm(&server.registry);
+    publish_fm(&server.registry);
+    server.store.refresh();
+    let old = json!({"model": "ctr-fm", "version": 1});
+    let (status, json) = server.admin("PUT", "traffic", json!({"shadow": old})).await;
+    assert_eq!(status, 200, "{json}");
+    let pin = warp::test::request()
+        .method("POST")
+        .path("/v1/admin/models/ctr-fm/pin")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(r#"{"version": 1}"#);
+    let (status, json) = server.call(pin).await;
+    assert_eq!(status, 200, "{json}");
+    let guest = server
+        .store
+        .entry("ctr")
+        .unwrap()
+        .guests
+        .values()
+        .next()
+        .cloned()
+        .unwrap();
+    let home = server.store.entry("ctr-fm").unwrap().versions[&1].clone();
+    assert!(std::sync::Arc::ptr_eq(&guest, &home));
+    let metrics = server.metrics().await;
+    let line = "millrace_serving_model_bytes{model=\"ctr-fm\",version=\"1\"}";
+    assert_eq!(metrics.matches(line).count(), 1, "{metrics}");
 }
 
 /// A guest that is not served, or has no such version, is refused whole, as is a malformed

@@ -8,8 +8,9 @@
 const INITIAL: f64 = 65_536.0;
 /// Finite steps in a row before the scale doubles, `GradScaler`'s.
 const GROWTH_INTERVAL: u32 = 2_000;
-/// The smallest scale: below it a step that overflows is a model gone wrong, not a scale too
-/// large, and the gate's finite check refuses the candidate.
+/// The smallest scale: a step that overflows there is a model gone wrong, not a scale too
+/// large, and it applies, so that the weights it makes not finite reach the gate, which
+/// refuses the candidate.
 const SMALLEST: f64 = 1.0;
 
 /// The loss scale and its run of finite steps.
@@ -44,6 +45,9 @@ impl LossScale {
 
     /// Records a step whose gradients were `finite` (or not) and says whether it applies.
     pub(crate) fn update(&mut self, finite: bool) -> bool {
+        if !finite && self.scale <= SMALLEST {
+            return true;
+        }
         if !finite {
             self.scale = (self.scale / 2.0).max(SMALLEST);
             self.finite_steps = 0;
@@ -84,5 +88,9 @@ mod tests {
             scale.update(false);
         }
         assert_eq!(scale.factor(), SMALLEST);
+        assert!(
+            scale.update(false),
+            "at the smallest scale an overflow applies"
+        );
     }
 }

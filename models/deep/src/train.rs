@@ -56,6 +56,9 @@ impl Quality {
     }
 }
 
+/// The embedding (`slots × dim`) and, for DeepFM, the first-order weights of every slot.
+type Collected = (Vec<f32>, Option<Vec<f32>>);
+
 /// A model and its optimizers: Adam for the dense weights, and the embedding rows' own
 /// ([`crate::EmbeddingSpec`]).
 pub struct Trainer {
@@ -65,8 +68,9 @@ pub struct Trainer {
     dense: nn::Optimizer,
     rows: Rows,
     /// Every rank's host-table rows, summed by [`Trainer::collect_rows`] since the last step:
-    /// the embedding and (DeepFM) first-order weights of every slot.
-    collected: Option<(Vec<f32>, Option<Vec<f32>>)>,
+    /// the embedding and (DeepFM) first-order weights of every slot. What the model predicts
+    /// with and writes out until the next step.
+    collected: Option<Collected>,
     /// The loss scale of mixed precision, when it is in effect (asked for, on CUDA).
     scale: Option<LossScale>,
 }
@@ -448,7 +452,7 @@ impl Trainer {
         }
         self.dense.step();
         match (&mut self.rows, unique, gathered) {
-            (Rows::DeviceAdam(rows), ..) => rows.step(),
+            (Rows::DeviceAdam(rows), ..) => rows.step()?,
             (Rows::DeviceAdagrad(rows), Some(unique), _) => match comm {
                 Some(_) => rows.step_touched(),
                 None => rows.step(&unique),
@@ -555,8 +559,9 @@ impl Trainer {
     }
 
     /// Gathers every rank's host-table rows onto every rank (each rank's shard summed into
-    /// all, the shards being disjoint), so that any rank writes the whole model
-    /// ([`Trainer::named_weights`], [`Trainer::to_artifact`]) until the next training step;
+    /// all, the shards being disjoint), so that any rank predicts with and writes the whole
+    /// model ([`Trainer::predict`], [`Trainer::named_weights`], [`Trainer::to_artifact`]) until
+    /// the next training step;
     /// the tables themselves (their bounds and optimizer state) stay as they were. Nothing to
     /// do for a device table, which every rank holds whole.
     ///
@@ -619,7 +624,10 @@ impl Trainer {
                 let entries = match &self.rows {
                     Rows::Host(table) => {
                         let unique = Unique::of(&batch.entry_slots);
-                        let found = table.lookup(&unique);
+                        let found = match &self.collected {
+                            Some(collected) => self.collected_rows(collected, &unique),
+                            None => table.lookup(&unique),
+                        };
                         let gathered = self.on_device(found, unique.slots.len(), table.width());
                         self.host_rows(&gathered, &unique)
                     }
@@ -635,6 +643,26 @@ impl Trainer {
             Ok(())
         })?;
         Ok(out)
+    }
+
+    /// The rows of `unique`'s slots as [`HostTable::lookup`] lays them out, from every rank's
+    /// rows that [`Trainer::collect_rows`] summed (zeros for a slot outside the layout).
+    fn collected_rows(&self, (embedding, linear): &Collected, unique: &Unique) -> Vec<f32> {
+        let dim = self.spec.embedding_dim;
+        let width = dim + usize::from(linear.is_some());
+        let mut out = vec![0.0; unique.slots.len() * width];
+        for (row, &slot) in out.chunks_exact_mut(width).zip(&unique.slots) {
+            let Ok(slot) = usize::try_from(slot) else {
+                continue;
+            };
+            if let Some(values) = embedding.get(slot * dim..(slot + 1) * dim) {
+                row[..dim].copy_from_slice(values);
+            }
+            if let Some(&weight) = linear.as_ref().and_then(|l| l.get(slot)) {
+                row[dim] = weight;
+            }
+        }
+        out
     }
 
     /// The model's AUC and log-loss on rows `range`.

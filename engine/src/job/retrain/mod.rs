@@ -44,10 +44,11 @@ struct Stage {
     cancel: Arc<AtomicBool>,
 }
 
-/// Where this process's rank of the stage's ring listens, and every rank's address.
+/// This process's rank of the stage's ring, and every rank's address (its own among them,
+/// where it listens).
+#[derive(Clone, Debug)]
 struct RingPlan {
     rank: usize,
-    listen: SocketAddr,
     peers: Vec<SocketAddr>,
 }
 
@@ -126,52 +127,87 @@ impl Retrainer {
     }
 }
 
-/// The ring of a cluster's stage: every process's timely host, at its port plus `offset`.
+/// The ring of a cluster's stage: every process's timely host, at its port plus `offset`
+/// (none of them a timely port).
 fn ring_plan(cluster: &Cluster, offset: u16) -> Result<RingPlan, String> {
-    let peers = cluster
+    let timely = cluster
         .hosts
         .iter()
         .map(|host| {
-            let addr = host
-                .to_socket_addrs()
+            host.to_socket_addrs()
                 .map_err(|e| format!("{host}: {e}"))?
                 .next()
-                .ok_or_else(|| format!("{host} has no address"))?;
+                .ok_or_else(|| format!("{host} has no address"))
+        })
+        .collect::<Result<Vec<SocketAddr>, String>>()?;
+    let peers = timely
+        .iter()
+        .map(|addr| {
             let port = addr.port().checked_add(offset).ok_or_else(|| {
-                format!("{host}: its port plus `ring_port_offset` {offset} is past 65535")
+                format!("{addr}: its port plus `ring_port_offset` {offset} is past 65535")
             })?;
-            Ok(SocketAddr::new(addr.ip(), port))
+            let ring = SocketAddr::new(addr.ip(), port);
+            if timely.contains(&ring) {
+                return Err(format!(
+                    "{addr}: its port plus `ring_port_offset` {offset} is another process's timely port"
+                ));
+            }
+            Ok(ring)
         })
         .collect::<Result<Vec<_>, String>>()?;
     let rank = cluster.process;
-    let port = peers
-        .get(rank)
-        .ok_or_else(|| format!("process {rank} of {} hosts", peers.len()))?
-        .port();
-    Ok(RingPlan {
-        rank,
-        listen: SocketAddr::from(([0, 0, 0, 0], port)),
-        peers,
-    })
+    if rank >= peers.len() {
+        return Err(format!("process {rank} of {} hosts", peers.len()));
+    }
+    Ok(RingPlan { rank, peers })
 }
 
 impl Stage {
-    /// Joins the ring (when there is one), then runs until ended.
+    /// Runs until ended: alone, or as a rank of the ring `ring` names, joining it again
+    /// whenever it breaks (a peer gone, or a failure of one rank alone, which leaves the
+    /// ranks out of step).
     fn start(self, ring: Option<RingPlan>, end: &(Mutex<Option<bool>>, Condvar)) {
         millrace_deep::set_threads(self.spec.threads);
-        let mut ring = match ring.map(connect).transpose() {
-            Ok(ring) => ring,
-            Err(error) => {
-                tracing::error!(%error, "the retraining stage cannot reach its peers and stops; the online models go on");
-                self.stats.retrain.say("no peers".to_owned());
-                return;
+        let Some(plan) = ring else {
+            if let Err(error) = self.run(None, end) {
+                tracing::error!(%error, "the retraining stage stopped; the online models go on");
             }
+            return;
         };
-        let comm = ring.as_mut().map(|r| r as &mut dyn AllReduce);
-        if let Err(error) = self.run(comm, end) {
-            tracing::error!(%error, "the retraining stage is out of step with its peers and stops; the online models go on");
-            self.stats.retrain.say("stopped".to_owned());
+        while let Some(mut ring) = self.join(&plan, end) {
+            let comm: &mut dyn AllReduce = &mut ring;
+            match self.run(Some(comm), end) {
+                Ok(()) => return,
+                Err(error) => {
+                    tracing::error!(%error, "the retraining stage is out of step with its peers; joining them again");
+                    self.stats.retrain.say("rejoining".to_owned());
+                }
+            }
         }
+    }
+
+    /// This rank of the ring `plan` names, once every rank has joined: tried again (each try
+    /// waits a minute for the peers) until it forms or the job ends, so that processes started
+    /// apart still train together.
+    fn join(&self, plan: &RingPlan, end: &(Mutex<Option<bool>>, Condvar)) -> Option<Ring> {
+        let ended = || {
+            let (lock, wake) = end;
+            let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+            let (guard, _) = wake
+                .wait_timeout(guard, POLL)
+                .unwrap_or_else(|e| e.into_inner());
+            guard.is_some()
+        };
+        while !ended() {
+            match connect(plan) {
+                Ok(ring) => return Some(ring),
+                Err(error) => {
+                    tracing::warn!(%error, "the retraining stage is waiting for its peers");
+                    self.stats.retrain.say("waiting for peers".to_owned());
+                }
+            }
+        }
+        None
     }
 
     /// Runs every `every_seconds` or `every_rows` new rows (of every rank) until ended, the
@@ -292,10 +328,11 @@ impl Stage {
     }
 }
 
-/// This process's rank of the ring `plan` names, once every rank has joined.
-fn connect(plan: RingPlan) -> Result<Ring, millrace_deep::DeepError> {
-    let listener = TcpListener::bind(plan.listen).map_err(|e| {
-        millrace_deep::DeepError::Collective(format!("listening on {}: {e}", plan.listen))
-    })?;
+/// This process's rank of the ring `plan` names, once every rank has joined (listening on its
+/// own address, the one the others dial).
+fn connect(plan: &RingPlan) -> Result<Ring, millrace_deep::DeepError> {
+    let own = plan.peers[plan.rank];
+    let listener = TcpListener::bind(own)
+        .map_err(|e| millrace_deep::DeepError::Collective(format!("listening on {own}: {e}")))?;
     Ring::connect(plan.rank, &plan.peers, listener, RingLimits::default())
 }

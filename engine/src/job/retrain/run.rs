@@ -13,8 +13,12 @@ use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+/// The most bytes of held-out rows the ranks send rank 0 in one run: half of what one
+/// exchange of the ring carries, the rest left for its framing.
+const MAX_HOLDOUT_BYTES: u64 = 512 << 20;
+
 /// What a run came to, the same on every rank.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub(super) enum Outcome {
     /// The candidate passed the gate and was published as `version`.
     Published {
@@ -98,7 +102,15 @@ impl Stage {
         let holdout = match comm.as_deref_mut() {
             Some(comm) => {
                 trainer.collect_rows(comm)?;
-                let parts = to_rank_zero(comm, encode_rows(&fields, &holdout)?)?;
+                let bytes = encode_rows(&fields, &holdout)?;
+                let sizes = numbers(comm, &[bytes.len() as u64])?;
+                let total: u64 = sizes.iter().map(|s| s[0]).sum();
+                if total > MAX_HOLDOUT_BYTES {
+                    return Ok(Outcome::Failed(format!(
+                        "the ranks' held-out rows are {total} bytes, more than the {MAX_HOLDOUT_BYTES} rank 0 takes: lower `holdout` or `window_seconds`"
+                    )));
+                }
+                let parts = to_rank_zero(comm, bytes)?;
                 union(&fields, &parts)
             }
             None => Ok(holdout),
