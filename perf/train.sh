@@ -4,7 +4,9 @@
 # the bench featurizes the file with the job's FeatureMap and writes the rows it trains on as
 # Arrow files, which the peer reads. One JSON line each, then their ratio per model. The host-
 # resident embedding table (`--embeddings host`: row-wise AdaGrad on the rows a step gathers)
-# runs too, beside the same peer with its embeddings on the device.
+# runs too, beside the same peer with its embeddings on the device. On the CPU millrace's Adam
+# over the embedding table is fused (one pass per element); the peer runs twice, with PyTorch's
+# default Adam (the baseline) and with `fused=True`, so that both comparisons are on record.
 # Run: perf/train.sh [--rows N] [--batch B] [--device auto|cpu|cuda] [--passes P]
 #   [--mixed-precision] (on CUDA: fp16 autocast with loss scaling on both sides)
 #   (default: 100k generated rows of the Avazu schema, examples/avazu.toml, batch 2048, CPU)
@@ -41,10 +43,13 @@ for model in deepfm dcnv2; do
     --passes "$PASSES" --device "$DEVICE" --samples "$work/$model" "${OURS_AMP[@]}")"
   peer="$("$python" -W ignore perf/train_pytorch.py --samples "$work/$model" --model "$model" \
     --batch "$BATCH" --passes "$PASSES" --device "$DEVICE" "${PEER_AMP[@]}")"
+  fused="$("$python" -W ignore perf/train_pytorch.py --samples "$work/$model" --model "$model" \
+    --batch "$BATCH" --passes "$PASSES" --device "$DEVICE" "${PEER_AMP[@]}" --fused)"
   host="$("$bin" bench train --job "$JOB" --input "$INPUT" --model "$model" --batch "$BATCH" \
     --passes "$PASSES" --device "$DEVICE" --embeddings host "${OURS_AMP[@]}")"
   echo "{\"millrace\": $ours}"
   echo "{\"millrace_host\": $host}"
   echo "{\"pytorch\": $peer}"
-  "$python" -c 'import json, sys; a, h, b = (json.loads(x) for x in sys.argv[1:4]); print(json.dumps({"model": sys.argv[4], "samples_per_sec_ratio": round(a["samples_per_sec"] / b["samples_per_sec"], 3), "auc_difference": round(a["holdout_auc"] - b["holdout_auc"], 4), "host_samples_per_sec_ratio": round(h["samples_per_sec"] / b["samples_per_sec"], 3), "host_auc_difference": round(h["holdout_auc"] - b["holdout_auc"], 4)}))' "$ours" "$host" "$peer" "$model"
+  echo "{\"pytorch_fused\": $fused}"
+  "$python" -c 'import json, sys; a, h, b, f = (json.loads(x) for x in sys.argv[1:5]); print(json.dumps({"model": sys.argv[5], "samples_per_sec_ratio": round(a["samples_per_sec"] / b["samples_per_sec"], 3), "auc_difference": round(a["holdout_auc"] - b["holdout_auc"], 4), "ratio_to_fused": round(a["samples_per_sec"] / f["samples_per_sec"], 3), "host_samples_per_sec_ratio": round(h["samples_per_sec"] / b["samples_per_sec"], 3), "host_auc_difference": round(h["holdout_auc"] - b["holdout_auc"], 4)}))' "$ours" "$host" "$peer" "$fused" "$model"
 done

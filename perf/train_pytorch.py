@@ -115,6 +115,7 @@ def main():
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--amp", action="store_true", help="mixed precision on CUDA (fp16 autocast, GradScaler)")
+    p.add_argument("--fused", action="store_true", help="Adam's fused kernel (one pass per element)")
     args = p.parse_args()
     torch.manual_seed(args.seed)
     cuda = args.device in ("auto", "cuda") and torch.cuda.is_available()
@@ -127,7 +128,7 @@ def main():
     model = Deep(args.model, train[5], args.embedding_dim, mlp, args.cross_layers).to(device)
     init = np.load(f"{args.samples}/init.npz")
     model.load_state_dict({name: torch.from_numpy(init[name]) for name in init.files})
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, fused=args.fused or None)
     amp = args.amp and cuda
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     started = time.perf_counter()
@@ -166,6 +167,7 @@ def main():
                 "torch": torch.__version__,
                 "threads": torch.get_num_threads(),
                 "mixed_precision": amp,
+                "fused_adam": args.fused,
             }
         )
     )

@@ -12,6 +12,7 @@
 //! - [`parse_device`]: `auto`, `cpu`, `cuda` or `cuda:N`.
 #![warn(missing_docs)]
 
+mod adam;
 mod batch;
 pub mod collective;
 mod cuda;

@@ -1,18 +1,19 @@
 //! How a step changes the embedding rows, by where they live and how they learn.
 
+use crate::adam::Adam;
 use crate::error::DeepError;
 use crate::host::{HostTable, Unique, ADAGRAD_EPSILON};
 use crate::model::DeepModel;
 use crate::spec::DeepSpec;
 use millrace_learners::embeddings::{Placement, SparseOptimizer};
-use tch::nn::{self, OptimizerConfig};
+use tch::nn;
 use tch::{Kind, Tensor};
 
 /// The embedding rows' optimizer (and, for the host placement, the rows themselves).
 #[derive(Debug)]
 pub(crate) enum Rows {
     /// The model's device table, by Adam.
-    DeviceAdam(nn::Optimizer),
+    DeviceAdam(Adam),
     /// The model's device table, by row-wise AdaGrad.
     DeviceAdagrad(DeviceAdagrad),
     /// The host-resident table.
@@ -25,7 +26,7 @@ impl Rows {
         let settings = &spec.embeddings;
         Ok(match (model.table(), settings.optimizer) {
             (Some(table), SparseOptimizer::Adam) => {
-                Rows::DeviceAdam(nn::Adam::default().build(table, spec.learning_rate)?)
+                Rows::DeviceAdam(Adam::new(table, spec.learning_rate)?)
             }
             (Some(table), SparseOptimizer::RowwiseAdagrad) => {
                 Rows::DeviceAdagrad(DeviceAdagrad::new(table, settings.learning_rate))

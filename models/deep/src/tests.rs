@@ -575,14 +575,18 @@ fn rank_rows(rows: &SampleRows, batch: usize, rank: usize, ranks: usize) -> Samp
     rows.select(&picked)
 }
 
+/// A rank's weights once the rows are collected, and its predictions of every row then.
+type Ranked = (Vec<(String, tch::Tensor)>, Vec<f32>);
+
 /// Trains `spec` as one rank per backend of `comms` (a thread each), each on its part of every
-/// step's batch of `rows`, and returns every rank's weights once the rows are collected.
+/// step's batch of `rows`, and returns every rank's weights and predictions once the rows are
+/// collected.
 fn train_ranks<C: collective::AllReduce + 'static>(
     spec: &DeepSpec,
     fields: &SampleFields,
     rows: &SampleRows,
     comms: Vec<C>,
-) -> Vec<Vec<(String, tch::Tensor)>> {
+) -> Vec<Ranked> {
     let ranks = comms.len();
     // Made one after another: libtorch's generator is the process's.
     let trainers: Vec<Trainer> = (0..ranks)
@@ -594,13 +598,15 @@ fn train_ranks<C: collective::AllReduce + 'static>(
         .enumerate()
         .map(|(rank, (mut trainer, mut comm))| {
             let mine = rank_rows(rows, spec.batch_size, rank, ranks);
+            let all = rows.clone();
             std::thread::spawn(move || {
                 let cancel = std::sync::atomic::AtomicBool::new(false);
                 trainer
                     .train_ranked(&mine, 0..mine.len(), &cancel, &mut comm)
                     .unwrap();
                 trainer.collect_rows(&mut comm).unwrap();
-                trainer.named_weights()
+                let predicted = trainer.predict(&all, 0..all.len()).unwrap();
+                (trainer.named_weights(), predicted)
             })
         })
         .collect();
@@ -637,15 +643,24 @@ fn one_two_and_four_ranks_train_the_weights_of_one_rank_on_the_whole_batch() {
         let want = one.named_weights();
         for ranks in [1, 2, 4] {
             let got = train_ranks(&spec, &fields(), &rows, collective::Local::group(ranks));
-            for other in &got[1..] {
+            for (weights, predicted) in &got {
                 assert_eq!(
-                    differences(&got[0], other),
+                    differences(&got[0].0, weights),
                     0.0,
                     "{spec:?}: the ranks' replicas differ"
                 );
+                // Every rank predicts with the whole model, its shard or not.
+                assert_eq!(predicted, &got[0].1, "{spec:?}");
             }
-            let difference = differences(&got[0], &want);
+            let difference = differences(&got[0].0, &want);
             assert!(difference < 1e-4, "{spec:?}, {ranks} ranks: {difference}");
+            let alone = one.predict(&rows, 0..rows.len()).unwrap();
+            let off = alone
+                .iter()
+                .zip(&got[0].1)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(off < 1e-4, "{spec:?}, {ranks} ranks: predictions {off}");
         }
     }
 }
@@ -729,8 +744,9 @@ fn ranks_over_the_tcp_ring_train_as_one_rank_does() {
     one.train(&rows, 0..rows.len()).unwrap();
     let comms: Vec<collective::Ring> = ring(2).into_iter().map(|h| h.join().unwrap()).collect();
     let got = train_ranks(&spec, &fields(), &rows, comms);
-    assert_eq!(differences(&got[0], &got[1]), 0.0);
-    let difference = differences(&got[0], &one.named_weights());
+    assert_eq!(differences(&got[0].0, &got[1].0), 0.0);
+    assert_eq!(got[0].1, got[1].1);
+    let difference = differences(&got[0].0, &one.named_weights());
     assert!(difference < 1e-4, "{difference}");
 }
 
@@ -978,4 +994,48 @@ fn a_broadcast_gives_every_rank_rank_zeros_weights() {
             }
         }
     }
+}
+
+/// The fused CPU Adam of the device table steps as libtorch's Adam does (to rounding), drops
+/// the gradients between steps, and leaves a tensor without a gradient where it was.
+#[test]
+fn the_fused_adam_steps_as_libtorchs() {
+    use tch::nn::OptimizerConfig;
+    tch::manual_seed(3);
+    let init = tch::Tensor::randn([1000, 8], (tch::Kind::Float, Device::Cpu));
+    let make = || {
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let w = vs.root().var_copy("embedding", &init);
+        (vs, w)
+    };
+    let ((ours_vs, ours_w), (theirs_vs, theirs_w)) = (make(), make());
+    let mut ours = crate::adam::Adam::new(&ours_vs, 0.01).unwrap();
+    assert!(matches!(ours, crate::adam::Adam::Fused(_)));
+    let mut theirs = tch::nn::Adam::default().build(&theirs_vs, 0.01).unwrap();
+    for _ in 0..30 {
+        let target = tch::Tensor::randn([1000, 8], (tch::Kind::Float, Device::Cpu));
+        ours.zero_grad();
+        theirs.zero_grad();
+        assert!(!ours_w.grad().defined(), "dropped, not zeroed");
+        (&ours_w - &target)
+            .square()
+            .sum(tch::Kind::Float)
+            .backward();
+        (&theirs_w - &target)
+            .square()
+            .sum(tch::Kind::Float)
+            .backward();
+        ours.step().unwrap();
+        theirs.step();
+    }
+    let difference = (&ours_w - &theirs_w).abs().max().double_value(&[]);
+    assert!(difference < 1e-5, "{difference}");
+    assert!(
+        (&ours_w - &init).abs().max().double_value(&[]) > 0.1,
+        "it moved"
+    );
+    let before = ours_w.copy();
+    ours.zero_grad();
+    ours.step().unwrap();
+    assert_eq!((&ours_w - &before).abs().max().double_value(&[]), 0.0);
 }
