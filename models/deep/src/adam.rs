@@ -3,8 +3,10 @@
 //! most of a step on the CPU. libtorch's Adam makes seven passes over the table per step (one
 //! tensor operation each: two per moment, three for the denominator, one for the weights); on
 //! the CPU this one makes a single pass, reading weight, gradient and moments and writing them
-//! back element by element, on libtorch's threads (what PyTorch's `fused=True` does there). The
-//! arithmetic is libtorch's, in the same order. On CUDA, libtorch's Adam runs.
+//! back element by element, split over as many threads as libtorch uses (what PyTorch's
+//! `fused=True` does there). The arithmetic is libtorch's, in the same order, equal to it to
+//! rounding (libtorch may fuse a multiply-add where this does not). On CUDA, libtorch's Adam
+//! runs.
 #![allow(unsafe_code)] // The table's storage as slices: the block below says why it holds.
 
 use crate::error::DeepError;
@@ -107,20 +109,36 @@ impl Fused {
                 continue;
             }
             let n = var.numel();
-            if grad.kind() != Kind::Float || !grad.is_contiguous() || grad.numel() != n {
+            let fits = |t: &Tensor| {
+                t.kind() == Kind::Float
+                    && t.is_contiguous()
+                    && t.device() == Device::Cpu
+                    && t.numel() == n
+            };
+            if !fits(var) || !fits(&grad) {
                 return Err(DeepError::Rows(
-                    "a gradient of the embedding table is not a contiguous f32 tensor of its size"
+                    "the embedding table or its gradient is not a contiguous f32 CPU tensor of the table's size"
                         .to_owned(),
+                ));
+            }
+            if n == 0 {
+                continue;
+            }
+            let (w_at, g_at) = (var.data_ptr() as usize, grad.data_ptr() as usize);
+            let bytes = n * std::mem::size_of::<f32>();
+            if w_at < g_at + bytes && g_at < w_at + bytes {
+                return Err(DeepError::Rows(
+                    "the embedding table's gradient shares the table's storage".to_owned(),
                 ));
             }
             *steps += 1;
             let constants = Constants::at(self.rate, *steps);
-            // SAFETY: `var` and `grad` are contiguous f32 CPU tensors of `n` numbers (checked
-            // above, and at construction for `var`), so their storage holds `n` f32 from their
-            // data pointers. A leaf's gradient is its own tensor, never its storage, so the two
-            // slices do not overlap; nothing else reads or writes either while the trainer's
-            // step runs (libtorch is idle between its calls, and no autograd graph holds the
-            // weights' storage for writing). The slices end with this block.
+            // SAFETY: `var` and `grad` are non-empty contiguous f32 CPU tensors of `n` numbers
+            // (checked above, at every step), so their storage holds `n` f32 from their
+            // non-null data pointers, and the two ranges do not overlap (checked above).
+            // Nothing else reads or writes either while the trainer's step runs (libtorch is
+            // idle between its calls, and no autograd graph holds the weights' storage for
+            // writing). The slices end with this block.
             let (weights, grads) = unsafe {
                 (
                     std::slice::from_raw_parts_mut(var.data_ptr().cast::<f32>(), n),

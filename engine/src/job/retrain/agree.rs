@@ -12,6 +12,9 @@ use serde::Serialize;
 pub(super) struct Status {
     /// Rows its workers appended to their buffers since it started.
     pub(super) appended: u64,
+    /// The rows appended in all when it last decided to run (only rank 0's counts, so that a
+    /// rank that started again agrees with the others).
+    pub(super) since: u64,
     /// Whether its job ended: `Some(true)` with a last run asked for (the input ended),
     /// `Some(false)` at once (stopped).
     pub(super) ended: Option<bool>,
@@ -22,6 +25,7 @@ pub(super) struct Status {
 impl Status {
     fn to_bytes(self) -> Vec<u8> {
         let mut out = self.appended.to_le_bytes().to_vec();
+        out.extend(self.since.to_le_bytes());
         out.push(match self.ended {
             None => 0,
             Some(false) => 1,
@@ -34,6 +38,7 @@ impl Status {
     fn of_bytes(bytes: &[u8]) -> Result<Self, DeepError> {
         let malformed = || DeepError::Collective("a malformed status from a peer".to_owned());
         let (appended, rest) = bytes.split_first_chunk::<8>().ok_or_else(malformed)?;
+        let (since, rest) = rest.split_first_chunk::<8>().ok_or_else(malformed)?;
         let ended = match rest.first() {
             Some(0) => None,
             Some(1) => Some(false),
@@ -46,6 +51,7 @@ impl Status {
         };
         Ok(Status {
             appended: u64::from_le_bytes(*appended),
+            since: u64::from_le_bytes(*since),
             ended,
             due,
         })
@@ -70,10 +76,10 @@ pub(super) fn appended(all: &[Status]) -> u64 {
     all.iter().map(|s| s.appended).sum()
 }
 
-/// What every rank does after a poll whose statuses were `all` (rank 0's first), when `since`
-/// rows had been appended in all at the last run and a run is due every `every_rows` (0:
-/// never by rows).
-pub(super) fn decide(all: &[Status], since: u64, every_rows: u64) -> Next {
+/// What every rank does after a poll whose statuses were `all` (rank 0's first, whose `since`
+/// and clock count), when a run is due every `every_rows` rows (0: never by rows).
+pub(super) fn decide(all: &[Status], every_rows: u64) -> Next {
+    let since = all.first().map_or(0, |s| s.since);
     if all.iter().any(|s| s.ended == Some(false)) {
         return Next::Stop;
     }
@@ -155,29 +161,42 @@ mod tests {
     fn status(appended: u64, ended: Option<bool>, due: bool) -> Status {
         Status {
             appended,
+            since: 0,
             ended,
             due,
         }
+    }
+
+    fn since(mut status: Status, since: u64) -> Status {
+        status.since = since;
+        status
     }
 
     #[test]
     fn every_rank_decides_the_same_from_the_same_statuses() {
         let waiting = [status(10, None, false), status(20, None, true)];
         assert_eq!(
-            decide(&waiting, 0, 0),
+            decide(&waiting, 0),
             Next::Wait,
             "only rank 0's clock counts"
         );
-        assert_eq!(decide(&waiting, 0, 30), Next::Run, "30 rows in all");
-        assert_eq!(decide(&waiting, 1, 30), Next::Wait);
-        let due = [status(0, None, true), status(0, Some(true), false)];
-        assert_eq!(decide(&due, 0, 0), Next::Run);
-        let ended = [status(0, Some(true), false), status(0, Some(true), false)];
-        assert_eq!(decide(&ended, 0, 0), Next::RunLast);
-        let stopped = [status(0, Some(true), true), status(0, Some(false), false)];
-        assert_eq!(decide(&stopped, 0, 0), Next::Stop);
+        assert_eq!(decide(&waiting, 30), Next::Run, "30 rows in all");
+        let ran = [since(waiting[0], 1), waiting[1]];
+        assert_eq!(decide(&ran, 30), Next::Wait);
+        let restarted = [waiting[0], since(waiting[1], 1)];
         assert_eq!(
-            decide(&[status(5, None, true)], 0, 0),
+            decide(&restarted, 30),
+            Next::Run,
+            "only rank 0's count of the last run counts"
+        );
+        let due = [status(0, None, true), status(0, Some(true), false)];
+        assert_eq!(decide(&due, 0), Next::Run);
+        let ended = [status(0, Some(true), false), status(0, Some(true), false)];
+        assert_eq!(decide(&ended, 0), Next::RunLast);
+        let stopped = [status(0, Some(true), true), status(0, Some(false), false)];
+        assert_eq!(decide(&stopped, 0), Next::Stop);
+        assert_eq!(
+            decide(&[status(5, None, true)], 0),
             Next::Run,
             "one rank alone"
         );
@@ -223,10 +242,12 @@ mod tests {
 
     #[test]
     fn malformed_statuses_are_errors() {
-        for bad in [&[][..], &[0; 9], &[0, 0, 0, 0, 0, 0, 0, 0, 3, 0], &[0; 11]] {
+        let mut bad_end = vec![0; 18];
+        bad_end[16] = 3;
+        for bad in [&[][..], &[0; 9], &[0; 17], &bad_end, &[0; 19]] {
             assert!(Status::of_bytes(bad).is_err(), "{bad:?}");
         }
-        let fine = status(u64::MAX, Some(false), true);
+        let fine = since(status(u64::MAX, Some(false), true), 7);
         assert_eq!(Status::of_bytes(&fine.to_bytes()).unwrap(), fine);
     }
 }

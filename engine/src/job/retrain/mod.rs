@@ -169,14 +169,17 @@ impl Stage {
     fn start(self, ring: Option<RingPlan>, end: &(Mutex<Option<bool>>, Condvar)) {
         millrace_deep::set_threads(self.spec.threads);
         let Some(plan) = ring else {
-            if let Err(error) = self.run(None, end) {
+            if let Err(error) = self.run(None, &mut Schedule::new(), end) {
                 tracing::error!(%error, "the retraining stage stopped; the online models go on");
             }
             return;
         };
+        // Kept across rejoins: a rank that joins again runs on the same schedule, and a run
+        // that failed is not tried again before it is due again.
+        let mut schedule = Schedule::new();
         while let Some(mut ring) = self.join(&plan, end) {
             let comm: &mut dyn AllReduce = &mut ring;
-            match self.run(Some(comm), end) {
+            match self.run(Some(comm), &mut schedule, end) {
                 Ok(()) => return,
                 Err(error) => {
                     tracing::error!(%error, "the retraining stage is out of step with its peers; joining them again");
@@ -187,8 +190,8 @@ impl Stage {
     }
 
     /// This rank of the ring `plan` names, once every rank has joined: tried again (each try
-    /// waits a minute for the peers) until it forms or the job ends, so that processes started
-    /// apart still train together.
+    /// waits [`JOIN_TRY`] for the peers, so that the job's end is seen that soon) until it
+    /// forms or the job ends, so that processes started apart still train together.
     fn join(&self, plan: &RingPlan, end: &(Mutex<Option<bool>>, Condvar)) -> Option<Ring> {
         let ended = || {
             let (lock, wake) = end;
@@ -198,11 +201,17 @@ impl Stage {
                 .unwrap_or_else(|e| e.into_inner());
             guard.is_some()
         };
+        let mut said = String::new();
         while !ended() {
             match connect(plan) {
                 Ok(ring) => return Some(ring),
                 Err(error) => {
-                    tracing::warn!(%error, "the retraining stage is waiting for its peers");
+                    // Once per kind of failure, not once per try.
+                    let error = error.to_string();
+                    if error != said {
+                        tracing::warn!(%error, "the retraining stage is waiting for its peers");
+                        said = error;
+                    }
                     self.stats.retrain.say("waiting for peers".to_owned());
                 }
             }
@@ -215,11 +224,10 @@ impl Stage {
     fn run(
         &self,
         mut comm: Option<&mut (dyn AllReduce + '_)>,
+        schedule: &mut Schedule,
         end: &(Mutex<Option<bool>>, Condvar),
     ) -> Result<(), crate::Error> {
         let every = Duration::from_secs(self.spec.every_seconds);
-        let mut last = Instant::now();
-        let mut since = 0;
         loop {
             let (lock, wake) = end;
             let ended = {
@@ -231,21 +239,23 @@ impl Stage {
             };
             let mine = Status {
                 appended: self.stats.samples.appended.load(Ordering::Relaxed),
+                since: schedule.since,
                 ended,
-                due: last.elapsed() >= every,
+                due: schedule.last.elapsed() >= every,
             };
             let all = match comm.as_deref_mut() {
                 Some(comm) => agree::statuses(comm, mine)?,
                 None => vec![mine],
             };
-            match agree::decide(&all, since, self.spec.every_rows) {
+            match agree::decide(&all, self.spec.every_rows) {
                 Next::Wait => {}
                 Next::Stop => return Ok(()),
                 Next::RunLast => return self.run_once(comm),
                 Next::Run => {
+                    // Before the run, so that one that fails waits for its turn again.
+                    schedule.last = Instant::now();
+                    schedule.since = agree::appended(&all);
                     self.run_once(comm.as_deref_mut())?;
-                    last = Instant::now();
-                    since = agree::appended(&all);
                 }
             }
         }
@@ -328,11 +338,36 @@ impl Stage {
     }
 }
 
+/// When the stage last decided to run.
+#[derive(Clone, Copy, Debug)]
+struct Schedule {
+    /// When.
+    last: Instant,
+    /// The rows appended in all then.
+    since: u64,
+}
+
+impl Schedule {
+    fn new() -> Self {
+        Schedule {
+            last: Instant::now(),
+            since: 0,
+        }
+    }
+}
+
+/// How long one try to form the ring waits for the peers.
+const JOIN_TRY: Duration = Duration::from_secs(10);
+
 /// This process's rank of the ring `plan` names, once every rank has joined (listening on its
-/// own address, the one the others dial).
+/// own address, the one the others dial), waiting at most [`JOIN_TRY`].
 fn connect(plan: &RingPlan) -> Result<Ring, millrace_deep::DeepError> {
     let own = plan.peers[plan.rank];
     let listener = TcpListener::bind(own)
         .map_err(|e| millrace_deep::DeepError::Collective(format!("listening on {own}: {e}")))?;
-    Ring::connect(plan.rank, &plan.peers, listener, RingLimits::default())
+    let limits = RingLimits {
+        connect: JOIN_TRY,
+        ..RingLimits::default()
+    };
+    Ring::connect(plan.rank, &plan.peers, listener, limits)
 }
