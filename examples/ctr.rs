@@ -45,6 +45,7 @@ fn ctr_job() -> anyhow::Result<JobSpec> {
             every_events: 50_000,
             every_seconds: 5,
             registry_topic: None,
+            registry_key_file: None,
         })
         .serve(ServeSpec {
             bind: "127.0.0.1:8080".into(),

@@ -36,6 +36,7 @@ pub mod checkpoint;
 pub mod error;
 pub mod job;
 pub mod metrics;
+pub mod secret;
 mod section;
 pub mod spec;
 

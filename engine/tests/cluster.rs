@@ -43,6 +43,7 @@ fn files(dir: &Path, topic: &str) -> (std::path::PathBuf, std::path::PathBuf) {
             every_events: 1_000_000,
             every_seconds: 3600,
             registry_topic: None,
+            registry_key_file: None,
         })
         .progress(ProgressSpec {
             epoch_ms: 100,

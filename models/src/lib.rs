@@ -11,7 +11,7 @@
 //! with is by construction the transform it is served with.
 #![warn(missing_docs)]
 
-pub use millrace_artifacts::{artifact, error, fixed, int8, registry, table};
+pub use millrace_artifacts::{artifact, error, fixed, int8, registry, table, topic};
 pub use millrace_events::{
     criteo, decode, features, fmap, labels, logistic, record, schema, synth,
 };

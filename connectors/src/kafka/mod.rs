@@ -15,8 +15,6 @@ pub use admin::{create_topics, partition_count, WatermarkProbe};
 pub use config::{client_config, KafkaSourceConfig, EMBEDDED};
 pub use embedded::EmbeddedBroker;
 pub use producer::{LineProducer, RateLimit, MIN_RATE};
-pub use registry::{
-    create_registry_topic, KafkaVersions, Published, RegistryPublisher, PIECE_BYTES,
-};
+pub use registry::{create_registry_topic, KafkaVersions, Published, RegistryPublisher};
 pub use sink::{text_headers, Output, OutputSink, EPOCH_HEADER, MESSAGE_TIMEOUT};
 pub use source::{EventTimeReader, KafkaReader};

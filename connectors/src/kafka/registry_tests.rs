@@ -3,6 +3,7 @@
 use super::*;
 use millrace_models::fmap::{FeatureMapSpec, Parser, Schema};
 use millrace_models::table::CHUNK_ROWS;
+use millrace_models::topic::{digest, le_bytes, Manifest, TensorManifest, KEY_MIN_BYTES};
 use millrace_models::{
     EventBatch, FeatureMap, FeatureSpec, LoadPace, ModelArtifact, Registry, VersionSource,
 };
@@ -48,11 +49,15 @@ struct Trainer {
 
 impl Trainer {
     fn new(topic: &str) -> Self {
+        Trainer::signing(topic, None)
+    }
+
+    fn signing(topic: &str, key: Option<RegistryKey>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         Trainer {
             registry: Registry::open(dir.path()).unwrap(),
             _dir: dir,
-            publisher: RegistryPublisher::new(&broker(), topic).unwrap(),
+            publisher: RegistryPublisher::new(&broker(), topic, key).unwrap(),
         }
     }
 
@@ -77,7 +82,7 @@ fn serving_follows_the_topic_and_shares_unchanged_chunks() {
     let first = trainer.publish(&mut fm.clone());
     assert_eq!((first.chunks_sent, first.chunks), (8, 8), "{first:?}");
 
-    let source = KafkaVersions::follow(&broker(), &topic).unwrap();
+    let source = KafkaVersions::follow(&broker(), &topic, None).unwrap();
     wait_for(&source, "ctr", 1);
     let v1 = source
         .load_served("ctr", 1, None, LoadPace::default())
@@ -111,7 +116,7 @@ fn serving_follows_the_topic_and_shares_unchanged_chunks() {
     );
 
     // A reader that starts later reads both versions from the topic.
-    let late = KafkaVersions::follow(&broker(), &topic).unwrap();
+    let late = KafkaVersions::follow(&broker(), &topic, None).unwrap();
     wait_for(&late, "ctr", 2);
     assert_eq!(late.versions("ctr").unwrap(), vec![1, 2]);
     assert_eq!(late.models().unwrap(), vec!["ctr".to_owned()]);
@@ -184,7 +189,7 @@ fn incomplete_and_invalid_versions_are_not_served() {
     send("manifest/ctr", &serde_json::to_vec(&older).unwrap());
     producer.flush(Duration::from_secs(30)).unwrap();
 
-    let source = KafkaVersions::follow(&broker(), &topic).unwrap();
+    let source = KafkaVersions::follow(&broker(), &topic, None).unwrap();
     wait_for(&source, "ctr", 4);
     assert_eq!(
         source.versions("ctr").unwrap(),
@@ -231,7 +236,7 @@ fn models_of_a_map_spec_carry_their_feature_map_over_the_topic() {
     let topic = topic("registry-map");
     let mut trainer = Trainer::new(&topic);
     trainer.publish(&mut model);
-    let source = KafkaVersions::follow(&broker(), &topic).unwrap();
+    let source = KafkaVersions::follow(&broker(), &topic, None).unwrap();
     wait_for(&source, "ctr", 1);
     let served = source
         .load_served("ctr", 1, None, LoadPace::default())
@@ -242,4 +247,40 @@ fn models_of_a_map_spec_carry_their_feature_map_over_the_topic() {
         served.predict_row(indices, values).to_bits(),
         model.predict_row(indices, values).to_bits()
     );
+}
+
+fn key(byte: u8) -> RegistryKey {
+    RegistryKey::new(vec![byte; KEY_MIN_BYTES]).unwrap()
+}
+
+#[test]
+fn a_reader_with_a_key_serves_only_versions_signed_with_it() {
+    let topic = topic("registry-signed");
+    let spec = FeatureSpec::Hashed { hash_bits: 8 };
+    let n = spec.dimension(&millrace_models::Schema::criteo());
+    let artifact = |version: u64, weight: f32| {
+        let mut artifact = ModelArtifact::logistic_regression("ctr", spec.clone(), vec![weight; n]);
+        artifact.meta.version = version;
+        artifact
+    };
+    // Versions 1 and 3 are signed with the reader's key; 2 with another, 4 with none.
+    let (mut ours, mut theirs) = (
+        RegistryPublisher::new(&broker(), &topic, Some(key(1))).unwrap(),
+        RegistryPublisher::new(&broker(), &topic, Some(key(2))).unwrap(),
+    );
+    let mut unsigned = RegistryPublisher::new(&broker(), &topic, None).unwrap();
+    ours.publish(&artifact(1, 0.1)).unwrap();
+    theirs.publish(&artifact(2, 0.2)).unwrap();
+    unsigned.publish(&artifact(4, 0.4)).unwrap();
+    ours.publish(&artifact(3, 0.3)).unwrap();
+    let keyed = KafkaVersions::follow(&broker(), &topic, Some(key(1))).unwrap();
+    let open = KafkaVersions::follow(&broker(), &topic, None).unwrap();
+    wait_for(&keyed, "ctr", 3);
+    wait_for(&open, "ctr", 3);
+    assert_eq!(keyed.versions("ctr").unwrap(), vec![1, 3]);
+    assert_eq!(open.versions("ctr").unwrap(), vec![2, 3, 4]);
+    let served = keyed
+        .load_served("ctr", 3, None, LoadPace::default())
+        .unwrap();
+    assert_eq!(served.to_artifact().values("weights")[0], 0.3);
 }

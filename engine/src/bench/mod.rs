@@ -97,6 +97,7 @@ pub fn job(
             every_events: 1_000_000,
             every_seconds: 3600,
             registry_topic: None,
+            registry_key_file: None,
         })
         .progress(ProgressSpec {
             epoch_ms: 200,

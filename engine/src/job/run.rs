@@ -8,11 +8,13 @@ use super::{JobReport, RunOptions, Started};
 use crate::catalog::{event_time_reader, Source, SourceContext};
 use crate::error::{Error, Result};
 use crate::metrics::JobStats;
+use crate::secret::read_secret;
 use crate::spec::JobSpec;
 use millrace_connectors::kafka::{
     create_registry_topic, create_topics, EmbeddedBroker, KafkaReader, KafkaSourceConfig,
     RegistryPublisher, EMBEDDED,
 };
+use millrace_models::topic::RegistryKey;
 use millrace_models::{ModelArtifact, Registry};
 use millrace_operators::Mirror;
 use millrace_serving::{ModelStore, ServeOptions};
@@ -283,7 +285,23 @@ fn registry_mirror(
         Some(broker) => broker.create_topic(topic, 1)?,
         None => runtime.block_on(create_registry_topic(bootstrap, topic))?,
     }
-    let publisher = Mutex::new(RegistryPublisher::new(bootstrap, topic)?);
+    let key = match &spec.publish.registry_key_file {
+        Some(path) => {
+            let text = read_secret(path, "registry key").map_err(|e| Error::Config {
+                problems: vec![format!("[publish] `registry_key_file`: {e}")],
+            })?;
+            Some(
+                RegistryKey::new(text.into_bytes()).map_err(|e| Error::Config {
+                    problems: vec![format!(
+                        "[publish] `registry_key_file` {}: {e}",
+                        path.display()
+                    )],
+                })?,
+            )
+        }
+        None => None,
+    };
+    let publisher = Mutex::new(RegistryPublisher::new(bootstrap, topic, key)?);
     tracing::info!(topic = %topic, "model versions also go to the registry topic");
     Ok(Some(Mirror(Arc::new(move |artifact: &ModelArtifact| {
         let mut publisher = publisher

@@ -131,6 +131,12 @@ pub(super) fn check(job: &Sections<'_>) -> Vec<String> {
         add("generator", list);
     }
     if let Some(Some(labels)) = job.labels {
+        if labels.max_pending == 0 {
+            add(
+                "labels",
+                vec!["`max_pending` must be > 0 (got 0)".to_owned()],
+            );
+        }
         if labels.window_ms == 0 {
             add("labels", vec!["`window_ms` must be > 0 (got 0)".to_owned()]);
         }
@@ -179,6 +185,12 @@ pub(super) fn check(job: &Sections<'_>) -> Vec<String> {
                 }
             }
             None => {}
+        }
+        if publish.registry_key_file.is_some() && publish.registry_topic.is_none() {
+            list.push(
+                "`registry_key_file` signs the versions of `registry_topic`, which is not set"
+                    .to_owned(),
+            );
         }
         add("publish", list);
     }

@@ -315,6 +315,10 @@ pub struct LabelsSpec {
     /// positive) for a click after the window.
     #[serde(default)]
     pub late: LatePolicy,
+    /// Impressions each worker remembers at most; one more goes to the dead letters
+    /// (`label_join_full`) and is counted.
+    #[serde(default = "LabelsSpec::default_max_pending")]
+    pub max_pending: usize,
 }
 
 impl JobSpec {
@@ -334,6 +338,12 @@ impl JobSpec {
 }
 
 impl LabelsSpec {
+    /// The `max_pending` a job file that gives none has: about half a GiB of Criteo
+    /// impressions per worker.
+    pub fn default_max_pending() -> usize {
+        1_000_000
+    }
+
     /// The window in epochs of `epoch_ms`.
     pub fn window_epochs(&self, epoch_ms: u64) -> u64 {
         self.window_ms.div_ceil(epoch_ms.max(1))
@@ -388,6 +398,11 @@ pub struct PublishSpec {
     /// pods that follow it (`millrace serve --registry kafka://BROKERS/TOPIC`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub registry_topic: Option<String>,
+    /// A file holding the key (at least 32 bytes of text, not open to others) that signs every
+    /// manifest sent to `registry_topic`; serving given the same file (`--registry-key-file`)
+    /// refuses versions not signed with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry_key_file: Option<PathBuf>,
 }
 
 impl Default for PublishSpec {
@@ -397,6 +412,7 @@ impl Default for PublishSpec {
             every_events: 100_000,
             every_seconds: 10,
             registry_topic: None,
+            registry_key_file: None,
         }
     }
 }

@@ -157,6 +157,7 @@ pub(crate) fn learn_quietly(builder: JobBuilder, registry: &Path, epoch_ms: u64)
             every_events: 1_000_000,
             every_seconds: 3600,
             registry_topic: None,
+            registry_key_file: None,
         })
         .progress(ProgressSpec {
             epoch_ms,

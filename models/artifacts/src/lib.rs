@@ -10,6 +10,7 @@ pub mod fixed;
 pub mod int8;
 pub mod registry;
 pub mod table;
+pub mod topic;
 
 pub use artifact::{ModelArtifact, ModelMeta, ServedModel};
 pub use error::{Error, Result};

@@ -33,6 +33,15 @@ pub struct Registry {
     root: PathBuf,
 }
 
+/// Whether `name` may name a model: ASCII letters, digits, `-` and `_`, at most 128 of them (a
+/// directory's name, a registry topic's key, a URL's path segment alike).
+pub fn valid_model_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
 impl Registry {
     /// Opens (and creates if needed) the registry at `root`.
     ///
@@ -51,11 +60,7 @@ impl Registry {
     }
 
     fn model_dir(&self, name: &str) -> Result<PathBuf> {
-        let valid = !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !valid {
+        if !valid_model_name(name) {
             return Err(Error::InvalidModelName(name.to_owned()));
         }
         Ok(self.root.join(name))
