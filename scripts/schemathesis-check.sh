@@ -20,7 +20,7 @@ trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
 # something to do.
 "$BIN" bench online --input ../shared/data/criteo-kaggle-dac-head8000/train.tsv --hash-bits 16 \
   --registry "$work/registry" --publish-every 4000 >/dev/null
-head -c 24 /dev/urandom | base64 >"$work/token"
+(umask 077 && head -c 24 /dev/urandom | base64 >"$work/token")
 "$BIN" serve --registry "$work/registry" --bind "$ADDR" --admin-token-file "$work/token" \
   2>"$work/log" &
 pid=$!

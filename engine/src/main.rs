@@ -5,8 +5,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use millrace_connectors::kafka::{KafkaVersions, LineProducer, RateLimit};
 use millrace_engine::bench;
 use millrace_engine::bench::online::{OnlineBenchConfig, OnlineModel};
+use millrace_engine::secret::read_secret;
 use millrace_engine::{Cluster, Job, JobSpec, RunOptions};
 use millrace_models::synth::CriteoGenerator;
+use millrace_models::topic::RegistryKey;
 use millrace_models::{FeatureMapSpec, FeatureSpec, FmParams, FtrlParams, LearnerParams, Registry};
 use millrace_serving::{BatchOptions, ModelStore, Precision, ServeOptions};
 use std::io::{BufRead, BufWriter, Write};
@@ -41,6 +43,11 @@ enum Command {
         /// order: runs the job as a timely cluster of that many processes.
         #[arg(long, env = "MILLRACE_HOSTS")]
         hosts: Option<PathBuf>,
+        /// Start afresh when the job's checkpoints cannot be restored (written by another
+        /// number of workers, unreadable, or none common to the processes), as Flink's
+        /// `--allowNonRestoredState`; without it the job refuses to start and keeps them.
+        #[arg(long)]
+        allow_fresh_start: bool,
     },
     /// Serve the models of a registry directory over HTTP, following new versions.
     Serve {
@@ -55,6 +62,10 @@ enum Command {
         /// traffic); without one they answer 403.
         #[arg(long, env = "MILLRACE_ADMIN_TOKEN_FILE")]
         admin_token_file: Option<PathBuf>,
+        /// With a registry topic: a file holding the key its manifests are signed with (the
+        /// job's `[publish] registry_key_file`); versions not signed with it are refused.
+        #[arg(long, env = "MILLRACE_REGISTRY_KEY_FILE")]
+        registry_key_file: Option<PathBuf>,
         /// Most instances in one predict request.
         #[arg(long, default_value_t = 1024)]
         max_batch: usize,
@@ -85,6 +96,24 @@ enum Command {
         /// With batching, the threads that form and score batches.
         #[arg(long, default_value_t = 1, requires = "batch_max_instances")]
         batch_threads: usize,
+        /// With batching, the requests that may wait in the queue; one more is answered 429 at
+        /// once.
+        #[arg(long, default_value_t = millrace_serving::DEFAULT_MAX_QUEUE, requires = "batch_max_instances")]
+        batch_max_queue: usize,
+        /// Shadow scorings that may run at once; past it a request's shadow scoring is skipped
+        /// and counted.
+        #[arg(long, default_value_t = millrace_serving::DEFAULT_MAX_SHADOW_IN_FLIGHT)]
+        max_shadow_in_flight: usize,
+        /// Connections open at once; one more is closed at once.
+        #[arg(long, default_value_t = 10_000)]
+        max_connections: usize,
+        /// Longest a client may take to send a request's headers (or to start its next
+        /// request on a kept-alive connection), in milliseconds; past it the connection closes.
+        #[arg(long, default_value_t = 10_000)]
+        header_timeout_ms: u64,
+        /// Predict requests in flight at once; one more is answered 503 at once.
+        #[arg(long, default_value_t = 256)]
+        max_in_flight: usize,
     },
     /// Produce the lines of a file (or `-` for stdin) to a Kafka topic.
     Produce {
@@ -408,6 +437,7 @@ fn run_cli() -> anyhow::Result<()> {
             workers,
             process,
             hosts,
+            allow_fresh_start,
         } => {
             let mut problems = Vec::new();
             if workers == 0 {
@@ -421,12 +451,13 @@ fn run_cli() -> anyhow::Result<()> {
             if !problems.is_empty() {
                 bail!("{}", problems.join("; "));
             }
-            run(job, workers, process, hosts)
+            run(job, workers, (process, hosts), allow_fresh_start)
         }
         Command::Serve {
             registry,
             bind,
             admin_token_file,
+            registry_key_file,
             max_batch,
             max_body_bytes,
             request_timeout_ms,
@@ -436,11 +467,17 @@ fn run_cli() -> anyhow::Result<()> {
             batch_max_instances,
             batch_timeout_us,
             batch_threads,
+            batch_max_queue,
+            max_shadow_in_flight,
+            max_connections,
+            header_timeout_ms,
+            max_in_flight,
         } => {
             let batching = batch_max_instances.map(|max_instances| BatchOptions {
                 max_instances,
                 timeout: std::time::Duration::from_micros(batch_timeout_us),
                 threads: batch_threads,
+                max_queue: batch_max_queue,
             });
             // Every problem of the options at once.
             let mut problems = batching.map(|b| b.problems()).unwrap_or_default();
@@ -448,6 +485,10 @@ fn run_cli() -> anyhow::Result<()> {
                 (max_batch == 0, "--max-batch"),
                 (max_body_bytes == 0, "--max-body-bytes"),
                 (request_timeout_ms == 0, "--request-timeout-ms"),
+                (max_shadow_in_flight == 0, "--max-shadow-in-flight"),
+                (max_connections == 0, "--max-connections"),
+                (header_timeout_ms == 0, "--header-timeout-ms"),
+                (max_in_flight == 0, "--max-in-flight"),
             ] {
                 if zero {
                     problems.push(format!("`{option}` must be at least 1"));
@@ -462,17 +503,12 @@ fn run_cli() -> anyhow::Result<()> {
                 bail!("{}", problems.join("; "));
             }
             let admin_token = admin_token_file
-                .map(|path| -> anyhow::Result<String> {
-                    let token = std::fs::read_to_string(&path)
-                        .with_context(|| format!("reading the admin token {}", path.display()))?;
-                    let token = token.trim().to_owned();
-                    anyhow::ensure!(
-                        !token.is_empty(),
-                        "the admin token file {} is empty",
-                        path.display()
-                    );
-                    Ok(token)
-                })
+                .as_deref()
+                .map(read_admin_token)
+                .transpose()?;
+            let registry_key = registry_key_file
+                .as_deref()
+                .map(read_registry_key)
                 .transpose()?;
             let options = ServeOptions {
                 max_batch,
@@ -480,6 +516,10 @@ fn run_cli() -> anyhow::Result<()> {
                 request_timeout: std::time::Duration::from_millis(request_timeout_ms),
                 admin_token,
                 batching,
+                max_shadow_in_flight,
+                max_connections,
+                header_timeout: std::time::Duration::from_millis(header_timeout_ms),
+                max_in_flight,
                 ..ServeOptions::default()
             };
             let precision = match weights {
@@ -488,7 +528,7 @@ fn run_cli() -> anyhow::Result<()> {
                 Weights::Int8 => Precision::Int8,
             };
             let store = (load_cpu_share, row_cache_entries, precision);
-            serve(registry, &bind, options, store)
+            serve(registry, registry_key, &bind, options, store)
         }
         Command::Produce {
             file,
@@ -778,7 +818,12 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-fn run(job: PathBuf, workers: usize, process: usize, hosts: Option<PathBuf>) -> anyhow::Result<()> {
+fn run(
+    job: PathBuf,
+    workers: usize,
+    (process, hosts): (usize, Option<PathBuf>),
+    allow_fresh_start: bool,
+) -> anyhow::Result<()> {
     let spec = JobSpec::from_file(&job)?;
     let cluster = match hosts {
         Some(file) => {
@@ -805,6 +850,7 @@ fn run(job: PathBuf, workers: usize, process: usize, hosts: Option<PathBuf>) -> 
         RunOptions {
             workers,
             cluster,
+            allow_fresh_start,
             ..RunOptions::default()
         },
     )?;
@@ -829,8 +875,21 @@ fn run(job: PathBuf, workers: usize, process: usize, hosts: Option<PathBuf>) -> 
     Ok(())
 }
 
+/// The admin token in `path` ([`read_secret`]).
+fn read_admin_token(path: &std::path::Path) -> anyhow::Result<String> {
+    read_secret(path, "admin token").map_err(anyhow::Error::msg)
+}
+
+/// The registry key in `path` ([`read_secret`]): the bytes of its text.
+fn read_registry_key(path: &std::path::Path) -> anyhow::Result<RegistryKey> {
+    let text = read_secret(path, "registry key").map_err(anyhow::Error::msg)?;
+    RegistryKey::new(text.into_bytes())
+        .map_err(|e| anyhow::anyhow!("the registry key file {}: {e}", path.display()))
+}
+
 fn serve(
     registry: PathBuf,
+    registry_key: Option<RegistryKey>,
     bind: &str,
     options: ServeOptions,
     (load_cpu_share, row_cache_entries, precision): (f64, usize, Precision),
@@ -841,11 +900,17 @@ fn serve(
                 .rsplit_once('/')
                 .filter(|(b, t)| !b.is_empty() && !t.is_empty())
                 .with_context(|| format!("`--registry {rest}`: use kafka://BROKERS/TOPIC"))?;
-            let source = KafkaVersions::follow(brokers, topic)?;
+            let source = KafkaVersions::follow(brokers, topic, registry_key)?;
             tracing::info!(brokers, topic, "following the registry topic");
             ModelStore::new(source)
         }
-        None => ModelStore::new(Registry::open(registry)?),
+        None => {
+            anyhow::ensure!(
+                registry_key.is_none(),
+                "`--registry-key-file` signs a registry topic's versions; a registry directory has none"
+            );
+            ModelStore::new(Registry::open(registry)?)
+        }
     };
     let store = Arc::new(
         store

@@ -1,8 +1,8 @@
 //! The HTTP API.
 
-use crate::batch::{BatchOptions, Batcher};
-use crate::score::{count_lookups, score};
-use crate::stats::VersionStats;
+use crate::batch::{BatchOptions, Batcher, Unscored};
+use crate::score::{count_lookups, score, score_guarded, ScoreError};
+use crate::stats::{ServingStats, VersionStats};
 use crate::store::{AdminError, ModelStore};
 use crate::traffic::{Arm, Route, ServedEntry, Traffic, TrafficChange, VersionRef};
 use crate::version::LoadedVersion;
@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::collections::BTreeSet;
 use std::convert::Infallible;
-use std::future::Future;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -43,6 +42,17 @@ pub struct ServeOptions {
     /// Batch predict requests that arrive together (the dynamic batcher); `None` scores each
     /// request on its own, as it arrives.
     pub batching: Option<BatchOptions>,
+    /// Shadow scorings that may run at once; past it a request's shadow scoring is skipped
+    /// (and counted), so that a shadow never slows the answers.
+    pub max_shadow_in_flight: usize,
+    /// Connections open at once; one more is closed at once (and counted).
+    pub max_connections: usize,
+    /// Longest a client may take to send a request's headers, and to start the next request
+    /// on a kept-alive connection; past it the connection is closed.
+    pub header_timeout: Duration,
+    /// Predict requests in flight at once (receiving, queued or scoring): one more is answered
+    /// 503 at once. With the body limit, this bounds the memory requests hold.
+    pub max_in_flight: usize,
 }
 
 impl std::fmt::Debug for ServeOptions {
@@ -54,6 +64,10 @@ impl std::fmt::Debug for ServeOptions {
             .field("poll_interval", &self.poll_interval)
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
             .field("batching", &self.batching)
+            .field("max_shadow_in_flight", &self.max_shadow_in_flight)
+            .field("max_connections", &self.max_connections)
+            .field("header_timeout", &self.header_timeout)
+            .field("max_in_flight", &self.max_in_flight)
             .finish()
     }
 }
@@ -68,9 +82,16 @@ impl Default for ServeOptions {
             admin_token: None,
             extra_metrics: None,
             batching: None,
+            max_shadow_in_flight: DEFAULT_MAX_SHADOW_IN_FLIGHT,
+            max_connections: 10_000,
+            header_timeout: Duration::from_secs(10),
+            max_in_flight: 256,
         }
     }
 }
+
+/// Shadow scorings that run at once unless told otherwise.
+pub const DEFAULT_MAX_SHADOW_IN_FLIGHT: usize = 16;
 
 /// The header whose value routes a request to an arm of a traffic split: the same key always
 /// goes to the same arm (sticky per user).
@@ -180,7 +201,7 @@ fn micros(p: f32) -> u64 {
 }
 
 async fn predict(
-    store: &ModelStore,
+    store: &Arc<ModelStore>,
     options: &ServeOptions,
     batcher: Option<&Batcher>,
     target: &str,
@@ -261,7 +282,7 @@ fn admit(
 }
 
 async fn predict_inner(
-    store: &ModelStore,
+    store: &Arc<ModelStore>,
     options: &ServeOptions,
     batcher: Option<&Batcher>,
     target: &str,
@@ -276,22 +297,17 @@ async fn predict_inner(
             let scored = batcher
                 .score(answer.clone(), instances)
                 .await
-                .ok_or_else(|| {
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "the batcher has stopped".to_owned(),
-                    )
-                })?;
+                .map_err(|unscored| refuse_unscored(stats, unscored))?;
             (scored.instances, scored.predictions)
         }
         None => {
             let mut counts = TransformCounts::default();
-            let predictions = score(answer, &instances, &mut counts, Some(stats));
+            let predictions = score_guarded(score, answer, &instances, &mut counts, Some(stats));
             count_lookups(stats, &counts);
             (instances, predictions)
         }
     };
-    let predictions = predictions.map_err(|e| (StatusCode::BAD_REQUEST, e))?;
+    let predictions = predictions.map_err(|e| refuse_failed(stats, e))?;
     let arm = &answer.stats;
     arm.requests.fetch_add(1, Ordering::Relaxed);
     arm.predictions
@@ -301,26 +317,7 @@ async fn predict_inner(
         Ordering::Relaxed,
     );
     if let Some(shadow) = route.shadow {
-        // The shadow scores off the request's path: the caller has its answer already.
-        let answered = predictions.clone();
-        tokio::spawn(async move {
-            let mut counts = TransformCounts::default();
-            let Ok(scores) = score(&shadow, &instances, &mut counts, None) else {
-                return;
-            };
-            let diff: u64 = scores
-                .iter()
-                .zip(&answered)
-                .map(|(s, a)| micros((s - a).abs()))
-                .sum();
-            let stats = &shadow.stats;
-            stats
-                .shadow_predictions
-                .fetch_add(scores.len() as u64, Ordering::Relaxed);
-            stats
-                .shadow_abs_diff_micros
-                .fetch_add(diff, Ordering::Relaxed);
-        });
+        score_shadow(store, options, shadow, instances, predictions.clone());
     }
     let meta = &answer.model.meta;
     Ok(PredictResponse {
@@ -328,6 +325,107 @@ async fn predict_inner(
         model: Some(meta.name.clone()).filter(|_| route.guest),
         model_version: meta.version,
     })
+}
+
+/// A place among the predict requests in flight, given back when dropped.
+struct Slot<'a>(&'a AtomicU64);
+
+impl<'a> Slot<'a> {
+    /// A place, unless `max` are taken.
+    fn take(in_flight: &'a AtomicU64, max: usize) -> Option<Self> {
+        in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max as u64).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(in_flight))
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The answer to a request the batcher did not take: a 429 when its queue is full (the client
+/// may retry), a 503 when it has stopped.
+fn refuse_unscored(stats: &ServingStats, unscored: Unscored) -> Refusal {
+    match unscored {
+        Unscored::Full(limit) => {
+            stats.batching.queue_full.fetch_add(1, Ordering::Relaxed);
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("the batch queue holds its limit of {limit} requests; retry later"),
+            )
+        }
+        Unscored::Stopped => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the batcher has stopped".to_owned(),
+        ),
+    }
+}
+
+/// The answer to a request whose scoring failed: a 400 naming the instance, or a 500 when
+/// scoring panicked.
+fn refuse_failed(stats: &ServingStats, error: ScoreError) -> Refusal {
+    match error {
+        ScoreError::Instance(why) => (StatusCode::BAD_REQUEST, why),
+        ScoreError::Panicked(_) => {
+            stats.scoring_panics.fetch_add(1, Ordering::Relaxed);
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "scoring this request failed inside the server (logged)".to_owned(),
+            )
+        }
+    }
+}
+
+/// Scores a request's instances with the shadow version, on a blocking thread and off the
+/// request's path (the caller has its answer already), unless `max_shadow_in_flight` shadow
+/// scorings already run: then it is skipped and counted.
+fn score_shadow(
+    store: &Arc<ModelStore>,
+    options: &ServeOptions,
+    shadow: Arc<LoadedVersion>,
+    instances: Vec<Box<RawValue>>,
+    answered: Vec<f32>,
+) {
+    let stats = store.stats();
+    let admitted =
+        stats
+            .shadow_in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |running| {
+                (running < options.max_shadow_in_flight as u64).then_some(running + 1)
+            });
+    if admitted.is_err() {
+        stats.shadow_dropped.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut counts = TransformCounts::default();
+        let scored = score_guarded(score, &shadow, &instances, &mut counts, None);
+        store
+            .stats()
+            .shadow_in_flight
+            .fetch_sub(1, Ordering::AcqRel);
+        let Ok(scores) = scored else {
+            return;
+        };
+        let diff: u64 = scores
+            .iter()
+            .zip(&answered)
+            .map(|(s, a)| micros((s - a).abs()))
+            .sum();
+        let stats = &shadow.stats;
+        stats
+            .shadow_predictions
+            .fetch_add(scores.len() as u64, Ordering::Relaxed);
+        stats
+            .shadow_abs_diff_micros
+            .fetch_add(diff, Ordering::Relaxed);
+    });
 }
 
 /// Reads a request body of at most `limit` bytes.
@@ -419,15 +517,16 @@ fn shadow_of(value: serde_json::Value) -> Result<VersionRef, Refusal> {
 
 /// Whether `given` (an `Authorization` header) carries `token`, compared in constant time.
 fn authorized(token: &str, given: Option<&str>) -> bool {
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
     let Some(given) = given.and_then(|g| g.strip_prefix("Bearer ")) else {
         return false;
     };
-    given.len() == token.len()
-        && given
-            .bytes()
-            .zip(token.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+    // Equal-length digests compared in constant time: the time taken tells nothing of where
+    // the tokens differ, nor of the expected token's length.
+    Sha256::digest(given.as_bytes())
+        .ct_eq(&Sha256::digest(token.as_bytes()))
+        .into()
 }
 
 /// The method an admin action takes; `None` for an unknown action.
@@ -591,6 +690,7 @@ fn metrics_text(store: &ModelStore, options: &ServeOptions) -> String {
             "millrace_serving_rejected_versions_total",
             &stats.rejected_versions,
         ),
+        ("millrace_serving_load_retries_total", &stats.load_retries),
         ("millrace_serving_vocab_lookups_total", &stats.vocab_lookups),
         ("millrace_serving_vocab_oov_total", &stats.vocab_oov),
         ("millrace_serving_admin_changes_total", &stats.admin_changes),
@@ -620,12 +720,50 @@ fn metrics_text(store: &ModelStore, options: &ServeOptions) -> String {
             "millrace_serving_batch_splits_total",
             &stats.batching.split_batches,
         ),
+        (
+            "millrace_serving_batch_queue_full_total",
+            &stats.batching.queue_full,
+        ),
+        (
+            "millrace_serving_batch_abandoned_total",
+            &stats.batching.abandoned,
+        ),
+        (
+            "millrace_serving_scoring_panics_total",
+            &stats.scoring_panics,
+        ),
+        (
+            "millrace_serving_shadow_dropped_total",
+            &stats.shadow_dropped,
+        ),
+        (
+            "millrace_serving_connections_refused_total",
+            &stats.connections_refused,
+        ),
+        (
+            "millrace_serving_in_flight_refused_total",
+            &stats.in_flight_refused,
+        ),
     ];
     for (name, counter) in counters {
         let _ = writeln!(
             text,
             "# TYPE {name} counter\n{name} {}",
             counter.load(Ordering::Relaxed)
+        );
+    }
+    for (name, gauge) in [
+        ("millrace_serving_shadow_in_flight", &stats.shadow_in_flight),
+        ("millrace_serving_connections_open", &stats.connections_open),
+        (
+            "millrace_serving_predicts_in_flight",
+            &stats.predicts_in_flight,
+        ),
+    ] {
+        let _ = writeln!(
+            text,
+            "# TYPE {name} gauge\n{name} {}",
+            gauge.load(Ordering::Relaxed)
         );
     }
     let entries = store.entries();
@@ -770,6 +908,16 @@ pub fn routes(
              store: Arc<ModelStore>,
              options: ServeOptions,
              batcher: Option<Batcher>| async move {
+                let Some(_slot) = Slot::take(&store.stats().predicts_in_flight, options.max_in_flight) else {
+                    store.stats().in_flight_refused.fetch_add(1, Ordering::Relaxed);
+                    return error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "{} predict requests are in flight, the most this server takes; retry later",
+                            options.max_in_flight
+                        ),
+                    );
+                };
                 if length.is_some_and(|n| n > options.max_body_bytes) {
                     store.stats().client_errors.fetch_add(1, Ordering::Relaxed);
                     return error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
@@ -936,50 +1084,5 @@ fn recover(rejection: Rejection) -> Answer {
             StatusCode::BAD_REQUEST,
             format!("bad request: {rejection:?}"),
         )
-    }
-}
-
-/// Serves `store` on `listener` until `shutdown` completes, refreshing the store from its
-/// registry every `options.poll_interval` on a loader thread of the lowest priority.
-pub async fn serve(
-    store: Arc<ModelStore>,
-    listener: tokio::net::TcpListener,
-    options: ServeOptions,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) {
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let loader = {
-        let (store, stop) = (store.clone(), stop.clone());
-        let interval = options.poll_interval;
-        std::thread::Builder::new()
-            .name("millrace-loader".to_owned())
-            .spawn(move || {
-                lower_priority();
-                while !stop.load(Ordering::Relaxed) {
-                    store.refresh();
-                    std::thread::sleep(interval);
-                }
-            })
-    };
-    if let Err(error) = &loader {
-        tracing::error!(%error, "cannot start the loader thread: no new versions will be served");
-    }
-    warp::serve(routes(store, options))
-        .incoming(listener)
-        .graceful(shutdown)
-        .run()
-        .await;
-    stop.store(true, Ordering::Relaxed);
-    if let Ok(loader) = loader {
-        let _ = tokio::task::spawn_blocking(move || loader.join()).await;
-    }
-}
-
-/// Lowers the calling thread's scheduling priority as far as it goes (Linux: `nice` is per
-/// thread), so that loading a version yields the cores to the threads answering requests.
-fn lower_priority() {
-    #[cfg(unix)]
-    if let Err(error) = rustix::process::nice(19) {
-        tracing::debug!(%error, "cannot lower the loader thread's priority");
     }
 }

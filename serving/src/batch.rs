@@ -12,12 +12,19 @@
 //!
 //! Scoring runs on the batching threads, off the threads that serve connections. An instance
 //! that fails makes only its own request fail: a batch with an error is scored again request by
-//! request, so that each request gets its own answer and its own instance positions.
+//! request, so that each request gets its own answer and its own instance positions. A panic
+//! while scoring is such an error too: it fails the request that caused it (a 500), and the
+//! batching thread goes on.
+//!
+//! The queue holds at most `max_queue` requests, as Triton's `max_queue_size` does: a request
+//! that finds it full is refused at once (a 429) rather than waiting behind work the server
+//! cannot finish in time. A request whose client has gone while it waited is not scored.
 
-use crate::score::{count_lookups, score};
+use crate::score::{count_lookups, score, score_guarded, ScoreError, ScoreFn};
 use crate::stats::{BatchStats, ServingStats};
 use crate::store::ModelStore;
 use crate::version::LoadedVersion;
+use crossbeam_channel::TrySendError;
 use millrace_models::fmap::TransformCounts;
 use serde_json::value::RawValue;
 use std::sync::atomic::Ordering;
@@ -34,6 +41,8 @@ pub struct BatchOptions {
     pub timeout: Duration,
     /// Threads that form and score batches.
     pub threads: usize,
+    /// Requests that may wait in the queue; one more is refused at once.
+    pub max_queue: usize,
 }
 
 impl BatchOptions {
@@ -45,6 +54,9 @@ impl BatchOptions {
         }
         if self.threads == 0 {
             problems.push("batching needs at least one thread".to_owned());
+        }
+        if self.max_queue == 0 {
+            problems.push("the batch queue must hold at least one request".to_owned());
         }
         if self.timeout > MAX_BATCH_TIMEOUT {
             problems.push(format!(
@@ -60,11 +72,24 @@ impl BatchOptions {
 /// The longest a batch may wait for more requests: a lone request waits this long.
 const MAX_BATCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// The requests the batch queue holds unless told otherwise: with the default limits of a
+/// request (4 MiB, 1,024 instances) at most 1 GiB of request bodies wait.
+pub const DEFAULT_MAX_QUEUE: usize = 256;
+
 /// A request's instances, scored: the instances come back for the shadow.
 #[derive(Debug)]
 pub(crate) struct Scored {
     pub(crate) instances: Vec<Box<RawValue>>,
-    pub(crate) predictions: Result<Vec<f32>, String>,
+    pub(crate) predictions: Result<Vec<f32>, ScoreError>,
+}
+
+/// Why the batcher did not score a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Unscored {
+    /// The queue held its limit of requests.
+    Full(usize),
+    /// The batching threads are gone.
+    Stopped,
 }
 
 struct Job {
@@ -79,31 +104,59 @@ struct Job {
 #[derive(Clone, Debug)]
 pub(crate) struct Batcher {
     jobs: crossbeam_channel::Sender<Job>,
+    max_queue: usize,
 }
 
 impl Batcher {
     /// Starts `options.threads` batching threads that count in `store`'s statistics.
     pub(crate) fn start(options: BatchOptions, store: &Arc<ModelStore>) -> std::io::Result<Self> {
-        let (jobs, queue) = crossbeam_channel::unbounded();
+        Batcher::start_scoring(options, store, score)
+    }
+
+    /// [`Batcher::start`], scoring with `score_fn`.
+    fn start_scoring(
+        options: BatchOptions,
+        store: &Arc<ModelStore>,
+        score_fn: ScoreFn,
+    ) -> std::io::Result<Self> {
+        let (jobs, queue) = crossbeam_channel::bounded(options.max_queue.max(1));
         for i in 0..options.threads.max(1) {
             let (queue, store) = (queue.clone(), store.clone());
             std::thread::Builder::new()
                 .name(format!("millrace-batch-{i}"))
                 .spawn(move || {
                     while let Some(batch) = next_batch(&queue, &options) {
-                        score_batch(batch, store.stats());
+                        score_batch(batch, store.stats(), score_fn);
                     }
                 })?;
         }
-        Ok(Batcher { jobs })
+        Ok(Batcher {
+            jobs,
+            max_queue: options.max_queue.max(1),
+        })
     }
 
-    /// Scores `instances` with `version` in a batch; `None` when the batching threads are gone.
+    /// Scores `instances` with `version` in a batch.
+    ///
+    /// # Errors
+    ///
+    /// At once when the queue is full, and when the batching threads are gone.
     pub(crate) async fn score(
         &self,
         version: Arc<LoadedVersion>,
         instances: Vec<Box<RawValue>>,
-    ) -> Option<Scored> {
+    ) -> Result<Scored, Unscored> {
+        let answer = self.submit(version, instances)?;
+        answer.await.map_err(|_| Unscored::Stopped)
+    }
+
+    /// Queues the job of scoring `instances` with `version`, without waiting for a place: the
+    /// receiver of its answer, or why it was not queued.
+    fn submit(
+        &self,
+        version: Arc<LoadedVersion>,
+        instances: Vec<Box<RawValue>>,
+    ) -> Result<oneshot::Receiver<Scored>, Unscored> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             version,
@@ -111,8 +164,11 @@ impl Batcher {
             queued: Instant::now(),
             reply,
         };
-        self.jobs.send(job).ok()?;
-        answer.await.ok()
+        match self.jobs.try_send(job) {
+            Ok(()) => Ok(answer),
+            Err(TrySendError::Full(_)) => Err(Unscored::Full(self.max_queue)),
+            Err(TrySendError::Disconnected(_)) => Err(Unscored::Stopped),
+        }
     }
 }
 
@@ -138,9 +194,17 @@ fn next_batch(
     Some(batch)
 }
 
-/// Scores a batch, one call per version, and answers each job.
-fn score_batch(mut batch: Vec<Job>, serving: &ServingStats) {
+/// Scores a batch, one call per version, and answers each job whose client still waits.
+fn score_batch(mut batch: Vec<Job>, serving: &ServingStats, score_fn: ScoreFn) {
     let stats = &serving.batching;
+    let waiting = batch.len();
+    batch.retain(|job| !job.reply.is_closed());
+    stats
+        .abandoned
+        .fetch_add((waiting - batch.len()) as u64, Ordering::Relaxed);
+    if batch.is_empty() {
+        return;
+    }
     let now = Instant::now();
     stats.batches.fetch_add(1, Ordering::Relaxed);
     stats
@@ -159,24 +223,26 @@ fn score_batch(mut batch: Vec<Job>, serving: &ServingStats) {
             .into_iter()
             .partition(|job| Arc::ptr_eq(&job.version, &version));
         batch = rest;
-        score_group(&version, group, stats, serving);
+        score_group(&version, group, serving, score_fn);
     }
 }
 
-/// Scores the jobs of one version together; when an instance fails, each job on its own.
+/// Scores the jobs of one version together; when an instance fails (or scoring panics), each
+/// job on its own.
 fn score_group(
     version: &LoadedVersion,
     mut group: Vec<Job>,
-    stats: &BatchStats,
     serving: &ServingStats,
+    score_fn: ScoreFn,
 ) {
+    let stats: &BatchStats = &serving.batching;
     let lens: Vec<usize> = group.iter().map(|job| job.instances.len()).collect();
     let mut all = Vec::with_capacity(lens.iter().sum());
     for job in &mut group {
         all.append(&mut job.instances);
     }
     let mut counts = TransformCounts::default();
-    let scored = score(version, &all, &mut counts, Some(serving));
+    let scored = score_guarded(score_fn, version, &all, &mut counts, Some(serving));
     let mut all = all.into_iter();
     for (job, &len) in group.iter_mut().zip(&lens) {
         job.instances = all.by_ref().take(len).collect();
@@ -194,18 +260,152 @@ fn score_group(
             stats.split_batches.fetch_add(1, Ordering::Relaxed);
             for job in group {
                 let mut counts = TransformCounts::default();
-                let predictions = score(version, &job.instances, &mut counts, None);
-                count_lookups(serving, &counts);
+                let predictions =
+                    score_guarded(score_fn, version, &job.instances, &mut counts, None);
+                if predictions.is_ok() {
+                    count_lookups(serving, &counts);
+                }
                 answer(job, predictions);
             }
         }
     }
 }
 
-fn answer(job: Job, predictions: Result<Vec<f32>, String>) {
+fn answer(job: Job, predictions: Result<Vec<f32>, ScoreError>) {
     // A client that went away no longer waits for its answer.
     let _ = job.reply.send(Scored {
         instances: job.instances,
         predictions,
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use millrace_models::{FeatureSpec, ModelArtifact, Registry, Schema, ServedModel};
+    use std::sync::Mutex;
+
+    /// Held by a test while the scorer must not finish an instance that says `wait`.
+    static GATE: Mutex<()> = Mutex::new(());
+
+    /// A scorer for these tests: 0.5 per instance, a panic for an instance that says `panic`,
+    /// an error for one that says `bad`, and a wait on [`GATE`] for one that says `wait`.
+    fn scorer(
+        _: &LoadedVersion,
+        instances: &[Box<RawValue>],
+        _: &mut TransformCounts,
+        _: Option<&ServingStats>,
+    ) -> Result<Vec<f32>, String> {
+        for (i, instance) in instances.iter().enumerate() {
+            match instance.get() {
+                "\"panic\"" => panic!("instance {i} panics"),
+                "\"bad\"" => return Err(format!("instance {i}: bad")),
+                "\"wait\"" => drop(GATE.lock()),
+                _ => {}
+            }
+        }
+        Ok(vec![0.5; instances.len()])
+    }
+
+    fn instances(texts: &[&str]) -> Vec<Box<RawValue>> {
+        texts
+            .iter()
+            .map(|t| RawValue::from_string(format!("\"{t}\"")).unwrap())
+            .collect()
+    }
+
+    fn version() -> Arc<LoadedVersion> {
+        let spec = FeatureSpec::Hashed { hash_bits: 4 };
+        let weights = vec![0.0; spec.dimension(&Schema::criteo())];
+        let artifact = ModelArtifact::logistic_regression("ctr", spec, weights);
+        Arc::new(LoadedVersion {
+            model: ServedModel::from_artifact(&artifact),
+            stats: Default::default(),
+            loaded_unix_ms: 0,
+            rows: None,
+            parser: None,
+        })
+    }
+
+    /// A batcher of one thread over a store of an empty registry (kept while `TempDir` lives).
+    fn start(
+        max_instances: usize,
+        max_queue: usize,
+    ) -> (Batcher, Arc<ModelStore>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(ModelStore::new(Registry::open(dir.path()).unwrap()));
+        let options = BatchOptions {
+            max_instances,
+            timeout: Duration::from_secs(30),
+            threads: 1,
+            max_queue,
+        };
+        let batcher = Batcher::start_scoring(options, &store, scorer).unwrap();
+        (batcher, store, dir)
+    }
+
+    /// Waits (at most ten seconds) until the batching thread has taken every queued job.
+    fn until_taken(batcher: &Batcher) {
+        for _ in 0..10_000 {
+            if batcher.jobs.is_empty() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        panic!("the batching thread took no job in ten seconds");
+    }
+
+    #[tokio::test]
+    async fn a_panic_fails_its_own_request_and_the_batcher_goes_on() {
+        let (batcher, store, _dir) = start(3, 8);
+        let answers: Vec<_> = [["one"], ["panic"], ["two"]]
+            .iter()
+            .map(|texts| batcher.submit(version(), instances(texts)).unwrap())
+            .collect();
+        let mut predictions = Vec::new();
+        for answer in answers {
+            predictions.push(answer.await.unwrap().predictions);
+        }
+        assert_eq!(predictions[0], Ok(vec![0.5]));
+        assert!(
+            matches!(&predictions[1], Err(ScoreError::Panicked(why)) if why == "instance 0 panics"),
+            "{:?}",
+            predictions[1]
+        );
+        assert_eq!(predictions[2], Ok(vec![0.5]));
+        let next = batcher.score(version(), instances(&["three", "bad"])).await;
+        assert_eq!(
+            next.unwrap().predictions,
+            Err(ScoreError::Instance("instance 1: bad".to_owned()))
+        );
+        let next = batcher.score(version(), instances(&["four"])).await;
+        assert_eq!(next.unwrap().predictions, Ok(vec![0.5]));
+        assert_eq!(
+            store.stats().batching.split_batches.load(Ordering::Relaxed),
+            2
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_at_once_and_a_gone_client_is_not_scored() {
+        let (batcher, store, _dir) = start(1, 2);
+        let gate = GATE.lock().unwrap();
+        let busy = batcher.submit(version(), instances(&["wait"])).unwrap();
+        until_taken(&batcher);
+        let queued = batcher.submit(version(), instances(&["one"])).unwrap();
+        let gone = batcher.submit(version(), instances(&["two"])).unwrap();
+        assert_eq!(
+            batcher.submit(version(), instances(&["three"])).err(),
+            Some(Unscored::Full(2))
+        );
+        drop(gone);
+        drop(gate);
+        assert_eq!(busy.await.unwrap().predictions, Ok(vec![0.5]));
+        assert_eq!(queued.await.unwrap().predictions, Ok(vec![0.5]));
+        let after = batcher.score(version(), instances(&["four"])).await;
+        assert_eq!(after.unwrap().predictions, Ok(vec![0.5]));
+        let stats = &store.stats().batching;
+        assert_eq!(stats.abandoned.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.requests.load(Ordering::Relaxed), 3);
+    }
 }

@@ -22,14 +22,16 @@ mod openapi;
 mod row_cache;
 mod rows;
 mod score;
+mod server;
 mod stats;
 mod store;
 mod traffic;
 mod version;
 
-pub use api::{routes, serve, ServeOptions, KEY_HEADER, OPENAPI};
-pub use batch::BatchOptions;
+pub use api::{routes, ServeOptions, DEFAULT_MAX_SHADOW_IN_FLIGHT, KEY_HEADER, OPENAPI};
+pub use batch::{BatchOptions, DEFAULT_MAX_QUEUE};
 pub use rows::{instance_rows, InstanceError};
+pub use server::serve;
 pub use stats::{BatchStats, ServingStats, VersionStats};
 pub use store::{
     AdminError, ModelStore, Precision, RefreshOutcome, DEFAULT_LOAD_CPU_SHARE,

@@ -97,6 +97,57 @@ pub(crate) fn score(
     Ok(predictions)
 }
 
+/// Why a request's instances have no predictions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ScoreError {
+    /// An instance is not an event of the model's schema (`instance {i}: why`): the client's
+    /// fault.
+    Instance(String),
+    /// Scoring panicked: the server's fault, confined to the request whose instances did it.
+    Panicked(String),
+}
+
+/// The scoring function, [`score`] but for the batcher's tests.
+pub(crate) type ScoreFn = fn(
+    &LoadedVersion,
+    &[Box<RawValue>],
+    &mut TransformCounts,
+    Option<&ServingStats>,
+) -> Result<Vec<f32>, String>;
+
+/// [`score`] (or `score_fn`) with a panic caught and turned into [`ScoreError::Panicked`]: a
+/// panic fails the request that caused it, not the thread that serves or batches it.
+pub(crate) fn score_guarded(
+    score_fn: ScoreFn,
+    version: &LoadedVersion,
+    instances: &[Box<RawValue>],
+    counts: &mut TransformCounts,
+    stats: Option<&ServingStats>,
+) -> Result<Vec<f32>, ScoreError> {
+    // Nothing that scoring touches is left broken by an unwind: the row cache's shards hold
+    // no lock across a panic, and the counts are discarded with the failed request.
+    let scored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        score_fn(version, instances, counts, stats)
+    }));
+    match scored {
+        Ok(predictions) => predictions.map_err(ScoreError::Instance),
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_owned());
+            tracing::error!(
+                model = %version.model.meta.name,
+                version = version.model.meta.version,
+                %why,
+                "scoring panicked; the request fails with a 500"
+            );
+            Err(ScoreError::Panicked(why))
+        }
+    }
+}
+
 /// Adds the vocabulary lookups of a transform to the serving counters.
 pub(crate) fn count_lookups(stats: &ServingStats, counts: &TransformCounts) {
     stats

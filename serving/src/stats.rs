@@ -15,6 +15,9 @@ pub struct ServingStats {
     pub swaps: AtomicU64,
     /// Versions rejected by validation.
     pub rejected_versions: AtomicU64,
+    /// Loads that failed for a transient reason (out of file descriptors or memory), tried
+    /// again at the next poll.
+    pub load_retries: AtomicU64,
     /// Instance values looked up in a served FeatureMap's vocabularies.
     pub vocab_lookups: AtomicU64,
     /// Of those, values without an id (out of vocabulary or hashed fallback).
@@ -27,6 +30,20 @@ pub struct ServingStats {
     pub row_cache_hits: AtomicU64,
     /// Instances transformed (not in the cache, or no cache).
     pub row_cache_misses: AtomicU64,
+    /// Requests whose scoring panicked (answered with a 500).
+    pub scoring_panics: AtomicU64,
+    /// Shadow scorings skipped because as many as allowed were already running.
+    pub shadow_dropped: AtomicU64,
+    /// Shadow scorings running now (a gauge).
+    pub shadow_in_flight: AtomicU64,
+    /// Connections open now (a gauge).
+    pub connections_open: AtomicU64,
+    /// Connections closed at once because as many as allowed were open.
+    pub connections_refused: AtomicU64,
+    /// Predict requests answered 503 at once because as many as allowed were in flight.
+    pub in_flight_refused: AtomicU64,
+    /// Predict requests in flight now: receiving, queued or scoring (a gauge).
+    pub predicts_in_flight: AtomicU64,
     /// The dynamic batcher's counters (zero without batching).
     pub batching: BatchStats,
 }
@@ -59,4 +76,8 @@ pub struct BatchStats {
     pub wait_micros: AtomicU64,
     /// Batches scored again request by request because an instance failed.
     pub split_batches: AtomicU64,
+    /// Requests refused at once because the queue held its limit.
+    pub queue_full: AtomicU64,
+    /// Requests not scored because their client had gone while they waited.
+    pub abandoned: AtomicU64,
 }

@@ -211,6 +211,12 @@ impl ModelStore {
                 loaded_unix_ms: now_ms(),
                 rows: RowCache::new(self.row_cache_entries),
             })),
+            Err(error) if error.is_transient() => {
+                // Not remembered: the next poll tries it again.
+                self.stats.load_retries.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(model = %name, version, %error, "loading a model version failed for now; it is tried again at the next poll");
+                Err(error.to_string())
+            }
             Err(error) => {
                 self.stats.rejected_versions.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(model = %name, version, %error, "rejected model version; the served ones keep serving");
@@ -290,12 +296,18 @@ impl ModelStore {
                 .ok_or_else(|| AdminError::UnknownModel(name.to_owned()))?;
             let mut entry = ServedEntry::clone(&current);
             let traffic = self.changed(&mut entry, change)?;
-            for target in traffic.named(name) {
+            entry.traffic = traffic.clone();
+            // Own versions first: a guest is checked against the primary the new traffic has.
+            let (own, guests): (Vec<VersionRef>, Vec<VersionRef>) = traffic
+                .named(name)
+                .into_iter()
+                .partition(|target| matches!(target, VersionRef::Own(_)));
+            for target in own.into_iter().chain(guests) {
                 if entry.get(&target).is_none() {
                     self.bring(&mut entry, target)?;
                 }
             }
-            entry.traffic = traffic.clone();
+            drop_strangers(&mut entry);
             entry.retain();
             self.publish(entry);
             self.stats.admin_changes.fetch_add(1, Ordering::Relaxed);
@@ -417,7 +429,7 @@ impl ModelStore {
                 entry.versions.insert(version, loaded);
             }
             guest @ VersionRef::Of { .. } => {
-                if let Some(ours) = entry.newest() {
+                if let Some(ours) = entry.primary() {
                     if inputs(ours) != inputs(&loaded) {
                         return Err(AdminError::Invalid(format!(
                             "`{model}` version {version} reads other fields than `{}`: a version of another model can take `{}`'s traffic only when it answers the same requests",
@@ -451,16 +463,17 @@ impl ModelStore {
     }
 }
 
-/// Drops from `entry`'s traffic the guests that read other fields than its newest version, as
-/// when the model was republished over a new schema: the primary answers their requests.
+/// Drops from `entry`'s traffic the guests that read other fields than its primary version
+/// (the pinned one, or the newest), as when the model was republished over a new schema and
+/// is not pinned: the primary answers their requests.
 fn drop_strangers(entry: &mut ServedEntry) {
-    let Some(newest) = entry.newest().cloned() else {
+    let Some(primary) = entry.primary().cloned() else {
         return;
     };
     let strangers: Vec<VersionRef> = entry
         .guests
         .iter()
-        .filter(|(_, guest)| inputs(guest) != inputs(&newest))
+        .filter(|(_, guest)| inputs(guest) != inputs(&primary))
         .map(|(target, _)| target.clone())
         .collect();
     for target in strangers {

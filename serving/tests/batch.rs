@@ -69,6 +69,7 @@ fn batching(max_instances: usize, timeout: Duration) -> ServeOptions {
             max_instances,
             timeout,
             threads: 1,
+            max_queue: millrace_serving::DEFAULT_MAX_QUEUE,
         }),
         ..ServeOptions::default()
     }

@@ -51,6 +51,8 @@ impl Server {
             store,
             options: ServeOptions {
                 admin_token: Some(TOKEN.to_owned()),
+                // These tests count every shadow scoring: none may be skipped for load.
+                max_shadow_in_flight: usize::MAX,
                 ..ServeOptions::default()
             },
         }
@@ -361,6 +363,85 @@ async fn a_version_is_in_memory_once() {
 
 /// A guest that is not served, or has no such version, is refused whole, as is a malformed
 /// shadow or a pin of another model's version.
+/// Publishes a `ctr` version over a fitted FeatureMap of another schema than Criteo's (the
+/// csv test schema of the events crate): it reads other fields than the hashed versions.
+fn publish_map_version(registry: &Registry) -> u64 {
+    use millrace_models::fmap::{FeatureMapSpec, Parser};
+    use millrace_models::schema::synth::SchemaGenerator;
+    use millrace_models::schema::SchemaSpec;
+    use millrace_models::{EventBatch, FeatureMap};
+    let text = include_str!("../../models/events/src/schema/testdata/csv.toml");
+    let schema = toml::from_str::<SchemaSpec>(text).unwrap().compile().unwrap();
+    let spec = FeatureMapSpec::default_for(&schema);
+    let layout = spec.compile(&schema).unwrap();
+    let mut parser = Parser::new(&layout);
+    let mut generator = SchemaGenerator::new(&schema, 3);
+    let mut batch = EventBatch::new(schema.fields.len());
+    for _ in 0..50 {
+        let record = generator.next_record().record;
+        parser.parse_record(record.as_bytes(), 0, &mut batch).unwrap();
+    }
+    let map = FeatureMap::fit(layout.clone(), std::slice::from_ref(&batch));
+    let mut artifact = ModelArtifact::logistic_regression(
+        "ctr",
+        FeatureSpec::Map(spec),
+        vec![0.01; layout.dimension],
+    );
+    artifact.feature_map = Some(Arc::new(map));
+    registry.publish(&mut artifact).unwrap()
+}
+
+/// A guest stands beside the primary (the pinned version, else the newest): a newer version
+/// over other fields leaves it in place while an older version that reads its fields is
+/// pinned, and unpinning (the newer one answering) takes it out of the traffic.
+#[tokio::test]
+async fn a_guest_follows_the_primary_not_the_newest() {
+    let server = Server::new(1);
+    publish_fm(&server.registry);
+    server.store.refresh();
+    let (status, json) = server.admin("POST", "pin", json!({"version": 1})).await;
+    assert_eq!(status, 200, "{json}");
+    let shadow = json!({"split": [], "shadow": {"model": "ctr-fm", "version": 1}});
+    let (status, json) = server.admin("PUT", "traffic", shadow).await;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(publish_map_version(&server.registry), 2);
+    server.store.refresh();
+    let status = server.status().await;
+    assert_eq!(status["traffic"]["pinned"], 1, "{status}");
+    assert_eq!(status["traffic"]["shadow"]["model"], "ctr-fm", "{status}");
+    assert_eq!(server.predict(None).await, 1);
+    let (status, json) = server.admin("POST", "unpin", json!({})).await;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["traffic"]["shadow"], Value::Null, "{json}");
+    assert_eq!(json["version"], 2, "{json}");
+    // Pinned to version 2, the guest is refused: it reads other fields.
+    let shadow = json!({"shadow": {"model": "ctr-fm", "version": 1}});
+    let (status, json) = server.admin("PUT", "traffic", shadow).await;
+    assert_eq!(status, 400, "{json}");
+}
+
+/// Shadow scoring is bounded: past `max_shadow_in_flight` running at once a request's shadow
+/// scoring is skipped and counted, and the answers are as without a shadow.
+#[tokio::test]
+async fn shadow_scorings_past_the_bound_are_dropped_and_counted() {
+    let mut server = Server::new(2);
+    server.options.max_shadow_in_flight = 0;
+    let (status, json) = server
+        .admin("PUT", "traffic", json!({"split": [], "shadow": 1}))
+        .await;
+    assert_eq!(status, 200, "{json}");
+    for _ in 0..5 {
+        assert_eq!(server.predict(None).await, 2);
+    }
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains("millrace_serving_shadow_dropped_total 5"),
+        "{metrics}"
+    );
+    let entry = server.store.entry("ctr").unwrap();
+    assert_eq!(entry.versions[&1].stats.shadow_predictions.load(Relaxed), 0);
+}
+
 #[tokio::test]
 async fn a_bad_guest_is_refused_and_nothing_changes() {
     let server = Server::new(1);

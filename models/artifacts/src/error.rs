@@ -89,4 +89,24 @@ impl Error {
             reason: reason.into(),
         }
     }
+
+    /// Whether the same load may succeed when tried again: the process or the host ran out of
+    /// something (file descriptors, memory), or a call was interrupted or timed out. A version
+    /// that failed for such a reason is tried again; one that failed for what it holds is not.
+    pub fn is_transient(&self) -> bool {
+        use std::io::ErrorKind::{Interrupted, OutOfMemory, TimedOut, WouldBlock};
+        /// ENOMEM, ENFILE and EMFILE on Linux.
+        const OUT_OF: [i32; 3] = [12, 23, 24];
+        match self {
+            Error::Io { source, .. } => {
+                matches!(
+                    source.kind(),
+                    Interrupted | OutOfMemory | TimedOut | WouldBlock
+                ) || source
+                    .raw_os_error()
+                    .is_some_and(|code| OUT_OF.contains(&code))
+            }
+            _ => false,
+        }
+    }
 }

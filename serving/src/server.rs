@@ -1,0 +1,134 @@
+//! The HTTP server around the API's routes: its connections bounded in number and in the
+//! time a client may take to send a request's headers, so that slow or idle clients
+//! (slowloris) cannot hold the server; and the loader thread that follows the registry.
+//!
+//! warp's own server (hyper's automatic HTTP/1 and HTTP/2 builder without a timer) has neither
+//! bound, so connections are served here with hyper's HTTP/1 builder: a header-read timeout
+//! (which also closes a connection that stays idle between requests that long), and a cap on
+//! open connections past which a new one is closed at once and counted.
+
+use crate::api::{routes, ServeOptions};
+use crate::store::ModelStore;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// Serves `store` on `listener` until `shutdown` completes, refreshing the store from its
+/// registry every `options.poll_interval` on a loader thread of the lowest priority. On
+/// shutdown it stops accepting, lets the requests in progress finish, and returns.
+pub async fn serve(
+    store: Arc<ModelStore>,
+    listener: tokio::net::TcpListener,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loader = {
+        let (store, stop) = (store.clone(), stop.clone());
+        let interval = options.poll_interval;
+        std::thread::Builder::new()
+            .name("millrace-loader".to_owned())
+            .spawn(move || {
+                lower_priority();
+                while !stop.load(Ordering::Relaxed) {
+                    store.refresh();
+                    std::thread::sleep(interval);
+                }
+            })
+    };
+    if let Err(error) = &loader {
+        tracing::error!(%error, "cannot start the loader thread: no new versions will be served");
+    }
+    accept(store, listener, options, shutdown).await;
+    stop.store(true, Ordering::Relaxed);
+    if let Ok(loader) = loader {
+        let _ = tokio::task::spawn_blocking(move || loader.join()).await;
+    }
+}
+
+/// Accepts and serves connections until `shutdown`, then waits for those open to finish.
+async fn accept(
+    store: Arc<ModelStore>,
+    listener: tokio::net::TcpListener,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) {
+    if let Ok(addr) = listener.local_addr() {
+        if !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "serving plain HTTP beyond loopback: requests, answers and the admin token travel unencrypted (put a TLS proxy in front)");
+        }
+    }
+    let service = warp::service(routes(store.clone(), options.clone()));
+    let slots = Arc::new(Semaphore::new(options.max_connections));
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    refused_accept(&error).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let stats = store.stats();
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            stats.connections_refused.fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+            continue;
+        };
+        stats.connections_open.fetch_add(1, Ordering::Relaxed);
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(options.header_timeout)
+            .serve_connection(
+                TokioIo::new(stream),
+                TowerToHyperService::new(service.clone()),
+            );
+        let connection = graceful.watch(connection);
+        let store = store.clone();
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "a connection ended with an error");
+            }
+            store
+                .stats()
+                .connections_open
+                .fetch_sub(1, Ordering::Relaxed);
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// Waits out a failed accept: connection errors are the client's and pass; anything else
+/// (out of file descriptors) is logged, and accepting pauses a second, as hyper's server did.
+async fn refused_accept(error: &std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        error.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(%error, "accepting a connection failed; pausing a second");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// Lowers the calling thread's scheduling priority as far as it goes (Linux: `nice` is per
+/// thread), so that loading a version yields the cores to the threads answering requests.
+fn lower_priority() {
+    #[cfg(unix)]
+    if let Err(error) = rustix::process::nice(19) {
+        tracing::debug!(%error, "cannot lower the loader thread's priority");
+    }
+}

@@ -1,0 +1,234 @@
+//! The server under abuse, over real sockets on loopback: slow clients that never finish their
+//! headers hold nothing past the header timeout, and the server answers others meanwhile;
+//! connections past the cap are closed at once; predict requests past the in-flight cap get a
+//! 503 at once; and every refusal is counted.
+
+use millrace_models::{FeatureSpec, ModelArtifact, Registry};
+use millrace_serving::{serve, ModelStore, ServeOptions};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A server of one model on a runtime of its own, stopped when dropped.
+struct Server {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    runtime: Option<tokio::runtime::Runtime>,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(options: ServeOptions) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(dir.path()).unwrap();
+        let spec = FeatureSpec::Hashed { hash_bits: 8 };
+        let n = spec.dimension(&millrace_models::Schema::criteo());
+        let mut artifact = ModelArtifact::logistic_regression("ctr", spec, vec![0.01; n]);
+        registry.publish(&mut artifact).unwrap();
+        let store = Arc::new(ModelStore::new(registry));
+        store.refresh();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        runtime.spawn(serve(store, listener, options, async move {
+            let _ = stopped.await;
+        }));
+        Server {
+            addr,
+            stop: Some(stop),
+            runtime: Some(runtime),
+            _dir: dir,
+        }
+    }
+
+    /// A whole request on a new connection: the status and the body.
+    fn request(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        let mut stream = TcpStream::connect(self.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut response = String::new();
+        // A connection the server closes at once (past its cap) reads as status 0.
+        let _ = stream.read_to_string(&mut response);
+        let status = response
+            .get(9..12)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    fn metric(&self, name: &str) -> u64 {
+        let (_, metrics) = self.request("GET", "/metrics", "");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_timeout(Duration::from_secs(5));
+        }
+    }
+}
+
+/// Whether the server closed `stream` (end of stream, a reset, or a last answer before the
+/// end) within the read timeout.
+fn closed_by_server(stream: &mut TcpStream) -> bool {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut buffer = [0; 512];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// As many slow connections as the file descriptor limit leaves room for (each takes two, the
+/// client's and the server's), at most `want`.
+fn slow_connections(want: usize) -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    let room = usize::try_from(limit.saturating_sub(256) / 2).unwrap_or(usize::MAX);
+    if room < want {
+        eprintln!("the file descriptor limit {limit} leaves room for {room} slow connections");
+    }
+    want.min(room)
+}
+
+#[test]
+fn slow_clients_hold_nothing_past_the_header_timeout() {
+    let server = Server::start(ServeOptions {
+        header_timeout: Duration::from_secs(1),
+        ..ServeOptions::default()
+    });
+    let count = slow_connections(5_000);
+    let mut slow: Vec<TcpStream> = (0..count)
+        .map(|_| {
+            let mut stream = TcpStream::connect(server.addr).unwrap();
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: slow\r\n")
+                .unwrap();
+            stream
+        })
+        .collect();
+    let (status, _) = server.request("GET", "/healthz", "");
+    assert_eq!(status, 200, "answered while {count} slow clients wait");
+    let (status, _) = server.request("POST", "/v1/models/ctr:predict", r#"{"instances":[{}]}"#);
+    assert_eq!(status, 200);
+    for stream in &mut slow {
+        assert!(
+            closed_by_server(stream),
+            "a slow client's connection stays open"
+        );
+    }
+    // Only the request asking for the metrics is open once the slow ones are gone.
+    let mut open = u64::MAX;
+    for _ in 0..100 {
+        open = server.metric("millrace_serving_connections_open");
+        if open == 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(open, 1);
+}
+
+#[test]
+fn connections_past_the_cap_are_closed_and_counted() {
+    let server = Server::start(ServeOptions {
+        max_connections: 4,
+        header_timeout: Duration::from_secs(2),
+        ..ServeOptions::default()
+    });
+    let held: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(server.addr).unwrap())
+        .collect();
+    // Connections are accepted in order: the fifth finds every slot taken.
+    let mut fifth = TcpStream::connect(server.addr).unwrap();
+    assert!(closed_by_server(&mut fifth));
+    drop(held);
+    let mut refused = 0;
+    for _ in 0..100 {
+        let (status, metrics) = server.request("GET", "/metrics", "");
+        if status == 200 {
+            refused = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("millrace_serving_connections_refused_total "))
+                .and_then(|v| v.parse().ok())
+                .unwrap();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(refused >= 1, "{refused}");
+}
+
+#[test]
+fn predicts_past_the_in_flight_cap_get_a_503_at_once() {
+    let server = Server::start(ServeOptions {
+        max_in_flight: 2,
+        ..ServeOptions::default()
+    });
+    // Two predicts whose bodies never finish arriving hold both places.
+    let held: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut stream = TcpStream::connect(server.addr).unwrap();
+            stream
+                .write_all(b"POST /v1/models/ctr:predict HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{")
+                .unwrap();
+            stream
+        })
+        .collect();
+    let mut in_flight = 0;
+    for _ in 0..200 {
+        in_flight = server.metric("millrace_serving_predicts_in_flight");
+        if in_flight == 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(in_flight, 2, "both held predicts are in flight");
+    let (status, _) = server.request("POST", "/v1/models/ctr:predict", r#"{"instances":[{}]}"#);
+    assert_eq!(status, 503);
+    assert!(server.metric("millrace_serving_in_flight_refused_total") >= 1);
+    drop(held);
+    let mut status = 0;
+    for _ in 0..100 {
+        (status, _) = server.request("POST", "/v1/models/ctr:predict", r#"{"instances":[{}]}"#);
+        if status == 200 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(status, 200, "the places come back");
+}
