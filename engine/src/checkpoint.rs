@@ -208,6 +208,14 @@ impl CheckpointStore {
             .get(meta_key(epoch))?
             .ok_or(CheckpointError::NoMeta)?;
         let meta: Meta = serde_json::from_slice(&meta)?;
+        let stored: std::collections::BTreeSet<usize> =
+            meta.parts.iter().map(|p| p.worker).collect();
+        if !stored.iter().eq(workers.iter()) {
+            return Err(CheckpointError::Workers {
+                stored: stored.into_iter().collect(),
+                have: workers.to_vec(),
+            });
+        }
         let mut states = Vec::new();
         // Parts of an older job's checkpoint that this job's parts replace.
         let mut replaced = 0;

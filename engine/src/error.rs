@@ -167,12 +167,29 @@ pub enum CheckpointError {
         expected: usize,
     },
     /// Checkpoints exist, but none reads back whole.
-    #[error("no checkpoint in {} can be restored ({skipped} skipped; see the log); move the directory aside to start afresh", dir.display())]
+    #[error("no checkpoint in {} can be restored ({skipped} skipped; the newest because {newest}); the job refuses to start over silently and leaves them as they are: run it as it was, or start with `--allow-fresh-start` to begin afresh (its first checkpoint then replaces them)", dir.display())]
     NoneReadable {
         /// The state directory.
         dir: PathBuf,
         /// The checkpoints skipped.
         skipped: usize,
+        /// Why the newest cannot be restored.
+        newest: String,
+    },
+    /// The checkpoint was written by other workers than this process has: the job's number of
+    /// workers (or processes) changed, and rescaling a checkpoint is not supported.
+    #[error("it was written by {} workers ({stored:?}) where this process has {} ({have:?}): restoring with another number of workers is not supported", stored.len(), have.len())]
+    Workers {
+        /// The workers whose parts it holds.
+        stored: Vec<usize>,
+        /// This process's workers.
+        have: Vec<usize>,
+    },
+    /// Some process has checkpoints, but not one that every process of the job can restore.
+    #[error("the job's processes have checkpoints but none that every process can restore (this process: epochs {readable:?}); the job refuses to start over silently: restore the processes' state directories together, or start with `--allow-fresh-start` to begin afresh")]
+    NoneInCommon {
+        /// The epochs this process can restore.
+        readable: Vec<u64>,
     },
 }
 

@@ -464,6 +464,7 @@ impl JobStats {
             ("corrections", &l.corrections),
             ("duplicate_clicks", &l.duplicate_clicks),
             ("unmatched_clicks", &l.unmatched_clicks),
+            ("overflowed_impressions", &l.overflowed),
         ];
         for (what, counter) in labels {
             let name = format!("{LABELS_PREFIX}{what}_total");

@@ -59,6 +59,7 @@ fn job_file(dir: &Path, topic: &str, group: &str) -> std::path::PathBuf {
             every_events: 50_000,
             every_seconds: 3600,
             registry_topic: None,
+            registry_key_file: None,
         })
         .progress(ProgressSpec {
             epoch_ms: 100,
@@ -74,6 +75,21 @@ fn job_file(dir: &Path, topic: &str, group: &str) -> std::path::PathBuf {
     let path = dir.join("job.toml");
     std::fs::write(&path, spec.to_toml()).unwrap();
     path
+}
+
+/// The directory of the newest version in the registry under `dir`.
+fn newest_version(dir: &Path) -> std::path::PathBuf {
+    let model = dir.join("registry").join("crash");
+    let mut versions: Vec<_> = std::fs::read_dir(&model)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| {
+            path.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('v'))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().expect("a published version")
 }
 
 fn final_model(dir: &Path) -> ModelArtifact {
@@ -167,6 +183,19 @@ fn sigkill_at_10_random_points_changes_nothing() {
         model.values("weights").len(),
         clean_model.values("weights").len()
     );
+    // The published bytes are the uninterrupted run's: the FeatureMap's JSON (its
+    // vocabularies in fingerprint order, however they were built) and the weights, and so
+    // the checksums in the metadata.
+    let (newest, clean_newest) = (newest_version(crashed.path()), newest_version(clean.path()));
+    for file in ["featuremap.json", "weights.safetensors"] {
+        let bytes = std::fs::read(newest.join(file)).unwrap();
+        assert!(
+            bytes == std::fs::read(clean_newest.join(file)).unwrap(),
+            "{file} differs from the uninterrupted run's"
+        );
+    }
+    assert_eq!(model.meta.feature_map, clean_model.meta.feature_map);
+    assert_eq!(model.meta.weights_sha256, clean_model.meta.weights_sha256);
 
     // A corrupt newest checkpoint: start-up falls back to the one before it.
     let state = crashed.path().join("state");

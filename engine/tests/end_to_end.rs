@@ -118,6 +118,7 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(
             every_events: 2_000,
             every_seconds: 1,
             registry_topic: Some(registry_topic.clone()),
+            registry_key_file: None,
         })
         .serve(ServeSpec {
             bind: "127.0.0.1:0".into(),
@@ -269,7 +270,7 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(
     assert!(auc > 0.65, "progressive auc {auc}");
 
     // A serving pod that follows the registry topic has the job's last version, to the bit.
-    let follower = KafkaVersions::follow(&broker(), &registry_topic).unwrap();
+    let follower = KafkaVersions::follow(&broker(), &registry_topic, None).unwrap();
     let last = report.model_version;
     wait_for(
         "the last version on the registry topic",
@@ -563,6 +564,7 @@ fn impressions_and_clicks_are_joined_learned_and_dead_lettered_with_2_workers() 
         .labels(LabelsSpec {
             window_ms: 200,
             late: LatePolicy::Drop,
+            max_pending: LabelsSpec::default_max_pending(),
         })
         .features(HASHED)
         .learner(LearnerSpec::Ftrl(FtrlParams::default()))
@@ -571,6 +573,7 @@ fn impressions_and_clicks_are_joined_learned_and_dead_lettered_with_2_workers() 
             every_events: 1_000,
             every_seconds: 1,
             registry_topic: None,
+            registry_key_file: None,
         })
         .progress(ProgressSpec {
             epoch_ms: 50,

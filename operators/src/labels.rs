@@ -16,7 +16,10 @@
 //! - a click with no impression in that span (none at all, one later than the click, or one
 //!   forgotten after `t + 2 * window`) is counted as unmatched;
 //! - a record that is neither, or a second impression of a request id while the first is
-//!   remembered, goes to the dead letters when its epoch is joined.
+//!   remembered, goes to the dead letters when its epoch is joined;
+//! - an impression that finds its worker remembering `max_pending` impressions already goes to
+//!   the dead letters too (`label_join_full`, counted in [`LabelJoinStats::overflowed`]): the
+//!   join's memory is bounded by configuration, not by the stream.
 //!
 //! Times are the dataflow's epochs: with the job's event-time source the window is measured in
 //! event time, `window_ms / epoch_ms` epochs. Each epoch's records are joined in the order of
@@ -62,6 +65,8 @@ pub struct LabelJoinConfig {
     pub window: u64,
     /// What a late click does.
     pub late: LatePolicy,
+    /// Impressions a worker remembers at most (pending, or labeled and kept for late clicks).
+    pub max_pending: usize,
 }
 
 /// Counters of the join, shared by all workers of a process.
@@ -87,6 +92,9 @@ pub struct LabelJoinStats {
     pub pending: AtomicU64,
     /// Records sent to the dead letters.
     pub dead_letters: AtomicU64,
+    /// Of those, impressions refused because their worker remembered `max_pending` already
+    /// (since the process started).
+    pub overflowed: AtomicU64,
 }
 
 /// Joins impressions and clicks into labeled examples.
@@ -108,7 +116,7 @@ pub trait JoinLabels<'scope> {
     ///     let record = |payload: &str| RawRecord { partition: 0, offset: 0, payload: payload.into(), timestamp_ms: None };
     ///     let features = "\t".repeat(38);
     ///     let records = vec![record(&format!("imp\tr1\t{features}")), record("clk\tr1")];
-    ///     let config = LabelJoinConfig { window: 2, late: LatePolicy::Drop };
+    ///     let config = LabelJoinConfig { window: 2, late: LatePolicy::Drop, max_pending: 1000 };
     ///     let none = Checkpoints::none();
     ///     let (labeled, _dead) = records.to_stream(scope).join_labels(config, shared, &none);
     ///     labeled.inspect(|r| assert!(r.payload.starts_with(b"1\t")));
@@ -442,6 +450,24 @@ impl Join {
                             error_kind: "label_join_duplicate_impression".to_owned(),
                             error: "a second impression of a request id still remembered"
                                 .to_owned(),
+                            record,
+                        },
+                    ));
+                }
+                continue;
+            }
+            if self.impressions.len() >= self.config.max_pending {
+                self.count(8);
+                self.stats.overflowed.fetch_add(1, Ordering::Relaxed);
+                if let Some(dead) = received.dead.as_ref() {
+                    letters.push((
+                        dead.clone(),
+                        DeadLetter {
+                            error_kind: "label_join_full".to_owned(),
+                            error: format!(
+                                "the join remembers its limit of {} impressions on this worker ([labels] max_pending)",
+                                self.config.max_pending
+                            ),
                             record,
                         },
                     ));

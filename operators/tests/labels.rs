@@ -158,6 +158,7 @@ fn dataflow_join(workers: usize, records: &[(u64, RawRecord)], late: LatePolicy)
             let config = LabelJoinConfig {
                 window: WINDOW,
                 late,
+                max_pending: usize::MAX,
             };
             let (joined, dead) =
                 scope
@@ -295,6 +296,7 @@ fn dataflow_join_resumed(
                 let config = LabelJoinConfig {
                     window: WINDOW,
                     late,
+                    max_pending: usize::MAX,
                 };
                 let (joined, dead) =
                     scope
@@ -377,4 +379,43 @@ fn a_join_restored_from_a_checkpoint_ends_like_one_that_never_stopped() {
             );
         }
     }
+}
+
+/// Past `max_pending` remembered impressions, a worker sends a new one to the dead letters
+/// (and counts it) rather than grow: six impressions of one epoch against a limit of three.
+#[test]
+fn impressions_past_the_limit_go_to_the_dead_letters() {
+    let stats = Arc::new(LabelJoinStats::default());
+    let (dead, shared) = (
+        Arc::new(Mutex::new(Vec::<DeadLetter>::new())),
+        stats.clone(),
+    );
+    let letters = dead.clone();
+    timely::example(move |scope| {
+        use timely::dataflow::operators::ToStream;
+        let features = "\t".repeat(38);
+        let impression = |id: usize, offset: i64| RawRecord {
+            partition: 0,
+            offset,
+            payload: format!("imp\tr{id}\t{features}").into_bytes(),
+            timestamp_ms: None,
+        };
+        let config = LabelJoinConfig {
+            window: 1,
+            late: LatePolicy::Drop,
+            max_pending: 3,
+        };
+        let records: Vec<RawRecord> = (0..6).map(|i| impression(i, i as i64)).collect();
+        let (_joined, dead) =
+            records
+                .to_stream(scope)
+                .join_labels(config, shared, &Checkpoints::none());
+        dead.inspect(move |d: &DeadLetter| letters.lock().unwrap().push(d.clone()));
+    });
+    let dead = dead.lock().unwrap();
+    let kinds: Vec<&str> = dead.iter().map(|d| d.error_kind.as_str()).collect();
+    assert_eq!(kinds, ["label_join_full"; 3], "the 4th, 5th and 6th");
+    assert!(dead[0].error.contains("limit of 3"), "{}", dead[0].error);
+    assert_eq!(stats.overflowed.load(Ordering::Relaxed), 3);
+    assert_eq!(stats.negatives.load(Ordering::Relaxed), 3);
 }

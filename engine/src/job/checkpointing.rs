@@ -37,6 +37,7 @@ pub(super) fn checkpointing(
     spec: &JobSpec,
     local: &[usize],
     cluster: Option<&Cluster>,
+    allow_fresh_start: bool,
     stats: &JobStats,
 ) -> Result<Option<Checkpointing>> {
     let Some(checkpoint) = &spec.checkpoint else {
@@ -64,12 +65,16 @@ pub(super) fn checkpointing(
     stats
         .checkpoints_skipped
         .store(skipped.len() as u64, Ordering::Relaxed);
-    if !skipped.is_empty() && readable.is_empty() {
-        return Err(CheckpointError::NoneReadable {
+    if let (true, Some((_, newest))) = (readable.is_empty(), skipped.last()) {
+        let refusal = CheckpointError::NoneReadable {
             dir,
             skipped: skipped.len(),
+            newest: newest.to_string(),
+        };
+        if !allow_fresh_start {
+            return Err(refusal.into());
         }
-        .into());
+        tracing::warn!(%refusal, "starting afresh, as `--allow-fresh-start` asks");
     }
     Ok(Some(Checkpointing {
         store,
@@ -125,13 +130,23 @@ impl Checkpointing {
     }
 }
 
+/// What the job's processes agreed to restore.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Agreed {
+    /// The newest epoch every process can restore.
+    pub(super) epoch: Option<u64>,
+    /// Whether any process can restore a checkpoint at all (so that, without a common one,
+    /// every process refuses alike).
+    pub(super) any: bool,
+}
+
 /// The newest epoch every process can restore, agreed on by all the job's workers: each
 /// process's first worker sends its readable epochs to every worker.
 pub(super) fn agree(
     worker: &mut timely::worker::Worker,
     mine: Option<Vec<u64>>,
     processes: usize,
-) -> Option<u64> {
+) -> Agreed {
     use std::cell::RefCell;
     use std::rc::Rc;
     use timely::dataflow::operators::vec::Broadcast;
@@ -149,13 +164,14 @@ pub(super) fn agree(
     });
     worker.step_while(|| !probe.done());
     let lists = lists.borrow();
-    if lists.len() < processes {
-        return None;
-    }
-    let first = lists.first()?;
-    first
-        .iter()
-        .rev()
-        .find(|epoch| lists.iter().all(|list| list.contains(epoch)))
-        .copied()
+    let any = lists.iter().any(|list| !list.is_empty());
+    let epoch = match lists.first() {
+        Some(first) if lists.len() >= processes => first
+            .iter()
+            .rev()
+            .find(|epoch| lists.iter().all(|list| list.contains(epoch)))
+            .copied(),
+        _ => None,
+    };
+    Agreed { epoch, any }
 }

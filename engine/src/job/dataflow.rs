@@ -43,6 +43,8 @@ struct Plan {
     local: Vec<usize>,
     processes: usize,
     checkpointing: Option<Checkpointing>,
+    /// Whether to start afresh when the processes have no checkpoint in common.
+    allow_fresh_start: bool,
     /// The collector of this process, made by its first worker once the processes agreed on
     /// the checkpoint to restore.
     collector: Arc<OnceLock<std::result::Result<Collector, Arc<CheckpointError>>>>,
@@ -82,6 +84,7 @@ pub(super) fn run_dataflow(
         labels: spec.labels.map(|labels| LabelJoinConfig {
             window: labels.window_epochs(spec.progress.epoch_ms),
             late: labels.late,
+            max_pending: labels.max_pending,
         }),
         samples: sample_config(spec, &layout, workers)?,
         layout,
@@ -90,7 +93,14 @@ pub(super) fn run_dataflow(
         catalog: options.catalog.clone(),
         source,
         bootstrap: bootstrap.to_owned(),
-        checkpointing: checkpointing(spec, &local, options.cluster.as_ref(), stats)?,
+        checkpointing: checkpointing(
+            spec,
+            &local,
+            options.cluster.as_ref(),
+            options.allow_fresh_start,
+            stats,
+        )?,
+        allow_fresh_start: options.allow_fresh_start,
         local: local.clone(),
         processes,
         collector: Arc::default(),
@@ -179,14 +189,27 @@ impl Plan {
         worker: &mut timely::worker::Worker,
     ) -> std::result::Result<Option<u64>, WorkerError> {
         let (index, peers) = (worker.index(), worker.peers());
-        let restored_epoch = match &self.checkpointing {
-            Some(c) => agree(
+        let agreed = self.checkpointing.as_ref().map(|c| {
+            agree(
                 worker,
                 (index == self.local[0]).then(|| c.readable().to_vec()),
                 self.processes,
-            ),
-            None => None,
-        };
+            )
+        });
+        let restored_epoch = agreed.and_then(|a| a.epoch);
+        if let (Some(c), Some(agreed)) = (&self.checkpointing, agreed) {
+            if agreed.epoch.is_none() && agreed.any {
+                let refusal = CheckpointError::NoneInCommon {
+                    readable: c.readable().to_vec(),
+                };
+                if !self.allow_fresh_start {
+                    return Err(WorkerError::Restore(Arc::new(refusal)));
+                }
+                if index == self.local[0] {
+                    tracing::warn!(%refusal, "starting afresh, as `--allow-fresh-start` asks");
+                }
+            }
+        }
         let collector = match &self.checkpointing {
             Some(c) => Some(
                 self.collector

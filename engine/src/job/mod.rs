@@ -39,6 +39,10 @@ pub struct RunOptions {
     /// The source types, decoders and sink types the job's `[source] type`, `[schema]
     /// decoder` and `[sinks]` tables are looked up in.
     pub catalog: Catalog,
+    /// Start afresh when the job's checkpoints cannot be restored (none reads back whole, or
+    /// the processes have none in common), as Flink's `--allowNonRestoredState`; without it
+    /// the job refuses to start and leaves them as they are.
+    pub allow_fresh_start: bool,
 }
 
 impl Default for RunOptions {
@@ -54,6 +58,7 @@ impl RunOptions {
             workers,
             cluster: None,
             catalog: Catalog::builtin(),
+            allow_fresh_start: false,
         }
     }
 }

@@ -7,7 +7,7 @@ use super::map::{FeatureMap, Transition};
 use super::spec::{Kind, Layout, VocabSpec};
 use super::update::{Change, FeatureUpdate, FitFigures};
 use super::value::{EventBatch, Value};
-use super::{num_token, signed_log1p, small_integer, BuildIdentity, SMALL_INTEGERS, SMALL_LN_1P};
+use super::{num_token, signed_log1p, small_integer, BuildKeyed, SMALL_INTEGERS, SMALL_LN_1P};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 
@@ -67,7 +67,7 @@ impl Moments {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Stats {
     /// Categorical counts by fingerprint.
-    Counts(HashMap<u64, Seen, BuildIdentity>),
+    Counts(HashMap<u64, Seen, BuildKeyed>),
     /// A quantile sketch.
     Sketch(Kll),
     /// Moments of the (possibly log1p-transformed) values.
@@ -281,7 +281,7 @@ pub struct Entry {
 pub struct VocabState {
     spec: VocabSpec,
     /// Entries by fingerprint.
-    pub entries: HashMap<u64, Entry, BuildIdentity>,
+    pub entries: HashMap<u64, Entry, BuildKeyed>,
     next_id: u32,
     free: VecDeque<(u32, u64)>,
     blocked: Vec<u64>,
@@ -314,7 +314,7 @@ impl VocabState {
     /// bound.
     pub fn merge<'a>(
         &mut self,
-        partials: impl IntoIterator<Item = &'a HashMap<u64, Seen, BuildIdentity>>,
+        partials: impl IntoIterator<Item = &'a HashMap<u64, Seen, BuildKeyed>>,
         now: u64,
         version: u64,
     ) -> (Change, FitFigures) {
@@ -406,9 +406,7 @@ impl VocabState {
     /// takes is not made at every epoch); returns how many. Values that reached `min_count` but
     /// wait for capacity are without an id too: forgotten, they count up again.
     fn forget_pending(&mut self) -> u64 {
-        let Some(max) = self.spec.max_pending else {
-            return 0;
-        };
+        let max = self.spec.max_pending.unwrap_or(DEFAULT_MAX_PENDING);
         let pending = self.entries.len() as u64 - self.live;
         if pending <= max {
             return 0;
@@ -429,6 +427,10 @@ impl VocabState {
         excess as u64
     }
 }
+
+/// The `max_pending` of a vocabulary whose spec gives none: the statistics of values without
+/// an id are bounded by default (about 40 MiB per feature), not by the stream.
+pub const DEFAULT_MAX_PENDING: u64 = 1 << 20;
 
 /// Numeric statistics over all of history or over a window of epochs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -819,7 +821,7 @@ mod pending_tests {
     }
 
     /// One epoch's counts: `(token, count, last_seen)`.
-    fn counts(seen: &[(u64, u64, u64)]) -> HashMap<u64, Seen, BuildIdentity> {
+    fn counts(seen: &[(u64, u64, u64)]) -> HashMap<u64, Seen, BuildKeyed> {
         seen.iter()
             .map(|&(token, count, last_seen)| (token, Seen { count, last_seen }))
             .collect()

@@ -4,7 +4,7 @@
 use super::spec::{InvalidPolicy, Kind, Layout, VocabSpec};
 use super::update::{Change, FeatureUpdate};
 use super::value::{EventBatch, Value};
-use super::{num_token, BuildIdentity};
+use super::{num_token, BuildKeyed};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -16,8 +16,10 @@ const BAD_TOKEN: u64 = 0x6261_6476_616c_7565;
 /// One feature's fitted state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum FeatureState {
-    /// Ids by fingerprint.
-    Vocab(HashMap<u64, u32, BuildIdentity>),
+    /// Ids by fingerprint (written in fingerprint order, so that the same vocabulary is the
+    /// same bytes however it was built: a restored job publishes what an uninterrupted one
+    /// does).
+    Vocab(#[serde(serialize_with = "in_key_order")] HashMap<u64, u32, BuildKeyed>),
     /// Bucket boundaries, strictly increasing.
     Buckets(Vec<f64>),
     /// A scaler.
@@ -493,11 +495,11 @@ struct Step<'a> {
 enum Op<'a> {
     Vocab {
         spec: &'a VocabSpec,
-        ids: &'a HashMap<u64, u32, BuildIdentity>,
+        ids: &'a HashMap<u64, u32, BuildKeyed>,
     },
     MultiVocab {
         spec: &'a VocabSpec,
-        ids: &'a HashMap<u64, u32, BuildIdentity>,
+        ids: &'a HashMap<u64, u32, BuildKeyed>,
     },
     Buckets {
         boundaries: &'a [f64],
@@ -521,6 +523,16 @@ enum Op<'a> {
         fields: &'a [usize],
         mask: u64,
     },
+}
+
+/// Serializes a vocabulary's ids in fingerprint order.
+fn in_key_order<S: serde::Serializer>(
+    ids: &HashMap<u64, u32, BuildKeyed>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let mut sorted: Vec<(&u64, &u32)> = ids.iter().collect();
+    sorted.sort_unstable_by_key(|(fingerprint, _)| **fingerprint);
+    serializer.collect_map(sorted)
 }
 
 /// The token of a missing value in a [`Kind::Hashed`] feature: no number or hex token is it.
@@ -583,7 +595,7 @@ fn token(value: &Value) -> u64 {
 #[inline]
 fn vocab_slot(
     spec: &VocabSpec,
-    ids: &HashMap<u64, u32, BuildIdentity>,
+    ids: &HashMap<u64, u32, BuildKeyed>,
     value: &Value,
     counts: &mut TransformCounts,
 ) -> u32 {
@@ -699,6 +711,19 @@ mod tests {
                 let json = serde_json::to_vec(&map).unwrap();
                 let back: FeatureMap = serde_json::from_slice(&json).unwrap();
                 prop_assert_eq!(&back, &map);
+                // The same map built another way (its vocabularies grown large and filled
+                // backwards, as a restored job's may be) writes the same bytes.
+                let mut rebuilt = map.clone();
+                for state in &mut rebuilt.features {
+                    if let FeatureState::Vocab(ids) = state {
+                        let mut entries: Vec<(u64, u32)> = ids.iter().map(|(&k, &v)| (k, v)).collect();
+                        entries.sort_unstable();
+                        let mut other = HashMap::with_capacity_and_hasher(4 * ids.len() + 64, BuildKeyed::default());
+                        other.extend(entries.into_iter().rev());
+                        *ids = other;
+                    }
+                }
+                prop_assert_eq!(serde_json::to_vec(&rebuilt).unwrap(), json);
             }
         }
     }

@@ -22,7 +22,7 @@ pub mod spec;
 pub mod update;
 pub mod value;
 
-pub use fit::{BatchFitter, FeatureFitter, FeaturePartial, Partials};
+pub use fit::{BatchFitter, FeatureFitter, FeaturePartial, Partials, DEFAULT_MAX_PENDING};
 pub use map::{CsrBatch, FeatureMap, TransformCounts, Transition};
 pub use spec::{FeatureMapSpec, InvalidPolicy, Layout, Schema, TransformSpec};
 pub use update::{Change, FeatureUpdate, FitFigures};
@@ -31,11 +31,29 @@ pub use value::{BadCounts, BadKind, EventBatch, Parser, Value};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::LazyLock;
 
-/// A hasher that passes a `u64` key through: fingerprints are already uniformly mixed.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct IdentityHasher(u64);
+/// The key this process's fingerprint maps mix their keys with, drawn once from the
+/// operating system's randomness (through std's `RandomState`). A client who chooses a field's
+/// values can choose their fingerprints' bits, but not where they land in a map: values that
+/// share the low bits of their fingerprints (hash flooding) spread like any others. Nothing
+/// depends on a map's order (what is written of one is sorted first), so processes with
+/// different keys compute the same.
+static MAP_KEY: LazyLock<u64> = LazyLock::new(|| {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(0x6d69_6c6c_7261_6365_u64)
+});
 
-impl Hasher for IdentityHasher {
+/// A hasher of fingerprints: a `u64` key mixed with the process's key by the splitmix64
+/// finalizer (a bijection, so distinct fingerprints stay distinct).
+#[derive(Clone, Copy, Debug)]
+pub struct KeyedHasher(u64);
+
+impl Default for KeyedHasher {
+    fn default() -> Self {
+        KeyedHasher(*MAP_KEY)
+    }
+}
+
+impl Hasher for KeyedHasher {
     fn write(&mut self, bytes: &[u8]) {
         for &b in bytes {
             self.0 = crate::hash::finalize(self.0 ^ u64::from(b));
@@ -43,7 +61,7 @@ impl Hasher for IdentityHasher {
     }
 
     fn write_u64(&mut self, x: u64) {
-        self.0 = x;
+        self.0 = crate::hash::finalize(self.0 ^ x);
     }
 
     fn finish(&self) -> u64 {
@@ -51,8 +69,8 @@ impl Hasher for IdentityHasher {
     }
 }
 
-/// Builds [`IdentityHasher`]s.
-pub type BuildIdentity = BuildHasherDefault<IdentityHasher>;
+/// Builds [`KeyedHasher`]s.
+pub type BuildKeyed = BuildHasherDefault<KeyedHasher>;
 
 /// The token of a number used as a categorical value.
 #[inline]
@@ -88,5 +106,27 @@ pub fn signed_log1p(x: f64) -> f64 {
     match small_integer(a) {
         Some(k) => x.signum() * SMALL_LN_1P[k],
         None => x.signum() * a.ln_1p(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BuildKeyed;
+    use std::hash::BuildHasher;
+
+    /// 100,000 fingerprints that share their low 20 bits (a hash-flooding attack on a map that
+    /// indexes by the low bits) spread over a map's buckets like any others: no bucket of
+    /// 2^17 holds more than a few.
+    #[test]
+    fn fingerprints_that_share_their_low_bits_spread() {
+        let build = BuildKeyed::default();
+        let mask = (1u64 << 17) - 1;
+        let mut load = vec![0u32; 1 << 17];
+        for i in 0..100_000u64 {
+            let fingerprint = (i << 20) | 0x5_a5a5;
+            load[(build.hash_one(fingerprint) & mask) as usize] += 1;
+        }
+        let most = load.iter().copied().max().unwrap_or(0);
+        assert!(most <= 12, "a bucket holds {most} of them");
     }
 }

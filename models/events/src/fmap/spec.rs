@@ -51,7 +51,8 @@ pub enum TransformSpec {
         reuse_after_versions: u32,
         /// The most values without an id (short of `min_count`, or waiting for capacity) the
         /// vocabulary keeps after each epoch; past it, those seen longest ago are forgotten
-        /// until at most three quarters of it (rounded up) are held (no bound when absent).
+        /// until at most three quarters of it (rounded up) are held (absent: 1,048,576,
+        /// [`DEFAULT_MAX_PENDING`](super::fit::DEFAULT_MAX_PENDING)).
         #[serde(default)]
         max_pending: Option<u64>,
     },
@@ -81,7 +82,8 @@ pub enum TransformSpec {
         reuse_after_versions: u32,
         /// The most values without an id (short of `min_count`, or waiting for capacity) the
         /// vocabulary keeps after each epoch; past it, those seen longest ago are forgotten
-        /// until at most three quarters of it (rounded up) are held (no bound when absent).
+        /// until at most three quarters of it (rounded up) are held (absent: 1,048,576,
+        /// [`DEFAULT_MAX_PENDING`](super::fit::DEFAULT_MAX_PENDING)).
         #[serde(default)]
         max_pending: Option<u64>,
     },
