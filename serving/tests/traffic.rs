@@ -371,7 +371,10 @@ fn publish_map_version(registry: &Registry) -> u64 {
     use millrace_models::schema::SchemaSpec;
     use millrace_models::{EventBatch, FeatureMap};
     let text = include_str!("../../models/events/src/schema/testdata/csv.toml");
-    let schema = toml::from_str::<SchemaSpec>(text).unwrap().compile().unwrap();
+    let schema = toml::from_str::<SchemaSpec>(text)
+        .unwrap()
+        .compile()
+        .unwrap();
     let spec = FeatureMapSpec::default_for(&schema);
     let layout = spec.compile(&schema).unwrap();
     let mut parser = Parser::new(&layout);
@@ -379,7 +382,9 @@ fn publish_map_version(registry: &Registry) -> u64 {
     let mut batch = EventBatch::new(schema.fields.len());
     for _ in 0..50 {
         let record = generator.next_record().record;
-        parser.parse_record(record.as_bytes(), 0, &mut batch).unwrap();
+        parser
+            .parse_record(record.as_bytes(), 0, &mut batch)
+            .unwrap();
     }
     let map = FeatureMap::fit(layout.clone(), std::slice::from_ref(&batch));
     let mut artifact = ModelArtifact::logistic_regression(
