@@ -31,6 +31,9 @@ pub struct CheckpointStore {
     keep: usize,
     /// Parts of older checkpoints and the parts that replace them, started afresh.
     replaced: &'static [(&'static str, &'static [&'static str])],
+    /// The workers of the whole job (over all its processes), written into every checkpoint
+    /// and checked on restore, when known.
+    job_workers: Option<usize>,
 }
 
 impl std::fmt::Debug for CheckpointStore {
@@ -47,6 +50,9 @@ struct Meta {
     epoch: u64,
     resume_epoch: u64,
     parts: Vec<PartMeta>,
+    /// The workers of the whole job that wrote it (absent in checkpoints written before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    job_workers: Option<usize>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -109,7 +115,15 @@ impl CheckpointStore {
             dir: dir.to_owned(),
             keep: keep.max(1),
             replaced: &[],
+            job_workers: None,
         })
+    }
+
+    /// The store of a job of `workers` workers over all its processes: its checkpoints say
+    /// so, and one written by a job of another number is not restored.
+    pub fn of_job(mut self, workers: usize) -> Self {
+        self.job_workers = Some(workers);
+        self
     }
 
     /// The store, reading checkpoints whose parts include an old one of `replaced` with the
@@ -208,6 +222,11 @@ impl CheckpointStore {
             .get(meta_key(epoch))?
             .ok_or(CheckpointError::NoMeta)?;
         let meta: Meta = serde_json::from_slice(&meta)?;
+        if let (Some(stored), Some(have)) = (meta.job_workers, self.job_workers) {
+            if stored != have {
+                return Err(CheckpointError::JobWorkers { stored, have });
+            }
+        }
         let stored: std::collections::BTreeSet<usize> =
             meta.parts.iter().map(|p| p.worker).collect();
         if !stored.iter().eq(workers.iter()) {
@@ -299,6 +318,7 @@ impl Persist for CheckpointStore {
             epoch,
             resume_epoch: checkpoint.resume_epoch,
             parts,
+            job_workers: self.job_workers,
         };
         batch.put(meta_key(epoch), serde_json::to_vec(&meta)?);
         // In the same batch go the older checkpoints beyond the newest `keep` (this one
@@ -352,6 +372,33 @@ mod tests {
         assert_eq!(store.epochs(), vec![5, 9, 14]);
         let restored = store.restore(&[0], &["a"]).checkpoint.unwrap();
         assert_eq!((restored.epoch, restored.resume_epoch), (14, 15));
+    }
+
+    /// A checkpoint of a job of 4 workers in all is not restored by a job of 6 (a process
+    /// added), though this process's workers are the same; one written before checkpoints
+    /// said (no count) still is.
+    #[test]
+    fn a_checkpoint_of_another_number_of_workers_in_all_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = CheckpointStore::open(dir.path(), 3).unwrap().of_job(4);
+        store.persist(&checkpoint(3)).unwrap();
+        drop(store);
+        let store = CheckpointStore::open(dir.path(), 3).unwrap().of_job(6);
+        let restored = store.restore(&[0], &["a"]);
+        assert!(restored.checkpoint.is_none());
+        assert!(matches!(
+            restored.skipped[0].1,
+            CheckpointError::JobWorkers { stored: 4, have: 6 }
+        ));
+        drop(store);
+        let store = CheckpointStore::open(dir.path(), 3).unwrap().of_job(4);
+        assert_eq!(store.restore(&[0], &["a"]).checkpoint.unwrap().epoch, 3);
+        drop(store);
+        let mut unsaid = CheckpointStore::open(dir.path(), 3).unwrap();
+        unsaid.persist(&checkpoint(5)).unwrap();
+        drop(unsaid);
+        let store = CheckpointStore::open(dir.path(), 3).unwrap().of_job(6);
+        assert_eq!(store.restore(&[0], &["a"]).checkpoint.unwrap().epoch, 5);
     }
 
     /// A clean stop writes the end-of-input checkpoint, the largest epoch there is. The job

@@ -185,6 +185,27 @@ pub enum CheckpointError {
         /// This process's workers.
         have: Vec<usize>,
     },
+    /// The checkpoint was written by a job of another number of workers over all its processes
+    /// (processes added or removed): rescaling a checkpoint is not supported.
+    #[error("it was written by a job of {stored} workers in all where this one has {have}: restoring with another number of workers or processes is not supported")]
+    JobWorkers {
+        /// The workers of the job that wrote it.
+        stored: usize,
+        /// The workers of this job.
+        have: usize,
+    },
+    /// The state directory holds the checkpoints of the other layout: a job of several
+    /// processes keeps them in `process-N` directories, a job of one process in the directory
+    /// itself; a job switched between the two would find none of its own and start afresh.
+    #[error("{} holds the checkpoints of a job of {found}; this one runs as {runs}: the job refuses to start over silently: run it as it was, or start with `--allow-fresh-start` to begin afresh", dir.display())]
+    OtherLayout {
+        /// The state directory.
+        dir: PathBuf,
+        /// What its checkpoints belong to.
+        found: &'static str,
+        /// What this job runs as.
+        runs: &'static str,
+    },
     /// Some process has checkpoints, but not one that every process of the job can restore.
     #[error("the job's processes have checkpoints but none that every process can restore (this process: epochs {readable:?}); the job refuses to start over silently: restore the processes' state directories together, or start with `--allow-fresh-start` to begin afresh")]
     NoneInCommon {

@@ -494,6 +494,11 @@ fn run_cli() -> anyhow::Result<()> {
                     problems.push(format!("`{option}` must be at least 1"));
                 }
             }
+            if max_connections > 1_000_000 {
+                problems.push(format!(
+                    "`--max-connections` is at most 1000000 (got {max_connections})"
+                ));
+            }
             if !(load_cpu_share > 0.0 && load_cpu_share <= 1.0) {
                 problems.push(format!(
                     "`--load-cpu-share` must be in (0, 1] (got {load_cpu_share})"

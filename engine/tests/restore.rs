@@ -85,8 +85,7 @@ fn another_worker_count_is_refused_unless_a_fresh_start_is_allowed() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "{stderr}");
     for says in [
-        "written by 2 workers",
-        "this process has 3",
+        "a job of 2 workers in all where this one has 3",
         "--allow-fresh-start",
     ] {
         assert!(stderr.contains(says), "{says:?} in {stderr}");

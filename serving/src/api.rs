@@ -218,7 +218,9 @@ async fn predict(
             with_status(json(&response), StatusCode::OK)
         }
         Err((status, message)) => {
-            store.stats().client_errors.fetch_add(1, Ordering::Relaxed);
+            if status.is_client_error() {
+                store.stats().client_errors.fetch_add(1, Ordering::Relaxed);
+            }
             error(status, message)
         }
     }
@@ -327,24 +329,34 @@ async fn predict_inner(
     })
 }
 
-/// A place among the predict requests in flight, given back when dropped.
-struct Slot<'a>(&'a AtomicU64);
+/// A gauge of the serving counters: a count of things running now.
+type Gauge = fn(&ServingStats) -> &AtomicU64;
 
-impl<'a> Slot<'a> {
+/// A place among those a gauge counts (predicts or shadow scorings in flight), given back
+/// when dropped, however its holder ends.
+struct Slot {
+    store: Arc<ModelStore>,
+    gauge: Gauge,
+}
+
+impl Slot {
     /// A place, unless `max` are taken.
-    fn take(in_flight: &'a AtomicU64, max: usize) -> Option<Self> {
-        in_flight
+    fn take(store: &Arc<ModelStore>, gauge: Gauge, max: usize) -> Option<Self> {
+        gauge(store.stats())
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max as u64).then_some(n + 1)
             })
             .ok()
-            .map(|_| Slot(in_flight))
+            .map(|_| Slot {
+                store: store.clone(),
+                gauge,
+            })
     }
 }
 
-impl Drop for Slot<'_> {
+impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        (self.gauge)(self.store.stats()).fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -391,25 +403,15 @@ fn score_shadow(
     instances: Vec<Box<RawValue>>,
     answered: Vec<f32>,
 ) {
-    let stats = store.stats();
-    let admitted =
-        stats
-            .shadow_in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |running| {
-                (running < options.max_shadow_in_flight as u64).then_some(running + 1)
-            });
-    if admitted.is_err() {
-        stats.shadow_dropped.fetch_add(1, Ordering::Relaxed);
+    let Some(slot) = Slot::take(store, |s| &s.shadow_in_flight, options.max_shadow_in_flight)
+    else {
+        store.stats().shadow_dropped.fetch_add(1, Ordering::Relaxed);
         return;
-    }
-    let store = store.clone();
+    };
     tokio::task::spawn_blocking(move || {
         let mut counts = TransformCounts::default();
         let scored = score_guarded(score, &shadow, &instances, &mut counts, None);
-        store
-            .stats()
-            .shadow_in_flight
-            .fetch_sub(1, Ordering::AcqRel);
+        drop(slot);
         let Ok(scores) = scored else {
             return;
         };
@@ -908,7 +910,7 @@ pub fn routes(
              store: Arc<ModelStore>,
              options: ServeOptions,
              batcher: Option<Batcher>| async move {
-                let Some(_slot) = Slot::take(&store.stats().predicts_in_flight, options.max_in_flight) else {
+                let Some(_slot) = Slot::take(&store, |s| &s.predicts_in_flight, options.max_in_flight) else {
                     store.stats().in_flight_refused.fetch_add(1, Ordering::Relaxed);
                     return error(
                         StatusCode::SERVICE_UNAVAILABLE,

@@ -72,9 +72,10 @@ impl BatchOptions {
 /// The longest a batch may wait for more requests: a lone request waits this long.
 const MAX_BATCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// The requests the batch queue holds unless told otherwise: with the default limits of a
-/// request (4 MiB, 1,024 instances) at most 1 GiB of request bodies wait.
-pub const DEFAULT_MAX_QUEUE: usize = 256;
+/// The requests the batch queue holds unless told otherwise: half the predicts a server lets
+/// be in flight by default (256), so that a full queue answers 429 before the server's cap
+/// answers 503.
+pub const DEFAULT_MAX_QUEUE: usize = 128;
 
 /// A request's instances, scored: the instances come back for the shadow.
 #[derive(Debug)]
@@ -373,13 +374,18 @@ mod tests {
             predictions[1]
         );
         assert_eq!(predictions[2], Ok(vec![0.5]));
-        let next = batcher.score(version(), instances(&["three", "bad"])).await;
+        // Three instances fill a batch: no wait for the timeout.
+        let next = batcher
+            .score(version(), instances(&["three", "bad", "four"]))
+            .await;
         assert_eq!(
             next.unwrap().predictions,
             Err(ScoreError::Instance("instance 1: bad".to_owned()))
         );
-        let next = batcher.score(version(), instances(&["four"])).await;
-        assert_eq!(next.unwrap().predictions, Ok(vec![0.5]));
+        let next = batcher
+            .score(version(), instances(&["five", "six", "seven"]))
+            .await;
+        assert_eq!(next.unwrap().predictions, Ok(vec![0.5; 3]));
         assert_eq!(
             store.stats().batching.split_batches.load(Ordering::Relaxed),
             2

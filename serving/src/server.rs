@@ -37,7 +37,13 @@ pub async fn serve(
             .spawn(move || {
                 lower_priority();
                 while !stop.load(Ordering::Relaxed) {
-                    store.refresh();
+                    // A panic while loading (a bug) fails that poll, not every later one.
+                    let refreshed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        store.refresh();
+                    }));
+                    if refreshed.is_err() {
+                        tracing::error!("loading versions panicked; trying again at the next poll");
+                    }
                     std::thread::sleep(interval);
                 }
             })
@@ -65,7 +71,9 @@ async fn accept(
         }
     }
     let service = warp::service(routes(store.clone(), options.clone()));
-    let slots = Arc::new(Semaphore::new(options.max_connections));
+    let slots = Arc::new(Semaphore::new(
+        options.max_connections.min(Semaphore::MAX_PERMITS),
+    ));
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {

@@ -16,8 +16,9 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -245,12 +246,18 @@ impl KafkaVersions {
                 .name("millrace-registry".to_owned())
                 .spawn(move || {
                     let mut logged = false;
+                    let mut refused = 0u64;
                     while !stop.load(Ordering::Relaxed) {
                         match consumer.poll(Duration::from_millis(100)) {
                             None => {}
                             Some(Ok(message)) => {
-                                if let Ok(mut seen) = seen.lock() {
-                                    take(&mut seen, &message);
+                                let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
+                                // A panic on a message (a bug) loses that message, not the reader.
+                                let taken = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                                    take(&mut seen, &message, &mut refused);
+                                }));
+                                if taken.is_err() {
+                                    tracing::error!("taking a registry message panicked; it is ignored");
                                 }
                             }
                             Some(Err(error)) if !logged => {
@@ -322,8 +329,10 @@ impl VersionSource for KafkaVersions {
     }
 }
 
-/// Hands a message of the topic to the reader, and logs what it refused or could not complete.
-fn take(reader: &mut TopicReader, message: &impl Message) {
+/// Hands a message of the topic to the reader, and logs what it could not complete, and what
+/// it refused (`refused` counts those: the first ones and then every power of two are logged,
+/// so that whoever can write to the topic cannot flood the log).
+fn take(reader: &mut TopicReader, message: &impl Message, refused: &mut u64) {
     let Some(key) = message.key().map(String::from_utf8_lossy) else {
         tracing::warn!("a registry message without a key; ignored");
         return;
@@ -347,7 +356,12 @@ fn take(reader: &mut TopicReader, message: &impl Message) {
             "a registry version is incomplete (compacted away, or its publisher failed); \
              the versions before it stay"
         ),
-        Err(error) => tracing::error!(key = %key, %error, "a registry message refused; ignored"),
+        Err(error) => {
+            *refused += 1;
+            if refused.is_power_of_two() {
+                tracing::error!(key = %key, %error, refused = *refused, "a registry message refused; ignored");
+            }
+        }
     }
 }
 

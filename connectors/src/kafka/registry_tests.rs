@@ -263,7 +263,7 @@ fn a_reader_with_a_key_serves_only_versions_signed_with_it() {
         artifact.meta.version = version;
         artifact
     };
-    // Versions 1 and 3 are signed with the reader's key; 2 with another, 4 with none.
+    // Versions 1 and 4 are signed with the reader's key; 2 with another, 3 with none.
     let (mut ours, mut theirs) = (
         RegistryPublisher::new(&broker(), &topic, Some(key(1))).unwrap(),
         RegistryPublisher::new(&broker(), &topic, Some(key(2))).unwrap(),
@@ -271,16 +271,16 @@ fn a_reader_with_a_key_serves_only_versions_signed_with_it() {
     let mut unsigned = RegistryPublisher::new(&broker(), &topic, None).unwrap();
     ours.publish(&artifact(1, 0.1)).unwrap();
     theirs.publish(&artifact(2, 0.2)).unwrap();
-    unsigned.publish(&artifact(4, 0.4)).unwrap();
-    ours.publish(&artifact(3, 0.3)).unwrap();
+    unsigned.publish(&artifact(3, 0.3)).unwrap();
+    ours.publish(&artifact(4, 0.4)).unwrap();
     let keyed = KafkaVersions::follow(&broker(), &topic, Some(key(1))).unwrap();
     let open = KafkaVersions::follow(&broker(), &topic, None).unwrap();
-    wait_for(&keyed, "ctr", 3);
-    wait_for(&open, "ctr", 3);
-    assert_eq!(keyed.versions("ctr").unwrap(), vec![1, 3]);
+    wait_for(&keyed, "ctr", 4);
+    wait_for(&open, "ctr", 4);
+    assert_eq!(keyed.versions("ctr").unwrap(), vec![1, 4]);
     assert_eq!(open.versions("ctr").unwrap(), vec![2, 3, 4]);
     let served = keyed
-        .load_served("ctr", 3, None, LoadPace::default())
+        .load_served("ctr", 4, None, LoadPace::default())
         .unwrap();
-    assert_eq!(served.to_artifact().values("weights")[0], 0.3);
+    assert_eq!(served.to_artifact().values("weights")[0], 0.4);
 }

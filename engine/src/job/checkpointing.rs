@@ -59,7 +59,11 @@ pub(super) fn checkpointing(
         FeatureSpec::Hashed { .. } => crate::checkpoint::HASHED_DECODE,
         FeatureSpec::Map(_) => &[],
     };
-    let store = CheckpointStore::open(&dir, checkpoint.keep)?.replacing(replaced);
+    refuse_other_layout(&checkpoint.state_dir, cluster.is_some(), allow_fresh_start)?;
+    let job_workers = local.len() * cluster.map_or(1, |c| c.hosts.len().max(1));
+    let store = CheckpointStore::open(&dir, checkpoint.keep)?
+        .replacing(replaced)
+        .of_job(job_workers);
     let parts = checkpoint_parts(spec);
     let (readable, skipped) = store.readable(local, &parts);
     stats
@@ -82,6 +86,43 @@ pub(super) fn checkpointing(
         readable,
         choice,
     }))
+}
+
+/// Refuses (unless a fresh start is allowed) a state directory that holds the checkpoints of
+/// the other layout: `process-N` directories for a job of one process, a store in the directory
+/// itself for a job of several.
+fn refuse_other_layout(
+    state_dir: &std::path::Path,
+    cluster: bool,
+    allow_fresh_start: bool,
+) -> Result<()> {
+    let found = if cluster {
+        state_dir.join("CURRENT").exists().then_some("one process")
+    } else {
+        std::fs::read_dir(state_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|entry| entry.file_name().to_string_lossy().starts_with("process-"))
+            .then_some("several processes")
+    };
+    let Some(found) = found else {
+        return Ok(());
+    };
+    let refusal = CheckpointError::OtherLayout {
+        dir: state_dir.to_owned(),
+        found,
+        runs: if cluster {
+            "several processes"
+        } else {
+            "one process"
+        },
+    };
+    if !allow_fresh_start {
+        return Err(refusal.into());
+    }
+    tracing::warn!(%refusal, "starting afresh, as `--allow-fresh-start` asks");
+    Ok(())
 }
 
 impl Checkpointing {
@@ -174,4 +215,32 @@ pub(super) fn agree(
         _ => None,
     };
     Agreed { epoch, any }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refuse_other_layout;
+
+    /// A job switched between one process and several finds the other layout's checkpoints
+    /// and refuses, unless a fresh start is allowed; a fresh directory is fine either way.
+    #[test]
+    fn the_other_layout_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(refuse_other_layout(dir.path(), false, false).is_ok());
+        assert!(refuse_other_layout(dir.path(), true, false).is_ok());
+        std::fs::create_dir(dir.path().join("process-0")).unwrap();
+        let refused = refuse_other_layout(dir.path(), false, false).unwrap_err();
+        assert!(
+            refused.to_string().contains("a job of several processes"),
+            "{refused}"
+        );
+        assert!(refuse_other_layout(dir.path(), false, true).is_ok());
+        assert!(refuse_other_layout(dir.path(), true, false).is_ok());
+        std::fs::write(dir.path().join("CURRENT"), "MANIFEST-000001\n").unwrap();
+        let refused = refuse_other_layout(dir.path(), true, false).unwrap_err();
+        assert!(
+            refused.to_string().contains("a job of one process"),
+            "{refused}"
+        );
+    }
 }

@@ -32,7 +32,7 @@ mod reader;
 
 pub use key::{RegistryKey, KEY_MIN_BYTES, SIGNATURE_HEADER};
 pub use manifest::{digest, encode, feature_map_json, le_bytes, Manifest, TensorManifest};
-pub use reader::{Snapshot, Taken, TopicReader, KEPT_VERSIONS};
+pub use reader::{Snapshot, Taken, TopicReader, KEPT_VERSIONS, MAX_UNLISTED_BYTES};
 
 /// Bytes per piece of a FeatureMap's JSON.
 pub const PIECE_BYTES: usize = 512 << 10;

@@ -10,7 +10,7 @@ use crate::topic::key::RegistryKey;
 use crate::topic::manifest::{digest, Manifest};
 use crate::topic::MAX_VERSION;
 use crate::{Error, ModelMeta, ServedModel};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use xxhash_rust::xxh3::xxh3_128;
@@ -21,6 +21,11 @@ pub const KEPT_VERSIONS: usize = 3;
 /// Tensors a manifest may list (the architectures declare at most a few dozen).
 const MAX_TENSORS: usize = 256;
 
+/// The bytes of chunks and pieces that no model's newest version lists (those of a version on
+/// its way, before its manifest) a reader holds unless told otherwise: past it, such parts are
+/// refused, so that keys nobody lists cannot fill the memory.
+pub const MAX_UNLISTED_BYTES: usize = 2 << 30;
+
 /// A chunk or piece as it arrived: its digests and its contents.
 #[derive(Debug)]
 pub(super) struct Held<T: ?Sized> {
@@ -28,6 +33,8 @@ pub(super) struct Held<T: ?Sized> {
     sha256: String,
     /// XXH3-128, hex: what manifests written before signing name.
     xxh3: String,
+    /// Its size on the wire.
+    bytes: usize,
     contents: Arc<T>,
 }
 
@@ -36,6 +43,7 @@ impl<T: ?Sized> Held<T> {
         Held {
             sha256,
             xxh3: format!("{:032x}", xxh3_128(bytes)),
+            bytes: bytes.len(),
             contents,
         }
     }
@@ -94,6 +102,11 @@ pub struct TopicReader {
     pieces: HashMap<String, Held<[u8]>>,
     /// The complete versions, newest [`KEPT_VERSIONS`] per model.
     ready: BTreeMap<String, BTreeMap<u64, Arc<Snapshot>>>,
+    /// The part keys each model's newest version lists.
+    listed: HashMap<String, HashSet<String>>,
+    /// The bytes of the parts held that no model's newest version lists, and their limit.
+    unlisted_bytes: usize,
+    max_unlisted_bytes: usize,
 }
 
 impl TopicReader {
@@ -101,8 +114,15 @@ impl TopicReader {
     pub fn new(key: Option<RegistryKey>) -> Self {
         TopicReader {
             key,
+            max_unlisted_bytes: MAX_UNLISTED_BYTES,
             ..TopicReader::default()
         }
+    }
+
+    /// The reader, holding at most `bytes` of parts that no model's newest version lists.
+    pub fn with_unlisted_limit(mut self, bytes: usize) -> Self {
+        self.max_unlisted_bytes = bytes;
+        self
     }
 
     /// Takes a message: its key, its bytes and its [`SIGNATURE_HEADER`](super::SIGNATURE_HEADER).
@@ -119,39 +139,49 @@ impl TopicReader {
         if let Some(name) = key.strip_prefix("manifest/") {
             return self.manifest(name, payload, signature);
         }
-        let model = |rest: &str| rest.split('/').next().map(str::to_owned);
-        if let Some(rest) = key.strip_prefix("chunk/") {
-            check_name(model(rest).as_deref())?;
-            if payload.len() % 4 != 0 {
-                return Err(format!("chunk `{key}` is not f32 values"));
+        let model = part_model(key)?;
+        let sha256 = digest(payload);
+        let chunk = key.starts_with("chunk/");
+        let held = if chunk {
+            self.chunks.get(key).map(|h| (h.sha256.as_str(), h.bytes))
+        } else {
+            self.pieces.get(key).map(|h| (h.sha256.as_str(), h.bytes))
+        };
+        if held.is_some_and(|(have, _)| have == sha256) {
+            // The same bytes again (a publisher that started over sends every part): the
+            // versions keep sharing the block they have.
+            return Ok(Taken::Part);
+        }
+        if chunk && payload.len() % 4 != 0 {
+            return Err(format!("chunk `{key}` is not f32 values"));
+        }
+        let listed = self
+            .listed
+            .get(model)
+            .is_some_and(|keys| keys.contains(key));
+        if !listed {
+            let replaced = held.map_or(0, |(_, bytes)| bytes);
+            let after = self.unlisted_bytes - replaced + payload.len();
+            if after > self.max_unlisted_bytes {
+                return Err(format!(
+                    "`{key}`: the reader holds its limit of {} bytes of parts no version lists",
+                    self.max_unlisted_bytes
+                ));
             }
-            let sha256 = digest(payload);
-            if self
-                .chunks
-                .get(key)
-                .is_some_and(|held| held.sha256 == sha256)
-            {
-                // The same bytes again (a publisher that started over sends every chunk):
-                // the versions keep sharing the block they have.
-                return Ok(Taken::Part);
-            }
+            self.unlisted_bytes = after;
+        }
+        if chunk {
             let values: Arc<[f32]> = payload
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect();
             self.chunks
                 .insert(key.to_owned(), Held::new(sha256, payload, values));
-            Ok(Taken::Part)
-        } else if let Some(rest) = key.strip_prefix("fmap/") {
-            check_name(model(rest).as_deref())?;
-            self.pieces.insert(
-                key.to_owned(),
-                Held::new(digest(payload), payload, payload.into()),
-            );
-            Ok(Taken::Part)
         } else {
-            Err(format!("an unknown key `{key}`"))
+            self.pieces
+                .insert(key.to_owned(), Held::new(sha256, payload, payload.into()));
         }
+        Ok(Taken::Part)
     }
 
     /// The models with a complete version.
@@ -194,6 +224,14 @@ impl TopicReader {
             return Err(problems.join("; "));
         }
         let version = manifest.meta.version;
+        if let Some(&newest) = self.ready.get(name).and_then(|v| v.keys().next_back()) {
+            if version <= newest {
+                // A replayed manifest, signed or not, must not take the place of a newer one.
+                return Err(format!(
+                    "version {version} is not newer than version {newest}, the newest taken"
+                ));
+            }
+        }
         let snapshot = match self.gather(name, &manifest) {
             Ok(snapshot) => snapshot,
             Err(missing) => {
@@ -254,34 +292,69 @@ impl TopicReader {
         })
     }
 
-    /// Drops the model's chunks and pieces that its newest version does not list: no later
-    /// version can name them without sending them again, as a publisher sends every part of a
-    /// new shape.
+    /// Notes the parts the model's newest version lists, and drops those of the model it does
+    /// not list: no later version can name them without sending them again, as a publisher
+    /// sends every part it has not sent since its last version listed it.
     fn forget_unlisted(&mut self, name: &str, manifest: &Manifest) {
-        let chunks = format!("chunk/{name}/");
-        let listed = |key: &str| -> bool {
-            let Some(rest) = key.strip_prefix(&chunks) else {
-                return true;
-            };
-            let Some((tensor, i)) = rest.rsplit_once('/') else {
-                return false;
-            };
-            let i = i.parse::<usize>().unwrap_or(usize::MAX);
-            manifest
-                .tensors
-                .iter()
-                .any(|t| t.name == tensor && i < t.chunks.len())
-        };
-        self.chunks.retain(|key, _| listed(key));
-        let prefix = format!("fmap/{name}/");
+        let mut keys = HashSet::new();
+        for tensor in &manifest.tensors {
+            for i in 0..tensor.chunks.len() {
+                keys.insert(format!("chunk/{name}/{}/{i}", tensor.name));
+            }
+        }
+        for i in 0..manifest.feature_map.len() {
+            keys.insert(format!("fmap/{name}/{i}"));
+        }
+        let of_model = |key: &str| part_model(key).is_ok_and(|model| model == name);
+        self.chunks
+            .retain(|key, _| !of_model(key) || keys.contains(key));
         self.pieces
-            .retain(|key, _| match key.strip_prefix(&prefix) {
-                Some(i) => i
-                    .parse::<usize>()
-                    .is_ok_and(|i| i < manifest.feature_map.len()),
-                None => true,
-            });
+            .retain(|key, _| !of_model(key) || keys.contains(key));
+        self.listed.insert(name.to_owned(), keys);
+        let listed = &self.listed;
+        let unlisted = |key: &str| {
+            part_model(key).map_or(true, |model| {
+                !listed.get(model).is_some_and(|keys| keys.contains(key))
+            })
+        };
+        self.unlisted_bytes = self
+            .chunks
+            .iter()
+            .filter(|(key, _)| unlisted(key))
+            .map(|(_, held)| held.bytes)
+            .chain(
+                self.pieces
+                    .iter()
+                    .filter(|(key, _)| unlisted(key))
+                    .map(|(_, held)| held.bytes),
+            )
+            .sum();
     }
+}
+
+/// The model of a part's key, if the key is one a publisher writes: `chunk/{model}/{tensor}/{i}`
+/// or `fmap/{model}/{i}`, with a valid model name, a tensor name and an index written as a
+/// number is (no sign, no leading zero), so that no two keys name one part.
+fn part_model(key: &str) -> Result<&str, String> {
+    let bad = || format!("an unknown key `{key}`");
+    let (model, index) = if let Some(rest) = key.strip_prefix("chunk/") {
+        let (model, rest) = rest.split_once('/').ok_or_else(bad)?;
+        let (tensor, index) = rest.split_once('/').ok_or_else(bad)?;
+        if tensor.is_empty() {
+            return Err(bad());
+        }
+        (model, index)
+    } else if let Some(rest) = key.strip_prefix("fmap/") {
+        rest.split_once('/').ok_or_else(bad)?
+    } else {
+        return Err(bad());
+    };
+    check_name(Some(model))?;
+    let canonical = index.parse::<usize>().is_ok_and(|i| i.to_string() == index);
+    if !canonical {
+        return Err(bad());
+    }
+    Ok(model)
 }
 
 /// A model name as the directory registry takes it.

@@ -307,3 +307,43 @@ proptest! {
         prop_assert!(served(&reader, 1).is_ok(), "the version before keeps serving");
     }
 }
+
+#[test]
+fn a_replayed_older_manifest_is_refused_and_forgets_nothing() {
+    let mut reader = TopicReader::new(Some(key(1)));
+    let first = messages(&fm(1, 2, 1), Some(&key(1)));
+    feed(&mut reader, &first);
+    let mut second = fm(2, 2, 1);
+    second.tensor_mut("weights").unwrap().values[0] += 1.0;
+    feed(&mut reader, &messages(&second, Some(&key(1))));
+    let chunks = reader.chunks.len();
+    let replayed = feed(&mut reader, &first);
+    assert!(replayed.last().unwrap().is_err(), "{replayed:?}");
+    assert_eq!(reader.versions("ctr"), vec![1, 2]);
+    assert_eq!(reader.chunks.len(), chunks);
+    assert_eq!(
+        served(&reader, 2).unwrap().to_artifact().tensors,
+        second.tensors
+    );
+}
+
+#[test]
+fn parts_under_keys_no_publisher_writes_or_past_the_limit_are_refused() {
+    let mut reader = TopicReader::new(None).with_unlisted_limit(64);
+    for key in [
+        "chunk/ctr/weights/+0",
+        "chunk/ctr/weights/00",
+        "chunk/ctr/weights",
+        "chunk/ctr//0",
+        "chunk/ctr",
+        "fmap/ctr/01",
+        "fmap/c tr/0",
+    ] {
+        assert!(reader.take(key, &[0; 4], None).is_err(), "{key}");
+    }
+    reader.take("chunk/a/weights/0", &[0; 48], None).unwrap();
+    let past = reader.take("chunk/b/weights/0", &[0; 48], None);
+    assert!(past.unwrap_err().contains("limit of 64 bytes"));
+    // The same key again replaces its bytes rather than adding to them.
+    reader.take("chunk/a/weights/0", &[1; 60], None).unwrap();
+}
