@@ -10,11 +10,10 @@
 
 mod common;
 
-use common::{broker, latest_model, produce_stream, report, unique};
+use common::{checkpointed_job_file, latest_model, produce_stream, report, test_source, unique};
 use millrace_engine::checkpoint::CheckpointStore;
-use millrace_engine::spec::{CheckpointSpec, JobSpec, LearnerSpec, ProgressSpec, PublishSpec};
-use millrace_engine::KafkaSourceConfig;
-use millrace_models::{FeatureSpec, FtrlParams, ModelArtifact};
+use millrace_engine::spec::JobSpec;
+use millrace_models::{FeatureSpec, ModelArtifact};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -24,40 +23,11 @@ const EVENTS: u64 = 40_000;
 
 /// The job file and the hosts file of a 2-process job in `dir`.
 fn files(dir: &Path, topic: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-    let spec = JobSpec::builder("cluster")
-        .kafka_source(KafkaSourceConfig {
-            bootstrap_servers: broker(),
-            topic: topic.to_owned(),
-            group_id: unique("g"),
-            dead_letter_topic: format!("{topic}-dead"),
-            partitions: 4,
-            idle_ms: 5000,
-            // Each process reads two of the four partitions: half of the events.
-            stop_after_records: Some(EVENTS / 2),
-            event_time_field: None,
-        })
-        .features(FeatureSpec::Hashed { hash_bits: 18 })
-        .learner(LearnerSpec::Ftrl(FtrlParams::default()))
-        .publish(PublishSpec {
-            registry: dir.join("registry"),
-            every_events: 1_000_000,
-            every_seconds: 3600,
-            registry_topic: None,
-            registry_key_file: None,
-        })
-        .progress(ProgressSpec {
-            epoch_ms: 100,
-            interval_ms: 0,
-        })
-        .checkpoint(CheckpointSpec {
-            state_dir: dir.join("state"),
-            interval_ms: 500,
-            keep: 3,
-        })
-        .build()
-        .unwrap();
-    let job = dir.join("job.toml");
-    std::fs::write(&job, spec.to_toml()).unwrap();
+    // Each process reads two of the four partitions: half of the events.
+    let builder = JobSpec::builder("cluster")
+        .kafka_source(test_source(topic, 5000, EVENTS / 2))
+        .features(FeatureSpec::Hashed { hash_bits: 18 });
+    let job = checkpointed_job_file(builder, dir, 1_000_000, 500);
     let ports: Vec<u16> = (0..2)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
         .collect::<Vec<_>>()

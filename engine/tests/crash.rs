@@ -25,11 +25,12 @@
 
 mod common;
 
-use common::{broker, latest_model, produce_stream, report as finish, unique};
+use common::{
+    checkpointed_job_file, latest_model, produce_stream, report as finish, test_source, unique,
+};
 use millrace_engine::checkpoint::CheckpointStore;
-use millrace_engine::spec::{CheckpointSpec, JobSpec, LearnerSpec, ProgressSpec, PublishSpec};
-use millrace_engine::KafkaSourceConfig;
-use millrace_models::{FeatureMapSpec, FeatureSpec, FtrlParams, ModelArtifact};
+use millrace_engine::spec::JobSpec;
+use millrace_models::{FeatureMapSpec, FeatureSpec, ModelArtifact};
 use millrace_operators::checkpoint::FINAL;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
@@ -40,41 +41,11 @@ use std::time::{Duration, Instant};
 const EVENTS: u64 = 200_000;
 const KILLS: usize = 10;
 
-fn job_file(dir: &Path, topic: &str, group: &str) -> std::path::PathBuf {
-    let spec = JobSpec::builder("crash")
-        .kafka_source(KafkaSourceConfig {
-            bootstrap_servers: broker(),
-            topic: topic.to_owned(),
-            group_id: group.to_owned(),
-            dead_letter_topic: format!("{topic}-dead"),
-            partitions: 4,
-            idle_ms: 5000,
-            stop_after_records: Some(EVENTS),
-            event_time_field: None,
-        })
-        .features(FeatureSpec::Map(FeatureMapSpec::criteo_default()))
-        .learner(LearnerSpec::Ftrl(FtrlParams::default()))
-        .publish(PublishSpec {
-            registry: dir.join("registry"),
-            every_events: 50_000,
-            every_seconds: 3600,
-            registry_topic: None,
-            registry_key_file: None,
-        })
-        .progress(ProgressSpec {
-            epoch_ms: 100,
-            interval_ms: 0,
-        })
-        .checkpoint(CheckpointSpec {
-            state_dir: dir.join("state"),
-            interval_ms: 300,
-            keep: 3,
-        })
-        .build()
-        .unwrap();
-    let path = dir.join("job.toml");
-    std::fs::write(&path, spec.to_toml()).unwrap();
-    path
+fn job_file(dir: &Path, topic: &str) -> std::path::PathBuf {
+    let builder = JobSpec::builder("crash")
+        .kafka_source(test_source(topic, 5000, EVENTS))
+        .features(FeatureSpec::Map(FeatureMapSpec::criteo_default()));
+    checkpointed_job_file(builder, dir, 50_000, 300)
 }
 
 /// The directory of the newest version in the registry under `dir`.
@@ -115,7 +86,7 @@ fn sigkill_at_10_random_points_changes_nothing() {
     // The uninterrupted run.
     let clean = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    let clean_report = finish(start(&job_file(clean.path(), &topic, &unique("g"))));
+    let clean_report = finish(start(&job_file(clean.path(), &topic)));
     let clean_seconds = started.elapsed().as_secs_f64();
     assert_eq!(clean_report["source_records"], EVENTS);
     assert_eq!(clean_report["restored_epoch"], Value::Null);
@@ -123,7 +94,7 @@ fn sigkill_at_10_random_points_changes_nothing() {
 
     // The run killed 10 times: at random points of a run as long as the clean one took.
     let crashed = tempfile::tempdir().unwrap();
-    let job = job_file(crashed.path(), &topic, &unique("g"));
+    let job = job_file(crashed.path(), &topic);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
     let mut restored_epochs = Vec::new();
     for kill in 0..KILLS {

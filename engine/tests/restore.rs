@@ -4,11 +4,10 @@
 
 mod common;
 
-use common::{broker, produce_stream, report, unique};
+use common::{checkpointed_job_file, produce_stream, report, test_source, unique};
 use millrace_engine::checkpoint::CheckpointStore;
-use millrace_engine::spec::{CheckpointSpec, JobSpec, LearnerSpec, ProgressSpec, PublishSpec};
-use millrace_engine::KafkaSourceConfig;
-use millrace_models::{FeatureSpec, FtrlParams};
+use millrace_engine::spec::JobSpec;
+use millrace_models::FeatureSpec;
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -16,40 +15,10 @@ use std::process::{Command, Stdio};
 const EVENTS: u64 = 5_000;
 
 fn job_file(dir: &Path, topic: &str) -> std::path::PathBuf {
-    let spec = JobSpec::builder("restore")
-        .kafka_source(KafkaSourceConfig {
-            bootstrap_servers: broker(),
-            topic: topic.to_owned(),
-            group_id: unique("g"),
-            dead_letter_topic: format!("{topic}-dead"),
-            partitions: 4,
-            idle_ms: 1000,
-            stop_after_records: Some(EVENTS),
-            event_time_field: None,
-        })
-        .features(FeatureSpec::Hashed { hash_bits: 12 })
-        .learner(LearnerSpec::Ftrl(FtrlParams::default()))
-        .publish(PublishSpec {
-            registry: dir.join("registry"),
-            every_events: 1_000_000,
-            every_seconds: 3600,
-            registry_topic: None,
-            registry_key_file: None,
-        })
-        .progress(ProgressSpec {
-            epoch_ms: 100,
-            interval_ms: 0,
-        })
-        .checkpoint(CheckpointSpec {
-            state_dir: dir.join("state"),
-            interval_ms: 300,
-            keep: 3,
-        })
-        .build()
-        .unwrap();
-    let path = dir.join("job.toml");
-    std::fs::write(&path, spec.to_toml()).unwrap();
-    path
+    let builder = JobSpec::builder("restore")
+        .kafka_source(test_source(topic, 1000, EVENTS))
+        .features(FeatureSpec::Hashed { hash_bits: 12 });
+    checkpointed_job_file(builder, dir, 1_000_000, 300)
 }
 
 fn run(job: &Path, workers: usize, extra: &[&str]) -> Command {

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use millrace_connectors::kafka::{create_topics, LineProducer};
-use millrace_engine::spec::{JobSpec, LearnerSpec, ProgressSpec, PublishSpec};
+use millrace_engine::spec::{CheckpointSpec, JobSpec, LearnerSpec, ProgressSpec, PublishSpec};
 use millrace_engine::{Job, JobBuilder, KafkaSourceConfig, RunOptions};
 use millrace_models::synth::CriteoGenerator;
 use millrace_models::{FeatureSpec, FtrlParams};
@@ -10,7 +10,7 @@ use millrace_models::{ModelArtifact, Registry};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -230,4 +230,54 @@ pub(crate) fn criteo_instance(line: &[u8]) -> serde_json::Value {
         object.insert(name, value);
     }
     serde_json::Value::Object(object)
+}
+
+/// A source of the 4-partition `topic` on the test broker (dead letters to `{topic}-dead`), in a
+/// group of its own, that ends after `stop_after` records.
+pub(crate) fn test_source(topic: &str, idle_ms: u64, stop_after: u64) -> KafkaSourceConfig {
+    KafkaSourceConfig {
+        bootstrap_servers: broker(),
+        topic: topic.to_owned(),
+        group_id: unique("g"),
+        dead_letter_topic: format!("{topic}-dead"),
+        partitions: 4,
+        idle_ms,
+        stop_after_records: Some(stop_after),
+        event_time_field: None,
+    }
+}
+
+/// Finishes `builder` (its source and features given) as a job that learns with FTRL, publishes
+/// to `dir/registry` every `every_events` events (and at its end), runs in epochs of 100 ms and
+/// checkpoints into `dir/state` every `interval_ms`, keeping 3; writes it to `dir/job.toml` and
+/// returns that path.
+pub(crate) fn checkpointed_job_file(
+    builder: JobBuilder,
+    dir: &Path,
+    every_events: u64,
+    interval_ms: u64,
+) -> PathBuf {
+    let spec = builder
+        .learner(LearnerSpec::Ftrl(FtrlParams::default()))
+        .publish(PublishSpec {
+            registry: dir.join("registry"),
+            every_events,
+            every_seconds: 3600,
+            registry_topic: None,
+            registry_key_file: None,
+        })
+        .progress(ProgressSpec {
+            epoch_ms: 100,
+            interval_ms: 0,
+        })
+        .checkpoint(CheckpointSpec {
+            state_dir: dir.join("state"),
+            interval_ms,
+            keep: 3,
+        })
+        .build()
+        .unwrap();
+    let path = dir.join("job.toml");
+    std::fs::write(&path, spec.to_toml()).unwrap();
+    path
 }
