@@ -115,6 +115,18 @@ impl Server {
     }
 }
 
+/// Waits (at most five seconds) for a version's shadow scorings, which run after the answers,
+/// to reach `count`, and checks that they did.
+async fn shadow_predictions(stats: &millrace_serving::VersionStats, count: u64) {
+    for _ in 0..1000 {
+        if stats.shadow_predictions.load(Relaxed) == count {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(stats.shadow_predictions.load(Relaxed), count);
+}
+
 #[tokio::test]
 async fn a_split_is_sticky_per_key_and_the_shadow_is_compared() {
     let server = Server::new(3);
@@ -172,13 +184,7 @@ async fn a_split_is_sticky_per_key_and_the_shadow_is_compared() {
         );
     }
     let shadow = &entry.versions[&2].stats;
-    for _ in 0..1000 {
-        if shadow.shadow_predictions.load(Relaxed) == 800 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-    assert_eq!(shadow.shadow_predictions.load(Relaxed), 800);
+    shadow_predictions(shadow, 800).await;
     let expected: f64 = [1u64, 3]
         .iter()
         .map(|&v| answered[v as usize] as f64 * (score_of(2) - score_of(v)).abs())
@@ -253,13 +259,7 @@ async fn another_models_version_is_shadowed_split_and_promoted() {
     }
     let fm_entry = server.store.entry("ctr-fm").unwrap();
     let shadow = &fm_entry.versions[&1].stats;
-    for _ in 0..1000 {
-        if shadow.shadow_predictions.load(Relaxed) == 10 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-    assert_eq!(shadow.shadow_predictions.load(Relaxed), 10);
+    shadow_predictions(shadow, 10).await;
     let diff = shadow.shadow_abs_diff_micros.load(Relaxed) as f64 / 1e6;
     assert!(
         (diff - 10.0 * (FM_SCORE - score_of(2)).abs()).abs() < 1e-4,

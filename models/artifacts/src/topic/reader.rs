@@ -31,18 +31,19 @@ pub const MAX_UNLISTED_BYTES: usize = 2 << 30;
 pub(super) struct Held<T: ?Sized> {
     /// SHA-256, hex: what manifests name.
     sha256: String,
-    /// XXH3-128, hex: what manifests written before signing name.
-    xxh3: String,
+    /// XXH3-128, hex: what manifests written before signing name; only a reader without a key
+    /// takes those, so only it computes this.
+    xxh3: Option<String>,
     /// Its size on the wire.
     bytes: usize,
     contents: Arc<T>,
 }
 
 impl<T: ?Sized> Held<T> {
-    fn new(sha256: String, bytes: &[u8], contents: Arc<T>) -> Self {
+    fn new(sha256: String, bytes: &[u8], signed: bool, contents: Arc<T>) -> Self {
         Held {
             sha256,
-            xxh3: format!("{:032x}", xxh3_128(bytes)),
+            xxh3: (!signed).then(|| format!("{:032x}", xxh3_128(bytes))),
             bytes: bytes.len(),
             contents,
         }
@@ -50,7 +51,7 @@ impl<T: ?Sized> Held<T> {
 
     /// Whether `want` is its digest; only a SHA-256 one when `signed`.
     fn is(&self, want: &str, signed: bool) -> bool {
-        want == self.sha256 || (!signed && want == self.xxh3)
+        want == self.sha256 || (!signed && self.xxh3.as_deref() == Some(want))
     }
 }
 
@@ -142,6 +143,7 @@ impl TopicReader {
         let model = part_model(key)?;
         let sha256 = digest(payload);
         let chunk = key.starts_with("chunk/");
+        let signed = self.key.is_some();
         let held = if chunk {
             self.chunks.get(key).map(|h| (h.sha256.as_str(), h.bytes))
         } else {
@@ -176,10 +178,12 @@ impl TopicReader {
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect();
             self.chunks
-                .insert(key.to_owned(), Held::new(sha256, payload, values));
+                .insert(key.to_owned(), Held::new(sha256, payload, signed, values));
         } else {
-            self.pieces
-                .insert(key.to_owned(), Held::new(sha256, payload, payload.into()));
+            self.pieces.insert(
+                key.to_owned(),
+                Held::new(sha256, payload, signed, payload.into()),
+            );
         }
         Ok(Taken::Part)
     }
