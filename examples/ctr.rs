@@ -25,6 +25,8 @@ fn ctr_job() -> anyhow::Result<JobSpec> {
             idle_ms: 1000,
             stop_after_records: None,
             event_time_field: None,
+            kafka: Default::default(),
+            kafka_file: None,
         })
         .generator(GeneratorSpec {
             rows_per_sec: 20_000.0,

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what millrace needs on a fresh Debian 12 machine with a Rust toolchain, idempotently:
-# the Debian packages that rdkafka's bundled librdkafka build needs, RocksDB (librocksdb-dev, which
+# the Debian packages that rdkafka's bundled librdkafka build needs (OpenSSL for TLS and SASL among them), RocksDB (librocksdb-dev, which
 # the rocksdb crate links against, and libclang-dev for its bindings), libtorch for the deep models
 # (PyTorch 2.11.0 from PyPI in a venv under the cache, linked as $CACHE/libtorch, which the
 # Makefile hands to tch as LIBTORCH and to the binaries as LD_LIBRARY_PATH) and, with --with-broker, what
 # the tests need: the tansu Kafka broker (built once into a cache outside the clone, then reused),
-# python3-venv for the confluent-kafka check of the embedded broker, and moto's S3 server in a
-# venv (the object store that keeps a restarted broker's topics); with --with-perf, what
+# python3-venv for the confluent-kafka check of the embedded broker, moto's S3 server in a
+# venv (the object store that keeps a restarted broker's topics), and openssl and socat (a TLS
+# listener in front of a broker); with --with-perf, what
 # perf/serve.sh needs (wrk, curl).
 set -euo pipefail
 
@@ -18,8 +19,9 @@ TORCH_VERSION=2.11.0
 mkdir -p "$CACHE"
 
 need=()
-pkgs=(cmake libcurl4-openssl-dev pkg-config g++ librocksdb-dev libclang-dev python3-venv)
-[ "${1:-}" = "--with-broker" ] && pkgs+=(curl)
+pkgs=(cmake libcurl4-openssl-dev libssl-dev pkg-config g++ librocksdb-dev libclang-dev python3-venv)
+# The TLS test puts socat, with a certificate made by openssl, in front of its own tansu.
+[ "${1:-}" = "--with-broker" ] && pkgs+=(curl openssl socat)
 # perf/serve.sh drives the server with wrk.
 [ "${1:-}" = "--with-perf" ] && pkgs+=(wrk curl)
 for pkg in "${pkgs[@]}"; do

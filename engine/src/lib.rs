@@ -19,6 +19,8 @@
 //!         idle_ms: 1000,
 //!         stop_after_records: None,
 //!         event_time_field: None,
+//!         kafka: Default::default(),
+//!         kafka_file: None,
 //!     })
 //!     .features(FeatureSpec::Hashed { hash_bits: 20 })
 //!     .learner(LearnerSpec::Ftrl(FtrlParams::default()))
@@ -30,6 +32,7 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod brokers;
 pub mod builder;
 pub mod catalog;
 pub mod checkpoint;

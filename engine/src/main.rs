@@ -1,8 +1,11 @@
 //! The `millrace` command: run a job, serve a registry, produce and generate events, benchmark.
 
+mod kafka_args;
+
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
-use millrace_connectors::kafka::{KafkaVersions, LineProducer, RateLimit};
+use kafka_args::KafkaArgs;
+use millrace_connectors::kafka::{Brokers, KafkaVersions, LineProducer, RateLimit};
 use millrace_engine::bench;
 use millrace_engine::bench::online::{OnlineBenchConfig, OnlineModel};
 use millrace_engine::secret::read_secret;
@@ -66,6 +69,9 @@ enum Command {
         /// job's `[publish] registry_key_file`); versions not signed with it are refused.
         #[arg(long, env = "MILLRACE_REGISTRY_KEY_FILE")]
         registry_key_file: Option<PathBuf>,
+        /// With a registry topic: how its clients reach a secured cluster.
+        #[command(flatten)]
+        kafka: KafkaArgs,
         /// Most instances in one predict request.
         #[arg(long, default_value_t = 1024)]
         max_batch: usize,
@@ -129,6 +135,9 @@ enum Command {
         /// The brokers.
         #[arg(long, default_value = "127.0.0.1:9092")]
         brokers: String,
+        /// How the producer reaches a secured cluster.
+        #[command(flatten)]
+        kafka: KafkaArgs,
         /// The topic.
         #[arg(long, default_value = "criteo")]
         topic: String,
@@ -458,6 +467,7 @@ fn run_cli() -> anyhow::Result<()> {
             bind,
             admin_token_file,
             registry_key_file,
+            kafka,
             max_batch,
             max_body_bytes,
             request_timeout_ms,
@@ -533,17 +543,19 @@ fn run_cli() -> anyhow::Result<()> {
                 Weights::Int8 => Precision::Int8,
             };
             let store = (load_cpu_share, row_cache_entries, precision);
-            serve(registry, registry_key, &bind, options, store)
+            serve((registry, &kafka, registry_key), &bind, options, store)
         }
         Command::Produce {
             file,
             format: Format::Criteo,
             job,
             brokers,
+            kafka,
             topic,
             partitions,
             rate,
         } => {
+            let brokers = kafka.brokers(&brokers)?;
             let schema = match job {
                 Some(job) => millrace_engine::spec::JobSpec::from_file(&job)?.event_schema()?,
                 None => millrace_models::Schema::criteo(),
@@ -893,8 +905,7 @@ fn read_registry_key(path: &std::path::Path) -> anyhow::Result<RegistryKey> {
 }
 
 fn serve(
-    registry: PathBuf,
-    registry_key: Option<RegistryKey>,
+    (registry, kafka, registry_key): (PathBuf, &KafkaArgs, Option<RegistryKey>),
     bind: &str,
     options: ServeOptions,
     (load_cpu_share, row_cache_entries, precision): (f64, usize, Precision),
@@ -905,7 +916,7 @@ fn serve(
                 .rsplit_once('/')
                 .filter(|(b, t)| !b.is_empty() && !t.is_empty())
                 .with_context(|| format!("`--registry {rest}`: use kafka://BROKERS/TOPIC"))?;
-            let source = KafkaVersions::follow(brokers, topic, registry_key)?;
+            let source = KafkaVersions::follow(&kafka.brokers(brokers)?, topic, registry_key)?;
             tracing::info!(brokers, topic, "following the registry topic");
             ModelStore::new(source)
         }
@@ -939,7 +950,7 @@ fn serve(
 fn produce(
     file: &PathBuf,
     schema: &millrace_models::Schema,
-    brokers: &str,
+    brokers: &Brokers,
     topic: &str,
     partitions: i32,
     rate: f64,

@@ -73,7 +73,7 @@ fn the_job_rides_out_a_broker_restart_and_loses_nothing() {
     let dead = format!("{topic}-dead");
     tokio::runtime::Runtime::new()
         .unwrap()
-        .block_on(create_topics(&servers, &[&topic, &dead], 4))
+        .block_on(create_topics(&servers.as_str().into(), &[&topic, &dead], 4))
         .unwrap();
     // The broker dies, then starts again on the same address and store.
     ride_out_broker_loss(

@@ -9,8 +9,8 @@
 
 mod common;
 
-use common::{broker, unique, wait_for};
-use millrace_connectors::kafka::{client_config, create_topics, KafkaVersions, LineProducer};
+use common::{broker, brokers, unique, wait_for};
+use millrace_connectors::kafka::{create_topics, KafkaVersions, LineProducer};
 use millrace_connectors::kafka::{text_headers, EPOCH_HEADER};
 use millrace_engine::spec::{
     JobSpec, LearnerSpec, ProgressSpec, PublishSpec, ServeSpec, SinksSpec,
@@ -89,7 +89,7 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(
     let metrics_topic = format!("{topic}-metrics");
     let predictions_topic = format!("{topic}-predictions");
     let registry_topic = format!("{topic}-models");
-    let mut producer = LineProducer::new(&broker(), &topic, 4).unwrap();
+    let mut producer = LineProducer::new(&brokers(), &topic, 4).unwrap();
     for (i, line) in good.iter().enumerate() {
         producer.send(line).unwrap();
         if i % 1500 == 700 {
@@ -110,6 +110,8 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(
             idle_ms: 200,
             stop_after_records: None,
             event_time_field: None,
+            kafka: Default::default(),
+            kafka_file: None,
         })
         .features(features)
         .learner(LearnerSpec::Ftrl(FtrlParams::default()))
@@ -270,7 +272,7 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(
     assert!(auc > 0.65, "progressive auc {auc}");
 
     // A serving pod that follows the registry topic has the job's last version, to the bit.
-    let follower = KafkaVersions::follow(&broker(), &registry_topic, None).unwrap();
+    let follower = KafkaVersions::follow(&brokers(), &registry_topic, None).unwrap();
     let last = report.model_version;
     wait_for(
         "the last version on the registry topic",
@@ -367,7 +369,7 @@ fn json_records_with_a_named_event_time_field_with_2_workers() {
     use millrace_models::SchemaSpec;
 
     let (topic, dead_letter_topic) = fresh_topics("json");
-    let mut producer = LineProducer::new(&broker(), &topic, 4).unwrap();
+    let mut producer = LineProducer::new(&brokers(), &topic, 4).unwrap();
     let mut generator = CriteoGenerator::new(21);
     let (events, base) = (4_000u64, 1_600_000_000_000u64);
     let mut max_time = [0u64; 4];
@@ -396,6 +398,8 @@ fn json_records_with_a_named_event_time_field_with_2_workers() {
             idle_ms: 200,
             stop_after_records: None,
             event_time_field: Some("event_ts".into()),
+            kafka: Default::default(),
+            kafka_file: None,
         })
         .schema(SchemaSpec {
             format: Some("json".into()),
@@ -446,7 +450,7 @@ fn fresh_topics(prefix: &str) -> (String, String) {
         .build()
         .unwrap();
     runtime
-        .block_on(create_topics(&broker(), &[&topic, &dead_letter_topic], 4))
+        .block_on(create_topics(&brokers(), &[&topic, &dead_letter_topic], 4))
         .unwrap();
     (topic, dead_letter_topic)
 }
@@ -471,7 +475,8 @@ struct Output {
 /// The messages of `topic`: at least `count`, and with `to_end`, everything until nothing more
 /// comes for a second. Every one must name its epoch.
 fn read_topic(topic: &str, count: usize, to_end: bool) -> Vec<Output> {
-    let consumer: BaseConsumer = client_config(&broker())
+    let consumer: BaseConsumer = brokers()
+        .client_config()
         .set("group.id", unique("reader"))
         .set("auto.offset.reset", "earliest")
         .create()
@@ -543,7 +548,7 @@ fn impressions_and_clicks_are_joined_learned_and_dead_lettered_with_2_workers() 
     assert!(!dead.is_empty());
 
     let (topic, dead_letter_topic) = fresh_topics("labels");
-    let mut producer = LineProducer::new(&broker(), &topic, 4).unwrap();
+    let mut producer = LineProducer::new(&brokers(), &topic, 4).unwrap();
     for (_, record) in &stream {
         producer.send(record).unwrap();
     }
@@ -560,6 +565,8 @@ fn impressions_and_clicks_are_joined_learned_and_dead_lettered_with_2_workers() 
             idle_ms: 200,
             stop_after_records: None,
             event_time_field: None,
+            kafka: Default::default(),
+            kafka_file: None,
         })
         .labels(LabelsSpec {
             window_ms: 200,

@@ -5,8 +5,8 @@
 
 mod common;
 
-use common::{broker, http, unique, wait_for};
-use millrace_connectors::kafka::{client_config, create_registry_topic, RegistryPublisher};
+use common::{broker, brokers, http, unique, wait_for};
+use millrace_connectors::kafka::{create_registry_topic, RegistryPublisher};
 use millrace_models::topic::{RegistryKey, SIGNATURE_HEADER};
 use millrace_models::{FeatureSpec, ModelArtifact, Schema};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -58,14 +58,14 @@ fn a_rejected_version_leaves_the_one_before_answering() {
     let topic = unique("registry-guarded");
     tokio::runtime::Runtime::new()
         .unwrap()
-        .block_on(create_registry_topic(&broker(), &topic))
+        .block_on(create_registry_topic(&brokers(), &topic))
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("registry.key");
     std::fs::write(&key_file, KEY).unwrap();
     std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let key = RegistryKey::new(KEY.as_bytes().to_vec()).unwrap();
-    let mut publisher = RegistryPublisher::new(&broker(), &topic, Some(key.clone())).unwrap();
+    let mut publisher = RegistryPublisher::new(&brokers(), &topic, Some(key.clone())).unwrap();
     publisher.publish(&fm(1, 0.01)).unwrap();
 
     let addr: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")
@@ -89,7 +89,7 @@ fn a_rejected_version_leaves_the_one_before_answering() {
 
     // Version 2, signed, complete on the topic: its manifest declares no factors and lists
     // only the weights.
-    let producer: BaseProducer = client_config(&broker()).create().unwrap();
+    let producer: BaseProducer = brokers().client_config().create().unwrap();
     let send = |key: &str, payload: &[u8], signature: Option<String>| {
         let mut record = BaseRecord::to(&topic)
             .key(key)
@@ -132,7 +132,7 @@ fn a_rejected_version_leaves_the_one_before_answering() {
     }
 
     // Version 3 as a good version would be, but unsigned: never served. Version 4, signed, is.
-    let mut unsigned = RegistryPublisher::new(&broker(), &topic, None).unwrap();
+    let mut unsigned = RegistryPublisher::new(&brokers(), &topic, None).unwrap();
     unsigned.publish(&fm(3, 0.03)).unwrap();
     publisher.publish(&fm(4, 0.04)).unwrap();
     wait_for("version 4", Duration::from_secs(60), || {

@@ -1,7 +1,7 @@
 //! Topic administration and metadata.
 
 use crate::error::{kafka, Error, Result};
-use crate::kafka::config::client_config;
+use crate::kafka::config::Brokers;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -13,16 +13,12 @@ use std::time::Duration;
 /// # Errors
 ///
 /// When the broker cannot be reached or refuses a topic for another reason than that it exists.
-pub async fn create_topics(
-    bootstrap_servers: &str,
-    topics: &[&str],
-    partitions: i32,
-) -> Result<()> {
+pub async fn create_topics(brokers: &Brokers, topics: &[&str], partitions: i32) -> Result<()> {
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
         .collect();
-    create_new_topics(bootstrap_servers, &new).await
+    create_new_topics(brokers, &new).await
 }
 
 /// Creates `new` topics, skipping those that exist.
@@ -30,10 +26,9 @@ pub async fn create_topics(
 /// # Errors
 ///
 /// As [`create_topics`].
-pub(crate) async fn create_new_topics(bootstrap_servers: &str, new: &[NewTopic<'_>]) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap_servers)
-        .create()
-        .map_err(kafka("admin"))?;
+pub(crate) async fn create_new_topics(brokers: &Brokers, new: &[NewTopic<'_>]) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> =
+        brokers.client_config().create().map_err(kafka("admin"))?;
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin
         .create_topics(new, &options)
@@ -94,10 +89,8 @@ impl WatermarkProbe {
     /// # Errors
     ///
     /// When the client cannot be created.
-    pub fn new(bootstrap_servers: &str, topic: &str, partitions: i32) -> Result<Self> {
-        let consumer = client_config(bootstrap_servers)
-            .create()
-            .map_err(kafka("source"))?;
+    pub fn new(brokers: &Brokers, topic: &str, partitions: i32) -> Result<Self> {
+        let consumer = brokers.client_config().create().map_err(kafka("source"))?;
         Ok(WatermarkProbe {
             consumer,
             topic: topic.to_owned(),

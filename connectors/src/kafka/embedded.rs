@@ -5,6 +5,7 @@
 //! as long as this value. It is for the demo and for fault-injection tests, not for durability.
 
 use crate::error::{kafka, Result};
+use crate::kafka::config::Brokers;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 
@@ -35,6 +36,11 @@ impl EmbeddedBroker {
     /// The `bootstrap.servers` value that reaches this broker.
     pub fn bootstrap_servers(&self) -> String {
         self.cluster.bootstrap_servers()
+    }
+
+    /// The broker as its clients reach it.
+    pub fn brokers(&self) -> Brokers {
+        Brokers::new(self.bootstrap_servers())
     }
 
     /// Makes the broker unreachable (`false`: connections drop, new ones are refused) or

@@ -12,7 +12,9 @@ mod source;
 mod tests;
 
 pub use admin::{create_topics, partition_count, WatermarkProbe};
-pub use config::{client_config, KafkaSourceConfig, EMBEDDED};
+pub use config::{
+    parse_properties, property_problems, Brokers, KafkaSourceConfig, EMBEDDED, OWN_SETTINGS,
+};
 pub use embedded::EmbeddedBroker;
 pub use producer::{LineProducer, RateLimit, MIN_RATE};
 pub use registry::{create_registry_topic, KafkaVersions, Published, RegistryPublisher};

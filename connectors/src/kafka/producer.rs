@@ -2,7 +2,7 @@
 //! generator.
 
 use crate::error::{kafka, Error, Result};
-use crate::kafka::config::client_config;
+use crate::kafka::config::Brokers;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use std::time::{Duration, Instant};
@@ -70,8 +70,9 @@ impl LineProducer {
     /// # Errors
     ///
     /// When the producer cannot be created.
-    pub fn new(bootstrap_servers: &str, topic: &str, partitions: i32) -> Result<Self> {
-        let producer = client_config(bootstrap_servers)
+    pub fn new(brokers: &Brokers, topic: &str, partitions: i32) -> Result<Self> {
+        let producer = brokers
+            .client_config()
             .set("enable.idempotence", "true")
             .set("linger.ms", "5")
             .set("batch.num.messages", "10000")

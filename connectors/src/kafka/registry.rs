@@ -4,7 +4,7 @@
 
 use crate::error::{kafka, Error, Result};
 use crate::kafka::admin::create_new_topics;
-use crate::kafka::config::client_config;
+use crate::kafka::config::Brokers;
 use millrace_models::topic::{
     encode, feature_map_json, RegistryKey, Taken, TopicReader, SIGNATURE_HEADER,
 };
@@ -78,9 +78,9 @@ impl std::fmt::Debug for RegistryPublisher {
 /// # Errors
 ///
 /// When the broker cannot be reached or refuses the topic.
-pub async fn create_registry_topic(bootstrap_servers: &str, topic: &str) -> Result<()> {
+pub async fn create_registry_topic(brokers: &Brokers, topic: &str) -> Result<()> {
     let new = NewTopic::new(topic, 1, TopicReplication::Fixed(1)).set("cleanup.policy", "compact");
-    create_new_topics(bootstrap_servers, &[new]).await
+    create_new_topics(brokers, &[new]).await
 }
 
 impl RegistryPublisher {
@@ -90,11 +90,13 @@ impl RegistryPublisher {
     /// # Errors
     ///
     /// When the producer cannot be created.
-    pub fn new(bootstrap_servers: &str, topic: &str, key: Option<RegistryKey>) -> Result<Self> {
+    pub fn new(brokers: &Brokers, topic: &str, key: Option<RegistryKey>) -> Result<Self> {
         let failures = Arc::new(AtomicU64::new(0));
-        let producer = client_config(bootstrap_servers)
+        let producer = brokers
+            .client_config()
             .set("enable.idempotence", "true")
-            .set("message.max.bytes", "2000000")
+            // A broker's default limit: chunks are cut to fit it (`MAX_CHUNK_BYTES`).
+            .set("message.max.bytes", "1000000")
             .set(
                 "message.timeout.ms",
                 PUBLISH_TIMEOUT.as_millis().to_string(),
@@ -221,8 +223,9 @@ impl KafkaVersions {
     /// # Errors
     ///
     /// When the consumer cannot be created or assigned.
-    pub fn follow(bootstrap_servers: &str, topic: &str, key: Option<RegistryKey>) -> Result<Self> {
-        let consumer: BaseConsumer = client_config(bootstrap_servers)
+    pub fn follow(brokers: &Brokers, topic: &str, key: Option<RegistryKey>) -> Result<Self> {
+        let consumer: BaseConsumer = brokers
+            .client_config()
             .set(
                 "group.id",
                 format!("millrace-serving-{}", std::process::id()),

@@ -10,10 +10,10 @@ use millrace_models::{
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn broker() -> String {
-    std::env::var("MILLRACE_TEST_BROKER").expect(
+fn broker() -> Brokers {
+    Brokers::new(std::env::var("MILLRACE_TEST_BROKER").expect(
         "MILLRACE_TEST_BROKER is unset: run the tests with `make test`, which starts the broker",
-    )
+    ))
 }
 
 fn topic(name: &str) -> String {
@@ -126,6 +126,31 @@ fn serving_follows_the_topic_and_shares_unchanged_chunks() {
     assert_eq!(again.to_artifact().tensors, next.tensors);
 }
 
+/// A factorization machine of 32 factors: a chunk of 16384 rows would be 2.1 MB, past the
+/// broker's default limit; it travels in chunks that fit, and serves as it was published.
+#[test]
+fn a_wide_model_travels_in_chunks_a_broker_accepts() {
+    let topic = topic("wide");
+    let mut trainer = Trainer::new(&topic);
+    let spec = FeatureSpec::Hashed { hash_bits: 15 };
+    let n = spec.dimension(&millrace_models::Schema::criteo());
+    let weights: Vec<f32> = (0..n).map(|i| (i % 13) as f32 / 64.0).collect();
+    let factors = (0..32 * n).map(|i| (i % 7) as f32 / 32.0).collect();
+    let mut fm = ModelArtifact::factorization_machine("ctr", spec, weights, 32, factors);
+    let sent = trainer.publish(&mut fm);
+    assert_eq!(
+        sent.chunks,
+        n.div_ceil(CHUNK_ROWS) + n.div_ceil(4096),
+        "{sent:?}"
+    );
+    let source = KafkaVersions::follow(&broker(), &topic, None).unwrap();
+    wait_for(&source, "ctr", 1);
+    let served = source
+        .load_served("ctr", 1, None, LoadPace::default())
+        .unwrap();
+    assert_eq!(served.to_artifact().tensors, fm.tensors);
+}
+
 #[test]
 fn incomplete_and_invalid_versions_are_not_served() {
     let topic = topic("registry-bad");
@@ -140,13 +165,14 @@ fn incomplete_and_invalid_versions_are_not_served() {
 
     // A manifest whose chunk the topic does not have (as after a publisher died mid-version
     // and compaction ran), and one naming a non-finite weight.
-    let producer: BaseProducer = client_config(&broker()).create().unwrap();
+    let producer: BaseProducer = broker().client_config().create().unwrap();
     let mut manifest = Manifest {
         meta: good.meta.clone(),
         tensors: vec![TensorManifest {
             name: "weights".to_owned(),
             rows: spec.dimension(&millrace_models::Schema::criteo()),
             width: 1,
+            chunk_rows: CHUNK_ROWS,
             chunks: vec![digest(b"not sent")],
         }],
         feature_map: Vec::new(),

@@ -13,7 +13,7 @@
 //! them, or a crash would lose them (the restarted job does not replay their epochs).
 
 use crate::error::{kafka, Error, Result};
-use crate::kafka::config::client_config;
+use crate::kafka::config::Brokers;
 use crate::kafka::producer::SEND_BLOCK_LIMIT;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -144,12 +144,12 @@ impl OutputSink {
     ///
     /// When the producer cannot be created.
     pub fn new(
-        bootstrap_servers: &str,
+        brokers: &Brokers,
         topic: &str,
         connector: &'static str,
         lost: Arc<AtomicU64>,
     ) -> Result<Self> {
-        Self::with_message_timeout(bootstrap_servers, topic, connector, lost, MESSAGE_TIMEOUT)
+        Self::with_message_timeout(brokers, topic, connector, lost, MESSAGE_TIMEOUT)
     }
 
     /// As [`OutputSink::new`], with messages lost after `message_timeout` without an
@@ -159,13 +159,14 @@ impl OutputSink {
     ///
     /// When the producer cannot be created.
     pub fn with_message_timeout(
-        bootstrap_servers: &str,
+        brokers: &Brokers,
         topic: &str,
         connector: &'static str,
         lost: Arc<AtomicU64>,
         message_timeout: Duration,
     ) -> Result<Self> {
-        let producer = client_config(bootstrap_servers)
+        let producer = brokers
+            .client_config()
             .set("enable.idempotence", "true")
             .set("linger.ms", "5")
             .set("queue.buffering.max.messages", "1000000")

@@ -11,7 +11,7 @@
 
 use crate::error::{kafka, Result};
 use crate::kafka::admin::partition_count;
-use crate::kafka::config::{client_config, KafkaSourceConfig};
+use crate::kafka::config::{Brokers, KafkaSourceConfig};
 use millrace_models::record::partition_share;
 use millrace_models::{event_time_ms, RawRecord};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
@@ -94,10 +94,8 @@ impl KafkaReader {
     /// # Errors
     ///
     /// When the broker cannot be reached or the topic does not exist.
-    pub fn topic_partitions(config: &KafkaSourceConfig, bootstrap_servers: &str) -> Result<i32> {
-        let consumer: BaseConsumer = client_config(bootstrap_servers)
-            .create()
-            .map_err(kafka("source"))?;
+    pub fn topic_partitions(config: &KafkaSourceConfig, brokers: &Brokers) -> Result<i32> {
+        let consumer: BaseConsumer = brokers.client_config().create().map_err(kafka("source"))?;
         partition_count(&consumer, &config.topic)
     }
 
@@ -109,7 +107,7 @@ impl KafkaReader {
     /// When the consumer cannot be created or assigned.
     pub fn assign(
         config: &KafkaSourceConfig,
-        bootstrap_servers: &str,
+        brokers: &Brokers,
         worker: usize,
         workers: usize,
         partitions: i32,
@@ -129,7 +127,8 @@ impl KafkaReader {
                 at_end: Vec::new(),
             });
         }
-        let consumer: BaseConsumer<ReaderContext> = client_config(bootstrap_servers)
+        let consumer: BaseConsumer<ReaderContext> = brokers
+            .client_config()
             .set("group.id", &config.group_id)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")

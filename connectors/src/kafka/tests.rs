@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn broker() -> String {
-    std::env::var("MILLRACE_TEST_BROKER").expect(
+fn broker() -> Brokers {
+    Brokers::new(std::env::var("MILLRACE_TEST_BROKER").expect(
         "MILLRACE_TEST_BROKER is unset: run the tests with `make test`, which starts the broker",
-    )
+    ))
 }
 
 fn unique(name: &str) -> String {
@@ -32,7 +32,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn config(topic: &str, group: &str) -> KafkaSourceConfig {
     KafkaSourceConfig {
-        bootstrap_servers: broker(),
+        bootstrap_servers: broker().servers().to_owned(),
         topic: topic.to_owned(),
         group_id: group.to_owned(),
         dead_letter_topic: format!("{topic}-dlq"),
@@ -40,6 +40,8 @@ fn config(topic: &str, group: &str) -> KafkaSourceConfig {
         idle_ms: 200,
         stop_after_records: None,
         event_time_field: None,
+        kafka: BTreeMap::new(),
+        kafka_file: None,
     }
 }
 
@@ -181,7 +183,8 @@ fn a_reader_resumes_at_sought_positions_and_commits_them_to_its_group() {
     assert_eq!(offsets, (11..n0).collect::<Vec<_>>());
 
     readers[0].commit(&[(0, 11), (1, n1)]).unwrap();
-    let probe: BaseConsumer = client_config(&broker())
+    let probe: BaseConsumer = broker()
+        .client_config()
         .set("group.id", &group)
         .create()
         .unwrap();
@@ -276,7 +279,8 @@ fn read_topic(
     expected: usize,
     wait: Duration,
 ) -> Vec<(Vec<u8>, BTreeMap<String, String>)> {
-    let consumer: BaseConsumer = client_config(&broker())
+    let consumer: BaseConsumer = broker()
+        .client_config()
         .set("group.id", unique("reader"))
         .set("auto.offset.reset", "earliest")
         .create()
@@ -330,7 +334,7 @@ fn an_output_sink_counts_what_it_loses() {
     broker.create_topic("out", 1).unwrap();
     let lost = Arc::new(AtomicU64::new(0));
     let mut sink = OutputSink::with_message_timeout(
-        &broker.bootstrap_servers(),
+        &broker.brokers(),
         "out",
         "predictions",
         lost.clone(),
@@ -384,6 +388,8 @@ fn event_time_comes_from_a_named_field_or_else_the_kafka_timestamp() {
     producer.flush(Duration::from_secs(30)).unwrap();
     let config = KafkaSourceConfig {
         event_time_field: Some("ts".into()),
+        kafka: BTreeMap::new(),
+        kafka_file: None,
         ..config(&topic, &unique("group"))
     };
     let mut readers = vec![KafkaReader::assign(&config, &broker(), 0, 1, 1).unwrap()];
@@ -411,7 +417,7 @@ fn embedded_broker_serves_standard_clients() {
         servers.starts_with("127.0.0.1:") || servers.starts_with("localhost:"),
         "{servers}"
     );
-    let mut producer = LineProducer::new(&servers, "demo", 2).unwrap();
+    let mut producer = LineProducer::new(&broker.brokers(), "demo", 2).unwrap();
     for i in 0..10 {
         producer.send(format!("{i}").as_bytes()).unwrap();
     }
@@ -420,6 +426,6 @@ fn embedded_broker_serves_standard_clients() {
         bootstrap_servers: servers.clone(),
         ..config("demo", "g")
     };
-    let mut readers = vec![KafkaReader::assign(&config, &servers, 0, 1, 2).unwrap()];
+    let mut readers = vec![KafkaReader::assign(&config, &broker.brokers(), 0, 1, 2).unwrap()];
     assert_eq!(read_all(&mut readers, 10).len(), 10);
 }

@@ -12,6 +12,7 @@ pub mod online;
 pub mod train;
 
 use crate::error::{worker_results, Error, Result, WorkerError};
+use millrace_connectors::kafka::Brokers;
 use millrace_models::{FeatureSpec, FtrlParams};
 use serde::Serialize;
 use std::path::Path;
@@ -63,16 +64,17 @@ pub fn job(
     use std::sync::atomic::Ordering;
     use std::time::Duration;
 
+    let brokers = Brokers::new(bootstrap_servers);
     let topic = format!("bench-{}-{}", std::process::id(), rows);
     let dead_letter_topic = format!("{topic}-dead-letters");
     let partitions = 4;
-    create_bench_topics(bootstrap_servers, &[&topic, &dead_letter_topic], partitions)?;
+    create_bench_topics(&brokers, &[&topic, &dead_letter_topic], partitions)?;
     let lines: Vec<String> = CriteoGenerator::new(1)
         .take(rows as usize)
         .map(|e| e.to_tsv())
         .collect();
     let started = Instant::now();
-    let mut producer = LineProducer::new(bootstrap_servers, &topic, partitions)?;
+    let mut producer = LineProducer::new(&brokers, &topic, partitions)?;
     for line in &lines {
         producer.send(line.as_bytes())?;
     }
@@ -89,6 +91,8 @@ pub fn job(
             idle_ms: 200,
             stop_after_records: None,
             event_time_field: None,
+            kafka: Default::default(),
+            kafka_file: None,
         })
         .features(features.clone())
         .learner(LearnerSpec::Ftrl(FtrlParams::default()))
@@ -200,11 +204,12 @@ pub fn ingest(
     use std::time::Duration;
     use timely::dataflow::operators::Inspect;
 
+    let brokers = Brokers::new(bootstrap_servers);
     let topic = format!("ingest-{}-{}", std::process::id(), rows);
     let partitions = 4;
-    create_bench_topics(bootstrap_servers, &[&topic], partitions)?;
+    create_bench_topics(&brokers, &[&topic], partitions)?;
     let started = Instant::now();
-    let mut producer = LineProducer::new(bootstrap_servers, &topic, partitions)?;
+    let mut producer = LineProducer::new(&brokers, &topic, partitions)?;
     let mut bytes = 0u64;
     let first_ms = 1_700_000_000_000i64;
     for (i, event) in CriteoGenerator::new(1).take(rows as usize).enumerate() {
@@ -226,6 +231,8 @@ pub fn ingest(
         idle_ms: 100,
         stop_after_records: Some(rows),
         event_time_field: None,
+        kafka: Default::default(),
+        kafka_file: None,
     };
     let store = CheckpointStore::open(state_dir, 3)?;
     let collector = Collector::new(
@@ -252,7 +259,7 @@ pub fn ingest(
                 job: "bench-ingest",
                 schema: &Arc::new(Schema::criteo()),
                 event_time: None,
-                bootstrap: bootstrap_servers,
+                bootstrap: &brokers,
             },
         )
         .map_err(|source| Error::Source {
@@ -306,8 +313,8 @@ pub fn ingest(
     })
 }
 
-/// Creates a bench's fresh `topics` with `partitions` each on `bootstrap_servers`.
-fn create_bench_topics(bootstrap_servers: &str, topics: &[&str], partitions: i32) -> Result<()> {
+/// Creates a bench's fresh `topics` with `partitions` each on `brokers`.
+fn create_bench_topics(brokers: &Brokers, topics: &[&str], partitions: i32) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -316,9 +323,7 @@ fn create_bench_topics(bootstrap_servers: &str, topics: &[&str], partitions: i32
             source,
         })?;
     Ok(runtime.block_on(millrace_connectors::kafka::create_topics(
-        bootstrap_servers,
-        topics,
-        partitions,
+        brokers, topics, partitions,
     ))?)
 }
 

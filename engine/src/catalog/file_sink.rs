@@ -143,6 +143,7 @@ impl OutputWriter for FileWriter {
 mod tests {
     use super::*;
     use crate::catalog::KafkaSinkFactory;
+    use millrace_connectors::kafka::Brokers;
 
     #[test]
     fn a_file_sink_appends_one_json_line_per_message() {
@@ -155,7 +156,7 @@ mod tests {
             job: "j",
             output: "dead_letters",
             worker: 3,
-            bootstrap: "unused",
+            bootstrap: &Brokers::default(),
             lost: lost.clone(),
         };
         let mut writer = FileSinkFactory.open(&config, &context).unwrap();

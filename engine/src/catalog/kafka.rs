@@ -3,7 +3,9 @@
 
 use super::config::read_config;
 use super::source::{ReaderContext, Source, SourceContext, SourceFactory};
-use millrace_connectors::kafka::{EventTimeReader, KafkaReader, KafkaSourceConfig, WatermarkProbe};
+use millrace_connectors::kafka::{
+    Brokers, EventTimeReader, KafkaReader, KafkaSourceConfig, WatermarkProbe,
+};
 use millrace_models::RawRecord;
 use millrace_operators::{BoxError, PartitionReader, Polled};
 use std::collections::HashSet;
@@ -37,7 +39,7 @@ impl SourceFactory for KafkaFactory {
         let probe = WatermarkProbe::new(context.bootstrap, &config.topic, partitions).ok();
         Ok(Arc::new(KafkaSource {
             config,
-            bootstrap: context.bootstrap.to_owned(),
+            bootstrap: context.bootstrap.clone(),
             partitions,
             event_time: context.event_time.clone(),
             probe: Mutex::new(probe),
@@ -48,7 +50,7 @@ impl SourceFactory for KafkaFactory {
 /// A topic opened for a job.
 struct KafkaSource {
     config: KafkaSourceConfig,
-    bootstrap: String,
+    bootstrap: Brokers,
     partitions: i32,
     /// The reader of the records' event times, when the schema has a time field.
     event_time: Option<EventTimeReader>,

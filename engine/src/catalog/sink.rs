@@ -8,7 +8,7 @@
 //! writer that delivers after `send` returns says which epochs are still on their way
 //! ([`OutputWriter::unsettled_from`]), so that no checkpoint covers them.
 
-use millrace_connectors::kafka::Output;
+use millrace_connectors::kafka::{Brokers, Output};
 use millrace_operators::BoxError;
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
@@ -25,7 +25,7 @@ pub struct SinkContext<'a> {
     pub worker: usize,
     /// The job's Kafka brokers; empty when the job has none (it starts them, or an embedded
     /// broker, only when some sink's type names a topic in [`SinkFactory::kafka_topic`]).
-    pub bootstrap: &'a str,
+    pub bootstrap: &'a Brokers,
     /// Counts the messages the writer loses (the job's figure for the output).
     pub lost: Arc<AtomicU64>,
 }

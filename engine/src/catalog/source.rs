@@ -6,6 +6,7 @@
 //! a restored job seeks its readers there ([`PartitionReader::seek`]). A source that can go back
 //! to an offset is exactly-once; one that cannot is at-least-once from its own retention.
 
+use millrace_connectors::kafka::Brokers;
 use millrace_models::record::partition_share;
 use millrace_models::{Decoder, RawRecord, Schema};
 use millrace_operators::{BoxError, PartitionReader};
@@ -30,7 +31,7 @@ pub struct SourceContext<'a> {
     pub event_time: Option<EventTimeReader>,
     /// The job's Kafka brokers (an embedded broker's address when the job runs one; empty
     /// when it has none): where its Kafka outputs go, and a `kafka` source's topic is.
-    pub bootstrap: &'a str,
+    pub bootstrap: &'a Brokers,
 }
 
 /// The reader of `schema`'s time field, through `decoder` when the schema names one; `None`

@@ -4,7 +4,7 @@ use crate::catalog::Source;
 use crate::error::{Error, Result};
 use crate::metrics::JobStats;
 use crate::spec::GeneratorSpec;
-use millrace_connectors::kafka::{LineProducer, RateLimit};
+use millrace_connectors::kafka::{Brokers, LineProducer, RateLimit};
 use millrace_models::schema::synth::SchemaGenerator;
 use millrace_models::Schema;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 /// What the background threads need to know of the job.
 pub(super) struct Context<'a> {
     /// The brokers.
-    pub(super) bootstrap: &'a str,
+    pub(super) bootstrap: &'a Brokers,
     /// The job's source.
     pub(super) source: &'a Arc<dyn Source>,
     /// Set when the job stops.
@@ -83,7 +83,7 @@ impl Background {
             partitions,
         }) = generator
         {
-            let (bootstrap, topic) = (context.bootstrap.to_owned(), topic.to_owned());
+            let (bootstrap, topic) = (context.bootstrap.clone(), topic.to_owned());
             let (stop, stats) = (context.stop.clone(), context.stats.clone());
             let events = SchemaGenerator::new(&schema, spec.seed).with_interactions(
                 spec.interactions,
@@ -94,7 +94,7 @@ impl Background {
                 std::thread::Builder::new()
                     .name("millrace-generator".into())
                     .spawn(move || {
-                        let target = (bootstrap.as_str(), topic.as_str(), partitions);
+                        let target = (&bootstrap, topic.as_str(), partitions);
                         generate(target, events, &spec, &stop, &stats)
                     })
                     .map_err(spawn_error("the generator"))?,
@@ -131,7 +131,7 @@ impl Background {
 /// Produces `events` to `topic` of `bootstrap` (its `partitions`) at the spec's rate until
 /// `stop` or the spec's count.
 fn generate(
-    (bootstrap, topic, partitions): (&str, &str, i32),
+    (bootstrap, topic, partitions): (&Brokers, &str, i32),
     mut events: SchemaGenerator,
     spec: &GeneratorSpec,
     stop: &AtomicBool,

@@ -8,6 +8,7 @@ use crate::catalog::{Catalog, ReaderContext, Source};
 use crate::error::{worker_results, CheckpointError, Error, Result, WorkerError};
 use crate::metrics::JobStats;
 use crate::spec::JobSpec;
+use millrace_connectors::kafka::Brokers;
 use millrace_models::fmap::{Layout, Parser};
 use millrace_models::{DeadLetter, Decoder, FeatureMap, Registry};
 use millrace_operators::checkpoint::Collector;
@@ -38,7 +39,7 @@ struct Plan {
     /// The sink types the outputs are opened with.
     catalog: Catalog,
     source: Arc<dyn Source>,
-    bootstrap: String,
+    bootstrap: Brokers,
     /// This process's workers (their indices in the job).
     local: Vec<usize>,
     processes: usize,
@@ -56,7 +57,7 @@ struct Plan {
 pub(super) fn run_dataflow(
     spec: &JobSpec,
     (source, decoder): (Arc<dyn Source>, Option<Arc<dyn Decoder>>),
-    (bootstrap, outputs): (&str, OutputSinks),
+    (bootstrap, outputs): (&Brokers, OutputSinks),
     (registry, mirror): (Registry, Option<Mirror>),
     options: &RunOptions,
     stop: &Arc<AtomicBool>,
@@ -92,7 +93,7 @@ pub(super) fn run_dataflow(
         outputs,
         catalog: options.catalog.clone(),
         source,
-        bootstrap: bootstrap.to_owned(),
+        bootstrap: bootstrap.clone(),
         checkpointing: checkpointing(
             spec,
             &local,

@@ -5,13 +5,14 @@ use super::background::{Background, Context, Generate};
 use super::dataflow::run_dataflow;
 use super::sinks::OutputSinks;
 use super::{JobReport, RunOptions, Started};
+use crate::brokers::secured_brokers;
 use crate::catalog::{event_time_reader, Source, SourceContext};
 use crate::error::{Error, Result};
 use crate::metrics::JobStats;
 use crate::secret::read_secret;
 use crate::spec::JobSpec;
 use millrace_connectors::kafka::{
-    create_registry_topic, create_topics, EmbeddedBroker, KafkaReader, KafkaSourceConfig,
+    create_registry_topic, create_topics, Brokers, EmbeddedBroker, KafkaReader, KafkaSourceConfig,
     RegistryPublisher, EMBEDDED,
 };
 use millrace_models::topic::RegistryKey;
@@ -46,7 +47,7 @@ pub(super) fn run(
         |k| k.dead_letter_topic.clone(),
     );
     let outputs = OutputSinks::of(&spec, &dead_letters);
-    let topics = JobTopics::of(&spec, kafka, outputs.kafka_topics(&options.catalog));
+    let topics = JobTopics::of(&spec, kafka, outputs.kafka_topics(&options.catalog))?;
     check_placement(&spec, &topics, &options)?;
     let process = options.cluster.as_ref().map_or(0, |c| c.process);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -60,8 +61,8 @@ pub(super) fn run(
         })?;
     let embedded = brokers(&spec, &topics, &runtime)?;
     let bootstrap = embedded.as_ref().map_or_else(
-        || topics.bootstrap_servers.clone().unwrap_or_default(),
-        EmbeddedBroker::bootstrap_servers,
+        || topics.brokers.clone().unwrap_or_default(),
+        EmbeddedBroker::brokers,
     );
     let schema = Arc::new(spec.event_schema()?);
     let decoder = options
@@ -135,7 +136,7 @@ pub(super) fn run(
     };
 
     let _ = started.send(Started {
-        bootstrap_servers: bootstrap.clone(),
+        bootstrap_servers: bootstrap.servers().to_owned(),
         serve_addr: serving.as_ref().map(|s| s.addr),
         stats: stats.clone(),
     });
@@ -175,7 +176,7 @@ pub(super) fn run(
 /// on an embedded broker of the job's own, or no broker at all when it has none.
 struct JobTopics {
     /// The brokers (`embedded` for the job's own); `None` for a job without Kafka.
-    bootstrap_servers: Option<String>,
+    brokers: Option<Brokers>,
     /// The source's topic and its partitions, for a `kafka` source.
     source: Option<(String, i32)>,
     /// The outputs' Kafka topics.
@@ -183,26 +184,42 @@ struct JobTopics {
 }
 
 impl JobTopics {
-    fn of(spec: &JobSpec, kafka: Option<KafkaSourceConfig>, outputs: Vec<String>) -> Self {
+    fn of(spec: &JobSpec, kafka: Option<KafkaSourceConfig>, outputs: Vec<String>) -> Result<Self> {
         let needs_brokers = !outputs.is_empty() || spec.publish.registry_topic.is_some();
-        match kafka {
+        Ok(match kafka {
             Some(kafka) => JobTopics {
-                bootstrap_servers: Some(kafka.bootstrap_servers),
+                brokers: Some(source_brokers(&kafka)?),
                 source: Some((kafka.topic, kafka.partitions)),
                 outputs,
             },
             None => JobTopics {
-                bootstrap_servers: needs_brokers.then(|| EMBEDDED.to_owned()),
+                brokers: needs_brokers.then(|| Brokers::new(EMBEDDED)),
                 source: None,
                 outputs,
             },
-        }
+        })
     }
+}
+
+/// The brokers of a `kafka` source, with its `kafka` settings and `kafka_file`.
+fn source_brokers(kafka: &KafkaSourceConfig) -> Result<Brokers> {
+    secured_brokers(
+        &kafka.bootstrap_servers,
+        ("[source] kafka", &kafka.kafka),
+        kafka.kafka_file.as_deref(),
+    )
+    .map_err(|problems| Error::Config {
+        problems: problems
+            .into_iter()
+            .map(|p| format!("[source] {p}"))
+            .collect(),
+    })
 }
 
 /// An embedded broker belongs to one process: a job on one cannot have several.
 fn check_placement(spec: &JobSpec, topics: &JobTopics, options: &RunOptions) -> Result<()> {
-    if options.cluster.is_none() || topics.bootstrap_servers.as_deref() != Some(EMBEDDED) {
+    if options.cluster.is_none() || topics.brokers.as_ref().map(Brokers::servers) != Some(EMBEDDED)
+    {
         return Ok(());
     }
     let problem = match topics.source {
@@ -240,13 +257,13 @@ fn brokers(
     topics: &JobTopics,
     runtime: &Runtime,
 ) -> Result<Option<EmbeddedBroker>> {
-    let Some(bootstrap_servers) = &topics.bootstrap_servers else {
+    let Some(brokers) = &topics.brokers else {
         return Ok(None);
     };
     let partitions = topics.source.as_ref().map_or(1, |(_, p)| *p);
     let mut names: Vec<&str> = topics.source.iter().map(|(t, _)| t.as_str()).collect();
     names.extend(topics.outputs.iter().map(String::as_str));
-    if bootstrap_servers == EMBEDDED {
+    if brokers.servers() == EMBEDDED {
         let broker = EmbeddedBroker::start()?;
         for topic in names {
             broker.create_topic(topic, partitions)?;
@@ -257,12 +274,11 @@ fn brokers(
         );
         return Ok(Some(broker));
     }
-    if let Err(error) = runtime.block_on(create_topics(bootstrap_servers, &names, partitions)) {
+    if let Err(error) = runtime.block_on(create_topics(brokers, &names, partitions)) {
         // Topics made by whoever runs the brokers are fine: the source needs only to read.
         match spec.source.as_kafka() {
             Some(kafka) => {
-                KafkaReader::topic_partitions(&kafka, &kafka.bootstrap_servers)
-                    .map_err(|_| error)?;
+                KafkaReader::topic_partitions(&kafka, brokers).map_err(|_| error)?;
             }
             None => return Err(error.into()),
         }
@@ -275,7 +291,7 @@ fn brokers(
 fn registry_mirror(
     spec: &JobSpec,
     embedded: Option<&EmbeddedBroker>,
-    bootstrap: &str,
+    bootstrap: &Brokers,
     runtime: &Runtime,
 ) -> Result<Option<Mirror>> {
     let Some(topic) = &spec.publish.registry_topic else {

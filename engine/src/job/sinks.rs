@@ -5,6 +5,7 @@ use super::JobReport;
 use crate::catalog::{Catalog, Output, OutputWriter, SinkContext};
 use crate::metrics::JobStats;
 use crate::spec::{JobSpec, SinkSpec, SinksSpec};
+use millrace_connectors::kafka::Brokers;
 use millrace_models::DeadLetter;
 use millrace_operators::{now_ms, BoxError, Prediction, RecordSink};
 use serde::Serialize;
@@ -68,7 +69,7 @@ pub(super) struct OutputPlace<'a> {
     /// The sink types.
     pub(super) catalog: &'a Catalog,
     /// The job's brokers.
-    pub(super) bootstrap: &'a str,
+    pub(super) bootstrap: &'a Brokers,
     /// The worker's index in the job.
     pub(super) worker: usize,
 }

@@ -1,7 +1,7 @@
 //! Helpers shared by the engine's integration tests (each test file uses some of them).
 #![allow(dead_code)]
 
-use millrace_connectors::kafka::{create_topics, LineProducer};
+use millrace_connectors::kafka::{create_topics, Brokers, LineProducer};
 use millrace_engine::spec::{CheckpointSpec, JobSpec, LearnerSpec, ProgressSpec, PublishSpec};
 use millrace_engine::{Job, JobBuilder, KafkaSourceConfig, RunOptions};
 use millrace_models::synth::CriteoGenerator;
@@ -20,6 +20,11 @@ pub(crate) fn broker() -> String {
     std::env::var("MILLRACE_TEST_BROKER").expect(
         "MILLRACE_TEST_BROKER is unset: run the tests with `make test`, which starts the broker",
     )
+}
+
+/// The test broker, as the clients reach it.
+pub(crate) fn brokers() -> Brokers {
+    Brokers::new(broker())
 }
 
 /// A name no other test run uses.
@@ -47,12 +52,12 @@ pub(crate) fn produce_stream(topic: &str, events: u64, bad_every: u64, seed: u64
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime
         .block_on(create_topics(
-            &broker(),
+            &brokers(),
             &[topic, &format!("{topic}-dead")],
             4,
         ))
         .unwrap();
-    let mut producer = LineProducer::new(&broker(), topic, 4).unwrap();
+    let mut producer = LineProducer::new(&brokers(), topic, 4).unwrap();
     let mut generator = CriteoGenerator::new(seed);
     for i in 0..events {
         let line = if i % bad_every == 0 {
@@ -110,12 +115,14 @@ pub(crate) fn ride_out_broker_loss<R>(
             idle_ms: 300,
             stop_after_records: None,
             event_time_field: None,
+            kafka: Default::default(),
+            kafka_file: None,
         })
         .features(FeatureSpec::Hashed { hash_bits: 16 });
     let spec = learn_quietly(spec, registry.path(), 100);
     let job = Job::start(spec, RunOptions::local(2)).unwrap();
     let stats = job.stats().clone();
-    let mut producer = LineProducer::new(servers, topic, 4).unwrap();
+    let mut producer = LineProducer::new(&Brokers::new(servers), topic, 4).unwrap();
     let mut events = CriteoGenerator::new(seed);
 
     send_events(&mut producer, &mut events, 0, HALF);
@@ -244,6 +251,8 @@ pub(crate) fn test_source(topic: &str, idle_ms: u64, stop_after: u64) -> KafkaSo
         idle_ms,
         stop_after_records: Some(stop_after),
         event_time_field: None,
+        kafka: Default::default(),
+        kafka_file: None,
     }
 }
 

@@ -1,7 +1,7 @@
 //! A version as the publisher writes it: its chunks and FeatureMap pieces, then its manifest.
 
 use crate::table::CHUNK_ROWS;
-use crate::topic::PIECE_BYTES;
+use crate::topic::{MAX_CHUNK_BYTES, PIECE_BYTES};
 use crate::{ModelArtifact, ModelMeta};
 use millrace_learners::architecture::row_width;
 use serde::{Deserialize, Serialize};
@@ -17,8 +17,30 @@ pub struct TensorManifest {
     pub rows: usize,
     /// The numbers per row.
     pub width: usize,
+    /// The rows each chunk holds (the last fewer): [`CHUNK_ROWS`], or a smaller power of two
+    /// when a chunk of that many rows would pass [`MAX_CHUNK_BYTES`]; written only then.
+    #[serde(default = "full_chunk", skip_serializing_if = "is_full_chunk")]
+    pub chunk_rows: usize,
     /// The digest of each chunk's bytes, hex.
     pub chunks: Vec<String>,
+}
+
+fn full_chunk() -> usize {
+    CHUNK_ROWS
+}
+
+fn is_full_chunk(rows: &usize) -> bool {
+    *rows == CHUNK_ROWS
+}
+
+/// The rows per chunk of a tensor `width` numbers wide: [`CHUNK_ROWS`], halved until a chunk
+/// fits in [`MAX_CHUNK_BYTES`] (one row at least).
+pub fn chunk_rows(width: usize) -> usize {
+    let mut rows = CHUNK_ROWS;
+    while rows > 1 && rows * width.max(1) * 4 > MAX_CHUNK_BYTES {
+        rows /= 2;
+    }
+    rows
 }
 
 /// The last message of a version.
@@ -80,8 +102,9 @@ pub fn encode<E>(
     for tensor in &artifact.tensors {
         let rows = tensor.shape.first().copied().unwrap_or(1);
         let width = row_width(&tensor.shape).unwrap_or(1).max(1);
+        let chunk_rows = chunk_rows(width);
         let mut chunks = Vec::new();
-        for (i, chunk) in tensor.values.chunks(CHUNK_ROWS * width).enumerate() {
+        for (i, chunk) in tensor.values.chunks(chunk_rows * width).enumerate() {
             let bytes = le_bytes(chunk);
             let hash = digest(&bytes);
             send(format!("chunk/{name}/{}/{i}", tensor.name), &bytes, &hash)?;
@@ -91,6 +114,7 @@ pub fn encode<E>(
             name: tensor.name.clone(),
             rows,
             width,
+            chunk_rows,
             chunks,
         });
     }

@@ -7,7 +7,10 @@
 //!
 //! - `chunk/{model}/{tensor}/{i}`: chunk `i` of a tensor (by the name its architecture gives
 //!   it: `weights`, `factors`, …): [`CHUNK_ROWS`](crate::table::CHUNK_ROWS) rows (the last
-//!   chunk fewer), little-endian `f32`;
+//!   chunk fewer), little-endian `f32`; a tensor so wide that such a chunk would pass
+//!   [`MAX_CHUNK_BYTES`] (a factorization machine of 12 factors or more) travels in chunks of
+//!   a smaller power of two of rows, which its manifest names (`chunk_rows`), so that every
+//!   message fits a broker's default limit (1 MB);
 //! - `fmap/{model}/{i}`: piece `i` of the FeatureMap's JSON, [`PIECE_BYTES`] each;
 //! - `manifest/{model}`: the version's metadata and the digest of every chunk and piece
 //!   (SHA-256; XXH3-128 in manifests written before signing, which a reader with a key
@@ -31,11 +34,17 @@ mod manifest;
 mod reader;
 
 pub use key::{RegistryKey, KEY_MIN_BYTES, SIGNATURE_HEADER};
-pub use manifest::{digest, encode, feature_map_json, le_bytes, Manifest, TensorManifest};
+pub use manifest::{
+    chunk_rows, digest, encode, feature_map_json, le_bytes, Manifest, TensorManifest,
+};
 pub use reader::{Snapshot, Taken, TopicReader, KEPT_VERSIONS, MAX_UNLISTED_BYTES};
 
 /// Bytes per piece of a FeatureMap's JSON.
 pub const PIECE_BYTES: usize = 512 << 10;
+
+/// The most bytes of values one chunk message carries: 768 KiB, which with its key and headers
+/// stays under the 1 MB that brokers accept by default (`message.max.bytes`).
+pub const MAX_CHUNK_BYTES: usize = 768 << 10;
 
 /// The largest version number a manifest may carry: the largest integer a JSON number holds
 /// exactly. A larger one (`u64::MAX`) would stay the newest forever and hide every later one.

@@ -261,11 +261,11 @@ impl TopicReader {
         let signed = self.key.is_some();
         let mut tensors = Vec::new();
         for tensor in &manifest.tensors {
-            let mut blocks = Vec::with_capacity(tensor.chunks.len());
+            let mut chunks = Vec::with_capacity(tensor.chunks.len());
             for (i, want) in tensor.chunks.iter().enumerate() {
                 let key = format!("chunk/{name}/{}/{i}", tensor.name);
                 match self.chunks.get(&key) {
-                    Some(held) if held.is(want, signed) => blocks.push(held.contents.clone()),
+                    Some(held) if held.is(want, signed) => chunks.push(held.contents.clone()),
                     _ => return Err(key),
                 }
             }
@@ -273,7 +273,7 @@ impl TopicReader {
                 name: tensor.name.clone(),
                 rows: tensor.rows,
                 width: tensor.width,
-                blocks,
+                blocks: whole_blocks(chunks, CHUNK_ROWS / tensor.chunk_rows),
             });
         }
         let feature_map = if manifest.feature_map.is_empty() {
@@ -334,6 +334,19 @@ impl TopicReader {
             )
             .sum();
     }
+}
+
+/// A table's blocks of [`CHUNK_ROWS`] rows from chunks of `1 / per_block` of that: each run of
+/// `per_block` chunks joined (the last run may be shorter); the chunks themselves, shared with
+/// other versions, when they are whole blocks already.
+fn whole_blocks(chunks: Vec<Arc<[f32]>>, per_block: usize) -> Vec<Arc<[f32]>> {
+    if per_block <= 1 {
+        return chunks;
+    }
+    chunks
+        .chunks(per_block)
+        .map(|run| run.iter().flat_map(|c| c.iter().copied()).collect())
+        .collect()
 }
 
 /// The model of a part's key, if the key is one a publisher writes: `chunk/{model}/{tensor}/{i}`
@@ -407,13 +420,19 @@ fn manifest_problems(name: &str, manifest: &Manifest) -> Vec<String> {
                 "`{}` has {} rows of {}",
                 tensor.name, tensor.rows, tensor.width
             ));
-        } else if tensor.chunks.len() != tensor.rows.div_ceil(CHUNK_ROWS) {
+        } else if !tensor.chunk_rows.is_power_of_two() || tensor.chunk_rows > CHUNK_ROWS {
             problems.push(format!(
-                "`{}` has {} rows in {} chunks (want {})",
+                "`{}` has chunks of {} rows (a power of two up to {CHUNK_ROWS})",
+                tensor.name, tensor.chunk_rows
+            ));
+        } else if tensor.chunks.len() != tensor.rows.div_ceil(tensor.chunk_rows) {
+            problems.push(format!(
+                "`{}` has {} rows in {} chunks of {} (want {})",
                 tensor.name,
                 tensor.rows,
                 tensor.chunks.len(),
-                tensor.rows.div_ceil(CHUNK_ROWS)
+                tensor.chunk_rows,
+                tensor.rows.div_ceil(tensor.chunk_rows)
             ));
         }
         if tensor.name.contains('/') || tensor.name.is_empty() {

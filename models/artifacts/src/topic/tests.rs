@@ -347,3 +347,70 @@ fn parts_under_keys_no_publisher_writes_or_past_the_limit_are_refused() {
     // The same key again replaces its bytes rather than adding to them.
     reader.take("chunk/a/weights/0", &[1; 60], None).unwrap();
 }
+
+/// A factorization machine of 32 factors over more rows than one chunk holds: every chunk
+/// fits the broker's limit, and the reader puts the version together as it was.
+#[test]
+fn wide_tensors_travel_in_chunks_that_fit_a_message() {
+    let wide = fm(1, 32, 3);
+    let width = 33;
+    assert_eq!(chunk_rows(width), 4096);
+    assert_eq!(chunk_rows(9), crate::table::CHUNK_ROWS);
+    let mut rows = wide.clone();
+    let n = 3 * crate::table::CHUNK_ROWS + 5;
+    rows.tensors = wide
+        .tensors
+        .iter()
+        .map(|t| {
+            let mut t = t.clone();
+            let w = t.values.len() / t.shape[0];
+            t.shape[0] = n;
+            t.values = (0..n * w).map(|i| (i % 89) as f32 / 890.0).collect();
+            t
+        })
+        .collect();
+    rows.meta.features = FeatureSpec::Hashed { hash_bits: 0 };
+    let sent = messages(&rows, None);
+    let largest = sent.iter().map(|(_, bytes, _)| bytes.len()).max().unwrap();
+    assert!(largest <= MAX_CHUNK_BYTES, "{largest} bytes in one message");
+    let manifest: Manifest = serde_json::from_slice(&sent.last().unwrap().1).unwrap();
+    let factors = manifest
+        .tensors
+        .iter()
+        .find(|t| t.name == "factors")
+        .unwrap();
+    assert_eq!((factors.chunk_rows, factors.chunks.len()), (4096, 13));
+    let mut reader = TopicReader::new(None);
+    let taken = feed(&mut reader, &sent);
+    assert_eq!(taken.last(), Some(&Ok(Taken::Version("ctr".to_owned(), 1))));
+    let snapshot = reader.snapshot("ctr", 1).unwrap();
+    let blocks: Vec<_> = snapshot.tensors.iter().map(|t| t.blocks.len()).collect();
+    assert_eq!(blocks, [4, 4]);
+    let joined: Vec<f32> = snapshot.tensors[1]
+        .blocks
+        .iter()
+        .flat_map(|b| b.iter().copied())
+        .collect();
+    assert_eq!(joined, rows.tensors[1].values);
+}
+
+#[test]
+fn chunk_sizes_a_manifest_cannot_have_are_refused() {
+    let sent = messages(&fm(1, 2, 1), None);
+    let manifest: Manifest = serde_json::from_slice(&sent.last().unwrap().1).unwrap();
+    for (chunk_rows, why) in [
+        (0, "power of two"),
+        (3, "power of two"),
+        (1 << 15, "power of two"),
+        (2, "chunks of 2"),
+    ] {
+        let mut bad = manifest.clone();
+        bad.tensors[0].chunk_rows = chunk_rows;
+        let mut reader = TopicReader::new(None);
+        feed(&mut reader, &sent[..sent.len() - 1]);
+        let refused = reader
+            .take("manifest/ctr", &serde_json::to_vec(&bad).unwrap(), None)
+            .unwrap_err();
+        assert!(refused.contains(why), "{chunk_rows}: {refused}");
+    }
+}
