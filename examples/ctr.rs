@@ -25,6 +25,7 @@ fn ctr_job() -> anyhow::Result<JobSpec> {
             idle_ms: 1000,
             stop_after_records: None,
             event_time_field: None,
+            on_missing_offsets: Default::default(),
             kafka: Default::default(),
             kafka_file: None,
         })
@@ -48,6 +49,7 @@ fn ctr_job() -> anyhow::Result<JobSpec> {
             every_seconds: 5,
             registry_topic: None,
             registry_key_file: None,
+            keep_versions: PublishSpec::default_keep_versions(),
         })
         .serve(ServeSpec {
             bind: "127.0.0.1:8080".into(),

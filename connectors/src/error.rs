@@ -33,6 +33,19 @@ pub enum Error {
         /// The broker's answer.
         reason: String,
     },
+    /// A position to resume from is not in the partition's log any more: retention deleted
+    /// what came before `low`.
+    #[error("kafka topic `{topic}` partition {partition} starts at offset {low}: offset {offset} is gone (retention deleted its records before the job read them); `[source] on_missing_offsets = \"skip\"` goes on from the first offset, counting what it skips")]
+    OffsetGone {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The position to resume from.
+        offset: i64,
+        /// The partition's first offset.
+        low: i64,
+    },
 }
 
 impl Error {
@@ -47,6 +60,7 @@ impl Error {
             Error::CreateTopic { .. } => "create_topic".to_owned(),
             Error::QueueFull { .. } => "queue_full".to_owned(),
             Error::Registry(_) => "registry".to_owned(),
+            Error::OffsetGone { .. } => "offset_gone".to_owned(),
         }
     }
 }

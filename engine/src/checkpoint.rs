@@ -106,6 +106,10 @@ impl CheckpointStore {
         })?;
         let mut options = Options::default();
         options.create_if_missing(true);
+        // The log and memtables are bounded by these, not by how many checkpoints a job
+        // writes: a checkpoint replaces the one before it, and only flushes let its log go.
+        options.set_write_buffer_size(WRITE_BUFFER_BYTES);
+        options.set_max_total_wal_size(MAX_LOG_BYTES);
         let db = DB::open(&options, dir).map_err(|source| CheckpointError::Open {
             dir: dir.to_owned(),
             source,
@@ -299,6 +303,37 @@ impl CheckpointStore {
     }
 }
 
+/// The free space a checkpoint write leaves besides twice its size (its log record, then its
+/// table file): room for RocksDB's own files, so that a write never meets a full disk in the
+/// middle (RocksDB's error path for that can abort the process).
+pub const HEADROOM_BYTES: u64 = 16 << 20;
+
+/// The memtable size of the checkpoint store: a flush follows every 16 MiB of checkpoints.
+const WRITE_BUFFER_BYTES: usize = 16 << 20;
+
+/// The most the store's write-ahead log may grow to before its memtables are flushed.
+const MAX_LOG_BYTES: u64 = 64 << 20;
+
+impl CheckpointStore {
+    /// Refuses a write of `bytes` that would leave the state directory's file system with less
+    /// than [`HEADROOM_BYTES`] besides it.
+    fn check_room(&self, bytes: usize) -> std::result::Result<(), BoxError> {
+        let stats = rustix::fs::statvfs(&self.dir)?;
+        let free = stats.f_bavail.saturating_mul(stats.f_frsize);
+        let needed = (bytes as u64)
+            .saturating_mul(2)
+            .saturating_add(HEADROOM_BYTES);
+        if free < needed {
+            return Err(format!(
+                "the state directory {} has {free} bytes free; a checkpoint of {bytes} bytes is written only with {needed} free (twice its size and {HEADROOM_BYTES} more)",
+                self.dir.display()
+            )
+            .into());
+        }
+        Ok(())
+    }
+}
+
 impl Persist for CheckpointStore {
     fn persist(&mut self, checkpoint: &Checkpoint) -> std::result::Result<(), BoxError> {
         let epoch = checkpoint.epoch;
@@ -338,6 +373,7 @@ impl Persist for CheckpointStore {
             let to = epoch_prefix(old + 1);
             batch.delete_range(from.as_bytes(), to.as_bytes());
         }
+        self.check_room(batch.size_in_bytes())?;
         let mut options = WriteOptions::default();
         options.set_sync(true);
         Ok(self.db.write_opt(batch, &options)?)

@@ -93,6 +93,10 @@ pub enum Error {
         /// Why.
         source: millrace_operators::BoxError,
     },
+    /// The source could not resume where the restored checkpoint says (its records are gone
+    /// from the broker, say): reading from anywhere else would lose or repeat records.
+    #[error("the source cannot resume where the checkpoint says: {0}")]
+    Resume(String),
 }
 
 /// Why a worker of the dataflow failed.

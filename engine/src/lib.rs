@@ -19,6 +19,7 @@
 //!         idle_ms: 1000,
 //!         stop_after_records: None,
 //!         event_time_field: None,
+//!         on_missing_offsets: Default::default(),
 //!         kafka: Default::default(),
 //!         kafka_file: None,
 //!     })

@@ -36,6 +36,9 @@ pub const SOURCE_PARTITION_PAUSED: &str = "millrace_source_partition_paused";
 pub const CHECKPOINTS_WRITTEN: &str = "millrace_checkpoints_written_total";
 /// Checkpoints that could not be written.
 pub const CHECKPOINTS_FAILED: &str = "millrace_checkpoints_failed_total";
+/// Checkpoint writes that failed since the last one written; at `[checkpoint] max_failures`
+/// the sources stop reading until one is written.
+pub const CHECKPOINT_FAILURES_IN_A_ROW: &str = "millrace_checkpoint_failures_in_a_row";
 /// Checkpoints skipped on restore because they did not read back whole.
 pub const CHECKPOINTS_SKIPPED: &str = "millrace_checkpoints_skipped_on_restore_total";
 /// The epoch of the newest checkpoint written.
@@ -54,6 +57,18 @@ pub const DEAD_LETTERS_DROPPED: &str = "millrace_dead_letters_dropped_total";
 /// missing or unusable: they took their Kafka timestamp, or with a schema's field, once their
 /// partition had shown a readable time, the partition's current time.
 pub const SOURCE_EVENT_TIME_MISSING: &str = "millrace_source_event_time_missing_total";
+/// Records that moved their partition into the next epoch because the epoch held the
+/// partition's share of the hold budget (event time that stopped advancing).
+pub const SOURCE_OVERFLOWS: &str = "millrace_source_epoch_overflows_total";
+/// Bytes of records the sources hold until the frontier passes their epochs.
+pub const SOURCE_HELD_BYTES: &str = "millrace_source_held_bytes";
+/// Records a restored source skipped because the broker no longer had them (retention
+/// deleted them first; `[source] on_missing_offsets = "skip"`).
+pub const SOURCE_SKIPPED: &str = "millrace_source_records_skipped_total";
+/// Old model versions the registry keeper removed (`[publish] keep_versions`).
+pub const VERSIONS_REMOVED: &str = "millrace_registry_versions_removed_total";
+/// Times the registry keeper could not prune a model's versions (each logged).
+pub const PRUNE_ERRORS: &str = "millrace_registry_prune_errors_total";
 /// Predictions the predictions topic did not take (lost; the first is logged).
 pub const PREDICTIONS_DROPPED: &str = "millrace_predictions_dropped_total";
 /// Messages the metrics topic did not take (lost; the first is logged).
@@ -218,6 +233,12 @@ pub struct JobStats {
     pub dead_letters_dropped: Arc<AtomicU64>,
     /// Records without a usable event-time field.
     pub event_time_missing: Arc<AtomicU64>,
+    /// Records skipped because the broker no longer had them.
+    pub source_skipped: Arc<AtomicU64>,
+    /// Old model versions the registry keeper removed.
+    pub versions_removed: AtomicU64,
+    /// Times the registry keeper could not prune a model.
+    pub prune_errors: AtomicU64,
     /// Predictions that could not be delivered.
     pub predictions_dropped: Arc<AtomicU64>,
     /// Metrics messages that could not be delivered.
@@ -251,6 +272,9 @@ impl JobStats {
             generated: AtomicU64::new(0),
             dead_letters_dropped: Arc::default(),
             event_time_missing: Arc::default(),
+            source_skipped: Arc::default(),
+            versions_removed: AtomicU64::new(0),
+            prune_errors: AtomicU64::new(0),
             predictions_dropped: Arc::default(),
             metrics_dropped: Arc::default(),
             lag: AtomicI64::new(-1),
@@ -297,9 +321,19 @@ impl JobStats {
                 "counter",
                 load(&self.event_time_missing),
             ),
+            (SOURCE_SKIPPED, "counter", load(&self.source_skipped)),
+            (SOURCE_OVERFLOWS, "counter", load(&self.source.overflows)),
+            (SOURCE_HELD_BYTES, "gauge", load(&self.source.held_bytes)),
+            (VERSIONS_REMOVED, "counter", load(&self.versions_removed)),
+            (PRUNE_ERRORS, "counter", load(&self.prune_errors)),
             (SOURCE_FRONTIER, "gauge", load(&self.source.frontier)),
             (CHECKPOINTS_WRITTEN, "counter", checkpoints.written as f64),
             (CHECKPOINTS_FAILED, "counter", checkpoints.failed as f64),
+            (
+                CHECKPOINT_FAILURES_IN_A_ROW,
+                "gauge",
+                f64::from(checkpoints.failed_in_a_row),
+            ),
             (
                 CHECKPOINTS_SKIPPED,
                 "counter",

@@ -20,20 +20,29 @@
 //! The first of the 10 stops is a clean one (SIGTERM), as a redeploy's: it must leave the epochs
 //! it was in open for the restarted job, not close them early in a final checkpoint.
 //!
+//! Each run writes its own dead-letter and predictions topics. The killed run's replays send
+//! some outputs again; read back, every source (partition, offset) is in exactly one of the two
+//! topics, every repeat carries the epoch (and the prediction) of the first, and each
+//! prediction is the uninterrupted run's.
+//!
 //! Last, the newest checkpoint is corrupted: start-up skips it (loudly), restores the one before
 //! it, replays from there and ends with the same counters and model again.
 
 mod common;
 
 use common::{
-    checkpointed_job_file, latest_model, produce_stream, report as finish, test_source, unique,
+    checkpointed_job_file, latest_model, produce_stream, read_whole_topic, report as finish,
+    test_source, unique,
 };
+use millrace_connectors::kafka::EPOCH_HEADER;
 use millrace_engine::checkpoint::CheckpointStore;
-use millrace_engine::spec::JobSpec;
+use millrace_engine::spec::{JobSpec, SinksSpec};
+use millrace_engine::KafkaSourceConfig;
 use millrace_models::{FeatureMapSpec, FeatureSpec, ModelArtifact};
 use millrace_operators::checkpoint::FINAL;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -41,11 +50,69 @@ use std::time::{Duration, Instant};
 const EVENTS: u64 = 200_000;
 const KILLS: usize = 10;
 
-fn job_file(dir: &Path, topic: &str) -> std::path::PathBuf {
+/// The job over `topic`, its outputs to `{run}-dead` and `{run}-predictions`.
+fn job_file(dir: &Path, topic: &str, run: &str) -> std::path::PathBuf {
     let builder = JobSpec::builder("crash")
-        .kafka_source(test_source(topic, 5000, EVENTS))
-        .features(FeatureSpec::Map(FeatureMapSpec::criteo_default()));
+        .kafka_source(KafkaSourceConfig {
+            dead_letter_topic: format!("{run}-dead"),
+            ..test_source(topic, 5000, EVENTS)
+        })
+        .features(FeatureSpec::Map(FeatureMapSpec::criteo_default()))
+        .sinks(SinksSpec {
+            predictions_topic: Some(format!("{run}-predictions")),
+            ..SinksSpec::default()
+        });
     checkpointed_job_file(builder, dir, 50_000, 300)
+}
+
+/// What a run's outputs say of one source record: whether it is a dead letter, its epoch, and
+/// every prediction sent for it (as its JSON wrote it; none for a dead letter).
+#[derive(Debug)]
+struct Outcome {
+    dead: bool,
+    epoch: u64,
+    predictions: Vec<String>,
+}
+
+/// Every source record's outcome in `run`'s output topics, by (partition, offset); a record
+/// sent again (a replay after a crash) must be in the same topic, in the same epoch. Also the
+/// number of messages read.
+fn outcomes(run: &str) -> (BTreeMap<(i64, i64), Outcome>, usize) {
+    let mut outcomes: BTreeMap<(i64, i64), Outcome> = BTreeMap::new();
+    let dead = read_whole_topic(&format!("{run}-dead"));
+    let predicted = read_whole_topic(&format!("{run}-predictions"));
+    let read = dead.len() + predicted.len();
+    let epoch = |headers: &BTreeMap<String, String>| headers[EPOCH_HEADER].parse::<u64>().unwrap();
+    let letters = dead.iter().map(|m| {
+        let at = |key: &str| m.headers[key].parse::<i64>().unwrap();
+        let position = (at("source_partition"), at("source_offset"));
+        (position, true, epoch(&m.headers), None)
+    });
+    let predictions = predicted.iter().map(|m| {
+        let p: Value = serde_json::from_slice(&m.payload).unwrap();
+        let at = |key: &str| p[key].as_i64().unwrap();
+        let position = (at("partition"), at("offset"));
+        (
+            position,
+            false,
+            epoch(&m.headers),
+            Some(p["prediction"].to_string()),
+        )
+    });
+    for (position, dead, epoch, prediction) in letters.chain(predictions) {
+        let outcome = outcomes.entry(position).or_insert(Outcome {
+            dead,
+            epoch,
+            predictions: Vec::new(),
+        });
+        assert_eq!(
+            (outcome.dead, outcome.epoch),
+            (dead, epoch),
+            "{run}: {position:?} sent again, as another kind or in another epoch"
+        );
+        outcome.predictions.extend(prediction);
+    }
+    (outcomes, read)
 }
 
 /// The directory of the newest version in the registry under `dir`.
@@ -86,7 +153,11 @@ fn sigkill_at_10_random_points_changes_nothing() {
     // The uninterrupted run.
     let clean = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    let clean_report = finish(start(&job_file(clean.path(), &topic)));
+    let clean_report = finish(start(&job_file(
+        clean.path(),
+        &topic,
+        &format!("{topic}-clean"),
+    )));
     let clean_seconds = started.elapsed().as_secs_f64();
     assert_eq!(clean_report["source_records"], EVENTS);
     assert_eq!(clean_report["restored_epoch"], Value::Null);
@@ -94,7 +165,8 @@ fn sigkill_at_10_random_points_changes_nothing() {
 
     // The run killed 10 times: at random points of a run as long as the clean one took.
     let crashed = tempfile::tempdir().unwrap();
-    let job = job_file(crashed.path(), &topic);
+    let crashed_run = format!("{topic}-crashed");
+    let job = job_file(crashed.path(), &topic, &crashed_run);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
     let mut restored_epochs = Vec::new();
     for kill in 0..KILLS {
@@ -168,6 +240,70 @@ fn sigkill_at_10_random_points_changes_nothing() {
     assert_eq!(model.meta.feature_map, clean_model.meta.feature_map);
     assert_eq!(model.meta.weights_sha256, clean_model.meta.weights_sha256);
 
+    // Every record of the source is in the crashed run's outputs, once or repeated alike, and
+    // as the uninterrupted run has it.
+    // `produce_stream` sends round robin over the 4 partitions.
+    let records: Vec<(i64, i64)> = (0..4)
+        .flat_map(|p| (0..EVENTS as i64 / 4).map(move |o| (p, o)))
+        .collect();
+    let (clean_outcomes, _) = outcomes(&format!("{topic}-clean"));
+    let (crashed_outcomes, read) = outcomes(&crashed_run);
+    for (run, outcomes) in [("clean", &clean_outcomes), ("crashed", &crashed_outcomes)] {
+        let missing: Vec<_> = records
+            .iter()
+            .filter(|r| !outcomes.contains_key(r))
+            .collect();
+        assert!(
+            missing.is_empty() && outcomes.len() == records.len(),
+            "the {run} run's outputs lack {} records (the first {:?}) and hold {} others",
+            missing.len(),
+            missing.first(),
+            outcomes.len() + missing.len() - records.len()
+        );
+    }
+    let differing = clean_outcomes
+        .iter()
+        .filter(|(position, clean)| {
+            let crashed = &crashed_outcomes[*position];
+            (crashed.dead, crashed.epoch) != (clean.dead, clean.epoch)
+        })
+        .count();
+    assert_eq!(
+        differing, 0,
+        "records in another topic or epoch than the clean run's"
+    );
+    // Predictions made again after a restore, against the uninterrupted run's (a figure, not
+    // a promise: see perf/RESULTS.md).
+    let resent: Vec<_> = crashed_outcomes
+        .iter()
+        .filter(|(_, o)| o.predictions.len() > 1)
+        .collect();
+    let unlike = |pick: fn(&Vec<String>) -> Option<&String>| {
+        resent
+            .iter()
+            .filter(|(position, o)| {
+                pick(&o.predictions) != clean_outcomes[*position].predictions.first()
+            })
+            .count()
+    };
+    let once_unlike = crashed_outcomes
+        .iter()
+        .filter(|(position, o)| {
+            o.predictions.len() == 1 && o.predictions != clean_outcomes[*position].predictions
+        })
+        .count();
+    eprintln!(
+        "predictions sent again: {}; the first unlike the clean run's: {}; the last unlike it: {}; sent once and unlike it: {once_unlike}",
+        resent.len(),
+        unlike(|p| p.first()),
+        unlike(|p| p.last())
+    );
+    eprintln!(
+        "outputs: {} records, {read} messages in the crashed run's topics ({} sent again)",
+        records.len(),
+        read - records.len()
+    );
+
     // A corrupt newest checkpoint: start-up falls back to the one before it.
     let state = crashed.path().join("state");
     let epochs = {
@@ -192,6 +328,7 @@ fn sigkill_at_10_random_points_changes_nothing() {
         "transform",
         "dead_letters",
         "train",
+        "predictions",
     ];
     let restored = store.restore(&[0, 1], &parts);
     assert_eq!(restored.skipped.len(), 1);

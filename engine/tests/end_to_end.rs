@@ -9,18 +9,15 @@
 
 mod common;
 
-use common::{broker, brokers, unique, wait_for};
+use common::{broker, brokers, read_topic, unique, wait_for};
 use millrace_connectors::kafka::{create_topics, KafkaVersions, LineProducer};
-use millrace_connectors::kafka::{text_headers, EPOCH_HEADER};
 use millrace_engine::spec::{
     JobSpec, LearnerSpec, ProgressSpec, PublishSpec, ServeSpec, SinksSpec,
 };
 use millrace_engine::{Job, KafkaSourceConfig, RunOptions};
 use millrace_models::{FeatureMapSpec, FeatureSpec, FtrlParams, LoadPace, Registry, VersionSource};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::Message;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const HASHED: FeatureSpec = FeatureSpec::Hashed { hash_bits: 20 };
 
@@ -110,6 +107,7 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(
             idle_ms: 200,
             stop_after_records: None,
             event_time_field: None,
+            on_missing_offsets: Default::default(),
             kafka: Default::default(),
             kafka_file: None,
         })
@@ -121,6 +119,7 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(
             every_seconds: 1,
             registry_topic: Some(registry_topic.clone()),
             registry_key_file: None,
+            keep_versions: PublishSpec::default_keep_versions(),
         })
         .serve(ServeSpec {
             bind: "127.0.0.1:0".into(),
@@ -398,6 +397,7 @@ fn json_records_with_a_named_event_time_field_with_2_workers() {
             idle_ms: 200,
             stop_after_records: None,
             event_time_field: Some("event_ts".into()),
+            on_missing_offsets: Default::default(),
             kafka: Default::default(),
             kafka_file: None,
         })
@@ -465,63 +465,6 @@ fn read_dead_letters(topic: &str, count: usize) -> Vec<Vec<u8>> {
     letters
 }
 
-/// A message read back from an output topic.
-struct Output {
-    key: Vec<u8>,
-    payload: Vec<u8>,
-    headers: std::collections::BTreeMap<String, String>,
-}
-
-/// The messages of `topic`: at least `count`, and with `to_end`, everything until nothing more
-/// comes for a second. Every one must name its epoch.
-fn read_topic(topic: &str, count: usize, to_end: bool) -> Vec<Output> {
-    let consumer: BaseConsumer = brokers()
-        .client_config()
-        .set("group.id", unique("reader"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
-    let mut messages = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut quiet_since = Instant::now();
-    while messages.len() < count || (to_end && quiet_since.elapsed() < Duration::from_secs(1)) {
-        assert!(
-            Instant::now() < deadline,
-            "{} of {count} messages of {topic}",
-            messages.len()
-        );
-        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
-            let message = message.unwrap();
-            let headers = text_headers(&message);
-            assert!(
-                headers
-                    .get(EPOCH_HEADER)
-                    .is_some_and(|e| e.parse::<u64>().is_ok()),
-                "a message of {topic} without its epoch: {headers:?}"
-            );
-            messages.push(Output {
-                key: message.key().unwrap_or_default().to_vec(),
-                payload: message.payload().unwrap_or_default().to_vec(),
-                headers,
-            });
-            quiet_since = Instant::now();
-        }
-    }
-    // Nothing more than expected (a record predicted twice would show here).
-    if !to_end {
-        while let Some(message) = consumer.poll(Duration::from_millis(500)) {
-            message.unwrap();
-            messages.push(Output {
-                key: Vec::new(),
-                payload: Vec::new(),
-                headers: Default::default(),
-            });
-        }
-    }
-    messages
-}
-
 /// Impressions and delayed clicks on one topic, joined by the job (`[labels]`) on 2 workers:
 /// every impression is learned once, as a positive or a negative, and the malformed records
 /// are dead letters, byte for byte.
@@ -565,6 +508,7 @@ fn impressions_and_clicks_are_joined_learned_and_dead_lettered_with_2_workers() 
             idle_ms: 200,
             stop_after_records: None,
             event_time_field: None,
+            on_missing_offsets: Default::default(),
             kafka: Default::default(),
             kafka_file: None,
         })
@@ -581,6 +525,7 @@ fn impressions_and_clicks_are_joined_learned_and_dead_lettered_with_2_workers() 
             every_seconds: 1,
             registry_topic: None,
             registry_key_file: None,
+            keep_versions: PublishSpec::default_keep_versions(),
         })
         .progress(ProgressSpec {
             epoch_ms: 50,

@@ -129,6 +129,7 @@ fn a_job_and_a_server_work_through_a_tls_only_cluster() {
         idle_ms: 300,
         stop_after_records: Some(EVENTS),
         event_time_field: None,
+        on_missing_offsets: Default::default(),
         kafka: BTreeMap::from([("security.protocol".to_owned(), "SSL".to_owned())]),
         kafka_file: Some(dir.path().join("client.properties")),
     };
@@ -169,6 +170,7 @@ fn a_job_and_a_server_work_through_a_tls_only_cluster() {
             every_seconds: 3600,
             registry_topic: Some(registry_topic.clone()),
             registry_key_file: None,
+            keep_versions: PublishSpec::default_keep_versions(),
         })
         .progress(ProgressSpec {
             epoch_ms: 100,

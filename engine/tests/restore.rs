@@ -76,3 +76,73 @@ fn another_worker_count_is_refused_unless_a_fresh_start_is_allowed() {
         "its own checkpoints restore"
     );
 }
+
+/// The records a checkpoint resumes from are gone from the broker (the embedded broker keeps
+/// 5 MiB per partition, dropping the oldest record batches past it, as retention does): the
+/// restarted job fails and says how to go on; with `on_missing_offsets = "skip"` it starts at
+/// the first record left and counts exactly the records it skipped.
+#[test]
+fn records_gone_from_the_broker_fail_the_restore_or_are_skipped_and_counted() {
+    use millrace_connectors::kafka::{EmbeddedBroker, LineProducer, MissingOffsets};
+    use millrace_engine::KafkaSourceConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use std::time::Duration;
+
+    let broker = EmbeddedBroker::start().unwrap();
+    broker.create_topic("gone", 1).unwrap();
+    let mut producer = LineProducer::new(&broker.brokers(), "gone", 1).unwrap();
+    let mut send = |n: usize| {
+        for _ in 0..n {
+            producer.send(&[b'x'; 100_000]).unwrap();
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let job = |stop_after: u64, on_missing: MissingOffsets| {
+        let source = KafkaSourceConfig {
+            bootstrap_servers: broker.bootstrap_servers(),
+            topic: "gone".to_owned(),
+            dead_letter_topic: "gone-dead".to_owned(),
+            partitions: 1,
+            on_missing_offsets: on_missing,
+            ..test_source("gone", 300, stop_after)
+        };
+        let builder = JobSpec::builder("gone")
+            .kafka_source(source)
+            .features(FeatureSpec::Hashed { hash_bits: 12 });
+        checkpointed_job_file(builder, dir.path(), 1_000_000, 300)
+    };
+
+    send(20);
+    let first = report(run(&job(20, MissingOffsets::Fail), 1, &[]).spawn().unwrap());
+    assert_eq!(first["source_records"], 20);
+    send(110);
+    let probe: BaseConsumer = broker.brokers().client_config().create().unwrap();
+    let (low, high) = probe
+        .fetch_watermarks("gone", 0, Duration::from_secs(10))
+        .unwrap();
+    assert!(low > 20 && high == 130, "{low}..{high}");
+
+    let failed = run(&job(130, MissingOffsets::Fail), 1, &[])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(!failed.status.success(), "{stderr}");
+    for says in [
+        "cannot resume where the checkpoint says",
+        "offset 20 is gone",
+        "on_missing_offsets",
+    ] {
+        assert!(stderr.contains(says), "{says:?} in {stderr}");
+    }
+
+    let left = (high - low) as u64;
+    let skipped = report(
+        run(&job(20 + left, MissingOffsets::Skip), 1, &[])
+            .spawn()
+            .unwrap(),
+    );
+    assert_eq!(skipped["source_records"], 20 + left, "{skipped}");
+    assert_eq!(skipped["dead_letters"], 20 + left, "{skipped}");
+    assert_eq!(skipped["source_records_skipped"], low - 20, "{skipped}");
+}

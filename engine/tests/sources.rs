@@ -176,3 +176,138 @@ fn a_bounded_file_job_without_kafka_is_refused_as_several_processes() {
         ["[source] a bounded `file` source ends the job once every record is read, a count no process of several sees whole: run it as one process"]
     );
 }
+
+/// A job that publishes every 1000 events keeps the registry to `keep_versions`: the newest
+/// two, plus what a server holds; what a publisher that died left behind goes at start.
+#[test]
+fn the_registry_keeps_its_newest_versions_and_the_held_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry_dir = dir.path().join("r");
+    let registry = millrace_models::Registry::open(&registry_dir).unwrap();
+    let orphan = registry_dir.join("sources").join(".tmp-v7-999999");
+    std::fs::create_dir_all(&orphan).unwrap();
+    // A server holds version 3 (a pin, say) while the job publishes.
+    registry.hold("sources", "server-1", &[3]).unwrap();
+    let source = "type = \"generator\"\npartitions = 1\nrows = 9000\nseed = 5";
+    let text = job_text(source, 5000, &registry_dir, None).replace(
+        "every_seconds = 1\n",
+        "every_seconds = 3600\nkeep_versions = 2\n",
+    );
+    let spec = JobSpec::from_toml(&text).unwrap();
+    assert_eq!(spec.publish.keep_versions, 2);
+    let report = Job::start(spec, RunOptions::local(1))
+        .unwrap()
+        .wait()
+        .unwrap();
+    let newest = report.model_version;
+    assert!(newest >= 6, "{report:?}");
+    assert_eq!(
+        registry.versions("sources").unwrap(),
+        vec![3, newest - 1, newest]
+    );
+    assert!(!orphan.exists());
+}
+
+/// A file system of the test's own (a 256 MiB tmpfs, mounted here: the tests run as root).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path) -> Tmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=256m", "tmpfs"])
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(
+            mounted.success(),
+            "mounting a tmpfs needs root (CI runs as root)"
+        );
+        Tmpfs(at.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// The job's checkpoints go to a file system that fills up: the writes fail (the store refuses
+/// a write that would leave too little room, rather than let RocksDB meet a full disk), the
+/// source stops reading after `max_failures` of them, the job goes on once there is room again,
+/// and it ends with the counts and the model of a run that never lacked room.
+#[test]
+fn a_full_disk_holds_the_job_back_until_there_is_room_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("events.csv");
+    write_events(&data, 6000);
+    let source = format!("type = \"file\"\npath = {data:?}\nrows_per_sec = 3000.0");
+    let run = |registry: &Path, state: &Path| {
+        let text = job_text(&source, 60_000, registry, Some(state))
+            .replace("[checkpoint]\n", "[checkpoint]\nmax_failures = 2\n");
+        JobSpec::from_toml(&text).unwrap()
+    };
+    let spec = run(&dir.path().join("plain"), &dir.path().join("plain-state"));
+    assert_eq!(spec.checkpoint.as_ref().unwrap().max_failures, 2);
+    let plain = Job::start(spec, RunOptions::local(2))
+        .unwrap()
+        .wait()
+        .unwrap();
+
+    let fs = Tmpfs::mount(&dir.path().join("fs"));
+    // Room for RocksDB to open, not for a checkpoint (16 MiB of headroom beside it).
+    let ballast = fs.0.join("ballast");
+    std::fs::write(&ballast, vec![0u8; 248 << 20]).unwrap();
+    let spec = run(&dir.path().join("full"), &fs.0.join("state"));
+    let job = Job::start(spec, RunOptions::local(2)).unwrap();
+    let stats = job.stats().clone();
+    let failed = || {
+        stats
+            .checkpoints
+            .get()
+            .map_or(0, |c| c.figures().failed_in_a_row)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while failed() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writes never failed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Held back: the source reads nothing more while no checkpoint can be written.
+    std::thread::sleep(Duration::from_millis(300));
+    let held = stats
+        .source
+        .records
+        .load(std::sync::atomic::Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(1500));
+    let later = stats
+        .source
+        .records
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(held == later && held < 6000, "read {held}, then {later}");
+    assert!(failed() >= 2);
+    std::fs::remove_file(&ballast).unwrap();
+    let full = job.wait().unwrap();
+    assert_eq!(
+        (full.source_records, full.learned, full.dead_letters),
+        (plain.source_records, plain.learned, plain.dead_letters),
+        "{full:?}"
+    );
+    assert!(full.checkpoints_written > 0, "{full:?}");
+    let weights = |registry: &str| {
+        millrace_models::Registry::open(dir.path().join(registry))
+            .unwrap()
+            .load_latest("sources")
+            .unwrap()
+            .values("weights")
+            .to_vec()
+    };
+    assert!(weights("full") == weights("plain"), "the models differ");
+    eprintln!(
+        "held back at {held} of {} records; {} checkpoints written after the room came back",
+        plain.source_records, full.checkpoints_written
+    );
+}

@@ -22,6 +22,12 @@
 //! On restart, each part reads back its own state ([`Part::take_restored`]) and the epoch it
 //! is valid for, and goes on from the epoch after it.
 //!
+//! A checkpoint that cannot be written (a full disk) is not the end of checkpointing: the next
+//! chosen epoch is tried, and the newest failed checkpoint is kept. Once `max_failures` writes
+//! have failed in a row, the collector holds the sources back ([`Part::held_back`]: they read
+//! nothing new) and tries that checkpoint again every [`RETRY_EVERY`] until it is written, so
+//! a job never runs on far past its last checkpoint.
+//!
 //! Each stateful operator declares its part (its name and the state it holds) beside its code,
 //! and [`crate::parts`] lists a job's parts; operators are given their parts explicitly,
 //! through the [`crate::Checkpoints`] they are built with.
@@ -37,6 +43,13 @@ pub const FINAL: u64 = u64::MAX - 1;
 
 /// The most epochs [`Choice::EveryNth`] chooses in one jump of the frontier (the last ones).
 const EVERY_NTH_MOST: usize = 64;
+
+/// How often a collector holding the sources back tries its failed checkpoint again.
+pub const RETRY_EVERY: Duration = Duration::from_secs(1);
+
+/// The checkpoint writes that may fail in a row before the sources are held back, unless the
+/// collector is told otherwise.
+pub const DEFAULT_MAX_FAILURES: u32 = 3;
 
 /// One part's state in a checkpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,6 +119,8 @@ pub struct CheckpointFigures {
     pub last_bytes: u64,
     /// Seconds the newest write took.
     pub last_seconds: f64,
+    /// Writes that failed since the last one that succeeded.
+    pub failed_in_a_row: u32,
 }
 
 struct Offer {
@@ -124,6 +139,10 @@ struct State {
     /// The last epoch each part's state covers, as it last said.
     settled: BTreeMap<(usize, String), u64>,
     figures: CheckpointFigures,
+    /// The newest checkpoint that could not be written, and when it was last tried.
+    failed: Option<(Checkpoint, Instant)>,
+    /// Failed writes in a row past which the sources are held back.
+    max_failures: u32,
 }
 
 /// Gathers the parts' offers of one process and persists each complete checkpoint.
@@ -170,8 +189,35 @@ impl Collector {
                 offers: BTreeMap::new(),
                 settled: BTreeMap::new(),
                 figures: CheckpointFigures::default(),
+                failed: None,
+                max_failures: DEFAULT_MAX_FAILURES,
             })),
         }
+    }
+
+    /// Holds the sources back once `max` checkpoint writes in a row have failed (at least 1).
+    pub fn with_max_failures(self, max: u32) -> Self {
+        self.lock().max_failures = max.max(1);
+        self
+    }
+
+    /// Whether the sources are held back: the last writes failed, and the newest failed
+    /// checkpoint is still not written. Tries it again first when it is due.
+    pub fn held_back(&self) -> bool {
+        let mut state = self.lock();
+        if state.figures.failed_in_a_row < state.max_failures {
+            return false;
+        }
+        let due = state
+            .failed
+            .as_ref()
+            .is_some_and(|(_, tried)| tried.elapsed() >= RETRY_EVERY);
+        if due {
+            if let Some((checkpoint, _)) = state.failed.take() {
+                Self::persist(&mut state, checkpoint);
+            }
+        }
+        state.figures.failed_in_a_row >= state.max_failures
     }
 
     /// The handle of part `name` on `worker`.
@@ -343,20 +389,42 @@ impl Collector {
         for offers in state.offers.values_mut() {
             offers.retain(|o| o.hi > epoch || (o.lo <= epoch && epoch <= o.hi));
         }
+        Self::persist(state, checkpoint);
+    }
+
+    /// Writes `checkpoint`, keeping it to try again when that fails.
+    fn persist(state: &mut State, checkpoint: Checkpoint) {
         let started = Instant::now();
         let bytes: usize = checkpoint.parts.iter().map(|p| p.bytes.len()).sum();
+        let epoch = checkpoint.epoch;
         match state.persist.persist(&checkpoint) {
             Ok(()) => {
                 let figures = &mut state.figures;
+                if figures.failed_in_a_row > 0 {
+                    tracing::info!(
+                        epoch,
+                        failed = figures.failed_in_a_row,
+                        "a checkpoint was written again after failed writes"
+                    );
+                }
                 figures.written += 1;
                 figures.last_epoch = Some(epoch);
                 figures.last_bytes = bytes as u64;
                 figures.last_seconds = started.elapsed().as_secs_f64();
+                figures.failed_in_a_row = 0;
+                state.failed = None;
                 tracing::debug!(epoch, bytes, "checkpoint written");
             }
             Err(error) => {
                 state.figures.failed += 1;
-                tracing::error!(epoch, %error, "a checkpoint could not be written; the next one is tried at its epoch");
+                state.figures.failed_in_a_row += 1;
+                let (failed, max) = (state.figures.failed_in_a_row, state.max_failures);
+                if failed >= max {
+                    tracing::error!(epoch, %error, failed, "a checkpoint could not be written; the sources wait until it is");
+                } else {
+                    tracing::error!(epoch, %error, failed, "a checkpoint could not be written; the next one is tried at its epoch");
+                }
+                state.failed = Some((checkpoint, Instant::now()));
             }
         }
     }
@@ -404,6 +472,12 @@ impl Part {
     /// The newest checkpoint epoch written, for parts that act on it (committing offsets).
     pub fn written_through(&self) -> Option<u64> {
         self.collector.figures().last_epoch
+    }
+
+    /// Whether a source must read nothing new: checkpoints keep failing (see
+    /// [`Collector::held_back`], which this tries again when it is due).
+    pub fn held_back(&self) -> bool {
+        self.collector.held_back()
     }
 
     /// Says that the part's state is the state after every epoch in `lo..=hi`; calls
@@ -551,6 +625,57 @@ mod tests {
             None,
         );
         (collector, written)
+    }
+
+    /// Fails while `full` is set, as a full disk does.
+    struct Disk(
+        Arc<Mutex<Vec<Checkpoint>>>,
+        Arc<std::sync::atomic::AtomicBool>,
+    );
+
+    impl Persist for Disk {
+        fn persist(&mut self, checkpoint: &Checkpoint) -> Result<(), crate::BoxError> {
+            if self.1.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err("no space left on device".into());
+            }
+            self.0.lock().unwrap().push(checkpoint.clone());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn failed_writes_hold_the_sources_back_until_one_is_written() {
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let full = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let collector = Collector::new(
+            vec![0],
+            &["a"],
+            Choice::Interval(Duration::ZERO),
+            Box::new(Disk(written.clone(), full.clone())),
+            None,
+        )
+        .with_max_failures(2);
+        let mut part = collector.part(0, "a");
+        part.covers(0, 1, || b"@1".to_vec());
+        assert!(!part.held_back(), "one failure is not two");
+        part.covers(2, 3, || b"@3".to_vec());
+        assert!(part.held_back());
+        assert_eq!(collector.figures().failed_in_a_row, 2);
+        // The disk has room again: the newest failed checkpoint is written at its next try.
+        full.store(false, std::sync::atomic::Ordering::SeqCst);
+        std::thread::sleep(RETRY_EVERY);
+        assert!(!part.held_back());
+        let written = written.lock().unwrap();
+        assert_eq!(written.len(), 1);
+        assert_eq!(
+            (written[0].epoch, &written[0].parts[0].bytes),
+            (3, &b"@3".to_vec())
+        );
+        let figures = collector.figures();
+        assert_eq!(
+            (figures.written, figures.failed, figures.failed_in_a_row),
+            (1, 2, 0)
+        );
     }
 
     #[test]

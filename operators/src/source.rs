@@ -28,6 +28,14 @@
 //! handed on half of that (watermark alignment), so that a partition holding the frontier (no
 //! leader, a broker gone) does not let the others fill the memory.
 //!
+//! Pausing cannot bound what a partition holds in the frontier's own epoch when its event time
+//! stops advancing (one constant timestamp, a clock stepped back, seconds sent as
+//! milliseconds): its epoch never ends. So an epoch takes at most a share of the budget from
+//! each partition ([`EventTime::hold_bytes`] over twice the worker's partitions): a record that
+//! would pass it moves its partition's watermark to the start of the next epoch, which it joins
+//! (counted in [`SourceStats::overflows`]), and the epoch it filled can end. Which records move
+//! depends only on the partition's records before them, so a replay moves the same ones.
+//!
 //! Records are held until the frontier passes their epoch and then handed on in the order of
 //! (partition, offset): what a worker sends of an epoch does not depend on how the reads of its
 //! partitions interleaved. With a checkpoint after epoch `c`, each partition resumes at its first
@@ -39,7 +47,7 @@ use millrace_models::RawRecord;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::operator;
@@ -140,8 +148,16 @@ pub struct SourceStats {
     pub future: AtomicU64,
     /// The least frontier epoch over the workers' sources, as last reported by worker 0.
     pub frontier: AtomicU64,
+    /// Records that moved their partition into the next epoch because the epoch held its share
+    /// of the budget (see the module's documentation).
+    pub overflows: AtomicU64,
+    /// The bytes of records the workers' sources hold, as each last reported, summed.
+    pub held_bytes: AtomicU64,
     /// Per partition: records read and the event-time watermark (ms), by partition index.
     pub partitions: Vec<PartitionStats>,
+    /// Why a worker's reader could not resume where the restored checkpoint says, when one
+    /// could not: the job then stops, and fails with it.
+    resume_failure: Mutex<Option<String>>,
 }
 
 /// Live figures of one partition.
@@ -167,6 +183,22 @@ impl SourceStats {
             partitions: (0..partitions).map(|_| PartitionStats::default()).collect(),
             ..SourceStats::default()
         }
+    }
+
+    /// Why a reader could not resume where the restored checkpoint says (the first reason),
+    /// if one could not.
+    pub fn resume_failure(&self) -> Option<String> {
+        self.resume_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn fail_resume(&self, reason: String) {
+        self.resume_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert(reason);
     }
 }
 
@@ -207,6 +239,8 @@ struct Clock {
     stalled: bool,
     /// Whether the reader was told to pause the partition.
     paused: bool,
+    /// The epoch the partition's last record joined, and the bytes of its records in it.
+    filling: (u64, usize),
 }
 
 impl Clock {
@@ -222,6 +256,7 @@ impl Clock {
             at_end: false,
             stalled: false,
             paused: false,
+            filling: (0, 0),
         }
     }
 }
@@ -253,6 +288,10 @@ struct Epochs {
     held: BTreeMap<u64, Vec<RawRecord>>,
     /// The bytes of the records in `held` (see [`held_bytes`]).
     held_bytes: usize,
+    /// The bytes one partition may put into one epoch.
+    epoch_share: usize,
+    /// The `held_bytes` last added to [`SourceStats::held_bytes`].
+    reported_held: usize,
     /// The least epoch that may still receive records.
     frontier: u64,
     records: u64,
@@ -274,6 +313,8 @@ impl Epochs {
         let now = Instant::now();
         Epochs {
             time,
+            epoch_share: time.hold_bytes / (2 * partitions.len().max(1)),
+            reported_held: 0,
             clocks: partitions
                 .into_iter()
                 .map(|partition| Clock::new(partition, now))
@@ -328,21 +369,40 @@ impl Epochs {
             None => before.unwrap_or(wall_ms),
         };
         record.timestamp_ms = Some(timestamp);
-        let watermark = before.map_or(timestamp, |w| w.max(timestamp));
+        let mut watermark = before.map_or(timestamp, |w| w.max(timestamp));
         let mut epoch = self.epoch_of(watermark);
         if epoch < self.frontier {
             epoch = self.frontier;
             self.late += 1;
             stats.late.fetch_add(1, Ordering::Relaxed);
         }
+        let bytes = held_bytes(&record);
         let clock = &mut self.clocks[index];
+        // The watermark a replay from this record starts with: the one before it, or the
+        // start of the epoch it moves into.
+        let mut resume_watermark = before;
+        let (filling, filled) = clock.filling;
+        if filling == epoch && filled > 0 && filled + bytes > self.epoch_share {
+            epoch += 1;
+            watermark = epoch.saturating_mul(self.time.epoch_ms.max(1));
+            resume_watermark = Some(watermark);
+            stats.overflows.fetch_add(1, Ordering::Relaxed);
+        }
+        clock.filling = if clock.filling.0 == epoch {
+            (epoch, clock.filling.1 + bytes)
+        } else {
+            (epoch, bytes)
+        };
         clock.watermark_ms = Some(watermark);
         clock.next_offset = record.offset + 1;
         clock.last_seen = now;
         clock.stalled = false;
-        clock.firsts.entry(epoch).or_insert((record.offset, before));
+        clock
+            .firsts
+            .entry(epoch)
+            .or_insert((record.offset, resume_watermark));
         clock.unreported += 1;
-        self.held_bytes += held_bytes(&record);
+        self.held_bytes += bytes;
         self.held.entry(epoch).or_default().push(record);
     }
 
@@ -384,6 +444,14 @@ impl Epochs {
     /// Reports the partitions' figures (once per poll: the workers' partitions share cache
     /// lines, which per-record updates would pass back and forth).
     fn report(&mut self, stats: &SourceStats) {
+        if self.held_bytes >= self.reported_held {
+            let more = (self.held_bytes - self.reported_held) as u64;
+            stats.held_bytes.fetch_add(more, Ordering::Relaxed);
+        } else {
+            let less = (self.reported_held - self.held_bytes) as u64;
+            stats.held_bytes.fetch_sub(less, Ordering::Relaxed);
+        }
+        self.reported_held = self.held_bytes;
         for clock in self.clocks.iter_mut().filter(|c| c.unreported > 0) {
             if let Some(p) = stats.partitions.get(clock.partition as usize) {
                 p.records.fetch_add(clock.unreported, Ordering::Relaxed);
@@ -593,6 +661,7 @@ where
             let activator = scope.activator_for(info.address);
             let resume = part.as_ref().map_or(0, Part::resume_epoch);
             let mut epochs = Epochs::new(time, reader.partitions(), resume);
+            let mut resumed = true;
             if let Some((_, _, bytes)) = part.as_mut().and_then(Part::take_restored) {
                 match SOURCE.decode(&bytes) {
                     Ok(state) => {
@@ -603,7 +672,11 @@ where
                         let positions = positions(&state);
                         tracing::debug!(?positions, records = state.records, "source restored");
                         if let Err(error) = reader.seek(&positions) {
+                            // Reading from anywhere else would lose or repeat records: the
+                            // job stops and says why.
                             tracing::error!(%error, "the source cannot resume where the checkpoint says");
+                            stats.fail_resume(error.to_string());
+                            resumed = false;
                         }
                     }
                     Err(error) => {
@@ -612,7 +685,7 @@ where
                 }
             }
             capability.downgrade(&resume);
-            let mut capability = Some(capability);
+            let mut capability = resumed.then_some(capability);
             // The last epoch the state is the result of.
             let mut lo = resume.saturating_sub(1);
             // Checkpoints whose positions were not committed to the group yet.
@@ -624,8 +697,8 @@ where
                     return;
                 };
                 let slowest = part.as_ref().and_then(Part::slowest);
-                let throttled =
-                    slowest.is_some_and(|s| epochs.frontier > s.saturating_add(MAX_AHEAD));
+                let throttled = part.as_ref().is_some_and(Part::held_back)
+                    || slowest.is_some_and(|s| epochs.frontier > s.saturating_add(MAX_AHEAD));
                 let polled = if throttled {
                     // Not reading is not idleness: no partition may go idle meanwhile.
                     epochs.touch();

@@ -18,6 +18,7 @@
 
 mod api;
 mod batch;
+mod holds;
 mod openapi;
 mod row_cache;
 mod rows;

@@ -1,6 +1,7 @@
 //! The served models: for each, the versions loaded and the traffic policy that routes requests
 //! among them, replaced together atomically.
 
+use crate::holds::Holds;
 use crate::row_cache::RowCache;
 use crate::stats::{ServingStats, VersionStats};
 use crate::traffic::{Arm, ServedEntry, Traffic, TrafficChange, VersionRef};
@@ -89,6 +90,8 @@ pub struct ModelStore {
     load_cpu_share: f64,
     row_cache_entries: usize,
     precision: Precision,
+    /// This server's holds on the versions it serves, for a registry directory's pruning.
+    holds: Holds,
 }
 
 impl ModelStore {
@@ -104,6 +107,7 @@ impl ModelStore {
             load_cpu_share: DEFAULT_LOAD_CPU_SHARE,
             row_cache_entries: DEFAULT_ROW_CACHE_ENTRIES,
             precision: Precision::F32,
+            holds: Holds::new(),
         }
     }
 
@@ -278,6 +282,8 @@ impl ModelStore {
                 }
             }
         }
+        self.holds
+            .renew(self.registry.as_ref(), &self.models.load());
         outcome
     }
 
@@ -310,6 +316,8 @@ impl ModelStore {
             drop_strangers(&mut entry);
             entry.retain();
             self.publish(entry);
+            self.holds
+                .renew(self.registry.as_ref(), &self.models.load());
             self.stats.admin_changes.fetch_add(1, Ordering::Relaxed);
             tracing::info!(model = %name, ?traffic, "traffic changed");
             Ok(traffic)

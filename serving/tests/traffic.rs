@@ -805,3 +805,29 @@ async fn repeated_instances_come_from_the_row_cache() {
     let (_, json) = server.call(ask(body)).await;
     assert_eq!(json["model_version"], 2);
 }
+
+/// A server holds what it serves: pruning the registry down to its newest 2 versions keeps the
+/// one pinned here, and the server answers with it after more versions come and go.
+#[test]
+fn a_pinned_version_survives_the_registry_pruning() {
+    use millrace_serving::TrafficChange;
+    let server = Server::new(3);
+    server
+        .store
+        .change_traffic("ctr", TrafficChange::Pin(1))
+        .unwrap();
+    for _ in 0..4 {
+        publish(&server.registry);
+        server.store.refresh();
+        server.registry.prune("ctr", 2).unwrap();
+    }
+    assert_eq!(server.registry.versions("ctr").unwrap(), vec![1, 6, 7]);
+    assert_eq!(server.registry.held("ctr").unwrap().first(), Some(&1));
+    server
+        .store
+        .change_traffic("ctr", TrafficChange::Unpin)
+        .unwrap();
+    server.store.refresh();
+    server.registry.prune("ctr", 2).unwrap();
+    assert!(!server.registry.versions("ctr").unwrap().contains(&1));
+}

@@ -38,6 +38,11 @@ pub struct KafkaSourceConfig {
     /// lacks the field (or holds no such number there) keeps its Kafka timestamp and is counted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_time_field: Option<String>,
+    /// What a restored position the broker no longer has (retention deleted its records)
+    /// makes the job do: `"fail"` (the default) refuses to go on; `"skip"` starts the
+    /// partition at its first offset and counts the records skipped.
+    #[serde(default)]
+    pub on_missing_offsets: MissingOffsets,
     /// librdkafka settings every client of the job takes as they are (`[source.kafka]`):
     /// `security.protocol`, `ssl.*`, `sasl.*`, for a secured cluster.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -47,6 +52,17 @@ pub struct KafkaSourceConfig {
     /// host must not be able to read it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kafka_file: Option<PathBuf>,
+}
+
+/// What a source does when a position it resumes from is gone from the broker.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MissingOffsets {
+    /// Refuse to go on: the job fails and says which partition lost what.
+    #[default]
+    Fail,
+    /// Start the partition at its first offset, counting the records skipped.
+    Skip,
 }
 
 impl KafkaSourceConfig {

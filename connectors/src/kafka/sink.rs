@@ -6,9 +6,13 @@
 //! replayed outputs are the same messages with the same epoch header (and, for dead letters
 //! and predictions, the same source partition and offset), so a consumer can drop repeats.
 //!
-//! A message is lost when the producer refuses it or the broker has not acknowledged it within
-//! the message timeout (an outage longer than that); each sink counts its losses in a counter
-//! its owner reads, and logs the first. A sink knows which epochs still have messages neither
+//! What happens to a message the broker does not acknowledge is the sink's [`Undelivered`]
+//! policy. Blocking (the default), the producer retries it however long the broker is away, and
+//! once its queue is full a send waits: the job is held back and nothing is lost. Dropping, a
+//! message is lost when the broker has not acknowledged it within the message timeout (an
+//! outage longer than that) or the queue stays full; each sink counts its losses in a counter
+//! its owner reads, and logs the first. Under either policy a message the broker refuses for
+//! good (too large, not authorized) is lost and counted. A sink knows which epochs still have messages neither
 //! acknowledged nor counted lost ([`OutputSink::unsettled_from`]): a checkpoint must not cover
 //! them, or a crash would lose them (the restarted job does not replay their epochs).
 
@@ -19,6 +23,7 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -100,15 +105,30 @@ impl ProducerContext for Losses {
     }
 }
 
-/// How long the broker may take to acknowledge a message before it counts as lost: an outage
-/// shorter than this loses nothing.
+/// How long the broker may take to acknowledge a message before a dropping sink counts it
+/// lost: an outage shorter than this loses nothing.
 pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// What a sink does with a message the broker does not acknowledge (`[sinks] on_undelivered`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Undelivered {
+    /// Keep trying however long the broker is away; a full queue holds the sender back (and
+    /// with it the job). Nothing is lost to an outage.
+    #[default]
+    Block,
+    /// Give up on it after [`MESSAGE_TIMEOUT`] (or a queue full that long), count it lost and
+    /// go on: the job never waits for its outputs' broker.
+    Drop,
+}
 
 /// One output topic, written by one worker.
 pub struct OutputSink {
     producer: ThreadedProducer<Losses>,
     topic: String,
     connector: &'static str,
+    /// Whether a full queue is waited out however long (the block policy).
+    blocks: bool,
 }
 
 impl std::fmt::Debug for OutputSink {
@@ -137,8 +157,8 @@ pub struct Output<'a> {
 
 impl OutputSink {
     /// A sink to `topic`; `connector` names it in errors ("dead letters", "predictions" …);
-    /// every message it loses is counted in `lost`. Messages wait up to
-    /// [`MESSAGE_TIMEOUT`] for the broker.
+    /// every message it loses is counted in `lost`; `undelivered` says whether an outage holds
+    /// it back or costs messages after [`MESSAGE_TIMEOUT`].
     ///
     /// # Errors
     ///
@@ -148,12 +168,17 @@ impl OutputSink {
         topic: &str,
         connector: &'static str,
         lost: Arc<AtomicU64>,
+        undelivered: Undelivered,
     ) -> Result<Self> {
-        Self::with_message_timeout(brokers, topic, connector, lost, MESSAGE_TIMEOUT)
+        let timeout = match undelivered {
+            Undelivered::Block => None,
+            Undelivered::Drop => Some(MESSAGE_TIMEOUT),
+        };
+        Self::with_message_timeout(brokers, topic, connector, lost, timeout)
     }
 
     /// As [`OutputSink::new`], with messages lost after `message_timeout` without an
-    /// acknowledgement.
+    /// acknowledgement, or never (`None`: the block policy).
     ///
     /// # Errors
     ///
@@ -163,16 +188,19 @@ impl OutputSink {
         topic: &str,
         connector: &'static str,
         lost: Arc<AtomicU64>,
-        message_timeout: Duration,
+        message_timeout: Option<Duration>,
     ) -> Result<Self> {
         let producer = brokers
             .client_config()
             .set("enable.idempotence", "true")
             .set("linger.ms", "5")
             .set("queue.buffering.max.messages", "1000000")
+            // 0: librdkafka retries a message until the broker acknowledges it.
             .set(
                 "message.timeout.ms",
-                message_timeout.as_millis().max(1).to_string(),
+                message_timeout
+                    .map_or(0, |t| t.as_millis().max(1))
+                    .to_string(),
             )
             .create_with_context(Losses {
                 connector,
@@ -184,6 +212,7 @@ impl OutputSink {
             producer,
             topic: topic.to_owned(),
             connector,
+            blocks: message_timeout.is_none(),
         })
     }
 
@@ -191,8 +220,8 @@ impl OutputSink {
     ///
     /// # Errors
     ///
-    /// When the producer refuses it, or its queue stays full for 30 s; the message is then
-    /// lost (and counted).
+    /// When the producer refuses it, or (dropping) its queue stays full for 30 s; the message
+    /// is then lost (and counted).
     pub fn send(&mut self, output: Output<'_>) -> Result<()> {
         let sent = self.queue(output);
         if let Err(error) = &sent {
@@ -236,7 +265,7 @@ impl OutputSink {
                 Ok(()) => break Ok(()),
                 Err((error, returned))
                     if error.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull)
-                        && started.elapsed() < SEND_BLOCK_LIMIT =>
+                        && (self.blocks || started.elapsed() < SEND_BLOCK_LIMIT) =>
                 {
                     record = returned;
                     std::thread::sleep(Duration::from_millis(1));

@@ -91,6 +91,7 @@ pub fn job(
             idle_ms: 200,
             stop_after_records: None,
             event_time_field: None,
+            on_missing_offsets: Default::default(),
             kafka: Default::default(),
             kafka_file: None,
         })
@@ -102,6 +103,7 @@ pub fn job(
             every_seconds: 3600,
             registry_topic: None,
             registry_key_file: None,
+            keep_versions: PublishSpec::default_keep_versions(),
         })
         .progress(ProgressSpec {
             epoch_ms: 200,
@@ -112,6 +114,7 @@ pub fn job(
             state_dir: state_dir.to_owned(),
             interval_ms,
             keep: 3,
+            max_failures: CheckpointSpec::default_max_failures(),
         }),
         None => spec,
     }
@@ -231,6 +234,7 @@ pub fn ingest(
         idle_ms: 100,
         stop_after_records: Some(rows),
         event_time_field: None,
+        on_missing_offsets: Default::default(),
         kafka: Default::default(),
         kafka_file: None,
     };
@@ -274,6 +278,7 @@ pub fn ingest(
                 index: worker.index(),
                 peers: worker.peers(),
                 event_time_missing: Arc::default(),
+                skipped: Arc::default(),
             })
             .map_err(WorkerError::Reader)?;
         let (collector, stats) = shared.clone();

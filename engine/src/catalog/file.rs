@@ -231,6 +231,7 @@ mod tests {
             index,
             peers: 2,
             event_time_missing: Arc::default(),
+            skipped: Arc::default(),
         }
     }
 

@@ -143,7 +143,7 @@ impl OutputWriter for FileWriter {
 mod tests {
     use super::*;
     use crate::catalog::KafkaSinkFactory;
-    use millrace_connectors::kafka::Brokers;
+    use millrace_connectors::kafka::{Brokers, Undelivered};
 
     #[test]
     fn a_file_sink_appends_one_json_line_per_message() {
@@ -158,6 +158,7 @@ mod tests {
             worker: 3,
             bootstrap: &Brokers::default(),
             lost: lost.clone(),
+            undelivered: Undelivered::Block,
         };
         let mut writer = FileSinkFactory.open(&config, &context).unwrap();
         writer.send(Output {

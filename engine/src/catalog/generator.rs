@@ -299,6 +299,7 @@ mod tests {
             index,
             peers,
             event_time_missing: Arc::default(),
+            skipped: Arc::default(),
         }
     }
 

@@ -87,6 +87,7 @@ impl Source for KafkaSource {
             logged: HashSet::new(),
             missing_event_times: worker.event_time_missing.clone(),
             reported: 0,
+            skipped: worker.skipped.clone(),
         }))
     }
 
@@ -103,6 +104,8 @@ struct KafkaIngest {
     /// Records without a usable event-time field, counted for the whole job.
     missing_event_times: Arc<AtomicU64>,
     reported: u64,
+    /// Records skipped because the broker no longer had them, counted for the whole job.
+    skipped: Arc<AtomicU64>,
 }
 
 impl KafkaIngest {
@@ -148,7 +151,11 @@ impl PartitionReader for KafkaIngest {
     }
 
     fn seek(&mut self, positions: &[(i32, i64)]) -> Result<(), BoxError> {
-        Ok(self.reader.seek(positions)?)
+        let before = self.reader.skipped_records();
+        self.reader.seek(positions)?;
+        let skipped = self.reader.skipped_records() - before;
+        self.skipped.fetch_add(skipped, Ordering::Relaxed);
+        Ok(())
     }
 
     fn pause(&mut self, partition: i32, paused: bool) -> bool {

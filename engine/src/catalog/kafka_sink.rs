@@ -46,6 +46,7 @@ impl SinkFactory for KafkaSinkFactory {
             &spec.topic,
             context.output,
             context.lost.clone(),
+            context.undelivered,
         )?;
         Ok(Box::new(KafkaWriter {
             sink,

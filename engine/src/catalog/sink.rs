@@ -8,7 +8,7 @@
 //! writer that delivers after `send` returns says which epochs are still on their way
 //! ([`OutputWriter::unsettled_from`]), so that no checkpoint covers them.
 
-use millrace_connectors::kafka::{Brokers, Output};
+use millrace_connectors::kafka::{Brokers, Output, Undelivered};
 use millrace_operators::BoxError;
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
@@ -28,6 +28,9 @@ pub struct SinkContext<'a> {
     pub bootstrap: &'a Brokers,
     /// Counts the messages the writer loses (the job's figure for the output).
     pub lost: Arc<AtomicU64>,
+    /// What the writer does with a message its destination does not take (`[sinks]
+    /// on_undelivered`), where that can happen.
+    pub undelivered: Undelivered,
 }
 
 /// A type of sink, registered in the [`Catalog`](super::Catalog) under its name.

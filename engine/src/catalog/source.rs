@@ -73,6 +73,9 @@ pub struct ReaderContext {
     /// Counts the records whose time field could not be read (they take the time the source
     /// gives them instead), for the whole job.
     pub event_time_missing: Arc<AtomicU64>,
+    /// Counts the records skipped because the source no longer had them where a restored
+    /// checkpoint resumes, for the whole job.
+    pub skipped: Arc<AtomicU64>,
 }
 
 impl ReaderContext {
@@ -188,6 +191,7 @@ mod tests {
             index,
             peers,
             event_time_missing: Arc::default(),
+            skipped: Arc::default(),
         }
     }
 

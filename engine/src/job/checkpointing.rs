@@ -29,6 +29,7 @@ pub(super) struct Checkpointing {
     parts: Vec<&'static str>,
     readable: Vec<u64>,
     choice: Choice,
+    max_failures: u32,
 }
 
 /// Opens this process's checkpoint store, when the job checkpoints, and finds the checkpoints
@@ -85,6 +86,7 @@ pub(super) fn checkpointing(
         parts,
         readable,
         choice,
+        max_failures: spec.checkpoint.as_ref().map_or(1, |c| c.max_failures),
     }))
 }
 
@@ -165,7 +167,8 @@ impl Checkpointing {
             self.choice,
             Box::new(self.store.clone()),
             restored,
-        );
+        )
+        .with_max_failures(self.max_failures);
         let _ = stats.checkpoints.set(collector.clone());
         Ok(collector)
     }

@@ -258,6 +258,7 @@ impl Plan {
                 index,
                 peers,
                 event_time_missing: self.stats.event_time_missing.clone(),
+                skipped: self.stats.source_skipped.clone(),
             })
             .map_err(WorkerError::Reader)
     }
@@ -286,11 +287,13 @@ impl Plan {
         } = self;
         let stop_after = opened.stop_after_records();
         let records_read = stats.source.clone();
+        // A worker whose reader cannot resume stops the others (the job then fails).
         let stop_now = move || {
             if stop_after.is_some_and(|n| records_read.records.load(Ordering::Relaxed) >= n) {
                 Some(Stop::End)
             } else {
-                stop.load(Ordering::Relaxed).then_some(interrupt)
+                let failed = records_read.resume_failure().is_some();
+                (failed || stop.load(Ordering::Relaxed)).then_some(interrupt)
             }
         };
         let mut records = ingest_partitions(

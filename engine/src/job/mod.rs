@@ -14,6 +14,7 @@
 mod background;
 mod checkpointing;
 mod dataflow;
+mod keeper;
 #[cfg(feature = "deep")]
 mod retrain;
 mod run;
@@ -83,6 +84,9 @@ pub struct Cluster {
 pub struct JobReport {
     /// Records read from the source.
     pub source_records: u64,
+    /// Records this run's source skipped because the broker no longer had them
+    /// (`[source] on_missing_offsets = "skip"`).
+    pub source_records_skipped: u64,
     /// Records decoded into events.
     pub decoded: u64,
     /// Records sent to the dead letters.
@@ -232,6 +236,7 @@ impl JobReport {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         JobReport {
             source_records: load(&stats.source.records),
+            source_records_skipped: load(&stats.source_skipped),
             decoded: stats.decoded(),
             dead_letters: stats.dead_letters(),
             learned: load(&stats.trainer.learned),

@@ -3,6 +3,7 @@
 
 use super::background::{Background, Context, Generate};
 use super::dataflow::run_dataflow;
+use super::keeper::Keeper;
 use super::sinks::OutputSinks;
 use super::{JobReport, RunOptions, Started};
 use crate::brokers::secured_brokers;
@@ -88,6 +89,11 @@ pub(super) fn run(
     check_bounded(&spec, (&*source, factory.is_kafka()), &options)?;
     let stats = Arc::new(JobStats::new(&spec.name, source.partitions()));
     let registry = Registry::open(&spec.publish.registry)?;
+    // Process 0 publishes: it alone cleans the registry up and prunes it.
+    let keeper = match process {
+        0 => Keeper::start(&registry, spec.publish.keep_versions, &stats)?,
+        _ => None,
+    };
     let mirror = registry_mirror(&spec, embedded.as_ref(), &bootstrap, &runtime)?;
     let serving = match spec.serve.as_ref().filter(|_| process == 0) {
         Some(serve) => Some(Serving::start(
@@ -166,7 +172,11 @@ pub(super) fn run(
         serving.stop(&runtime);
     }
     drop(embedded);
+    drop(keeper);
     let restored_epoch = result?;
+    if let Some(reason) = stats.source.resume_failure() {
+        return Err(Error::Resume(reason));
+    }
     check_published(&stats, process)?;
     Ok(JobReport::now(&stats, restored_epoch))
 }

@@ -5,7 +5,7 @@ use super::JobReport;
 use crate::catalog::{Catalog, Output, OutputWriter, SinkContext};
 use crate::metrics::JobStats;
 use crate::spec::{JobSpec, SinkSpec, SinksSpec};
-use millrace_connectors::kafka::Brokers;
+use millrace_connectors::kafka::{Brokers, Undelivered};
 use millrace_models::DeadLetter;
 use millrace_operators::{now_ms, BoxError, Prediction, RecordSink};
 use serde::Serialize;
@@ -22,6 +22,8 @@ pub(super) struct OutputSinks {
     predictions: Option<SinkSpec>,
     /// The metrics' sink and how often it gets a report, if any.
     metrics: Option<(SinkSpec, Duration)>,
+    /// What the sinks do with a message their broker does not take.
+    undelivered: Undelivered,
 }
 
 impl OutputSinks {
@@ -39,6 +41,7 @@ impl OutputSinks {
                 let every = Duration::from_millis(s.metrics_interval_ms);
                 s.metrics().map(|sink| (sink, every))
             }),
+            undelivered: sinks.map(|s| s.on_undelivered).unwrap_or_default(),
         }
     }
 
@@ -96,6 +99,7 @@ impl Outputs {
                     worker: place.worker,
                     bootstrap: place.bootstrap,
                     lost: lost.clone(),
+                    undelivered: sinks.undelivered,
                 },
             )
         };

@@ -12,6 +12,7 @@ pub use crate::catalog::{
     ConnectorSpec, FileSourceSpec, GeneratorSourceSpec, SinkSpec, SourceSpec,
 };
 use crate::error::{Error, Result};
+use millrace_connectors::kafka::Undelivered;
 use millrace_models::embeddings::EmbeddingSpec;
 use millrace_models::{FeatureSpec, Schema, SchemaSpec};
 use millrace_operators::LatePolicy;
@@ -243,6 +244,12 @@ pub struct SinksSpec {
     /// The least processing time between two metrics messages, in milliseconds.
     #[serde(default = "default_metrics_interval")]
     pub metrics_interval_ms: u64,
+    /// What a Kafka sink does with a message the broker does not acknowledge: `"block"` (the
+    /// default) retries it however long the broker is away and holds the job back once the
+    /// producer's queue is full, so nothing is lost; `"drop"` gives up after five minutes and
+    /// counts it (`millrace_*_dropped_total`), so the job never waits for its outputs.
+    #[serde(default)]
+    pub on_undelivered: Undelivered,
 }
 
 fn default_metrics_interval() -> u64 {
@@ -258,6 +265,7 @@ impl Default for SinksSpec {
             predictions_topic: None,
             metrics_topic: None,
             metrics_interval_ms: default_metrics_interval(),
+            on_undelivered: Undelivered::default(),
         }
     }
 }
@@ -294,6 +302,17 @@ pub struct CheckpointSpec {
     /// How many complete checkpoints to keep (the newest that reads back whole is restored).
     #[serde(default = "default_checkpoint_keep")]
     pub keep: usize,
+    /// Checkpoint writes that may fail in a row (a full disk) before the sources stop reading
+    /// until one is written; the newest failed one is tried again every second meanwhile.
+    #[serde(default = "CheckpointSpec::default_max_failures")]
+    pub max_failures: u32,
+}
+
+impl CheckpointSpec {
+    /// The `max_failures` a job file that gives none has.
+    pub fn default_max_failures() -> u32 {
+        millrace_operators::checkpoint::DEFAULT_MAX_FAILURES
+    }
 }
 
 fn default_checkpoint_interval() -> u64 {
@@ -403,6 +422,17 @@ pub struct PublishSpec {
     /// refuses versions not signed with it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub registry_key_file: Option<PathBuf>,
+    /// The versions of each model the registry directory keeps (the newest; versions a server
+    /// pins, splits or shadows are kept too); 0 keeps every version.
+    #[serde(default = "PublishSpec::default_keep_versions")]
+    pub keep_versions: usize,
+}
+
+impl PublishSpec {
+    /// The `keep_versions` a job file that gives none has.
+    pub fn default_keep_versions() -> usize {
+        20
+    }
 }
 
 impl Default for PublishSpec {
@@ -413,6 +443,7 @@ impl Default for PublishSpec {
             every_seconds: 10,
             registry_topic: None,
             registry_key_file: None,
+            keep_versions: PublishSpec::default_keep_versions(),
         }
     }
 }

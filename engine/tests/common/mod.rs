@@ -1,12 +1,16 @@
 //! Helpers shared by the engine's integration tests (each test file uses some of them).
 #![allow(dead_code)]
 
-use millrace_connectors::kafka::{create_topics, Brokers, LineProducer};
+use millrace_connectors::kafka::{
+    create_topics, text_headers, Brokers, LineProducer, EPOCH_HEADER,
+};
 use millrace_engine::spec::{CheckpointSpec, JobSpec, LearnerSpec, ProgressSpec, PublishSpec};
 use millrace_engine::{Job, JobBuilder, KafkaSourceConfig, RunOptions};
 use millrace_models::synth::CriteoGenerator;
 use millrace_models::{FeatureSpec, FtrlParams};
 use millrace_models::{ModelArtifact, Registry};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::Message;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -115,6 +119,7 @@ pub(crate) fn ride_out_broker_loss<R>(
             idle_ms: 300,
             stop_after_records: None,
             event_time_field: None,
+            on_missing_offsets: Default::default(),
             kafka: Default::default(),
             kafka_file: None,
         })
@@ -165,6 +170,7 @@ pub(crate) fn learn_quietly(builder: JobBuilder, registry: &Path, epoch_ms: u64)
             every_seconds: 3600,
             registry_topic: None,
             registry_key_file: None,
+            keep_versions: PublishSpec::default_keep_versions(),
         })
         .progress(ProgressSpec {
             epoch_ms,
@@ -251,6 +257,7 @@ pub(crate) fn test_source(topic: &str, idle_ms: u64, stop_after: u64) -> KafkaSo
         idle_ms,
         stop_after_records: Some(stop_after),
         event_time_field: None,
+        on_missing_offsets: Default::default(),
         kafka: Default::default(),
         kafka_file: None,
     }
@@ -274,6 +281,7 @@ pub(crate) fn checkpointed_job_file(
             every_seconds: 3600,
             registry_topic: None,
             registry_key_file: None,
+            keep_versions: PublishSpec::default_keep_versions(),
         })
         .progress(ProgressSpec {
             epoch_ms: 100,
@@ -283,10 +291,117 @@ pub(crate) fn checkpointed_job_file(
             state_dir: dir.join("state"),
             interval_ms,
             keep: 3,
+            max_failures: CheckpointSpec::default_max_failures(),
         })
         .build()
         .unwrap();
     let path = dir.join("job.toml");
     std::fs::write(&path, spec.to_toml()).unwrap();
     path
+}
+
+/// A message read back from an output topic.
+pub(crate) struct TopicMessage {
+    pub(crate) key: Vec<u8>,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) headers: std::collections::BTreeMap<String, String>,
+}
+
+/// The messages of `topic`: at least `count`, and with `to_end`, everything until nothing more
+/// comes for a second. Every one must name its epoch.
+pub(crate) fn read_topic(topic: &str, count: usize, to_end: bool) -> Vec<TopicMessage> {
+    let consumer: BaseConsumer = brokers()
+        .client_config()
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut messages = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30 + count as u64 / 5_000);
+    let mut quiet_since = Instant::now();
+    while messages.len() < count || (to_end && quiet_since.elapsed() < Duration::from_secs(1)) {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {count} messages of {topic}",
+            messages.len()
+        );
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            let message = message.unwrap();
+            let headers = text_headers(&message);
+            assert!(
+                headers
+                    .get(EPOCH_HEADER)
+                    .is_some_and(|e| e.parse::<u64>().is_ok()),
+                "a message of {topic} without its epoch: {headers:?}"
+            );
+            messages.push(TopicMessage {
+                key: message.key().unwrap_or_default().to_vec(),
+                payload: message.payload().unwrap_or_default().to_vec(),
+                headers,
+            });
+            quiet_since = Instant::now();
+        }
+    }
+    // Nothing more than expected (a record predicted twice would show here).
+    if !to_end {
+        while let Some(message) = consumer.poll(Duration::from_millis(500)) {
+            message.unwrap();
+            messages.push(TopicMessage {
+                key: Vec::new(),
+                payload: Vec::new(),
+                headers: Default::default(),
+            });
+        }
+    }
+    messages
+}
+
+/// Every message of `topic` (its writers done): read partition by partition from the
+/// beginning until the client reports each partition's end. (Not the ends the broker gives
+/// when asked: tansu 0.6 answers a partition's last batch's first offset + 1 there.)
+pub(crate) fn read_whole_topic(topic: &str) -> Vec<TopicMessage> {
+    use rdkafka::error::KafkaError;
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = brokers()
+        .client_config()
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    let partitions = millrace_connectors::kafka::partition_count(&consumer, topic).unwrap();
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut ended = std::collections::BTreeSet::new();
+    let mut messages = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while ended.len() < partitions as usize {
+        assert!(
+            Instant::now() < deadline,
+            "{topic}: {} messages, partitions {ended:?} at their end",
+            messages.len()
+        );
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                ended.insert(p);
+            }
+            Some(message) => {
+                let message = message.unwrap();
+                ended.remove(&message.partition());
+                messages.push(TopicMessage {
+                    key: message.key().unwrap_or_default().to_vec(),
+                    payload: message.payload().unwrap_or_default().to_vec(),
+                    headers: text_headers(&message),
+                });
+            }
+        }
+    }
+    messages
 }

@@ -23,6 +23,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod retention;
+
+pub use retention::{HOLD_REFRESH, HOLD_TTL};
+
 const META: &str = "meta.json";
 const WEIGHTS: &str = "weights.safetensors";
 const FEATURE_MAP: &str = "featuremap.json";
@@ -141,7 +145,11 @@ impl Registry {
         if !problems.is_empty() {
             return Err(Error::invalid(&dir, problems.join("; ")));
         }
-        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        if !dir.exists() {
+            // A new model: its directory's entry in the root is made durable too.
+            fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            sync_dir(&self.root)?;
+        }
         let bytes: Vec<Vec<u8>> = artifact
             .tensors
             .iter()
@@ -440,6 +448,17 @@ pub trait VersionSource: Send + Sync + std::fmt::Debug {
         base: Option<&ServedModel>,
         pace: LoadPace,
     ) -> Result<ServedModel>;
+
+    /// Records that `holder` serves `versions` of `name`, so that whoever prunes the source
+    /// keeps them (a directory's hold files); a source nobody prunes ignores it.
+    ///
+    /// # Errors
+    ///
+    /// When the hold cannot be recorded.
+    fn hold(&self, name: &str, holder: &str, versions: &[u64]) -> Result<()> {
+        let _ = (name, holder, versions);
+        Ok(())
+    }
 }
 
 impl VersionSource for Registry {
@@ -459,6 +478,10 @@ impl VersionSource for Registry {
         pace: LoadPace,
     ) -> Result<ServedModel> {
         Registry::load_served(self, name, version, base, pace)
+    }
+
+    fn hold(&self, name: &str, holder: &str, versions: &[u64]) -> Result<()> {
+        Registry::hold(self, name, holder, versions)
     }
 }
 
