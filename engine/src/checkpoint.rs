@@ -106,10 +106,9 @@ impl CheckpointStore {
         })?;
         let mut options = Options::default();
         options.create_if_missing(true);
-        // The log and memtables are bounded by these, not by how many checkpoints a job
-        // writes: a checkpoint replaces the one before it, and only flushes let its log go.
+        // The log and memtable are bounded by this, not by how many checkpoints a job writes:
+        // a checkpoint replaces the one before it, and only a flush lets the log go.
         options.set_write_buffer_size(WRITE_BUFFER_BYTES);
-        options.set_max_total_wal_size(MAX_LOG_BYTES);
         let db = DB::open(&options, dir).map_err(|source| CheckpointError::Open {
             dir: dir.to_owned(),
             source,
@@ -304,15 +303,14 @@ impl CheckpointStore {
 }
 
 /// The free space a checkpoint write leaves besides twice its size (its log record, then its
-/// table file): room for RocksDB's own files, so that a write never meets a full disk in the
-/// middle (RocksDB's error path for that can abort the process).
+/// table file): room for RocksDB's flushes, so that a write is refused before RocksDB meets a
+/// full disk (its error path for that can abort the process). It is a margin, not a promise:
+/// a compaction, or another writer on the file system, can still fill it.
 pub const HEADROOM_BYTES: u64 = 16 << 20;
 
-/// The memtable size of the checkpoint store: a flush follows every 16 MiB of checkpoints.
+/// The memtable size of the checkpoint store (so its log too): a flush follows every 16 MiB
+/// of checkpoints.
 const WRITE_BUFFER_BYTES: usize = 16 << 20;
-
-/// The most the store's write-ahead log may grow to before its memtables are flushed.
-const MAX_LOG_BYTES: u64 = 64 << 20;
 
 impl CheckpointStore {
     /// Refuses a write of `bytes` that would leave the state directory's file system with less

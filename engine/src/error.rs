@@ -112,6 +112,10 @@ pub enum WorkerError {
     /// worker of the process).
     #[error("the agreed checkpoint cannot be read")]
     Restore(#[source] Arc<CheckpointError>),
+    /// A worker's source cannot resume where the restored checkpoint says (the same message
+    /// for every worker of the job): reading from anywhere else would lose or repeat records.
+    #[error("the source cannot resume where the checkpoint says: {0}")]
+    Resume(String),
     /// The worker's thread panicked. Timely hands on only the payload's type, so the message is
     /// the one the panic hook printed.
     #[error("its thread panicked (the panic's message is printed above)")]

@@ -120,6 +120,12 @@ enum Command {
         /// Predict requests in flight at once; one more is answered 503 at once.
         #[arg(long, default_value_t = 256)]
         max_in_flight: usize,
+        /// Serve HTTPS with this PEM certificate chain (with `--tls-key`).
+        #[arg(long, env = "MILLRACE_TLS_CERT", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of `--tls-cert` (not readable by others).
+        #[arg(long, env = "MILLRACE_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Produce the lines of a file (or `-` for stdin) to a Kafka topic.
     Produce {
@@ -482,6 +488,8 @@ fn run_cli() -> anyhow::Result<()> {
             max_connections,
             header_timeout_ms,
             max_in_flight,
+            tls_cert,
+            tls_key,
         } => {
             let batching = batch_max_instances.map(|max_instances| BatchOptions {
                 max_instances,
@@ -525,6 +533,13 @@ fn run_cli() -> anyhow::Result<()> {
                 .as_deref()
                 .map(read_registry_key)
                 .transpose()?;
+            let tls = match (tls_cert, tls_key) {
+                (Some(cert), Some(key)) => {
+                    read_secret(&key, "TLS key").map_err(anyhow::Error::msg)?;
+                    Some(millrace_serving::tls_config(&cert, &key).map_err(anyhow::Error::msg)?)
+                }
+                _ => None,
+            };
             let options = ServeOptions {
                 max_batch,
                 max_body_bytes,
@@ -535,6 +550,7 @@ fn run_cli() -> anyhow::Result<()> {
                 max_connections,
                 header_timeout: std::time::Duration::from_millis(header_timeout_ms),
                 max_in_flight,
+                tls,
                 ..ServeOptions::default()
             };
             let precision = match weights {

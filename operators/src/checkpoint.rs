@@ -195,7 +195,8 @@ impl Collector {
         }
     }
 
-    /// Holds the sources back once `max` checkpoint writes in a row have failed (at least 1).
+    /// Holds the sources back once `max` checkpoint writes in a row have failed (0 is taken
+    /// for 1).
     pub fn with_max_failures(self, max: u32) -> Self {
         self.lock().max_failures = max.max(1);
         self

@@ -41,8 +41,8 @@ pub use part_spec::Checkpoints;
 pub use parts::{dataflow_parts, source_parts};
 pub use samples::{BufferSamples, SampleConfig, SampleStats};
 pub use source::{
-    ingest_partitions, now_ms, EventTime, PartitionReader, PartitionStats, Polled, SourceStats,
-    Stop, HOLD_BYTES, MAX_FUTURE,
+    ingest_partitions, now_ms, restored_positions, EventTime, PartitionReader, PartitionStats,
+    Polled, SourceStats, Stop, HOLD_BYTES, MAX_FUTURE,
 };
 pub use train::{
     Mirror, MirrorFn, Prediction, PublishPolicy, QualitySummary, TrainRows, TrainerConfig,

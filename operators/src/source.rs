@@ -41,7 +41,7 @@
 //! partitions interleaved. With a checkpoint after epoch `c`, each partition resumes at its first
 //! record of an epoch after `c` (with the watermark it had just before that record).
 
-use crate::checkpoint::{Part, FINAL};
+use crate::checkpoint::{Collector, Part, PartError, FINAL};
 use crate::part_spec::{Checkpoints, PartSpec};
 use millrace_models::RawRecord;
 use serde::{Deserialize, Serialize};
@@ -680,7 +680,9 @@ where
                         }
                     }
                     Err(error) => {
-                        tracing::error!(%error, "the source's checkpoint part is unreadable")
+                        tracing::error!(%error, "the source's checkpoint part is unreadable");
+                        stats.fail_resume(format!("its checkpoint part is unreadable: {error}"));
+                        resumed = false;
                     }
                 }
             }
@@ -796,6 +798,21 @@ where
             }
         },
     )
+}
+
+/// The positions (each partition's next offset) that `worker`'s source resumes from in the
+/// checkpoint `collector` restores: `None` on a fresh start, or when the worker has no source
+/// part there.
+///
+/// # Errors
+///
+/// When the part does not read back.
+pub fn restored_positions(
+    collector: &Collector,
+    worker: usize,
+) -> Option<Result<Vec<(i32, i64)>, PartError>> {
+    let (_, _, bytes) = collector.part(worker, SOURCE.name()).take_restored()?;
+    Some(SOURCE.decode(&bytes).map(|state| positions(&state)))
 }
 
 /// The positions of an offered state, with the epochs it is valid for: committed to the group

@@ -53,6 +53,8 @@ pub struct ServeOptions {
     /// Predict requests in flight at once (receiving, queued or scoring): one more is answered
     /// 503 at once. With the body limit, this bounds the memory requests hold.
     pub max_in_flight: usize,
+    /// Serve HTTPS with this configuration ([`crate::tls_config`]); `None` serves plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl std::fmt::Debug for ServeOptions {
@@ -68,6 +70,7 @@ impl std::fmt::Debug for ServeOptions {
             .field("max_connections", &self.max_connections)
             .field("header_timeout", &self.header_timeout)
             .field("max_in_flight", &self.max_in_flight)
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -86,6 +89,7 @@ impl Default for ServeOptions {
             max_connections: 10_000,
             header_timeout: Duration::from_secs(10),
             max_in_flight: 256,
+            tls: None,
         }
     }
 }
@@ -741,6 +745,10 @@ fn metrics_text(store: &ModelStore, options: &ServeOptions) -> String {
         (
             "millrace_serving_connections_refused_total",
             &stats.connections_refused,
+        ),
+        (
+            "millrace_serving_tls_handshakes_failed_total",
+            &stats.tls_handshakes_failed,
         ),
         (
             "millrace_serving_in_flight_refused_total",

@@ -59,14 +59,12 @@ impl Holds {
                 continue;
             }
             let list: Vec<u64> = versions.iter().copied().collect();
-            match source.hold(&name, &self.holder, &list) {
-                Ok(()) => {
-                    written.insert(name, (versions, Instant::now()));
-                }
-                Err(error) => {
-                    tracing::warn!(model = %name, %error, "cannot write the hold on the versions served");
-                }
+            // A failed write is tried again when the next refresh is due, not at every poll
+            // (a read-only registry would log every 200 ms).
+            if let Err(error) = source.hold(&name, &self.holder, &list) {
+                tracing::warn!(model = %name, %error, "cannot write the hold on the versions served; a publisher pruning the registry may remove them");
             }
+            written.insert(name, (versions, Instant::now()));
         }
     }
 }

@@ -26,6 +26,7 @@ mod score;
 mod server;
 mod stats;
 mod store;
+mod tls;
 mod traffic;
 mod version;
 
@@ -38,5 +39,6 @@ pub use store::{
     AdminError, ModelStore, Precision, RefreshOutcome, DEFAULT_LOAD_CPU_SHARE,
     DEFAULT_ROW_CACHE_ENTRIES,
 };
+pub use tls::tls_config;
 pub use traffic::{Arm, Route, ServedEntry, Traffic, TrafficChange, VersionRef};
 pub use version::LoadedVersion;

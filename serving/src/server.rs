@@ -5,7 +5,8 @@
 //! warp's own server (hyper's automatic HTTP/1 and HTTP/2 builder without a timer) has neither
 //! bound, so connections are served here with hyper's HTTP/1 builder: a header-read timeout
 //! (which also closes a connection that stays idle between requests that long), and a cap on
-//! open connections past which a new one is closed at once and counted.
+//! open connections past which a new one is closed at once and counted. With TLS, a client
+//! has as long for its handshake as for its headers; a failed handshake is counted.
 
 use crate::api::{routes, ServeOptions};
 use crate::store::ModelStore;
@@ -18,6 +19,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 
 /// Serves `store` on `listener` until `shutdown` completes, refreshing the store from its
 /// registry every `options.poll_interval` on a loader thread of the lowest priority. On
@@ -66,11 +68,12 @@ async fn accept(
     shutdown: impl Future<Output = ()>,
 ) {
     if let Ok(addr) = listener.local_addr() {
-        if !addr.ip().is_loopback() {
+        if !addr.ip().is_loopback() && options.tls.is_none() {
             tracing::warn!(%addr, "serving plain HTTP beyond loopback: requests, answers and the admin token travel unencrypted (put a TLS proxy in front)");
         }
     }
     let service = warp::service(routes(store.clone(), options.clone()));
+    let acceptor = options.tls.clone().map(TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(
         options.max_connections.min(Semaphore::MAX_PERMITS),
     ));
@@ -94,18 +97,43 @@ async fn accept(
             continue;
         };
         stats.connections_open.fetch_add(1, Ordering::Relaxed);
-        let connection = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(options.header_timeout)
-            .serve_connection(
-                TokioIo::new(stream),
-                TowerToHyperService::new(service.clone()),
-            );
-        let connection = graceful.watch(connection);
-        let store = store.clone();
+        let (watcher, service) = (graceful.watcher(), service.clone());
+        let (store, acceptor, timeout) = (store.clone(), acceptor.clone(), options.header_timeout);
+        // One connection's requests until it closes, the client's headers taking at most
+        // `timeout`; a shutdown lets the request in progress finish. (A macro: the plain and
+        // the TLS stream are two types, and warp's service type cannot be named.)
+        macro_rules! serve_on {
+            ($io:expr) => {{
+                let connection = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(timeout)
+                    .serve_connection(TokioIo::new($io), TowerToHyperService::new(service));
+                if let Err(error) = watcher.watch(connection).await {
+                    tracing::debug!(%error, "a connection ended with an error");
+                }
+            }};
+        }
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "a connection ended with an error");
+            match acceptor {
+                None => serve_on!(stream),
+                Some(acceptor) => {
+                    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => serve_on!(tls),
+                        Ok(Err(error)) => {
+                            store
+                                .stats()
+                                .tls_handshakes_failed
+                                .fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(%error, "a TLS handshake failed");
+                        }
+                        Err(_) => {
+                            store
+                                .stats()
+                                .tls_handshakes_failed
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
             }
             store
                 .stats()

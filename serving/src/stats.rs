@@ -40,6 +40,8 @@ pub struct ServingStats {
     pub connections_open: AtomicU64,
     /// Connections closed at once because as many as allowed were open.
     pub connections_refused: AtomicU64,
+    /// TLS handshakes that failed or took longer than the header timeout.
+    pub tls_handshakes_failed: AtomicU64,
     /// Predict requests answered 503 at once because as many as allowed were in flight.
     pub in_flight_refused: AtomicU64,
     /// Predict requests in flight now: receiving, queued or scoring (a gauge).

@@ -232,3 +232,136 @@ fn predicts_past_the_in_flight_cap_get_a_503_at_once() {
     }
     assert_eq!(status, 200, "the places come back");
 }
+
+/// A certificate authority and a server certificate for 127.0.0.1 signed by it, made by openssl
+/// in `dir`: the CA's certificate, the server's chain and the server's key.
+fn certificates(dir: &std::path::Path) -> [std::path::PathBuf; 3] {
+    let path = |name: &str| dir.join(name);
+    std::fs::write(
+        path("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    let openssl = |args: &[&str]| {
+        let made = std::process::Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl (scripts/setup.sh --with-broker installs it)");
+        assert!(made.success(), "openssl {args:?}");
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "leaf.csr",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "leaf.ext",
+        "-out",
+        "cert.pem",
+    ]);
+    [path("ca.pem"), path("cert.pem"), path("key.pem")]
+}
+
+/// GET `path` over TLS, trusting the CA certificate `ca`: the response's status line.
+fn https_status(addr: SocketAddr, ca: &std::path::Path, path: &str) -> String {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let connection = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut tls = rustls::StreamOwned::new(connection, TcpStream::connect(addr).unwrap());
+    write!(
+        tls,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    let _ = tls.read_to_string(&mut response);
+    response.lines().next().unwrap_or_default().to_owned()
+}
+
+/// With a certificate the server speaks only TLS: a TLS client is answered, a plain-HTTP one
+/// and one that never starts its handshake get nothing and are closed within the header
+/// timeout.
+#[test]
+fn with_a_certificate_the_server_speaks_only_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let [ca, cert, key] = certificates(dir.path());
+    let server = Server::start(ServeOptions {
+        tls: Some(millrace_serving::tls_config(&cert, &key).unwrap()),
+        header_timeout: Duration::from_millis(300),
+        ..ServeOptions::default()
+    });
+    assert_eq!(
+        https_status(server.addr, &ca, "/v1/ping"),
+        "HTTP/1.1 200 OK"
+    );
+    let (status, _) = server.request("GET", "/v1/ping", "");
+    assert_eq!(
+        status, 0,
+        "a plain-HTTP request to the TLS port is not answered"
+    );
+    let mut silent = TcpStream::connect(server.addr).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut byte = [0u8; 1];
+    let read = silent.read(&mut byte);
+    assert!(
+        matches!(read, Ok(0))
+            || read
+                .as_ref()
+                .is_err_and(|e| e.kind() == ErrorKind::ConnectionReset),
+        "the silent client is closed: {read:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // A certificate without its key is a clear error.
+    let wrong = millrace_serving::tls_config(&cert, &cert).unwrap_err();
+    assert!(wrong.contains("key"), "{wrong}");
+}

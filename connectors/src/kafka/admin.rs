@@ -29,7 +29,12 @@ pub async fn create_topics(brokers: &Brokers, topics: &[&str], partitions: i32) 
 pub(crate) async fn create_new_topics(brokers: &Brokers, new: &[NewTopic<'_>]) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> =
         brokers.client_config().create().map_err(kafka("admin"))?;
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    // A broker that does not answer CreateTopics (librdkafka's mock cluster) is given up on
+    // after 10 s, not the client's 60 s request timeout: the caller goes on with topics that
+    // exist.
+    let options = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(Duration::from_secs(10)));
     let results = admin
         .create_topics(new, &options)
         .await

@@ -41,7 +41,7 @@ pub struct KafkaSourceConfig {
     /// What a restored position the broker no longer has (retention deleted its records)
     /// makes the job do: `"fail"` (the default) refuses to go on; `"skip"` starts the
     /// partition at its first offset and counts the records skipped.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "MissingOffsets::is_default")]
     pub on_missing_offsets: MissingOffsets,
     /// librdkafka settings every client of the job takes as they are (`[source.kafka]`):
     /// `security.protocol`, `ssl.*`, `sasl.*`, for a secured cluster.
@@ -63,6 +63,12 @@ pub enum MissingOffsets {
     Fail,
     /// Start the partition at its first offset, counting the records skipped.
     Skip,
+}
+
+impl MissingOffsets {
+    fn is_default(&self) -> bool {
+        *self == MissingOffsets::default()
+    }
 }
 
 impl KafkaSourceConfig {
@@ -190,14 +196,18 @@ impl From<&str> for Brokers {
     }
 }
 
-/// The settings millrace's clients choose themselves: what they mean (offsets, groups,
-/// idempotence, end-of-partition events) or how millrace measured them to perform. A property
-/// may not change them.
+/// The settings millrace's clients choose themselves, under every name librdkafka takes for
+/// them: what they mean (offsets, groups, idempotence, acknowledgements, retries, when a
+/// message counts as lost, end-of-partition events) or how millrace measured them to perform.
+/// A property may not change them.
 pub const OWN_SETTINGS: &[&str] = &[
+    "acks",
+    "auto.commit.enable",
     "auto.offset.reset",
     "batch.num.messages",
     "bootstrap.servers",
     "client.id",
+    "delivery.timeout.ms",
     "enable.auto.commit",
     "enable.auto.offset.store",
     "enable.idempotence",
@@ -208,9 +218,15 @@ pub const OWN_SETTINGS: &[&str] = &[
     "isolation.level",
     "linger.ms",
     "log_level",
+    "max.partition.fetch.bytes",
     "message.max.bytes",
+    "message.send.max.retries",
     "message.timeout.ms",
+    "metadata.broker.list",
     "queue.buffering.max.messages",
+    "queue.buffering.max.ms",
+    "request.required.acks",
+    "retries",
     "session.timeout.ms",
     "transactional.id",
 ];

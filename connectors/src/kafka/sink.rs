@@ -117,8 +117,9 @@ pub enum Undelivered {
     /// with it the job). Nothing is lost to an outage.
     #[default]
     Block,
-    /// Give up on it after [`MESSAGE_TIMEOUT`] (or a queue full that long), count it lost and
-    /// go on: the job never waits for its outputs' broker.
+    /// Give up on it after [`MESSAGE_TIMEOUT`] (or on a new one after the producer's queue has
+    /// stayed full for 30 s), count it lost and go on: the job never waits long for its
+    /// outputs' broker.
     Drop,
 }
 

@@ -20,6 +20,7 @@ use rdkafka::message::Message;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 use rdkafka::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,8 +56,10 @@ pub struct KafkaReader {
     at_end: Vec<i32>,
     /// What a sought position the broker no longer has makes the reader do.
     on_missing: MissingOffsets,
-    /// Records skipped because their positions were gone ([`MissingOffsets::Skip`]).
-    skipped: u64,
+    /// Per partition, the records skipped because their positions were gone
+    /// ([`MissingOffsets::Skip`]): set, not added, by each seek, so a seek made twice (before
+    /// the dataflow and in it) counts once.
+    skipped: BTreeMap<i32, u64>,
 }
 
 /// A reader's client context: the partition ends it asks for (`enable.partition.eof`) are
@@ -130,7 +133,7 @@ impl KafkaReader {
                 missing_event_times: 0,
                 at_end: Vec::new(),
                 on_missing: config.on_missing_offsets,
-                skipped: 0,
+                skipped: BTreeMap::new(),
             });
         }
         let consumer: BaseConsumer<ReaderContext> = brokers
@@ -169,7 +172,7 @@ impl KafkaReader {
             missing_event_times: 0,
             at_end: Vec::new(),
             on_missing: config.on_missing_offsets,
-            skipped: 0,
+            skipped: BTreeMap::new(),
         })
     }
 
@@ -184,7 +187,7 @@ impl KafkaReader {
             return Ok(());
         };
         let mut starts = Vec::new();
-        let mut skipped = 0;
+        let mut skipped = Vec::new();
         for &(partition, offset) in positions {
             if !self.partitions.contains(&partition) {
                 continue;
@@ -208,11 +211,11 @@ impl KafkaReader {
                     low,
                     "records gone from the broker before the job read them: skipped and counted"
                 );
-                skipped += (low - offset) as u64;
+                skipped.push((partition, (low - offset) as u64));
             }
             starts.push((partition, offset.max(low), low));
         }
-        self.skipped += skipped;
+        self.skipped.extend(skipped);
         self.skip_below = starts.iter().map(|&(p, next, _)| (p, next)).collect();
         let mut assignment = TopicPartitionList::new();
         for &p in &self.partitions {
@@ -303,7 +306,7 @@ impl KafkaReader {
     /// Records skipped so far because the positions to resume from were gone from the broker
     /// (`[source] on_missing_offsets = "skip"`).
     pub fn skipped_records(&self) -> u64 {
-        self.skipped
+        self.skipped.values().sum()
     }
 
     /// Records read so far without a usable event time in their payload (0 without a reader).

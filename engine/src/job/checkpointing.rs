@@ -191,23 +191,7 @@ pub(super) fn agree(
     mine: Option<Vec<u64>>,
     processes: usize,
 ) -> Agreed {
-    use std::cell::RefCell;
-    use std::rc::Rc;
-    use timely::dataflow::operators::vec::Broadcast;
-    use timely::dataflow::operators::{Inspect, Probe, ToStream};
-
-    let lists: Rc<RefCell<Vec<Vec<u64>>>> = Rc::default();
-    let received = lists.clone();
-    let probe = worker.dataflow::<u64, _, _>(move |scope| {
-        mine.into_iter()
-            .to_stream(scope)
-            .broadcast()
-            .inspect(move |list| received.borrow_mut().push(list.clone()))
-            .probe()
-            .0
-    });
-    worker.step_while(|| !probe.done());
-    let lists = lists.borrow();
+    let lists = gather(worker, mine);
     let any = lists.iter().any(|list| !list.is_empty());
     let epoch = match lists.first() {
         Some(first) if lists.len() >= processes => first
@@ -218,6 +202,32 @@ pub(super) fn agree(
         _ => None,
     };
     Agreed { epoch, any }
+}
+
+/// What every worker of the job said (`mine` is this worker's say, if any), in the order they
+/// arrived: a round every worker takes part in, before the job's dataflow is built.
+pub(super) fn gather<T>(worker: &mut timely::worker::Worker, mine: Option<T>) -> Vec<T>
+where
+    T: timely::ExchangeData + Clone,
+{
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use timely::dataflow::operators::vec::Broadcast;
+    use timely::dataflow::operators::{Inspect, Probe, ToStream};
+
+    let said: Rc<RefCell<Vec<T>>> = Rc::default();
+    let received = said.clone();
+    let probe = worker.dataflow::<u64, _, _>(move |scope| {
+        mine.into_iter()
+            .to_stream(scope)
+            .broadcast()
+            .inspect(move |item| received.borrow_mut().push(item.clone()))
+            .probe()
+            .0
+    });
+    worker.step_while(|| !probe.done());
+    let said = said.borrow().clone();
+    said
 }
 
 #[cfg(test)]

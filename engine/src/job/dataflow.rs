@@ -1,7 +1,7 @@
 //! The job's timely dataflow: what every worker needs (a [`Plan`]), how each worker opens its
 //! clients and builds its operators, and running the workers to their end.
 
-use super::checkpointing::{agree, checkpointing, Checkpointing};
+use super::checkpointing::{agree, checkpointing, gather, Checkpointing};
 use super::sinks::{OutputPlace, OutputSinks, Outputs};
 use super::{Cluster, RunOptions};
 use crate::catalog::{Catalog, ReaderContext, Source};
@@ -12,6 +12,7 @@ use millrace_connectors::kafka::Brokers;
 use millrace_models::fmap::{Layout, Parser};
 use millrace_models::{DeadLetter, Decoder, FeatureMap, Registry};
 use millrace_operators::checkpoint::Collector;
+use millrace_operators::restored_positions;
 use millrace_operators::{
     ingest_partitions, BufferSamples, Checkpoints, Deliver, EventTime, Featurize, JoinLabels,
     LabelJoinConfig, Mirror, Outlet, ParseEvents, PartitionReader, PublishPolicy, SampleConfig,
@@ -182,6 +183,19 @@ fn timely_config(cluster: Option<&Cluster>, workers: usize) -> timely::Config {
     }
 }
 
+/// Why `source` cannot resume where the checkpoint `collector` restores says for worker
+/// `index`, if it cannot: its part unreadable, or the reader's seek refused.
+fn resume_problem(
+    collector: &Collector,
+    index: usize,
+    source: &mut dyn PartitionReader,
+) -> Option<String> {
+    match restored_positions(collector, index)? {
+        Ok(positions) => source.seek(&positions).err().map(|e| e.to_string()),
+        Err(error) => Some(format!("its checkpoint part is unreadable: {error}")),
+    }
+}
+
 impl Plan {
     /// One worker's life: agree on the checkpoint to restore, open the clients, build the
     /// dataflow (timely runs it once this returns).
@@ -223,7 +237,16 @@ impl Plan {
             ),
             None => None,
         };
-        let source = self.source(index, peers)?;
+        let mut source = self.source(index, peers)?;
+        // Every worker seeks where the checkpoint says before any builds the dataflow, and all
+        // fail alike when one cannot (records retention deleted, say): a worker that stopped
+        // alone would leave the others, in this process or another, waiting on it.
+        let cannot = collector
+            .as_ref()
+            .and_then(|c| resume_problem(c, index, &mut *source));
+        if let Some(reason) = gather(worker, cannot).into_iter().next() {
+            return Err(WorkerError::Resume(reason));
+        }
         let place = OutputPlace {
             catalog: &self.catalog,
             bootstrap: &self.bootstrap,

@@ -216,6 +216,9 @@ pub(super) fn check(job: &Sections<'_>) -> Vec<String> {
         if checkpoint.state_dir.as_os_str().is_empty() {
             list.push("`state_dir` must name a directory".to_owned());
         }
+        if checkpoint.max_failures == 0 {
+            list.push("`max_failures` must be >= 1 (got 0)".to_owned());
+        }
         if checkpoint.keep == 0 {
             list.push("`keep` must be >= 1 (got 0)".to_owned());
         }

@@ -46,20 +46,8 @@ impl Registry {
             .map_err(|e| Error::io(&path, e))
     }
 
-    /// Withdraws `holder`'s hold on the model `name` (a server that stops).
-    ///
-    /// # Errors
-    ///
-    /// For an invalid name, or when the file exists and cannot be removed.
-    pub fn release(&self, name: &str, holder: &str) -> Result<()> {
-        let path = self.model_dir(name)?.join(HOLDS).join(holder);
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&path, e)),
-            _ => Ok(()),
-        }
-    }
-
-    /// The versions of the model `name` that fresh hold files name.
+    /// The versions of the model `name` that fresh hold files name. Stale ones (their servers
+    /// gone) are removed as they are found.
     ///
     /// # Errors
     ///
@@ -78,7 +66,12 @@ impl Registry {
                 .metadata()
                 .and_then(|m| m.modified())
                 .is_ok_and(|at| now.duration_since(at).unwrap_or_default() < HOLD_TTL);
-            if !fresh || entry.file_name().to_string_lossy().starts_with('.') {
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            if !fresh {
+                // Best effort: a stale hold holds nothing whether or not it goes.
+                let _ = fs::remove_file(entry.path());
                 continue;
             }
             // An unreadable hold (a holder's partial write cannot be: it renames) holds
@@ -122,8 +115,8 @@ impl Registry {
     }
 
     /// Removes what publishers that died left in the registry: the temporary directories of
-    /// versions they never renamed into place, and versions they were removing. Call it when
-    /// no other publisher writes to the registry (one job publishes to it). Returns how many.
+    /// versions they never renamed into place (`.tmp-v<version>-<pid>`, of a process no longer
+    /// running on this host), and versions they were removing. Returns how many.
     ///
     /// # Errors
     ///
@@ -135,7 +128,11 @@ impl Registry {
                 let entry = entry.map_err(|e| Error::io(&model, e))?;
                 let name = entry.file_name();
                 let name = name.to_string_lossy();
-                if name.starts_with(".tmp-v") || name.starts_with(".gone-v") {
+                let orphan = match name.strip_prefix(".tmp-v") {
+                    Some(rest) => !publisher_alive(rest),
+                    None => name.starts_with(".gone-v"),
+                };
+                if orphan {
                     let path = entry.path();
                     fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
                     removed += 1;
@@ -164,6 +161,23 @@ impl Registry {
     }
 }
 
+/// Whether the process that named a temporary directory `<version>-<pid>` is still running
+/// here (a publisher of another job on this host, mid-version): its directory is not an
+/// orphan. This process's own are (it has not published yet when it cleans up); on a system
+/// without `/proc`, every other one is taken for running.
+fn publisher_alive(version_and_pid: &str) -> bool {
+    let Some(pid) = version_and_pid
+        .rsplit_once('-')
+        .and_then(|(_, pid)| pid.parse::<u32>().ok())
+    else {
+        return false;
+    };
+    if pid == std::process::id() {
+        return false;
+    }
+    !Path::new("/proc/self").exists() || Path::new("/proc").join(pid.to_string()).exists()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,7 +204,7 @@ mod tests {
         registry.hold("ctr", "server-b", &[3, 6]).unwrap();
         assert_eq!(registry.prune("ctr", 2).unwrap(), vec![1, 4]);
         assert_eq!(registry.versions("ctr").unwrap(), vec![2, 3, 5, 6]);
-        registry.release("ctr", "server-a").unwrap();
+        fs::remove_file(dir.path().join("ctr").join(HOLDS).join("server-a")).unwrap();
         assert_eq!(registry.prune("ctr", 2).unwrap(), vec![2]);
         // A stale hold (its server went away) holds nothing.
         let stale = dir.path().join("ctr").join(HOLDS).join("server-b");
@@ -215,12 +229,16 @@ mod tests {
         let registry = Registry::open(dir.path()).unwrap();
         publish(&registry, 1);
         let model = dir.path().join("ctr");
-        fs::create_dir_all(model.join(".tmp-v2-4242")).unwrap();
-        fs::write(model.join(".tmp-v2-4242").join("meta.json"), b"{").unwrap();
+        fs::create_dir_all(model.join(".tmp-v2-4194999")).unwrap();
+        fs::write(model.join(".tmp-v2-4194999").join("meta.json"), b"{").unwrap();
         fs::create_dir_all(model.join(".gone-v0")).unwrap();
+        // Another live publisher's version in the making stays.
+        let live = model.join(format!(".tmp-v3-{}", std::os::unix::process::parent_id()));
+        fs::create_dir_all(&live).unwrap();
         assert_eq!(registry.remove_orphans().unwrap(), 2);
+        assert!(live.exists());
         assert_eq!(registry.versions("ctr").unwrap(), vec![1]);
-        assert!(!model.join(".tmp-v2-4242").exists());
+        assert!(!model.join(".tmp-v2-4194999").exists());
         registry.load("ctr", 1).unwrap();
     }
 }

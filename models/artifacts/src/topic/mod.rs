@@ -8,7 +8,7 @@
 //! - `chunk/{model}/{tensor}/{i}`: chunk `i` of a tensor (by the name its architecture gives
 //!   it: `weights`, `factors`, …): [`CHUNK_ROWS`](crate::table::CHUNK_ROWS) rows (the last
 //!   chunk fewer), little-endian `f32`; a tensor so wide that such a chunk would pass
-//!   [`MAX_CHUNK_BYTES`] (a factorization machine of 12 factors or more) travels in chunks of
+//!   [`MAX_CHUNK_BYTES`] (a factorization machine of 13 factors or more) travels in chunks of
 //!   a smaller power of two of rows, which its manifest names (`chunk_rows`), so that every
 //!   message fits a broker's default limit (1 MB);
 //! - `fmap/{model}/{i}`: piece `i` of the FeatureMap's JSON, [`PIECE_BYTES`] each;
