@@ -94,6 +94,11 @@ impl Default for ServeOptions {
     }
 }
 
+/// The most instances an unbatched request may have to be scored on the async thread that
+/// took it (a few microseconds); a larger one goes to the blocking pool, so that it does not
+/// hold a thread the server's other connections need.
+const INLINE_INSTANCES: usize = 16;
+
 /// Shadow scorings that run at once unless told otherwise.
 pub const DEFAULT_MAX_SHADOW_IN_FLIGHT: usize = 16;
 
@@ -306,9 +311,27 @@ async fn predict_inner(
                 .map_err(|unscored| refuse_unscored(stats, unscored))?;
             (scored.instances, scored.predictions)
         }
-        None => {
+        None if instances.len() <= INLINE_INSTANCES => {
             let mut counts = TransformCounts::default();
             let predictions = score_guarded(score, answer, &instances, &mut counts, Some(stats));
+            count_lookups(stats, &counts);
+            (instances, predictions)
+        }
+        None => {
+            let (answer, scorer) = (answer.clone(), store.clone());
+            let (instances, predictions, counts) = tokio::task::spawn_blocking(move || {
+                let mut counts = TransformCounts::default();
+                let stats = Some(scorer.stats());
+                let predictions = score_guarded(score, &answer, &instances, &mut counts, stats);
+                (instances, predictions, counts)
+            })
+            .await
+            .map_err(|_| {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the server is stopping".to_owned(),
+                )
+            })?;
             count_lookups(stats, &counts);
             (instances, predictions)
         }

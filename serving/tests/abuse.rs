@@ -3,97 +3,14 @@
 //! connections past the cap are closed at once; predict requests past the in-flight cap get a
 //! 503 at once; and every refusal is counted.
 
-use millrace_models::{FeatureSpec, ModelArtifact, Registry};
-use millrace_serving::{serve, ModelStore, ServeOptions};
+mod common;
+
+use common::Server;
+use millrace_serving::ServeOptions;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// A server of one model on a runtime of its own, stopped when dropped.
-struct Server {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    runtime: Option<tokio::runtime::Runtime>,
-    _dir: tempfile::TempDir,
-}
-
-impl Server {
-    fn start(options: ServeOptions) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::open(dir.path()).unwrap();
-        let spec = FeatureSpec::Hashed { hash_bits: 8 };
-        let n = spec.dimension(&millrace_models::Schema::criteo());
-        let mut artifact = ModelArtifact::logistic_regression("ctr", spec, vec![0.01; n]);
-        registry.publish(&mut artifact).unwrap();
-        let store = Arc::new(ModelStore::new(registry));
-        store.refresh();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        runtime.spawn(serve(store, listener, options, async move {
-            let _ = stopped.await;
-        }));
-        Server {
-            addr,
-            stop: Some(stop),
-            runtime: Some(runtime),
-            _dir: dir,
-        }
-    }
-
-    /// A whole request on a new connection: the status and the body.
-    fn request(&self, method: &str, path: &str, body: &str) -> (u16, String) {
-        let mut stream = TcpStream::connect(self.addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut response = String::new();
-        // A connection the server closes at once (past its cap) reads as status 0.
-        let _ = stream.read_to_string(&mut response);
-        let status = response
-            .get(9..12)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        (status, body)
-    }
-
-    fn metric(&self, name: &str) -> u64 {
-        let (_, metrics) = self.request("GET", "/metrics", "");
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_timeout(Duration::from_secs(5));
-        }
-    }
-}
 
 /// Whether the server closed `stream` (end of stream, a reset, or a last answer before the
 /// end) within the read timeout.

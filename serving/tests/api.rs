@@ -289,6 +289,56 @@ async fn models_of_a_map_spec_score_instances_with_their_feature_map() {
     );
 }
 
+/// A request of more instances than are scored inline goes to the blocking pool and answers as
+/// the same instances do one request each: the same predictions, the same lookups counted, and
+/// a bad instance among them still a 400 that names it.
+#[tokio::test]
+async fn a_large_request_is_scored_off_the_async_threads_alike() {
+    use millrace_models::fmap::{FeatureMapSpec, Schema};
+    use millrace_models::FeatureMap;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    let spec = FeatureMapSpec::criteo_default();
+    let layout = spec.compile(&Schema::criteo()).unwrap();
+    let mut parser = Parser::new(&layout);
+    let mut batch = EventBatch::new(39);
+    for line in lines(300) {
+        parser.parse_record(line.as_bytes(), 0, &mut batch).unwrap();
+    }
+    let map = FeatureMap::fit(layout, std::slice::from_ref(&batch));
+    let weights = (0..map.dimension())
+        .map(|i| (i % 7) as f32 / 10.0 - 0.3)
+        .collect();
+    let (_dir, store) = serve_map_model(spec, map, weights);
+    let instances: Vec<serde_json::Value> = (0..100)
+        .map(|i| serde_json::json!({"I1": i % 9, "C1": format!("{:08x}", i % 5)}))
+        .collect();
+    let body = serde_json::json!({ "instances": instances }).to_string();
+    let (status, json) = predict(&store, &body).await;
+    assert_eq!(status, 200, "{json}");
+    let large = json["predictions"].as_array().unwrap().clone();
+    let lookups = store.stats().vocab_lookups.load(Relaxed);
+    assert_eq!(
+        lookups, 100,
+        "one C1 lookup per instance, counted off the async threads"
+    );
+    for (i, instance) in instances.iter().enumerate() {
+        let body = serde_json::json!({ "instances": [instance] }).to_string();
+        let (status, json) = predict(&store, &body).await;
+        assert_eq!(status, 200, "{json}");
+        assert_eq!(json["predictions"][0], large[i], "instance {i}");
+    }
+    let mut bad = instances.clone();
+    bad[40] = serde_json::json!({"nope": 1});
+    let body = serde_json::json!({ "instances": bad }).to_string();
+    let (status, json) = predict(&store, &body).await;
+    assert_eq!(status, 400);
+    assert!(
+        json["error"].as_str().unwrap().contains("instance 40"),
+        "{json}"
+    );
+}
+
 /// A client that announces a body and never sends it gets a 408 once the time limit passes,
 /// from a real server on a socket.
 #[tokio::test]

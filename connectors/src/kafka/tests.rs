@@ -334,10 +334,22 @@ fn an_output_keeps_its_payload_and_headers_and_names_its_epoch() {
     assert_eq!(lost.load(Ordering::Relaxed), 0);
 }
 
-/// Messages the broker never acknowledges (it is unreachable past the message timeout) are
-/// counted as lost, not dropped silently; until then their epochs are unsettled.
-#[test]
-fn an_output_sink_counts_what_it_loses() {
+/// One message of `epoch`.
+fn output(epoch: u64) -> Output<'static> {
+    Output {
+        epoch,
+        key: None,
+        payload: b"p",
+        headers: &[],
+    }
+}
+
+/// A sink whose messages wait `message_timeout` (`None`: for ever, the block policy) on an
+/// embedded broker that becomes unreachable once a first message went through; messages of
+/// epochs 1 to 3 are then sent. The broker, the sink and its count of lost messages.
+fn sink_in_an_outage(
+    message_timeout: Option<Duration>,
+) -> (EmbeddedBroker, OutputSink, Arc<AtomicU64>) {
     let broker = EmbeddedBroker::start().unwrap();
     broker.create_topic("out", 1).unwrap();
     let lost = Arc::new(AtomicU64::new(0));
@@ -346,61 +358,42 @@ fn an_output_sink_counts_what_it_loses() {
         "out",
         "predictions",
         lost.clone(),
-        Some(Duration::from_secs(3)),
+        message_timeout,
     )
     .unwrap();
-    let output = |epoch| Output {
-        epoch,
-        key: None,
-        payload: b"p",
-        headers: &[],
-    };
     // The first message connects the producer (on a loaded machine it may itself time out).
     sink.send(output(0)).unwrap();
     sink.flush().unwrap();
-    let before = lost.load(Ordering::Relaxed);
+    lost.store(0, Ordering::Relaxed);
     broker.set_reachable(false).unwrap();
     for epoch in 1..=3 {
         sink.send(output(epoch)).unwrap();
     }
     assert_eq!(sink.unsettled_from(), Some(1));
+    (broker, sink, lost)
+}
+
+/// Messages the broker never acknowledges (it is unreachable past the message timeout) are
+/// counted as lost, not dropped silently; until then their epochs are unsettled.
+#[test]
+fn an_output_sink_counts_what_it_loses() {
+    let (_broker, mut sink, lost) = sink_in_an_outage(Some(Duration::from_secs(3)));
     let deadline = Instant::now() + Duration::from_secs(30);
-    while lost.load(Ordering::Relaxed) < before + 3 {
+    while lost.load(Ordering::Relaxed) < 3 {
         assert!(Instant::now() < deadline, "{lost:?} lost");
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = sink.flush();
-    assert_eq!(lost.load(Ordering::Relaxed), before + 3);
+    assert_eq!(lost.load(Ordering::Relaxed), 3);
     assert_eq!(sink.unsettled_from(), None, "lost and counted, so settled");
 }
 
-/// A blocking sink keeps every message through an outage longer than a dropping sink's
-/// timeout: none is lost, and their epochs stay unsettled until the broker acknowledges them.
+/// A blocking sink (`Undelivered::Block`: no message timeout) keeps every message through an
+/// outage longer than a dropping sink's timeout: none is lost, and their epochs stay unsettled
+/// until the broker acknowledges them.
 #[test]
 fn a_blocking_output_sink_rides_out_an_outage() {
-    let broker = EmbeddedBroker::start().unwrap();
-    broker.create_topic("out", 1).unwrap();
-    let lost = Arc::new(AtomicU64::new(0));
-    let mut sink = OutputSink::new(
-        &broker.brokers(),
-        "out",
-        "predictions",
-        lost.clone(),
-        Undelivered::Block,
-    )
-    .unwrap();
-    let output = |epoch| Output {
-        epoch,
-        key: None,
-        payload: b"p",
-        headers: &[],
-    };
-    sink.send(output(0)).unwrap();
-    sink.flush().unwrap();
-    broker.set_reachable(false).unwrap();
-    for epoch in 1..=3 {
-        sink.send(output(epoch)).unwrap();
-    }
+    let (broker, mut sink, lost) = sink_in_an_outage(None);
     // Longer than the dropping sink above waits before it counts its messages lost.
     std::thread::sleep(Duration::from_secs(6));
     assert_eq!(lost.load(Ordering::Relaxed), 0);
@@ -409,54 +402,6 @@ fn a_blocking_output_sink_rides_out_an_outage() {
     sink.flush().unwrap();
     assert_eq!(sink.unsettled_from(), None, "acknowledged");
     assert_eq!(lost.load(Ordering::Relaxed), 0);
-}
-
-/// The embedded broker keeps 5 MiB per partition (librdkafka's mock cluster drops the oldest
-/// record batches past it), as retention would: a position before what is left either fails
-/// the reader, naming what is gone, or is skipped with the exact count of records lost.
-#[test]
-fn a_position_retention_deleted_fails_or_is_skipped_and_counted() {
-    let broker = EmbeddedBroker::start().unwrap();
-    broker.create_topic("kept", 1).unwrap();
-    let mut producer = LineProducer::new(&broker.brokers(), "kept", 1).unwrap();
-    let payload = vec![b'x'; 100_000];
-    for _ in 0..120 {
-        producer.send(&payload).unwrap();
-    }
-    producer.flush(Duration::from_secs(30)).unwrap();
-    let probe: BaseConsumer = broker.brokers().client_config().create().unwrap();
-    let (low, high) = probe
-        .fetch_watermarks("kept", 0, Duration::from_secs(10))
-        .unwrap();
-    assert!(low > 5 && high == 120, "{low}..{high}");
-    let failing = KafkaSourceConfig {
-        bootstrap_servers: broker.bootstrap_servers(),
-        partitions: 1,
-        ..config("kept", "g")
-    };
-    assert_eq!(failing.on_missing_offsets, MissingOffsets::Fail);
-    let mut reader = KafkaReader::assign(&failing, &broker.brokers(), 0, 1, 1).unwrap();
-    let gone = reader.seek(&[(0, 5)]).unwrap_err();
-    assert!(
-        matches!(gone, crate::Error::OffsetGone { offset: 5, low: l, .. } if l == low),
-        "{gone}"
-    );
-    assert!(gone.to_string().contains("on_missing_offsets"), "{gone}");
-    // A position the broker still has is no loss.
-    reader.seek(&[(0, low + 1)]).unwrap();
-    assert_eq!(reader.skipped_records(), 0);
-
-    let skipping = KafkaSourceConfig {
-        on_missing_offsets: MissingOffsets::Skip,
-        ..failing
-    };
-    let mut reader = KafkaReader::assign(&skipping, &broker.brokers(), 0, 1, 1).unwrap();
-    reader.seek(&[(0, 5)]).unwrap();
-    assert_eq!(reader.skipped_records(), (low - 5) as u64);
-    let mut readers = [reader];
-    let records = read_all(&mut readers, (high - low) as usize);
-    assert_eq!(records[0].offset, low);
-    assert_eq!(records.len() as i64, high - low);
 }
 
 #[test]
