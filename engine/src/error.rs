@@ -116,6 +116,10 @@ pub enum WorkerError {
     /// for every worker of the job): reading from anywhere else would lose or repeat records.
     #[error("the source cannot resume where the checkpoint says: {0}")]
     Resume(String),
+    /// Another worker of the job could not start (its error, whole): this one stops with it
+    /// rather than wait for it in the dataflow.
+    #[error("another worker could not start: {0}")]
+    Peer(String),
     /// The worker's thread panicked. Timely hands on only the payload's type, so the message is
     /// the one the panic hook printed.
     #[error("its thread panicked (the panic's message is printed above)")]

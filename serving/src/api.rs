@@ -210,14 +210,14 @@ fn micros(p: f32) -> u64 {
 }
 
 async fn predict(
-    store: &Arc<ModelStore>,
+    (store, slot): (&Arc<ModelStore>, Slot),
     options: &ServeOptions,
     batcher: Option<&Batcher>,
     target: &str,
     key: Option<&str>,
     body: &[u8],
 ) -> Answer {
-    match predict_inner(store, options, batcher, target, key, body).await {
+    match predict_inner((store, slot), options, batcher, target, key, body).await {
         Ok(response) => {
             let stats = store.stats();
             stats.predict_requests.fetch_add(1, Ordering::Relaxed);
@@ -292,8 +292,10 @@ fn admit(
     Ok((route, request.instances))
 }
 
+/// Scores a request holding `slot`, its place among the predicts in flight: a request scored on
+/// the blocking pool keeps it until it is scored, even when its client has gone.
 async fn predict_inner(
-    store: &Arc<ModelStore>,
+    (store, slot): (&Arc<ModelStore>, Slot),
     options: &ServeOptions,
     batcher: Option<&Batcher>,
     target: &str,
@@ -320,6 +322,7 @@ async fn predict_inner(
         None => {
             let (answer, scorer) = (answer.clone(), store.clone());
             let (instances, predictions, counts) = tokio::task::spawn_blocking(move || {
+                let _slot = slot;
                 let mut counts = TransformCounts::default();
                 let stats = Some(scorer.stats());
                 let predictions = score_guarded(score, &answer, &instances, &mut counts, stats);
@@ -941,7 +944,7 @@ pub fn routes(
              store: Arc<ModelStore>,
              options: ServeOptions,
              batcher: Option<Batcher>| async move {
-                let Some(_slot) = Slot::take(&store, |s| &s.predicts_in_flight, options.max_in_flight) else {
+                let Some(slot) = Slot::take(&store, |s| &s.predicts_in_flight, options.max_in_flight) else {
                     store.stats().in_flight_refused.fetch_add(1, Ordering::Relaxed);
                     return error(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -958,7 +961,8 @@ pub fn routes(
                 match receive(&store, &options, body, options.max_body_bytes).await {
                     Ok(body) => {
                         let batcher = batcher.as_ref();
-                        predict(&store, &options, batcher, &target, key.as_deref(), &body).await
+                        let request = (&store, slot);
+                        predict(request, &options, batcher, &target, key.as_deref(), &body).await
                     }
                     Err(answer) => answer,
                 }

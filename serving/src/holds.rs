@@ -17,6 +17,9 @@ pub(crate) struct Holds {
     holder: String,
     /// What each model's hold file says, and when it was written.
     written: Mutex<BTreeMap<String, (BTreeSet<u64>, Instant)>>,
+    /// When a failed write was last logged (they are tried at every renewal, logged a minute
+    /// apart).
+    warned: Mutex<Option<Instant>>,
 }
 
 impl Holds {
@@ -27,12 +30,13 @@ impl Holds {
         Holds {
             holder: format!("serve-{}-{started}", std::process::id()),
             written: Mutex::default(),
+            warned: Mutex::default(),
         }
     }
 
     /// Writes the holds of `models` (every version in memory, guests under their own model)
-    /// that changed or are due; a hold that cannot be written is logged and tried at the next
-    /// renewal.
+    /// that changed or are due; a hold that cannot be written is tried again at the next
+    /// renewal, and logged at most once a minute.
     pub(crate) fn renew(
         &self,
         source: &dyn VersionSource,
@@ -59,12 +63,18 @@ impl Holds {
                 continue;
             }
             let list: Vec<u64> = versions.iter().copied().collect();
-            // A failed write is tried again when the next refresh is due, not at every poll
-            // (a read-only registry would log every 200 ms).
-            if let Err(error) = source.hold(&name, &self.holder, &list) {
-                tracing::warn!(model = %name, %error, "cannot write the hold on the versions served; a publisher pruning the registry may remove them");
+            match source.hold(&name, &self.holder, &list) {
+                Ok(()) => {
+                    written.insert(name, (versions, Instant::now()));
+                }
+                Err(error) => {
+                    let mut warned = self.warned.lock().unwrap_or_else(PoisonError::into_inner);
+                    if warned.is_none_or(|at| at.elapsed() >= HOLD_REFRESH) {
+                        tracing::warn!(model = %name, %error, "cannot write the hold on the versions served; a publisher pruning the registry may remove them");
+                        *warned = Some(Instant::now());
+                    }
+                }
             }
-            written.insert(name, (versions, Instant::now()));
         }
     }
 }

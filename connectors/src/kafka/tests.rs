@@ -344,23 +344,16 @@ fn output(epoch: u64) -> Output<'static> {
     }
 }
 
-/// A sink whose messages wait `message_timeout` (`None`: for ever, the block policy) on an
-/// embedded broker that becomes unreachable once a first message went through; messages of
-/// epochs 1 to 3 are then sent. The broker, the sink and its count of lost messages.
+/// A sink made by `make` (from the brokers and its lost-message counter) on an embedded broker
+/// that becomes unreachable once a first message went through; messages of epochs 1 to 3 are
+/// then sent. The broker, the sink and its count of lost messages.
 fn sink_in_an_outage(
-    message_timeout: Option<Duration>,
+    make: impl FnOnce(&Brokers, Arc<AtomicU64>) -> OutputSink,
 ) -> (EmbeddedBroker, OutputSink, Arc<AtomicU64>) {
     let broker = EmbeddedBroker::start().unwrap();
     broker.create_topic("out", 1).unwrap();
     let lost = Arc::new(AtomicU64::new(0));
-    let mut sink = OutputSink::with_message_timeout(
-        &broker.brokers(),
-        "out",
-        "predictions",
-        lost.clone(),
-        message_timeout,
-    )
-    .unwrap();
+    let mut sink = make(&broker.brokers(), lost.clone());
     // The first message connects the producer (on a loaded machine it may itself time out).
     sink.send(output(0)).unwrap();
     sink.flush().unwrap();
@@ -377,7 +370,10 @@ fn sink_in_an_outage(
 /// counted as lost, not dropped silently; until then their epochs are unsettled.
 #[test]
 fn an_output_sink_counts_what_it_loses() {
-    let (_broker, mut sink, lost) = sink_in_an_outage(Some(Duration::from_secs(3)));
+    let (_broker, mut sink, lost) = sink_in_an_outage(|brokers, lost| {
+        let timeout = Some(Duration::from_secs(3));
+        OutputSink::with_message_timeout(brokers, "out", "predictions", lost, timeout).unwrap()
+    });
     let deadline = Instant::now() + Duration::from_secs(30);
     while lost.load(Ordering::Relaxed) < 3 {
         assert!(Instant::now() < deadline, "{lost:?} lost");
@@ -388,12 +384,14 @@ fn an_output_sink_counts_what_it_loses() {
     assert_eq!(sink.unsettled_from(), None, "lost and counted, so settled");
 }
 
-/// A blocking sink (`Undelivered::Block`: no message timeout) keeps every message through an
-/// outage longer than a dropping sink's timeout: none is lost, and their epochs stay unsettled
-/// until the broker acknowledges them.
+/// A blocking sink (`Undelivered::Block`) keeps every message through an outage longer than a
+/// dropping sink's timeout: none is lost, and their epochs stay unsettled until the broker
+/// acknowledges them.
 #[test]
 fn a_blocking_output_sink_rides_out_an_outage() {
-    let (broker, mut sink, lost) = sink_in_an_outage(None);
+    let (broker, mut sink, lost) = sink_in_an_outage(|brokers, lost| {
+        OutputSink::new(brokers, "out", "predictions", lost, Undelivered::Block).unwrap()
+    });
     // Longer than the dropping sink above waits before it counts its messages lost.
     std::thread::sleep(Duration::from_secs(6));
     assert_eq!(lost.load(Ordering::Relaxed), 0);
@@ -402,6 +400,54 @@ fn a_blocking_output_sink_rides_out_an_outage() {
     sink.flush().unwrap();
     assert_eq!(sink.unsettled_from(), None, "acknowledged");
     assert_eq!(lost.load(Ordering::Relaxed), 0);
+}
+
+/// The embedded broker keeps 5 MiB per partition (librdkafka's mock cluster drops the oldest
+/// record batches past it), as retention would: a position before what is left either fails
+/// the reader, naming what is gone, or is skipped with the exact count of records lost.
+#[test]
+fn a_position_retention_deleted_fails_or_is_skipped_and_counted() {
+    let broker = EmbeddedBroker::start().unwrap();
+    broker.create_topic("kept", 1).unwrap();
+    let mut producer = LineProducer::new(&broker.brokers(), "kept", 1).unwrap();
+    let payload = vec![b'x'; 100_000];
+    for _ in 0..120 {
+        producer.send(&payload).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let probe: BaseConsumer = broker.brokers().client_config().create().unwrap();
+    let (low, high) = probe
+        .fetch_watermarks("kept", 0, Duration::from_secs(10))
+        .unwrap();
+    assert!(low > 5 && high == 120, "{low}..{high}");
+    let failing = KafkaSourceConfig {
+        bootstrap_servers: broker.bootstrap_servers(),
+        partitions: 1,
+        ..config("kept", "g")
+    };
+    assert_eq!(failing.on_missing_offsets, MissingOffsets::Fail);
+    let mut reader = KafkaReader::assign(&failing, &broker.brokers(), 0, 1, 1).unwrap();
+    let gone = reader.seek(&[(0, 5)]).unwrap_err();
+    assert!(
+        matches!(gone, crate::Error::OffsetGone { offset: 5, low: l, .. } if l == low),
+        "{gone}"
+    );
+    assert!(gone.to_string().contains("on_missing_offsets"), "{gone}");
+    // A position the broker still has is no loss.
+    reader.seek(&[(0, low + 1)]).unwrap();
+    assert_eq!(reader.skipped_records(), 0);
+
+    let skipping = KafkaSourceConfig {
+        on_missing_offsets: MissingOffsets::Skip,
+        ..failing
+    };
+    let mut reader = KafkaReader::assign(&skipping, &broker.brokers(), 0, 1, 1).unwrap();
+    reader.seek(&[(0, 5)]).unwrap();
+    assert_eq!(reader.skipped_records(), (low - 5) as u64);
+    let mut readers = [reader];
+    let records = read_all(&mut readers, (high - low) as usize);
+    assert_eq!(records[0].offset, low);
+    assert_eq!(records.len() as i64, high - low);
 }
 
 #[test]

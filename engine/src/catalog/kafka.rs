@@ -153,7 +153,7 @@ impl PartitionReader for KafkaIngest {
     fn seek(&mut self, positions: &[(i32, i64)]) -> Result<(), BoxError> {
         let before = self.reader.skipped_records();
         self.reader.seek(positions)?;
-        let skipped = self.reader.skipped_records() - before;
+        let skipped = self.reader.skipped_records().saturating_sub(before);
         self.skipped.fetch_add(skipped, Ordering::Relaxed);
         Ok(())
     }

@@ -1,11 +1,11 @@
 //! The job's timely dataflow: what every worker needs (a [`Plan`]), how each worker opens its
 //! clients and builds its operators, and running the workers to their end.
 
-use super::checkpointing::{agree, checkpointing, gather, Checkpointing};
+use super::checkpointing::{agree, checkpointing, gather, Agreed, Checkpointing};
 use super::sinks::{OutputPlace, OutputSinks, Outputs};
 use super::{Cluster, RunOptions};
 use crate::catalog::{Catalog, ReaderContext, Source};
-use crate::error::{worker_results, CheckpointError, Error, Result, WorkerError};
+use crate::error::{chain, worker_results, CheckpointError, Error, Result, WorkerError};
 use crate::metrics::JobStats;
 use crate::spec::JobSpec;
 use millrace_connectors::kafka::Brokers;
@@ -196,6 +196,10 @@ fn resume_problem(
     }
 }
 
+/// What a worker opened before its dataflow: the checkpoints' collector (when the job
+/// checkpoints), its reader of the source, and its outputs' writers.
+type Prepared = (Option<Collector>, Box<dyn PartitionReader>, Outputs);
+
 impl Plan {
     /// One worker's life: agree on the checkpoint to restore, open the clients, build the
     /// dataflow (timely runs it once this returns).
@@ -212,6 +216,42 @@ impl Plan {
             )
         });
         let restored_epoch = agreed.and_then(|a| a.epoch);
+        // What a worker opens before the dataflow can fail on one worker and not another (its
+        // own reader, a process's own state store or flags): every worker says whether it
+        // could, and all stop alike when one could not, so that none waits in the dataflow
+        // for one that stopped.
+        let prepared = self.prepare((index, peers), agreed, restored_epoch);
+        let failed = prepared.as_ref().err().map(|error| chain(error));
+        let failures = gather(worker, failed);
+        let (collector, source, outputs) = prepared?;
+        if let Some(first) = failures.into_iter().next() {
+            return Err(WorkerError::Peer(first));
+        }
+        // A bounded replay's end is the input's end; a stop asked for (SIGTERM) interrupts a
+        // checkpointed job where it is, to be resumed from its newest checkpoint.
+        let interrupt = if collector.is_some() {
+            Stop::Interrupt
+        } else {
+            Stop::End
+        };
+        // The operators built below take their checkpoint parts from it.
+        let checkpoints = collector.map_or_else(Checkpoints::none, Checkpoints::from_collector);
+        let plan = self.clone();
+        worker.dataflow::<u64, _, _>(move |scope| {
+            plan.build(scope, source, outputs, (interrupt, &checkpoints))
+        });
+        Ok(restored_epoch)
+    }
+
+    /// What worker `index` opens before the dataflow: the checkpoint to restore (refused
+    /// without a common one unless a fresh start is allowed), its reader, sought where the
+    /// checkpoint says, and its outputs' writers.
+    fn prepare(
+        &self,
+        (index, peers): (usize, usize),
+        agreed: Option<Agreed>,
+        restored_epoch: Option<u64>,
+    ) -> std::result::Result<Prepared, WorkerError> {
         if let (Some(c), Some(agreed)) = (&self.checkpointing, agreed) {
             if agreed.epoch.is_none() && agreed.any {
                 let refusal = CheckpointError::NoneInCommon {
@@ -238,13 +278,10 @@ impl Plan {
             None => None,
         };
         let mut source = self.source(index, peers)?;
-        // Every worker seeks where the checkpoint says before any builds the dataflow, and all
-        // fail alike when one cannot (records retention deleted, say): a worker that stopped
-        // alone would leave the others, in this process or another, waiting on it.
-        let cannot = collector
+        if let Some(reason) = collector
             .as_ref()
-            .and_then(|c| resume_problem(c, index, &mut *source));
-        if let Some(reason) = gather(worker, cannot).into_iter().next() {
+            .and_then(|c| resume_problem(c, index, &mut *source))
+        {
             return Err(WorkerError::Resume(reason));
         }
         let place = OutputPlace {
@@ -254,20 +291,7 @@ impl Plan {
         };
         let outputs = Outputs::open(&self.outputs, &place, &self.stats, self.time.epoch_ms)
             .map_err(WorkerError::Output)?;
-        // A bounded replay's end is the input's end; a stop asked for (SIGTERM) interrupts a
-        // checkpointed job where it is, to be resumed from its newest checkpoint.
-        let interrupt = if collector.is_some() {
-            Stop::Interrupt
-        } else {
-            Stop::End
-        };
-        // The operators built below take their checkpoint parts from it.
-        let checkpoints = collector.map_or_else(Checkpoints::none, Checkpoints::from_collector);
-        let plan = self.clone();
-        worker.dataflow::<u64, _, _>(move |scope| {
-            plan.build(scope, source, outputs, (interrupt, &checkpoints))
-        });
-        Ok(restored_epoch)
+        Ok((collector, source, outputs))
     }
 
     /// The worker's reader of its share of the source's partitions.

@@ -70,8 +70,15 @@ impl Registry {
                 continue;
             }
             if !fresh {
-                // Best effort: a stale hold holds nothing whether or not it goes.
-                let _ = fs::remove_file(entry.path());
+                // Best effort, and only long past its time (a server may be renaming a fresh
+                // one into its place): a stale hold holds nothing whether or not it goes.
+                let long_stale = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|at| now.duration_since(at).unwrap_or_default() >= 2 * HOLD_TTL);
+                if long_stale {
+                    let _ = fs::remove_file(entry.path());
+                }
                 continue;
             }
             // An unreadable hold (a holder's partial write cannot be: it renames) holds
@@ -115,8 +122,10 @@ impl Registry {
     }
 
     /// Removes what publishers that died left in the registry: the temporary directories of
-    /// versions they never renamed into place (`.tmp-v<version>-<pid>`, of a process no longer
-    /// running on this host), and versions they were removing. Returns how many.
+    /// versions they never renamed into place (`.tmp-v<version>-<pid>`, of a process not
+    /// running on this host), and versions they were removing. A registry has one publishing
+    /// job: a publisher on another host, or in another PID namespace, writing to the same
+    /// directory would lose its version in the making. Returns how many.
     ///
     /// # Errors
     ///
