@@ -229,19 +229,28 @@ fn lines(n: usize) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn models_of_a_map_spec_score_instances_with_their_feature_map() {
-    use millrace_models::fmap::{FeatureMapSpec, Parser, Schema};
-    use millrace_models::{EventBatch, FeatureMap, Ftrl, FtrlParams};
-
-    let spec = FeatureMapSpec::criteo_default();
-    let layout = spec.compile(&Schema::criteo()).unwrap();
+/// The Criteo default FeatureMap spec, the map fitted to `lines(300)`, and those lines parsed.
+fn criteo_map_of_300_lines() -> (
+    millrace_models::FeatureMapSpec,
+    millrace_models::FeatureMap,
+    EventBatch,
+) {
+    let spec = millrace_models::FeatureMapSpec::criteo_default();
+    let layout = spec.compile(&millrace_models::Schema::criteo()).unwrap();
     let mut parser = Parser::new(&layout);
     let mut batch = EventBatch::new(39);
     for line in lines(300) {
         parser.parse_record(line.as_bytes(), 0, &mut batch).unwrap();
     }
-    let map = FeatureMap::fit(layout, std::slice::from_ref(&batch));
+    let map = millrace_models::FeatureMap::fit(layout, std::slice::from_ref(&batch));
+    (spec, map, batch)
+}
+
+#[tokio::test]
+async fn models_of_a_map_spec_score_instances_with_their_feature_map() {
+    use millrace_models::{Ftrl, FtrlParams};
+
+    let (spec, map, batch) = criteo_map_of_300_lines();
     let rows = map.transform(&batch, &mut Default::default());
     let mut ftrl = Ftrl::new(FtrlParams::default(), map.dimension());
     for _ in 0..5 {
@@ -294,18 +303,9 @@ async fn models_of_a_map_spec_score_instances_with_their_feature_map() {
 /// a bad instance among them still a 400 that names it.
 #[tokio::test]
 async fn a_large_request_is_scored_off_the_async_threads_alike() {
-    use millrace_models::fmap::{FeatureMapSpec, Schema};
-    use millrace_models::FeatureMap;
     use std::sync::atomic::Ordering::Relaxed;
 
-    let spec = FeatureMapSpec::criteo_default();
-    let layout = spec.compile(&Schema::criteo()).unwrap();
-    let mut parser = Parser::new(&layout);
-    let mut batch = EventBatch::new(39);
-    for line in lines(300) {
-        parser.parse_record(line.as_bytes(), 0, &mut batch).unwrap();
-    }
-    let map = FeatureMap::fit(layout, std::slice::from_ref(&batch));
+    let (spec, map, _) = criteo_map_of_300_lines();
     let weights = (0..map.dimension())
         .map(|i| (i % 7) as f32 / 10.0 - 0.3)
         .collect();

@@ -9,8 +9,6 @@ mod common;
 use common::Server;
 use millrace_serving::{BatchOptions, ServeOptions};
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 const CLIENTS: usize = 96;
@@ -27,29 +25,6 @@ fn peak_rss() -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .unwrap()
         * 1024
-}
-
-/// One predict with `body` on a new connection: its status (0 when the server closed the
-/// connection without one) and how long it took.
-fn predict(addr: std::net::SocketAddr, body: &str) -> (u16, Duration) {
-    let started = Instant::now();
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    // A refusal may come, and the connection close, before the body is all sent.
-    let _ = write!(
-        stream,
-        "POST /v1/models/ctr:predict HTTP/1.1\r\nHost: flood\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let status = response
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, started.elapsed())
 }
 
 #[test]
@@ -69,19 +44,18 @@ fn a_flood_is_refused_at_once_and_memory_stays_bounded() {
         .map(|i| format!(r#"{{"I1":{},"C1":"{}"}}"#, i % 7, "x".repeat(1900)))
         .collect();
     let body = format!(r#"{{"instances":[{}]}}"#, instances.join(","));
-    let (status, _) = predict(server.addr, &body);
+    let predict = |body: &str| {
+        let started = Instant::now();
+        let (status, _) = server.request("POST", "/v1/models/ctr:predict", body);
+        (status, started.elapsed())
+    };
+    let (status, _) = predict(&body);
     assert_eq!(status, 200, "one request alone is answered");
     let before = peak_rss();
     let started = Instant::now();
     let answers: Vec<(u16, Duration)> = std::thread::scope(|scope| {
         let clients: Vec<_> = (0..CLIENTS)
-            .map(|_| {
-                scope.spawn(|| {
-                    (0..REQUESTS)
-                        .map(|_| predict(server.addr, &body))
-                        .collect::<Vec<_>>()
-                })
-            })
+            .map(|_| scope.spawn(|| (0..REQUESTS).map(|_| predict(&body)).collect::<Vec<_>>()))
             .collect();
         clients
             .into_iter()

@@ -88,6 +88,7 @@ impl Source for KafkaSource {
             missing_event_times: worker.event_time_missing.clone(),
             reported: 0,
             skipped: worker.skipped.clone(),
+            sought: None,
         }))
     }
 
@@ -106,6 +107,10 @@ struct KafkaIngest {
     reported: u64,
     /// Records skipped because the broker no longer had them, counted for the whole job.
     skipped: Arc<AtomicU64>,
+    /// The positions of the last seek: the job seeks before it builds its dataflow and the
+    /// source operator again as it restores, and the second, the same, is not made again
+    /// (nothing was read between them; a second look at the broker could see other offsets).
+    sought: Option<Vec<(i32, i64)>>,
 }
 
 impl KafkaIngest {
@@ -151,6 +156,10 @@ impl PartitionReader for KafkaIngest {
     }
 
     fn seek(&mut self, positions: &[(i32, i64)]) -> Result<(), BoxError> {
+        if self.sought.as_deref() == Some(positions) {
+            return Ok(());
+        }
+        self.sought = Some(positions.to_vec());
         let before = self.reader.skipped_records();
         self.reader.seek(positions)?;
         let skipped = self.reader.skipped_records().saturating_sub(before);
