@@ -5,6 +5,8 @@ export CARGO_TARGET_DIR ?= $(MILLRACE_CACHE)/target
 export MILLRACE_TEST_BROKER ?= 127.0.0.1:19092
 export MILLRACE_TEST_S3 ?= http://127.0.0.1:19500
 export MILLRACE_TANSU ?= $(MILLRACE_CACHE)/tansu/bin/tansu
+# The test venv of the ecosystem's clients (tritonclient, …) that scripts/setup.sh installs.
+export MILLRACE_INTEROP_PYTHON ?= $(MILLRACE_CACHE)/venv-interop/bin/python
 # libtorch from the venv scripts/setup.sh installs: tch builds against it, the binaries load it.
 export LIBTORCH ?= $(MILLRACE_CACHE)/libtorch
 export LD_LIBRARY_PATH := $(LIBTORCH)/lib$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_PATH))

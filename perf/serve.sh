@@ -123,7 +123,7 @@ wait "$load" || true
 swapping=$(tail -n 1 "$WORK/swaps.txt")
 peak_rss=$(rss VmHWM)
 swaps=$(curl -s "http://$ADDR/metrics" | awk '$1 == "millrace_serving_swaps_total" { print $2 }')
-served=$(curl -s "http://$ADDR/v1/models/ctr" | python3 -c "import json,sys; print(json.load(sys.stdin)['version'])")
+served=$(curl -s "http://$ADDR/v1/models/ctr" | python3 -c "import json,sys; print(json.load(sys.stdin)['millrace']['version'])")
 
 python3 - "$predict" "$ping" "$steady" "$swapping" "$steady_rss" "$peak_rss" "$swaps" \
   "$served" "$conns" "${#versions[@]}" "$swap_seconds" "$uncached" "$uncached64" "$batched64" \

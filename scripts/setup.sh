@@ -7,13 +7,16 @@
 # the tests need: the tansu Kafka broker (built once into a cache outside the clone, then reused),
 # python3-venv for the confluent-kafka check of the embedded broker, moto's S3 server in a
 # venv (the object store that keeps a restarted broker's topics), and openssl and socat (a TLS
-# listener in front of a broker); with --with-perf, what
+# listener in front of a broker), and the stock clients of other servers the tests drive millrace with
+# (Triton's tritonclient, in a venv); with --with-perf, what
 # perf/serve.sh needs (wrk, curl).
 set -euo pipefail
 
 CACHE="${MILLRACE_CACHE:-$HOME/.cache/millrace}"
 TANSU_VERSION=0.6.0
 MOTO_VERSION=5.2.5
+TRITONCLIENT_VERSION=2.73.0
+NUMPY_VERSION=2.4.6
 # tch 0.24 is built for exactly this PyTorch.
 TORCH_VERSION=2.11.0
 mkdir -p "$CACHE"
@@ -56,4 +59,9 @@ if [ "${1:-}" = "--with-broker" ]; then
   [ -x "$moto/bin/python" ] || python3 -m venv "$moto"
   "$moto/bin/python" -c "import moto; assert moto.__version__ == '$MOTO_VERSION'" 2>/dev/null \
     || "$moto/bin/pip" install -q "moto[server]==$MOTO_VERSION"
+  # The ecosystem's stock clients that the tests drive millrace with.
+  interop="$CACHE/venv-interop"
+  [ -x "$interop/bin/python" ] || python3 -m venv "$interop"
+  "$interop/bin/python" -c "from importlib.metadata import version as v; assert v('tritonclient') == '$TRITONCLIENT_VERSION'" 2>/dev/null \
+    || "$interop/bin/pip" install -q "tritonclient[http]==$TRITONCLIENT_VERSION" "numpy==$NUMPY_VERSION"
 fi

@@ -8,7 +8,8 @@
 //! open connections past which a new one is closed at once and counted. With TLS, a client
 //! has as long for its handshake as for its headers; a failed handshake is counted.
 
-use crate::api::{routes, ServeOptions};
+use crate::api::routes;
+use crate::options::ServeOptions;
 use crate::store::ModelStore;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};

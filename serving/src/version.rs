@@ -4,6 +4,7 @@
 use crate::row_cache::RowCache;
 use crate::stats::VersionStats;
 use millrace_models::fmap::Parser;
+use millrace_models::schema::FieldType;
 use millrace_models::ServedModel;
 
 /// A model version in memory, ready to answer.
@@ -25,5 +26,20 @@ impl LoadedVersion {
     /// Rows in its cache.
     pub fn cached_rows(&self) -> usize {
         self.rows.as_ref().map_or(0, RowCache::len)
+    }
+
+    /// The fields an instance may hold, by name, with their types: its FeatureMap's schema
+    /// (empty for a model without one).
+    pub fn fields(&self) -> Vec<(&str, FieldType)> {
+        let Some(map) = &self.model.feature_map else {
+            return Vec::new();
+        };
+        let schema = &map.layout.schema;
+        schema
+            .fields
+            .iter()
+            .enumerate()
+            .filter_map(|(i, name)| Some((name.as_str(), schema.field_type(i)?)))
+            .collect()
     }
 }

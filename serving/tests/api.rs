@@ -114,7 +114,7 @@ async fn bad_requests_get_a_4xx_with_a_reason() {
     store.refresh();
     for (body, status, reason) in [
         ("{bad", 400, "invalid request body"),
-        (r#"{"instances":[]}"#, 400, "must not be empty"),
+        (r#"{"instances":[]}"#, 400, "at least one instance"),
         (
             r#"{"instances":[{}],"extra":1}"#,
             400,

@@ -111,7 +111,25 @@ impl Server {
             .call(warp::test::request().path("/v1/models/ctr"))
             .await;
         assert_eq!(status, 200);
-        json
+        // TF Serving's shape: every own version in memory is available; millrace's own status
+        // rides under `millrace`.
+        let available: Vec<u64> = json["model_version_status"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .inspect(|v| assert_eq!(v["state"], "AVAILABLE", "{json}"))
+            .map(|v| v["version"].as_str().unwrap().parse().unwrap())
+            .collect();
+        let own = &json["millrace"];
+        let loaded: Vec<u64> = own["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v.get("model").is_none())
+            .map(|v| v["version"].as_u64().unwrap())
+            .collect();
+        assert_eq!(available, loaded, "{json}");
+        own.clone()
     }
 }
 
@@ -694,7 +712,8 @@ async fn a_hundred_swaps_under_load_fail_no_request() {
     assert_eq!(server.store.entry("ctr").unwrap().versions.len(), 1);
 }
 
-/// Every path of the OpenAPI document is served (a placeholder becomes `ctr`).
+/// Every path of the OpenAPI document is served (the placeholders become `ctr`, version 1 and
+/// the label `stable`).
 #[tokio::test]
 async fn the_openapi_document_describes_the_routes() {
     let server = Server::new(1);
@@ -715,10 +734,13 @@ async fn the_openapi_document_describes_the_routes() {
         .contains("eight hex digits"));
     assert!(instance["I1"]["description"].is_string());
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 13);
+    assert_eq!(paths.len(), 28);
     for (path, operations) in paths {
         for (method, operation) in operations.as_object().unwrap() {
-            let path = path.replace("{name}", "ctr");
+            let path = path
+                .replace("{name}", "ctr")
+                .replace("{version}", "1")
+                .replace("{label}", "stable");
             let mut request = warp::test::request()
                 .method(&method.to_uppercase())
                 .path(&path)

@@ -27,6 +27,15 @@ impl Server {
         registry.publish(&mut artifact).unwrap();
         let store = Arc::new(ModelStore::new(registry));
         store.refresh();
+        Server::serve(store, options, dir)
+    }
+
+    /// A server of `store`, whose registry is in `dir`.
+    pub(crate) fn serve(
+        store: Arc<ModelStore>,
+        options: ServeOptions,
+        dir: tempfile::TempDir,
+    ) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

@@ -1,0 +1,107 @@
+//! Columns of field values to instances: the columnar request forms (TF Serving's `inputs`,
+//! the Open Inference Protocol's tensors) become the same instance objects that `instances`
+//! sends, so every form is scored, cached and batched by one path.
+
+use crate::reply::{bad_request, Refusal};
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+/// One named column: a value per instance, `null` for a missing one.
+#[derive(Debug)]
+pub(crate) struct Column {
+    /// The field it holds.
+    pub(crate) name: String,
+    /// Its values, one per instance.
+    pub(crate) values: Vec<Value>,
+}
+
+/// The instances of `columns`, one object per row of the field values that are not `null`.
+///
+/// # Errors
+///
+/// A 400 when the columns hold different numbers of values, or a field comes twice.
+pub(crate) fn instances(columns: &[Column]) -> Result<Vec<Box<RawValue>>, Refusal> {
+    let Some(first) = columns.first() else {
+        return Err(bad_request("the request holds no input"));
+    };
+    let rows = first.values.len();
+    for (i, column) in columns.iter().enumerate() {
+        if column.values.len() != rows {
+            return Err(bad_request(format!(
+                "input `{}` holds {} values but `{}` holds {rows}: every input needs one value per instance",
+                column.name,
+                column.values.len(),
+                first.name
+            )));
+        }
+        if columns[..i].iter().any(|c| c.name == column.name) {
+            return Err(bad_request(format!("input `{}` comes twice", column.name)));
+        }
+    }
+    let keys: Vec<String> = columns
+        .iter()
+        .map(|c| Value::String(c.name.clone()).to_string())
+        .collect();
+    (0..rows)
+        .map(|row| {
+            let mut text = String::from("{");
+            for (key, column) in keys.iter().zip(columns) {
+                let value = &column.values[row];
+                if value.is_null() {
+                    continue;
+                }
+                if text.len() > 1 {
+                    text.push(',');
+                }
+                text.push_str(key);
+                text.push(':');
+                text.push_str(&value.to_string());
+            }
+            text.push('}');
+            RawValue::from_string(text).map_err(|e| bad_request(format!("instance {row}: {e}")))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn column(name: &str, values: Value) -> Column {
+        Column {
+            name: name.to_owned(),
+            values: values.as_array().unwrap().clone(),
+        }
+    }
+
+    #[test]
+    fn rows_are_objects_of_the_columns_values_without_nulls() {
+        let columns = [
+            column("I1", json!([3, null, 2.5])),
+            column("C\"1", json!(["a", "b", null])),
+        ];
+        let rows: Vec<Value> = instances(&columns)
+            .unwrap()
+            .iter()
+            .map(|raw| serde_json::from_str(raw.get()).unwrap())
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                json!({"I1": 3, "C\"1": "a"}),
+                json!({"C\"1": "b"}),
+                json!({"I1": 2.5})
+            ]
+        );
+    }
+
+    #[test]
+    fn uneven_or_repeated_columns_are_refused() {
+        let uneven = [column("a", json!([1, 2])), column("b", json!([1]))];
+        assert!(instances(&uneven).unwrap_err().1.contains("`b` holds 1"));
+        let twice = [column("a", json!([1])), column("a", json!([2]))];
+        assert!(instances(&twice).unwrap_err().1.contains("comes twice"));
+        assert!(instances(&[]).is_err());
+    }
+}

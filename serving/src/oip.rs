@@ -1,0 +1,589 @@
+//! The Open Inference Protocol (v2) over REST, as Triton, KServe and Seldon speak it: health,
+//! server and model metadata, model readiness and `infer`. Each field of the served model's
+//! schema is an input tensor of that name (`BYTES` for categories and tokens, a number type for
+//! numbers, shape `[N]` or `[N, 1]`); the one output is `probability` (`FP32`, `[N]`). Tensors
+//! come as JSON `data` or, with Triton's binary tensor extension, as raw bytes after the JSON
+//! header (`Inference-Header-Content-Length`); outputs go back either way, as asked.
+
+use crate::columns::Column;
+use crate::predict::{Pick, Scored};
+use crate::reply::{bad_request, not_served, Refusal};
+use crate::store::ModelStore;
+use crate::version::LoadedVersion;
+use millrace_models::schema::FieldType;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+/// The header that gives the length of the JSON part of a body with binary tensors.
+pub(crate) const HEADER_LENGTH: &str = "inference-header-content-length";
+
+/// The one output of every model.
+const OUTPUT: &str = "probability";
+
+/// What a path under `/v2` asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum V2Path {
+    /// `GET /v2`: the server's metadata.
+    Server,
+    /// `GET /v2/health/live`.
+    Live,
+    /// `GET /v2/health/ready`: some model is served.
+    Ready,
+    /// `GET /v2/models/{name}[/versions/{v}]`: the model's metadata.
+    Model(String, Option<u64>),
+    /// `GET /v2/models/{name}[/versions/{v}]/ready`.
+    ModelReady(String, Option<u64>),
+    /// `POST /v2/models/{name}[/versions/{v}]/infer`.
+    Infer(String, Option<u64>),
+}
+
+impl V2Path {
+    /// The path that `tail` (after `/v2`) is; `None` for none.
+    pub(crate) fn parse(tail: &str) -> Option<V2Path> {
+        let segments: Vec<&str> = tail.split('/').filter(|s| !s.is_empty()).collect();
+        let (model, rest) = match segments.as_slice() {
+            [] => return Some(V2Path::Server),
+            ["health", "live"] => return Some(V2Path::Live),
+            ["health", "ready"] => return Some(V2Path::Ready),
+            ["models", name, "versions", version, rest @ ..] => {
+                ((*name, Some(version.parse().ok()?)), rest)
+            }
+            ["models", name, rest @ ..] => ((*name, None), rest),
+            _ => return None,
+        };
+        let (name, version) = (model.0.to_owned(), model.1);
+        match rest {
+            [] => Some(V2Path::Model(name, version)),
+            ["ready"] => Some(V2Path::ModelReady(name, version)),
+            ["infer"] => Some(V2Path::Infer(name, version)),
+            _ => None,
+        }
+    }
+
+    /// The method the path takes.
+    pub(crate) fn method(&self) -> &'static str {
+        match self {
+            V2Path::Infer(..) => "POST",
+            _ => "GET",
+        }
+    }
+}
+
+/// The version that answers a request for `version` (`None`: the model's traffic).
+pub(crate) fn pick(version: Option<u64>) -> Pick {
+    version.map_or(Pick::Traffic, Pick::Version)
+}
+
+/// `GET /v2`.
+pub(crate) fn server_metadata() -> Value {
+    json!({
+        "name": "millrace",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": ["binary_tensor_data"],
+    })
+}
+
+/// `GET /v2/models/{name}[/versions/{v}]`: the versions in memory, an input per schema field
+/// of the version asked (else the primary), and the output.
+///
+/// # Errors
+///
+/// A 404 when the model, or the version asked, is not served.
+pub(crate) fn model_metadata(
+    store: &ModelStore,
+    name: &str,
+    version: &LoadedVersion,
+) -> Result<Value, Refusal> {
+    let entry = store.entry(name).ok_or_else(|| not_served(name))?;
+    let versions: Vec<String> = entry.versions.keys().rev().map(u64::to_string).collect();
+    let inputs: Vec<Value> = version
+        .fields()
+        .into_iter()
+        .map(|(field, kind)| json!({"name": field, "datatype": datatype(kind), "shape": [-1]}))
+        .collect();
+    Ok(json!({
+        "name": name,
+        "versions": versions,
+        "platform": "millrace",
+        "inputs": inputs,
+        "outputs": [{"name": OUTPUT, "datatype": "FP32", "shape": [-1]}],
+    }))
+}
+
+/// The datatype a field's tensor is listed with.
+fn datatype(kind: FieldType) -> &'static str {
+    match kind {
+        FieldType::Number => "FP32",
+        FieldType::Category | FieldType::Tokens { .. } => "BYTES",
+    }
+}
+
+/// A tensor's element type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DataType {
+    Bool,
+    /// A signed integer of this many bytes.
+    Int(usize),
+    /// An unsigned integer of this many bytes.
+    Uint(usize),
+    /// A float of this many bytes.
+    Float(usize),
+    Bytes,
+}
+
+impl DataType {
+    fn parse(name: &str, input: &str) -> Result<DataType, Refusal> {
+        Ok(match name {
+            "BOOL" => DataType::Bool,
+            "INT8" => DataType::Int(1),
+            "INT16" => DataType::Int(2),
+            "INT32" => DataType::Int(4),
+            "INT64" => DataType::Int(8),
+            "UINT8" => DataType::Uint(1),
+            "UINT16" => DataType::Uint(2),
+            "UINT32" => DataType::Uint(4),
+            "UINT64" => DataType::Uint(8),
+            "FP32" => DataType::Float(4),
+            "FP64" => DataType::Float(8),
+            "BYTES" => DataType::Bytes,
+            "FP16" | "BF16" => {
+                return Err(bad_request(format!(
+                    "input `{input}`: {name} is not taken; send FP32 or FP64"
+                )))
+            }
+            _ => {
+                return Err(bad_request(format!(
+                    "input `{input}`: no datatype `{name}` in the protocol"
+                )))
+            }
+        })
+    }
+
+    /// The protocol's name of the type.
+    fn name(self) -> String {
+        match self {
+            DataType::Bool => "BOOL".to_owned(),
+            DataType::Int(n) => format!("INT{}", 8 * n),
+            DataType::Uint(n) => format!("UINT{}", 8 * n),
+            DataType::Float(n) => format!("FP{}", 8 * n),
+            DataType::Bytes => "BYTES".to_owned(),
+        }
+    }
+
+    /// Whether a field of `kind` takes tensors of this type: numbers take numbers; categories
+    /// take text, integers and booleans (as their text); tokens take text.
+    fn fits(self, kind: FieldType) -> bool {
+        match kind {
+            FieldType::Number => matches!(
+                self,
+                DataType::Int(_) | DataType::Uint(_) | DataType::Float(_)
+            ),
+            FieldType::Category => !matches!(self, DataType::Float(_)),
+            FieldType::Tokens { .. } => self == DataType::Bytes,
+        }
+    }
+
+    /// One element in JSON `data`, checked against the type.
+    fn json_element(self, value: Value, input: &str) -> Result<Value, Refusal> {
+        let fits = match self {
+            DataType::Bool => value.is_boolean(),
+            DataType::Int(_) => value.is_i64(),
+            DataType::Uint(_) => value.is_u64(),
+            DataType::Float(_) => value.is_number(),
+            DataType::Bytes => value.is_string(),
+        };
+        if fits {
+            Ok(value)
+        } else {
+            Err(bad_request(format!(
+                "input `{input}`: {value} is not an element of {}",
+                self.name()
+            )))
+        }
+    }
+
+    /// The elements of a binary tensor of `count` elements.
+    fn binary_elements(
+        self,
+        bytes: &[u8],
+        count: usize,
+        input: &str,
+    ) -> Result<Vec<Value>, Refusal> {
+        let wrong = |why: String| bad_request(format!("input `{input}`: {why}"));
+        if self == DataType::Bytes {
+            return bytes_elements(bytes, count).map_err(wrong);
+        }
+        let size = match self {
+            DataType::Bool => 1,
+            DataType::Int(n) | DataType::Uint(n) | DataType::Float(n) => n,
+            DataType::Bytes => unreachable!("handled above"),
+        };
+        if bytes.len() != size * count {
+            return Err(wrong(format!(
+                "{} bytes of binary data for {count} elements of {size} bytes",
+                bytes.len()
+            )));
+        }
+        Ok(bytes
+            .chunks_exact(size)
+            .map(|b| {
+                let mut le = [0u8; 8];
+                le[..size].copy_from_slice(b);
+                match self {
+                    DataType::Bool => json!(b[0] != 0),
+                    DataType::Int(n) => {
+                        let shift = 64 - 8 * n as u32;
+                        json!((i64::from_le_bytes(le) << shift) >> shift)
+                    }
+                    DataType::Uint(_) => json!(u64::from_le_bytes(le)),
+                    DataType::Float(4) => json!(f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                    _ => json!(f64::from_le_bytes(le)),
+                }
+            })
+            .collect())
+    }
+}
+
+/// The elements of a binary `BYTES` tensor: each a 4-byte little-endian length and that many
+/// bytes of UTF-8.
+fn bytes_elements(mut bytes: &[u8], count: usize) -> Result<Vec<Value>, String> {
+    let mut elements = Vec::with_capacity(count.min(bytes.len() / 4));
+    while !bytes.is_empty() {
+        let (length, rest) = bytes
+            .split_first_chunk::<4>()
+            .ok_or("a BYTES element's length is cut short")?;
+        let length = u32::from_le_bytes(*length) as usize;
+        let text = rest
+            .get(..length)
+            .ok_or("a BYTES element runs past the tensor's binary data")?;
+        let text = std::str::from_utf8(text).map_err(|_| "a BYTES element is not UTF-8 text")?;
+        elements.push(Value::String(text.to_owned()));
+        bytes = &rest[length..];
+    }
+    if elements.len() == count {
+        Ok(elements)
+    } else {
+        Err(format!(
+            "{} BYTES elements for a shape of {count}",
+            elements.len()
+        ))
+    }
+}
+
+#[derive(Deserialize)]
+struct InferBody {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+    inputs: Vec<InputTensor>,
+    #[serde(default)]
+    outputs: Option<Vec<OutputTensor>>,
+}
+
+#[derive(Deserialize)]
+struct InputTensor {
+    name: String,
+    shape: Vec<i64>,
+    datatype: String,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+    #[serde(default)]
+    data: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct OutputTensor {
+    name: String,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+}
+
+/// An `infer` request, read.
+#[derive(Debug)]
+pub(crate) struct Infer {
+    /// The request's `id`, given back.
+    id: Option<String>,
+    /// Each input's field, datatype and values.
+    inputs: Vec<(String, DataType)>,
+    /// The columns of the instances.
+    pub(crate) columns: Vec<Column>,
+    /// Whether `probability` goes back as binary data.
+    binary_output: bool,
+}
+
+/// Whether `parameters` sets `key` to `true`.
+fn flag(parameters: Option<&Map<String, Value>>, key: &str) -> Option<bool> {
+    parameters.and_then(|p| p.get(key)).and_then(Value::as_bool)
+}
+
+/// Reads an `infer` body: the JSON, then, when `header_length` is given, the binary tensors
+/// after it.
+///
+/// # Errors
+///
+/// A 400 that says what is wrong with the body.
+pub(crate) fn read_infer(body: &[u8], header_length: Option<&str>) -> Result<Infer, Refusal> {
+    let (header, mut binary) = match header_length {
+        None => (body, &[][..]),
+        Some(length) => {
+            let length: usize = length.trim().parse().map_err(|_| {
+                bad_request(format!(
+                    "`Inference-Header-Content-Length: {length}` is not a length"
+                ))
+            })?;
+            if length > body.len() {
+                return Err(bad_request(format!(
+                    "`Inference-Header-Content-Length` is {length}, past the body's {} bytes",
+                    body.len()
+                )));
+            }
+            body.split_at(length)
+        }
+    };
+    let request: InferBody = serde_json::from_slice(header)
+        .map_err(|e| bad_request(format!("invalid request body: {e}")))?;
+    let mut inputs = Vec::with_capacity(request.inputs.len());
+    let mut columns = Vec::with_capacity(request.inputs.len());
+    for tensor in request.inputs {
+        let (column, datatype) = read_input(tensor, &mut binary)?;
+        inputs.push((column.name.clone(), datatype));
+        columns.push(column);
+    }
+    if !binary.is_empty() {
+        return Err(bad_request(format!(
+            "{} bytes of binary data past the inputs' (their `binary_data_size` parameters)",
+            binary.len()
+        )));
+    }
+    let default = flag(request.parameters.as_ref(), "binary_data_output").unwrap_or(false);
+    let mut binary_output = default;
+    for output in request.outputs.unwrap_or_default() {
+        if output.name != OUTPUT {
+            return Err(bad_request(format!(
+                "no output `{}`: the model's one output is `{OUTPUT}`",
+                output.name
+            )));
+        }
+        binary_output = flag(output.parameters.as_ref(), "binary_data").unwrap_or(default);
+    }
+    Ok(Infer {
+        id: request.id,
+        inputs,
+        columns,
+        binary_output,
+    })
+}
+
+/// One input tensor as a column, its binary data taken from the front of `binary`.
+fn read_input(tensor: InputTensor, binary: &mut &[u8]) -> Result<(Column, DataType), Refusal> {
+    let name = tensor.name;
+    let datatype = DataType::parse(&tensor.datatype, &name)?;
+    let rows = match tensor.shape.as_slice() {
+        [n] | [n, 1] if *n >= 0 => *n as usize,
+        shape => {
+            return Err(bad_request(format!(
+            "input `{name}` has shape {shape:?}: an input is [N] or [N, 1], a value per instance"
+        )))
+        }
+    };
+    let binary_size = tensor
+        .parameters
+        .as_ref()
+        .and_then(|p| p.get("binary_data_size"))
+        .map(|size| {
+            size.as_u64()
+                .and_then(|s| usize::try_from(s).ok())
+                .ok_or_else(|| {
+                    bad_request(format!("input `{name}`: `binary_data_size` is not a size"))
+                })
+        })
+        .transpose()?;
+    let values = match (binary_size, tensor.data) {
+        (Some(size), None) => {
+            if size > binary.len() {
+                return Err(bad_request(format!(
+                    "input `{name}`: `binary_data_size` {size} runs past the body"
+                )));
+            }
+            let (bytes, rest) = binary.split_at(size);
+            *binary = rest;
+            datatype.binary_elements(bytes, rows, &name)?
+        }
+        (None, Some(data)) => {
+            let mut flat = Vec::with_capacity(rows);
+            flatten(data, &mut flat);
+            if flat.len() != rows {
+                return Err(bad_request(format!(
+                    "input `{name}` holds {} elements for a shape of {rows}",
+                    flat.len()
+                )));
+            }
+            flat.into_iter()
+                .map(|v| datatype.json_element(v, &name))
+                .collect::<Result<_, _>>()?
+        }
+        (Some(_), Some(_)) => {
+            return Err(bad_request(format!(
+                "input `{name}` has both `data` and binary data"
+            )))
+        }
+        (None, None) => return Err(bad_request(format!("input `{name}` has no `data`"))),
+    };
+    Ok((Column { name, values }, datatype))
+}
+
+/// The elements of a tensor's `data`, nested arrays read in row-major order.
+fn flatten(data: Value, into: &mut Vec<Value>) {
+    match data {
+        Value::Array(items) => items.into_iter().for_each(|item| flatten(item, into)),
+        scalar => into.push(scalar),
+    }
+}
+
+impl Infer {
+    /// Refuses inputs that `version` does not take: a name that is not a field of its schema,
+    /// or a datatype its field's values cannot be.
+    pub(crate) fn check(&self, version: &LoadedVersion) -> Result<(), Refusal> {
+        let fields = version.fields();
+        for (name, datatype) in &self.inputs {
+            let Some(&(_, kind)) = fields.iter().find(|(field, _)| field == name) else {
+                return Err(bad_request(format!(
+                    "input `{name}` is not a field of model `{}`'s schema",
+                    version.model.meta.name
+                )));
+            };
+            if !datatype.fits(kind) {
+                let field = match kind {
+                    FieldType::Number => "a number",
+                    FieldType::Category => "a category",
+                    FieldType::Tokens { .. } => "a tokens",
+                };
+                return Err(bad_request(format!(
+                    "input `{name}` is {}, which {field} field does not take (its tensor is {})",
+                    datatype.name(),
+                    self::datatype(kind)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The answer to the request scored: the JSON, and the binary data to send after it (empty
+    /// when the output goes back as JSON `data`).
+    pub(crate) fn answer(&self, scored: &Scored) -> (Value, Vec<u8>) {
+        let n = scored.predictions.len();
+        let mut output = json!({"name": OUTPUT, "datatype": "FP32", "shape": [n]});
+        let mut binary = Vec::new();
+        if self.binary_output {
+            binary = scored
+                .predictions
+                .iter()
+                .flat_map(|p| p.to_le_bytes())
+                .collect();
+            output["parameters"] = json!({"binary_data_size": binary.len()});
+        } else {
+            output["data"] = json!(scored.predictions);
+        }
+        let mut answer = json!({
+            "model_name": scored.model,
+            "model_version": scored.version.to_string(),
+            "outputs": [output],
+        });
+        if let Some(id) = &self.id {
+            answer["id"] = json!(id);
+        }
+        (answer, binary)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        let model = |v| ("ctr".to_owned(), v);
+        assert_eq!(V2Path::parse(""), Some(V2Path::Server));
+        assert_eq!(V2Path::parse("/health/ready"), Some(V2Path::Ready));
+        assert_eq!(
+            V2Path::parse("/models/ctr"),
+            Some(V2Path::Model(model(None).0, None))
+        );
+        assert_eq!(
+            V2Path::parse("/models/ctr/versions/3/infer"),
+            Some(V2Path::Infer(model(Some(3)).0, Some(3)))
+        );
+        assert_eq!(
+            V2Path::parse("/models/ctr/ready"),
+            Some(V2Path::ModelReady("ctr".to_owned(), None))
+        );
+        for bad in [
+            "/models",
+            "/models/ctr/versions/x",
+            "/models/ctr/other",
+            "/health",
+        ] {
+            assert_eq!(V2Path::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn json_and_binary_tensors_read_alike() {
+        let json_body = br#"{"id": "a", "inputs": [
+            {"name": "n", "shape": [2, 1], "datatype": "FP32", "data": [[1.5], [2]]},
+            {"name": "c", "shape": [2], "datatype": "BYTES", "data": ["x", "yz"]},
+            {"name": "i", "shape": [2], "datatype": "INT16", "data": [-3, 4]}]}"#;
+        let from_json = read_infer(json_body, None).unwrap();
+        let header = br#"{"id": "a", "inputs": [
+            {"name": "n", "shape": [2, 1], "datatype": "FP32", "parameters": {"binary_data_size": 8}},
+            {"name": "c", "shape": [2], "datatype": "BYTES", "parameters": {"binary_data_size": 11}},
+            {"name": "i", "shape": [2], "datatype": "INT16", "parameters": {"binary_data_size": 4}}],
+            "parameters": {"binary_data_output": true}}"#;
+        let mut body = header.to_vec();
+        body.extend(1.5f32.to_le_bytes());
+        body.extend(2f32.to_le_bytes());
+        body.extend(1u32.to_le_bytes());
+        body.extend(b"x");
+        body.extend(2u32.to_le_bytes());
+        body.extend(b"yz");
+        body.extend((-3i16).to_le_bytes());
+        body.extend(4i16.to_le_bytes());
+        let from_binary = read_infer(&body, Some(&header.len().to_string())).unwrap();
+        // The same numbers (`2` and `2.0` alike) and the same texts.
+        let values = |infer: &Infer| -> Vec<Vec<Value>> {
+            let same = |v: &Value| v.as_f64().map_or(v.clone(), |x| json!(x));
+            infer
+                .columns
+                .iter()
+                .map(|c| c.values.iter().map(same).collect())
+                .collect()
+        };
+        assert_eq!(values(&from_json), values(&from_binary));
+        assert_eq!(from_binary.columns[2].values, vec![json!(-3), json!(4)]);
+        assert!(!from_json.binary_output);
+        assert!(from_binary.binary_output);
+    }
+
+    #[test]
+    fn malformed_requests_say_why() {
+        for (body, why) in [
+            (&br#"{"inputs": [{"name": "a", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3, 4]}]}"#[..], "[N] or [N, 1]"),
+            (br#"{"inputs": [{"name": "a", "shape": [3], "datatype": "FP32", "data": [1, 2]}]}"#, "2 elements for a shape of 3"),
+            (br#"{"inputs": [{"name": "a", "shape": [1], "datatype": "BYTES", "data": [1]}]}"#, "1 is not an element of BYTES"),
+            (br#"{"inputs": [{"name": "a", "shape": [1], "datatype": "FP16", "data": [1]}]}"#, "FP16 is not taken"),
+            (br#"{"inputs": [{"name": "a", "shape": [1], "datatype": "INT64"}]}"#, "no `data`"),
+            (br#"{"inputs": [{"name": "a", "shape": [1], "datatype": "INT64", "data": [1]}], "outputs": [{"name": "b"}]}"#, "no output `b`"),
+            (br#"{"inputs": [{"name": "a", "shape": [1], "datatype": "INT64", "parameters": {"binary_data_size": 8}}]}"#, "runs past"),
+            (br#"{"nothing": 1}"#, "invalid request body"),
+        ] {
+            let (status, message) = read_infer(body, None).unwrap_err();
+            assert_eq!(status, 400);
+            assert!(message.contains(why), "{message} lacks {why}");
+        }
+        assert!(read_infer(b"{}", Some("9"))
+            .unwrap_err()
+            .1
+            .contains("past the body"));
+    }
+}

@@ -1,0 +1,42 @@
+//! The answers every route of the API shares: a JSON `{"error": …}` with its status (the form
+//! of TF Serving's and of the Open Inference Protocol's errors alike), and a 405 that names the
+//! method to use.
+
+use warp::http::StatusCode;
+use warp::reply::{json, with_header, with_status, Json, WithHeader, WithStatus};
+
+/// A JSON answer with its status.
+pub(crate) type Answer = WithStatus<Json>;
+
+/// A request refused: the status and the reason given.
+pub(crate) type Refusal = (StatusCode, String);
+
+/// `{"error": message}` with `status`.
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Answer {
+    with_status(
+        json(&serde_json::json!({ "error": message.into() })),
+        status,
+    )
+}
+
+/// A 405 that names the method to use in `Allow`.
+pub(crate) fn not_allowed(allow: &str, message: &str) -> WithHeader<Answer> {
+    with_header(
+        error(StatusCode::METHOD_NOT_ALLOWED, message),
+        "allow",
+        allow,
+    )
+}
+
+/// A 400 with `message`.
+pub(crate) fn bad_request(message: impl Into<String>) -> Refusal {
+    (StatusCode::BAD_REQUEST, message.into())
+}
+
+/// A 404 saying that `name` is not served.
+pub(crate) fn not_served(name: &str) -> Refusal {
+    (
+        StatusCode::NOT_FOUND,
+        format!("model `{name}` is not served (yet)"),
+    )
+}
