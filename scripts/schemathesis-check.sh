@@ -30,7 +30,8 @@ for _ in $(seq 100); do
 done
 curl -sf "http://$ADDR/readyz" >/dev/null || { cat "$work/log"; exit 1; }
 
-"$venv/bin/schemathesis" run "http://$ADDR/openapi.json" --checks all --max-examples 40 \
+"$venv/bin/schemathesis" --config-file scripts/schemathesis.toml run "http://$ADDR/openapi.json" \
+  --checks all --max-examples 40 \
   --generation-deterministic -H "Authorization: Bearer $(cat "$work/token")" --no-color
 
 for action in pin unpin promote rollback; do

@@ -218,7 +218,7 @@ impl DataType {
             DataType::Int(n) | DataType::Uint(n) | DataType::Float(n) => n,
             DataType::Bytes => unreachable!("handled above"),
         };
-        if bytes.len() != size * count {
+        if count.checked_mul(size) != Some(bytes.len()) {
             return Err(wrong(format!(
                 "{} bytes of binary data for {count} elements of {size} bytes",
                 bytes.len()
@@ -411,7 +411,9 @@ fn read_input(tensor: InputTensor, binary: &mut &[u8]) -> Result<(Column, DataTy
             datatype.binary_elements(bytes, rows, &name)?
         }
         (None, Some(data)) => {
-            let mut flat = Vec::with_capacity(rows);
+            // Not sized by the shape, which the client chose: by the data, which the body
+            // limit bounds.
+            let mut flat = Vec::new();
             flatten(data, &mut flat);
             if flat.len() != rows {
                 return Err(bad_request(format!(
@@ -585,5 +587,20 @@ mod tests {
             .unwrap_err()
             .1
             .contains("past the body"));
+        // A shape far past the data, in JSON and in binary, is refused without reserving it.
+        let huge = 9_000_000_000_000_000_000u64;
+        let tensor = |data: &str| {
+            format!(
+                r#"{{"inputs": [{{"name": "a", "shape": [{huge}], "datatype": "INT64", {data}}}]}}"#
+            )
+        };
+        let body = tensor(r#""data": [1]"#);
+        let refused = read_infer(body.as_bytes(), None).unwrap_err().1;
+        assert!(refused.contains("1 elements"), "{refused}");
+        let body = tensor(r#""parameters": {"binary_data_size": 8}"#);
+        let length = body.len().to_string();
+        let body = [body.into_bytes(), vec![0; 8]].concat();
+        let refused = read_infer(&body, Some(&length)).unwrap_err().1;
+        assert!(refused.contains("8 bytes"), "{refused}");
     }
 }

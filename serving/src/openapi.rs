@@ -1,6 +1,7 @@
-//! `/openapi.json`: the static description of the API, with the instance object of the served
-//! models' schemas: every model's FeatureMap lists its schema's fields by name and type (the
-//! written document, the Criteo instance, stands when no model is served).
+//! `/openapi.json`: the static description of the API, with the instance object, the columns
+//! and the tensor names of the served models' schemas: every model's FeatureMap lists its
+//! schema's fields by name and type (the written document, the Criteo instance, stands when no
+//! model is served).
 
 use crate::store::ModelStore;
 use millrace_models::fmap::spec::ParseMode;
@@ -30,14 +31,42 @@ pub(crate) fn openapi_for(store: &ModelStore) -> String {
     let Ok(mut document) = serde_json::from_str::<Value>(OPENAPI) else {
         return OPENAPI.to_owned();
     };
-    if let Some(instance) = document.pointer_mut("/components/schemas/Instance") {
-        *instance = json!({
+    let names: Vec<Value> = fields.keys().map(|name| json!(name)).collect();
+    let columns: Map<String, Value> = fields
+        .iter()
+        .map(|(name, field)| {
+            let column = json!({"type": "array", "minItems": 1, "items": field});
+            (name.clone(), column)
+        })
+        .collect();
+    let mut set = |pointer: &str, value: Value| {
+        if let Some(place) = document.pointer_mut(pointer) {
+            *place = value;
+        }
+    };
+    set(
+        "/components/schemas/Instance",
+        json!({
             "type": "object",
             "description": "A raw event of the served model's schema: its fields by name, any of them missing or null",
             "additionalProperties": false,
             "properties": Value::Object(fields),
-        });
-    }
+        }),
+    );
+    set(
+        "/components/schemas/ColumnsRequest/properties/inputs",
+        json!({
+            "type": "object",
+            "description": "A list of values per field of the served model's schema, one value per instance, every list as long",
+            "minProperties": 1,
+            "additionalProperties": false,
+            "properties": Value::Object(columns),
+        }),
+    );
+    set(
+        "/components/schemas/InferInput/properties/name",
+        json!({"type": "string", "description": "A field of the served model's schema", "enum": names}),
+    );
     document.to_string()
 }
 
