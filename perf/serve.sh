@@ -8,7 +8,8 @@
 #    publishes a version every 10k rows into a staging registry: 101 versions.
 # 2. `millrace serve` serves version 1. wrk (Debian package) saturates POST
 #    /v1/models/ctr:predict (one instance, 39 Criteo fields, perf/wrk/predict.json), then GET
-#    /v1/ping: QPS, p50, p99. The instance repeats, so it comes from the row cache; predict also
+#    /v1/ping, then the same instance as an Open Inference Protocol infer (POST
+#    /v2/models/ctr/infer, a tensor per field, perf/wrk/infer.json): QPS, p50, p99. The instance repeats, so it comes from the row cache; predict also
 #    runs against a second server without the cache, with 16 and with 64 connections, and
 #    against a third without the cache and with the dynamic batcher (64 connections).
 # 3. The fewest wrk connections (closed loop, no pacing) whose predict rate is at least half the
@@ -66,6 +67,9 @@ wrk_json() { "${LOAD_CPU[@]}" wrk "$@" | tail -n 1; }
 predict_url="http://$ADDR/v1/models/ctr:predict"
 predict=$(wrk_json -t1 -c16 -d10s -s perf/wrk/predict.lua "$predict_url")
 ping=$(wrk_json -t1 -c16 -d10s -s perf/wrk/ping.lua "http://$ADDR/v1/ping")
+# The same instance as an Open Inference Protocol (v2) infer: a tensor per field.
+infer=$(PREDICT_BODY=perf/wrk/infer.json wrk_json -t1 -c16 -d10s -s perf/wrk/predict.lua \
+  "http://$ADDR/v2/models/ctr/infer")
 
 # The same instance every time is a hit of the row cache after the first request: predict
 # again on a second server without the cache, which parses and transforms every request; then
@@ -127,17 +131,20 @@ served=$(curl -s "http://$ADDR/v1/models/ctr" | python3 -c "import json,sys; pri
 
 python3 - "$predict" "$ping" "$steady" "$swapping" "$steady_rss" "$peak_rss" "$swaps" \
   "$served" "$conns" "${#versions[@]}" "$swap_seconds" "$uncached" "$uncached64" "$batched64" \
-  "$at_half" "$at_half_connections" <<'PY'
+  "$at_half" "$at_half_connections" "$infer" <<'PY'
 import json, sys
 predict, ping, steady, swapping = (json.loads(a) for a in sys.argv[1:5])
 steady_rss, peak_rss, swaps, served, conns, versions, swap_seconds = (int(a) for a in sys.argv[5:12])
 uncached, uncached64, batched64, at_half = (json.loads(a) for a in sys.argv[12:16])
 at_half_connections = int(sys.argv[16])
+infer = json.loads(sys.argv[17])
 print(json.dumps({
     "weights": 1 << 24,
     "predict": predict,
     "ping": ping,
     "predict_share_of_ping_qps": round(predict["qps"] / ping["qps"], 3),
+    "infer_v2": infer,
+    "infer_v2_share_of_predict_qps": round(infer["qps"] / predict["qps"], 3),
     "predict_uncached": uncached,
     "predict_uncached_share_of_ping_qps": round(uncached["qps"] / ping["qps"], 3),
     "predict_uncached_64_connections": uncached64,

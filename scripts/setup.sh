@@ -8,7 +8,8 @@
 # python3-venv for the confluent-kafka check of the embedded broker, moto's S3 server in a
 # venv (the object store that keeps a restarted broker's topics), and openssl and socat (a TLS
 # listener in front of a broker), and the stock clients of other servers the tests drive millrace with
-# (Triton's tritonclient, in a venv); with --with-perf, what
+# (Triton's tritonclient, and the Prometheus Python client's exposition parsers, in a venv); with
+# --with-perf, what
 # perf/serve.sh needs (wrk, curl).
 set -euo pipefail
 
@@ -17,6 +18,7 @@ TANSU_VERSION=0.6.0
 MOTO_VERSION=5.2.5
 TRITONCLIENT_VERSION=2.73.0
 NUMPY_VERSION=2.4.6
+PROMETHEUS_CLIENT_VERSION=0.26.0
 # tch 0.24 is built for exactly this PyTorch.
 TORCH_VERSION=2.11.0
 mkdir -p "$CACHE"
@@ -62,6 +64,8 @@ if [ "${1:-}" = "--with-broker" ]; then
   # The ecosystem's stock clients that the tests drive millrace with.
   interop="$CACHE/venv-interop"
   [ -x "$interop/bin/python" ] || python3 -m venv "$interop"
-  "$interop/bin/python" -c "from importlib.metadata import version as v; assert v('tritonclient') == '$TRITONCLIENT_VERSION'" 2>/dev/null \
-    || "$interop/bin/pip" install -q "tritonclient[http]==$TRITONCLIENT_VERSION" "numpy==$NUMPY_VERSION"
+  "$interop/bin/python" -c "from importlib.metadata import version as v
+assert v('tritonclient') == '$TRITONCLIENT_VERSION' and v('prometheus-client') == '$PROMETHEUS_CLIENT_VERSION'" 2>/dev/null \
+    || "$interop/bin/pip" install -q "tritonclient[http]==$TRITONCLIENT_VERSION" "numpy==$NUMPY_VERSION" \
+      "prometheus-client==$PROMETHEUS_CLIENT_VERSION"
 fi

@@ -254,6 +254,17 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(
         !map,
         "{body}"
     );
+    // The job's metrics beside serving's pass the Prometheus client's parsers.
+    common::check_metrics(
+        addr,
+        &[
+            "millrace_build",
+            "millrace_learner_events",
+            "millrace_model_publish_duration_seconds",
+            "millrace_source_partition_watermark_seconds",
+            "millrace_serving_request_duration_seconds",
+        ],
+    );
 
     job.stop();
     let report = job.wait().unwrap();

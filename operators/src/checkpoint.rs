@@ -32,6 +32,7 @@
 //! and [`crate::parts`] lists a job's parts; operators are given their parts explicitly,
 //! through the [`crate::Checkpoints`] they are built with.
 
+use crate::durations::Durations;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -139,6 +140,8 @@ struct State {
     /// The last epoch each part's state covers, as it last said.
     settled: BTreeMap<(usize, String), u64>,
     figures: CheckpointFigures,
+    /// How long each checkpoint written took.
+    durations: Durations,
     /// The newest checkpoint that could not be written, and when it was last tried.
     failed: Option<(Checkpoint, Instant)>,
     /// Failed writes in a row past which the sources are held back.
@@ -189,6 +192,7 @@ impl Collector {
                 offers: BTreeMap::new(),
                 settled: BTreeMap::new(),
                 figures: CheckpointFigures::default(),
+                durations: Durations::default(),
                 failed: None,
                 max_failures: DEFAULT_MAX_FAILURES,
             })),
@@ -260,6 +264,11 @@ impl Collector {
     /// The figures so far.
     pub fn figures(&self) -> CheckpointFigures {
         self.lock().figures
+    }
+
+    /// How long each checkpoint written took.
+    pub fn durations(&self) -> Durations {
+        self.lock().durations.clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -412,6 +421,7 @@ impl Collector {
                 figures.last_epoch = Some(epoch);
                 figures.last_bytes = bytes as u64;
                 figures.last_seconds = started.elapsed().as_secs_f64();
+                state.durations.observe(started.elapsed());
                 figures.failed_in_a_row = 0;
                 state.failed = None;
                 tracing::debug!(epoch, bytes, "checkpoint written");

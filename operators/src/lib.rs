@@ -21,6 +21,7 @@
 
 pub mod checkpoint;
 pub mod deliver;
+pub mod durations;
 pub mod error;
 pub mod featurize;
 pub mod labels;

@@ -20,6 +20,7 @@
 //! ones included), carrying the weights across its versions.
 
 use crate::checkpoint::{self, Part};
+use crate::durations::Durations;
 use crate::featurize::{stash_for, Replica, Step};
 use crate::part_spec::{Checkpoints, PartSpec};
 use millrace_models::allreduce::{sum_deltas, DeltaChunk, Replicated};
@@ -116,6 +117,8 @@ pub struct TrainerStats {
     pub rounds: AtomicU64,
     /// Coordinates whose changes were summed in those rounds, counted on worker 0.
     pub synced_coordinates: AtomicU64,
+    /// How long each publication took (the registry, and the registry topic when mirrored).
+    pub publish_seconds: Durations,
     /// Each worker's progressive validation, as of its last report.
     quality: Mutex<BTreeMap<usize, Quality>>,
 }
@@ -1021,6 +1024,7 @@ impl Publisher {
         let quality = self.stats.summary();
         artifact.meta.progressive_auc = quality.auc;
         artifact.meta.progressive_logloss = quality.logloss;
+        let started = Instant::now();
         match self.config.registry.publish(&mut artifact) {
             Ok(version) => {
                 if let Some(Mirror(mirror)) = &self.config.mirror {
@@ -1029,6 +1033,7 @@ impl Publisher {
                         tracing::error!(model = %self.config.model, version, %error, "sending a model version to the registry topic failed");
                     }
                 }
+                self.stats.publish_seconds.observe(started.elapsed());
                 self.stats.model_version.store(version, Ordering::Relaxed);
                 self.stats
                     .published_events

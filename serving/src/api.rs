@@ -4,11 +4,15 @@
 use crate::admin::{admin, MAX_ADMIN_BODY};
 use crate::batch::Batcher;
 use crate::body::receive;
-use crate::metrics::metrics_text;
+use crate::exposition::{expose, register_build_info};
+use crate::metrics::ServingMetrics;
 use crate::model_api::{ApiPath, ModelApi};
 use crate::options::ServeOptions;
 use crate::reply::{error, not_allowed, Answer};
 use crate::store::ModelStore;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::registry::Registry;
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -106,11 +110,14 @@ pub fn routes(
                 with_status("ready", StatusCode::OK)
             }
         });
+    let registry = Arc::new(registry(&store, &options));
     let metrics = warp::path!("metrics")
         .and(warp::get())
-        .and(with_store.clone())
-        .and(with_options)
-        .map(|store: Arc<ModelStore>, options: ServeOptions| metrics_text(&store, &options));
+        .and(warp::header::optional::<String>("accept"))
+        .map(move |accept: Option<String>| {
+            let (text, content_type) = expose(&registry, accept.as_deref());
+            warp::reply::with_header(text, "content-type", content_type)
+        });
     let openapi = warp::path!("openapi.json")
         .and(warp::get())
         .and(with_store)
@@ -149,6 +156,28 @@ pub fn routes(
                 Ok::<_, Infallible>(recover(rejection))
             }
         })
+}
+
+/// The metrics of `/metrics`: the build, the serving side's, and the options' extra ones.
+fn registry(store: &Arc<ModelStore>, options: &ServeOptions) -> Registry {
+    let mut registry = Registry::default();
+    register_build_info(&mut registry);
+    let store = store.clone();
+    registry.register_collector(Box::new(ServingMetrics { store }));
+    if let Some(extra) = options.extra_metrics.clone() {
+        registry.register_collector(Box::new(Extra(extra)));
+    }
+    registry
+}
+
+/// Metrics collected elsewhere, shared.
+#[derive(Debug)]
+struct Extra(Arc<dyn Collector>);
+
+impl Collector for Extra {
+    fn encode(&self, encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
 }
 
 /// The method a path of the API takes (admin paths answer every method themselves).

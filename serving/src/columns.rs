@@ -5,14 +5,16 @@
 use crate::reply::{bad_request, Refusal};
 use serde_json::value::RawValue;
 use serde_json::Value;
+use std::borrow::Cow;
 
-/// One named column: a value per instance, `null` for a missing one.
+/// One named column: a value per instance, as JSON text (`null` for a missing one), borrowed
+/// from the request where it can be.
 #[derive(Debug)]
-pub(crate) struct Column {
+pub(crate) struct Column<'a> {
     /// The field it holds.
-    pub(crate) name: String,
+    pub(crate) name: Cow<'a, str>,
     /// Its values, one per instance.
-    pub(crate) values: Vec<Value>,
+    pub(crate) values: Vec<Cow<'a, str>>,
 }
 
 /// The instances of `columns`, one object per row of the field values that are not `null`.
@@ -20,7 +22,7 @@ pub(crate) struct Column {
 /// # Errors
 ///
 /// A 400 when the columns hold different numbers of values, or a field comes twice.
-pub(crate) fn instances(columns: &[Column]) -> Result<Vec<Box<RawValue>>, Refusal> {
+pub(crate) fn instances(columns: &[Column<'_>]) -> Result<Vec<Box<RawValue>>, Refusal> {
     let Some(first) = columns.first() else {
         return Err(bad_request("the request holds no input"));
     };
@@ -40,14 +42,14 @@ pub(crate) fn instances(columns: &[Column]) -> Result<Vec<Box<RawValue>>, Refusa
     }
     let keys: Vec<String> = columns
         .iter()
-        .map(|c| Value::String(c.name.clone()).to_string())
+        .map(|c| Value::String(c.name.to_string()).to_string())
         .collect();
     (0..rows)
         .map(|row| {
             let mut text = String::from("{");
             for (key, column) in keys.iter().zip(columns) {
                 let value = &column.values[row];
-                if value.is_null() {
+                if value == "null" {
                     continue;
                 }
                 if text.len() > 1 {
@@ -55,7 +57,7 @@ pub(crate) fn instances(columns: &[Column]) -> Result<Vec<Box<RawValue>>, Refusa
                 }
                 text.push_str(key);
                 text.push(':');
-                text.push_str(&value.to_string());
+                text.push_str(value);
             }
             text.push('}');
             RawValue::from_string(text).map_err(|e| bad_request(format!("instance {row}: {e}")))
@@ -68,10 +70,15 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn column(name: &str, values: Value) -> Column {
+    fn column(name: &str, values: Value) -> Column<'_> {
+        let texts = values
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_string().into());
         Column {
-            name: name.to_owned(),
-            values: values.as_array().unwrap().clone(),
+            name: name.into(),
+            values: texts.collect(),
         }
     }
 

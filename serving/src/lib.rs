@@ -26,6 +26,7 @@ mod api;
 mod batch;
 mod body;
 mod columns;
+pub mod exposition;
 mod holds;
 mod metrics;
 mod model_api;

@@ -17,6 +17,7 @@ use futures_util::Stream;
 use serde_json::Value;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 use warp::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use warp::http::{HeaderMap, Method, StatusCode};
 use warp::reply::{json, with_status, Response};
@@ -152,6 +153,7 @@ impl ModelApi {
         pick: Pick,
         dialect: Dialect,
     ) -> Response {
+        let started = Instant::now();
         let (store, options) = (&self.store, &self.options);
         let Some(slot) = Slot::take(store, |s| &s.predicts_in_flight, options.max_in_flight) else {
             store
@@ -181,14 +183,18 @@ impl ModelApi {
             Ok(body) => body,
             Err(answer) => return answer.into_response(),
         };
-        let scored = self.score(slot, headers, &body, name, pick, dialect).await;
+        let request = (slot, started);
+        let scored = self
+            .score(request, headers, &body, name, pick, dialect)
+            .await;
         scored.unwrap_or_else(|refusal| self.refuse(refusal))
     }
 
-    /// Reads a predict body in its dialect, scores it and answers in the same dialect.
+    /// Reads a predict body in its dialect, scores it and answers in the same dialect; the
+    /// time since the request's arrival (`started`) is observed on the version that answered.
     async fn score(
         &self,
-        slot: Slot,
+        (slot, started): (Slot, Instant),
         headers: &HeaderMap,
         body: &[u8],
         name: &str,
@@ -197,6 +203,12 @@ impl ModelApi {
     ) -> Result<Response, Refusal> {
         let key = header(headers, KEY_HEADER)?;
         let route = predict::route(&self.store, name, &pick, key)?;
+        let answering = route.answer.clone();
+        let observe = |answer: Response| {
+            let latency = &answering.stats.latency;
+            latency.observe(started.elapsed().as_secs_f64());
+            answer
+        };
         let request = Request {
             store: &self.store,
             slot,
@@ -209,7 +221,7 @@ impl ModelApi {
                 predict::check_count(instances.len(), &self.options)?;
                 let scored = request.score(route, instances).await?;
                 self.count_answered(&scored);
-                Ok(ok_json(tfs::answer(scored, form)))
+                Ok(observe(ok_json(tfs::answer(scored, form))))
             }
             Dialect::Oip => {
                 let infer = oip::read_infer(body, header(headers, oip::HEADER_LENGTH)?)?;
@@ -218,7 +230,7 @@ impl ModelApi {
                 predict::check_count(instances.len(), &self.options)?;
                 let scored = request.score(route, instances).await?;
                 self.count_answered(&scored);
-                Ok(infer_answer(infer.answer(&scored)))
+                Ok(observe(infer_answer(infer.answer(&scored))))
             }
         }
     }

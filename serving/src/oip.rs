@@ -12,7 +12,9 @@ use crate::store::ModelStore;
 use crate::version::LoadedVersion;
 use millrace_models::schema::FieldType;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+use std::borrow::Cow;
 
 /// The header that gives the length of the JSON part of a body with binary tensors.
 pub(crate) const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -183,22 +185,17 @@ impl DataType {
         }
     }
 
-    /// One element in JSON `data`, checked against the type.
-    fn json_element(self, value: Value, input: &str) -> Result<Value, Refusal> {
-        let fits = match self {
-            DataType::Bool => value.is_boolean(),
-            DataType::Int(_) => value.is_i64(),
-            DataType::Uint(_) => value.is_u64(),
-            DataType::Float(_) => value.is_number(),
-            DataType::Bytes => value.is_string(),
-        };
-        if fits {
-            Ok(value)
-        } else {
-            Err(bad_request(format!(
-                "input `{input}`: {value} is not an element of {}",
-                self.name()
-            )))
+    /// Whether the JSON text of an element of `data` is an element of this type.
+    fn holds(self, text: &str) -> bool {
+        match self {
+            DataType::Bool => text == "true" || text == "false",
+            DataType::Int(_) => text.parse::<i64>().is_ok(),
+            DataType::Uint(_) => text.parse::<u64>().is_ok(),
+            DataType::Float(_) => {
+                text.starts_with(|c: char| c == '-' || c.is_ascii_digit())
+                    && text.parse::<f64>().is_ok()
+            }
+            DataType::Bytes => text.starts_with('"'),
         }
     }
 
@@ -208,7 +205,7 @@ impl DataType {
         bytes: &[u8],
         count: usize,
         input: &str,
-    ) -> Result<Vec<Value>, Refusal> {
+    ) -> Result<Vec<Cow<'static, str>>, Refusal> {
         let wrong = |why: String| bad_request(format!("input `{input}`: {why}"));
         if self == DataType::Bytes {
             return bytes_elements(bytes, count).map_err(wrong);
@@ -229,7 +226,7 @@ impl DataType {
             .map(|b| {
                 let mut le = [0u8; 8];
                 le[..size].copy_from_slice(b);
-                match self {
+                let value = match self {
                     DataType::Bool => json!(b[0] != 0),
                     DataType::Int(n) => {
                         let shift = 64 - 8 * n as u32;
@@ -238,7 +235,8 @@ impl DataType {
                     DataType::Uint(_) => json!(u64::from_le_bytes(le)),
                     DataType::Float(4) => json!(f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
                     _ => json!(f64::from_le_bytes(le)),
-                }
+                };
+                Cow::Owned(value.to_string())
             })
             .collect())
     }
@@ -246,7 +244,7 @@ impl DataType {
 
 /// The elements of a binary `BYTES` tensor: each a 4-byte little-endian length and that many
 /// bytes of UTF-8.
-fn bytes_elements(mut bytes: &[u8], count: usize) -> Result<Vec<Value>, String> {
+fn bytes_elements(mut bytes: &[u8], count: usize) -> Result<Vec<Cow<'static, str>>, String> {
     let mut elements = Vec::with_capacity(count.min(bytes.len() / 4));
     while !bytes.is_empty() {
         let (length, rest) = bytes
@@ -257,7 +255,7 @@ fn bytes_elements(mut bytes: &[u8], count: usize) -> Result<Vec<Value>, String> 
             .get(..length)
             .ok_or("a BYTES element runs past the tensor's binary data")?;
         let text = std::str::from_utf8(text).map_err(|_| "a BYTES element is not UTF-8 text")?;
-        elements.push(Value::String(text.to_owned()));
+        elements.push(Cow::Owned(Value::String(text.to_owned()).to_string()));
         bytes = &rest[length..];
     }
     if elements.len() == count {
@@ -270,51 +268,72 @@ fn bytes_elements(mut bytes: &[u8], count: usize) -> Result<Vec<Value>, String> 
     }
 }
 
+/// An `infer` body's JSON, its texts borrowed from the body where they hold no escapes.
 #[derive(Deserialize)]
-struct InferBody {
+struct InferBody<'a> {
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
     #[serde(default)]
-    id: Option<String>,
+    parameters: Option<RequestParameters>,
+    #[serde(borrow)]
+    inputs: Vec<InputTensor<'a>>,
+    #[serde(default, borrow)]
+    outputs: Option<Vec<OutputTensor<'a>>>,
+}
+
+/// The request parameters millrace reads (others are taken and ignored).
+#[derive(Deserialize)]
+struct RequestParameters {
     #[serde(default)]
-    parameters: Option<Map<String, Value>>,
-    inputs: Vec<InputTensor>,
-    #[serde(default)]
-    outputs: Option<Vec<OutputTensor>>,
+    binary_data_output: Option<bool>,
 }
 
 #[derive(Deserialize)]
-struct InputTensor {
-    name: String,
+struct InputTensor<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
     shape: Vec<i64>,
-    datatype: String,
+    #[serde(borrow)]
+    datatype: Cow<'a, str>,
     #[serde(default)]
-    parameters: Option<Map<String, Value>>,
+    parameters: Option<InputParameters>,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
+}
+
+/// The input parameters millrace reads.
+#[derive(Deserialize)]
+struct InputParameters {
     #[serde(default)]
-    data: Option<Value>,
+    binary_data_size: Option<u64>,
 }
 
 #[derive(Deserialize)]
-struct OutputTensor {
-    name: String,
+struct OutputTensor<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
     #[serde(default)]
-    parameters: Option<Map<String, Value>>,
+    parameters: Option<OutputParameters>,
+}
+
+/// The output parameters millrace reads.
+#[derive(Deserialize)]
+struct OutputParameters {
+    #[serde(default)]
+    binary_data: Option<bool>,
 }
 
 /// An `infer` request, read.
 #[derive(Debug)]
-pub(crate) struct Infer {
+pub(crate) struct Infer<'a> {
     /// The request's `id`, given back.
-    id: Option<String>,
-    /// Each input's field, datatype and values.
-    inputs: Vec<(String, DataType)>,
+    id: Option<Cow<'a, str>>,
+    /// Each input's datatype, in the columns' order.
+    datatypes: Vec<DataType>,
     /// The columns of the instances.
-    pub(crate) columns: Vec<Column>,
+    pub(crate) columns: Vec<Column<'a>>,
     /// Whether `probability` goes back as binary data.
     binary_output: bool,
-}
-
-/// Whether `parameters` sets `key` to `true`.
-fn flag(parameters: Option<&Map<String, Value>>, key: &str) -> Option<bool> {
-    parameters.and_then(|p| p.get(key)).and_then(Value::as_bool)
 }
 
 /// Reads an `infer` body: the JSON, then, when `header_length` is given, the binary tensors
@@ -323,7 +342,10 @@ fn flag(parameters: Option<&Map<String, Value>>, key: &str) -> Option<bool> {
 /// # Errors
 ///
 /// A 400 that says what is wrong with the body.
-pub(crate) fn read_infer(body: &[u8], header_length: Option<&str>) -> Result<Infer, Refusal> {
+pub(crate) fn read_infer<'a>(
+    body: &'a [u8],
+    header_length: Option<&str>,
+) -> Result<Infer<'a>, Refusal> {
     let (header, mut binary) = match header_length {
         None => (body, &[][..]),
         Some(length) => {
@@ -343,11 +365,11 @@ pub(crate) fn read_infer(body: &[u8], header_length: Option<&str>) -> Result<Inf
     };
     let request: InferBody = serde_json::from_slice(header)
         .map_err(|e| bad_request(format!("invalid request body: {e}")))?;
-    let mut inputs = Vec::with_capacity(request.inputs.len());
+    let mut datatypes = Vec::with_capacity(request.inputs.len());
     let mut columns = Vec::with_capacity(request.inputs.len());
     for tensor in request.inputs {
         let (column, datatype) = read_input(tensor, &mut binary)?;
-        inputs.push((column.name.clone(), datatype));
+        datatypes.push(datatype);
         columns.push(column);
     }
     if !binary.is_empty() {
@@ -356,7 +378,10 @@ pub(crate) fn read_infer(body: &[u8], header_length: Option<&str>) -> Result<Inf
             binary.len()
         )));
     }
-    let default = flag(request.parameters.as_ref(), "binary_data_output").unwrap_or(false);
+    let default = request
+        .parameters
+        .and_then(|p| p.binary_data_output)
+        .unwrap_or(false);
     let mut binary_output = default;
     for output in request.outputs.unwrap_or_default() {
         if output.name != OUTPUT {
@@ -365,18 +390,24 @@ pub(crate) fn read_infer(body: &[u8], header_length: Option<&str>) -> Result<Inf
                 output.name
             )));
         }
-        binary_output = flag(output.parameters.as_ref(), "binary_data").unwrap_or(default);
+        binary_output = output
+            .parameters
+            .and_then(|p| p.binary_data)
+            .unwrap_or(default);
     }
     Ok(Infer {
         id: request.id,
-        inputs,
+        datatypes,
         columns,
         binary_output,
     })
 }
 
 /// One input tensor as a column, its binary data taken from the front of `binary`.
-fn read_input(tensor: InputTensor, binary: &mut &[u8]) -> Result<(Column, DataType), Refusal> {
+fn read_input<'a>(
+    tensor: InputTensor<'a>,
+    binary: &mut &[u8],
+) -> Result<(Column<'a>, DataType), Refusal> {
     let name = tensor.name;
     let datatype = DataType::parse(&tensor.datatype, &name)?;
     let rows = match tensor.shape.as_slice() {
@@ -389,16 +420,8 @@ fn read_input(tensor: InputTensor, binary: &mut &[u8]) -> Result<(Column, DataTy
     };
     let binary_size = tensor
         .parameters
-        .as_ref()
-        .and_then(|p| p.get("binary_data_size"))
-        .map(|size| {
-            size.as_u64()
-                .and_then(|s| usize::try_from(s).ok())
-                .ok_or_else(|| {
-                    bad_request(format!("input `{name}`: `binary_data_size` is not a size"))
-                })
-        })
-        .transpose()?;
+        .and_then(|p| p.binary_data_size)
+        .map(|size| usize::try_from(size).unwrap_or(usize::MAX));
     let values = match (binary_size, tensor.data) {
         (Some(size), None) => {
             if size > binary.len() {
@@ -414,16 +437,21 @@ fn read_input(tensor: InputTensor, binary: &mut &[u8]) -> Result<(Column, DataTy
             // Not sized by the shape, which the client chose: by the data, which the body
             // limit bounds.
             let mut flat = Vec::new();
-            flatten(data, &mut flat);
+            flatten(data, &mut flat)
+                .map_err(|e| bad_request(format!("input `{name}`: `data` is not JSON: {e}")))?;
             if flat.len() != rows {
                 return Err(bad_request(format!(
                     "input `{name}` holds {} elements for a shape of {rows}",
                     flat.len()
                 )));
             }
-            flat.into_iter()
-                .map(|v| datatype.json_element(v, &name))
-                .collect::<Result<_, _>>()?
+            if let Some(wrong) = flat.iter().find(|text| !datatype.holds(text)) {
+                return Err(bad_request(format!(
+                    "input `{name}`: {wrong} is not an element of {}",
+                    datatype.name()
+                )));
+            }
+            flat.into_iter().map(Cow::Borrowed).collect()
         }
         (Some(_), Some(_)) => {
             return Err(bad_request(format!(
@@ -435,20 +463,26 @@ fn read_input(tensor: InputTensor, binary: &mut &[u8]) -> Result<(Column, DataTy
     Ok((Column { name, values }, datatype))
 }
 
-/// The elements of a tensor's `data`, nested arrays read in row-major order.
-fn flatten(data: Value, into: &mut Vec<Value>) {
-    match data {
-        Value::Array(items) => items.into_iter().for_each(|item| flatten(item, into)),
-        scalar => into.push(scalar),
+/// The JSON texts of the elements of a tensor's `data`, nested arrays read in row-major order.
+fn flatten<'a>(data: &'a RawValue, into: &mut Vec<&'a str>) -> Result<(), serde_json::Error> {
+    let text = data.get();
+    if text.starts_with('[') {
+        for item in serde_json::from_str::<Vec<&'a RawValue>>(text)? {
+            flatten(item, into)?;
+        }
+    } else {
+        into.push(text);
     }
+    Ok(())
 }
 
-impl Infer {
+impl Infer<'_> {
     /// Refuses inputs that `version` does not take: a name that is not a field of its schema,
     /// or a datatype its field's values cannot be.
     pub(crate) fn check(&self, version: &LoadedVersion) -> Result<(), Refusal> {
         let fields = version.fields();
-        for (name, datatype) in &self.inputs {
+        for (column, datatype) in self.columns.iter().zip(&self.datatypes) {
+            let name = &column.name;
             let Some(&(_, kind)) = fields.iter().find(|(field, _)| field == name) else {
                 return Err(bad_request(format!(
                     "input `{name}` is not a field of model `{}`'s schema",
@@ -554,7 +588,10 @@ mod tests {
         let from_binary = read_infer(&body, Some(&header.len().to_string())).unwrap();
         // The same numbers (`2` and `2.0` alike) and the same texts.
         let values = |infer: &Infer| -> Vec<Vec<Value>> {
-            let same = |v: &Value| v.as_f64().map_or(v.clone(), |x| json!(x));
+            let same = |text: &Cow<'_, str>| {
+                let v: Value = serde_json::from_str(text).unwrap();
+                v.as_f64().map_or(v.clone(), |x| json!(x))
+            };
             infer
                 .columns
                 .iter()
@@ -562,7 +599,7 @@ mod tests {
                 .collect()
         };
         assert_eq!(values(&from_json), values(&from_binary));
-        assert_eq!(from_binary.columns[2].values, vec![json!(-3), json!(4)]);
+        assert_eq!(from_binary.columns[2].values, ["-3", "4"]);
         assert!(!from_json.binary_output);
         assert!(from_binary.binary_output);
     }

@@ -1,6 +1,7 @@
 //! The options of the HTTP server: limits, timeouts, batching, TLS, the admin token.
 
 use crate::batch::BatchOptions;
+use prometheus_client::collector::Collector;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,8 +18,8 @@ pub struct ServeOptions {
     pub poll_interval: Duration,
     /// The bearer token of the admin endpoints; without one they answer 403.
     pub admin_token: Option<String>,
-    /// Extra Prometheus text appended to `/metrics` (the job's own metrics when serving in-process).
-    pub extra_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    /// More metrics on `/metrics` (the job's own when serving in-process).
+    pub extra_metrics: Option<Arc<dyn Collector>>,
     /// Batch predict requests that arrive together (the dynamic batcher); `None` scores each
     /// request on its own, as it arrives.
     pub batching: Option<BatchOptions>,

@@ -1,5 +1,7 @@
 //! Counters of the serving side, of each loaded version and of the batcher, on `/metrics`.
 
+use crate::exposition::latency_buckets;
+use prometheus_client::metrics::histogram::Histogram;
 use std::sync::atomic::AtomicU64;
 
 /// Counters of the serving side.
@@ -51,7 +53,7 @@ pub struct ServingStats {
 }
 
 /// Counters of one loaded version: its arm of the traffic and its shadow scoring.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct VersionStats {
     /// Requests this version answered.
     pub requests: AtomicU64,
@@ -63,6 +65,21 @@ pub struct VersionStats {
     pub shadow_predictions: AtomicU64,
     /// The sum of `|shadow − answer|` over those, in millionths.
     pub shadow_abs_diff_micros: AtomicU64,
+    /// Seconds from the arrival of each request it answered to the answer.
+    pub latency: Histogram,
+}
+
+impl Default for VersionStats {
+    fn default() -> Self {
+        VersionStats {
+            requests: AtomicU64::new(0),
+            predictions: AtomicU64::new(0),
+            prediction_sum_micros: AtomicU64::new(0),
+            shadow_predictions: AtomicU64::new(0),
+            shadow_abs_diff_micros: AtomicU64::new(0),
+            latency: Histogram::new(latency_buckets()),
+        }
+    }
 }
 
 /// Counters of the batcher, on `/metrics` (in [`ServingStats::batching`]).

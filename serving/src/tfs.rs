@@ -132,7 +132,7 @@ pub(crate) fn instances(body: &[u8]) -> Result<(Vec<Box<RawValue>>, Form), Refus
 }
 
 /// The columns of TF Serving's columnar `inputs`: an object of one list of values per field.
-fn input_columns(inputs: Value) -> Result<Vec<Column>, Refusal> {
+fn input_columns(inputs: Value) -> Result<Vec<Column<'static>>, Refusal> {
     let Value::Object(inputs) = inputs else {
         return Err(bad_request(
             "`inputs` names each field: {\"inputs\": {\"field\": [a value per instance], …}}",
@@ -141,7 +141,10 @@ fn input_columns(inputs: Value) -> Result<Vec<Column>, Refusal> {
     inputs
         .into_iter()
         .map(|(name, values)| match values {
-            Value::Array(values) => Ok(Column { name, values }),
+            Value::Array(values) => Ok(Column {
+                name: name.into(),
+                values: values.iter().map(|v| v.to_string().into()).collect(),
+            }),
             _ => Err(bad_request(format!(
                 "input `{name}` must be a list of values, one per instance"
             ))),

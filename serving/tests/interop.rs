@@ -354,4 +354,25 @@ fn a_stock_oip_client_gets_the_scorers_probabilities() {
         reason("wrong_datatype").contains("input `price` is BYTES"),
         "{got}"
     );
+
+    // The server's metrics, after those requests, pass the Prometheus client's parsers.
+    let check = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/metrics_check.py");
+    let url = format!("http://{}/metrics", server.addr);
+    let required = [
+        "millrace_build",
+        "millrace_serving_predict_requests",
+        "millrace_serving_request_duration_seconds",
+        "millrace_serving_traffic_share_ratio",
+    ];
+    let output = std::process::Command::new(&python)
+        .args([check, &url])
+        .args(required)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

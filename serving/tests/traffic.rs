@@ -227,7 +227,7 @@ async fn a_split_is_sticky_per_key_and_the_shadow_is_compared() {
     assert!(metrics
         .contains("millrace_serving_shadow_predictions_total{model=\"ctr\",version=\"2\"} 800"));
     assert!(
-        metrics.contains("millrace_serving_traffic_share_percent{model=\"ctr\",version=\"1\"} 25")
+        metrics.contains("millrace_serving_traffic_share_ratio{model=\"ctr\",version=\"1\"} 0.25")
     );
 
     // Clearing the split sends everything to the primary again.
@@ -299,7 +299,7 @@ async fn another_models_version_is_shadowed_split_and_promoted() {
     assert!(server
         .metrics()
         .await
-        .contains("millrace_serving_traffic_share_percent{model=\"ctr\",version=\"ctr-fm/1\"} 50"));
+        .contains("millrace_serving_traffic_share_ratio{model=\"ctr\",version=\"ctr-fm/1\"} 0.5"));
     let mut by_fm = 0;
     for user in 0..200 {
         let json = server.predict_json(Some(&format!("user-{user}"))).await;

@@ -138,7 +138,7 @@ impl PartitionReader for KafkaIngest {
             if self.reported == 0 {
                 tracing::warn!(
                     "records without a usable event-time field: their Kafka timestamps are used (counted in {})",
-                    crate::metrics::SOURCE_EVENT_TIME_MISSING
+                    crate::metrics::SOURCE_EVENT_TIME_MISSING.name
                 );
             }
             self.missing_event_times

@@ -9,7 +9,7 @@ use super::{JobReport, RunOptions, Started};
 use crate::brokers::secured_brokers;
 use crate::catalog::{event_time_reader, Source, SourceContext};
 use crate::error::{Error, Result};
-use crate::metrics::JobStats;
+use crate::metrics::{JobMetrics, JobStats};
 use crate::secret::read_secret;
 use crate::spec::JobSpec;
 use millrace_connectors::kafka::{
@@ -362,9 +362,8 @@ impl Serving {
         let addr = listener.local_addr().map_err(bind_error)?;
         listener.set_nonblocking(true).map_err(bind_error)?;
         let store = Arc::new(ModelStore::new(registry.clone()));
-        let metrics = stats.clone();
         let options = ServeOptions {
-            extra_metrics: Some(Arc::new(move || metrics.render_prometheus())),
+            extra_metrics: Some(Arc::new(JobMetrics(stats.clone()))),
             ..ServeOptions::default()
         };
         let (shutdown, shutdown_rx) = oneshot::channel::<()>();

@@ -405,3 +405,25 @@ pub(crate) fn read_whole_topic(topic: &str) -> Vec<TopicMessage> {
     }
     messages
 }
+
+/// Checks the `/metrics` of the server at `addr` with the Prometheus Python client's parsers
+/// (`scripts/metrics_check.py`, in the test venv): both exposition formats parse, every family
+/// has its help, no name carries a unit other than a base unit, and `required` (OpenMetrics
+/// family names) are there.
+pub(crate) fn check_metrics(addr: std::net::SocketAddr, required: &[&str]) {
+    let python = std::env::var("MILLRACE_INTEROP_PYTHON")
+        .expect("MILLRACE_INTEROP_PYTHON is unset: run the tests with `make test`");
+    let check = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/metrics_check.py");
+    let output = std::process::Command::new(&python)
+        .arg(check)
+        .arg(format!("http://{addr}/metrics"))
+        .args(required)
+        .output()
+        .unwrap_or_else(|e| panic!("{python}: {e}"));
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -7,6 +7,7 @@ pub mod artifact;
 mod deep;
 pub mod error;
 pub mod fixed;
+mod header;
 pub mod int8;
 pub mod registry;
 pub mod table;

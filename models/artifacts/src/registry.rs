@@ -12,6 +12,7 @@ use crate::artifact::{
     StructureProblems, Tensor, FORMAT_VERSION,
 };
 use crate::error::{Error, Result, StoredMapError};
+use crate::header::{header_metadata, hex};
 use crate::table::TableBuilder;
 use millrace_events::fmap::FeatureMap;
 use millrace_learners::architecture::{row_width, TensorSpec};
@@ -165,8 +166,10 @@ impl Registry {
                     .map_err(|e| Error::invalid(&dir, e.to_string()))
             })
             .collect::<Result<Vec<_>>>()?;
-        let encoded =
-            safetensors::serialize(views, None).map_err(|e| Error::invalid(&dir, e.to_string()))?;
+        let version = self.latest(&artifact.meta.name)?.unwrap_or(0) + 1;
+        let metadata = Some(header_metadata(artifact, version));
+        let encoded = safetensors::serialize(views, metadata)
+            .map_err(|e| Error::invalid(&dir, e.to_string()))?;
         artifact.meta.format_version = FORMAT_VERSION.to_owned();
         artifact.meta.weights_sha256 = hex(&Sha256::digest(&encoded));
         let feature_map = match artifact.fitted_feature_map() {
@@ -187,7 +190,7 @@ impl Registry {
         artifact.meta.created_unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        artifact.meta.version = self.latest(&artifact.meta.name)?.unwrap_or(0) + 1;
+        artifact.meta.version = version;
 
         let tmp = dir.join(format!(
             ".tmp-v{}-{}",
@@ -606,10 +609,6 @@ fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io(dir, e))
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -634,6 +633,42 @@ mod tests {
         assert_eq!(registry.models().unwrap(), vec!["ctr".to_owned()]);
         assert_eq!(registry.load_latest("ctr").unwrap(), b);
         assert_eq!(registry.load("ctr", 1).unwrap(), a);
+    }
+
+    /// A safetensors reader without `meta.json` learns from the header what the file holds.
+    #[test]
+    fn the_weights_header_says_what_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(dir.path()).unwrap();
+        registry.publish(&mut artifact(vec![0.5; 8])).unwrap();
+        let mut fm = ModelArtifact::factorization_machine(
+            "ctr",
+            FeatureSpec::Hashed { hash_bits: 3 },
+            vec![0.25; 8],
+            2,
+            vec![0.1; 16],
+        );
+        registry.publish(&mut fm).unwrap();
+        let header = |version: u64| {
+            let path = registry.version_dir("ctr", version).unwrap().join(WEIGHTS);
+            let bytes = fs::read(path).unwrap();
+            let (_, metadata) = SafeTensors::read_metadata(&bytes).unwrap();
+            metadata.metadata().clone().unwrap()
+        };
+        let (first, second) = (header(1), header(2));
+        assert_eq!(first["format"], "millrace");
+        assert_eq!(first["format_version"], FORMAT_VERSION);
+        assert_eq!(first["model"], "ctr");
+        assert_eq!((&first["version"][..], &second["version"][..]), ("1", "2"));
+        assert_eq!(first["model_kind"], "logistic_regression");
+        assert_eq!(second["model_kind"], "factorization_machine");
+        assert_eq!(first["features"], "hashed");
+        assert_eq!(first["dimension"], "8");
+        assert_eq!(first["schema_sha256"].len(), 64);
+        assert_eq!(
+            first["schema_sha256"], second["schema_sha256"],
+            "the same fields"
+        );
     }
 
     #[test]

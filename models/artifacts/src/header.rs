@@ -1,0 +1,47 @@
+//! The `__metadata__` of a version's `weights.safetensors`: what the file holds, readable by
+//! any safetensors reader (`safetensors.safe_open(…).metadata()` in Python) without millrace's
+//! `meta.json` beside it.
+
+use crate::artifact::{ModelArtifact, FORMAT_VERSION};
+use millrace_events::fmap::Schema;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+
+/// The header metadata of `artifact` published as `version`: `format` (`millrace`),
+/// `format_version`, `model`, `version`, `model_kind` (the architecture's type), `features`
+/// (`map` or `hashed`), `dimension` (the row width) and `schema_sha256` (SHA-256 of the schema's
+/// JSON, so that two versions can be told to read the same fields).
+pub(crate) fn header_metadata(artifact: &ModelArtifact, version: u64) -> HashMap<String, String> {
+    let meta = &artifact.meta;
+    let criteo = Schema::criteo();
+    let map = artifact.fitted_feature_map();
+    let schema = map.map_or(&criteo, |map| &map.layout.schema);
+    let schema_json = serde_json::to_vec(schema).expect("a schema serializes");
+    let dimension = meta.features.dimension(schema);
+    [
+        ("format", Some("millrace".to_owned())),
+        ("format_version", Some(FORMAT_VERSION.to_owned())),
+        ("model", Some(meta.name.clone())),
+        ("version", Some(version.to_string())),
+        ("model_kind", tag(&meta.architecture)),
+        ("features", tag(&meta.features)),
+        ("dimension", Some(dimension.to_string())),
+        ("schema_sha256", Some(hex(&Sha256::digest(&schema_json)))),
+    ]
+    .into_iter()
+    .filter_map(|(key, value)| Some((key.to_owned(), value?)))
+    .collect()
+}
+
+/// The `type` a value serializes with (the architecture's, the feature spec's).
+fn tag(value: &impl serde::Serialize) -> Option<String> {
+    match serde_json::to_value(value).ok()?.get("type")? {
+        serde_json::Value::String(tag) => Some(tag.clone()),
+        _ => None,
+    }
+}
+
+/// Bytes as lowercase hex digits.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
