@@ -292,7 +292,7 @@ struct RequestParameters {
 struct InputTensor<'a> {
     #[serde(borrow)]
     name: Cow<'a, str>,
-    shape: Vec<i64>,
+    shape: Shape,
     #[serde(borrow)]
     datatype: Cow<'a, str>,
     #[serde(default)]
@@ -410,12 +410,13 @@ fn read_input<'a>(
 ) -> Result<(Column<'a>, DataType), Refusal> {
     let name = tensor.name;
     let datatype = DataType::parse(&tensor.datatype, &name)?;
-    let rows = match tensor.shape.as_slice() {
+    let rows = match tensor.shape.dims() {
         [n] | [n, 1] if *n >= 0 => *n as usize,
-        shape => {
+        _ => {
             return Err(bad_request(format!(
-            "input `{name}` has shape {shape:?}: an input is [N] or [N, 1], a value per instance"
-        )))
+                "input `{name}` has shape {}: an input is [N] or [N, 1], a value per instance",
+                tensor.shape
+            )))
         }
     };
     let binary_size = tensor
@@ -437,7 +438,7 @@ fn read_input<'a>(
             // Not sized by the shape, which the client chose: by the data, which the body
             // limit bounds.
             let mut flat = Vec::new();
-            flatten(data, &mut flat)
+            elements(data, &mut flat)
                 .map_err(|e| bad_request(format!("input `{name}`: `data` is not JSON: {e}")))?;
             if flat.len() != rows {
                 return Err(bad_request(format!(
@@ -445,7 +446,7 @@ fn read_input<'a>(
                     flat.len()
                 )));
             }
-            if let Some(wrong) = flat.iter().find(|text| !datatype.holds(text)) {
+            if let Some(wrong) = flat.iter().find(|&&text| !datatype.holds(text)) {
                 return Err(bad_request(format!(
                     "input `{name}`: {wrong} is not an element of {}",
                     datatype.name()
@@ -464,6 +465,21 @@ fn read_input<'a>(
 }
 
 /// The JSON texts of the elements of a tensor's `data`, nested arrays read in row-major order.
+fn elements<'a>(data: &'a RawValue, into: &mut Vec<&'a str>) -> Result<(), serde_json::Error> {
+    let text = data.get();
+    // The usual one element, `[x]` with x neither text nor an array, without a parse.
+    if let Some(inner) = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+        let inner = inner.trim();
+        let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '+' | '.');
+        if !inner.is_empty() && inner.chars().all(plain) {
+            into.push(inner);
+            return Ok(());
+        }
+    }
+    flatten(data, into)
+}
+
+/// The JSON texts of the elements of `data`, nested arrays read in row-major order.
 fn flatten<'a>(data: &'a RawValue, into: &mut Vec<&'a str>) -> Result<(), serde_json::Error> {
     let text = data.get();
     if text.starts_with('[') {
@@ -476,14 +492,64 @@ fn flatten<'a>(data: &'a RawValue, into: &mut Vec<&'a str>) -> Result<(), serde_
     Ok(())
 }
 
+/// A tensor's shape, read without allocating: its first two dimensions and how many it has.
+#[derive(Debug)]
+struct Shape {
+    first: [i64; 2],
+    len: usize,
+}
+
+impl Shape {
+    /// The dimensions, the first two of them when there are more.
+    fn dims(&self) -> &[i64] {
+        &self.first[..self.len.min(2)]
+    }
+}
+
+impl std::fmt::Display for Shape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let dims: Vec<String> = self.dims().iter().map(i64::to_string).collect();
+        let more = if self.len > 2 { ", …" } else { "" };
+        write!(f, "[{}{more}] ({} dimensions)", dims.join(", "), self.len)
+    }
+}
+
+impl<'de> Deserialize<'de> for Shape {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Dims;
+        impl<'de> serde::de::Visitor<'de> for Dims {
+            type Value = Shape;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of dimensions")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Shape, A::Error> {
+                let mut shape = Shape {
+                    first: [0; 2],
+                    len: 0,
+                };
+                while let Some(dim) = seq.next_element::<i64>()? {
+                    if let Some(slot) = shape.first.get_mut(shape.len) {
+                        *slot = dim;
+                    }
+                    shape.len += 1;
+                }
+                Ok(shape)
+            }
+        }
+        deserializer.deserialize_seq(Dims)
+    }
+}
+
 impl Infer<'_> {
     /// Refuses inputs that `version` does not take: a name that is not a field of its schema,
     /// or a datatype its field's values cannot be.
     pub(crate) fn check(&self, version: &LoadedVersion) -> Result<(), Refusal> {
-        let fields = version.fields();
         for (column, datatype) in self.columns.iter().zip(&self.datatypes) {
             let name = &column.name;
-            let Some(&(_, kind)) = fields.iter().find(|(field, _)| field == name) else {
+            let Some(kind) = version.field_type(name) else {
                 return Err(bad_request(format!(
                     "input `{name}` is not a field of model `{}`'s schema",
                     version.model.meta.name
@@ -639,5 +705,61 @@ mod tests {
         let body = [body.into_bytes(), vec![0; 8]].concat();
         let refused = read_infer(&body, Some(&length)).unwrap_err().1;
         assert!(refused.contains("8 bytes"), "{refused}");
+    }
+
+    /// Any body, with any header length, is read or refused with a 400, never a panic; and
+    /// tensors of any shape, datatype and data are too.
+    mod never_panics {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn element() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<i64>().prop_map(|n| n.to_string()),
+                any::<f64>().prop_map(|x| json!(x).to_string()),
+                "[a-z,\\[\\]\"]{0,6}".prop_map(|t| json!(t).to_string()),
+                Just("true".to_owned()),
+                Just("null".to_owned()),
+                Just("[[1],[2]]".to_owned()),
+                Just("{}".to_owned()),
+            ]
+        }
+
+        fn tensor() -> impl Strategy<Value = String> {
+            let datatypes = prop::sample::select(vec![
+                "BOOL", "INT8", "INT64", "UINT16", "FP32", "FP64", "BYTES", "FP16", "X",
+            ]);
+            let shape = prop::collection::vec(-2i64..5, 0..4);
+            let data = prop::collection::vec(element(), 0..4);
+            (datatypes, shape, data, any::<Option<u8>>()).prop_map(|(t, shape, data, binary)| {
+                let data = match binary {
+                    Some(size) => format!(r#""parameters": {{"binary_data_size": {size}}}"#),
+                    None => format!(r#""data": [{}]"#, data.join(",")),
+                };
+                format!(r#"{{"name": "f", "datatype": "{t}", "shape": {shape:?}, {data}}}"#)
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn any_bytes(body in prop::collection::vec(any::<u8>(), 0..200), length in any::<Option<u16>>()) {
+                let length = length.map(|l| l.to_string());
+                if let Err((status, _)) = read_infer(&body, length.as_deref()) {
+                    prop_assert_eq!(status, 400);
+                }
+            }
+
+            #[test]
+            fn any_tensors(tensors in prop::collection::vec(tensor(), 0..4), tail in prop::collection::vec(any::<u8>(), 0..16)) {
+                let header = format!(r#"{{"inputs": [{}]}}"#, tensors.join(","));
+                let body = [header.as_bytes(), &tail].concat();
+                let length = header.len().to_string();
+                for length in [None, Some(length.as_str())] {
+                    if let Ok(infer) = read_infer(&body, length) {
+                        let _ = crate::columns::instances(&infer.columns);
+                    }
+                }
+            }
+        }
     }
 }

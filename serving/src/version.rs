@@ -28,6 +28,13 @@ impl LoadedVersion {
         self.rows.as_ref().map_or(0, RowCache::len)
     }
 
+    /// The type of the field `name` of its FeatureMap's schema; `None` for a name that is not
+    /// a field (or a model without a FeatureMap).
+    pub fn field_type(&self, name: &str) -> Option<FieldType> {
+        let schema = &self.model.feature_map.as_ref()?.layout.schema;
+        schema.field_type(schema.index(name)?)
+    }
+
     /// The fields an instance may hold, by name, with their types: its FeatureMap's schema
     /// (empty for a model without one).
     pub fn fields(&self) -> Vec<(&str, FieldType)> {
