@@ -39,6 +39,7 @@ pub mod catalog;
 pub mod checkpoint;
 pub mod error;
 pub mod job;
+pub mod logs;
 pub mod metrics;
 pub mod secret;
 mod section;

@@ -8,6 +8,7 @@ use kafka_args::KafkaArgs;
 use millrace_connectors::kafka::{Brokers, KafkaVersions, LineProducer, RateLimit};
 use millrace_engine::bench;
 use millrace_engine::bench::online::{OnlineBenchConfig, OnlineModel};
+use millrace_engine::logs::LogFormat;
 use millrace_engine::secret::read_secret;
 use millrace_engine::{Cluster, Job, JobSpec, RunOptions};
 use millrace_models::synth::CriteoGenerator;
@@ -26,6 +27,9 @@ use std::time::Duration;
     about = "A streaming machine-learning engine for CTR and recommendation"
 )]
 struct Cli {
+    /// How log lines are written to stderr: human text, or one JSON object per line.
+    #[arg(long, global = true, value_enum, env = "MILLRACE_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -37,7 +41,8 @@ enum Command {
         /// The job file (TOML).
         job: PathBuf,
         /// Timely worker threads in this process.
-        #[arg(long, env = "MILLRACE_WORKERS", default_value_t = 2)]
+        #[arg(long, env = "MILLRACE_WORKERS", default_value_t = 2,
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
         workers: usize,
         /// This process's index in a job of several processes (with `--hosts`).
         #[arg(long, env = "MILLRACE_PROCESS", default_value_t = 0)]
@@ -56,10 +61,10 @@ enum Command {
     Serve {
         /// The registry: a directory, or `kafka://BROKERS/TOPIC` for a registry topic (a job's
         /// `[publish] registry_topic`).
-        #[arg(long)]
+        #[arg(long, env = "MILLRACE_REGISTRY")]
         registry: PathBuf,
         /// The address to listen on.
-        #[arg(long, default_value = "127.0.0.1:8080")]
+        #[arg(long, env = "MILLRACE_BIND", default_value = "127.0.0.1:8080")]
         bind: String,
         /// A file holding the bearer token of the admin endpoints (pin, promote, rollback,
         /// traffic); without one they answer 403.
@@ -73,52 +78,64 @@ enum Command {
         #[command(flatten)]
         kafka: KafkaArgs,
         /// Most instances in one predict request.
-        #[arg(long, default_value_t = 1024)]
+        #[arg(long, env = "MILLRACE_MAX_BATCH", default_value_t = 1024,
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
         max_batch: usize,
         /// Largest request body, in bytes.
-        #[arg(long, default_value_t = 4 << 20)]
+        #[arg(long, env = "MILLRACE_MAX_BODY_BYTES", default_value_t = 4 << 20,
+              value_parser = clap::value_parser!(u64).range(1..))]
         max_body_bytes: u64,
         /// Longest a client may take to send a request body, in milliseconds.
-        #[arg(long, default_value_t = 10_000)]
+        #[arg(long, env = "MILLRACE_REQUEST_TIMEOUT_MS", default_value_t = 10_000,
+              value_parser = clap::value_parser!(u64).range(1..))]
         request_timeout_ms: u64,
         /// The share of one core that loading a new version may take (1: full speed).
-        #[arg(long, default_value_t = millrace_serving::DEFAULT_LOAD_CPU_SHARE)]
+        #[arg(long, env = "MILLRACE_LOAD_CPU_SHARE", default_value_t = millrace_serving::DEFAULT_LOAD_CPU_SHARE,
+              value_parser = cpu_share)]
         load_cpu_share: f64,
         /// Transformed instances cached per loaded version (0: no cache).
-        #[arg(long, default_value_t = millrace_serving::DEFAULT_ROW_CACHE_ENTRIES)]
+        #[arg(long, env = "MILLRACE_ROW_CACHE_ENTRIES", default_value_t = millrace_serving::DEFAULT_ROW_CACHE_ENTRIES)]
         row_cache_entries: usize,
         /// How the weights are held: `f32`, `q213` (16-bit fixed point, half the memory) or
         /// `int8` (8 bits with a scale per 256 numbers, about a quarter).
-        #[arg(long, value_enum, default_value_t = Weights::F32)]
+        #[arg(long, env = "MILLRACE_WEIGHTS", value_enum, default_value_t = Weights::F32)]
         weights: Weights,
         /// Batch concurrent predict requests (the dynamic batcher): a batch stops waiting once
         /// it holds this many instances. Without it each request is scored on its own.
-        #[arg(long)]
+        #[arg(long, env = "MILLRACE_BATCH_MAX_INSTANCES",
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
         batch_max_instances: Option<usize>,
         /// With batching, the longest a batch waits for more requests after its first, in
         /// microseconds.
-        #[arg(long, default_value_t = 500, requires = "batch_max_instances")]
+        #[arg(long, env = "MILLRACE_BATCH_TIMEOUT_US", default_value_t = 500, requires = "batch_max_instances",
+              value_parser = clap::value_parser!(u64).range(..=60_000_000))]
         batch_timeout_us: u64,
         /// With batching, the threads that form and score batches.
-        #[arg(long, default_value_t = 1, requires = "batch_max_instances")]
+        #[arg(long, env = "MILLRACE_BATCH_THREADS", default_value_t = 1, requires = "batch_max_instances",
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
         batch_threads: usize,
         /// With batching, the requests that may wait in the queue; one more is answered 429 at
         /// once.
-        #[arg(long, default_value_t = millrace_serving::DEFAULT_MAX_QUEUE, requires = "batch_max_instances")]
+        #[arg(long, env = "MILLRACE_BATCH_MAX_QUEUE", default_value_t = millrace_serving::DEFAULT_MAX_QUEUE, requires = "batch_max_instances",
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
         batch_max_queue: usize,
         /// Shadow scorings that may run at once; past it a request's shadow scoring is skipped
         /// and counted.
-        #[arg(long, default_value_t = millrace_serving::DEFAULT_MAX_SHADOW_IN_FLIGHT)]
+        #[arg(long, env = "MILLRACE_MAX_SHADOW_IN_FLIGHT", default_value_t = millrace_serving::DEFAULT_MAX_SHADOW_IN_FLIGHT,
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
         max_shadow_in_flight: usize,
         /// Connections open at once; one more is closed at once.
-        #[arg(long, default_value_t = 10_000)]
+        #[arg(long, env = "MILLRACE_MAX_CONNECTIONS", default_value_t = 10_000,
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
         max_connections: usize,
         /// Longest a client may take to send a request's headers (or to start its next
         /// request on a kept-alive connection), in milliseconds; past it the connection closes.
-        #[arg(long, default_value_t = 10_000)]
+        #[arg(long, env = "MILLRACE_HEADER_TIMEOUT_MS", default_value_t = 10_000,
+              value_parser = clap::value_parser!(u64).range(1..))]
         header_timeout_ms: u64,
         /// Predict requests in flight at once; one more is answered 503 at once.
-        #[arg(long, default_value_t = 256)]
+        #[arg(long, env = "MILLRACE_MAX_IN_FLIGHT", default_value_t = 256,
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
         max_in_flight: usize,
         /// Serve HTTPS with this PEM certificate chain (with `--tls-key`).
         #[arg(long, env = "MILLRACE_TLS_CERT", requires = "tls_key")]
@@ -189,6 +206,12 @@ enum Command {
     Bench {
         #[command(subcommand)]
         bench: Bench,
+    },
+    /// Print the shell completion script of `millrace` (bash: `source <(millrace completions
+    /// bash)`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
     },
 }
 
@@ -431,6 +454,15 @@ enum Format {
     Criteo,
 }
 
+/// A share of one core: in (0, 1].
+fn cpu_share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(share) if share > 0.0 && share <= 1.0 => Ok(share),
+        Ok(share) => Err(format!("a share of one core is in (0, 1] (got {share})")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn main() {
     if let Err(error) = run_cli() {
         eprintln!("error: {error:#}");
@@ -439,14 +471,14 @@ fn main() {
 }
 
 fn run_cli() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    millrace_engine::logs::init(cli.log_format);
+    match cli.command {
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "millrace", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Run {
             job,
             workers,
@@ -454,17 +486,8 @@ fn run_cli() -> anyhow::Result<()> {
             hosts,
             allow_fresh_start,
         } => {
-            let mut problems = Vec::new();
-            if workers == 0 {
-                problems.push("`--workers` must be at least 1".to_owned());
-            }
             if process > 0 && hosts.is_none() {
-                problems.push(format!(
-                    "`--process {process}` needs `--hosts`, the file of the job's processes"
-                ));
-            }
-            if !problems.is_empty() {
-                bail!("{}", problems.join("; "));
+                bail!("`--process {process}` needs `--hosts`, the file of the job's processes");
             }
             run(job, workers, (process, hosts), allow_fresh_start)
         }
@@ -497,31 +520,9 @@ fn run_cli() -> anyhow::Result<()> {
                 threads: batch_threads,
                 max_queue: batch_max_queue,
             });
-            // Every problem of the options at once.
-            let mut problems = batching.map(|b| b.problems()).unwrap_or_default();
-            for (zero, option) in [
-                (max_batch == 0, "--max-batch"),
-                (max_body_bytes == 0, "--max-body-bytes"),
-                (request_timeout_ms == 0, "--request-timeout-ms"),
-                (max_shadow_in_flight == 0, "--max-shadow-in-flight"),
-                (max_connections == 0, "--max-connections"),
-                (header_timeout_ms == 0, "--header-timeout-ms"),
-                (max_in_flight == 0, "--max-in-flight"),
-            ] {
-                if zero {
-                    problems.push(format!("`{option}` must be at least 1"));
-                }
-            }
-            if max_connections > 1_000_000 {
-                problems.push(format!(
-                    "`--max-connections` is at most 1000000 (got {max_connections})"
-                ));
-            }
-            if !(load_cpu_share > 0.0 && load_cpu_share <= 1.0) {
-                problems.push(format!(
-                    "`--load-cpu-share` must be in (0, 1] (got {load_cpu_share})"
-                ));
-            }
+            // Every problem of the batching options at once (each flag's range is checked as
+            // it is parsed).
+            let problems = batching.map(|b| b.problems()).unwrap_or_default();
             if !problems.is_empty() {
                 bail!("{}", problems.join("; "));
             }

@@ -189,6 +189,32 @@ fn report_progress(source: &dyn Source, interval: Duration, done: &AtomicBool, s
         let records = stats.source.records.load(Ordering::Relaxed);
         let rate = (records - last.1) as f64 / last.0.elapsed().as_secs_f64().max(1e-3);
         last = (Instant::now(), records);
-        tracing::info!(target: "millrace::progress", "{}", stats.progress_line(rate));
+        log_progress(stats, rate);
     }
+}
+
+/// Logs the progress: the human line in text logs, its figures as fields in JSON logs.
+fn log_progress(stats: &JobStats, events_per_sec: f64) {
+    if !crate::logs::structured() {
+        tracing::info!(target: "millrace::progress", "{}", stats.progress_line(events_per_sec));
+        return;
+    }
+    let quality = stats.trainer.summary();
+    let lag = stats.lag.load(Ordering::Relaxed);
+    let retrain = &stats.retrain;
+    let deep = retrain.enabled.load(Ordering::Relaxed);
+    tracing::info!(
+        target: "millrace::progress",
+        events_per_sec = events_per_sec.round(),
+        learned = stats.trainer.learned.load(Ordering::Relaxed),
+        dead_letters = stats.dead_letters(),
+        lag = (lag >= 0).then_some(lag),
+        auc = quality.auc,
+        window_auc = quality.window_auc,
+        logloss = quality.logloss,
+        model_version = stats.trainer.model_version.load(Ordering::Relaxed),
+        deep_version = deep.then(|| retrain.version.load(Ordering::Relaxed)),
+        deep_training = deep.then(|| retrain.training.load(Ordering::Relaxed)),
+        "progress"
+    );
 }
