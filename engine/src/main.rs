@@ -56,6 +56,10 @@ enum Command {
         /// `--allowNonRestoredState`; without it the job refuses to start and keeps them.
         #[arg(long)]
         allow_fresh_start: bool,
+        /// Serve this process's metrics, `/healthz` and `/readyz` on this address (each
+        /// process of a cluster its own), whether or not it serves predictions.
+        #[arg(long, env = "MILLRACE_METRICS_BIND")]
+        metrics_bind: Option<std::net::SocketAddr>,
     },
     /// Serve the models of a registry directory over HTTP, following new versions.
     Serve {
@@ -485,11 +489,18 @@ fn run_cli() -> anyhow::Result<()> {
             process,
             hosts,
             allow_fresh_start,
+            metrics_bind,
         } => {
             if process > 0 && hosts.is_none() {
                 bail!("`--process {process}` needs `--hosts`, the file of the job's processes");
             }
-            run(job, workers, (process, hosts), allow_fresh_start)
+            let options = RunOptions {
+                workers,
+                allow_fresh_start,
+                metrics_bind,
+                ..RunOptions::default()
+            };
+            run(job, (process, hosts), options)
         }
         Command::Serve {
             registry,
@@ -854,9 +865,8 @@ async fn shutdown_signal() {
 
 fn run(
     job: PathBuf,
-    workers: usize,
     (process, hosts): (usize, Option<PathBuf>),
-    allow_fresh_start: bool,
+    options: RunOptions,
 ) -> anyhow::Result<()> {
     let spec = JobSpec::from_file(&job)?;
     let cluster = match hosts {
@@ -879,15 +889,7 @@ fn run(
         }
         None => None,
     };
-    let running = Job::start(
-        spec,
-        RunOptions {
-            workers,
-            cluster,
-            allow_fresh_start,
-            ..RunOptions::default()
-        },
-    )?;
+    let running = Job::start(spec, RunOptions { cluster, ..options })?;
     let stop = running.stop_handle();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()

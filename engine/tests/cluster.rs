@@ -28,12 +28,7 @@ fn files(dir: &Path, topic: &str) -> (std::path::PathBuf, std::path::PathBuf) {
         .kafka_source(test_source(topic, 5000, EVENTS / 2))
         .features(FeatureSpec::Hashed { hash_bits: 18 });
     let job = checkpointed_job_file(builder, dir, 1_000_000, 500);
-    let ports: Vec<u16> = (0..2)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect::<Vec<_>>()
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect();
+    let ports = free_ports();
     let hosts = dir.join("hosts");
     std::fs::write(
         &hosts,
@@ -46,10 +41,28 @@ fn files(dir: &Path, topic: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     (job, hosts)
 }
 
-fn start(job: &Path, hosts: &Path) -> Vec<Child> {
+/// Two ports free now.
+fn free_ports() -> Vec<u16> {
+    (0..2)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect::<Vec<_>>()
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+/// Starts both processes, each with its probe port at `metrics[process]` when given.
+fn start(job: &Path, hosts: &Path, metrics: Option<&[u16]>) -> Vec<Child> {
     (0..2)
         .map(|process| {
-            Command::new(env!("CARGO_BIN_EXE_millrace"))
+            let mut command = Command::new(env!("CARGO_BIN_EXE_millrace"));
+            if let Some(ports) = metrics {
+                command.env(
+                    "MILLRACE_METRICS_BIND",
+                    format!("127.0.0.1:{}", ports[process]),
+                );
+            }
+            command
                 .args(["run", "--workers", "1", "--process", &process.to_string()])
                 .arg("--hosts")
                 .arg(hosts)
@@ -85,7 +98,22 @@ fn two_processes_share_the_partitions_and_resume_together_after_a_kill() {
     let clean = tempfile::tempdir().unwrap();
     let (job, hosts) = files(clean.path(), &topic);
     let started = Instant::now();
-    let reports = finish(start(&job, &hosts));
+    // Each process serves its own metrics, health and readiness while it runs.
+    let metrics = free_ports();
+    let children = start(&job, &hosts, Some(&metrics));
+    for port in &metrics {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], *port));
+        common::wait_for("the process to be ready", Duration::from_secs(60), || {
+            std::net::TcpStream::connect(addr).is_ok()
+                && common::http(addr, "GET", "/readyz", "").0 == 200
+        });
+        assert_eq!(
+            common::http(addr, "GET", "/healthz", ""),
+            (200, "ok".to_owned())
+        );
+        common::check_metrics(addr, &["millrace_build", "millrace_source_records"]);
+    }
+    let reports = finish(children);
     let seconds = started.elapsed().as_secs_f64();
     for report in &reports {
         assert_eq!(report["source_records"], EVENTS / 2, "{report}");
@@ -108,7 +136,7 @@ fn two_processes_share_the_partitions_and_resume_together_after_a_kill() {
     // Both processes killed halfway, then restarted.
     let crashed = tempfile::tempdir().unwrap();
     let (job, hosts) = files(crashed.path(), &topic);
-    let mut children = start(&job, &hosts);
+    let mut children = start(&job, &hosts, None);
     std::thread::sleep(Duration::from_secs_f64((seconds * 0.6).max(1.0)));
     for child in &mut children {
         child.kill().unwrap();
@@ -122,7 +150,7 @@ fn two_processes_share_the_partitions_and_resume_together_after_a_kill() {
         })
         .collect();
     eprintln!("clean run {seconds:.1} s; checkpoints at the kill: {checkpointed:?}");
-    let reports = finish(start(&job, &hosts));
+    let reports = finish(start(&job, &hosts, None));
     let restored: Vec<&Value> = reports.iter().map(|r| &r["restored_epoch"]).collect();
     assert_eq!(
         restored[0], restored[1],

@@ -10,17 +10,20 @@
 
 use crate::api::routes;
 use crate::options::ServeOptions;
+use crate::stats::ServingStats;
 use crate::store::ModelStore;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
+use warp::{Filter, Reply};
 
 /// Serves `store` on `listener` until `shutdown` completes, refreshing the store from its
 /// registry every `options.poll_interval` on a loader thread of the lowest priority. On
@@ -54,26 +57,50 @@ pub async fn serve(
     if let Err(error) = &loader {
         tracing::error!(%error, "cannot start the loader thread: no new versions will be served");
     }
-    accept(store, listener, options, shutdown).await;
+    let routes = routes(store.clone(), options.clone());
+    accept(routes, store, listener, &options, shutdown).await;
     stop.store(true, Ordering::Relaxed);
     if let Ok(loader) = loader {
         let _ = tokio::task::spawn_blocking(move || loader.join()).await;
     }
 }
 
-/// Accepts and serves connections until `shutdown`, then waits for those open to finish.
-async fn accept(
-    store: Arc<ModelStore>,
+/// What holds a server's connection counters.
+pub(crate) trait Counters: Send + Sync + 'static {
+    /// The counters.
+    fn counters(&self) -> &ServingStats;
+}
+
+impl Counters for ModelStore {
+    fn counters(&self) -> &ServingStats {
+        self.stats()
+    }
+}
+
+impl Counters for ServingStats {
+    fn counters(&self) -> &ServingStats {
+        self
+    }
+}
+
+/// Accepts and serves connections to `routes` until `shutdown`, then waits for those open to
+/// finish; the connections are counted in `store`'s counters.
+pub(crate) async fn accept<F, R>(
+    routes: F,
+    store: Arc<impl Counters>,
     listener: tokio::net::TcpListener,
-    options: ServeOptions,
+    options: &ServeOptions,
     shutdown: impl Future<Output = ()>,
-) {
+) where
+    F: Filter<Extract = (R,), Error = Infallible> + Clone + Send + Sync + 'static,
+    R: Reply,
+{
     if let Ok(addr) = listener.local_addr() {
         if !addr.ip().is_loopback() && options.tls.is_none() {
             tracing::warn!(%addr, "serving plain HTTP beyond loopback: requests, answers and the admin token travel unencrypted (put a TLS proxy in front)");
         }
     }
-    let service = warp::service(routes(store.clone(), options.clone()));
+    let service = warp::service(routes);
     let acceptor = options.tls.clone().map(TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(
         options.max_connections.min(Semaphore::MAX_PERMITS),
@@ -91,7 +118,7 @@ async fn accept(
             },
             () = &mut shutdown => break,
         };
-        let stats = store.stats();
+        let stats = store.counters();
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             stats.connections_refused.fetch_add(1, Ordering::Relaxed);
             drop(stream);
@@ -122,14 +149,14 @@ async fn accept(
                         Ok(Ok(tls)) => serve_on!(tls),
                         Ok(Err(error)) => {
                             store
-                                .stats()
+                                .counters()
                                 .tls_handshakes_failed
                                 .fetch_add(1, Ordering::Relaxed);
                             tracing::debug!(%error, "a TLS handshake failed");
                         }
                         Err(_) => {
                             store
-                                .stats()
+                                .counters()
                                 .tls_handshakes_failed
                                 .fetch_add(1, Ordering::Relaxed);
                         }
@@ -137,7 +164,7 @@ async fn accept(
                 }
             }
             store
-                .stats()
+                .counters()
                 .connections_open
                 .fetch_sub(1, Ordering::Relaxed);
             drop(slot);

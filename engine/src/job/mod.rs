@@ -15,6 +15,7 @@ mod background;
 mod checkpointing;
 mod dataflow;
 mod keeper;
+mod probes;
 #[cfg(feature = "deep")]
 mod retrain;
 mod run;
@@ -44,6 +45,9 @@ pub struct RunOptions {
     /// the processes have none in common), as Flink's `--allowNonRestoredState`; without it
     /// the job refuses to start and leaves them as they are.
     pub allow_fresh_start: bool,
+    /// Serve this process's metrics, `/healthz` and `/readyz` on this address (`run
+    /// --metrics-bind`); every process of a cluster may have its own.
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 impl Default for RunOptions {
@@ -60,6 +64,7 @@ impl RunOptions {
             cluster: None,
             catalog: Catalog::builtin(),
             allow_fresh_start: false,
+            metrics_bind: None,
         }
     }
 }

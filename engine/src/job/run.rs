@@ -4,6 +4,7 @@
 use super::background::{Background, Context, Generate};
 use super::dataflow::run_dataflow;
 use super::keeper::Keeper;
+use super::probes::Probes;
 use super::sinks::OutputSinks;
 use super::{JobReport, RunOptions, Started};
 use crate::brokers::secured_brokers;
@@ -88,6 +89,12 @@ pub(super) fn run(
         })?;
     check_bounded(&spec, (&*source, factory.is_kafka()), &options)?;
     let stats = Arc::new(JobStats::new(&spec.name, source.partitions()));
+    // Ready while the dataflow runs.
+    let ready = Arc::new(AtomicBool::new(false));
+    let probes = options
+        .metrics_bind
+        .map(|addr| Probes::start(addr, &stats, &ready, &runtime))
+        .transpose()?;
     let registry = Registry::open(&spec.publish.registry)?;
     // Process 0 publishes: it alone cleans the registry up and prunes it.
     let keeper = match process {
@@ -130,6 +137,9 @@ pub(super) fn run(
             if let Some(serving) = serving {
                 serving.stop(&runtime);
             }
+            if let Some(probes) = probes {
+                probes.stop(&runtime);
+            }
             return Err(error);
         }
     };
@@ -147,6 +157,7 @@ pub(super) fn run(
         stats: stats.clone(),
     });
 
+    ready.store(true, Ordering::SeqCst);
     let result = run_dataflow(
         &spec,
         (source, decoder),
@@ -159,6 +170,7 @@ pub(super) fn run(
 
     // A stop asked for (SIGTERM) ends the retraining stage at once; an input that ended gets
     // one last run on everything buffered.
+    ready.store(false, Ordering::SeqCst);
     let interrupted = stop.load(Ordering::SeqCst);
     stop.store(true, Ordering::SeqCst);
     #[cfg(feature = "deep")]
@@ -170,6 +182,9 @@ pub(super) fn run(
     background.finish();
     if let Some(serving) = serving {
         serving.stop(&runtime);
+    }
+    if let Some(probes) = probes {
+        probes.stop(&runtime);
     }
     drop(embedded);
     drop(keeper);
