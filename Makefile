@@ -41,6 +41,7 @@ test:
 	scripts/embedded-broker-check.sh
 	scripts/samples-pyarrow-check.sh
 	scripts/schemathesis-check.sh
+	scripts/python-examples-check.sh
 
 lint:
 	cargo fmt --all -- --check

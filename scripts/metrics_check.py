@@ -1,20 +1,27 @@
 """Checks a millrace /metrics endpoint with the Prometheus project's own Python parsers.
 
-Usage: metrics_check.py URL [REQUIRED_FAMILY ...]
+Usage: metrics_check.py URL [--dashboard GRAFANA.json] [REQUIRED_FAMILY ...]
 
 Scrapes URL twice: asking for OpenMetrics (parsed by prometheus_client's strict OpenMetrics
 parser, which refuses any line out of the format) and for the classic text format (parsed by
 its text parser). Both must hold the same families; every family needs its HELP, and no name
 may carry a unit that is not a base unit (milliseconds, microseconds, percent). Prints the
-number of families and samples.
+number of families and samples. With --dashboard, every millrace metric the dashboard's
+queries name must be a sample name of the exposition.
 """
+import json
+import re
 import sys
 import urllib.request
 
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics
 from prometheus_client.parser import text_string_to_metric_families as classic
 
-url, required = sys.argv[1], set(sys.argv[2:])
+url, rest = sys.argv[1], sys.argv[2:]
+dashboard = None
+if rest[:1] == ["--dashboard"]:
+    dashboard, rest = rest[1], rest[2:]
+required = set(rest)
 
 
 def scrape(accept):
@@ -44,6 +51,13 @@ for name, family in open_families.items():
 missing = required - set(open_families)
 if missing:
     problems.append(f"missing families: {sorted(missing)}")
+if dashboard:
+    sample_names = {s.name for f in open_families.values() for s in f.samples}
+    with open(dashboard) as f:
+        queries = [t["expr"] for p in json.load(f)["panels"] for t in p["targets"]]
+    for name in sorted({n for q in queries for n in re.findall(r"millrace_[a-z_]+", q)}):
+        if name not in sample_names:
+            problems.append(f"the dashboard names {name}, which the exposition does not hold")
 if problems:
     sys.exit("metrics check failed:\n" + "\n".join(problems))
 samples = sum(len(f.samples) for f in open_families.values())

@@ -8,7 +8,8 @@
 # python3-venv for the confluent-kafka check of the embedded broker, moto's S3 server in a
 # venv (the object store that keeps a restarted broker's topics), and openssl and socat (a TLS
 # listener in front of a broker), and the stock clients of other servers the tests drive millrace with
-# (Triton's tritonclient, and the Prometheus Python client's exposition parsers, in a venv); with
+# (Triton's tritonclient, the Prometheus Python client's exposition parsers, and requests and
+# safetensors for examples/python, in a venv); with
 # --with-perf, what
 # perf/serve.sh needs (wrk, curl).
 set -euo pipefail
@@ -19,6 +20,8 @@ MOTO_VERSION=5.2.5
 TRITONCLIENT_VERSION=2.73.0
 NUMPY_VERSION=2.4.6
 PROMETHEUS_CLIENT_VERSION=0.26.0
+REQUESTS_VERSION=2.34.2
+SAFETENSORS_VERSION=0.8.0
 # tch 0.24 is built for exactly this PyTorch.
 TORCH_VERSION=2.11.0
 mkdir -p "$CACHE"
@@ -65,7 +68,9 @@ if [ "${1:-}" = "--with-broker" ]; then
   interop="$CACHE/venv-interop"
   [ -x "$interop/bin/python" ] || python3 -m venv "$interop"
   "$interop/bin/python" -c "from importlib.metadata import version as v
-assert v('tritonclient') == '$TRITONCLIENT_VERSION' and v('prometheus-client') == '$PROMETHEUS_CLIENT_VERSION'" 2>/dev/null \
+assert v('tritonclient') == '$TRITONCLIENT_VERSION' and v('prometheus-client') == '$PROMETHEUS_CLIENT_VERSION'
+assert v('safetensors') == '$SAFETENSORS_VERSION'" 2>/dev/null \
     || "$interop/bin/pip" install -q "tritonclient[http]==$TRITONCLIENT_VERSION" "numpy==$NUMPY_VERSION" \
-      "prometheus-client==$PROMETHEUS_CLIENT_VERSION"
+      "prometheus-client==$PROMETHEUS_CLIENT_VERSION" "requests==$REQUESTS_VERSION" \
+      "safetensors==$SAFETENSORS_VERSION"
 fi

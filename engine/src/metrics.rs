@@ -864,18 +864,17 @@ impl prometheus_client::collector::Collector for JobMetrics {
         family(&mut encoder, metric.name, metric.help, Counter, bad)?;
         self.encode_workers(&mut encoder)?;
         self.encode_partitions(&mut encoder)?;
+        // The checkpoints' is empty for a job without checkpoints.
+        let checkpoints = self.0.checkpoints.get();
         let durations = [
             (
                 CHECKPOINT_DURATION,
-                self.0.checkpoints.get().map(Collector::durations),
+                checkpoints.map(Collector::durations).unwrap_or_default(),
             ),
-            (
-                PUBLISH_DURATION,
-                Some(self.0.trainer.publish_seconds.clone()),
-            ),
+            (PUBLISH_DURATION, self.0.trainer.publish_seconds.clone()),
         ];
         for (metric, durations) in durations {
-            let samples = durations.map(|d| (labels(), d.histogram().clone()));
+            let samples = [(labels(), durations.histogram().clone())];
             family(&mut encoder, metric.name, metric.help, Histogram, samples)?;
         }
         Ok(())

@@ -257,6 +257,7 @@ fn criteo_sample_through_kafka_dataflow_registry_and_serving(
     // The job's metrics beside serving's pass the Prometheus client's parsers.
     common::check_metrics(
         addr,
+        true,
         &[
             "millrace_build",
             "millrace_learner_events",

@@ -409,14 +409,23 @@ pub(crate) fn read_whole_topic(topic: &str) -> Vec<TopicMessage> {
 /// Checks the `/metrics` of the server at `addr` with the Prometheus Python client's parsers
 /// (`scripts/metrics_check.py`, in the test venv): both exposition formats parse, every family
 /// has its help, no name carries a unit other than a base unit, and `required` (OpenMetrics
-/// family names) are there.
-pub(crate) fn check_metrics(addr: std::net::SocketAddr, required: &[&str]) {
+/// family names) are there; with `dashboard`, every metric `perf/grafana/millrace.json` queries
+/// is there too.
+pub(crate) fn check_metrics(addr: std::net::SocketAddr, dashboard: bool, required: &[&str]) {
     let python = std::env::var("MILLRACE_INTEROP_PYTHON")
         .expect("MILLRACE_INTEROP_PYTHON is unset: run the tests with `make test`");
     let check = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/metrics_check.py");
     let output = std::process::Command::new(&python)
         .arg(check)
         .arg(format!("http://{addr}/metrics"))
+        .args(if dashboard {
+            vec![
+                "--dashboard",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../perf/grafana/millrace.json"),
+            ]
+        } else {
+            vec![]
+        })
         .args(required)
         .output()
         .unwrap_or_else(|e| panic!("{python}: {e}"));
