@@ -1,6 +1,7 @@
 //! The `millrace` command: run a job, serve a registry, produce and generate events, benchmark.
 
 mod kafka_args;
+mod progress_bar;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -609,9 +610,12 @@ fn run_cli() -> anyhow::Result<()> {
             ..
         } => {
             let mut out = BufWriter::new(std::io::stdout().lock());
+            let bar = progress_bar::bar(Some(rows), "generating");
             for event in CriteoGenerator::new(seed).take(rows as usize) {
                 writeln!(out, "{}", event.to_tsv())?;
+                bar.inc(1);
             }
+            bar.finish_and_clear();
             out.flush()?;
             Ok(())
         }
@@ -984,6 +988,11 @@ fn produce(
     let mut producer = LineProducer::new(brokers, topic, partitions)?;
     let limit = RateLimit::new(Some(rate));
     let mut header = schema.record().header;
+    // Bytes of the file when it is one; records counted otherwise.
+    let size = (file.as_os_str() != "-")
+        .then(|| std::fs::metadata(file).ok().map(|m| m.len()))
+        .flatten();
+    let bar = progress_bar::bar(size, "producing");
     for line in reader.split(b'\n') {
         let line = line?;
         if line.iter().all(u8::is_ascii_whitespace) {
@@ -997,7 +1006,13 @@ fn produce(
         }
         limit.wait(producer.sent());
         producer.send(&line)?;
+        bar.inc(if size.is_some() {
+            line.len() as u64 + 1
+        } else {
+            1
+        });
     }
+    bar.finish_and_clear();
     producer.flush(Duration::from_secs(60))?;
     eprintln!("produced {} records to {topic}", producer.sent());
     Ok(())
@@ -1020,11 +1035,14 @@ fn gen_schema(
         writeln!(out, "{header}")?;
     }
     let (mut probabilities, mut labels) = (Vec::new(), Vec::new());
+    let bar = progress_bar::bar(Some(rows), "generating");
     for generated in generator.by_ref().take(rows as usize) {
         writeln!(out, "{}", generated.record)?;
         probabilities.push(generated.probability);
         labels.push(generated.label);
+        bar.inc(1);
     }
+    bar.finish_and_clear();
     out.flush()?;
     let clicks = labels.iter().filter(|l| **l).count();
     eprintln!(
