@@ -101,17 +101,24 @@ fn two_processes_share_the_partitions_and_resume_together_after_a_kill() {
     // Each process serves its own metrics, health and readiness while it runs.
     let metrics = free_ports();
     let children = start(&job, &hosts, Some(&metrics));
-    for port in &metrics {
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], *port));
-        common::wait_for("the process to be ready", Duration::from_secs(60), || {
-            std::net::TcpStream::connect(addr).is_ok()
-                && common::http(addr, "GET", "/readyz", "").0 == 200
-        });
-        assert_eq!(
-            common::http(addr, "GET", "/healthz", ""),
-            (200, "ok".to_owned())
-        );
-        common::check_metrics(addr, false, &["millrace_build", "millrace_source_records"]);
+    let addrs: Vec<std::net::SocketAddr> = metrics
+        .iter()
+        .map(|port| ([127, 0, 0, 1], *port).into())
+        .collect();
+    common::wait_for(
+        "both processes to be ready",
+        Duration::from_secs(60),
+        || {
+            addrs.iter().all(|addr| {
+                std::net::TcpStream::connect(addr).is_ok()
+                    && common::http(*addr, "GET", "/readyz", "").0 == 200
+            })
+        },
+    );
+    for addr in &addrs {
+        let health = common::http(*addr, "GET", "/healthz", "");
+        assert_eq!(health, (200, "ok".to_owned()));
+        common::check_metrics(*addr, false, &["millrace_build", "millrace_source_records"]);
     }
     let reports = finish(children);
     let seconds = started.elapsed().as_secs_f64();

@@ -8,7 +8,7 @@ use crate::exposition::{expose, register_build_info};
 use crate::metrics::ServingMetrics;
 use crate::model_api::{ApiPath, ModelApi};
 use crate::options::ServeOptions;
-use crate::reply::{error, not_allowed, Answer};
+use crate::reply::{not_allowed, recover};
 use crate::store::ModelStore;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
@@ -187,24 +187,5 @@ fn allowed_method(path: &str) -> Option<&'static str> {
         ["v1", "models"] | ["v1", "ping"] => Some("GET"),
         ["healthz"] | ["readyz"] | ["metrics"] | ["openapi.json"] => Some("GET"),
         _ => None,
-    }
-}
-
-fn recover(rejection: Rejection) -> Answer {
-    if rejection.is_not_found() {
-        error(StatusCode::NOT_FOUND, "no such endpoint")
-    } else if let Some(header) = rejection.find::<warp::reject::InvalidHeader>() {
-        // Before the methods: a route that takes the method refused the request for this.
-        error(
-            StatusCode::BAD_REQUEST,
-            format!("the header `{}` is not valid", header.name()),
-        )
-    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
-        error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-    } else {
-        error(
-            StatusCode::BAD_REQUEST,
-            format!("bad request: {rejection:?}"),
-        )
     }
 }

@@ -3,9 +3,12 @@
 //! sends, so every form is scored, cached and batched by one path.
 
 use crate::reply::{bad_request, Refusal};
+use crate::version::LoadedVersion;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use std::borrow::Cow;
+use std::collections::HashSet;
+use warp::http::StatusCode;
 
 /// One named column: a value per instance, as JSON text (`null` for a missing one), borrowed
 /// from the request where it can be.
@@ -17,17 +20,43 @@ pub(crate) struct Column<'a> {
     pub(crate) values: Vec<Cow<'a, str>>,
 }
 
+/// Refuses columns whose names are not fields of `version`'s schema, before their rows are
+/// made (TF Serving refuses unknown inputs too).
+pub(crate) fn check_fields(columns: &[Column<'_>], version: &LoadedVersion) -> Result<(), Refusal> {
+    match columns
+        .iter()
+        .find(|c| version.field_type(&c.name).is_none())
+    {
+        Some(column) => Err(bad_request(format!(
+            "input `{}` is not a field of model `{}`'s schema",
+            column.name, version.model.meta.name
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// The instances of `columns`, one object per row of the field values that are not `null`.
 ///
 /// # Errors
 ///
-/// A 400 when the columns hold different numbers of values, or a field comes twice.
-pub(crate) fn instances(columns: &[Column<'_>]) -> Result<Vec<Box<RawValue>>, Refusal> {
+/// A 400 when the columns hold different numbers of values or a field comes twice; a 413 past
+/// `max_rows` rows, before any row is made.
+pub(crate) fn instances(
+    columns: &[Column<'_>],
+    max_rows: usize,
+) -> Result<Vec<Box<RawValue>>, Refusal> {
     let Some(first) = columns.first() else {
         return Err(bad_request("the request holds no input"));
     };
     let rows = first.values.len();
-    for (i, column) in columns.iter().enumerate() {
+    if rows > max_rows {
+        return Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("at most {max_rows} instances per request (got {rows})"),
+        ));
+    }
+    let mut names = HashSet::with_capacity(columns.len());
+    for column in columns {
         if column.values.len() != rows {
             return Err(bad_request(format!(
                 "input `{}` holds {} values but `{}` holds {rows}: every input needs one value per instance",
@@ -36,7 +65,7 @@ pub(crate) fn instances(columns: &[Column<'_>]) -> Result<Vec<Box<RawValue>>, Re
                 first.name
             )));
         }
-        if columns[..i].iter().any(|c| c.name == column.name) {
+        if !names.insert(&*column.name) {
             return Err(bad_request(format!("input `{}` comes twice", column.name)));
         }
     }
@@ -88,7 +117,7 @@ mod tests {
             column("I1", json!([3, null, 2.5])),
             column("C\"1", json!(["a", "b", null])),
         ];
-        let rows: Vec<Value> = instances(&columns)
+        let rows: Vec<Value> = instances(&columns, 10)
             .unwrap()
             .iter()
             .map(|raw| serde_json::from_str(raw.get()).unwrap())
@@ -106,9 +135,14 @@ mod tests {
     #[test]
     fn uneven_or_repeated_columns_are_refused() {
         let uneven = [column("a", json!([1, 2])), column("b", json!([1]))];
-        assert!(instances(&uneven).unwrap_err().1.contains("`b` holds 1"));
+        assert!(instances(&uneven, 10)
+            .unwrap_err()
+            .1
+            .contains("`b` holds 1"));
         let twice = [column("a", json!([1])), column("a", json!([2]))];
-        assert!(instances(&twice).unwrap_err().1.contains("comes twice"));
-        assert!(instances(&[]).is_err());
+        assert!(instances(&twice, 10).unwrap_err().1.contains("comes twice"));
+        assert!(instances(&[], 10).is_err());
+        let many = [column("a", json!([1, 2, 3]))];
+        assert_eq!(instances(&many, 2).unwrap_err().0, 413);
     }
 }

@@ -329,7 +329,7 @@ fn encode_versions(
     let latency = loaded
         .iter()
         .map(|(model, version, v)| (labels(model, *version), v.stats.latency.clone()));
-    let help = "Seconds from a predict or infer request's arrival to its answer, by the version that answered.";
+    let help = "Seconds from the arrival of a predict or infer request answered with 200 to its answer, by the version that answered.";
     family(
         encoder,
         "millrace_serving_request_duration_seconds",

@@ -11,7 +11,7 @@ use crate::options::{ServeOptions, KEY_HEADER};
 use crate::predict::{self, Pick, Request, Scored, Slot};
 use crate::reply::{bad_request, error, not_allowed, Refusal};
 use crate::store::ModelStore;
-use crate::tfs::{self, ModelPath};
+use crate::tfs::{self, Form, ModelPath, Predict};
 use bytes::Buf;
 use futures_util::Stream;
 use serde_json::Value;
@@ -108,13 +108,12 @@ impl ModelApi {
             }
             ApiPath::V2(V2Path::Server) => Ok(ok_json(oip::server_metadata())),
             ApiPath::V2(V2Path::Live) => Ok(StatusCode::OK.into_response()),
-            ApiPath::V2(V2Path::Ready) => {
-                if self.store.entries().is_empty() {
-                    Err(bad_request("no model loaded yet"))
-                } else {
-                    Ok(StatusCode::OK.into_response())
-                }
+            // Not a client's fault: an orchestrator's probe, not counted.
+            ApiPath::V2(V2Path::Ready) if self.store.entries().is_empty() => {
+                let not_yet = error(StatusCode::BAD_REQUEST, "no model loaded yet");
+                return not_yet.into_response();
             }
+            ApiPath::V2(V2Path::Ready) => Ok(StatusCode::OK.into_response()),
             ApiPath::V2(V2Path::Model(name, version)) => {
                 let pick = version.map(Pick::Version);
                 tfs::picked(&self.store, &name, pick.as_ref())
@@ -217,16 +216,25 @@ impl ModelApi {
         };
         match dialect {
             Dialect::TfServing => {
-                let (instances, form) = tfs::instances(body)?;
+                let (instances, form) = match tfs::read(body)? {
+                    Predict::Rows(instances) => (instances, Form::Rows),
+                    Predict::Columns(columns) => {
+                        columns::check_fields(&columns, &route.answer)?;
+                        let max = self.options.max_batch;
+                        (columns::instances(&columns, max)?, Form::Columns)
+                    }
+                };
                 predict::check_count(instances.len(), &self.options)?;
                 let scored = request.score(route, instances).await?;
                 self.count_answered(&scored);
                 Ok(observe(ok_json(tfs::answer(scored, form))))
             }
             Dialect::Oip => {
-                let infer = oip::read_infer(body, header(headers, oip::HEADER_LENGTH)?)?;
-                infer.check(&route.answer)?;
-                let instances = columns::instances(&infer.columns)?;
+                let header_length = header(headers, oip::HEADER_LENGTH)?;
+                let fields = |name: &str| route.answer.field_type(name);
+                let max = self.options.max_batch;
+                let infer = oip::read_infer(body, header_length, (&fields, max))?;
+                let instances = columns::instances(&infer.columns, max)?;
                 predict::check_count(instances.len(), &self.options)?;
                 let scored = request.score(route, instances).await?;
                 self.count_answered(&scored);

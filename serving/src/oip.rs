@@ -15,6 +15,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use std::borrow::Cow;
+use std::collections::HashSet;
+use warp::http::StatusCode;
 
 /// The header that gives the length of the JSON part of a body with binary tensors.
 pub(crate) const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -189,8 +191,10 @@ impl DataType {
     fn holds(self, text: &str) -> bool {
         match self {
             DataType::Bool => text == "true" || text == "false",
-            DataType::Int(_) => text.parse::<i64>().is_ok(),
-            DataType::Uint(_) => text.parse::<u64>().is_ok(),
+            DataType::Int(n) => text.parse::<i64>().is_ok_and(|v| fits_signed(v, n)),
+            DataType::Uint(n) => text
+                .parse::<u64>()
+                .is_ok_and(|v| n >= 8 || v >> (8 * n) == 0),
             DataType::Float(_) => {
                 text.starts_with(|c: char| c == '-' || c.is_ascii_digit())
                     && text.parse::<f64>().is_ok()
@@ -221,6 +225,15 @@ impl DataType {
                 bytes.len()
             )));
         }
+        // A NaN or an infinity has no JSON form, which `data` would send: refused alike.
+        let finite = |b: &[u8]| match self {
+            DataType::Float(4) => f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite(),
+            DataType::Float(_) => f64::from_le_bytes(b.try_into().unwrap_or([0; 8])).is_finite(),
+            _ => true,
+        };
+        if !bytes.chunks_exact(size).all(finite) {
+            return Err(wrong("a NaN or an infinity is not a value".to_owned()));
+        }
         Ok(bytes
             .chunks_exact(size)
             .map(|b| {
@@ -239,6 +252,14 @@ impl DataType {
                 Cow::Owned(value.to_string())
             })
             .collect())
+    }
+}
+
+/// Whether `v` fits a signed integer of `bytes` bytes.
+fn fits_signed(v: i64, bytes: usize) -> bool {
+    bytes >= 8 || {
+        let bound = 1i64 << (8 * bytes - 1);
+        (-bound..bound).contains(&v)
     }
 }
 
@@ -328,8 +349,6 @@ struct OutputParameters {
 pub(crate) struct Infer<'a> {
     /// The request's `id`, given back.
     id: Option<Cow<'a, str>>,
-    /// Each input's datatype, in the columns' order.
-    datatypes: Vec<DataType>,
     /// The columns of the instances.
     pub(crate) columns: Vec<Column<'a>>,
     /// Whether `probability` goes back as binary data.
@@ -342,9 +361,20 @@ pub(crate) struct Infer<'a> {
 /// # Errors
 ///
 /// A 400 that says what is wrong with the body.
+/// The type of each field of the served model's schema, by name.
+pub(crate) type Fields<'f> = &'f dyn Fn(&str) -> Option<FieldType>;
+
+/// Reads an `infer` body: the JSON, then, when `header_length` is given, the binary tensors
+/// after it. Each input is checked before its data is read: a field of the model's schema
+/// (`fields`), once, of a datatype the field takes, of at most `max_rows` values.
+///
+/// # Errors
+///
+/// A 400 that says what is wrong with the body; a 413 for an input past `max_rows` values.
 pub(crate) fn read_infer<'a>(
     body: &'a [u8],
     header_length: Option<&str>,
+    (fields, max_rows): (Fields<'_>, usize),
 ) -> Result<Infer<'a>, Refusal> {
     let (header, mut binary) = match header_length {
         None => (body, &[][..]),
@@ -365,12 +395,13 @@ pub(crate) fn read_infer<'a>(
     };
     let request: InferBody = serde_json::from_slice(header)
         .map_err(|e| bad_request(format!("invalid request body: {e}")))?;
-    let mut datatypes = Vec::with_capacity(request.inputs.len());
+    let mut names = HashSet::with_capacity(request.inputs.len());
     let mut columns = Vec::with_capacity(request.inputs.len());
     for tensor in request.inputs {
-        let (column, datatype) = read_input(tensor, &mut binary)?;
-        datatypes.push(datatype);
-        columns.push(column);
+        if !names.insert(tensor.name.clone()) {
+            return Err(bad_request(format!("input `{}` comes twice", tensor.name)));
+        }
+        columns.push(read_input(tensor, &mut binary, (fields, max_rows))?);
     }
     if !binary.is_empty() {
         return Err(bad_request(format!(
@@ -397,7 +428,6 @@ pub(crate) fn read_infer<'a>(
     }
     Ok(Infer {
         id: request.id,
-        datatypes,
         columns,
         binary_output,
     })
@@ -407,11 +437,13 @@ pub(crate) fn read_infer<'a>(
 fn read_input<'a>(
     tensor: InputTensor<'a>,
     binary: &mut &[u8],
-) -> Result<(Column<'a>, DataType), Refusal> {
+    (fields, max_rows): (Fields<'_>, usize),
+) -> Result<Column<'a>, Refusal> {
     let name = tensor.name;
     let datatype = DataType::parse(&tensor.datatype, &name)?;
-    let rows = match tensor.shape.dims() {
-        [n] | [n, 1] if *n >= 0 => *n as usize,
+    check_field(&name, datatype, fields)?;
+    let rows = match (tensor.shape.len, tensor.shape.dims()) {
+        (1, [n]) | (2, [n, 1]) if *n >= 0 => *n as usize,
         _ => {
             return Err(bad_request(format!(
                 "input `{name}` has shape {}: an input is [N] or [N, 1], a value per instance",
@@ -419,6 +451,14 @@ fn read_input<'a>(
             )))
         }
     };
+    if rows > max_rows {
+        return Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "input `{name}` holds {rows} instances, past the {max_rows} a request may hold"
+            ),
+        ));
+    }
     let binary_size = tensor
         .parameters
         .and_then(|p| p.binary_data_size)
@@ -461,7 +501,29 @@ fn read_input<'a>(
         }
         (None, None) => return Err(bad_request(format!("input `{name}` has no `data`"))),
     };
-    Ok((Column { name, values }, datatype))
+    Ok(Column { name, values })
+}
+
+/// Refuses an input that is not a field of the schema, or of a datatype its field cannot take.
+fn check_field(name: &str, datatype: DataType, fields: Fields<'_>) -> Result<(), Refusal> {
+    let Some(kind) = fields(name) else {
+        return Err(bad_request(format!(
+            "input `{name}` is not a field of the served model's schema"
+        )));
+    };
+    if datatype.fits(kind) {
+        return Ok(());
+    }
+    let field = match kind {
+        FieldType::Number => "a number",
+        FieldType::Category => "a category",
+        FieldType::Tokens { .. } => "a tokens",
+    };
+    Err(bad_request(format!(
+        "input `{name}` is {}, which {field} field does not take (its tensor is {})",
+        datatype.name(),
+        self::datatype(kind)
+    )))
 }
 
 /// The JSON texts of the elements of a tensor's `data`, nested arrays read in row-major order.
@@ -544,33 +606,6 @@ impl<'de> Deserialize<'de> for Shape {
 }
 
 impl Infer<'_> {
-    /// Refuses inputs that `version` does not take: a name that is not a field of its schema,
-    /// or a datatype its field's values cannot be.
-    pub(crate) fn check(&self, version: &LoadedVersion) -> Result<(), Refusal> {
-        for (column, datatype) in self.columns.iter().zip(&self.datatypes) {
-            let name = &column.name;
-            let Some(kind) = version.field_type(name) else {
-                return Err(bad_request(format!(
-                    "input `{name}` is not a field of model `{}`'s schema",
-                    version.model.meta.name
-                )));
-            };
-            if !datatype.fits(kind) {
-                let field = match kind {
-                    FieldType::Number => "a number",
-                    FieldType::Category => "a category",
-                    FieldType::Tokens { .. } => "a tokens",
-                };
-                return Err(bad_request(format!(
-                    "input `{name}` is {}, which {field} field does not take (its tensor is {})",
-                    datatype.name(),
-                    self::datatype(kind)
-                )));
-            }
-        }
-        Ok(())
-    }
-
     /// The answer to the request scored: the JSON, and the binary data to send after it (empty
     /// when the output goes back as JSON `data`).
     pub(crate) fn answer(&self, scored: &Scored) -> (Value, Vec<u8>) {
@@ -602,6 +637,20 @@ impl Infer<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fields of the tests' schema: `n` a number, `t` tokens, `missing` none, any other
+    /// name a category.
+    fn field(name: &str) -> Option<FieldType> {
+        match name {
+            "n" => Some(FieldType::Number),
+            "t" => Some(FieldType::Tokens { separator: b'|' }),
+            "missing" => None,
+            _ => Some(FieldType::Category),
+        }
+    }
+
+    /// The tests' schema, and 64 instances at most.
+    const ANY: (Fields<'static>, usize) = (&field, 64);
 
     #[test]
     fn paths() {
@@ -636,7 +685,7 @@ mod tests {
             {"name": "n", "shape": [2, 1], "datatype": "FP32", "data": [[1.5], [2]]},
             {"name": "c", "shape": [2], "datatype": "BYTES", "data": ["x", "yz"]},
             {"name": "i", "shape": [2], "datatype": "INT16", "data": [-3, 4]}]}"#;
-        let from_json = read_infer(json_body, None).unwrap();
+        let from_json = read_infer(json_body, None, ANY).unwrap();
         let header = br#"{"id": "a", "inputs": [
             {"name": "n", "shape": [2, 1], "datatype": "FP32", "parameters": {"binary_data_size": 8}},
             {"name": "c", "shape": [2], "datatype": "BYTES", "parameters": {"binary_data_size": 11}},
@@ -651,7 +700,7 @@ mod tests {
         body.extend(b"yz");
         body.extend((-3i16).to_le_bytes());
         body.extend(4i16.to_le_bytes());
-        let from_binary = read_infer(&body, Some(&header.len().to_string())).unwrap();
+        let from_binary = read_infer(&body, Some(&header.len().to_string()), ANY).unwrap();
         // The same numbers (`2` and `2.0` alike) and the same texts.
         let values = |infer: &Infer| -> Vec<Vec<Value>> {
             let same = |text: &Cow<'_, str>| {
@@ -673,8 +722,14 @@ mod tests {
     #[test]
     fn malformed_requests_say_why() {
         for (body, why) in [
-            (&br#"{"inputs": [{"name": "a", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3, 4]}]}"#[..], "[N] or [N, 1]"),
-            (br#"{"inputs": [{"name": "a", "shape": [3], "datatype": "FP32", "data": [1, 2]}]}"#, "2 elements for a shape of 3"),
+            (&br#"{"inputs": [{"name": "n", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3, 4]}]}"#[..], "[N] or [N, 1]"),
+            (br#"{"inputs": [{"name": "n", "shape": [2, 1, 3], "datatype": "FP32", "data": [1, 2, 3, 4, 5, 6]}]}"#, "(3 dimensions)"),
+            (br#"{"inputs": [{"name": "missing", "shape": [1], "datatype": "BYTES", "data": ["x"]}]}"#, "not a field"),
+            (br#"{"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}]}"#, "which a category field does not take"),
+            (br#"{"inputs": [{"name": "a", "shape": [1], "datatype": "INT8", "data": [1000]}]}"#, "1000 is not an element of INT8"),
+            (br#"{"inputs": [{"name": "a", "shape": [1], "datatype": "UINT8", "data": [256]}]}"#, "256 is not an element of UINT8"),
+            (br#"{"inputs": [{"name": "a", "shape": [1], "datatype": "BYTES", "data": ["x"]}, {"name": "a", "shape": [1], "datatype": "BYTES", "data": ["y"]}]}"#, "comes twice"),
+            (br#"{"inputs": [{"name": "n", "shape": [3], "datatype": "FP32", "data": [1, 2]}]}"#, "2 elements for a shape of 3"),
             (br#"{"inputs": [{"name": "a", "shape": [1], "datatype": "BYTES", "data": [1]}]}"#, "1 is not an element of BYTES"),
             (br#"{"inputs": [{"name": "a", "shape": [1], "datatype": "FP16", "data": [1]}]}"#, "FP16 is not taken"),
             (br#"{"inputs": [{"name": "a", "shape": [1], "datatype": "INT64"}]}"#, "no `data`"),
@@ -682,29 +737,42 @@ mod tests {
             (br#"{"inputs": [{"name": "a", "shape": [1], "datatype": "INT64", "parameters": {"binary_data_size": 8}}]}"#, "runs past"),
             (br#"{"nothing": 1}"#, "invalid request body"),
         ] {
-            let (status, message) = read_infer(body, None).unwrap_err();
+            let (status, message) = read_infer(body, None, ANY).unwrap_err();
             assert_eq!(status, 400);
             assert!(message.contains(why), "{message} lacks {why}");
         }
-        assert!(read_infer(b"{}", Some("9"))
+        assert!(read_infer(b"{}", Some("9"), ANY)
             .unwrap_err()
             .1
             .contains("past the body"));
-        // A shape far past the data, in JSON and in binary, is refused without reserving it.
-        let huge = 9_000_000_000_000_000_000u64;
-        let tensor = |data: &str| {
+        // A shape past the instances a request may hold, in JSON and in binary, is a 413 before
+        // any data is read; within it, a shape past the data is a 400.
+        let tensor = |rows: u64, data: &str| {
             format!(
-                r#"{{"inputs": [{{"name": "a", "shape": [{huge}], "datatype": "INT64", {data}}}]}}"#
+                r#"{{"inputs": [{{"name": "a", "shape": [{rows}], "datatype": "INT64", {data}}}]}}"#
             )
         };
-        let body = tensor(r#""data": [1]"#);
-        let refused = read_infer(body.as_bytes(), None).unwrap_err().1;
-        assert!(refused.contains("1 elements"), "{refused}");
-        let body = tensor(r#""parameters": {"binary_data_size": 8}"#);
+        for rows in [65, 9_000_000_000_000_000_000u64] {
+            let body = tensor(rows, r#""data": [1]"#);
+            let (status, why) = read_infer(body.as_bytes(), None, ANY).unwrap_err();
+            assert_eq!(status, 413, "{why}");
+            let body = tensor(rows, r#""parameters": {"binary_data_size": 8}"#);
+            let length = body.len().to_string();
+            let body = [body.into_bytes(), vec![0; 8]].concat();
+            assert_eq!(read_infer(&body, Some(&length), ANY).unwrap_err().0, 413);
+        }
+        let body = tensor(2, r#""parameters": {"binary_data_size": 8}"#);
         let length = body.len().to_string();
         let body = [body.into_bytes(), vec![0; 8]].concat();
-        let refused = read_infer(&body, Some(&length)).unwrap_err().1;
+        let refused = read_infer(&body, Some(&length), ANY).unwrap_err().1;
         assert!(refused.contains("8 bytes"), "{refused}");
+        // A NaN in binary data has no JSON form: refused, as `data` cannot send one.
+        let header = r#"{"inputs": [{"name": "n", "shape": [1], "datatype": "FP32", "parameters": {"binary_data_size": 4}}]}"#;
+        let body = [header.as_bytes(), &f32::NAN.to_le_bytes()].concat();
+        let refused = read_infer(&body, Some(&header.len().to_string()), ANY)
+            .unwrap_err()
+            .1;
+        assert!(refused.contains("NaN"), "{refused}");
     }
 
     /// Any body, with any header length, is read or refused with a 400, never a panic; and
@@ -744,8 +812,8 @@ mod tests {
             #[test]
             fn any_bytes(body in prop::collection::vec(any::<u8>(), 0..200), length in any::<Option<u16>>()) {
                 let length = length.map(|l| l.to_string());
-                if let Err((status, _)) = read_infer(&body, length.as_deref()) {
-                    prop_assert_eq!(status, 400);
+                if let Err((status, _)) = read_infer(&body, length.as_deref(), super::ANY) {
+                    prop_assert!(status == 400 || status == 413, "{}", status);
                 }
             }
 
@@ -755,8 +823,8 @@ mod tests {
                 let body = [header.as_bytes(), &tail].concat();
                 let length = header.len().to_string();
                 for length in [None, Some(length.as_str())] {
-                    if let Ok(infer) = read_infer(&body, length) {
-                        let _ = crate::columns::instances(&infer.columns);
+                    if let Ok(infer) = read_infer(&body, length, super::ANY) {
+                        let _ = crate::columns::instances(&infer.columns, 64);
                     }
                 }
             }

@@ -4,6 +4,7 @@
 
 use crate::exposition::expose;
 use crate::options::ServeOptions;
+use crate::reply::recover;
 use crate::server::accept;
 use crate::stats::ServingStats;
 use prometheus_client::registry::Registry;
@@ -42,11 +43,12 @@ pub async fn serve_probes(
     let routes = metrics
         .or(healthz)
         .or(readyz)
-        .recover(|_| async { Ok::<_, std::convert::Infallible>(StatusCode::NOT_FOUND) });
+        .recover(|rejection| async move { Ok::<_, std::convert::Infallible>(recover(rejection)) });
     let options = ServeOptions {
         max_connections: MAX_PROBE_CONNECTIONS,
         ..ServeOptions::default()
     };
     let counters = Arc::new(ServingStats::default());
-    accept(routes, counters, listener, &options, shutdown).await;
+    let what = "metrics";
+    accept(routes, (counters, what), listener, &options, shutdown).await;
 }

@@ -58,7 +58,8 @@ pub async fn serve(
         tracing::error!(%error, "cannot start the loader thread: no new versions will be served");
     }
     let routes = routes(store.clone(), options.clone());
-    accept(routes, store, listener, &options, shutdown).await;
+    let what = "requests, answers and the admin token";
+    accept(routes, (store, what), listener, &options, shutdown).await;
     stop.store(true, Ordering::Relaxed);
     if let Ok(loader) = loader {
         let _ = tokio::task::spawn_blocking(move || loader.join()).await;
@@ -84,10 +85,11 @@ impl Counters for ServingStats {
 }
 
 /// Accepts and serves connections to `routes` until `shutdown`, then waits for those open to
-/// finish; the connections are counted in `store`'s counters.
+/// finish; the connections are counted in `store`'s counters. `what` travels on them, for the
+/// warning about plain HTTP beyond loopback.
 pub(crate) async fn accept<F, R>(
     routes: F,
-    store: Arc<impl Counters>,
+    (store, what): (Arc<impl Counters>, &str),
     listener: tokio::net::TcpListener,
     options: &ServeOptions,
     shutdown: impl Future<Output = ()>,
@@ -97,7 +99,7 @@ pub(crate) async fn accept<F, R>(
 {
     if let Ok(addr) = listener.local_addr() {
         if !addr.ip().is_loopback() && options.tls.is_none() {
-            tracing::warn!(%addr, "serving plain HTTP beyond loopback: requests, answers and the admin token travel unencrypted (put a TLS proxy in front)");
+            tracing::warn!(%addr, "serving plain HTTP beyond loopback: {what} travel unencrypted (put a TLS proxy in front)");
         }
     }
     let service = warp::service(routes);

@@ -65,7 +65,7 @@ pub struct VersionStats {
     pub shadow_predictions: AtomicU64,
     /// The sum of `|shadow − answer|` over those, in millionths.
     pub shadow_abs_diff_micros: AtomicU64,
-    /// Seconds from the arrival of each request it answered to the answer.
+    /// Seconds from the arrival of each request it answered (with 200) to the answer.
     pub latency: Histogram,
 }
 

@@ -3,7 +3,7 @@
 //! status and its signature metadata. millrace's own status document rides along under the
 //! `millrace` key, where TF Serving's clients do not look.
 
-use crate::columns::{self, Column};
+use crate::columns::Column;
 use crate::predict::{self, Pick, Scored};
 use crate::reply::{bad_request, not_served, Refusal};
 use crate::status::ModelStatus;
@@ -111,17 +111,26 @@ pub(crate) enum Form {
     Columns,
 }
 
-/// The instances of a `:predict` body and the form they came in.
+/// A `:predict` body, read: its instances, or its columns.
+#[derive(Debug)]
+pub(crate) enum Predict {
+    /// The row form's instances.
+    Rows(Vec<Box<RawValue>>),
+    /// The columnar form's columns, whose instances are made once their fields are checked.
+    Columns(Vec<Column<'static>>),
+}
+
+/// Reads a `:predict` body.
 ///
 /// # Errors
 ///
 /// A 400 for a body that is not one of the forms.
-pub(crate) fn instances(body: &[u8]) -> Result<(Vec<Box<RawValue>>, Form), Refusal> {
+pub(crate) fn read(body: &[u8]) -> Result<Predict, Refusal> {
     let body: PredictBody = serde_json::from_slice(body)
         .map_err(|e| bad_request(format!("invalid request body: {e}")))?;
     match (body.instances, body.inputs) {
-        (Some(instances), None) => Ok((instances, Form::Rows)),
-        (None, Some(inputs)) => Ok((columns::instances(&input_columns(inputs)?)?, Form::Columns)),
+        (Some(instances), None) => Ok(Predict::Rows(instances)),
+        (None, Some(inputs)) => Ok(Predict::Columns(input_columns(inputs)?)),
         (Some(_), Some(_)) => Err(bad_request(
             "a request holds `instances` (rows) or `inputs` (columns), not both",
         )),
@@ -313,12 +322,15 @@ mod tests {
 
     #[test]
     fn both_forms_give_the_same_instances() {
-        let (rows, form) =
-            instances(br#"{"signature_name": "serving_default", "instances": [{"a": 1, "b": "x"}, {"a": 2}]}"#)
-                .unwrap();
-        assert_eq!(form, Form::Rows);
-        let (columns, form) = instances(br#"{"inputs": {"a": [1, 2], "b": ["x", null]}}"#).unwrap();
-        assert_eq!(form, Form::Columns);
+        let body = br#"{"signature_name": "serving_default", "instances": [{"a": 1, "b": "x"}, {"a": 2}]}"#;
+        let Predict::Rows(rows) = read(body).unwrap() else {
+            panic!("rows");
+        };
+        let body = br#"{"inputs": {"a": [1, 2], "b": ["x", null]}}"#;
+        let Predict::Columns(columns) = read(body).unwrap() else {
+            panic!("columns");
+        };
+        let columns = crate::columns::instances(&columns, 10).unwrap();
         let parsed = |v: &[Box<RawValue>]| {
             v.iter()
                 .map(|r| serde_json::from_str::<Value>(r.get()).unwrap())
@@ -336,7 +348,7 @@ mod tests {
             (br#"{"inputs": {"a": 1}}"#, "input `a` must be a list"),
             (br#"{"instances": [], "other": 1}"#, "unknown field"),
         ] {
-            let (status, message) = instances(body).unwrap_err();
+            let (status, message) = read(body).unwrap_err();
             assert_eq!(status, 400);
             assert!(message.contains(why), "{message}");
         }

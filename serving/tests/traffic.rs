@@ -734,7 +734,7 @@ async fn the_openapi_document_describes_the_routes() {
         .contains("eight hex digits"));
     assert!(instance["I1"]["description"].is_string());
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 28);
+    assert_eq!(paths.len(), 29);
     for (path, operations) in paths {
         for (method, operation) in operations.as_object().unwrap() {
             let path = path

@@ -401,12 +401,22 @@ fn environment_overrides_the_file() {
     let kafka = spec.source.as_kafka().expect("a kafka source");
     assert_eq!(kafka.topic, "other");
     assert_eq!(spec.publish.every_events, 7);
-    // One level too many is a problem, not a silent no-op.
-    let deep = [("MILLRACE__SOURCE__TLS__CA".to_owned(), "x".to_owned())];
-    match JobSpec::from_toml_with_env(GOOD, deep) {
+    // Every nesting level: a key of an inline table inside a section.
+    let sinks = "\n[sinks]\ndead_letters_sink = { type = \"file\", path = \"a.jsonl\" }\n";
+    let deep = [(
+        "MILLRACE__SINKS__DEAD_LETTERS_SINK__PATH".to_owned(),
+        "/tmp/b.jsonl".to_owned(),
+    )];
+    let spec = JobSpec::from_toml_with_env(&format!("{GOOD}{sinks}"), deep).unwrap();
+    let sinks = spec.sinks.expect("[sinks]");
+    let sink = sinks.dead_letters_sink.expect("a dead-letter sink");
+    assert_eq!(sink.config["path"].as_str(), Some("/tmp/b.jsonl"));
+    // Through a value that is not a table: a problem naming the variable, not a silent no-op.
+    let through = [("MILLRACE__NAME__X".to_owned(), "x".to_owned())];
+    match JobSpec::from_toml_with_env(GOOD, through) {
         Err(Error::Config { problems }) => {
             assert!(
-                problems[0].contains("MILLRACE__SOURCE__TLS__CA"),
+                problems[0].contains("MILLRACE__NAME__X") && problems[0].contains("not a table"),
                 "{problems:?}"
             )
         }
