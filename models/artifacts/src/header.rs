@@ -5,7 +5,7 @@
 use crate::artifact::{ModelArtifact, FORMAT_VERSION};
 use millrace_events::fmap::Schema;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// The header metadata of `artifact` published as `version`: `format` (`millrace`),
 /// `format_version`, `model`, `version`, `model_kind` (the architecture's type), `features`
@@ -44,4 +44,51 @@ fn tag(value: &impl serde::Serialize) -> Option<String> {
 /// Bytes as lowercase hex digits.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Rewrites the JSON header of an encoded safetensors file with its keys in order: the
+/// `safetensors` crate writes `__metadata__` from a `HashMap`, whose order changes from one
+/// process to the next, and the same version must be the same bytes (its checksum, the crash
+/// tests). The header keeps its length, so nothing after it moves.
+///
+/// # Errors
+///
+/// When the header is not the JSON `safetensors` writes.
+pub(crate) fn sort_header(encoded: &mut [u8]) -> Result<(), String> {
+    let length = encoded
+        .first_chunk::<8>()
+        .map(|n| u64::from_le_bytes(*n) as usize)
+        .ok_or("no header length")?;
+    let header = encoded
+        .get(8..8 + length)
+        .ok_or("the header runs past the file")?;
+    let text = std::str::from_utf8(header).map_err(|e| e.to_string())?;
+    let padded = text.len() - text.trim_end().len();
+    let mut entries: BTreeMap<String, serde_json::Value> =
+        serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let mut sorted = String::from("{");
+    let metadata = entries.remove("__metadata__");
+    if let Some(metadata) = metadata {
+        let metadata: BTreeMap<String, String> =
+            serde_json::from_value(metadata).map_err(|e| e.to_string())?;
+        let metadata = serde_json::to_string(&metadata).map_err(|e| e.to_string())?;
+        sorted.push_str(&format!("\"__metadata__\":{metadata}"));
+    }
+    for (name, info) in entries {
+        if sorted.len() > 1 {
+            sorted.push(',');
+        }
+        let name = serde_json::to_string(&name).map_err(|e| e.to_string())?;
+        sorted.push_str(&format!("{name}:{info}"));
+    }
+    sorted.push('}');
+    if sorted.len() + padded != length {
+        return Err(format!(
+            "the sorted header is {} bytes, not {}",
+            sorted.len(),
+            length - padded
+        ));
+    }
+    encoded[8..8 + sorted.len()].copy_from_slice(sorted.as_bytes());
+    Ok(())
 }

@@ -12,7 +12,7 @@ use crate::artifact::{
     StructureProblems, Tensor, FORMAT_VERSION,
 };
 use crate::error::{Error, Result, StoredMapError};
-use crate::header::{header_metadata, hex};
+use crate::header::{header_metadata, hex, sort_header};
 use crate::table::TableBuilder;
 use millrace_events::fmap::FeatureMap;
 use millrace_learners::architecture::{row_width, TensorSpec};
@@ -168,8 +168,9 @@ impl Registry {
             .collect::<Result<Vec<_>>>()?;
         let version = self.latest(&artifact.meta.name)?.unwrap_or(0) + 1;
         let metadata = Some(header_metadata(artifact, version));
-        let encoded = safetensors::serialize(views, metadata)
+        let mut encoded = safetensors::serialize(views, metadata)
             .map_err(|e| Error::invalid(&dir, e.to_string()))?;
+        sort_header(&mut encoded).map_err(|e| Error::invalid(&dir, e))?;
         artifact.meta.format_version = FORMAT_VERSION.to_owned();
         artifact.meta.weights_sha256 = hex(&Sha256::digest(&encoded));
         let feature_map = match artifact.fitted_feature_map() {
@@ -669,6 +670,19 @@ mod tests {
             first["schema_sha256"], second["schema_sha256"],
             "the same fields"
         );
+        // The same version is the same bytes, whatever order a map of the metadata is in.
+        let checksums: std::collections::BTreeSet<String> = (0..8)
+            .map(|_| {
+                let dir = tempfile::tempdir().unwrap();
+                let mut again = fm.clone();
+                Registry::open(dir.path())
+                    .unwrap()
+                    .publish(&mut again)
+                    .unwrap();
+                again.meta.weights_sha256
+            })
+            .collect();
+        assert_eq!(checksums.len(), 1, "{checksums:?}");
     }
 
     #[test]
