@@ -9,7 +9,9 @@
 # 2. `millrace serve` serves version 1. wrk (Debian package) saturates POST
 #    /v1/models/ctr:predict (one instance, 39 Criteo fields, perf/wrk/predict.json), then GET
 #    /v1/ping, then the same instance as an Open Inference Protocol infer (POST
-#    /v2/models/ctr/infer, a tensor per field, perf/wrk/infer.json): QPS, p50, p99. The instance repeats, so it comes from the row cache; predict also
+#    /v2/models/ctr/infer, a tensor per field, perf/wrk/infer.json): QPS, p50, p99. The server's
+#    own latency histogram over the predict run (two scrapes of /metrics) gives the bucket of
+#    its p99, and how many buckets away from it wrk's p99 falls. The instance repeats, so it comes from the row cache; predict also
 #    runs against a second server without the cache, with 16 and with 64 connections, and
 #    against a third without the cache and with the dynamic batcher (64 connections).
 # 3. The fewest wrk connections (closed loop, no pacing) whose predict rate is at least half the
@@ -65,7 +67,9 @@ rss() { awk -v k="$1:" '$1 == k { print $2 * 1024 }' "/proc/$SERVER/status"; }
 
 wrk_json() { "${LOAD_CPU[@]}" wrk "$@" | tail -n 1; }
 predict_url="http://$ADDR/v1/models/ctr:predict"
+curl -s "http://$ADDR/metrics" >"$WORK/before.prom"
 predict=$(wrk_json -t1 -c16 -d10s -s perf/wrk/predict.lua "$predict_url")
+curl -s "http://$ADDR/metrics" >"$WORK/after.prom"
 ping=$(wrk_json -t1 -c16 -d10s -s perf/wrk/ping.lua "http://$ADDR/v1/ping")
 # The same instance as an Open Inference Protocol (v2) infer: a tensor per field.
 infer=$(PREDICT_BODY=perf/wrk/infer.json wrk_json -t1 -c16 -d10s -s perf/wrk/predict.lua \
@@ -131,13 +135,34 @@ served=$(curl -s "http://$ADDR/v1/models/ctr" | python3 -c "import json,sys; pri
 
 python3 - "$predict" "$ping" "$steady" "$swapping" "$steady_rss" "$peak_rss" "$swaps" \
   "$served" "$conns" "${#versions[@]}" "$swap_seconds" "$uncached" "$uncached64" "$batched64" \
-  "$at_half" "$at_half_connections" "$infer" <<'PY'
+  "$at_half" "$at_half_connections" "$infer" "$WORK/before.prom" "$WORK/after.prom" <<'PY'
 import json, sys
 predict, ping, steady, swapping = (json.loads(a) for a in sys.argv[1:5])
 steady_rss, peak_rss, swaps, served, conns, versions, swap_seconds = (int(a) for a in sys.argv[5:12])
 uncached, uncached64, batched64, at_half = (json.loads(a) for a in sys.argv[12:16])
 at_half_connections = int(sys.argv[16])
 infer = json.loads(sys.argv[17])
+
+
+def buckets(path):
+    """The request-duration histogram of ctr v1 in a scrape: upper bound (s) -> count."""
+    found = {}
+    for line in open(path):
+        if line.startswith("millrace_serving_request_duration_seconds_bucket{") and 'model="ctr",version="1"' in line:
+            le = line.split('le="')[1].split('"')[0]
+            found[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
+    return found
+
+
+# The predict run's own histogram (after minus before) and the bucket its p99 falls in.
+before, after = buckets(sys.argv[18]), buckets(sys.argv[19])
+counts = sorted((le, after[le] - before.get(le, 0.0)) for le in after)
+total = counts[-1][1]
+upper = next(le for le, n in counts if n >= 0.99 * total)
+lower = max([le for le, _ in counts if le < upper], default=0.0)
+wrk_p99 = predict["p99_us"] / 1e6
+bounds = [le for le, _ in counts]
+distance = abs(bounds.index(upper) - next((i for i, le in enumerate(bounds) if wrk_p99 <= le), len(bounds) - 1))
 print(json.dumps({
     "weights": 1 << 24,
     "predict": predict,
@@ -145,6 +170,9 @@ print(json.dumps({
     "predict_share_of_ping_qps": round(predict["qps"] / ping["qps"], 3),
     "infer_v2": infer,
     "infer_v2_share_of_predict_qps": round(infer["qps"] / predict["qps"], 3),
+    "predict_histogram_p99_bucket_us": [round(lower * 1e6), round(upper * 1e6)],
+    "predict_histogram_requests": total,
+    "wrk_p99_buckets_from_histogram_p99": distance,
     "predict_uncached": uncached,
     "predict_uncached_share_of_ping_qps": round(uncached["qps"] / ping["qps"], 3),
     "predict_uncached_64_connections": uncached64,
