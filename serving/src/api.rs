@@ -4,7 +4,7 @@
 use crate::admin::{admin, MAX_ADMIN_BODY};
 use crate::batch::Batcher;
 use crate::body::receive;
-use crate::exposition::{expose, register_build_info};
+use crate::exposition::{metrics_route, register_build_info};
 use crate::metrics::ServingMetrics;
 use crate::model_api::{ApiPath, ModelApi};
 use crate::options::ServeOptions;
@@ -111,13 +111,7 @@ pub fn routes(
             }
         });
     let registry = Arc::new(registry(&store, &options));
-    let metrics = warp::path!("metrics")
-        .and(warp::get())
-        .and(warp::header::optional::<String>("accept"))
-        .map(move |accept: Option<String>| {
-            let (text, content_type) = expose(&registry, accept.as_deref());
-            warp::reply::with_header(text, "content-type", content_type)
-        });
+    let metrics = metrics_route(registry);
     let openapi = warp::path!("openapi.json")
         .and(warp::get())
         .and(with_store)

@@ -9,6 +9,8 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use std::fmt::Error;
+use std::sync::Arc;
+use warp::{Filter, Rejection, Reply};
 
 /// The content type of an OpenMetrics exposition.
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -76,6 +78,19 @@ fn family_name<'a>(name: &'a str, kind: &MetricType) -> &'a str {
         MetricType::Counter => name.strip_suffix("_total").unwrap_or(name),
         _ => name,
     }
+}
+
+/// `GET /metrics`: the exposition of `registry`, in the format the scraper's `Accept` asks for.
+pub(crate) fn metrics_route(
+    registry: Arc<Registry>,
+) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::path!("metrics")
+        .and(warp::get())
+        .and(warp::header::optional::<String>("accept"))
+        .map(move |accept: Option<String>| {
+            let (text, content_type) = expose(&registry, accept.as_deref());
+            warp::reply::with_header(text, "content-type", content_type)
+        })
 }
 
 /// The exposition of `registry` for a scraper that sent `accept`, and its content type.

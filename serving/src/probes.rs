@@ -2,7 +2,7 @@
 //! that serves no predictions (every process of a cluster has one), served by the same bounded
 //! connections as the API.
 
-use crate::exposition::expose;
+use crate::exposition::metrics_route;
 use crate::options::ServeOptions;
 use crate::reply::recover;
 use crate::server::accept;
@@ -12,7 +12,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use warp::http::StatusCode;
-use warp::Filter;
+use warp::Filter as _;
 
 /// Connections the probe port takes at once: scrapers and orchestrators, not clients.
 const MAX_PROBE_CONNECTIONS: usize = 64;
@@ -25,13 +25,7 @@ pub async fn serve_probes(
     ready: Arc<AtomicBool>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let metrics = warp::path!("metrics")
-        .and(warp::get())
-        .and(warp::header::optional::<String>("accept"))
-        .map(move |accept: Option<String>| {
-            let (text, content_type) = expose(&registry, accept.as_deref());
-            warp::reply::with_header(text, "content-type", content_type)
-        });
+    let metrics = metrics_route(registry);
     let healthz = warp::path!("healthz").and(warp::get()).map(|| "ok");
     let readyz = warp::path!("readyz").and(warp::get()).map(move || {
         if ready.load(Ordering::Relaxed) {

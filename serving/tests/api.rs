@@ -1,5 +1,7 @@
 //! The HTTP API and hot swap, through warp's test client.
 
+mod common;
+
 use millrace_models::fmap::{Parser, TransformCounts};
 use millrace_models::{EventBatch, FeatureSpec, ModelArtifact, Registry};
 use millrace_serving::{routes, ModelStore, Precision, ServeOptions};
@@ -441,31 +443,7 @@ async fn rounded_weights_answer_as_the_rounded_model_in_less_memory() {
 /// name the field.
 #[tokio::test]
 async fn a_declared_schema_is_served_and_described_by_its_fields() {
-    use millrace_models::fmap::{FeatureMapSpec, Parser};
-    use millrace_models::{EventBatch, FeatureMap, SchemaSpec};
-
-    let schema: SchemaSpec = toml::from_str(
-        r#"format = "csv"
-           fields = [
-             { name = "click", type = "label" },
-             { name = "site", type = "category" },
-             { name = "price", type = "number" },
-             { name = "tags", type = "tokens", separator = "|" },
-           ]"#,
-    )
-    .unwrap();
-    let schema = schema.compile().unwrap();
-    let spec: FeatureMapSpec = toml::from_str(
-        "[[transform]]\nkind = \"one_hot\"\nfields = [\"site\", \"tags\"]\n[[transform]]\nkind = \"standardize\"\nfields = [\"price\"]\n",
-    )
-    .unwrap();
-    let layout = spec.compile(&schema).unwrap();
-    let mut parser = Parser::new(&layout);
-    let mut batch = EventBatch::new(3);
-    for line in ["1,a,3,x|y", "0,b,5,z", "0,a,,"] {
-        parser.parse_record(line.as_bytes(), 0, &mut batch).unwrap();
-    }
-    let map = FeatureMap::fit(layout, std::slice::from_ref(&batch));
+    let (spec, map) = common::declared_schema_map(&["1,a,3,x|y", "0,b,5,z", "0,a,,"]);
     let weights = vec![0.25; map.dimension()];
     let (_dir, store) = serve_map_model(spec, map, weights);
 

@@ -6,35 +6,15 @@
 mod common;
 
 use millrace_models::fmap::{FeatureMapSpec, Parser, TransformCounts};
-use millrace_models::{EventBatch, FeatureMap, FeatureSpec, ModelArtifact, Registry, SchemaSpec};
+use millrace_models::{EventBatch, FeatureMap, FeatureSpec, ModelArtifact, Registry};
 use millrace_serving::{routes, Arm, ModelStore, ServeOptions, TrafficChange};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
 /// A FeatureMap over a category, a number and tokens, fitted on a few lines.
 fn fitted_map() -> (FeatureMapSpec, FeatureMap) {
-    let schema: SchemaSpec = toml::from_str(
-        r#"format = "csv"
-           fields = [
-             { name = "click", type = "label" },
-             { name = "site", type = "category" },
-             { name = "price", type = "number" },
-             { name = "tags", type = "tokens", separator = "|" },
-           ]"#,
-    )
-    .unwrap();
-    let schema = schema.compile().unwrap();
-    let spec: FeatureMapSpec = toml::from_str(
-        "[[transform]]\nkind = \"one_hot\"\nfields = [\"site\", \"tags\"]\n[[transform]]\nkind = \"standardize\"\nfields = [\"price\"]\n",
-    )
-    .unwrap();
-    let layout = spec.compile(&schema).unwrap();
-    let mut parser = Parser::new(&layout);
-    let mut batch = EventBatch::new(3);
-    for line in ["1,a,3,x|y", "0,b,5,z", "0,a,,", "1,c,9,y|z", "0,b,1,x"] {
-        parser.parse_record(line.as_bytes(), 0, &mut batch).unwrap();
-    }
-    (spec, FeatureMap::fit(layout, std::slice::from_ref(&batch)))
+    let lines = ["1,a,3,x|y", "0,b,5,z", "0,a,,", "1,c,9,y|z", "0,b,1,x"];
+    common::declared_schema_map(&lines)
 }
 
 /// Publishes version `seed` of `ctr`: weights that differ by slot and by version.

@@ -102,3 +102,34 @@ impl Drop for Server {
         }
     }
 }
+
+/// A FeatureMap over a category (`site`), a number (`price`) and tokens (`tags`, `|`), with its
+/// spec, fitted on CSV `lines` of `click,site,price,tags`.
+pub(crate) fn declared_schema_map(
+    lines: &[&str],
+) -> (millrace_models::FeatureMapSpec, millrace_models::FeatureMap) {
+    use millrace_models::fmap::{FeatureMapSpec, Parser};
+    use millrace_models::{EventBatch, FeatureMap, SchemaSpec};
+    let schema: SchemaSpec = toml::from_str(
+        r#"format = "csv"
+           fields = [
+             { name = "click", type = "label" },
+             { name = "site", type = "category" },
+             { name = "price", type = "number" },
+             { name = "tags", type = "tokens", separator = "|" },
+           ]"#,
+    )
+    .unwrap();
+    let schema = schema.compile().unwrap();
+    let spec: FeatureMapSpec = toml::from_str(
+        "[[transform]]\nkind = \"one_hot\"\nfields = [\"site\", \"tags\"]\n[[transform]]\nkind = \"standardize\"\nfields = [\"price\"]\n",
+    )
+    .unwrap();
+    let layout = spec.compile(&schema).unwrap();
+    let mut parser = Parser::new(&layout);
+    let mut batch = EventBatch::new(3);
+    for line in lines {
+        parser.parse_record(line.as_bytes(), 0, &mut batch).unwrap();
+    }
+    (spec, FeatureMap::fit(layout, std::slice::from_ref(&batch)))
+}
