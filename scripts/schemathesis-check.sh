@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/torch-env.sh
+. scripts/served-sample.sh
 CACHE="${MILLRACE_CACHE:-$HOME/.cache/millrace}"
 BIN="${CARGO_TARGET_DIR:-target}/debug/millrace"
 ADDR=127.0.0.1:18090
@@ -16,19 +17,8 @@ venv="$CACHE/venv-schemathesis"
 work="$(mktemp -d)"
 pid=""
 trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
-# Two versions of a model learned from the Criteo sample, so that pin, split and rollback have
-# something to do.
-"$BIN" bench online --input ../shared/data/criteo-kaggle-dac-head8000/train.tsv --hash-bits 16 \
-  --registry "$work/registry" --publish-every 4000 >/dev/null
 (umask 077 && head -c 24 /dev/urandom | base64 >"$work/token")
-"$BIN" serve --registry "$work/registry" --bind "$ADDR" --admin-token-file "$work/token" \
-  2>"$work/log" &
-pid=$!
-for _ in $(seq 100); do
-  curl -sf "http://$ADDR/readyz" >/dev/null && break
-  sleep 0.1
-done
-curl -sf "http://$ADDR/readyz" >/dev/null || { cat "$work/log"; exit 1; }
+serve_sample "$ADDR" --admin-token-file "$work/token"
 
 "$venv/bin/schemathesis" --config-file scripts/schemathesis.toml run "http://$ADDR/openapi.json" \
   --checks all --max-examples 40 \

@@ -14,6 +14,7 @@
 mod background;
 mod checkpointing;
 mod dataflow;
+mod http_task;
 mod keeper;
 mod probes;
 #[cfg(feature = "deep")]

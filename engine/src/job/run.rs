@@ -3,8 +3,9 @@
 
 use super::background::{Background, Context, Generate};
 use super::dataflow::run_dataflow;
+use super::http_task::HttpTask;
 use super::keeper::Keeper;
-use super::probes::Probes;
+use super::probes::start_probes;
 use super::sinks::OutputSinks;
 use super::{JobReport, RunOptions, Started};
 use crate::brokers::secured_brokers;
@@ -21,13 +22,10 @@ use millrace_models::topic::RegistryKey;
 use millrace_models::{ModelArtifact, Registry};
 use millrace_operators::Mirror;
 use millrace_serving::{ModelStore, ServeOptions};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 use tokio::runtime::Runtime;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 /// Runs `spec` on the job thread, telling `started` once everything but the dataflow is up.
 pub(super) fn run(
@@ -93,7 +91,7 @@ pub(super) fn run(
     let ready = Arc::new(AtomicBool::new(false));
     let probes = options
         .metrics_bind
-        .map(|addr| Probes::start(addr, &stats, &ready, &runtime))
+        .map(|addr| start_probes(addr, &stats, &ready, &runtime))
         .transpose()?;
     let registry = Registry::open(&spec.publish.registry)?;
     // Process 0 publishes: it alone cleans the registry up and prunes it.
@@ -103,7 +101,7 @@ pub(super) fn run(
     };
     let mirror = registry_mirror(&spec, embedded.as_ref(), &bootstrap, &runtime)?;
     let serving = match spec.serve.as_ref().filter(|_| process == 0) {
-        Some(serve) => Some(Serving::start(
+        Some(serve) => Some(start_serving(
             &serve.bind,
             &spec.name,
             &registry,
@@ -352,60 +350,25 @@ fn registry_mirror(
     }))))
 }
 
-/// In-process serving of the registry's versions.
-struct Serving {
-    addr: SocketAddr,
-    server: JoinHandle<()>,
-    shutdown: oneshot::Sender<()>,
-}
-
-impl Serving {
-    /// Binds `bind` and serves `model`'s versions from `registry` on `runtime`, with the job's
-    /// figures beside serving's on `/metrics`.
-    fn start(
-        bind: &str,
-        model: &str,
-        registry: &Registry,
-        stats: &Arc<JobStats>,
-        runtime: &Runtime,
-    ) -> Result<Self> {
-        let bind_error = |source| Error::Bind {
-            addr: bind.to_owned(),
-            source,
-        };
-        let listener = std::net::TcpListener::bind(bind).map_err(bind_error)?;
-        let addr = listener.local_addr().map_err(bind_error)?;
-        listener.set_nonblocking(true).map_err(bind_error)?;
-        let store = Arc::new(ModelStore::new(registry.clone()));
-        let options = ServeOptions {
-            extra_metrics: Some(Arc::new(JobMetrics(stats.clone()))),
-            ..ServeOptions::default()
-        };
-        let (shutdown, shutdown_rx) = oneshot::channel::<()>();
-        let server = runtime.spawn(async move {
-            match tokio::net::TcpListener::from_std(listener) {
-                Ok(listener) => {
-                    let shutdown = async {
-                        let _ = shutdown_rx.await;
-                    };
-                    millrace_serving::serve(store, listener, options, shutdown).await;
-                }
-                Err(error) => tracing::error!(%error, "cannot serve"),
-            }
-        });
-        tracing::info!(%addr, model = %model, "serving POST /v1/models/{model}:predict");
-        Ok(Serving {
-            addr,
-            server,
-            shutdown,
-        })
-    }
-
-    /// Shuts the server down and waits for it.
-    fn stop(self, runtime: &Runtime) {
-        let _ = self.shutdown.send(());
-        let _ = runtime.block_on(self.server);
-    }
+/// Binds `bind` and serves `model`'s versions from `registry` on `runtime`, with the job's
+/// figures beside serving's on `/metrics`.
+fn start_serving(
+    bind: &str,
+    model: &str,
+    registry: &Registry,
+    stats: &Arc<JobStats>,
+    runtime: &Runtime,
+) -> Result<HttpTask> {
+    let store = Arc::new(ModelStore::new(registry.clone()));
+    let options = ServeOptions {
+        extra_metrics: Some(Arc::new(JobMetrics(stats.clone()))),
+        ..ServeOptions::default()
+    };
+    let serving = HttpTask::start(bind, runtime, move |listener, shutdown| {
+        millrace_serving::serve(store, listener, options, shutdown)
+    })?;
+    tracing::info!(addr = %serving.addr, model = %model, "serving POST /v1/models/{model}:predict");
+    Ok(serving)
 }
 
 /// Process 0 publishes a final version of everything learned; in a cluster its count of
