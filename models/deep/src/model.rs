@@ -87,10 +87,18 @@ pub fn slots(fields: &SampleFields) -> i64 {
         .unwrap_or(0)
 }
 
+/// Held while a model seeds libtorch's process-wide generator and draws its weights.
+static GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 impl DeepModel {
     /// A freshly initialized model of `spec` over `fields`' layout on `device`, its weights
     /// drawn from `spec.seed`.
     pub fn new(spec: &DeepSpec, fields: &SampleFields, device: Device) -> Self {
+        // libtorch's generator is one per process: hold it from the seed to the last draw,
+        // or models built at once on other threads take draws from between ours.
+        let _generator = GENERATOR
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         tch::manual_seed(spec.seed as i64);
         let dense = nn::VarStore::new(device);
         let root = dense.root();
