@@ -22,6 +22,7 @@ NUMPY_VERSION=2.4.6
 PROMETHEUS_CLIENT_VERSION=0.26.0
 REQUESTS_VERSION=2.34.2
 SAFETENSORS_VERSION=0.8.0
+JSONSCHEMA_VERSION=4.26.0
 # tch 0.24 is built for exactly this PyTorch.
 TORCH_VERSION=2.11.0
 mkdir -p "$CACHE"
@@ -69,8 +70,8 @@ if [ "${1:-}" = "--with-broker" ]; then
   [ -x "$interop/bin/python" ] || python3 -m venv "$interop"
   "$interop/bin/python" -c "from importlib.metadata import version as v
 assert v('tritonclient') == '$TRITONCLIENT_VERSION' and v('prometheus-client') == '$PROMETHEUS_CLIENT_VERSION'
-assert v('safetensors') == '$SAFETENSORS_VERSION'" 2>/dev/null \
+assert v('safetensors') == '$SAFETENSORS_VERSION' and v('jsonschema') == '$JSONSCHEMA_VERSION'" 2>/dev/null \
     || "$interop/bin/pip" install -q "tritonclient[http]==$TRITONCLIENT_VERSION" "numpy==$NUMPY_VERSION" \
       "prometheus-client==$PROMETHEUS_CLIENT_VERSION" "requests==$REQUESTS_VERSION" \
-      "safetensors==$SAFETENSORS_VERSION"
+      "safetensors==$SAFETENSORS_VERSION" "jsonschema==$JSONSCHEMA_VERSION"
 fi

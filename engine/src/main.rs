@@ -202,6 +202,19 @@ enum Command {
         #[arg(long, default_value_t = 2.0, requires = "job")]
         interaction_strength: f32,
     },
+    /// Check a job file: every problem, each as `FILE:LINE:COLUMN: problem` (exit status 1
+    /// when there is one); or print the job file's JSON Schema or reference.
+    Validate {
+        /// The job file (TOML), read as `run` reads it (with `MILLRACE__…` overrides).
+        #[arg(required_unless_present_any = ["json_schema", "reference"])]
+        job: Option<PathBuf>,
+        /// Print the job file's JSON Schema (draft 2020-12) instead, for editors.
+        #[arg(long, conflicts_with_all = ["job", "reference"])]
+        json_schema: bool,
+        /// Print the job file's reference in Markdown instead (`docs/job-file.md`).
+        #[arg(long, conflicts_with = "job")]
+        reference: bool,
+    },
     /// Schema tools.
     Schema {
         #[command(subcommand)]
@@ -466,6 +479,32 @@ fn cpu_share(text: &str) -> Result<f64, String> {
         Ok(share) => Err(format!("a share of one core is in (0, 1] (got {share})")),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// `millrace validate`: the job file's problems, its JSON Schema or its reference.
+fn validate(job: Option<PathBuf>, json_schema: bool, reference: bool) -> anyhow::Result<()> {
+    if json_schema {
+        println!("{}", serde_json::to_string_pretty(&JobSpec::json_schema())?);
+        return Ok(());
+    }
+    if reference {
+        print!("{}", JobSpec::reference());
+        return Ok(());
+    }
+    let job = job.context("a job file to validate")?;
+    let catalog = millrace_engine::catalog::Catalog::builtin();
+    let problems = JobSpec::validate_file_in(&job, &catalog)?;
+    for problem in &problems {
+        match problem.at {
+            Some(_) => eprintln!("{}:{problem}", job.display()),
+            None => eprintln!("{}: {problem}", job.display()),
+        }
+    }
+    if !problems.is_empty() {
+        bail!("{} problem(s) in {}", problems.len(), job.display());
+    }
+    eprintln!("{}: valid", job.display());
+    Ok(())
 }
 
 fn main() {
@@ -762,6 +801,11 @@ fn run_cli() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&figures)?);
             Ok(())
         }
+        Command::Validate {
+            job,
+            json_schema,
+            reference,
+        } => validate(job, json_schema, reference),
         Command::Schema {
             schema: SchemaCommand::Infer { file, format },
         } => {

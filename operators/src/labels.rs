@@ -48,7 +48,9 @@ use timely::dataflow::StreamVec;
 use timely::progress::frontier::AntichainRef;
 
 /// What a click after its impression's window does.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum LatePolicy {
     /// Count it; the negative stands.

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 pub const EMBEDDED: &str = "embedded";
 
 /// A Kafka source: where to read, as which group, and where dead letters go.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSourceConfig {
     /// `host:port,…` of the brokers, or `"embedded"` for a broker inside the process.
@@ -55,7 +55,9 @@ pub struct KafkaSourceConfig {
 }
 
 /// What a source does when a position it resumes from is gone from the broker.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum MissingOffsets {
     /// Refuse to go on: the job fails and says which partition lost what.

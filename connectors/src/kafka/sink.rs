@@ -110,7 +110,9 @@ impl ProducerContext for Losses {
 pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// What a sink does with a message the broker does not acknowledge (`[sinks] on_undelivered`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Undelivered {
     /// Keep trying however long the broker is away; a full queue holds the sender back (and

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The `file` source's settings.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileSourceSpec {
     /// The file, one record per line (relative to the job file's folder when read from one).
@@ -61,6 +61,10 @@ impl SourceFactory for FileFactory {
             Ok(file) => file.problems(),
             Err(problems) => problems,
         }
+    }
+
+    fn settings_schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        <FileSourceSpec as schemars::JsonSchema>::json_schema(generator)
     }
 
     fn resolve_paths(&self, config: &mut toml::Table, folder: &Path) {

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// The `file` sink's settings: a directory of JSON lines.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileSinkSpec {
     /// The directory (created when missing; relative to the job file's folder when read from
@@ -36,6 +36,10 @@ impl SinkFactory for FileSinkFactory {
             Ok(_) => Vec::new(),
             Err(problems) => problems,
         }
+    }
+
+    fn settings_schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        <FileSinkSpec as schemars::JsonSchema>::json_schema(generator)
     }
 
     fn resolve_paths(&self, config: &mut toml::Table, folder: &Path) {

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The `generator` source's settings.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct GeneratorSourceSpec {
     /// How many partitions (seeded streams) to spread the records over.
@@ -95,6 +95,10 @@ impl SourceFactory for GeneratorFactory {
             Ok(generator) => generator.problems(),
             Err(problems) => problems,
         }
+    }
+
+    fn settings_schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        <GeneratorSourceSpec as schemars::JsonSchema>::json_schema(generator)
     }
 
     fn open(

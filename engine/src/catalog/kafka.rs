@@ -25,6 +25,10 @@ impl SourceFactory for KafkaFactory {
         }
     }
 
+    fn settings_schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        <KafkaSourceConfig as schemars::JsonSchema>::json_schema(generator)
+    }
+
     fn is_kafka(&self) -> bool {
         true
     }

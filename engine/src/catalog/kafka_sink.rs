@@ -8,7 +8,7 @@ use millrace_operators::BoxError;
 use serde::{Deserialize, Serialize};
 
 /// The `kafka` sink's settings: a topic on the job's brokers.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSinkSpec {
     /// The topic.
@@ -29,6 +29,10 @@ impl SinkFactory for KafkaSinkFactory {
             Ok(_) => Vec::new(),
             Err(problems) => problems,
         }
+    }
+
+    fn settings_schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        <KafkaSinkSpec as schemars::JsonSchema>::json_schema(generator)
     }
 
     fn kafka_topic(&self, config: &toml::Table) -> Option<String> {

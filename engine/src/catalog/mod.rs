@@ -41,6 +41,7 @@ pub use sink::{OutputWriter, SinkContext, SinkFactory};
 pub use source::{
     event_time_reader, EventTimeReader, ReaderContext, Source, SourceContext, SourceFactory,
 };
+pub(crate) use spec::{sink_schema, source_schema, SINK_DEFINITION, SOURCE_DEFINITION};
 pub use spec::{ConnectorSpec, SinkSpec, SourceSpec};
 
 /// What a source of one's own is written with.

@@ -38,6 +38,13 @@ pub trait SinkFactory: Send + Sync {
     /// Every problem of the sink's table (its keys other than `type`), each naming its key.
     fn problems(&self, config: &toml::Table) -> Vec<String>;
 
+    /// The JSON Schema of the sink's table (its keys other than `type`), for the job file's
+    /// schema and reference: a table of any keys when the type does not describe it.
+    fn settings_schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let _ = generator;
+        schemars::json_schema!({ "type": "object" })
+    }
+
     /// Makes the table's paths that are relative to the job file's `folder` absolute, when it
     /// has paths.
     fn resolve_paths(&self, config: &mut toml::Table, folder: &Path) {

@@ -119,3 +119,40 @@ impl<'de> Deserialize<'de> for ConnectorSpec {
         }
     }
 }
+
+/// The job file schema's definitions of a source's table and a sink's table.
+pub(crate) const SOURCE_DEFINITION: &str = "Source";
+/// See [`SOURCE_DEFINITION`].
+pub(crate) const SINK_DEFINITION: &str = "Sink";
+
+/// The schema of `[source]`: a reference to [`SOURCE_DEFINITION`].
+pub(crate) fn source_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    connector_reference(generator, SOURCE_DEFINITION)
+}
+
+/// The schema of a sink's table: a reference to [`SINK_DEFINITION`].
+pub(crate) fn sink_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    connector_reference(generator, SINK_DEFINITION)
+}
+
+/// A reference to the definition `name`, which the catalog's types fill in
+/// ([`JobSpec::json_schema_in`](crate::JobSpec::json_schema_in)); defined here, unless they
+/// were, as a table with a string `type` and any other keys.
+fn connector_reference(generator: &mut schemars::SchemaGenerator, name: &str) -> schemars::Schema {
+    let path = generator
+        .settings()
+        .definitions_path
+        .trim_matches(['#', '/'])
+        .to_owned();
+    generator
+        .definitions_mut()
+        .entry(name.to_owned())
+        .or_insert_with(|| {
+            serde_json::json!({
+                "type": "object",
+                "properties": { "type": { "type": "string", "description": "The type's name in the job's catalog." } },
+                "required": ["type"],
+            })
+        });
+    schemars::Schema::new_ref(format!("#/{path}/{name}"))
+}

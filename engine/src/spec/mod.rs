@@ -19,13 +19,16 @@ use millrace_operators::LatePolicy;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
+pub use locate::Located;
+
 /// A whole job: source → parse → features → learner → publish → serve.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     /// The job's name; also the name its model is published and served under.
     pub name: String,
-    /// Where events come from.
+    /// Where events come from: a `type` in the job's catalog and the keys that type takes.
+    #[schemars(schema_with = "crate::catalog::source_schema")]
     pub source: SourceSpec,
     /// An optional built-in producer of synthetic events into the source topic (the demo's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -77,10 +80,11 @@ pub struct JobSpec {
 /// learned the held-out rows). Otherwise the current version keeps serving and the reasons are
 /// logged and counted. In a cluster every process is a rank of the training, on its own
 /// workers' buffers; process 0 judges and publishes.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetrainSpec {
     /// `deepfm` or `dcnv2`.
+    #[schemars(extend("enum" = ["deepfm", "dcnv2"]))]
     pub model: String,
     /// Seconds between two retraining runs.
     pub every_seconds: u64,
@@ -170,7 +174,7 @@ impl RetrainSpec {
 /// checkpoint holds the list of whole segments, and a restored job's buffer holds the rows the
 /// uninterrupted job's would (cut into segments at other places, so retention may retire them
 /// at other times).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct SamplesSpec {
     /// The process's buffer directory; `<state_dir>/samples` when absent, which needs a
@@ -219,17 +223,20 @@ impl SamplesSpec {
 /// topics are on the source's brokers (the job's embedded broker for a source other than
 /// `kafka`), written with the idempotent producer; every message names its epoch in the header
 /// `millrace-epoch`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SinksSpec {
     /// Where the dead letters go; the source's dead-letter topic when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::catalog::sink_schema")]
     pub dead_letters_sink: Option<SinkSpec>,
     /// Where each event's prediction goes (as `predictions_topic` describes its messages).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::catalog::sink_schema")]
     pub predictions_sink: Option<SinkSpec>,
     /// Where the job's figures go (as `metrics_topic` describes its messages).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::catalog::sink_schema")]
     pub metrics_sink: Option<SinkSpec>,
     /// A topic that receives every event's prediction as JSON, `{"partition": …, "offset": …,
     /// "prediction": …, "label": …}`: the model's probability of a click for the event just
@@ -290,7 +297,7 @@ impl SinksSpec {
 }
 
 /// Where and how often the job checkpoints its state.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckpointSpec {
     /// The directory of the job's RocksDB state (one per process).
@@ -324,7 +331,7 @@ fn default_checkpoint_keep() -> usize {
 }
 
 /// The label join: how long a click may follow its impression, and what a later one does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LabelsSpec {
     /// The attribution window in milliseconds, rounded up to whole epochs of
@@ -371,7 +378,7 @@ impl LabelsSpec {
 
 /// The demo's generator: synthetic events of the job's `[schema]` (as `millrace gen` makes
 /// them) produced to the source's topic.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct GeneratorSpec {
     /// Events per second to produce; 0 for as fast as possible.
@@ -404,7 +411,7 @@ impl Default for GeneratorSpec {
 pub use millrace_models::LearnerParams as LearnerSpec;
 
 /// When and where model versions are published.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct PublishSpec {
     /// The registry directory.
@@ -449,7 +456,7 @@ impl Default for PublishSpec {
 }
 
 /// In-process HTTP serving.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServeSpec {
     /// The address to listen on (`127.0.0.1:0` picks a free port).
@@ -465,7 +472,7 @@ impl Default for ServeSpec {
 }
 
 /// Epochs and progress reporting.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProgressSpec {
     /// Length of an epoch of the dataflow, in milliseconds of event time (the source records'
@@ -486,6 +493,9 @@ impl Default for ProgressSpec {
 
 mod check;
 mod env;
+mod json_schema;
 mod load;
+mod locate;
+mod reference;
 #[cfg(test)]
 mod tests;

@@ -282,8 +282,8 @@ buckets = 10"#,
     assert_eq!(
         problems(&declared),
         [
-            "[schema] field 3 (`site`): the name is given twice",
-            "[schema] field 4 (`price`): unknown type \"float\" (expected one of skip, label, time, category, number, tokens)",
+            "[schema] `fields[2]` (`site`): the name is given twice",
+            "[schema] `fields[3]` (`price`): unknown type \"float\" (expected one of skip, label, time, category, number, tokens)",
         ]
     );
     let fixed = declared

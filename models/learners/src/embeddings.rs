@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 pub const MAX_LEARNING_RATE: f64 = 1e6;
 
 /// Where a model's embedding rows (and DeepFM's first-order weights) live.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Placement {
     /// In the model's tensors on its device, every slot of the layout (`nn::Embedding`).
@@ -21,7 +23,9 @@ pub enum Placement {
 }
 
 /// How the embedding rows learn.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum SparseOptimizer {
     /// Adam over the whole table, as the dense weights (what PyTorch's eager peer does).
@@ -33,7 +37,7 @@ pub enum SparseOptimizer {
 }
 
 /// The embedding rows' placement, optimizer and (host table only) admission and eviction.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct EmbeddingSpec {
     /// Where the rows live.

@@ -15,7 +15,7 @@ use millrace_events::logistic::sigmoid;
 use serde::{Deserialize, Serialize};
 
 /// Hyper-parameters of the factorization machine.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct FmParams {
     /// Latent factors per feature (`k`).

@@ -11,7 +11,7 @@ use millrace_events::logistic::sigmoid;
 use serde::{Deserialize, Serialize};
 
 /// Hyper-parameters of FTRL-Proximal.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FtrlParams {
     /// Learning-rate scale `α`.

@@ -6,7 +6,7 @@ use millrace_events::fmap::Transition;
 use serde::{Deserialize, Serialize};
 
 /// Which learner, with its hyper-parameters (`[learner] type = "ftrl" | "fm"` in a job file).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum LearnerParams {
     /// FTRL-Proximal logistic regression.

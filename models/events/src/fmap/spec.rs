@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 
 /// What a categorical transform does with a value that is not well-formed (overlong, invalid
 /// UTF-8, or not a number where a number was asked for): it is counted either way.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum InvalidPolicy {
     /// The value takes the out-of-vocabulary slot.
@@ -22,7 +24,7 @@ pub enum InvalidPolicy {
 /// `fields` names the schema's fields; a name ending in `*` stands for every field whose name
 /// starts with what comes before it (`"I*"` is `I1`…`I13`). Unary kinds make one feature per
 /// field; `cross` makes one feature of all its fields together.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum TransformSpec {
     /// A vocabulary of the field's values, one slot per value (Spark's StringIndexer +
@@ -149,7 +151,7 @@ fn default_max_value_len() -> usize {
 }
 
 /// The feature spec of a FeatureMap: transforms plus what applies to all of them.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FeatureMapSpec {
     /// Whether every row starts with a bias feature (index 0).

@@ -24,15 +24,17 @@ use serde::{Deserialize, Serialize};
 /// let schema = spec.compile().unwrap();
 /// assert_eq!(schema.fields, ["site", "price", "tags"]);
 /// ```
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SchemaSpec {
     /// A built-in schema instead of `fields`: `"criteo"` (a label, `I1`…`I13` numbers and
     /// `C1`…`C26` categories; tab-separated lines, or JSON objects with `format = "json"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["criteo"]))]
     pub preset: Option<String>,
     /// `"csv"`, `"tsv"`, `"json"` or `"libfm"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["csv", "tsv", "json", "libfm"]))]
     pub format: Option<String>,
     /// The column separator of csv and tsv lines, one byte (default `,` and a tab).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -63,13 +65,14 @@ pub struct SchemaSpec {
 }
 
 /// One field of `[schema] fields`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FieldSpec {
     /// The field's name (a column of a header, or a JSON key or dotted path).
     pub name: String,
     /// `skip`, `label`, `time`, `category`, `number` or `tokens`.
     #[serde(rename = "type")]
+    #[schemars(extend("enum" = TYPES))]
     pub kind: String,
     /// `tokens` only: the byte between tokens (default `|`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -325,9 +328,9 @@ impl SchemaSpec {
         let (mut fields, mut types, mut columns) = (Vec::new(), Vec::new(), Vec::new());
         let (mut labels, mut times) = (0, 0);
         for (i, field) in specs.iter().enumerate() {
-            let at = |why: String| format!("field {} (`{}`): {why}", i + 1, field.name);
+            let at = |why: String| format!("`fields[{i}]` (`{}`): {why}", field.name);
             if field.name.trim().is_empty() {
-                problems.push(format!("field {}: `name` must not be empty", i + 1));
+                problems.push(format!("`fields[{i}]`: `name` must not be empty"));
             } else if specs[..i].iter().any(|f| f.name == field.name) {
                 problems.push(at("the name is given twice".to_owned()));
             }
@@ -449,10 +452,10 @@ mod tests {
         .unwrap_err();
         let want = [
             "`label_at_least` cannot be given with `label_positive` or `label_negative`",
-            "field 2 (`a`): the name is given twice",
-            "field 3 (`b`): unknown type \"integer\" (expected one of skip, label, time, category, number, tokens)",
-            "field 4 (`c`): `separator` is for `tokens` fields",
-            "field 5 (`d`): `separator` must differ from the line's `delimiter`",
+            "`fields[1]` (`a`): the name is given twice",
+            "`fields[2]` (`b`): unknown type \"integer\" (expected one of skip, label, time, category, number, tokens)",
+            "`fields[3]` (`c`): `separator` is for `tokens` fields",
+            "`fields[4]` (`d`): `separator` must differ from the line's `delimiter`",
             "`fields` must have exactly one field of type \"label\" (got 0)",
         ];
         assert_eq!(problems, want);

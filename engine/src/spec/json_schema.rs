@@ -1,0 +1,126 @@
+//! The job file's JSON Schema: derived from the spec's types (their serde attributes and doc
+//! comments), with `[source]` and the sinks' tables described by the catalog's types.
+
+use super::JobSpec;
+use crate::catalog::{Catalog, SINK_DEFINITION, SOURCE_DEFINITION};
+use schemars::{generate::SchemaSettings, Schema, SchemaGenerator};
+use serde_json::{json, Value};
+
+impl JobSpec {
+    /// The JSON Schema (draft 2020-12) of a job file read with the built-in catalog.
+    pub fn json_schema() -> Value {
+        Self::json_schema_in(&Catalog::builtin())
+    }
+
+    /// The JSON Schema (draft 2020-12) of a job file read with `catalog`: `[source]` is one of
+    /// its source types, each sink table one of its sink types, each with the keys its factory
+    /// describes.
+    pub fn json_schema_in(catalog: &Catalog) -> Value {
+        let mut generator = SchemaGenerator::new(SchemaSettings::draft2020_12());
+        let sources: Vec<Value> = catalog
+            .source_names()
+            .into_iter()
+            .filter_map(|name| {
+                let factory = catalog.source_factory(name)?;
+                Some(tagged(name, factory.settings_schema(&mut generator)))
+            })
+            .collect();
+        let sinks: Vec<Value> = catalog
+            .sink_names()
+            .into_iter()
+            .filter_map(|name| {
+                let factory = catalog.sink_factory(name)?;
+                Some(tagged(name, factory.settings_schema(&mut generator)))
+            })
+            .collect();
+        let definitions = generator.definitions_mut();
+        definitions.insert(
+            SOURCE_DEFINITION.to_owned(),
+            json!({ "description": "A source type of the job's catalog and its keys.", "oneOf": sources }),
+        );
+        definitions.insert(
+            SINK_DEFINITION.to_owned(),
+            json!({ "description": "A sink type of the job's catalog and its keys.", "oneOf": sinks }),
+        );
+        let mut schema = generator.into_root_schema_for::<JobSpec>().to_value();
+        unlink_descriptions(&mut schema);
+        schema
+    }
+}
+
+/// Every `description` in `schema` without rustdoc's links, which name Rust items a job
+/// file's reader has no use for: `[`A`](path::A)` and `[`A`]` become `` `A` ``.
+fn unlink_descriptions(schema: &mut Value) {
+    match schema {
+        Value::Object(object) => {
+            for (key, value) in object.iter_mut() {
+                match value {
+                    Value::String(text) if key == "description" => *text = unlinked(text),
+                    other => unlink_descriptions(other),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(unlink_descriptions),
+        _ => {}
+    }
+}
+
+/// `text` with each `[label](target)` or `[label]` whose label is code reduced to the label.
+fn unlinked(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("[`") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        let Some(end) = after.find("`]") else {
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        out.push_str(&after[..end + 1]);
+        rest = &after[end + 2..];
+        if let Some(target) = rest.strip_prefix('(') {
+            if let Some(close) = target.find(')') {
+                rest = &target[close + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A type's table: its settings' schema with `type` set to `name`.
+fn tagged(name: &str, settings: Schema) -> Value {
+    let mut schema = settings.to_value();
+    if let Some(object) = schema.as_object_mut() {
+        let properties = object
+            .entry("properties")
+            .or_insert_with(|| json!({}))
+            .as_object_mut();
+        if let Some(properties) = properties {
+            properties.insert(
+                "type".to_owned(),
+                json!({ "const": name, "description": "The type's name in the job's catalog." }),
+            );
+        }
+        let required = object.entry("required").or_insert_with(|| json!([]));
+        if let Some(required) = required.as_array_mut() {
+            required.insert(0, json!("type"));
+        }
+        object.insert("title".to_owned(), json!(name));
+    }
+    schema
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unlinked;
+
+    #[test]
+    fn rustdoc_links_become_their_code() {
+        assert_eq!(
+            unlinked("absent: [`DEFAULT`](super::fit::DEFAULT), see [`Layout`] and [x](y)."),
+            "absent: `DEFAULT`, see `Layout` and [x](y)."
+        );
+        assert_eq!(unlinked("a [`b"), "a [`b");
+    }
+}
