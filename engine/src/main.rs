@@ -484,7 +484,10 @@ fn cpu_share(text: &str) -> Result<f64, String> {
 /// `millrace validate`: the job file's problems, its JSON Schema or its reference.
 fn validate(job: Option<PathBuf>, json_schema: bool, reference: bool) -> anyhow::Result<()> {
     if json_schema {
-        println!("{}", serde_json::to_string_pretty(&JobSpec::json_schema())?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&JobSpec::job_file_schema())?
+        );
         return Ok(());
     }
     if reference {

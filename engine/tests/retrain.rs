@@ -225,8 +225,8 @@ fn retrain_problems_are_listed_at_once() {
         "`publish_as`",
         "`ring_port_offset`",
         "add `[samples]`",
-        "embeddings: host-resident embeddings learn by row-wise AdaGrad",
-        "embeddings: `max_rows`",
+        "`embeddings`: host-resident embeddings learn by row-wise AdaGrad",
+        "`embeddings`: `max_rows`",
     ] {
         assert!(problems.contains(key), "{key}: {problems}");
     }

@@ -50,6 +50,7 @@ mod version;
 
 pub use api::{routes, OPENAPI};
 pub use batch::{BatchOptions, DEFAULT_MAX_QUEUE};
+pub use oip::{infer_instances, Fields};
 pub use options::{ServeOptions, DEFAULT_MAX_SHADOW_IN_FLIGHT, KEY_HEADER};
 pub use probes::serve_probes;
 pub use rows::{instance_rows, InstanceError};

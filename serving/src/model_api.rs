@@ -233,8 +233,8 @@ impl ModelApi {
                 let header_length = header(headers, oip::HEADER_LENGTH)?;
                 let fields = |name: &str| route.answer.field_type(name);
                 let max = self.options.max_batch;
-                let infer = oip::read_infer(body, header_length, (&fields, max))?;
-                let instances = columns::instances(&infer.columns, max)?;
+                let (infer, instances) =
+                    oip::read_infer_instances(body, header_length, (&fields, max))?;
                 predict::check_count(instances.len(), &self.options)?;
                 let scored = request.score(route, instances).await?;
                 self.count_answered(&scored);

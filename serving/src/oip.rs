@@ -355,14 +355,8 @@ pub(crate) struct Infer<'a> {
     binary_output: bool,
 }
 
-/// Reads an `infer` body: the JSON, then, when `header_length` is given, the binary tensors
-/// after it.
-///
-/// # Errors
-///
-/// A 400 that says what is wrong with the body.
 /// The type of each field of the served model's schema, by name.
-pub(crate) type Fields<'f> = &'f dyn Fn(&str) -> Option<FieldType>;
+pub type Fields<'f> = &'f dyn Fn(&str) -> Option<FieldType>;
 
 /// Reads an `infer` body: the JSON, then, when `header_length` is given, the binary tensors
 /// after it. Each input is checked before its data is read: a field of the model's schema
@@ -431,6 +425,40 @@ pub(crate) fn read_infer<'a>(
         columns,
         binary_output,
     })
+}
+
+/// Reads an `infer` body ([`read_infer`]) and makes its columns the instances `:predict` takes,
+/// each a JSON object: what the `infer` route does before it scores.
+///
+/// # Errors
+///
+/// As [`read_infer`] and [`crate::columns::instances`].
+pub(crate) fn read_infer_instances<'a>(
+    body: &'a [u8],
+    header_length: Option<&str>,
+    (fields, max_rows): (Fields<'_>, usize),
+) -> Result<(Infer<'a>, Vec<Box<RawValue>>), Refusal> {
+    let infer = read_infer(body, header_length, (fields, max_rows))?;
+    let instances = crate::columns::instances(&infer.columns, max_rows)?;
+    Ok((infer, instances))
+}
+
+/// The instances an `infer` body holds for a model whose schema types its fields as `fields`
+/// does, as the `infer` route reads them (the body's JSON and binary tensors, each checked
+/// against the schema and `max_rows`, then its columns as rows); the fuzz target's way in.
+///
+/// # Errors
+///
+/// The status (400 or 413) and the reason the route answers with.
+pub fn infer_instances(
+    body: &[u8],
+    header_length: Option<&str>,
+    fields: Fields<'_>,
+    max_rows: usize,
+) -> Result<Vec<Box<RawValue>>, (u16, String)> {
+    read_infer_instances(body, header_length, (fields, max_rows))
+        .map(|(_, instances)| instances)
+        .map_err(|(status, reason)| (status.as_u16(), reason))
 }
 
 /// One input tensor as a column, its binary data taken from the front of `binary`.

@@ -136,7 +136,7 @@ pub(crate) fn sink_schema(generator: &mut schemars::SchemaGenerator) -> schemars
 }
 
 /// A reference to the definition `name`, which the catalog's types fill in
-/// ([`JobSpec::json_schema_in`](crate::JobSpec::json_schema_in)); defined here, unless they
+/// ([`JobSpec::job_file_schema_in`](crate::JobSpec::job_file_schema_in)); defined here, unless they
 /// were, as a table with a string `type` and any other keys.
 fn connector_reference(generator: &mut schemars::SchemaGenerator, name: &str) -> schemars::Schema {
     let path = generator

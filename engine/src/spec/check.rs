@@ -36,23 +36,20 @@ pub(super) struct Sections<'a> {
 /// whose sections could be read.
 pub(super) fn check(job: &Sections<'_>) -> Vec<String> {
     let mut problems = Vec::new();
-    let mut add = |section: &str, list: Vec<String>| {
-        problems.extend(list.into_iter().map(|p| format!("[{section}] {p}")));
-    };
     if let Some(name) = job.name {
         if name.is_empty()
             || !name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
-            add(
-                "job",
-                vec![format!(
-                    "`name` must be letters, digits, `-` or `_` (got {name:?})"
-                )],
-            );
+            problems.push(format!(
+                "`name` must be letters, digits, `-` or `_` (got {name:?})"
+            ));
         }
     }
+    let mut add = |section: &str, list: Vec<String>| {
+        problems.extend(list.into_iter().map(|p| format!("[{section}] {p}")));
+    };
     if let Some(source) = job.source {
         add("source", job.catalog.source_problems(source));
         if let (Some(Some(_)), false) = (job.generator, source.kind == "kafka") {
@@ -429,7 +426,7 @@ fn retrain_problems(retrain: &RetrainSpec, job: &Sections<'_>) -> Vec<String> {
             .embeddings
             .problems()
             .into_iter()
-            .map(|p| format!("embeddings: {p}")),
+            .map(|p| format!("`embeddings`: {p}")),
     );
     for (key, value) in [
         ("auc_tolerance", retrain.auc_tolerance),

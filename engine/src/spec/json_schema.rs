@@ -8,14 +8,14 @@ use serde_json::{json, Value};
 
 impl JobSpec {
     /// The JSON Schema (draft 2020-12) of a job file read with the built-in catalog.
-    pub fn json_schema() -> Value {
-        Self::json_schema_in(&Catalog::builtin())
+    pub fn job_file_schema() -> Value {
+        Self::job_file_schema_in(&Catalog::builtin())
     }
 
     /// The JSON Schema (draft 2020-12) of a job file read with `catalog`: `[source]` is one of
     /// its source types, each sink table one of its sink types, each with the keys its factory
     /// describes.
-    pub fn json_schema_in(catalog: &Catalog) -> Value {
+    pub fn job_file_schema_in(catalog: &Catalog) -> Value {
         let mut generator = SchemaGenerator::new(SchemaSettings::draft2020_12());
         let sources: Vec<Value> = catalog
             .source_names()
@@ -44,6 +44,7 @@ impl JobSpec {
         );
         let mut schema = generator.into_root_schema_for::<JobSpec>().to_value();
         unlink_descriptions(&mut schema);
+        narrow_defaults(&mut schema);
         schema
     }
 }
@@ -61,6 +62,44 @@ fn unlink_descriptions(schema: &mut Value) {
             }
         }
         Value::Array(items) => items.iter_mut().for_each(unlink_descriptions),
+        _ => {}
+    }
+}
+
+/// Every `default` in `schema` that is an `f32` widened to `f64` (`0.10000000149011612`) as
+/// the `f32` was written (`0.1`), which is what reads back to it.
+fn narrow_defaults(schema: &mut Value) {
+    match schema {
+        Value::Object(object) => {
+            for (key, value) in object.iter_mut() {
+                if key == "default" {
+                    narrow(value);
+                } else {
+                    narrow_defaults(value);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(narrow_defaults),
+        _ => {}
+    }
+}
+
+/// `value`, and each number in it, as the shortest number that reads back to the same `f32`
+/// when it is one.
+fn narrow(value: &mut Value) {
+    match value {
+        Value::Number(number) if number.is_f64() => {
+            if let Some(x) = number.as_f64() {
+                let single = x as f32;
+                if f64::from(single) == x {
+                    if let Ok(shorter) = single.to_string().parse::<f64>() {
+                        *value = json!(shorter);
+                    }
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(narrow),
+        Value::Object(object) => object.values_mut().for_each(narrow),
         _ => {}
     }
 }
@@ -104,7 +143,9 @@ fn tagged(name: &str, settings: Schema) -> Value {
         }
         let required = object.entry("required").or_insert_with(|| json!([]));
         if let Some(required) = required.as_array_mut() {
-            required.insert(0, json!("type"));
+            if !required.contains(&json!("type")) {
+                required.insert(0, json!("type"));
+            }
         }
         object.insert("title".to_owned(), json!(name));
     }
@@ -113,7 +154,8 @@ fn tagged(name: &str, settings: Schema) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use super::unlinked;
+    use super::{narrow_defaults, unlinked};
+    use serde_json::json;
 
     #[test]
     fn rustdoc_links_become_their_code() {
@@ -122,5 +164,15 @@ mod tests {
             "absent: `DEFAULT`, see `Layout` and [x](y)."
         );
         assert_eq!(unlinked("a [`b"), "a [`b");
+    }
+
+    #[test]
+    fn an_f32_default_reads_as_it_was_written() {
+        let mut schema = json!({ "default": f64::from(0.1f32), "x": { "default": [f64::from(1e-4f32), 0.3, 7] } });
+        narrow_defaults(&mut schema);
+        assert_eq!(
+            schema,
+            json!({ "default": 0.1, "x": { "default": [0.0001, 0.3, 7] } })
+        );
     }
 }

@@ -110,10 +110,10 @@ fn overridden() -> Vec<(String, Vec<String>)> {
 /// Whether `path` is at or under the keys `keys`.
 fn is_under(path: &[Step], keys: &[String]) -> bool {
     keys.len() <= path.len()
-        && keys
-            .iter()
-            .zip(path)
-            .all(|(key, step)| matches!(step, Step::Key(k) if k == key))
+        && keys.iter().zip(path).all(|(key, step)| match step {
+            Step::Key(k) => k == key,
+            Step::Element(i) => i.to_string() == *key,
+        })
 }
 
 /// The byte offset of the deepest key of `path` that `document` holds.
@@ -199,10 +199,9 @@ fn steps(name: &str) -> Vec<Step> {
 fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
     let before = text.get(..offset.min(text.len())).unwrap_or(text);
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    (
-        before.matches('\n').count() + 1,
-        before[line_start..].chars().count() + 1,
-    )
+    // A byte-order mark opens the file but is no column of its first line.
+    let line = before[line_start..].trim_start_matches('\u{feff}');
+    (before.matches('\n').count() + 1, line.chars().count() + 1)
 }
 
 #[cfg(test)]
@@ -221,8 +220,12 @@ mod tests {
             [key("schema"), key("fields"), Step::Element(2)]
         );
         assert_eq!(
-            path_of("[retrain.embeddings] `placement` must be …"),
-            [key("retrain"), key("embeddings"), key("placement")]
+            path_of("[retrain] `embeddings`: `min_count` must be >= 1 (got 0)"),
+            [key("retrain"), key("embeddings"), key("min_count")]
+        );
+        assert_eq!(
+            path_of("[features] `transform[1]` (bucketize): `site` is a category"),
+            [key("features"), key("transform"), Step::Element(1)]
         );
         assert_eq!(
             path_of("unknown key `nmae` (expected one of name, source)"),
@@ -238,5 +241,7 @@ mod tests {
         assert_eq!(line_and_column(text, text.find("key").unwrap()), (3, 1));
         assert_eq!(line_and_column(text, text.find(']').unwrap()), (2, 3));
         assert_eq!(line_and_column(text, 1_000), (4, 1));
+        let marked = "\u{feff}name = 1";
+        assert_eq!(line_and_column(marked, marked.find("1").unwrap()), (1, 8));
     }
 }

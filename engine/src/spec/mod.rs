@@ -412,22 +412,24 @@ pub use millrace_models::LearnerParams as LearnerSpec;
 
 /// When and where model versions are published.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct PublishSpec {
     /// The registry directory.
     pub registry: PathBuf,
     /// Publish after this many newly learned events.
+    #[serde(default = "PublishSpec::default_every_events")]
     pub every_events: u64,
     /// Publish after this many seconds (when something new was learned).
+    #[serde(default = "PublishSpec::default_every_seconds")]
     pub every_seconds: u64,
     /// Also send every version to this compacted topic on the source's brokers, for serving
     /// pods that follow it (`millrace serve --registry kafka://BROKERS/TOPIC`).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry_topic: Option<String>,
     /// A file holding the key (at least 32 bytes of text, not open to others) that signs every
     /// manifest sent to `registry_topic`; serving given the same file (`--registry-key-file`)
     /// refuses versions not signed with it.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry_key_file: Option<PathBuf>,
     /// The versions of each model the registry directory keeps (the newest; versions a server
     /// pins, splits or shadows are kept too); 0 keeps every version.
@@ -436,6 +438,16 @@ pub struct PublishSpec {
 }
 
 impl PublishSpec {
+    /// The `every_events` a job file that gives none has.
+    pub fn default_every_events() -> u64 {
+        100_000
+    }
+
+    /// The `every_seconds` a job file that gives none has.
+    pub fn default_every_seconds() -> u64 {
+        10
+    }
+
     /// The `keep_versions` a job file that gives none has.
     pub fn default_keep_versions() -> usize {
         20
@@ -446,8 +458,8 @@ impl Default for PublishSpec {
     fn default() -> Self {
         PublishSpec {
             registry: PathBuf::new(),
-            every_events: 100_000,
-            every_seconds: 10,
+            every_events: PublishSpec::default_every_events(),
+            every_seconds: PublishSpec::default_every_seconds(),
             registry_topic: None,
             registry_key_file: None,
             keep_versions: PublishSpec::default_keep_versions(),

@@ -7,9 +7,9 @@ use serde_json::{Map, Value};
 use std::fmt::Write;
 
 impl JobSpec {
-    /// The job file's reference in Markdown, from [`JobSpec::json_schema`].
+    /// The job file's reference in Markdown, from [`JobSpec::job_file_schema`].
     pub fn reference() -> String {
-        let schema = Self::json_schema();
+        let schema = Self::job_file_schema();
         let mut out = String::from(
             "# The job file\n\n\
              Generated from the job file's types by `millrace validate --reference`; a test \
@@ -17,7 +17,8 @@ impl JobSpec {
              (`millrace validate --json-schema`). `millrace validate JOB.toml` lists every \
              problem of a job file with its line and column. Any key may be overridden from the \
              environment: `MILLRACE__LEARNER__ALPHA=0.1`, \
-             `MILLRACE__SINKS__DEAD_LETTERS_SINK__PATH=…`.\n",
+             `MILLRACE__SINKS__DEAD_LETTERS_SINK__PATH=…`, \
+             `MILLRACE__FEATURES__TRANSFORM__0__BUCKETS=32`.\n\n",
         );
         let root = Reader { root: &schema };
         root.table(&mut out, "", &schema, 2);
@@ -80,13 +81,13 @@ impl<'a> Reader<'a> {
                 if only.get("description") != schema.get("description") {
                     write_description(out, only);
                 }
-                return self.keys(out, path, only, depth);
+                return self.table(out, path, only, depth);
             }
         }
         if schema.get("properties").is_none() && !variants.is_empty() {
             for variant in variants {
                 let tag = tag_of(variant);
-                let _ = write!(out, "\n{} {tag}\n\n", "#".repeat(depth + 1));
+                heading(out, depth, &tag);
                 write_description(out, variant);
                 self.keys(out, path, variant, depth + 1);
             }
@@ -108,7 +109,7 @@ impl<'a> Reader<'a> {
                 self.is_table(property) || self.tables_of(property).is_some()
             });
         if !rows.is_empty() {
-            out.push_str("\n| key | type | default | meaning |\n|---|---|---|---|\n");
+            out.push_str("| key | type | default | meaning |\n|---|---|---|---|\n");
             for (key, property) in rows {
                 let _ = writeln!(
                     out,
@@ -137,7 +138,7 @@ impl<'a> Reader<'a> {
                 Some(items) => (format!("[[{name}]]"), items),
                 None => (format!("[{name}]"), property),
             };
-            let _ = write!(out, "\n{} `{header}`{needed}\n\n", "#".repeat(depth));
+            heading(out, depth, &format!("`{header}`{needed}"));
             write_description(out, property);
             if property.get("description").is_none() {
                 write_description(out, self.resolve(property));
@@ -237,11 +238,6 @@ fn literal(value: &Value) -> String {
             items.iter().map(literal).collect::<Vec<_>>().join(", ")
         ),
         Value::Object(map) => inline_table(map),
-        Value::Number(number) => match number.as_f64() {
-            // An `f32` default as it was written, not as the `f64` it widens to.
-            Some(x) if number.is_f64() && f64::from(x as f32) == x => format!("{:?}", x as f32),
-            _ => number.to_string(),
-        },
         other => other.to_string(),
     }
 }
@@ -277,6 +273,14 @@ fn cell(description: &Option<String>) -> String {
 /// The documentation as a paragraph, when there is some.
 fn write_description(out: &mut String, schema: &Value) {
     if let Some(description) = description_of(schema) {
-        let _ = writeln!(out, "{}", description.trim());
+        let _ = write!(out, "{}\n\n", description.trim());
     }
+}
+
+/// A heading of `level` after one blank line.
+fn heading(out: &mut String, level: usize, text: &str) {
+    while out.ends_with("\n\n") {
+        out.pop();
+    }
+    let _ = write!(out, "\n{} {text}\n\n", "#".repeat(level));
 }

@@ -292,8 +292,8 @@ buckets = 10"#,
     assert_eq!(
         problems(&fixed),
         [
-            "[features] transform 1 (one_hot): no field `country`",
-            "[features] transform 2 (bucketize): `site` is a category, not a number",
+            "[features] `transform[0]` (one_hot): no field `country`",
+            "[features] `transform[1]` (bucketize): `site` is a category, not a number",
         ]
     );
     let good = fixed

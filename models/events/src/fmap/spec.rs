@@ -243,7 +243,7 @@ impl FeatureMapSpec {
             problems.push("at least one `[[features.transform]]` is needed".to_owned());
         }
         for (t, transform) in self.transforms.iter().enumerate() {
-            let at = |msg: String| format!("transform {} ({}): {msg}", t + 1, transform.kind());
+            let at = |msg: String| format!("`transform[{t}]` ({}): {msg}", transform.kind());
             let (fields, unknown) = schema.resolve(transform.fields());
             problems.extend(
                 unknown
