@@ -47,6 +47,6 @@ pub mod spec;
 
 pub use builder::JobBuilder;
 pub use error::{CheckpointError, Error, Result, WorkerError};
-pub use job::{Cluster, Job, JobReport, RunOptions, RunningJob, StopHandle};
+pub use job::{peers, Cluster, Job, JobReport, RunOptions, RunningJob, StopHandle};
 pub use millrace_connectors::kafka::KafkaSourceConfig;
 pub use spec::JobSpec;

@@ -61,6 +61,15 @@ enum Command {
         /// process of a cluster its own), whether or not it serves predictions.
         #[arg(long, env = "MILLRACE_METRICS_BIND")]
         metrics_bind: Option<std::net::SocketAddr>,
+        /// In a cluster: seconds a peer may stop answering before this process gives it up and
+        /// exits with status 75, as every other process then does, to be restarted together.
+        #[arg(long, env = "MILLRACE_PEER_TIMEOUT_SECS", default_value_t = 10,
+              value_parser = clap::value_parser!(u64).range(1..=3600))]
+        peer_timeout_secs: u64,
+        /// In a cluster: seconds to wait at start for every peer to connect.
+        #[arg(long, env = "MILLRACE_PEER_WAIT_SECS", default_value_t = 600,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        peer_wait_secs: u64,
     },
     /// Serve the models of a registry directory over HTTP, following new versions.
     Serve {
@@ -533,6 +542,8 @@ fn run_cli() -> anyhow::Result<()> {
             hosts,
             allow_fresh_start,
             metrics_bind,
+            peer_timeout_secs,
+            peer_wait_secs,
         } => {
             if process > 0 && hosts.is_none() {
                 bail!("`--process {process}` needs `--hosts`, the file of the job's processes");
@@ -541,6 +552,8 @@ fn run_cli() -> anyhow::Result<()> {
                 workers,
                 allow_fresh_start,
                 metrics_bind,
+                peer_timeout: Duration::from_secs(peer_timeout_secs),
+                peer_wait: Duration::from_secs(peer_wait_secs),
                 ..RunOptions::default()
             };
             run(job, (process, hosts), options)

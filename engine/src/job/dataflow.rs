@@ -3,7 +3,7 @@
 
 use super::checkpointing::{agree, checkpointing, gather, Agreed, Checkpointing};
 use super::sinks::{OutputPlace, OutputSinks, Outputs};
-use super::{Cluster, RunOptions};
+use super::RunOptions;
 use crate::catalog::{Catalog, ReaderContext, Source};
 use crate::error::{chain, worker_results, CheckpointError, Error, Result, WorkerError};
 use crate::metrics::JobStats;
@@ -109,8 +109,18 @@ pub(super) fn run_dataflow(
         stop: stop.clone(),
         stats: stats.clone(),
     };
-    let guards = timely::execute(
-        timely_config(options.cluster.as_ref(), workers),
+    let (allocators, connections) = match options.cluster.as_ref() {
+        Some(cluster) => {
+            super::peers::allocators(cluster, workers, (options.peer_timeout, options.peer_wait))?
+        }
+        None => timely::CommunicationConfig::Process(workers)
+            .try_build()
+            .map_err(Error::Start)?,
+    };
+    let guards = timely::execute::execute_from(
+        allocators,
+        connections,
+        timely::WorkerConfig::default(),
         move |worker| plan.run_worker(worker),
     )
     .map_err(Error::Start)?;
@@ -164,23 +174,6 @@ fn sample_config(spec: &JobSpec, layout: &Layout, workers: usize) -> Result<Opti
         fields,
         keep_checkpoints: spec.checkpoint.as_ref().map_or(0, |c| c.keep),
     }))
-}
-
-/// Timely's configuration: this process's threads, and the cluster's addresses if any.
-fn timely_config(cluster: Option<&Cluster>, workers: usize) -> timely::Config {
-    match cluster {
-        Some(cluster) => timely::Config {
-            communication: timely::CommunicationConfig::Cluster {
-                threads: workers,
-                process: cluster.process,
-                addresses: cluster.hosts.clone(),
-                report: false,
-                zerocopy: false,
-            },
-            worker: timely::WorkerConfig::default(),
-        },
-        None => timely::Config::process(workers),
-    }
 }
 
 /// Why `source` cannot resume where the checkpoint `collector` restores says for worker

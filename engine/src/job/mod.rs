@@ -16,6 +16,7 @@ mod checkpointing;
 mod dataflow;
 mod http_task;
 mod keeper;
+pub mod peers;
 mod probes;
 #[cfg(feature = "deep")]
 mod retrain;
@@ -31,6 +32,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// Where and how a job runs: placement comes from flags or the environment, not the job file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,6 +51,11 @@ pub struct RunOptions {
     /// Serve this process's metrics, `/healthz` and `/readyz` on this address (`run
     /// --metrics-bind`); every process of a cluster may have its own.
     pub metrics_bind: Option<SocketAddr>,
+    /// In a cluster: how long a peer may stop answering before its connection fails, and the
+    /// process exits with [`peers::PEER_LOST_EXIT`] (so does every other).
+    pub peer_timeout: Duration,
+    /// In a cluster: how long a process waits at start for every peer to connect.
+    pub peer_wait: Duration,
 }
 
 impl Default for RunOptions {
@@ -66,6 +73,8 @@ impl RunOptions {
             catalog: Catalog::builtin(),
             allow_fresh_start: false,
             metrics_bind: None,
+            peer_timeout: Duration::from_secs(10),
+            peer_wait: Duration::from_secs(600),
         }
     }
 }

@@ -53,15 +53,24 @@ pub(crate) fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> 
 /// broker, round robin over the partitions, 1 ms of event time apart: generated events from
 /// `seed`, with a malformed line every `bad_every`.
 pub(crate) fn produce_stream(topic: &str, events: u64, bad_every: u64, seed: u64) {
+    produce_stream_over(topic, 4, (events, bad_every, seed));
+}
+
+/// As [`produce_stream`], over `partitions` partitions.
+pub(crate) fn produce_stream_over(
+    topic: &str,
+    partitions: i32,
+    (events, bad_every, seed): (u64, u64, u64),
+) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime
         .block_on(create_topics(
             &brokers(),
             &[topic, &format!("{topic}-dead")],
-            4,
+            partitions,
         ))
         .unwrap();
-    let mut producer = LineProducer::new(&brokers(), topic, 4).unwrap();
+    let mut producer = LineProducer::new(&brokers(), topic, partitions).unwrap();
     let mut generator = CriteoGenerator::new(seed);
     for i in 0..events {
         let line = if i % bad_every == 0 {
