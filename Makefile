@@ -16,7 +16,7 @@ export CARGO_BUILD_JOBS
 # does not build Arrow.
 CHECK_FEATURES := --features millrace-models/arrow
 
-.PHONY: run test setup lint bench-online fuzz
+.PHONY: run test setup lint bench-online fuzz image
 
 setup:
 	@scripts/setup.sh
@@ -42,6 +42,7 @@ test:
 	scripts/samples-pyarrow-check.sh
 	scripts/schemathesis-check.sh
 	scripts/python-examples-check.sh
+	scripts/deploy-check.sh
 
 lint:
 	cargo fmt --all -- --check
@@ -58,3 +59,10 @@ bench-online: setup
 ## Every fuzz target for FUZZ_SECONDS (default 30) each.
 fuzz:
 	scripts/fuzz.sh
+
+## The container images, where a Docker engine runs: millrace-job (with libtorch; TORCH_INDEX picks
+## PyTorch's CPU or CUDA wheels) and millrace-serve (without).
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+image:
+	docker build -f docker/job.Dockerfile --build-arg TORCH_INDEX=$(TORCH_INDEX) -t millrace-job:latest .
+	docker build -f docker/serve.Dockerfile -t millrace-serve:latest .

@@ -1,13 +1,14 @@
 """Checks a millrace /metrics endpoint with the Prometheus project's own Python parsers.
 
-Usage: metrics_check.py URL [--dashboard GRAFANA.json] [REQUIRED_FAMILY ...]
+Usage: metrics_check.py URL [--dashboard GRAFANA.json] [--documented GUIDE.md] [REQUIRED_FAMILY ...]
 
 Scrapes URL twice: asking for OpenMetrics (parsed by prometheus_client's strict OpenMetrics
 parser, which refuses any line out of the format) and for the classic text format (parsed by
 its text parser). Both must hold the same families; every family needs its HELP, and no name
 may carry a unit that is not a base unit (milliseconds, microseconds, percent). Prints the
 number of families and samples. With --dashboard, every millrace metric the dashboard's
-queries name must be a sample name of the exposition.
+queries name must be a sample name of the exposition. With --documented, every family of the
+exposition must be named (in backticks) in the guide.
 """
 import json
 import re
@@ -18,9 +19,10 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families as classic
 
 url, rest = sys.argv[1], sys.argv[2:]
-dashboard = None
-if rest[:1] == ["--dashboard"]:
-    dashboard, rest = rest[1], rest[2:]
+options = {"--dashboard": None, "--documented": None}
+while rest[:1] and rest[0] in options:
+    options[rest[0]], rest = rest[1], rest[2:]
+dashboard, documented = options["--dashboard"], options["--documented"]
 required = set(rest)
 
 
@@ -51,6 +53,15 @@ for name, family in open_families.items():
 missing = required - set(open_families)
 if missing:
     problems.append(f"missing families: {sorted(missing)}")
+if documented:
+    with open(documented) as f:
+        guide = f.read()
+    # The guide names a metric as queries do: a counter with `_total`, an info with `_info`.
+    suffix = {"counter": "_total", "info": "_info"}
+    for name in sorted(open_families):
+        shown = name + suffix.get(open_families[name].type, "")
+        if f"`{shown}`" not in guide:
+            problems.append(f"{documented} does not list {shown}")
 if dashboard:
     sample_names = {s.name for f in open_families.values() for s in f.samples}
     with open(dashboard) as f:

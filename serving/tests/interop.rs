@@ -337,8 +337,10 @@ fn a_stock_oip_client_gets_the_scorers_probabilities() {
         "{got}"
     );
 
-    // The server's metrics, after those requests, pass the Prometheus client's parsers.
+    // The server's metrics, after those requests, pass the Prometheus client's parsers, and
+    // the operations guide lists every family.
     let check = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/metrics_check.py");
+    let guide = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/operations.md");
     let url = format!("http://{}/metrics", server.addr);
     let required = [
         "millrace_build",
@@ -347,7 +349,7 @@ fn a_stock_oip_client_gets_the_scorers_probabilities() {
         "millrace_serving_traffic_share_ratio",
     ];
     let output = std::process::Command::new(&python)
-        .args([check, &url])
+        .args([check, &url, "--documented", guide])
         .args(required)
         .output()
         .unwrap();

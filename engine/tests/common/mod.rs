@@ -419,7 +419,7 @@ pub(crate) fn read_whole_topic(topic: &str) -> Vec<TopicMessage> {
 /// (`scripts/metrics_check.py`, in the test venv): both exposition formats parse, every family
 /// has its help, no name carries a unit other than a base unit, and `required` (OpenMetrics
 /// family names) are there; with `dashboard`, every metric `perf/grafana/millrace.json` queries
-/// is there too.
+/// is there too, and `docs/operations.md` lists every family.
 pub(crate) fn check_metrics(addr: std::net::SocketAddr, dashboard: bool, required: &[&str]) {
     let python = std::env::var("MILLRACE_INTEROP_PYTHON")
         .expect("MILLRACE_INTEROP_PYTHON is unset: run the tests with `make test`");
@@ -431,6 +431,8 @@ pub(crate) fn check_metrics(addr: std::net::SocketAddr, dashboard: bool, require
             vec![
                 "--dashboard",
                 concat!(env!("CARGO_MANIFEST_DIR"), "/../perf/grafana/millrace.json"),
+                "--documented",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/operations.md"),
             ]
         } else {
             vec![]
