@@ -62,7 +62,10 @@ fuzz:
 
 ## The container images, where a Docker engine runs: millrace-job (with libtorch; TORCH_INDEX picks
 ## PyTorch's CPU or CUDA wheels) and millrace-serve (without).
+## `make image TORCH_INDEX=https://download.pytorch.org/whl/cu130 IMAGE_TAG=cuda` builds the job image
+## the gpu overlay runs.
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+IMAGE_TAG ?= latest
 image:
-	docker build -f docker/job.Dockerfile --build-arg TORCH_INDEX=$(TORCH_INDEX) -t millrace-job:latest .
-	docker build -f docker/serve.Dockerfile -t millrace-serve:latest .
+	docker build -f docker/job.Dockerfile --build-arg TORCH_INDEX=$(TORCH_INDEX) -t millrace-job:$(IMAGE_TAG) .
+	docker build -f docker/serve.Dockerfile -t millrace-serve:$(IMAGE_TAG) .

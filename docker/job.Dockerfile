@@ -11,9 +11,17 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 ARG TORCH_VERSION=2.11.0
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# What the runtime stage takes: torch/lib, and beside it the nvidia/ libraries of the CUDA wheels
+# (found through torch's RUNPATH, `$ORIGIN/../../nvidia/…`), with NCCL also as libnccl.so, the
+# name the NCCL all-reduce loads.
 RUN python3 -m venv /opt/torch \
  && /opt/torch/bin/pip install --no-cache-dir --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}" \
- && ln -s /opt/torch/lib/python3.11/site-packages/torch /opt/libtorch
+ && site=/opt/torch/lib/python3.11/site-packages \
+ && ln -s "$site/torch" /opt/libtorch \
+ && mkdir -p /opt/runtime/python/torch \
+ && cp -a "$site/torch/lib" /opt/runtime/python/torch/ \
+ && if [ -d "$site/nvidia" ]; then cp -a "$site/nvidia" /opt/runtime/python/ \
+      && ln -s libnccl.so.2 /opt/runtime/python/nvidia/nccl/lib/libnccl.so; fi
 ENV LIBTORCH=/opt/libtorch LD_LIBRARY_PATH=/opt/libtorch/lib
 WORKDIR /src
 COPY . .
@@ -25,9 +33,10 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends librocksdb7.8 libssl3 libcurl4 ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --user-group --home-dir /var/lib/millrace --create-home millrace
-COPY --from=build /opt/torch/lib/python3.11/site-packages/torch/lib /opt/libtorch/lib
+COPY --from=build /opt/runtime/python /opt/python
 COPY --from=build /src/target/release/millrace /usr/local/bin/millrace
-ENV LD_LIBRARY_PATH=/opt/libtorch/lib MILLRACE_METRICS_BIND=0.0.0.0:9090 MILLRACE_LOG_FORMAT=json
+ENV LD_LIBRARY_PATH=/opt/python/torch/lib:/opt/python/nvidia/nccl/lib \
+    MILLRACE_METRICS_BIND=0.0.0.0:9090 MILLRACE_LOG_FORMAT=json
 USER 10001
 WORKDIR /var/lib/millrace
 EXPOSE 8080 9090

@@ -4,6 +4,7 @@
 # against the Kubernetes 1.32 schemas with kubernetes-validate (strict: unknown fields refused).
 # The custom resources (Strimzi's Kafka, KafkaNodePool and KafkaTopic, the Prometheus Operator's
 # ServiceMonitor) have no schema there: each is checked for its apiVersion, kind and name only.
+# Every Service, PodDisruptionBudget and ServiceMonitor must select some pods of the overlay.
 # Both tools come from PyPI, pinned, in a venv under the cache (scripts/setup.sh --with-broker);
 # without kubectl (which carries kustomize) the overlays are skipped with a message.
 set -euo pipefail
@@ -34,7 +35,23 @@ import yaml
 
 path, name, report = sys.argv[1:]
 core = custom = 0
-for doc in yaml.safe_load_all(open(path)):
+docs = list(yaml.safe_load_all(open(path)))
+# Every selector of a Service, a PodDisruptionBudget or a ServiceMonitor must select some pods
+# of the overlay (a PDB without one selects none at all).
+pods = [d["spec"]["template"]["metadata"].get("labels", {})
+        for d in docs if d.get("kind") in ("Deployment", "StatefulSet")]
+def selects(selector):
+    return bool(selector) and any(all(p.get(k) == v for k, v in selector.items()) for p in pods)
+for doc in docs:
+    kind, spec = doc.get("kind"), doc.get("spec", {})
+    selector = {
+        "Service": spec.get("selector"),
+        "PodDisruptionBudget": spec.get("selector", {}).get("matchLabels"),
+        "ServiceMonitor": spec.get("selector", {}).get("matchLabels"),
+    }.get(kind, "none")
+    if selector != "none" and not selects(selector):
+        sys.exit(f"deploy-check: {name}: {kind.lower()}/{doc['metadata']['name']} selects no pods: {selector}")
+for doc in docs:
     kind, api = doc.get("kind"), doc.get("apiVersion", "")
     if not kind or not api or not doc.get("metadata", {}).get("name"):
         sys.exit(f"deploy-check: {name}: a resource without apiVersion, kind or name: {doc}")

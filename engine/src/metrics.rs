@@ -171,7 +171,7 @@ pub const LEARNER_AUC: Family = Family::new(
 /// Progressive-validation AUC over the last `PROGRESSIVE_WINDOW` events.
 pub const LEARNER_WINDOW_AUC: Family = Family::new(
     "millrace_learner_progressive_auc_window",
-    "Progressive-validation AUC over the last PROGRESSIVE_WINDOW events.",
+    "Progressive-validation AUC over the last 100,000 events (PROGRESSIVE_WINDOW).",
 );
 /// Progressive-validation log-loss.
 pub const LEARNER_LOGLOSS: Family = Family::new(
@@ -191,7 +191,7 @@ pub const LEARNER_WORKER_AUC: Family = Family::new(
 /// Per worker: that AUC over the worker's last `PROGRESSIVE_WINDOW` events.
 pub const LEARNER_WORKER_WINDOW_AUC: Family = Family::new(
     "millrace_learner_worker_progressive_auc_window",
-    "Per worker: that AUC over the worker's last PROGRESSIVE_WINDOW events.",
+    "Per worker: that AUC over the worker's last 100,000 events (PROGRESSIVE_WINDOW).",
 );
 /// Per worker: progressive-validation log-loss of the worker's own predictions.
 pub const LEARNER_WORKER_LOGLOSS: Family = Family::new(

@@ -6,8 +6,8 @@
 //! (`ip link set … down`): every process stops (status 75) within the peer timeout, and
 //! restarted with the link back, the cluster ends as the uninterrupted one did.
 //!
-//! It needs root and a kernel that lets it make namespaces; elsewhere it says why it was
-//! skipped and passes.
+//! It needs root, socat and a kernel that lets it make namespaces; elsewhere it says why it
+//! was skipped and passes, unless `MILLRACE_REQUIRE_NETNS=1` makes that a failure.
 
 mod common;
 
@@ -262,6 +262,18 @@ fn job_file(dir: &Path, topic: &str, records: u64) -> PathBuf {
     checkpointed_job_file(builder, dir, 1_000_000, 500)
 }
 
+/// Processes killed when dropped (a failed assertion leaves none running).
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 fn sum(reports: &[Value], counter: &str) -> u64 {
     reports.iter().map(|r| r[counter].as_u64().unwrap()).sum()
 }
@@ -282,6 +294,9 @@ fn three_processes_on_their_own_network_stacks_learn_as_one_and_a_cut_link_resta
         .expect("MILLRACE_TEST_BROKER names a port");
     let network = match Network::make(broker_port) {
         Ok(network) => network,
+        Err(why) if std::env::var("MILLRACE_REQUIRE_NETNS").as_deref() == Ok("1") => {
+            panic!("MILLRACE_REQUIRE_NETNS=1, but no network namespaces here: {why}")
+        }
         Err(why) => {
             eprintln!("SKIPPED: no network namespaces here ({why})");
             return;
@@ -348,12 +363,12 @@ fn three_processes_on_their_own_network_stacks_learn_as_one_and_a_cut_link_resta
         job_file(cut.path(), &topic, EVENTS / PROCESSES as u64),
         network.hosts(cut.path()),
     );
-    let mut children = network.start(&job, &hosts);
+    let mut children = Children(network.start(&job, &hosts));
     std::thread::sleep(Duration::from_secs_f64((seconds * 0.5).max(1.0)));
     network.set_link(1, false);
     let at = Instant::now();
     let mut stopped = Vec::new();
-    for (process, child) in children.iter_mut().enumerate() {
+    for (process, child) in children.0.iter_mut().enumerate() {
         let status = loop {
             if let Some(status) = child.try_wait().unwrap() {
                 break status;

@@ -55,13 +55,15 @@ struct Plan {
 }
 
 /// Runs the dataflow to its end; returns the epoch of the checkpoint it restored, if any.
+/// `ready` is set once the workers can start: at once for one process, once every peer has
+/// connected in a cluster.
 pub(super) fn run_dataflow(
     spec: &JobSpec,
     (source, decoder): (Arc<dyn Source>, Option<Arc<dyn Decoder>>),
     (bootstrap, outputs): (&Brokers, OutputSinks),
     (registry, mirror): (Registry, Option<Mirror>),
     options: &RunOptions,
-    stop: &Arc<AtomicBool>,
+    (stop, ready): (&Arc<AtomicBool>, &AtomicBool),
     stats: &Arc<JobStats>,
 ) -> Result<Option<u64>> {
     let workers = options.workers.max(1);
@@ -117,6 +119,7 @@ pub(super) fn run_dataflow(
             .try_build()
             .map_err(Error::Start)?,
     };
+    ready.store(true, Ordering::SeqCst);
     let guards = timely::execute::execute_from(
         allocators,
         connections,

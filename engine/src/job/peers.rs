@@ -62,15 +62,15 @@ pub(crate) fn allocators(
 
 /// A connection to every other process of `cluster`, by index (`None` at this process's own):
 /// to each lower index, connecting and sending this process's index; from each higher one,
-/// accepting and reading its index.
+/// accepting and reading its index. A connection that says nothing usable is dropped, and a
+/// newer one from the same process replaces an older (its earlier life's).
 fn connect(cluster: &Cluster, within: Duration) -> std::io::Result<Vec<Option<TcpStream>>> {
     let deadline = Instant::now() + within;
     let me = cluster.process;
     let own = cluster.hosts.get(me).ok_or_else(|| {
         std::io::Error::other(format!("no host for process {me} in the hosts list"))
     })?;
-    let listener = TcpListener::bind(own)
-        .map_err(|e| std::io::Error::other(format!("listening on {own}: {e}")))?;
+    let listener = listen(own, deadline)?;
     let mut sockets: Vec<Option<TcpStream>> = (0..cluster.hosts.len()).map(|_| None).collect();
     for (index, address) in cluster.hosts.iter().enumerate().take(me) {
         let mut stream = reach(address, deadline).map_err(|e| {
@@ -83,24 +83,17 @@ fn connect(cluster: &Cluster, within: Duration) -> std::io::Result<Vec<Option<Tc
     listener.set_nonblocking(true)?;
     while sockets.iter().skip(me + 1).any(Option::is_none) {
         match listener.accept() {
-            Ok((mut stream, _)) => {
-                stream.set_nonblocking(false)?;
-                stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-                let mut index = [0u8; 8];
-                stream.read_exact(&mut index)?;
-                stream.set_read_timeout(None)?;
-                let index = usize::try_from(u64::from_be_bytes(index)).unwrap_or(usize::MAX);
-                match sockets.get_mut(index) {
-                    Some(slot @ None) if index > me => {
-                        stream.set_nodelay(true)?;
-                        *slot = Some(stream);
-                    }
-                    _ => tracing::warn!(
-                        index,
-                        "a connection that names no process of the cluster still to come"
-                    ),
+            Ok((stream, from)) => match introduced(stream) {
+                Ok((index, stream)) if index > me && index < sockets.len() => {
+                    sockets[index] = Some(stream);
                 }
-            }
+                Ok((index, _)) => {
+                    tracing::warn!(%from, index, "a connection that names no later process of the cluster: dropped");
+                }
+                Err(e) => {
+                    tracing::warn!(%from, error = %e, "a connection that did not say its process: dropped")
+                }
+            },
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 if Instant::now() > deadline {
                     let waiting: Vec<usize> = (me + 1..sockets.len())
@@ -118,18 +111,48 @@ fn connect(cluster: &Cluster, within: Duration) -> std::io::Result<Vec<Option<Tc
     Ok(sockets)
 }
 
-/// A connection to `address`, tried until `deadline` while the peer is not listening yet.
+/// A listener on `address`, tried until `deadline` (a pod's own name may not resolve yet).
+fn listen(address: &str, deadline: Instant) -> std::io::Result<TcpListener> {
+    loop {
+        match TcpListener::bind(address) {
+            Ok(listener) => return Ok(listener),
+            Err(e) if Instant::now() > deadline => {
+                return Err(std::io::Error::other(format!(
+                    "listening on {address}: {e}"
+                )))
+            }
+            Err(_) => std::thread::sleep(RETRY),
+        }
+    }
+}
+
+/// The process index an accepted connection says it is, read within a second.
+fn introduced(mut stream: TcpStream) -> std::io::Result<(usize, TcpStream)> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+    let mut index = [0u8; 8];
+    stream.read_exact(&mut index)?;
+    stream.set_read_timeout(None)?;
+    stream.set_nodelay(true)?;
+    let index = usize::try_from(u64::from_be_bytes(index)).unwrap_or(usize::MAX);
+    Ok((index, stream))
+}
+
+/// A connection to `address` (any of the addresses its name has), tried until `deadline`
+/// while the peer is not listening yet.
 fn reach(address: &str, deadline: Instant) -> std::io::Result<TcpStream> {
     let mut logged = false;
     loop {
-        let attempt = address
-            .to_socket_addrs()
-            .and_then(|mut addrs| {
-                addrs
-                    .next()
-                    .ok_or_else(|| std::io::Error::other("the name has no address"))
-            })
-            .and_then(|addr| TcpStream::connect_timeout(&addr, Duration::from_secs(1)));
+        let attempt = address.to_socket_addrs().and_then(|addrs| {
+            let mut last = std::io::Error::other("the name has no address");
+            for addr in addrs {
+                match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+                    Ok(stream) => return Ok(stream),
+                    Err(e) => last = e,
+                }
+            }
+            Err(last)
+        });
         match attempt {
             Ok(stream) => return Ok(stream),
             Err(e) if Instant::now() > deadline => return Err(e),

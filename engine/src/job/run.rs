@@ -155,14 +155,13 @@ pub(super) fn run(
         stats: stats.clone(),
     });
 
-    ready.store(true, Ordering::SeqCst);
     let result = run_dataflow(
         &spec,
         (source, decoder),
         (&bootstrap, outputs),
         (registry, mirror),
         &options,
-        &stop,
+        (&stop, &ready),
         &stats,
     );
 
