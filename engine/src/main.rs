@@ -62,7 +62,8 @@ enum Command {
         #[arg(long, env = "MILLRACE_METRICS_BIND")]
         metrics_bind: Option<std::net::SocketAddr>,
         /// In a cluster: seconds a peer may stop answering before this process gives it up and
-        /// exits with status 75, as every other process then does, to be restarted together.
+        /// ends (killed by itself, status 137), as every other process then does, to be restarted
+        /// together.
         #[arg(long, env = "MILLRACE_PEER_TIMEOUT_SECS", default_value_t = 10,
               value_parser = clap::value_parser!(u64).range(1..=3600))]
         peer_timeout_secs: u64,

@@ -52,7 +52,7 @@ pub struct RunOptions {
     /// --metrics-bind`); every process of a cluster may have its own.
     pub metrics_bind: Option<SocketAddr>,
     /// In a cluster: how long a peer may stop answering before its connection fails, and the
-    /// process exits with [`peers::PEER_LOST_EXIT`] (so does every other).
+    /// process ends (by [`peers::PEER_LOST_SIGNAL`]; so does every other).
     pub peer_timeout: Duration,
     /// In a cluster: how long a process waits at start for every peer to connect.
     pub peer_wait: Duration,

@@ -6,9 +6,9 @@
 //! connections are made as timely makes them (process `p` connects to every lower index and
 //! says its index; it accepts the higher ones), each with TCP keepalive and a user timeout of
 //! `peer_timeout`, so that a silent peer is a failed connection within that time. The first
-//! connection that fails makes the process log which peer it lost and exit with
-//! [`PEER_LOST_EXIT`]: every process of the cluster stops, and restarted (by Kubernetes, or by
-//! hand) they resume together from their newest common checkpoint.
+//! connection that fails makes the process log which peer it lost and end at once (by
+//! [`PEER_LOST_SIGNAL`]): every process of the cluster stops, and restarted (by Kubernetes, or
+//! by hand) they resume together from their newest common checkpoint.
 
 use super::Cluster;
 use crate::error::{Error, Result};
@@ -22,8 +22,9 @@ use timely::communication::allocator::zero_copy::initialize::initialize_networki
 use timely::communication::allocator::ProcessBuilder;
 use timely::communication::{AllocatorBuilder, Hooks};
 
-/// The exit status of a process that lost a peer (`EX_TEMPFAIL`: run it again).
-pub const PEER_LOST_EXIT: i32 = 75;
+/// The signal a process that lost a peer ends by: SIGKILL, sent to itself once it has logged
+/// the loss, so that nothing runs after it (shells and Kubernetes report the status as 137).
+pub const PEER_LOST_SIGNAL: i32 = 9;
 
 /// What timely's communication threads start their panics with.
 const COMMUNICATION_ERROR: &str = "timely communication error";
@@ -180,7 +181,7 @@ fn keep_alive(socket: &TcpStream, timeout: Duration) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Makes the first panic of a communication thread end the process with [`PEER_LOST_EXIT`],
+/// Makes the first panic of a communication thread end the process by [`PEER_LOST_SIGNAL`],
 /// after an error that names the connection and the cause; the threads of connections that
 /// fail after it wait for the end (other panics go to the hook there was).
 fn exit_on_peer_loss(process: usize) {
@@ -212,7 +213,15 @@ fn exit_on_peer_loss(process: usize) {
                 cause = message,
                 "lost a peer of the cluster: stopping, so that every process restarts from the newest common checkpoint"
             );
-            std::process::exit(PEER_LOST_EXIT);
+            // Not `exit`: its handlers would tear down the C and C++ libraries' statics
+            // (RocksDB's) under the threads still using them, and crash.
+            let _ = rustix::process::kill_process(
+                rustix::process::getpid(),
+                rustix::process::Signal::KILL,
+            );
+            loop {
+                std::thread::park();
+            }
         }));
     });
 }
