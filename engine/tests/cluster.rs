@@ -13,14 +13,15 @@
 mod common;
 
 use common::{
-    checkpointed_job_file, latest_model, produce_stream_over, report, test_source, unique,
+    checkpointed_job_file, ended_by_peer_loss, latest_model, produce_stream_over, report,
+    start_cluster_process, test_source, unique, Children,
 };
 use millrace_engine::checkpoint::CheckpointStore;
 use millrace_engine::spec::JobSpec;
 use millrace_models::{FeatureSpec, ModelArtifact};
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 const EVENTS: u64 = 40_000;
@@ -70,16 +71,7 @@ fn start(job: &Path, hosts: &Path, metrics: Option<&[u16]>) -> Vec<Child> {
                     format!("127.0.0.1:{}", ports[process]),
                 );
             }
-            command
-                .args(["run", "--workers", "1", "--process", &process.to_string()])
-                .arg("--hosts")
-                .arg(hosts)
-                .arg(job)
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .unwrap()
+            start_cluster_process(command, process, (hosts, job))
         })
         .collect()
 }
@@ -235,32 +227,14 @@ fn one_process_of_three_killed_stops_the_others_and_the_restarted_cluster_ends_e
 
     let crashed = tempfile::tempdir().unwrap();
     let (job, hosts) = files(crashed.path(), &topic, (3, EVENTS));
-    let mut children = start(&job, &hosts, None);
+    let mut children = Children(start(&job, &hosts, None));
     std::thread::sleep(Duration::from_secs_f64((seconds * 0.5).max(1.0)));
-    children[1].kill().unwrap();
+    children.0[1].kill().unwrap();
     let killed = Instant::now();
-    children[1].wait().unwrap();
-    let mut stopped = Vec::new();
-    for process in [0, 2] {
-        let status = loop {
-            if let Some(status) = children[process].try_wait().unwrap() {
-                break status;
-            }
-            if killed.elapsed() > STOP_WITHIN {
-                for child in &mut children {
-                    let _ = child.kill();
-                }
-                panic!("process {process} still runs {STOP_WITHIN:?} after its peer was killed");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        stopped.push(killed.elapsed());
-        assert_eq!(
-            std::os::unix::process::ExitStatusExt::signal(&status),
-            Some(millrace_engine::peers::PEER_LOST_SIGNAL),
-            "process {process} ended with {status} when its peer was killed"
-        );
-    }
+    children.0[1].wait().unwrap();
+    let stopped: Vec<Duration> = [0, 2]
+        .map(|process| ended_by_peer_loss(&mut children.0[process], process, (killed, STOP_WITHIN)))
+        .to_vec();
     eprintln!(
         "clean run of 3 processes {seconds:.1} s; process 1 killed at {:.1} s; processes 0 and 2 stopped {:?} after; checkpoints: {:?}",
         seconds * 0.5,

@@ -12,7 +12,8 @@
 mod common;
 
 use common::{
-    checkpointed_job_file, latest_model, produce_stream_over, report, test_source, unique,
+    checkpointed_job_file, ended_by_peer_loss, latest_model, produce_stream_over, report,
+    start_cluster_process, test_source, unique, Children,
 };
 use millrace_engine::spec::JobSpec;
 use millrace_models::{FeatureSpec, ModelArtifact};
@@ -201,20 +202,13 @@ impl Network {
     fn start(&self, job: &Path, hosts: &Path) -> Vec<Child> {
         (0..PROCESSES)
             .map(|process| {
-                Command::new("ip")
+                let mut command = Command::new("ip");
+                command
                     .args(["netns", "exec", &self.namespace(process)])
                     .arg(env!("CARGO_BIN_EXE_millrace"))
-                    .args(["run", "--workers", "1", "--process", &process.to_string()])
-                    .args(["--peer-timeout-secs", &PEER_TIMEOUT_SECS.to_string()])
-                    .args(["--peer-wait-secs", "60"])
-                    .arg("--hosts")
-                    .arg(hosts)
-                    .arg(job)
-                    .env("RUST_LOG", "warn")
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::inherit())
-                    .spawn()
-                    .unwrap()
+                    .env("MILLRACE_PEER_TIMEOUT_SECS", PEER_TIMEOUT_SECS.to_string())
+                    .env("MILLRACE_PEER_WAIT_SECS", "60");
+                start_cluster_process(command, process, (hosts, job))
             })
             .collect()
     }
@@ -260,18 +254,6 @@ fn job_file(dir: &Path, topic: &str, records: u64) -> PathBuf {
         .kafka_source(test_source(topic, 5000, records))
         .features(features());
     checkpointed_job_file(builder, dir, 1_000_000, 500)
-}
-
-/// Processes killed when dropped (a failed assertion leaves none running).
-struct Children(Vec<Child>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 fn sum(reports: &[Value], counter: &str) -> u64 {
@@ -367,25 +349,12 @@ fn three_processes_on_their_own_network_stacks_learn_as_one_and_a_cut_link_resta
     std::thread::sleep(Duration::from_secs_f64((seconds * 0.5).max(1.0)));
     network.set_link(1, false);
     let at = Instant::now();
-    let mut stopped = Vec::new();
-    for (process, child) in children.0.iter_mut().enumerate() {
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                at.elapsed() < Duration::from_secs(60),
-                "process {process} still runs a minute after the link was cut"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        stopped.push(at.elapsed());
-        assert_eq!(
-            std::os::unix::process::ExitStatusExt::signal(&status),
-            Some(millrace_engine::peers::PEER_LOST_SIGNAL),
-            "process {process} ended with {status} after the link was cut"
-        );
-    }
+    let stopped: Vec<Duration> = (0..PROCESSES)
+        .map(|process| {
+            let within = (at, Duration::from_secs(60));
+            ended_by_peer_loss(&mut children.0[process], process, within)
+        })
+        .collect();
     eprintln!(
         "cluster over namespaces: {seconds:.1} s for {EVENTS} events; link cut at {:.1} s; processes stopped {stopped:?} after",
         seconds * 0.5

@@ -17,22 +17,19 @@ impl JobSpec {
     /// describes.
     pub fn job_file_schema_in(catalog: &Catalog) -> Value {
         let mut generator = SchemaGenerator::new(SchemaSettings::draft2020_12());
-        let sources: Vec<Value> = catalog
-            .source_names()
-            .into_iter()
-            .filter_map(|name| {
-                let factory = catalog.source_factory(name)?;
-                Some(tagged(name, factory.settings_schema(&mut generator)))
-            })
-            .collect();
-        let sinks: Vec<Value> = catalog
-            .sink_names()
-            .into_iter()
-            .filter_map(|name| {
-                let factory = catalog.sink_factory(name)?;
-                Some(tagged(name, factory.settings_schema(&mut generator)))
-            })
-            .collect();
+        let mut types =
+            |names: Vec<&str>, schema: &dyn Fn(&str, &mut SchemaGenerator) -> Option<Schema>| {
+                names
+                    .into_iter()
+                    .filter_map(|name| Some(tagged(name, schema(name, &mut generator)?)))
+                    .collect::<Vec<Value>>()
+            };
+        let sources = types(catalog.source_names(), &|name, generator| {
+            Some(catalog.source_factory(name)?.settings_schema(generator))
+        });
+        let sinks = types(catalog.sink_names(), &|name, generator| {
+            Some(catalog.sink_factory(name)?.settings_schema(generator))
+        });
         let definitions = generator.definitions_mut();
         definitions.insert(
             SOURCE_DEFINITION.to_owned(),

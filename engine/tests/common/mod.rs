@@ -15,7 +15,7 @@ use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Child;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -446,4 +446,60 @@ pub(crate) fn check_metrics(addr: std::net::SocketAddr, dashboard: bool, require
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// Starts `command` (the `millrace` binary, or a wrapper that runs it) as process `process`, of
+/// one worker, of the cluster of `hosts` running `job`; its report comes on stdout.
+pub(crate) fn start_cluster_process(
+    mut command: Command,
+    process: usize,
+    (hosts, job): (&Path, &Path),
+) -> Child {
+    command
+        .args(["run", "--workers", "1", "--process", &process.to_string()])
+        .arg("--hosts")
+        .arg(hosts)
+        .arg(job)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+/// Processes killed when dropped (a failed assertion leaves none running).
+pub(crate) struct Children(pub(crate) Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Waits for `child`, process `process` of a cluster, to end as a process that lost a peer does
+/// (by its own SIGKILL), at most `within` after `since`; how long after `since` it ended.
+pub(crate) fn ended_by_peer_loss(
+    child: &mut Child,
+    process: usize,
+    (since, within): (Instant, Duration),
+) -> Duration {
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            since.elapsed() < within,
+            "process {process} still runs {within:?} after its peer was lost"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(millrace_engine::peers::PEER_LOST_SIGNAL),
+        "process {process} ended with {status} when its peer was lost"
+    );
+    since.elapsed()
 }
