@@ -34,7 +34,7 @@ const RETRY: Duration = Duration::from_millis(500);
 
 /// Timely's allocators for this process's `workers` over connections to every peer, and the
 /// guard of its communication threads; a peer lost later ends the process
-/// ([`exit_on_peer_loss`]).
+/// ([`end_on_peer_loss`]).
 ///
 /// # Errors
 ///
@@ -50,7 +50,7 @@ pub(crate) fn allocators(
         keep_alive(socket, peer_timeout)
             .map_err(|e| Error::Start(format!("setting up the connection to a peer: {e}")))?;
     }
-    exit_on_peer_loss(cluster.process);
+    end_on_peer_loss(cluster.process);
     let hooks = Hooks::default();
     let local =
         ProcessBuilder::new_typed_vector(workers, hooks.refill.clone(), hooks.spill.clone());
@@ -184,9 +184,9 @@ fn keep_alive(socket: &TcpStream, timeout: Duration) -> std::io::Result<()> {
 /// Makes the first panic of a communication thread end the process by [`PEER_LOST_SIGNAL`],
 /// after an error that names the connection and the cause; the threads of connections that
 /// fail after it wait for the end (other panics go to the hook there was).
-fn exit_on_peer_loss(process: usize) {
+fn end_on_peer_loss(process: usize) {
     static INSTALLED: Once = Once::new();
-    static EXITING: AtomicBool = AtomicBool::new(false);
+    static ENDING: AtomicBool = AtomicBool::new(false);
     INSTALLED.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
@@ -199,7 +199,7 @@ fn exit_on_peer_loss(process: usize) {
             if !message.starts_with(COMMUNICATION_ERROR) {
                 return previous(info);
             }
-            if EXITING.swap(true, Ordering::SeqCst) {
+            if ENDING.swap(true, Ordering::SeqCst) {
                 // Another connection failed first and its thread is ending the process.
                 loop {
                     std::thread::park();
