@@ -23,10 +23,8 @@ PORT="${BROKER##*:}"
 TAG="mrp$(($$ % 1000))"
 NET="10.214.$(($$ % 200 + 20))"
 WORK="$(mktemp -d)"
-# Checkpoints each process keeps. Processes write theirs at their own pace, and with the default
-# of 3 a killed process's newest can be older than the others' oldest: then no checkpoint is
-# common and the restart refuses (perf/RESULTS.md); KEEP=3 shows it.
-KEEP="${KEEP:-10}"
+# Checkpoints each process keeps beyond those another process may still need (the job's default).
+KEEP="${KEEP:-3}"
 
 cleanup() {
   pkill -f "socat TCP-LISTEN:$PORT,bind=" 2>/dev/null || true

@@ -12,11 +12,15 @@
 //! back to the previous one, loudly. Writing a checkpoint deletes every checkpoint of a later
 //! epoch: after a restart those belong to a past the job has left (the end-of-input checkpoint
 //! of a clean stop, whose epoch is the largest there is, or one that could not be read).
+//!
+//! A process of a cluster also keeps every checkpoint from its [`ClusterRetention`]'s floor
+//! on (the oldest of the processes' newest checkpoints), so that the processes hold one in
+//! common whichever of them is lost.
 
 use crate::error::{chain, CheckpointError, Error, Result};
 use millrace_operators::checkpoint::{Checkpoint, PartState, Persist};
 use millrace_operators::parts::{DECODE_REPLACED_BY, LEGACY_DECODE};
-use millrace_operators::BoxError;
+use millrace_operators::{BoxError, ClusterRetention};
 use rocksdb::{Options, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -34,6 +38,8 @@ pub struct CheckpointStore {
     /// The workers of the whole job (over all its processes), written into every checkpoint
     /// and checked on restore, when known.
     job_workers: Option<usize>,
+    /// A cluster's retention: no checkpoint from its floor on is deleted.
+    cluster: Option<ClusterRetention>,
 }
 
 impl std::fmt::Debug for CheckpointStore {
@@ -119,6 +125,7 @@ impl CheckpointStore {
             keep: keep.max(1),
             replaced: &[],
             job_workers: None,
+            cluster: None,
         })
     }
 
@@ -126,6 +133,13 @@ impl CheckpointStore {
     /// so, and one written by a job of another number is not restored.
     pub fn of_job(mut self, workers: usize) -> Self {
         self.job_workers = Some(workers);
+        self
+    }
+
+    /// The store of a process of a cluster, keeping (beyond its newest `keep`) every
+    /// checkpoint from `retention`'s floor on.
+    pub fn in_cluster(mut self, retention: ClusterRetention) -> Self {
+        self.cluster = Some(retention);
         self
     }
 
@@ -333,7 +347,7 @@ impl CheckpointStore {
 }
 
 impl Persist for CheckpointStore {
-    fn persist(&mut self, checkpoint: &Checkpoint) -> std::result::Result<(), BoxError> {
+    fn persist(&mut self, checkpoint: &Checkpoint) -> std::result::Result<u64, BoxError> {
         let epoch = checkpoint.epoch;
         let mut batch = WriteBatch::default();
         let mut parts = Vec::with_capacity(checkpoint.parts.len());
@@ -355,15 +369,19 @@ impl Persist for CheckpointStore {
         };
         batch.put(meta_key(epoch), serde_json::to_vec(&meta)?);
         // In the same batch go the older checkpoints beyond the newest `keep` (this one
-        // included), and every later one: a job writes a checkpoint only after restoring the
-        // newest it could, so a later one is the end of a life it has gone past (the
-        // checkpoint at the end of the input, or one it could not read). Kept, it would be
-        // restored after the next crash in place of this one.
-        let (mut epochs, later): (Vec<u64>, Vec<u64>) =
+        // included) and before a cluster's floor, and every later one: a job writes a
+        // checkpoint only after restoring the newest it could, so a later one is the end of a
+        // life it has gone past (the checkpoint at the end of the input, or one it could not
+        // read). Kept, it would be restored after the next crash in place of this one.
+        let (mut older, later): (Vec<u64>, Vec<u64>) =
             self.epochs().into_iter().partition(|&e| e < epoch);
-        let drop = (epochs.len() + 1).saturating_sub(self.keep);
-        epochs.truncate(drop);
-        for old in epochs
+        let floor = self
+            .cluster
+            .as_ref()
+            .map_or(u64::MAX, ClusterRetention::floor);
+        let kept_from = oldest_kept(&older, epoch, self.keep, floor);
+        older.retain(|&e| e < kept_from);
+        for old in older
             .into_iter()
             .chain(later.into_iter().filter(|&e| e > epoch))
         {
@@ -374,8 +392,20 @@ impl Persist for CheckpointStore {
         self.check_room(batch.size_in_bytes())?;
         let mut options = WriteOptions::default();
         options.set_sync(true);
-        Ok(self.db.write_opt(batch, &options)?)
+        self.db.write_opt(batch, &options)?;
+        Ok(kept_from)
     }
+}
+
+/// The oldest checkpoint kept once the one of `epoch` is written, after the `older` ones
+/// (oldest first): the newest `keep` in all, and every one from `floor` on.
+fn oldest_kept(older: &[u64], epoch: u64, keep: usize, floor: u64) -> u64 {
+    let by_count = older
+        .get(older.len().saturating_sub(keep.saturating_sub(1)))
+        .copied()
+        .unwrap_or(epoch);
+    let by_floor = older.iter().copied().find(|&e| e >= floor).unwrap_or(epoch);
+    by_count.min(by_floor)
 }
 
 #[cfg(test)]
@@ -406,6 +436,114 @@ mod tests {
         assert_eq!(store.epochs(), vec![5, 9, 14]);
         let restored = store.restore(&[0], &["a"]).checkpoint.unwrap();
         assert_eq!((restored.epoch, restored.resume_epoch), (14, 15));
+    }
+
+    /// A write says which is the oldest checkpoint kept: with `keep` 2, the one before it.
+    #[test]
+    fn a_write_says_the_oldest_checkpoint_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = CheckpointStore::open(dir.path(), 2).unwrap();
+        let kept: Vec<u64> = [3, 7, 11]
+            .into_iter()
+            .map(|epoch| store.persist(&checkpoint(epoch)).unwrap())
+            .collect();
+        assert_eq!(kept, vec![3, 3, 7]);
+        assert_eq!(store.epochs(), vec![7, 11]);
+    }
+
+    /// A process of a cluster keeps every checkpoint from the floor on, beyond its newest
+    /// `keep`, until every process has written a newer one: three processes checkpoint the
+    /// same epochs, one far behind the others, and at every moment they hold one in common.
+    #[test]
+    fn a_cluster_keeps_a_checkpoint_every_process_holds() {
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let retention: Vec<ClusterRetention> = (0..3).map(|_| ClusterRetention::new(3)).collect();
+        let stores: Vec<CheckpointStore> = dirs
+            .iter()
+            .zip(&retention)
+            .map(|(dir, r)| {
+                CheckpointStore::open(dir.path(), 2)
+                    .unwrap()
+                    .in_cluster(r.clone())
+            })
+            .collect();
+        // Clones of the stores write (the same databases), the stores are read.
+        let mut writers = stores.clone();
+        let mut write = |process: usize, epoch: u64| {
+            writers[process].persist(&checkpoint(epoch)).unwrap();
+            for r in &retention {
+                r.heard(process, epoch);
+            }
+        };
+        let common = |stores: &[CheckpointStore]| {
+            let lists: Vec<Vec<u64>> = stores.iter().map(CheckpointStore::epochs).collect();
+            lists[0]
+                .iter()
+                .rev()
+                .find(|e| lists.iter().all(|l| l.contains(e)))
+                .copied()
+        };
+        for epoch in [9, 19] {
+            for process in 0..3 {
+                write(process, epoch);
+            }
+        }
+        // Processes 1 and 2 run five checkpoints ahead of process 0.
+        for epoch in [29, 39, 49, 59, 69] {
+            write(1, epoch);
+            write(2, epoch);
+        }
+        assert_eq!(stores[1].epochs(), vec![19, 29, 39, 49, 59, 69]);
+        assert_eq!(common(&stores), Some(19));
+        write(0, 29);
+        assert_eq!(stores[1].epochs(), vec![19, 29, 39, 49, 59, 69]);
+        write(1, 79);
+        assert_eq!(stores[1].epochs(), vec![29, 39, 49, 59, 69, 79]);
+        assert_eq!(common(&stores), Some(29));
+        // Once process 0 has caught up, each keeps its newest two again.
+        for epoch in [39, 49, 59, 69, 79, 89] {
+            write(0, epoch);
+        }
+        write(2, 79);
+        write(2, 89);
+        assert_eq!(common(&stores), Some(79));
+        write(1, 89);
+        write(1, 99);
+        assert_eq!(stores[1].epochs(), vec![89, 99]);
+        assert_eq!(common(&stores), Some(89));
+    }
+
+    /// Until every process has said, a process keeps what it restored and everything after.
+    #[test]
+    fn a_cluster_keeps_the_restored_checkpoint_until_every_process_said() {
+        let dir = tempfile::tempdir().unwrap();
+        let retention = ClusterRetention::new(2);
+        retention.restored(5);
+        let mut store = CheckpointStore::open(dir.path(), 1)
+            .unwrap()
+            .in_cluster(retention.clone());
+        for epoch in [2, 5, 9, 14] {
+            store.persist(&checkpoint(epoch)).unwrap();
+        }
+        assert_eq!(store.epochs(), vec![5, 9, 14]);
+        retention.heard(0, 14);
+        store.persist(&checkpoint(19)).unwrap();
+        assert_eq!(store.epochs(), vec![5, 9, 14, 19]);
+        retention.heard(1, 9);
+        store.persist(&checkpoint(24)).unwrap();
+        assert_eq!(store.epochs(), vec![9, 14, 19, 24]);
+    }
+
+    #[test]
+    fn the_oldest_kept_is_the_newest_keeps_or_the_floors() {
+        assert_eq!(oldest_kept(&[], 5, 3, u64::MAX), 5);
+        assert_eq!(oldest_kept(&[1, 2, 3], 5, 1, u64::MAX), 5);
+        assert_eq!(oldest_kept(&[1, 2, 3], 5, 2, u64::MAX), 3);
+        assert_eq!(oldest_kept(&[1, 2, 3], 5, 9, u64::MAX), 1);
+        assert_eq!(oldest_kept(&[1, 2, 3], 5, 1, 2), 2);
+        assert_eq!(oldest_kept(&[1, 2, 3], 5, 1, 0), 1);
+        assert_eq!(oldest_kept(&[1, 2, 3], 5, 1, 4), 5);
+        assert_eq!(oldest_kept(&[1, 2, 3], 5, 3, 3), 2);
     }
 
     /// A checkpoint of a job of 4 workers in all is not restored by a job of 6 (a process

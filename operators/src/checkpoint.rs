@@ -98,13 +98,15 @@ pub enum Choice {
 
 /// Where complete checkpoints go.
 pub trait Persist: Send {
-    /// Stores `checkpoint` durably, all parts at once.
+    /// Stores `checkpoint` durably, all parts at once. Returns the epoch of the oldest
+    /// checkpoint the store keeps once it is written (its own when it keeps no older one): the
+    /// state a restore can still go back to.
     ///
     /// # Errors
     ///
     /// Why it could not be stored; the collector logs it, counts it, and goes on (the next
     /// checkpoint may succeed).
-    fn persist(&mut self, checkpoint: &Checkpoint) -> Result<(), crate::BoxError>;
+    fn persist(&mut self, checkpoint: &Checkpoint) -> Result<u64, crate::BoxError>;
 }
 
 /// Figures of the checkpoints, for the metrics endpoint.
@@ -116,6 +118,8 @@ pub struct CheckpointFigures {
     pub failed: u64,
     /// The epoch of the newest written checkpoint.
     pub last_epoch: Option<u64>,
+    /// The epoch of the oldest checkpoint the store kept after the newest write.
+    pub oldest_kept: Option<u64>,
     /// Bytes of the newest written checkpoint's parts.
     pub last_bytes: u64,
     /// Seconds the newest write took.
@@ -408,7 +412,7 @@ impl Collector {
         let bytes: usize = checkpoint.parts.iter().map(|p| p.bytes.len()).sum();
         let epoch = checkpoint.epoch;
         match state.persist.persist(&checkpoint) {
-            Ok(()) => {
+            Ok(oldest_kept) => {
                 let figures = &mut state.figures;
                 if figures.failed_in_a_row > 0 {
                     tracing::info!(
@@ -419,6 +423,7 @@ impl Collector {
                 }
                 figures.written += 1;
                 figures.last_epoch = Some(epoch);
+                figures.oldest_kept = Some(oldest_kept.min(epoch));
                 figures.last_bytes = bytes as u64;
                 figures.last_seconds = started.elapsed().as_secs_f64();
                 state.durations.observe(started.elapsed());
@@ -483,6 +488,13 @@ impl Part {
     /// The newest checkpoint epoch written, for parts that act on it (committing offsets).
     pub fn written_through(&self) -> Option<u64> {
         self.collector.figures().last_epoch
+    }
+
+    /// The epoch of the oldest checkpoint the store still keeps, once one was written: for
+    /// parts whose state refers to files that only older checkpoints list (deleted once no
+    /// kept checkpoint is older than that).
+    pub fn kept_from(&self) -> Option<u64> {
+        self.collector.figures().oldest_kept
     }
 
     /// Whether a source must read nothing new: checkpoints keep failing (see
@@ -620,9 +632,10 @@ mod tests {
     struct Memory(Arc<Mutex<Vec<Checkpoint>>>);
 
     impl Persist for Memory {
-        fn persist(&mut self, checkpoint: &Checkpoint) -> Result<(), crate::BoxError> {
-            self.0.lock().unwrap().push(checkpoint.clone());
-            Ok(())
+        fn persist(&mut self, checkpoint: &Checkpoint) -> Result<u64, crate::BoxError> {
+            let mut kept = self.0.lock().unwrap();
+            kept.push(checkpoint.clone());
+            Ok(kept[0].epoch)
         }
     }
 
@@ -645,12 +658,13 @@ mod tests {
     );
 
     impl Persist for Disk {
-        fn persist(&mut self, checkpoint: &Checkpoint) -> Result<(), crate::BoxError> {
+        fn persist(&mut self, checkpoint: &Checkpoint) -> Result<u64, crate::BoxError> {
             if self.1.load(std::sync::atomic::Ordering::SeqCst) {
                 return Err("no space left on device".into());
             }
-            self.0.lock().unwrap().push(checkpoint.clone());
-            Ok(())
+            let mut kept = self.0.lock().unwrap();
+            kept.push(checkpoint.clone());
+            Ok(kept[0].epoch)
         }
     }
 

@@ -16,7 +16,9 @@
 //! - [`JoinLabels`] joins impressions and delayed clicks into labeled examples;
 //! - [`BufferSamples`] keeps each epoch's rows in the sample buffer (Arrow IPC segments on
 //!   disk) for the retraining stage;
-//! - [`Deliver`] hands a stream's records to a sink (dead letters to Kafka, for example).
+//! - [`Deliver`] hands a stream's records to a sink (dead letters to Kafka, for example);
+//! - [`ShareCheckpoints`] tells a cluster's workers each process's newest checkpoint, so that
+//!   every process keeps the checkpoints the cluster may restart from ([`retention`]).
 #![warn(missing_docs)]
 
 pub mod checkpoint;
@@ -27,6 +29,7 @@ pub mod featurize;
 pub mod labels;
 mod part_spec;
 pub mod parts;
+pub mod retention;
 pub mod samples;
 pub mod source;
 mod tally;
@@ -40,6 +43,7 @@ pub use featurize::{
 pub use labels::{JoinLabels, LabelJoinConfig, LabelJoinStats, LatePolicy};
 pub use part_spec::Checkpoints;
 pub use parts::{dataflow_parts, source_parts};
+pub use retention::{ClusterRetention, ShareCheckpoints};
 pub use samples::{BufferSamples, SampleConfig, SampleStats};
 pub use source::{
     ingest_partitions, now_ms, restored_positions, EventTime, PartitionReader, PartitionStats,

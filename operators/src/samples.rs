@@ -35,9 +35,6 @@ pub struct SampleConfig {
     pub retention: Retention,
     /// The features of the rows' layout.
     pub fields: SampleFields,
-    /// The checkpoints the job's store keeps (a retired segment waits for that many newer
-    /// ones before it is deleted).
-    pub keep_checkpoints: usize,
 }
 
 impl SampleConfig {
@@ -112,7 +109,6 @@ pub trait BufferSamples {
     ///     dir: dir.path().to_owned(),
     ///     retention: Retention { max_age_ms: 3_600_000, max_bytes: 1 << 20, segment_bytes: 1 << 16, segment_ms: 0 },
     ///     fields: SampleFields::of_layout(&layout).unwrap(),
-    ///     keep_checkpoints: 0,
     /// };
     /// let mut rows = CsrBatch::new(1, layout.dimension);
     /// rows.indices.push(layout.features[0].offset);
@@ -200,11 +196,7 @@ impl Keeper {
         stats: Arc<SampleStats>,
     ) -> Self {
         let dir = config.worker_dir(worker);
-        let keep = if part.is_some() {
-            config.keep_checkpoints.max(1)
-        } else {
-            0
-        };
+        let checkpointed = part.is_some();
         let lo = part
             .as_ref()
             .map_or(0, |p| p.resume_epoch().saturating_sub(1));
@@ -217,18 +209,24 @@ impl Keeper {
                 .ok()
         });
         let opened = match restored {
-            Some(state) => {
-                SampleBuffer::restore(&dir, config.fields.clone(), config.retention, keep, state)
-                    .map(|(buffer, missing)| {
-                        if !missing.is_empty() {
-                            stats
-                                .errors
-                                .fetch_add(missing.len() as u64, Ordering::Relaxed);
-                        }
-                        buffer
-                    })
+            Some(state) => SampleBuffer::restore(
+                &dir,
+                config.fields.clone(),
+                config.retention,
+                checkpointed,
+                state,
+            )
+            .map(|(buffer, missing)| {
+                if !missing.is_empty() {
+                    stats
+                        .errors
+                        .fetch_add(missing.len() as u64, Ordering::Relaxed);
+                }
+                buffer
+            }),
+            None => {
+                SampleBuffer::create(&dir, config.fields.clone(), config.retention, checkpointed)
             }
-            None => SampleBuffer::create(&dir, config.fields.clone(), config.retention, keep),
         };
         let mut keeper = Keeper {
             worker,
@@ -304,8 +302,8 @@ impl Keeper {
                 });
                 SAMPLES.encode(&state)
             });
-            if let Some(written) = part.written_through() {
-                if let Err(e) = buffer.written_through(written) {
+            if let Some(kept) = part.kept_from() {
+                if let Err(e) = buffer.kept_from(kept) {
                     error = Some(e);
                 }
             }

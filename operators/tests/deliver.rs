@@ -11,9 +11,10 @@ use timely::dataflow::{InputHandle, ProbeHandle};
 struct Kept(Arc<Mutex<Vec<Checkpoint>>>);
 
 impl Persist for Kept {
-    fn persist(&mut self, checkpoint: &Checkpoint) -> Result<(), millrace_operators::BoxError> {
-        self.0.lock().unwrap().push(checkpoint.clone());
-        Ok(())
+    fn persist(&mut self, checkpoint: &Checkpoint) -> Result<u64, millrace_operators::BoxError> {
+        let mut kept = self.0.lock().unwrap();
+        kept.push(checkpoint.clone());
+        Ok(kept[0].epoch)
     }
 }
 

@@ -105,7 +105,6 @@ fn config(dir: &Path, retention: Retention) -> SampleConfig {
         dir: dir.to_owned(),
         retention,
         fields: SampleFields::of_layout(&layout()).unwrap(),
-        keep_checkpoints: 0,
     }
 }
 

@@ -286,9 +286,10 @@ fn a_time_from_a_broken_clock_takes_its_partitions_time() {
 struct Kept(Arc<Mutex<Vec<u64>>>);
 
 impl Persist for Kept {
-    fn persist(&mut self, checkpoint: &Checkpoint) -> Result<(), millrace_operators::BoxError> {
-        self.0.lock().unwrap().push(checkpoint.epoch);
-        Ok(())
+    fn persist(&mut self, checkpoint: &Checkpoint) -> Result<u64, millrace_operators::BoxError> {
+        let mut kept = self.0.lock().unwrap();
+        kept.push(checkpoint.epoch);
+        Ok(kept[0])
     }
 }
 

@@ -8,7 +8,7 @@ use crate::metrics::JobStats;
 use crate::spec::JobSpec;
 use millrace_models::FeatureSpec;
 use millrace_operators::checkpoint::{Choice, Collector};
-use millrace_operators::dataflow_parts;
+use millrace_operators::{dataflow_parts, ClusterRetention};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -30,6 +30,8 @@ pub(super) struct Checkpointing {
     readable: Vec<u64>,
     choice: Choice,
     max_failures: u32,
+    /// In a cluster: what the process knows of the others' checkpoints, which its store keeps.
+    retention: Option<ClusterRetention>,
 }
 
 /// Opens this process's checkpoint store, when the job checkpoints, and finds the checkpoints
@@ -62,9 +64,13 @@ pub(super) fn checkpointing(
     };
     refuse_other_layout(&checkpoint.state_dir, cluster.is_some(), allow_fresh_start)?;
     let job_workers = local.len() * cluster.map_or(1, |c| c.hosts.len().max(1));
-    let store = CheckpointStore::open(&dir, checkpoint.keep)?
+    let retention = cluster.map(|c| ClusterRetention::new(c.hosts.len()));
+    let mut store = CheckpointStore::open(&dir, checkpoint.keep)?
         .replacing(replaced)
         .of_job(job_workers);
+    if let Some(retention) = &retention {
+        store = store.in_cluster(retention.clone());
+    }
     let parts = checkpoint_parts(spec);
     let (readable, skipped) = store.readable(local, &parts);
     stats
@@ -87,6 +93,7 @@ pub(super) fn checkpointing(
         readable,
         choice,
         max_failures: spec.checkpoint.as_ref().map_or(1, |c| c.max_failures),
+        retention,
     }))
 }
 
@@ -133,6 +140,11 @@ impl Checkpointing {
         &self.readable
     }
 
+    /// In a cluster, what the process knows of the others' checkpoints.
+    pub(super) fn retention(&self) -> Option<&ClusterRetention> {
+        self.retention.as_ref()
+    }
+
     /// The collector of the process whose workers are `local`, restoring the checkpoint of
     /// `restored_epoch` (the one the processes agreed on) or starting afresh; installed in
     /// `stats` for the figures.
@@ -150,6 +162,9 @@ impl Checkpointing {
             Some(epoch) => Some(self.store.checkpoint(epoch, local, &self.parts)?),
             None => None,
         };
+        if let (Some(retention), Some(epoch)) = (&self.retention, restored_epoch) {
+            retention.restored(epoch);
+        }
         match &restored {
             Some(r) => tracing::info!(
                 epoch = r.epoch,

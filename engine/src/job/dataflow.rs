@@ -16,7 +16,7 @@ use millrace_operators::restored_positions;
 use millrace_operators::{
     ingest_partitions, BufferSamples, Checkpoints, Deliver, EventTime, Featurize, JoinLabels,
     LabelJoinConfig, Mirror, Outlet, ParseEvents, PartitionReader, PublishPolicy, SampleConfig,
-    Stop, TrainRows, TrainerConfig,
+    ShareCheckpoints, Stop, TrainRows, TrainerConfig,
 };
 use millrace_samples::{Retention, SampleFields};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,6 +43,8 @@ struct Plan {
     bootstrap: Brokers,
     /// This process's workers (their indices in the job).
     local: Vec<usize>,
+    /// This process (0 for a job of one process) and the job's processes.
+    process: usize,
     processes: usize,
     checkpointing: Option<Checkpointing>,
     /// Whether to start afresh when the processes have no checkpoint in common.
@@ -106,6 +108,7 @@ pub(super) fn run_dataflow(
         )?,
         allow_fresh_start: options.allow_fresh_start,
         local: local.clone(),
+        process,
         processes,
         collector: Arc::default(),
         stop: stop.clone(),
@@ -175,7 +178,6 @@ fn sample_config(spec: &JobSpec, layout: &Layout, workers: usize) -> Result<Opti
             segment_ms: samples.segment_seconds.saturating_mul(1000),
         },
         fields,
-        keep_checkpoints: spec.checkpoint.as_ref().map_or(0, |c| c.keep),
     }))
 }
 
@@ -308,7 +310,7 @@ impl Plan {
 
     /// The operators: the source, the label join when there is one, parse, fit and transform
     /// per epoch (a hashed spec fits nothing), learning across the FeatureMap's versions, and
-    /// the outputs.
+    /// the outputs; in a cluster, the processes' newest checkpoints shared for retention.
     fn build(
         self,
         scope: Scope<'_, u64>,
@@ -326,6 +328,8 @@ impl Plan {
             source: opened,
             stop,
             stats,
+            process,
+            checkpointing,
             ..
         } = self;
         let stop_after = opened.stop_after_records();
@@ -348,6 +352,11 @@ impl Plan {
             stats.source.clone(),
             stop_now,
         );
+        if let Some(retention) = checkpointing.as_ref().and_then(Checkpointing::retention) {
+            records
+                .clone()
+                .share_checkpoints(checkpoints, process, retention.clone());
+        }
         // Impressions and clicks: joined into labeled records first.
         let mut join_dead = None;
         if let Some(config) = labels {

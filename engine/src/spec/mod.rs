@@ -306,7 +306,9 @@ pub struct CheckpointSpec {
     /// epoch.
     #[serde(default = "default_checkpoint_interval")]
     pub interval_ms: u64,
-    /// How many complete checkpoints to keep (the newest that reads back whole is restored).
+    /// How many complete checkpoints to keep (the newest that reads back whole is restored);
+    /// a process of a cluster also keeps every one from the oldest of the processes' newest
+    /// ones on, so that they hold one in common.
     #[serde(default = "default_checkpoint_keep")]
     pub keep: usize,
     /// Checkpoint writes that may fail in a row (a full disk) before the sources stop reading

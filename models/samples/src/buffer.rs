@@ -10,9 +10,9 @@
 //! Retention retires the oldest whole segments: those whose newest event is more than
 //! `max_age_ms` older than the newest event the buffer has seen, then the oldest ones while the
 //! buffer holds more than `max_bytes`. With checkpoints, a retired segment is renamed
-//! `*.arrow.retired` (readers no longer see it) and deleted once as many checkpoints of its
-//! retirement epoch or later ones were written as the store keeps: until then a restore (from
-//! an older kept checkpoint, or the one a cluster agrees on) may bring it back.
+//! `*.arrow.retired` (readers no longer see it) and deleted once the store keeps no checkpoint
+//! older than its retirement epoch: until then a restore (from an older kept checkpoint, or the
+//! one a cluster agrees on) may bring it back.
 //!
 //! [`SampleBuffer::restore`] makes the directory what the state lists: its segments whole and
 //! live, every other file of the buffer (newer segments, the one that was being written,
@@ -63,15 +63,12 @@ pub struct Segment {
     pub bytes: u64,
 }
 
-/// A segment retired in an epoch, deleted once a checkpoint of that epoch or a later one is
-/// written.
+/// A segment retired in an epoch, deleted once every checkpoint the store keeps is of that
+/// epoch or a later one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Retired {
     /// The epoch that retired it.
     pub epoch: u64,
-    /// Checkpoints of that epoch or later ones written since.
-    #[serde(default)]
-    pub written_after: usize,
     /// The segment.
     pub segment: Segment,
 }
@@ -96,12 +93,9 @@ pub struct SampleBuffer {
     retention: Retention,
     state: BufferState,
     open: Option<(SegmentWriter, Segment, Instant)>,
-    /// Whether retired files wait for a checkpoint (a checkpointed job) or go at once.
-    /// Checkpoints the store keeps: how many must be written after a segment's retirement
-    /// before it is deleted (0: no checkpoints, at once).
-    keep_checkpoints: usize,
-    /// The newest checkpoint epoch [`SampleBuffer::written_through`] was told of.
-    last_written: Option<u64>,
+    /// Whether retired files wait until no kept checkpoint lists them (a checkpointed job)
+    /// or go at once.
+    checkpointed: bool,
     /// Segments retired since the buffer was made.
     retired: u64,
 }
@@ -118,8 +112,7 @@ impl std::fmt::Debug for SampleBuffer {
 
 impl SampleBuffer {
     /// An empty buffer in `dir` (made if missing), deleting the buffer files a former run left
-    /// there. `keep_checkpoints`: the checkpoints the job's store keeps, 0 without checkpoints
-    /// (see the [module](self)).
+    /// there. `checkpointed`: whether the job checkpoints (see the [module](self)).
     ///
     /// # Errors
     ///
@@ -128,7 +121,7 @@ impl SampleBuffer {
         dir: &Path,
         fields: SampleFields,
         retention: Retention,
-        keep_checkpoints: usize,
+        checkpointed: bool,
     ) -> Result<Self, SampleError> {
         let buffer = SampleBuffer {
             dir: dir.to_owned(),
@@ -136,8 +129,7 @@ impl SampleBuffer {
             retention,
             state: BufferState::default(),
             open: None,
-            keep_checkpoints,
-            last_written: None,
+            checkpointed,
             retired: 0,
         };
         buffer.keep_only(&[])?;
@@ -155,7 +147,7 @@ impl SampleBuffer {
         dir: &Path,
         fields: SampleFields,
         retention: Retention,
-        keep_checkpoints: usize,
+        checkpointed: bool,
         state: BufferState,
     ) -> Result<(Self, Vec<Segment>), SampleError> {
         let mut buffer = SampleBuffer {
@@ -164,8 +156,7 @@ impl SampleBuffer {
             retention,
             state,
             open: None,
-            keep_checkpoints,
-            last_written: None,
+            checkpointed,
             retired: 0,
         };
         buffer.state.retired.clear();
@@ -356,14 +347,10 @@ impl SampleBuffer {
     fn retire(&mut self, epoch: u64, segment: Segment) -> Result<(), SampleError> {
         self.retired += 1;
         let path = self.path(&segment.name);
-        if self.keep_checkpoints > 0 {
+        if self.checkpointed {
             let retired = retired_name(&path);
             std::fs::rename(&path, &retired).map_err(SampleError::io(&path))?;
-            self.state.retired.push(Retired {
-                epoch,
-                written_after: 0,
-                segment,
-            });
+            self.state.retired.push(Retired { epoch, segment });
         } else {
             std::fs::remove_file(&path).map_err(SampleError::io(&path))?;
         }
@@ -381,25 +368,17 @@ impl SampleBuffer {
         Ok(self.state.clone())
     }
 
-    /// Says that the newest checkpoint written is of `epoch`; deletes the retired segments
-    /// after which as many checkpoints were written as the store keeps (none of them lists
-    /// them).
+    /// Says that the oldest checkpoint the store keeps is of `epoch`; deletes the segments
+    /// retired in that epoch or before it (no kept checkpoint lists them: a checkpoint of
+    /// epoch `c` lists the segments retired after `c`).
     ///
     /// # Errors
     ///
     /// When a file cannot be deleted (it is tried again next time).
-    pub fn written_through(&mut self, epoch: u64) -> Result<(), SampleError> {
-        if self.last_written.is_some_and(|w| w >= epoch) {
-            return Ok(());
-        }
-        self.last_written = Some(epoch);
-        for retired in self.state.retired.iter_mut().filter(|r| r.epoch <= epoch) {
-            retired.written_after += 1;
-        }
-        let keep = self.keep_checkpoints.max(1);
+    pub fn kept_from(&mut self, epoch: u64) -> Result<(), SampleError> {
         let (gone, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.state.retired)
             .into_iter()
-            .partition(|r| r.written_after >= keep);
+            .partition(|r| r.epoch <= epoch);
         self.state.retired = waiting;
         for (i, retired) in gone.iter().enumerate() {
             let path = retired_name(&self.path(&retired.segment.name));

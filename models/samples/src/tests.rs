@@ -126,9 +126,9 @@ proptest! {
 }
 
 /// A buffer of the Criteo layout in `dir`.
-fn buffer(dir: &Path, retention: Retention, keep: usize) -> SampleBuffer {
+fn buffer(dir: &Path, retention: Retention, checkpointed: bool) -> SampleBuffer {
     let fields = SampleFields::of_layout(&layout()).unwrap();
-    SampleBuffer::create(dir, fields, retention, keep).unwrap()
+    SampleBuffer::create(dir, fields, retention, checkpointed).unwrap()
 }
 
 const KEEP_ALL: Retention = Retention {
@@ -169,7 +169,7 @@ fn a_buffer_reads_back_every_epoch_in_order_across_segments() {
         segment_bytes: 8192,
         ..KEEP_ALL
     };
-    let mut buf = buffer(dir.path(), small, 0);
+    let mut buf = buffer(dir.path(), small, false);
     for e in 0..40 {
         buf.append(e, &epoch_rows(e)).unwrap();
         buf.retain(e).unwrap();
@@ -195,7 +195,7 @@ fn a_buffer_reads_back_every_epoch_in_order_across_segments() {
 #[test]
 fn the_open_segment_is_not_read_until_it_is_whole() {
     let dir = tempfile::tempdir().unwrap();
-    let mut buf = buffer(dir.path(), KEEP_ALL, 0);
+    let mut buf = buffer(dir.path(), KEEP_ALL, false);
     buf.append(0, &epoch_rows(0)).unwrap();
     assert_eq!(read_buffer(dir.path()).unwrap().1.len(), 0);
     buf.close().unwrap();
@@ -210,7 +210,7 @@ fn retention_by_bytes_keeps_the_newest_segments_under_the_bound() {
         segment_bytes: 4096,
         ..KEEP_ALL
     };
-    let mut buf = buffer(dir.path(), retention, 0);
+    let mut buf = buffer(dir.path(), retention, false);
     for e in 0..60 {
         buf.append(e, &epoch_rows(e)).unwrap();
         buf.retain(e).unwrap();
@@ -239,7 +239,7 @@ fn retention_by_age_follows_event_time() {
         segment_bytes: 1,
         ..KEEP_ALL
     };
-    let mut buf = buffer(dir.path(), retention, 0);
+    let mut buf = buffer(dir.path(), retention, false);
     for e in 0..30 {
         buf.append(e, &epoch_rows(e)).unwrap();
         buf.retain(e).unwrap();
@@ -258,13 +258,13 @@ fn a_restored_buffer_holds_what_the_uninterrupted_one_does() {
     };
     // Uninterrupted, with checkpoints at epochs 9 and 19.
     let whole = tempfile::tempdir().unwrap();
-    let mut buf = buffer(whole.path(), retention, 1);
+    let mut buf = buffer(whole.path(), retention, true);
     for e in 0..30 {
         buf.append(e, &epoch_rows(e)).unwrap();
         buf.retain(e).unwrap();
         if e == 9 || e == 19 {
             buf.checkpoint().unwrap();
-            buf.written_through(e).unwrap();
+            buf.kept_from(e).unwrap();
         }
     }
     buf.close().unwrap();
@@ -272,20 +272,20 @@ fn a_restored_buffer_holds_what_the_uninterrupted_one_does() {
 
     // Interrupted after epoch 24 (its open segment never finished), restored from epoch 19.
     let dir = tempfile::tempdir().unwrap();
-    let mut buf = buffer(dir.path(), retention, 1);
+    let mut buf = buffer(dir.path(), retention, true);
     let mut state = None;
     for e in 0..25 {
         buf.append(e, &epoch_rows(e)).unwrap();
         buf.retain(e).unwrap();
         if e == 9 || e == 19 {
             state = Some(buf.checkpoint().unwrap());
-            buf.written_through(e).unwrap();
+            buf.kept_from(e).unwrap();
         }
     }
     drop(buf);
     let fields = SampleFields::of_layout(&layout()).unwrap();
     let (mut buf, missing) =
-        SampleBuffer::restore(dir.path(), fields, retention, 1, state.unwrap()).unwrap();
+        SampleBuffer::restore(dir.path(), fields, retention, true, state.unwrap()).unwrap();
     assert!(missing.is_empty());
     assert_eq!(read_buffer(dir.path()).unwrap().1, {
         let mut at_19 = SampleRows::new();
@@ -316,12 +316,12 @@ fn a_retired_segment_waits_for_a_checkpoint_that_does_not_list_it() {
         segment_bytes: 1,
         ..KEEP_ALL
     };
-    let mut buf = buffer(dir.path(), retention, 1);
+    let mut buf = buffer(dir.path(), retention, true);
     for e in 0..3 {
         buf.append(e, &epoch_rows(e)).unwrap();
     }
     let state = buf.checkpoint().unwrap();
-    buf.written_through(2).unwrap();
+    buf.kept_from(2).unwrap();
     buf.append(3, &epoch_rows(3)).unwrap();
     buf.retain(3).unwrap();
     // Epoch 0's segment is retired: gone for readers, still on disk for the checkpoint.
@@ -329,11 +329,12 @@ fn a_retired_segment_waits_for_a_checkpoint_that_does_not_list_it() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 4);
     // A restore from the checkpoint of epoch 2 brings it back.
     let fields = SampleFields::of_layout(&layout()).unwrap();
-    let (buf2, _) = SampleBuffer::restore(dir.path(), fields, retention, 1, state.clone()).unwrap();
+    let (buf2, _) =
+        SampleBuffer::restore(dir.path(), fields, retention, true, state.clone()).unwrap();
     assert_eq!(buf2.live(), state.live.as_slice());
     assert_eq!(read_buffer(dir.path()).unwrap().1, all_rows(0..3));
-    // Without a restore, a checkpoint of epoch 3 lets it go.
-    buf.written_through(3).unwrap();
+    // Without a restore, once the oldest checkpoint kept is of epoch 3 it goes.
+    buf.kept_from(3).unwrap();
     assert!(!dir
         .path()
         .join(format!("{}.retired", state.live[0].name))
@@ -343,13 +344,13 @@ fn a_retired_segment_waits_for_a_checkpoint_that_does_not_list_it() {
 #[test]
 fn a_fresh_buffer_clears_what_a_former_run_left() {
     let dir = tempfile::tempdir().unwrap();
-    let mut buf = buffer(dir.path(), KEEP_ALL, 0);
+    let mut buf = buffer(dir.path(), KEEP_ALL, false);
     buf.append(0, &epoch_rows(0)).unwrap();
     buf.close().unwrap();
     buf.append(1, &epoch_rows(1)).unwrap();
     drop(buf);
     std::fs::write(dir.path().join("notes.txt"), "mine").unwrap();
-    let _ = buffer(dir.path(), KEEP_ALL, 0);
+    let _ = buffer(dir.path(), KEEP_ALL, false);
     let names: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -381,34 +382,30 @@ fn a_segment_of_other_columns_is_an_error_naming_them() {
 }
 
 #[test]
-fn a_retired_segment_outlives_as_many_checkpoints_as_the_store_keeps() {
+fn a_retired_segment_stays_while_an_older_checkpoint_is_kept() {
     let dir = tempfile::tempdir().unwrap();
     let retention = Retention {
         max_age_ms: 2_000,
         segment_bytes: 1,
         ..KEEP_ALL
     };
-    let mut buf = buffer(dir.path(), retention, 2);
+    let mut buf = buffer(dir.path(), retention, true);
     for e in 0..4 {
         buf.append(e, &epoch_rows(e)).unwrap();
         buf.retain(e).unwrap();
     }
-    let retired = dir
-        .path()
-        .join(format!("{}.retired", buf.state().retired[0].segment.name));
+    let first = buf.state().retired[0].clone();
+    let retired = dir.path().join(format!("{}.retired", first.segment.name));
     assert!(retired.exists());
     buf.checkpoint().unwrap();
-    buf.written_through(4).unwrap();
-    buf.written_through(4).unwrap();
+    buf.kept_from(first.epoch - 1).unwrap();
+    buf.kept_from(first.epoch - 1).unwrap();
     assert!(
         retired.exists(),
-        "one checkpoint after it, the older kept one lists it"
+        "a kept checkpoint older than its retirement lists it"
     );
-    buf.written_through(5).unwrap();
-    assert!(
-        !retired.exists(),
-        "two checkpoints after it, none kept lists it"
-    );
+    buf.kept_from(first.epoch).unwrap();
+    assert!(!retired.exists(), "no kept checkpoint lists it");
 }
 
 #[test]
