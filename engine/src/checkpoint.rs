@@ -14,8 +14,8 @@
 //! of a clean stop, whose epoch is the largest there is, or one that could not be read).
 //!
 //! A process of a cluster also keeps every checkpoint from its [`ClusterRetention`]'s floor
-//! on (the oldest of the processes' newest checkpoints), so that the processes hold one in
-//! common whichever of them is lost.
+//! on (the newest checkpoint every process has written), so that the processes hold one in
+//! common whichever of them is lost; it tells the retention what it writes.
 
 use crate::error::{chain, CheckpointError, Error, Result};
 use millrace_operators::checkpoint::{Checkpoint, PartState, Persist};
@@ -393,6 +393,9 @@ impl Persist for CheckpointStore {
         let mut options = WriteOptions::default();
         options.set_sync(true);
         self.db.write_opt(batch, &options)?;
+        if let Some(retention) = &self.cluster {
+            retention.wrote(epoch);
+        }
         Ok(kept_from)
     }
 }
@@ -451,13 +454,14 @@ mod tests {
         assert_eq!(store.epochs(), vec![7, 11]);
     }
 
-    /// A process of a cluster keeps every checkpoint from the floor on, beyond its newest
-    /// `keep`, until every process has written a newer one: three processes checkpoint the
-    /// same epochs, one far behind the others, and at every moment they hold one in common.
+    /// A process of a cluster keeps every checkpoint from the floor on (the newest every
+    /// process has written), beyond its newest `keep`: three processes checkpoint the same
+    /// epochs, one far behind the others, and at every moment they hold one in common.
     #[test]
     fn a_cluster_keeps_a_checkpoint_every_process_holds() {
         let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-        let retention: Vec<ClusterRetention> = (0..3).map(|_| ClusterRetention::new(3)).collect();
+        let retention: Vec<ClusterRetention> =
+            (0..3).map(|p| ClusterRetention::new(p, 3)).collect();
         let stores: Vec<CheckpointStore> = dirs
             .iter()
             .zip(&retention)
@@ -513,11 +517,12 @@ mod tests {
         assert_eq!(common(&stores), Some(89));
     }
 
-    /// Until every process has said, a process keeps what it restored and everything after.
+    /// Until a newer checkpoint is common to every process, a process keeps what it restored
+    /// and everything after.
     #[test]
-    fn a_cluster_keeps_the_restored_checkpoint_until_every_process_said() {
+    fn a_cluster_keeps_the_restored_checkpoint_until_a_newer_one_is_common() {
         let dir = tempfile::tempdir().unwrap();
-        let retention = ClusterRetention::new(2);
+        let retention = ClusterRetention::new(0, 2);
         retention.restored(5);
         let mut store = CheckpointStore::open(dir.path(), 1)
             .unwrap()
@@ -526,12 +531,12 @@ mod tests {
             store.persist(&checkpoint(epoch)).unwrap();
         }
         assert_eq!(store.epochs(), vec![5, 9, 14]);
-        retention.heard(0, 14);
-        store.persist(&checkpoint(19)).unwrap();
-        assert_eq!(store.epochs(), vec![5, 9, 14, 19]);
         retention.heard(1, 9);
+        store.persist(&checkpoint(19)).unwrap();
+        assert_eq!(store.epochs(), vec![9, 14, 19]);
+        retention.heard(1, 19);
         store.persist(&checkpoint(24)).unwrap();
-        assert_eq!(store.epochs(), vec![9, 14, 19, 24]);
+        assert_eq!(store.epochs(), vec![19, 24]);
     }
 
     #[test]

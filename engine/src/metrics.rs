@@ -91,6 +91,11 @@ pub const CHECKPOINT_EPOCH: Family = Family::new(
     "millrace_checkpoint_epoch",
     "The epoch of the newest checkpoint written.",
 );
+/// The epoch of the oldest checkpoint the store keeps.
+pub const CHECKPOINT_OLDEST_KEPT: Family = Family::new(
+    "millrace_checkpoint_oldest_kept_epoch",
+    "The epoch of the oldest checkpoint the store keeps: [checkpoint] keep back from the newest, or further in a cluster while another process lags.",
+);
 /// The size of the newest checkpoint, in bytes.
 pub const CHECKPOINT_BYTES: Family = Family::new(
     "millrace_checkpoint_bytes",
@@ -625,6 +630,11 @@ impl JobMetrics {
                 CHECKPOINT_EPOCH,
                 Gauge,
                 checkpoints.last_epoch.map_or(f64::NAN, |e| e as f64),
+            ),
+            (
+                CHECKPOINT_OLDEST_KEPT,
+                Gauge,
+                checkpoints.oldest_kept.map_or(f64::NAN, |e| e as f64),
             ),
             (CHECKPOINT_BYTES, Gauge, checkpoints.last_bytes as f64),
             (CHECKPOINT_SECONDS, Gauge, checkpoints.last_seconds),

@@ -17,8 +17,8 @@
 //! - [`BufferSamples`] keeps each epoch's rows in the sample buffer (Arrow IPC segments on
 //!   disk) for the retraining stage;
 //! - [`Deliver`] hands a stream's records to a sink (dead letters to Kafka, for example);
-//! - [`ShareCheckpoints`] tells a cluster's workers each process's newest checkpoint, so that
-//!   every process keeps the checkpoints the cluster may restart from ([`retention`]).
+//! - [`ShareCheckpoints`] tells a cluster's workers the checkpoints each process writes, so
+//!   that every process keeps those the cluster may restart from ([`retention`]).
 #![warn(missing_docs)]
 
 pub mod checkpoint;

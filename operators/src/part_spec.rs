@@ -91,11 +91,6 @@ impl Checkpoints {
         Checkpoints(Some(collector))
     }
 
-    /// The collector, when checkpointing.
-    pub(crate) fn collector(&self) -> Option<&Collector> {
-        self.0.as_ref()
-    }
-
     /// `spec`'s part on `worker`, when checkpointing.
     pub(crate) fn part<S>(&self, worker: usize, spec: &PartSpec<S>) -> Option<Part> {
         self.0.as_ref().map(|c| c.part(worker, spec.name()))

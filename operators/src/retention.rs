@@ -1,25 +1,43 @@
 //! Checkpoint retention across a job's processes: every process keeps each checkpoint from
-//! the oldest of the processes' newest ones on, so that whichever process is lost, the
+//! the newest one that every process has written on, so that whichever process is lost, the
 //! processes still hold a checkpoint in common to restart from.
 //!
 //! The processes of a cluster checkpoint the same epochs ([`Choice::EveryNth`]), each into its
-//! own store and at its own pace: replaying a backlog, whose event time is compressed, one can
-//! be several checkpoints ahead of another. Keeping each store to its newest `keep` could then
-//! leave no epoch that every process holds. [`ShareCheckpoints`] tells every worker each
-//! process's newest written checkpoint; [`ClusterRetention::floor`] is the least of them, once
-//! every process has said, and a store deletes none of that epoch or later. The process the
-//! floor comes from holds it (it is its newest), and every other process wrote it on its way
-//! past (unless its write failed: then its own newest is older, and the floor with it).
+//! own store and at its own pace: replaying a backlog, one can be several checkpoints ahead of
+//! another, and a process whose write failed has a gap the others do not. Keeping each store to
+//! its newest `keep` could then leave no epoch that every process holds. Each process's store
+//! says what it wrote ([`ClusterRetention::wrote`]), [`ShareCheckpoints`] tells every worker of
+//! the job, and [`ClusterRetention::floor`] is the newest epoch every process has written; a
+//! store deletes none of that epoch or later. The floor only rises: a newer epoch becomes the
+//! floor only once every process has written it, and none deletes an epoch at or above the floor
+//! it knows.
 //!
-//! What a worker hears is late, never ahead: the floor it computes is at most the cluster's
-//! true one, so it errs towards keeping more.
+//! What a process hears of the others is late, never ahead: its floor is at most the cluster's,
+//! so it errs towards keeping more. While a process lags, the others keep every checkpoint they
+//! wrote since the floor (on disk, and their epochs here).
+//!
+//! # Examples
+//!
+//! ```
+//! use millrace_operators::ClusterRetention;
+//!
+//! // Process 0 of two: it wrote 9, 19 and 29, the other 9 and 29 (its write of 19 failed).
+//! let retention = ClusterRetention::new(0, 2);
+//! for epoch in [9, 19, 29] {
+//!     retention.wrote(epoch);
+//! }
+//! retention.heard(1, 9);
+//! assert_eq!(retention.floor(), 9);
+//! retention.heard(1, 29);
+//! assert_eq!(retention.floor(), 29);
+//! ```
 //!
 //! [`Choice::EveryNth`]: crate::checkpoint::Choice::EveryNth
 
-use crate::Checkpoints;
+use crate::checkpoint::FINAL;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
@@ -27,12 +45,10 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::Inspect;
 use timely::dataflow::StreamVec;
+use timely::scheduling::SyncActivator;
 
-/// How often a worker looks for a newer checkpoint of its process to tell the others of.
-const POLL: Duration = Duration::from_millis(100);
-
-/// What one process knows of the cluster's checkpoints: each process's newest written one,
-/// and from it the epoch from which on its store keeps every checkpoint. Shared by the
+/// What one process knows of the cluster's checkpoints: the epochs each process has written
+/// since the floor, and the floor, the newest epoch every process has written. Shared by the
 /// process's workers and its store.
 #[derive(Clone, Debug)]
 pub struct ClusterRetention {
@@ -41,109 +57,169 @@ pub struct ClusterRetention {
 
 #[derive(Debug)]
 struct Inner {
-    newest: Mutex<Vec<Option<u64>>>,
+    process: usize,
+    state: Mutex<Written>,
     floor: AtomicU64,
 }
 
+#[derive(Debug)]
+struct Written {
+    /// Per process, the epochs it wrote at or above the floor.
+    epochs: Vec<BTreeSet<u64>>,
+    /// What this process wrote and has not yet told the others.
+    unsent: Vec<u64>,
+    /// The operators that tell them, woken by each write.
+    senders: Vec<SyncActivator>,
+    /// Whether a report from a process the job does not have was logged.
+    warned: bool,
+}
+
 impl ClusterRetention {
-    /// The retention of a cluster of `processes` processes: every checkpoint is kept until
-    /// the processes agree on one to restore ([`ClusterRetention::restored`]) or each has
-    /// said which is its newest.
-    pub fn new(processes: usize) -> Self {
+    /// The retention of process `process` of a cluster of `processes`: every checkpoint is
+    /// kept until the processes agree on one to restore ([`ClusterRetention::restored`]) or
+    /// every process has written one.
+    pub fn new(process: usize, processes: usize) -> Self {
         ClusterRetention {
             inner: Arc::new(Inner {
-                newest: Mutex::new(vec![None; processes.max(1)]),
+                process,
+                state: Mutex::new(Written {
+                    epochs: vec![BTreeSet::new(); processes.max(1)],
+                    unsent: Vec::new(),
+                    senders: Vec::new(),
+                    warned: false,
+                }),
                 floor: AtomicU64::new(0),
             }),
         }
     }
 
-    /// Takes in that the processes restored the checkpoint of `epoch`: every one holds it.
-    pub fn restored(&self, epoch: u64) {
-        self.inner.floor.fetch_max(epoch, Ordering::AcqRel);
-    }
-
-    /// The epoch from which on every checkpoint is kept: no process's newest written
-    /// checkpoint is older.
+    /// The epoch from which on every checkpoint is kept: the newest every process has written.
     pub fn floor(&self) -> u64 {
         self.inner.floor.load(Ordering::Acquire)
     }
 
-    /// Takes in that `process` has written the checkpoint of `epoch`; raises the floor once
-    /// every process has said. A process that is not one of the cluster's is ignored.
+    /// Takes in that the processes restored the checkpoint of `epoch`: every one holds it. The
+    /// end-of-input checkpoint is not a floor: the first checkpoint after it replaces it.
+    pub fn restored(&self, epoch: u64) {
+        if epoch != FINAL {
+            self.inner.floor.fetch_max(epoch, Ordering::AcqRel);
+        }
+    }
+
+    /// Takes in that this process has written the checkpoint of `epoch`, to be told to the
+    /// others.
+    pub fn wrote(&self, epoch: u64) {
+        let mut state = self.lock();
+        state.unsent.push(epoch);
+        self.insert(&mut state, self.inner.process, epoch);
+        for sender in &state.senders {
+            // A sender whose worker has ended has nothing left to tell.
+            let _ = sender.activate();
+        }
+    }
+
+    /// Wakes `sender` whenever this process writes a checkpoint.
+    fn wake_on_write(&self, sender: SyncActivator) {
+        self.lock().senders.push(sender);
+    }
+
+    /// Takes in that `process` has written the checkpoint of `epoch`. A process that is not
+    /// one of the cluster's is ignored (logged once).
     pub fn heard(&self, process: usize, epoch: u64) {
-        let mut newest = self.inner.newest.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(said) = newest.get_mut(process) else {
-            tracing::warn!(
-                process,
-                epoch,
-                "a checkpoint report from a process the job does not have; ignored"
-            );
+        let mut state = self.lock();
+        if process >= state.epochs.len() {
+            if !state.warned {
+                tracing::warn!(process, epoch, "a checkpoint report from a process the job does not have; ignored (logged once)");
+                state.warned = true;
+            }
             return;
-        };
-        *said = Some(said.map_or(epoch, |s| s.max(epoch)));
-        if let Some(least) = newest.iter().copied().collect::<Option<Vec<u64>>>() {
-            if let Some(least) = least.into_iter().min() {
-                self.inner.floor.fetch_max(least, Ordering::AcqRel);
+        }
+        self.insert(&mut state, process, epoch);
+    }
+
+    /// What this process wrote since the last call.
+    fn take_unsent(&self) -> Vec<u64> {
+        std::mem::take(&mut self.lock().unsent)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Written> {
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records `epoch` for `process` and raises the floor to the newest epoch every process
+    /// has written, forgetting what lies below it.
+    fn insert(&self, state: &mut Written, process: usize, epoch: u64) {
+        let floor = self.floor();
+        if epoch < floor {
+            return;
+        }
+        state.epochs[process].insert(epoch);
+        let common = state.epochs[0]
+            .iter()
+            .rev()
+            .find(|e| state.epochs.iter().all(|written| written.contains(e)))
+            .copied();
+        if let Some(common) = common.filter(|&c| c > floor) {
+            self.inner.floor.fetch_max(common, Ordering::AcqRel);
+            for written in &mut state.epochs {
+                *written = written.split_off(&common);
             }
         }
     }
 }
 
-/// Tells every worker of the job the newest checkpoint this worker's process has written.
+/// Tells every worker of the job the checkpoints this worker's process writes.
 pub trait ShareCheckpoints {
-    /// Shares the newest checkpoint of `checkpoints`' collector, as process `process`, with
-    /// every worker, which takes in each process's into `retention`. The operator follows
-    /// this stream's frontier, and ends with it; a job without checkpoints builds nothing.
-    fn share_checkpoints(
-        self,
-        checkpoints: &Checkpoints,
-        process: usize,
-        retention: ClusterRetention,
-    );
+    /// Passes the stream through unchanged, and meanwhile sends what `retention`'s process
+    /// writes to every worker, which takes it into its own process's retention. Each write
+    /// wakes the operator; the reports follow the stream's frontier and end with it.
+    fn share_checkpoints(self, retention: ClusterRetention) -> Self;
 }
 
-impl<D: 'static> ShareCheckpoints for StreamVec<'_, u64, D> {
-    fn share_checkpoints(
-        self,
-        checkpoints: &Checkpoints,
-        process: usize,
-        retention: ClusterRetention,
-    ) {
-        let Some(collector) = checkpoints.collector().cloned() else {
-            return;
-        };
+impl<'scope, D: 'static> ShareCheckpoints for StreamVec<'scope, u64, D> {
+    fn share_checkpoints(self, retention: ClusterRetention) -> Self {
         let scope = self.scope();
         let mut builder = OperatorBuilder::new("ShareCheckpoints".to_owned(), scope);
-        let activator = scope.activator_for(builder.operator_info().address);
+        let address = builder.operator_info().address.to_vec();
+        retention.wake_on_write(scope.worker().sync_activator_for(address));
         let mut input = builder.new_input(self, Pipeline);
-        let (output, reports) = builder.new_output::<Vec<(usize, u64)>>();
-        let mut output = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(output);
+        let (passed_out, passed) = builder.new_output::<Vec<D>>();
+        let (reports_out, reports) = builder.new_output::<Vec<(usize, u64)>>();
+        let mut passed_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(passed_out);
+        let mut reports_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(reports_out);
+        let sender = retention.clone();
         builder.build(move |mut capabilities| {
-            let mut capability = capabilities.pop();
-            let mut said = None;
+            let mut reporting = capabilities.pop();
             move |frontiers| {
-                input.for_each(|_, _| {});
+                let mut passed_out = passed_out.activate();
+                input.for_each(|cap, data| {
+                    if let Some(cap) = cap.retain_least(0) {
+                        passed_out.session(&cap).give_container(data);
+                    }
+                });
                 let Some(&time) = frontiers[0].frontier().first() else {
-                    capability = None;
+                    reporting = None;
                     return;
                 };
-                let Some(cap) = capability.as_mut() else {
+                let Some(cap) = reporting.as_mut() else {
                     return;
                 };
                 if *cap.time() < time {
                     cap.downgrade(&time);
                 }
-                let newest = collector.figures().last_epoch;
-                if let Some(newest) = newest.filter(|&n| said < Some(n)) {
-                    output.activate().session(&*cap).give((process, newest));
-                    said = Some(newest);
+                let unsent = sender.take_unsent();
+                if !unsent.is_empty() {
+                    let process = sender.inner.process;
+                    reports_out
+                        .activate()
+                        .session(&*cap)
+                        .give_iterator(unsent.into_iter().map(|epoch| (process, epoch)));
                 }
-                activator.activate_after(POLL);
             }
         });
         reports
             .broadcast()
             .inspect(move |&(process, epoch)| retention.heard(process, epoch));
+        passed
     }
 }

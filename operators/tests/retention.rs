@@ -1,92 +1,113 @@
-//! Sharing the processes' newest checkpoints: two workers stand for two processes, each with
-//! its own collector and retention; each learns the other's newest checkpoint, the floor is the
-//! least of the two, and the operator ends with the stream it follows.
+//! Cluster retention: the floor is the newest checkpoint every process has written, whatever
+//! their paces and failed writes; and the operator that shares what each process writes, with
+//! two workers standing for two processes, passes its stream through and ends with it.
 
-use millrace_operators::checkpoint::{Checkpoint, Choice, Collector, Persist};
-use millrace_operators::{Checkpoints, ClusterRetention, ShareCheckpoints};
+use millrace_operators::checkpoint::FINAL;
+use millrace_operators::{ClusterRetention, ShareCheckpoints};
 use std::time::{Duration, Instant};
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::operators::Input;
-use timely::dataflow::InputHandle;
+use timely::dataflow::operators::{Input, Inspect, Probe};
+use timely::dataflow::{InputHandle, ProbeHandle};
 
-/// Keeps nothing but says the newest is kept.
-struct Newest;
-
-impl Persist for Newest {
-    fn persist(&mut self, checkpoint: &Checkpoint) -> Result<u64, millrace_operators::BoxError> {
-        Ok(checkpoint.epoch)
-    }
+/// Process 1's write of 19 failed, and it wrote 29 before process 0 did: the floor never
+/// names an epoch that one of them lacks.
+#[test]
+fn a_failed_write_leaves_the_floor_on_an_epoch_both_wrote() {
+    let retention = ClusterRetention::new(0, 2);
+    retention.wrote(9);
+    retention.heard(1, 9);
+    assert_eq!(retention.floor(), 9);
+    retention.wrote(19);
+    retention.heard(1, 29);
+    assert_eq!(
+        retention.floor(),
+        9,
+        "process 1 has no 19, process 0 no 29 yet"
+    );
+    retention.wrote(29);
+    assert_eq!(retention.floor(), 29);
+    retention.heard(1, 19);
+    assert_eq!(retention.floor(), 29, "the floor does not step back");
 }
 
-/// Steps `worker` until `retention`'s floor is `floor`, for at most a minute.
-fn step_until_floor(
-    worker: &mut timely::worker::Worker,
-    retention: &ClusterRetention,
-    floor: u64,
-) -> u64 {
+/// Reports from a process the job does not have change nothing, and the end-of-input
+/// checkpoint restored is no floor (the first checkpoint after it replaces it).
+#[test]
+fn unknown_processes_and_the_end_of_input_are_no_floor() {
+    let retention = ClusterRetention::new(0, 2);
+    retention.restored(FINAL);
+    assert_eq!(retention.floor(), 0);
+    retention.wrote(30);
+    retention.heard(5, 30);
+    assert_eq!(retention.floor(), 0);
+    retention.heard(1, 30);
+    assert_eq!(retention.floor(), 30);
+    retention.restored(20);
+    assert_eq!(retention.floor(), 30);
+}
+
+/// Steps `worker` until `done`, for at most a minute; whether it got there.
+fn step_until(worker: &mut timely::worker::Worker, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while retention.floor() < floor && Instant::now() < deadline {
+    while !done() {
+        if Instant::now() > deadline {
+            return false;
+        }
         worker.step_or_park(Some(Duration::from_millis(10)));
     }
-    retention.floor()
+    true
 }
 
 #[test]
-fn each_process_learns_the_others_newest_checkpoint() {
-    let floors = timely::execute(timely::Config::process(2), |worker| {
+fn each_process_learns_what_the_other_wrote() {
+    let results = timely::execute(timely::Config::process(2), |worker| {
         let process = worker.index();
-        let collector = Collector::new(
-            vec![process],
-            &["a"],
-            Choice::EveryNth(1),
-            Box::new(Newest),
-            None,
-        );
-        let retention = ClusterRetention::new(2);
-        let checkpoints = Checkpoints::from_collector(collector.clone());
+        let retention = ClusterRetention::new(process, 2);
         let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<u32>>>::new();
+        let probe = ProbeHandle::new();
+        let passed = std::rc::Rc::new(std::cell::Cell::new(0));
+        let seen = passed.clone();
         worker.dataflow::<u64, _, _>(|scope| {
-            scope.input_from(&mut input).share_checkpoints(
-                &checkpoints,
-                process,
-                retention.clone(),
-            );
+            scope
+                .input_from(&mut input)
+                .share_checkpoints(retention.clone())
+                .inspect(move |_| seen.set(seen.get() + 1))
+                .probe_with(&probe);
         });
-        let mut part = collector.part(process, "a");
-        // Process 0 has written through epoch 4, process 1 through 14.
-        part.covers(0, 4 + 10 * process as u64, Vec::new);
-        let first = step_until_floor(worker, &retention, 4);
-        if process == 0 {
-            part.covers(5, 20, Vec::new);
+        input.send(7);
+        input.advance_to(1);
+        // Both wrote 4; process 1 also wrote 14.
+        retention.wrote(4);
+        if process == 1 {
+            retention.wrote(14);
         }
-        let second = step_until_floor(worker, &retention, 14);
+        let first = step_until(worker, || retention.floor() >= 4);
+        if process == 0 {
+            retention.wrote(14);
+        }
+        let second = step_until(worker, || retention.floor() >= 14);
         drop(input);
-        while worker.step_or_park(Some(Duration::from_millis(10))) {}
-        (first, second)
+        let passed_through = step_until(worker, || probe.done());
+        // Every dataflow of the worker ends: the operator let go of its reports too.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut ended = false;
+        while !ended && Instant::now() < deadline {
+            ended = !worker.step_or_park(Some(Duration::from_millis(10)));
+        }
+        (
+            first,
+            second,
+            passed_through && ended,
+            retention.floor(),
+            passed.get(),
+        )
     })
     .unwrap()
     .join();
-    let floors: Vec<(u64, u64)> = floors.into_iter().map(Result::unwrap).collect();
-    // Process 0's own newest is 4 until it writes on; process 1 may hear 4 and 20 at once.
-    assert_eq!(floors[0], (4, 14));
-    assert!(matches!(floors[1], (4 | 14, 14)), "{floors:?}");
-}
-
-/// A report from a process the job does not have changes nothing.
-#[test]
-fn a_report_of_an_unknown_process_is_ignored() {
-    let retention = ClusterRetention::new(2);
-    retention.heard(0, 9);
-    retention.heard(5, 30);
-    assert_eq!(retention.floor(), 0);
-    retention.heard(1, 3);
-    assert_eq!(retention.floor(), 3);
-    retention.heard(1, 2);
-    assert_eq!(
-        retention.floor(),
-        3,
-        "a report older than one heard is not a step back"
-    );
-    retention.restored(1);
-    assert_eq!(retention.floor(), 3);
+    for result in results {
+        let (first, second, ended, floor, passed) = result.unwrap();
+        assert!(first && second, "the floor did not rise: {floor}");
+        assert!(ended, "the dataflow did not end with its input");
+        assert_eq!((floor, passed), (14, 1));
+    }
 }

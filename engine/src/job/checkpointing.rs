@@ -64,7 +64,7 @@ pub(super) fn checkpointing(
     };
     refuse_other_layout(&checkpoint.state_dir, cluster.is_some(), allow_fresh_start)?;
     let job_workers = local.len() * cluster.map_or(1, |c| c.hosts.len().max(1));
-    let retention = cluster.map(|c| ClusterRetention::new(c.hosts.len()));
+    let retention = cluster.map(|c| ClusterRetention::new(c.process, c.hosts.len()));
     let mut store = CheckpointStore::open(&dir, checkpoint.keep)?
         .replacing(replaced)
         .of_job(job_workers);

@@ -43,8 +43,6 @@ struct Plan {
     bootstrap: Brokers,
     /// This process's workers (their indices in the job).
     local: Vec<usize>,
-    /// This process (0 for a job of one process) and the job's processes.
-    process: usize,
     processes: usize,
     checkpointing: Option<Checkpointing>,
     /// Whether to start afresh when the processes have no checkpoint in common.
@@ -108,7 +106,6 @@ pub(super) fn run_dataflow(
         )?,
         allow_fresh_start: options.allow_fresh_start,
         local: local.clone(),
-        process,
         processes,
         collector: Arc::default(),
         stop: stop.clone(),
@@ -328,7 +325,6 @@ impl Plan {
             source: opened,
             stop,
             stats,
-            process,
             checkpointing,
             ..
         } = self;
@@ -353,9 +349,7 @@ impl Plan {
             stop_now,
         );
         if let Some(retention) = checkpointing.as_ref().and_then(Checkpointing::retention) {
-            records
-                .clone()
-                .share_checkpoints(checkpoints, process, retention.clone());
+            records = records.share_checkpoints(retention.clone());
         }
         // Impressions and clicks: joined into labeled records first.
         let mut join_dead = None;
