@@ -26,13 +26,25 @@
 #    (`--load-cpu-share`, the default).
 #
 # Run: perf/serve.sh
+#
+# To compare builds on one VM: MILLRACE_BIN=path runs that binary instead of building this tree
+# (keep a copy of the other commit's release build), and VERSIONS=dir keeps the 101 published
+# versions there (made on the first run, hard-linked into each later run's registry), so that
+# alternating runs serve the same versions and skip step 1. SCHED_TRACE=file records the
+# scheduler on the server's core during the swaps (`perf sched record`; root) into that file.
+# SWAPS_ONLY=1 runs only what the swaps are measured against (predict, ping, the paced load) and
+# the swaps, leaving the other figures null.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/torch-env.sh
 scripts/setup.sh --with-perf >&2
 TARGET="${CARGO_TARGET_DIR:-target}"
-cargo build --release -p millrace-engine --quiet
-BIN="$TARGET/release/millrace"
+if [ -n "${MILLRACE_BIN:-}" ]; then
+  BIN="$MILLRACE_BIN"
+else
+  cargo build --release -p millrace-engine --quiet
+  BIN="$TARGET/release/millrace"
+fi
 ADDR=127.0.0.1:18080
 ADDR_UNCACHED=127.0.0.1:18081
 ADDR_BATCHED=127.0.0.1:18082
@@ -50,10 +62,17 @@ cleanup() {
 trap cleanup EXIT
 export WRK_REPORT="$PWD/perf/wrk/report.lua"
 
-"$BIN" gen criteo --rows 1020000 --seed 7 >"$WORK/events.tsv"
-"$BIN" bench online --input "$WORK/events.tsv" --holdout 0.01 --hash-bits 24 \
-  --registry "$WORK/staging" --publish-every 10000 >"$WORK/online.json"
-rm "$WORK/events.tsv"
+if [ -n "${VERSIONS:-}" ] && [ -d "$VERSIONS/ctr" ]; then
+  cp -al "$VERSIONS" "$WORK/staging"
+else
+  "$BIN" gen criteo --rows 1020000 --seed 7 >"$WORK/events.tsv"
+  "$BIN" bench online --input "$WORK/events.tsv" --holdout 0.01 --hash-bits 24 \
+    --registry "$WORK/staging" --publish-every 10000 >"$WORK/online.json"
+  rm "$WORK/events.tsv"
+  if [ -n "${VERSIONS:-}" ]; then
+    cp -al "$WORK/staging" "$VERSIONS"
+  fi
+fi
 # The 101 versions (6.5 GB) are written back to disk now, not during the measurements.
 sync
 mapfile -t versions < <(ls "$WORK/staging/ctr")
@@ -71,6 +90,9 @@ curl -s "http://$ADDR/metrics" >"$WORK/before.prom"
 predict=$(wrk_json -t1 -c16 -d10s -s perf/wrk/predict.lua "$predict_url")
 curl -s "http://$ADDR/metrics" >"$WORK/after.prom"
 ping=$(wrk_json -t1 -c16 -d10s -s perf/wrk/ping.lua "http://$ADDR/v1/ping")
+infer=null uncached=null uncached64=null batched64=null at_half=null at_half_connections=0
+half=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['qps'] / 2)" "$predict")
+if [ -z "${SWAPS_ONLY:-}" ]; then
 # The same instance as an Open Inference Protocol (v2) infer: a tensor per field.
 infer=$(PREDICT_BODY=perf/wrk/infer.json wrk_json -t1 -c16 -d10s -s perf/wrk/predict.lua \
   "http://$ADDR/v2/models/ctr/infer")
@@ -95,13 +117,13 @@ batched64=$(wrk_json -t1 -c64 -d10s -s perf/wrk/predict.lua "http://$ADDR_BATCHE
 stop_other
 
 # The fewest connections that answer at least half the (cached) saturation rate.
-half=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['qps'] / 2)" "$predict")
 for c in 1 2 3 4 6 8 12 16; do
   at_half=$(wrk_json -t1 -c"$c" -d10s -s perf/wrk/predict.lua "$predict_url")
   at_half_connections=$c
   python3 -c "import json,sys; sys.exit(json.loads(sys.argv[1])['qps'] < float(sys.argv[2]))" \
     "$at_half" "$half" && break
 done
+fi
 
 # About half the (cached) saturation rate, paced: connections each waiting 1 ms on average
 # before each request, 1.8 per thousand requests a second (a request takes about 0.5 ms).
@@ -114,18 +136,33 @@ steady_rss=$(rss VmRSS)
 PACE_MS=$pace "${LOAD_CPU[@]}" wrk -t1 -c"$conns" -d600s -s perf/wrk/predict.lua "$predict_url" >"$WORK/swaps.txt" &
 load=$!
 sleep 2
+if [ -n "${SCHED_TRACE:-}" ]; then
+  perf sched record -C "$last" -o "$SCHED_TRACE" >/dev/null 2>&1 &
+  TRACE=$!
+  sleep 1
+fi
 SECONDS=0
+read_before=$(awk '$1 == "rchar:" { print $2 }' "/proc/$SERVER/io")
+: >"$WORK/swap_times"
 for version in "${versions[@]:1}"; do
+  moved=$(date +%s%N)
   mv "$WORK/staging/ctr/$version" "$WORK/served/ctr/"
-  # Wait for the server to serve it (each version is swapped in), then a short gap.
+  # Wait for the server to serve it (each version is swapped in; the time from its move to
+  # being served, within the 10 ms poll and the registry's poll interval), then a short gap.
   until curl -s "http://$ADDR/v1/models/ctr" | grep -q "\"version\":$((10#${version#v})),"; do
-    sleep 0.05
+    sleep 0.01
   done
+  echo $(($(date +%s%N) - moved)) >>"$WORK/swap_times"
   sleep 0.1
   # Versions on disk the server no longer holds: keep the directory to the newest three.
   ls -d "$WORK/served/ctr"/v* | head -n -3 | xargs -r rm -rf
 done
 swap_seconds=$SECONDS
+read_after=$(awk '$1 == "rchar:" { print $2 }' "/proc/$SERVER/io")
+if [ -n "${TRACE:-}" ]; then
+  kill -INT "$TRACE"
+  wait "$TRACE" || true
+fi
 kill -INT "$load" 2>/dev/null || true
 wait "$load" || true
 swapping=$(tail -n 1 "$WORK/swaps.txt")
@@ -135,7 +172,8 @@ served=$(curl -s "http://$ADDR/v1/models/ctr" | python3 -c "import json,sys; pri
 
 python3 - "$predict" "$ping" "$steady" "$swapping" "$steady_rss" "$peak_rss" "$swaps" \
   "$served" "$conns" "${#versions[@]}" "$swap_seconds" "$uncached" "$uncached64" "$batched64" \
-  "$at_half" "$at_half_connections" "$infer" "$WORK/before.prom" "$WORK/after.prom" <<'PY'
+  "$at_half" "$at_half_connections" "$infer" "$WORK/before.prom" "$WORK/after.prom" \
+  "$WORK/swap_times" "$((read_after - read_before))" <<'PY'
 import json, sys
 predict, ping, steady, swapping = (json.loads(a) for a in sys.argv[1:5])
 steady_rss, peak_rss, swaps, served, conns, versions, swap_seconds = (int(a) for a in sys.argv[5:12])
@@ -163,23 +201,32 @@ lower = max([le for le, _ in counts if le < upper], default=0.0)
 wrk_p99 = predict["p99_us"] / 1e6
 bounds = [le for le, _ in counts]
 distance = abs(bounds.index(upper) - next((i for i, le in enumerate(bounds) if wrk_p99 <= le), len(bounds) - 1))
+swap_times = sorted(int(line) / 1e9 for line in open(sys.argv[20]) if line.strip())
+read_bytes = int(sys.argv[21])
+
+
+def share(a, b):
+    """a's QPS over b's, or None when either phase did not run."""
+    return round(a["qps"] / b["qps"], 3) if a and b else None
+
+
 print(json.dumps({
     "weights": 1 << 24,
     "predict": predict,
     "ping": ping,
     "predict_share_of_ping_qps": round(predict["qps"] / ping["qps"], 3),
     "infer_v2": infer,
-    "infer_v2_share_of_predict_qps": round(infer["qps"] / predict["qps"], 3),
+    "infer_v2_share_of_predict_qps": share(infer, predict),
     "predict_histogram_p99_bucket_us": [round(lower * 1e6), round(upper * 1e6)],
     "predict_histogram_requests": total,
     "wrk_p99_buckets_from_histogram_p99": distance,
     "predict_uncached": uncached,
-    "predict_uncached_share_of_ping_qps": round(uncached["qps"] / ping["qps"], 3),
+    "predict_uncached_share_of_ping_qps": share(uncached, ping),
     "predict_uncached_64_connections": uncached64,
     "predict_uncached_batched_64_connections": batched64,
-    "batched_over_unbatched_qps": round(batched64["qps"] / uncached64["qps"], 3),
-    "closed_loop_at_half_saturation": dict(at_half, connections=at_half_connections,
-        share_of_predict_qps=round(at_half["qps"] / predict["qps"], 3)),
+    "batched_over_unbatched_qps": share(batched64, uncached64),
+    "closed_loop_at_half_saturation": at_half and dict(at_half, connections=at_half_connections,
+        share_of_predict_qps=share(at_half, predict)),
     "paced_connections": conns,
     "paced_share_of_predict_qps": round(steady["qps"] / predict["qps"], 3),
     "paced": steady,
@@ -189,6 +236,9 @@ print(json.dumps({
     "versions_published": versions,
     "swaps": swaps,
     "swap_phase_seconds": swap_seconds,
+    "seconds_from_move_to_served": {"median": round(swap_times[len(swap_times) // 2], 3),
+        "max": round(swap_times[-1], 3)},
+    "read_bytes_per_swap_with_requests": read_bytes // max(len(swap_times), 1),
     "served_version": served,
     "steady_rss_bytes": steady_rss,
     "peak_rss_bytes": peak_rss,
