@@ -31,7 +31,8 @@
 # (keep a copy of the other commit's release build), and VERSIONS=dir keeps the 101 published
 # versions there (made on the first run, hard-linked into each later run's registry), so that
 # alternating runs serve the same versions and skip step 1. SCHED_TRACE=file records the
-# scheduler on the server's core during the swaps (`perf sched record`; root) into that file.
+# scheduler of every core during the swaps (`perf sched record`; root) into that file;
+# PROFILE=file samples the server's stacks during the swaps instead (`perf record -g`).
 # SWAPS_ONLY=1 runs only what the swaps are measured against (predict, ping, the paced load) and
 # the swaps, leaving the other figures null.
 set -euo pipefail
@@ -48,13 +49,17 @@ fi
 ADDR=127.0.0.1:18080
 ADDR_UNCACHED=127.0.0.1:18081
 ADDR_BATCHED=127.0.0.1:18082
-# Server on the last core, load on the others.
+# Server on the last core, load on the others; this script and what it starts (the swap loop)
+# on the others too, so that only the server runs on its core.
 last=$(($(nproc) - 1))
 SERVER_CPU=(taskset -c "$last")
 LOAD_CPU=(taskset -c "0-$((last > 0 ? last - 1 : 0))")
+taskset -cp "0-$((last > 0 ? last - 1 : 0))" $$ >/dev/null
 WORK="$(mktemp -d)"
 SERVER=""
 cleanup() {
+  [ -n "${TRACE:-}" ] && { kill -INT "$TRACE" 2>/dev/null || true; }
+  [ -n "${load:-}" ] && { kill -INT "$load" 2>/dev/null || true; }
   [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null
   [ -n "${OTHER:-}" ] && kill "$OTHER" 2>/dev/null
   rm -rf "$WORK"
@@ -70,7 +75,8 @@ else
     --registry "$WORK/staging" --publish-every 10000 >"$WORK/online.json"
   rm "$WORK/events.tsv"
   if [ -n "${VERSIONS:-}" ]; then
-    cp -al "$WORK/staging" "$VERSIONS"
+    mkdir -p "$VERSIONS"
+    cp -al "$WORK/staging/." "$VERSIONS/"
   fi
 fi
 # The 101 versions (6.5 GB) are written back to disk now, not during the measurements.
@@ -137,31 +143,55 @@ PACE_MS=$pace "${LOAD_CPU[@]}" wrk -t1 -c"$conns" -d600s -s perf/wrk/predict.lua
 load=$!
 sleep 2
 if [ -n "${SCHED_TRACE:-}" ]; then
-  perf sched record -C "$last" -o "$SCHED_TRACE" >/dev/null 2>&1 &
+  perf sched record -a -o "$SCHED_TRACE" >/dev/null 2>&1 &
+  TRACE=$!
+  sleep 1
+elif [ -n "${PROFILE:-}" ]; then
+  perf record -F 4999 -g -p "$SERVER" -o "$PROFILE" >/dev/null 2>&1 &
   TRACE=$!
   sleep 1
 fi
 SECONDS=0
 read_before=$(awk '$1 == "rchar:" { print $2 }' "/proc/$SERVER/io")
-: >"$WORK/swap_times"
-for version in "${versions[@]:1}"; do
-  moved=$(date +%s%N)
-  mv "$WORK/staging/ctr/$version" "$WORK/served/ctr/"
-  # Wait for the server to serve it (each version is swapped in; the time from its move to
-  # being served, within the 10 ms poll and the registry's poll interval), then a short gap.
-  until curl -s "http://$ADDR/v1/models/ctr" | grep -q "\"version\":$((10#${version#v})),"; do
-    sleep 0.01
-  done
-  echo $(($(date +%s%N) - moved)) >>"$WORK/swap_times"
-  sleep 0.1
-  # Versions on disk the server no longer holds: keep the directory to the newest three.
-  ls -d "$WORK/served/ctr"/v* | head -n -3 | xargs -r rm -rf
-done
+# One process moves each version in, waits for the server's log to say it serves it (reading
+# the log as it grows: no process started per poll, nothing asked of the server), notes the
+# time from the move, waits 100 ms, and keeps the served directory to the newest three.
+python3 - "$WORK" "$SERVER" "${versions[@]:1}" <<'PY'
+import os, re, shutil, sys, time
+work, server, versions = sys.argv[1], sys.argv[2], sys.argv[3:]
+log = open(f"{work}/serve.log")
+said = re.compile(r"(loaded new|rejected) model version.* model=ctr version=(\d+)\b")
+served, partial = set(), ""
+with open(f"{work}/swap_times", "w") as times:
+    for version in versions:
+        moved = time.monotonic_ns()
+        os.rename(f"{work}/staging/ctr/{version}", f"{work}/served/ctr/{version}")
+        number = int(version.lstrip("v"))
+        deadline = time.monotonic() + 120
+        while number not in served:
+            partial += log.readline()
+            if not partial.endswith("\n"):
+                if time.monotonic() > deadline or not os.path.exists(f"/proc/{server}"):
+                    sys.exit(f"the server did not load version {number} within 120 s (or died)")
+                time.sleep(0.002)
+                continue
+            line, partial = partial.rstrip("\n"), ""
+            if match := said.search(line):
+                if match.group(1) == "rejected":
+                    sys.exit(f"the server rejected version {match.group(2)}: {line}")
+                served.add(int(match.group(2)))
+        print(time.monotonic_ns() - moved, file=times)
+        time.sleep(0.1)
+        held = sorted(name for name in os.listdir(f"{work}/served/ctr") if name.startswith("v"))
+        for old in held[:-3]:
+            shutil.rmtree(f"{work}/served/ctr/{old}")
+PY
 swap_seconds=$SECONDS
 read_after=$(awk '$1 == "rchar:" { print $2 }' "/proc/$SERVER/io")
 if [ -n "${TRACE:-}" ]; then
-  kill -INT "$TRACE"
+  kill -INT "$TRACE" 2>/dev/null || true
   wait "$TRACE" || true
+  TRACE=""
 fi
 kill -INT "$load" 2>/dev/null || true
 wait "$load" || true
