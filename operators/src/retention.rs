@@ -83,7 +83,7 @@ impl ClusterRetention {
             inner: Arc::new(Inner {
                 process,
                 state: Mutex::new(Written {
-                    epochs: vec![BTreeSet::new(); processes.max(1)],
+                    epochs: vec![BTreeSet::new(); processes.max(process + 1)],
                     unsent: Vec::new(),
                     senders: Vec::new(),
                     warned: false,
