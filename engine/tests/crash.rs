@@ -34,7 +34,7 @@ mod common;
 
 use common::{
     checkpointed_job_file, latest_model, produce_stream, read_whole_topic, report as finish,
-    test_source, unique,
+    spawn_run, test_source, unique,
 };
 use millrace_connectors::kafka::EPOCH_HEADER;
 use millrace_engine::checkpoint::CheckpointStore;
@@ -46,7 +46,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 const EVENTS: u64 = 200_000;
@@ -137,14 +137,11 @@ fn final_model(dir: &Path) -> ModelArtifact {
 }
 
 fn start(job: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_millrace"))
-        .args(["run", "--workers", "2"])
-        .arg(job)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
+    spawn_run(
+        Command::new(env!("CARGO_BIN_EXE_millrace"))
+            .args(["run", "--workers", "2"])
+            .arg(job),
+    )
 }
 
 #[test]

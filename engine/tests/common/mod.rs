@@ -459,7 +459,14 @@ pub(crate) fn start_cluster_process(
         .args(["run", "--workers", "1", "--process", &process.to_string()])
         .arg("--hosts")
         .arg(hosts)
-        .arg(job)
+        .arg(job);
+    spawn_run(&mut command)
+}
+
+/// Spawns `command` (a `millrace run`, or a wrapper that runs one), logging only warnings to
+/// the test's stderr; its report comes on stdout.
+pub(crate) fn spawn_run(command: &mut Command) -> Child {
+    command
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
