@@ -398,6 +398,23 @@ enum Bench {
         #[arg(long)]
         job: Option<PathBuf>,
     },
+    /// What serving's load of a new version costs by how much of the model it changes: publishes
+    /// a logistic regression and one version per `--changed` fraction of its chunks into an
+    /// empty registry, then loads each as serving does, sharing with the one before.
+    Swap {
+        /// The registry directory to publish into (empty; the versions stay there).
+        #[arg(long)]
+        registry: PathBuf,
+        /// 2^N weights.
+        #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u32).range(14..=28))]
+        hash_bits: u32,
+        /// The fractions of the chunks each later version changes, in order.
+        #[arg(long, value_delimiter = ',', default_value = "0.01,1")]
+        changed: Vec<f64>,
+        /// The seed of the weights and the changes.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
     /// Train online on the first part of a file, evaluate on the rest: Criteo events with hashed
     /// features, or with `--job` a job file's schema, features and learner.
     Online {
@@ -815,6 +832,19 @@ fn run_cli() -> anyhow::Result<()> {
                 None => millrace_models::Schema::criteo(),
             };
             let figures = bench::bare::bare(&input, &schema)?;
+            println!("{}", serde_json::to_string(&figures)?);
+            Ok(())
+        }
+        Command::Bench {
+            bench:
+                Bench::Swap {
+                    registry,
+                    hash_bits,
+                    changed,
+                    seed,
+                },
+        } => {
+            let figures = bench::swap::swap(&registry, hash_bits, &changed, seed)?;
             println!("{}", serde_json::to_string(&figures)?);
             Ok(())
         }

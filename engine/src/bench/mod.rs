@@ -1,6 +1,7 @@
 //! The `millrace bench` commands, each printing one JSON line: `online` (module [`online`]),
 //! `bare` (module [`bare`]), `train` and `allreduce` (modules `train` and `allreduce`, with the
-//! `deep` feature, and `nccl` with the `nccl` feature), `job`, `ingest` and `featurize`.
+//! `deep` feature, and `nccl` with the `nccl` feature), `swap` (module [`swap`]), `job`,
+//! `ingest` and `featurize`.
 
 #[cfg(feature = "deep")]
 pub mod allreduce;
@@ -8,6 +9,7 @@ pub mod bare;
 #[cfg(feature = "nccl")]
 pub mod nccl;
 pub mod online;
+pub mod swap;
 #[cfg(feature = "deep")]
 pub mod train;
 

@@ -27,7 +27,9 @@ use std::sync::Arc;
 /// - 2.0: a FeatureMap's schema declares its fields' types and how records hold them.
 /// - 3.0: an `architecture` descriptor (the model's type and hyper-parameters, which declare
 ///   its named tensors) in place of the `kind` of 1.x and 2.x.
-pub const FORMAT_VERSION: &str = "3.0";
+/// - 3.1: a registry version also lists the SHA-256 of each chunk of its tensors
+///   (`chunks.json`), so that serving reads only the chunks that changed.
+pub const FORMAT_VERSION: &str = "3.1";
 
 /// The format version of an artifact whose `meta.json` names none.
 fn format_version_before() -> String {
@@ -110,7 +112,8 @@ pub struct ModelMeta {
     pub progressive_logloss: Option<f64>,
     /// Publication time, milliseconds since the Unix epoch.
     pub created_unix_ms: u64,
-    /// SHA-256 of `weights.safetensors` (every tensor), hex; checked on load.
+    /// SHA-256 of `weights.safetensors` (every tensor), hex; checked by a whole load, and by
+    /// serving's load of a version without chunk digests (`chunks.json`).
     pub weights_sha256: String,
     /// For a `map` spec: the FeatureMap version stored beside the tensors.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -642,6 +645,10 @@ pub struct ServedModel {
     pub tensors: Vec<Tensor<Table>>,
     /// The fitted FeatureMap the rows of a `map` spec come from.
     pub feature_map: Option<Arc<FeatureMap>>,
+    /// The digest of each chunk of its tables as the registry directory stored them: loading
+    /// the next version reads only the chunks whose digests differ. `None` for a model from
+    /// elsewhere or a registry version written without them.
+    pub chunk_digests: Option<Arc<crate::registry::ChunkDigests>>,
 }
 
 impl ServedModel {
@@ -662,6 +669,7 @@ impl ServedModel {
                 })
                 .collect(),
             feature_map: artifact.feature_map.clone(),
+            chunk_digests: None,
         }
     }
 
@@ -745,6 +753,7 @@ impl ServedModel {
             meta: self.meta.clone(),
             tensors,
             feature_map: self.feature_map.clone(),
+            chunk_digests: None,
         }
     }
 

@@ -1,6 +1,6 @@
-//! The model registry on a directory: `DIR/<model>/v<version>/{meta.json, weights.safetensors}`
-//! (every tensor of the model, by name), plus `featuremap.json` (the fitted FeatureMap, JSON)
-//! for a model of a `map` feature spec.
+//! The model registry on a directory: `DIR/<model>/v<version>/{meta.json, weights.safetensors,
+//! chunks.json}` (every tensor of the model, by name, and the digest of each chunk of it), plus
+//! `featuremap.json` (the fitted FeatureMap, JSON) for a model of a `map` feature spec.
 //!
 //! A version is written into a hidden temporary directory and renamed into place, so a reader
 //! sees a version completely or not at all; versions only grow. Loading checks the tensors' and
@@ -13,20 +13,23 @@ use crate::artifact::{
 };
 use crate::error::{Error, Result, StoredMapError};
 use crate::header::{header_metadata, hex, sort_header};
-use crate::table::TableBuilder;
+use crate::table::{Table, TableBuilder};
 use millrace_events::fmap::FeatureMap;
 use millrace_learners::architecture::{row_width, TensorSpec};
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod digests;
 mod retention;
+mod weights;
 
+pub use digests::{ChunkDigests, TensorDigests};
 pub use retention::{HOLD_REFRESH, HOLD_TTL};
+use weights::WeightsFile;
 
 const META: &str = "meta.json";
 const WEIGHTS: &str = "weights.safetensors";
@@ -171,6 +174,9 @@ impl Registry {
         let mut encoded = safetensors::serialize(views, metadata)
             .map_err(|e| Error::invalid(&dir, e.to_string()))?;
         sort_header(&mut encoded).map_err(|e| Error::invalid(&dir, e))?;
+        let chunks = ChunkDigests::of_file(&encoded)
+            .map(|digests| serde_json::to_vec(&digests).expect("digests serialize"))
+            .map_err(|e| Error::invalid(&dir, e))?;
         artifact.meta.format_version = FORMAT_VERSION.to_owned();
         artifact.meta.weights_sha256 = hex(&Sha256::digest(&encoded));
         let feature_map = match artifact.fitted_feature_map() {
@@ -200,7 +206,11 @@ impl Registry {
         ));
         let target = self.version_dir(&artifact.meta.name, artifact.meta.version)?;
         let meta = serde_json::to_vec_pretty(&artifact.meta).expect("metadata serializes");
-        let mut files: Vec<(&str, &[u8])> = vec![(WEIGHTS, &encoded), (META, &meta)];
+        let mut files: Vec<(&str, &[u8])> = vec![
+            (WEIGHTS, &encoded),
+            (digests::CHUNKS, &chunks),
+            (META, &meta),
+        ];
         if let Some(bytes) = &feature_map {
             files.push((FEATURE_MAP, bytes));
         }
@@ -278,12 +288,17 @@ impl Registry {
     /// Loads and validates one version of a model for serving, as [`Registry::load`] does, but
     /// streams the weights from disk chunk by chunk into copy-on-write tables that share every
     /// chunk they can with `base` (an older version of the model, usually the one being served;
-    /// see [`crate::table`]), at the pace `pace` sets. Besides the new version's own chunks and
-    /// patches, loading holds one chunk of the file in memory.
+    /// see [`crate::table`]), at the pace `pace` sets. A chunk whose digest (`chunks.json`) is
+    /// that of `base`'s chunk is shared without being read; the others are read and checked
+    /// against their digests. Besides the new version's own chunks and patches, loading holds
+    /// one chunk of the file in memory.
+    ///
+    /// A version written before chunk digests is read whole and checked against `meta.json`'s
+    /// checksum.
     ///
     /// # Errors
     ///
-    /// As [`Registry::load`].
+    /// As [`Registry::load`]; and when a chunk's digest or the header's does not match.
     pub fn load_served(
         &self,
         name: &str,
@@ -291,67 +306,56 @@ impl Registry {
         base: Option<&ServedModel>,
         pace: LoadPace,
     ) -> Result<ServedModel> {
-        let new_blocks = pace.new_blocks;
         let (dir, meta) = self.read_meta(name, version)?;
         let feature_map = read_feature_map(&dir, &meta)?;
         let path = dir.join(WEIGHTS);
-        let file = fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
-        let mut reader = HashingReader {
-            inner: std::io::BufReader::with_capacity(1 << 16, file),
-            hasher: Sha256::new(),
-        };
-        let invalid = |reason: String| Error::invalid(&path, reason);
-        let mut length = [0u8; 8];
-        reader
-            .read_exact(&mut length)
-            .map_err(|e| Error::io(&path, e))?;
-        let length = u64::from_le_bytes(length);
-        if length > MAX_HEADER_BYTES {
-            return Err(invalid(format!("a header of {length} bytes")));
-        }
-        let mut header = vec![0; length as usize];
-        reader
-            .read_exact(&mut header)
-            .map_err(|e| Error::io(&path, e))?;
-        let header: safetensors::tensor::Metadata =
-            serde_json::from_slice(&header).map_err(|e| invalid(e.to_string()))?;
-        let listed = header.offset_keys();
+        let mut weights = WeightsFile::open(&path, read_digests(&dir)?, &meta.weights_sha256)?;
+        let listed = weights.names();
         let declared = checked_tensors(
             (&dir, &path),
             &meta,
             feature_map.as_deref(),
             listed.iter().filter_map(|name| {
-                let info = header.info(name)?;
+                let info = weights.info(name)?;
                 Some((name.as_str(), info.dtype, info.shape.as_slice()))
             }),
         )?;
-        let mut builders: Vec<TableBuilder> = declared
-            .iter()
-            .map(|spec| {
-                let width = spec.width().unwrap_or(1).max(1);
-                let base = base.and_then(|b| b.table(&spec.name));
-                TableBuilder::new(spec.rows(), width, base, new_blocks)
-            })
-            .collect();
+        let base_digests = base.and_then(|b| b.chunk_digests.as_deref());
+        let mut tables: Vec<Option<Table>> = vec![None; declared.len()];
         let mut bytes = Vec::new();
         let mut values = Vec::new();
+        // In file order: a version without chunk digests is checked as one stream.
         for name in &listed {
             let i = declared
                 .iter()
                 .position(|spec| &spec.name == name)
                 .ok_or_else(|| {
-                    invalid(format!(
-                        "a tensor `{name}` the architecture does not declare"
-                    ))
+                    Error::invalid(
+                        &path,
+                        format!("a tensor `{name}` the architecture does not declare"),
+                    )
                 })?;
-            let builder = &mut builders[i];
-            while builder.next_len() > 0 {
-                let started = Instant::now();
+            let spec = &declared[i];
+            let width = spec.width().unwrap_or(1).max(1);
+            let mut builder = TableBuilder::new(
+                spec.rows(),
+                width,
+                base.and_then(|b| b.table(name)),
+                pace.new_blocks,
+            );
+            for chunk in 0.. {
                 let len = builder.next_len();
+                if len == 0 {
+                    break;
+                }
+                let base_digest = base_digests.and_then(|d| d.chunk(name, chunk));
+                let unchanged = base_digest.is_some() && weights.digest(name, chunk) == base_digest;
+                if unchanged && builder.keep() {
+                    continue;
+                }
+                let started = Instant::now();
                 bytes.resize(len * 4, 0);
-                reader
-                    .read_exact(&mut bytes)
-                    .map_err(|e| Error::io(&path, e))?;
+                weights.read_chunk(name, width, chunk, &mut bytes)?;
                 values.clear();
                 values.extend(
                     bytes
@@ -363,25 +367,22 @@ impl Registry {
                 })?;
                 pace.rest_after(started.elapsed());
             }
+            tables[i] = Some(builder.finish(|worked| pace.rest_after(worked)));
         }
-        let mut rest = Vec::new();
-        reader
-            .read_to_end(&mut rest)
-            .map_err(|e| Error::io(&path, e))?;
-        if !rest.is_empty() {
-            return Err(invalid(format!("{} bytes after the tensors", rest.len())));
-        }
-        if hex(&reader.hasher.finalize()) != meta.weights_sha256 {
-            return Err(invalid("checksum mismatch".to_owned()));
-        }
+        let chunk_digests = weights.finish()?;
+        let tensors = declared
+            .into_iter()
+            .zip(tables)
+            .map(|(spec, table)| match table {
+                Some(table) => Ok(Tensor::new(spec, table)),
+                None => Err(Error::invalid(&path, format!("no tensor `{}`", spec.name))),
+            })
+            .collect::<Result<_>>()?;
         Ok(ServedModel {
             meta,
-            tensors: declared
-                .into_iter()
-                .zip(builders)
-                .map(|(spec, builder)| Tensor::new(spec, builder.finish()))
-                .collect(),
+            tensors,
             feature_map,
+            chunk_digests,
         })
     }
 
@@ -542,17 +543,15 @@ fn checked_tensors<'a>(
 /// The largest safetensors header read: ours is a few hundred bytes.
 const MAX_HEADER_BYTES: u64 = 1 << 20;
 
-/// A reader that hashes what it reads.
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
+/// The chunk digests stored with a version, if it was written with them.
+fn read_digests(dir: &Path) -> Result<Option<ChunkDigests>> {
+    let path = dir.join(digests::CHUNKS);
+    match fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::invalid(&path, e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(&path, e)),
     }
 }
 
@@ -882,20 +881,190 @@ mod tests {
             .load_served("ctr", 2, Some(&first), LoadPace::default())
             .unwrap_err();
         assert!(err.to_string().contains("checksum mismatch"), "{err}");
+        // A non-finite value whose chunk digest was made to match.
         let nan = f32::NAN.to_le_bytes();
         let header = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
         bytes[header..header + 4].copy_from_slice(&nan);
         fs::write(&weights, &bytes).unwrap();
+        let (dir, _) = registry.read_meta("ctr", 2).unwrap();
+        let mut digests = read_digests(&dir).unwrap().unwrap();
+        let first_tensor = &mut digests.tensors[0];
+        let chunk_len = digests::chunk_bytes(if first_tensor.name == "factors" { 3 } else { 1 });
+        first_tensor.chunks[0] = digests::hex_digest(&bytes[header..header + chunk_len]);
+        fs::write(
+            dir.join(digests::CHUNKS),
+            serde_json::to_vec(&digests).unwrap(),
+        )
+        .unwrap();
         let err = registry
             .load_served("ctr", 2, None, LoadPace::default())
             .unwrap_err();
         assert!(err.to_string().contains("not finite"), "{err}");
         bytes.truncate(bytes.len() - 3);
         fs::write(&weights, &bytes).unwrap();
-        assert!(registry
+        let err = registry
             .load_served("ctr", 2, None, LoadPace::default())
-            .is_err());
+            .unwrap_err();
+        assert!(err.to_string().contains("the tensors end at byte"), "{err}");
         assert_eq!(first.to_artifact().tensors, fm.tensors);
+    }
+
+    /// A factorization machine of `rows` slots and 2 factors, its values a function of `seed`.
+    fn fm_of(rows: u32, seed: u32) -> ModelArtifact {
+        let spec = FeatureSpec::Hashed {
+            hash_bits: rows.trailing_zeros(),
+        };
+        let value = |i: u32| ((i.wrapping_mul(2_654_435_761) ^ seed) % 1000) as f32 / 1000.0;
+        let dimension = spec.dimension(&millrace_events::Schema::criteo()) as u32;
+        ModelArtifact::factorization_machine(
+            "ctr",
+            spec,
+            (0..dimension).map(value).collect(),
+            2,
+            (0..2 * dimension).map(|i| value(i + 7)).collect(),
+        )
+    }
+
+    /// Flips a bit of chunk `chunk` of the tensor `name` in a version's weights file, leaving
+    /// its digests as they were.
+    fn corrupt_chunk(registry: &Registry, version: u64, name: &str, chunk: usize) {
+        let path = registry.version_dir("ctr", version).unwrap().join(WEIGHTS);
+        let mut bytes = fs::read(&path).unwrap();
+        let (length, header) = SafeTensors::read_metadata(&bytes).unwrap();
+        let info = header.info(name).unwrap();
+        let width = row_width(&info.shape).unwrap();
+        let at = 8 + length + info.data_offsets.0 + chunk * digests::chunk_bytes(width) + 5;
+        bytes[at] ^= 0x10;
+        fs::write(&path, bytes).unwrap();
+    }
+
+    #[test]
+    fn only_the_chunks_that_changed_are_read() {
+        use crate::table::CHUNK_ROWS;
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(dir.path()).unwrap();
+        let mut v1 = fm_of(1 << 16, 1);
+        registry.publish(&mut v1).unwrap();
+        // v2 changes one weight in chunk 2 and one slot's factors in chunk 1.
+        let mut v2 = v1.clone();
+        v2.tensor_mut("weights").unwrap().values[2 * CHUNK_ROWS + 3] = 0.125;
+        v2.tensor_mut("factors").unwrap().values[2 * (CHUNK_ROWS + 9)] = -0.5;
+        registry.publish(&mut v2).unwrap();
+        // Bytes of v2's unchanged chunks are corrupted: a load that reads them fails.
+        corrupt_chunk(&registry, 2, "weights", 0);
+        corrupt_chunk(&registry, 2, "factors", 3);
+        let err = registry
+            .load_served("ctr", 2, None, LoadPace::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("chunk 0 of `weights`: checksum mismatch")
+                || err.contains("chunk 3 of `factors`: checksum mismatch"),
+            "{err}"
+        );
+
+        let first = registry
+            .load_served("ctr", 1, None, LoadPace::default())
+            .unwrap();
+        assert!(first.chunk_digests.is_some());
+        let second = registry
+            .load_served("ctr", 2, Some(&first), LoadPace::default())
+            .unwrap();
+        assert_eq!(
+            second.to_artifact().tensors,
+            v2.tensors,
+            "read what changed, kept the rest"
+        );
+        let memory = second.memory(Some(&first));
+        assert_eq!(memory.shared_bytes, memory.block_bytes, "{memory:?}");
+        assert_eq!(memory.patch_bytes, 2 * 8, "{memory:?}");
+
+        // A changed chunk that does not match its digest is refused, unchanged ones or not.
+        let mut v3 = v2.clone();
+        v3.tensor_mut("weights").unwrap().values[0] = 0.5;
+        registry.publish(&mut v3).unwrap();
+        corrupt_chunk(&registry, 3, "weights", 0);
+        let err = registry
+            .load_served("ctr", 3, Some(&second), LoadPace::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("chunk 0 of `weights`: checksum mismatch"),
+            "{err}"
+        );
+
+        // A base from elsewhere has no digests: every chunk is read.
+        let elsewhere = ServedModel::from_artifact(&v1);
+        let err = registry
+            .load_served("ctr", 2, Some(&elsewhere), LoadPace::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("checksum mismatch"), "{err}");
+    }
+
+    #[test]
+    fn a_version_without_chunk_digests_is_read_whole_and_checked_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(dir.path()).unwrap();
+        let mut v1 = fm_of(1 << 15, 1);
+        registry.publish(&mut v1).unwrap();
+        let mut v2 = fm_of(1 << 15, 2);
+        registry.publish(&mut v2).unwrap();
+        for version in [1, 2] {
+            let dir = registry.version_dir("ctr", version).unwrap();
+            fs::remove_file(dir.join(digests::CHUNKS)).unwrap();
+        }
+        let first = registry
+            .load_served("ctr", 1, None, LoadPace::default())
+            .unwrap();
+        assert_eq!(first.chunk_digests, None);
+        let second = registry
+            .load_served("ctr", 2, Some(&first), LoadPace::default())
+            .unwrap();
+        assert_eq!(second.to_artifact().tensors, v2.tensors);
+        corrupt_chunk(&registry, 2, "factors", 1);
+        let err = registry
+            .load_served("ctr", 2, Some(&first), LoadPace::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.ends_with("checksum mismatch"), "{err}");
+    }
+
+    #[test]
+    fn digests_that_do_not_describe_the_file_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(dir.path()).unwrap();
+        registry.publish(&mut fm_of(1 << 15, 1)).unwrap();
+        let version = registry.version_dir("ctr", 1).unwrap();
+        let original = read_digests(&version).unwrap().unwrap();
+        let load = |digests: &ChunkDigests| {
+            fs::write(
+                version.join(digests::CHUNKS),
+                serde_json::to_vec(digests).unwrap(),
+            )
+            .unwrap();
+            registry
+                .load_served("ctr", 1, None, LoadPace::default())
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(load(&original), Ok(()));
+        let mut header = original.clone();
+        header.header = digests::hex_digest(b"another header");
+        assert!(load(&header)
+            .unwrap_err()
+            .contains("header checksum mismatch"));
+        let mut short = original.clone();
+        short.tensors[1].chunks.pop();
+        let err = load(&short).unwrap_err();
+        assert!(err.contains("does not list the 2 chunks of"), "{err}");
+        let mut fewer = original.clone();
+        fewer.tensors.pop();
+        assert!(load(&fewer).unwrap_err().contains("lists other tensors"));
+        fs::write(version.join(digests::CHUNKS), b"{").unwrap();
+        assert!(registry
+            .load_served("ctr", 1, None, LoadPace::default())
+            .is_err());
     }
 
     fn spec_without_last(

@@ -89,6 +89,15 @@ impl Chunk {
         }
     }
 
+    /// Every value, the patch laid over the block.
+    fn values(&self) -> Vec<f32> {
+        let mut values: Vec<f32> = (0..self.block.len()).map(|k| self.block.at(k)).collect();
+        for &(offset, value) in self.patch.iter() {
+            values[offset as usize] = value;
+        }
+        values
+    }
+
     #[inline]
     fn get(&self, offset: usize) -> f32 {
         if !self.patch.is_empty() {
@@ -419,6 +428,20 @@ impl<'a> TableBuilder<'a> {
         self.rows.saturating_sub(done).min(CHUNK_ROWS) * self.width
     }
 
+    /// Takes the next chunk from the base as it is (its block and its patch), without its
+    /// values: for a chunk known unchanged. False (and nothing added) when there is no base of
+    /// this shape or the table is complete.
+    pub fn keep(&mut self) -> bool {
+        let Some(base) = self.base else {
+            return false;
+        };
+        if self.next_len() == 0 {
+            return false;
+        }
+        self.chunks.push(base.chunks[self.chunks.len()].clone());
+        true
+    }
+
     /// Adds the next chunk's values ([`TableBuilder::next_len`] of them).
     ///
     /// # Errors
@@ -461,21 +484,22 @@ impl<'a> TableBuilder<'a> {
     }
 
     /// The table, once every chunk is in; the chunks whose patches outgrew the limit, largest
-    /// first and at most `new_blocks` of them, get a new block.
+    /// first and at most `new_blocks` of them, get a new block. `rest` is called after each new
+    /// block with the time it took, so that a paced load can rest between them.
     ///
     /// # Panics
     ///
     /// If a chunk is missing.
-    pub fn finish(mut self) -> Table {
+    pub fn finish(mut self, mut rest: impl FnMut(std::time::Duration)) -> Table {
         assert_eq!(self.next_len(), 0, "every chunk pushed");
         let mut oversized: Vec<usize> = (0..self.chunks.len())
             .filter(|&i| self.chunks[i].patch.len() > self.chunks[i].block.len() / PATCH_DIVISOR)
             .collect();
         oversized.sort_by_key(|&i| std::cmp::Reverse(self.chunks[i].patch.len()));
         for &i in oversized.iter().take(self.new_blocks) {
-            let chunk = &self.chunks[i];
-            let values: Vec<f32> = (0..chunk.block.len()).map(|k| chunk.get(k)).collect();
-            self.chunks[i] = Chunk::dense(&values);
+            let started = std::time::Instant::now();
+            self.chunks[i] = Chunk::dense(&self.chunks[i].values());
+            rest(started.elapsed());
         }
         Table {
             width: self.width,
@@ -498,7 +522,7 @@ mod tests {
             builder.push(&values[at..at + len]).unwrap();
             at += len;
         }
-        builder.finish()
+        builder.finish(|_| {})
     }
 
     #[test]

@@ -495,6 +495,7 @@ impl Snapshot {
             meta: self.meta.clone(),
             tensors,
             feature_map,
+            chunk_digests: None,
         };
         let problems = model.value_problems();
         if !problems.is_empty() {
