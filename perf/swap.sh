@@ -47,7 +47,12 @@ serve_swaps() {
   taskset -c "$last" "$1" serve --registry "$WORK/served" --bind "$ADDR" --load-cpu-share 1 \
     2>"$WORK/serve.log" &
   SERVER=$!
-  until curl -sf "http://$ADDR/readyz" >/dev/null; do sleep 0.2; done
+  for _ in $(seq 300); do
+    curl -sf "http://$ADDR/readyz" >/dev/null && break
+    kill -0 "$SERVER" 2>/dev/null || { cat "$WORK/serve.log" >&2; exit 1; }
+    sleep 0.2
+  done
+  curl -sf "http://$ADDR/readyz" >/dev/null || { echo "$1 serve: not ready within 60 s" >&2; exit 1; }
   python3 - "$WORK" "$SERVER" "$2" <<'PY' >>"$WORK/served.jsonl"
 import json, os, re, sys, time
 work, server, build = sys.argv[1], sys.argv[2], sys.argv[3]

@@ -1,8 +1,9 @@
 """Load a millrace model version's weights with safetensors and NumPy, without millrace.
 
 A version is a directory of the registry: meta.json (what the model is, what it learned),
-weights.safetensors (its tensors; the header's metadata says what they are) and, for a
-FeatureMap model, feature_map.json (the vocabularies and bucket boundaries).
+weights.safetensors (its tensors; the header's metadata says what they are), chunks.json (the
+SHA-256 of each chunk of 16,384 rows, for serving's loads) and, for a FeatureMap model,
+featuremap.json (the vocabularies and bucket boundaries).
 
 Usage: python load_weights.py REGISTRY MODEL [VERSION]
 """

@@ -40,8 +40,8 @@ pub struct SwapLoad {
     pub changed_chunks: usize,
     /// Seconds to load and check it.
     pub seconds: f64,
-    /// Bytes the process read meanwhile (`rchar` of `/proc/thread-self/io`; `None` where
-    /// there is no such file).
+    /// Bytes the loading thread read meanwhile (`rchar` of `/proc/thread-self/io`; `None`
+    /// where there is no such file).
     pub bytes_read: Option<u64>,
 }
 

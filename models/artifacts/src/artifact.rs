@@ -647,8 +647,9 @@ pub struct ServedModel {
     pub feature_map: Option<Arc<FeatureMap>>,
     /// The digest of each chunk of its tables as the registry directory stored them: loading
     /// the next version reads only the chunks whose digests differ. `None` for a model from
-    /// elsewhere or a registry version written without them.
-    pub chunk_digests: Option<Arc<crate::registry::ChunkDigests>>,
+    /// elsewhere or a registry version written without them. Only a load that checked them
+    /// sets them, so that they describe exactly these tables.
+    pub(crate) chunk_digests: Option<Arc<crate::registry::ChunkDigests>>,
 }
 
 impl ServedModel {

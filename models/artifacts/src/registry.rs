@@ -308,8 +308,8 @@ impl Registry {
     ) -> Result<ServedModel> {
         let (dir, meta) = self.read_meta(name, version)?;
         let feature_map = read_feature_map(&dir, &meta)?;
-        let path = dir.join(WEIGHTS);
-        let mut weights = WeightsFile::open(&path, read_digests(&dir)?, &meta.weights_sha256)?;
+        let mut weights = WeightsFile::open(&dir, &meta.weights_sha256)?;
+        let path = weights.path().to_owned();
         let listed = weights.names();
         let declared = checked_tensors(
             (&dir, &path),
@@ -542,18 +542,6 @@ fn checked_tensors<'a>(
 
 /// The largest safetensors header read: ours is a few hundred bytes.
 const MAX_HEADER_BYTES: u64 = 1 << 20;
-
-/// The chunk digests stored with a version, if it was written with them.
-fn read_digests(dir: &Path) -> Result<Option<ChunkDigests>> {
-    let path = dir.join(digests::CHUNKS);
-    match fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| Error::invalid(&path, e.to_string())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(&path, e)),
-    }
-}
 
 /// The FeatureMap stored with a version, checked against `meta`.
 fn read_feature_map(dir: &Path, meta: &ModelMeta) -> Result<Option<Arc<FeatureMap>>> {
@@ -887,9 +875,15 @@ mod tests {
         bytes[header..header + 4].copy_from_slice(&nan);
         fs::write(&weights, &bytes).unwrap();
         let (dir, _) = registry.read_meta("ctr", 2).unwrap();
-        let mut digests = read_digests(&dir).unwrap().unwrap();
+        let mut digests = ChunkDigests::read(&dir.join(digests::CHUNKS), u64::MAX)
+            .unwrap()
+            .unwrap();
         let first_tensor = &mut digests.tensors[0];
-        let chunk_len = digests::chunk_bytes(if first_tensor.name == "factors" { 3 } else { 1 });
+        assert_eq!(
+            first_tensor.name, "factors",
+            "the header lists tensors by name"
+        );
+        let chunk_len = digests::chunk_bytes(3);
         first_tensor.chunks[0] = digests::hex_digest(&bytes[header..header + chunk_len]);
         fs::write(
             dir.join(digests::CHUNKS),
@@ -1027,7 +1021,50 @@ mod tests {
             .load_served("ctr", 2, Some(&first), LoadPace::default())
             .unwrap_err()
             .to_string();
-        assert!(err.ends_with("checksum mismatch"), "{err}");
+        assert!(
+            err.ends_with("weights.safetensors: checksum mismatch"),
+            "{err}"
+        );
+
+        // Over a base with digests, a version without them is read whole: a chunk the
+        // same as the base's, corrupted, is found.
+        let mut v3 = fm_of(1 << 15, 1);
+        registry.publish(&mut v3).unwrap();
+        let third = registry
+            .load_served("ctr", 3, None, LoadPace::default())
+            .unwrap();
+        assert!(third.chunk_digests.is_some());
+        let mut v4 = v3.clone();
+        v4.tensor_mut("weights").unwrap().values[1] = 0.25;
+        registry.publish(&mut v4).unwrap();
+        let v4_dir = registry.version_dir("ctr", 4).unwrap();
+        let listed = fs::read(v4_dir.join(digests::CHUNKS)).unwrap();
+        fs::remove_file(v4_dir.join(digests::CHUNKS)).unwrap();
+        corrupt_chunk(&registry, 4, "factors", 0);
+        let err = registry
+            .load_served("ctr", 4, Some(&third), LoadPace::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.ends_with("weights.safetensors: checksum mismatch"),
+            "{err}"
+        );
+        // Digests of chunks of another size are not used: the version is read whole.
+        let mut other = serde_json::from_slice::<ChunkDigests>(&listed).unwrap();
+        other.chunk_rows /= 2;
+        fs::write(
+            v4_dir.join(digests::CHUNKS),
+            serde_json::to_vec(&other).unwrap(),
+        )
+        .unwrap();
+        let err = registry
+            .load_served("ctr", 4, Some(&third), LoadPace::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.ends_with("weights.safetensors: checksum mismatch"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1036,7 +1073,9 @@ mod tests {
         let registry = Registry::open(dir.path()).unwrap();
         registry.publish(&mut fm_of(1 << 15, 1)).unwrap();
         let version = registry.version_dir("ctr", 1).unwrap();
-        let original = read_digests(&version).unwrap().unwrap();
+        let original = ChunkDigests::read(&version.join(digests::CHUNKS), u64::MAX)
+            .unwrap()
+            .unwrap();
         let load = |digests: &ChunkDigests| {
             fs::write(
                 version.join(digests::CHUNKS),
@@ -1051,20 +1090,38 @@ mod tests {
         assert_eq!(load(&original), Ok(()));
         let mut header = original.clone();
         header.header = digests::hex_digest(b"another header");
-        assert!(load(&header)
-            .unwrap_err()
-            .contains("header checksum mismatch"));
+        let err = load(&header).unwrap_err();
+        assert!(
+            err.contains(
+                "chunks.json: the header of weights.safetensors does not have the digest listed"
+            ),
+            "{err}"
+        );
         let mut short = original.clone();
         short.tensors[1].chunks.pop();
         let err = load(&short).unwrap_err();
-        assert!(err.contains("does not list the 2 chunks of"), "{err}");
+        assert!(
+            err.contains("chunks.json: does not list the 2 chunks of `weights`"),
+            "{err}"
+        );
         let mut fewer = original.clone();
         fewer.tensors.pop();
-        assert!(load(&fewer).unwrap_err().contains("lists other tensors"));
-        fs::write(version.join(digests::CHUNKS), b"{").unwrap();
-        assert!(registry
-            .load_served("ctr", 1, None, LoadPace::default())
-            .is_err());
+        let err = load(&fewer).unwrap_err();
+        assert!(
+            err.contains("lists 1 tensors where weights.safetensors has 2"),
+            "{err}"
+        );
+        let load_bytes = |bytes: &[u8]| {
+            fs::write(version.join(digests::CHUNKS), bytes).unwrap();
+            registry
+                .load_served("ctr", 1, None, LoadPace::default())
+                .unwrap_err()
+                .to_string()
+        };
+        let err = load_bytes(b"{");
+        assert!(err.contains("chunks.json: EOF while parsing"), "{err}");
+        let err = load_bytes(&vec![b' '; 2 << 20]);
+        assert!(err.contains("chunks.json: more than the"), "{err}");
     }
 
     fn spec_without_last(

@@ -526,6 +526,40 @@ mod tests {
     }
 
     #[test]
+    fn kept_chunks_are_the_bases_and_new_blocks_rest_after_each() {
+        let rows = 3 * CHUNK_ROWS;
+        let old: Vec<f32> = (0..rows).map(|i| i as f32).collect();
+        let first = build(&old, 1, None, 0);
+        // The second version patches every chunk past the limit; only two get new blocks.
+        let mut new = old.clone();
+        for v in new.iter_mut().step_by(4) {
+            *v += 0.5;
+        }
+        let second = build(&new, 1, Some(&first), 0);
+        let mut builder = TableBuilder::new(rows, 1, Some(&second), 2);
+        assert!(builder.keep());
+        builder.push(&new[CHUNK_ROWS..2 * CHUNK_ROWS]).unwrap();
+        assert!(builder.keep());
+        assert!(!builder.keep(), "complete");
+        let mut rests = 0;
+        let third = builder.finish(|_| rests += 1);
+        assert_eq!(rests, 2);
+        assert_eq!(third.to_vec(), new);
+        // Chunks 0 and 1 (the first two of equal patches) got new blocks; chunk 2 is the
+        // base's block and patch.
+        let memory = third.memory(Some(&second));
+        let patch = CHUNK_ROWS / 4 * 8;
+        assert_eq!(memory.shared_bytes, CHUNK_ROWS * 4 + patch, "{memory:?}");
+        assert!(third.chunks[0].patch.is_empty() && third.chunks[1].patch.is_empty());
+        assert!(Arc::ptr_eq(&third.chunks[2].patch, &second.chunks[2].patch));
+        assert!(third.chunks[2].block.same(&second.chunks[2].block));
+        // No base, or a base of another shape: nothing to keep.
+        assert!(!TableBuilder::new(rows, 1, None, 0).keep());
+        assert!(!TableBuilder::new(rows, 2, Some(&first), 0).keep());
+        assert!(!TableBuilder::new(rows + 1, 1, Some(&first), 0).keep());
+    }
+
+    #[test]
     fn unchanged_chunks_are_shared_and_sparse_changes_are_patches() {
         let rows = 3 * CHUNK_ROWS + 5;
         let old: Vec<f32> = (0..rows).map(|i| i as f32).collect();

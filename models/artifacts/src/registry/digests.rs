@@ -4,13 +4,20 @@
 //!
 //! A chunk is what a served [`crate::table::Table`] shares between versions: [`CHUNK_ROWS`]
 //! rows of one tensor (the last chunk fewer). Its digest is SHA-256 of its bytes as the
-//! weights file stores them, the digest the registry topic's manifests use.
+//! weights file stores them.
+//!
+//! The file is the registry's own record, written with the version: corruption makes it fail
+//! to parse or makes a digest fail to match its chunk, and cannot turn a digest into that of
+//! the served version's chunk, which is what would keep an old chunk.
 
+use crate::error::{Error, Result};
 use crate::table::CHUNK_ROWS;
 use millrace_learners::architecture::row_width;
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::Path;
 
 /// The file beside `weights.safetensors` that lists its digests.
 pub(super) const CHUNKS: &str = "chunks.json";
@@ -19,6 +26,8 @@ pub(super) const CHUNKS: &str = "chunks.json";
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChunkDigests {
+    /// The rows of a chunk: [`CHUNK_ROWS`] when written.
+    pub chunk_rows: usize,
     /// SHA-256 of the file's header (its 8-byte length and its JSON), hex.
     pub header: String,
     /// Each tensor's chunks, in the order the file stores the tensors.
@@ -43,6 +52,7 @@ impl ChunkDigests {
         tensors: impl IntoIterator<Item = (&'a str, usize, &'a [u8])>,
     ) -> Self {
         ChunkDigests {
+            chunk_rows: CHUNK_ROWS,
             header: hex_digest(header),
             tensors: tensors
                 .into_iter()
@@ -59,7 +69,7 @@ impl ChunkDigests {
     /// # Errors
     ///
     /// When it is not a safetensors file.
-    pub(super) fn of_file(encoded: &[u8]) -> Result<Self, String> {
+    pub(super) fn of_file(encoded: &[u8]) -> std::result::Result<Self, String> {
         let (length, header) = SafeTensors::read_metadata(encoded).map_err(|e| e.to_string())?;
         let (header_bytes, data) = encoded.split_at(8 + length);
         let names = header.offset_keys();
@@ -70,6 +80,36 @@ impl ChunkDigests {
             Some((name.as_str(), width, data.get(start..end)?))
         });
         Ok(ChunkDigests::of(header_bytes, tensors))
+    }
+
+    /// The digests at `path` of a weights file of `weights_bytes` bytes: `None` when the
+    /// version has none (written before them) or has them for chunks of another size, and is
+    /// to be read whole. The file is read only up to the size such digests can have.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be read, is larger than that or is not such digests.
+    pub(super) fn read(path: &Path, weights_bytes: u64) -> Result<Option<Self>> {
+        let file = match std::fs::File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        // About 70 bytes a chunk, and each tensor a chunk more at most.
+        let limit = (1 << 20) + 128 * (weights_bytes / (CHUNK_ROWS as u64 * 4) + 64);
+        let mut bytes = Vec::new();
+        file.take(limit + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::io(path, e))?;
+        if bytes.len() as u64 > limit {
+            return Err(Error::invalid(
+                path,
+                format!("more than the {limit} bytes that digests of these weights take"),
+            ));
+        }
+        let digests: ChunkDigests =
+            serde_json::from_slice(&bytes).map_err(|e| Error::invalid(path, e.to_string()))?;
+        Ok(Some(digests).filter(|d| d.chunk_rows == CHUNK_ROWS))
     }
 
     /// The digest of chunk `chunk` of the tensor `name`, if it lists one.
@@ -100,6 +140,7 @@ mod tests {
     fn a_chunk_is_chunk_rows_rows_and_the_last_is_shorter() {
         let bytes = vec![7u8; chunk_bytes(2) * 2 + 8];
         let digests = ChunkDigests::of(b"header", [("factors", 2, &bytes[..])]);
+        assert_eq!(digests.chunk_rows, CHUNK_ROWS);
         let chunks = &digests.tensors[0].chunks;
         assert_eq!(chunks.len(), 3);
         assert_eq!(chunks[0], chunks[1]);

@@ -3,17 +3,16 @@
 //! before chunk digests, as part of the whole file against `meta.json`'s checksum (which then
 //! needs every chunk read, in order).
 
-use super::digests::{chunk_bytes, hex_digest, ChunkDigests};
-use super::MAX_HEADER_BYTES;
+use super::digests::{chunk_bytes, hex_digest, ChunkDigests, CHUNKS};
+use super::{MAX_HEADER_BYTES, WEIGHTS};
 use crate::error::{Error, Result};
 use crate::header::hex;
 use millrace_learners::architecture::row_width;
 use safetensors::tensor::{Metadata, TensorInfo};
-use safetensors::Dtype;
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// How the chunks read are checked.
@@ -25,8 +24,10 @@ enum Check {
 }
 
 /// An open weights file whose header has been read and checked.
-pub(super) struct WeightsFile<'a> {
-    path: &'a Path,
+pub(super) struct WeightsFile {
+    path: PathBuf,
+    /// Where the chunk digests are (named in errors).
+    digests_path: PathBuf,
     file: File,
     header: Metadata,
     /// Where the tensors' data starts in the file.
@@ -34,33 +35,37 @@ pub(super) struct WeightsFile<'a> {
     check: Check,
 }
 
-impl<'a> WeightsFile<'a> {
-    /// Opens the weights file at `path` and reads its header, checked against `digests` when
-    /// the version has them, and otherwise kept for the whole file's check against
-    /// `weights_sha256`; checks that the tensors lie end to end and fill the file, and that
-    /// `digests` lists each tensor's chunks.
-    pub(super) fn open(
-        path: &'a Path,
-        digests: Option<ChunkDigests>,
-        weights_sha256: &str,
-    ) -> Result<Self> {
-        let invalid = |reason: String| Error::invalid(path, reason);
-        let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+impl WeightsFile {
+    /// Opens the weights file of the version in `dir` and reads its header, checked against
+    /// the version's chunk digests when it has them, and otherwise kept for the whole file's
+    /// check against `weights_sha256`; checks that the tensors fill the file, and that the
+    /// digests list each tensor's chunks.
+    pub(super) fn open(dir: &Path, weights_sha256: &str) -> Result<Self> {
+        let path = dir.join(WEIGHTS);
+        let digests_path = dir.join(CHUNKS);
+        let invalid = |reason: String| Error::invalid(&path, reason);
+        let mut file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let file_len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+        let digests = ChunkDigests::read(&digests_path, file_len)?;
         let mut length = [0u8; 8];
         file.read_exact(&mut length)
-            .map_err(|e| Error::io(path, e))?;
+            .map_err(|e| Error::io(&path, e))?;
         let header_len = u64::from_le_bytes(length);
-        if header_len > MAX_HEADER_BYTES.min(file_len) {
-            return Err(invalid(format!("a header of {header_len} bytes")));
+        if header_len > MAX_HEADER_BYTES.min(file_len.saturating_sub(8)) {
+            return Err(invalid(format!(
+                "a header of {header_len} bytes, in a file of {file_len} (at most {MAX_HEADER_BYTES})"
+            )));
         }
         let mut bytes = length.to_vec();
         bytes.resize(8 + header_len as usize, 0);
         file.read_exact(&mut bytes[8..])
-            .map_err(|e| Error::io(path, e))?;
+            .map_err(|e| Error::io(&path, e))?;
         let check = match digests {
             Some(digests) if hex_digest(&bytes) != digests.header => {
-                return Err(invalid("header checksum mismatch".to_owned()))
+                return Err(Error::invalid(
+                    &digests_path,
+                    format!("the header of {WEIGHTS} does not have the digest listed"),
+                ))
             }
             Some(digests) => Check::Chunks(Arc::new(digests)),
             None => Check::WholeFile {
@@ -72,6 +77,7 @@ impl<'a> WeightsFile<'a> {
             serde_json::from_slice(&bytes[8..]).map_err(|e| invalid(e.to_string()))?;
         let weights = WeightsFile {
             path,
+            digests_path,
             file,
             header,
             data_start: 8 + header_len,
@@ -79,6 +85,11 @@ impl<'a> WeightsFile<'a> {
         };
         weights.check_layout(file_len)?;
         Ok(weights)
+    }
+
+    /// The weights file's path.
+    pub(super) fn path(&self) -> &Path {
+        &self.path
     }
 
     /// The tensors' names, in file order.
@@ -108,7 +119,7 @@ impl<'a> WeightsFile<'a> {
         chunk: usize,
         bytes: &mut [u8],
     ) -> Result<()> {
-        let invalid = |reason: String| Error::invalid(self.path, reason);
+        let invalid = |reason: String| Error::invalid(&self.path, reason);
         let start = self
             .header
             .info(name)
@@ -118,12 +129,12 @@ impl<'a> WeightsFile<'a> {
         self.file
             .seek(SeekFrom::Start(at))
             .and_then(|_| self.file.read_exact(bytes))
-            .map_err(|e| Error::io(self.path, e))?;
+            .map_err(|e| Error::io(&self.path, e))?;
         match &mut self.check {
             Check::Chunks(digests) => {
                 if digests.chunk(name, chunk) != Some(hex_digest(bytes).as_str()) {
                     return Err(invalid(format!(
-                        "chunk {chunk} of `{name}`: checksum mismatch"
+                        "chunk {chunk} of `{name}`: checksum mismatch (against {CHUNKS})"
                     )));
                 }
             }
@@ -141,67 +152,59 @@ impl<'a> WeightsFile<'a> {
                 if hex(&hasher.finalize()) == want {
                     Ok(None)
                 } else {
-                    Err(Error::invalid(self.path, "checksum mismatch"))
+                    Err(Error::invalid(&self.path, "checksum mismatch"))
                 }
             }
         }
     }
 
-    /// That the tensors, in file order, lie end to end from the data's start to the file's
-    /// end, each of the bytes its dtype and shape make, and that the digests (if any) list
-    /// the same tensors with a digest for each chunk.
+    /// That the tensors (which the header's parse checked lie end to end) fill the file, and
+    /// that the digests (if any) list the same tensors with a digest for each chunk.
     fn check_layout(&self, file_len: u64) -> Result<()> {
-        let mut problems = Vec::new();
-        let mut end = 0;
         let names = self.names();
+        let end = names
+            .iter()
+            .filter_map(|name| self.header.info(name))
+            .map(|info| info.data_offsets.1 as u64)
+            .max()
+            .unwrap_or(0);
+        if self.data_start + end != file_len {
+            return Err(Error::invalid(
+                &self.path,
+                format!(
+                    "the tensors end at byte {} of {file_len}",
+                    self.data_start + end
+                ),
+            ));
+        }
+        let Check::Chunks(digests) = &self.check else {
+            return Ok(());
+        };
+        let mut problems = Vec::new();
         for name in &names {
             let Some(info) = self.header.info(name) else {
                 continue;
             };
             let (start, stop) = info.data_offsets;
-            let want = info
-                .shape
-                .iter()
-                .try_fold(dtype_bytes(info.dtype), |n, &d| n.checked_mul(d));
-            if start != end || Some(stop.wrapping_sub(start)) != want {
-                problems.push(format!("tensor `{name}` at bytes {start}..{stop}"));
-            }
-            end = stop;
-            if let Check::Chunks(digests) = &self.check {
-                let chunks = stop
-                    .saturating_sub(start)
-                    .div_ceil(chunk_bytes(row_width(&info.shape).unwrap_or(1)));
-                let listed = digests.tensors.iter().find(|t| &t.name == name);
-                if listed.map(|t| t.chunks.len()) != Some(chunks) {
-                    problems.push(format!(
-                        "{CHUNKS_NAME} does not list the {chunks} chunks of `{name}`"
-                    ));
-                }
+            let chunks = stop
+                .saturating_sub(start)
+                .div_ceil(chunk_bytes(row_width(&info.shape).unwrap_or(1)));
+            let listed = digests.tensors.iter().find(|t| &t.name == name);
+            if listed.map(|t| t.chunks.len()) != Some(chunks) {
+                problems.push(format!("does not list the {chunks} chunks of `{name}`"));
             }
         }
-        if let Check::Chunks(digests) = &self.check {
-            if digests.tensors.len() != names.len() {
-                problems.push(format!("{CHUNKS_NAME} lists other tensors"));
-            }
-        }
-        if self.data_start + end as u64 != file_len {
+        if digests.tensors.len() != names.len() {
             problems.push(format!(
-                "the tensors end at byte {} of {file_len}",
-                self.data_start + end as u64
+                "lists {} tensors where {WEIGHTS} has {}",
+                digests.tensors.len(),
+                names.len()
             ));
         }
         if problems.is_empty() {
             Ok(())
         } else {
-            Err(Error::invalid(self.path, problems.join("; ")))
+            Err(Error::invalid(&self.digests_path, problems.join("; ")))
         }
     }
-}
-
-/// What chunk digests are called in errors.
-const CHUNKS_NAME: &str = super::digests::CHUNKS;
-
-/// The bytes of one number of `dtype`.
-fn dtype_bytes(dtype: Dtype) -> usize {
-    dtype.bitsize().div_ceil(8)
 }
