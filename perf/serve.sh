@@ -39,13 +39,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/torch-env.sh
 scripts/setup.sh --with-perf >&2
-TARGET="${CARGO_TARGET_DIR:-target}"
-if [ -n "${MILLRACE_BIN:-}" ]; then
-  BIN="$MILLRACE_BIN"
-else
-  cargo build --release -p millrace-engine --quiet
-  BIN="$TARGET/release/millrace"
-fi
+# shellcheck source=perf/bin.sh
+. perf/bin.sh
 ADDR=127.0.0.1:18080
 ADDR_UNCACHED=127.0.0.1:18081
 ADDR_BATCHED=127.0.0.1:18082

@@ -16,13 +16,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/torch-env.sh
-TARGET="${CARGO_TARGET_DIR:-target}"
-if [ -n "${MILLRACE_BIN:-}" ]; then
-  BIN="$MILLRACE_BIN"
-else
-  cargo build --release -p millrace-engine --quiet
-  BIN="$TARGET/release/millrace"
-fi
+# shellcheck source=perf/bin.sh
+. perf/bin.sh
 ROUNDS="${ROUNDS:-1}"
 ADDR=127.0.0.1:18090
 last=$(($(nproc) - 1))

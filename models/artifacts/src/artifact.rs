@@ -649,7 +649,7 @@ pub struct ServedModel {
     /// the next version reads only the chunks whose digests differ. `None` for a model from
     /// elsewhere or a registry version written without them. Only a load that checked them
     /// sets them, so that they describe exactly these tables.
-    pub(crate) chunk_digests: Option<Arc<crate::registry::ChunkDigests>>,
+    pub(crate) chunk_digests: Option<Arc<crate::digests::ChunkDigests>>,
 }
 
 impl ServedModel {

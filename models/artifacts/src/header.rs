@@ -3,6 +3,7 @@
 //! `meta.json` beside it.
 
 use crate::artifact::{ModelArtifact, FORMAT_VERSION};
+use crate::digests::hex;
 use millrace_events::fmap::Schema;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -39,11 +40,6 @@ fn tag(value: &impl serde::Serialize) -> Option<String> {
         serde_json::Value::String(tag) => Some(tag.clone()),
         _ => None,
     }
-}
-
-/// Bytes as lowercase hex digits.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Rewrites the JSON header of an encoded safetensors file with its keys in order: the

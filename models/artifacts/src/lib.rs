@@ -5,6 +5,7 @@
 
 pub mod artifact;
 mod deep;
+mod digests;
 pub mod error;
 pub mod fixed;
 mod header;

@@ -11,8 +11,9 @@ use crate::artifact::{
     declared_tensors, FeatureMapMeta, ModelArtifact, ModelMeta, ServedModel, StoredTensor,
     StructureProblems, Tensor, FORMAT_VERSION,
 };
+use crate::digests::{self, hex, ChunkDigests};
 use crate::error::{Error, Result, StoredMapError};
-use crate::header::{header_metadata, hex, sort_header};
+use crate::header::{header_metadata, sort_header};
 use crate::table::{Table, TableBuilder};
 use millrace_events::fmap::FeatureMap;
 use millrace_learners::architecture::{row_width, TensorSpec};
@@ -23,11 +24,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-mod digests;
 mod retention;
 mod weights;
 
-pub use digests::{ChunkDigests, TensorDigests};
 pub use retention::{HOLD_REFRESH, HOLD_TTL};
 use weights::WeightsFile;
 
@@ -875,7 +874,7 @@ mod tests {
         bytes[header..header + 4].copy_from_slice(&nan);
         fs::write(&weights, &bytes).unwrap();
         let (dir, _) = registry.read_meta("ctr", 2).unwrap();
-        let mut digests = ChunkDigests::read(&dir.join(digests::CHUNKS), u64::MAX)
+        let mut digests = weights::read_digests(&dir.join(digests::CHUNKS), u64::MAX)
             .unwrap()
             .unwrap();
         let first_tensor = &mut digests.tensors[0];
@@ -919,6 +918,14 @@ mod tests {
         )
     }
 
+    /// Why `registry` refuses to serve `version` of `ctr` over `base`.
+    fn refusal(registry: &Registry, version: u64, base: Option<&ServedModel>) -> String {
+        registry
+            .load_served("ctr", version, base, LoadPace::default())
+            .unwrap_err()
+            .to_string()
+    }
+
     /// Flips a bit of chunk `chunk` of the tensor `name` in a version's weights file, leaving
     /// its digests as they were.
     fn corrupt_chunk(registry: &Registry, version: u64, name: &str, chunk: usize) {
@@ -947,10 +954,7 @@ mod tests {
         // Bytes of v2's unchanged chunks are corrupted: a load that reads them fails.
         corrupt_chunk(&registry, 2, "weights", 0);
         corrupt_chunk(&registry, 2, "factors", 3);
-        let err = registry
-            .load_served("ctr", 2, None, LoadPace::default())
-            .unwrap_err()
-            .to_string();
+        let err = refusal(&registry, 2, None);
         assert!(
             err.contains("chunk 0 of `weights`: checksum mismatch")
                 || err.contains("chunk 3 of `factors`: checksum mismatch"),
@@ -978,10 +982,7 @@ mod tests {
         v3.tensor_mut("weights").unwrap().values[0] = 0.5;
         registry.publish(&mut v3).unwrap();
         corrupt_chunk(&registry, 3, "weights", 0);
-        let err = registry
-            .load_served("ctr", 3, Some(&second), LoadPace::default())
-            .unwrap_err()
-            .to_string();
+        let err = refusal(&registry, 3, Some(&second));
         assert!(
             err.contains("chunk 0 of `weights`: checksum mismatch"),
             "{err}"
@@ -989,10 +990,7 @@ mod tests {
 
         // A base from elsewhere has no digests: every chunk is read.
         let elsewhere = ServedModel::from_artifact(&v1);
-        let err = registry
-            .load_served("ctr", 2, Some(&elsewhere), LoadPace::default())
-            .unwrap_err()
-            .to_string();
+        let err = refusal(&registry, 2, Some(&elsewhere));
         assert!(err.contains("checksum mismatch"), "{err}");
     }
 
@@ -1017,10 +1015,7 @@ mod tests {
             .unwrap();
         assert_eq!(second.to_artifact().tensors, v2.tensors);
         corrupt_chunk(&registry, 2, "factors", 1);
-        let err = registry
-            .load_served("ctr", 2, Some(&first), LoadPace::default())
-            .unwrap_err()
-            .to_string();
+        let err = refusal(&registry, 2, Some(&first));
         assert!(
             err.ends_with("weights.safetensors: checksum mismatch"),
             "{err}"
@@ -1041,10 +1036,7 @@ mod tests {
         let listed = fs::read(v4_dir.join(digests::CHUNKS)).unwrap();
         fs::remove_file(v4_dir.join(digests::CHUNKS)).unwrap();
         corrupt_chunk(&registry, 4, "factors", 0);
-        let err = registry
-            .load_served("ctr", 4, Some(&third), LoadPace::default())
-            .unwrap_err()
-            .to_string();
+        let err = refusal(&registry, 4, Some(&third));
         assert!(
             err.ends_with("weights.safetensors: checksum mismatch"),
             "{err}"
@@ -1057,10 +1049,7 @@ mod tests {
             serde_json::to_vec(&other).unwrap(),
         )
         .unwrap();
-        let err = registry
-            .load_served("ctr", 4, Some(&third), LoadPace::default())
-            .unwrap_err()
-            .to_string();
+        let err = refusal(&registry, 4, Some(&third));
         assert!(
             err.ends_with("weights.safetensors: checksum mismatch"),
             "{err}"
@@ -1073,7 +1062,7 @@ mod tests {
         let registry = Registry::open(dir.path()).unwrap();
         registry.publish(&mut fm_of(1 << 15, 1)).unwrap();
         let version = registry.version_dir("ctr", 1).unwrap();
-        let original = ChunkDigests::read(&version.join(digests::CHUNKS), u64::MAX)
+        let original = weights::read_digests(&version.join(digests::CHUNKS), u64::MAX)
             .unwrap()
             .unwrap();
         let load = |digests: &ChunkDigests| {
@@ -1113,10 +1102,7 @@ mod tests {
         );
         let load_bytes = |bytes: &[u8]| {
             fs::write(version.join(digests::CHUNKS), bytes).unwrap();
-            registry
-                .load_served("ctr", 1, None, LoadPace::default())
-                .unwrap_err()
-                .to_string()
+            refusal(&registry, 1, None)
         };
         let err = load_bytes(b"{");
         assert!(err.contains("chunks.json: EOF while parsing"), "{err}");

@@ -3,10 +3,10 @@
 //! before chunk digests, as part of the whole file against `meta.json`'s checksum (which then
 //! needs every chunk read, in order).
 
-use super::digests::{chunk_bytes, hex_digest, ChunkDigests, CHUNKS};
 use super::{MAX_HEADER_BYTES, WEIGHTS};
+use crate::digests::{chunk_bytes, hex, hex_digest, ChunkDigests, CHUNKS};
 use crate::error::{Error, Result};
-use crate::header::hex;
+use crate::table::CHUNK_ROWS;
 use millrace_learners::architecture::row_width;
 use safetensors::tensor::{Metadata, TensorInfo};
 use sha2::{Digest, Sha256};
@@ -46,7 +46,7 @@ impl WeightsFile {
         let invalid = |reason: String| Error::invalid(&path, reason);
         let mut file = File::open(&path).map_err(|e| Error::io(&path, e))?;
         let file_len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
-        let digests = ChunkDigests::read(&digests_path, file_len)?;
+        let digests = read_digests(&digests_path, file_len)?;
         let mut length = [0u8; 8];
         file.read_exact(&mut length)
             .map_err(|e| Error::io(&path, e))?;
@@ -207,4 +207,34 @@ impl WeightsFile {
             Err(Error::invalid(&self.digests_path, problems.join("; ")))
         }
     }
+}
+
+/// The digests at `path` of a weights file of `weights_bytes` bytes: `None` when the
+/// version has none (written before them) or has them for chunks of another size, and is
+/// to be read whole. The file is read only up to the size such digests can have.
+///
+/// # Errors
+///
+/// When the file cannot be read, is larger than that or is not such digests.
+pub(super) fn read_digests(path: &Path, weights_bytes: u64) -> Result<Option<ChunkDigests>> {
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    // About 70 bytes a chunk, and each tensor a chunk more at most.
+    let limit = (1 << 20) + 128 * (weights_bytes / (CHUNK_ROWS as u64 * 4) + 64);
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 > limit {
+        return Err(Error::invalid(
+            path,
+            format!("more than the {limit} bytes that digests of these weights take"),
+        ));
+    }
+    let digests: ChunkDigests =
+        serde_json::from_slice(&bytes).map_err(|e| Error::invalid(path, e.to_string()))?;
+    Ok(Some(digests).filter(|d| d.chunk_rows == CHUNK_ROWS))
 }

@@ -10,44 +10,41 @@
 //! to parse or makes a digest fail to match its chunk, and cannot turn a digest into that of
 //! the served version's chunk, which is what would keep an old chunk.
 
-use crate::error::{Error, Result};
 use crate::table::CHUNK_ROWS;
 use millrace_learners::architecture::row_width;
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::io::Read;
-use std::path::Path;
 
 /// The file beside `weights.safetensors` that lists its digests.
-pub(super) const CHUNKS: &str = "chunks.json";
+pub(crate) const CHUNKS: &str = "chunks.json";
 
 /// The digests of one version's weights file: its header's and each chunk's.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ChunkDigests {
+pub(crate) struct ChunkDigests {
     /// The rows of a chunk: [`CHUNK_ROWS`] when written.
-    pub chunk_rows: usize,
+    pub(crate) chunk_rows: usize,
     /// SHA-256 of the file's header (its 8-byte length and its JSON), hex.
-    pub header: String,
+    pub(crate) header: String,
     /// Each tensor's chunks, in the order the file stores the tensors.
-    pub tensors: Vec<TensorDigests>,
+    pub(crate) tensors: Vec<TensorDigests>,
 }
 
 /// The digests of one tensor's chunks.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TensorDigests {
+pub(crate) struct TensorDigests {
     /// The tensor's name.
-    pub name: String,
+    pub(crate) name: String,
     /// SHA-256 of each chunk's bytes, hex, in row order.
-    pub chunks: Vec<String>,
+    pub(crate) chunks: Vec<String>,
 }
 
 impl ChunkDigests {
     /// The digests of a weights file whose header is `header` and whose tensors, in file
     /// order, are `(name, row width, bytes)`.
-    pub(super) fn of<'a>(
+    pub(crate) fn of<'a>(
         header: &[u8],
         tensors: impl IntoIterator<Item = (&'a str, usize, &'a [u8])>,
     ) -> Self {
@@ -69,7 +66,7 @@ impl ChunkDigests {
     /// # Errors
     ///
     /// When it is not a safetensors file.
-    pub(super) fn of_file(encoded: &[u8]) -> std::result::Result<Self, String> {
+    pub(crate) fn of_file(encoded: &[u8]) -> std::result::Result<Self, String> {
         let (length, header) = SafeTensors::read_metadata(encoded).map_err(|e| e.to_string())?;
         let (header_bytes, data) = encoded.split_at(8 + length);
         let names = header.offset_keys();
@@ -82,38 +79,8 @@ impl ChunkDigests {
         Ok(ChunkDigests::of(header_bytes, tensors))
     }
 
-    /// The digests at `path` of a weights file of `weights_bytes` bytes: `None` when the
-    /// version has none (written before them) or has them for chunks of another size, and is
-    /// to be read whole. The file is read only up to the size such digests can have.
-    ///
-    /// # Errors
-    ///
-    /// When the file cannot be read, is larger than that or is not such digests.
-    pub(super) fn read(path: &Path, weights_bytes: u64) -> Result<Option<Self>> {
-        let file = match std::fs::File::open(path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io(path, e)),
-        };
-        // About 70 bytes a chunk, and each tensor a chunk more at most.
-        let limit = (1 << 20) + 128 * (weights_bytes / (CHUNK_ROWS as u64 * 4) + 64);
-        let mut bytes = Vec::new();
-        file.take(limit + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| Error::io(path, e))?;
-        if bytes.len() as u64 > limit {
-            return Err(Error::invalid(
-                path,
-                format!("more than the {limit} bytes that digests of these weights take"),
-            ));
-        }
-        let digests: ChunkDigests =
-            serde_json::from_slice(&bytes).map_err(|e| Error::invalid(path, e.to_string()))?;
-        Ok(Some(digests).filter(|d| d.chunk_rows == CHUNK_ROWS))
-    }
-
     /// The digest of chunk `chunk` of the tensor `name`, if it lists one.
-    pub fn chunk(&self, name: &str, chunk: usize) -> Option<&str> {
+    pub(crate) fn chunk(&self, name: &str, chunk: usize) -> Option<&str> {
         self.tensors
             .iter()
             .find(|t| t.name == name)
@@ -123,13 +90,18 @@ impl ChunkDigests {
 }
 
 /// The bytes of a full chunk of a tensor `width` numbers wide.
-pub(super) fn chunk_bytes(width: usize) -> usize {
+pub(crate) fn chunk_bytes(width: usize) -> usize {
     CHUNK_ROWS.saturating_mul(width.max(1)).saturating_mul(4)
 }
 
 /// SHA-256 of `bytes`, hex.
-pub(super) fn hex_digest(bytes: &[u8]) -> String {
-    crate::header::hex(&Sha256::digest(bytes))
+pub(crate) fn hex_digest(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// `bytes` in lowercase hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
