@@ -131,7 +131,9 @@ fn new_artifacts_record_their_format_and_newer_majors_are_refused() {
     std::fs::write(&meta_path, meta.to_string()).unwrap();
     let error = registry.load("ctr", version).unwrap_err().to_string();
     assert!(
-        error.contains("format version \"4.0\" is newer than this reader's 3.0"),
+        error.contains(&format!(
+            "format version \"4.0\" is newer than this reader's {FORMAT_VERSION}"
+        )),
         "{error}"
     );
     meta["format_version"] = "three".into();
