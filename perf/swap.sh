@@ -5,7 +5,8 @@
 # 1. `millrace bench swap --hash-bits 24 --changed 0.01,1` publishes v1, then v2 (1% of the
 #    1,024 chunks changed, in 2% of their rows), then v3 (every chunk changed) into a staging
 #    registry, and loads them in-process as serving does: `in_process`.
-# 2. For each build (this tree's, and BASE_BIN's when set, alternating, ROUNDS times):
+# 2. For each build (this tree's, or MILLRACE_BIN's when set; and BASE_BIN's when set;
+#    alternating, ROUNDS times):
 #    `millrace serve --load-cpu-share 1` on a registry holding v1, the server on the last core;
 #    v2 is moved in, then v3, each once the one before is served. For each: the time from the
 #    move to the server's log saying it serves it (which includes the wait for the next poll of
