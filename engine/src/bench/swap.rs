@@ -11,6 +11,8 @@
 use crate::error::{Error, Result};
 use millrace_models::table::CHUNK_ROWS;
 use millrace_models::{FeatureSpec, LoadPace, ModelArtifact, Registry, ServedModel};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use std::path::Path;
 use std::time::Instant;
@@ -71,8 +73,10 @@ pub fn swap(registry: &Path, hash_bits: u32, changed: &[f64], seed: u64) -> Resu
     }
     let weights = 1usize << hash_bits;
     let chunks = weights.div_ceil(CHUNK_ROWS);
-    let mut random = Random(seed | 1);
-    let mut values: Vec<f32> = (0..weights).map(|_| random.weight()).collect();
+    let mut random = ChaCha8Rng::seed_from_u64(seed);
+    let mut values: Vec<f32> = (0..weights)
+        .map(|_| random.random_range(-1.0..1.0))
+        .collect();
     let mut counts = vec![0];
     publish(&registry, hash_bits, &values)?;
     for &fraction in changed {
@@ -80,8 +84,7 @@ pub fn swap(registry: &Path, hash_bits: u32, changed: &[f64], seed: u64) -> Resu
         for chunk in spread(count, chunks) {
             let rows = chunk * CHUNK_ROWS..((chunk + 1) * CHUNK_ROWS).min(weights);
             for _ in 0..rows.len().div_ceil(50) {
-                let row = rows.start + random.below(rows.len());
-                values[row] = random.weight();
+                values[random.random_range(rows.clone())] = random.random_range(-1.0..1.0);
             }
         }
         publish(&registry, hash_bits, &values)?;
@@ -144,27 +147,6 @@ fn bytes_read() -> Option<u64> {
     io.lines()
         .find_map(|line| line.strip_prefix("rchar:"))
         .and_then(|n| n.trim().parse().ok())
-}
-
-/// xorshift64: the bench's weights, the same for the same seed.
-struct Random(u64);
-
-impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// A weight in [-1, 1).
-    fn weight(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
 }
 
 #[cfg(test)]

@@ -3,9 +3,8 @@
 //! `meta.json` beside it.
 
 use crate::artifact::{ModelArtifact, FORMAT_VERSION};
-use crate::digests::hex;
+use crate::digests::hex_digest;
 use millrace_events::fmap::Schema;
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 
 /// The header metadata of `artifact` published as `version`: `format` (`millrace`),
@@ -27,7 +26,7 @@ pub(crate) fn header_metadata(artifact: &ModelArtifact, version: u64) -> HashMap
         ("model_kind", tag(&meta.architecture)),
         ("features", tag(&meta.features)),
         ("dimension", Some(dimension.to_string())),
-        ("schema_sha256", Some(hex(&Sha256::digest(&schema_json)))),
+        ("schema_sha256", Some(hex_digest(&schema_json))),
     ]
     .into_iter()
     .filter_map(|(key, value)| Some((key.to_owned(), value?)))

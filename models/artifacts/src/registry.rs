@@ -11,14 +11,13 @@ use crate::artifact::{
     declared_tensors, FeatureMapMeta, ModelArtifact, ModelMeta, ServedModel, StoredTensor,
     StructureProblems, Tensor, FORMAT_VERSION,
 };
-use crate::digests::{self, hex, ChunkDigests};
+use crate::digests::{self, ChunkDigests};
 use crate::error::{Error, Result, StoredMapError};
 use crate::header::{header_metadata, sort_header};
 use crate::table::{Table, TableBuilder};
 use millrace_events::fmap::FeatureMap;
 use millrace_learners::architecture::{row_width, TensorSpec};
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
-use sha2::{Digest, Sha256};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -177,14 +176,14 @@ impl Registry {
             .map(|digests| serde_json::to_vec(&digests).expect("digests serialize"))
             .map_err(|e| Error::invalid(&dir, e))?;
         artifact.meta.format_version = FORMAT_VERSION.to_owned();
-        artifact.meta.weights_sha256 = hex(&Sha256::digest(&encoded));
+        artifact.meta.weights_sha256 = digests::hex_digest(&encoded);
         let feature_map = match artifact.fitted_feature_map() {
             Some(map) => {
                 let bytes = serde_json::to_vec(map.as_ref())
                     .map_err(|e| Error::invalid(&dir, e.to_string()))?;
                 artifact.meta.feature_map = Some(FeatureMapMeta {
                     version: map.version,
-                    sha256: hex(&Sha256::digest(&bytes)),
+                    sha256: digests::hex_digest(&bytes),
                 });
                 Some(bytes)
             }
@@ -232,7 +231,7 @@ impl Registry {
         let (dir, meta) = self.read_meta(name, version)?;
         let weights_path = dir.join(WEIGHTS);
         let encoded = fs::read(&weights_path).map_err(|e| Error::io(&weights_path, e))?;
-        if hex(&Sha256::digest(&encoded)) != meta.weights_sha256 {
+        if digests::hex_digest(&encoded) != meta.weights_sha256 {
             return Err(Error::invalid(&weights_path, "checksum mismatch"));
         }
         let stored = SafeTensors::deserialize(&encoded)
@@ -563,7 +562,7 @@ impl FeatureMapMeta {
     ///
     /// [`StoredMapError`]: why the bytes are not the FeatureMap this names.
     pub fn read(&self, bytes: &[u8]) -> std::result::Result<FeatureMap, StoredMapError> {
-        if hex(&Sha256::digest(bytes)) != self.sha256 {
+        if digests::hex_digest(bytes) != self.sha256 {
             return Err(StoredMapError::Checksum);
         }
         let map: FeatureMap = serde_json::from_slice(bytes)?;

@@ -1,6 +1,7 @@
 //! The key that signs a registry topic's manifests (HMAC-SHA256), shared by the publisher and
 //! the readers through a key file.
 
+use crate::digests::hex;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -55,10 +56,6 @@ impl RegistryKey {
         };
         self.mac(message).verify_slice(&tag).is_ok()
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unhex(text: &[u8]) -> Option<Vec<u8>> {

@@ -5,7 +5,6 @@ use crate::topic::{MAX_CHUNK_BYTES, PIECE_BYTES};
 use crate::{ModelArtifact, ModelMeta};
 use millrace_learners::architecture::row_width;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 /// What a manifest says about one tensor.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -57,10 +56,7 @@ pub struct Manifest {
 
 /// The digest a publisher gives a chunk or piece: SHA-256, hex.
 pub fn digest(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::digests::hex_digest(bytes)
 }
 
 /// Values as a chunk carries them: little-endian `f32`.
